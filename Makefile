@@ -1,0 +1,35 @@
+# make run   - start the dashboard on the built-in synthetic data (creates .venv on first use)
+# make test  - run the whole test suite (browser tests skip when chromium is not installed)
+# make unit  - only the fast unit and app tests
+# make bench - the performance benchmark against the seed pipeline (needs ../shared/datasets/busi)
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test unit e2e bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m streamlit run streamlit_app.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest -m "not e2e"
+
+e2e: $(STAMP)
+	$(PY) -m pytest -m e2e
+
+bench: $(STAMP)
+	$(PY) -m medcls bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

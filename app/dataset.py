@@ -1,0 +1,119 @@
+"""The shared sidebar: which dataset every page works on.
+
+The choice is kept under a session-state key no widget owns ("data_config"),
+so it survives page changes; a browser refresh starts again from the built-in
+data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from medcls.archive import ArchiveError, extract_zip
+from medcls.atomic import atomic_write_bytes
+from medcls.config import DataConfig, field_help
+from medcls.data import DataError, DatasetSpec, load_dataset
+from medcls.settings import PathNotAllowedError, data_dir
+
+KINDS = {
+    "builtin": "Built-in synthetic phantoms",
+    "folder": "A folder on this server",
+    "zip": "Upload a .zip of class folders",
+    "npz": "A MedMNIST .npz file",
+}
+STATE_KEY = "data_config"
+MAX_UPLOAD_MB = 200
+
+
+def current_data_config() -> DataConfig:
+    return DataConfig(**st.session_state.get(STATE_KEY, {}))
+
+
+def _set(cfg: DataConfig) -> None:
+    st.session_state[STATE_KEY] = dataclasses.asdict(cfg)
+
+
+def render_sidebar() -> DataConfig:
+    """Draw the dataset chooser and return the chosen DataConfig."""
+    sb = st.sidebar
+    sb.header("Dataset")
+    kind = sb.radio("Images from", list(KINDS), format_func=KINDS.get, key="data_kind",
+                    help="Where the images come from. The built-in phantoms need nothing and are SYNTHETIC.")
+    source = ""
+    if kind == "folder":
+        source = sb.text_input("Folder path on the server", key="data_folder",
+                               placeholder="/data/busi  or  /data/busi/split.csv",
+                               help=field_help("source")).strip()
+        if not source:
+            sb.info("Type a folder: class sub-folders, train/val/test sub-folders, or a manifest .csv.")
+    elif kind == "zip":
+        source = _zip_upload(sb)
+    elif kind == "npz":
+        source = _npz_choice(sb)
+    aliases_text = sb.text_input("Class aliases (optional)", key="data_aliases", placeholder="malignant=cancer",
+                                 help=field_help("class_aliases"))
+    aliases = tuple(a.strip() for a in aliases_text.replace(";", ",").split(",") if a.strip())
+    try:
+        cfg = DataConfig(source=source, class_aliases=aliases)
+    except ValueError as exc:
+        sb.error(str(exc))
+        cfg = DataConfig(source=source)
+    _set(cfg)
+    return cfg
+
+
+def _zip_upload(sb) -> str:
+    upload = sb.file_uploader("Dataset .zip (one folder per class)", type=["zip"], key="data_zip",
+                              max_upload_size=MAX_UPLOAD_MB,
+                              help=f"A .zip of class folders (e.g. benign/, malignant/, normal/), at most "
+                                   f"{MAX_UPLOAD_MB} MB. It is unpacked safely into the app's data folder.")
+    if upload is None:
+        return st.session_state.get("data_zip_path", "")
+    try:
+        folder = extract_zip(upload.getvalue(), data_dir() / "uploads", name=upload.name)
+    except ArchiveError as exc:
+        sb.error(f"Upload refused: {exc}")
+        return ""
+    st.session_state["data_zip_path"] = str(folder)
+    sb.caption(f"Unpacked to `{folder}`")
+    return str(folder)
+
+
+def _npz_choice(sb) -> str:
+    upload = sb.file_uploader("MedMNIST .npz", type=["npz"], key="data_npz", max_upload_size=MAX_UPLOAD_MB,
+                              help="A MedMNIST-style file with train_images, train_labels, val_..., test_...")
+    if upload is not None:
+        data = upload.getvalue()
+        name = Path(upload.name).name
+        target = data_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{name}"
+        if not target.exists():
+            atomic_write_bytes(target, data)
+        return str(target)
+    return sb.text_input("…or its path on the server", key="data_npz_path").strip()
+
+
+@st.cache_data(show_spinner="Reading the dataset…", ttl=60, max_entries=8)
+def _load(cfg_items: tuple) -> DatasetSpec:
+    return load_dataset(DataConfig(**dict(cfg_items)))
+
+
+def load_current_dataset(cfg: DataConfig | None = None) -> DatasetSpec | None:
+    """The chosen dataset, or None after showing the reason with ``st.error``."""
+    cfg = cfg or current_data_config()
+    if not cfg.source and st.session_state.get("data_kind", "builtin") != "builtin":
+        st.info("Choose a dataset in the sidebar.")
+        return None
+    try:
+        return _load(tuple(sorted(dataclasses.asdict(cfg).items())))
+    except (DataError, PathNotAllowedError, FileNotFoundError, ValueError) as exc:
+        st.error(f"Cannot use this dataset: {exc}")
+        return None
+
+
+def dataset_caption(spec: DatasetSpec) -> str:
+    label = "SYNTHETIC phantoms (not patient data)" if spec.synthetic else spec.root
+    return f"**{label}** · {spec.summary()}"

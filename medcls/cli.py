@@ -1,0 +1,253 @@
+"""The command line: ``python -m medcls {train,evaluate,predict,runs,demo-data,...}``.
+
+Every TrainConfig option is a ``train`` flag, generated from the config's own
+fields and help text, so the CLI, the app form and the saved JSON never drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+import typing
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import ConfigError, TrainConfig, iter_options
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+log = logging.getLogger("medcls.cli")
+
+# Friendlier flag names for a few options (the config keeps its own names).
+FLAG_ALIASES = {"name": ["--model"], "source": ["--data", "--source"]}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable:
+    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+    return wrap
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, f, section in iter_options():
+        group = groups.setdefault(section, parser.add_argument_group(f"{section or 'training'} options"))
+        hint = typing.get_type_hints(_owner_type(section))[name]
+        flags = FLAG_ALIASES.get(name, [f"--{name.replace('_', '-')}"])
+        meta = f.metadata
+        help_text = meta.get("help", "") + f" (default: {f.default!r})"
+        kwargs: dict = {"dest": name, "default": None, "help": help_text.replace("%", "%%")}
+        base = _base_type(hint)
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(base) is tuple:
+            kwargs["nargs"] = "*"
+            kwargs["metavar"] = "VALUE"
+        else:
+            kwargs["type"] = base
+            if meta.get("choices"):
+                kwargs["choices"] = meta["choices"]
+        group.add_argument(*flags, **kwargs)
+
+
+def _owner_type(section: str) -> type:
+    if not section:
+        return TrainConfig
+    return typing.get_type_hints(TrainConfig)[section]
+
+
+def _base_type(hint):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, __import__("types").UnionType):
+        return [a for a in typing.get_args(hint) if a is not type(None)][0]
+    return hint
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig.load(args.config) if getattr(args, "config", None) else TrainConfig()
+    given = {name: getattr(args, name) for name, _, _ in iter_options() if getattr(args, name, None) is not None}
+    return cfg.with_options(**given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m medcls", description="Train, compare and try image "
+                                     "classifiers on medical images, fast on a CPU.")
+    parser.add_argument("--runs-dir", default=None, help="Run store folder (default: $MEDCLS_RUNS_DIR or ./runs).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show library log messages.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="Train a model and write a run (no data option: the built-in synthetic data).")
+    p.add_argument("--config", help="Start from a config JSON file (e.g. a run's config.json); flags override it.")
+    p.add_argument("--run-id", help="Name for the run folder (default: time-model-random).")
+    p.add_argument("--print-config", action="store_true", help="Print the resolved config and exit.")
+    _add_config_flags(p)
+
+    p = sub.add_parser("evaluate", help="Evaluate a run's best checkpoint on its test split or on other data.")
+    p.add_argument("run", help="Run id (see 'runs').")
+    p.add_argument("--data", help="Another dataset (folder, manifest or .npz); default: the run's own data.")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="Which split of that data to evaluate (default: test).")
+    p.add_argument("--class-aliases", nargs="*", default=None, help="Class aliases for --data, alias=class.")
+    p.add_argument("--json", help="Also write the metrics to this JSON file.")
+
+    p = sub.add_parser("predict", help="Class probabilities for images, from a run's best checkpoint.")
+    p.add_argument("run", help="Run id (see 'runs').")
+    p.add_argument("images", nargs="+", help="Image files (png, jpg, bmp, tif).")
+    p.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
+
+    sub.add_parser("runs", help="List the runs in the store.")
+
+    p = sub.add_parser("demo-data", help="Write the built-in synthetic phantom dataset to a folder.")
+    p.add_argument("dir", help="Target folder (created).")
+    p.add_argument("--images", type=int, default=None, help="Number of images (default: the built-in size).")
+    p.add_argument("--size", type=int, default=None, help="Image size in pixels.")
+    p.add_argument("--seed", type=int, default=0, help="Random seed.")
+
+    return parser
+
+
+def _store(args: argparse.Namespace):
+    from .runs import RunStore
+
+    return RunStore(args.runs_dir)
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    from .callbacks import ConsoleProgress
+    from .training import execute_run
+
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
+    store = _store(args)
+    run_id = store.create(cfg, args.run_id)
+    print(f"run {run_id} in {store.path(run_id)}")
+    print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model.name} | "
+          f"{cfg.image_size} px | {cfg.epochs} epochs | imbalance {cfg.imbalance}")
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop after this batch, keep the best checkpoint
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        outcome = execute_run(store, run_id, callbacks=[ConsoleProgress()],
+                              should_cancel=lambda: interrupted.is_set() or store.stop_requested(run_id))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    report = store.read_json(run_id, "data_report.json", {}) or {}
+    if report.get("skipped"):
+        print(f"skipped {len(report['skipped'])} file(s):")
+        for s in report["skipped"]:
+            print(f"  {s['path']}: {s['reason']}")
+    if outcome.state != "finished":
+        print(f"run {run_id} {outcome.state}: {outcome.error}", file=sys.stderr)
+        return 1
+    _print_metrics(outcome.metrics.get("test", {}))
+    print(f"run {run_id} finished: {store.path(run_id)}")
+    return 0
+
+
+def _print_metrics(m: dict) -> None:
+    if not m:
+        print("no test split: no test metrics")
+        return
+    print(f"test: accuracy {m['accuracy']:.3f}  balanced accuracy {m['balanced_accuracy']:.3f}  "
+          f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
+    print(f"{'class':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'AP':>6} {'n':>5}")
+    for name, c in m["per_class"].items():
+        fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"{name:<20} {fmt(c['precision']):>9} {fmt(c['recall']):>7} {fmt(c['f1']):>6} "
+              f"{fmt(c['average_precision']):>6} {c['support']:>5}")
+    print("confusion matrix (rows: true, columns: predicted):")
+    width = max(len(c) for c in m["classes"]) + 2
+    print(" " * width + "".join(f"{c:>{width}}" for c in m["classes"]))
+    for name, row in zip(m["classes"], m["confusion_matrix"]):
+        print(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+
+
+@command("evaluate")
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_run
+
+    metrics = evaluate_run(_store(args), args.run, data_source=args.data, split=args.split,
+                           class_aliases=args.class_aliases)
+    _print_metrics(metrics)
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .data.imageio import ImageReadError
+    from .predict import load_predictor
+
+    predictor = load_predictor(_store(args), args.run)
+    status = 0
+    for image in args.images:
+        try:
+            pred = predictor.predict(image)
+        except ImageReadError as exc:
+            print(f"{image}: error: {exc.reason}", file=sys.stderr)
+            status = 1
+            continue
+        if args.json:
+            print(json.dumps({"image": image, "label": pred.label, "probabilities": pred.probabilities}))
+        else:
+            probs = "  ".join(f"{c}={p:.3f}" for c, p in pred.probabilities.items())
+            flag = "  (low confidence)" if pred.low_confidence else ""
+            print(f"{image}: {pred.label}  [{probs}]{flag}")
+    return status
+
+
+@command("runs")
+def cmd_runs(args: argparse.Namespace) -> int:
+    infos = _store(args).list()
+    if not infos:
+        print("no runs yet: try 'python -m medcls train'")
+        return 0
+    print(f"{'run':<40} {'state':<12} {'model':<12} {'epochs':>7} {'test macro-F1':>14}  data")
+    for i in infos:
+        f1 = "-" if i.test_macro_f1 is None else f"{i.test_macro_f1:.3f}"
+        print(f"{i.run_id:<40} {i.state:<12} {i.model:<12} {i.epochs_done:>3}/{i.epochs:<3} {f1:>14}  {i.source}")
+    return 0
+
+
+@command("demo-data")
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from .data.phantoms import PhantomSpec, write_phantom_dataset
+
+    defaults = PhantomSpec()
+    spec = dataclasses.replace(defaults, n_images=args.images or defaults.n_images,
+                               image_size=args.size or defaults.image_size, seed=args.seed)
+    root = write_phantom_dataset(Path(args.dir), spec)
+    print(f"wrote {spec.n_images} synthetic phantom images to {root} (see README.txt there)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, ValueError, FileNotFoundError, PermissionError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,250 @@
+"""The training loop. It knows nothing of files, the app or particular models.
+
+``Trainer.fit`` runs epochs of mini-batches over tensors already in memory,
+evaluates on the validation split after each epoch, and tells its callbacks
+what happened (``on_fit_start``, ``on_batch_end``, ``on_epoch_end``,
+``on_fit_end``). Recording history, early stopping, checkpointing and progress
+display are all callbacks (see :mod:`medcls.callbacks`). Cancellation is
+checked before every batch, in training and in evaluation, and ends the fit
+with :class:`FitCancelled`; the best weights seen so far stay available.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .imbalance import EpochSampler
+from .metrics import epoch_metrics, select_score
+
+__all__ = ["TensorData", "BatchEvent", "EpochRecord", "Callback", "Trainer", "FitCancelled", "NonFiniteLossError",
+           "FitResult"]
+
+log = logging.getLogger(__name__)
+
+
+class FitCancelled(Exception):
+    """Training was stopped on request."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: training diverged."""
+
+
+@dataclass
+class TensorData:
+    inputs: torch.Tensor  # uint8 images (N, C, H, W), or float features (N, F) for cached backbones
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class BatchEvent:
+    phase: str            # 'train' or 'val'
+    epoch: int
+    epochs: int
+    batch: int            # 1-based within the phase
+    batches: int
+    loss: float
+    images_per_s: float   # over this epoch's training phase so far
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    val_macro_f1: float
+    val_balanced_accuracy: float
+    val_recall: dict[str, float | None]
+    lr: float
+    seconds: float
+    images_per_s: float
+    score: float          # the select_metric value on validation
+    best: bool            # the best score so far (this epoch's weights are the checkpoint)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -math.inf
+    stopped_early: bool = False
+
+
+class Callback:
+    """Override the hooks you need; the trainer calls them in order."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_batch_end(self, trainer: "Trainer", event: BatchEvent) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", record: EpochRecord) -> None: ...
+    def on_fit_end(self, trainer: "Trainer", result: FitResult) -> None: ...
+
+
+Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        train: TensorData,
+        val: TensorData,
+        *,
+        classes: Sequence[str],
+        loss_fn: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        scheduler_interval: str,
+        sampler: EpochSampler,
+        batch_size: int,
+        epochs: int,
+        prepare: Prepare,
+        select_metric: str = "macro_f1",
+        focus_class: str = "",
+        bf16: bool = False,
+        callbacks: Sequence[Callback] = (),
+        should_cancel: Callable[[], bool] | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ):
+        self.model = model
+        self.train_data, self.val_data = train, val
+        self.classes = list(classes)
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.prepare = prepare
+        self.select_metric = select_metric
+        self.focus_class = focus_class
+        self.bf16 = bf16
+        self.callbacks = list(callbacks)
+        self.should_cancel = should_cancel or (lambda: False)
+        self.rank, self.world = shard  # DDP: every rank draws the same epoch order and takes its slice
+        self.should_stop = False       # set by callbacks such as EarlyStopping
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.result = FitResult()
+
+    # --- helpers ------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def _check_cancel(self) -> None:
+        if self.should_cancel():
+            raise FitCancelled()
+
+    def _emit(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def batches_per_epoch(self) -> int:
+        n = math.ceil(len(self.sampler) / self.world)
+        return max(1, math.ceil(n / self.batch_size))
+
+    # --- the loop -----------------------------------------------------------
+    def fit(self) -> FitResult:
+        self._emit("on_fit_start")
+        for epoch in range(1, self.epochs + 1):
+            record = self._run_epoch(epoch)
+            self.result.history.append(record)
+            self._emit("on_epoch_end", record)
+            if self.should_stop:
+                self.result.stopped_early = epoch < self.epochs
+                break
+        self._emit("on_fit_end", self.result)
+        return self.result
+
+    def _run_epoch(self, epoch: int) -> EpochRecord:
+        start = time.perf_counter()
+        order = torch.from_numpy(np.ascontiguousarray(self.sampler.indices(epoch)[self.rank::self.world]))
+        n_batches = self.batches_per_epoch()
+        self.model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in range(n_batches):
+            self._check_cancel()
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if len(idx) == 0:
+                break
+            if len(idx) == 1 and len(order) > 1:
+                continue  # a batch of one breaks batch norm; its image is seen next epoch
+            x = self.prepare(self.train_data.inputs[idx], True)
+            y = self.train_data.labels[idx]
+            with self._autocast():
+                logits = self.model(x)
+                loss = self.loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"The training loss became {loss.item()} in epoch {epoch}, batch {b + 1}: training diverged. "
+                    f"Lower the learning rate (now {self.optimizer.param_groups[0]['lr']:.3g}) or use batch norm.")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None and self.scheduler_interval == "batch":
+                self.scheduler.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            elapsed = time.perf_counter() - start
+            self._emit("on_batch_end", BatchEvent("train", epoch, self.epochs, b + 1, n_batches, loss.item(),
+                                                  seen / max(elapsed, 1e-9)))
+        train_seconds = time.perf_counter() - start
+        lr = self.optimizer.param_groups[0]["lr"]
+        val_loss, val_probs = self.evaluate(self.val_data, epoch=epoch)
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
+            self.scheduler.step()
+        val_true = self.val_data.labels.numpy()
+        m = epoch_metrics(val_true, val_probs.argmax(1), self.classes) if len(val_true) else \
+            {"accuracy": 0.0, "macro_f1": 0.0, "balanced_accuracy": 0.0, "recall": {}}
+        score = select_score(m, self.select_metric, self.focus_class)
+        best = score > self.result.best_score
+        if best:
+            self.result.best_score, self.result.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        return EpochRecord(
+            epoch=epoch, train_loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
+            val_loss=val_loss, val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"],
+            val_balanced_accuracy=m["balanced_accuracy"], val_recall=m["recall"], lr=lr,
+            seconds=time.perf_counter() - start, images_per_s=seen / max(train_seconds, 1e-9),
+            score=score, best=best)
+
+    @torch.inference_mode()
+    def evaluate(self, data: TensorData, epoch: int = 0) -> tuple[float, np.ndarray]:
+        """Mean loss and class probabilities (N, K) on a split, in eval mode, without augmentation."""
+        self.model.eval()
+        probs, loss_sum = [], 0.0
+        n = len(data)
+        batches = max(1, math.ceil(n / self.batch_size))
+        for b in range(batches):
+            self._check_cancel()
+            x = self.prepare(data.inputs[b * self.batch_size:(b + 1) * self.batch_size], False)
+            if len(x) == 0:
+                break
+            y = data.labels[b * self.batch_size:(b + 1) * self.batch_size]
+            with self._autocast():
+                logits = self.model(x).float()
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            probs.append(torch.softmax(logits, 1))
+            if epoch:  # validation inside fit reports progress; final test evaluation does not
+                self._emit("on_batch_end", BatchEvent("val", epoch, self.epochs, b + 1, batches, 0.0, 0.0))
+        if not probs:
+            return 0.0, np.zeros((0, len(self.classes)), dtype=np.float32)
+        return loss_sum / max(n, 1), torch.cat(probs).numpy()

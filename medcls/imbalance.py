@@ -1,0 +1,101 @@
+"""Class-imbalance strategies: what each training epoch draws, and how the loss weighs classes.
+
+- ``none``: every training image once per epoch, shuffled.
+- ``oversample``: rare classes repeated (per-class multipliers as in the seed's
+  x16 / x5, or "balance to the largest class"), decided once per run.
+- ``weighted_loss``: scikit-learn's ``balanced`` class weights in the cross-entropy.
+- ``weighted_sampler``: each epoch draws ``n`` images with replacement, every
+  class equally likely.
+
+Only the training split is ever resampled. Index lists are decided globally
+from the seed, so under DDP every rank agrees and takes its own shard.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from sklearn.utils.class_weight import compute_class_weight
+
+__all__ = ["EpochSampler", "balanced_class_weights", "oversample_indices", "parse_multipliers", "make_sampler"]
+
+
+def parse_multipliers(entries: Sequence[str], classes: Sequence[str]) -> dict[int, float]:
+    """{'malignant=16', 'benign=5'} -> {class index: factor}; class names match case-insensitively."""
+    lookup = {c.casefold(): i for i, c in enumerate(classes)}
+    out: dict[int, float] = {}
+    for entry in entries:
+        name, _, factor = entry.partition("=")
+        key = name.strip().casefold()
+        if key not in lookup:
+            raise ValueError(f"Oversampling names class {name.strip()!r}, which is not in this dataset "
+                             f"(classes: {', '.join(classes)}).")
+        out[lookup[key]] = float(factor)
+    return out
+
+
+def oversample_indices(labels: np.ndarray, num_classes: int, rng: np.random.Generator,
+                       multipliers: dict[int, float] | None = None) -> np.ndarray:
+    """Original indices plus random repeats of rare classes (the seed's random oversampling).
+
+    With ``multipliers`` a class with n images ends with about n * factor; without,
+    every class is topped up to the largest class's count.
+    """
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=num_classes)
+    parts = [np.arange(len(labels))]
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        target = int(round(counts[c] * multipliers.get(c, 1.0))) if multipliers else int(counts.max())
+        extra = max(0, target - counts[c])
+        if extra:
+            parts.append(rng.choice(members, size=extra, replace=True))
+    return np.concatenate(parts)
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """n_samples / (n_classes * count_c), via scikit-learn; classes absent from training get weight 1."""
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    weights = np.ones(num_classes, dtype=np.float64)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class EpochSampler:
+    """The training indices of each epoch, deterministic for a (seed, epoch) pair."""
+
+    def __init__(self, labels: np.ndarray, num_classes: int, strategy: str, seed: int,
+                 multipliers: dict[int, float] | None = None):
+        self.labels = np.asarray(labels)
+        self.num_classes = num_classes
+        self.strategy = strategy
+        self.seed = seed
+        self.base = np.arange(len(self.labels))
+        if strategy == "oversample":
+            self.base = oversample_indices(self.labels, num_classes, np.random.default_rng([seed, 7]), multipliers)
+        counts = np.bincount(self.labels, minlength=num_classes).astype(np.float64)
+        self.sample_weights = (1.0 / np.maximum(counts, 1))[self.labels]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def indices(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.strategy == "weighted_sampler":
+            p = self.sample_weights / self.sample_weights.sum()
+            return rng.choice(len(self.labels), size=len(self.labels), replace=True, p=p)
+        return rng.permutation(self.base)
+
+    def epoch_class_counts(self, epoch: int = 1) -> np.ndarray:
+        return np.bincount(self.labels[self.indices(epoch)], minlength=self.num_classes)
+
+
+def make_sampler(labels: np.ndarray, classes: Sequence[str], strategy: str, seed: int,
+                 oversample: Sequence[str] = ()) -> EpochSampler:
+    multipliers = parse_multipliers(oversample, classes) if strategy == "oversample" and oversample else None
+    return EpochSampler(labels, len(classes), strategy, seed, multipliers)

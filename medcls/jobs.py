@@ -1,0 +1,219 @@
+"""Background execution of runs: a queue, at most N concurrent workers, stop.
+
+The run store on disk is the single source of truth; this manager only starts
+worker processes and asks them to stop. It is therefore safe to lose (an app
+restart): on start it marks runs whose worker is gone as interrupted and picks
+up queued runs again. Scheduling happens under a file lock in the store, so
+two managers (two app servers on one store, or two clicks at the same instant)
+never start more runs than allowed.
+
+Backends: ``local`` (``spawn``-ed processes, the default) and ``ray``
+(see :mod:`medcls.ray_backend`), chosen by name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+from .config import TrainConfig
+from .runs import RunNotFoundError, RunStore
+
+__all__ = ["JobManager", "LocalBackend", "WorkerHandle"]
+
+log = logging.getLogger(__name__)
+STOP_GRACE_S = 30.0  # after a stop request, a worker that has not ended by then is killed
+
+
+class WorkerHandle(Protocol):
+    def is_alive(self) -> bool: ...
+    def kill(self) -> None: ...
+    def exit_description(self) -> str: ...
+
+
+@dataclass
+class _LocalHandle:
+    process: mp.Process
+
+    def is_alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(5)
+
+    def exit_description(self) -> str:
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"The training process was killed by signal {-code}."
+        return f"The training process exited unexpectedly (exit code {code})."
+
+
+class LocalBackend:
+    """Each run in its own ``spawn``-ed process on this machine."""
+
+    name = "local"
+    schedules_itself = False  # the manager enforces max_concurrent
+
+    def __init__(self, threads: int = 0, nice: int = 10):
+        self.threads = threads
+        self.nice = nice
+        self._ctx = mp.get_context("spawn")
+
+    def start(self, store: RunStore, run_id: str) -> tuple[WorkerHandle, int | None]:
+        from .worker import run_worker
+
+        process = self._ctx.Process(target=run_worker, name=f"medcls-{run_id}", daemon=True,
+                                    args=(str(store.root), run_id, self.threads, os.getpid(), self.nice))
+        process.start()
+        return _LocalHandle(process), process.pid
+
+
+class JobManager:
+    def __init__(self, store: RunStore, max_concurrent: int = 1, backend: "LocalBackend | None" = None,
+                 poll_s: float = 0.5, start: bool = True):
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1.")
+        self.store = store
+        self.max_concurrent = max_concurrent
+        self.backend = backend or LocalBackend()
+        self.poll_s = poll_s
+        self._handles: dict[str, WorkerHandle] = {}
+        self._stop_deadlines: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reconcile()
+        if start:
+            self._thread = threading.Thread(target=self._loop, name="medcls-scheduler", daemon=True)
+            self._thread.start()
+
+    # --- public API -------------------------------------------------------------
+    def submit(self, config: TrainConfig) -> str:
+        """Queue a run; it starts as soon as a slot is free. Returns its id."""
+        run_id = self.store.create(config)
+        self._wake.set()
+        return run_id
+
+    def stop(self, run_id: str) -> None:
+        """Cancel a queued run, or ask a running one to stop after its current batch."""
+        with self._lock, self._file_lock():
+            state = self.store.raw_status(run_id).get("state")
+            if state == "queued":
+                self.store.set_status(run_id, "cancelled", error="Cancelled before it started.")
+                return
+            if state == "running":
+                self.store.request_stop(run_id)
+                self._stop_deadlines[run_id] = time.monotonic() + STOP_GRACE_S
+        self._wake.set()
+
+    def queue_position(self, run_id: str) -> int | None:
+        """1 for the next run to start; None when the run is not queued."""
+        queued = self._queued()
+        return queued.index(run_id) + 1 if run_id in queued else None
+
+    def running(self) -> list[str]:
+        return [r for r in self.store.list_ids() if self.store.status(r).get("state") == "running"]
+
+    def tick(self) -> None:
+        """One scheduling step (the background thread calls this every poll interval)."""
+        with self._lock, self._file_lock():
+            self._reap()
+            if self.backend.schedules_itself:
+                slots = len(self._queued())
+            else:
+                slots = self.max_concurrent - len(self.running())
+            for run_id in self._queued()[:max(0, slots)]:
+                self._start(run_id)
+
+    def reconcile(self) -> None:
+        """Persist 'interrupted' for runs whose worker is gone (after a crash or restart)."""
+        with self._lock, self._file_lock():
+            for run_id in self.store.list_ids():
+                try:
+                    raw = self.store.raw_status(run_id)
+                    if raw.get("state") == "running" and run_id not in self._handles \
+                            and not self.store.worker_alive(run_id, raw):
+                        effective = self.store.status(run_id)
+                        self.store.set_status(run_id, "interrupted", error=effective.get("error", ""))
+                except (RunNotFoundError, FileNotFoundError):
+                    continue
+
+    def shutdown(self, kill: bool = True) -> None:
+        """Stop scheduling; with ``kill`` also end running workers (their runs become interrupted)."""
+        self._closed.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            for run_id, handle in list(self._handles.items()):
+                if kill and handle.is_alive():
+                    handle.kill()
+                    self._mark_if_running(run_id, "interrupted", "The app shut down while this run was training.")
+            self._handles.clear()
+
+    # --- internals -------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.tick()
+            except Exception:  # the scheduler must survive odd states on disk
+                log.exception("scheduler tick failed")
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _queued(self) -> list[str]:
+        ids = [r for r in self.store.list_ids() if self.store.raw_status(r).get("state") == "queued"]
+        return sorted(ids, key=lambda r: (self.store.raw_status(r).get("created", ""), r))
+
+    def _start(self, run_id: str) -> None:
+        # Mark it running *before* the worker exists, so no other tick or manager starts it twice.
+        self.store.set_status(run_id, "running", pid=None, backend=self.backend.name)
+        self.store.write_progress(run_id, {"phase": "preparing", "message": "Starting a training process",
+                                           "fraction": 0.0, "prepare_fraction": 0.0})
+        self.store.beat(run_id)
+        try:
+            handle, pid = self.backend.start(self.store, run_id)
+        except Exception as exc:
+            self.store.set_status(run_id, "failed", error=f"Could not start the training process: {exc}")
+            return
+        self._handles[run_id] = handle
+        if pid is not None:
+            self.store.set_status(run_id, "running", pid=pid, backend=self.backend.name)
+        log.info("started run %s (pid %s)", run_id, pid)
+
+    def _reap(self) -> None:
+        for run_id, handle in list(self._handles.items()):
+            deadline = self._stop_deadlines.get(run_id)
+            if handle.is_alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    handle.kill()
+                    self._mark_if_running(run_id, "cancelled", "Stopped on request (the worker was ended).")
+                continue
+            self._handles.pop(run_id)
+            self._stop_deadlines.pop(run_id, None)
+            self._mark_if_running(run_id, "interrupted", handle.exit_description())
+
+    def _mark_if_running(self, run_id: str, state: str, error: str) -> None:
+        try:
+            if self.store.raw_status(run_id).get("state") == "running":
+                self.store.set_status(run_id, state, error=error)
+        except (RunNotFoundError, FileNotFoundError):
+            pass  # the run folder was deleted
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        with open(self.store.root / ".scheduler.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

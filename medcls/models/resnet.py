@@ -1,0 +1,132 @@
+"""ResNet-18 transfer learning with the seed's head.
+
+ImageNet weights are found the torchvision way: the ``$TORCH_HOME/hub/checkpoints``
+cache, then a download when online; or a weights file the user names. When
+none is available the error says so and how to fix it. Starting from random
+weights must be asked for (``weights='random'``); there is no silent fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18 as tv_resnet18
+
+from ._registry import register_model
+from .base import IMAGENET_MEAN, IMAGENET_STD, ClassifierModel
+
+__all__ = ["ResNetTransfer", "WeightsUnavailableError", "load_imagenet_state", "imagenet_cache_path"]
+
+log = logging.getLogger(__name__)
+
+FINETUNE_MODES = ("head", "last_block", "all")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but cannot be found or downloaded."""
+
+
+def imagenet_cache_path() -> Path:
+    """Where torchvision caches ResNet-18's ImageNet weights ($TORCH_HOME/hub/checkpoints/...)."""
+    filename = ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def load_imagenet_state(weights: str) -> dict[str, torch.Tensor]:
+    """State dict for 'imagenet' (cache or download) or a user-given file."""
+    if weights == "imagenet":
+        try:
+            # Looks in the TORCH_HOME cache first, downloads (and checks the hash) otherwise.
+            return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+        except Exception as exc:  # URLError, socket errors, hash mismatches...
+            raise WeightsUnavailableError(
+                f"ImageNet weights for resnet18 are not in the cache ({imagenet_cache_path()}) and could not be "
+                f"downloaded ({type(exc).__name__}: {exc}). Copy the file {imagenet_cache_path().name} there (or "
+                "set TORCH_HOME), name a weights file, or choose weights='random' to train from scratch "
+                "on purpose.") from None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(f"Weights file {weights} does not exist. Use 'imagenet', 'random' or the "
+                                      "path of a ResNet-18 state dict (.pth).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(f"Could not load weights from {path}: {exc}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsUnavailableError(f"{path} does not hold a state dict.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+class ResNetTransfer(ClassifierModel):
+    """torchvision ResNet-18 backbone + the seed's head (Linear-ReLU-Dropout-Linear)."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 224, weights: str = "imagenet",
+                 finetune: str = "head", dropout: float = 0.5, hidden: int = 256):
+        super().__init__(num_classes, in_channels, image_size, IMAGENET_MEAN, IMAGENET_STD)
+        if finetune not in FINETUNE_MODES:
+            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}.")
+        backbone = tv_resnet18(weights=None)
+        if weights != "random":
+            state = load_imagenet_state(weights)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+            if [k for k in missing if not k.startswith("fc.")] or unexpected:
+                raise WeightsUnavailableError(f"The weights do not fit ResNet-18 (missing {missing[:3]}, "
+                                              f"unexpected {unexpected[:3]}).")
+        if in_channels == 1:
+            # Gray input: sum the RGB filters, which equals feeding the gray image on all three channels.
+            conv = backbone.conv1
+            gray = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+            gray.weight.data.copy_(conv.weight.data.sum(dim=1, keepdim=True))
+            backbone.conv1 = gray
+        n_features = backbone.fc.in_features  # 512
+        backbone.fc = nn.Identity()
+        self.backbone = backbone
+        self.classifier = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(inplace=True),
+                                        nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.finetune = finetune
+        self.pretrained = weights != "random"
+        trainable = {"head": (), "last_block": ("layer4",), "all": ("",)}[finetune]
+        for name, param in self.backbone.named_parameters():
+            param.requires_grad = any(name.startswith(prefix) for prefix in trainable)
+
+    def train(self, mode: bool = True) -> "ResNetTransfer":
+        super().train(mode)
+        # Frozen parts stay in eval mode so their batch-norm statistics do not drift.
+        for name, module in self.backbone.named_children():
+            if not any(p.requires_grad for p in module.parameters()) and any(True for _ in module.parameters()):
+                module.eval()
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)  # (B, 512) after global average pooling
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.classifier
+
+    @property
+    def frozen_features(self) -> bool:
+        return self.finetune == "head"
+
+    def gradcam_layer(self) -> nn.Module:
+        return self.backbone.layer4
+
+    def architecture(self) -> dict:
+        return {"finetune": self.finetune, "dropout": self.classifier[2].p, "pretrained": self.pretrained}
+
+
+@register_model("ResNet-18 transfer learning (torchvision) with the seed's head; ImageNet weights.",
+                pretrained=True)
+def resnet18(*, num_classes: int, image_size: int = 224, in_channels: int = 3, weights: str = "imagenet",
+             finetune: str = "head", dropout: float | None = None) -> ResNetTransfer:
+    return ResNetTransfer(num_classes, in_channels, image_size, weights, finetune,
+                          0.5 if dropout is None else dropout)

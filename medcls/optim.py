@@ -1,0 +1,39 @@
+"""Optimizers and learning-rate schedules from a TrainConfig."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from .config import TrainConfig
+
+__all__ = ["build_optimizer", "build_scheduler"]
+
+_OPTIMIZERS = {
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                                             nesterov=c.momentum > 0),
+}
+
+
+def build_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    trainable = [p for p in params if p.requires_grad]
+    if not trainable:
+        raise ValueError("The model has no trainable parameters.")
+    return _OPTIMIZERS[cfg.optimizer](trainable, cfg)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
+                    steps_per_epoch: int) -> tuple[torch.optim.lr_scheduler.LRScheduler | None, str]:
+    """The scheduler and whether it steps per 'batch' or per 'epoch'."""
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs), "epoch"
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=max(1, steps_per_epoch),
+            pct_start=0.25), "batch"
+    return None, "epoch"

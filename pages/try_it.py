@@ -1,0 +1,66 @@
+"""Try it: one image through a trained model."""
+
+import streamlit as st
+
+from app.dataset import load_current_dataset
+from app.manager import manager
+from medcls.data import ImageReadError
+from medcls.figures import probability_figure
+from medcls.predict import LOW_CONFIDENCE, load_predictor
+from medcls.runs import RunNotFoundError
+
+MAX_IMAGE_MB = 20
+
+st.title("🖼️ Try it")
+st.warning("**Teaching tool, not a diagnosis.** These models are small, trained on few images, and have not been "
+           "validated for any clinical use.", icon="⚠️")
+store = manager().store
+usable = [i.run_id for i in store.list() if store.has_weights(i.run_id) and i.state != "running"]
+if not usable:
+    st.info("No trained model yet. Train one on the **Train** page first.")
+    st.stop()
+run_id = st.selectbox("Model (run)", usable, key="try_run", help="Runs that saved weights, newest first.")
+try:
+    predictor = load_predictor(store, run_id)
+except (RunNotFoundError, FileNotFoundError, ValueError) as exc:
+    st.error(f"Cannot load run {run_id}: {exc}")
+    st.stop()
+st.caption(f"Classes: {', '.join(predictor.classes)} · input {predictor.image_size} px {predictor.color}")
+
+source_kind = st.radio("Image", ["Upload an image", "Pick one from the current dataset"], horizontal=True,
+                       key="try_source")
+data, name = None, None
+if source_kind == "Upload an image":
+    upload = st.file_uploader("PNG, JPEG, BMP or TIFF", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
+                              key="try_upload", max_upload_size=MAX_IMAGE_MB,
+                              help=f"At most {MAX_IMAGE_MB} MB. The image is only used for this prediction.")
+    if upload is not None:
+        data, name = upload.getvalue(), upload.name
+else:
+    spec = load_current_dataset()
+    if spec is not None:
+        test = [it for it in spec.items if it.split == "test"] or spec.items
+        pick = st.selectbox("Image", range(len(test)), key="try_pick",
+                            format_func=lambda i: f"{test[i].path.rsplit('/', 1)[-1]} (true: {spec.classes[test[i].label]})")
+        data, name = test[pick].path, test[pick].path
+
+if data is None:
+    st.stop()
+try:
+    pixels = predictor.pixels(data, name=name)
+    probs = predictor.probabilities(pixels)
+except ImageReadError as exc:
+    st.error(f"Could not use **{exc.name}**: {exc.reason}. Please upload a PNG, JPEG, BMP or TIFF image.")
+    st.stop()
+
+probabilities = {c: float(p) for c, p in zip(predictor.classes, probs)}
+label = max(probabilities, key=probabilities.get)
+left, right = st.columns([1, 2])
+with left:
+    st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), caption="as the model sees it",
+             width="stretch")
+with right:
+    st.metric("Predicted class", label, f"{probabilities[label]:.0%} confidence", delta_color="off")
+    if probabilities[label] < LOW_CONFIDENCE:
+        st.warning(f"Low confidence (under {LOW_CONFIDENCE:.0%}): the model is unsure; do not rely on this answer.")
+    st.plotly_chart(probability_figure(probabilities), key="try_probs", width="stretch")

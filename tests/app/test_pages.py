@@ -1,0 +1,136 @@
+"""AppTest tests for every page of the dashboard."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medcls.config import DataConfig, TrainConfig
+from medcls.runs import RunStore
+from medcls.training import execute_run
+
+from apphelpers import choose_folder, new_app, set_tiny_options
+
+PAGES = ["pages/data.py", "pages/train.py", "pages/compare.py", "pages/try_it.py"]
+
+
+def finished_run(store: RunStore, data_dir, seed: int = 0, **options) -> str:
+    cfg = TrainConfig(data=DataConfig(source=str(data_dir))).with_options(
+        image_size=32, epochs=2, batch_size=8, precision="fp32", seed=seed, **options)
+    run_id = store.create(cfg)
+    assert execute_run(store, run_id).state == "finished"
+    return run_id
+
+
+def plotly_specs(at) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def test_every_page_renders_on_builtin_data(app_env):
+    at = new_app(timeout=120).run()
+    assert not at.exception
+    # The default page is the data explorer, on the built-in synthetic phantoms.
+    assert any("SYNTHETIC" in m.value for m in at.markdown)
+    counts = plotly_specs(at)[0]
+    assert {trace["name"] for trace in counts["data"]} == {"train", "val", "test"}
+    assert set(counts["data"][0]["x"]) == {"normal", "benign", "malignant"}
+    assert any("Imbalanced" in m.value for m in at.markdown)
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        assert not at.exception, page
+        assert not at.error, (page, [e.value for e in at.error])
+
+
+def test_data_explorer_lists_skipped_files(app_env, tiny_dataset):
+    (tiny_dataset / "bright" / "broken.png").write_bytes(b"this is not a png")
+    (tiny_dataset / "dark" / "empty.png").write_bytes(b"")
+    at = choose_folder(new_app().run(), tiny_dataset)
+    assert not at.exception
+    tables = [df.value for df in at.dataframe]
+    skipped = next(t for t in tables if "reason" in t.columns)
+    assert {p.rsplit("/", 1)[-1] for p in skipped["file"]} == {"broken.png", "empty.png"}
+
+
+def test_tiny_run_streams_history_and_stop_cancels(app_env, tiny_dataset):
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("pages/train.py").run()
+    set_tiny_options(at, epochs=200)
+    at.button(key="start_training").click().run()
+    assert not at.exception
+
+    store = RunStore(app_env / "runs")
+    run_id = store.list_ids()[0]
+    deadline = time.monotonic() + 90
+    epochs_seen = []
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        at.run()  # AppTest does not run fragment timers: each run() is one refresh
+        done = [m.value for m in at.metric if m.label == "Epochs done"]
+        if done:
+            epochs_seen.append(int(done[0].split("/")[0]))
+        if epochs_seen and epochs_seen[-1] >= 2:
+            break
+    assert epochs_seen and epochs_seen[-1] >= 2, "history did not stream into the page"
+    assert epochs_seen == sorted(epochs_seen), "epoch count went backwards"
+    # Curves are drawn from the streamed history.
+    specs = plotly_specs(at)
+    assert any(trace.get("name") == "val loss" for spec in specs for trace in spec["data"])
+
+    at.button(key=f"stop_{run_id}").click().run()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and store.status(run_id)["state"] != "cancelled":
+        time.sleep(0.5)
+    at.run()
+    assert store.status(run_id)["state"] == "cancelled"
+    assert any("Cancelled" in w.value for w in at.warning)
+    assert store.has_weights(run_id), "the best checkpoint must survive a stop"
+
+
+def test_compare_shows_two_confusion_matrices(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    first = finished_run(store, tiny_dataset, seed=0)
+    second = finished_run(store, tiny_dataset, seed=1, lr=1e-3)
+    at = new_app().run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception
+    assert set(at.multiselect(key="compare_runs").value) == {first, second}
+    matrices = [s for s in plotly_specs(at) if s["data"] and s["data"][0]["type"] == "heatmap"]
+    assert len(matrices) == 2
+    assert matrices[0]["layout"]["xaxis"]["title"]["text"] == "predicted"
+    assert matrices[0]["layout"]["yaxis"]["title"]["text"] == "true"
+    assert any("learning rate" in m.value for m in at.markdown)
+
+
+def _png_bytes(level: int = 200) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 40), level, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_try_it_predicts_an_uploaded_png(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    finished_run(store, tiny_dataset)
+    at = new_app().run()
+    at.switch_page("pages/try_it.py").run()
+    at.file_uploader(key="try_upload").upload("scan.png", _png_bytes(), "image/png").run()
+    assert not at.exception
+    predicted = [m for m in at.metric if m.label == "Predicted class"]
+    assert predicted and predicted[0].value in {"bright", "dark"}
+    bars = [s for s in plotly_specs(at) if s["data"][0]["type"] == "bar"]
+    assert bars and abs(sum(bars[0]["data"][0]["x"]) - 1.0) < 1e-4
+
+
+def test_try_it_bad_upload_shows_a_clear_error(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    finished_run(store, tiny_dataset)
+    at = new_app().run()
+    at.switch_page("pages/try_it.py").run()
+    at.file_uploader(key="try_upload").upload("notes.png", b"just some text, not pixels", "image/png").run()
+    assert not at.exception
+    assert at.error and "notes.png" in at.error[0].value and "not an image" in at.error[0].value
+    assert not [m for m in at.metric if m.label == "Predicted class"]

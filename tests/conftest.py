@@ -1,0 +1,158 @@
+"""Shared fixtures: an isolated environment and tiny synthetic datasets written with Pillow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medcls.config import TrainConfig
+from medcls.data.cache import clear_memory_cache
+
+# The tensors here are tiny: a second thread gains nothing, and on a busy machine OpenMP barriers
+# between threads can make each operation ten times slower. One thread keeps the suite fast and steady.
+TEST_THREADS = 1
+torch.set_num_threads(TEST_THREADS)
+
+CLASSES = ("benign", "malignant", "normal")
+# Mean gray level per class, far enough apart that a tiny CNN can learn something.
+LEVELS = {"benign": 70, "malignant": 130, "normal": 190, "cancer": 130}
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every test gets its own cache, run store, data folder and torch hub; nothing real is touched."""
+    env = tmp_path / "_env"
+    monkeypatch.setenv("MEDCLS_CACHE_DIR", str(env / "cache"))
+    monkeypatch.setenv("MEDCLS_RUNS_DIR", str(env / "runs"))
+    monkeypatch.setenv("MEDCLS_DATA_DIR", str(env / "data"))
+    monkeypatch.setenv("TORCH_HOME", str(env / "torch"))
+    monkeypatch.delenv("MEDCLS_DATA_ROOTS", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    clear_memory_cache()
+    yield env
+    clear_memory_cache()
+    if torch.get_num_threads() != TEST_THREADS:  # a test (or the code under test) changed it
+        torch.set_num_threads(TEST_THREADS)
+
+
+def write_image(path: Path, size: int = 32, *, mode: str | None = None, level: int = 128, seed: int = 0,
+                color: tuple[int, int, int] | None = None) -> Path:
+    """A small noisy image with a bright square, saved in ``mode`` (format from the suffix).
+
+    ``color`` tints it (RGB); otherwise it is gray ("L") unless another ``mode`` is asked for.
+    """
+    mode = mode or ("RGB" if color is not None else "L")
+    rng = np.random.default_rng(seed)
+    gray = np.clip(rng.normal(level, 20, (size, size)), 0, 255)
+    q = size // 4
+    gray[q:3 * q, q:3 * q] = np.clip(gray[q:3 * q, q:3 * q] + 40, 0, 255)
+    gray = gray.astype(np.uint8)
+    if color is not None:
+        rgb = np.stack([gray * (c / 255.0) for c in color], axis=-1).astype(np.uint8)
+        img = Image.fromarray(rgb, "RGB")
+    else:
+        img = Image.fromarray(gray, "L")
+    if mode == "I;16":
+        img = Image.fromarray(gray.astype("<u2") * 200)
+    elif img.mode != mode:
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".jpg", ".jpeg") and img.mode not in ("L", "RGB", "CMYK"):
+        img = img.convert("RGB")
+    img.save(path)
+    return path
+
+
+def write_class_folders(root: Path, counts: Mapping[str, int], size: int = 32, *, suffix: str = ".png",
+                        seed: int = 0) -> Path:
+    """``root/<class>/<class> (i).png`` with ``counts[class]`` images each."""
+    for c, (name, n) in enumerate(counts.items()):
+        for i in range(n):
+            write_image(root / name / f"{name} ({i}){suffix}", size, level=LEVELS.get(name, 60 + 40 * c),
+                        seed=seed * 1000 + c * 100 + i)
+    return root
+
+
+def write_split_folders(root: Path, splits: Mapping[str, Mapping[str, int]], size: int = 32) -> Path:
+    for s, (split, counts) in enumerate(splits.items()):
+        write_class_folders(root / split, counts, size, seed=s + 1)
+    return root
+
+
+@pytest.fixture
+def class_dataset(tmp_path: Path) -> Path:
+    """36 gray 32-px images in three class folders (12 each)."""
+    return write_class_folders(tmp_path / "classes", {c: 12 for c in CLASSES})
+
+
+@pytest.fixture
+def split_dataset(tmp_path: Path) -> Path:
+    """train/val/test folders with 10/3/3 images per class."""
+    return write_split_folders(tmp_path / "splits", {
+        "train": {c: 10 for c in CLASSES}, "val": {c: 3 for c in CLASSES}, "test": {c: 3 for c in CLASSES}})
+
+
+def tiny_config(source: str | Path = "", **options) -> TrainConfig:
+    """A config that trains in well under a second on the tiny datasets."""
+    base = TrainConfig(image_size=32, epochs=2, batch_size=8, precision="fp32")
+    return base.with_options(source=str(source), **options)
+
+
+@pytest.fixture
+def store(isolated_env):
+    from medcls.runs import RunStore
+
+    return RunStore()
+
+
+@pytest.fixture
+def finished_run(store, class_dataset):
+    """(store, run_id) of a finished 2-epoch small_cnn run on ``class_dataset``."""
+    from medcls.training import execute_run
+
+    run_id = store.create(tiny_config(class_dataset), run_id="tiny-run")
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    return store, run_id
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+class Synth:
+    """The helpers above, handed to tests as the ``synth`` fixture (no imports from conftest needed)."""
+
+    classes = CLASSES
+    image = staticmethod(write_image)
+    class_folders = staticmethod(write_class_folders)
+    split_folders = staticmethod(write_split_folders)
+    config = staticmethod(tiny_config)
+    dead_pid = staticmethod(dead_pid)
+
+
+@pytest.fixture
+def synth() -> Synth:
+    return Synth()
+
+
+@pytest.fixture(scope="session")
+def _phantom_cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("phantom-cache")
+
+
+@pytest.fixture
+def phantom_cache(_phantom_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache folder shared by the few tests that use the built-in synthetic dataset (generated once)."""
+    monkeypatch.setenv("MEDCLS_CACHE_DIR", str(_phantom_cache_dir))
+    return _phantom_cache_dir
