@@ -1,0 +1,218 @@
+"""Decode and resize each image once, keep it as uint8.
+
+The seed decoded every PNG again in every epoch. Here a dataset is decoded
+once per (file contents, image size, colour) into one ``uint8`` array of shape
+``(N, C, S, S)``, kept in memory and, optionally, on disk keyed by the files'
+contents, so the next run (or the training worker process) starts instantly.
+Files that fail to decode are dropped and added to the data report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write_with
+from ..settings import cache_dir
+from .imageio import NPZ_MARK, ImageReadError, decode_resized, is_grayscale
+from .spec import DataReport, DatasetSpec
+
+__all__ = ["DecodedDataset", "DecodedSplit", "decode_dataset", "clear_memory_cache"]
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1           # bump when the stored layout or decoding changes
+GRAY_SHARE_FOR_AUTO = 0.95  # 'auto' colour: gray when at least this share of images is gray
+_MEMORY: "OrderedDict[str, tuple[np.ndarray, list[str], list[tuple[str, str]], str]]" = OrderedDict()
+_MEMORY_LOCK = threading.Lock()
+_MEMORY_ENTRIES = 4
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class DecodedSplit:
+    images: torch.Tensor  # uint8 (N, C, S, S)
+    labels: torch.Tensor  # int64 (N,)
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class DecodedDataset:
+    spec: DatasetSpec     # without the items that failed to decode
+    images: np.ndarray    # uint8 (N, C, S, S), aligned with spec.items
+    image_size: int
+    color: str            # 'gray' or 'rgb' (resolved from 'auto')
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    def split(self, name: str) -> DecodedSplit:
+        idx = [i for i, it in enumerate(self.spec.items) if it.split == name]
+        return DecodedSplit(
+            images=torch.from_numpy(self.images[idx]),
+            labels=torch.tensor([self.spec.items[i].label for i in idx], dtype=torch.long),
+            paths=[self.spec.items[i].path for i in idx],
+        )
+
+    def nbytes(self) -> int:
+        return int(self.images.nbytes)
+
+
+def clear_memory_cache() -> None:
+    with _MEMORY_LOCK:
+        _MEMORY.clear()
+
+
+def decode_dataset(spec: DatasetSpec, image_size: int, color: str = "auto", *, disk_cache: bool = True,
+                   progress: Progress | None = None, workers: int | None = None) -> DecodedDataset:
+    """Decode every item of ``spec`` at ``image_size``; failures go to the report."""
+    key = _cache_key(spec, image_size, color)
+    cached = _lookup(key, disk_cache)
+    if cached is None:
+        cached = _decode_all(spec, image_size, color, progress, workers)
+        _store(key, cached, disk_cache)
+    elif progress:
+        progress(len(spec.items), len(spec.items))
+    images, kept_paths, failures, resolved = cached
+    report = DataReport()
+    for path, reason in failures:
+        report.skip(path, reason)
+    spec.report.merge(report)
+    kept = set(kept_paths)
+    usable = DatasetSpec(spec.root, spec.layout, list(spec.classes),
+                         [it for it in spec.items if it.path in kept], spec.report, spec.synthetic)
+    return DecodedDataset(usable, images, image_size, resolved)
+
+
+def _decode_all(spec: DatasetSpec, size: int, color: str, progress: Progress | None,
+                workers: int | None) -> tuple[np.ndarray, list[str], list[tuple[str, str]], str]:
+    paths = [it.path for it in spec.items]
+    decode_as = "rgb" if color in ("auto", "rgb") else "gray"
+    done = 0
+    lock = threading.Lock()
+
+    def one(path: str) -> np.ndarray | str:
+        nonlocal done
+        try:
+            result: np.ndarray | str = decode_resized(path, size, decode_as)
+        except ImageReadError as exc:
+            result = exc.reason
+        except Exception as exc:  # never let one odd file stop a dataset from loading
+            result = f"could not be decoded ({type(exc).__name__}: {exc})"
+        if progress:
+            with lock:
+                done += 1
+                if done % 16 == 0 or done == len(paths):
+                    progress(done, len(paths))
+        return result
+
+    n_workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:  # Pillow releases the GIL while decoding
+        results = list(pool.map(one, paths))
+    arrays = [r for r in results if isinstance(r, np.ndarray)]
+    kept = [p for p, r in zip(paths, results) if isinstance(r, np.ndarray)]
+    failures = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
+    channels = 3 if decode_as == "rgb" else 1
+    stack = np.stack(arrays) if arrays else np.zeros((0, channels, size, size), np.uint8)
+    resolved = decode_as
+    if color == "auto":
+        gray = [is_grayscale(a.transpose(1, 2, 0)) for a in arrays]
+        if not arrays or sum(gray) >= GRAY_SHARE_FOR_AUTO * len(arrays):
+            resolved = "gray"
+            # ITU-R 601 luma, as Pillow's convert('L') computes it.
+            stack = np.round(stack[:, 0] * 0.299 + stack[:, 1] * 0.587 + stack[:, 2] * 0.114)
+            stack = stack.astype(np.uint8)[:, None]
+            if len(gray) - sum(gray):
+                log.info("%d colour image(s) converted to grayscale", len(gray) - sum(gray))
+    return np.ascontiguousarray(stack), kept, failures, resolved
+
+
+# --- cache keys and storage ------------------------------------------------
+
+def _file_digest(path: str, memo: dict[str, str]) -> str:
+    """Content hash of a file (or of an .npz member's container)."""
+    if NPZ_MARK in path:
+        container, _, member = path.partition(NPZ_MARK)
+        return _file_digest(container, memo) + member
+    if path not in memo:
+        digest = hashlib.blake2b(digest_size=16)
+        try:
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as exc:
+            digest.update(f"unreadable:{exc}".encode())
+        memo[path] = digest.hexdigest()
+    return memo[path]
+
+
+def _cache_key(spec: DatasetSpec, size: int, color: str) -> str:
+    memo: dict[str, str] = {}
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"v{CACHE_FORMAT}|{size}|{color}".encode())
+    for it in spec.items:
+        digest.update(f"|{it.path}={_file_digest(it.path, memo)}".encode())
+    return digest.hexdigest()
+
+
+def _disk_path(key: str) -> Path:
+    return cache_dir() / "decoded" / f"{key}.npz"
+
+
+def _lookup(key: str, disk: bool):
+    with _MEMORY_LOCK:
+        if key in _MEMORY:
+            _MEMORY.move_to_end(key)
+            return _MEMORY[key]
+    if not disk:
+        return None
+    path = _disk_path(key)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            entry = (data["images"], meta["kept"], [tuple(f) for f in meta["failures"]], meta["color"])
+    except (OSError, KeyError, ValueError) as exc:
+        if path.exists():
+            log.warning("Ignoring unreadable image cache %s (%s)", path, exc)
+        return None
+    _remember(key, entry)
+    return entry
+
+
+def _store(key: str, entry, disk: bool) -> None:
+    _remember(key, entry)
+    if not disk:
+        return
+    images, kept, failures, color = entry
+    meta = json.dumps({"kept": kept, "failures": failures, "color": color})
+    try:
+        def write(handle: io.BufferedWriter) -> None:
+            np.savez(handle, images=images, meta=np.array(meta))
+        atomic_write_with(_disk_path(key), write)
+    except OSError as exc:  # a full or read-only disk only costs speed
+        log.warning("Could not write the image cache (%s); continuing without it", exc)
+
+
+def _remember(key: str, entry) -> None:
+    with _MEMORY_LOCK:
+        _MEMORY[key] = entry
+        _MEMORY.move_to_end(key)
+        while len(_MEMORY) > _MEMORY_ENTRIES:
+            _MEMORY.popitem(last=False)

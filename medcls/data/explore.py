@@ -1,0 +1,84 @@
+"""What the data explorer shows: samples, image properties, imbalance in words, augmentation draws."""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import AugmentConfig
+from .augment import BatchAugment, to_float
+from .imageio import NPZ_MARK, ImageReadError, decode_resized, read_image
+from .spec import DatasetSpec, Item
+
+__all__ = ["sample_items", "thumbnail", "image_properties", "imbalance_sentence", "augmentation_preview"]
+
+
+def sample_items(spec: DatasetSpec, label: int, split: str | None, count: int, seed: int = 0) -> list[Item]:
+    """Up to ``count`` items of one class (and split), a fixed random sample."""
+    pool = [it for it in spec.items if it.label == label and (split is None or it.split == split)]
+    return random.Random(seed).sample(pool, min(count, len(pool)))
+
+
+@lru_cache(maxsize=512)
+def thumbnail(path: str, size: int = 160) -> np.ndarray:
+    """A small uint8 image for display (keeps the aspect ratio); raises ValueError when unreadable."""
+    try:
+        arr = read_image(path, "rgb")
+    except ImageReadError as exc:
+        raise ValueError(exc.reason) from None
+    img = Image.fromarray(arr)
+    img.thumbnail((size, size))
+    return np.asarray(img)
+
+
+def image_properties(spec: DatasetSpec, limit: int = 400, seed: int = 0) -> list[dict]:
+    """Width, height and Pillow mode of (a sample of) the images, from their headers."""
+    items = spec.items if len(spec.items) <= limit else random.Random(seed).sample(spec.items, limit)
+    rows = []
+    for it in items:
+        if NPZ_MARK in it.path:
+            arr = read_image(it.path, "rgb")
+            rows.append({"width": arr.shape[1], "height": arr.shape[0], "mode": "npz array"})
+            continue
+        try:
+            with Image.open(it.path) as img:
+                rows.append({"width": img.size[0], "height": img.size[1], "mode": img.mode})
+        except OSError:
+            continue
+    return rows
+
+
+def imbalance_sentence(spec: DatasetSpec) -> str:
+    """The class imbalance of the training split, in words."""
+    counts = spec.counts()["train"]
+    present = {c: n for c, n in counts.items() if n}
+    if len(present) < 2:
+        return "Only one class has training images."
+    big = max(present, key=present.get)
+    small = min(present, key=present.get)
+    ratio = present[big] / present[small]
+    total = sum(present.values())
+    shares = ", ".join(f"{c} {n / total:.0%}" for c, n in present.items())
+    if ratio < 1.5:
+        verdict = "The classes are roughly balanced."
+    else:
+        verdict = (f"**Imbalanced: {ratio:.1f} {big} images for every {small} image.** A model that ignores "
+                   f"'{small}' can still look accurate, so watch per-class recall and macro-F1, and consider "
+                   "weighted loss or oversampling on the Train page.")
+    return f"Training split: {shares}. {verdict}"
+
+
+def augmentation_preview(path: str, cfg: AugmentConfig, size: int = 128, draws: int = 6, seed: int = 0,
+                         color: str = "gray") -> list[np.ndarray]:
+    """The original (first) and ``draws - 1`` augmented versions of one image, uint8 (H, W) or (H, W, 3)."""
+    pixels = decode_resized(path, size, color)  # (C, S, S)
+    batch = to_float(torch.tensor(pixels)[None].repeat(draws, 1, 1, 1))
+    out = BatchAugment(cfg)(batch.clone(), torch.Generator().manual_seed(seed))
+    out[0] = batch[0]
+    arr = (out.clamp(0, 1) * 255).round().byte().numpy()
+    return [a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0) for a in arr]
+

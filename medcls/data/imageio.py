@@ -1,0 +1,185 @@
+"""Defensive image decoding: any file or upload to a uint8 array, or a clear reason why not.
+
+Pillow does the decoding. This module adds what a server facing odd files
+needs: a pixel limit checked from the header before any pixel is decoded (so a
+"decompression bomb" is refused cheaply), EXIF rotation, every Pillow mode
+(L, RGB, RGBA, P, I;16, I, F, CMYK, ...) turned into 8-bit gray or RGB, and one
+exception type whose message names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MAX_IMAGE_PIXELS",
+    "ImageReadError",
+    "is_image_name",
+    "is_mask_name",
+    "open_image",
+    "to_uint8",
+    "read_image",
+    "resize_square",
+    "decode_resized",
+    "is_grayscale",
+]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+# 64 megapixels: far above any ultrasound, X-ray or microscopy tile we expect,
+# far below what would exhaust memory (a bomb declares billions).
+MAX_IMAGE_PIXELS = 64_000_000
+MIN_IMAGE_SIDE = 2  # a 1x1 image carries no information to classify
+
+Color = Literal["gray", "rgb"]
+NPZ_MARK = "::"
+
+
+class ImageReadError(ValueError):
+    """An image could not be used. ``str(err)`` names the file and the reason."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_mask_name(name: str) -> bool:
+    return "_mask" in Path(name).stem.lower()
+
+
+def open_image(source: str | Path | bytes, *, name: str | None = None,
+               max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode an image from a path or bytes, refusing bombs and broken files."""
+    label = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "upload")
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise ImageReadError(label, "the file is empty (0 bytes)")
+        fp: io.BytesIO | str = io.BytesIO(source)
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ImageReadError(label, "the file does not exist") from None
+        except OSError as exc:
+            raise ImageReadError(label, f"the file cannot be read ({exc.strerror or exc})") from None
+        if size == 0:
+            raise ImageReadError(label, "the file is empty (0 bytes)")
+        fp = str(path)
+    with warnings.catch_warnings():
+        # Pillow warns (rather than fails) between 1x and 2x its own limit; treat as an error.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fp)
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageReadError(label, f"the image declares {width}x{height} pixels, over the limit of "
+                                     f"{max_pixels:,} (possible decompression bomb)")
+            if min(width, height) < MIN_IMAGE_SIDE:
+                raise ImageReadError(label, f"the image is only {width}x{height} pixels")
+            img.load()
+        except ImageReadError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageReadError(label, "not an image file (or a format Pillow cannot read)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageReadError(label, f"refused as a possible decompression bomb ({exc})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            # Truncated or corrupt data surfaces as OSError ("image file is truncated") or similar.
+            raise ImageReadError(label, f"the image data is corrupt or truncated ({exc})") from None
+        except MemoryError:
+            raise ImageReadError(label, "the image is too large to decode") from None
+    try:
+        img = ImageOps.exif_transpose(img)  # phone/camera JPEGs store rotation in EXIF
+    except Exception:  # a broken EXIF block should not cost the image
+        pass
+    return img
+
+
+def to_uint8(img: Image.Image, color: Color) -> np.ndarray:
+    """8-bit pixels from any Pillow mode: (H, W) for gray, (H, W, 3) for rgb."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # High bit-depth (DICOM exports, microscopy): stretch the used range to 0..255.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = np.percentile(arr, (0.5, 99.5)) if arr.size > 4 else (arr.min(), arr.max())
+        arr = np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255
+        gray = arr.round().astype(np.uint8)
+        return gray if color == "gray" else np.repeat(gray[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Transparent parts become black, the usual background of medical images.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, rgba)
+    target = "L" if color == "gray" else "RGB"
+    if img.mode != target:
+        img = img.convert(target)  # handles P, CMYK, YCbCr, 1, LAB ...
+    return np.asarray(img, dtype=np.uint8)
+
+
+@lru_cache(maxsize=4)
+def _npz_arrays(path: str, mtime: float) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _read_npz_member(ref: str) -> np.ndarray:
+    """Pixels of 'file.npz::split/index' as uint8 (H, W) or (H, W, 3)."""
+    path, _, member = ref.partition(NPZ_MARK)
+    split, _, index = member.partition("/")
+    arrays = _npz_arrays(path, Path(path).stat().st_mtime)
+    images = arrays[f"{split}_images"]
+    arr = np.asarray(images[int(index)])
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def read_image(path: str, color: Color) -> np.ndarray:
+    """Decode a dataset item (a file or an .npz member) to uint8 pixels."""
+    if NPZ_MARK in path:
+        arr = _read_npz_member(path)
+        if color == "gray" and arr.ndim == 3:
+            arr = np.asarray(Image.fromarray(arr).convert("L"))
+        elif color == "rgb" and arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        return arr
+    return to_uint8(open_image(path), color)
+
+
+def resize_square(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size (as the seed did, without keeping the aspect ratio)."""
+    if arr.shape[0] == size and arr.shape[1] == size:
+        return arr
+    img = Image.fromarray(arr)
+    # reducing_gap: fast two-step downscale with near-identical quality.
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
+
+
+def decode_resized(path: str, size: int, color: Color) -> np.ndarray:
+    """One item as channel-first uint8: (1, size, size) or (3, size, size)."""
+    arr = resize_square(read_image(path, color), size)
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def is_grayscale(arr: np.ndarray, tolerance: int = 8, share: float = 0.002) -> bool:
+    """True when an RGB image is gray apart from a few pixels (JPEG noise, a thin caliper mark)."""
+    if arr.ndim == 2 or arr.shape[-1] == 1:
+        return True
+    a = arr.astype(np.int16)
+    colourful = (np.abs(a[..., 0] - a[..., 1]) > tolerance) | (np.abs(a[..., 1] - a[..., 2]) > tolerance)
+    return float(colourful.mean()) <= share

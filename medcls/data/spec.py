@@ -1,0 +1,117 @@
+"""The in-memory description every dataset source produces.
+
+Whatever the layout on disk (split folders, class folders, a manifest, an
+``.npz``), loading ends in a :class:`DatasetSpec`: a list of items (path,
+class index, split), the class names, and a :class:`DataReport` that lists every
+file that was skipped and why. Nothing is decoded here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+__all__ = ["SPLITS", "Item", "Skipped", "DataReport", "DatasetSpec", "DataError"]
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """The dataset cannot be used as given; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str    # a file path, or "file.npz::split/index" for arrays inside an .npz
+    label: int   # index into DatasetSpec.classes
+    split: str   # one of SPLITS
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class DataReport:
+    """What happened while reading a dataset, for people to read."""
+
+    skipped: list[Skipped] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # informative: layout found, split made, ...
+    warnings: list[str] = field(default_factory=list)  # worth a look: tiny classes, colour images, ...
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append(Skipped(str(path), reason))
+
+    def merge(self, other: "DataReport") -> None:
+        known = {s.path for s in self.skipped}
+        self.skipped.extend(s for s in other.skipped if s.path not in known)
+        self.notes.extend(n for n in other.notes if n not in self.notes)
+        self.warnings.extend(w for w in other.warnings if w not in self.warnings)
+
+    def to_dict(self) -> dict:
+        return {
+            "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataReport":
+        return cls(
+            skipped=[Skipped(s["path"], s["reason"]) for s in data.get("skipped", [])],
+            notes=list(data.get("notes", [])),
+            warnings=list(data.get("warnings", [])),
+        )
+
+
+@dataclass
+class DatasetSpec:
+    """Items, classes and the report of one dataset."""
+
+    root: str
+    layout: str
+    classes: list[str]
+    items: list[Item]
+    report: DataReport = field(default_factory=DataReport)
+    synthetic: bool = False
+
+    def split(self, name: str) -> list[Item]:
+        return [it for it in self.items if it.split == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{split: {class name: count}} with every class present (zeros included)."""
+        out: dict[str, dict[str, int]] = {}
+        for split in SPLITS:
+            counter = Counter(it.label for it in self.items if it.split == split)
+            out[split] = {name: counter.get(i, 0) for i, name in enumerate(self.classes)}
+        return out
+
+    def without(self, paths: Iterable[str]) -> "DatasetSpec":
+        drop = set(paths)
+        return DatasetSpec(self.root, self.layout, list(self.classes),
+                           [it for it in self.items if it.path not in drop], self.report, self.synthetic)
+
+    def fingerprint(self) -> str:
+        """A short hash of what the dataset is made of (paths, labels, splits, classes).
+
+        File contents are covered separately by the decoded-image cache key.
+        """
+        digest = hashlib.sha256()
+        digest.update("\x1f".join(self.classes).encode())
+        for it in sorted(self.items, key=lambda i: i.path):
+            digest.update(f"\x1e{it.path}\x1f{it.label}\x1f{it.split}".encode())
+        return digest.hexdigest()[:16]
+
+    def imbalance_ratio(self, split: str = "train") -> float:
+        """Largest class count over smallest non-empty class count."""
+        counts = [c for c in self.counts()[split].values() if c > 0]
+        return max(counts) / min(counts) if counts else 0.0
+
+    def summary(self) -> str:
+        counts = self.counts()
+        parts = [f"{split}: " + ", ".join(f"{n} {name}" for name, n in counts[split].items()) for split in SPLITS]
+        return f"{len(self.items)} images, {len(self.classes)} classes ({'; '.join(parts)})"

@@ -1,0 +1,65 @@
+"""Seeded, stratified train/val/test splits.
+
+Each class is shuffled and cut on its own, so every split keeps the class
+proportions. Unlike scikit-learn's ``train_test_split`` this also works for
+classes with one or two images (they stay in train, with a warning), which is
+common in small teaching datasets. An optional ``groups`` array keeps all
+images of a group (e.g. near-duplicates) in the same split.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["stratified_split"]
+
+
+def stratified_split(
+    labels: Sequence[int],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    groups: Sequence[int] | None = None,
+) -> tuple[list[str], list[int]]:
+    """Assign 'train', 'val' or 'test' to each label.
+
+    Returns the splits and the labels of classes too small to split (kept whole in train).
+    """
+    labels = np.asarray(labels)
+    group_ids = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    out = ["train"] * len(labels)
+    too_small: list[int] = []
+
+    # A group goes where its first member's class sends it; groups are the unit of shuffling.
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, group in enumerate(group_ids):
+        members[int(group)].append(index)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for group, idx in members.items():
+        by_class[int(labels[idx[0]])].append(group)
+
+    for label in sorted(by_class):
+        groups_of_class = sorted(by_class[label])
+        rng.shuffle(groups_of_class)
+        n = len(groups_of_class)
+        n_test = int(round(n * test_fraction))
+        n_val = int(round(n * val_fraction))
+        # Each held-out split gets at least one example when the class can spare it,
+        # and train always keeps at least one.
+        if test_fraction > 0 and n_test == 0 and n >= 3:
+            n_test = 1
+        if val_fraction > 0 and n_val == 0 and n >= 3:
+            n_val = 1
+        if n - n_test - n_val < 1:
+            n_test, n_val = 0, 0
+        if n_test + n_val == 0 and (test_fraction > 0 or val_fraction > 0):
+            too_small.append(int(label))  # e.g. 1-2 images: all stay in train, with a warning
+        for position, group in enumerate(groups_of_class):
+            split = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+            for index in members[group]:
+                out[index] = split
+    return out, too_small

@@ -1,0 +1,77 @@
+"""Class names across splits: case-insensitive, aliases, and the seed's cancer/malignant mismatch."""
+
+from __future__ import annotations
+
+import pytest
+
+from medcls.config import DataConfig
+from medcls.data import ClassResolver, DataError, default_focus_class, load_dataset
+from medcls.data.classes import parse_aliases
+
+
+@pytest.fixture
+def seed_like_dataset(tmp_path, synth):
+    """The seed notebook's layout: train/ and val/ say 'cancer', test/ says 'malignant'."""
+    return synth.split_folders(tmp_path / "seed", {
+        "train": {"benign": 8, "cancer": 8, "normal": 8},
+        "val": {"benign": 2, "cancer": 2, "normal": 2},
+        "test": {"benign": 2, "malignant": 2, "normal": 2},
+    })
+
+
+def test_mismatched_class_names_stop_loading_with_a_fix(seed_like_dataset):
+    with pytest.raises(DataError) as info:
+        load_dataset(DataConfig(source=str(seed_like_dataset)))
+    message = str(info.value)
+    assert "malignant" in message and "cancer" in message
+    assert "malignant=cancer" in message
+    assert "test" in message
+
+
+def test_an_alias_merges_the_classes(seed_like_dataset):
+    spec = load_dataset(DataConfig(source=str(seed_like_dataset), class_aliases=("malignant=cancer",)))
+    assert spec.classes == ["benign", "cancer", "normal"]
+    cancer = spec.classes.index("cancer")
+    test_cancer = [it for it in spec.split("test") if it.label == cancer]
+    assert len(test_cancer) == 2 and all("/malignant/" in it.path for it in test_cancer)
+    assert spec.counts()["train"]["cancer"] == 8
+
+
+def test_aliases_match_case_insensitively(seed_like_dataset):
+    spec = load_dataset(DataConfig(source=str(seed_like_dataset), class_aliases=("MALIGNANT = Cancer",)))
+    assert len(spec.classes) == 3
+
+
+def test_class_names_match_case_insensitively_and_train_spelling_wins(tmp_path, synth):
+    root = synth.split_folders(tmp_path / "d", {
+        "train": {"Benign": 6, "Malignant": 6},
+        "val": {"benign": 2, "MALIGNANT": 2},
+        "test": {"benign": 2, "malignant": 2},
+    })
+    spec = load_dataset(DataConfig(source=str(root)))
+    assert spec.classes == ["Benign", "Malignant"]
+    counts = spec.counts()
+    assert counts["val"] == {"Benign": 2, "Malignant": 2} and counts["test"] == {"Benign": 2, "Malignant": 2}
+
+
+def test_resolver_directly():
+    resolver = ClassResolver(["malignant=cancer"])
+    classes = resolver.resolve({"train": ["cancer", "benign"], "test": ["Malignant", "benign"]})
+    assert classes == ["benign", "cancer"]
+    assert resolver.canonical("Malignant") == "cancer"
+    assert resolver.canonical(" benign ") == "benign"
+    with pytest.raises(DataError, match="not a class in train"):
+        ClassResolver().resolve({"train": ["a", "b"], "val": ["a", "b", "c", "d"]})
+
+
+def test_parse_aliases_normalises_and_refuses_bad_entries():
+    assert parse_aliases(["Malignant = Cancer", "Tumour=malignant"]) == {"malignant": "cancer",
+                                                                          "tumour": "malignant"}
+    with pytest.raises(DataError, match="alias=class"):
+        parse_aliases(["malignant"])
+
+
+def test_default_focus_class():
+    assert default_focus_class(["benign", "malignant", "normal"]) == "malignant"
+    assert default_focus_class(["cancer", "non-cancer"]) == "cancer"
+    assert default_focus_class(["benign", "normal"], {"benign": 40, "normal": 7}) == "normal"  # the rarest
