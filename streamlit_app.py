@@ -9,6 +9,7 @@ st.set_page_config(page_title="medcls", page_icon="🩺", layout="wide")
 pages = st.navigation([
     st.Page("pages/data.py", title="Data explorer", icon="🔎", url_path="data", default=True),
     st.Page("pages/train.py", title="Train", icon="🏋️", url_path="train"),
+    st.Page("pages/sweeps.py", title="Sweeps", icon="🧪", url_path="sweeps"),
     st.Page("pages/compare.py", title="Compare runs", icon="📊", url_path="compare"),
     st.Page("pages/try_it.py", title="Try it", icon="🖼️", url_path="try"),
 ])

@@ -57,11 +57,14 @@ def render_sidebar() -> DataConfig:
     aliases_text = sb.text_input("Class aliases (optional)", key="data_aliases", placeholder="malignant=cancer",
                                  help=field_help("class_aliases"))
     aliases = tuple(a.strip() for a in aliases_text.replace(";", ",").split(",") if a.strip())
+    group = sb.checkbox("Keep near-duplicates in one split", key="data_group_duplicates",
+                        help=field_help("group_duplicates") + " Used when medcls makes the split (the data has "
+                        "no train/val/test split of its own). The first load hashes every image once.")
     try:
-        cfg = DataConfig(source=source, class_aliases=aliases)
+        cfg = DataConfig(source=source, class_aliases=aliases, group_duplicates=group)
     except ValueError as exc:
         sb.error(str(exc))
-        cfg = DataConfig(source=source)
+        cfg = DataConfig(source=source, group_duplicates=group)
     _set(cfg)
     return cfg
 

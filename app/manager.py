@@ -28,13 +28,18 @@ def get_manager(root: str) -> JobManager:
     threads = int(os.environ.get("MEDCLS_WORKER_THREADS", "0") or 0)
     from medcls.jobs import LocalBackend
 
-    backend_name = os.environ.get("MEDCLS_BACKEND", "local")
-    if backend_name == "ray":
-        from medcls.ray_backend import RayBackend
-
+    backend_name = (os.environ.get("MEDCLS_BACKEND") or "local").strip().lower()
+    if backend_name == "ray":  # runs go to a Ray cluster (MEDCLS_RAY_ADDRESS ...; see docs/scaling.md)
+        try:
+            from medcls.ray_backend import RayBackend
+        except ImportError as exc:
+            raise RuntimeError(f"MEDCLS_BACKEND=ray needs Ray ({exc}): install it with "
+                               "`pip install -r requirements-ray.txt`, or unset MEDCLS_BACKEND.") from exc
         backend = RayBackend.from_env()
-    else:
+    elif backend_name == "local":
         backend = LocalBackend(threads=threads)
+    else:
+        raise ValueError(f"MEDCLS_BACKEND={backend_name!r} is not a backend: use 'local' (the default) or 'ray'.")
     return JobManager(RunStore(root), max_concurrent=concurrent, backend=backend)
 
 

@@ -89,8 +89,9 @@ class RunRecorder(Callback):
 class ConsoleProgress(Callback):
     """A one-line progress bar and one printed line per epoch, for the command line."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 28):
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, width: int = 28):
+        # Looked up now, not at import: sys.stderr may have been replaced since (capture, redirection).
+        self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.meter = ProgressMeter(self._draw, interval=0.2)
 

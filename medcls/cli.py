@@ -104,12 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", help="List the runs in the store.")
 
+    p = sub.add_parser("report", help="Export a finished run as one self-contained HTML run card (opens offline).")
+    p.add_argument("run", help="Run id (see 'runs').")
+    p.add_argument("-o", "--output", help="HTML file to write (default: run_card.html in the run folder).")
+
     p = sub.add_parser("demo-data", help="Write the built-in synthetic phantom dataset to a folder.")
     p.add_argument("dir", help="Target folder (created).")
     p.add_argument("--images", type=int, default=None, help="Number of images (default: the built-in size).")
     p.add_argument("--size", type=int, default=None, help="Image size in pixels.")
     p.add_argument("--seed", type=int, default=0, help="Random seed.")
 
+    p = sub.add_parser("bench", help="Benchmark medcls against the seed pipeline on BUSI (prints figures, "
+                                     "writes docs/benchmarks.md and a JSON file).")
+    p.add_argument("--data", default=None, help="BUSI folder with split.csv (default: ../shared/datasets/busi).")
+    p.add_argument("--out-dir", default="docs", help="Where benchmarks.md and benchmarks.json go (default: docs).")
+    p.add_argument("--quick", action="store_true", help="Fewer batches and epochs: a smoke test of the benchmark.")
     return parser
 
 
@@ -122,31 +131,39 @@ def _store(args: argparse.Namespace):
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
     from .callbacks import ConsoleProgress
-    from .training import execute_run
+    from .distributed import DistEnv, execute_distributed, process_group, share_run
 
     cfg = config_from_args(args)
     if args.print_config:
         print(cfg.to_json())
         return 0
-    store = _store(args)
-    run_id = store.create(cfg, args.run_id)
-    print(f"run {run_id} in {store.path(run_id)}")
-    print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model.name} | "
-          f"{cfg.image_size} px | {cfg.epochs} epochs | imbalance {cfg.imbalance}")
-    interrupted = threading.Event()
+    # Under torchrun this is one of N processes training one run together (docs/scaling.md):
+    # rank 0 creates and records the run and prints; the other ranks only compute.
+    env = DistEnv.detect()
+    with process_group(env):
+        store = _store(args) if env.is_writer else None
+        run_id, cfg = share_run(store, cfg, args.run_id, env)
+        if store is not None:
+            ranks = f" ({env.world_size} processes)" if env.distributed else ""
+            print(f"run {run_id} in {store.path(run_id)}{ranks}")
+            print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model.name} | "
+                  f"{cfg.image_size} px | {cfg.epochs} epochs | imbalance {cfg.imbalance}")
+        interrupted = threading.Event()
 
-    def on_sigint(signum, frame):  # first Ctrl-C: stop after this batch, keep the best checkpoint
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
+        def on_sigint(signum, frame):  # first Ctrl-C: stop after this batch, keep the best checkpoint
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            interrupted.set()
+            print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        outcome = execute_run(store, run_id, callbacks=[ConsoleProgress()],
-                              should_cancel=lambda: interrupted.is_set() or store.stop_requested(run_id))
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
+                                          callbacks=[ConsoleProgress()] if env.is_writer else [])
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    if store is None:  # a rank other than 0: torchrun reports its exit code
+        return 0 if outcome.state == "finished" else 1
     report = store.read_json(run_id, "data_report.json", {}) or {}
     if report.get("skipped"):
         print(f"skipped {len(report['skipped'])} file(s):")
@@ -213,6 +230,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return status
 
 
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_run_card
+
+    path = write_run_card(_store(args), args.run, args.output)
+    print(f"run card of {args.run}: {path}")
+    return 0
+
+
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> int:
     infos = _store(args).list()
@@ -234,7 +260,16 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     spec = dataclasses.replace(defaults, n_images=args.images or defaults.n_images,
                                image_size=args.size or defaults.image_size, seed=args.seed)
     root = write_phantom_dataset(Path(args.dir), spec)
-    print(f"wrote {spec.n_images} synthetic phantom images to {root} (see README.txt there)")
+    written = sum(1 for _ in Path(root).rglob("*.png"))  # tiny classes are topped up to 2 per split
+    print(f"wrote {written} synthetic phantom images to {root} (see README.txt there)")
+    return 0
+
+
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import default_busi_root, run_benchmark
+
+    run_benchmark(Path(args.data) if args.data else default_busi_root(), Path(args.out_dir), quick=args.quick)
     return 0
 
 
@@ -245,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError, PermissionError, KeyError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

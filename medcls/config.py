@@ -356,8 +356,8 @@ def _coerce(hint: Any, value: Any) -> Any:
             number = hint(value) if not isinstance(value, str) else hint(float(value)) if hint is int else float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"Expected a number, got {value!r}.") from None
-        if hint is int and isinstance(value, float) and value != int(value):
-            raise ConfigError(f"Expected a whole number, got {value!r}.")
+        if hint is int and isinstance(value, (float, str)) and float(value) != number:
+            raise ConfigError(f"Expected a whole number, got {value!r}.")  # '2.5' must not become 2
         return number
     if hint is str:
         return str(value).strip() if value is not None else ""

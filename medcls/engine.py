@@ -27,7 +27,7 @@ from .imbalance import EpochSampler
 from .metrics import epoch_metrics, select_score
 
 __all__ = ["TensorData", "BatchEvent", "EpochRecord", "Callback", "Trainer", "FitCancelled", "NonFiniteLossError",
-           "FitResult"]
+           "FitResult", "shard_indices", "unwrap"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,45 @@ class Callback:
 
 
 Prepare = Callable[[torch.Tensor, bool], torch.Tensor]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The trained module itself, without a DistributedDataParallel wrapper (no 'module.' key prefix)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def shard_indices(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """One rank's share of an epoch's global order: every ``world``-th index, starting at ``rank``.
+
+    The order is first padded by repeating its start (as torch's DistributedSampler does), so every rank
+    gets the same number of images and runs the same number of batches: DDP's gradient all-reduce must
+    never wait for a rank that has run out of data.
+    """
+    if world > 1 and len(indices) % world:
+        indices = np.concatenate([indices, np.resize(indices, world - len(indices) % world)])
+    return indices[rank::world]
+
+
+def _all_ranks_sum(values: list[float]) -> list[float]:
+    """Sum numbers over the DDP ranks (unchanged outside a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    total = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def _from_rank0(loss: float, probs: np.ndarray) -> tuple[float, np.ndarray]:
+    """Rank 0's validation result on every rank, so early stopping and the best epoch agree everywhere."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return loss, probs
+    packed = torch.cat([torch.tensor([loss], dtype=torch.float64), torch.from_numpy(probs).double().flatten()])
+    dist.broadcast(packed, src=0)
+    return float(packed[0]), packed[1:].reshape(probs.shape).to(torch.float32).numpy()
 
 
 class Trainer:
@@ -175,7 +214,8 @@ class Trainer:
 
     def _run_epoch(self, epoch: int) -> EpochRecord:
         start = time.perf_counter()
-        order = torch.from_numpy(np.ascontiguousarray(self.sampler.indices(epoch)[self.rank::self.world]))
+        order = shard_indices(self.sampler.indices(epoch), self.rank, self.world)
+        order = torch.from_numpy(np.ascontiguousarray(order))
         n_batches = self.batches_per_epoch()
         self.model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -205,10 +245,14 @@ class Trainer:
             seen += len(y)
             elapsed = time.perf_counter() - start
             self._emit("on_batch_end", BatchEvent("train", epoch, self.epochs, b + 1, n_batches, loss.item(),
-                                                  seen / max(elapsed, 1e-9)))
+                                                  seen * self.world / max(elapsed, 1e-9)))
         train_seconds = time.perf_counter() - start
+        if self.world > 1:  # the epoch's training figures over all ranks' shards
+            loss_sum, correct, seen = _all_ranks_sum([loss_sum, correct, seen])
         lr = self.optimizer.param_groups[0]["lr"]
         val_loss, val_probs = self.evaluate(self.val_data, epoch=epoch)
+        if self.world > 1:
+            val_loss, val_probs = _from_rank0(val_loss, val_probs)
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
         val_true = self.val_data.labels.numpy()
@@ -218,7 +262,7 @@ class Trainer:
         best = score > self.result.best_score
         if best:
             self.result.best_score, self.result.best_epoch = score, epoch
-            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.best_state = copy.deepcopy(unwrap(self.model).state_dict())
         return EpochRecord(
             epoch=epoch, train_loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
             val_loss=val_loss, val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"],

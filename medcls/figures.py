@@ -23,6 +23,7 @@ __all__ = [
     "probability_figure",
     "overlay_history_figure",
     "parameter_bar_figure",
+    "sweep_figure",
 ]
 
 SPLIT_COLORS = {"train": "#4C78A8", "val": "#F58518", "test": "#54A24B"}
@@ -148,3 +149,26 @@ def parameter_bar_figure(layers: Sequence[tuple[str, int]], title: str = "Parame
                            text=[f"{c:,} ({c / total:.0%})" for c in counts], textposition="auto"))
     fig.update_layout(xaxis_title="parameters", yaxis_autorange="reversed")
     return _layout(fig, title, height=max(260, 30 * len(names) + 100))
+
+
+def sweep_figure(axes: Sequence[tuple[str, Sequence[str]]], cells: Mapping[tuple[str, ...], float | None],
+                 metric: str, title: str = "Sweep results") -> go.Figure:
+    """A sweep's metric per combination: bars for one setting, a heatmap for two (blank until known).
+
+    ``axes`` is [(setting name, [value, ...]), ...]; ``cells`` maps a tuple of values (one per axis) to the metric.
+    """
+    fig = go.Figure()
+    if len(axes) == 1:
+        name, values = axes[0]
+        scores = [cells.get((v,)) for v in values]
+        fig.add_bar(x=list(values), y=scores, marker_color=PALETTE[0],
+                    text=["" if s is None else f"{s:.3f}" for s in scores], textposition="auto")
+        fig.update_layout(xaxis_title=name, yaxis_title=metric, xaxis_type="category")
+        return _layout(fig, title)
+    (x_name, x_values), (y_name, y_values) = axes[:2]
+    z = [[cells.get((x, y)) for x in x_values] for y in y_values]
+    fig.add_heatmap(x=list(x_values), y=list(y_values), z=z, colorscale="Viridis", colorbar=dict(title=metric),
+                    text=[["" if v is None else f"{v:.3f}" for v in row] for row in z], texttemplate="%{text}",
+                    hovertemplate=f"{x_name}: %{{x}}<br>{y_name}: %{{y}}<br>{metric}: %{{z:.3f}}<extra></extra>")
+    fig.update_layout(xaxis_title=x_name, yaxis_title=y_name, xaxis_type="category", yaxis_type="category")
+    return _layout(fig, title, height=max(300, 90 * len(y_values) + 140))

@@ -26,7 +26,7 @@ from typing import Iterator, Protocol
 from .config import TrainConfig
 from .runs import RunNotFoundError, RunStore
 
-__all__ = ["JobManager", "LocalBackend", "WorkerHandle"]
+__all__ = ["Backend", "JobManager", "LocalBackend", "WorkerHandle", "scheduler_lock"]
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0  # after a stop request, a worker that has not ended by then is killed
@@ -56,6 +56,16 @@ class _LocalHandle:
         return f"The training process exited unexpectedly (exit code {code})."
 
 
+class Backend(Protocol):
+    """Starts one run's worker. ``schedules_itself``: the backend queues runs itself (a cluster scheduler);
+    the manager then hands it every queued run at once, and the worker marks its run running when it starts."""
+
+    name: str
+    schedules_itself: bool
+
+    def start(self, store: RunStore, run_id: str) -> tuple[WorkerHandle, int | None]: ...
+
+
 class LocalBackend:
     """Each run in its own ``spawn``-ed process on this machine."""
 
@@ -77,7 +87,7 @@ class LocalBackend:
 
 
 class JobManager:
-    def __init__(self, store: RunStore, max_concurrent: int = 1, backend: "LocalBackend | None" = None,
+    def __init__(self, store: RunStore, max_concurrent: int = 1, backend: Backend | None = None,
                  poll_s: float = 0.5, start: bool = True):
         if max_concurrent < 1:
             raise ValueError("max_concurrent must be at least 1.")
@@ -109,6 +119,9 @@ class JobManager:
             state = self.store.raw_status(run_id).get("state")
             if state == "queued":
                 self.store.set_status(run_id, "cancelled", error="Cancelled before it started.")
+                handle = self._handles.get(run_id)  # already handed to a self-scheduling backend
+                if handle is not None:
+                    handle.kill()
                 return
             if state == "running":
                 self.store.request_stop(run_id)
@@ -127,11 +140,11 @@ class JobManager:
         """One scheduling step (the background thread calls this every poll interval)."""
         with self._lock, self._file_lock():
             self._reap()
-            if self.backend.schedules_itself:
-                slots = len(self._queued())
+            if self.backend.schedules_itself:  # the backend queues them: hand over every run not yet handed
+                pending = [r for r in self._queued() if r not in self._handles]
             else:
-                slots = self.max_concurrent - len(self.running())
-            for run_id in self._queued()[:max(0, slots)]:
+                pending = self._queued()[:max(0, self.max_concurrent - len(self.running()))]
+            for run_id in pending:
                 self._start(run_id)
 
     def reconcile(self) -> None:
@@ -153,11 +166,13 @@ class JobManager:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(5)
-        with self._lock:
+        with self._lock, self._file_lock():
             for run_id, handle in list(self._handles.items()):
                 if kill and handle.is_alive():
                     handle.kill()
                     self._mark_if_running(run_id, "interrupted", "The app shut down while this run was training.")
+                elif self._state(run_id) == "queued" and handle.is_alive():
+                    handle.kill()  # waiting in a cluster's queue: the next manager submits it again
             self._handles.clear()
 
     # --- internals -------------------------------------------------------------------
@@ -172,14 +187,23 @@ class JobManager:
 
     def _queued(self) -> list[str]:
         ids = [r for r in self.store.list_ids() if self.store.raw_status(r).get("state") == "queued"]
-        return sorted(ids, key=lambda r: (self.store.raw_status(r).get("created", ""), r))
+
+        def order(run_id: str) -> tuple:
+            status = self.store.raw_status(run_id)
+            return status.get("created", ""), status.get("created_ns", 0), run_id
+
+        return sorted(ids, key=order)
 
     def _start(self, run_id: str) -> None:
-        # Mark it running *before* the worker exists, so no other tick or manager starts it twice.
-        self.store.set_status(run_id, "running", pid=None, backend=self.backend.name)
-        self.store.write_progress(run_id, {"phase": "preparing", "message": "Starting a training process",
-                                           "fraction": 0.0, "prepare_fraction": 0.0})
-        self.store.beat(run_id)
+        if self.backend.schedules_itself:
+            # It stays queued (now in the backend's queue); its worker marks it running when it starts.
+            self.store.set_status(run_id, "queued", backend=self.backend.name)
+        else:
+            # Mark it running *before* the worker exists, so no other tick or manager starts it twice.
+            self.store.set_status(run_id, "running", pid=None, backend=self.backend.name)
+            self.store.write_progress(run_id, {"phase": "preparing", "message": "Starting a training process",
+                                               "fraction": 0.0, "prepare_fraction": 0.0})
+            self.store.beat(run_id)
         try:
             handle, pid = self.backend.start(self.store, run_id)
         except Exception as exc:
@@ -200,7 +224,16 @@ class JobManager:
                 continue
             self._handles.pop(run_id)
             self._stop_deadlines.pop(run_id, None)
-            self._mark_if_running(run_id, "interrupted", handle.exit_description())
+            if self._state(run_id) == "queued":  # a self-scheduling backend lost it before it started
+                self.store.set_status(run_id, "failed", error=f"The run never started: {handle.exit_description()}")
+            else:
+                self._mark_if_running(run_id, "interrupted", handle.exit_description())
+
+    def _state(self, run_id: str) -> str | None:
+        try:
+            return self.store.raw_status(run_id).get("state")
+        except (RunNotFoundError, FileNotFoundError):
+            return None
 
     def _mark_if_running(self, run_id: str, state: str, error: str) -> None:
         try:
@@ -209,11 +242,16 @@ class JobManager:
         except (RunNotFoundError, FileNotFoundError):
             pass  # the run folder was deleted
 
-    @contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        with open(self.store.root / ".scheduler.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _file_lock(self):
+        return scheduler_lock(self.store)
+
+
+@contextmanager
+def scheduler_lock(store: RunStore) -> Iterator[None]:
+    """The store-wide lock under which runs change between queued, running and cancelled."""
+    with open(store.root / ".scheduler.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

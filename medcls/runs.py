@@ -15,6 +15,9 @@ Layout of ``<root>/<run_id>/``::
     data_report.json    skipped files and notes
     env.json            library versions, machine
     stop                present when a stop was requested
+    sweep.json          only in runs queued by a sweep: the sweep id and this run's values (medcls.sweeps)
+
+``<root>/sweeps/<sweep_id>.json`` describes each sweep; it is not a run folder.
 
 Every file except the append-only history is written atomically. Run ids are
 validated so no id can reach outside the store.
@@ -109,7 +112,9 @@ class RunStore:
         folder = self.path(run_id, must_exist=False)
         folder.mkdir(parents=True, exist_ok=False)
         # status first: a folder with config.json is a run, and must always have a status.
-        atomic_write_json(folder / "status.json", {"state": state, "created": _now(), "updated": _now()})
+        # created_ns orders runs made within the same second (the queue is first come, first served).
+        atomic_write_json(folder / "status.json", {"state": state, "created": _now(), "updated": _now(),
+                                                   "created_ns": time.time_ns()})
         atomic_write_text(folder / "config.json", config.to_json())
         return run_id
 
@@ -247,7 +252,11 @@ class RunStore:
         """All run ids, newest first."""
         ids = [p.name for p in self.root.iterdir() if p.is_dir() and _RUN_ID.match(p.name)
                and (p / "config.json").is_file()]
-        return sorted(ids, key=lambda i: (self.raw_status(i).get("created", ""), i), reverse=True)
+        def order(run_id: str) -> tuple:
+            status = self.raw_status(run_id)
+            return status.get("created", ""), status.get("created_ns", 0), run_id
+
+        return sorted(ids, key=order, reverse=True)
 
     def info(self, run_id: str) -> RunInfo:
         status = self.status(run_id)

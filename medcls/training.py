@@ -9,6 +9,7 @@ error. :func:`train_in_memory` is the same pipeline without the store.
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import random
 import threading
@@ -20,17 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from .calibration import expected_calibration_error
 from .callbacks import EarlyStopping, ProgressMeter, RunRecorder
 from .config import ConfigError, TrainConfig
 from .data import BatchAugment, DecodedDataset, DecodedSplit, decode_dataset, default_focus_class, load_dataset, to_float
 from .data.spec import DataError
-from .engine import Callback, FitCancelled, NonFiniteLossError, TensorData, Trainer
+from .engine import Callback, FitCancelled, NonFiniteLossError, TensorData, Trainer, unwrap
 from .hardware import configure_threads, describe_machine, resolve_precision
 from .imbalance import balanced_class_weights, make_sampler
 from .metrics import classification_metrics
 from .models import ClassifierModel, create_model
 from .optim import build_optimizer, build_scheduler
 from .runs import RunStore
+from .uncertainty import bootstrap_intervals
 
 __all__ = ["PreparedData", "prepare_data", "build_model", "execute_run", "train_in_memory", "TrainResult", "RunOutcome",
            "seed_everything"]
@@ -187,20 +190,31 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
                                        inputs["train"].labels[:cfg.batch_size]),
         key=f"{cfg.model.name}|{sorted(cfg.model.architecture_overrides().items())}|{cfg.image_size}|"
             f"{data.decoded.channels}|{cfg.batch_size}|{cfg.channels_last}")
+    rank, world = shard
+    if world > 1:  # DDP: every rank must train in the same number format
+        from .distributed import broadcast_object
+
+        precision = broadcast_object(precision)
     module = wrap(trained) if wrap else trained
+    if rank:  # other DDP ranks draw their own augmentations and dropout; rank 0 keeps the single-process stream
+        generator.manual_seed(cfg.seed * 1000 + rank)
+        torch.manual_seed(cfg.seed * 1000 + rank)
     optimizer = build_optimizer(cfg, module.parameters())
-    steps = -(-len(sampler) // shard[1] // cfg.batch_size)
+    # The configured batch is the global batch: under DDP each of the N ranks takes batch/N of it, so a step
+    # sees the same images as the single-process step (the shards interleave) and the optimiser settings carry over.
+    batch_size = -(-cfg.batch_size // world)
+    steps = max(1, math.ceil(math.ceil(len(sampler) / world) / batch_size))  # = Trainer.batches_per_epoch()
     scheduler, interval = build_scheduler(cfg, optimizer, steps)
     trainer = Trainer(module, inputs["train"], inputs["val"], classes=data.classes, loss_fn=loss_fn,
                       optimizer=optimizer, scheduler=scheduler, scheduler_interval=interval, sampler=sampler,
-                      batch_size=cfg.batch_size, epochs=cfg.epochs, prepare=prepare,
+                      batch_size=batch_size, epochs=cfg.epochs, prepare=prepare,
                       select_metric=cfg.select_metric, focus_class=data.focus_class, bf16=precision == "bf16",
                       callbacks=[EarlyStopping(cfg.patience), *callbacks], should_cancel=should_cancel, shard=shard)
     try:
         trainer.fit()
     finally:
         if trainer.best_state is not None:
-            trainer.model.load_state_dict(trainer.best_state)
+            unwrap(trainer.model).load_state_dict(trainer.best_state)
     metrics, probs = {}, {}
     for split in ("val", "test"):
         if len(inputs[split]):
@@ -311,9 +325,15 @@ def _record_results(store: RunStore, run_id: str, result: TrainResult) -> None:
         store.write_predictions(run_id, names, paths, np.concatenate(truths), np.concatenate(probs),
                                 result.data.classes)
     fit = result.trainer.result
+    labels = {split: getattr(result.data, split).labels.numpy() for split in result.probs}
     store.write_json(run_id, "metrics.json", {**result.metrics, "best_epoch": fit.best_epoch,
                                               "best_val_score": fit.best_score, "precision": result.precision,
-                                              "focus_class": result.data.focus_class})
+                                              "focus_class": result.data.focus_class,
+                                              # 95% bootstrap intervals and calibration per split (milliseconds)
+                                              "intervals": {s: bootstrap_intervals(labels[s], p, result.data.classes)
+                                                            for s, p in result.probs.items()},
+                                              "calibration": {s: {"ece": expected_calibration_error(labels[s], p)}
+                                                              for s, p in result.probs.items()}})
 
 
 def _version(module: str) -> str:

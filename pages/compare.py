@@ -1,15 +1,24 @@
-"""Compare finished runs: metrics, confusion matrices, PR curves, training curves, config differences."""
+"""Compare finished runs: metrics with intervals, confusion matrices, PR curves, calibration, training curves,
+config differences; then one run up close: threshold, error browser, run card."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.entry import ensure_navigation
+from app.compare_sections import (
+    calibration_section,
+    error_browser_section,
+    operating_point_section,
+    run_card_section,
+    uncertainty_section,
+)
 from app.manager import manager
 from medcls.compare import config_rows, describe_differences, metrics_rows
 from medcls.data import default_focus_class
 from medcls.figures import confusion_matrix_figure, overlay_history_figure, pr_curves_figure
 from medcls.runs import RunNotFoundError
 
+ensure_navigation()
 st.title("📊 Compare runs")
 store = manager().store
 finished = [i.run_id for i in store.list() if i.state == "finished"]
@@ -38,11 +47,9 @@ st.subheader("Test metrics")
 rows = metrics_rows(store, chosen)
 table = pd.DataFrame(rows).set_index("run")
 st.dataframe(table.style.format("{:.3f}", na_rep="–"), width="stretch")
-test_counts = np.bincount(next(iter(predictions.values()))[1], minlength=len(classes))
-small = [c for c, n in zip(classes, test_counts) if n < 30]
-if small:
-    st.caption(f"Few test images for {', '.join(small)} (under 30): differences of a few percent between runs "
-               "may be chance.")
+
+st.subheader("How sure are these numbers?")
+uncertainty_section(store, chosen)
 
 st.subheader("Confusion matrices")
 normalize = st.toggle("Row-normalised (share of each true class)", value=False, key="cm_normalize",
@@ -63,6 +70,9 @@ for i, run_id in enumerate(chosen):
         st.plotly_chart(pr_curves_figure(y_true, probs, run_classes, focus, title=run_id), key=f"pr_{run_id}",
                         width="stretch")
 
+st.subheader("Calibration: can the probabilities be trusted?")
+calibration_section(store, predictions, classes, focus)
+
 st.subheader("Training curves")
 metric = st.selectbox("Curve", ["val_macro_f1", "val_accuracy", "val_loss", "train_loss", "train_accuracy",
                                 "val_balanced_accuracy"], key="compare_curve")
@@ -79,3 +89,16 @@ if len(chosen) > 1:
         st.dataframe(pd.DataFrame(diff).set_index("option"), width="stretch")
 else:
     st.caption("Pick two or more runs to see how their settings differ.")
+
+st.header("Look closer at one run")
+run_id = st.selectbox("Run", chosen, key="analysis_run") if len(chosen) > 1 else chosen[0]
+threshold_tab, errors_tab, card_tab = st.tabs(["Choose a threshold", "Error browser", "Run card"])
+with threshold_tab:
+    st.caption(f"Trade missed cases against false alarms. The most probable class is not the only way to decide: "
+               f"flagging an image as {focus} at a lower probability catches more, at the price of more false "
+               "alarms.")
+    operating_point_section(store, run_id, focus)
+with errors_tab:
+    error_browser_section(store, run_id, focus)
+with card_tab:
+    run_card_section(store, run_id)

@@ -1,14 +1,17 @@
-"""Data explorer: counts, samples, sizes, skipped files and an augmentation preview."""
+"""Data explorer: counts, duplicates and leaks, samples, sizes, skipped files and an augmentation preview."""
 
 import pandas as pd
 import streamlit as st
 
+from app.entry import ensure_navigation
 from app.dataset import dataset_caption, load_current_dataset
+from app.health import duplicates_section
 from medcls.config import AugmentConfig
 from medcls.data.explore import (augmentation_preview, image_properties, imbalance_sentence, sample_items,
                                  thumbnail)
 from medcls.figures import class_counts_figure
 
+ensure_navigation()
 st.title("🔎 Data explorer")
 spec = load_current_dataset()
 if spec is None:
@@ -22,6 +25,8 @@ if spec.synthetic:
 st.subheader("Class counts")
 st.plotly_chart(class_counts_figure(spec.counts()), key="class_counts", width="stretch")
 st.markdown(imbalance_sentence(spec))
+
+duplicates_section(spec)
 
 st.subheader("Samples")
 col1, col2, col3 = st.columns([2, 2, 1])

@@ -2,11 +2,14 @@
 
 import streamlit as st
 
+from app.entry import ensure_navigation
 from app.dataset import current_data_config, dataset_caption, load_current_dataset
 from app.form import render_form
 from app.live import default_run, live_panel
 from app.manager import manager
+from app.model_summary import render_model_summary
 
+ensure_navigation()
 st.title("🏋️ Train")
 data_cfg = current_data_config()
 spec = load_current_dataset(data_cfg)
@@ -22,6 +25,9 @@ with left:
     cfg, error = render_form(data_cfg)
     if error:
         st.error(error)
+    elif spec is not None:
+        st.markdown("**What this model costs**")
+        render_model_summary(cfg, spec)
     start = st.button("▶ Start training", type="primary", disabled=cfg is None or spec is None,
                       key="start_training", width="stretch")
     if start and cfg is not None:

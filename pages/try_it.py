@@ -2,15 +2,18 @@
 
 import streamlit as st
 
+from app.entry import ensure_navigation
 from app.dataset import load_current_dataset
 from app.manager import manager
 from medcls.data import ImageReadError
 from medcls.figures import probability_figure
+from medcls.gradcam import gradcam_overlay
 from medcls.predict import LOW_CONFIDENCE, load_predictor
 from medcls.runs import RunNotFoundError
 
 MAX_IMAGE_MB = 20
 
+ensure_navigation()
 st.title("🖼️ Try it")
 st.warning("**Teaching tool, not a diagnosis.** These models are small, trained on few images, and have not been "
            "validated for any clinical use.", icon="⚠️")
@@ -64,3 +67,23 @@ with right:
     if probabilities[label] < LOW_CONFIDENCE:
         st.warning(f"Low confidence (under {LOW_CONFIDENCE:.0%}): the model is unsure; do not rely on this answer.")
     st.plotly_chart(probability_figure(probabilities), key="try_probs", width="stretch")
+
+st.subheader("Where did the model look?")
+heat_left, heat_right = st.columns([1, 2])
+with heat_right:
+    explain = st.selectbox("Show the evidence for", predictor.classes, index=predictor.classes.index(label),
+                           key="gradcam_class", help="The heatmap shows which parts of the image raised the score of "
+                                                     "this class. By default the predicted class.")
+    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_alpha",
+                      help="0 shows only the image, 1 only the heatmap.")
+    st.caption("Grad-CAM heatmap: red and yellow mark the regions that raised the score of "
+               f"**{explain}** most, blue the regions that did not. It is coarse (it comes from the network's "
+               "last, low-resolution layer) and it is not a segmentation. A hot spot on text, calipers or the image "
+               "border is a warning sign that the model learned a shortcut instead of the tissue.")
+with heat_left:
+    try:
+        overlay = gradcam_overlay(predictor, pixels, predictor.classes.index(explain), alpha)
+    except (ValueError, NotImplementedError) as exc:
+        st.error(f"No heatmap for this model: {exc}")
+    else:
+        st.image(overlay, caption=f"Grad-CAM for {explain} · opacity {alpha:.2f}", width="stretch")

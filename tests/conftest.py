@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -110,15 +111,32 @@ def store(isolated_env):
     return RunStore()
 
 
-@pytest.fixture
-def finished_run(store, class_dataset):
-    """(store, run_id) of a finished 2-epoch small_cnn run on ``class_dataset``."""
+@pytest.fixture(scope="session")
+def _finished_run_template(tmp_path_factory) -> Path:
+    """One real 2-epoch small_cnn run, trained once per session in its own isolated environment."""
+    from medcls.runs import RunStore
     from medcls.training import execute_run
 
-    run_id = store.create(tiny_config(class_dataset), run_id="tiny-run")
-    outcome = execute_run(store, run_id)
+    base = tmp_path_factory.mktemp("run-template")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, sub in (("MEDCLS_CACHE_DIR", "cache"), ("MEDCLS_RUNS_DIR", "runs"), ("MEDCLS_DATA_DIR", "data"),
+                          ("TORCH_HOME", "torch")):
+            mp.setenv(name, str(base / sub))
+        clear_memory_cache()
+        data = write_class_folders(base / "classes", {c: 12 for c in CLASSES})
+        store = RunStore(base / "runs")
+        run_id = store.create(tiny_config(data), run_id="tiny-run")
+        outcome = execute_run(store, run_id)
+        clear_memory_cache()
     assert outcome.state == "finished", outcome.error
-    return store, run_id
+    return store.path(run_id)
+
+
+@pytest.fixture
+def finished_run(store, _finished_run_template):
+    """(store, run_id) of a finished 2-epoch small_cnn run on 36 gray 32-px images (a fresh copy per test)."""
+    shutil.copytree(_finished_run_template, store.root / _finished_run_template.name)
+    return store, _finished_run_template.name
 
 
 def dead_pid() -> int:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,7 @@ log = logging.getLogger(__name__)
 
 HASH_FORMAT = 1            # bump when the hash or its input changes
 DEFAULT_MAX_DISTANCE = 10  # bits of 64
-MAX_ALL_PAIRS = 60_000     # above this many images only identical hashes are compared (all pairs get slow)
+MAX_ALL_PAIRS = 30_000     # above this many images only identical hashes are compared (all pairs get slow)
 _BLOCK = 1024              # rows per block when comparing all pairs
 
 Progress = Callable[[int, int], None]
@@ -72,6 +73,7 @@ _LOCK = threading.Lock()
 _STAT_MEMO: dict[str, tuple[tuple[int, int], str]] = {}   # file -> ((size, mtime_ns), content digest)
 _HASHES: dict[str, tuple[int, str]] = {}                   # content key -> (phash, pixel digest)
 _DISK_SEEN: dict[str, int] = {}                            # hash file -> mtime_ns merged into _HASHES
+_PAIRS: "OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]" = OrderedDict()  # recent pair searches
 
 
 def clear_hash_memory() -> None:
@@ -80,6 +82,7 @@ def clear_hash_memory() -> None:
         _STAT_MEMO.clear()
         _HASHES.clear()
         _DISK_SEEN.clear()
+        _PAIRS.clear()
 
 
 # --- hashing ----------------------------------------------------------------------------
@@ -224,9 +227,29 @@ def image_hashes(paths: Sequence[str], *, progress: Progress | None = None, disk
 
 def near_duplicate_pairs(phash: np.ndarray, max_distance: int = DEFAULT_MAX_DISTANCE,
                          ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index pairs (i < j) whose hashes differ in at most ``max_distance`` bits, with the distance."""
+    """Index pairs (i < j) whose hashes differ in at most ``max_distance`` bits, with the distance.
+
+    All pairs are compared (about a second for 20,000 images), so the last few answers are remembered:
+    a page that redraws asks the same question again.
+    """
     phash = np.asarray(phash, dtype=np.uint64)
-    usable = np.flatnonzero(np.ones(len(phash), bool) if ok is None else np.asarray(ok, bool))
+    ok = np.ones(len(phash), bool) if ok is None else np.asarray(ok, bool)
+    key = hashlib.blake2b(phash.tobytes() + ok.tobytes() + f"|{max_distance}|{_BLOCK}".encode(),
+                          digest_size=16).hexdigest()
+    with _LOCK:
+        if key in _PAIRS:
+            _PAIRS.move_to_end(key)
+            return _PAIRS[key]
+    result = _all_pairs(phash, ok, max_distance)
+    with _LOCK:
+        _PAIRS[key] = result
+        while len(_PAIRS) > 4:
+            _PAIRS.popitem(last=False)
+    return result
+
+
+def _all_pairs(phash: np.ndarray, ok: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    usable = np.flatnonzero(ok)
     hashes = phash[usable]
     firsts, seconds, dists = [], [], []
     if len(hashes) > MAX_ALL_PAIRS:
@@ -238,11 +261,11 @@ def near_duplicate_pairs(phash: np.ndarray, max_distance: int = DEFAULT_MAX_DIST
     else:
         for start in range(0, len(hashes), _BLOCK):
             block = hashes[start:start + _BLOCK]
-            distance = np.bitwise_count(block[:, None] ^ hashes[None, :])
+            distance = np.bitwise_count(block[:, None] ^ hashes[None, start:])  # only pairs with j >= start
             rows, cols = np.nonzero(distance <= max_distance)
-            keep = cols > rows + start
+            keep = cols > rows
             firsts.append(rows[keep] + start)
-            seconds.append(cols[keep])
+            seconds.append(cols[keep] + start)
             dists.append(distance[rows[keep], cols[keep]].astype(np.int64))
     if not firsts:
         empty = np.zeros(0, dtype=np.int64)

@@ -221,3 +221,17 @@ def test_made_own_split_is_false_for_a_given_split(tmp_path):
             for i in range(3):
                 save(pattern(hash((split, name, i)) % 10_000), tmp_path / split / name / f"{i}.png")
     assert not made_own_split(load_dataset(DataConfig(source=str(tmp_path))))
+
+
+def test_npz_members_are_checked_too(tmp_path):
+    images = {split: np.stack([pattern(100 * s + i, 28) for i in range(6)]) for s, split in
+              enumerate(("train", "val", "test"))}
+    images["test"][2] = images["train"][4]  # the same picture in train and test
+    path = tmp_path / "toy.npz"
+    np.savez(path, **{f"{s}_images": a for s, a in images.items()},
+             **{f"{s}_labels": np.array([0, 1] * 3) for s in images})
+    spec = load_dataset(DataConfig(source=str(path)))
+    report = check_duplicates(spec)
+    assert len(report.groups) == 1 and report.groups[0].identical
+    assert sorted(it.path.rsplit("::", 1)[1] for it in report.groups[0].items) == ["test/2", "train/4"]
+    assert split_leak(report.group_of, [it.split for it in spec.items]).test_in_train == 1

@@ -1,0 +1,257 @@
+"""Sections of the Compare page beyond the metrics table: intervals, calibration, thresholds, errors, run card.
+
+Each function collects its input widgets, calls medcls, and renders. The operating-point and
+error-browser sections are fragments: moving the threshold slider or picking a cell reruns only them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from medcls.analysis_figures import interval_figure, reliability_figure, score_histogram_figure, threshold_sweep_figure
+from medcls.calibration import calibration_sentence, reliability
+from medcls.data.explore import thumbnail
+from medcls.error_cases import Case, cell_cases, cell_options, default_cell
+from medcls.figures import confusion_matrix_figure, probability_figure
+from medcls.operating_point import (
+    BinaryView,
+    default_positive_group,
+    describe_operating_point,
+    operating_point,
+    threshold_for_sensitivity,
+    threshold_sweep,
+)
+from medcls.report import run_card_html
+from medcls.runs import RunNotFoundError, RunStore
+from medcls.uncertainty import interval_rows, run_intervals, small_class_warnings
+
+__all__ = ["uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
+           "run_card_section"]
+
+THRESHOLD_STEP = 0.001
+THUMB_PX = 160
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+# --- several runs -------------------------------------------------------------------------------------------
+
+def uncertainty_section(store: RunStore, run_ids: list[str]) -> None:
+    """95% bootstrap intervals per run, as a table and a forest plot, plus small-sample warnings."""
+    intervals = {r: run_intervals(store, r) for r in run_ids}
+    st.dataframe(pd.DataFrame(interval_rows(intervals)).set_index("run"), width="stretch")
+    st.plotly_chart(interval_figure(intervals), key="intervals", width="stretch")
+    st.caption("Each number is followed by its 95% bootstrap interval: the test images were resampled 1,000 "
+               "times and the range holds the middle 95% of the results. Overlapping intervals mean the runs "
+               "may not really differ.")
+    for text in small_class_warnings(intervals):
+        st.warning(text, icon="🔢")
+
+
+def calibration_section(store: RunStore, predictions: dict, classes: list[str], focus: str) -> None:
+    """Reliability diagram and ECE for each chosen run."""
+    options = ["top-class probability", f"P({focus})"]
+    kind = st.radio("Judge", options, horizontal=True, key="cal_kind",
+                    help="Top-class: when the model says 80% for its answer, is it right 80% of the time? "
+                         f"P({focus}): of the images given about 30% {focus}, are about 30% {focus}?")
+    class_index = None if kind == options[0] else classes.index(focus)
+    curves = {r: reliability(y, p, class_index=class_index) for r, (_, y, p, _) in predictions.items()}
+    st.plotly_chart(reliability_figure(curves), key="reliability", width="stretch")
+    for run_id, rel in curves.items():
+        st.markdown(f"**{run_id}:** {calibration_sentence(rel)}")
+
+
+# --- one run: operating point ---------------------------------------------------------------------------------
+
+def _binary_view(classes: list[str], focus: str) -> BinaryView | None:
+    mode = st.radio("Positive group", ["One class against the rest", "Merge classes into a group"],
+                    horizontal=True, key="op_mode",
+                    help="Merging reproduces the seed notebook's binary view, e.g. lesion (benign + malignant) "
+                         "against normal.")
+    if mode == "One class against the rest":
+        positive = [st.selectbox("Positive class", classes, index=classes.index(focus), key="op_class")]
+    else:
+        positive = st.multiselect("Classes in the positive group", classes, default=default_positive_group(classes),
+                                  key="op_group")
+    try:
+        return BinaryView.of(classes, positive)
+    except ValueError as exc:
+        st.error(str(exc))
+        return None
+
+
+def _find_threshold(run_id: str, view: BinaryView, truth: np.ndarray, scores: np.ndarray) -> None:
+    """Button callback: set the slider to the highest threshold that reaches the target on validation."""
+    target = st.session_state["op_target"] / 100
+    try:
+        found = threshold_for_sensitivity(truth, scores, target, resolution=THRESHOLD_STEP)
+    except ValueError as exc:
+        st.session_state["op_found"] = {"error": str(exc), "positive": view.positive, "run": run_id}
+        return
+    st.session_state["op_threshold"] = found
+    st.session_state["op_found"] = {"threshold": found, "target": target, "positive": view.positive, "run": run_id}
+
+
+@st.fragment
+def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
+    """Threshold slider with sensitivity, specificity, PPV, NPV and the 2x2 matrix, live."""
+    try:
+        _, y_val, p_val, classes = store.predictions(run_id, "val")
+        _, y_test, p_test, _ = store.predictions(run_id, "test")
+    except (RunNotFoundError, FileNotFoundError) as exc:
+        st.error(f"Cannot read the predictions of {run_id}: {exc}")
+        return
+    view = _binary_view(classes, focus if focus in classes else classes[-1])
+    if view is None:
+        return
+    pos, neg = view.positive_label, view.negative_label
+    truth_val, scores_val = view.truth(y_val), view.scores(p_val)
+    truth_test, scores_test = view.truth(y_test), view.scores(p_test)
+
+    left, right = st.columns([3, 2], vertical_alignment="bottom")
+    with left:
+        st.session_state.setdefault("op_threshold", 0.5)  # the "find" button sets it too, so no value= here
+        threshold = st.slider(f"Flag as {pos} when P({pos}) is at least", 0.0, 1.0, step=THRESHOLD_STEP,
+                              format="%.3f", key="op_threshold",
+                              help="Lower: more images flagged, fewer missed (higher sensitivity), more false "
+                                   "alarms. 0.5 is close to what 'most probable class' does.")
+    with right:
+        st.number_input("Target sensitivity (%)", 50.0, 100.0, 95.0, 1.0, key="op_target")
+        st.button(f"Reach ≥ {st.session_state['op_target']:.0f}% sensitivity on validation",
+                  key="op_find", on_click=_find_threshold, args=(run_id, view, truth_val, scores_val),
+                  help="Chosen on the validation images; the test images then show what it really gives.")
+
+    found = st.session_state.get("op_found")
+    if found and (found["run"], found["positive"]) != (run_id, view.positive):
+        found = None  # found for another run or group
+    if found and "error" in found:
+        st.error(found["error"])
+    elif found and abs(found["threshold"] - threshold) < 1e-9:
+        on_val = operating_point(truth_val, scores_val, threshold)
+        st.success(f"Threshold **{threshold:.3f}** flags {on_val['tp']} of {on_val['positives']} {pos} validation "
+                   f"images (sensitivity {_pct(on_val['sensitivity'])}, target {found['target']:.0%}). "
+                   "Below: what the same threshold gives on the test images.")
+
+    op = operating_point(truth_test, scores_test, threshold)
+    cols = st.columns(4)
+    helps = {"Sensitivity": f"Share of true {pos} images that are flagged (recall).",
+             "Specificity": f"Share of true {neg} images that are not flagged.",
+             "PPV": f"Positive predictive value: of the flagged images, the share that really are {pos}.",
+             "NPV": f"Negative predictive value: of the cleared images, the share that really are {neg}."}
+    for col, (name, key) in zip(cols, [("Sensitivity", "sensitivity"), ("Specificity", "specificity"),
+                                       ("PPV", "ppv"), ("NPV", "npv")]):
+        col.metric(f"{name} (test)", _pct(op[key]), help=helps[name])
+    on_val = operating_point(truth_val, scores_val, threshold)
+    st.caption(f"Validation at this threshold: sensitivity {_pct(on_val['sensitivity'])}, specificity "
+               f"{_pct(on_val['specificity'])}, PPV {_pct(on_val['ppv'])}, NPV {_pct(on_val['npv'])}.")
+    st.markdown(describe_operating_point(op, view))
+    a, b = st.columns(2)
+    with a:
+        st.plotly_chart(confusion_matrix_figure(op["matrix"], [neg, pos], title=f"Test at threshold {threshold:.3f}"),
+                        key="op_matrix", width="stretch")
+    with b:
+        st.plotly_chart(score_histogram_figure(scores_test, truth_test, threshold, pos, neg,
+                                               title="Test scores; dashed: the threshold"),
+                        key="op_hist", width="stretch")
+    st.plotly_chart(threshold_sweep_figure(threshold_sweep(truth_test, scores_test), threshold,
+                                           title="Every threshold on the test images"),
+                    key="op_sweep", width="stretch")
+
+
+# --- one run: error browser -------------------------------------------------------------------------------------
+
+def _cell_label(cell: tuple[str, str, int]) -> str:
+    true, predicted, n = cell
+    images = f"{n} image{'s' if n != 1 else ''}"
+    if true == predicted:
+        return f"true {true}, correctly predicted ({images})"
+    return f"true {true} → predicted {predicted} ({images})"
+
+
+def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) -> None:
+    try:
+        from medcls.gradcam import gradcam_overlay
+    except ImportError as exc:  # the module or its captum dependency is missing
+        st.info(f"Grad-CAM heat maps are not available here ({exc}). Install requirements.txt to get them.")
+        return
+    from medcls.predict import load_predictor
+
+    try:
+        predictor = load_predictor(store, run_id)
+        pixels = predictor.pixels(case.path)
+        alpha = st.slider("Heat-map strength", 0.0, 1.0, 0.45, 0.05, key="err_alpha")
+        cols = st.columns(2)
+        for col, name in zip(cols, dict.fromkeys([case.true, case.predicted])):
+            overlay = gradcam_overlay(predictor, pixels, classes.index(name), alpha)
+            col.image(overlay, caption=f"Where the model looked for '{name}'", width="stretch")
+    except Exception as exc:  # a deleted image or weights, or a model Grad-CAM cannot explain
+        st.error(f"Cannot draw the Grad-CAM heat map: {exc}")
+        return
+    st.caption("Grad-CAM colours the regions that pushed the model towards a class (red: most, blue: little; an "
+               "evenly blue image means nothing raised that class). It shows where the model looked, not whether "
+               "it looked at the right thing for the right reason.")
+
+
+@st.fragment
+def error_browser_section(store: RunStore, run_id: str, focus: str) -> None:
+    """Pick a confusion-matrix cell; see its test images, worst first, and look closer at one."""
+    try:
+        paths, y_test, p_test, classes = store.predictions(run_id, "test")
+    except (RunNotFoundError, FileNotFoundError) as exc:
+        st.error(f"Cannot read the predictions of {run_id}: {exc}")
+        return
+    options = cell_options(y_test, p_test, classes)
+    if not options:
+        st.info("This run has no test images.")
+        return
+    left, right = st.columns([3, 1])
+    cell = left.selectbox("Confusion-matrix cell (test images)", options, index=default_cell(options, focus),
+                          format_func=_cell_label, key="err_cell",
+                          help="Mistakes come first, the most common first. Images are sorted worst first: the "
+                               "lowest probability for their true class.")
+    limit = right.number_input("Show at most", 4, 200, 12, 4, key="err_limit")
+    cases = cell_cases(paths, y_test, p_test, classes, cell[0], cell[1])
+    shown = cases[:int(limit)]
+    if len(cases) > len(shown):
+        st.caption(f"Showing the {len(shown)} worst of {len(cases)} images.")
+    grid = st.columns(4)
+    for i, case in enumerate(shown):
+        with grid[i % 4]:
+            try:
+                st.image(thumbnail(case.path, THUMB_PX), caption=case.caption, width="stretch")
+            except (ValueError, OSError) as exc:
+                st.warning(f"{case.caption}: cannot read the image ({exc}). Was the data moved?")
+
+    st.markdown("**Look closer at one image**")
+    pick = st.selectbox("Image", range(len(shown)), format_func=lambda i: shown[i].caption,
+                        key=f"err_pick_{cell[0]}_{cell[1]}")
+    case = shown[pick]
+    a, b = st.columns([1, 2])
+    with a:
+        try:
+            st.image(thumbnail(case.path, 320), caption=f"true: {case.true}", width="stretch")
+        except (ValueError, OSError) as exc:
+            st.warning(f"Cannot read the image ({exc}).")
+    with b:
+        st.plotly_chart(probability_figure(case.probabilities, title="What the model said"), key="err_probs",
+                        width="stretch")
+    if st.toggle("Show Grad-CAM heat maps", key="err_gradcam",
+                 help="Where in the image the model found evidence for the true and the predicted class."):
+        with st.spinner("Computing Grad-CAM…"):
+            _gradcam_view(store, run_id, case, classes)
+
+
+# --- one run: run card -----------------------------------------------------------------------------------------
+
+def run_card_section(store: RunStore, run_id: str) -> None:
+    """A download button that builds the run's HTML card when clicked."""
+    st.download_button("⬇ Download the run card (HTML)", data=lambda: run_card_html(store, run_id),
+                       file_name=f"{run_id}-run-card.html", mime="text/html", key="run_card", on_click="ignore",
+                       help="One self-contained file that opens offline: data, settings, metrics with 95% "
+                            "intervals, operating point, calibration and all figures.")
+    st.caption(f"The same from the command line: `python -m medcls report {run_id} -o card.html`. "
+               "The card says that medcls is a teaching tool, not a diagnosis.")

@@ -1,0 +1,135 @@
+"""The data explorer's "Duplicates and leaks" section: duplicate groups, label conflicts, split leaks.
+
+The work is done by :mod:`medcls.data.health`; this only draws the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from medcls.config import DataConfig
+from medcls.data import DatasetSpec
+from medcls.data.explore import thumbnail
+from medcls.data.health import (DEFAULT_MAX_DISTANCE, DuplicateGroup, HealthReport, check_duplicates, made_own_split,
+                                random_split_leak, split_leak)
+
+from .dataset import current_data_config
+
+HEALTH_AUTO_LIMIT = 5000  # larger datasets are checked on request (the first check decodes every image)
+GROUPS_SHOWN = 12
+THUMBS_PER_GROUP = 6
+VIEWS = ("Label conflicts", "Across splits", "All groups")
+
+
+def duplicates_section(spec: DatasetSpec) -> None:
+    """Find duplicates (with a progress bar); show conflicts and leaks first, then the groups with thumbnails."""
+    st.subheader("Duplicates and leaks")
+    st.caption("The same picture twice (re-exported, cropped a little, with or without marks) makes a dataset look "
+               "bigger than it is. A copy filed under two classes means one label is wrong. A copy in train and one "
+               "in test lets a model score by memory, so test results look better than they are.")
+    with st.expander("How duplicates are found"):
+        st.markdown("Each image gets a *perceptual hash*: a 64-bit fingerprint of its coarse shapes that survives "
+                    "resizing, re-compression and small edits. Two images whose fingerprints differ in at most the "
+                    "number of bits below count as near-duplicates; chains of near-duplicates form one group.")
+        max_distance = st.slider("Bits that may differ (of 64)", 0, 16, DEFAULT_MAX_DISTANCE, key="health_distance",
+                                 help=f"{DEFAULT_MAX_DISTANCE} is the default, also used by 'Keep near-duplicates in "
+                                      "one split': on BUSI every pair up to 10 bits apart was the same scan; from "
+                                      "about 12 bits on, different lesions start to be matched.")
+    health = _check(spec, max_distance)
+    if health is None:
+        return
+    _summary(spec, health, current_data_config())
+    if health.groups:
+        _groups(spec, health)
+
+
+def _check(spec: DatasetSpec, max_distance: int) -> HealthReport | None:
+    checked_key = f"health_checked_{spec.fingerprint()}"
+    if len(spec.items) > HEALTH_AUTO_LIMIT and not st.session_state.get(checked_key):
+        st.info(f"{len(spec.items):,} images: the first check reads every image and takes a while.")
+        if st.button("Check for duplicates", key="health_start"):
+            st.session_state[checked_key] = True
+            st.rerun()
+        return None
+    bar = st.progress(0.0, text="Fingerprinting the images…")
+    health = check_duplicates(spec, max_distance, progress=lambda done, total: bar.progress(
+        done / max(total, 1), text=f"Fingerprinting the images: {done:,} of {total:,}"))
+    bar.empty()
+    return health
+
+
+def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> None:
+    leak = split_leak(health.group_of, [it.split for it in spec.items])
+    own = made_own_split(spec)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Duplicate groups", len(health.groups), help="Sets of two or more images that are the same picture.")
+    c2.metric("Redundant images", health.redundant_images, help="Images that could go while keeping one of each group.")
+    c3.metric("Label conflicts", len(health.conflicts), help="Groups whose images carry different classes.")
+    c4.metric("Test images with a copy in train", f"{leak.test_in_train:g} of {leak.test_images:g}")
+    if health.conflicts:
+        shown = next((g for g in health.conflicts if g.identical), health.conflicts[0])  # exact copies convince most
+        example = " = ".join(f"{Path(it.path).name} ({spec.classes[it.label]})" for it in shown.items[:3])
+        st.error(f"**{len(health.conflicts)} picture(s) appear under two or more classes**, e.g. {example}. The same "
+                 "image cannot be both: one label is wrong, or the case is ambiguous. Check these labels, or remove "
+                 "the images.")
+    if leak.test_in_train or leak.val_in_train:
+        fix = (" Tick **Keep near-duplicates in one split** in the sidebar for a split without leaks."
+               if own and not data_cfg.group_duplicates else "")
+        st.warning(f"**Split leak: {leak.test_in_train:g} of {leak.test_images:g} test images ({leak.test_share:.0%}) "
+                   f"and {leak.val_in_train:g} validation images have a near-duplicate in train.** Test scores on "
+                   f"this split are optimistic.{fix}")
+    elif health.groups:
+        kept = " (near-duplicates are kept in one split)" if own and data_cfg.group_duplicates else ""
+        st.success(f"No test or validation image has a near-duplicate in train{kept}.")
+    else:
+        st.success(f"No duplicate images found among {health.checked:,} images.")
+
+    train_share = 1 - data_cfg.val_fraction - data_cfg.test_fraction
+    random_leak = random_split_leak(health.group_of, [it.label for it in spec.items], data_cfg.val_fraction,
+                                    data_cfg.test_fraction)
+    whose = "this split (made by medcls)" if own else "this dataset's own split"
+    note = ("" if own or not data_cfg.group_duplicates else
+            " The dataset brings its own split, so 'Keep near-duplicates in one split' changes nothing here.")
+    st.caption(f"Leak of {whose}: {leak.test_in_train:g} test and {leak.val_in_train:g} validation images with a "
+               f"near-duplicate in train, {leak.test_in_val:g} test images with one in validation. With a random "
+               f"{train_share:.0%}/{data_cfg.val_fraction:.0%}/{data_cfg.test_fraction:.0%} split, about "
+               f"{random_leak.test_in_train:.0f} test images would have a near-duplicate in train (average of "
+               f"5 seeds).{note}")
+    for path, reason in health.failures[:5]:
+        st.caption(f"Not checked: {Path(path).name}: {reason}")
+
+
+def _groups(spec: DatasetSpec, health: HealthReport) -> None:
+    number = {id(g): i + 1 for i, g in enumerate(health.groups)}
+    default = 0 if health.conflicts else 1 if health.leaks else 2
+    view = st.radio("Show", VIEWS, index=default, horizontal=True, key="health_view")
+    chosen = {"Label conflicts": health.conflicts, "Across splits": health.leaks, "All groups": health.groups}[view]
+    if not chosen:
+        st.caption("None.")
+        return
+    st.dataframe(pd.DataFrame([{
+        "group": number[id(g)], "images": len(g.items), "kind": _kind(g),
+        "classes": ", ".join(spec.classes[k] for k in g.labels), "splits": ", ".join(g.splits),
+        "files": ", ".join(Path(it.path).name for it in g.items)} for g in chosen]), hide_index=True, width="stretch")
+    for group in chosen[:GROUPS_SHOWN]:
+        with st.container(border=True):
+            flags = (" · ⚠️ different classes" if group.conflict else "") + \
+                    (" · ↔ across splits" if group.leak else "")
+            st.markdown(f"**Group {number[id(group)]}** · {_kind(group)}{flags}")
+            for col, item in zip(st.columns(THUMBS_PER_GROUP), group.items[:THUMBS_PER_GROUP]):
+                try:
+                    col.image(thumbnail(item.path, 120), width="stretch",
+                              caption=f"{Path(item.path).name[:24]} · {spec.classes[item.label]} · {item.split}")
+                except ValueError as exc:
+                    col.caption(f"unreadable: {exc}")
+            if len(group.items) > THUMBS_PER_GROUP:
+                st.caption(f"…and {len(group.items) - THUMBS_PER_GROUP} more in this group (see the table).")
+    if len(chosen) > GROUPS_SHOWN:
+        st.caption(f"Thumbnails of the first {GROUPS_SHOWN} groups; the table lists all {len(chosen)}.")
+
+
+def _kind(group: DuplicateGroup) -> str:
+    return "exact copies" if group.identical else "near-duplicates"

@@ -1,0 +1,141 @@
+"""``python -m medcls bench``: medcls against the seed pipeline on BUSI, both measured in one run.
+
+Prints figures as it goes, then writes a JSON file and ``docs/benchmarks.md``.
+Skips with a message when the BUSI data (``../shared/datasets/busi``) is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..atomic import atomic_write_json, atomic_write_text
+from ..config import DataConfig, TrainConfig
+from ..hardware import configure_threads, cpu_name
+from ..predict import Predictor
+from ..training import build_model, prepare_data
+from . import measure, seed
+from .report import render_markdown
+
+__all__ = ["default_busi_root", "run_benchmark", "SEED_REPORTED"]
+
+log = logging.getLogger(__name__)
+
+# The seed's best recipe as reported for this machine (cnn3bn, 256 px, 10 epochs, oversampling).
+SEED_REPORTED = {"recipe": "seed_cnn_bn, 256 px, 10 epochs, oversample", "test_accuracy": 0.848,
+                 "test_macro_f1": 0.813, "malignant_recall": 0.844, "wall_min": 14.5}
+
+
+def default_busi_root() -> Path:
+    return Path(__file__).resolve().parents[3] / "shared" / "datasets" / "busi"
+
+
+def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
+                  echo: Callable[[str], None] = print) -> dict | None:
+    """Run every measurement; returns the results (None when the data is absent)."""
+    if not (data_root / "split.csv").is_file():
+        echo(f"BUSI not found at {data_root} (expected split.csv there): benchmark skipped.")
+        return None
+    threads = configure_threads(0)
+    batch = 32
+    busi = DataConfig(source=str(data_root))
+    results: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+                                 "threads": threads, "torch": torch.__version__, "python": platform.python_version()},
+                     "batch_size": batch, "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M"),
+                     "seed_reported": SEED_REPORTED}
+    seed_script = seed.find_seed_script(data_root)
+    epochs = 1 if quick else 2
+
+    # (1) + (2) seed_cnn_bn at 256 px: seed pipeline vs medcls vs the compute bound.
+    cnn_cfg = TrainConfig(data=busi).with_options(name="seed_cnn_bn", image_size=256, batch_size=batch,
+                                                 epochs=epochs, imbalance="none", scheduler="step")
+    data256 = prepare_data(cnn_cfg)
+    if seed_script:
+        echo("(1) seed pipeline, seed_cnn_bn 256 px ...")
+        run = seed.seed_cnn_throughput(seed_script, data_root, size=256, epochs=1, batch_size=batch,
+                                       threads=threads, max_batches=0 if not quick else 6)
+        results["seed_cnn_bn_256_seed"] = {"images_per_s": run["median_train_img_per_s"], "epochs": run["epochs"]}
+        echo(f"    seed: {run['median_train_img_per_s']:.1f} img/s")
+    else:
+        echo("    seed_baseline.py not found next to the data: the seed side is skipped.")
+    echo("(1) medcls, seed_cnn_bn 256 px ...")
+    ours = measure.training_throughput(cnn_cfg, data256)
+    results["seed_cnn_bn_256_medcls"] = ours
+    bound = measure.compute_bound(cnn_cfg, data256.decoded.channels, len(data256.classes), ours["precision"])
+    results["seed_cnn_bn_256_bound"] = bound
+    echo(f"    medcls: {ours['images_per_s']:.1f} img/s ({ours['precision']}); compute bound "
+         f"{bound['images_per_s']:.1f} img/s")
+
+    # (1) + (2) the default small_cnn at 128 px.
+    small_cfg = TrainConfig(data=busi).with_options(batch_size=batch, epochs=epochs + 1)
+    data128 = prepare_data(small_cfg)
+    echo("(1) medcls, small_cnn 128 px ...")
+    small = measure.training_throughput(small_cfg, data128)
+    small_bound = measure.compute_bound(small_cfg, data128.decoded.channels, len(data128.classes), small["precision"])
+    results["small_cnn_128_medcls"] = small
+    results["small_cnn_128_bound"] = small_bound
+    echo(f"    medcls: {small['images_per_s']:.0f} img/s; compute bound {small_bound['images_per_s']:.0f} img/s "
+         f"-> {small['images_per_s'] / small_bound['images_per_s']:.2f} of the bound")
+
+    # (3) ResNet-18 head only: cached features vs the seed's way.
+    weights = _resnet_weights()
+    head_cfg = TrainConfig(data=busi).with_options(name="resnet18", weights=weights, finetune="head",
+                                                  image_size=224, batch_size=batch, epochs=3 if quick else 10,
+                                                  imbalance="none", augment=False, lr=1e-3, scheduler="none",
+                                                  optimizer="adam")
+    data224 = prepare_data(head_cfg)
+    echo(f"(3) ResNet-18 head only ({weights} weights), medcls with cached features ...")
+    cached = measure.head_only_cached(head_cfg, data224)
+    results["resnet18_head_medcls"] = cached
+    if seed_script:
+        echo("(3) ResNet-18 head only, the seed's way ...")
+        torch.manual_seed(0)
+        model = build_model(head_cfg, len(data224.classes), 3, weights=weights)
+        seed_run = seed.seed_head_only_epoch(seed.load_seed_module(seed_script), data_root, model,
+                                             epochs=1 if quick else 2, batch_size=batch)
+        seed_metrics = measure.seed_way_metrics(seed_run)
+        results["resnet18_head_seed"] = {"epoch_s": seed_run["epoch_s"], "test": seed_metrics}
+        echo(f"    seed way {min(seed_run['epoch_s']):.1f} s/epoch vs cached {cached['median_epoch_s']:.3f} s/epoch")
+    results["resnet18_weights"] = weights
+
+    # (4) single-image latency from file bytes.
+    files = sorted((data_root / "malignant").glob("*.png"))[:8]
+    for name, cfg, data in (("small_cnn_128", small_cfg, data128), ("resnet18_224", head_cfg, data224)):
+        model = build_model(cfg, len(data.classes), data.decoded.channels, weights="random").eval()
+        predictor = Predictor(model, data.classes, cfg.image_size, data.decoded.color)
+        results[f"latency_{name}"] = measure.prediction_latency(predictor, files)
+        echo(f"(4) latency {name}: {results[f'latency_{name}']['median_ms']:.1f} ms median")
+
+    # (5) decoded-cache memory.
+    results["cache_memory"] = [measure.cache_memory(data128.decoded.spec, size) for size in (128, 256)]
+    for row in results["cache_memory"]:
+        echo(f"(5) cache at {row['size']} px: {row['cache_mb']:.1f} MB (peak while decoding {row['peak_mb']:.1f} MB)")
+
+    # (6) time to quality with the app's default recipe.
+    echo("(6) the default recipe on BUSI ...")
+    default_cfg = TrainConfig(data=busi)
+    results["time_to_quality"] = measure.time_to_quality(default_cfg)
+    q = results["time_to_quality"]
+    echo(f"    macro-F1 {q['macro_f1']:.3f}, {q['focus_class']} recall {q['focus_recall']:.3f}, "
+         f"{q['wall_s'] / 60:.1f} min")
+    results["default_recipe"] = {k: v for k, v in default_cfg.flat().items() if k != "source"}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "benchmarks.json", results)
+    atomic_write_text(out_dir / "benchmarks.md", render_markdown(results))
+    echo(f"wrote {out_dir / 'benchmarks.json'} and {out_dir / 'benchmarks.md'}")
+    return results
+
+
+def _resnet_weights() -> str:
+    """ImageNet weights when the torchvision cache has them (no download attempt); else random."""
+    from ..models.resnet import imagenet_cache_path
+
+    return "imagenet" if imagenet_cache_path().is_file() else "random"
+

@@ -1,0 +1,118 @@
+"""medcls's side of the benchmark: throughput, the compute bound, feature caching, latency, memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import DatasetSpec, clear_memory_cache, decode_dataset
+from ..metrics import classification_metrics
+from ..predict import Predictor
+from ..training import PreparedData, build_model, prepare_data, train_in_memory
+
+__all__ = ["training_throughput", "compute_bound", "head_only_cached", "prediction_latency", "cache_memory",
+           "time_to_quality"]
+
+
+def training_throughput(cfg: TrainConfig, data: PreparedData | None = None) -> dict:
+    """Training images/s over whole epochs (batch preparation and augmentation included), as medcls trains."""
+    start = time.perf_counter()
+    result = train_in_memory(cfg, data)
+    history = result.trainer.result.history
+    return {"images_per_s": statistics.median(h.images_per_s for h in history),
+            "epoch_s": [round(h.seconds, 2) for h in history], "precision": result.precision,
+            "wall_s": time.perf_counter() - start, "epochs": len(history)}
+
+
+def compute_bound(cfg: TrainConfig, channels: int, num_classes: int, precision: str, steps: int = 6) -> dict:
+    """The same model's training step on a batch already in memory: nothing but the maths."""
+    model = build_model(cfg, num_classes, channels, weights="random")
+    x = torch.rand(cfg.batch_size, channels, cfg.image_size, cfg.image_size)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.arange(cfg.batch_size) % num_classes
+    seconds = _time_adamw_steps(model, x, y, bf16=precision == "bf16", steps=steps)
+    return {"images_per_s": cfg.batch_size / seconds, "step_s": seconds, "precision": precision}
+
+
+def _time_adamw_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, steps: int) -> float:
+    # The same optimizer as training (AdamW), unlike the quick SGD probe used for picking bf16.
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if i:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def head_only_cached(cfg: TrainConfig, data: PreparedData) -> dict:
+    """ResNet-18 head-only with feature caching: one-time extraction, then per-epoch head training."""
+    marks: list[float] = []
+    start = time.perf_counter()
+    result = train_in_memory(cfg, data, stage=lambda message, fraction: marks.append(time.perf_counter()))
+    history = result.trainer.result.history
+    return {"epoch_s": [round(h.seconds, 4) for h in history],
+            "median_epoch_s": statistics.median(h.seconds for h in history),
+            "extract_s": (marks[-1] - start) if marks else 0.0,  # model build + features of every split
+            "wall_s": time.perf_counter() - start, "test": result.metrics["test"]}
+
+
+def prediction_latency(predictor: Predictor, files: list[Path], calls: int = 25) -> dict:
+    """Median milliseconds from file bytes to probabilities (decode, resize, forward, softmax)."""
+    payloads = [f.read_bytes() for f in files]
+    predictor.predict(payloads[0])  # warm-up: first call allocates
+    times = []
+    for i in range(calls):
+        data = payloads[i % len(payloads)]
+        t = time.perf_counter()
+        predictor.predict(data)
+        times.append((time.perf_counter() - t) * 1000)
+    return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)), "calls": calls}
+
+
+def cache_memory(spec: DatasetSpec, size: int) -> dict:
+    """Bytes of the decoded uint8 cache and the peak traced allocation while building it."""
+    clear_memory_cache()
+    tracemalloc.start()
+    decoded = decode_dataset(spec, size, "auto", disk_cache=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    clear_memory_cache()
+    return {"size": size, "images": len(decoded.spec.items), "channels": decoded.channels,
+            "cache_mb": decoded.nbytes() / 2**20, "peak_mb": peak / 2**20}
+
+
+def time_to_quality(cfg: TrainConfig) -> dict:
+    """The default recipe end to end (finding and decoding images included): test quality and wall time."""
+    clear_memory_cache()
+    start = time.perf_counter()
+    data = prepare_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, disk_cache=False)))
+    result = train_in_memory(cfg, data)
+    wall = time.perf_counter() - start
+    test = result.metrics["test"]
+    focus = data.focus_class
+    return {"wall_s": wall, "macro_f1": test["macro_f1"], "accuracy": test["accuracy"],
+            "focus_class": focus, "focus_recall": test["per_class"][focus]["recall"],
+            "best_epoch": result.trainer.result.best_epoch, "epochs": len(result.trainer.result.history),
+            "precision": result.precision}
+
+
+def seed_way_metrics(run: dict) -> dict:
+    return classification_metrics(run["y_true"], run["probs"], run["classes"])
+

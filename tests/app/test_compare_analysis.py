@@ -1,0 +1,194 @@
+"""AppTest: the compare page's operating point, intervals, calibration, error browser and run card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from plotly.offline import get_plotlyjs
+from streamlit.runtime.media_file_manager import MediaFileManager
+
+from medcls.config import DataConfig, TrainConfig
+from medcls.data.cache import clear_memory_cache
+from medcls.runs import RunStore
+from medcls.training import execute_run
+
+from apphelpers import new_app
+
+LEVELS = {"normal": 110, "benign": 130, "malignant": 150}  # overlapping: the model is unsure, scores spread out
+
+
+def _write_dataset(root: Path, per_class: int = 30, size: int = 32) -> Path:
+    rng = np.random.default_rng(0)
+    for label, level in LEVELS.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = rng.normal(level, 35, (size, size)).clip(0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(folder / f"{label} ({i}).png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def _trained(tmp_path_factory) -> Path:
+    """One finished 3-class run, trained once for this module; each test gets a copy of its folder."""
+    base = tmp_path_factory.mktemp("compare-analysis")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDCLS_CACHE_DIR", str(base / "cache"))
+        clear_memory_cache()
+        data = _write_dataset(base / "data")
+        store = RunStore(base / "runs")
+        cfg = TrainConfig(data=DataConfig(source=str(data))).with_options(
+            image_size=32, epochs=2, batch_size=16, precision="fp32", seed=0, augment=False)
+        run_id = store.create(cfg, run_id="analysis-run")
+        assert execute_run(store, run_id).state == "finished"
+        clear_memory_cache()
+    return store.path(run_id)
+
+
+@pytest.fixture
+def page(app_env, phantom_cache, _trained):
+    """The compare page showing the trained run; returns (AppTest, store, run id).
+
+    ``phantom_cache`` shares the built-in dataset (which the sidebar loads) across tests.
+    """
+    store = RunStore(app_env / "runs")
+    shutil.copytree(_trained, store.root / _trained.name)
+    at = new_app()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    return at, store, _trained.name
+
+
+def _metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _sensitivity(y_true: np.ndarray, scores: np.ndarray, positive: list[int], threshold: float) -> float:
+    """Computed here with plain numpy, independently of medcls.operating_point."""
+    is_pos = np.isin(y_true, positive)
+    return float((scores[is_pos] >= threshold).mean())
+
+
+def test_threshold_slider_changes_the_sensitivity_shown(page):
+    at, store, run_id = page
+    _, y_test, p_test, classes = store.predictions(run_id, "test")
+    m = classes.index("malignant")
+    assert at.radio(key="op_mode").value == "One class against the rest"
+    assert at.selectbox(key="op_class").value == "malignant"  # the focus class by default
+    at.slider(key="op_threshold").set_value(0.0).run()
+    assert _metric(at, "Sensitivity (test)") == "100.0%"
+    scores = np.sort(p_test[y_test == m, m])
+    middle = float(np.floor(scores[len(scores) // 2] * 1000) / 1000)  # a slider step inside the score range
+    expected = _sensitivity(y_test, p_test[:, m], [m], middle)
+    assert 0 < expected < 1, "the synthetic run should be unsure enough for a threshold to matter"
+    at.slider(key="op_threshold").set_value(middle).run()
+    assert not at.exception
+    assert _metric(at, "Sensitivity (test)") == f"{expected:.1%}"
+    # the 2x2 matrix follows: its bottom row (true malignant) sums to the malignant test images
+    matrix = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                  if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Test at threshold"))
+    counts = [[int(v) for v in row] for row in matrix["data"][0]["text"]]  # rows true, columns predicted
+    assert counts[1][1] == round(expected * (y_test == m).sum()) and sum(counts[1]) == (y_test == m).sum()
+
+
+def test_find_threshold_reaches_95_percent_sensitivity_on_validation(page):
+    at, store, run_id = page
+    _, y_val, p_val, classes = store.predictions(run_id, "val")
+    _, y_test, p_test, _ = store.predictions(run_id, "test")
+    m = classes.index("malignant")
+    assert at.number_input(key="op_target").value == 95.0
+    at.button(key="op_find").click().run()
+    assert not at.exception and not at.error
+    threshold = at.slider(key="op_threshold").value
+    assert _sensitivity(y_val, p_val[:, m], [m], threshold) >= 0.95
+    assert any(f"{threshold:.3f}" in s.value for s in at.success)
+    assert _metric(at, "Sensitivity (test)") == f"{_sensitivity(y_test, p_test[:, m], [m], threshold):.1%}"
+    # the highest such threshold: one step higher misses the target on validation
+    assert _sensitivity(y_val, p_val[:, m], [m], threshold + 0.0011) < 0.95 or threshold >= 0.999
+
+
+def test_grouped_view_is_lesion_against_normal(page):
+    at, store, run_id = page
+    _, y_test, p_test, classes = store.predictions(run_id, "test")
+    at.radio(key="op_mode").set_value("Merge classes into a group").run()
+    assert set(at.multiselect(key="op_group").value) == {"benign", "malignant"}
+    at.slider(key="op_threshold").set_value(0.7).run()
+    lesion = [classes.index("benign"), classes.index("malignant")]
+    expected = _sensitivity(y_test, p_test[:, lesion].sum(1), lesion, 0.7)
+    assert _metric(at, "Sensitivity (test)") == f"{expected:.1%}"
+    assert any("benign + malignant" in m.value for m in at.markdown)
+
+
+def test_intervals_and_calibration_are_shown(page):
+    at, store, run_id = page
+    intervals = store.read_json(run_id, "metrics.json")["intervals"]["test"]
+    table = next(df.value for df in at.dataframe if "malignant AP" in df.value.columns
+                 and isinstance(df.value["accuracy"].iloc[0], str))  # the metrics table holds plain numbers
+    acc = intervals["accuracy"]
+    assert table.loc[run_id, "accuracy"] == f"{acc['estimate']:.2f} ({acc['low']:.2f}–{acc['high']:.2f})"
+    assert any("test images" in w.value and "percentage points" in w.value for w in at.warning)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    reliability = next(s for s in specs if s["layout"]["title"]["text"].startswith("Reliability"))
+    assert any("ECE=" in trace["name"] for trace in reliability["data"])
+    assert any("Expected calibration error" in m.value for m in at.markdown)
+
+
+def test_error_browser_shows_the_images_of_the_chosen_cell(page):
+    at, store, run_id = page
+    paths, y_test, p_test, classes = store.predictions(run_id, "test")
+    y_pred = p_test.argmax(1)
+    # the first cell offered is a mistake (when there is one), and the page opens on a missed malignant if any
+    first = at.selectbox(key="err_cell").value
+    assert first[0] != first[1] or (y_pred == y_test).all()
+    # pick each cell and compare the thumbnails with the cell computed here
+    for t, true in enumerate(classes):
+        for p, predicted in enumerate(classes):
+            expected = {Path(paths[i]).name for i in np.flatnonzero((y_test == t) & (y_pred == p))}
+            if not expected:
+                continue
+            at.selectbox(key="err_cell").set_value((true, predicted, len(expected))).run()
+            assert not at.exception
+            grid = [c for img in at.image for c in img.captions if not c.startswith("true:")]
+            shown = {c.split(" · ")[0] for c in grid}
+            assert len(grid) == min(len(expected), 12)
+            assert shown <= expected
+            if len(expected) <= 12:
+                assert shown == expected
+            # worst first: the probability of the true class goes up along the grid
+            p_true = [float(c.split(f"P({true}) ")[1].split("%")[0]) for c in grid]
+            assert p_true == sorted(p_true)
+
+
+def test_run_card_download_holds_the_run_and_an_embedded_plot(page, monkeypatch):
+    at, store, run_id = page
+    captured = {}
+    original = MediaFileManager.add_deferred
+
+    def capture(self, callable_, *args, **kwargs):
+        captured["data"] = callable_
+        return original(self, callable_, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", capture)
+    at.run()
+    button = at.download_button(key="run_card")
+    assert "run card" in button.proto.label
+    html = captured["data"]()
+    html = html.decode() if isinstance(html, bytes) else html
+    assert run_id in html and "Plotly.newPlot" in html
+    assert html.count(get_plotlyjs()[:200]) == 1  # plotly.js inlined once: the card opens offline
+
+
+def test_grad_cam_toggle_shows_heat_maps_for_the_true_and_predicted_class(page):
+    at, store, run_id = page
+    true, predicted, _ = at.selectbox(key="err_cell").value
+    assert not [c for img in at.image for c in img.captions if c.startswith("Where the model looked")]
+    at.toggle(key="err_gradcam").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    heat = [c for img in at.image for c in img.captions if c.startswith("Where the model looked")]
+    assert heat == list(dict.fromkeys([f"Where the model looked for '{true}'",
+                                       f"Where the model looked for '{predicted}'"]))

@@ -1,0 +1,98 @@
+"""AppTest: the data explorer's "Duplicates and leaks" section and the sidebar's group-aware split."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medcls.data.health import clear_hash_memory
+
+from apphelpers import new_app, write_tiny_dataset
+
+
+@pytest.fixture(autouse=True)
+def _fresh_hash_memory():
+    clear_hash_memory()
+    yield
+    clear_hash_memory()
+
+
+def _write_split(root: Path, per_class: int, seed: int) -> None:
+    """Distinct images (random 6x6 patterns blown up to 32 px) in class folders."""
+    rng = np.random.default_rng(seed)
+    for name in ("bright", "dark"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            small = rng.integers(0, 256, (6, 6)).astype(np.uint8)
+            Image.fromarray(small).resize((32, 32), Image.Resampling.BICUBIC).save(root / name / f"{name} ({i}).png")
+
+
+def _data_page(folder: Path):
+    """The data explorer on a folder dataset (the built-in phantoms are never generated)."""
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(folder)
+    return at.run()  # the default page
+
+
+def _captions(at) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def _table(at):
+    return next(df.value for df in at.dataframe if "splits" in df.value.columns)
+
+
+def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
+    root = tmp_path / "fixed"
+    _write_split(root / "train", 8, seed=1)
+    _write_split(root / "test", 3, seed=2)
+    _write_split(root / "val", 3, seed=3)
+    # The same picture in train and in test (a leak), and under both classes in train (a conflict).
+    shutil.copy(root / "train" / "bright" / "bright (5).png", root / "test" / "bright" / "leaked.png")
+    shutil.copy(root / "train" / "dark" / "dark (2).png", root / "train" / "bright" / "mislabelled.png")
+
+    at = _data_page(root)
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Duplicate groups"] == "2" and metrics["Label conflicts"] == "1"
+    assert metrics["Test images with a copy in train"] == "1 of 7"
+    assert any("appear under two or more classes" in e.value and "mislabelled.png" in e.value for e in at.error)
+    assert any("Split leak: 1 of 7 test images" in w.value for w in at.warning)
+    assert any("this dataset's own split" in c.value for c in at.caption)
+
+    # Conflicts are shown first; the other views list the leak and everything.
+    assert at.radio(key="health_view").value == "Label conflicts"
+    table = _table(at)
+    assert len(table) == 1 and table.iloc[0]["classes"] == "bright, dark"
+    assert "mislabelled.png · bright · train" in _captions(at)
+    at.radio(key="health_view").set_value("Across splits").run()
+    table = _table(at)
+    assert len(table) == 1 and table.iloc[0]["splits"] == "train, test"
+    assert table.iloc[0]["kind"] == "exact copies"
+    at.radio(key="health_view").set_value("All groups").run()
+    assert len(_table(at)) == 2
+
+
+def test_the_sidebar_option_gives_a_split_without_leaks(app_env, tmp_path):
+    root = write_tiny_dataset(tmp_path / "pairs", per_class=10)
+    for name in ("bright", "dark"):
+        for i in range(10):
+            shutil.copy(root / name / f"{name} ({i}).png", root / name / f"{name} ({i}) again.png")
+
+    at = _data_page(root)
+    assert not at.exception
+    assert any("Split leak" in w.value for w in at.warning), "a random split of 20 pairs should leak"
+    assert any("Keep near-duplicates in one split" in w.value for w in at.warning)  # the fix is named
+    assert any("this split (made by medcls)" in c.value for c in at.caption)
+
+    at.sidebar.checkbox(key="data_group_duplicates").check().run()
+    assert not at.exception
+    assert not any("Split leak" in w.value for w in at.warning)
+    assert any("near-duplicates are kept in one split" in s.value for s in at.success)
+    assert {m.label: m.value for m in at.metric}["Test images with a copy in train"].startswith("0 of")
+    assert at.session_state["data_config"]["group_duplicates"] is True

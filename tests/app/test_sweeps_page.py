@@ -1,0 +1,86 @@
+"""AppTest: the Sweeps page queues every combination and ranks the runs as their history arrives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import app.manager
+from medcls.jobs import JobManager
+from medcls.runs import RunStore
+
+from apphelpers import new_app
+
+
+@pytest.fixture
+def queue_only(app_env, monkeypatch) -> JobManager:
+    """The app's job manager, but one that only queues (no worker processes on a shared CPU)."""
+    manager = JobManager(RunStore(app_env / "runs"), start=False)
+    monkeypatch.setattr(app.manager, "get_manager", lambda root: manager)
+    return manager
+
+
+def _sweep_page(folder):
+    """The Sweeps page on a tiny folder dataset."""
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(folder)
+    at.run()  # the data explorer, on the folder (the built-in phantoms are never generated)
+    at.switch_page("pages/sweeps.py").run()
+    assert not at.exception
+    return at
+
+
+def _results(at):
+    return next(df.value for df in at.dataframe if "rank" in df.value.columns)
+
+
+def test_two_settings_with_two_values_queue_four_runs_and_rank_them(queue_only, tiny_dataset):
+    at = _sweep_page(tiny_dataset)
+    assert any("No sweeps yet" in i.value for i in at.info)
+    at.multiselect(key="sweep_settings").set_value(["imbalance", "lr"]).run()
+    at.multiselect(key="sweep_values_imbalance").set_value(["none", "oversample"])
+    at.text_input(key="sweep_values_lr").set_value("0.001, 0.003").run()
+    assert not at.error, [e.value for e in at.error]
+    button = at.button(key="sweep_start")
+    assert button.label == "▶ Queue 4 runs" and not button.disabled
+    button.click().run()
+    assert not at.exception and not at.error
+
+    store = queue_only.store
+    run_ids = store.list_ids()
+    assert len(run_ids) == 4
+    assert {store.config(r).data.source for r in run_ids} == {str(tiny_dataset)}  # the sidebar's dataset
+    assert all(store.raw_status(r)["state"] == "queued" for r in run_ids)
+    combos = {(store.config(r).imbalance, store.config(r).lr) for r in run_ids}
+    assert combos == {("none", 0.001), ("none", 0.003), ("oversample", 0.001), ("oversample", 0.003)}
+    sweep_ids = {json.loads((store.root / r / "sweep.json").read_text())["sweep_id"] for r in run_ids}
+    assert len(sweep_ids) == 1
+
+    table = _results(at)
+    assert len(table) == 4 and set(table["state"]) == {"queued"} and table["rank"].isna().all()
+    heat = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert heat["type"] == "heatmap" and len(heat["z"]) == 2 and len(heat["z"][0]) == 2
+
+    # Two runs report an epoch: the table ranks them, best first, on the next refresh.
+    by_combo = {(store.config(r).imbalance, store.config(r).lr): r for r in run_ids}
+    store.append_history(by_combo[("none", 0.003)], {"epoch": 1, "score": 0.42, "val_macro_f1": 0.42, "best": True})
+    store.append_history(by_combo[("oversample", 0.001)], {"epoch": 1, "score": 0.61, "val_macro_f1": 0.6,
+                                                           "best": True})
+    at.run()
+    table = _results(at)
+    assert list(table["run"][:2]) == [by_combo[("oversample", 0.001)], by_combo[("none", 0.003)]]
+    assert list(table["rank"][:2]) == [1, 2]
+    assert any("Best so far" in s.value and "oversample" in s.value for s in at.success)
+    heat = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert 0.61 in [v for row in heat["z"] for v in row]
+
+
+def test_an_invalid_value_is_explained_and_nothing_is_queued(queue_only, tiny_dataset):
+    at = _sweep_page(tiny_dataset)
+    at.multiselect(key="sweep_settings").set_value(["lr"]).run()
+    at.text_input(key="sweep_values_lr").set_value("0.001, fast").run()
+    assert any("Learning rate: the value 'fast' is not valid" in e.value for e in at.error)
+    assert at.button(key="sweep_start").disabled
+    assert queue_only.store.list_ids() == []

@@ -1,0 +1,44 @@
+"""AppTest: the Grad-CAM heatmap on the Try-it page, its class choice and its opacity slider."""
+
+from __future__ import annotations
+
+from medcls.config import DataConfig, TrainConfig
+from medcls.runs import RunStore
+from medcls.training import execute_run
+
+from apphelpers import new_app
+
+
+def _image_captions(at) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    cfg = TrainConfig(data=DataConfig(source=str(tiny_dataset))).with_options(
+        image_size=32, epochs=1, batch_size=8, precision="fp32", blocks=3)
+    run_id = store.create(cfg)
+    assert execute_run(store, run_id).state == "finished"
+
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(tiny_dataset)
+    at.run()  # the data explorer, on the folder (the built-in phantoms are never generated)
+    at.switch_page("pages/try_it.py").run()
+    at.radio(key="try_source").set_value("Pick one from the current dataset").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+
+    predicted = at.metric[0].value
+    assert at.selectbox(key="gradcam_class").value == predicted  # explains the prediction by default
+    assert at.slider(key="gradcam_alpha").value == 0.4
+    assert f"Grad-CAM for {predicted} · opacity 0.40" in _image_captions(at)
+
+    at.slider(key="gradcam_alpha").set_value(0.8).run()
+    assert not at.exception
+    assert f"Grad-CAM for {predicted} · opacity 0.80" in _image_captions(at)
+
+    other = next(c for c in ("bright", "dark") if c != predicted)
+    at.selectbox(key="gradcam_class").set_value(other).run()
+    assert not at.exception and not at.error
+    assert f"Grad-CAM for {other} · opacity 0.80" in _image_captions(at)
+    assert any(other in c.value for c in at.caption if "Grad-CAM heatmap" in c.value)

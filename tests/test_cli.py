@@ -1,0 +1,153 @@
+"""The command line, called in-process through medcls.cli.main (and once as python -m medcls)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medcls.cli import main
+from medcls.config import TrainConfig
+from medcls.runs import RunStore
+
+TINY = ["--image-size", "32", "--epochs", "1", "--batch-size", "8", "--precision", "fp32"]
+
+
+@pytest.fixture
+def trained(finished_run):
+    """A finished run in the store the CLI uses (a copy of one trained once per session)."""
+    store, run_id = finished_run
+    assert store.root == RunStore().root
+    return run_id
+
+
+def test_train_writes_a_finished_run_and_prints_test_metrics(class_dataset, capsys):
+    code = main(["train", "--data", str(class_dataset), *TINY, "--run-id", "cli-run"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    run_id = "cli-run"
+    store = RunStore()
+    assert store.status(run_id)["state"] == "finished"
+    cfg = store.config(run_id)
+    assert (cfg.data.source, cfg.image_size, cfg.epochs, cfg.batch_size) == (str(class_dataset), 32, 1, 8)
+    assert "test: accuracy" in out.out and "confusion matrix (rows: true, columns: predicted)" in out.out
+    assert f"run {run_id} finished" in out.out
+    assert "epoch   1/1" in out.err  # progress goes to stderr
+
+
+def test_runs_lists_the_run(trained, capsys):
+    run_id = trained
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith(run_id))
+    assert "finished" in line and "small_cnn" in line and "2/2" in line
+
+
+def test_runs_without_runs_gives_a_hint(capsys):
+    assert main(["runs"]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+
+
+def test_predict_prints_probabilities_per_image(trained, class_dataset, capsys):
+    run_id = trained
+    image = class_dataset / "benign" / "benign (0).png"
+    assert main(["predict", run_id, str(image)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{image}: ")
+    for name in ("benign", "malignant", "normal"):
+        assert f"{name}=" in out
+    assert main(["predict", run_id, str(image), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip())
+    assert record["image"] == str(image) and sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert record["label"] == max(record["probabilities"], key=record["probabilities"].get)
+
+
+def test_predict_reports_unreadable_images_and_keeps_going(trained, class_dataset, tmp_path, capsys):
+    run_id = trained
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    good = class_dataset / "normal" / "normal (1).png"
+    assert main(["predict", run_id, str(bad), str(good)]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}: error:" in captured.err and str(good) in captured.out
+
+
+def test_predict_with_an_unknown_run_exits_2(capsys, tmp_path):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    assert main(["predict", "no-such-run", str(image)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_evaluate_prints_and_writes_metrics(trained, tmp_path, capsys):
+    run_id = trained
+    out_file = tmp_path / "m.json"
+    assert main(["evaluate", run_id, "--json", str(out_file)]) == 0
+    metrics = json.loads(out_file.read_text())
+    stored = RunStore().read_json(run_id, "metrics.json")["test"]
+    assert metrics["confusion_matrix"] == stored["confusion_matrix"]
+    assert "test: accuracy" in capsys.readouterr().out
+
+
+def test_demo_data_writes_a_loadable_dataset(tmp_path, capsys):
+    target = tmp_path / "demo"
+    assert main(["demo-data", str(target), "--images", "30", "--size", "32"]) == 0
+    images = [p for p in target.rglob("*.png")]
+    assert len(images) >= 30  # each class gets at least 2 images per split
+    assert f"wrote {len(images)} synthetic phantom images" in capsys.readouterr().out
+    from medcls.config import DataConfig
+    from medcls.data import load_dataset
+
+    spec = load_dataset(DataConfig(source=str(target)))
+    assert len(spec.items) == len(images) and set(spec.classes) == {"normal", "benign", "malignant"}
+
+
+def test_a_bad_config_value_exits_2_with_a_clear_message(capsys):
+    assert main(["train", "--lr", "0", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "learning rate must be greater than 0" in err
+    assert RunStore().list_ids() == []  # nothing was created
+    assert main(["train", "--class-aliases", "malignant"]) == 2
+    assert "alias=class" in capsys.readouterr().err
+
+
+def test_argparse_refuses_unknown_choices(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--optimizer", "rmsprop"])
+    assert info.value.code == 2
+    assert "rmsprop" in capsys.readouterr().err
+
+
+def test_print_config_resolves_flags_and_config_files(tmp_path, capsys):
+    base = tmp_path / "base.json"
+    base.write_text(TrainConfig(epochs=7, lr=1e-3).to_json())
+    argv = ["train", "--config", str(base), "--model", "seed_cnn", "--no-hflip", "--class-aliases",
+            "malignant=cancer", "Benign=benign", "--fc-widths", "64", "32", "--print-config"]
+    assert main(argv) == 0
+    cfg = TrainConfig.from_json(capsys.readouterr().out)
+    assert cfg.epochs == 7 and cfg.lr == 1e-3 and cfg.model.name == "seed_cnn" and cfg.augment.hflip is False
+    assert cfg.data.class_aliases == ("malignant=cancer", "Benign=benign") and cfg.model.fc_widths == (64, 32)
+
+
+def test_a_failed_run_exits_1(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nowhere"), *TINY]) == 1
+    assert "failed" in capsys.readouterr().err
+
+
+def test_runs_dir_flag_moves_the_store(trained, tmp_path, capsys):
+    other = tmp_path / "other-store"
+    assert main(["--runs-dir", str(other), "runs"]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+
+
+def test_python_dash_m_medcls_works():
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-m", "medcls", "--help"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0
+    for command in ("train", "evaluate", "predict", "runs", "demo-data"):
+        assert command in proc.stdout
