@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.colors
 import torch
-from captum.attr import LayerAttribution, LayerGradCam
 
 from .models import ClassifierModel
 
@@ -74,6 +73,8 @@ def gradcam_map(model: ClassifierModel, pixels: np.ndarray, class_index: int) ->
     # Callers may sit inside torch.inference_mode or no_grad; Grad-CAM needs autograd.
     with lock, torch.inference_mode(False), torch.enable_grad():
         twin.load_state_dict(model.state_dict())  # follow the model's current weights
+        from captum.attr import LayerAttribution, LayerGradCam  # imported on first use: ~0.5 s
+
         cam = LayerGradCam(twin, twin.gradcam_layer()).attribute(x, target=int(class_index),
                                                                    relu_attributions=True)
         cam = LayerAttribution.interpolate(cam.detach(), tuple(size), interpolate_mode="bilinear")

@@ -221,6 +221,13 @@ class JobManager:
                 if deadline is not None and time.monotonic() > deadline:
                     handle.kill()
                     self._mark_if_running(run_id, "cancelled", "Stopped on request (the worker was ended).")
+                elif self._state(run_id) == "running":
+                    # Vouch for a live worker that is still importing torch or decoding on a busy machine,
+                    # before its own heartbeat starts; a dead one is reaped below instead.
+                    try:
+                        self.store.beat(run_id)
+                    except OSError:
+                        pass
                 continue
             self._handles.pop(run_id)
             self._stop_deadlines.pop(run_id, None)

@@ -32,8 +32,12 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs), "epoch"
-    if cfg.scheduler == "onecycle":
+    total = cfg.epochs * max(1, steps_per_epoch)
+    if cfg.scheduler == "onecycle" and total >= 8:
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=max(1, steps_per_epoch),
             pct_start=0.25), "batch"
+    if cfg.scheduler == "onecycle":
+        # Too few steps for a warm-up and a decay phase (OneCycleLR divides by their lengths): decay only.
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), "batch"
     return None, "epoch"

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from ..config import DataConfig
 from ..settings import cache_dir, check_allowed_path
 from .classes import ClassResolver
-from .imageio import NPZ_MARK, is_image_name, is_mask_name
+from .imageio import MAX_IMAGE_PIXELS, NPZ_MARK, is_image_name, is_mask_name
 from .spec import SPLITS, DataError, DataReport, DatasetSpec, Item
 from .splits import stratified_split
 
@@ -151,13 +151,20 @@ def _sniff(path: Path, real_root: Path) -> str | None:
         if path.stat().st_size == 0:
             return "the file is empty (0 bytes)"
         with Image.open(path) as img:
-            img.size  # header parsed; pixels are decoded later, once
+            width, height = img.size  # header parsed; pixels are decoded later, once
     except FileNotFoundError:
         return "the file does not exist (or is a broken link)"
     except UnidentifiedImageError:
         return "not an image (the content is not a readable image format)"
+    except Image.DecompressionBombError as exc:  # Pillow refuses huge declared sizes while opening
+        return f"refused as a possible decompression bomb ({exc})"
     except (OSError, SyntaxError, ValueError) as exc:
         return f"the image header is unreadable ({exc})"
+    except Exception as exc:  # one odd file must never stop a dataset from loading
+        return f"the file could not be read ({type(exc).__name__}: {exc})"
+    if width * height > MAX_IMAGE_PIXELS:
+        return (f"the image declares {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+                "(possible decompression bomb)")
     return None
 
 
