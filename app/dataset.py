@@ -37,6 +37,15 @@ def _set(cfg: DataConfig) -> None:
     st.session_state[STATE_KEY] = dataclasses.asdict(cfg)
 
 
+def upload_too_large(name: str, size: int, limit_mb: int) -> str | None:
+    """Why an upload is refused for its size, or None. The uploader's own cap is enforced only by the
+    browser (the server enforces only server.maxUploadSize), so pages check the size themselves."""
+    if size > limit_mb * 1024 * 1024:
+        return (f"{name} is {size / 1024 ** 2:,.1f} MB, over the {limit_mb} MB limit for this upload. "
+                "Use a smaller file.")
+    return None
+
+
 def render_sidebar() -> DataConfig:
     """Draw the dataset chooser and return the chosen DataConfig."""
     sb = st.sidebar
@@ -76,10 +85,15 @@ def _zip_upload(sb) -> str:
                                    f"{MAX_UPLOAD_MB} MB. It is unpacked safely into the app's data folder.")
     if upload is None:
         return st.session_state.get("data_zip_path", "")
+    too_large = upload_too_large(upload.name, upload.size, MAX_UPLOAD_MB)
+    if too_large:
+        sb.error(f"Upload refused: {too_large}")
+        return ""
     try:
         folder = extract_zip(upload.getvalue(), data_dir() / "uploads", name=upload.name)
     except ArchiveError as exc:
-        sb.error(f"Upload refused: {exc}")
+        named = str(exc) if str(exc).startswith(upload.name) else f"{upload.name}: {exc}"
+        sb.error(f"Upload refused: {named}")
         return ""
     st.session_state["data_zip_path"] = str(folder)
     sb.caption(f"Unpacked to `{folder}`")
@@ -90,6 +104,10 @@ def _npz_choice(sb) -> str:
     upload = sb.file_uploader("MedMNIST .npz", type=["npz"], key="data_npz", max_upload_size=MAX_UPLOAD_MB,
                               help="A MedMNIST-style file with train_images, train_labels, val_..., test_...")
     if upload is not None:
+        too_large = upload_too_large(upload.name, upload.size, MAX_UPLOAD_MB)
+        if too_large:
+            sb.error(f"Upload refused: {too_large}")
+            return ""
         data = upload.getvalue()
         name = Path(upload.name).name
         target = data_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{name}"

@@ -8,11 +8,10 @@ config always agree. Values persist across page changes under a session key.
 from __future__ import annotations
 
 import typing
-from dataclasses import Field
 
 import streamlit as st
 
-from medcls.config import ConfigError, DataConfig, TrainConfig, iter_options
+from medcls.config import ConfigError, DataConfig, OptionInfo, TrainConfig, option_info
 from medcls.models import list_models, model_entry
 
 SECTIONS: list[tuple[str, list[str], bool]] = [
@@ -20,9 +19,9 @@ SECTIONS: list[tuple[str, list[str], bool]] = [
     ("Architecture", ["blocks", "filters", "growth", "kernel_size", "batch_norm", "activation", "pooling", "head",
                       "fc_widths", "dropout"], False),
     ("Images and augmentation", ["image_size", "augment", "hflip", "vflip", "rotate", "scale", "translate",
-                                 "brightness", "contrast"], False),
+                                 "brightness", "contrast", "tta"], False),
     ("Learning", ["epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "scheduler", "step_size",
-                  "gamma"], True),
+                  "gamma", "ema_decay"], True),
     ("Rare classes", ["imbalance", "oversample", "select_metric", "focus_class", "patience"], True),
     ("Speed and reproducibility", ["seed", "precision", "channels_last", "feature_cache", "feature_views",
                                    "threads"], False),
@@ -36,7 +35,8 @@ LABELS = {
     "step_size": "StepLR step (epochs)", "gamma": "StepLR factor", "patience": "Early-stopping patience",
     "channels_last": "Channels-last memory", "feature_cache": "Cache frozen features",
     "feature_views": "Augmented views to cache", "kernel_size": "Kernel size", "batch_norm": "Batch norm",
-    "finetune": "Fine-tune", "blocks": "Conv blocks", "filters": "First-block filters", "growth": "Filter growth",
+    "finetune": "Fine-tune", "ema_decay": "Weight averaging (EMA decay)", "tta": "Mirror at test time (TTA)",
+    "blocks": "Conv blocks", "filters": "First-block filters", "growth": "Filter growth",
 }
 STATE_KEY = "train_options"
 PRESET = "preset default"
@@ -47,11 +47,9 @@ def _label(name: str) -> str:
     return LABELS.get(name, name.replace("_", " ").capitalize())
 
 
-def _widget(name: str, f: Field, hint: typing.Any, value: typing.Any, key: str, disabled: bool = False):
-    meta = f.metadata
-    help_text = meta.get("help")
-    optional = typing.get_origin(hint) in (typing.Union, __import__("types").UnionType)
-    base = [a for a in typing.get_args(hint) if a is not type(None)][0] if optional else hint
+def _widget(info: OptionInfo, value: typing.Any, key: str, disabled: bool = False):
+    name, meta, optional, base = info.name, info.field.metadata, info.optional, info.base
+    help_text = info.help
     choices = list(list_models()) if name == "name" else meta.get("choices")
     kwargs = dict(label=_label(name), help=help_text, key=key, disabled=disabled)
     if choices:
@@ -93,12 +91,7 @@ def _float_step(name: str, value: float | None) -> float:
 def render_form(data: DataConfig) -> tuple[TrainConfig | None, str | None]:
     """Draw the form; return (config, None) or (None, error message)."""
     saved: dict = st.session_state.get(STATE_KEY) or TrainConfig().flat()
-    hints = {}
-    fields = {}
-    for name, f, section in iter_options():
-        owner = TrainConfig if not section else typing.get_type_hints(TrainConfig)[section]
-        hints[name] = typing.get_type_hints(owner)[name]
-        fields[name] = f
+    infos = option_info()
     values: dict = {}
     model_name = saved.get("name", "small_cnn")
     for title, names, expanded in SECTIONS:
@@ -110,7 +103,7 @@ def render_form(data: DataConfig) -> tuple[TrainConfig | None, str | None]:
             for i, name in enumerate(names):
                 disabled = _not_applicable(name, values.get("name", model_name))
                 with cols[i % 2]:
-                    values[name] = _widget(name, fields[name], hints[name], saved.get(name), f"opt_{name}", disabled)
+                    values[name] = _widget(infos[name], saved.get(name), f"opt_{name}", disabled)
                 if disabled:
                     values[name] = saved.get(name) if name not in ARCH_NAMES else None
     st.session_state[STATE_KEY] = {**saved, **values}

@@ -29,7 +29,8 @@ def _probe(cfg_json: str, num_classes: int) -> dict:
     step = time_step(model, cfg.batch_size, channels, cfg.image_size, num_classes, channels_last=cfg.channels_last)
     return {"parameters": summary.parameters, "trainable": summary.trainable, "weights_mb": summary.weights_mb,
             "optimizer_mb": summary.optimizer_mb, "layers": summary.layers, "largest": summary.largest_layer,
-            "largest_share": summary.largest_share, "step_s": step, "feature_cached": cached}
+            "largest_share": summary.largest_share, "largest_is_linear": summary.largest_is_linear,
+            "step_s": step, "feature_cached": cached}
 
 
 def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
@@ -60,7 +61,7 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
               f"machine with {n_epoch} training images per epoch. {note}.")
     st.caption(note)
     name, count = info["largest"]
-    if info["largest_share"] > 0.5:
+    if info["largest_share"] > 0.5 and info["largest_is_linear"]:
         st.warning(f"**{info['largest_share']:.0%} of all parameters sit in one layer (`{name}`, {count:,}).** "
                    "A flatten head over a large feature map is what makes the seed's networks big and slow; "
                    "global average pooling (head = gap) or more blocks shrink it.")

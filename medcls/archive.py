@@ -17,6 +17,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 __all__ = ["ArchiveError", "extract_zip", "MAX_TOTAL_BYTES", "MAX_FILES", "MAX_RATIO"]
@@ -67,7 +68,7 @@ def extract_zip(source: bytes | Path | str, root: Path | str, *, name: str = "up
     if not target.exists():
         try:
             archive = zipfile.ZipFile(io.BytesIO(data))
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError):
             raise ArchiveError(f"{name}: not a valid .zip file.") from None
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
         try:
@@ -99,15 +100,25 @@ def _extract_members(archive: zipfile.ZipFile, dest: Path, max_total: int, max_f
         out = dest.joinpath(*rel.parts)
         if not out.resolve().is_relative_to(real_dest):
             raise ArchiveError(f"{info.filename}: resolves outside the upload folder.")
+        if info.flag_bits & 0x1:
+            raise ArchiveError(f"{info.filename}: the entry is encrypted (password-protected); upload a .zip "
+                               "without a password.")
         out.parent.mkdir(parents=True, exist_ok=True)
         written = 0
-        with archive.open(info) as src, open(out, "wb") as dst:
-            while chunk := src.read(_CHUNK):
-                written += len(chunk)
-                written_total += len(chunk)
-                if written > info.file_size or written_total > max_total:
-                    raise ArchiveError(f"{info.filename}: unpacks to more than the archive declares; refused.")
-                dst.write(chunk)
+        try:
+            with archive.open(info) as src, open(out, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    written += len(chunk)
+                    written_total += len(chunk)
+                    if written > info.file_size or written_total > max_total:
+                        raise ArchiveError(f"{info.filename}: unpacks to more than the archive declares; refused.")
+                    dst.write(chunk)
+        except NotImplementedError:
+            raise ArchiveError(f"{info.filename}: packed with a compression method medcls cannot unpack; "
+                               "make the .zip with standard (deflate) compression.") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, ValueError) as exc:
+            # A damaged entry (bad CRC, sizes that do not match the data, a cut-off stream).
+            raise ArchiveError(f"{info.filename}: the entry is damaged and cannot be unpacked ({exc}).") from None
 
 
 def _dataset_folder(target: Path) -> Path:

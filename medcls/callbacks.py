@@ -16,12 +16,18 @@ log = logging.getLogger(__name__)
 
 
 class EarlyStopping(Callback):
-    """Stop when the validation score has not improved for ``patience`` epochs (0 = never)."""
+    """Stop when the validation score has not improved for ``patience`` epochs (0 = never).
+
+    Never before half of the planned epochs: learning-rate schedules (one-cycle, cosine) do much of their
+    good late, while the rate comes down, and an early plateau is common on small validation sets.
+    """
 
     def __init__(self, patience: int):
         self.patience = patience
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        if record.epoch < trainer.epochs / 2:
+            return
         if self.patience and record.epoch - trainer.result.best_epoch >= self.patience:
             log.info("Early stop: no improvement for %d epochs (best epoch %d)", self.patience,
                      trainer.result.best_epoch)
@@ -74,15 +80,13 @@ class ProgressMeter(Callback):
 class RunRecorder(Callback):
     """Writes each epoch to the run store, saves the best weights, and mirrors progress there."""
 
-    def __init__(self, store: RunStore, run_id: str, save_state: Callable[[], dict] | None = None):
+    def __init__(self, store: RunStore, run_id: str):
         self.store = store
         self.run_id = run_id
-        self.save_state = save_state  # returns the full model state (e.g. backbone + trained head)
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         if record.best:
-            state = self.save_state() if self.save_state else trainer.best_state
-            self.store.save_weights(self.run_id, state)
+            self.store.save_weights(self.run_id, trainer.exported_best_state())
         self.store.append_history(self.run_id, record.to_dict())
 
 

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import ConfigError, TrainConfig, iter_options
+from .config import ConfigError, TrainConfig, iter_options, option_info
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -37,37 +37,21 @@ def command(name: str) -> Callable:
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, f, section in iter_options():
-        group = groups.setdefault(section, parser.add_argument_group(f"{section or 'training'} options"))
-        hint = typing.get_type_hints(_owner_type(section))[name]
+    for name, info in option_info().items():
+        group = groups.setdefault(info.section, parser.add_argument_group(f"{info.section or 'training'} options"))
         flags = FLAG_ALIASES.get(name, [f"--{name.replace('_', '-')}"])
-        meta = f.metadata
-        help_text = meta.get("help", "") + f" (default: {f.default!r})"
+        help_text = info.help + f" (default: {info.field.default!r})"
         kwargs: dict = {"dest": name, "default": None, "help": help_text.replace("%", "%%")}
-        base = _base_type(hint)
-        if base is bool:
+        if info.base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(base) is tuple:
+        elif typing.get_origin(info.base) is tuple:
             kwargs["nargs"] = "*"
             kwargs["metavar"] = "VALUE"
         else:
-            kwargs["type"] = base
-            if meta.get("choices"):
-                kwargs["choices"] = meta["choices"]
+            kwargs["type"] = info.base
+            if info.field.metadata.get("choices"):
+                kwargs["choices"] = info.field.metadata["choices"]
         group.add_argument(*flags, **kwargs)
-
-
-def _owner_type(section: str) -> type:
-    if not section:
-        return TrainConfig
-    return typing.get_type_hints(TrainConfig)[section]
-
-
-def _base_type(hint):
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, __import__("types").UnionType):
-        return [a for a in typing.get_args(hint) if a is not type(None)][0]
-    return hint
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

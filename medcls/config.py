@@ -12,6 +12,7 @@ form help from that same text, so the explanation lives in one place.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -28,6 +29,8 @@ __all__ = [
     "option",
     "field_help",
     "iter_options",
+    "option_info",
+    "OptionInfo",
     "config_diff",
 ]
 
@@ -180,7 +183,7 @@ class TrainConfig:
                              "but trains roughly 4x slower per doubling.", min=16, max=1024)
     batch_size: int = option(32, "Images per training step. Larger is smoother but needs more memory.",
                              min=1, max=4096)
-    epochs: int = option(20, "Passes over the training images. More epochs learn more but can overfit; "
+    epochs: int = option(30, "Passes over the training images. More epochs learn more but can overfit; "
                          "the best epoch on validation is kept.", min=1, max=1000)
     optimizer: str = option("adamw", "The rule that updates the weights. Adam/AdamW adapt the step size per "
                             "weight; SGD with momentum is the classic.", choices=("adam", "adamw", "sgd"))
@@ -195,14 +198,19 @@ class TrainConfig:
                             "decay; usually fastest).", choices=("none", "step", "cosine", "onecycle"))
     step_size: int = option(3, "StepLR: lower the learning rate every this many epochs.", min=1)
     gamma: float = option(0.5, "StepLR: multiply the learning rate by this at each step.", gt=0.0, max=1.0)
-    imbalance: str = option("weighted_loss", "How to handle rare classes. Oversample repeats rare images; "
+    imbalance: str = option("oversample", "How to handle rare classes. Oversample repeats rare images; "
                             "weighted loss makes mistakes on rare classes cost more; a weighted sampler draws "
                             "classes equally often. Without one, a model can ignore a rare class such as "
                             "cancer and still look accurate.", choices=IMBALANCE_STRATEGIES)
     oversample: tuple[str, ...] = option((), "Oversampling multipliers per class, e.g. malignant=16 benign=5 "
                                          "(the seed's style). Empty: repeat every class up to the largest.")
-    patience: int = option(0, "Stop early when the validation score has not improved for this many epochs "
-                           "(0 = never stop early).", min=0)
+    ema_decay: float = option(0.99, "Keep a running average of the weights over the last steps and use the "
+                              "average (0 = off; 0.99 averages over roughly the last 100 steps). Smooths out the "
+                              "ups and downs of training on few images.", min=0.0, max=0.9999)
+    tta: bool = option(True, "Test-time augmentation: judge each validation/test image and its mirror image and "
+                       "average the two answers. Usually a little more accurate; prediction takes twice as long.")
+    patience: int = option(5, "Stop early when the validation score has not improved for this many epochs, "
+                           "but not before half of the epochs (0 = never stop early).", min=0)
     select_metric: str = option("macro_f1", "The validation score that picks the best epoch. Accuracy can "
                                 "look good while a rare class is missed; macro-F1, balanced accuracy or the "
                                 "focus class's recall do not.", choices=SELECT_METRICS)
@@ -264,7 +272,11 @@ class TrainConfig:
         for name, value in options.items():
             if name not in owners:
                 raise ConfigError(f"Unknown option {name!r}. Known options: {', '.join(sorted(owners))}.")
-            sections.setdefault(owners[name], {})[name] = _coerce(_field_type(self, owners[name], name), value)
+            try:
+                coerced = _coerce(_field_type(self, owners[name], name), value)
+            except ConfigError as exc:  # say which option the bad text was for
+                raise ConfigError(f"{str(exc).rstrip('.')} for option {name}.") from None
+            sections.setdefault(owners[name], {})[name] = coerced
         top = dict(sections.pop("", {}))
         for section, values in sections.items():
             top[section] = dataclasses.replace(getattr(self, section), **values)
@@ -289,6 +301,35 @@ def iter_options(cfg: TrainConfig | None = None) -> Iterator[tuple[str, dataclas
         yield name, {f.name: f for f in dataclasses.fields(owner)}[name], section
 
 
+@dataclass(frozen=True)
+class OptionInfo:
+    """One option as forms, flags and sweeps need it."""
+
+    name: str
+    field: dataclasses.Field
+    section: str      # '' for top-level TrainConfig fields, else 'data', 'model' or 'augment'
+    hint: Any         # the declared type, e.g. ``int | None``
+    base: Any         # that type without None, e.g. ``int`` or ``tuple[int, ...]``
+    optional: bool    # None is allowed ("keep the preset's value")
+
+    @property
+    def help(self) -> str:
+        return self.field.metadata.get("help", "")
+
+
+@functools.lru_cache(maxsize=1)
+def option_info() -> dict[str, OptionInfo]:
+    """Every option by flat name, in declaration order (computed once)."""
+    out = {}
+    for name, f, section in iter_options():
+        owner = TrainConfig if not section else _type_hints(TrainConfig)[section]
+        hint = _type_hints(owner)[name]
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+        out[name] = OptionInfo(name, f, section, hint, base, optional)
+    return out
+
+
 def field_help(name: str) -> str:
     """The plain-language help text of an option, by flat name."""
     for option_name, f, _ in iter_options():
@@ -307,13 +348,20 @@ def config_diff(a: TrainConfig, b: TrainConfig) -> list[tuple[str, Any, Any]]:
 
 def _field_type(cfg: Any, section: str, name: str) -> Any:
     owner = getattr(cfg, section) if section else cfg
-    return typing.get_type_hints(type(owner))[name]
+    return _type_hints(type(owner))[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints once per class: it evaluates every annotation again on each call, and forms
+    and CLI parsing ask for one field at a time."""
+    return typing.get_type_hints(cls)
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"Expected a JSON object for {cls.__name__}, got {type(data).__name__}.")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:

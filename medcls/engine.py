@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from .imbalance import EpochSampler
 from .metrics import epoch_metrics, select_score
@@ -139,6 +140,25 @@ def _from_rank0(loss: float, probs: np.ndarray) -> tuple[float, np.ndarray]:
     return float(packed[0]), packed[1:].reshape(probs.shape).to(torch.float32).numpy()
 
 
+def ema_with_warmup(decay: float) -> Callable[[list, list, torch.Tensor], None]:
+    """An EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n) to ``decay`` (as in timm).
+
+    Without the ramp, the average of a short run still holds much of the random initial weights.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (batch-norm step counters) simply follow the model
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
 class Trainer:
     def __init__(
         self,
@@ -161,6 +181,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         should_cancel: Callable[[], bool] | None = None,
         shard: tuple[int, int] = (0, 1),
+        ema_decay: float = 0.0,
+        tta: bool = False,
+        export: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
     ):
         self.model = model
         self.train_data, self.val_data = train, val
@@ -182,6 +205,30 @@ class Trainer:
         self.should_stop = False       # set by callbacks such as EarlyStopping
         self.best_state: dict[str, torch.Tensor] | None = None
         self.result = FitResult()
+        # An exponential moving average of the weights (and batch-norm statistics) after every step;
+        # when on, it is what gets evaluated, selected and saved.
+        self.ema = AveragedModel(unwrap(model), multi_avg_fn=ema_with_warmup(ema_decay),
+                                 use_buffers=True) if ema_decay > 0 else None
+
+        self.tta = tta  # evaluate images and their mirror images, averaging the probabilities
+        self.export = export  # turns the trained module's state into what is saved (e.g. backbone + head)
+
+    def restore_best(self) -> None:
+        """Put the best weights back into the model (and the average) after fitting or a stop."""
+        if self.best_state is None:
+            return
+        unwrap(self.model).load_state_dict(self.best_state)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.best_state)
+
+    def exported_best_state(self) -> dict[str, torch.Tensor]:
+        """The best weights in the form they are saved."""
+        return self.export(self.best_state) if self.export else self.best_state
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and kept: the moving average when on, else the model itself."""
+        return self.ema.module if self.ema is not None else self.model
 
     # --- helpers ------------------------------------------------------------
     def _autocast(self):
@@ -238,6 +285,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(unwrap(self.model))
             if self.scheduler is not None and self.scheduler_interval == "batch":
                 self.scheduler.step()
             loss_sum += loss.item() * len(y)
@@ -262,7 +311,7 @@ class Trainer:
         best = score > self.result.best_score
         if best:
             self.result.best_score, self.result.best_epoch = score, epoch
-            self.best_state = copy.deepcopy(unwrap(self.model).state_dict())
+            self.best_state = copy.deepcopy(unwrap(self.eval_model).state_dict())
         return EpochRecord(
             epoch=epoch, train_loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
             val_loss=val_loss, val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"],
@@ -273,7 +322,8 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, data: TensorData, epoch: int = 0) -> tuple[float, np.ndarray]:
         """Mean loss and class probabilities (N, K) on a split, in eval mode, without augmentation."""
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         probs, loss_sum = [], 0.0
         n = len(data)
         batches = max(1, math.ceil(n / self.batch_size))
@@ -284,9 +334,15 @@ class Trainer:
                 break
             y = data.labels[b * self.batch_size:(b + 1) * self.batch_size]
             with self._autocast():
-                logits = self.model(x).float()
-            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            probs.append(torch.softmax(logits, 1))
+                if x.dim() == 3:  # cached features (B, views, F): average over the views
+                    batch_probs = torch.stack([torch.softmax(model(x[:, v]).float(), 1)
+                                               for v in range(x.shape[1])]).mean(0)
+                else:
+                    batch_probs = torch.softmax(model(x).float(), 1)
+                    if self.tta:  # test-time augmentation: add the left-right mirror
+                        batch_probs = (batch_probs + torch.softmax(model(x.flip(-1)).float(), 1)) / 2
+            loss_sum += nn.functional.nll_loss(batch_probs.clamp_min(1e-12).log(), y, reduction="sum").item()
+            probs.append(batch_probs)
             if epoch:  # validation inside fit reports progress; final test evaluation does not
                 self._emit("on_batch_end", BatchEvent("val", epoch, self.epochs, b + 1, batches, 0.0, 0.0))
         if not probs:

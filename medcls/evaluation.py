@@ -17,10 +17,17 @@ __all__ = ["evaluate_run", "predict_batches"]
 
 
 @torch.inference_mode()
-def predict_batches(model: ClassifierModel, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities (N, K) for uint8 images (N, C, H, W)."""
+def predict_batches(model: ClassifierModel, images: torch.Tensor, batch_size: int = 64,
+                    tta: bool = False) -> np.ndarray:
+    """Class probabilities (N, K) for uint8 images (N, C, H, W); with ``tta`` averaged with the mirror images."""
     model.eval()
-    out = [torch.softmax(model(to_float(images[i:i + batch_size])), 1) for i in range(0, len(images), batch_size)]
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_float(images[i:i + batch_size])
+        probs = torch.softmax(model(x), 1)
+        if tta:
+            probs = (probs + torch.softmax(model(x.flip(-1)), 1)) / 2
+        out.append(probs)
     return torch.cat(out).numpy() if out else np.zeros((0, model.num_classes))
 
 
@@ -46,5 +53,5 @@ def evaluate_run(store: RunStore, run_id: str, data_source: str | None = None, s
         raise DataError(f"The data has no {split} images.")
     images = torch.from_numpy(decoded.images[keep])
     y_true = remap[[decoded.spec.items[i].label for i in keep]]
-    probs = predict_batches(predictor.model, images)
+    probs = predict_batches(predictor.model, images, tta=predictor.tta)
     return classification_metrics(y_true, probs, predictor.classes)

@@ -7,7 +7,7 @@ up queued runs again. Scheduling happens under a file lock in the store, so
 two managers (two app servers on one store, or two clicks at the same instant)
 never start more runs than allowed.
 
-Backends: ``local`` (``spawn``-ed processes, the default) and ``ray``
+Backends: ``local`` (one worker process per run, the default) and ``ray``
 (see :mod:`medcls.ray_backend`), chosen by name.
 """
 
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Protocol
 
 from .config import TrainConfig
@@ -40,17 +42,20 @@ class WorkerHandle(Protocol):
 
 @dataclass
 class _LocalHandle:
-    process: mp.Process
+    process: subprocess.Popen
 
     def is_alive(self) -> bool:
-        return self.process.is_alive()
+        return self.process.poll() is None  # poll() also reaps the finished child
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.join(5)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
 
     def exit_description(self) -> str:
-        code = self.process.exitcode
+        code = self.process.returncode
         if code is not None and code < 0:
             return f"The training process was killed by signal {-code}."
         return f"The training process exited unexpectedly (exit code {code})."
@@ -67,7 +72,11 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Each run in its own ``spawn``-ed process on this machine."""
+    """Each run in its own fresh Python process on this machine (``python -m medcls.worker``).
+
+    A plain subprocess rather than multiprocessing's spawn: spawn would re-import the parent's
+    ``__main__`` in the child, which under ``streamlit run`` is the app script itself.
+    """
 
     name = "local"
     schedules_itself = False  # the manager enforces max_concurrent
@@ -75,14 +84,17 @@ class LocalBackend:
     def __init__(self, threads: int = 0, nice: int = 10):
         self.threads = threads
         self.nice = nice
-        self._ctx = mp.get_context("spawn")
 
     def start(self, store: RunStore, run_id: str) -> tuple[WorkerHandle, int | None]:
-        from .worker import run_worker
-
-        process = self._ctx.Process(target=run_worker, name=f"medcls-{run_id}", daemon=True,
-                                    args=(str(store.root), run_id, self.threads, os.getpid(), self.nice))
-        process.start()
+        cmd = [sys.executable, "-m", "medcls.worker", str(store.root.resolve()), run_id,
+               "--threads", str(self.threads), "--parent-pid", str(os.getpid()), "--nice", str(self.nice)]
+        package_root = str(Path(__file__).resolve().parents[1])  # medcls importable from any working directory
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p))
+        # Anything the worker prints outside its log (an import error, a crash) lands next to its run.
+        with open(store.path(run_id) / "worker.log", "ab") as output:
+            process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                       stderr=subprocess.STDOUT, close_fds=True)
         return _LocalHandle(process), process.pid
 
 

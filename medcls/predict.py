@@ -18,7 +18,7 @@ import torch
 
 from .data.imageio import open_image, resize_square, to_uint8
 from .models import ClassifierModel, create_model
-from .runs import RunNotFoundError, RunStore
+from .runs import CheckpointError, RunNotFoundError, RunStore
 
 __all__ = ["Prediction", "Predictor", "load_predictor", "LOW_CONFIDENCE"]
 
@@ -39,12 +39,14 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, model: ClassifierModel, classes: list[str], image_size: int, color: str, run_id: str = ""):
+    def __init__(self, model: ClassifierModel, classes: list[str], image_size: int, color: str, run_id: str = "",
+                 tta: bool = False):
         self.model = model.eval()
         self.classes = classes
         self.image_size = image_size
         self.color = color
         self.run_id = run_id
+        self.tta = tta  # average with the mirror image, as the run was evaluated
 
     @classmethod
     def from_run(cls, store: RunStore, run_id: str) -> "Predictor":
@@ -54,8 +56,14 @@ class Predictor:
         model = create_model(info["name"], num_classes=len(info["classes"]), image_size=info["image_size"],
                              in_channels=info["in_channels"], weights="random", finetune=info.get("finetune"),
                              **info.get("options", {}))
-        model.load_state_dict(store.load_weights(run_id))
-        return cls(model, list(info["classes"]), int(info["image_size"]), info["color"], run_id)
+        try:
+            model.load_state_dict(store.load_weights(run_id))
+        except RuntimeError as exc:  # weights of another shape: the file was swapped or model.json edited
+            detail = (str(exc).strip().splitlines() or ["shape mismatch"])[0]
+            raise CheckpointError(f"Run {run_id!r}: best.pt does not fit the model described in model.json "
+                                  f"({detail}).") from None
+        return cls(model, list(info["classes"]), int(info["image_size"]), info["color"], run_id,
+                   bool(info.get("tta", False)))
 
     def pixels(self, source: bytes | str | Path, name: str | None = None) -> np.ndarray:
         """Decoded, resized uint8 pixels (C, S, S) as the model sees them; raises ImageReadError."""
@@ -67,7 +75,10 @@ class Predictor:
 
     @torch.inference_mode()
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        return torch.softmax(self.model(self.tensor(pixels)), 1)[0].numpy()
+        x = self.tensor(pixels)
+        if self.tta:  # one batch of two: the image and its mirror
+            return torch.softmax(self.model(torch.cat([x, x.flip(-1)])), 1).mean(0).numpy()
+        return torch.softmax(self.model(x), 1)[0].numpy()
 
     def predict(self, source: bytes | str | Path, name: str | None = None) -> Prediction:
         probs = self.probabilities(self.pixels(source, name))

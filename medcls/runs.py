@@ -44,8 +44,8 @@ from .atomic import append_jsonl, atomic_write_json, atomic_write_text, atomic_w
 from .config import TrainConfig
 from .settings import runs_dir
 
-__all__ = ["RunStore", "RunInfo", "RunNotFoundError", "InvalidRunIdError", "STATES", "ACTIVE_STATES",
-           "HEARTBEAT_STALE_S"]
+__all__ = ["RunStore", "RunInfo", "RunNotFoundError", "InvalidRunIdError", "CheckpointError", "STATES",
+           "ACTIVE_STATES", "HEARTBEAT_STALE_S"]
 
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
@@ -59,6 +59,10 @@ class InvalidRunIdError(ValueError):
 
 class RunNotFoundError(FileNotFoundError):
     pass
+
+
+class CheckpointError(ValueError):
+    """A run's checkpoint cannot be loaded safely (damaged, not plain weights, or a link out of the store)."""
 
 
 def _now() -> str:
@@ -209,8 +213,18 @@ class RunStore:
         path = self.file(run_id, "best.pt")
         if not path.is_file():
             raise RunNotFoundError(f"Run {run_id!r} has no saved weights yet (it has not finished an epoch).")
-        # weights_only: a checkpoint can never run code, even if someone swapped the file.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if not path.resolve().is_relative_to(self.path(run_id).resolve()):
+            raise CheckpointError(f"Run {run_id!r}: best.pt links to a file outside the run store; refused.")
+        try:
+            # weights_only: a checkpoint can never run code, even if someone swapped the file.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # damaged, truncated, or a pickle that is more than plain tensors
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"Run {run_id!r}: its checkpoint best.pt cannot be loaded safely ({detail}). "
+                                  "Train the run again.") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"Run {run_id!r}: best.pt does not hold model weights (a state dict).")
+        return state
 
     def has_weights(self, run_id: str) -> bool:
         return (self.root / run_id / "best.pt").is_file()
@@ -250,7 +264,8 @@ class RunStore:
     # --- listing and deletion -------------------------------------------------------
     def list_ids(self) -> list[str]:
         """All run ids, newest first."""
-        ids = [p.name for p in self.root.iterdir() if p.is_dir() and _RUN_ID.match(p.name)
+        # A linked folder is never a run: it would lead outside the store (and path() refuses it).
+        ids = [p.name for p in self.root.iterdir() if p.is_dir() and not p.is_symlink() and _RUN_ID.match(p.name)
                and (p / "config.json").is_file()]
         def order(run_id: str) -> tuple:
             status = self.raw_status(run_id)

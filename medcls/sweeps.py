@@ -24,7 +24,6 @@ import logging
 import math
 import re
 import secrets
-import types
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .atomic import atomic_write_json, read_json
-from .config import ConfigError, DataConfig, TrainConfig, iter_options
+from .config import ConfigError, DataConfig, TrainConfig, iter_options, option_info
 from .models import list_models
 from .runs import RunNotFoundError, RunStore
 
@@ -71,15 +70,8 @@ class SweepError(ConfigError):
 
 def sweepable_options() -> list[str]:
     """Options a sweep may vary: the suggested ones first, then the rest in form order."""
-    names = []
-    for name, f, section in iter_options():
-        owner = TrainConfig if not section else typing.get_type_hints(TrainConfig)[section]
-        hint = typing.get_type_hints(owner)[name]
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        if name in _NOT_SWEEPABLE or typing.get_origin(hint) is tuple:
-            continue
-        names.append(name)
+    names = [name for name, info in option_info().items()
+             if name not in _NOT_SWEEPABLE and typing.get_origin(info.base) is not tuple]
     return sorted(names, key=lambda n: (SUGGESTED.index(n) if n in SUGGESTED else len(SUGGESTED), names.index(n)))
 
 
@@ -97,16 +89,13 @@ def value_choices(name: str) -> list[Any] | None:
     """The values an option can take when they form a short list (models, strategies, on/off); else None."""
     if name == "name":
         return list_models()
-    for option, f, section in iter_options():
-        if option != name:
-            continue
-        if f.metadata.get("choices"):
-            return list(f.metadata["choices"])
-        owner = TrainConfig if not section else typing.get_type_hints(TrainConfig)[section]
-        hint = typing.get_type_hints(owner)[name]
-        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        if hint is bool or (optional and bool in typing.get_args(hint)):
-            return [True, False]
+    info = option_info().get(name)
+    if info is None:
+        return None
+    if info.field.metadata.get("choices"):
+        return list(info.field.metadata["choices"])
+    if info.base is bool:
+        return [True, False]
     return None
 
 

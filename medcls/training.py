@@ -119,10 +119,13 @@ def _image_prepare(augment: BatchAugment | None, channels_last: bool,
 
 
 def _pick_view(generator: torch.Generator) -> Callable[[torch.Tensor, bool], torch.Tensor]:
-    """Cached features are (B, views, F); training picks one random view per image, evaluation view 0."""
+    """Cached features are (B, views, F). Training picks one random view per image; evaluation keeps
+    all views (the image and, with test-time augmentation, its mirror), which the trainer averages."""
 
     def prepare(features: torch.Tensor, train: bool) -> torch.Tensor:
-        if not train or features.shape[1] == 1:
+        if not train:
+            return features
+        if features.shape[1] == 1:
             return features[:, 0]
         choice = torch.randint(features.shape[1], (features.shape[0],), generator=generator)
         return features[torch.arange(features.shape[0]), choice]
@@ -133,16 +136,23 @@ def _pick_view(generator: torch.Generator) -> Callable[[torch.Tensor, bool], tor
 @torch.inference_mode()
 def cache_features(model: ClassifierModel, images: torch.Tensor, views: int, augment: BatchAugment | None,
                    generator: torch.Generator, batch_size: int = 64, stage: Stage | None = None,
-                   label: str = "") -> torch.Tensor:
-    """Backbone features of every image: (N, views, F). View 0 is un-augmented."""
+                   label: str = "", mirror: bool = False) -> torch.Tensor:
+    """Backbone features of every image: (N, views, F). View 0 is the image as it is; the other views
+    are random augmentations, or with ``mirror`` (test-time augmentation) the left-right mirror."""
     model.eval()
     out = []
     n = len(images)
+    views = 2 if mirror else views
     for start in range(0, n, batch_size):
         x = to_float(images[start:start + batch_size])
         per_view = []
         for v in range(views):
-            xv = augment(x.clone(), generator) if v and augment is not None else x
+            if v == 0:
+                xv = x
+            elif mirror:
+                xv = x.flip(-1)
+            else:
+                xv = augment(x.clone(), generator) if augment is not None else x
             per_view.append(model.forward_features(model.normalize(xv.contiguous(memory_format=torch.channels_last))))
         out.append(torch.stack(per_view, 1).float())
         if stage:
@@ -170,7 +180,7 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     if use_cache:
         views = cfg.feature_views if augment is not None and augment.active else 1
         feats = {name: cache_features(model, split.images, views if name == "train" else 1, augment, generator,
-                                      stage=stage, label=name)
+                                      stage=stage, label=name, mirror=cfg.tta and name != "train")
                  for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
         inputs = {name: TensorData(feats[name], getattr(data, name).labels) for name in feats}
         trained: nn.Module = model.head
@@ -209,18 +219,28 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
                       optimizer=optimizer, scheduler=scheduler, scheduler_interval=interval, sampler=sampler,
                       batch_size=batch_size, epochs=cfg.epochs, prepare=prepare,
                       select_metric=cfg.select_metric, focus_class=data.focus_class, bf16=precision == "bf16",
-                      callbacks=[EarlyStopping(cfg.patience), *callbacks], should_cancel=should_cancel, shard=shard)
+                      callbacks=[EarlyStopping(cfg.patience), *callbacks], should_cancel=should_cancel, shard=shard,
+                      ema_decay=cfg.ema_decay, tta=cfg.tta, export=_full_state(model, trained))
     try:
         trainer.fit()
     finally:
-        if trainer.best_state is not None:
-            unwrap(trainer.model).load_state_dict(trainer.best_state)
+        trainer.restore_best()
     metrics, probs = {}, {}
     for split in ("val", "test"):
         if len(inputs[split]):
             _, probs[split] = trainer.evaluate(inputs[split])
             metrics[split] = classification_metrics(inputs[split].labels.numpy(), probs[split], data.classes)
     return TrainResult(model, data, trainer, metrics, probs, precision)
+
+
+def _full_state(model: ClassifierModel, trained: nn.Module) -> Callable[[dict], dict]:
+    """Saved checkpoints hold the whole model, also when only its head trained (cached features)."""
+    prefix = "" if trained is model else next(n for n, m in model.named_modules() if m is trained) + "."
+
+    def export(best: dict) -> dict:
+        return {**model.state_dict(), **{prefix + k: v for k, v in best.items()}}
+
+    return export
 
 
 @contextmanager
@@ -260,18 +280,16 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         store.write_progress(run_id, {"phase": "preparing", "message": message, "fraction": 0.0,
                                       "prepare_fraction": fraction})
 
-    holder: dict[str, ClassifierModel] = {}
-
     def on_model(model: ClassifierModel) -> None:
-        holder["model"] = model
         store.write_json(run_id, "model.json", {
             "name": cfg.model.name, "classes": data.classes, "focus_class": data.focus_class,
             "image_size": cfg.image_size, "in_channels": data.decoded.channels, "color": data.decoded.color,
             "finetune": cfg.model.finetune, "options": cfg.model.architecture_overrides(),
             "architecture": model.architecture(), "parameters": sum(p.numel() for p in model.parameters()),
+            "tta": cfg.tta,
         })
 
-    recorder = RunRecorder(store, run_id, save_state=lambda: holder["model"].state_dict())
+    recorder = RunRecorder(store, run_id)
     meter = ProgressMeter(lambda p: store.write_progress(run_id, p))
     try:
         with _heartbeat(store, run_id):

@@ -1,6 +1,6 @@
-"""The entry point of a training worker process.
+"""The entry point of a training worker process: ``python -m medcls.worker STORE RUN_ID``.
 
-Runs in a fresh ``spawn``-ed process (never a fork of a multi-threaded server):
+Runs in a fresh process (never a fork of a multi-threaded server):
 lowers its own priority so the app stays responsive, sets torch's threads, logs
 into the run folder, and trains the run. If the process that started it dies
 (the app server was killed or restarted) the worker marks the run interrupted
@@ -9,6 +9,7 @@ and exits instead of training on as an orphan nobody can see.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import threading
@@ -56,3 +57,18 @@ def run_worker(store_root: str, run_id: str, threads: int = 0, parent_pid: int |
     outcome = execute_run(store, run_id)
     logging.getLogger(__name__).info("run %s ended: %s %s", run_id, outcome.state, outcome.error)
     handler.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m medcls.worker", description="Train one stored run.")
+    parser.add_argument("store", help="Run store folder.")
+    parser.add_argument("run_id", help="The run to train (its config.json is in the store).")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores).")
+    parser.add_argument("--parent-pid", type=int, default=None, help="Stop (interrupted) when this process dies.")
+    parser.add_argument("--nice", type=int, default=10, help="Lower the worker's CPU priority by this much.")
+    args = parser.parse_args(argv)
+    run_worker(args.store, args.run_id, args.threads, args.parent_pid, args.nice)
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,9 @@ finished = [i.run_id for i in store.list() if i.state == "finished"]
 if not finished:
     st.info("No finished runs yet. Train one or two on the **Train** page, then come back.")
     st.stop()
+gone = [r for r in st.session_state.get("compare_runs") or [] if r not in finished]
+if gone:
+    st.info(f"No longer available (its folder was deleted): {', '.join(gone)}.")
 chosen = st.multiselect("Finished runs", finished, default=finished[:2], key="compare_runs",
                         help="Newest first. Pick one or more.")
 if not chosen:

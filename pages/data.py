@@ -79,11 +79,15 @@ try:
 except ValueError:
     aug_cfg = AugmentConfig()
 pick = st.slider("Image", 0, max(0, len(train_items) - 1), 0, key="aug_pick")
-draws = augmentation_preview(train_items[pick].path, aug_cfg, size=int(options.get("image_size", 128)), draws=6,
-                             seed=st.session_state.get("aug_seed", 0))
+try:
+    draws = augmentation_preview(train_items[pick].path, aug_cfg, size=int(options.get("image_size", 128)), draws=6,
+                                 seed=st.session_state.get("aug_seed", 0))
+except ValueError as exc:  # ImageReadError: a file that lists fine but cannot be decoded (training skips it)
+    st.warning(f"Cannot preview this image: {exc}. Pick another one; training skips this file.")
+    draws = []
 if st.button("🎲 New draws", key="aug_redraw"):
     st.session_state["aug_seed"] = st.session_state.get("aug_seed", 0) + 1
     st.rerun()
-cols = st.columns(len(draws))
+cols = st.columns(len(draws)) if draws else []
 for i, (col, img) in enumerate(zip(cols, draws)):
     col.image(img, caption="original" if i == 0 else f"draw {i}", width="stretch")

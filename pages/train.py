@@ -22,14 +22,16 @@ with left:
     st.caption("Defaults are chosen to train in about a minute on a 2-core CPU. Hover over **?** for what each "
                "option does. The seed notebook cared most about **cancer recall**: missing a cancer is worse than "
                "a false alarm, so the focus class's recall is tracked on every epoch.")
+    top = st.container()  # the Start button sits above the form, drawn once the form has given a config
     cfg, error = render_form(data_cfg)
     if error:
         st.error(error)
     elif spec is not None:
         st.markdown("**What this model costs**")
         render_model_summary(cfg, spec)
-    start = st.button("▶ Start training", type="primary", disabled=cfg is None or spec is None,
-                      key="start_training", width="stretch")
+    with top:
+        start = st.button("▶ Start training", type="primary", disabled=cfg is None or spec is None,
+                          key="start_training", width="stretch")
     if start and cfg is not None:
         run_id = manager().submit(cfg)
         st.session_state["train_run_picker"] = run_id  # show the new run (the picker is drawn below)
@@ -42,7 +44,10 @@ with right:
     if not run_ids:
         st.info("No runs yet. Choose options on the left and press **Start training**.")
         st.stop()
-    if st.session_state.get("train_run_picker") not in run_ids:
+    shown = st.session_state.get("train_run_picker")
+    if shown not in run_ids:
+        if shown:  # the run this page showed was deleted (its folder removed) since the last refresh
+            st.info(f"Run {shown} no longer exists (its folder was deleted); showing another run.")
         # A fresh tab or a refresh: show the run that is training now, else the newest.
         st.session_state["train_run_picker"] = default_run(run_ids)
     # Labels must not change while a run trains, or the picker would lose its selection.

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app.entry import ensure_navigation
-from app.dataset import load_current_dataset
+from app.dataset import load_current_dataset, upload_too_large
 from app.manager import manager
 from medcls.data import ImageReadError
 from medcls.figures import probability_figure
@@ -22,6 +22,8 @@ usable = [i.run_id for i in store.list() if store.has_weights(i.run_id) and i.st
 if not usable:
     st.info("No trained model yet. Train one on the **Train** page first.")
     st.stop()
+if st.session_state.get("try_run") and st.session_state["try_run"] not in usable:
+    st.info(f"Run {st.session_state['try_run']} no longer exists (its folder was deleted); pick another model.")
 run_id = st.selectbox("Model (run)", usable, key="try_run", help="Runs that saved weights, newest first.")
 try:
     predictor = load_predictor(store, run_id)
@@ -38,6 +40,10 @@ if source_kind == "Upload an image":
                               key="try_upload", max_upload_size=MAX_IMAGE_MB,
                               help=f"At most {MAX_IMAGE_MB} MB. The image is only used for this prediction.")
     if upload is not None:
+        too_large = upload_too_large(upload.name, upload.size, MAX_IMAGE_MB)
+        if too_large:
+            st.error(f"Could not use **{upload.name}**: {too_large}")
+            st.stop()
         data, name = upload.getvalue(), upload.name
 else:
     spec = load_current_dataset()

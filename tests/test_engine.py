@@ -116,9 +116,10 @@ def test_cancellation_between_batches_keeps_the_best_weights():
 
 def test_early_stopping_stops_when_the_score_stops_improving():
     # lr=0 and no batch norm: the model never changes, so the score never improves after epoch 1.
+    # Patience 2 would stop after epoch 3, but never before half of the 10 epochs: it stops after epoch 5.
     trainer = make_trainer(epochs=10, lr=0.0, optimizer="sgd", batch_norm=False, callbacks=[EarlyStopping(2)])
     result = trainer.fit()
-    assert len(result.history) == 3 and result.stopped_early and result.best_epoch == 1
+    assert len(result.history) == 5 and result.stopped_early and result.best_epoch == 1
     no_stop = make_trainer(epochs=3, lr=0.0, optimizer="sgd", batch_norm=False, callbacks=[EarlyStopping(0)]).fit()
     assert len(no_stop.history) == 3 and not no_stop.stopped_early
 
@@ -153,6 +154,7 @@ def test_progress_meter_reaches_one_and_console_progress_prints_epochs():
 def test_early_stopping_callback_logic():
     class FakeTrainer:
         should_stop = False
+        epochs = 10
 
         class result:
             best_epoch = 2
@@ -163,6 +165,10 @@ def test_early_stopping_callback_logic():
     assert not fake.should_stop
     EarlyStopping(3).on_epoch_end(fake, record)
     assert fake.should_stop
+    early = FakeTrainer()
+    early.epochs = 12  # epoch 5 is before half of 12 epochs: no stop yet, however long the plateau
+    EarlyStopping(1).on_epoch_end(early, record)
+    assert not early.should_stop
 
 
 # --- through train_in_memory -------------------------------------------------------------
@@ -178,15 +184,17 @@ def test_a_tiny_run_is_deterministic_for_a_seed(class_dataset, synth):
     assert losses(c) != losses(a)
 
 
-def test_feature_caching_for_a_frozen_resnet_gives_the_same_kind_of_record(class_dataset, synth):
+@pytest.mark.parametrize("tta", [False, True])
+def test_feature_caching_for_a_frozen_resnet_gives_the_same_kind_of_record(class_dataset, synth, tta):
     cfg = synth.config(class_dataset, name="resnet18", weights="random", finetune="head", feature_views=2,
-                       epochs=2)
+                       epochs=2, tta=tta)
     result = train_in_memory(cfg)
     trainer = result.trainer
     assert trainer.model is result.model.head                # only the head trains ...
     n_train = len(result.data.train)
     assert tuple(trainer.train_data.inputs.shape) == (n_train, 2, 512)  # ... on cached features (2 views)
-    assert tuple(trainer.val_data.inputs.shape) == (len(result.data.val), 1, 512)
+    # Evaluation features: the image, plus its mirror with test-time augmentation.
+    assert tuple(trainer.val_data.inputs.shape) == (len(result.data.val), 2 if tta else 1, 512)
     assert len(trainer.result.history) == 2
     assert set(trainer.result.history[0].to_dict()) == RECORD_KEYS
     assert result.precision == "fp32"
@@ -195,8 +203,11 @@ def test_feature_caching_for_a_frozen_resnet_gives_the_same_kind_of_record(class
     # The full model (backbone + trained head) reproduces the cached-feature predictions.
     result.model.eval()
     with torch.inference_mode():
-        direct = torch.softmax(result.model(to_float(result.data.test.images)), 1).numpy()
-    assert np.allclose(direct, result.probs["test"], atol=1e-4)
+        x = to_float(result.data.test.images)
+        direct = torch.softmax(result.model(x), 1)
+        if tta:
+            direct = (direct + torch.softmax(result.model(x.flip(-1)), 1)) / 2
+    assert np.allclose(direct.numpy(), result.probs["test"], atol=1e-4)
 
 
 def test_without_feature_caching_the_whole_model_sees_images(class_dataset, synth):
@@ -205,3 +216,24 @@ def test_without_feature_caching_the_whole_model_sees_images(class_dataset, synt
     result = train_in_memory(cfg)
     assert result.trainer.model is result.model
     assert result.trainer.train_data.inputs.dtype == torch.uint8 and result.trainer.train_data.inputs.ndim == 4
+
+
+def test_weight_averaging_is_what_gets_validated_and_kept():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=3, image_size=32, in_channels=1)
+    train, val = _data(24, 1), _data(12, 2)
+    trainer = Trainer(model, train, val, classes=CLASSES, loss_fn=nn.CrossEntropyLoss(),
+                      optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), scheduler=None,
+                      scheduler_interval="epoch", sampler=EpochSampler(train.labels.numpy(), 3, "none", seed=0),
+                      batch_size=8, epochs=2, prepare=lambda images, train: to_float(images), ema_decay=0.9)
+    trainer.fit()
+    averaged, live = trainer.eval_model.state_dict(), model.state_dict()
+    weight = "features.0.weight"
+    assert not torch.equal(averaged[weight], live[weight]), "the average must differ from the last step"
+    best_epoch = trainer.result.best_epoch
+    assert best_epoch >= 1
+    if best_epoch == 2:  # the kept weights are the average at the best epoch
+        assert torch.equal(trainer.best_state[weight], averaged[weight])
+    # The averaged weights are what validation saw: re-evaluating them reproduces the last record.
+    _, probs = trainer.evaluate(val)
+    assert trainer.result.history[-1].val_accuracy == pytest.approx(float((probs.argmax(1) == val.labels.numpy()).mean()))

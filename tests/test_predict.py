@@ -108,3 +108,18 @@ def test_predict_batches_gives_rows_that_sum_to_one(finished_run):
     model = load_predictor(store, run_id).model
     probs = predict_batches(model, torch.randint(0, 255, (5, 1, 32, 32), dtype=torch.uint8), batch_size=2)
     assert probs.shape == (5, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_test_time_augmentation_averages_the_image_and_its_mirror():
+    from medcls.models import create_model
+    from medcls.predict import Predictor
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=3, image_size=32, in_channels=1).eval()
+    pixels = (np.arange(32 * 32, dtype=np.uint8).reshape(1, 32, 32) * 7) % 251  # not mirror-symmetric
+    plain = Predictor(model, ["a", "b", "c"], 32, "gray").probabilities(pixels)
+    mirrored = Predictor(model, ["a", "b", "c"], 32, "gray").probabilities(pixels[:, :, ::-1].copy())
+    both = Predictor(model, ["a", "b", "c"], 32, "gray", tta=True).probabilities(pixels)
+    assert not np.allclose(plain, mirrored)
+    np.testing.assert_allclose(both, (plain + mirrored) / 2, atol=1e-6)
+    assert both.sum() == pytest.approx(1.0, abs=1e-6)

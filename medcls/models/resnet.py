@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18 as tv_resnet18
 
+from ..settings import check_allowed_path
 from ._registry import register_model
 from .base import IMAGENET_MEAN, IMAGENET_STD, ClassifierModel
 
@@ -48,6 +49,10 @@ def load_imagenet_state(weights: str) -> dict[str, torch.Tensor]:
                 "set TORCH_HOME), name a weights file, or choose weights='random' to train from scratch "
                 "on purpose.") from None
     path = Path(weights).expanduser()
+    try:
+        check_allowed_path(path)  # a file named in the app's form must lie in the allowed data roots, when set
+    except PermissionError as exc:
+        raise WeightsUnavailableError(f"Weights file refused: {exc}") from None
     if not path.is_file():
         raise WeightsUnavailableError(f"Weights file {weights} does not exist. Use 'imagenet', 'random' or the "
                                       "path of a ResNet-18 state dict (.pth).")

@@ -32,6 +32,7 @@ class ModelSummary:
     optimizer_mb: float
     layers: list[tuple[str, int]] = field(default_factory=list)
     largest_layer: tuple[str, int] = ("", 0)
+    largest_is_linear: bool = False  # a fully connected layer (the seed's flatten head), not a conv
 
     @property
     def largest_share(self) -> float:
@@ -46,7 +47,8 @@ def summarize(model: ClassifierModel, optimizer: str = "adamw") -> ModelSummary:
     copies = OPTIMIZER_STATE_COPIES.get(optimizer, 2)
     return ModelSummary(parameters=total, trainable=trainable, weights_mb=total * 4 / 2**20,
                         optimizer_mb=trainable * 4 * (copies + 1) / 2**20,  # + one copy for gradients
-                        layers=layers, largest_layer=largest)
+                        layers=layers, largest_layer=largest,
+                        largest_is_linear=isinstance(dict(model.named_modules()).get(largest[0]), nn.Linear))
 
 
 def time_step(model: nn.Module, batch_size: int, in_channels: int, image_size: int, num_classes: int,

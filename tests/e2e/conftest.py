@@ -6,8 +6,10 @@
 - ``fresh_server``: a server of a test's own, that no browser has visited yet.
 - ``browser`` (session) and ``page`` (per test: a fresh context, so a fresh Streamlit session). Before
   the first page, ``front_door`` opens the app's root URL once (see its docstring for why).
-- ``screenshot(name)``: saves the page into ``artifacts/e2e/<name>.png``; the files are listed at the end
-  of the pytest output (and as ``screenshot`` properties in JUnit XML).
+- ``screenshot(name)`` / ``screenshot_of(page, name)``: save the whole page as ``artifacts/e2e/<name>.png``
+  (a failed test also leaves ``FAILED-<test>.png``); the files are listed in an "e2e screenshots" section
+  at the end of the pytest output, and as ``screenshot:<name>`` properties in JUnit XML.
+- Browser tests run after all other tests of the same pytest run.
 
 Every test here skips, with the reason, when ``chromium`` is not on PATH or Playwright is missing.
 """
@@ -37,18 +39,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
                  "--disable-dev-shm-usage"]
 SERVER_START_TIMEOUT_S = 90.0
-# Counts finished script runs (the app's ``data-test-script-state`` going back to ``notRunning``), so a
-# test can wait for the rerun its own click caused rather than guess with a sleep.
+# Counts script runs that ended (``data-test-script-state`` leaving "running"/"rerunRequested"), so a test
+# can wait for the rerun its own click caused rather than guess with a sleep.
 SCRIPT_RUN_COUNTER = """
 window.__stRunsDone = 0;
-new MutationObserver(() => {
-  const app = document.querySelector("[data-testid='stApp']");
-  const state = app && app.getAttribute("data-test-script-state");
-  if (state !== window.__stLastState) {
-    if (state === "notRunning" && window.__stLastState) window.__stRunsDone += 1;
-    window.__stLastState = state;
+new MutationObserver(records => {
+  for (const record of records) {
+    if (record.oldValue === "running" || record.oldValue === "rerunRequested") window.__stRunsDone += 1;
   }
-}).observe(document, {subtree: true, childList: true, attributes: true,
+}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
                       attributeFilter: ["data-test-script-state"]});
 """
 SCREENSHOTS = pytest.StashKey[list]()
@@ -58,19 +57,26 @@ SERVER_LOG = pytest.StashKey[Path]()
 def _skip_reason() -> str | None:
     if shutil.which("chromium") is None:
         return "chromium is not on PATH (install it: apt-get install -y chromium chromium-driver)"
-    if importlib.util.find_spec("playwright") is None:
+    try:
+        found = importlib.util.find_spec("playwright.sync_api") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         return "Playwright for Python is not installed (pip install -r requirements-dev.txt)"
     return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run after the unit and app tests (``make test`` is one pytest run); they skip
+    with the reason when Chromium or Playwright is missing."""
+    browser_tests = [item for item in items if item.get_closest_marker("e2e") is not None]
+    items[:] = [item for item in items if item.get_closest_marker("e2e") is None] + browser_tests
     reason = _skip_reason()
     if reason is None:
         return
     skip = pytest.mark.skip(reason=f"browser test skipped: {reason}")
-    for item in items:
-        if item.get_closest_marker("e2e") is not None:
-            item.add_marker(skip)
+    for item in browser_tests:
+        item.add_marker(skip)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -232,7 +238,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Server:
     """A server of its own, for a test that needs one nobody has visited yet."""
-    with streamlit_server(tmp_path / "server") as running:
+    base = tmp_path / "server"
+    base.mkdir()
+    with streamlit_server(base) as running:
         yield running
 
 
@@ -241,6 +249,9 @@ def fresh_server(tmp_path: Path) -> Server:
 @pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import sync_playwright
+
+    for old in ARTIFACTS.glob("*.png"):  # the folder shows this run's pages only
+        old.unlink()
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
@@ -254,11 +265,10 @@ def browser():
 def front_door(browser, server: Server) -> Server:
     """Open the app at its root URL once, as the README tells people to, before any test opens a page URL.
 
-    Streamlit 1.67 decides at startup that an app with a ``pages/`` folder beside its entry script is a
-    "pages directory" (multipage v1) app: it then runs page files on their own, without
-    ``streamlit_app.py`` (no shared sidebar, no wide layout, other URLs), until the entry script has run
-    ``st.navigation`` once in some session. ``test_a_page_url_opened_first_shows_the_app_navigation``
-    covers that known bug; the other tests start from the state every visitor gets after the first one.
+    Streamlit 1.67 treats an app with a ``pages/`` folder beside its entry script as an old-style
+    multipage app until ``st.navigation`` has run once in the server process; app/entry.py guards
+    against that. ``test_a_page_url_opened_first_shows_the_app_navigation`` covers the guard on a server
+    of its own; here, the other tests do not depend on it, so a broken guard fails that one test only.
     """
     context = browser.new_context(base_url=server.url)
     try:

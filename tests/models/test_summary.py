@@ -68,3 +68,8 @@ def test_time_step_leaves_the_weights_unchanged():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert time_step(model, 4, 1, 32, 2) > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_largest_layer_is_flagged_as_linear_only_for_flatten_heads():
+    assert summarize(create_model("seed_cnn_bn", num_classes=3, image_size=128, in_channels=1)).largest_is_linear
+    assert not summarize(create_model("small_cnn", num_classes=3, image_size=128, in_channels=1)).largest_is_linear
