@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..data import DatasetSpec, clear_memory_cache, decode_dataset
+from ..data import DatasetSpec, decode_dataset
+from ..data.cache import clear_memory_cache
 from ..metrics import classification_metrics
 from ..predict import Predictor
 from ..training import PreparedData, build_model, prepare_data, train_in_memory
