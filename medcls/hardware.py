@@ -58,11 +58,12 @@ def bf16_supported() -> bool:
 
 
 def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, steps: int = 3,
-                     warmup: int = 1) -> float:
-    """Median seconds of a forward+backward+SGD step; restores the model's weights afterwards."""
+                     warmup: int = 1, optimizer: torch.optim.Optimizer | None = None) -> float:
+    """Median seconds of a forward+backward+optimizer step (a quick SGD unless ``optimizer`` is given);
+    restores the model's weights afterwards."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=1e-6)
+    if optimizer is None:
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     model.train()
     times = []
     for i in range(warmup + steps):

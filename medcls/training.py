@@ -9,7 +9,6 @@ error. :func:`train_in_memory` is the same pipeline without the store.
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import random
 import threading
@@ -26,7 +25,7 @@ from .callbacks import EarlyStopping, ProgressMeter, RunRecorder
 from .config import ConfigError, TrainConfig
 from .data import BatchAugment, DecodedDataset, DecodedSplit, decode_dataset, default_focus_class, load_dataset, to_float
 from .data.spec import DataError
-from .engine import Callback, FitCancelled, NonFiniteLossError, TensorData, Trainer, unwrap
+from .engine import Callback, FitCancelled, NonFiniteLossError, TensorData, Trainer, batches_per_epoch
 from .hardware import configure_threads, describe_machine, resolve_precision
 from .imbalance import balanced_class_weights, make_sampler
 from .metrics import classification_metrics
@@ -213,7 +212,7 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     # The configured batch is the global batch: under DDP each of the N ranks takes batch/N of it, so a step
     # sees the same images as the single-process step (the shards interleave) and the optimiser settings carry over.
     batch_size = -(-cfg.batch_size // world)
-    steps = max(1, math.ceil(math.ceil(len(sampler) / world) / batch_size))  # = Trainer.batches_per_epoch()
+    steps = batches_per_epoch(len(sampler), batch_size, world)
     scheduler, interval = build_scheduler(cfg, optimizer, steps)
     trainer = Trainer(module, inputs["train"], inputs["val"], classes=data.classes, loss_fn=loss_fn,
                       optimizer=optimizer, scheduler=scheduler, scheduler_interval=interval, sampler=sampler,

@@ -13,7 +13,7 @@ from torch import nn
 
 from medcls.callbacks import ConsoleProgress, EarlyStopping, ProgressMeter
 from medcls.data import to_float
-from medcls.engine import Callback, EpochRecord, FitCancelled, NonFiniteLossError, TensorData, Trainer
+from medcls.engine import Callback, EpochRecord, batches_per_epoch, FitCancelled, NonFiniteLossError, TensorData, Trainer
 from medcls.imbalance import EpochSampler
 from medcls.models import create_model
 from medcls.training import train_in_memory
@@ -130,6 +130,22 @@ def test_a_last_batch_of_one_image_is_skipped():
     result = trainer.fit()
     assert rec.events.count("train_batch") == 2
     assert result.history[0].train_loss > 0
+
+
+@pytest.mark.parametrize("n,batch,world,expected", [
+    (546, 32, 1, 17),   # 17 full batches and 2 left over: the 2 wait for another epoch
+    (560, 32, 1, 18),   # 16 left over is half a batch: kept
+    (20, 32, 1, 1),     # fewer images than a batch: one small batch
+    (546, 16, 2, 17),   # per rank: 273 images -> 17 batches of 16 and 1 left over
+])
+def test_batches_per_epoch_leaves_out_a_small_last_batch(n, batch, world, expected):
+    assert batches_per_epoch(n, batch, world) == expected
+
+
+def test_a_small_last_batch_is_not_trained():
+    rec = Recorder()
+    make_trainer(epochs=1, n_train=19, batch_size=8, callbacks=[rec]).fit()  # 8 + 8 + 3
+    assert rec.events.count("train_batch") == 2
 
 
 def test_evaluate_returns_probabilities_in_eval_mode():

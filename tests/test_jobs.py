@@ -13,16 +13,7 @@ import pytest
 
 from medcls.jobs import JobManager, LocalBackend
 from medcls.runs import RunStore
-
-
-def wait_for(condition, timeout=60.0, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from polling import wait_for
 
 
 @pytest.fixture

@@ -52,3 +52,14 @@ def test_sgd_gets_momentum_and_frozen_parameters_are_left_out():
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.param_groups[0]["momentum"] == 0.8
     assert sum(len(g["params"]) for g in optimizer.param_groups) == 2
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_cpu_optimizers_use_the_fused_kernels(name):
+    model = torch.nn.Linear(4, 2)
+    optimizer = build_optimizer(TrainConfig().with_options(optimizer=name), model.parameters())
+    assert optimizer.defaults["fused"] is True
+    before = model.weight.detach().clone()
+    model(torch.ones(3, 4)).sum().backward()
+    optimizer.step()
+    assert not torch.equal(model.weight, before)

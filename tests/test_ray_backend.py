@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import os
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from medcls.config import DataConfig, TrainConfig  # noqa: E402
 from medcls.jobs import JobManager  # noqa: E402
 from medcls.ray_backend import RayBackend, RayBackendError  # noqa: E402
 from medcls.runs import RunStore  # noqa: E402
+from polling import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,16 +44,6 @@ def write_two_classes(root: Path, per_class: int = 12, size: int = 24) -> Path:
             pixels = rng.normal(level, 20, (size, size)).clip(0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / label / f"{label} ({i}).png")
     return root
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_settings_come_from_the_environment():
@@ -103,25 +93,14 @@ def test_only_the_ray_backend_imports_ray():
     assert offenders == []
 
 
-def _nav_fix(monkeypatch) -> None:
-    """As tests/app/conftest.py: keep st.navigation in charge of AppTest reruns (see the note there)."""
-    import streamlit.testing.v1.app_test as app_test_module
-    from streamlit.runtime.pages_manager import PagesManager
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test_module, "PagesManager", NavigationPagesManager)
-
-
 def test_three_runs_queue_on_the_cluster_one_stops_and_the_pages_show_every_history(ray_cluster, tmp_path,
                                                                                    monkeypatch):
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    _nav_fix(monkeypatch)
+    from app_isolation import use_navigation_in_apptest
+
+    use_navigation_in_apptest(monkeypatch)
     for name, value in {"MEDCLS_RUNS_DIR": tmp_path / "runs", "MEDCLS_DATA_DIR": tmp_path / "data",
                         "MEDCLS_CACHE_DIR": tmp_path / "cache", "MEDCLS_WORKER_THREADS": 1,
                         "MEDCLS_BACKEND": "ray", "MEDCLS_RAY_CPUS_PER_RUN": 1, "MEDCLS_RAY_NICE": 0}.items():
@@ -155,7 +134,7 @@ def test_three_runs_queue_on_the_cluster_one_stops_and_the_pages_show_every_hist
             return new
 
         long_run = start(300)
-        wait_for(lambda: state(long_run) == "running", 90, "the first run to start on the cluster")
+        wait_for(lambda: state(long_run) == "running", 90, what="the first run to start on the cluster")
         assert store.raw_status(long_run)["backend"] == "ray"
         first, second = start(3), start(3)
 
@@ -168,17 +147,17 @@ def test_three_runs_queue_on_the_cluster_one_stops_and_the_pages_show_every_hist
             most_running = max(most_running, states.count("running"))
             return states == ["running", "running", "queued"]
 
-        wait_for(two_running_one_waiting, 90, "two runs training while the third waits")
+        wait_for(two_running_one_waiting, 90, what="two runs training while the third waits")
         assert manager().queue_position(second) == 1
         assert store.raw_status(second).get("backend") == "ray"  # handed to the cluster, which queues it
 
         # Stop the long run from its page, once it has a finished epoch.
-        wait_for(lambda: store.history(long_run), 90, "the long run's first epoch")
+        wait_for(lambda: store.history(long_run), 90, what="the long run's first epoch")
         at.selectbox(key="train_run_picker").set_value(long_run).run()
         at.button(key=f"stop_{long_run}").click().run()
-        wait_for(lambda: state(long_run) == "cancelled", 60, "the stopped run to end")
+        wait_for(lambda: state(long_run) == "cancelled", 60, what="the stopped run to end")
         wait_for(lambda: state(first) == "finished" and state(second) == "finished", 120,
-                 "the two short runs to finish")
+                 what="the two short runs to finish")
         assert most_running <= 2, "the cluster never runs more runs than it has CPUs for"
 
         # Every run's history, read through the normal pages.
@@ -209,11 +188,11 @@ def test_a_run_whose_ray_worker_dies_ends_interrupted_with_the_reason(ray_cluste
     manager = JobManager(store, backend=RayBackend(nice=0), poll_s=0.2)
     try:
         run_id = manager.submit(cfg)
-        wait_for(lambda: store.raw_status(run_id)["state"] == "running", 90, "the run to start")
+        wait_for(lambda: store.raw_status(run_id)["state"] == "running", 90, what="the run to start")
         status = store.raw_status(run_id)
         assert status["pid"] != os.getpid() and status["backend"] == "ray"
         os.kill(int(status["pid"]), signal.SIGKILL)  # the node loses the worker
-        wait_for(lambda: store.raw_status(run_id)["state"] != "running", 30, "the manager to notice")
+        wait_for(lambda: store.raw_status(run_id)["state"] != "running", 30, what="the manager to notice")
         status = store.raw_status(run_id)
         assert status["state"] == "interrupted"
         assert "Ray worker" in status["error"] and "died" in status["error"]

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..config import TrainConfig
 from ..data import DatasetSpec, decode_dataset
 from ..data.cache import clear_memory_cache
+from ..hardware import time_train_steps
 from ..metrics import classification_metrics
+from ..optim import build_optimizer
 from ..predict import Predictor
 from ..training import PreparedData, build_model, prepare_data, train_in_memory
 
@@ -41,25 +42,10 @@ def compute_bound(cfg: TrainConfig, channels: int, num_classes: int, precision: 
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.arange(cfg.batch_size) % num_classes
-    seconds = _time_adamw_steps(model, x, y, bf16=precision == "bf16", steps=steps)
+    # The same optimizer as training, unlike the quick SGD probe used for picking bf16.
+    seconds = time_train_steps(model, x, y, bf16=precision == "bf16", steps=steps, warmup=1,
+                               optimizer=build_optimizer(cfg, model.parameters()))
     return {"images_per_s": cfg.batch_size / seconds, "step_s": seconds, "precision": precision}
-
-
-def _time_adamw_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, steps: int) -> float:
-    # The same optimizer as training (AdamW), unlike the quick SGD probe used for picking bf16.
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    model.train()
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def head_only_cached(cfg: TrainConfig, data: PreparedData) -> dict:

@@ -129,19 +129,28 @@ def _decode_all(spec: DatasetSpec, size: int, color: str, progress: Progress | N
     arrays = [r for r in results if isinstance(r, np.ndarray)]
     kept = [p for p, r in zip(paths, results) if isinstance(r, np.ndarray)]
     failures = [(p, r) for p, r in zip(paths, results) if isinstance(r, str)]
+    del results  # `arrays` now holds the only references, released one by one below
     channels = 3 if decode_as == "rgb" else 1
-    stack = np.stack(arrays) if arrays else np.zeros((0, channels, size, size), np.uint8)
     resolved = decode_as
     if color == "auto":
         gray = [is_grayscale(a.transpose(1, 2, 0)) for a in arrays]
         if not arrays or sum(gray) >= GRAY_SHARE_FOR_AUTO * len(arrays):
-            resolved = "gray"
-            # ITU-R 601 luma, as Pillow's convert('L') computes it.
-            stack = np.round(stack[:, 0] * 0.299 + stack[:, 1] * 0.587 + stack[:, 2] * 0.114)
-            stack = stack.astype(np.uint8)[:, None]
+            resolved, channels = "gray", 1
             if len(gray) - sum(gray):
                 log.info("%d colour image(s) converted to grayscale", len(gray) - sum(gray))
-    return np.ascontiguousarray(stack), kept, failures, resolved
+    # Filled one image at a time: converting the whole RGB stack at once needs several float copies of it
+    # (about 1 GB for BUSI at 256 px); this way the peak is the decoded images plus the result.
+    stack = np.empty((len(arrays), channels, size, size), np.uint8)
+    for i in range(len(arrays)):
+        stack[i] = _luma(arrays[i]) if channels < arrays[i].shape[0] else arrays[i]
+        arrays[i] = None  # type: ignore[call-overload]  # free as we go
+    return stack, kept, failures, resolved
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """(3, H, W) uint8 -> (1, H, W) uint8: ITU-R 601 luma, as Pillow's convert('L') computes it."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    return np.round(np.tensordot(weights, rgb.astype(np.float32), axes=1))[None].astype(np.uint8)
 
 
 # --- cache keys and storage ------------------------------------------------

@@ -21,7 +21,6 @@ so a dataset is hashed once; renaming or copying a file costs nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading

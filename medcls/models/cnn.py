@@ -72,14 +72,27 @@ class ConfigurableCNN(ClassifierModel):
         act = ACTIVATIONS[spec.activation]
         layers: list[nn.Module] = []
         c_in = in_channels
-        for c_out in spec.channels():
-            layers.append(nn.Conv2d(c_in, c_out, spec.kernel_size, padding=spec.kernel_size // 2))
+        run_order: list[int] = []  # the order forward() applies the feature layers in (see below)
+        channels = spec.channels()
+        for i, c_out in enumerate(channels):
+            block = [nn.Conv2d(c_in, c_out, spec.kernel_size, padding=spec.kernel_size // 2)]
             if spec.batch_norm:
-                layers.append(nn.BatchNorm2d(c_out))
+                block.append(nn.BatchNorm2d(c_out))
             # ceil_mode: a map that is already 1 px stays 1 px, so any block count fits any image size.
-            layers += [act(), POOLS[spec.pooling](2, 2, ceil_mode=True)]
+            block += [act(), POOLS[spec.pooling](2, 2, ceil_mode=True)]
+            start, order = len(layers), list(range(len(layers), len(layers) + len(block)))
+            if spec.activation == "relu" and spec.pooling == "max" and i < len(channels) - 1:
+                # max(relu(x)) == relu(max(x)): pooling first is the same function with the ReLU (and its
+                # backward) on a quarter of the values: 1.3x faster training for seed_cnn_bn at 256 px on CPU.
+                # The layers stay in the seed's order; the last block keeps it in forward() too, so Grad-CAM
+                # sees its activation before pooling.
+                block[-2] = nn.ReLU(inplace=True)
+                order[-2:] = [start + len(block) - 1, start + len(block) - 2]
+            layers += block
+            run_order += order
             c_in = c_out
         self.features = nn.Sequential(*layers)
+        self.run_order = tuple(run_order)
 
         if spec.head == "gap":
             self.pool: nn.Module = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -102,7 +115,9 @@ class ConfigurableCNN(ClassifierModel):
         self.classifier = nn.Sequential(*head)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x))
+        for i in self.run_order:
+            x = self.features[i](x)
+        return self.pool(x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)

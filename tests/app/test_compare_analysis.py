@@ -19,7 +19,10 @@ from medcls.training import execute_run
 
 from apphelpers import new_app
 
-LEVELS = {"normal": 110, "benign": 130, "malignant": 150}  # overlapping: the model is unsure, scores spread out
+# Mean brightness per class, and a per-image jitter that makes neighbouring classes overlap: a trained model
+# separates them only partly, so its scores spread out and a threshold matters.
+LEVELS = {"normal": 110, "benign": 130, "malignant": 150}
+IMAGE_JITTER = 12.0
 
 
 def _write_dataset(root: Path, per_class: int = 30, size: int = 32) -> Path:
@@ -28,7 +31,7 @@ def _write_dataset(root: Path, per_class: int = 30, size: int = 32) -> Path:
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            arr = rng.normal(level, 35, (size, size)).clip(0, 255).astype(np.uint8)
+            arr = rng.normal(level + rng.normal(0, IMAGE_JITTER), 35, (size, size)).clip(0, 255).astype(np.uint8)
             Image.fromarray(arr).save(folder / f"{label} ({i}).png")
     return root
 
@@ -43,7 +46,8 @@ def _trained(tmp_path_factory) -> Path:
         data = _write_dataset(base / "data")
         store = RunStore(base / "runs")
         cfg = TrainConfig(data=DataConfig(source=str(data))).with_options(
-            image_size=32, epochs=2, batch_size=16, precision="fp32", seed=0, augment=False)
+            image_size=32, epochs=8, batch_size=16, lr=1e-2, ema_decay=0.0, precision="fp32", seed=0,
+            augment=False)
         run_id = store.create(cfg, run_id="analysis-run")
         assert execute_run(store, run_id).state == "finished"
         clear_memory_cache()

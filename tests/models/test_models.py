@@ -169,3 +169,21 @@ def test_gray_models_normalise_with_one_channel():
     rgb = create_model("small_cnn", num_classes=2, image_size=64, in_channels=3)
     assert rgb.input_mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
     assert "input_mean" not in rgb.state_dict()  # not saved: rebuilt from the model itself
+
+
+def test_pooling_before_relu_computes_the_seeds_block_order_exactly():
+    # max(relu(x)) == relu(max(x)): the faster run order must give the seed's outputs, layer list unchanged.
+    torch.manual_seed(0)
+    model = create_model("seed_cnn_bn", num_classes=3, image_size=32, in_channels=1).eval()
+    kinds = [type(m) for m in model.features]
+    assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 3  # the seed's order, as printed
+    assert model.run_order[:4] == (0, 1, 3, 2) and model.run_order[-4:] == (8, 9, 10, 11)
+    x = torch.randn(4, 1, 32, 32)
+    assert torch.equal(model.forward_features(x), model.pool(model.features(x)))
+    # Grad-CAM's layer is still the last block's activation, before its pooling.
+    assert model.gradcam_layer() is model.features[10]
+
+
+def test_non_monotone_activations_keep_the_seeds_order():
+    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1, activation="gelu")
+    assert list(model.run_order) == list(range(len(model.features)))

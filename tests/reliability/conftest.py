@@ -1,8 +1,4 @@
-"""Fixtures of the reliability and security suite: an isolated app environment for AppTest, a live server.
-
-The AppTest pieces repeat tests/app/conftest.py on purpose (a conftest cannot be imported from another
-folder): an isolated run store and data folder, a fresh cached job manager, and the st.navigation fix.
-"""
+"""Fixtures of the reliability and security suite: an isolated app environment for AppTest, a live server."""
 
 from __future__ import annotations
 
@@ -10,19 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import streamlit as st
-import streamlit.testing.v1.app_test as app_test_module
-from streamlit.runtime.pages_manager import PagesManager
 
-from reliability_helpers import ROOT
-
-
-class _NavigationPagesManager(PagesManager):
-    """Keep AppTest reruns going through streamlit_app.py's st.navigation (see tests/app/conftest.py)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        PagesManager.uses_pages_directory = False
+from app_isolation import isolated_app, use_navigation_in_apptest
 
 
 @pytest.fixture
@@ -31,22 +16,8 @@ def app_env(tmp_path, monkeypatch, _phantom_cache_dir):
 
     The cache folder is the session's shared one, so the built-in phantoms (the default page's data)
     are generated once per test session, not once per test."""
-    monkeypatch.setattr(app_test_module, "PagesManager", _NavigationPagesManager)
-    monkeypatch.setenv("MEDCLS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("MEDCLS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MEDCLS_CACHE_DIR", str(_phantom_cache_dir))
-    monkeypatch.setenv("MEDCLS_WORKER_THREADS", "1")
-    monkeypatch.chdir(ROOT)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield tmp_path
-    from app.manager import manager
-
-    try:
-        manager().shutdown(kill=True)
-    finally:
-        st.cache_resource.clear()
-        st.cache_data.clear()
+    use_navigation_in_apptest(monkeypatch)
+    yield from isolated_app(tmp_path, monkeypatch, _phantom_cache_dir)
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ from medcls.runs import RunStore, _is_zombie
 from medcls.training import execute_run
 
 from reliability_corpus import good_classes
-from reliability_helpers import ROOT, new_app, texts, wait_for
+from polling import wait_for
+from reliability_helpers import ROOT, new_app, texts
 
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_macro_f1", "score", "best"}
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from live_server import Session
-from reliability_helpers import wait_for
+from polling import wait_for
 
 SESSIONS = 5
 CYCLES = 5             # per session: a full page render, then two live-panel refreshes

@@ -1,0 +1,96 @@
+"""The benchmark command: skips without BUSI, measures on any data, and writes a report that explains misses."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from medcls.bench import run_benchmark, seed
+from medcls.bench import measure
+from medcls.bench.report import TARGETS, render_markdown
+from medcls.config import DataConfig
+from medcls.data import load_dataset
+from medcls.models import create_model
+from medcls.predict import Predictor
+
+RESULTS = {
+    "machine": {"cpu": "Test CPU 9000", "cores": 2, "threads": 2, "torch": "2.x", "python": "3.11"},
+    "batch_size": 32, "quick": False, "date": "2026-11-26 00:00",
+    "seed_reported": {"recipe": "seed_cnn_bn, 256 px, 10 epochs, oversample", "test_accuracy": 0.848,
+                      "test_macro_f1": 0.813, "malignant_recall": 0.844, "wall_min": 14.5},
+    "seed_cnn_bn_256_seed": {"images_per_s": 10.0},
+    "seed_cnn_bn_256_medcls": {"images_per_s": 16.0, "precision": "fp32"},
+    "seed_cnn_bn_256_bound": {"images_per_s": 17.0},
+    "small_cnn_128_medcls": {"images_per_s": 180.0},
+    "small_cnn_128_bound": {"images_per_s": 190.0},
+    "resnet18_head_medcls": {"median_epoch_s": 0.05, "extract_s": 30.0,
+                             "test": {"accuracy": 0.70, "macro_f1": 0.65}},
+    "resnet18_head_seed": {"epoch_s": [14.0, 13.5], "test": {"accuracy": 0.71, "macro_f1": 0.66}},
+    "resnet18_weights": "imagenet",
+    "latency_small_cnn_128": {"median_ms": 5.0, "calls": 25},
+    "latency_resnet18_224": {"median_ms": 30.0, "calls": 25},
+    "cache_memory": [{"size": 128, "images": 780, "channels": 1, "cache_mb": 12.2, "peak_mb": 49.0}],
+    "time_to_quality": {"macro_f1": 0.80, "focus_class": "malignant", "focus_recall": 0.9, "wall_s": 130.0},
+    "default_recipe": {"name": "small_cnn", "image_size": 128},
+}
+
+
+def test_without_busi_the_benchmark_skips_with_a_message(tmp_path):
+    said: list[str] = []
+    assert run_benchmark(tmp_path / "nowhere", tmp_path / "out", echo=said.append) is None
+    assert "benchmark skipped" in said[0] and "split.csv" in said[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_report_puts_the_seed_beside_medcls_with_ratios_and_verdicts():
+    text = render_markdown(RESULTS)
+    assert "Test CPU 9000, 2 cores" in text and "2 threads" in text
+    row = next(line for line in text.splitlines() if "seed_cnn_bn 256 px (img/s" in line)
+    assert "| 10.0 | 16.0 (fp32) | 1.60× |" in row and "✅ met" in row
+    assert "| 13.5 | 0.050" in text and "270×" in text  # head-only: fastest seed epoch / cached epoch
+    assert "0.813 / 0.844 / 14.5 min" in text and "0.800 / 0.900 / 2.2 min" in text
+    assert "missed" not in text.split("## Notes")[1]
+
+
+def test_a_missed_target_is_reported_with_by_how_much_and_why():
+    slow = copy.deepcopy(RESULTS)
+    slow["seed_cnn_bn_256_medcls"]["images_per_s"] = 13.0
+    slow["small_cnn_128_medcls"]["images_per_s"] = 150.0
+    text = render_markdown(slow)
+    notes = text.split("## Notes")[1]
+    assert f"(1) missed by {TARGETS['seed_speedup'] - 1.3:.2f}×" in notes
+    assert "compute bound is only 1.70×" in notes
+    assert "(2) missed by 0.11" in notes
+    assert text.count("❌ missed") == 2
+
+
+def test_the_seed_script_is_found_next_to_the_shared_data(tmp_path):
+    data = tmp_path / "shared" / "datasets" / "busi"
+    data.mkdir(parents=True)
+    script = tmp_path / "shared" / "bench" / "seed_baseline.py"
+    script.parent.mkdir()
+    script.write_text("CLASSES = ['normal', 'benign', 'malignant']\n")
+    assert seed.find_seed_script(data) == script
+    assert seed.load_seed_module(script).CLASSES == ["normal", "benign", "malignant"]
+
+
+def test_cache_memory_counts_uint8_bytes_per_image(class_dataset):
+    spec = load_dataset(DataConfig(source=str(class_dataset)))
+    row = measure.cache_memory(spec, 16)
+    assert row["images"] == 36 and row["channels"] == 1
+    assert row["cache_mb"] == pytest.approx(36 * 16 * 16 / 2**20)
+    assert row["peak_mb"] >= row["cache_mb"]
+
+
+def test_latency_is_a_median_over_the_requested_calls(class_dataset):
+    files = sorted(class_dataset.rglob("*.png"))[:3]
+    model = create_model("small_cnn", num_classes=3, image_size=32, in_channels=1)
+    result = measure.prediction_latency(Predictor(model, ["a", "b", "c"], 32, "gray"), files, calls=21)
+    assert result["calls"] == 21 and 0 < result["median_ms"] <= result["p90_ms"]
+
+
+def test_the_compute_bound_trains_the_configured_model_on_in_memory_tensors(synth):
+    cfg = synth.config(batch_size=4)
+    bound = measure.compute_bound(cfg, channels=1, num_classes=3, precision="fp32", steps=2)
+    assert bound["images_per_s"] == pytest.approx(4 / bound["step_s"]) and bound["step_s"] > 0
