@@ -67,14 +67,15 @@ def render_markdown(r: dict) -> str:
         lines.append(f"| 5 | Decoded-image cache, {row['size']} px ({row['images']} images, {row['channels']} "
                      f"channel(s)) | decodes every epoch | {row['cache_mb']:.1f} MB (peak {row['peak_mb']:.1f} MB "
                      f"while decoding) | | | |")
-    q = r["time_to_quality"]
+    runs = r["time_to_quality"]
     seed_rep = r["seed_reported"]
-    ok = q["macro_f1"] >= TARGETS["quality_f1"] and q["wall_s"] / 60 <= TARGETS["quality_minutes"]
-    lines.append(f"| 6 | Time to quality: test macro-F1 / {q['focus_class']} recall / wall time | "
-                 f"{seed_rep['test_macro_f1']:.3f} / {seed_rep['malignant_recall']:.3f} / {seed_rep['wall_min']} min "
-                 f"(reported, {seed_rep['recipe']}) | {q['macro_f1']:.3f} / {q['focus_recall']:.3f} / "
-                 f"{q['wall_s'] / 60:.1f} min | | F1 ≥ {TARGETS['quality_f1']} in ≤ {TARGETS['quality_minutes']:.0f} min | "
-                 f"{_verdict(ok)} |")
+    f1s, recalls, walls = ([q[k] for q in runs] for k in ("macro_f1", "focus_recall", "wall_s"))
+    ok = min(f1s) >= TARGETS["quality_f1"] and max(walls) / 60 <= TARGETS["quality_minutes"]
+    lines.append(f"| 6 | Time to quality: test macro-F1 / {runs[0]['focus_class']} recall / wall time"
+                 f"{_seeds(runs)} | {seed_rep['test_macro_f1']:.3f} / {seed_rep['malignant_recall']:.3f} / "
+                 f"{seed_rep['wall_min']} min (reported, one run of {seed_rep['recipe']}) | {_spread(f1s)} / "
+                 f"{_spread(recalls)} / {_spread([w / 60 for w in walls], 1)} min | | F1 ≥ {TARGETS['quality_f1']} "
+                 f"in ≤ {TARGETS['quality_minutes']:.0f} min | {_verdict(ok)} |")
     lines += ["", "## Default recipe", "", "```", ", ".join(f"{k}={v}" for k, v in r["default_recipe"].items()
                                                         if v not in (None, "", ())), "```", ""]
     lines += _notes(r, ratio, share, head_ratio)
@@ -95,6 +96,14 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                      f"which no data pipeline avoids: even the compute bound is only {bound_ratio:.2f}× the "
                      "seed's throughput. bf16 autocast is slower than fp32 on this CPU (no AMX), so the probe "
                      "keeps fp32.")
+    runs, seed_f1 = r["time_to_quality"], r["seed_reported"]["test_macro_f1"]
+    mean_f1 = sum(q["macro_f1"] for q in runs) / len(runs)
+    if mean_f1 < seed_f1:
+        minutes = sum(q["wall_s"] for q in runs) / len(runs) / 60
+        notes.append(f"- (6) the default recipe's macro-F1 ({mean_f1:.3f}) is {seed_f1 - mean_f1:.3f} below the seed "
+                     f"notebook's best reported run ({seed_f1:.3f}), in {r['seed_reported']['wall_min'] / minutes:.0f}× "
+                     "less time. BUSI's test split has 118 images, so one image moves macro-F1 by about 0.01 and "
+                     "malignant recall by 0.03: the spread over seeds is the honest error bar.")
     notes.append("- (1) both sides train with the seed's recipe (Adam 1e-3, StepLR, no oversampling, no weight "
                  "averaging); medcls also augments every batch. Its gains on this model: no PNG decoding per "
                  "epoch, fused Adam (one pass over the 134M weights instead of several), max-pooling before "
@@ -109,6 +118,17 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                  "script's own definition); medcls includes batching and augmentation from its uint8 cache, the "
                  "seed includes its per-epoch PNG decoding.")
     return notes
+
+
+def _seeds(runs: list[dict]) -> str:
+    return "" if len(runs) == 1 else f" (mean and range over seeds {', '.join(str(q['seed']) for q in runs)})"
+
+
+def _spread(values: list[float], digits: int = 3) -> str:
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
 def _f(value) -> str:

@@ -31,7 +31,8 @@ RESULTS = {
     "latency_small_cnn_128": {"median_ms": 5.0, "calls": 25},
     "latency_resnet18_224": {"median_ms": 30.0, "calls": 25},
     "cache_memory": [{"size": 128, "images": 780, "channels": 1, "cache_mb": 12.2, "peak_mb": 49.0}],
-    "time_to_quality": {"macro_f1": 0.80, "focus_class": "malignant", "focus_recall": 0.9, "wall_s": 130.0},
+    "time_to_quality": [{"seed": 0, "macro_f1": 0.82, "focus_class": "malignant", "focus_recall": 0.9,
+                         "wall_s": 130.0}],
     "default_recipe": {"name": "small_cnn", "image_size": 128},
 }
 
@@ -49,7 +50,7 @@ def test_the_report_puts_the_seed_beside_medcls_with_ratios_and_verdicts():
     row = next(line for line in text.splitlines() if "seed_cnn_bn 256 px (img/s" in line)
     assert "| 10.0 | 16.0 (fp32) | 1.60× |" in row and "✅ met" in row
     assert "| 13.5 | 0.050" in text and "270×" in text  # head-only: fastest seed epoch / cached epoch
-    assert "0.813 / 0.844 / 14.5 min" in text and "0.800 / 0.900 / 2.2 min" in text
+    assert "0.813 / 0.844 / 14.5 min" in text and "0.820 / 0.900 / 2.2 min" in text
     assert "missed" not in text.split("## Notes")[1]
 
 
@@ -94,3 +95,15 @@ def test_the_compute_bound_trains_the_configured_model_on_in_memory_tensors(synt
     cfg = synth.config(batch_size=4)
     bound = measure.compute_bound(cfg, channels=1, num_classes=3, precision="fp32", steps=2)
     assert bound["images_per_s"] == pytest.approx(4 / bound["step_s"]) and bound["step_s"] > 0
+
+
+def test_time_to_quality_over_seeds_shows_mean_and_range_and_judges_the_worst_seed():
+    r = copy.deepcopy(RESULTS)
+    r["time_to_quality"] = [{"seed": s, "macro_f1": f1, "focus_class": "malignant", "focus_recall": rec,
+                             "wall_s": wall} for s, f1, rec, wall in ((0, 0.78, 0.75, 120.0), (1, 0.76, 0.91, 125.0),
+                                                                     (2, 0.74, 0.66, 118.0))]
+    text = render_markdown(r)
+    row = next(line for line in text.splitlines() if line.startswith("| 6 |"))
+    assert "seeds 0, 1, 2" in row and "0.760 (0.740–0.780)" in row and "2.0 (2.0–2.1) min" in row
+    assert "❌ missed" in row  # seed 2 is under F1 0.75
+    assert "(6) the default recipe's macro-F1 (0.760) is 0.053 below" in text
