@@ -61,10 +61,12 @@ def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
     data256 = prepare_data(cnn_cfg)
     if seed_script:
         echo("(1) seed pipeline, seed_cnn_bn 256 px ...")
-        run = seed.seed_cnn_throughput(seed_script, data_root, size=256, epochs=1, batch_size=batch,
+        run = seed.seed_cnn_throughput(seed_script, data_root, size=256, epochs=epochs, batch_size=batch,
                                        threads=threads, max_batches=0 if not quick else 6)
-        results["seed_cnn_bn_256_seed"] = {"images_per_s": run["median_train_img_per_s"], "epochs": run["epochs"]}
-        echo(f"    seed: {run['median_train_img_per_s']:.1f} img/s")
+        # The best epoch on both sides: a shared CPU's noise only ever slows an epoch down.
+        best = max(e["train_img_per_s"] for e in run["epochs"])
+        results["seed_cnn_bn_256_seed"] = {"images_per_s": best, "epochs": run["epochs"]}
+        echo(f"    seed: {best:.1f} img/s")
     else:
         echo("    seed_baseline.py not found next to the data: the seed side is skipped.")
     echo("(1) medcls, seed_cnn_bn 256 px ...")
