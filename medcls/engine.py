@@ -27,8 +27,8 @@ from torch.optim.swa_utils import AveragedModel
 from .imbalance import EpochSampler
 from .metrics import epoch_metrics, select_score
 
-__all__ = ["batches_per_epoch", "TensorData", "BatchEvent", "EpochRecord", "Callback", "Trainer", "FitCancelled", "NonFiniteLossError",
-           "FitResult", "shard_indices", "unwrap"]
+__all__ = ["batches_per_epoch", "TensorData", "BatchEvent", "EpochRecord", "Callback", "Trainer", "FitCancelled",
+           "NonFiniteLossError", "FitResult", "shard_indices", "unwrap"]
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,12 @@ steps both ways on the actual model and batch, and remembers the answer per
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
 import platform
+import sys
 import time
 from typing import Callable
 
@@ -21,8 +23,8 @@ from torch import nn
 from .atomic import atomic_write_json, read_json
 from .settings import cache_dir
 
-__all__ = ["cpu_name", "configure_threads", "bf16_supported", "resolve_precision", "time_train_steps",
-           "describe_machine"]
+__all__ = ["cpu_name", "configure_threads", "keep_freed_memory", "bf16_supported", "resolve_precision",
+           "time_train_steps", "describe_machine"]
 
 log = logging.getLogger(__name__)
 BF16_MIN_SPEEDUP = 1.15  # only switch to bf16 when it is clearly faster
@@ -45,6 +47,30 @@ def configure_threads(threads: int = 0) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_allocator_tuned = False
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed memory instead of handing it back to the kernel (Linux only).
+
+    Every training step frees and re-allocates the same large activation buffers (268 MB for seed_cnn_bn's
+    first block at 256 px). By default glibc maps such blocks fresh from the kernel each time, which
+    zero-fills every page again: a third of seed_cnn_bn's CPU time was spent in the kernel. Reusing them
+    trained it 1.1-1.5x faster here; the price is that the process keeps its peak memory until it exits, so
+    only training processes call this. Returns whether the setting took effect.
+    """
+    global _allocator_tuned
+    if _allocator_tuned or not sys.platform.startswith("linux"):
+        return _allocator_tuned
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # not glibc (musl, another libc): leave the allocator alone
+        return False
+    return _allocator_tuned
 
 
 def bf16_supported() -> bool:

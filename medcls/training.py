@@ -26,7 +26,7 @@ from .config import ConfigError, TrainConfig
 from .data import BatchAugment, DecodedDataset, DecodedSplit, decode_dataset, default_focus_class, load_dataset, to_float
 from .data.spec import DataError
 from .engine import Callback, FitCancelled, NonFiniteLossError, TensorData, Trainer, batches_per_epoch
-from .hardware import configure_threads, describe_machine, resolve_precision
+from .hardware import configure_threads, describe_machine, keep_freed_memory, resolve_precision
 from .imbalance import balanced_class_weights, make_sampler
 from .metrics import classification_metrics
 from .models import ClassifierModel, create_model
@@ -165,6 +165,7 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
                     shard: tuple[int, int] = (0, 1), wrap: Callable[[nn.Module], nn.Module] | None = None,
                     ) -> TrainResult:
     """Train, then evaluate the best weights on val and test; no run store involved."""
+    keep_freed_memory()  # this process trains: reuse big activation buffers instead of re-faulting them
     seed_everything(cfg.seed)
     data = data or prepare_data(cfg, stage)
     model = build_model(cfg, len(data.classes), data.decoded.channels)

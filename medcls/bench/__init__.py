@@ -17,7 +17,7 @@ import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..config import DataConfig, TrainConfig
-from ..hardware import configure_threads, cpu_name
+from ..hardware import configure_threads, cpu_name, keep_freed_memory
 from ..predict import Predictor
 from ..training import build_model, prepare_data
 from . import measure, seed
@@ -43,6 +43,7 @@ def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
         echo(f"BUSI not found at {data_root} (expected split.csv there): benchmark skipped.")
         return None
     threads = configure_threads(0)
+    keep_freed_memory()  # as every training process does (the seed's subprocess keeps glibc's default)
     batch = 32
     busi = DataConfig(source=str(data_root))
     results: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
