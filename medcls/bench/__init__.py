@@ -49,7 +49,7 @@ def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
     results: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                                  "threads": threads, "torch": torch.__version__, "python": platform.python_version()},
                      "batch_size": batch, "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M"),
-                     "seed_reported": SEED_REPORTED}
+                     "seed_reported": SEED_REPORTED, "gflops_start": measure.machine_gflops()}
     seed_script = seed.find_seed_script(data_root)
     epochs = 1 if quick else 2
 
@@ -138,6 +138,7 @@ def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
     results["time_to_quality"] = runs
     results["default_recipe"] = {k: v for k, v in default_cfg.flat().items() if k != "source"}
 
+    results["gflops_end"] = measure.machine_gflops()
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "benchmarks.json", results)
     atomic_write_text(out_dir / "benchmarks.md", render_markdown(results))

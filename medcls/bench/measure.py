@@ -20,7 +20,7 @@ from ..optim import build_optimizer
 from ..predict import Predictor
 from ..training import PreparedData, build_model, prepare_data, train_in_memory
 
-__all__ = ["training_throughput", "compute_bound", "head_only_cached", "prediction_latency", "cache_memory",
+__all__ = ["machine_gflops", "training_throughput", "compute_bound", "head_only_cached", "prediction_latency", "cache_memory",
            "time_to_quality"]
 
 
@@ -100,6 +100,19 @@ def time_to_quality(cfg: TrainConfig) -> dict:
             "focus_class": focus, "focus_recall": test["per_class"][focus]["recall"],
             "best_epoch": result.trainer.result.best_epoch, "epochs": len(result.trainer.result.history),
             "precision": result.precision}
+
+
+def machine_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 matrix-multiply speed of this machine right now: a yardstick for drift between and within runs
+    (a shared virtual CPU can change speed by a third within an hour)."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def seed_way_metrics(run: dict) -> dict:

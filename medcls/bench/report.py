@@ -27,7 +27,7 @@ def render_markdown(r: dict) -> str:
         f"Written by `python -m medcls bench` on {r['date']}. Machine: {m['cpu']}, {m['cores']} cores, "
         f"torch {m['torch']}, {m['threads']} threads for both sides, batch size {r['batch_size']}. Data: BUSI "
         "(`split.csv`: 546 train / 116 val / 118 test). Both sides ran in the same process run, one after the "
-        "other." + (" **Quick mode** (fewer batches and epochs)." if r.get("quick") else ""),
+        "other." + (" **Quick mode** (fewer batches and epochs)." if r.get("quick") else "") + _yardstick(r),
         "",
         "| # | Measure | Seed pipeline | medcls | Ratio | Target | |",
         "|---|---|---|---|---|---|---|",
@@ -123,6 +123,14 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                  "compute bound is the median of a few steps on in-memory tensors, so on a noisy machine a "
                  "ratio near or above 1 is possible.")
     return notes
+
+
+def _yardstick(r: dict) -> str:
+    if "gflops_start" not in r:
+        return ""
+    return (f" Machine speed (fp32 matrix multiply) {r['gflops_start']:.0f} GFLOPS at the start and "
+            f"{r['gflops_end']:.0f} at the end: compare ratios within this run, and absolute figures only "
+            "between runs at a similar speed.")
 
 
 def _seeds(runs: list[dict]) -> str:

@@ -107,3 +107,13 @@ def test_time_to_quality_over_seeds_shows_mean_and_range_and_judges_the_worst_se
     assert "seeds 0, 1, 2" in row and "0.760 (0.740–0.780)" in row and "2.0 (2.0–2.1) min" in row
     assert "❌ missed" in row  # seed 2 is under F1 0.75
     assert "(6) the default recipe's macro-F1 (0.760) is 0.053 below" in text
+
+
+def test_the_machine_yardstick_is_reported_when_measured():
+    assert "GFLOPS" not in render_markdown(RESULTS)
+    text = render_markdown(RESULTS | {"gflops_start": 250.0, "gflops_end": 180.4})
+    assert "250 GFLOPS at the start and 180 at the end" in text
+
+
+def test_machine_gflops_measures_a_positive_speed():
+    assert measure.machine_gflops(n=128, repeats=3) > 0
