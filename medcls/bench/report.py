@@ -120,8 +120,8 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                  "script's own definition), the best of the epochs run on each side (noise from a shared CPU "
                  "only slows epochs down); medcls includes batching and augmentation from its uint8 cache, the "
                  "seed includes its per-epoch PNG decoding. Every epoch's figure is in benchmarks.json. The "
-                 "compute bound is the median of a few steps on in-memory tensors, so on a noisy machine a "
-                 "ratio near or above 1 is possible.")
+                 "compute bound is the fastest of a few steps on in-memory tensors; a ratio above 1 means the "
+                 "machine's speed changed between the two measurements (see the yardstick above).")
     return notes
 
 
