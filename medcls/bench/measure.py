@@ -20,8 +20,8 @@ from ..optim import build_optimizer
 from ..predict import Predictor
 from ..training import PreparedData, build_model, prepare_data, train_in_memory
 
-__all__ = ["machine_gflops", "training_throughput", "compute_bound", "head_only_cached", "prediction_latency", "cache_memory",
-           "time_to_quality"]
+__all__ = ["machine_gflops", "training_throughput", "compute_bound", "head_only_cached", "prediction_latency",
+           "cache_memory", "time_to_quality"]
 
 
 def training_throughput(cfg: TrainConfig, data: PreparedData | None = None) -> dict:
