@@ -113,8 +113,9 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
     if mean_f1 < seed_f1:
         faster = r["seed_reported"]["wall_min"] / (sum(q["wall_s"] for q in runs) / len(runs) / 60)
         notes.append(f"- (6) the default recipe's macro-F1 ({mean_f1:.3f}) is {seed_f1 - mean_f1:.3f} below the seed "
-                     f"notebook's best reported run ({seed_f1:.3f}), in {faster:.0f}× less time. BUSI's test split has 118 images, so one image moves macro-F1 by about 0.01 and "
-                     "malignant recall by 0.03: the spread over seeds is the honest error bar.")
+                     f"notebook's best reported run ({seed_f1:.3f}), in {faster:.0f}× less time. "
+                     "BUSI's test split has 118 images, so one image moves macro-F1 by about 0.01 and malignant "
+                     "recall by 0.03: the spread over seeds is the honest error bar.")
     notes.append("- Throughput is training images per second over the training phase of an epoch (the seed "
                  "script's own definition), the best of the epochs run on each side (noise from a shared CPU "
                  "only slows epochs down); medcls includes batching and augmentation from its uint8 cache, the "
