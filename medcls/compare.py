@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .config import TrainConfig, iter_options
+from .config import TrainConfig, format_value, iter_options
 from .runs import RunStore
 
 __all__ = ["metrics_rows", "config_rows", "describe_differences", "DIFF_WORDS"]
@@ -55,27 +55,15 @@ def config_rows(configs: Mapping[str, TrainConfig], model_infos: Mapping[str, Ma
     for name in names:
         values = [flats[rid].get(name) for rid in flats]
         if len({repr(v) for v in values}) > 1:
-            rows.append({"option": name, **{rid: _show(v) for rid, v in zip(flats, values)}})
+            rows.append({"option": name, **{rid: format_value(v) for rid, v in zip(flats, values)}})
     return rows
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "preset default"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, tuple):
-        return ", ".join(map(str, value)) or "—"
-    if value == "":
-        return "—"
-    return str(value)
 
 
 def describe_differences(a: TrainConfig, b: TrainConfig, info_a: Mapping | None = None,
                          info_b: Mapping | None = None) -> str:
     """'conv blocks 4 → 3, batch norm off → on' (a → b); 'same settings' when nothing differs."""
     fa, fb = _resolved(a, info_a), _resolved(b, info_b)
-    parts = [f"{DIFF_WORDS.get(n, n.replace('_', ' '))} {_show(fa[n])} → {_show(fb[n])}"
+    parts = [f"{DIFF_WORDS.get(n, n.replace('_', ' '))} {format_value(fa[n])} → {format_value(fb[n])}"
              for n in fa if repr(fa[n]) != repr(fb[n])]
     return ", ".join(parts) if parts else "same settings"
 

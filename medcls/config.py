@@ -32,6 +32,7 @@ __all__ = [
     "option_info",
     "OptionInfo",
     "config_diff",
+    "format_value",
 ]
 
 
@@ -292,6 +293,21 @@ def _walk(cfg: TrainConfig) -> Iterator[tuple[str, Any, str]]:
                 yield sub.name, value, f.name
         else:
             yield f.name, cfg, ""
+
+
+def format_value(value: Any) -> str:
+    """A setting's value as people read it: on/off, 0.002 (not 0.0020000000000000000), '—' for empty."""
+    if value is None:
+        return "preset default"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value)) or "—"
+    if value == "":
+        return "—"
+    return str(value)
 
 
 def iter_options(cfg: TrainConfig | None = None) -> Iterator[tuple[str, dataclasses.Field, str]]:

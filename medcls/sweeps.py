@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .atomic import atomic_write_json, read_json
-from .config import ConfigError, DataConfig, TrainConfig, iter_options, option_info
+from .config import ConfigError, DataConfig, TrainConfig, format_value, iter_options, option_info
 from .models import list_models
 from .runs import RunNotFoundError, RunStore
 
@@ -97,17 +97,6 @@ def value_choices(name: str) -> list[Any] | None:
     if info.base is bool:
         return [True, False]
     return None
-
-
-def format_value(value: Any) -> str:
-    """A setting's value as people read it (0.002, not 0.0020000000000000000)."""
-    if value is None:
-        return "preset default"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def parse_values(text: str) -> list[str]:
