@@ -105,7 +105,8 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                  "gray images kept as one channel, and no step for a last batch under half the batch size.")
     if share < TARGETS["bound_share"]:
         notes.append(f"- (2) missed by {TARGETS['bound_share'] - share:.2f}: per-batch work outside the model "
-                     "(gathering the batch, augmentation, optimizer bookkeeping) is a visible share at this size.")
+                     "(gathering the batch, augmentation, optimizer bookkeeping) is a visible share at this size"
+                     + _drift_caveat(r) + ".")
     if head_ratio is not None and head_ratio < TARGETS["head_speedup"]:
         notes.append(f"- (3) missed: {head_ratio:.1f}× instead of {TARGETS['head_speedup']:.0f}×.")
     runs, seed_f1 = r["time_to_quality"], r["seed_reported"]["test_macro_f1"]
@@ -123,6 +124,17 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                  "compute bound is the fastest of a few steps on in-memory tensors; a ratio above 1 means the "
                  "machine's speed changed between the two measurements (see the yardstick above).")
     return notes
+
+
+def _drift_caveat(r: dict) -> str:
+    """A remark when the machine's speed moved by more than 10% during the run."""
+    if "gflops_start" not in r:
+        return ""
+    drift = abs(r["gflops_end"] - r["gflops_start"]) / min(r["gflops_start"], r["gflops_end"])
+    if drift <= 0.10:
+        return ""
+    return (f", and the machine's speed moved by {drift:.0%} during this run (the yardstick above), so "
+            "the two figures were measured at different speeds")
 
 
 def _yardstick(r: dict) -> str:

@@ -117,3 +117,11 @@ def test_the_machine_yardstick_is_reported_when_measured():
 
 def test_machine_gflops_measures_a_positive_speed():
     assert measure.machine_gflops(n=128, repeats=3) > 0
+
+
+def test_a_miss_measured_while_the_machine_changed_speed_says_so():
+    slow = copy.deepcopy(RESULTS) | {"gflops_start": 165.0, "gflops_end": 194.0}
+    slow["small_cnn_128_medcls"]["images_per_s"] = 150.0
+    assert "moved by 18% during this run" in render_markdown(slow)
+    steady = slow | {"gflops_end": 170.0}
+    assert "moved by" not in render_markdown(steady)
