@@ -22,13 +22,18 @@ import numpy as np
 import pytest
 
 from live_server import Session
+from medcls.bench.measure import machine_gflops
 from polling import wait_for
 
 SESSIONS = 5
 CYCLES = 5             # per session: a full page render, then two live-panel refreshes
 REFRESHES = 2
 ARRIVAL_S = 1.0        # the sessions start within this long of each other
-P95_LIMIT_S = 1.0
+P95_LIMIT_S = 1.0       # on this project's reference machine (2 cores at REFERENCE_GFLOPS)
+# fp32 matrix-multiply speed of the 2-core CI machine when its host is quiet. The machine is a shared virtual
+# CPU whose speed drifts by a third within an hour; when it measures slower, the budget grows in proportion
+# (never shrinks), so the test judges the app rather than the host.
+REFERENCE_GFLOPS = 230.0
 
 
 def in_threads(sessions: list[Session], work) -> list:
@@ -56,6 +61,8 @@ def in_threads(sessions: list[Session], work) -> list:
 @pytest.mark.slow
 def test_five_sessions_render_fast_and_see_the_same_run_while_it_trains(live_app, record_testsuite_property):
     store, run_id = live_app.store, live_app.run_id
+    # Measured before the run starts training, so the training does not slow the yardstick down.
+    limit = P95_LIMIT_S * max(1.0, REFERENCE_GFLOPS / machine_gflops(n=2048, repeats=5))
     sessions = [Session(live_app) for _ in range(SESSIONS)]
     try:
         # Warm-up, not measured. The first render of any page starts the job manager, which picks up the
@@ -119,5 +126,6 @@ def test_five_sessions_render_fast_and_see_the_same_run_while_it_trains(live_app
           f"{np.median(times):.3f} s, max {max(times):.3f} s, {len(times)} renders); live-panel refresh p95 "
           f"{fragment_p95:.3f} s ({len(refresh_times)} refreshes). Not counted: the cold first render "
           f"{cold:.1f} s, and the final five-at-once burst, slowest {burst:.3f} s.")
-    assert p95 < P95_LIMIT_S, f"p95 page render {p95:.3f} s is over {P95_LIMIT_S} s"
-    assert fragment_p95 < P95_LIMIT_S, f"p95 live-panel refresh {fragment_p95:.3f} s is over {P95_LIMIT_S} s"
+    record_testsuite_property("render_limit_s", round(limit, 3))
+    assert p95 < limit, f"p95 page render {p95:.3f} s is over {limit:.2f} s"
+    assert fragment_p95 < limit, f"p95 live-panel refresh {fragment_p95:.3f} s is over {limit:.2f} s"
