@@ -10,12 +10,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from medcls.analysis_figures import interval_figure, reliability_figure, score_histogram_figure, threshold_sweep_figure
-from medcls.calibration import calibration_sentence, reliability
-from medcls.data.explore import thumbnail
-from medcls.error_cases import Case, cell_cases, cell_options, default_cell
-from medcls.figures import confusion_matrix_figure, probability_figure
-from medcls.operating_point import (
+from medcls.analysis.calibration import calibration_sentence, reliability
+from medcls.analysis.error_cases import Case, cell_cases, cell_options, default_cell
+from medcls.analysis.operating_point import (
     BinaryView,
     default_positive_group,
     describe_operating_point,
@@ -23,9 +20,24 @@ from medcls.operating_point import (
     threshold_for_sensitivity,
     threshold_sweep,
 )
-from medcls.report import run_card_html
-from medcls.runs import RunNotFoundError, RunStore
-from medcls.uncertainty import interval_rows, run_intervals, small_class_warnings
+from medcls.analysis.uncertainty import (
+    interval_rows,
+    run_intervals,
+    small_class_warnings,
+)
+from medcls.data.explore import thumbnail
+from medcls.figures.analysis import (
+    interval_figure,
+    reliability_figure,
+    score_histogram_figure,
+    threshold_sweep_figure,
+)
+from medcls.figures.evaluation import confusion_matrix_figure, probability_figure
+from medcls.figures.report import run_card_html
+from medcls.runs.records import Predictions, RecordError
+from medcls.runs.store import RunNotFoundError, RunStore
+
+from .text import escape_markdown
 
 __all__ = ["uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
            "run_card_section"]
@@ -40,9 +52,9 @@ def _pct(value: float | None) -> str:
 
 # --- several runs -------------------------------------------------------------------------------------------
 
-def uncertainty_section(store: RunStore, run_ids: list[str]) -> None:
+def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, str]) -> None:
     """95% bootstrap intervals per run, as a table and a forest plot, plus small-sample warnings."""
-    intervals = {r: run_intervals(store, r) for r in run_ids}
+    intervals = {names[r]: run_intervals(store, r) for r in run_ids}
     st.dataframe(pd.DataFrame(interval_rows(intervals)).set_index("run"), width="stretch")
     st.plotly_chart(interval_figure(intervals), key="intervals", width="stretch")
     st.caption("Each number is followed by its 95% bootstrap interval: the test images were resampled 1,000 "
@@ -52,17 +64,24 @@ def uncertainty_section(store: RunStore, run_ids: list[str]) -> None:
         st.warning(text, icon="🔢")
 
 
-def calibration_section(store: RunStore, predictions: dict, classes: list[str], focus: str) -> None:
+def calibration_section(predictions: dict[str, Predictions], names: dict[str, str], focus: str) -> None:
     """Reliability diagram and ECE for each chosen run."""
     options = ["top-class probability", f"P({focus})"]
     kind = st.radio("Judge", options, horizontal=True, key="cal_kind",
                     help="Top-class: when the model says 80% for its answer, is it right 80% of the time? "
                          f"P({focus}): of the images given about 30% {focus}, are about 30% {focus}?")
-    class_index = None if kind == options[0] else classes.index(focus)
-    curves = {r: reliability(y, p, class_index=class_index) for r, (_, y, p, _) in predictions.items()}
+    curves = {}
+    for run_id, p in predictions.items():
+        if kind == options[0]:
+            curves[names[run_id]] = reliability(p.y_true, p.probs)
+        elif focus in p.classes:
+            curves[names[run_id]] = reliability(p.y_true, p.probs, class_index=p.classes.index(focus))
+    if not curves:
+        st.info(f"None of the chosen runs has the class {focus}.")
+        return
     st.plotly_chart(reliability_figure(curves), key="reliability", width="stretch")
-    for run_id, rel in curves.items():
-        st.markdown(f"**{run_id}:** {calibration_sentence(rel)}")
+    for name, rel in curves.items():
+        st.markdown(f"**{escape_markdown(name)}:** {calibration_sentence(rel)}")
 
 
 # --- one run: operating point ---------------------------------------------------------------------------------
@@ -100,11 +119,15 @@ def _find_threshold(run_id: str, view: BinaryView, truth: np.ndarray, scores: np
 def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     """Threshold slider with sensitivity, specificity, PPV, NPV and the 2x2 matrix, live."""
     try:
-        _, y_val, p_val, classes = store.predictions(run_id, "val")
-        _, y_test, p_test, _ = store.predictions(run_id, "test")
-    except (RunNotFoundError, FileNotFoundError) as exc:
-        st.error(f"Cannot read the predictions of {run_id}: {exc}")
+        val, test = store.predictions(run_id, "val"), store.predictions(run_id, "test")
+    except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
+        st.error(f"Cannot read the predictions of this run: {exc}")
         return
+    if not len(val) or not len(test):
+        st.info("This run has no validation or no test images, so a threshold cannot be chosen and checked.")
+        return
+    classes = test.classes
+    y_val, p_val, y_test, p_test = val.y_true, val.probs, test.y_true, test.probs
     view = _binary_view(classes, focus if focus in classes else classes[-1])
     if view is None:
         return
@@ -174,11 +197,11 @@ def _cell_label(cell: tuple[str, str, int]) -> str:
 
 def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) -> None:
     try:
-        from medcls.gradcam import gradcam_overlay
+        from medcls.inference.gradcam import gradcam_overlay
     except ImportError as exc:  # the module or its captum dependency is missing
         st.info(f"Grad-CAM heat maps are not available here ({exc}). Install requirements.txt to get them.")
         return
-    from medcls.predict import load_predictor
+    from medcls.inference.predictor import load_predictor
 
     try:
         predictor = load_predictor(store, run_id)
@@ -200,10 +223,11 @@ def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) 
 def error_browser_section(store: RunStore, run_id: str, focus: str) -> None:
     """Pick a confusion-matrix cell; see its test images, worst first, and look closer at one."""
     try:
-        paths, y_test, p_test, classes = store.predictions(run_id, "test")
-    except (RunNotFoundError, FileNotFoundError) as exc:
-        st.error(f"Cannot read the predictions of {run_id}: {exc}")
+        test = store.predictions(run_id, "test")
+    except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
+        st.error(f"Cannot read the predictions of this run: {exc}")
         return
+    paths, y_test, p_test, classes = test.paths, test.y_true, test.probs, test.classes
     options = cell_options(y_test, p_test, classes)
     if not options:
         st.info("This run has no test images.")
@@ -247,7 +271,7 @@ def error_browser_section(store: RunStore, run_id: str, focus: str) -> None:
 
 # --- one run: run card -----------------------------------------------------------------------------------------
 
-def run_card_section(store: RunStore, run_id: str) -> None:
+def run_card_section(store: RunStore, run_id: str, name: str) -> None:
     """A download button that builds the run's HTML card when clicked."""
     st.download_button("⬇ Download the run card (HTML)", data=lambda: run_card_html(store, run_id),
                        file_name=f"{run_id}-run-card.html", mime="text/html", key="run_card", on_click="ignore",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from medcls.archive import ArchiveError, extract_zip
 from medcls.atomic import atomic_write_bytes
-from medcls.config import DataConfig, field_help
+from medcls.config import DataConfig, option_spec
 from medcls.data import DataError, DatasetSpec, load_dataset
+from medcls.data.archive import ArchiveError, extract_zip
 from medcls.settings import PathNotAllowedError, data_dir
 
 KINDS = {
@@ -56,7 +56,7 @@ def render_sidebar() -> DataConfig:
     if kind == "folder":
         source = sb.text_input("Folder path on the server", key="data_folder",
                                placeholder="/data/busi  or  /data/busi/split.csv",
-                               help=field_help("source")).strip()
+                               help=option_spec("source").help).strip()
         if not source:
             sb.info("Type a folder: class sub-folders, train/val/test sub-folders, or a manifest .csv.")
     elif kind == "zip":
@@ -64,10 +64,10 @@ def render_sidebar() -> DataConfig:
     elif kind == "npz":
         source = _npz_choice(sb)
     aliases_text = sb.text_input("Class aliases (optional)", key="data_aliases", placeholder="malignant=cancer",
-                                 help=field_help("class_aliases"))
+                                 help=option_spec("class_aliases").help)
     aliases = tuple(a.strip() for a in aliases_text.replace(";", ",").split(",") if a.strip())
     group = sb.checkbox("Keep near-duplicates in one split", key="data_group_duplicates",
-                        help=field_help("group_duplicates") + " Used when medcls makes the split (the data has "
+                        help=option_spec("group_duplicates").help + " Used when medcls makes the split (the data has "
                         "no train/val/test split of its own). The first load hashes every image once.")
     try:
         cfg = DataConfig(source=source, class_aliases=aliases, group_duplicates=group)

@@ -13,8 +13,15 @@ import streamlit as st
 from medcls.config import DataConfig
 from medcls.data import DatasetSpec
 from medcls.data.explore import thumbnail
-from medcls.data.health import (DEFAULT_MAX_DISTANCE, DuplicateGroup, HealthReport, check_duplicates, made_own_split,
-                                random_split_leak, split_leak)
+from medcls.data.health import (
+    DEFAULT_MAX_DISTANCE,
+    DuplicateGroup,
+    HealthReport,
+    check_duplicates,
+    made_own_split,
+    random_split_leak,
+    split_leak,
+)
 
 from .dataset import current_data_config
 

@@ -9,10 +9,10 @@ import streamlit as st
 
 from medcls.config import TrainConfig
 from medcls.data import DatasetSpec
-from medcls.figures import parameter_bar_figure
-from medcls.imbalance import make_sampler
+from medcls.figures.training import parameter_bar_figure
 from medcls.models.summary import estimate_epoch_seconds, summarize, time_step
-from medcls.training import build_model
+from medcls.training.imbalance import make_sampler
+from medcls.training.pipeline import build_model
 
 
 def _channels(cfg: TrainConfig) -> int:
@@ -25,7 +25,7 @@ def _probe(cfg_json: str, num_classes: int) -> dict:
     channels = _channels(cfg)
     model = build_model(cfg, num_classes, channels, weights="random")
     summary = summarize(model, cfg.optimizer)
-    cached = cfg.feature_cache and model.frozen_features
+    cached = bool(getattr(cfg.model_options, "feature_cache", False)) and model.frozen_features
     step = time_step(model, cfg.batch_size, channels, cfg.image_size, num_classes, channels_last=cfg.channels_last)
     return {"parameters": summary.parameters, "trainable": summary.trainable, "weights_mb": summary.weights_mb,
             "optimizer_mb": summary.optimizer_mb, "layers": summary.layers, "largest": summary.largest_layer,
@@ -48,7 +48,7 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
     if info["feature_cached"]:
         # Frozen backbone: features are computed once (about one inference pass per image and view),
         # after which an epoch only trains the small head.
-        views = cfg.feature_views if cfg.augment.augment else 1
+        views = cfg.model_options.feature_views if cfg.augment.augment else 1
         once = (len(labels) * views + n_val) * info["step_s"] / cfg.batch_size / 3
         note = f"≈ {once:.0f} s once to cache features, then about a second per epoch"
     else:

@@ -15,16 +15,27 @@ import sys
 import threading
 import typing
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from .config import ConfigError, TrainConfig, iter_options, option_info
+from .config import (
+    ConfigError,
+    OptionSpec,
+    TrainConfig,
+    applies_text,
+    format_value,
+    option_table,
+)
+from .models import model_entry
+from .runs.naming import clean_run_name
+from .runs.records import RunMeta
+
+if TYPE_CHECKING:
+    from .analysis.metrics import SplitMetrics
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 log = logging.getLogger("medcls.cli")
 
-# Friendlier flag names for a few options (the config keeps its own names).
-FLAG_ALIASES = {"name": ["--model"], "source": ["--data", "--source"]}
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -35,28 +46,44 @@ def command(name: str) -> Callable:
     return wrap
 
 
+def _default_text(spec: OptionSpec) -> str:
+    if not spec.is_model_option:
+        return f"default: {format_value(spec.default)}"
+    per_model = {m: getattr(model_entry(m).make_options(), spec.name) for m in spec.models}
+    if len(set(map(repr, per_model.values()))) == 1:
+        return f"default: {format_value(next(iter(per_model.values())))}; option of {', '.join(spec.models)}"
+    return "default: " + "; ".join(f"{format_value(v)} for {m}" for m, v in per_model.items())
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per declared option, in its form group, with its help, bounds and when it applies."""
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, info in option_info().items():
-        group = groups.setdefault(info.section, parser.add_argument_group(f"{info.section or 'training'} options"))
-        flags = FLAG_ALIASES.get(name, [f"--{name.replace('_', '-')}"])
-        help_text = info.help + f" (default: {info.field.default!r})"
+    for name, spec in option_table().items():
+        opt = spec.option
+        group = groups.setdefault(opt.group, parser.add_argument_group(f"{opt.group.lower()} options"))
+        flags = list(opt.flags) or [f"--{name.replace('_', '-')}"]
+        extra = [_default_text(spec)]
+        if opt.bounds_text():
+            extra.append(opt.bounds_text())
+        if opt.applies is not None:
+            extra.append(f"only {applies_text(opt.applies)}")
+        help_text = f"{opt.label}: {opt.help} ({'; '.join(extra)})"
         kwargs: dict = {"dest": name, "default": None, "help": help_text.replace("%", "%%")}
-        if info.base is bool:
+        if spec.base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(info.base) is tuple:
+        elif typing.get_origin(spec.base) is tuple:
             kwargs["nargs"] = "*"
             kwargs["metavar"] = "VALUE"
         else:
-            kwargs["type"] = info.base
-            if info.field.metadata.get("choices"):
-                kwargs["choices"] = info.field.metadata["choices"]
+            kwargs["type"] = str  # TrainConfig converts and checks, with the option's own message
+            if opt.allowed():
+                kwargs["metavar"] = "{" + ",".join(map(str, opt.allowed())) + "}"
         group.add_argument(*flags, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig.load(args.config) if getattr(args, "config", None) else TrainConfig()
-    given = {name: getattr(args, name) for name, _, _ in iter_options() if getattr(args, name, None) is not None}
+    given = {name: getattr(args, name) for name in option_table() if getattr(args, name, None) is not None}
     return cfg.with_options(**given)
 
 
@@ -69,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="Train a model and write a run (no data option: the built-in synthetic data).")
     p.add_argument("--config", help="Start from a config JSON file (e.g. a run's config.json); flags override it.")
-    p.add_argument("--run-id", help="Name for the run folder (default: time-model-random).")
+    p.add_argument("--run-id", help="Id of the run folder (default: time-model-random).")
+    p.add_argument("--name", dest="run_name", default=None,
+                   help="A readable name for the run (default: made from the data, model, imbalance fix and size).")
     p.add_argument("--print-config", action="store_true", help="Print the resolved config and exit.")
     _add_config_flags(p)
 
@@ -107,15 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _store(args: argparse.Namespace):
-    from .runs import RunStore
+    from .runs.store import RunStore
 
     return RunStore(args.runs_dir)
 
 
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
-    from .callbacks import ConsoleProgress
-    from .distributed import DistEnv, execute_distributed, process_group, share_run
+    from .jobs.torchrun import DistEnv, execute_distributed, process_group, share_run
+    from .training.callbacks import ConsoleProgress
 
     cfg = config_from_args(args)
     if args.print_config:
@@ -126,11 +155,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     env = DistEnv.detect()
     with process_group(env):
         store = _store(args) if env.is_writer else None
-        run_id, cfg = share_run(store, cfg, args.run_id, env)
+        meta = RunMeta(name=clean_run_name(args.run_name or ""))
+        run_id, cfg = share_run(store, cfg, args.run_id, env, meta)
         if store is not None:
             ranks = f" ({env.world_size} processes)" if env.distributed else ""
-            print(f"run {run_id} in {store.path(run_id)}{ranks}")
-            print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model.name} | "
+            print(f"run {run_id} ({store.summary(run_id).name}) in {store.path(run_id)}{ranks}")
+            print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model} | "
                   f"{cfg.image_size} px | {cfg.epochs} epochs | imbalance {cfg.imbalance}")
         interrupted = threading.Event()
 
@@ -148,53 +178,60 @@ def cmd_train(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGINT, previous)
     if store is None:  # a rank other than 0: torchrun reports its exit code
         return 0 if outcome.state == "finished" else 1
-    report = store.read_json(run_id, "data_report.json", {}) or {}
-    if report.get("skipped"):
-        print(f"skipped {len(report['skipped'])} file(s):")
-        for s in report["skipped"]:
-            print(f"  {s['path']}: {s['reason']}")
+    report = store.data_report(run_id)
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} file(s):")
+        for s in report.skipped:
+            print(f"  {s.path}: {s.reason}")
+    for note in store.status(run_id).notes:
+        print(f"note: {note}")
     if outcome.state != "finished":
         print(f"run {run_id} {outcome.state}: {outcome.error}", file=sys.stderr)
+        if outcome.metrics.get("test") is not None:
+            _print_metrics(outcome.metrics["test"])
         return 1
-    _print_metrics(outcome.metrics.get("test", {}))
+    _print_metrics(outcome.metrics.get("test"))
     print(f"run {run_id} finished: {store.path(run_id)}")
     return 0
 
 
-def _print_metrics(m: dict) -> None:
-    if not m:
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:.3f}"
+
+
+def _print_metrics(m: SplitMetrics | None) -> None:
+    if m is None or not m.n:
         print("no test split: no test metrics")
         return
-    print(f"test: accuracy {m['accuracy']:.3f}  balanced accuracy {m['balanced_accuracy']:.3f}  "
-          f"macro-F1 {m['macro_f1']:.3f}  (n={m['n']})")
+    print(f"test: accuracy {_fmt(m.accuracy)}  balanced accuracy {_fmt(m.balanced_accuracy)}  "
+          f"macro-F1 {m.macro_f1:.3f}  (n={m.n})")
     print(f"{'class':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'AP':>6} {'n':>5}")
-    for name, c in m["per_class"].items():
-        fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
-        print(f"{name:<20} {fmt(c['precision']):>9} {fmt(c['recall']):>7} {fmt(c['f1']):>6} "
-              f"{fmt(c['average_precision']):>6} {c['support']:>5}")
+    for name, c in m.per_class.items():
+        print(f"{name:<20} {_fmt(c.precision):>9} {_fmt(c.recall):>7} {_fmt(c.f1):>6} "
+              f"{_fmt(c.average_precision):>6} {c.support:>5}")
     print("confusion matrix (rows: true, columns: predicted):")
-    width = max(len(c) for c in m["classes"]) + 2
-    print(" " * width + "".join(f"{c:>{width}}" for c in m["classes"]))
-    for name, row in zip(m["classes"], m["confusion_matrix"]):
+    width = max(len(c) for c in m.classes) + 2
+    print(" " * width + "".join(f"{c:>{width}}" for c in m.classes))
+    for name, row in zip(m.classes, m.confusion_matrix):
         print(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
 
 
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_run
+    from .inference.evaluate import evaluate_run
 
     metrics = evaluate_run(_store(args), args.run, data_source=args.data, split=args.split,
                            class_aliases=args.class_aliases)
     _print_metrics(metrics)
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        Path(args.json).write_text(json.dumps(metrics.to_dict(), indent=2))
     return 0
 
 
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
     from .data.imageio import ImageReadError
-    from .predict import load_predictor
+    from .inference.predictor import load_predictor
 
     predictor = load_predictor(_store(args), args.run)
     status = 0
@@ -216,7 +253,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_run_card
+    from .figures.report import write_run_card
 
     path = write_run_card(_store(args), args.run, args.output)
     print(f"run card of {args.run}: {path}")
@@ -225,14 +262,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> int:
-    infos = _store(args).list()
-    if not infos:
+    summaries = _store(args).list()
+    if not summaries:
         print("no runs yet: try 'python -m medcls train'")
         return 0
-    print(f"{'run':<40} {'state':<12} {'model':<12} {'epochs':>7} {'test macro-F1':>14}  data")
-    for i in infos:
-        f1 = "-" if i.test_macro_f1 is None else f"{i.test_macro_f1:.3f}"
-        print(f"{i.run_id:<40} {i.state:<12} {i.model:<12} {i.epochs_done:>3}/{i.epochs:<3} {f1:>14}  {i.source}")
+    name_width = min(48, max(len(s.name) for s in summaries))
+    print(f"{'name':<{name_width}}  {'state':<12} {'epochs':>7} {'test macro-F1':>14}  run id")
+    for s in summaries:
+        f1 = "-" if s.test_macro_f1 is None else f"{s.test_macro_f1:.3f}" + (" *" if s.stopped else "")
+        state = "damaged" if s.damaged else s.state
+        print(f"{s.name[:name_width]:<{name_width}}  {state:<12} {s.epochs_done:>3}/{s.epochs:<3} {f1:>14}  "
+              f"{s.run_id}")
+        if s.damaged:
+            print(f"{'':<{name_width}}  ! {s.damaged}")
+    if any(s.stopped for s in summaries):
+        print("* stopped before its last epoch: the metrics are of its best checkpoint so far")
     return 0
 
 

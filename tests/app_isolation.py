@@ -7,25 +7,8 @@ from typing import Iterator
 
 import pytest
 import streamlit as st
-import streamlit.testing.v1.app_test as app_test_module
-from streamlit.runtime.pages_manager import PagesManager
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class NavigationPagesManager(PagesManager):
-    """AppTest resets ``PagesManager.uses_pages_directory`` before every run, so with a ``pages/``
-    folder beside the entry file its reruns execute the page alone (multipage v1), skipping the entry
-    file's st.navigation and shared sidebar. The real server keeps the flag False once st.navigation
-    has run; this restores that behaviour for tests."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-
-def use_navigation_in_apptest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_test_module, "PagesManager", NavigationPagesManager)
 
 
 def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> Iterator[Path]:

@@ -106,7 +106,7 @@ def tiny_config(source: str | Path = "", **options) -> TrainConfig:
 
 @pytest.fixture
 def store(isolated_env):
-    from medcls.runs import RunStore
+    from medcls.runs.store import RunStore
 
     return RunStore()
 
@@ -114,8 +114,8 @@ def store(isolated_env):
 @pytest.fixture(scope="session")
 def _finished_run_template(tmp_path_factory) -> Path:
     """One real 2-epoch small_cnn run, trained once per session in its own isolated environment."""
-    from medcls.runs import RunStore
-    from medcls.training import execute_run
+    from medcls.jobs.execute import execute_run
+    from medcls.runs.store import RunStore
 
     base = tmp_path_factory.mktemp("run-template")
     with pytest.MonkeyPatch.context() as mp:

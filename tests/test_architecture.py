@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,42 @@ print(json.dumps({"streamlit": sorted(m for m in sys.modules if m == "streamlit"
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["streamlit"] == []
-    assert {"medcls.training", "medcls.jobs", "medcls.figures", "medcls.cli"} <= set(result["imported"])
+    expected = {"medcls.training.pipeline", "medcls.jobs.manager", "medcls.figures.training", "medcls.cli"}
+    assert expected <= set(result["imported"])
     assert not any("streamlit" in msg for msg in result["failed"].values())
-    core = {"medcls.training", "medcls.runs", "medcls.predict", "medcls.data.sources", "medcls.models.resnet"}
+    core = {"medcls.training.pipeline", "medcls.runs.store", "medcls.inference.predictor", "medcls.data.sources",
+            "medcls.models.resnet"}
     assert not core & set(result["failed"]), result["failed"]
+
+
+def _sources(*folders: str) -> list[Path]:
+    return [p for folder in folders for p in (ROOT / folder).rglob("*.py")] + [ROOT / "streamlit_app.py"]
+
+
+def test_only_the_settings_module_reads_environment_variables():
+    offenders = [str(p.relative_to(ROOT)) for p in _sources("medcls", "app", "app_pages")
+                 if p != PACKAGE / "settings.py" and re.search(r"os\.environ|os\.getenv|getenv\(", p.read_text())]
+    assert offenders == []
+
+
+def test_the_library_is_grouped_by_concern():
+    top_level = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert top_level == ["__init__", "__main__", "atomic", "cli", "settings"]
+    packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert packages == ["analysis", "bench", "config", "data", "experiments", "figures", "inference", "jobs",
+                        "models", "runs", "training"]
+    names = [p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"]
+    assert "utils.py" not in names
+    assert max(len((p.read_text()).splitlines()) for p in PACKAGE.rglob("*.py")) < 500  # one concept per module
+
+
+def test_pages_live_outside_a_pages_folder_so_streamlit_never_runs_them_alone():
+    # A folder named pages/ beside the entry file would make Streamlit run a page without the navigation.
+    assert not (ROOT / "pages").exists()
+    assert "app_pages/" in (ROOT / "streamlit_app.py").read_text()
+
+
+def test_pages_and_the_app_index_no_raw_run_files():
+    offenders = [str(p.relative_to(ROOT)) for p in _sources("app", "app_pages")
+                 if re.search(r"read_json|\.json\"|metrics\.json|model\.json|history\.jsonl", p.read_text())]
+    assert offenders == []

@@ -12,7 +12,7 @@ import pytest
 
 from medcls.cli import main
 from medcls.config import TrainConfig
-from medcls.runs import RunStore
+from medcls.runs.store import RunStore
 
 TINY = ["--image-size", "32", "--epochs", "1", "--batch-size", "8", "--precision", "fp32"]
 
@@ -31,7 +31,7 @@ def test_train_writes_a_finished_run_and_prints_test_metrics(class_dataset, caps
     assert code == 0, out.err
     run_id = "cli-run"
     store = RunStore()
-    assert store.status(run_id)["state"] == "finished"
+    assert store.status(run_id).state == "finished"
     cfg = store.config(run_id)
     assert (cfg.data.source, cfg.image_size, cfg.epochs, cfg.batch_size) == (str(class_dataset), 32, 1, 8)
     assert "test: accuracy" in out.out and "confusion matrix (rows: true, columns: predicted)" in out.out
@@ -43,8 +43,8 @@ def test_runs_lists_the_run(trained, capsys):
     run_id = trained
     assert main(["runs"]) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith(run_id))
-    assert "finished" in line and "small_cnn" in line and "2/2" in line
+    line = next(l for l in out.splitlines() if l.rstrip().endswith(run_id))
+    assert "finished" in line and "small_cnn" in line and "2/2" in line and "classes · small_cnn" in line
 
 
 def test_runs_without_runs_gives_a_hint(capsys):
@@ -88,8 +88,8 @@ def test_evaluate_prints_and_writes_metrics(trained, tmp_path, capsys):
     out_file = tmp_path / "m.json"
     assert main(["evaluate", run_id, "--json", str(out_file)]) == 0
     metrics = json.loads(out_file.read_text())
-    stored = RunStore().read_json(run_id, "metrics.json")["test"]
-    assert metrics["confusion_matrix"] == stored["confusion_matrix"]
+    stored = RunStore().metrics(run_id).test
+    assert metrics["confusion_matrix"] == stored.confusion_matrix
     assert "test: accuracy" in capsys.readouterr().out
 
 
@@ -109,17 +109,38 @@ def test_demo_data_writes_a_loadable_dataset(tmp_path, capsys):
 def test_a_bad_config_value_exits_2_with_a_clear_message(capsys):
     assert main(["train", "--lr", "0", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
-    assert "learning rate must be greater than 0" in err
+    assert "Learning rate must be greater than 0" in err
     assert RunStore().list_ids() == []  # nothing was created
     assert main(["train", "--class-aliases", "malignant"]) == 2
     assert "alias=class" in capsys.readouterr().err
 
 
-def test_argparse_refuses_unknown_choices(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["train", "--optimizer", "rmsprop"])
-    assert info.value.code == 2
-    assert "rmsprop" in capsys.readouterr().err
+def test_unknown_choices_and_inapplicable_flags_exit_2_with_the_reason(capsys):
+    assert main(["train", "--optimizer", "rmsprop"]) == 2
+    assert "Optimizer must be one of adam, adamw, sgd (got 'rmsprop')" in capsys.readouterr().err
+    assert main(["train", "--momentum", "0.5"]) == 2
+    assert "Momentum has no effect here: it applies only when optimizer is sgd" in capsys.readouterr().err
+    assert main(["train", "--dropout", "nan", "--print-config"]) == 2
+    assert "finite" in capsys.readouterr().err
+    assert RunStore().list_ids() == []
+
+
+def test_train_help_shows_labels_defaults_and_when_options_apply(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lr LR Learning rate:" in text and "default: 0.002" in text
+    assert "only when optimizer is sgd" in text                  # momentum
+    assert "4 for seed_cnn" in text and "3 for seed_cnn_bn" in text  # each preset's own conv blocks
+
+
+def test_a_run_name_can_be_given_and_shows_in_the_list(class_dataset, capsys):
+    argv = ["train", "--data", str(class_dataset), *TINY, "--run-id", "named", "--name", "Lesson 1: baseline"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["runs"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.rstrip().endswith("named"))
+    assert line.startswith("Lesson 1: baseline")
 
 
 def test_print_config_resolves_flags_and_config_files(tmp_path, capsys):
@@ -129,8 +150,8 @@ def test_print_config_resolves_flags_and_config_files(tmp_path, capsys):
             "malignant=cancer", "Benign=benign", "--fc-widths", "64", "32", "--print-config"]
     assert main(argv) == 0
     cfg = TrainConfig.from_json(capsys.readouterr().out)
-    assert cfg.epochs == 7 and cfg.lr == 1e-3 and cfg.model.name == "seed_cnn" and cfg.augment.hflip is False
-    assert cfg.data.class_aliases == ("malignant=cancer", "Benign=benign") and cfg.model.fc_widths == (64, 32)
+    assert cfg.epochs == 7 and cfg.lr == 1e-3 and cfg.model == "seed_cnn" and cfg.augment.hflip is False
+    assert cfg.data.class_aliases == ("malignant=cancer", "Benign=benign") and cfg.model_options.fc_widths == (64, 32)
 
 
 def test_a_failed_run_exits_1(tmp_path, capsys):

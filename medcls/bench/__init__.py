@@ -17,9 +17,9 @@ import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..config import DataConfig, TrainConfig
-from ..hardware import configure_threads, cpu_name, keep_freed_memory
-from ..predict import Predictor
-from ..training import build_model, prepare_data
+from ..inference.predictor import Predictor
+from ..training.hardware import configure_threads, cpu_name, keep_freed_memory
+from ..training.pipeline import build_model, prepare_data
 from . import measure, seed
 from .report import render_markdown
 
@@ -56,7 +56,7 @@ def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
     # (1) + (2) seed_cnn_bn at 256 px: seed pipeline vs medcls vs the compute bound.
     # The seed's recipe (Adam 1e-3, StepLR, no oversampling, no weight averaging), so only the pipeline differs;
     # medcls still augments every batch, which the seed does not.
-    cnn_cfg = TrainConfig(data=busi).with_options(name="seed_cnn_bn", image_size=256, batch_size=batch,
+    cnn_cfg = TrainConfig(data=busi).with_options(model="seed_cnn_bn", image_size=256, batch_size=batch,
                                                  epochs=epochs, imbalance="none", optimizer="adam", lr=1e-3,
                                                  scheduler="step", ema_decay=0.0)
     data256 = prepare_data(cnn_cfg)
@@ -92,7 +92,7 @@ def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
     # (3) ResNet-18 head only: cached features vs the seed's way.
     weights = _resnet_weights()
     head_epochs = 2 if quick else 5  # the same for both sides, so their test metrics are comparable
-    head_cfg = TrainConfig(data=busi).with_options(name="resnet18", weights=weights, finetune="head",
+    head_cfg = TrainConfig(data=busi).with_options(model="resnet18", weights=weights, finetune="head",
                                                   image_size=224, batch_size=batch, epochs=head_epochs,
                                                   imbalance="none", augment=False, lr=1e-3, scheduler="none",
                                                   optimizer="adam")
@@ -107,7 +107,7 @@ def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
         seed_run = seed.seed_head_only_epoch(seed.load_seed_module(seed_script), data_root, model,
                                              epochs=head_epochs, batch_size=batch)
         seed_metrics = measure.seed_way_metrics(seed_run)
-        results["resnet18_head_seed"] = {"epoch_s": seed_run["epoch_s"], "test": seed_metrics}
+        results["resnet18_head_seed"] = {"epoch_s": seed_run["epoch_s"], "test": seed_metrics.to_dict()}
         echo(f"    seed way {min(seed_run['epoch_s']):.1f} s/epoch vs cached {cached['median_epoch_s']:.3f} s/epoch")
     results["resnet18_weights"] = weights
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..analysis.metrics import SplitMetrics, classification_metrics
 from ..config import TrainConfig
 from ..data import DatasetSpec, decode_dataset
 from ..data.cache import clear_memory_cache
-from ..hardware import time_train_steps
-from ..metrics import classification_metrics
-from ..optim import build_optimizer
-from ..predict import Predictor
-from ..training import PreparedData, build_model, prepare_data, train_in_memory
+from ..inference.predictor import Predictor
+from ..training.hardware import time_train_steps
+from ..training.optim import build_optimizer
+from ..training.pipeline import PreparedData, build_model, prepare_data, train_in_memory
 
 __all__ = ["machine_gflops", "training_throughput", "compute_bound", "head_only_cached", "prediction_latency",
            "cache_memory", "time_to_quality"]
@@ -29,7 +29,7 @@ def training_throughput(cfg: TrainConfig, data: PreparedData | None = None) -> d
     trains; every epoch's figure is kept too."""
     start = time.perf_counter()
     result = train_in_memory(cfg, data)
-    history = result.trainer.result.history
+    history = result.fit.history
     return {"images_per_s": max(h.images_per_s for h in history),
             "epoch_images_per_s": [round(h.images_per_s, 2) for h in history],
             "epoch_s": [round(h.seconds, 2) for h in history], "precision": result.precision,
@@ -56,11 +56,11 @@ def head_only_cached(cfg: TrainConfig, data: PreparedData) -> dict:
     marks: list[float] = []
     start = time.perf_counter()
     result = train_in_memory(cfg, data, stage=lambda message, fraction: marks.append(time.perf_counter()))
-    history = result.trainer.result.history
+    history = result.fit.history
     return {"epoch_s": [round(h.seconds, 4) for h in history],
             "median_epoch_s": statistics.median(h.seconds for h in history),
             "extract_s": (marks[-1] - start) if marks else 0.0,  # model build + features of every split
-            "wall_s": time.perf_counter() - start, "test": result.metrics["test"]}
+            "wall_s": time.perf_counter() - start, "test": result.metrics["test"].to_dict()}
 
 
 def prediction_latency(predictor: Predictor, files: list[Path], calls: int = 25) -> dict:
@@ -97,9 +97,9 @@ def time_to_quality(cfg: TrainConfig) -> dict:
     wall = time.perf_counter() - start
     test = result.metrics["test"]
     focus = data.focus_class
-    return {"wall_s": wall, "macro_f1": test["macro_f1"], "accuracy": test["accuracy"],
-            "focus_class": focus, "focus_recall": test["per_class"][focus]["recall"],
-            "best_epoch": result.trainer.result.best_epoch, "epochs": len(result.trainer.result.history),
+    return {"wall_s": wall, "macro_f1": test.macro_f1, "accuracy": test.accuracy,
+            "focus_class": focus, "focus_recall": test.recall(focus),
+            "best_epoch": result.fit.best_epoch, "epochs": len(result.fit.history),
             "precision": result.precision}
 
 
@@ -116,6 +116,6 @@ def machine_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def seed_way_metrics(run: dict) -> dict:
+def seed_way_metrics(run: dict) -> SplitMetrics:
     return classification_metrics(run["y_true"], run["probs"], run["classes"])
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import torch
 from torch import nn
 
 __all__ = ["find_seed_script", "load_seed_module", "seed_cnn_throughput", "seed_head_only_epoch"]
+
+from ..settings import environment
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def seed_cnn_throughput(script: Path, data_root: Path, *, model: str = "cnn3bn",
                "--epochs", str(epochs), "--batch-size", str(batch_size), "--json", str(out)]
         if max_batches:
             cmd += ["--max-train-batches", str(max_batches)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env = dict(environment(), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         log.info("running the seed pipeline: %s", " ".join(cmd))
         start = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)

@@ -283,7 +283,9 @@ def _build_spec(root: Path, layout: str, rows: list[Row], resolver: ClassResolve
     if unsplit and not has:
         groups, grouped = None, ""
         if cfg.group_duplicates:
-            from .health import duplicate_group_ids  # hashes every image once (cached by contents)
+            from .health import (
+                duplicate_group_ids,  # hashes every image once (cached by contents)
+            )
 
             groups = duplicate_group_ids([rows[i][0] for i in unsplit])
             kept = len(groups) - len(set(groups))

@@ -74,10 +74,6 @@ class ClassifierModel(nn.Module):
         """The last convolutional stage, where Grad-CAM reads activations and gradients."""
         raise NotImplementedError
 
-    def architecture(self) -> dict:
-        """The resolved architecture options (for run records and config diffs)."""
-        return {}
-
     def layer_parameters(self) -> list[tuple[str, int]]:
         """(layer name, parameter count) for every module that owns parameters directly."""
         rows = []

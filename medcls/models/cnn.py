@@ -8,67 +8,75 @@ computed from the input size, never hard-coded.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
+from ..config.options import ConfigError, check_fields, option
 from ._registry import register_model
 from .base import ClassifierModel
 
-__all__ = ["CNNSpec", "ConfigurableCNN", "CNN_PRESETS", "cnn_spec"]
+__all__ = ["CNNOptions", "ConfigurableCNN", "SEED_CNN", "SEED_CNN_BN", "MAX_FILTERS"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
+MAX_FILTERS = 512  # cap so deep stacks do not explode
+_ARCH = "Architecture"
+
+
 @dataclass(frozen=True)
-class CNNSpec:
-    blocks: int = 6                      # each halves the image: 128 px -> 2 px after 6 (sees the whole image)
-    filters: int = 16                    # first block; small keeps the costly high-resolution layers cheap
-    growth: float = 2.0                  # filters multiply by this per block
-    kernel_size: int = 3                 # 3x3 is the standard receptive-field step
-    batch_norm: bool = True              # steadier, faster training
-    activation: str = "relu"
-    pooling: str = "max"
-    head: str = "gap"                    # 'gap' (few parameters) or 'flatten' (the seed's)
-    fc_widths: tuple[int, ...] = ()      # hidden fully connected layers of the head
-    dropout: float = 0.2                 # before each head linear layer
-    max_filters: int = 512               # cap so 6 blocks do not explode
+class CNNOptions:
+    """The configurable CNN's options; each preset (model) starts from its own values."""
+
+    blocks: int = option(6, "Number of conv blocks; each halves the image. More blocks: more capacity, and more "
+                         "risk of overfitting on a few hundred images.", label="Conv blocks", group=_ARCH, min=1,
+                         max=8, sweep=(3, 6), sweep_order=11)
+    filters: int = option(16, "Filters in the first block; later blocks grow from here. Few filters keep the "
+                          "costly high-resolution layers cheap.", label="First-block filters", group=_ARCH, min=4,
+                          max=256, sweep=(16, 32), sweep_order=12)
+    growth: float = option(2.0, "How much the filter count grows per block (2 = doubles).", label="Filter growth",
+                           group=_ARCH, min=1.0, max=3.0)
+    kernel_size: int = option(3, "Size of each convolution window in pixels.", label="Kernel size", group=_ARCH,
+                              choices=(3, 5, 7))
+    batch_norm: bool = option(True, "Batch normalisation after each convolution: steadier, faster training.",
+                              label="Batch norm", group=_ARCH)
+    activation: str = option("relu", "The non-linearity after each layer.", label="Activation", group=_ARCH,
+                             choices=("relu", "gelu", "silu"))
+    pooling: str = option("max", "How each block halves the image: max or average pooling.", label="Pooling",
+                          group=_ARCH, choices=("max", "avg"))
+    head: str = option("gap", "Classifier: 'flatten' + fully connected layers (the seed's, many parameters) or "
+                       "'gap' (global average pooling, few parameters).", label="Classifier head", group=_ARCH,
+                       choices=("flatten", "gap"))
+    fc_widths: tuple[int, ...] = option((), "Widths of the hidden fully connected layers of the head, e.g. "
+                                        "1024, 512 (empty: none).", label="Hidden layer widths", group=_ARCH,
+                                        item_min=1, item_max=65536, sweepable=False)
+    dropout: float = option(0.2, "Share of the head's units switched off at random while training, against "
+                            "overfitting.", label="Dropout", group=_ARCH, min=0.0, max=0.9, sweep=(0.2, 0.5),
+                            sweep_order=9)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if len(self.fc_widths) > 8:
+            raise ConfigError("Hidden layer widths: at most 8 layers.")
 
     def channels(self) -> list[int]:
-        return [min(self.max_filters, int(round(self.filters * self.growth ** i))) for i in range(self.blocks)]
+        """Filters of each block: 16, 32, 64, ... capped at MAX_FILTERS."""
+        return [min(MAX_FILTERS, int(round(self.filters * self.growth ** i))) for i in range(self.blocks)]
 
 
-CNN_PRESETS: dict[str, CNNSpec] = {
-    # The seed's Q1 network: 4 conv+ReLU+max-pool blocks (32->256), 3 linear layers, dropout 0.5.
-    "seed_cnn": CNNSpec(blocks=4, filters=32, growth=2.0, batch_norm=False, head="flatten",
-                        fc_widths=(1024, 512), dropout=0.5),
-    # The seed's Q4 network: one block fewer, batch norm in the blocks and in the classifier.
-    "seed_cnn_bn": CNNSpec(blocks=3, filters=32, growth=2.0, batch_norm=True, head="flatten",
-                           fc_widths=(1024, 512), dropout=0.5),
-    # The CPU-friendly default: 16-32-...-512 filters, about 1.6M parameters, global average pooling head.
-    # Measured on BUSI (128 px, 2 cores): as accurate as 24 first-block filters, twice as fast.
-    "small_cnn": CNNSpec(),
-}
-
-
-def cnn_spec(preset: str, **overrides: Any) -> CNNSpec:
-    """A preset with some options changed: ``cnn_spec('seed_cnn', blocks=3, batch_norm=True)``."""
-    spec = dataclasses.replace(CNN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
-    if isinstance(spec.fc_widths, list):
-        spec = dataclasses.replace(spec, fc_widths=tuple(spec.fc_widths))
-    return spec
+# Each preset's starting values (the rest are CNNOptions' defaults: the CPU-friendly small_cnn).
+SEED_CNN = dict(blocks=4, filters=32, growth=2.0, batch_norm=False, head="flatten", fc_widths=(1024, 512), dropout=0.5)
+SEED_CNN_BN = dict(blocks=3, filters=32, growth=2.0, batch_norm=True, head="flatten", fc_widths=(1024, 512),
+                   dropout=0.5)
 
 
 class ConfigurableCNN(ClassifierModel):
-    def __init__(self, spec: CNNSpec, num_classes: int, in_channels: int = 3, image_size: int = 128):
+    def __init__(self, spec: CNNOptions, num_classes: int, in_channels: int = 3, image_size: int = 128):
         super().__init__(num_classes, in_channels, image_size)
-        if spec.kernel_size % 2 == 0:
-            raise ValueError(f"Kernel size must be odd, got {spec.kernel_size}.")
-        self.spec = spec
+        self.options = spec
         act = ACTIVATIONS[spec.activation]
         layers: list[nn.Module] = []
         c_in = in_channels
@@ -126,30 +134,25 @@ class ConfigurableCNN(ClassifierModel):
     def head(self) -> nn.Module:
         return self.classifier
 
-    def architecture(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self.spec).items() if k != "max_filters"}
-
     def gradcam_layer(self) -> nn.Module:
         # The activation of the last block, before its pooling (highest-level map with some resolution).
         return self.features[-2]
 
 
-ARCH_OPTIONS = frozenset(f.name for f in dataclasses.fields(CNNSpec) if f.name != "max_filters")
-
-
 @register_model("The seed notebook's first CNN: 4 conv blocks, 3 linear layers (very many parameters).",
-                options=ARCH_OPTIONS)
-def seed_cnn(*, num_classes: int, image_size: int = 256, in_channels: int = 3, **arch: Any) -> ConfigurableCNN:
-    return ConfigurableCNN(cnn_spec("seed_cnn", **arch), num_classes, in_channels, image_size)
+                options=CNNOptions, defaults=SEED_CNN)
+def seed_cnn(*, num_classes: int, image_size: int = 256, in_channels: int = 3, options: CNNOptions) -> ConfigurableCNN:
+    return ConfigurableCNN(options, num_classes, in_channels, image_size)
 
 
 @register_model("The seed notebook's improved CNN: 3 conv blocks with batch norm, BN in the classifier.",
-                options=ARCH_OPTIONS)
-def seed_cnn_bn(*, num_classes: int, image_size: int = 256, in_channels: int = 3, **arch: Any) -> ConfigurableCNN:
-    return ConfigurableCNN(cnn_spec("seed_cnn_bn", **arch), num_classes, in_channels, image_size)
+                options=CNNOptions, defaults=SEED_CNN_BN)
+def seed_cnn_bn(*, num_classes: int, image_size: int = 256, in_channels: int = 3,
+                options: CNNOptions) -> ConfigurableCNN:
+    return ConfigurableCNN(options, num_classes, in_channels, image_size)
 
 
 @register_model("Fast CPU default: 6 conv blocks with batch norm, global-average-pooling head (~1.6M parameters).",
-                options=ARCH_OPTIONS)
-def small_cnn(*, num_classes: int, image_size: int = 128, in_channels: int = 3, **arch: Any) -> ConfigurableCNN:
-    return ConfigurableCNN(cnn_spec("small_cnn", **arch), num_classes, in_channels, image_size)
+                options=CNNOptions)
+def small_cnn(*, num_classes: int, image_size: int = 128, in_channels: int = 3, options: CNNOptions) -> ConfigurableCNN:
+    return ConfigurableCNN(options, num_classes, in_channels, image_size)

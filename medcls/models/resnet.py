@@ -9,21 +9,51 @@ weights must be asked for (``weights='random'``); there is no silent fallback.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import ResNet18_Weights, resnet18 as tv_resnet18
+from torchvision.models import ResNet18_Weights
+from torchvision.models import resnet18 as tv_resnet18
 
+from ..config.options import check_fields, option, when
 from ..settings import check_allowed_path
 from ._registry import register_model
 from .base import IMAGENET_MEAN, IMAGENET_STD, ClassifierModel
 
-__all__ = ["ResNetTransfer", "WeightsUnavailableError", "load_imagenet_state", "imagenet_cache_path"]
+__all__ = ["ResNetOptions", "ResNetTransfer", "WeightsUnavailableError", "load_imagenet_state", "imagenet_cache_path",
+           "FINETUNE_MODES"]
 
 log = logging.getLogger(__name__)
 
 FINETUNE_MODES = ("head", "last_block", "all")
+_HEAD_ONLY = when(finetune="head")
+
+
+@dataclass(frozen=True)
+class ResNetOptions:
+    """Options of a pretrained backbone with a new head."""
+
+    weights: str = option("imagenet", "Starting weights: 'imagenet' (features learned on photos; found in the "
+                          "torchvision cache or downloaded), the path of a weights file, or 'random' to train from "
+                          "scratch on purpose.", label="Starting weights", group="Model", sweep=("imagenet", "random"),
+                          sweep_order=13)
+    finetune: str = option("head", "What the model learns: only the new head (fast, little data needed), also the "
+                           "last block, or everything (slow).", label="What to train", group="Model",
+                           choices=FINETUNE_MODES)
+    dropout: float = option(0.5, "Share of the head's units switched off at random while training, against "
+                            "overfitting.", label="Dropout", group="Architecture", min=0.0, max=0.9, sweep=(0.2, 0.5),
+                            sweep_order=9)
+    feature_cache: bool = option(True, "The frozen backbone's features are computed once instead of every epoch "
+                                 "(many times faster).", label="Cache frozen features",
+                                 group="Speed and reproducibility", applies=_HEAD_ONLY)
+    feature_views: int = option(4, "How many augmented copies of each training image to precompute features for.",
+                                label="Augmented views to cache", group="Speed and reproducibility", min=1, max=32,
+                                applies=when(finetune="head", feature_cache=True, augment=True))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -73,8 +103,6 @@ class ResNetTransfer(ClassifierModel):
     def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 224, weights: str = "imagenet",
                  finetune: str = "head", dropout: float = 0.5, hidden: int = 256):
         super().__init__(num_classes, in_channels, image_size, IMAGENET_MEAN, IMAGENET_STD)
-        if finetune not in FINETUNE_MODES:
-            raise ValueError(f"finetune must be one of {', '.join(FINETUNE_MODES)}, got {finetune!r}.")
         backbone = tv_resnet18(weights=None)
         if weights != "random":
             state = load_imagenet_state(weights)
@@ -125,13 +153,9 @@ class ResNetTransfer(ClassifierModel):
     def gradcam_layer(self) -> nn.Module:
         return self.backbone.layer4
 
-    def architecture(self) -> dict:
-        return {"finetune": self.finetune, "dropout": self.classifier[2].p, "pretrained": self.pretrained}
-
 
 @register_model("ResNet-18 transfer learning (torchvision) with the seed's head; ImageNet weights.",
-                pretrained=True)
-def resnet18(*, num_classes: int, image_size: int = 224, in_channels: int = 3, weights: str = "imagenet",
-             finetune: str = "head", dropout: float | None = None) -> ResNetTransfer:
-    return ResNetTransfer(num_classes, in_channels, image_size, weights, finetune,
-                          0.5 if dropout is None else dropout)
+                options=ResNetOptions, pretrained=True)
+def resnet18(*, num_classes: int, image_size: int = 224, in_channels: int = 3,
+             options: ResNetOptions) -> ResNetTransfer:
+    return ResNetTransfer(num_classes, in_channels, image_size, options.weights, options.finetune, options.dropout)

@@ -5,14 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from app_isolation import isolated_app, use_navigation_in_apptest
+from app_isolation import isolated_app
 from apphelpers import write_tiny_dataset
-
-
-@pytest.fixture(autouse=True)
-def _navigation_in_apptest(monkeypatch):
-    use_navigation_in_apptest(monkeypatch)
 
 
 @pytest.fixture

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apphelpers import new_app
 from PIL import Image
 from plotly.offline import get_plotlyjs
 from streamlit.runtime.media_file_manager import MediaFileManager
 
 from medcls.config import DataConfig, TrainConfig
 from medcls.data.cache import clear_memory_cache
-from medcls.runs import RunStore
-from medcls.training import execute_run
-
-from apphelpers import new_app
+from medcls.jobs.execute import execute_run
+from medcls.runs.store import RunStore
 
 # Mean brightness per class, and a per-image jitter that makes neighbouring classes overlap: a trained model
 # separates them only partly, so its scores spread out and a threshold matters.
@@ -63,7 +62,7 @@ def page(app_env, phantom_cache, _trained):
     store = RunStore(app_env / "runs")
     shutil.copytree(_trained, store.root / _trained.name)
     at = new_app()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception, at.exception
     return at, store, _trained.name
 
@@ -80,7 +79,8 @@ def _sensitivity(y_true: np.ndarray, scores: np.ndarray, positive: list[int], th
 
 def test_threshold_slider_changes_the_sensitivity_shown(page):
     at, store, run_id = page
-    _, y_test, p_test, classes = store.predictions(run_id, "test")
+    _p = store.predictions(run_id, "test")
+    _, y_test, p_test, classes = _p.paths, _p.y_true, _p.probs, _p.classes
     m = classes.index("malignant")
     assert at.radio(key="op_mode").value == "One class against the rest"
     assert at.selectbox(key="op_class").value == "malignant"  # the focus class by default
@@ -102,8 +102,10 @@ def test_threshold_slider_changes_the_sensitivity_shown(page):
 
 def test_find_threshold_reaches_95_percent_sensitivity_on_validation(page):
     at, store, run_id = page
-    _, y_val, p_val, classes = store.predictions(run_id, "val")
-    _, y_test, p_test, _ = store.predictions(run_id, "test")
+    _p = store.predictions(run_id, "val")
+    _, y_val, p_val, classes = _p.paths, _p.y_true, _p.probs, _p.classes
+    _p = store.predictions(run_id, "test")
+    _, y_test, p_test, _ = _p.paths, _p.y_true, _p.probs, _p.classes
     m = classes.index("malignant")
     assert at.number_input(key="op_target").value == 95.0
     at.button(key="op_find").click().run()
@@ -118,7 +120,8 @@ def test_find_threshold_reaches_95_percent_sensitivity_on_validation(page):
 
 def test_grouped_view_is_lesion_against_normal(page):
     at, store, run_id = page
-    _, y_test, p_test, classes = store.predictions(run_id, "test")
+    _p = store.predictions(run_id, "test")
+    _, y_test, p_test, classes = _p.paths, _p.y_true, _p.probs, _p.classes
     at.radio(key="op_mode").set_value("Merge classes into a group").run()
     assert set(at.multiselect(key="op_group").value) == {"benign", "malignant"}
     at.slider(key="op_threshold").set_value(0.7).run()
@@ -130,11 +133,12 @@ def test_grouped_view_is_lesion_against_normal(page):
 
 def test_intervals_and_calibration_are_shown(page):
     at, store, run_id = page
-    intervals = store.read_json(run_id, "metrics.json")["intervals"]["test"]
+    intervals = store.metrics(run_id).intervals["test"]
     table = next(df.value for df in at.dataframe if "malignant AP" in df.value.columns
                  and isinstance(df.value["accuracy"].iloc[0], str))  # the metrics table holds plain numbers
     acc = intervals["accuracy"]
-    assert table.loc[run_id, "accuracy"] == f"{acc['estimate']:.2f} ({acc['low']:.2f}–{acc['high']:.2f})"
+    name = store.summary(run_id).name
+    assert table.loc[name, "accuracy"] == f"{acc['estimate']:.2f} ({acc['low']:.2f}–{acc['high']:.2f})"
     assert any("test images" in w.value and "percentage points" in w.value for w in at.warning)
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     reliability = next(s for s in specs if s["layout"]["title"]["text"].startswith("Reliability"))
@@ -144,7 +148,8 @@ def test_intervals_and_calibration_are_shown(page):
 
 def test_error_browser_shows_the_images_of_the_chosen_cell(page):
     at, store, run_id = page
-    paths, y_test, p_test, classes = store.predictions(run_id, "test")
+    _p = store.predictions(run_id, "test")
+    paths, y_test, p_test, classes = _p.paths, _p.y_true, _p.probs, _p.classes
     y_pred = p_test.argmax(1)
     # the first cell offered is a mistake (when there is one), and the page opens on a missed malignant if any
     first = at.selectbox(key="err_cell").value

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apphelpers import new_app, write_tiny_dataset
 from PIL import Image
 
 from medcls.data.health import clear_hash_memory
-
-from apphelpers import new_app, write_tiny_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -7,15 +7,14 @@ import json
 import time
 
 import numpy as np
+from apphelpers import choose_folder, new_app, set_tiny_options
 from PIL import Image
 
 from medcls.config import DataConfig, TrainConfig
-from medcls.runs import RunStore
-from medcls.training import execute_run
+from medcls.jobs.execute import execute_run
+from medcls.runs.store import RunStore
 
-from apphelpers import choose_folder, new_app, set_tiny_options
-
-PAGES = ["pages/data.py", "pages/train.py", "pages/compare.py", "pages/try_it.py"]
+PAGES = ["app_pages/data.py", "app_pages/train.py", "app_pages/compare.py", "app_pages/try_it.py"]
 
 
 def finished_run(store: RunStore, data_dir, seed: int = 0, **options) -> str:
@@ -57,7 +56,7 @@ def test_data_explorer_lists_skipped_files(app_env, tiny_dataset):
 
 def test_tiny_run_streams_history_and_stop_cancels(app_env, tiny_dataset):
     at = choose_folder(new_app().run(), tiny_dataset)
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     set_tiny_options(at, epochs=200)
     at.button(key="start_training").click().run()
     assert not at.exception
@@ -82,10 +81,10 @@ def test_tiny_run_streams_history_and_stop_cancels(app_env, tiny_dataset):
 
     at.button(key=f"stop_{run_id}").click().run()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and store.status(run_id)["state"] != "cancelled":
+    while time.monotonic() < deadline and store.status(run_id).state != "cancelled":
         time.sleep(0.5)
     at.run()
-    assert store.status(run_id)["state"] == "cancelled"
+    assert store.status(run_id).state == "cancelled"
     assert any("Cancelled" in w.value for w in at.warning)
     assert store.has_weights(run_id), "the best checkpoint must survive a stop"
 
@@ -95,11 +94,13 @@ def test_compare_shows_two_confusion_matrices(app_env, tiny_dataset):
     first = finished_run(store, tiny_dataset, seed=0)
     second = finished_run(store, tiny_dataset, seed=1, lr=1e-3)
     at = new_app().run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert set(at.multiselect(key="compare_runs").value) == {first, second}
+    names = {store.summary(first).name, store.summary(second).name}
+    assert len(names) == 2  # same settings but the learning rate: "(2)" tells them apart
     matrices = [s for s in plotly_specs(at) if s["data"] and s["data"][0]["type"] == "heatmap"
-                and s["layout"]["title"]["text"] in {first, second}]  # not the operating point's 2x2 matrix
+                and s["layout"]["title"]["text"] in names]  # not the operating point's 2x2 matrix
     assert len(matrices) == 2
     assert matrices[0]["layout"]["xaxis"]["title"]["text"] == "predicted"
     assert matrices[0]["layout"]["yaxis"]["title"]["text"] == "true"
@@ -116,7 +117,7 @@ def test_try_it_predicts_an_uploaded_png(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
     finished_run(store, tiny_dataset)
     at = new_app().run()
-    at.switch_page("pages/try_it.py").run()
+    at.switch_page("app_pages/try_it.py").run()
     at.file_uploader(key="try_upload").upload("scan.png", _png_bytes(), "image/png").run()
     assert not at.exception
     predicted = [m for m in at.metric if m.label == "Predicted class"]
@@ -129,7 +130,7 @@ def test_try_it_bad_upload_shows_a_clear_error(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
     finished_run(store, tiny_dataset)
     at = new_app().run()
-    at.switch_page("pages/try_it.py").run()
+    at.switch_page("app_pages/try_it.py").run()
     at.file_uploader(key="try_upload").upload("notes.png", b"just some text, not pixels", "image/png").run()
     assert not at.exception
     assert at.error and "notes.png" in at.error[0].value and "not an image" in at.error[0].value

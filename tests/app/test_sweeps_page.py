@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from apphelpers import new_app
 
 import app.manager
-from medcls.jobs import JobManager
-from medcls.runs import RunStore
-
-from apphelpers import new_app
+from medcls.jobs.manager import JobManager
+from medcls.runs.records import EpochRecord
+from medcls.runs.store import RunStore
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def _sweep_page(folder):
     at.session_state["data_kind"] = "folder"
     at.session_state["data_folder"] = str(folder)
     at.run()  # the data explorer, on the folder (the built-in phantoms are never generated)
-    at.switch_page("pages/sweeps.py").run()
+    at.switch_page("app_pages/sweeps.py").run()
     assert not at.exception
     return at
 
@@ -52,10 +52,10 @@ def test_two_settings_with_two_values_queue_four_runs_and_rank_them(queue_only, 
     run_ids = store.list_ids()
     assert len(run_ids) == 4
     assert {store.config(r).data.source for r in run_ids} == {str(tiny_dataset)}  # the sidebar's dataset
-    assert all(store.raw_status(r)["state"] == "queued" for r in run_ids)
+    assert all(store.raw_status(r).state == "queued" for r in run_ids)
     combos = {(store.config(r).imbalance, store.config(r).lr) for r in run_ids}
     assert combos == {("none", 0.001), ("none", 0.003), ("oversample", 0.001), ("oversample", 0.003)}
-    sweep_ids = {json.loads((store.root / r / "sweep.json").read_text())["sweep_id"] for r in run_ids}
+    sweep_ids = {store.group(r).group_id for r in run_ids}
     assert len(sweep_ids) == 1
 
     table = _results(at)
@@ -65,12 +65,14 @@ def test_two_settings_with_two_values_queue_four_runs_and_rank_them(queue_only, 
 
     # Two runs report an epoch: the table ranks them, best first, on the next refresh.
     by_combo = {(store.config(r).imbalance, store.config(r).lr): r for r in run_ids}
-    store.append_history(by_combo[("none", 0.003)], {"epoch": 1, "score": 0.42, "val_macro_f1": 0.42, "best": True})
-    store.append_history(by_combo[("oversample", 0.001)], {"epoch": 1, "score": 0.61, "val_macro_f1": 0.6,
-                                                           "best": True})
+    store.append_history(by_combo[("none", 0.003)], EpochRecord.from_dict({"epoch": 1, "score": 0.42,
+                                                                           "val_macro_f1": 0.42, "best": True}))
+    store.append_history(by_combo[("oversample", 0.001)], EpochRecord.from_dict({"epoch": 1, "score": 0.61,
+                                                                                "val_macro_f1": 0.6, "best": True}))
     at.run()
     table = _results(at)
-    assert list(table["run"][:2]) == [by_combo[("oversample", 0.001)], by_combo[("none", 0.003)]]
+    names = {r: store.summary(r).name for r in run_ids}
+    assert list(table["run"][:2]) == [names[by_combo[("oversample", 0.001)]], names[by_combo[("none", 0.003)]]]
     assert list(table["rank"][:2]) == [1, 2]
     assert any("Best so far" in s.value and "oversample" in s.value for s in at.success)
     heat = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from medcls.config import DataConfig, TrainConfig
-from medcls.runs import RunStore
-from medcls.training import execute_run
-
 from apphelpers import new_app
+
+from medcls.config import DataConfig, TrainConfig
+from medcls.jobs.execute import execute_run
+from medcls.runs.store import RunStore
 
 
 def _image_captions(at) -> list[str]:
@@ -24,7 +24,7 @@ def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset)
     at.session_state["data_kind"] = "folder"
     at.session_state["data_folder"] = str(tiny_dataset)
     at.run()  # the data explorer, on the folder (the built-in phantoms are never generated)
-    at.switch_page("pages/try_it.py").run()
+    at.switch_page("app_pages/try_it.py").run()
     at.radio(key="try_source").set_value("Pick one from the current dataset").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
 

@@ -6,13 +6,12 @@ import copy
 
 import pytest
 
-from medcls.bench import run_benchmark, seed
-from medcls.bench import measure
+from medcls.bench import measure, run_benchmark, seed
 from medcls.bench.report import TARGETS, render_markdown
 from medcls.config import DataConfig
 from medcls.data import load_dataset
+from medcls.inference.predictor import Predictor
 from medcls.models import create_model
-from medcls.predict import Predictor
 
 RESULTS = {
     "machine": {"cpu": "Test CPU 9000", "cores": 2, "threads": 2, "torch": "2.x", "python": "3.11"},

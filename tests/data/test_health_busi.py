@@ -9,7 +9,12 @@ import pytest
 
 from medcls.config import DataConfig
 from medcls.data import load_dataset
-from medcls.data.health import check_duplicates, clear_hash_memory, random_split_leak, split_leak
+from medcls.data.health import (
+    check_duplicates,
+    clear_hash_memory,
+    random_split_leak,
+    split_leak,
+)
 
 BUSI = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "busi"
 

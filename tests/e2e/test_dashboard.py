@@ -94,16 +94,23 @@ def choose(page: Page, key: str, option: str) -> None:
 
 
 def run_ids(server) -> list[str]:
-    from medcls.runs import RunStore
+    from medcls.runs.store import RunStore
 
     return RunStore(server.runs_dir).list_ids() if server.runs_dir.is_dir() else []
 
 
 def run_states(server) -> dict[str, str]:
-    from medcls.runs import RunStore
+    from medcls.runs.store import RunStore
 
     store = RunStore(server.runs_dir)
-    return {r: store.raw_status(r).get("state", "?") for r in run_ids(server)}
+    return {r: store.raw_status(r).state for r in run_ids(server)}
+
+
+def run_name(server, run_id: str) -> str:
+    """How pickers and figure titles name the run."""
+    from medcls.runs.store import RunStore
+
+    return RunStore(server.runs_dir).summary(run_id).name
 
 
 def wait_no_active_runs(server, timeout_s: float = 120) -> None:
@@ -129,7 +136,7 @@ def start_run(page: Page, server, epochs: int) -> str:
         assert time.monotonic() < deadline, "pressing Start created no run"
         page.wait_for_timeout(200)
     (run_id,) = set(run_ids(server)) - before
-    expect(page.locator(".st-key-train_run_picker input")).to_have_value(run_id, timeout=30_000)
+    expect(page.locator(".st-key-train_run_picker input")).to_have_value(run_name(server, run_id), timeout=30_000)
     # The live panel is the new run's (the previous run's panel may linger, faded, during the redraw).
     expect(page.locator(f".st-key-stop_{run_id}").first).to_be_visible(timeout=30_000)
     wait_idle(page)
@@ -232,7 +239,7 @@ def no_run_left_training(request: pytest.FixtureRequest):
     yield
     if "server" not in request.fixturenames:
         return
-    from medcls.runs import RunStore
+    from medcls.runs.store import RunStore
 
     server = request.getfixturevalue("server")
     store = RunStore(server.runs_dir)
@@ -291,7 +298,7 @@ def test_reload_mid_run_shows_the_same_run_advancing(page: Page, server, screens
               what="the first epoch")
     page.reload()
     # A reload is a new session: the picker must default to the run that is training now.
-    expect(page.locator(".st-key-train_run_picker input")).to_have_value(run_id, timeout=60_000)
+    expect(page.locator(".st-key-train_run_picker input")).to_have_value(run_name(server, run_id), timeout=60_000)
     seen = watch_run(page, run_id, lambda s: increases(s) >= 1 and curves_grew(s), timeout_s=120,
                      what="the run still advancing after the reload")
     assert seen[0][1] < epochs
@@ -313,7 +320,7 @@ def test_stopped_run_shows_as_cancelled(page: Page, server, screenshot):
     screenshot("train-cancelled")
     # It stays cancelled for a new visitor (the state lives in the run store, not the session).
     page.reload()
-    expect(page.locator(".st-key-train_run_picker input")).to_have_value(run_id, timeout=60_000)
+    expect(page.locator(".st-key-train_run_picker input")).to_have_value(run_name(server, run_id), timeout=60_000)
     expect(cancelled.first).to_be_visible()
     assert run_states(server)[run_id] == "cancelled"
 
@@ -321,16 +328,16 @@ def test_stopped_run_shows_as_cancelled(page: Page, server, screenshot):
 def test_compare_shows_confusion_matrices_and_pr_curves(page: Page, server, screenshot):
     newest_two = ensure_finished_runs(page, server, 2)
     open_page(page, "compare")
-    expect(page.locator(".st-key-compare_runs [data-tag]")).to_have_text(newest_two)
+    expect(page.locator(".st-key-compare_runs [data-tag]")).to_have_text([run_name(server, r) for r in newest_two])
     for run_id in newest_two:
         matrix = page.locator(f".st-key-cm_{run_id} .js-plotly-plot")
-        expect(matrix.locator(".gtitle")).to_have_text(run_id)
+        expect(matrix.locator(".gtitle")).to_have_text(run_name(server, run_id))
         expect(matrix.locator(".heatmaplayer image")).to_have_count(1)  # Plotly draws the heatmap as an image
         expect(matrix.locator(".xtitle")).to_have_text("predicted")
         expect(matrix.locator(".ytitle")).to_have_text("true")
         expect(matrix.locator(".xtick")).to_have_text(CLASSES)
         curves = page.locator(f".st-key-pr_{run_id} .js-plotly-plot")
-        expect(curves.locator(".gtitle")).to_contain_text(run_id)
+        expect(curves.locator(".gtitle")).to_contain_text(run_name(server, run_id))
         expect(curves.locator(".legendtext")).to_have_text([re.compile(rf"^{c}\b.*AP=\d\.\d\d$") for c in CLASSES])
         expect(curves.locator(".scatterlayer .trace path.js-line").first).to_be_visible()
     screenshot("compare")

@@ -9,9 +9,9 @@ from torch import nn
 import medcls.models._registry as registry
 from medcls.models import (
     ClassifierModel,
+    CNNOptions,
     ConfigurableCNN,
     UnknownModelError,
-    cnn_spec,
     count_parameters,
     create_model,
     list_models,
@@ -81,30 +81,30 @@ def test_duplicate_registration_is_refused(monkeypatch):
     assert registry._REGISTRY["small_cnn"].builder is not small_cnn
 
 
-def test_a_new_model_registers_and_its_options_come_from_its_signature(monkeypatch):
+def test_a_new_model_registers_with_the_options_type_and_defaults_it_declares(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
-    @register_model("a test model")
-    def tiny_test_model(*, num_classes, image_size=32, in_channels=3, width=4):
-        return ConfigurableCNN(cnn_spec("small_cnn", blocks=1, filters=width), num_classes, in_channels, image_size)
+    @register_model("a test model", options=CNNOptions, defaults={"blocks": 1, "filters": 4})
+    def tiny_test_model(*, num_classes, image_size=32, in_channels=3, options):
+        return ConfigurableCNN(options, num_classes, in_channels, image_size)
 
     assert "tiny_test_model" in list_models()
-    model = create_model("tiny_test_model", num_classes=2, width=6, weights="imagenet")  # weights: soft option
-    assert model.features[0].out_channels == 6
-    with pytest.raises(ValueError, match="does not take the option"):
+    assert create_model("tiny_test_model", num_classes=2).features[0].out_channels == 4  # its own default
+    assert create_model("tiny_test_model", num_classes=2, filters=6).features[0].out_channels == 6
+    with pytest.raises(ValueError, match="Unknown option"):
         create_model("tiny_test_model", num_classes=2, depth=3)
 
 
-def test_unsupported_options_raise_a_clear_error():
+def test_options_of_another_model_raise_a_clear_error():
     with pytest.raises(ValueError) as info:
         create_model("resnet18", num_classes=3, weights="random", blocks=3)
-    assert "resnet18" in str(info.value) and "blocks" in str(info.value)
-    assert "finetune" in str(info.value) or "dropout" in str(info.value)  # lists what it does take
+    assert "ResNetOptions" in str(info.value) and "blocks" in str(info.value)
+    assert "finetune" in str(info.value) and "dropout" in str(info.value)  # lists what it does take
 
 
-def test_none_options_keep_the_preset_and_others_override_it():
-    default = create_model("small_cnn", num_classes=2, image_size=64, blocks=None, filters=None)
-    assert [m.out_channels for m in default.modules() if isinstance(m, nn.Conv2d)] == cnn_spec("small_cnn").channels()
+def test_presets_start_from_their_own_values_and_others_override_them():
+    default = create_model("small_cnn", num_classes=2, image_size=64)
+    assert [m.out_channels for m in default.modules() if isinstance(m, nn.Conv2d)] == CNNOptions().channels()
     custom = create_model("small_cnn", num_classes=2, image_size=64, blocks=3, filters=8, head="flatten",
                           fc_widths=(16,), batch_norm=False, activation="gelu", pooling="avg", kernel_size=5)
     convs = [m for m in custom.modules() if isinstance(m, nn.Conv2d)]
@@ -142,7 +142,7 @@ def test_seed_cnn_has_four_conv_layers_and_three_linear_layers_with_dropout():
 def test_small_cnn_is_small():
     model = create_model("small_cnn", num_classes=3, image_size=128)
     assert 0.8e6 < count_parameters(model) < 2e6
-    assert model.spec.channels() == [16, 32, 64, 128, 256, 512]
+    assert model.options.channels() == [16, 32, 64, 128, 256, 512]
 
 
 @pytest.mark.parametrize("size", [8, 16, 33])
@@ -159,8 +159,8 @@ def test_invalid_shapes_are_refused_with_reasons():
         create_model("small_cnn", num_classes=2, image_size=64, in_channels=2)
     with pytest.raises(ValueError, match="at least 2 classes"):
         create_model("small_cnn", num_classes=1, image_size=64)
-    with pytest.raises(ValueError, match="odd"):
-        ConfigurableCNN(cnn_spec("small_cnn", kernel_size=4), 2, 3, 64)
+    with pytest.raises(ValueError, match="Kernel size must be one of 3, 5, 7"):
+        CNNOptions(kernel_size=4)
 
 
 def test_gray_models_normalise_with_one_channel():

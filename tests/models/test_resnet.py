@@ -10,7 +10,7 @@ import torch.hub
 import torchvision
 
 from medcls.models import ResNetTransfer, WeightsUnavailableError, create_model
-from medcls.models.resnet import imagenet_cache_path, load_imagenet_state
+from medcls.models.resnet import ResNetOptions, imagenet_cache_path, load_imagenet_state
 
 
 @pytest.fixture
@@ -122,8 +122,8 @@ def test_last_block_and_all_modes_unfreeze_the_right_parts():
     assert all(p.requires_grad for p in everything.parameters())
     everything.train()
     assert all(m.training for m in everything.modules())
-    with pytest.raises(ValueError, match="finetune"):
-        ResNetTransfer(3, weights="random", finetune="some")
+    with pytest.raises(ValueError, match="What to train must be one of head, last_block, all"):
+        ResNetOptions(finetune="some")
 
 
 def test_gray_input_sums_the_pretrained_rgb_filters(tmp_path, reference_state):

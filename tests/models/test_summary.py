@@ -10,7 +10,7 @@ from PIL import Image
 from medcls.config import DataConfig, TrainConfig
 from medcls.models import create_model
 from medcls.models.summary import estimate_epoch_seconds, summarize, time_step
-from medcls.training import train_in_memory
+from medcls.training.pipeline import train_in_memory
 
 
 def test_summary_counts_match_the_model():
@@ -56,7 +56,7 @@ def test_epoch_estimate_is_within_a_factor_of_two_of_a_measured_epoch(tmp_path, 
     cfg = TrainConfig(data=DataConfig(source=str(_dataset(tmp_path / "d")))).with_options(
         image_size=48, epochs=3, batch_size=16, precision="fp32", imbalance="none", augment=False)
     result = train_in_memory(cfg)
-    measured = float(np.median([h.seconds for h in result.trainer.result.history]))
+    measured = float(np.median([h.seconds for h in result.fit.history]))
     model = create_model("small_cnn", num_classes=2, image_size=48, in_channels=1)
     step = time_step(model, cfg.batch_size, 1, 48, 2, repeats=3)
     estimate = estimate_epoch_seconds(step, cfg.batch_size, len(result.data.train), len(result.data.val))

@@ -6,8 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from app_isolation import isolated_app, use_navigation_in_apptest
+from app_isolation import isolated_app
 
 
 @pytest.fixture
@@ -16,7 +15,6 @@ def app_env(tmp_path, monkeypatch, _phantom_cache_dir):
 
     The cache folder is the session's shared one, so the built-in phantoms (the default page's data)
     are generated once per test session, not once per test."""
-    use_navigation_in_apptest(monkeypatch)
     yield from isolated_app(tmp_path, monkeypatch, _phantom_cache_dir)
 
 

@@ -18,16 +18,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reliability_corpus import good_classes
+from reliability_helpers import ROOT
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.sync.client import connect
 
 from app.live import STATE_ICONS  # the icons the status line starts with
 from medcls.config import TrainConfig
-from medcls.runs import RunStore
-
-from reliability_corpus import good_classes
-from reliability_helpers import ROOT
+from medcls.runs.records import RunMeta
+from medcls.runs.store import RunStore
 
 FINISHED_EARLY_FOR_RERUN = ForwardMsg.ScriptFinishedStatus.Value("FINISHED_EARLY_FOR_RERUN")
 
@@ -51,7 +51,7 @@ class LiveApp:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        worker = self.store.raw_status(self.run_id).get("pid")
+        worker = self.store.raw_status(self.run_id).pid
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -88,7 +88,7 @@ def start_live_app(base: Path, timeout: float = 90.0) -> LiveApp:
     store = RunStore(base / "runs")
     # Long enough to train through the whole load test; stopped by the test when it is done.
     run_id = store.create(TrainConfig(image_size=64, epochs=300, batch_size=8, precision="fp32").with_options(
-        source=str(data)), run_id="live-run")
+        source=str(data)), run_id="live-run", meta=RunMeta(name="live-run"))  # the picker shows names
     port = free_port()
     log = base / "server.log"
     process = subprocess.Popen(

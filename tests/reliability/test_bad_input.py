@@ -13,17 +13,27 @@ import shutil
 from pathlib import Path
 
 import pytest
+from reliability_corpus import (
+    ARCHIVE_CASES,
+    CASES,
+    IMAGE_CASES,
+    Case,
+    by_kind,
+    case,
+    good_classes,
+    noise,
+    save,
+)
+from reliability_helpers import new_app, texts
 
-from medcls.archive import ArchiveError, extract_zip
 from medcls.config import ConfigError, DataConfig, TrainConfig
 from medcls.data import DataError, decode_dataset, load_dataset
+from medcls.data.archive import ArchiveError, extract_zip
 from medcls.data.imageio import ImageReadError, open_image, to_uint8
+from medcls.inference.predictor import Predictor
+from medcls.jobs.execute import execute_run
 from medcls.models import create_model
-from medcls.predict import Predictor
-from medcls.training import execute_run, prepare_data
-
-from reliability_corpus import ARCHIVE_CASES, CASES, IMAGE_CASES, Case, by_kind, case, good_classes, noise, save
-from reliability_helpers import new_app, texts
+from medcls.training.pipeline import prepare_data
 
 GOOD_PER_CLASS = 6
 
@@ -53,7 +63,7 @@ def test_the_corpus_is_big_and_covers_every_kind():
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
     """An (untrained) small CNN behind the same Predictor the Try-it page uses."""
-    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1, weights="random")
+    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1)
     return Predictor(model, ["benign", "malignant"], 32, "gray", run_id="corpus")
 
 
@@ -162,17 +172,17 @@ def test_archive(c: Case, tmp_path):
 def test_config(c: Case, tmp_path):
     data = good_classes(tmp_path / "data", per_class=GOOD_PER_CLASS)
     with pytest.raises(ConfigError) as err:
-        prepare_data(tiny_train_config(data, **c.build(tmp_path)))
+        prepare_data(tiny_train_config(data, **c.build(tmp_path)))  # the config itself refuses it
     assert_message(str(err.value), c)
 
 
-def test_a_run_whose_batch_is_larger_than_the_data_fails_with_the_message(tmp_path, store):
+def test_a_run_whose_batch_is_larger_than_the_data_trains_with_a_smaller_batch_and_says_so(tmp_path, store):
     data = good_classes(tmp_path / "data", per_class=GOOD_PER_CLASS)
     run_id = store.create(tiny_train_config(data, batch_size=500))
     outcome = execute_run(store, run_id)
     status = store.status(run_id)
-    assert outcome.state == status["state"] == "failed"
-    assert "Batch size 500 is larger than the" in status["error"] and "at most" in status["error"]
+    assert outcome.state == status.state == "finished", outcome.error
+    assert any("batch size was lowered from 500" in note for note in status.notes)
 
 
 # --- a folder full of bad files: trains, and every file is reported ---------------------------------------
@@ -197,8 +207,7 @@ def test_a_dataset_folder_full_of_bad_files_trains_and_reports_each_one(tmp_path
     run_id = store.create(tiny_train_config(root))
     outcome = execute_run(store, run_id)
     assert outcome.state == "finished", outcome.error
-    report = store.read_json(run_id, "data_report.json")
-    reasons = {Path(s["path"]).name: s["reason"] for s in report["skipped"]}
+    reasons = {Path(s.path).name: s.reason for s in store.data_report(run_id).skipped}
     assert sorted(reasons) == sorted(refused)
     for name in refused:
         c = next((c for c in IMAGE_CASES if c.name == name), case("truncated-png"))  # or the 000- copy
@@ -224,7 +233,7 @@ def test_data_explorer_on_a_folder_full_of_bad_files(app_env, tmp_path):
 
 def test_try_it_shows_each_bad_upload_as_a_clear_error(app_run, tmp_path):
     at = new_app().run()
-    at.switch_page("pages/try_it.py").run()
+    at.switch_page("app_pages/try_it.py").run()
     assert not at.exception
     for c in [c for c in IMAGE_CASES if c.outcome == "refused"]:
         path = c.build(tmp_path / c.id)
@@ -243,7 +252,7 @@ def test_try_it_shows_each_bad_upload_as_a_clear_error(app_run, tmp_path):
 
 def test_try_it_refuses_an_upload_over_its_size_limit(app_run):
     at = new_app().run()
-    at.switch_page("pages/try_it.py").run()
+    at.switch_page("app_pages/try_it.py").run()
     # The browser enforces the uploader's 20 MB cap, the server only its global one: the page checks itself.
     at.file_uploader(key="try_upload").upload("big-scan.png", b"\0" * (20 * 1024 * 1024 + 1), "image/png").run()
     assert not at.exception

@@ -22,17 +22,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from medcls.callbacks import Callback
-from medcls.config import TrainConfig
-from medcls.jobs import JobManager, LocalBackend
-from medcls.predict import load_predictor
-from medcls.runs import RunStore, _is_zombie
-from medcls.training import execute_run
-
-from reliability_corpus import good_classes
 from polling import wait_for
+from reliability_corpus import good_classes
 from reliability_helpers import ROOT, new_app, texts
+
+from medcls.config import TrainConfig
+from medcls.inference.predictor import load_predictor
+from medcls.jobs.execute import execute_run
+from medcls.jobs.local import LocalBackend
+from medcls.jobs.manager import JobManager
+from medcls.runs.store import RunStore, _is_zombie
+from medcls.training.callbacks import Callback
 
 HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_macro_f1", "score", "best"}
 
@@ -64,9 +64,9 @@ def assert_history_intact(store: RunStore, run_id: str) -> list[dict]:
         except json.JSONDecodeError:
             assert i == len(lines) - 1, f"line {i + 1} of {len(lines)} is corrupt: {line!r}"
     history = store.history(run_id)
-    assert history == parsed and history, "history is empty or unreadable"
-    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
-    assert all(HISTORY_KEYS <= set(h) for h in history)
+    assert [h.to_dict() for h in history] == parsed and history, "history is empty or unreadable"
+    assert [h.epoch for h in history] == list(range(1, len(history) + 1))
+    assert all(HISTORY_KEYS <= set(h.to_dict()) for h in history)
     return history
 
 
@@ -87,35 +87,36 @@ def test_worker_killed_mid_epoch_keeps_its_history_and_best_checkpoint(store, sl
         def mid_epoch():
             done = len(store.history(run_id))
             progress = store.progress(run_id)
-            return done >= 1 and progress.get("phase") == "train" and progress.get("epoch") == done + 1 \
-                and progress.get("batch", 0) >= 2 and progress
+            return done >= 1 and progress.phase == "train" and progress.epoch == done + 1 \
+                and progress.batch >= 2 and progress
         at_kill = wait_for(mid_epoch, timeout=120, interval=0.05, what="the second epoch to be under way")
-        pid = int(store.raw_status(run_id)["pid"])
+        pid = int(store.raw_status(run_id).pid)
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         # Any page reads it as stopped at once (its worker is gone); the manager then records why.
-        wait_for(lambda: store.status(run_id)["state"] in ("interrupted", "failed"), timeout=10,
+        wait_for(lambda: store.status(run_id).state in ("interrupted", "failed"), timeout=10,
                  what="the killed run to stop reading as running")
-        wait_for(lambda: store.raw_status(run_id)["state"] != "running", timeout=10,
+        wait_for(lambda: store.raw_status(run_id).state != "running", timeout=10,
                  what="the manager to record the end of the killed worker")
         assert time.monotonic() - killed_at < 10
     finally:
         manager.shutdown(kill=True)
     status = store.raw_status(run_id)  # persisted by the manager, not only derived
-    assert status["state"] == "interrupted" and "signal 9" in status["error"], status
+    assert status.state == "interrupted" and "signal 9" in status.error, status
     history = assert_history_intact(store, run_id)
-    assert len(history) >= at_kill["epoch"] - 1
+    assert len(history) >= at_kill.epoch - 1
     assert_best_checkpoint_predicts(store, run_id)
     # Nothing restarts it, and a fresh store reads the same.
     JobManager(store, backend=LocalBackend(threads=1, nice=0), start=False)
-    assert RunStore(store.root).status(run_id)["state"] == "interrupted"
+    assert RunStore(store.root).status(run_id).state == "interrupted"
 
 
 SERVER_SCRIPT = """
 import sys, time
 from medcls.config import TrainConfig
-from medcls.jobs import JobManager, LocalBackend
-from medcls.runs import RunStore
+from medcls.jobs.local import LocalBackend
+from medcls.jobs.manager import JobManager
+from medcls.runs.store import RunStore
 
 store = RunStore(sys.argv[1])
 manager = JobManager(store, backend=LocalBackend(threads=1, nice=0), poll_s=0.2)
@@ -138,12 +139,12 @@ def test_app_server_killed_mid_run_leaves_the_run_interrupted_not_running(app_en
         run_id = server.stdout.readline().strip()
         assert run_id, "the server process did not start a run"
         wait_for(lambda: len(store.history(run_id)) >= 1, timeout=120, what="the first epoch")
-        worker_pid = int(store.raw_status(run_id)["pid"])
+        worker_pid = int(store.raw_status(run_id).pid)
         assert worker_pid != server.pid
         server.send_signal(signal.SIGKILL)  # the app server dies; nobody reaps or stops the worker
         server.wait(10)
         # The worker notices its parent is gone, records the interruption and exits.
-        wait_for(lambda: store.raw_status(run_id)["state"] == "interrupted", timeout=15,
+        wait_for(lambda: store.raw_status(run_id).state == "interrupted", timeout=15,
                  what="the orphaned worker to mark its run interrupted")
         wait_for(lambda: not _alive(worker_pid), timeout=10, what="the orphaned worker to exit")
     finally:
@@ -152,16 +153,16 @@ def test_app_server_killed_mid_run_leaves_the_run_interrupted_not_running(app_en
         if worker_pid and _alive(worker_pid):
             os.kill(worker_pid, signal.SIGKILL)
     status = store.raw_status(run_id)
-    assert "server that started this run stopped" in status["error"]
+    assert "server that started this run stopped" in status.error
     assert_history_intact(store, run_id)
     assert_best_checkpoint_predicts(store, run_id)
     # The restarted app: its manager reconciles, nothing restarts the run, the page says interrupted.
     at = new_app().run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert not at.exception
     assert at.selectbox(key="train_run_picker").value == run_id
     assert any("Interrupted" in w for w in texts(at.warning))
-    assert store.raw_status(run_id)["state"] == "interrupted"
+    assert store.raw_status(run_id).state == "interrupted"
 
 
 def _alive(pid: int) -> bool:
@@ -177,10 +178,10 @@ def test_a_run_marked_running_whose_worker_vanished_is_reconciled_on_restart(sto
     run_id = store.create(synth.config(tmp_path))
     store.set_status(run_id, "running", pid=synth.dead_pid())
     store.beat(run_id)
-    assert store.status(run_id)["state"] == "interrupted"  # read so at once, before any manager exists
+    assert store.status(run_id).state == "interrupted"  # read so at once, before any manager exists
     JobManager(store, backend=LocalBackend(), start=False)
     raw = store.raw_status(run_id)
-    assert raw["state"] == "interrupted" and "stopped unexpectedly" in raw["error"]
+    assert raw.state == "interrupted" and "stopped unexpectedly" in raw.error
 
 
 # --- NaN loss ----------------------------------------------------------------------------------------------
@@ -202,13 +203,13 @@ def test_nan_loss_stops_the_run_with_a_clear_message(app_env, tmp_path):
         source=str(data)))
     outcome = execute_run(store, run_id, callbacks=[PoisonWeights()])
     status = store.status(run_id)
-    assert outcome.state == status["state"] == "failed"
-    assert "training loss became nan in epoch 2, batch 2" in status["error"]
-    assert "Lower the learning rate" in status["error"]
+    assert outcome.state == status.state == "failed"
+    assert "training loss became nan in epoch 2, batch 2" in status.error
+    assert "Lower the learning rate" in status.error
     assert len(assert_history_intact(store, run_id)) == 1
     assert_best_checkpoint_predicts(store, run_id)  # epoch 1's weights, not the NaN ones
     at = new_app().run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("app_pages/train.py").run()
     assert not at.exception
     assert any("training loss became nan" in e for e in texts(at.error))
 
@@ -218,7 +219,7 @@ def test_nan_loss_stops_the_run_with_a_clear_message(app_env, tmp_path):
 WRITER_SCRIPT = r"""
 import os, sys, threading, time
 import torch
-from medcls.runs import RunStore
+from medcls.runs.store import RunStore
 
 def crash_point(fd):  # the new data is in the temporary file; the process dies before it replaces the old one
     os.write(1, b"writing\n")  # one write per line: the two threads' lines never interleave
@@ -235,7 +236,7 @@ time.sleep(120)
 
 def test_a_crash_during_status_and_checkpoint_writes_leaves_the_previous_files(store, synth, tmp_path):
     run_id = store.create(synth.config(tmp_path))
-    store.set_status(run_id, "running", epoch=3)
+    store.set_status(run_id, "running", best_epoch=3)
     store.save_weights(run_id, {"w": torch.full((4,), 1.0)})
     before = {name: store.file(run_id, name).read_bytes() for name in ("status.json", "best.pt")}
     writer = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, str(store.root), run_id], cwd=ROOT,
@@ -250,12 +251,12 @@ def test_a_crash_during_status_and_checkpoint_writes_leaves_the_previous_files(s
         writer.wait(10)
     for name, data in before.items():
         assert store.file(run_id, name).read_bytes() == data, f"{name} changed by a crashed write"
-    assert store.raw_status(run_id)["state"] == "running" and store.raw_status(run_id)["epoch"] == 3
+    assert store.raw_status(run_id).state == "running" and store.raw_status(run_id).best_epoch == 3
     assert torch.equal(store.load_weights(run_id)["w"], torch.full((4,), 1.0))
     # Leftover temporaries are hidden files: listing and the next write are unaffected.
     assert store.list_ids() == [run_id]
     store.set_status(run_id, "finished")
-    assert store.raw_status(run_id)["state"] == "finished"
+    assert store.raw_status(run_id).state == "finished"
 
 
 # --- simultaneous starts -----------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def test_starts_at_the_same_instant_queue_and_never_run_on_top_of_each_other(sto
 
     def watch():
         while not stop_watching.is_set():
-            running = [r for r in store.list_ids() if store.raw_status(r).get("state") == "running"]
+            running = [r for r in store.list_ids() if store.raw_status(r).state == "running"]
             most_running[0] = max(most_running[0], len(running))
 
     def click(manager):
@@ -320,7 +321,7 @@ def test_starts_at_the_same_instant_queue_and_never_run_on_top_of_each_other(sto
     for t in clickers:
         t.join(60)
     assert not errors
-    states = sorted(store.raw_status(r)["state"] for r in store.list_ids())
+    states = sorted(store.raw_status(r).state for r in store.list_ids())
     assert states == ["queued"] * 5 + ["running"]
     assert sum(len(b.started) for b in backends) == 1
     # The running one ends; the queue moves on one at a time, still never two at once.
@@ -334,7 +335,7 @@ def test_starts_at_the_same_instant_queue_and_never_run_on_top_of_each_other(sto
     stop_watching.set()
     watcher.join(10)
     assert most_running[0] == 1
-    assert sorted(store.raw_status(r)["state"] for r in store.list_ids()) == ["finished"] * 5 + ["running"]
+    assert sorted(store.raw_status(r).state for r in store.list_ids()) == ["finished"] * 5 + ["running"]
     assert sum(len(b.started) for b in backends) == 6
 
 
@@ -353,7 +354,7 @@ def test_cancelling_during_evaluation_stops_the_run_there(store, tmp_path):
                 store.request_stop(run_id)  # what the Stop button does
 
     outcome = execute_run(store, run_id, callbacks=[StopInValidation()])
-    assert outcome.state == "cancelled" and store.status(run_id)["state"] == "cancelled"
+    assert outcome.state == "cancelled" and store.status(run_id).state == "cancelled"
     last = events[-1]
     assert last[:3] == (2, "val", 1) and last[3] >= 2, "the stop was not honoured inside the evaluation loop"
     assert len(assert_history_intact(store, run_id)) == 1  # epoch 2 never completed
@@ -362,8 +363,9 @@ def test_cancelling_during_evaluation_stops_the_run_there(store, tmp_path):
 
 # --- deleted run folders -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("page,key", [("pages/train.py", "train_run_picker"), ("pages/compare.py", "compare_runs"),
-                                      ("pages/try_it.py", "try_run")])
+@pytest.mark.parametrize("page,key", [("app_pages/train.py", "train_run_picker"),
+                                      ("app_pages/compare.py", "compare_runs"),
+                                      ("app_pages/try_it.py", "try_run")])
 def test_deleting_the_shown_run_folder_gives_a_message_not_a_crash(page, key, app_run):
     runs, template = app_run
     shutil.copytree(runs / template, runs / "shown-run")

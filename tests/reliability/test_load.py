@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 import pytest
-
 from live_server import Session
-from medcls.bench.measure import machine_gflops
 from polling import wait_for
+
+from medcls.bench.measure import machine_gflops
 
 SESSIONS = 5
 CYCLES = 5             # per session: a full page render, then two live-panel refreshes
@@ -72,7 +72,7 @@ def test_five_sessions_render_fast_and_see_the_same_run_while_it_trains(live_app
         cold, _ = sessions[0].render("train")
         for session in sessions[1:]:
             session.render("train")
-        wait_for(lambda: store.status(run_id)["state"] == "running" and len(store.history(run_id)) >= 1,
+        wait_for(lambda: store.status(run_id).state == "running" and len(store.history(run_id)) >= 1,
                  timeout=120, what="the run to train its first epoch")
 
         def user(i: int, session: Session) -> list:
@@ -93,7 +93,7 @@ def test_five_sessions_render_fast_and_see_the_same_run_while_it_trains(live_app
             return renders
 
         renders = [r for per_user in in_threads(sessions, user) for r in per_user]
-        assert store.status(run_id)["state"] == "running"
+        assert store.status(run_id).state == "running"
         epochs_seen = []
         for kind, seconds, view, before, after in renders:
             assert not view.exceptions and not view.errors, (view.exceptions, view.errors)
@@ -107,7 +107,7 @@ def test_five_sessions_render_fast_and_see_the_same_run_while_it_trains(live_app
 
         # The run ends (what the Stop button asks for); then five renders at one instant agree exactly.
         store.request_stop(run_id)
-        wait_for(lambda: store.raw_status(run_id)["state"] == "cancelled", timeout=60, what="the run to stop")
+        wait_for(lambda: store.raw_status(run_id).state == "cancelled", timeout=60, what="the run to stop")
         final = in_threads(sessions, lambda i, session: session.render("train"))
         expected = (run_id, "cancelled", f"{len(store.history(run_id))}/300")
         assert [view.summary() for _, view in final] == [expected] * SESSIONS

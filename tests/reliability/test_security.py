@@ -20,19 +20,23 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-
-from medcls.archive import ArchiveError, extract_zip
-from medcls.config import DataConfig
-from medcls.data import load_dataset
-from medcls.data.imageio import ImageReadError, open_image
-from medcls.models import create_model
-from medcls.models.resnet import WeightsUnavailableError
-from medcls.predict import load_predictor
-from medcls.runs import CheckpointError, InvalidRunIdError, RunNotFoundError, RunStore
-from medcls.settings import PathNotAllowedError
-
 from reliability_corpus import good_classes, image_bytes, noise, png_declaring, zip_of
 from reliability_helpers import ROOT, new_app, texts
+
+from medcls.config import DataConfig
+from medcls.data import load_dataset
+from medcls.data.archive import ArchiveError, extract_zip
+from medcls.data.imageio import ImageReadError, open_image
+from medcls.inference.predictor import load_predictor
+from medcls.models import create_model
+from medcls.models.resnet import WeightsUnavailableError
+from medcls.runs.store import (
+    CheckpointError,
+    InvalidRunIdError,
+    RunNotFoundError,
+    RunStore,
+)
+from medcls.settings import PathNotAllowedError
 
 CODE_FOLDERS = ("medcls", "app", "pages")
 
@@ -78,7 +82,7 @@ def test_a_swapped_malicious_checkpoint_runs_no_code_and_the_page_explains(app_r
         store.load_weights(run_id)
     assert not marker.exists()
     at = new_app().run()
-    at.switch_page("pages/try_it.py").run()  # the page loads the newest run's weights at once
+    at.switch_page("app_pages/try_it.py").run()  # the page loads the newest run's weights at once
     assert not at.exception
     assert any(run_id in e and "cannot be loaded safely" in e for e in texts(at.error))
     assert not marker.exists()

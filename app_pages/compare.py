@@ -1,0 +1,132 @@
+"""Compare tested runs: metrics with intervals, confusion matrices, PR curves, calibration, training curves,
+settings that differ; then one run up close: threshold, error browser, run card."""
+
+import pandas as pd
+import streamlit as st
+
+from app.compare_sections import (
+    calibration_section,
+    error_browser_section,
+    operating_point_section,
+    run_card_section,
+    uncertainty_section,
+)
+from app.manager import manager
+from medcls.analysis.comparison import comparability, config_rows, metrics_rows
+from medcls.config import describe_differences
+from medcls.data import default_focus_class
+from medcls.figures.evaluation import confusion_matrix_figure, pr_curves_figure
+from medcls.figures.training import overlay_history_figure
+from medcls.runs.naming import display_names
+from medcls.runs.records import RecordError
+from medcls.runs.store import RunNotFoundError
+
+CURVES = {"val_macro_f1": "Validation macro-F1", "val_accuracy": "Validation accuracy",
+          "val_balanced_accuracy": "Validation balanced accuracy", "val_loss": "Validation loss",
+          "train_loss": "Training loss", "train_accuracy": "Training accuracy"}
+
+st.title("📊 Compare runs")
+store = manager().store
+summaries = {s.run_id: s for s in store.list() if s.tested and not s.damaged}
+if not summaries:
+    st.info("No tested runs yet. Train one or two on the **Train** page, then come back.")
+    st.stop()
+names = display_names(summaries.values())
+gone = [r for r in st.session_state.get("compare_runs") or [] if r not in summaries]
+if gone:
+    st.info(f"No longer available (deleted): {', '.join(gone)}.")
+    st.session_state["compare_runs"] = [r for r in st.session_state["compare_runs"] if r in summaries]
+ids = list(summaries)
+newest = summaries[ids[0]]
+default = [r for r in ids if summaries[r].data_fingerprint == newest.data_fingerprint
+           and summaries[r].classes == newest.classes][:2]
+chosen = st.multiselect("Runs", ids, default=default, key="compare_runs", format_func=lambda r: names[r],
+                        help="Tested runs, newest first. The two newest on the same data are picked to start with.")
+if not chosen:
+    st.stop()
+
+try:
+    predictions = {r: store.predictions(r, "test") for r in chosen}
+    configs = {r: store.config(r) for r in chosen}
+    metrics = {r: store.metrics(r) for r in chosen}
+except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
+    st.error(f"A chosen run cannot be read (was it deleted?): {exc}")
+    st.stop()
+if any(m is None or m.test is None for m in metrics.values()):
+    st.error("A chosen run has no test results any more (was it deleted?). Pick another run.")
+    st.stop()
+chosen_summaries = {r: summaries[r] for r in chosen}
+check = comparability({r: s.dataset for r, s in chosen_summaries.items()},
+                      {r: s.data_fingerprint for r, s in chosen_summaries.items()},
+                      {r: predictions[r].classes for r in chosen})
+for message in check.messages:
+    st.warning(message, icon="⚠️")
+for r in chosen:
+    if metrics[r].stopped:
+        st.caption(f"⏹️ {names[r]} was stopped before its last epoch: its best checkpoint so far was tested.")
+
+all_classes = list(dict.fromkeys(c for r in chosen for c in predictions[r].classes))
+focus_default = default_focus_class(all_classes)
+focus = st.selectbox("Focus class", all_classes, index=all_classes.index(focus_default), key="compare_focus",
+                     help="Highlighted in the curves and shown first in the table. By default malignant/cancer, the "
+                          "class the seed notebook cared most about.")
+
+st.subheader("Test metrics")
+rows = metrics_rows({r: metrics[r].test for r in chosen}, names, focus)
+table = pd.DataFrame(rows).set_index("run")
+st.dataframe(table.style.format("{:.3f}", na_rep="–"), width="stretch")
+
+st.subheader("How sure are these numbers?")
+uncertainty_section(store, chosen, names)
+
+st.subheader("Confusion matrices")
+normalize = st.toggle("Row-normalised (share of each true class)", value=False, key="cm_normalize",
+                      help="Counts show how many images; row-normalised shows each true class's recall on "
+                           "the diagonal.")
+cols = st.columns(min(len(chosen), 3))
+for i, run_id in enumerate(chosen):
+    test = metrics[run_id].test
+    with cols[i % len(cols)]:
+        st.plotly_chart(confusion_matrix_figure(test.confusion_matrix, test.classes, normalize=normalize,
+                                                title=names[run_id]), key=f"cm_{run_id}", width="stretch")
+
+st.subheader("Precision-recall curves")
+cols = st.columns(min(len(chosen), 2))
+for i, run_id in enumerate(chosen):
+    p = predictions[run_id]
+    with cols[i % len(cols)]:
+        st.plotly_chart(pr_curves_figure(p.y_true, p.probs, p.classes, focus, title=names[run_id]),
+                        key=f"pr_{run_id}", width="stretch")
+
+st.subheader("Calibration: can the probabilities be trusted?")
+calibration_section(predictions, names, focus)
+
+st.subheader("Training curves")
+metric = st.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_curve")
+st.plotly_chart(overlay_history_figure({names[r]: store.history(r) for r in chosen}, metric, title=CURVES[metric]),
+                key="overlay", width="stretch")
+
+st.subheader("What differs")
+if len(chosen) > 1:
+    base = chosen[0]
+    for other in chosen[1:]:
+        st.markdown(f"**{names[base]} → {names[other]}:** {describe_differences(configs[base], configs[other])}")
+    diff = config_rows(configs, names)
+    if diff:
+        st.dataframe(pd.DataFrame(diff).set_index("setting"), width="stretch")
+else:
+    st.caption("Pick two or more runs to see how their settings differ.")
+
+st.header("Look closer at one run")
+run_id = st.selectbox("Run", chosen, key="analysis_run", format_func=lambda r: names[r]) \
+    if len(chosen) > 1 else chosen[0]
+threshold_tab, errors_tab, card_tab = st.tabs(["Choose a threshold", "Error browser", "Run card"])
+with threshold_tab:
+    st.caption(f"Trade missed cases against false alarms. The most probable class is not the only way to decide: "
+               f"flagging an image as {focus} at a lower probability catches more, at the price of more false "
+               "alarms.")
+    operating_point_section(store, run_id, focus)
+with errors_tab:
+    error_browser_section(store, run_id, focus)
+with card_tab:
+    run_card_section(store, run_id, names[run_id])

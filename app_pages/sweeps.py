@@ -1,0 +1,138 @@
+"""Sweeps: queue every combination of a few values of one or two settings, and rank the runs as they train."""
+
+import pandas as pd
+import streamlit as st
+
+from app.dataset import current_data_config, dataset_caption, load_current_dataset
+from app.form import render_form
+from app.manager import manager
+from app.text import escape_markdown
+from medcls.config import TrainConfig, format_value, label
+from medcls.experiments.sweeps import (
+    MAX_SETTINGS,
+    MAX_VALUES,
+    RANK_METRICS,
+    SweepError,
+    expand_grid,
+    list_sweeps,
+    parse_values,
+    rank_rows,
+    starting_values,
+    submit_sweep,
+    sweep_rows,
+    sweepable_options,
+    value_choices,
+)
+from medcls.figures.training import sweep_figure
+from medcls.runs.records import ACTIVE_STATES
+
+
+def values_widget(name: str, base: TrainConfig) -> list:
+    current = base.flat().get(name)
+    options = value_choices(name)
+    if options is not None:
+        start = [current] + [o for o in options if o != current][:1] if current in options else options[:2]
+        return st.multiselect(f"Values of **{label(name)}**", options, default=start, max_selections=MAX_VALUES,
+                              format_func=format_value, key=f"sweep_values_{name}")
+    text = st.text_input(f"Values of **{label(name)}** (2 to {MAX_VALUES}, separated by commas)",
+                         value=starting_values(name), key=f"sweep_values_{name}",
+                         placeholder=f"e.g. {format_value(current)}, …")
+    return parse_values(text)
+
+
+st.title("🧪 Sweeps")
+st.caption("Explore settings without code: pick one or two settings and a few values of each. Every combination "
+           "trains as its own run (they queue and run one after another), and the table below ranks them by "
+           "their validation score while they train.")
+data_cfg = current_data_config()
+spec = load_current_dataset(data_cfg)
+
+st.subheader("1 · Start from the Train page's options")
+if spec is not None:
+    st.caption(dataset_caption(spec))
+with st.expander("Base options (shared with the Train page)", expanded=False):
+    base, form_error = render_form(data_cfg)
+if form_error:
+    st.error(form_error)
+else:
+    st.caption("Base: " + ", ".join(f"{label(k)} {format_value(base.flat()[k])}"
+                                     for k in ("model", "image_size", "epochs", "lr", "imbalance")) + ".")
+
+st.subheader("2 · Choose what to vary")
+names = st.multiselect("Settings to vary (one or two)", sweepable_options(base), max_selections=MAX_SETTINGS,
+                       format_func=label, key="sweep_settings",
+                       help="For example the imbalance strategy and the learning rate: 2 x 2 values = 4 runs.")
+settings = {}
+for name in names:
+    settings[name] = values_widget(name, base or TrainConfig(data=data_cfg))
+points, grid_error = [], None
+if base is not None and names:
+    try:
+        points = expand_grid(base, settings)
+    except SweepError as exc:
+        grid_error = str(exc)
+if grid_error:
+    st.error(grid_error)
+elif points:
+    st.caption(f"{len(points)} runs: " + "; ".join(
+        ", ".join(f"{label(k)} {format_value(v)}" for k, v in p.values.items()) for p in points))
+queue = st.button(f"▶ Queue {len(points)} runs" if points else "▶ Queue the runs", type="primary",
+                  disabled=not points or spec is None, key="sweep_start")
+if queue and base is not None:
+    try:
+        sweep = submit_sweep(manager().store, manager().submit, base, settings)
+    except SweepError as exc:
+        st.error(str(exc))
+    else:
+        st.session_state["sweep_pick"] = sweep.sweep_id
+        st.toast(f"Queued {len(sweep.runs)} runs ({sweep.sweep_id})")
+
+st.subheader("3 · Results")
+store = manager().store
+sweeps = {s.sweep_id: s for s in list_sweeps(store)}
+if not sweeps:
+    st.info("No sweeps yet. Choose settings above and press **Queue**.")
+    st.stop()
+if st.session_state.get("sweep_pick") not in sweeps:
+    st.session_state["sweep_pick"] = next(iter(sweeps))
+pick = st.selectbox("Sweep", list(sweeps), key="sweep_pick", format_func=lambda s: f"{s} · {sweeps[s].describe()}",
+                    help="Newest first.")
+metric = st.selectbox("Rank by", list(RANK_METRICS), format_func=RANK_METRICS.get, key="sweep_metric")
+sweep = sweeps[pick]
+active = any(r["state"] in ACTIVE_STATES for r in sweep_rows(store, sweep))
+
+
+@st.fragment(run_every=2.0 if active else None)
+def results() -> None:
+    rows = rank_rows(sweep_rows(store, sweep), metric)
+    states = pd.Series([r["state"] for r in rows]).value_counts()
+    st.caption(" · ".join(f"{n} {state}" for state, n in states.items()))
+    if active and not any(r["state"] in ACTIVE_STATES for r in rows):
+        st.rerun()  # all runs ended: redraw once, without the timer
+    if rows and rows[0]["rank"] == 1:
+        best = rows[0]
+        st.success("Best so far: " + ", ".join(f"{label(k)} **{format_value(best[k])}**" for k in sweep.settings)
+                   + f" with {best[metric]:.3f} ({escape_markdown(best['name'])}).")
+    table = pd.DataFrame([{
+        "rank": r["rank"], **{label(k): format_value(r.get(k)) for k in sweep.settings}, "state": r["state"],
+        "epochs": f"{r['epochs_done']}/{r['epochs']}", "best val score": r["best_score"],
+        "val macro-F1": r["val_macro_f1"], "test macro-F1": r["test_macro_f1"], "run": r["name"]}
+        for r in rows])
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "rank": st.column_config.NumberColumn(format="%d"),
+        **{c: st.column_config.NumberColumn(format="%.3f") for c in
+           ("best val score", "val macro-F1", "test macro-F1")}})
+    axes = [(label(k), [format_value(v) for v in values]) for k, values in sweep.settings.items()]
+    cells = {tuple(format_value(r.get(k)) for k in sweep.settings): r[metric] for r in rows}
+    st.plotly_chart(sweep_figure(axes, cells, RANK_METRICS[metric].split(" (")[0]), key="sweep_figure",
+                    width="stretch")
+    waiting = [r["run_id"] for r in rows if r["state"] in ACTIVE_STATES]
+    if waiting and st.button(f"⏹ Stop the {len(waiting)} unfinished run(s)", key="sweep_stop"):
+        for run_id in waiting:
+            manager().stop(run_id)
+        st.toast("Stopping…")
+
+
+results()
+st.caption("Runs of a sweep are ordinary runs: watch one train on the **Train** page, or compare the finished ones "
+           "on **Compare runs**.")

@@ -1,0 +1,56 @@
+"""Train: the options form, Start, and the live view of the current run."""
+
+import streamlit as st
+
+from app.dataset import current_data_config, dataset_caption, load_current_dataset
+from app.form import render_form
+from app.live import default_run, live_panel
+from app.manager import manager
+from app.model_summary import render_model_summary
+from medcls.runs.naming import display_names
+
+st.title("🏋️ Train")
+data_cfg = current_data_config()
+spec = load_current_dataset(data_cfg)
+
+left, right = st.columns([2, 3], gap="large")
+with left:
+    st.subheader("Options")
+    if spec is not None:
+        st.caption(dataset_caption(spec))
+    st.caption("Defaults are chosen to train in about a minute on a 2-core CPU. Hover over **?** for what each "
+               "option does. The seed notebook cared most about **cancer recall**: missing a cancer is worse than "
+               "a false alarm, so the focus class's recall is tracked on every epoch.")
+    top = st.container()  # the Start button sits above the form, drawn once the form has given a config
+    cfg, error = render_form(data_cfg)
+    if error:
+        st.error(error)
+    elif spec is not None:
+        st.markdown("**What this model costs**")
+        render_model_summary(cfg, spec)
+    with top:
+        start = st.button("▶ Start training", type="primary", disabled=cfg is None or spec is None,
+                          key="start_training", width="stretch")
+    if start and cfg is not None:
+        run_id = manager().submit(cfg)
+        st.session_state["train_run_picker"] = run_id  # show the new run (the picker is drawn below)
+        st.toast(f"Queued: {manager().store.summary(run_id).name}")
+
+with right:
+    st.subheader("Runs")
+    store = manager().store
+    run_ids = store.list_ids()
+    if not run_ids:
+        st.info("No runs yet. Choose options on the left and press **Start training**.")
+        st.stop()
+    shown = st.session_state.get("train_run_picker")
+    if shown not in run_ids:
+        if shown:  # the run this page showed was deleted (its folder removed) since the last refresh
+            st.info(f"Run {shown} no longer exists (its folder was deleted); showing another run.")
+        # A fresh tab or a refresh: show the run that is training now, else the newest.
+        st.session_state["train_run_picker"] = default_run(run_ids)
+    # Labels must not change while a run trains, or the picker would lose its selection.
+    names = display_names(store.list())
+    run_id = st.selectbox("Run to show", run_ids, key="train_run_picker", format_func=lambda r: names.get(r, r),
+                          help="Newest first.")
+    live_panel(run_id)

@@ -1,0 +1,97 @@
+"""Try it: one image through a trained model."""
+
+import streamlit as st
+
+from app.dataset import load_current_dataset, upload_too_large
+from app.manager import manager
+from medcls.data import ImageReadError
+from medcls.figures.evaluation import probability_figure
+from medcls.inference.gradcam import gradcam_overlay
+from medcls.inference.predictor import LOW_CONFIDENCE, load_predictor
+from medcls.runs.naming import display_names
+from medcls.runs.store import RunNotFoundError
+
+MAX_IMAGE_MB = 20
+
+st.title("🖼️ Try it")
+st.warning("**Teaching tool, not a diagnosis.** These models are small, trained on few images, and have not been "
+           "validated for any clinical use.", icon="⚠️")
+store = manager().store
+summaries = {s.run_id: s for s in store.list() if s.has_weights and s.state != "running" and not s.damaged}
+if not summaries:
+    st.info("No trained model yet. Train one on the **Train** page first.")
+    st.stop()
+if st.session_state.get("try_run") and st.session_state["try_run"] not in summaries:
+    st.info(f"Run {st.session_state['try_run']} no longer exists (its folder was deleted); pick another model.")
+    del st.session_state["try_run"]
+names = display_names(summaries.values())
+run_id = st.selectbox("Model (run)", list(summaries), key="try_run", format_func=names.get,
+                      help="Runs that saved weights, newest first.")
+try:
+    predictor = load_predictor(store, run_id)
+except (RunNotFoundError, FileNotFoundError, ValueError) as exc:
+    st.error(f"Cannot load this run: {exc}")
+    st.stop()
+st.caption(f"Classes: {', '.join(predictor.classes)} · input {predictor.image_size} px {predictor.color}")
+
+source_kind = st.radio("Image", ["Upload an image", "Pick one from the current dataset"], horizontal=True,
+                       key="try_source")
+data, name = None, None
+if source_kind == "Upload an image":
+    upload = st.file_uploader("PNG, JPEG, BMP or TIFF", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
+                              key="try_upload", max_upload_size=MAX_IMAGE_MB,
+                              help=f"At most {MAX_IMAGE_MB} MB. The image is only used for this prediction.")
+    if upload is not None:
+        too_large = upload_too_large(upload.name, upload.size, MAX_IMAGE_MB)
+        if too_large:
+            st.error(f"Could not use **{upload.name}**: {too_large}")
+            st.stop()
+        data, name = upload.getvalue(), upload.name
+else:
+    spec = load_current_dataset()
+    if spec is not None:
+        test = [it for it in spec.items if it.split == "test"] or spec.items
+        pick = st.selectbox("Image", range(len(test)), key="try_pick",
+                            format_func=lambda i: f"{test[i].path.rsplit('/', 1)[-1]} (true: {spec.classes[test[i].label]})")
+        data, name = test[pick].path, test[pick].path
+
+if data is None:
+    st.stop()
+try:
+    pixels = predictor.pixels(data, name=name)
+    probs = predictor.probabilities(pixels)
+except ImageReadError as exc:
+    st.error(f"Could not use **{exc.name}**: {exc.reason}. Please upload a PNG, JPEG, BMP or TIFF image.")
+    st.stop()
+
+prediction = predictor.prediction(probs)
+probabilities, label = prediction.probabilities, prediction.label
+left, right = st.columns([1, 2])
+with left:
+    st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), caption="as the model sees it",
+             width="stretch")
+with right:
+    st.metric("Predicted class", label, f"{probabilities[label]:.0%} confidence", delta_color="off")
+    if prediction.low_confidence:
+        st.warning(f"Low confidence (under {LOW_CONFIDENCE:.0%}): the model is unsure; do not rely on this answer.")
+    st.plotly_chart(probability_figure(probabilities), key="try_probs", width="stretch")
+
+st.subheader("Where did the model look?")
+heat_left, heat_right = st.columns([1, 2])
+with heat_right:
+    explain = st.selectbox("Show the evidence for", predictor.classes, index=predictor.classes.index(label),
+                           key="gradcam_class", help="The heatmap shows which parts of the image raised the score of "
+                                                     "this class. By default the predicted class.")
+    alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_alpha",
+                      help="0 shows only the image, 1 only the heatmap.")
+    st.caption("Grad-CAM heatmap: red and yellow mark the regions that raised the score of "
+               f"**{explain}** most, blue the regions that did not. It is coarse (it comes from the network's "
+               "last, low-resolution layer) and it is not a segmentation. A hot spot on text, calipers or the image "
+               "border is a warning sign that the model learned a shortcut instead of the tissue.")
+with heat_left:
+    try:
+        overlay = gradcam_overlay(predictor, pixels, predictor.classes.index(explain), alpha)
+    except (ValueError, NotImplementedError) as exc:
+        st.error(f"No heatmap for this model: {exc}")
+    else:
+        st.image(overlay, caption=f"Grad-CAM for {explain} · opacity {alpha:.2f}", width="stretch")

@@ -1,0 +1,163 @@
+"""Classification metrics: pure functions over arrays, computed with scikit-learn.
+
+Conventions: ``y_true`` holds class indices (N,), ``probs`` class probabilities
+(N, K). Confusion matrices have **true classes in rows and predicted classes in
+columns** (scikit-learn's convention; the seed notebook mixed this up).
+:func:`classification_metrics` returns a typed :class:`SplitMetrics` (saved with every run
+as JSON); a value that cannot be computed (a class missing from the test set) is ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+__all__ = ["epoch_metrics", "classification_metrics", "pr_curve", "select_score", "softmax", "ClassMetrics",
+           "SplitMetrics"]
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    precision: float
+    recall: float | None            # None: no image of this class in the split
+    f1: float
+    support: int                    # images of this class in the split
+    average_precision: float | None
+    roc_auc: float | None
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    """Everything the Compare page and the run card show about one set of predictions."""
+
+    n: int
+    accuracy: float | None
+    balanced_accuracy: float | None
+    macro_f1: float
+    macro_average_precision: float | None
+    macro_roc_auc: float | None
+    confusion_matrix: list[list[int]]  # rows: true class, columns: predicted class
+    classes: list[str]
+    per_class: dict[str, ClassMetrics] = field(default_factory=dict)
+
+    def recall(self, name: str) -> float | None:
+        """Recall of one class; None when the class is absent here or has no image in the split."""
+        c = self.per_class.get(name)
+        return c.recall if c else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SplitMetrics":
+        per_class = {str(k): ClassMetrics(**{f: v.get(f) for f in ClassMetrics.__dataclass_fields__})
+                     for k, v in (data.get("per_class") or {}).items()}
+        return cls(n=int(data.get("n", 0)), accuracy=data.get("accuracy"),
+                   balanced_accuracy=data.get("balanced_accuracy"), macro_f1=float(data.get("macro_f1", 0.0)),
+                   macro_average_precision=data.get("macro_average_precision"),
+                   macro_roc_auc=data.get("macro_roc_auc"),
+                   confusion_matrix=[list(map(int, row)) for row in data.get("confusion_matrix", [])],
+                   classes=[str(c) for c in data.get("classes", [])], per_class=per_class)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def epoch_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
+    """The cheap per-epoch validation summary: accuracy, macro-F1, balanced accuracy, recall per class."""
+    labels = list(range(len(classes)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning, RuntimeWarning))
+        _, recall, _, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+        return {
+            "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+            "recall": {c: (float(r) if s else None) for c, r, s in zip(classes, recall, support)},
+        }
+
+
+def select_score(metrics: dict, select_metric: str, focus_class: str) -> float:
+    """The number that picks the best epoch (higher is better)."""
+    if select_metric == "focus_recall":
+        value = metrics["recall"].get(focus_class)
+        return -1.0 if value is None else value
+    return float(metrics[select_metric])
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> SplitMetrics:
+    """Everything the compare page and the run card show, for one set of predictions."""
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    y_pred = probs.argmax(axis=1)
+    k = len(classes)
+    labels = list(range(k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning, RuntimeWarning))
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, zero_division=0)
+        per_class = {}
+        for i, name in enumerate(classes):
+            positives = y_true == i
+            has = bool(positives.any()) and not bool(positives.all())
+            per_class[name] = ClassMetrics(
+                precision=float(precision[i]),
+                recall=float(recall[i]) if support[i] else None,
+                f1=float(f1[i]),
+                support=int(support[i]),
+                average_precision=_clean(average_precision_score(positives, probs[:, i])) if has else None,
+                roc_auc=_clean(roc_auc_score(positives, probs[:, i])) if has else None,
+            )
+        aps = [c.average_precision for c in per_class.values() if c.average_precision is not None]
+        aucs = [c.roc_auc for c in per_class.values() if c.roc_auc is not None]
+        return SplitMetrics(
+            n=int(len(y_true)),
+            accuracy=float(accuracy_score(y_true, y_pred)) if len(y_true) else None,
+            balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else None,
+            macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+            macro_average_precision=float(np.mean(aps)) if aps else None,
+            macro_roc_auc=float(np.mean(aucs)) if aucs else None,
+            confusion_matrix=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+            classes=list(classes),
+            per_class=per_class,
+        )
+
+
+def pr_curve(y_true: np.ndarray, probs: np.ndarray, class_index: int) -> dict:
+    """One-vs-rest precision-recall curve of one class, with AP and the chance level (prevalence)."""
+    positives = np.asarray(y_true) == class_index
+    if not positives.any():
+        return {"precision": [], "recall": [], "thresholds": [], "average_precision": None, "prevalence": 0.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning, RuntimeWarning))
+        precision, recall, thresholds = precision_recall_curve(positives, probs[:, class_index])
+        ap = average_precision_score(positives, probs[:, class_index])
+    return {
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "thresholds": thresholds.tolist(),
+        "average_precision": _clean(ap),
+        "prevalence": float(positives.mean()),
+    }

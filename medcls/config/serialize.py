@@ -1,0 +1,152 @@
+"""Turning JSON and text into typed config values, and config files from earlier versions into today's.
+
+``coerce`` converts one value to a field's declared type ('3' -> 3, lists -> tuples,
+'on' -> True) and refuses what does not fit with a message that says what was
+expected. ``migrate`` reads configs written by earlier medcls versions, which kept
+every option of every model (a ``small_cnn`` run held ResNet's ``weights``), so
+that old runs still load, compare and predict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+import typing
+from typing import Any
+
+from .options import ConfigError
+
+__all__ = ["coerce", "type_hints", "base_type", "build", "migrate", "MAX_NESTING"]
+
+MAX_NESTING = 8  # a config is two levels deep; anything deeper is not a config
+
+
+@functools.lru_cache(maxsize=None)
+def type_hints(cls: type) -> dict[str, Any]:
+    """typing.get_type_hints once per class: it evaluates every annotation again on each call."""
+    return typing.get_type_hints(cls)
+
+
+def base_type(hint: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed): ``int | None`` -> (int, True)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], True
+    return hint, False
+
+
+def _number(hint: type, value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"Expected a number, got {value!r}.")
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ConfigError(f"Expected a number, got {value!r}.") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(f"Expected a finite number, got {value!r}.")
+    if hint is int:
+        if float(number) != int(number):
+            raise ConfigError(f"Expected a whole number, got {value!r}.")  # '2.5' must not become 2
+        return int(number)
+    return float(number)
+
+
+def coerce(hint: Any, value: Any) -> Any:
+    """Turn JSON or text values into the field's declared type (lists to tuples, '3' to 3, ...)."""
+    base, optional = base_type(hint)
+    if optional:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "default")):
+            return None
+        return coerce(base, value)
+    if typing.get_origin(base) is tuple:
+        item_type = typing.get_args(base)[0]
+        if isinstance(value, str):
+            value = [v for v in value.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Expected a list, got {value!r}.")
+        return tuple(coerce(item_type, v) for v in value)
+    if base is bool:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"Expected true/false, got {value!r}.")
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"Expected true/false, got {value!r}.")
+    if base in (int, float):
+        return _number(base, value)
+    if base is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"Expected text, got {type(value).__name__}.")
+        return str(value).strip() if value is not None else ""
+    return value
+
+
+def build(cls: type, data: Any, *, ignore: frozenset[str] = frozenset()) -> Any:
+    """An instance of the config dataclass ``cls`` from a JSON object; unknown keys are refused."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"Expected a JSON object for {cls.__name__}, got {type(data).__name__}.")
+    hints = type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - known - ignore)
+    if unknown:
+        raise ConfigError(f"Unknown option(s) {', '.join(map(str, unknown))} in {cls.__name__}. "
+                          f"Known: {', '.join(sorted(known))}.")
+    kwargs = {}
+    for name, value in data.items():
+        if name not in known:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build(hint, value)
+        else:
+            try:
+                kwargs[name] = coerce(hint, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{str(exc).rstrip('.')} for option {name}.") from None
+    return cls(**kwargs)
+
+
+def _depth(value: Any, limit: int) -> int:
+    if limit < 0:
+        return 0
+    if isinstance(value, dict):
+        return 1 + max((_depth(v, limit - 1) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v, limit - 1) for v in value), default=0)
+    return 0
+
+
+# Options that older versions kept at the top level but that now belong to a model's own options.
+_MOVED_TO_MODEL = ("feature_cache", "feature_views")
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict in today's layout, from today's or an earlier version's.
+
+    Version 1 (before options were declared per model) had ``"model": {"name": ..., "weights": ...,
+    "blocks": null, ...}`` with every model's options, ``None`` meaning "the preset's value", and
+    ``feature_cache``/``feature_views`` at the top. Today: ``"model": "small_cnn"`` and
+    ``"model_options": {...}`` holding only that model's options.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"A config must be a JSON object, got {type(data).__name__}.")
+    if _depth(data, MAX_NESTING + 1) > MAX_NESTING:
+        raise ConfigError("This config is nested too deeply to be a medcls config.")
+    data = dict(data)
+    legacy_model = data.get("model")
+    if isinstance(legacy_model, dict):
+        legacy_model = dict(legacy_model)
+        data["model"] = legacy_model.pop("name", "small_cnn")
+        options = {k: v for k, v in legacy_model.items() if v is not None}
+        for key in _MOVED_TO_MODEL:
+            if key in data:
+                options[key] = data.pop(key)
+        data["model_options"] = options
+        data["_legacy"] = True  # options another model declared are dropped, not refused
+    return data

@@ -1,0 +1,1 @@
+"""Plotly figure builders (plain data in, figure out; no files, no Streamlit) and the HTML run card."""

@@ -1,0 +1,76 @@
+"""Figures of a model's test results: confusion matrices, precision-recall curves, probabilities, class counts.
+
+Each function takes plain data (lists, dicts, arrays) and returns a
+``plotly.graph_objects.Figure``; none of them reads files or knows Streamlit.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..analysis.metrics import pr_curve
+from .style import PALETTE, SPLIT_COLORS
+from .style import layout as _layout
+
+__all__ = ["class_counts_figure", "confusion_matrix_figure", "pr_curves_figure", "probability_figure"]
+
+
+def class_counts_figure(counts: Mapping[str, Mapping[str, int]], title: str = "Images per class and split") -> go.Figure:
+    fig = go.Figure()
+    for split, per_class in counts.items():
+        fig.add_bar(name=split, x=list(per_class), y=list(per_class.values()), text=list(per_class.values()),
+                    textposition="outside", marker_color=SPLIT_COLORS.get(split))
+    fig.update_layout(barmode="group", xaxis_title="class", yaxis_title="images")
+    return _layout(fig, title)
+
+
+def confusion_matrix_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], normalize: bool = False,
+                            title: str = "Confusion matrix") -> go.Figure:
+    """Rows: true class; columns: predicted class. ``normalize`` divides each row by its total."""
+    cm = np.asarray(matrix, dtype=float)
+    if normalize:
+        totals = cm.sum(axis=1, keepdims=True)
+        z = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+        text = [[f"{v:.0%}" for v in row] for row in z]
+    else:
+        z = cm
+        text = [[f"{int(v)}" for v in row] for row in cm]
+    fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=list(classes), text=text, texttemplate="%{text}",
+                               colorscale="Blues", showscale=False, zmin=0,
+                               hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    fig.update_xaxes(title_text="predicted", side="bottom")
+    fig.update_yaxes(title_text="true", autorange="reversed")
+    return _layout(fig, title, height=340)
+
+
+def pr_curves_figure(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], focus_class: str = "",
+                     title: str = "Precision-recall (one vs rest)") -> go.Figure:
+    """One curve per class with AP in the legend; dashed lines show each class's chance level."""
+    fig = go.Figure()
+    for i, name in enumerate(classes):
+        curve = pr_curve(y_true, probs, i)
+        if curve["average_precision"] is None:
+            continue
+        focus = name == focus_class
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_scatter(x=curve["recall"], y=curve["precision"], mode="lines", line_shape="hv",
+                        name=f"{name}{' (focus)' if focus else ''}  AP={curve['average_precision']:.2f}",
+                        line=dict(color=color, width=4 if focus else 2), opacity=1.0 if focus or not focus_class else 0.7)
+        fig.add_scatter(x=[0, 1], y=[curve["prevalence"]] * 2, mode="lines", showlegend=False, hoverinfo="skip",
+                        line=dict(color=color, dash="dash", width=1), name=f"chance {name}")
+    fig.update_layout(xaxis_title="recall", yaxis_title="precision", xaxis_range=[0, 1.01], yaxis_range=[0, 1.03])
+    return _layout(fig, title + " — dashed: chance level", height=380)
+
+
+def probability_figure(probabilities: Mapping[str, float], title: str = "Class probabilities") -> go.Figure:
+    names = list(probabilities)
+    values = [probabilities[n] for n in names]
+    top = int(np.argmax(values)) if values else -1
+    colors = [PALETTE[0] if i == top else "#BBBBBB" for i in range(len(names))]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colors,
+                           text=[f"{v:.1%}" for v in values], textposition="auto"))
+    fig.update_layout(xaxis_range=[0, 1], xaxis_title="probability", yaxis_autorange="reversed")
+    return _layout(fig, title, height=120 + 40 * len(names))

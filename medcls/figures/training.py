@@ -1,0 +1,105 @@
+"""Figures of training: loss and accuracy curves, per-class recall, parameters per layer, sweep grids.
+
+Each function takes plain data (lists, dicts, arrays) and returns a
+``plotly.graph_objects.Figure``; none of them reads files or knows Streamlit.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..runs.records import EpochRecord
+from .style import PALETTE, SPLIT_COLORS
+from .style import layout as _layout
+
+__all__ = ["history_figure", "recall_figure", "overlay_history_figure", "parameter_bar_figure", "sweep_figure"]
+
+
+def _epoch_tick(history: Sequence[EpochRecord]) -> int:
+    """Whole-epoch ticks, at most about ten of them."""
+    return max(1, len(history) // 10)
+
+
+def history_figure(history: Sequence[EpochRecord], title: str = "Training curves") -> go.Figure:
+    """Loss and accuracy per epoch, train vs validation."""
+    epochs = [h.epoch for h in history]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy / macro-F1"))
+    series = [
+        (1, "train loss", "train_loss", SPLIT_COLORS["train"], None),
+        (1, "val loss", "val_loss", SPLIT_COLORS["val"], None),
+        (2, "train accuracy", "train_accuracy", SPLIT_COLORS["train"], None),
+        (2, "val accuracy", "val_accuracy", SPLIT_COLORS["val"], None),
+        (2, "val macro-F1", "val_macro_f1", SPLIT_COLORS["val"], "dot"),
+    ]
+    for col, name, key, color, dash in series:
+        fig.add_trace(go.Scatter(x=epochs, y=[getattr(h, key) for h in history], name=name, mode="lines+markers",
+                                 line=dict(color=color, dash=dash)), row=1, col=col)
+    best = [h.epoch for h in history if h.best]
+    if best:
+        for col in (1, 2):
+            fig.add_vline(x=best[-1], line=dict(color="#888", dash="dash", width=1), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=_epoch_tick(history))
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    return _layout(fig, title)
+
+
+def recall_figure(history: Sequence[EpochRecord], focus_class: str = "",
+                  title: str = "Validation recall per class") -> go.Figure:
+    fig = go.Figure()
+    classes = list(history[-1].val_recall) if history else []
+    for i, name in enumerate(classes):
+        focus = name == focus_class
+        fig.add_scatter(x=[h.epoch for h in history], y=[h.val_recall.get(name) for h in history],
+                        name=name + (" (focus)" if focus else ""), mode="lines+markers",
+                        line=dict(width=4 if focus else 2, color=PALETTE[i % len(PALETTE)]))
+    fig.update_layout(xaxis_title="epoch", yaxis_title="recall", yaxis_range=[0, 1.02])
+    fig.update_xaxes(dtick=_epoch_tick(history))
+    return _layout(fig, title)
+
+
+def overlay_history_figure(histories: Mapping[str, Sequence[EpochRecord]], key: str = "val_macro_f1",
+                           title: str | None = None) -> go.Figure:
+    """The same curve for several runs, overlaid."""
+    fig = go.Figure()
+    for i, (name, history) in enumerate(histories.items()):
+        fig.add_scatter(x=[h.epoch for h in history], y=[getattr(h, key) for h in history], name=name,
+                        mode="lines+markers", line=dict(color=PALETTE[i % len(PALETTE)]))
+    fig.update_layout(xaxis_title="epoch", yaxis_title=key.replace("_", " "))
+    fig.update_xaxes(dtick=_epoch_tick(max(histories.values(), key=len, default=[])))
+    return _layout(fig, title or key.replace("_", " "))
+
+
+def parameter_bar_figure(layers: Sequence[tuple[str, int]], title: str = "Parameters per layer") -> go.Figure:
+    names = [n for n, _ in layers]
+    counts = [c for _, c in layers]
+    total = max(1, sum(counts))
+    fig = go.Figure(go.Bar(x=counts, y=names, orientation="h", marker_color=PALETTE[0],
+                           text=[f"{c:,} ({c / total:.0%})" for c in counts], textposition="auto"))
+    fig.update_layout(xaxis_title="parameters", yaxis_autorange="reversed")
+    return _layout(fig, title, height=max(260, 30 * len(names) + 100))
+
+
+def sweep_figure(axes: Sequence[tuple[str, Sequence[str]]], cells: Mapping[tuple[str, ...], float | None],
+                 metric: str, title: str = "Sweep results") -> go.Figure:
+    """A sweep's metric per combination: bars for one setting, a heatmap for two (blank until known).
+
+    ``axes`` is [(setting name, [value, ...]), ...]; ``cells`` maps a tuple of values (one per axis) to the metric.
+    """
+    fig = go.Figure()
+    if len(axes) == 1:
+        name, values = axes[0]
+        scores = [cells.get((v,)) for v in values]
+        fig.add_bar(x=list(values), y=scores, marker_color=PALETTE[0],
+                    text=["" if s is None else f"{s:.3f}" for s in scores], textposition="auto")
+        fig.update_layout(xaxis_title=name, yaxis_title=metric, xaxis_type="category")
+        return _layout(fig, title)
+    (x_name, x_values), (y_name, y_values) = axes[:2]
+    z = [[cells.get((x, y)) for x in x_values] for y in y_values]
+    fig.add_heatmap(x=list(x_values), y=list(y_values), z=z, colorscale="Viridis", colorbar=dict(title=metric),
+                    text=[["" if v is None else f"{v:.3f}" for v in row] for row in z], texttemplate="%{text}",
+                    hovertemplate=f"{x_name}: %{{x}}<br>{y_name}: %{{y}}<br>{metric}: %{{z:.3f}}<extra></extra>")
+    fig.update_layout(xaxis_title=x_name, yaxis_title=y_name, xaxis_type="category", yaxis_type="category")
+    return _layout(fig, title, height=max(300, 90 * len(y_values) + 140))

@@ -1,0 +1,1 @@
+"""Using a trained run: probabilities for images (predictor), evaluation on other data, Grad-CAM."""

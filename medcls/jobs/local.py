@@ -1,0 +1,63 @@
+"""The local backend: each run trains in its own fresh Python process on this machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..runs.store import RunStore
+from ..settings import environment
+from .manager import WorkerHandle
+
+__all__ = ["LocalBackend"]
+
+
+@dataclass
+class _LocalHandle:
+    process: subprocess.Popen
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None  # poll() also reaps the finished child
+
+    def kill(self) -> None:
+        self.process.kill()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is not None and code < 0:
+            return f"The training process was killed by signal {-code}."
+        return f"The training process exited unexpectedly (exit code {code})."
+
+
+class LocalBackend:
+    """Each run in its own fresh Python process on this machine (``python -m medcls.jobs.worker``).
+
+    A plain subprocess rather than multiprocessing's spawn: spawn would re-import the parent's
+    ``__main__`` in the child, which under ``streamlit run`` is the app script itself.
+    """
+
+    name = "local"
+    schedules_itself = False  # the manager enforces max_concurrent
+
+    def __init__(self, threads: int = 0, nice: int = 10):
+        self.threads = threads
+        self.nice = nice
+
+    def start(self, store: RunStore, run_id: str) -> tuple[WorkerHandle, int | None]:
+        cmd = [sys.executable, "-m", "medcls.jobs.worker", str(store.root.resolve()), run_id,
+               "--threads", str(self.threads), "--parent-pid", str(os.getpid()), "--nice", str(self.nice)]
+        package_root = str(Path(__file__).resolve().parents[2])  # medcls importable from any working directory
+        env = dict(environment(), PYTHONPATH=os.pathsep.join(
+            p for p in (package_root, environment().get("PYTHONPATH", "")) if p))
+        # Anything the worker prints outside its log (an import error, a crash) lands next to its run.
+        with open(store.path(run_id) / "worker.log", "ab") as output:
+            process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                       stderr=subprocess.STDOUT, close_fds=True)
+        return _LocalHandle(process), process.pid

@@ -1,0 +1,248 @@
+"""Background execution of runs: a queue, at most N concurrent workers, stop.
+
+The run store on disk is the single source of truth; this manager only starts
+worker processes and asks them to stop. It is therefore safe to lose (an app
+restart): on start it marks runs whose worker is gone as interrupted and picks
+up queued runs again. Scheduling happens under a file lock in the store, so
+two managers (two app servers on one store, or two clicks at the same instant)
+never start more runs than allowed.
+
+Backends: ``local`` (one worker process per run, the default) and ``ray``
+(see :mod:`medcls.ray_backend`), chosen by name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator, Protocol
+
+from ..config import TrainConfig
+from ..runs.records import GroupMembership, Progress, RunMeta
+from ..runs.store import RunNotFoundError, RunStore
+from ..settings import backend_name, max_concurrent, worker_threads
+
+__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock"]
+
+log = logging.getLogger(__name__)
+STOP_GRACE_S = 30.0  # after a stop request, a worker that has not ended by then is killed
+
+
+class WorkerHandle(Protocol):
+    def is_alive(self) -> bool: ...
+    def kill(self) -> None: ...
+    def exit_description(self) -> str: ...
+
+
+class Backend(Protocol):
+    """Starts one run's worker. ``schedules_itself``: the backend queues runs itself (a cluster scheduler);
+    the manager then hands it every queued run at once, and the worker marks its run running when it starts."""
+
+    name: str
+    schedules_itself: bool
+
+    def start(self, store: RunStore, run_id: str) -> tuple[WorkerHandle, int | None]: ...
+
+
+class JobManager:
+    def __init__(self, store: RunStore, max_concurrent: int = 1, backend: Backend | None = None,
+                 poll_s: float = 0.5, start: bool = True):
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1.")
+        self.store = store
+        self.max_concurrent = max_concurrent
+        if backend is None:
+            from .local import LocalBackend
+
+            backend = LocalBackend()
+        self.backend = backend
+        self.poll_s = poll_s
+        self._handles: dict[str, WorkerHandle] = {}
+        self._stop_deadlines: dict[str, float] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reconcile()
+        if start:
+            self._thread = threading.Thread(target=self._loop, name="medcls-scheduler", daemon=True)
+            self._thread.start()
+
+    @classmethod
+    def from_settings(cls, store: RunStore) -> "JobManager":
+        """The manager the app uses, as the environment configures it (MEDCLS_BACKEND, MEDCLS_MAX_CONCURRENT,
+        MEDCLS_WORKER_THREADS, MEDCLS_RAY_*; see medcls.settings and docs/scaling.md)."""
+        if backend_name() == "ray":  # runs go to a Ray cluster
+            try:
+                from .ray_backend import RayBackend
+            except ImportError as exc:
+                raise RuntimeError(f"MEDCLS_BACKEND=ray needs Ray ({exc}): install it with "
+                                   "`pip install -r requirements-ray.txt`, or unset MEDCLS_BACKEND.") from exc
+            return cls(store, backend=RayBackend.from_settings())
+        from .local import LocalBackend
+
+        return cls(store, max_concurrent=max_concurrent(), backend=LocalBackend(threads=worker_threads()))
+
+    # --- public API -------------------------------------------------------------
+    def submit(self, config: TrainConfig, *, meta: RunMeta | None = None,
+               group: GroupMembership | None = None) -> str:
+        """Queue a run (with its name and owner, and its place in a sweep or lesson); returns its id.
+
+        It starts as soon as a slot is free.
+        """
+        run_id = self.store.create(config, meta=meta)
+        if group is not None:
+            self.store.write_group(run_id, group)
+        self._wake.set()
+        return run_id
+
+    def stop(self, run_id: str) -> None:
+        """Cancel a queued run, or ask a running one to stop after its current batch."""
+        with self._lock, self._file_lock():
+            state = self.store.raw_status(run_id).state
+            if state == "queued":
+                self.store.set_status(run_id, "cancelled", error="Cancelled before it started.")
+                handle = self._handles.get(run_id)  # already handed to a self-scheduling backend
+                if handle is not None:
+                    handle.kill()
+                return
+            if state == "running":
+                self.store.request_stop(run_id)
+                self._stop_deadlines[run_id] = time.monotonic() + STOP_GRACE_S
+        self._wake.set()
+
+    def queue_position(self, run_id: str) -> int | None:
+        """1 for the next run to start; None when the run is not queued."""
+        queued = self._queued()
+        return queued.index(run_id) + 1 if run_id in queued else None
+
+    def running(self) -> list[str]:
+        return [r for r in self.store.list_ids() if self.store.status(r).state == "running"]
+
+    def tick(self) -> None:
+        """One scheduling step (the background thread calls this every poll interval)."""
+        with self._lock, self._file_lock():
+            self._reap()
+            if self.backend.schedules_itself:  # the backend queues them: hand over every run not yet handed
+                pending = [r for r in self._queued() if r not in self._handles]
+            else:
+                pending = self._queued()[:max(0, self.max_concurrent - len(self.running()))]
+            for run_id in pending:
+                self._start(run_id)
+
+    def reconcile(self) -> None:
+        """Persist 'interrupted' for runs whose worker is gone (after a crash or restart)."""
+        with self._lock, self._file_lock():
+            for run_id in self.store.list_ids():
+                try:
+                    raw = self.store.raw_status(run_id)
+                    if raw.state == "running" and run_id not in self._handles \
+                            and not self.store.worker_alive(run_id, raw):
+                        self.store.set_status(run_id, "interrupted", error=self.store.status(run_id).error)
+                except (RunNotFoundError, FileNotFoundError):
+                    continue
+
+    def shutdown(self, kill: bool = True) -> None:
+        """Stop scheduling; with ``kill`` also end running workers (their runs become interrupted)."""
+        self._closed.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock, self._file_lock():
+            for run_id, handle in list(self._handles.items()):
+                if kill and handle.is_alive():
+                    handle.kill()
+                    self._mark_if_running(run_id, "interrupted", "The app shut down while this run was training.")
+                elif self._state(run_id) == "queued" and handle.is_alive():
+                    handle.kill()  # waiting in a cluster's queue: the next manager submits it again
+            self._handles.clear()
+
+    # --- internals -------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self.tick()
+            except Exception:  # the scheduler must survive odd states on disk
+                log.exception("scheduler tick failed")
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _queued(self) -> list[str]:
+        ids = [r for r in self.store.list_ids() if self.store.raw_status(r).state == "queued"]
+
+        def order(run_id: str) -> tuple:
+            status = self.store.raw_status(run_id)
+            return status.created, status.created_ns, run_id
+
+        return sorted(ids, key=order)
+
+    def _start(self, run_id: str) -> None:
+        if self.backend.schedules_itself:
+            # It stays queued (now in the backend's queue); its worker marks it running when it starts.
+            self.store.set_status(run_id, "queued", backend=self.backend.name)
+        else:
+            # Mark it running *before* the worker exists, so no other tick or manager starts it twice.
+            self.store.set_status(run_id, "running", pid=None, backend=self.backend.name)
+            self.store.write_progress(run_id, Progress(message="Starting a training process"))
+            self.store.beat(run_id)
+        try:
+            handle, pid = self.backend.start(self.store, run_id)
+        except Exception as exc:
+            self.store.set_status(run_id, "failed", error=f"Could not start the training process: {exc}")
+            return
+        self._handles[run_id] = handle
+        if pid is not None:
+            self.store.set_status(run_id, "running", pid=pid, backend=self.backend.name)
+        log.info("started run %s (pid %s)", run_id, pid)
+
+    def _reap(self) -> None:
+        for run_id, handle in list(self._handles.items()):
+            deadline = self._stop_deadlines.get(run_id)
+            if handle.is_alive():
+                if deadline is not None and time.monotonic() > deadline:
+                    handle.kill()
+                    self._mark_if_running(run_id, "cancelled", "Stopped on request (the worker was ended).")
+                elif self._state(run_id) == "running":
+                    # Vouch for a live worker that is still importing torch or decoding on a busy machine,
+                    # before its own heartbeat starts; a dead one is reaped below instead.
+                    try:
+                        self.store.beat(run_id)
+                    except OSError:
+                        pass
+                continue
+            self._handles.pop(run_id)
+            self._stop_deadlines.pop(run_id, None)
+            if self._state(run_id) == "queued":  # a self-scheduling backend lost it before it started
+                self.store.set_status(run_id, "failed", error=f"The run never started: {handle.exit_description()}")
+            else:
+                self._mark_if_running(run_id, "interrupted", handle.exit_description())
+
+    def _state(self, run_id: str) -> str | None:
+        try:
+            return self.store.raw_status(run_id).state
+        except (RunNotFoundError, FileNotFoundError):
+            return None
+
+    def _mark_if_running(self, run_id: str, state: str, error: str) -> None:
+        try:
+            if self.store.raw_status(run_id).state == "running":
+                self.store.set_status(run_id, state, error=error)
+        except (RunNotFoundError, FileNotFoundError):
+            pass  # the run folder was deleted
+
+    def _file_lock(self):
+        return scheduler_lock(self.store)
+
+
+@contextmanager
+def scheduler_lock(store: RunStore) -> Iterator[None]:
+    """The store-wide lock under which runs change between queued, running and cancelled."""
+    with open(store.root / ".scheduler.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,60 @@
+"""Readable run names: made from what sets a run apart, e.g. "busi · small_cnn · oversample · 128 px"."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+    from .records import DataRecord, RunSummary
+
+__all__ = ["default_run_name", "dataset_name", "unique_name", "display_names", "MAX_NAME_LENGTH", "clean_run_name"]
+
+MAX_NAME_LENGTH = 80
+
+
+def dataset_name(source: str) -> str:
+    """A dataset's short name from its source: the folder's name (also for a manifest inside it), an .npz
+    file's stem, or 'phantoms' for the built-in data."""
+    if not source:
+        return "phantoms"
+    path = PurePath(source.rstrip("/\\"))
+    if path.suffix.lower() == ".npz":
+        return path.stem
+    if path.suffix.lower() == ".csv":
+        return path.parent.name or path.stem
+    return path.name or source
+
+
+def default_run_name(cfg: "TrainConfig", data: "DataRecord | None" = None) -> str:
+    """The data, the model, the imbalance strategy and the image size, which tell most runs apart."""
+    dataset = "phantoms" if data is not None and data.synthetic else dataset_name(cfg.data.source)
+    imbalance = "no imbalance fix" if cfg.imbalance == "none" else cfg.imbalance.replace("_", " ")
+    return " · ".join([dataset, cfg.model, imbalance, f"{cfg.image_size} px"])
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name (2)``, ``name (3)``, ... when others already use it."""
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name} ({n})" in taken:
+        n += 1
+    return f"{name} ({n})"
+
+
+def display_names(summaries: Iterable["RunSummary"]) -> dict[str, str]:
+    """Run id -> the name to show; runs that share a name (a copy, an import) get their id added."""
+    summaries = list(summaries)
+    counts = Counter(s.name for s in summaries)
+    return {s.run_id: s.name if counts[s.name] == 1 else f"{s.name} · {s.run_id}" for s in summaries}
+
+
+def clean_run_name(name: str) -> str:
+    """A name as people typed it, made safe to store and show: one line, no control characters, not too long."""
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in str(name)).split())
+    if len(text) > MAX_NAME_LENGTH:
+        raise ValueError(f"A run name can have at most {MAX_NAME_LENGTH} characters (this one has {len(text)}).")
+    return text

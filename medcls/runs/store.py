@@ -1,0 +1,461 @@
+"""The run store: one folder per run, the single source of truth for the CLI, the app and workers.
+
+Layout of ``<root>/<run_id>/`` (each file's record type in :mod:`medcls.runs.records`)::
+
+    config.json         TrainConfig
+    status.json         RunStatus: state, timestamps, error, worker pid/host, notes
+    meta.json           RunMeta: the run's readable name and who started it
+    heartbeat           touched by the training loop while it runs
+    progress.json       Progress: the latest batch-level progress (throttled)
+    history.jsonl       EpochRecord, one line per finished epoch (appended)
+    best.pt             best weights (state dict, loaded with weights_only=True)
+    model.json          ModelRecord: classes, input size, channels, colour
+    data.json           DataRecord: the data's root, fingerprint, classes and counts
+    metrics.json        RunMetrics of the tested checkpoint
+    predictions.csv     val + test predictions: split, path, true, pred, prob per class
+    split.csv           the exact split used: path, label, split
+    data_report.json    skipped files and notes
+    env.json            library versions, machine
+    group.json          GroupMembership: the sweep, lesson or cross-validation the run belongs to
+    stop                present when a stop was requested
+
+This module is the only code that reads or writes these files. Every file except
+the append-only history is written atomically. Run ids are validated so no id can
+reach outside the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..atomic import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    read_json,
+    read_jsonl,
+)
+from ..config import ConfigError, TrainConfig
+from ..settings import runs_dir
+from .naming import dataset_name, default_run_name, unique_name
+from .records import (
+    ENDED_STATES,
+    STATES,
+    DataRecord,
+    EpochRecord,
+    GroupMembership,
+    ModelRecord,
+    Predictions,
+    Progress,
+    RecordError,
+    RunMeta,
+    RunMetrics,
+    RunStatus,
+    RunSummary,
+    best_record,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["RunStore", "RunNotFoundError", "InvalidRunIdError", "CheckpointError", "HEARTBEAT_STALE_S"]
+
+HEARTBEAT_STALE_S = 45.0  # a running run whose training loop has not beaten for this long is interrupted
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
+INTERRUPTED = ("The training process stopped unexpectedly (killed, or the server restarted). Its history and best "
+               "checkpoint are kept.")
+
+
+class InvalidRunIdError(ValueError):
+    pass
+
+
+class RunNotFoundError(FileNotFoundError):
+    pass
+
+
+class CheckpointError(ValueError):
+    """A run's checkpoint cannot be loaded safely (damaged, not plain weights, or a link out of the store)."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _timestamp(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+class RunStore:
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else runs_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # --- ids and paths --------------------------------------------------------
+    def path(self, run_id: str, must_exist: bool = True) -> Path:
+        """The run's folder; refuses ids that could escape the store."""
+        if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
+            raise InvalidRunIdError(f"Invalid run id {run_id!r}: use letters, digits, '-', '_' and '.' only.")
+        folder = self.root / run_id
+        if folder.resolve().parent != self.root.resolve():
+            raise InvalidRunIdError(f"Run id {run_id!r} points outside the run store.")
+        if must_exist and not (folder / "config.json").is_file():
+            raise RunNotFoundError(f"Run {run_id!r} does not exist (or was deleted) in {self.root}.")
+        return folder
+
+    def file(self, run_id: str, name: str) -> Path:
+        """A file inside a run folder; ``name`` must be a plain file name."""
+        if "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
+            raise InvalidRunIdError(f"Invalid file name {name!r}.")
+        return self.path(run_id) / name
+
+    def new_id(self, config: TrainConfig) -> str:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return f"{stamp}-{config.model}-{secrets.token_hex(2)}"
+
+    def _read(self, run_id: str, name: str, default: Any = None) -> Any:
+        return read_json(self.file(run_id, name), default)
+
+    def _write(self, run_id: str, name: str, obj: Any) -> None:
+        atomic_write_json(self.file(run_id, name), obj)
+
+    # --- creation, config and meta -------------------------------------------------
+    def create(self, config: TrainConfig, run_id: str | None = None, state: str = "queued",
+               meta: RunMeta | None = None) -> str:
+        """A new run folder; without a name the run is named after its settings ("busi · small_cnn · ...",
+        with " (2)" added when another run has that name already)."""
+        run_id = run_id or self.new_id(config)
+        folder = self.path(run_id, must_exist=False)
+        meta = meta or RunMeta()
+        if not meta.name:
+            taken = {self.meta(r).name for r in self.list_ids()}
+            meta = dataclasses.replace(meta, name=unique_name(default_run_name(config), taken))
+        folder.mkdir(parents=True, exist_ok=False)
+        # status first: a folder with config.json is a run, and must always have a status.
+        now = _now()
+        atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,
+                                                            created_ns=time.time_ns()).to_dict())
+        atomic_write_json(folder / "meta.json", meta.to_dict())
+        atomic_write_text(folder / "config.json", config.to_json())
+        return run_id
+
+    def config(self, run_id: str) -> TrainConfig:
+        try:
+            return TrainConfig.load(self.file(run_id, "config.json"))
+        except ConfigError as exc:
+            raise RecordError(f"Run {run_id!r}: config.json cannot be read ({exc}).") from None
+
+    def meta(self, run_id: str) -> RunMeta:
+        return RunMeta.from_dict(self._read(run_id, "meta.json", {}))
+
+    def set_meta(self, run_id: str, meta: RunMeta) -> None:
+        self._write(run_id, "meta.json", meta.to_dict())
+
+    # --- status -----------------------------------------------------------------
+    def raw_status(self, run_id: str) -> RunStatus:
+        """The status as written, without liveness (a damaged file reads as a failed, damaged run)."""
+        data = self._read(run_id, "status.json", None)
+        if data is None:
+            return RunStatus.damaged_status("status.json is missing or not valid JSON")
+        return RunStatus.from_dict(data)
+
+    def status(self, run_id: str) -> RunStatus:
+        """The status with liveness applied: a 'running' run whose worker is gone reads as 'interrupted'."""
+        status = self.raw_status(run_id)
+        if status.state == "running" and not self.worker_alive(run_id, status):
+            return dataclasses.replace(status, state="interrupted", error=status.error or INTERRUPTED)
+        return status
+
+    def set_status(self, run_id: str, state: str, **fields: Any) -> RunStatus:
+        if state not in STATES:
+            raise ValueError(f"Unknown run state {state!r}.")
+        current = self.raw_status(run_id)
+        status = {**current.to_dict(), **fields, "state": state, "updated": _now()}
+        if current.damaged:  # rewrite a damaged file with what can be kept
+            status["error"] = fields.get("error", "")
+        if state == "running":
+            status["started"] = status.get("started") or _now()
+            status.update(pid=fields.get("pid", os.getpid()), host=socket.gethostname())
+        if state in ENDED_STATES:
+            status["ended"] = _now()
+        record = RunStatus.from_dict(status)
+        self._write(run_id, "status.json", record.to_dict())
+        return record
+
+    def add_note(self, run_id: str, note: str) -> None:
+        status = self.raw_status(run_id)
+        self.set_status(run_id, status.state, notes=[*status.notes, note])
+
+    def beat(self, run_id: str) -> None:
+        """Mark the training loop alive (an mtime touch, cheap enough to call every batch)."""
+        path = self.file(run_id, "heartbeat")
+        path.touch()
+        os.utime(path)
+
+    def heartbeat_age(self, run_id: str, status: RunStatus | None = None) -> float:
+        """Seconds since the run's training loop last beat (since it started, before its first beat)."""
+        try:
+            return time.time() - self.file(run_id, "heartbeat").stat().st_mtime
+        except FileNotFoundError:
+            status = status or self.raw_status(run_id)
+            started = _timestamp(status.started or status.updated)
+            return math.inf if started is None else time.time() - started
+
+    def worker_alive(self, run_id: str, status: RunStatus | None = None) -> bool:
+        status = status or self.raw_status(run_id)
+        if status.pid and status.host == socket.gethostname():
+            try:
+                os.kill(status.pid, 0)
+            except ProcessLookupError:
+                return False
+            except (PermissionError, OverflowError):
+                pass  # exists, owned by someone else (or a pid no process can have)
+            if _is_zombie(status.pid):
+                return False
+        return self.heartbeat_age(run_id, status) < HEARTBEAT_STALE_S
+
+    # --- stop requests ------------------------------------------------------------
+    def request_stop(self, run_id: str) -> None:
+        atomic_write_text(self.file(run_id, "stop"), _now())
+
+    def stop_requested(self, run_id: str) -> bool:
+        return (self.path(run_id, must_exist=False) / "stop").exists()
+
+    # --- progress and history ---------------------------------------------------
+    def write_progress(self, run_id: str, progress: Progress) -> None:
+        self._write(run_id, "progress.json", progress.to_dict())
+
+    def progress(self, run_id: str) -> Progress:
+        return Progress.from_dict(self._read(run_id, "progress.json", {}))
+
+    def append_history(self, run_id: str, record: EpochRecord) -> None:
+        append_jsonl(self.file(run_id, "history.jsonl"), record.to_dict())
+
+    def history(self, run_id: str) -> list[EpochRecord]:
+        out = []
+        for line in read_jsonl(self.file(run_id, "history.jsonl")):
+            try:
+                out.append(EpochRecord.from_dict(line))
+            except RecordError:
+                continue  # a damaged line does not hide the others
+        return out
+
+    # --- what training records ----------------------------------------------------
+    def write_model_record(self, run_id: str, record: ModelRecord) -> None:
+        self._write(run_id, "model.json", record.to_dict())
+
+    def model_record(self, run_id: str) -> ModelRecord | None:
+        data = self._read(run_id, "model.json", None)
+        return None if data is None else ModelRecord.from_dict(data)
+
+    def write_data_record(self, run_id: str, record: DataRecord) -> None:
+        self._write(run_id, "data.json", record.to_dict())
+
+    def data_record(self, run_id: str) -> DataRecord | None:
+        data = self._read(run_id, "data.json", None)
+        try:
+            return None if data is None else DataRecord.from_dict(data)
+        except RecordError:
+            return None
+
+    def write_data_report(self, run_id: str, report: dict[str, Any]) -> None:
+        self._write(run_id, "data_report.json", report)
+
+    def data_report(self, run_id: str):
+        """The files the run's data loading skipped, and why (a :class:`medcls.data.spec.DataReport`)."""
+        from ..data.spec import DataReport
+
+        data = self._read(run_id, "data_report.json", {})
+        try:
+            return DataReport.from_dict(data if isinstance(data, dict) else {})
+        except (KeyError, TypeError, ValueError):
+            return DataReport()
+
+    def write_env(self, run_id: str, env: dict[str, Any]) -> None:
+        self._write(run_id, "env.json", env)
+
+    def env(self, run_id: str) -> dict[str, str]:
+        """Library versions and the machine, as text."""
+        data = self._read(run_id, "env.json", {})
+        return {str(k): str(v) for k, v in data.items() if not isinstance(v, (dict, list))} \
+            if isinstance(data, dict) else {}
+
+    def write_metrics(self, run_id: str, metrics: RunMetrics) -> None:
+        self._write(run_id, "metrics.json", metrics.to_dict())
+
+    def metrics(self, run_id: str) -> RunMetrics | None:
+        """The tested checkpoint's metrics; None before the run was tested (or when the file is damaged)."""
+        data = self._read(run_id, "metrics.json", None)
+        try:
+            return None if data is None else RunMetrics.from_dict(data)
+        except RecordError:
+            return None
+
+    def write_group(self, run_id: str, membership: GroupMembership) -> None:
+        self._write(run_id, "group.json", membership.to_dict())
+
+    def group(self, run_id: str) -> GroupMembership | None:
+        membership = GroupMembership.from_dict(self._read(run_id, "group.json", None))
+        return membership or GroupMembership.from_dict(self._read(run_id, "sweep.json", None), "sweep")
+
+    # --- weights --------------------------------------------------------------------
+    def save_weights(self, run_id: str, state_dict: dict) -> None:
+        import torch  # keep the store importable without torch for light readers
+
+        atomic_write_with(self.file(run_id, "best.pt"), lambda handle: torch.save(state_dict, handle))
+
+    def load_weights(self, run_id: str) -> dict:
+        import torch
+
+        path = self.file(run_id, "best.pt")
+        if not path.is_file():
+            raise RunNotFoundError(f"Run {run_id!r} has no saved weights yet (it has not finished an epoch).")
+        if not path.resolve().is_relative_to(self.path(run_id).resolve()):
+            raise CheckpointError(f"Run {run_id!r}: best.pt links to a file outside the run store; refused.")
+        try:
+            # weights_only: a checkpoint can never run code, even if someone swapped the file.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # damaged, truncated, or a pickle that is more than plain tensors
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"Run {run_id!r}: its checkpoint best.pt cannot be loaded safely ({detail}). "
+                                  "Train the run again.") from None
+        if not isinstance(state, dict):
+            raise CheckpointError(f"Run {run_id!r}: best.pt does not hold model weights (a state dict).")
+        return state
+
+    def has_weights(self, run_id: str) -> bool:
+        try:
+            return self.file(run_id, "best.pt").is_file()
+        except RunNotFoundError:
+            return False
+
+    def weights_version(self, run_id: str) -> int:
+        """Changes whenever best.pt is rewritten (for caches of loaded models)."""
+        return self.file(run_id, "best.pt").stat().st_mtime_ns
+
+    # --- split and predictions ------------------------------------------------------------
+    def write_split(self, run_id: str, rows: Iterable[tuple[str, str, str]]) -> None:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(rows)
+        atomic_write_text(self.file(run_id, "split.csv"), buf.getvalue())
+
+    def write_predictions(self, run_id: str, split_names: list[str], paths: list[str], y_true: "np.ndarray",
+                          probs: "np.ndarray", classes: list[str]) -> None:
+        import numpy as np
+
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["split", "path", "true", "pred"] + [f"p_{c}" for c in classes])
+        for split, path, t, p in zip(split_names, paths, y_true, probs):
+            writer.writerow([split, path, classes[int(t)], classes[int(np.argmax(p))]] + [f"{v:.6f}" for v in p])
+        atomic_write_text(self.file(run_id, "predictions.csv"), buf.getvalue())
+
+    def predictions(self, run_id: str, split: str = "test") -> Predictions:
+        """One split's predictions of the tested checkpoint (empty when the run has none for that split)."""
+        import numpy as np
+
+        path = self.file(run_id, "predictions.csv")
+        if not path.is_file():
+            raise RunNotFoundError(f"Run {run_id!r} has no predictions (it was not tested).")
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, ["split", "path", "true", "pred"])
+            classes = [h[2:] for h in header[4:]]
+            rows = [r for r in reader if r and r[0] == split]
+        index = {c: i for i, c in enumerate(classes)}
+        try:
+            y_true = np.array([index[r[2]] for r in rows], dtype=np.int64)
+            probs = np.array([[float(v) for v in r[4:]] for r in rows], dtype=np.float64).reshape(len(rows),
+                                                                                                  len(classes))
+        except (KeyError, ValueError, IndexError) as exc:
+            raise RecordError(f"Run {run_id!r}: predictions.csv is damaged ({exc}).") from None
+        return Predictions(split, [r[1] for r in rows], y_true, probs, classes)
+
+    # --- listing and deletion -------------------------------------------------------
+    def list_ids(self) -> list[str]:
+        """All run ids, newest first."""
+        # A linked folder is never a run: it would lead outside the store (and path() refuses it).
+        ids = [p.name for p in self.root.iterdir() if p.is_dir() and not p.is_symlink() and _RUN_ID.match(p.name)
+               and (p / "config.json").is_file()]
+
+        def order(run_id: str) -> tuple:
+            status = self.raw_status(run_id)
+            return status.created, status.created_ns, run_id
+
+        return sorted(ids, key=order, reverse=True)
+
+    def summary(self, run_id: str) -> RunSummary:
+        status = self.status(run_id)
+        meta = self.meta(run_id)
+        history = self.history(run_id)
+        metrics = self.metrics(run_id)
+        data = self.data_record(run_id)
+        model_record = None
+        try:
+            model_record = self.model_record(run_id)
+        except RecordError:
+            pass
+        damaged = status.damaged
+        try:
+            cfg: TrainConfig | None = self.config(run_id)
+        except RecordError as exc:
+            cfg, damaged = None, damaged or str(exc)
+        best = best_record(history)
+        test = metrics.test if metrics else None
+        focus = (metrics.focus_class if metrics else "") or (model_record.focus_class if model_record else "")
+        name = meta.name or (default_run_name(cfg, data) if cfg is not None else run_id)
+        return RunSummary(
+            run_id=run_id, name=name, state=status.state, created=status.created,
+            model=cfg.model if cfg else "?", dataset=data.label if data else _dataset_label(cfg),
+            data_fingerprint=data.fingerprint if data else "",
+            classes=data.classes if data else (model_record.classes if model_record else ()),
+            epochs_done=len(history), epochs=cfg.epochs if cfg else 0, error=status.error,
+            best_score=best.score if best else None, test_macro_f1=test.macro_f1 if test else None,
+            focus_class=focus, focus_recall=test.recall(focus) if test and focus else None,
+            has_weights=self.has_weights(run_id), tested=test is not None,
+            stopped=bool(metrics and metrics.stopped), owner=meta.owner, owner_name=meta.owner_name,
+            damaged=damaged)
+
+    def list(self) -> list[RunSummary]:
+        out = []
+        for run_id in self.list_ids():
+            try:
+                out.append(self.summary(run_id))
+            except (RunNotFoundError, FileNotFoundError):
+                continue  # deleted while listing
+        return out
+
+    def delete(self, run_id: str) -> None:
+        shutil.rmtree(self.path(run_id))
+
+
+def _dataset_label(cfg: TrainConfig | None) -> str:
+    if cfg is None:
+        return "?"
+    return dataset_name(cfg.data.source) if cfg.data.source else "built-in synthetic phantoms"
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().split(b")")[-1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,265 @@
+"""Callbacks that hang off the training loop.
+
+Order matters within an epoch's end: :class:`BestCheckpoint` marks the record as
+best (and keeps its weights) before :class:`EarlyStopping` and the recorders read it.
+:func:`medcls.training.pipeline.standard_callbacks` puts them in that order.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from typing import Any, Callable, TextIO
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from ..runs.records import EpochRecord, Progress
+from .ddp import unwrap
+from .engine import BatchEvent, Callback, FitResult, Trainer
+
+__all__ = ["WeightAveraging", "BestCheckpoint", "EarlyStopping", "ProgressMeter", "HistoryRecorder", "Heartbeat",
+           "ConsoleProgress", "ema_with_warmup"]
+
+log = logging.getLogger(__name__)
+
+
+def ema_with_warmup(decay: float) -> Callable[[list, list, torch.Tensor], None]:
+    """An EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n) to ``decay`` (as in timm).
+
+    Without the ramp, the average of a short run still holds much of the random initial weights.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (batch-norm step counters) simply follow the model
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
+class WeightAveraging(Callback):
+    """An exponential moving average of the weights (and batch-norm statistics) after every step.
+
+    It becomes the trainer's ``eval_model``: what is validated, selected and saved.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.average: AveragedModel | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.average is None:
+            self.average = AveragedModel(unwrap(trainer.model), multi_avg_fn=ema_with_warmup(self.decay),
+                                         use_buffers=True)
+        trainer.eval_model = self.average.module
+
+    def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
+        if event.phase == "train":
+            self.average.update_parameters(unwrap(trainer.model))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": self.average.state_dict()} if self.average is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("average") is not None and self.average is not None:
+            self.average.load_state_dict(state["average"])
+
+
+class BestCheckpoint(Callback):
+    """Keeps the weights of the epoch with the best validation score; marks that epoch's record as best.
+
+    ``export`` turns the kept state into what is saved (e.g. backbone + head when only the head trained);
+    ``on_best(state)`` is called with the exported state at every new best (the run store saves it).
+    """
+
+    def __init__(self, export: Callable[[dict], dict] | None = None,
+                 on_best: Callable[[dict], None] | None = None):
+        self.export = export or (lambda state: state)
+        self.on_best = on_best
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        if record.score > trainer.result.best_score:
+            trainer.result.best_score, trainer.result.best_epoch = record.score, record.epoch
+            record.best = True
+            self.state = copy.deepcopy(unwrap(trainer.eval_model).state_dict())
+            if self.on_best is not None:
+                self.on_best(self.exported())
+
+    def exported(self) -> dict[str, torch.Tensor]:
+        return self.export(self.state)
+
+    def restore(self, trainer: Trainer) -> None:
+        """Put the best weights back into the model (and into the average) after fitting or a stop."""
+        if self.state is None:
+            return
+        unwrap(trainer.model).load_state_dict(self.state)
+        if trainer.eval_model is not trainer.model:
+            unwrap(trainer.eval_model).load_state_dict(self.state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = state.get("best")
+
+
+class EarlyStopping(Callback):
+    """Stop when the validation score has not improved for ``patience`` epochs (0 = never).
+
+    Never before half of the planned epochs: learning-rate schedules (one-cycle, cosine) do much of their
+    good late, while the rate comes down, and an early plateau is common on small validation sets.
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        if record.epoch < trainer.epochs / 2:
+            return
+        if self.patience and record.epoch - trainer.result.best_epoch >= self.patience:
+            log.info("Early stop: no improvement for %d epochs (best epoch %d)", self.patience,
+                     trainer.result.best_epoch)
+            trainer.should_stop = True
+
+
+class ProgressMeter(Callback):
+    """Turns batch events into overall progress: fraction done, images/s and time remaining.
+
+    ``emit(progress)`` is called at most every ``interval`` seconds, and always at the end of a phase, so
+    listeners (the run store, a terminal) never drown in updates. Time remaining comes from the epochs
+    measured so far once one has finished (the first epoch's share before that); it is the time to the
+    last planned epoch, so early stopping can only make it shorter.
+    """
+
+    def __init__(self, emit: Callable[[Progress], None], interval: float = 0.5):
+        self.emit = emit
+        self.interval = interval
+        self._last = 0.0
+        self._start = time.perf_counter()
+        self._train_batches = 1
+        self._val_batches = 1
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._start = time.perf_counter()
+        self._epoch_start = self._start
+        self._epoch = 0
+        self._train_batches = trainer.batches_per_epoch()
+        self._val_batches = max(1, -(-len(trainer.val_data) // trainer.batch_size))
+
+    def snapshot(self, trainer: Trainer, event: BatchEvent) -> Progress:
+        now = time.perf_counter()
+        if event.epoch != self._epoch:
+            self._epoch, self._epoch_start = event.epoch, now
+        per_epoch = self._train_batches + self._val_batches
+        done_in_epoch = event.batch if event.phase == "train" else self._train_batches + event.batch
+        epoch_share = min(1.0, done_in_epoch / per_epoch)
+        done_epochs = event.epoch - 1
+        fraction = min(1.0, (done_epochs + epoch_share) / trainer.epochs)
+        measured = [h.seconds for h in trainer.result.history[-5:]]
+        if measured:  # whole epochs measured in this process: the best guide to the rest
+            per = sorted(measured)[len(measured) // 2]
+            eta = per * (trainer.epochs - event.epoch) + max(0.0, per - (now - self._epoch_start))
+        else:
+            elapsed_epoch = now - self._epoch_start
+            eta = elapsed_epoch / epoch_share * (trainer.epochs - done_epochs - epoch_share) if epoch_share else None
+        return Progress(phase=event.phase, epoch=event.epoch, epochs=event.epochs, batch=event.batch,
+                        batches=event.batches, fraction=fraction, prepare_fraction=1.0, loss=event.loss,
+                        images_per_s=event.images_per_s if event.phase == "train" or not trainer.result.history
+                        else trainer.result.history[-1].images_per_s,
+                        elapsed_s=now - self._start, eta_s=eta, time=time.time())
+
+    def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
+        now = time.perf_counter()
+        if now - self._last >= self.interval or event.batch == event.batches:
+            self._last = now
+            self.emit(self.snapshot(trainer, event))
+
+
+class HistoryRecorder(Callback):
+    """Hands every finished epoch to ``record`` (the run store appends it to history.jsonl)."""
+
+    def __init__(self, record: Callable[[EpochRecord], None]):
+        self.record = record
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        self.record(record)
+
+
+class Heartbeat(Callback):
+    """Tells the run store that the training loop itself is alive, at most every ``interval`` seconds.
+
+    A loop that stops beating (a hung or frozen process) is noticed and ended by the job manager.
+    """
+
+    def __init__(self, beat: Callable[[], None], interval: float = 2.0):
+        self.beat = beat
+        self.interval = interval
+        self._last = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            try:
+                self.beat()
+            except OSError:
+                pass  # the run folder was deleted; the run fails on its next write
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self()
+
+    def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
+        self()
+
+
+class ConsoleProgress(Callback):
+    """Progress for the command line: a one-line bar on a terminal, one printed line per epoch always.
+
+    When the output is not a terminal (a log file, CI), only the epoch lines are written, so logs stay short.
+    """
+
+    def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None):
+        # Looked up now, not at import: sys.stderr may have been replaced since (capture, redirection).
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = live if live is not None else bool(getattr(self.stream, "isatty", lambda: False)())
+        self.width = width
+        self.meter = ProgressMeter(self._draw, interval=0.2)
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.meter.on_fit_start(trainer)
+
+    def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
+        if self.live:
+            self.meter.on_batch_end(trainer, event)
+
+    def _draw(self, p: Progress) -> None:
+        filled = int(p.fraction * self.width)
+        eta = f"{p.eta_s:.0f}s left" if p.eta_s is not None else ""
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] epoch {p.epoch}/{p.epochs} {p.phase} {p.batch}/{p.batches} "
+                          f"{p.images_per_s or 0:.0f} img/s {eta}   ")
+        self.stream.flush()
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        recalls = " ".join(f"{k}={v:.2f}" for k, v in record.val_recall.items() if v is not None)
+        start = "\r" if self.live else ""
+        pad = " " * 8 if self.live else ""
+        self.stream.write(
+            f"{start}epoch {record.epoch:>3}/{trainer.epochs}  loss {record.train_loss:.4f}  "
+            f"acc {record.train_accuracy:.3f}  | val loss {record.val_loss:.4f}  acc {record.val_accuracy:.3f}  "
+            f"macro-F1 {record.val_macro_f1:.3f}  recall {recalls}  | {record.images_per_s:.0f} img/s "
+            f"{record.seconds:.1f}s{'  *best' if record.best else ''}{pad}\n")
+        self.stream.flush()
+
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
+        if result.stopped_early:
+            self.stream.write(f"stopped early; best epoch {result.best_epoch}\n")

@@ -1,0 +1,42 @@
+"""Run comparison helpers: the settings table, the metrics table and whether runs are comparable."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medcls.analysis.comparison import comparability, config_rows, metrics_rows
+from medcls.analysis.metrics import classification_metrics
+from medcls.config import TrainConfig
+
+
+def test_rows_list_only_differences_with_labels_and_run_names():
+    a = TrainConfig()
+    rows = config_rows({"r1": a, "r2": a.with_options(lr=1e-3, epochs=5)}, {"r1": "first", "r2": "second"})
+    assert {row["setting"] for row in rows} == {"Learning rate", "Epochs"}
+    lr_row = next(r for r in rows if r["setting"] == "Learning rate")
+    assert lr_row["first"] == "0.002" and lr_row["second"] == "0.001"
+
+
+def test_rows_of_different_models_say_not_used_instead_of_inventing_values():
+    rows = config_rows({"cnn": TrainConfig(), "resnet": TrainConfig().with_options(model="resnet18")})
+    settings = {row["setting"]: row for row in rows}
+    assert set(settings) == {"Model", "Dropout"}
+
+
+def test_metrics_rows_put_the_focus_class_first_and_handle_missing_classes():
+    y = np.array([0, 1, 1, 0])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    m = classification_metrics(y, probs, ["benign", "malignant"])
+    rows = metrics_rows({"r": m}, {"r": "run one"}, focus_class="malignant")
+    assert rows[0]["run"] == "run one"
+    keys = list(rows[0])
+    assert keys.index("malignant recall") < keys.index("benign recall")
+    assert rows[0]["malignant recall"] == 0.5
+
+
+def test_comparability_says_when_data_or_classes_differ():
+    same = comparability({"a": "busi", "b": "busi"}, {"a": "f1", "b": "f1"}, {"a": ["x", "y"], "b": ["x", "y"]})
+    assert same.same_data and same.same_classes and not same.messages
+    other = comparability({"a": "busi", "b": "phantoms"}, {"a": "f1", "b": "f2"}, {"a": ["x", "y"], "b": ["x", "z"]})
+    assert not other.same_data and not other.same_classes
+    assert "different data (busi, phantoms)" in other.messages[0] and "different class lists" in other.messages[1]

@@ -1,0 +1,110 @@
+"""Metrics: agree with scikit-learn, rows of the confusion matrix are true classes, None when undefined."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+from medcls.analysis.metrics import (
+    classification_metrics,
+    epoch_metrics,
+    pr_curve,
+    select_score,
+    softmax,
+)
+
+CLASSES = ["benign", "malignant", "normal"]
+
+
+@pytest.fixture
+def predictions():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, 60)
+    logits = rng.normal(size=(60, 3)) + np.eye(3)[y_true] * 1.5  # better than chance, not perfect
+    return y_true, softmax(logits)
+
+
+def test_softmax_rows_sum_to_one_even_for_huge_logits():
+    p = softmax(np.array([[1000.0, 1000.0, -1000.0], [0.0, 1.0, 2.0]]))
+    assert np.all(np.isfinite(p)) and np.allclose(p.sum(1), 1.0)
+    assert np.allclose(p[0], [0.5, 0.5, 0.0])
+
+
+def test_classification_metrics_match_scikit_learn(predictions):
+    y_true, probs = predictions
+    y_pred = probs.argmax(1)
+    m = classification_metrics(y_true, probs, CLASSES)
+    assert m.n == 60 and m.classes == CLASSES
+    assert m.accuracy == pytest.approx(accuracy_score(y_true, y_pred))
+    assert m.balanced_accuracy == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert m.macro_f1 == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=[0, 1, 2])
+    for i, name in enumerate(CLASSES):
+        c = m.per_class[name]
+        assert (c.precision, c.recall, c.f1, c.support) == pytest.approx((p[i], r[i], f[i], s[i]))
+        assert c.average_precision == pytest.approx(average_precision_score(y_true == i, probs[:, i]))
+        assert c.roc_auc == pytest.approx(roc_auc_score(y_true == i, probs[:, i]))
+    assert m.macro_roc_auc == pytest.approx(np.mean([m.per_class[c].roc_auc for c in CLASSES]))
+    assert m.macro_average_precision == pytest.approx(
+        np.mean([m.per_class[c].average_precision for c in CLASSES]))
+
+
+def test_confusion_matrix_rows_are_true_classes(predictions):
+    y_true, probs = predictions
+    cm = np.array(classification_metrics(y_true, probs, CLASSES).confusion_matrix)
+    expected = np.zeros((3, 3), int)
+    for t, p in zip(y_true, probs.argmax(1)):
+        expected[t, p] += 1
+    assert np.array_equal(cm, expected)
+    assert cm.sum(axis=1).tolist() == np.bincount(y_true, minlength=3).tolist()
+
+
+def test_a_class_missing_from_the_labels_gives_none_not_nan():
+    y_true = np.array([0, 0, 2, 2])
+    probs = softmax(np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0], [2.0, 0, 0]]))
+    m = classification_metrics(y_true, probs, CLASSES)
+    missing = m.per_class["malignant"]
+    assert missing.support == 0 and missing.recall is None
+    assert missing.average_precision is None and missing.roc_auc is None
+    assert m.per_class["benign"].roc_auc is not None
+    import json
+
+    json.dumps(m.to_dict(), allow_nan=False)  # ready for metrics.json
+
+
+def test_perfect_predictions_score_one():
+    y = np.array([0, 1, 2, 1, 0, 2])
+    m = classification_metrics(y, np.eye(3)[y], CLASSES)
+    assert m.accuracy == m.macro_f1 == m.balanced_accuracy == m.macro_roc_auc == 1.0
+
+
+def test_epoch_metrics_and_select_score(predictions):
+    y_true, probs = predictions
+    y_pred = probs.argmax(1)
+    m = epoch_metrics(y_true, y_pred, CLASSES)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+    assert m["recall"]["malignant"] == pytest.approx(np.mean(y_pred[y_true == 1] == 1))
+    assert select_score(m, "macro_f1", "malignant") == m["macro_f1"]
+    assert select_score(m, "focus_recall", "malignant") == m["recall"]["malignant"]
+    absent = epoch_metrics(np.array([0, 2]), np.array([0, 2]), CLASSES)
+    assert absent["recall"]["malignant"] is None
+    assert select_score(absent, "focus_recall", "malignant") == -1.0
+
+
+def test_pr_curve_reports_ap_and_chance_level(predictions):
+    y_true, probs = predictions
+    curve = pr_curve(y_true, probs, 1)
+    assert curve["prevalence"] == pytest.approx(np.mean(y_true == 1))
+    assert curve["average_precision"] == pytest.approx(average_precision_score(y_true == 1, probs[:, 1]))
+    assert len(curve["precision"]) == len(curve["recall"]) == len(curve["thresholds"]) + 1
+    empty = pr_curve(np.array([0, 2]), probs[:2], 1)
+    assert empty["average_precision"] is None and empty["precision"] == []

@@ -1,0 +1,67 @@
+"""Run cards: one self-contained HTML file per finished run, from the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from plotly.offline import get_plotlyjs
+
+from medcls.cli import main
+from medcls.figures.report import DISCLAIMER, run_card_html, write_run_card
+
+
+def _figure_specs(html: str) -> list[dict]:
+    """The data of every embedded Plotly figure (Plotly.newPlot(id, data, layout, config))."""
+    specs = []
+    for match in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', html, re.S):
+        specs.append(json.loads(match.group(1)))
+    return specs
+
+
+def test_run_card_is_self_contained_and_complete(finished_run):
+    store, run_id = finished_run
+    html = run_card_html(store, run_id)
+    assert html.startswith("<!DOCTYPE html>") and run_id in html
+    # plotly.js inlined exactly once; nothing loaded from the network
+    assert html.count(get_plotlyjs()[:200]) == 1
+    assert not re.search(r'<script[^>]+src=', html) and not re.search(r'<link[^>]+href=["\']https?:', html)
+    # the figures are really there: counts, curves, confusion matrix, PR, intervals, reliability
+    specs = _figure_specs(html)
+    assert len(specs) == 6
+    types = {trace["type"] for spec in specs for trace in spec}
+    assert {"heatmap", "bar", "scatter"} <= types
+    # data fingerprint, split counts, metrics with intervals, the teaching note
+    assert store.data_record(run_id).fingerprint in html
+    metrics = store.metrics(run_id)
+    ci = metrics.intervals["test"]["accuracy"]
+    assert f"{ci['estimate']:.2f} ({ci['low']:.2f}–{ci['high']:.2f})" in html
+    assert "A teaching tool, not a diagnosis." in html and DISCLAIMER in html
+    n = metrics.test.per_class["malignant"].support  # 12 images per class: a tiny test set, flagged
+    assert f"Only {n} malignant test image" in html
+    assert "<td>Learning rate</td><td>0.002</td>" in html  # settings in words
+    assert "weights" not in html.lower().split("<h2>settings</h2>")[1].split("<h2>")[0]  # nothing inapplicable
+
+
+def test_write_run_card_default_and_custom_paths(finished_run, tmp_path):
+    store, run_id = finished_run
+    default = write_run_card(store, run_id)
+    assert default == store.file(run_id, "run_card.html") and run_id in default.read_text()
+    custom = write_run_card(store, run_id, tmp_path / "card.html")
+    assert custom.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_unfinished_run_is_refused_with_a_reason(store, synth):
+    run_id = store.create(synth.config(), run_id="queued-run")
+    with pytest.raises(ValueError, match="no test results"):
+        run_card_html(store, run_id)
+
+
+def test_cli_report_writes_the_card(finished_run, tmp_path, capsys):
+    store, run_id = finished_run
+    out = tmp_path / "out.html"
+    assert main(["--runs-dir", str(store.root), "report", run_id, "-o", str(out)]) == 0
+    assert run_id in out.read_text() and str(out) in capsys.readouterr().out
+    assert main(["--runs-dir", str(store.root), "report", "no-such-run"]) == 2
+    assert "does not exist" in capsys.readouterr().err

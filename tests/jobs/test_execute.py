@@ -1,0 +1,216 @@
+"""execute_run: everything a finished run leaves behind in the run store, and how runs end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medcls.config import TrainConfig
+from medcls.jobs.execute import execute_run
+from medcls.models import create_model
+from medcls.training.engine import Callback
+
+RUN_FILES = {"config.json", "status.json", "history.jsonl", "best.pt", "metrics.json", "predictions.csv",
+             "split.csv", "data_report.json", "env.json", "model.json", "data.json", "progress.json"}
+
+
+def _csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_finished_run_writes_every_artefact(finished_run):
+    store, run_id = finished_run
+    folder = store.path(run_id)
+    assert RUN_FILES <= {p.name for p in folder.iterdir()}
+    status = store.status(run_id)
+    assert status.state == "finished" and status.best_epoch in (1, 2) and status.ended
+    cfg = store.config(run_id)
+    assert TrainConfig.from_dict(json.loads((folder / "config.json").read_text())) == cfg
+
+    history = store.history(run_id)
+    assert [h.epoch for h in history] == [1, 2]
+    assert (folder / "history.jsonl").read_text().count("\n") == 2
+
+    record = store.model_record(run_id)
+    assert cfg.model == "small_cnn" and record.classes == ("benign", "malignant", "normal")
+    assert record.image_size == 32 and record.in_channels == 1 and record.color == "gray"
+    assert record.focus_class == "malignant" and record.parameters > 0
+    state = torch.load(folder / "best.pt", map_location="cpu", weights_only=True)
+    model = create_model("small_cnn", num_classes=3, image_size=32, in_channels=1)
+    model.load_state_dict(state)  # strict: every tensor fits
+
+    split_rows = _csv(folder / "split.csv")
+    assert len(split_rows) == 36
+    split_counts = Counter(r["split"] for r in split_rows)
+    predictions = _csv(folder / "predictions.csv")
+    pred_counts = Counter(r["split"] for r in predictions)
+    assert pred_counts == {"val": split_counts["val"], "test": split_counts["test"]}
+    for row in predictions:
+        probs = [float(row[f"p_{c}"]) for c in record.classes]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert row["pred"] == record.classes[int(np.argmax(probs))]
+
+    metrics = store.metrics(run_id)
+    assert metrics.best_epoch == status.best_epoch and metrics.precision == "fp32" and not metrics.stopped
+    raw = json.loads((folder / "metrics.json").read_text())
+    for split in ("val", "test"):
+        m = metrics.splits[split]
+        cm = np.array(m.confusion_matrix)
+        assert cm.shape == (3, 3) and cm.sum() == split_counts[split] == m.n
+        assert {"accuracy", "balanced_accuracy", "macro_f1", "macro_average_precision",
+                "macro_roc_auc"} <= set(raw[split])
+        for name in record.classes:
+            c = m.per_class[name]
+            assert c.support == Counter(r["label"] for r in split_rows if r["split"] == split)[name]
+        assert 0 <= m.accuracy <= 1 and 0 <= m.macro_roc_auc <= 1
+
+    assert store.data_report(run_id).skipped == []
+    env = store.env(run_id)
+    assert env["torch"] == torch.__version__ and "cpu" in env
+    data = store.data_record(run_id)
+    assert data.layout == "class_folders" and data.synthetic is False
+
+
+
+def test_bad_files_are_reported_and_the_run_still_trains(tmp_path, synth, store):
+    root = synth.class_folders(tmp_path / "d", {"benign": 10, "malignant": 10, "normal": 10})
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, format="PNG")
+    truncated = root / "benign" / "benign (99).png"
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    empty = root / "malignant" / "empty.png"
+    empty.write_bytes(b"")
+    text = root / "normal" / "scan.jpg"
+    text.write_text("I am a text file")
+    mask = synth.image(root / "benign" / "benign (1)_mask.png", 32)
+
+    run_id = store.create(synth.config(root))
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    skipped = {s.path: s.reason for s in store.data_report(run_id).skipped}
+    assert set(skipped) == {str(truncated), str(empty), str(text)}
+    assert "truncated" in skipped[str(truncated)] and "empty" in skipped[str(empty)]
+    assert "not an image" in skipped[str(text)]
+    used = {r["path"] for r in _csv(store.file(run_id, "split.csv"))}
+    assert len(used) == 30 and str(mask) not in used and not used & set(skipped)
+
+
+
+def test_validation_and_test_are_never_resampled(class_dataset, synth, store):
+    run_id = store.create(synth.config(class_dataset, imbalance="oversample", oversample=("malignant=4",)))
+    assert execute_run(store, run_id).state == "finished"
+    split = Counter(r["split"] for r in _csv(store.file(run_id, "split.csv")))
+    predictions = Counter(r["split"] for r in _csv(store.file(run_id, "predictions.csv")))
+    assert predictions["val"] == split["val"] and predictions["test"] == split["test"]
+
+
+
+def test_cancellation_keeps_history_and_the_best_checkpoint(class_dataset, synth, store):
+    class CancelAfterFirstEpoch(Callback):
+        done = False
+
+        def on_epoch_end(self, trainer, record):
+            CancelAfterFirstEpoch.done = True
+
+    run_id = store.create(synth.config(class_dataset, epochs=5))
+    outcome = execute_run(store, run_id, callbacks=[CancelAfterFirstEpoch()],
+                          should_cancel=lambda: CancelAfterFirstEpoch.done)
+    assert outcome.state == "cancelled"
+    status = store.status(run_id)
+    assert status.state == "cancelled" and "best checkpoint" in status.error
+    assert len(store.history(run_id)) == 1 and store.has_weights(run_id)
+    # A stopped run is still tested (its best checkpoint), so it can be compared and tried like any other.
+    metrics = store.metrics(run_id)
+    assert metrics.stopped and metrics.test.n > 0 and store.summary(run_id).tested
+
+
+
+def test_a_stop_file_cancels_before_the_first_batch(class_dataset, synth, store):
+    run_id = store.create(synth.config(class_dataset))
+    store.request_stop(run_id)
+    assert execute_run(store, run_id).state == "cancelled"
+    assert store.history(run_id) == [] and not store.has_weights(run_id)
+
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"focus_class": "tumour"}, "Focus class 'tumour' is not in this dataset"),
+    ({"oversample": ("cancer=3",), "imbalance": "oversample"}, "cancer"),
+])
+def test_config_problems_fail_the_run_with_a_readable_error(class_dataset, synth, store, options, words):
+    run_id = store.create(synth.config(class_dataset, **options))
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "failed" and words in outcome.error
+    status = store.status(run_id)
+    assert status.state == "failed" and words in status.error
+
+
+def test_a_batch_larger_than_the_training_images_is_lowered_and_the_run_says_so(class_dataset, synth, store):
+    run_id = store.create(synth.config(class_dataset, batch_size=64, epochs=1))
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    notes = store.status(run_id).notes
+    assert len(notes) == 1 and "batch size was lowered from 64 to 8" in notes[0] and "training images" in notes[0]
+
+
+
+def test_missing_data_fails_the_run(tmp_path, synth, store):
+    run_id = store.create(synth.config(tmp_path / "nowhere"))
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "failed" and "not found" in outcome.error
+
+
+
+def test_a_diverging_run_fails_with_advice(class_dataset, synth, store):
+    cfg = synth.config(class_dataset, optimizer="sgd", lr=10.0, batch_norm=False, scheduler="none", epochs=4)
+    run_id = store.create(cfg)
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "failed"
+    assert "diverged" in outcome.error and "Lower the learning rate" in outcome.error
+
+
+
+def test_unexpected_errors_are_recorded_too(class_dataset, synth, store, monkeypatch):
+    import medcls.training.pipeline as training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something odd")
+
+    monkeypatch.setattr(training, "build_model", broken)
+    run_id = store.create(synth.config(class_dataset))
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "failed" and outcome.error == "RuntimeError: something odd"
+    assert store.status(run_id).error == "RuntimeError: something odd"
+
+
+
+def test_colour_data_trains_an_rgb_model(tmp_path, synth, store):
+    root = tmp_path / "colour"
+    for c, name in enumerate(["a", "b"]):
+        for i in range(10):
+            synth.image(root / name / f"{i}.png", 32, color=(255, 60 + 90 * c, 30), seed=c * 20 + i)
+    run_id = store.create(synth.config(root, epochs=1))
+    assert execute_run(store, run_id).state == "finished"
+    record = store.model_record(run_id)
+    assert record.in_channels == 3 and record.color == "rgb"
+
+
+
+def test_the_built_in_synthetic_dataset_trains(phantom_cache, synth, store):
+    cfg = synth.config("", epochs=1, batch_size=32)
+    run_id = store.create(cfg)
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    data = store.data_record(run_id)
+    assert data.synthetic is True and set(data.classes) == {"normal", "benign", "malignant"}
+    assert "SYNTHETIC" in store.data_report(run_id).notes[0]
+    assert outcome.metrics["test"].n == sum(data.counts["test"].values())
+    assert store.summary(run_id).dataset == "built-in synthetic phantoms"

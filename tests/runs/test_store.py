@@ -1,0 +1,213 @@
+"""The run store: ids, status and liveness, history, artefacts, listing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from medcls.analysis.metrics import classification_metrics
+from medcls.config import TrainConfig
+from medcls.runs.records import EpochRecord, Progress, RunMeta, RunMetrics
+from medcls.runs.store import (
+    HEARTBEAT_STALE_S,
+    InvalidRunIdError,
+    RunNotFoundError,
+    RunStore,
+)
+
+
+@pytest.fixture
+def run(store):
+    return store.create(TrainConfig(epochs=3), run_id="r1")
+
+
+def test_store_defaults_to_the_runs_dir_setting(isolated_env):
+    assert RunStore().root == isolated_env / "runs"
+
+
+def test_created_run_round_trips_its_config(store):
+    cfg = TrainConfig(epochs=3, lr=1e-3).with_options(class_aliases=("malignant=cancer",), model="seed_cnn")
+    run_id = store.create(cfg, meta=RunMeta(name="my run"))
+    assert store.config(run_id) == cfg
+    assert store.raw_status(run_id).state == "queued"
+    assert store.meta(run_id).name == "my run" and store.summary(run_id).name == "my run"
+    assert "seed_cnn" in run_id
+    with pytest.raises(FileExistsError):
+        store.create(cfg, run_id=run_id)
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "..", "/etc", "/tmp/abs", "", ".hidden", "a\\b", "x" * 200,
+                                 "a..b", "café"])
+def test_invalid_run_ids_are_rejected(store, bad):
+    with pytest.raises(InvalidRunIdError):
+        store.path(bad, must_exist=False)
+    if bad:  # an empty id asks create() for a generated one
+        with pytest.raises(InvalidRunIdError):
+            store.create(TrainConfig(), run_id=bad)
+    assert not any(store.root.parent.glob("x")) and list(store.root.iterdir()) == []
+
+
+def test_file_names_inside_a_run_must_be_plain(store, run):
+    for bad in ("../config.json", "a/b", "", ".", "..", ".hidden"):
+        with pytest.raises(InvalidRunIdError):
+            store.file(run, bad)
+    assert store.file(run, "metrics.json").parent == store.path(run)
+
+
+def test_missing_runs_raise_run_not_found(store):
+    with pytest.raises(RunNotFoundError):
+        store.config("never-made")
+    with pytest.raises(RunNotFoundError):
+        store.path("never-made")
+
+
+def test_set_status_records_times_pid_and_refuses_unknown_states(store, run):
+    status = store.set_status(run, "running")
+    assert status.pid == os.getpid() and status.started
+    store.beat(run)
+    assert store.status(run).state == "running"  # this process is alive and beating
+    done = store.set_status(run, "finished", best_epoch=2)
+    assert done.ended and done.best_epoch == 2 and done.started == status.started
+    with pytest.raises(ValueError, match="Unknown run state"):
+        store.set_status(run, "exploded")
+
+
+def test_running_status_with_a_dead_pid_reads_as_interrupted(store, run, synth):
+    store.set_status(run, "running", pid=synth.dead_pid())
+    store.beat(run)  # even with a fresh heartbeat: the process is gone
+    status = store.status(run)
+    assert status.state == "interrupted" and "stopped unexpectedly" in status.error
+    assert store.raw_status(run).state == "running"  # reading does not rewrite the file
+
+
+def test_running_status_of_a_zombie_process_reads_as_interrupted(store, run):
+    proc = subprocess.Popen(["true"])
+    try:
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                if f.read().split(b")")[-1].split()[0] == b"Z":
+                    break
+            time.sleep(0.02)
+        store.set_status(run, "running", pid=proc.pid)
+        store.beat(run)
+        assert store.status(run).state == "interrupted"
+    finally:
+        proc.wait()
+
+
+def test_running_status_without_pid_depends_on_the_heartbeat(store, run):
+    store.set_status(run, "running", pid=None)
+    store.beat(run)
+    assert store.status(run).state == "running"
+    old = time.time() - HEARTBEAT_STALE_S - 5
+    os.utime(store.file(run, "heartbeat"), (old, old))
+    assert store.status(run).state == "interrupted"
+
+
+def test_stop_requests(store, run):
+    assert not store.stop_requested(run)
+    store.request_stop(run)
+    assert store.stop_requested(run)
+
+
+def test_history_appends_and_ignores_a_torn_last_line(store, run):
+    store.append_history(run, EpochRecord.from_dict({"epoch": 1, "score": 0.5, "best": True}))
+    store.append_history(run, EpochRecord.from_dict({"epoch": 2, "score": 0.4, "best": False}))
+    with open(store.file(run, "history.jsonl"), "a") as handle:
+        handle.write('{"epoch": 3, "sco')
+    assert [h.epoch for h in store.history(run)] == [1, 2]
+    info = store.summary(run)
+    assert info.epochs_done == 2 and info.best_score == 0.5 and info.epochs == 3
+
+
+def test_progress_and_json_artefacts(store, run):
+    assert store.progress(run) == Progress()
+    store.write_progress(run, Progress(phase="train", fraction=0.25))
+    assert store.progress(run).fraction == 0.25
+    assert store.metrics(run) is None and not store.summary(run).tested
+    test = classification_metrics(np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]]), ["a", "b"])
+    store.write_metrics(run, RunMetrics({"test": test}, best_epoch=1, best_val_score=0.5, precision="fp32",
+                                        focus_class="b"))
+    assert store.metrics(run).test == test
+    summary = store.summary(run)
+    assert summary.test_macro_f1 == 1.0 and summary.tested and summary.focus_recall == 1.0
+
+
+def test_weights_round_trip_with_weights_only_and_survive_a_failed_save(store, run):
+    with pytest.raises(RunNotFoundError, match="no saved weights"):
+        store.load_weights(run)
+    state = {"w": torch.arange(4.0)}
+    store.save_weights(run, state)
+    assert store.has_weights(run)
+    assert torch.equal(store.load_weights(run)["w"], state["w"])
+    with pytest.raises(Exception):
+        store.save_weights(run, {"w": lambda: None})  # cannot be pickled
+    assert torch.equal(store.load_weights(run)["w"], state["w"])  # the old checkpoint is intact
+    assert not [p for p in store.path(run).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_predictions_and_split_files_round_trip(store, run):
+    classes = ["benign", "malignant"]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    store.write_predictions(run, ["val", "test", "test"], ["a.png", "b.png", "c, d.png"], np.array([0, 1, 1]),
+                            probs, classes)
+    test = store.predictions(run, "test")
+    assert test.paths == ["b.png", "c, d.png"] and test.y_true.tolist() == [1, 1] and test.classes == classes
+    assert np.allclose(test.probs, probs[1:], atol=1e-6)
+    store.write_split(run, [("a.png", "benign", "train")])
+    assert store.file(run, "split.csv").read_text().splitlines() == ["path,label,split", "a.png,benign,train"]
+
+
+def test_listing_newest_first_and_deleting(store):
+    first = store.create(TrainConfig(), run_id="first")
+    status = store.raw_status(first).to_dict()
+    status["created"] = "2000-01-01T00:00:00+00:00"
+    from medcls.atomic import atomic_write_json
+
+    atomic_write_json(store.file(first, "status.json"), status)
+    second = store.create(TrainConfig(), run_id="second")
+    (store.root / "not-a-run").mkdir()
+    assert store.list_ids() == [second, first]
+    assert [i.run_id for i in store.list()] == [second, first]
+    assert store.list()[0].dataset == "built-in synthetic phantoms" and store.list()[0].model == "small_cnn"
+    assert store.list()[1].name == "phantoms · small_cnn · oversample · 128 px"
+    assert store.list()[0].name == "phantoms · small_cnn · oversample · 128 px (2)"  # the same settings again
+    store.delete(first)
+    assert store.list_ids() == [second]
+    with pytest.raises(RunNotFoundError):
+        store.delete(first)
+
+
+def test_runs_made_within_one_second_keep_their_creation_order(store):
+    ids = [store.create(TrainConfig(seed=i)) for i in range(6)]  # random suffixes, same second
+    assert store.list_ids() == ids[::-1]
+
+
+@pytest.mark.parametrize("content", ['"x"', "123", "[1, 2]", '{"created": null}', '{"state": "exploded"}',
+                                     "{not json", ""])
+def test_a_damaged_status_file_shows_the_run_as_damaged_and_the_store_goes_on(store, run, content):
+    other = store.create(TrainConfig(), run_id="healthy")
+    store.file(run, "status.json").write_text(content)
+    status = store.status(run)
+    assert status.damaged and status.state == "failed" and "damaged" in status.error
+    summaries = {s.run_id: s for s in store.list()}
+    assert set(summaries) == {run, other} and summaries[other].state == "queued"
+    assert summaries[run].damaged
+
+
+def test_odd_values_in_a_status_file_are_read_forgivingly(store, run):
+    store.file(run, "status.json").write_text('{"state": "running", "pid": "abc", "created": 5}')
+    status = store.status(run)
+    assert status.pid is None and status.created == ""
+    assert status.state == "interrupted"  # no heartbeat and no start time: nobody is training it
+
+
+def test_a_run_id_ending_in_a_newline_is_refused(store):
+    with pytest.raises(InvalidRunIdError):
+        store.path("good-id\n", must_exist=False)

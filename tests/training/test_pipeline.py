@@ -1,0 +1,44 @@
+"""train_in_memory: the pipeline from config to trained model, without a run store."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medcls.training.pipeline import train_in_memory
+
+
+@pytest.mark.parametrize("strategy", ["none", "weighted_loss", "weighted_sampler", "oversample"])
+def test_every_imbalance_strategy_trains(class_dataset, synth, strategy):
+    result = train_in_memory(synth.config(class_dataset, imbalance=strategy, epochs=1))
+    assert len(result.fit.history) == 1
+    weight = result.trainer.loss_fn.weight
+    assert (weight is not None) == (strategy == "weighted_loss")
+
+
+
+def test_learning_rate_schedules_are_applied(class_dataset, synth):
+    lrs = lambda r: [h.lr for h in r.fit.history]  # noqa: E731
+    step = train_in_memory(synth.config(class_dataset, epochs=3, scheduler="step", step_size=1, gamma=0.5, lr=0.01))
+    assert lrs(step) == pytest.approx([0.01, 0.005, 0.0025])
+    constant = train_in_memory(synth.config(class_dataset, epochs=2, scheduler="none", lr=0.01))
+    assert lrs(constant) == pytest.approx([0.01, 0.01])
+    cosine = train_in_memory(synth.config(class_dataset, epochs=3, scheduler="cosine", lr=0.01, optimizer="sgd"))
+    assert lrs(cosine)[0] == pytest.approx(0.01) and lrs(cosine)[2] < lrs(cosine)[1] < 0.01
+
+
+
+def test_train_in_memory_returns_the_best_weights(class_dataset, synth):
+    result = train_in_memory(synth.config(class_dataset, epochs=3))
+    best = result.checkpoint.state
+    live = result.model.state_dict()
+    assert all(torch.equal(live[k], best[k]) for k in best)
+
+
+
+def test_focus_class_and_focus_recall_selection(class_dataset, synth):
+    result = train_in_memory(synth.config(class_dataset, focus_class="MALIGNANT", select_metric="focus_recall",
+                                          epochs=1))
+    assert result.data.focus_class == "malignant"
+    record = result.fit.history[0]
+    assert record.score == record.val_recall["malignant"]
