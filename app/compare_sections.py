@@ -34,13 +34,13 @@ from medcls.figures.analysis import (
 )
 from medcls.figures.evaluation import confusion_matrix_figure, probability_figure
 from medcls.figures.report import run_card_html
-from medcls.runs.records import Predictions, RecordError
+from medcls.runs.records import CrossValidation, Predictions, RecordError
 from medcls.runs.store import RunNotFoundError, RunStore
 
 from .text import escape_markdown
 
 __all__ = ["uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
-           "run_card_section"]
+           "run_card_section", "cross_validation_section"]
 
 THRESHOLD_STEP = 0.001
 THUMB_PX = 160
@@ -279,3 +279,21 @@ def run_card_section(store: RunStore, run_id: str, name: str) -> None:
                             "intervals, operating point, calibration and all figures.")
     st.caption(f"The same from the command line: `python -m medcls report {run_id} -o card.html`. "
                "The card says that medcls is a teaching tool, not a diagnosis.")
+
+
+# --- several runs: cross-validation -------------------------------------------------------------------------
+
+def cross_validation_section(cvs: dict[str, CrossValidation]) -> None:
+    """Each cross-validation run's folds: the score of every fold and their mean ± standard deviation."""
+    rows = []
+    for name, cv in cvs.items():
+        row = {"run": name, "folds": f"{cv.completed} of {cv.folds}" + (" (grouped)" if cv.grouped else "")}
+        for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", "focus recall")):
+            mean, sd = cv.mean_sd(metric)
+            row[label] = "–" if mean is None else f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+        row["macro-F1 per fold"] = ", ".join(f"{s.macro_f1:.2f}" for s in cv.scores)
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows).set_index("run"), width="stretch")
+    st.caption("Each fold's model is judged on the images it never trained on; the ± is the standard deviation "
+               "over the folds: how much the score moves with which images happen to be held out. The test "
+               "metrics above are those of the fold models predicting together.")

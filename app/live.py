@@ -89,7 +89,9 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress) -> None:
         if progress.phase == "preparing":
             st.progress(min(1.0, progress.prepare_fraction), text=f"{icon} {progress.message or 'Preparing'}…")
         else:
-            text = (f"{icon} Epoch {progress.epoch}/{progress.epochs} · {progress.phase} batch "
+            fold = f"Fold {progress.fold} of {progress.folds} · " if progress.folds else ""
+            phase = "training" if progress.phase == "train" else "validation"
+            text = (f"{icon} {fold}Epoch {progress.epoch}/{progress.epochs} · {phase} batch "
                     f"{progress.batch}/{progress.batches} · {progress.images_per_s or 0:.0f} images/s")
             st.progress(min(1.0, progress.fraction), text=text)
     elif status.state == "finished":

@@ -6,6 +6,7 @@ import streamlit as st
 
 from app.compare_sections import (
     calibration_section,
+    cross_validation_section,
     error_browser_section,
     operating_point_section,
     run_card_section,
@@ -75,6 +76,11 @@ st.subheader("Test metrics")
 rows = metrics_rows({r: metrics[r].test for r in chosen}, names, focus)
 table = pd.DataFrame(rows).set_index("run")
 st.dataframe(table.style.format("{:.3f}", na_rep="–"), width="stretch")
+
+cvs = {names[r]: cv for r in chosen if (cv := store.cross_validation(r)) is not None}
+if cvs:
+    st.subheader("Cross-validation")
+    cross_validation_section(cvs)
 
 st.subheader("How sure are these numbers?")
 uncertainty_section(store, chosen, names)

@@ -31,6 +31,7 @@ from .runs.records import RunMeta
 
 if TYPE_CHECKING:
     from .analysis.metrics import SplitMetrics
+    from .runs.records import CrossValidation
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -173,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
-                                          callbacks=[ConsoleProgress()] if env.is_writer else [])
+                                          callbacks=[ConsoleProgress(folds=cfg.folds)] if env.is_writer else [])
         finally:
             signal.signal(signal.SIGINT, previous)
     if store is None:  # a rank other than 0: torchrun reports its exit code
@@ -185,6 +186,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"  {s.path}: {s.reason}")
     for note in store.status(run_id).notes:
         print(f"note: {note}")
+    cv = store.cross_validation(run_id)
+    if cv is not None:
+        _print_cross_validation(cv)
     if outcome.state != "finished":
         print(f"run {run_id} {outcome.state}: {outcome.error}", file=sys.stderr)
         if outcome.metrics.get("test") is not None:
@@ -193,6 +197,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print_metrics(outcome.metrics.get("test"))
     print(f"run {run_id} finished: {store.path(run_id)}")
     return 0
+
+
+def _print_cross_validation(cv: CrossValidation) -> None:
+    grouped = ", near-duplicates kept in one fold" if cv.grouped else ""
+    print(f"cross-validation: {cv.completed} of {cv.folds} folds{grouped} (each judged on the images it held out)")
+    for s in cv.scores:
+        print(f"  fold {s.fold}: macro-F1 {s.macro_f1:.3f}  accuracy {s.accuracy:.3f}  focus recall "
+              f"{_fmt(s.focus_recall)}  ({s.images} images, best epoch {s.best_epoch}/{s.epochs})")
+    for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", "focus recall")):
+        mean, sd = cv.mean_sd(metric)
+        if mean is not None:
+            print(f"  {label}: {mean:.3f}" + (f" ± {sd:.3f} (mean ± standard deviation)" if sd is not None else ""))
+    print("the test metrics below are the fold models' ensemble")
 
 
 def _fmt(value: float | None) -> str:

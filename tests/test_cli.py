@@ -172,3 +172,11 @@ def test_python_dash_m_medcls_works():
     assert proc.returncode == 0
     for command in ("train", "evaluate", "predict", "runs", "demo-data"):
         assert command in proc.stdout
+
+
+def test_cross_validation_prints_each_fold_and_the_mean_and_spread(class_dataset, capsys):
+    assert main(["train", "--data", str(class_dataset), *TINY, "--folds", "2", "--run-id", "cv-run"]) == 0
+    out = capsys.readouterr()
+    assert "fold 1 of 2" in out.err and "fold 2 of 2" in out.err
+    assert "cross-validation: 2 of 2 folds" in out.out and "fold 1: macro-F1" in out.out
+    assert "macro-F1:" in out.out and "± " in out.out and "fold models' ensemble" in out.out

@@ -162,6 +162,11 @@ class TrainConfig:
                            "but not before half of the epochs (0 = never stop early).",
                            label="Early-stopping patience", group="Learning", min=0, max=1000, sweep=(0, 5),
                            sweep_order=15)
+    folds: int = option(0, "Cross-validation: train this many models, each validated on a different part of the "
+                        "training and validation images; you get every part's score and their mean ± spread (an "
+                        "honest error bar for small datasets), and the models then predict together. Takes that many "
+                        "times longer. 0 = one model.", label="Cross-validation folds", group="Learning", min=0,
+                        max=10, sweepable=False)
     imbalance: str = option("oversample", "How to handle rare classes. Oversample repeats rare images; "
                             "weighted loss makes mistakes on rare classes cost more; a weighted sampler draws "
                             "classes equally often. Without one, a model can ignore a rare class such as "
@@ -200,6 +205,8 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"Oversampling entry {item!r} must look like class=factor with factor from 1 to "
                                   f"{MAX_OVERSAMPLE:g}, e.g. malignant=16.")
+        if self.folds == 1:
+            raise ConfigError("Cross-validation folds must be 0 (one model) or at least 2.")
         _reset_inapplicable(self)
 
     # --- options by flat name ------------------------------------------

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["stratified_split"]
+__all__ = ["stratified_split", "stratified_folds"]
 
 
 def stratified_split(
@@ -63,3 +63,37 @@ def stratified_split(
             for index in members[group]:
                 out[index] = split
     return out, too_small
+
+
+def stratified_folds(labels: Sequence[int], folds: int, seed: int,
+                     groups: Sequence[int] | None = None) -> np.ndarray:
+    """A fold number 0..folds-1 for each label: every fold gets its share of every class, and all images of a
+    group (e.g. near-duplicates) land in one fold.
+
+    Groups are dealt out per class, largest first, each to the fold that holds the fewest images of that class
+    so far (ties broken by the seeded shuffle), so fold sizes stay even also when groups differ in size.
+    """
+    if folds < 2:
+        raise ValueError(f"Cross-validation needs at least 2 folds (got {folds}).")
+    labels = np.asarray(labels)
+    group_ids = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, group in enumerate(group_ids):
+        members[int(group)].append(index)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for group, idx in members.items():
+        by_class[int(labels[idx[0]])].append(group)
+    out = np.zeros(len(labels), dtype=np.int64)
+    for label in sorted(by_class):
+        class_groups = sorted(by_class[label])
+        rng.shuffle(class_groups)
+        class_groups.sort(key=lambda g: -len(members[g]))  # stable: the shuffle breaks ties
+        filled = np.zeros(folds)
+        start = int(rng.integers(folds))  # which fold gets a class's remainder varies by class
+        for group in class_groups:
+            order = [(start + i) % folds for i in range(folds)]
+            fold = min(order, key=lambda f: filled[f])
+            filled[fold] += len(members[group])
+            out[members[group]] = fold
+    return out

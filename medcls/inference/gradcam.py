@@ -24,6 +24,7 @@ import plotly.colors
 import torch
 
 from ..models import ClassifierModel
+from ..models.ensemble import FoldEnsemble
 
 if TYPE_CHECKING:
     from .predictor import Predictor
@@ -67,6 +68,10 @@ def gradcam_map(model: ClassifierModel, pixels: np.ndarray, class_index: int) ->
     ``pixels`` is uint8 (C, S, S). An all-zero map means nothing in the image raised that class's score.
     """
     _check(model, pixels, class_index)
+    if isinstance(model, FoldEnsemble):  # the ensemble's evidence: its members' maps, averaged
+        heat = np.mean([gradcam_map(member, pixels, class_index) for member in model.members], axis=0)
+        top = float(heat.max())
+        return (heat / top if top > 0 else heat).astype(np.float32)
     size = pixels.shape[1:]
     x = torch.tensor(pixels, dtype=torch.float32).div_(255.0).unsqueeze(0)
     twin, lock = _twin(model)

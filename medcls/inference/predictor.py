@@ -21,6 +21,7 @@ import torch
 
 from ..data.imageio import open_image, read_image, resize_square, to_uint8
 from ..models import ClassifierModel, create_model
+from ..models.ensemble import FoldEnsemble
 from ..runs.records import ModelRecord
 from ..runs.store import CheckpointError, RunNotFoundError, RunStore
 from .proba import predict_proba
@@ -52,8 +53,12 @@ def load_run_model(store: RunStore, run_id: str) -> tuple[ClassifierModel, Model
     options = cfg.model_options
     if hasattr(options, "weights"):  # the checkpoint brings the weights; never fetch pretrained ones again
         options = dataclasses.replace(options, weights="random")
-    model = create_model(cfg.model, num_classes=len(record.classes), image_size=record.image_size,
-                         in_channels=record.in_channels, options=options)
+    def build() -> ClassifierModel:
+        return create_model(cfg.model, num_classes=len(record.classes), image_size=record.image_size,
+                            in_channels=record.in_channels, options=options)
+
+    # A cross-validation run's checkpoint holds its fold models, which answer together.
+    model = FoldEnsemble([build() for _ in range(record.folds)]) if record.folds else build()
     try:
         model.load_state_dict(store.load_weights(run_id))
     except RuntimeError as exc:  # weights of another shape: the file was swapped or a record edited

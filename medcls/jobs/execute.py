@@ -9,6 +9,7 @@ it can be compared like any other.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ from ..analysis.uncertainty import bootstrap_intervals
 from ..config import ConfigError
 from ..data.spec import DataError
 from ..models import ClassifierModel
-from ..runs.records import DataRecord, ModelRecord, Progress, RunMetrics
+from ..models.ensemble import FoldEnsemble
+from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics
 from ..runs.store import RunStore
 from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter
+from ..training.crossval import cross_validate
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
 from ..training.hardware import configure_threads, describe_machine
 from ..training.pipeline import PreparedData, TrainResult, prepare_data, train_in_memory
@@ -64,20 +67,34 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
 
     data: PreparedData | None = None
 
-    def on_model(model: ClassifierModel) -> None:
+    def on_model(model: ClassifierModel, folds: int = 0) -> None:
         store.write_model_record(run_id, ModelRecord(
             classes=tuple(data.classes), image_size=cfg.image_size, in_channels=data.decoded.channels,
             color=data.decoded.color, focus_class=data.focus_class,
-            parameters=sum(p.numel() for p in model.parameters()), tta=cfg.tta))
+            parameters=sum(p.numel() for p in model.parameters()), tta=cfg.tta, folds=folds))
 
-    recorders = [HistoryRecorder(lambda record: store.append_history(run_id, record)),
-                 ProgressMeter(lambda progress: store.write_progress(run_id, progress)), heartbeat]
+    def on_fold_end(ensemble: FoldEnsemble) -> None:  # what a stop keeps: the folds trained so far
+        store.save_weights(run_id, ensemble.state_dict())
+        on_model(ensemble, folds=len(ensemble.members))
+
+    def recorders(fold: int = 0, folds: int = 1) -> list[Callback]:
+        def record(epoch: EpochRecord) -> None:
+            store.append_history(run_id, dataclasses.replace(epoch, fold=fold + 1) if folds > 1 else epoch)
+
+        return [HistoryRecorder(record), heartbeat,
+                ProgressMeter(lambda progress: store.write_progress(run_id, progress), part=(fold, folds))]
+
     try:
         data = prepare_data(cfg, stage)
         _record_data(store, run_id, data)
-        result = train_in_memory(cfg, data, callbacks=[*recorders, *callbacks], should_cancel=cancel, stage=stage,
-                                 on_model=on_model, on_best=lambda state: store.save_weights(run_id, state),
-                                 shard=shard, wrap=wrap)
+        if cfg.folds:
+            result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: [*recorders(fold, folds), *callbacks],
+                                    should_cancel=cancel, stage=stage, on_fold_end=on_fold_end)
+            store.write_cross_validation(run_id, result.cv)
+        else:
+            result = train_in_memory(cfg, data, callbacks=[*recorders(), *callbacks], should_cancel=cancel,
+                                     stage=stage, on_model=on_model,
+                                     on_best=lambda state: store.save_weights(run_id, state), shard=shard, wrap=wrap)
         _record_results(store, run_id, result)
         for note in result.notes:
             store.add_note(run_id, note)

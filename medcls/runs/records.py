@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
            "best_record", "Progress", "ModelRecord", "DataRecord", "RunMetrics", "Predictions", "GroupMembership",
-           "RunSummary"]
+           "RunSummary", "FoldScore", "CrossValidation"]
 
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
@@ -155,6 +155,7 @@ class EpochRecord:
     images_per_s: float   # training images per second in the training phase
     score: float          # the select_metric value on validation
     best: bool = False    # the best score so far: these weights are the kept checkpoint
+    fold: int = 0         # cross-validation: which fold's model (1..k); 0 for an ordinary run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,13 +174,16 @@ class EpochRecord:
                        val_recall={str(k): _float(v) for k, v in recall.items()} if isinstance(recall, Mapping)
                        else {}, lr=_float(data.get("lr"), 0.0), seconds=_float(data.get("seconds"), 0.0),
                        images_per_s=_float(data.get("images_per_s"), 0.0), score=_float(data.get("score"), -1.0),
-                       best=data.get("best") is True)
+                       best=data.get("best") is True, fold=_int(data.get("fold")) or 0)
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"A history line cannot be read ({exc}).") from None
 
 
 def best_record(history: Sequence[EpochRecord]) -> EpochRecord | None:
-    """The epoch whose weights are the run's checkpoint: the last one marked best (None before any)."""
+    """The epoch whose weights are the run's checkpoint: the last one marked best (None before any).
+
+    In a cross-validation run this is the latest fold's best epoch.
+    """
     return next((h for h in reversed(history) if h.best), None)
 
 
@@ -202,6 +206,8 @@ class Progress:
     elapsed_s: float | None = None
     eta_s: float | None = None     # seconds left when it was written
     time: float | None = None      # when it was written (Unix time)
+    fold: int = 0                  # cross-validation: the fold being trained (1..folds)
+    folds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -216,7 +222,7 @@ class Progress:
                    batches=_int(data.get("batches")) or 0, fraction=_float(data.get("fraction"), 0.0),
                    loss=_float(data.get("loss")), images_per_s=_float(data.get("images_per_s")),
                    elapsed_s=_float(data.get("elapsed_s")), eta_s=_float(data.get("eta_s")),
-                   time=_float(data.get("time")))
+                   time=_float(data.get("time")), fold=_int(data.get("fold")) or 0, folds=_int(data.get("folds")) or 0)
 
 
 # --- model.json / data.json ---------------------------------------------------------------------------------------
@@ -232,6 +238,7 @@ class ModelRecord:
     focus_class: str = ""
     parameters: int = 0
     tta: bool = False             # predictions average the image and its mirror
+    folds: int = 0                # cross-validation: the checkpoint is an ensemble of this many fold models
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "classes": list(self.classes)}
@@ -243,7 +250,8 @@ class ModelRecord:
             classes = tuple(str(c) for c in data["classes"])
             record = cls(classes=classes, image_size=int(data["image_size"]), in_channels=int(data["in_channels"]),
                          color=_str(data.get("color"), "gray"), focus_class=_str(data.get("focus_class")),
-                         parameters=_int(data.get("parameters")) or 0, tta=data.get("tta") is True)
+                         parameters=_int(data.get("parameters")) or 0, tta=data.get("tta") is True,
+                         folds=_int(data.get("folds")) or 0)
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"model.json cannot be read ({type(exc).__name__}: {exc}).") from None
         if len(classes) < 2 or record.in_channels not in (1, 3) or not 8 <= record.image_size <= 4096:
@@ -329,6 +337,56 @@ class RunMetrics:
                    intervals={str(s): v for s, v in intervals.items() if isinstance(v, Mapping)},
                    ece={str(s): _float(v.get("ece")) for s, v in calibration.items() if isinstance(v, Mapping)},
                    stopped=data.get("stopped") is True)
+
+
+# --- cv.json -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FoldScore:
+    """One fold's model, judged on the images it held out."""
+
+    fold: int                     # 1..k
+    images: int
+    macro_f1: float
+    accuracy: float
+    balanced_accuracy: float
+    focus_recall: float | None
+    best_epoch: int
+    epochs: int
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """A cross-validation run's folds (cv.json): each fold's score and their mean ± standard deviation."""
+
+    folds: int                    # planned
+    grouped: bool                 # near-duplicates kept in one fold
+    scores: tuple[FoldScore, ...]
+    completed: int                # folds trained to their end (a stop can leave fewer)
+
+    def mean_sd(self, metric: str) -> tuple[float | None, float | None]:
+        """(mean, sample standard deviation) of a FoldScore field over the folds (sd None for one fold)."""
+        values = [getattr(s, metric) for s in self.scores if getattr(s, metric) is not None]
+        if not values:
+            return None, None
+        mean = sum(values) / len(values)
+        if len(values) < 2:
+            return mean, None
+        return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folds": self.folds, "grouped": self.grouped, "completed": self.completed,
+                "scores": [asdict(s) for s in self.scores]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "CrossValidation":
+        data = _object(data, "cv.json")
+        try:
+            scores = tuple(FoldScore(**_known(FoldScore, s)) for s in data.get("scores", []))
+            return cls(folds=int(data["folds"]), grouped=data.get("grouped") is True, scores=scores,
+                       completed=_int(data.get("completed")) or len(scores))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"cv.json cannot be read ({exc}).") from None
 
 
 # --- predictions.csv ------------------------------------------------------------------------------------------

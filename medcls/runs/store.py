@@ -12,6 +12,7 @@ Layout of ``<root>/<run_id>/`` (each file's record type in :mod:`medcls.runs.rec
     model.json          ModelRecord: classes, input size, channels, colour
     data.json           DataRecord: the data's root, fingerprint, classes and counts
     metrics.json        RunMetrics of the tested checkpoint
+    cv.json             CrossValidation: each fold's score (cross-validation runs only)
     predictions.csv     val + test predictions: split, path, true, pred, prob per class
     split.csv           the exact split used: path, label, split
     data_report.json    skipped files and notes
@@ -54,6 +55,7 @@ from .naming import dataset_name, default_run_name, unique_name
 from .records import (
     ENDED_STATES,
     STATES,
+    CrossValidation,
     DataRecord,
     EpochRecord,
     GroupMembership,
@@ -304,6 +306,17 @@ class RunStore:
         data = self._read(run_id, "metrics.json", None)
         try:
             return None if data is None else RunMetrics.from_dict(data)
+        except RecordError:
+            return None
+
+    def write_cross_validation(self, run_id: str, cv: CrossValidation) -> None:
+        self._write(run_id, "cv.json", cv.to_dict())
+
+    def cross_validation(self, run_id: str) -> CrossValidation | None:
+        """Each fold's score, for a cross-validation run (None for an ordinary run)."""
+        data = self._read(run_id, "cv.json", None)
+        try:
+            return None if data is None else CrossValidation.from_dict(data)
         except RecordError:
             return None
 

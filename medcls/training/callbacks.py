@@ -140,9 +140,10 @@ class ProgressMeter(Callback):
     last planned epoch, so early stopping can only make it shorter.
     """
 
-    def __init__(self, emit: Callable[[Progress], None], interval: float = 0.5):
+    def __init__(self, emit: Callable[[Progress], None], interval: float = 0.5, part: tuple[int, int] = (0, 1)):
         self.emit = emit
         self.interval = interval
+        self.part = part  # cross-validation: (this fold, number of folds); each fold is an equal share
         self._last = 0.0
         self._start = time.perf_counter()
         self._train_batches = 1
@@ -171,11 +172,15 @@ class ProgressMeter(Callback):
         else:
             elapsed_epoch = now - self._epoch_start
             eta = elapsed_epoch / epoch_share * (trainer.epochs - done_epochs - epoch_share) if epoch_share else None
+        index, parts = self.part
+        if parts > 1 and eta is not None:  # the folds still to come take about as long as this one
+            eta += (parts - index - 1) * ((now - self._start) + eta)
         return Progress(phase=event.phase, epoch=event.epoch, epochs=event.epochs, batch=event.batch,
-                        batches=event.batches, fraction=fraction, prepare_fraction=1.0, loss=event.loss,
-                        images_per_s=event.images_per_s if event.phase == "train" or not trainer.result.history
-                        else trainer.result.history[-1].images_per_s,
-                        elapsed_s=now - self._start, eta_s=eta, time=time.time())
+                        batches=event.batches, fraction=(index + fraction) / parts, prepare_fraction=1.0,
+                        loss=event.loss, images_per_s=event.images_per_s if event.phase == "train" or
+                        not trainer.result.history else trainer.result.history[-1].images_per_s,
+                        elapsed_s=now - self._start, eta_s=eta, time=time.time(),
+                        fold=index + 1 if parts > 1 else 0, folds=parts if parts > 1 else 0)
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
         now = time.perf_counter()
@@ -227,14 +232,19 @@ class ConsoleProgress(Callback):
     When the output is not a terminal (a log file, CI), only the epoch lines are written, so logs stay short.
     """
 
-    def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None, folds: int = 0):
         # Looked up now, not at import: sys.stderr may have been replaced since (capture, redirection).
         self.stream = stream if stream is not None else sys.stderr
         self.live = live if live is not None else bool(getattr(self.stream, "isatty", lambda: False)())
         self.width = width
         self.meter = ProgressMeter(self._draw, interval=0.2)
+        self.folds = folds  # cross-validation: one fit per fold, each announced
+        self.fits = 0
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        self.fits += 1
+        if self.folds > 1:
+            self.stream.write(f"fold {self.fits} of {self.folds}\n")
         self.meter.on_fit_start(trainer)
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:

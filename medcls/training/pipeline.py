@@ -29,6 +29,7 @@ from ..data import (
 from ..data.spec import DataError
 from ..inference.proba import tta_views
 from ..models import ClassifierModel, create_model
+from ..runs.records import CrossValidation
 from .callbacks import BestCheckpoint, EarlyStopping, WeightAveraging
 from .ddp import broadcast_object
 from .engine import (
@@ -72,6 +73,7 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)  # what the run adjusted, and why
     trainer: Trainer | None = None     # the loop, for inspection (its data, loss, callbacks)
     checkpoint: BestCheckpoint | None = None
+    cv: CrossValidation | None = None  # cross-validation runs: each fold's score
 
 
 def seed_everything(seed: int) -> None:

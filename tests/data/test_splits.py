@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 
-from medcls.data.splits import stratified_split
+from medcls.data.splits import stratified_folds, stratified_split
 
 
 def _counts(labels, splits):
@@ -57,3 +58,27 @@ def test_groups_never_straddle_splits():
         by_group.setdefault(int(g), set()).add(s)
     assert all(len(s) == 1 for s in by_group.values())
     assert {"train", "val", "test"} == set(splits)
+
+
+def test_folds_keep_class_proportions_and_are_seeded():
+    labels = np.array([0] * 50 + [1] * 20 + [2] * 7)
+    folds = stratified_folds(labels, 5, seed=0)
+    per_fold = np.array([np.bincount(labels[folds == k], minlength=3) for k in range(5)])
+    assert per_fold[:, 0].tolist() == [10] * 5 and per_fold[:, 1].tolist() == [4] * 5
+    assert sorted(per_fold[:, 2].tolist()) == [1, 1, 1, 2, 2]          # 7 rare images spread as evenly as possible
+    assert np.array_equal(folds, stratified_folds(labels, 5, seed=0))
+    assert not np.array_equal(folds, stratified_folds(labels, 5, seed=1))
+
+
+def test_folds_keep_every_group_together():
+    labels = np.array([0] * 40 + [1] * 20)
+    groups = np.arange(60) // 3  # triples of near-duplicates
+    folds = stratified_folds(labels, 4, seed=2, groups=groups)
+    assert all(len(set(folds[groups == g])) == 1 for g in np.unique(groups))
+    sizes = np.bincount(folds, minlength=4)
+    assert sizes.max() - sizes.min() <= 6
+
+
+def test_fewer_than_two_folds_are_refused():
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        stratified_folds([0, 1], 1, seed=0)

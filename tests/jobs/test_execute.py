@@ -214,3 +214,26 @@ def test_the_built_in_synthetic_dataset_trains(phantom_cache, synth, store):
     assert "SYNTHETIC" in store.data_report(run_id).notes[0]
     assert outcome.metrics["test"].n == sum(data.counts["test"].values())
     assert store.summary(run_id).dataset == "built-in synthetic phantoms"
+
+
+def test_a_cross_validation_run_records_its_folds_and_predicts_as_one_model(class_dataset, synth, store):
+    from medcls.inference.gradcam import gradcam_map
+    from medcls.inference.predictor import load_predictor
+
+    run_id = store.create(synth.config(class_dataset, folds=3, epochs=1))
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    cv = store.cross_validation(run_id)
+    assert cv.folds == cv.completed == 3 and len(cv.scores) == 3
+    assert store.model_record(run_id).folds == 3
+    history = store.history(run_id)
+    assert [h.fold for h in history] == [1, 2, 3] and [h.epoch for h in history] == [1, 1, 1]
+    metrics = store.metrics(run_id)
+    assert metrics.splits["val"].n == 30 and metrics.test.n == 6  # out-of-fold over train+val; the ensemble on test
+    predictor = load_predictor(store, run_id)
+    assert len(predictor.model.members) == 3
+    prediction = predictor.predict(class_dataset / "benign" / "benign (0).png")
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    heat = gradcam_map(predictor.model, predictor.pixels(class_dataset / "benign" / "benign (0).png"), 0)
+    assert heat.shape == (32, 32) and 0.0 <= heat.min() <= heat.max() <= 1.0
+    assert store.cross_validation(store.create(synth.config(class_dataset))) is None

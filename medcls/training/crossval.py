@@ -1,0 +1,130 @@
+"""k-fold cross-validation: k models, each validated on a different part of the training + validation images.
+
+On a few hundred images one test split is a noisy judge (one malignant image moves recall by several
+points). Cross-validation pools the train and val splits, cuts them into k stratified folds (near-duplicates
+kept in one fold when the data config asks for it), and trains one model per fold with that fold as its
+validation set. The result reports each fold's score and their mean ± standard deviation (the honest
+error bar), predicts every pooled image with the model that never saw it (out-of-fold predictions), and
+keeps the k models as one ensemble, which is what the test split, Compare and Try it see.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import replace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..analysis.metrics import classification_metrics
+from ..config import ConfigError, TrainConfig
+from ..data.cache import DecodedSplit
+from ..inference.proba import predict_proba
+from ..models.ensemble import FoldEnsemble
+from ..runs.records import CrossValidation, FoldScore
+from .engine import Callback, FitCancelled, FitResult
+from .pipeline import PreparedData, Stage, TrainResult, prepare_data, train_in_memory
+
+__all__ = ["cross_validate", "fold_assignment"]
+
+log = logging.getLogger(__name__)
+
+
+def _subset(split: DecodedSplit, index: np.ndarray) -> DecodedSplit:
+    idx = torch.from_numpy(index)
+    return DecodedSplit(images=split.images[idx], labels=split.labels[idx], paths=[split.paths[i] for i in index])
+
+
+def _pool(data: PreparedData) -> DecodedSplit:
+    return DecodedSplit(images=torch.cat([data.train.images, data.val.images]),
+                        labels=torch.cat([data.train.labels, data.val.labels]),
+                        paths=data.train.paths + data.val.paths)
+
+
+def fold_assignment(cfg: TrainConfig, pool: DecodedSplit, classes: Sequence[str]) -> np.ndarray:
+    """The fold of each pooled image; near-duplicates share a fold when ``group_duplicates`` is on."""
+    from ..data.splits import stratified_folds
+
+    labels = pool.labels.numpy()
+    counts = np.bincount(labels, minlength=len(classes))
+    too_few = [classes[i] for i, n in enumerate(counts) if 0 < n < cfg.folds]
+    if too_few:
+        raise ConfigError(f"Class(es) {', '.join(too_few)} have fewer training + validation images than the "
+                          f"{cfg.folds} folds, so some folds would never see them. Use fewer folds (at most "
+                          f"{int(counts[counts > 0].min())}).")
+    groups = None
+    if cfg.data.group_duplicates:
+        from ..data.health import duplicate_group_ids
+
+        groups = duplicate_group_ids(pool.paths)
+    return stratified_folds(labels, cfg.folds, cfg.data.split_seed, groups)
+
+
+def _score(result: TrainResult, fold: int, focus: str) -> FoldScore:
+    m = result.metrics["val"]
+    return FoldScore(fold=fold, images=m.n, macro_f1=m.macro_f1, accuracy=m.accuracy or 0.0,
+                     balanced_accuracy=m.balanced_accuracy or 0.0, focus_recall=m.recall(focus),
+                     best_epoch=result.fit.best_epoch, epochs=len(result.fit.history))
+
+
+def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
+                   callbacks_for: Callable[[int, int], Sequence[Callback]] = lambda fold, folds: (),
+                   should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None,
+                   on_fold_end: Callable[[FoldEnsemble], None] | None = None) -> TrainResult:
+    """Train ``cfg.folds`` models and return them as one ensemble, like :func:`train_in_memory` returns one.
+
+    ``callbacks_for(fold, folds)`` gives each fold's callbacks (fold counts from 0); ``on_fold_end`` receives
+    the ensemble of the folds trained so far after each fold (the run store saves it, so a stopped run keeps
+    what it has). A stop ends the current fold (its best checkpoint so far joins the ensemble) and skips the
+    rest.
+    """
+    if cfg.folds < 2:
+        raise ConfigError("Cross-validation needs at least 2 folds.")
+    data = data or prepare_data(cfg, stage)
+    pool = _pool(data)
+    assignment = fold_assignment(cfg, pool, data.classes)
+    results: list[TrainResult] = []
+    oof = np.zeros((len(pool), len(data.classes)), dtype=np.float32)
+    covered = np.zeros(len(pool), dtype=bool)
+    cancelled = False
+    for fold in range(cfg.folds):
+        held_out = np.flatnonzero(assignment == fold)
+        fold_data = replace(data, train=_subset(pool, np.flatnonzero(assignment != fold)),
+                            val=_subset(pool, held_out))
+        log.info("fold %d of %d: %d training, %d held-out images", fold + 1, cfg.folds, len(fold_data.train),
+                 len(held_out))
+        try:
+            result = train_in_memory(replace(cfg, seed=cfg.seed + fold), fold_data,
+                                     callbacks=callbacks_for(fold, cfg.folds), should_cancel=should_cancel,
+                                     stage=stage)
+        except FitCancelled:
+            cancelled = True
+            break
+        results.append(result)
+        oof[held_out] = result.probs["val"]
+        covered[held_out] = True
+        if on_fold_end is not None:
+            on_fold_end(FoldEnsemble([r.model for r in results]))
+        if result.cancelled:
+            cancelled = True
+            break
+    if not results:
+        raise FitCancelled()
+    ensemble = FoldEnsemble([r.model for r in results]).eval()
+    probs = {"val": oof[covered]}
+    view = replace(data, val=_subset(pool, np.flatnonzero(covered)))
+    if len(data.test):
+        probs["test"] = predict_proba(ensemble, data.test.images, tta=cfg.tta, batch_size=cfg.batch_size)
+    metrics = {split: classification_metrics(getattr(view, split).labels.numpy(), p, data.classes)
+               for split, p in probs.items()}
+    scores = [_score(r, i + 1, data.focus_class) for i, r in enumerate(results)]
+    cv = CrossValidation(folds=cfg.folds, grouped=cfg.data.group_duplicates, scores=tuple(scores),
+                         completed=sum(not r.cancelled for r in results))
+    if len(scores) > 1:
+        log.info("cross-validation: macro-F1 %.3f ± %.3f over %d folds", statistics.mean(s.macro_f1 for s in scores),
+                 statistics.stdev(s.macro_f1 for s in scores), len(scores))
+    notes = [note for r in results for note in r.notes]
+    return TrainResult(ensemble, view, FitResult(), metrics, probs, results[-1].precision, cancelled,
+                       list(dict.fromkeys(notes)), cv=cv)
