@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 import tracemalloc
@@ -18,10 +17,10 @@ from ..data.cache import clear_memory_cache
 from ..inference.predictor import Predictor
 from ..training.hardware import time_train_steps
 from ..training.optim import build_optimizer
-from ..training.pipeline import PreparedData, build_model, prepare_data, train_in_memory
+from ..training.pipeline import PreparedData, build_model, train_in_memory
 
 __all__ = ["machine_gflops", "training_throughput", "compute_bound", "head_only_cached", "prediction_latency",
-           "cache_memory", "time_to_quality"]
+           "cache_memory"]
 
 
 def training_throughput(cfg: TrainConfig, data: PreparedData | None = None) -> dict:
@@ -86,21 +85,6 @@ def cache_memory(spec: DatasetSpec, size: int) -> dict:
     clear_memory_cache()
     return {"size": size, "images": len(decoded.spec.items), "channels": decoded.channels,
             "cache_mb": decoded.nbytes() / 2**20, "peak_mb": peak / 2**20}
-
-
-def time_to_quality(cfg: TrainConfig) -> dict:
-    """The default recipe end to end (finding and decoding images included): test quality and wall time."""
-    clear_memory_cache()
-    start = time.perf_counter()
-    data = prepare_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, disk_cache=False)))
-    result = train_in_memory(cfg, data)
-    wall = time.perf_counter() - start
-    test = result.metrics["test"]
-    focus = data.focus_class
-    return {"wall_s": wall, "macro_f1": test.macro_f1, "accuracy": test.accuracy,
-            "focus_class": focus, "focus_recall": test.recall(focus),
-            "best_epoch": result.fit.best_epoch, "epochs": len(result.fit.history),
-            "precision": result.precision}
 
 
 def machine_gflops(n: int = 2048, repeats: int = 10) -> float:
