@@ -14,6 +14,7 @@ CI and servers isolate themselves:
   name folders by their setting (``DATA_DIR/...``) rather than by their full server path.
 - ``MEDCLS_UPLOAD_QUOTA_MB``: how much disk uploaded datasets may use (default 2048); the
   oldest unused uploads are removed first when a new one needs room.
+- ``MEDCLS_DEBUG``: errors in the app's pages are raised after their message (development, tests).
 - ``MEDCLS_MAX_CONCURRENT``, ``MEDCLS_WORKER_THREADS``, ``MEDCLS_BACKEND`` and ``MEDCLS_RAY_*``: how the
   app's job manager runs training (see docs/scaling.md); ``MEDCLS_DIST_TIMEOUT_S`` for torchrun.
 
@@ -31,7 +32,7 @@ from typing import Any, MutableMapping
 __all__ = ["runs_dir", "cache_dir", "data_dir", "uploads_dir", "allowed_data_roots", "check_allowed_path",
            "PathNotAllowedError", "SettingsError", "max_concurrent", "worker_threads", "backend_name", "ray_settings",
            "dist_timeout_s", "environment", "exposed", "mark_exposed", "is_loopback", "allow_server_folders",
-           "redact_paths", "describe_folder", "upload_quota_mb"]
+           "redact_paths", "describe_folder", "upload_quota_mb", "debug"]
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -232,6 +233,11 @@ def dist_timeout_s(default: float = 1800.0) -> float:
 def upload_quota_mb() -> float:
     """Disk space uploaded datasets may use (``MEDCLS_UPLOAD_QUOTA_MB``, default 2048)."""
     return _number("MEDCLS_UPLOAD_QUOTA_MB", 2048.0, float, minimum=1)
+
+
+def debug() -> bool:
+    """``MEDCLS_DEBUG=1``: errors in pages are raised (after their message) instead of only shown (tests, dev)."""
+    return (os.environ.get("MEDCLS_DEBUG") or "").strip().lower() in _TRUE
 
 
 def environment() -> MutableMapping[str, str]:

@@ -165,7 +165,7 @@ class Uploads:
     def _locked(self) -> Iterator[None]:
         """One upload at a time makes room and unpacks (two users at once never overshoot the quota)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
+        with open(self.root.parent / f".{self.root.name}.lock", "a+") as handle:  # beside it: not an upload
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -14,5 +15,11 @@ def new_app(timeout: float = 60) -> AppTest:
     return AppTest.from_file(APP, default_timeout=timeout)
 
 
+def as_read(markdown: str) -> str:
+    """Markdown source as a person reads it: backslash escapes (of class and file names) removed."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def texts(elements) -> list[str]:
-    return [e.value for e in elements]
+    """What the elements say, as read (the app escapes user-controlled names inside Markdown)."""
+    return [as_read(str(e.value)) for e in elements]
