@@ -11,6 +11,7 @@ from medcls.runs.records import (
     ACTIVE_STATES,
     EpochRecord,
     Progress,
+    RecordError,
     RunStatus,
     best_record,
 )
@@ -60,6 +61,9 @@ def live_panel(run_id: str) -> None:
             model_record = store.model_record(run_id)
         except (RunNotFoundError, FileNotFoundError):
             st.warning(f"Run {run_id} no longer exists (its folder was deleted).")
+            return
+        except RecordError as exc:  # one damaged run shows as damaged; the page and other runs go on
+            st.error(f"❌ This run's files are damaged: {shown(exc)}")
             return
         if active and not status.active:
             st.rerun()  # the run ended: redraw the page once, without the timer

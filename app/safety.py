@@ -6,7 +6,7 @@
 - :func:`page_errors` / :func:`guarded`: whatever a page or fragment raises is shown as a clear message
   (a run deleted while the page was drawn, a damaged file, anything unexpected), never as a traceback or
   Streamlit's redacted error box; the details go to the server log. With ``MEDCLS_DEBUG=1`` (development
-  and tests) the error is raised after the message, so nothing is hidden there.
+  and tests) an unexpected error is raised after the message, so nothing is hidden there.
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ def page_errors() -> Iterator[None]:
     try:
         yield
     except Exception as exc:  # st.stop()/st.rerun() are not Exceptions, so they pass through
-        log.exception("page error")
+        expected = isinstance(exc, (RunNotFoundError, RecordError, DiskFullError))  # faults, not bugs
+        log.log(logging.WARNING if expected else logging.ERROR, "page error: %s", exc, exc_info=not expected)
         (st.info if isinstance(exc, RunNotFoundError) else st.error)(error_message(exc))
-        if debug():
+        if debug() and not expected:
             raise
 
 
