@@ -69,7 +69,8 @@ for message in check.messages:
     st.warning(message, icon="⚠️")
 for r in chosen:
     if metrics[r].stopped:
-        st.caption(f"⏹️ {shown(names[r])} was stopped before its last epoch: its best checkpoint so far was tested.")
+        st.caption(f"⏹️ {shown(names[r])} was stopped before its last epoch: its best checkpoint so far was "
+                   "tested.")
 
 all_classes = list(dict.fromkeys(c for r in chosen for c in predictions[r].classes))
 focus_default = default_focus_class(all_classes)

@@ -87,8 +87,9 @@ with heat_right:
                                                      "this class. By default the predicted class.")
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_alpha",
                       help="0 shows only the image, 1 only the heatmap.")
+    explain_md = escape_markdown(explain)  # a class name is user-controlled text
     st.caption("Grad-CAM heatmap: red and yellow mark the regions that raised the score of "
-               f"**{escape_markdown(explain)}** most, blue the regions that did not. It is coarse (it comes from the network's "
+               f"**{explain_md}** most, blue the regions that did not. It is coarse (it comes from the network's "
                "last, low-resolution layer) and it is not a segmentation. A hot spot on text, calipers or the image "
                "border is a warning sign that the model learned a shortcut instead of the tissue.")
 with heat_left:
@@ -97,4 +98,4 @@ with heat_left:
     except (ValueError, NotImplementedError) as exc:
         st.error(f"No heatmap for this model: {shown(exc)}")
     else:
-        st.image(overlay, caption=f"Grad-CAM for {escape_markdown(explain)} · opacity {alpha:.2f}", width="stretch")
+        st.image(overlay, caption=f"Grad-CAM for {explain_md} · opacity {alpha:.2f}", width="stretch")

@@ -27,7 +27,8 @@ from pathlib import Path, PurePosixPath
 
 from ..atomic import disk_full_message, is_disk_full
 
-__all__ = ["ArchiveError", "extract_zip", "check_zip", "target_name", "MAX_TOTAL_BYTES", "MAX_FILES", "MAX_RATIO", "MAX_ARCHIVE_RATIO",
+__all__ = ["ArchiveError", "extract_zip", "check_zip", "target_name", "MAX_TOTAL_BYTES", "MAX_FILES", "MAX_RATIO",
+           "MAX_ARCHIVE_RATIO",
            "MAX_NAME_BYTES"]
 
 MAX_TOTAL_BYTES = 1 << 30   # 1 GiB unpacked

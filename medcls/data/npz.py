@@ -156,8 +156,8 @@ def read_labels(path: Path, array: NpzArray, n_images: int) -> np.ndarray:
     for bad, why in checks:
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{path.name}: {array.name}[{first}] = {raw[first].item()!r} {why}; labels must be class numbers "
-                            f"0, 1, 2, ... ({int(bad.sum()):,} such label(s)).")
+            raise DataError(f"{path.name}: {array.name}[{first}] = {raw[first].item()!r} {why}; labels must be class "
+                            f"numbers 0, 1, 2, ... ({int(bad.sum()):,} such label(s)).")
     return values.astype(np.int64)
 
 

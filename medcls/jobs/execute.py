@@ -69,10 +69,13 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
     store.set_status(run_id, "running")
     me = os.getpid()
 
-    def beat() -> None:
-        store.beat(run_id)
+    def mine() -> None:  # checked before every write: a worker that lost its run must not touch it
         if not store.owns(run_id, me):
             raise RunTakenOver(f"Run {run_id} is no longer running in this process ({store.raw_status(run_id).state}).")
+
+    def beat() -> None:
+        store.beat(run_id)
+        mine()
 
     heartbeat = Heartbeat(beat)
     heartbeat.beat()
@@ -91,8 +94,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             color=data.decoded.color, focus_class=data.focus_class,
             parameters=sum(p.numel() for p in model.parameters()), tta=cfg.tta))
 
-    recorders = [HistoryRecorder(lambda record: store.append_history(run_id, record)),
-                 ProgressMeter(lambda progress: store.write_progress(run_id, progress)), heartbeat]
+    recorders = [HistoryRecorder(lambda record: mine() or store.append_history(run_id, record)),
+                 ProgressMeter(lambda progress: mine() or store.write_progress(run_id, progress)), heartbeat]
     try:
         resume = _resume_state(store, run_id, shard)
         data = prepare_data(cfg, stage)
@@ -100,9 +103,10 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         if resume is not None:  # one continuous history: exactly the epochs the resumed state has seen
             store.write_history(run_id, [EpochRecord.from_dict(h) for h in resume["history"]])
         result = train_in_memory(cfg, data, callbacks=[*recorders, *callbacks], should_cancel=cancel, stage=stage,
-                                 on_model=on_model, on_best=lambda state: store.save_weights(run_id, state),
-                                 shard=shard, wrap=wrap, resume=resume,
-                                 on_checkpoint=lambda state: store.save_resume(run_id, state))
+                                 on_model=on_model, shard=shard, wrap=wrap, resume=resume,
+                                 on_best=lambda state: mine() or store.save_weights(run_id, state),
+                                 on_checkpoint=lambda state: mine() or store.save_resume(run_id, state))
+        mine()
         _record_results(store, run_id, result)
         for note in result.notes:
             store.add_note(run_id, note)

@@ -45,8 +45,8 @@ __all__ = ["RayBackend", "RayBackendError", "FORWARDED_ENV"]
 log = logging.getLogger(__name__)
 
 # Settings of the app's process that the training task needs too (paths must be valid on every node).
-FORWARDED_ENV = ("MEDCLS_CACHE_DIR", "MEDCLS_DATA_DIR", "MEDCLS_DATA_ROOTS", "MEDCLS_EXPOSED", "MEDCLS_ALLOW_SERVER_FOLDERS",
-                 "TORCH_HOME")
+FORWARDED_ENV = ("MEDCLS_CACHE_DIR", "MEDCLS_DATA_DIR", "MEDCLS_DATA_ROOTS", "MEDCLS_EXPOSED",
+                 "MEDCLS_ALLOW_SERVER_FOLDERS", "TORCH_HOME")
 DRIVER_PATIENCE_S = 7 * 24 * 3600  # how long the app waits for a lost Ray head before Ray would end it
 
 
