@@ -130,8 +130,8 @@ class Uploads:
     # --- the quota ----------------------------------------------------------------------------------------------
     def _make_room(self, needed: int, name: str) -> None:
         if needed > self.quota:
-            raise UploadError(f"{name} unpacks to {needed / 1e6:,.0f} MB, more than the {self.quota / 1e6:,.0f} MB "
-                              "all uploads may use together (MEDCLS_UPLOAD_QUOTA_MB). Upload a smaller dataset.")
+            raise UploadError(f"{name} unpacks to {_mb(needed)}, more than the {_mb(self.quota)} all uploads may use "
+                              "together (MEDCLS_UPLOAD_QUOTA_MB). Upload a smaller dataset.")
         uploads = self.list()
         used = sum(u.size for u in uploads)
         now = time.time()
@@ -143,10 +143,10 @@ class Uploads:
             _remove(upload.path)
             used -= upload.size
         if used + needed > self.quota:
-            raise UploadError(f"{name} needs {needed / 1e6:,.0f} MB, but uploads already use {used / 1e6:,.0f} of "
-                              f"{self.quota / 1e6:,.0f} MB and all of them are in use (by runs, or shown in the last "
-                              f"{self.recent_s / 60:.0f} minutes). Delete an upload you no longer need, or ask the "
-                              "administrator to raise MEDCLS_UPLOAD_QUOTA_MB.")
+            raise UploadError(f"{name} needs {_mb(needed)}, but uploads already use {_mb(used)} of {_mb(self.quota)} "
+                              f"and all of them are in use (by runs, or shown in the last {self.recent_s / 60:.0f} "
+                              "minutes). Delete an upload you no longer need, or ask the administrator to raise "
+                              "MEDCLS_UPLOAD_QUOTA_MB.")
 
     def _needed(self) -> set[Path]:
         out = set()
@@ -204,6 +204,10 @@ def _remove(entry: Path) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
     else:
         entry.unlink(missing_ok=True)
+
+
+def _mb(size: float) -> str:
+    return f"{size / 1e6:,.1f} MB" if size < 10e6 else f"{size / 1e6:,.0f} MB"
 
 
 def _reason(exc: OSError, root: Path) -> str:
