@@ -74,7 +74,7 @@ def live_panel(run_id: str) -> None:
                 manager().stop(run_id)
                 st.toast("Stopping the run…")
         elif status.state == "interrupted" and store.resumable(run_id, status):
-            _resume_button(run_id, len(history))
+            _resume_button(run_id, len(history) if store.has_resume(run_id) else 0)
         _numbers(history, progress, cfg.epochs, status)
         if history:
             st.plotly_chart(history_figure(history), key=f"hist_{run_id}", width="stretch")
@@ -116,7 +116,7 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress) -> None:
 
 def _resume_button(run_id: str, epochs_done: int) -> None:
     """One click continues an interrupted run from its last finished epoch (it queues like a new run)."""
-    label = f"▶ Resume from epoch {epochs_done + 1}" if epochs_done else "▶ Start it again"
+    label = f"▶ Resume from epoch {epochs_done + 1}" if epochs_done else "▶ Start it again from the first epoch"
     if st.button(label, key=f"resume_{run_id}", type="primary",
                  help="Continues where it stopped: the same weights, optimizer, schedule and data order, with one "
                       "continuous history."):

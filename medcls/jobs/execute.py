@@ -35,7 +35,7 @@ from ..runs.store import CheckpointError, RunStore
 from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
 from ..training.hardware import configure_threads, describe_machine
-from ..training.pipeline import PreparedData, TrainResult, prepare_data, train_in_memory
+from ..training.pipeline import PreparedData, TrainResult, prepare_data, resume_note, train_in_memory
 
 __all__ = ["execute_run", "RunOutcome", "STOPPED_MESSAGE", "RunTakenOver"]
 
@@ -102,6 +102,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         _record_data(store, run_id, data)
         if resume is not None:  # one continuous history: exactly the epochs the resumed state has seen
             store.write_history(run_id, [EpochRecord.from_dict(h) for h in resume["history"]])
+            store.add_note(run_id, resume_note(resume["epoch"], cfg.epochs))
         result = train_in_memory(cfg, data, callbacks=[*recorders, *callbacks], should_cancel=cancel, stage=stage,
                                  on_model=on_model, shard=shard, wrap=wrap, resume=resume,
                                  on_best=lambda state: mine() or store.save_weights(run_id, state),

@@ -312,8 +312,8 @@ def requeue(store: RunStore, run_id: str) -> None:
     if status.state != "interrupted":
         raise ResumeError(f"Run {run_id} is {status.state}; only an interrupted run can be resumed.")
     if not store.resumable(run_id, status):
-        raise ResumeError(f"Run {run_id} has no resume checkpoint (it was made by an older medcls, or its "
-                          "checkpoint was removed). Start a new run with the same settings instead.")
+        raise ResumeError(f"Run {run_id}'s files are damaged ({status.damaged}); start a new run with the same "
+                          "settings instead.")
     store.clear_stop(run_id)
     store.clear_heartbeat(run_id)
     store.set_status(run_id, "queued", pid=None, started="", ended="", error="", auto_resume=False,

@@ -180,12 +180,10 @@ class RunLifecycle:
             pass
 
     def resumable(self, run_id: str, status: RunStatus | None = None) -> bool:
-        """An interrupted run that can continue: from its resume checkpoint, or from the start when it had not
-        finished an epoch yet (nothing is lost)."""
+        """An interrupted run can continue: from its resume checkpoint, or (without one: it stopped before its
+        first checkpoint, or an older medcls made it) from its first epoch again."""
         status = status or self.status(run_id)
-        if status.state != "interrupted" or status.damaged:
-            return False
-        return self.has_resume(run_id) or not self.history(run_id)
+        return status.state == "interrupted" and not status.damaged
 
     def sources_in_use(self) -> set[str]:
         """The data sources of runs that still need their data: queued, running, or interrupted and resumable."""

@@ -59,7 +59,7 @@ from .lifecycle import (
     InvalidRunIdError,
     RunLifecycle,
     RunNotFoundError,
-    _is_zombie,  # noqa: F401  (re-exported for callers that check processes)
+    _is_zombie,  # noqa: F401  (kept importable from the store)
 )
 from .naming import dataset_name, default_run_name, unique_name
 from .records import (

@@ -44,7 +44,7 @@ from .imbalance import balanced_class_weights, make_sampler
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["PreparedData", "prepare_data", "build_model", "train_in_memory", "TrainResult", "seed_everything",
-           "cache_features", "RESUME_FORMAT"]
+           "cache_features", "RESUME_FORMAT", "resume_note"]
 
 RESUME_FORMAT = 1  # bump when the saved training state changes shape
 
@@ -262,8 +262,7 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
         trainer.load_state_dict(resume)
         if best.state is not None and on_best is not None:
             on_best(best.exported())  # the kept checkpoint is the resumed state's, even if a later one was saved
-        notes.append(f"Resumed after epoch {resume['epoch']} of {cfg.epochs} from its resume checkpoint: the same "
-                     "data order, augmentations and schedule continued.")
+        notes.append(resume_note(resume["epoch"], cfg.epochs))
     cancelled = False
     try:
         trainer.fit()
@@ -279,6 +278,11 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
             _, probs[split] = trainer.evaluate(inputs[split])
             metrics[split] = classification_metrics(inputs[split].labels.numpy(), probs[split], data.classes)
     return TrainResult(model, data, trainer.result, metrics, probs, precision, cancelled, notes, trainer, best)
+
+
+def resume_note(epoch: int, epochs: int) -> str:
+    return (f"Resumed after epoch {epoch} of {epochs} from its resume checkpoint: the same data order, "
+            "augmentations and schedule continued.")
 
 
 def _check_resume(state: dict, data: PreparedData) -> None:

@@ -350,13 +350,11 @@ def test_a_killed_worker_is_not_resumed_by_itself_but_on_request(store, synth, m
         manager.resume(run_id)
 
 
-def test_a_run_that_lost_finished_epochs_without_a_checkpoint_is_not_resumed(store, synth, managers):
+def test_a_run_with_damaged_files_is_not_resumed(store, synth, managers):
     from medcls.jobs.manager import ResumeError
-    from medcls.runs.records import EpochRecord
 
     run_id = store.create(synth.config(""))
-    store.append_history(run_id, EpochRecord.from_dict({"epoch": 1, "score": 0.5}))
-    store.set_status(run_id, "interrupted")
+    store.file(run_id, "status.json").write_text("123")
     manager = managers(store, backend=FakeBackend(), start=False)
-    with pytest.raises(ResumeError, match="no resume checkpoint"):
+    with pytest.raises(ResumeError, match="only an interrupted run can be resumed"):
         manager.resume(run_id)

@@ -23,3 +23,24 @@ def as_read(markdown: str) -> str:
 def texts(elements) -> list[str]:
     """What the elements say, as read (the app escapes user-controlled names inside Markdown)."""
     return [as_read(str(e.value)) for e in elements]
+
+
+def slow_config(source, **options):
+    """About a second per epoch on one thread, for many epochs: a run that is reliably mid-epoch."""
+    from medcls.config import TrainConfig
+
+    return TrainConfig(image_size=64, epochs=300, batch_size=8, precision="fp32", threads=1).with_options(
+        source=str(source), **options)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    import os
+
+    from medcls.runs.lifecycle import _is_zombie
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not _is_zombie(pid)
