@@ -63,7 +63,7 @@ def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, st
                "times and the range holds the middle 95% of the results. Overlapping intervals mean the runs "
                "may not really differ.")
     for text in small_class_warnings(intervals):
-        st.warning(text, icon="🔢")
+        st.warning(safe_text(text), icon="🔢")
 
 
 def calibration_section(predictions: dict[str, Predictions], names: dict[str, str], focus: str) -> None:

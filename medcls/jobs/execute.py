@@ -26,7 +26,7 @@ from torch import nn
 from ..analysis.calibration import expected_calibration_error
 from ..analysis.metrics import SplitMetrics
 from ..analysis.uncertainty import bootstrap_intervals
-from ..atomic import DiskFullError
+from ..atomic import DiskFullError, disk_full_message, is_disk_full
 from ..config import ConfigError
 from ..data.spec import DataError
 from ..models import ClassifierModel
@@ -129,6 +129,13 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             "Out of memory: use smaller images, a smaller batch or a smaller model."
         log.error("Run %s failed: %s", run_id, message)
         return _fail(store, run_id, message, keep_resume=isinstance(exc, DiskFullError))
+    except OSError as exc:
+        if is_disk_full(exc):  # a write that did not go through atomic writes (a library's own file)
+            message = disk_full_message(store.root / run_id)
+            log.error("Run %s failed: %s", run_id, message)
+            return _fail(store, run_id, message, keep_resume=True)
+        log.exception("Run %s failed", run_id)
+        return _fail(store, run_id, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # record unexpected errors too; the worker must not die silently
         log.exception("Run %s failed", run_id)
         return _fail(store, run_id, f"{type(exc).__name__}: {exc}")

@@ -19,6 +19,7 @@ from reliability_corpus import (
     FAULTS,
     IMAGE_CASES,
     Case,
+    assert_fault_message,
     by_kind,
     case,
     good_classes,
@@ -319,6 +320,7 @@ def test_a_damaged_run_on_the_train_and_compare_pages(case_id, app_run):
     assert not at.exception, [e.value for e in at.exception]
     if c.outcome == "damaged":
         assert any(c.reason[0] in e.casefold() for e in texts(at.error)), texts(at.error)
+        assert_fault_message(" ".join(texts(at.error)), "damaged-run-among-good-ones")
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
     good_name = RunStore(runs).summary(good).name
