@@ -142,26 +142,32 @@ def _manage_uploads(sb) -> None:
     if not listed:
         return
     used = sum(u.size for u in listed)
-    with sb.expander(f"Uploaded datasets ({used / 1e6:,.0f} of {store.quota / 1e6:,.0f} MB)"):
+    with sb.expander(f"Uploaded datasets ({_size(used)} of {_size(store.quota)})"):
         st.caption("The oldest unused uploads are removed when a new one needs room. Uploads that a queued, "
                    "training or resumable run needs are kept.")
         for upload in listed:
             ago = max(0, time.time() - upload.last_used) / 60
             when = f"{ago:,.0f} min ago" if ago < 120 else f"{ago / 60:,.0f} h ago"
-            left, right = st.columns([3, 1], vertical_alignment="center")
-            left.caption(f"{shown(upload.name)} · {upload.size / 1e6:,.1f} MB · used {when}"
-                         + (" · needed by a run" if upload.in_use else ""))
-            if right.button("Delete", key=f"delete_upload_{upload.name}", disabled=upload.in_use,
-                            help="Remove this upload from the server."):
+            st.caption(f"{shown(upload.name)} · {_size(upload.size)} · used {when}"
+                       + (" · needed by a run" if upload.in_use else ""))
+            if st.button("Delete", key=f"delete_upload_{upload.name}", disabled=upload.in_use, type="tertiary",
+                         icon=":material/delete:",
+                         help="Delete this upload from the server." if not upload.in_use else
+                         "A queued, training or resumable run needs it."):
                 try:
                     store.delete(upload.name)
                 except UploadError as exc:
                     st.error(shown(exc))
                 else:
-                    for key in ("data_zip_path",):
-                        if upload.name in st.session_state.get(key, ""):
-                            del st.session_state[key]
+                    if upload.name in st.session_state.get("data_zip_path", ""):
+                        del st.session_state["data_zip_path"]
                     st.rerun()
+
+
+def _size(size: float) -> str:
+    if size < 1e6:
+        return f"{size / 1e3:,.0f} kB"
+    return f"{size / 1e6:,.1f} MB" if size < 10e6 else f"{size / 1e6:,.0f} MB"
 
 
 @st.cache_data(show_spinner="Reading the dataset…", ttl=60, max_entries=8)
