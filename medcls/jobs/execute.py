@@ -82,7 +82,9 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
 
     def stage(message: str, fraction: float) -> None:
         heartbeat()  # decoding and feature caching are part of the loop's life too
-        if cancel():  # a stop asked while the data is prepared ends the run now, not at the first batch
+        # A stop asked while the data is prepared ends the run now, not at the first batch. (Under torchrun,
+        # ``cancel`` is a collective every rank calls before each batch: only rank 0 prepares here, so no.)
+        if shard[1] == 1 and cancel():
             raise FitCancelled()
         store.write_progress(run_id, Progress(phase="preparing", message=message, prepare_fraction=fraction))
 
