@@ -5,7 +5,7 @@
 (size, image header); decoding happens once, later, in the decoded cache.
 
 One odd file never stops a dataset: links that loop or leave the folder, names that
-are not UTF-8, named pipes and devices, folders nested deeper than :data:`MAX_DEPTH`,
+are not UTF-8, named pipes and devices, folders nested too deep (see :mod:`.listing`),
 manifest rows that are too long, hold a NUL character or do not parse are each
 skipped and listed in the data report with the reason.
 """
@@ -14,27 +14,22 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
-import stat
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
-
-from PIL import Image, UnidentifiedImageError
 
 from ..config import DataConfig
 from ..settings import cache_dir, check_allowed_path
 from . import npz
 from .classes import ClassResolver
-from .imageio import MAX_IMAGE_PIXELS, NPZ_MARK, is_image_name, is_mask_name
+from .imageio import NPZ_MARK, is_image_name
+from .listing import LOOP, NOT_UTF8, bad_name, list_images, shown_path, sniff
 from .spec import SPLITS, DataError, DataReport, DatasetSpec, Item
 from .splits import stratified_split
 
-__all__ = ["load_dataset", "detect_layout", "synthetic_root", "SPLIT_NAMES", "MAX_DEPTH", "MAX_MANIFEST_BYTES",
-           "shown_path"]
+__all__ = ["load_dataset", "detect_layout", "synthetic_root", "SPLIT_NAMES", "MAX_MANIFEST_BYTES"]
 
 log = logging.getLogger(__name__)
-MAX_DEPTH = 100                     # folders nested deeper than this inside a class folder are not searched
 MAX_MANIFEST_BYTES = 64 << 20       # a manifest of a million images is about 60 MB
 MAX_MANIFEST_LINE = 128 * 1024      # longer lines (rows) are skipped: no path is that long
 
@@ -134,131 +129,6 @@ def detect_layout(root: Path) -> str:
 Row = tuple[str, str, "str | None"]
 
 
-def shown_path(path: str | Path) -> str:
-    """A path as text that can always be written and shown: bytes that are not UTF-8 become \\xNN."""
-    text = os.fspath(path)
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _bad_name(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
-
-
-NOT_UTF8 = "name is not valid UTF-8 text (written with another system's encoding); rename it"
-
-
-def _walk(folder: Path, report: DataReport) -> Iterator[tuple[Path, list[str]]]:
-    """(folder, file names) below ``folder``, sorted, without following links, at most MAX_DEPTH deep.
-
-    Iterative (a folder nested thousands deep cannot exhaust the stack); folders that cannot be read, linked
-    folders, folders with names that are not UTF-8 and folders too deep are reported and skipped."""
-    stack = [(folder, 0)]
-    while stack:
-        current, depth = stack.pop()
-        try:
-            with os.scandir(current) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError as exc:
-            report.skip(shown_path(current), f"the folder cannot be read ({exc.strerror or exc})")
-            continue
-        files, folders = [], []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                linked, is_dir = entry.is_symlink(), entry.is_dir(follow_symlinks=False)
-            except OSError:
-                linked, is_dir = False, False
-            if linked and os.path.isdir(entry.path):
-                report.skip(shown_path(entry.path), "a linked folder; links are not followed")
-            elif is_dir and _bad_name(entry.name):
-                report.skip(shown_path(entry.path), f"a folder whose {NOT_UTF8}; its images were not used")
-            elif is_dir and depth >= MAX_DEPTH:
-                report.skip(shown_path(entry.path), f"folders nested more than {MAX_DEPTH} deep are not searched")
-            elif is_dir:
-                folders.append(Path(entry.path))
-            else:
-                files.append(entry.name)
-        yield current, files
-        stack.extend((f, depth + 1) for f in reversed(folders))
-
-
-def _list_images(folder: Path, root: Path, cfg: DataConfig, report: DataReport) -> list[str]:
-    """Image files below ``folder`` (recursively), sniffed cheaply; bad ones go to the report."""
-    found: list[str] = []
-    masks_skipped = 0
-    real_root = root.resolve()
-    for dirpath, filenames in _walk(folder, report):
-        for filename in filenames:
-            path = dirpath / filename
-            if not is_image_name(filename):
-                report.skip(shown_path(path), f"not an image file type ({shown_path(path.suffix) or 'no extension'})")
-                continue
-            if _bad_name(filename):
-                report.skip(shown_path(path), f"the file {NOT_UTF8}")
-                continue
-            if is_mask_name(filename) and not cfg.include_masks:
-                masks_skipped += 1
-                continue
-            reason = _sniff(path, real_root)
-            if reason:
-                report.skip(str(path), reason)
-            else:
-                found.append(str(path))
-    if masks_skipped:
-        report.notes.append(f"{folder.name}: {masks_skipped} file(s) named *_mask* skipped (segmentation masks; "
-                            "set include_masks to use them).")
-    return found
-
-
-LOOP = "a link that leads back to itself (a loop of symbolic links)"
-
-
-def _sniff(path: Path, real_root: Path) -> str | None:
-    """A reason to skip the file, found without decoding its pixels; None if it looks fine."""
-    if path.is_symlink():
-        try:
-            target = path.resolve()
-        except RuntimeError:  # Python 3.11 raises for a loop of links
-            return LOOP
-        if not target.is_relative_to(real_root):
-            return "a link that points outside the dataset folder"
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            return "not a regular file (a folder, named pipe, device or socket)"
-        if info.st_size == 0:
-            return "the file is empty (0 bytes)"
-        with Image.open(path) as img:
-            width, height = img.size  # header parsed; pixels are decoded later, once
-    except FileNotFoundError:
-        return "the file does not exist (or is a broken link)"
-    except UnidentifiedImageError:
-        return "not an image (the content is not a readable image format)"
-    except Image.DecompressionBombError as exc:  # Pillow refuses huge declared sizes while opening
-        return f"refused as a possible decompression bomb ({exc})"
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP
-            return LOOP
-        return f"the image header is unreadable ({exc})"
-    except (SyntaxError, ValueError) as exc:
-        return f"the image header is unreadable ({exc})"
-    except Exception as exc:  # one odd file must never stop a dataset from loading
-        return f"the file could not be read ({type(exc).__name__}: {exc})"
-    if width * height > MAX_IMAGE_PIXELS:
-        return (f"the image declares {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
-                "(possible decompression bomb)")
-    return None
-
-
 def _rows_from_class_folders(root: Path, cfg: DataConfig, report: DataReport, split: str | None = None) -> list[Row]:
     rows: list[Row] = []
     stray = [p for p in root.iterdir() if p.is_file() and is_image_name(p.name)]
@@ -268,10 +138,10 @@ def _rows_from_class_folders(root: Path, cfg: DataConfig, report: DataReport, sp
         if class_dir.is_symlink():
             report.skip(str(class_dir), "a linked folder; links are not followed")
             continue
-        if _bad_name(class_dir.name):
+        if bad_name(class_dir.name):
             report.skip(shown_path(class_dir), f"a class folder whose {NOT_UTF8}; its images were not used")
             continue
-        images = _list_images(class_dir, root, cfg, report)
+        images = list_images(class_dir, root, cfg, report)
         if not images:
             report.warnings.append(f"Folder {class_dir.name!r} holds no usable images and was ignored.")
         rows += [(p, class_dir.name, split) for p in images]
@@ -381,7 +251,7 @@ def _rows_from_manifest(manifest: Path, cfg: DataConfig, report: DataReport) -> 
             listed = path.exists() or path.is_symlink()
         except OSError:
             listed = True  # let the sniff say what is wrong (a loop, a name too long, ...)
-        reason = _sniff(path, real_base) if listed else \
+        reason = sniff(path, real_base) if listed else \
             f"listed in {manifest.name} line {line_no} but the file does not exist"
         if reason and "outside the dataset folder" in reason:
             reason = None  # manifests may legitimately point next door; allowed roots still apply

@@ -297,9 +297,9 @@ def test_a_damaged_run_file_shows_that_run_as_damaged_and_everything_else_goes_o
                     return ""
             return Handle(), None
 
-    manager = JobManager(store, backend=Backend(), start=False)
+    manager = JobManager(store, max_concurrent=2, backend=Backend(), start=False)
     manager.tick()
-    assert started == [queued]
+    assert queued in started  # (a run whose status claims 'running' without a live worker is resumed too)
     manager.shutdown(kill=False)
 
 
