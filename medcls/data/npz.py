@@ -40,6 +40,7 @@ __all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "inspect_npz", "read_labe
 
 MAX_NPZ_BYTES = 1 << 30          # all image arrays of one file, unpacked (1 GiB)
 MAX_CLASSES = 1000               # more classes than ImageNet is a damaged label, not a dataset
+MAX_IMAGES = 500_000             # the largest MedMNIST split holds about 240,000
 MAX_MEMBERS = 1000               # an .npz holds a handful of arrays
 MAX_CACHE_BYTES = 4 << 30        # unpacked arrays kept in the cache (oldest files removed first)
 _CHUNK = 1 << 20
@@ -126,6 +127,9 @@ def image_layout(path: Path, array: NpzArray) -> str:
 
 
 def check_total(path: Path, images: list[NpzArray]) -> None:
+    count = sum(a.shape[0] for a in images)
+    if count > MAX_IMAGES:
+        raise DataError(f"{path.name} holds {count:,} images; the limit is {MAX_IMAGES:,}. Use a smaller file.")
     total = sum(a.nbytes for a in images)
     if total > MAX_NPZ_BYTES:
         arrays = ", ".join(f"{a.name} {'x'.join(map(str, a.shape))}" for a in images)

@@ -153,3 +153,21 @@ def test_the_unpacked_cache_is_trimmed_oldest_first(tmp_path, monkeypatch):
         npz._unpack(path, "train_images")
     kept = [p for p in paths if (npz._cache_folder(p) / "train_images.npy").exists()]
     assert kept == [paths[-1]]
+
+
+def test_too_many_images_are_refused_from_the_headers(tmp_path, monkeypatch):
+    monkeypatch.setattr(npz, "MAX_IMAGES", 10)
+    path = _write(tmp_path / "many.npz", train_images=_images(12), train_labels=np.arange(12) % 2)
+    with pytest.raises(DataError, match="holds 12 images; the limit is 10"):
+        load_dataset(DataConfig(source=str(path)))
+
+
+def test_decoding_more_than_memory_allows_is_refused_before_decoding(tmp_path, monkeypatch):
+    from medcls.data import cache
+
+    monkeypatch.setattr(cache, "MAX_DECODED_BYTES", 12 * 3 * 64 * 64 - 1)
+    path = _write(tmp_path / "toy.npz", train_images=_images(12), train_labels=np.arange(12) % 2)
+    spec = load_dataset(DataConfig(source=str(path)))
+    with pytest.raises(DataError, match="Decoding 12 images at 64 px needs about 0.0 GB of memory"):
+        decode_dataset(spec, 64)
+    assert len(decode_dataset(spec, 32).spec.items) == 12
