@@ -89,10 +89,13 @@ class RunLifecycle:
             return math.inf if started is None else time.time() - started
 
     def heartbeat_patience(self, run_id: str) -> float:
-        """How long the loop may stay silent: longer before its first beat (a process still starting)."""
+        """How long the loop may stay silent: longer before its first beat (a process still starting) and while
+        it prepares (one step there, such as measuring the number formats of a large model, can take a while)."""
         try:
             self.file(run_id, "heartbeat").stat()
         except FileNotFoundError:
+            return STARTUP_GRACE_S
+        if self.progress(run_id).phase == "preparing":
             return STARTUP_GRACE_S
         return HEARTBEAT_STALE_S
 

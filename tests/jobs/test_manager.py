@@ -207,6 +207,10 @@ def test_stopping_a_running_worker_cancels_it_and_keeps_the_checkpoint(store, sy
 # --- liveness: only the training loop beats; every manager watches every running run ------------------------
 
 def _silence(store, run_id, seconds):
+    """The run's loop trained, then beat last ``seconds`` ago."""
+    from medcls.runs.records import Progress
+
+    store.write_progress(run_id, Progress(phase="train", epoch=1))
     old = time.time() - seconds
     store.beat(run_id)
     os.utime(store.file(run_id, "heartbeat"), (old, old))

@@ -10,6 +10,7 @@ import torch
 
 from medcls.runs import lifecycle
 from medcls.runs.lifecycle import HEARTBEAT_STALE_S, STARTUP_GRACE_S
+from medcls.runs.records import Progress
 from medcls.runs.store import CheckpointError
 
 
@@ -28,10 +29,15 @@ def test_before_its_first_beat_a_run_has_the_startup_grace_then_the_normal_patie
     assert store.heartbeat_patience(run) == STARTUP_GRACE_S
     assert store.silent(run) is None and store.status(run).state == "running"
     store.beat(run)
+    assert store.heartbeat_patience(run) == STARTUP_GRACE_S  # still preparing (no progress yet)
+    store.write_progress(run, Progress(phase="train", epoch=1))  # the loop trains
     assert store.heartbeat_patience(run) == HEARTBEAT_STALE_S
     _age(store, run, HEARTBEAT_STALE_S + 5)
     assert store.silent(run) >= HEARTBEAT_STALE_S
     assert store.status(run).state == "interrupted"
+    store.write_progress(run, Progress(phase="preparing"))  # one long preparation step (a bf16 probe)
+    assert store.heartbeat_patience(run) == STARTUP_GRACE_S and store.silent(run) is None
+    store.write_progress(run, Progress(phase="train"))
     store.clear_heartbeat(run)  # a run about to start again: its patience counts from its (new) start
     store.set_status(run, "running", pid=None, started="")
     assert store.silent(run) is None
@@ -41,6 +47,7 @@ def test_a_live_process_that_does_not_beat_is_not_alive(store, run):
     """No one beats for a worker: this very process exists, but its loop has been silent too long."""
     store.set_status(run, "running")  # pid: this process, alive
     store.beat(run)
+    store.write_progress(run, Progress(phase="train", epoch=1))
     _age(store, run, HEARTBEAT_STALE_S + 1)
     assert not store.process_gone(store.raw_status(run))
     assert not store.worker_alive(run)
