@@ -124,7 +124,10 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         return RunOutcome("interrupted", error=str(exc))
     except FitCancelled:
         store.delete_resume(run_id)
-        store.set_status(run_id, "cancelled", error="Stopped on request, before its first epoch ended.")
+        resumed = bool(store.history(run_id))
+        store.set_status(run_id, "cancelled", error="Stopped on request before it continued; its history and best "
+                         "checkpoint so far are kept." if resumed else
+                         "Stopped on request, before its first epoch ended.")
         return RunOutcome("cancelled")
     except (NonFiniteLossError, DataError, ConfigError, ValueError, MemoryError, DiskFullError) as exc:
         message = str(exc) if not isinstance(exc, MemoryError) else \
