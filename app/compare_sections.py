@@ -37,7 +37,9 @@ from medcls.figures.report import run_card_html
 from medcls.runs.records import CrossValidation, Predictions, RecordError
 from medcls.runs.store import RunNotFoundError, RunStore
 
+from .safety import guarded
 from .text import escape_markdown
+from .text import shown as safe_text
 
 __all__ = ["uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
            "run_card_section", "cross_validation_section"]
@@ -61,15 +63,16 @@ def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, st
                "times and the range holds the middle 95% of the results. Overlapping intervals mean the runs "
                "may not really differ.")
     for text in small_class_warnings(intervals):
-        st.warning(text, icon="🔢")
+        st.warning(safe_text(text), icon="🔢")
 
 
 def calibration_section(predictions: dict[str, Predictions], names: dict[str, str], focus: str) -> None:
     """Reliability diagram and ECE for each chosen run."""
-    options = ["top-class probability", f"P({focus})"]
+    name = escape_markdown(focus)
+    options = ["top-class probability", f"P({name})"]
     kind = st.radio("Judge", options, horizontal=True, key="cal_kind",
                     help="Top-class: when the model says 80% for its answer, is it right 80% of the time? "
-                         f"P({focus}): of the images given about 30% {focus}, are about 30% {focus}?")
+                         f"P({name}): of the images given about 30% {name}, are about 30% {name}?")
     curves = {}
     for run_id, p in predictions.items():
         if kind == options[0]:
@@ -77,7 +80,7 @@ def calibration_section(predictions: dict[str, Predictions], names: dict[str, st
         elif focus in p.classes:
             curves[names[run_id]] = reliability(p.y_true, p.probs, class_index=p.classes.index(focus))
     if not curves:
-        st.info(f"None of the chosen runs has the class {focus}.")
+        st.info(f"None of the chosen runs has the class {name}.")
         return
     st.plotly_chart(reliability_figure(curves), key="reliability", width="stretch")
     for name, rel in curves.items():
@@ -116,12 +119,13 @@ def _find_threshold(run_id: str, view: BinaryView, truth: np.ndarray, scores: np
 
 
 @st.fragment
+@guarded
 def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     """Threshold slider with sensitivity, specificity, PPV, NPV and the 2x2 matrix, live."""
     try:
         val, test = store.predictions(run_id, "val"), store.predictions(run_id, "test")
     except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
-        st.error(f"Cannot read the predictions of this run: {exc}")
+        st.error(f"Cannot read the predictions of this run: {safe_text(exc)}")
         return
     if not len(val) or not len(test):
         st.info("This run has no validation or no test images, so a threshold cannot be chosen and checked.")
@@ -131,7 +135,7 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     view = _binary_view(classes, focus if focus in classes else classes[-1])
     if view is None:
         return
-    pos, neg = view.positive_label, view.negative_label
+    pos, neg = escape_markdown(view.positive_label), escape_markdown(view.negative_label)
     truth_val, scores_val = view.truth(y_val), view.scores(p_val)
     truth_test, scores_test = view.truth(y_test), view.scores(p_test)
 
@@ -152,7 +156,7 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     if found and (found["run"], found["positive"]) != (run_id, view.positive):
         found = None  # found for another run or group
     if found and "error" in found:
-        st.error(found["error"])
+        st.error(safe_text(found["error"]))
     elif found and abs(found["threshold"] - threshold) < 1e-9:
         on_val = operating_point(truth_val, scores_val, threshold)
         st.success(f"Threshold **{threshold:.3f}** flags {on_val['tp']} of {on_val['positives']} {pos} validation "
@@ -171,13 +175,15 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     on_val = operating_point(truth_val, scores_val, threshold)
     st.caption(f"Validation at this threshold: sensitivity {_pct(on_val['sensitivity'])}, specificity "
                f"{_pct(on_val['specificity'])}, PPV {_pct(on_val['ppv'])}, NPV {_pct(on_val['npv'])}.")
-    st.markdown(describe_operating_point(op, view))
+    st.markdown(describe_operating_point(op, view, name=escape_markdown))
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(confusion_matrix_figure(op["matrix"], [neg, pos], title=f"Test at threshold {threshold:.3f}"),
+        st.plotly_chart(confusion_matrix_figure(op["matrix"], [view.negative_label, view.positive_label],
+                                                title=f"Test at threshold {threshold:.3f}"),
                         key="op_matrix", width="stretch")
     with b:
-        st.plotly_chart(score_histogram_figure(scores_test, truth_test, threshold, pos, neg,
+        st.plotly_chart(score_histogram_figure(scores_test, truth_test, threshold, view.positive_label,
+                                               view.negative_label,
                                                title="Test scores; dashed: the threshold"),
                         key="op_hist", width="stretch")
     st.plotly_chart(threshold_sweep_figure(threshold_sweep(truth_test, scores_test), threshold,
@@ -210,9 +216,9 @@ def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) 
         cols = st.columns(2)
         for col, name in zip(cols, dict.fromkeys([case.true, case.predicted])):
             overlay = gradcam_overlay(predictor, pixels, classes.index(name), alpha)
-            col.image(overlay, caption=f"Where the model looked for '{name}'", width="stretch")
+            col.image(overlay, caption=f"Where the model looked for '{escape_markdown(name)}'", width="stretch")
     except Exception as exc:  # a deleted image or weights, or a model Grad-CAM cannot explain
-        st.error(f"Cannot draw the Grad-CAM heat map: {exc}")
+        st.error(f"Cannot draw the Grad-CAM heat map: {safe_text(exc)}")
         return
     st.caption("Grad-CAM colours the regions that pushed the model towards a class (red: most, blue: little; an "
                "evenly blue image means nothing raised that class). It shows where the model looked, not whether "
@@ -220,12 +226,13 @@ def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) 
 
 
 @st.fragment
+@guarded
 def error_browser_section(store: RunStore, run_id: str, focus: str) -> None:
     """Pick a confusion-matrix cell; see its test images, worst first, and look closer at one."""
     try:
         test = store.predictions(run_id, "test")
     except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
-        st.error(f"Cannot read the predictions of this run: {exc}")
+        st.error(f"Cannot read the predictions of this run: {safe_text(exc)}")
         return
     paths, y_test, p_test, classes = test.paths, test.y_true, test.probs, test.classes
     options = cell_options(y_test, p_test, classes)
@@ -246,9 +253,10 @@ def error_browser_section(store: RunStore, run_id: str, focus: str) -> None:
     for i, case in enumerate(shown):
         with grid[i % 4]:
             try:
-                st.image(thumbnail(case.path, THUMB_PX), caption=case.caption, width="stretch")
+                st.image(thumbnail(case.path, THUMB_PX), caption=safe_text(case.caption), width="stretch")
             except (ValueError, OSError) as exc:
-                st.warning(f"{case.caption}: cannot read the image ({exc}). Was the data moved?")
+                st.warning(f"{safe_text(case.caption)}: cannot read the image ({safe_text(exc)}). Was the data "
+                           "moved?")
 
     st.markdown("**Look closer at one image**")
     pick = st.selectbox("Image", range(len(shown)), format_func=lambda i: shown[i].caption,
@@ -257,9 +265,9 @@ def error_browser_section(store: RunStore, run_id: str, focus: str) -> None:
     a, b = st.columns([1, 2])
     with a:
         try:
-            st.image(thumbnail(case.path, 320), caption=f"true: {case.true}", width="stretch")
+            st.image(thumbnail(case.path, 320), caption=f"true: {escape_markdown(case.true)}", width="stretch")
         except (ValueError, OSError) as exc:
-            st.warning(f"Cannot read the image ({exc}).")
+            st.warning(f"Cannot read the image ({safe_text(exc)}).")
     with b:
         st.plotly_chart(probability_figure(case.probabilities, title="What the model said"), key="err_probs",
                         width="stretch")

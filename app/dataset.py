@@ -1,23 +1,25 @@
-"""The shared sidebar: which dataset every page works on.
+"""The shared sidebar: which dataset every page works on, and the uploads.
 
 The choice is kept under a session-state key no widget owns ("data_config"),
 so it survives page changes; a browser refresh starts again from the built-in
-data.
+data. Uploads go through :class:`medcls.data.uploads.Uploads` (a disk quota, the
+oldest unused removed first); the sidebar lists them and deletes one on request.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from pathlib import Path
+import time
 
 import streamlit as st
 
-from medcls.atomic import atomic_write_bytes
 from medcls.config import DataConfig, option_spec
 from medcls.data import DataError, DatasetSpec, load_dataset
-from medcls.data.archive import ArchiveError, extract_zip
-from medcls.settings import PathNotAllowedError, data_dir
+from medcls.data.archive import ArchiveError
+from medcls.data.uploads import UploadError, Uploads
+from medcls.settings import PathNotAllowedError, allowed_data_roots, exposed, redact_paths
+
+from .text import shown
 
 KINDS = {
     "builtin": "Built-in synthetic phantoms",
@@ -46,6 +48,13 @@ def upload_too_large(name: str, size: int, limit_mb: int) -> str | None:
     return None
 
 
+def uploads() -> Uploads:
+    """The uploads folder; runs that still need an upload keep it."""
+    from .manager import store
+
+    return Uploads(runs_need=store().sources_in_use)
+
+
 def render_sidebar() -> DataConfig:
     """Draw the dataset chooser and return the chosen DataConfig."""
     sb = st.sidebar
@@ -59,6 +68,9 @@ def render_sidebar() -> DataConfig:
                                help=option_spec("source").help).strip()
         if not source:
             sb.info("Type a folder: class sub-folders, train/val/test sub-folders, or a manifest .csv.")
+        if exposed() and allowed_data_roots():
+            sb.caption("This server can be reached from other machines, so it reads datasets only from the "
+                       "folders its administrator allowed (MEDCLS\\_DATA\\_ROOTS) and from uploads.")
     elif kind == "zip":
         source = _zip_upload(sb)
     elif kind == "npz":
@@ -84,19 +96,22 @@ def _zip_upload(sb) -> str:
                               help=f"A .zip of class folders (e.g. benign/, malignant/, normal/), at most "
                                    f"{MAX_UPLOAD_MB} MB. It is unpacked safely into the app's data folder.")
     if upload is None:
+        _manage_uploads(sb)
         return st.session_state.get("data_zip_path", "")
     too_large = upload_too_large(upload.name, upload.size, MAX_UPLOAD_MB)
     if too_large:
-        sb.error(f"Upload refused: {too_large}")
+        sb.error(f"Upload refused: {shown(too_large)}")
         return ""
     try:
-        folder = extract_zip(upload.getvalue(), data_dir() / "uploads", name=upload.name)
-    except ArchiveError as exc:
+        folder = uploads().add_zip(upload.getvalue(), upload.name)
+    except (ArchiveError, UploadError) as exc:
         named = str(exc) if str(exc).startswith(upload.name) else f"{upload.name}: {exc}"
-        sb.error(f"Upload refused: {named}")
+        sb.error(f"Upload refused: {shown(named)}")
+        _manage_uploads(sb)
         return ""
     st.session_state["data_zip_path"] = str(folder)
-    sb.caption(f"Unpacked to `{folder}`")
+    sb.caption(f"Unpacked to `{redact_paths(str(folder)).replace('`', '')}`")
+    _manage_uploads(sb)
     return str(folder)
 
 
@@ -106,15 +121,53 @@ def _npz_choice(sb) -> str:
     if upload is not None:
         too_large = upload_too_large(upload.name, upload.size, MAX_UPLOAD_MB)
         if too_large:
-            sb.error(f"Upload refused: {too_large}")
+            sb.error(f"Upload refused: {shown(too_large)}")
             return ""
-        data = upload.getvalue()
-        name = Path(upload.name).name
-        target = data_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{name}"
-        if not target.exists():
-            atomic_write_bytes(target, data)
+        try:
+            target = uploads().add_npz(upload.getvalue(), upload.name)
+        except UploadError as exc:
+            sb.error(f"Upload refused: {shown(exc)}")
+            _manage_uploads(sb)
+            return ""
+        _manage_uploads(sb)
         return str(target)
+    _manage_uploads(sb)
     return sb.text_input("…or its path on the server", key="data_npz_path").strip()
+
+
+def _manage_uploads(sb) -> None:
+    """The uploads on this server, with their size and last use; delete one that no run needs."""
+    store = uploads()
+    listed = store.list()
+    if not listed:
+        return
+    used = sum(u.size for u in listed)
+    with sb.expander(f"Uploaded datasets ({_size(used)} of {_size(store.quota)})"):
+        st.caption("The oldest unused uploads are removed when a new one needs room. Uploads that a queued, "
+                   "training or resumable run needs are kept.")
+        for upload in listed:
+            ago = max(0, time.time() - upload.last_used) / 60
+            when = f"{ago:,.0f} min ago" if ago < 120 else f"{ago / 60:,.0f} h ago"
+            st.caption(f"{shown(upload.name)} · {_size(upload.size)} · used {when}"
+                       + (" · needed by a run" if upload.in_use else ""))
+            if st.button("Delete", key=f"delete_upload_{upload.name}", disabled=upload.in_use, type="tertiary",
+                         icon=":material/delete:",
+                         help="Delete this upload from the server." if not upload.in_use else
+                         "A queued, training or resumable run needs it."):
+                try:
+                    store.delete(upload.name)
+                except UploadError as exc:
+                    st.error(shown(exc))
+                else:
+                    if upload.name in st.session_state.get("data_zip_path", ""):
+                        del st.session_state["data_zip_path"]
+                    st.rerun()
+
+
+def _size(size: float) -> str:
+    if size < 1e6:
+        return f"{size / 1e3:,.0f} kB"
+    return f"{size / 1e6:,.1f} MB" if size < 10e6 else f"{size / 1e6:,.0f} MB"
 
 
 @st.cache_data(show_spinner="Reading the dataset…", ttl=60, max_entries=8)
@@ -128,13 +181,15 @@ def load_current_dataset(cfg: DataConfig | None = None) -> DatasetSpec | None:
     if not cfg.source and st.session_state.get("data_kind", "builtin") != "builtin":
         st.info("Choose a dataset in the sidebar.")
         return None
+    if cfg.source:
+        uploads().touch(cfg.source)  # in use: not removed to make room for another upload
     try:
         return _load(tuple(sorted(dataclasses.asdict(cfg).items())))
-    except (DataError, PathNotAllowedError, FileNotFoundError, ValueError) as exc:
-        st.error(f"Cannot use this dataset: {exc}")
+    except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError) as exc:
+        st.error(f"Cannot use this dataset: {shown(exc)}")
         return None
 
 
 def dataset_caption(spec: DatasetSpec) -> str:
-    label = "SYNTHETIC phantoms (not patient data)" if spec.synthetic else spec.root
-    return f"**{label}** · {spec.summary()}"
+    label = "SYNTHETIC phantoms (not patient data)" if spec.synthetic else shown(spec.root)
+    return f"**{label}** · {shown(spec.summary())}"

@@ -24,6 +24,7 @@ from medcls.data.health import (
 )
 
 from .dataset import current_data_config
+from .text import escape_markdown, shown
 
 HEALTH_AUTO_LIMIT = 5000  # larger datasets are checked on request (the first check decodes every image)
 GROUPS_SHOWN = 12
@@ -77,8 +78,9 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
     c3.metric("Label conflicts", len(health.conflicts), help="Groups whose images carry different classes.")
     c4.metric("Test images with a copy in train", f"{leak.test_in_train:g} of {leak.test_images:g}")
     if health.conflicts:
-        shown = next((g for g in health.conflicts if g.identical), health.conflicts[0])  # exact copies convince most
-        example = " = ".join(f"{Path(it.path).name} ({spec.classes[it.label]})" for it in shown.items[:3])
+        group = next((g for g in health.conflicts if g.identical), health.conflicts[0])  # exact copies convince most
+        example = " = ".join(escape_markdown(f"{Path(it.path).name} ({spec.classes[it.label]})")
+                             for it in group.items[:3])
         st.error(f"**{len(health.conflicts)} picture(s) appear under two or more classes**, e.g. {example}. The same "
                  "image cannot be both: one label is wrong, or the case is ambiguous. Check these labels, or remove "
                  "the images.")
@@ -106,7 +108,7 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
                f"{random_leak.test_in_train:.0f} test images would have a near-duplicate in train (average of "
                f"5 seeds).{note}")
     for path, reason in health.failures[:5]:
-        st.caption(f"Not checked: {Path(path).name}: {reason}")
+        st.caption(f"Not checked: {escape_markdown(Path(path).name)}: {shown(reason)}")
 
 
 def _groups(spec: DatasetSpec, health: HealthReport) -> None:
@@ -129,9 +131,10 @@ def _groups(spec: DatasetSpec, health: HealthReport) -> None:
             for col, item in zip(st.columns(THUMBS_PER_GROUP), group.items[:THUMBS_PER_GROUP]):
                 try:
                     col.image(thumbnail(item.path, 120), width="stretch",
-                              caption=f"{Path(item.path).name[:24]} · {spec.classes[item.label]} · {item.split}")
+                              caption=escape_markdown(f"{Path(item.path).name[:24]} · {spec.classes[item.label]} · "
+                                                      f"{item.split}"))
                 except ValueError as exc:
-                    col.caption(f"unreadable: {exc}")
+                    col.caption(f"unreadable: {shown(exc)}")
             if len(group.items) > THUMBS_PER_GROUP:
                 st.caption(f"…and {len(group.items) - THUMBS_PER_GROUP} more in this group (see the table).")
     if len(chosen) > GROUPS_SHOWN:

@@ -11,12 +11,15 @@ from medcls.runs.records import (
     ACTIVE_STATES,
     EpochRecord,
     Progress,
+    RecordError,
     RunStatus,
     best_record,
 )
 from medcls.runs.store import RunNotFoundError
 
 from .manager import manager
+from .safety import guarded
+from .text import shown
 
 STATE_ICONS = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️",
                "interrupted": "⚠️"}
@@ -48,6 +51,7 @@ def live_panel(run_id: str) -> None:
         return
 
     @st.fragment(run_every=1.0 if active else None)
+    @guarded
     def panel() -> None:
         try:
             status = store.status(run_id)
@@ -58,6 +62,9 @@ def live_panel(run_id: str) -> None:
         except (RunNotFoundError, FileNotFoundError):
             st.warning(f"Run {run_id} no longer exists (its folder was deleted).")
             return
+        except RecordError as exc:  # one damaged run shows as damaged; the page and other runs go on
+            st.error(f"❌ This run's files are damaged: {shown(exc)}")
+            return
         if active and not status.active:
             st.rerun()  # the run ended: redraw the page once, without the timer
         _status_line(run_id, status, progress)
@@ -66,6 +73,8 @@ def live_panel(run_id: str) -> None:
                          "The best checkpoint so far is kept and tested."):
                 manager().stop(run_id)
                 st.toast("Stopping the run…")
+        elif status.state == "interrupted" and store.resumable(run_id, status):
+            _resume_button(run_id, len(history) if store.has_resume(run_id) else 0)
         _numbers(history, progress, cfg.epochs, status)
         if history:
             st.plotly_chart(history_figure(history), key=f"hist_{run_id}", width="stretch")
@@ -80,7 +89,7 @@ def live_panel(run_id: str) -> None:
 def _status_line(run_id: str, status: RunStatus, progress: Progress) -> None:
     icon = STATE_ICONS.get(status.state, "")
     if status.damaged:
-        st.error(f"❌ {status.error}")
+        st.error(f"❌ {shown(status.error)}")
     elif status.state == "queued":
         position = manager().queue_position(run_id)
         st.info(f"{icon} Queued" + (f" — position {position} in the queue" if position else "") +
@@ -98,13 +107,28 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress) -> None:
         st.success(f"{icon} Finished. Best epoch: {status.best_epoch or '?'}"
                    + (" (stopped early)" if status.stopped_early else "") + ".")
     elif status.state == "failed":
-        st.error(f"{icon} Failed: {status.error or 'unknown error'}")
+        st.error(f"{icon} Failed: {shown(status.error or 'unknown error')}")
     elif status.state == "cancelled":
-        st.warning(f"{icon} Cancelled. {status.error}")
+        st.warning(f"{icon} Cancelled. {shown(status.error)}")
     elif status.state == "interrupted":
-        st.warning(f"{icon} Interrupted. {status.error}")
+        st.warning(f"{icon} Interrupted. {shown(status.error)}")
     for note in status.notes:
-        st.caption(f"ℹ️ {note}")
+        st.caption(f"ℹ️ {shown(note)}")
+
+
+def _resume_button(run_id: str, epochs_done: int) -> None:
+    """One click continues an interrupted run from its last finished epoch (it queues like a new run)."""
+    label = f"▶ Resume from epoch {epochs_done + 1}" if epochs_done else "▶ Start it again from the first epoch"
+    if st.button(label, key=f"resume_{run_id}", type="primary",
+                 help="Continues where it stopped: the same weights, optimizer, schedule and data order, with one "
+                      "continuous history."):
+        try:
+            manager().resume(run_id)
+        except ValueError as exc:
+            st.error(shown(exc))
+        else:
+            st.toast("Resuming the run…")
+            st.rerun()
 
 
 def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status: RunStatus) -> None:

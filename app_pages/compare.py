@@ -13,6 +13,7 @@ from app.compare_sections import (
     uncertainty_section,
 )
 from app.manager import manager
+from app.text import shown
 from medcls.analysis.comparison import comparability, config_rows, metrics_rows
 from medcls.config import describe_differences
 from medcls.data import default_focus_class
@@ -28,7 +29,12 @@ CURVES = {"val_macro_f1": "Validation macro-F1", "val_accuracy": "Validation acc
 
 st.title("📊 Compare runs")
 store = manager().store
-summaries = {s.run_id: s for s in store.list() if s.tested and not s.damaged}
+listed = store.list()
+summaries = {s.run_id: s for s in listed if s.tested and not s.damaged}
+untested = [s for s in listed if s.state == "finished" and not s.tested]
+if untested:  # e.g. trained with a test share of 0: nothing to compare on the test images
+    st.caption("Not listed (finished without test images, e.g. with a test share of 0): "
+               + ", ".join(shown(s.name) for s in untested[:5]) + (" …" if len(untested) > 5 else "") + ".")
 if not summaries:
     st.info("No tested runs yet. Train one or two on the **Train** page, then come back.")
     st.stop()
@@ -51,7 +57,7 @@ try:
     configs = {r: store.config(r) for r in chosen}
     metrics = {r: store.metrics(r) for r in chosen}
 except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
-    st.error(f"A chosen run cannot be read (was it deleted?): {exc}")
+    st.error(f"A chosen run cannot be read (was it deleted?): {shown(exc)}")
     st.stop()
 if any(m is None or m.test is None for m in metrics.values()):
     st.error("A chosen run has no test results any more (was it deleted?). Pick another run.")
@@ -64,7 +70,8 @@ for message in check.messages:
     st.warning(message, icon="⚠️")
 for r in chosen:
     if metrics[r].stopped:
-        st.caption(f"⏹️ {names[r]} was stopped before its last epoch: its best checkpoint so far was tested.")
+        st.caption(f"⏹️ {shown(names[r])} was stopped before its last epoch: its best checkpoint so far was "
+                   "tested.")
 
 all_classes = list(dict.fromkeys(c for r in chosen for c in predictions[r].classes))
 focus_default = default_focus_class(all_classes)
@@ -116,7 +123,8 @@ st.subheader("What differs")
 if len(chosen) > 1:
     base = chosen[0]
     for other in chosen[1:]:
-        st.markdown(f"**{names[base]} → {names[other]}:** {describe_differences(configs[base], configs[other])}")
+        st.markdown(f"**{shown(names[base])} → {shown(names[other])}:** "
+                    f"{shown(describe_differences(configs[base], configs[other]))}")
     diff = config_rows(configs, names)
     if diff:
         st.dataframe(pd.DataFrame(diff).set_index("setting"), width="stretch")
@@ -129,7 +137,7 @@ run_id = st.selectbox("Run", chosen, key="analysis_run", format_func=lambda r: n
 threshold_tab, errors_tab, card_tab = st.tabs(["Choose a threshold", "Error browser", "Run card"])
 with threshold_tab:
     st.caption(f"Trade missed cases against false alarms. The most probable class is not the only way to decide: "
-               f"flagging an image as {focus} at a lower probability catches more, at the price of more false "
+               f"flagging an image as {shown(focus)} at a lower probability catches more, at the price of more false "
                "alarms.")
     operating_point_section(store, run_id, focus)
 with errors_tab:

@@ -6,6 +6,7 @@ import streamlit as st
 from app.dataset import current_data_config, dataset_caption, load_current_dataset
 from app.form import saved_config
 from app.health import duplicates_section
+from app.text import escape_markdown, shown
 from medcls.data.explore import (
     augmentation_preview,
     image_properties,
@@ -14,6 +15,7 @@ from medcls.data.explore import (
     thumbnail,
 )
 from medcls.figures.evaluation import class_counts_figure
+from medcls.settings import redact_paths
 
 st.title("🔎 Data explorer")
 spec_config = current_data_config()
@@ -28,7 +30,7 @@ if spec.synthetic:
 
 st.subheader("Class counts")
 st.plotly_chart(class_counts_figure(spec.counts()), key="class_counts", width="stretch")
-st.markdown(imbalance_sentence(spec))
+st.markdown(imbalance_sentence(spec, name=escape_markdown))
 
 duplicates_section(spec)
 
@@ -44,9 +46,10 @@ cols = st.columns(6)
 for i, item in enumerate(items):
     with cols[i % 6]:
         try:
-            st.image(thumbnail(item.path, 160), caption=item.path.rsplit("/", 1)[-1][:28], width="stretch")
+            st.image(thumbnail(item.path, 160), caption=escape_markdown(item.path.rsplit("/", 1)[-1][:28]),
+                     width="stretch")
         except ValueError as exc:
-            st.caption(f"unreadable: {exc}")
+            st.caption(f"unreadable: {shown(exc)}")
 
 st.subheader("Image sizes and modes")
 props = image_properties(spec, limit=400)
@@ -63,14 +66,15 @@ st.subheader("Data report")
 report = spec.report
 if report.skipped:
     st.warning(f"{len(report.skipped)} file(s) were skipped and will not be used:")
-    st.dataframe(pd.DataFrame([{"file": s.path, "reason": s.reason} for s in report.skipped]),
+    st.dataframe(pd.DataFrame([{"file": redact_paths(s.path), "reason": redact_paths(s.reason)}
+                               for s in report.skipped]),
                  hide_index=True, width="stretch")
 else:
     st.success("No unreadable or skipped files found while listing the dataset.")
 for warning in report.warnings:
-    st.warning(warning)
+    st.warning(shown(warning))
 for note in report.notes:
-    st.caption(note)
+    st.caption(shown(note))
 
 st.subheader("Augmentation preview")
 st.caption("One training image as the network may see it in different epochs, with the augmentation settings "
@@ -82,7 +86,7 @@ try:
     draws = augmentation_preview(train_items[pick].path, train_cfg.augment, size=train_cfg.image_size, draws=6,
                                  seed=st.session_state.get("aug_seed", 0))
 except ValueError as exc:  # ImageReadError: a file that lists fine but cannot be decoded (training skips it)
-    st.warning(f"Cannot preview this image: {exc}. Pick another one; training skips this file.")
+    st.warning(f"Cannot preview this image: {shown(exc)}. Pick another one; training skips this file.")
     draws = []
 if st.button("🎲 New draws", key="aug_redraw"):
     st.session_state["aug_seed"] = st.session_state.get("aug_seed", 0) + 1

@@ -6,7 +6,8 @@ import streamlit as st
 from app.dataset import current_data_config, dataset_caption, load_current_dataset
 from app.form import render_form
 from app.manager import manager
-from app.text import escape_markdown
+from app.safety import guarded
+from app.text import escape_markdown, shown
 from medcls.config import TrainConfig, format_value, label
 from medcls.experiments.sweeps import (
     MAX_SETTINGS,
@@ -53,7 +54,7 @@ if spec is not None:
 with st.expander("Base options (shared with the Train page)", expanded=False):
     base, form_error = render_form(data_cfg)
 if form_error:
-    st.error(form_error)
+    st.error(shown(form_error))
 else:
     st.caption("Base: " + ", ".join(f"{label(k)} {format_value(base.flat()[k])}"
                                      for k in ("model", "image_size", "epochs", "lr", "imbalance")) + ".")
@@ -72,7 +73,7 @@ if base is not None and names:
     except SweepError as exc:
         grid_error = str(exc)
 if grid_error:
-    st.error(grid_error)
+    st.error(shown(grid_error))
 elif points:
     st.caption(f"{len(points)} runs: " + "; ".join(
         ", ".join(f"{label(k)} {format_value(v)}" for k, v in p.values.items()) for p in points))
@@ -82,7 +83,7 @@ if queue and base is not None:
     try:
         sweep = submit_sweep(manager().store, manager().submit, base, settings)
     except SweepError as exc:
-        st.error(str(exc))
+        st.error(shown(exc))
     else:
         st.session_state["sweep_pick"] = sweep.sweep_id
         st.toast(f"Queued {len(sweep.runs)} runs ({sweep.sweep_id})")
@@ -103,6 +104,7 @@ active = any(r["state"] in ACTIVE_STATES for r in sweep_rows(store, sweep))
 
 
 @st.fragment(run_every=2.0 if active else None)
+@guarded
 def results() -> None:
     rows = rank_rows(sweep_rows(store, sweep), metric)
     states = pd.Series([r["state"] for r in rows]).value_counts()

@@ -7,6 +7,7 @@ from app.form import render_form
 from app.live import default_run, live_panel
 from app.manager import manager
 from app.model_summary import render_model_summary
+from app.text import escape_markdown, shown
 from medcls.runs.naming import display_names
 
 st.title("🏋️ Train")
@@ -24,7 +25,7 @@ with left:
     top = st.container()  # the Start button sits above the form, drawn once the form has given a config
     cfg, error = render_form(data_cfg)
     if error:
-        st.error(error)
+        st.error(shown(error))
     elif spec is not None:
         st.markdown("**What this model costs**")
         render_model_summary(cfg, spec)
@@ -34,7 +35,7 @@ with left:
     if start and cfg is not None:
         run_id = manager().submit(cfg)
         st.session_state["train_run_picker"] = run_id  # show the new run (the picker is drawn below)
-        st.toast(f"Queued: {manager().store.summary(run_id).name}")
+        st.toast(f"Queued: {escape_markdown(manager().store.summary(run_id).name)}")
 
 with right:
     st.subheader("Runs")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from app.dataset import load_current_dataset, upload_too_large
 from app.manager import manager
+from app.text import escape_markdown, shown
 from medcls.data import ImageReadError
 from medcls.figures.evaluation import probability_figure
 from medcls.inference.gradcam import gradcam_overlay
@@ -30,9 +31,10 @@ run_id = st.selectbox("Model (run)", list(summaries), key="try_run", format_func
 try:
     predictor = load_predictor(store, run_id)
 except (RunNotFoundError, FileNotFoundError, ValueError) as exc:
-    st.error(f"Cannot load this run: {exc}")
+    st.error(f"Cannot load this run: {shown(exc)}")
     st.stop()
-st.caption(f"Classes: {', '.join(predictor.classes)} · input {predictor.image_size} px {predictor.color}")
+st.caption(f"Classes: {', '.join(map(escape_markdown, predictor.classes))} · input {predictor.image_size} px "
+           f"{predictor.color}")
 
 source_kind = st.radio("Image", ["Upload an image", "Pick one from the current dataset"], horizontal=True,
                        key="try_source")
@@ -44,7 +46,7 @@ if source_kind == "Upload an image":
     if upload is not None:
         too_large = upload_too_large(upload.name, upload.size, MAX_IMAGE_MB)
         if too_large:
-            st.error(f"Could not use **{upload.name}**: {too_large}")
+            st.error(f"Could not use **{escape_markdown(upload.name)}**: {shown(too_large)}")
             st.stop()
         data, name = upload.getvalue(), upload.name
 else:
@@ -61,7 +63,8 @@ try:
     pixels = predictor.pixels(data, name=name)
     probs = predictor.probabilities(pixels)
 except ImageReadError as exc:
-    st.error(f"Could not use **{exc.name}**: {exc.reason}. Please upload a PNG, JPEG, BMP or TIFF image.")
+    st.error(f"Could not use **{shown(exc.name)}**: {shown(exc.reason)}. Please upload a PNG, JPEG, BMP or TIFF "
+             "image.")
     st.stop()
 
 prediction = predictor.prediction(probs)
@@ -71,7 +74,7 @@ with left:
     st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), caption="as the model sees it",
              width="stretch")
 with right:
-    st.metric("Predicted class", label, f"{probabilities[label]:.0%} confidence", delta_color="off")
+    st.metric("Predicted class", escape_markdown(label), f"{probabilities[label]:.0%} confidence", delta_color="off")
     if prediction.low_confidence:
         st.warning(f"Low confidence (under {LOW_CONFIDENCE:.0%}): the model is unsure; do not rely on this answer.")
     st.plotly_chart(probability_figure(probabilities), key="try_probs", width="stretch")
@@ -84,14 +87,15 @@ with heat_right:
                                                      "this class. By default the predicted class.")
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_alpha",
                       help="0 shows only the image, 1 only the heatmap.")
+    explain_md = escape_markdown(explain)  # a class name is user-controlled text
     st.caption("Grad-CAM heatmap: red and yellow mark the regions that raised the score of "
-               f"**{explain}** most, blue the regions that did not. It is coarse (it comes from the network's "
+               f"**{explain_md}** most, blue the regions that did not. It is coarse (it comes from the network's "
                "last, low-resolution layer) and it is not a segmentation. A hot spot on text, calipers or the image "
                "border is a warning sign that the model learned a shortcut instead of the tissue.")
 with heat_left:
     try:
         overlay = gradcam_overlay(predictor, pixels, predictor.classes.index(explain), alpha)
     except (ValueError, NotImplementedError) as exc:
-        st.error(f"No heatmap for this model: {exc}")
+        st.error(f"No heatmap for this model: {shown(exc)}")
     else:
-        st.image(overlay, caption=f"Grad-CAM for {explain} · opacity {alpha:.2f}", width="stretch")
+        st.image(overlay, caption=f"Grad-CAM for {explain_md} · opacity {alpha:.2f}", width="stretch")

@@ -4,14 +4,17 @@ Everything the library writes for later reading (run status, configs, metrics,
 checkpoints, caches) goes through here: the data is written to a temporary file
 in the same folder, flushed to disk, then moved over the target with
 ``os.replace``, which is atomic on POSIX and Windows. A crash mid-write leaves
-the previous good file, never a truncated one.
+the previous good file, never a truncated one. A full disk raises
+:class:`DiskFullError`, whose message says how much room is left where.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,6 +23,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 __all__ = [
+    "DiskFullError",
+    "disk_full_message",
+    "is_disk_full",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
@@ -30,9 +36,54 @@ __all__ = [
 ]
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No room left to write (the disk or the user's quota is full)."""
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        super().__init__(errno.ENOSPC, disk_full_message(self.folder))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def disk_full_message(folder: Path | str) -> str:
+    """'disk full: 3 MB free in RUNS_DIR (/srv/runs)', naming the setting the folder belongs to."""
+    from .settings import describe_folder
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free / 1e6:,.0f} MB"
+    except OSError:
+        free = "no space"
+    return (f"disk full: {free} free in {describe_folder(folder)}. Free some space (delete old runs or "
+            "uploads) and try again.")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
 def atomic_write_with(path: Path | str, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Call ``write(fileobj)`` on a temporary file, then move it over ``path``."""
     path = Path(path)
+    try:
+        return _atomic_write_with(path, write)
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path.parent) from None
+        raise
+
+
+def _atomic_write_with(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -74,10 +125,15 @@ def append_jsonl(path: Path | str, record: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, default=_json_default) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path.parent) from None
+        raise
 
 
 def read_json(path: Path | str, default: Any = None) -> Any:

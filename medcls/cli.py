@@ -7,6 +7,7 @@ fields and help text, so the CLI, the app form and the saved JSON never drift.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,6 +18,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from .atomic import disk_full_message, is_disk_full
 from .config import (
     ConfigError,
     OptionSpec,
@@ -38,6 +40,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 log = logging.getLogger("medcls.cli")
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+MIN_DEMO_SIZE, MAX_DEMO_SIZE, MAX_DEMO_IMAGES = 32, 1024, 20_000
 
 
 def command(name: str) -> Callable:
@@ -118,14 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("runs", help="List the runs in the store.")
 
+    p = sub.add_parser("resume", help="Continue an interrupted run from its last finished epoch (in this process).")
+    p.add_argument("run", help="Run id (see 'runs').")
+
     p = sub.add_parser("report", help="Export a finished run as one self-contained HTML run card (opens offline).")
     p.add_argument("run", help="Run id (see 'runs').")
     p.add_argument("-o", "--output", help="HTML file to write (default: run_card.html in the run folder).")
 
     p = sub.add_parser("demo-data", help="Write the built-in synthetic phantom dataset to a folder.")
     p.add_argument("dir", help="Target folder (created).")
-    p.add_argument("--images", type=int, default=None, help="Number of images (default: the built-in size).")
-    p.add_argument("--size", type=int, default=None, help="Image size in pixels.")
+    p.add_argument("--images", type=int, default=None,
+                   help=f"Number of images, 1 to {MAX_DEMO_IMAGES:,} (default: the built-in size).")
+    p.add_argument("--size", type=int, default=None,
+                   help=f"Image size in pixels, {MIN_DEMO_SIZE} to {MAX_DEMO_SIZE} (default: the built-in size).")
     p.add_argument("--seed", type=int, default=0, help="Random seed.")
 
     p = sub.add_parser("bench", help="Benchmark medcls against the seed pipeline on BUSI (prints figures, "
@@ -163,22 +171,33 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"run {run_id} ({store.summary(run_id).name}) in {store.path(run_id)}{ranks}")
             print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model} | "
                   f"{cfg.image_size} px | {cfg.epochs} epochs | imbalance {cfg.imbalance}")
-        interrupted = threading.Event()
-
-        def on_sigint(signum, frame):  # first Ctrl-C: stop after this batch, keep the best checkpoint
-            if interrupted.is_set():
-                raise KeyboardInterrupt
-            interrupted.set()
-            print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
+        with _ctrl_c_stops() as interrupted:
             outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
                                           callbacks=[ConsoleProgress(folds=cfg.folds)] if env.is_writer else [])
-        finally:
-            signal.signal(signal.SIGINT, previous)
     if store is None:  # a rank other than 0: torchrun reports its exit code
         return 0 if outcome.state == "finished" else 1
+    return _report_outcome(store, run_id, outcome)
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops():
+    """The first Ctrl-C sets the yielded event (stop after this batch, keep the best checkpoint); a second aborts."""
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame):
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _report_outcome(store, run_id: str, outcome) -> int:
     report = store.data_report(run_id)
     if report.skipped:
         print(f"skipped {len(report.skipped)} file(s):")
@@ -277,9 +296,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("resume")
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .jobs.execute import execute_run
+    from .jobs.manager import requeue, scheduler_lock
+    from .training.callbacks import ConsoleProgress
+
+    store = _store(args)
+    status = store.status(args.run)
+    if status.state == "running":
+        print(f"error: run {args.run} is still training (process {status.pid}); stop it first.", file=sys.stderr)
+        return 2
+    with scheduler_lock(store):
+        requeue(store, args.run)
+    history = store.history(args.run)
+    print(f"run {args.run} ({store.summary(args.run).name}): continuing after epoch {len(history)}")
+    with _ctrl_c_stops() as interrupted:
+        outcome = execute_run(store, args.run, should_cancel=interrupted.is_set, callbacks=[ConsoleProgress()])
+    return _report_outcome(store, args.run, outcome)
+
+
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> int:
-    summaries = _store(args).list()
+    store = _store(args)
+    summaries = store.list()
     if not summaries:
         print("no runs yet: try 'python -m medcls train'")
         return 0
@@ -292,6 +332,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
               f"{s.run_id}")
         if s.damaged:
             print(f"{'':<{name_width}}  ! {s.damaged}")
+        elif s.state == "interrupted" and store.resumable(s.run_id):
+            print(f"{'':<{name_width}}  continue it: python -m medcls resume {s.run_id}")
     if any(s.stopped for s in summaries):
         print("* stopped before its last epoch: the metrics are of its best checkpoint so far")
     return 0
@@ -302,8 +344,17 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from .data.phantoms import PhantomSpec, write_phantom_dataset
 
     defaults = PhantomSpec()
-    spec = dataclasses.replace(defaults, n_images=args.images or defaults.n_images,
-                               image_size=args.size or defaults.image_size, seed=args.seed)
+    images = defaults.n_images if args.images is None else args.images
+    size = defaults.image_size if args.size is None else args.size
+    if not 1 <= images <= MAX_DEMO_IMAGES:
+        raise ValueError(f"--images {images}: write from 1 to {MAX_DEMO_IMAGES:,} images.")
+    if not MIN_DEMO_SIZE <= size <= MAX_DEMO_SIZE:
+        raise ValueError(f"--size {size}: images can be {MIN_DEMO_SIZE} to {MAX_DEMO_SIZE} pixels wide (the built-in "
+                         f"data uses {defaults.image_size}).")
+    if images * size * size > 2e9:
+        raise ValueError(f"--images {images} at --size {size} would be {images * size * size / 1e9:,.0f} billion "
+                         "pixels; the limit is 2 billion. Make fewer or smaller images.")
+    spec = dataclasses.replace(defaults, n_images=images, image_size=size, seed=args.seed)
     root = write_phantom_dataset(Path(args.dir), spec)
     written = sum(1 for _ in Path(root).rglob("*.png"))  # tiny classes are topped up to 2 per split
     print(f"wrote {written} synthetic phantom images to {root} (see README.txt there)")
@@ -327,6 +378,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a folder where a file should be, ...: a message, not a traceback
+        if is_disk_full(exc):
+            folder = getattr(exc, "folder", None) or (Path(exc.filename).parent if exc.filename else Path.cwd())
+            print(f"error: {disk_full_message(folder)}", file=sys.stderr)
+        else:
+            print(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,6 +8,13 @@ CI and servers isolate themselves:
 - ``MEDCLS_DATA_DIR``: where the app extracts uploaded datasets (default ``./data``).
 - ``MEDCLS_DATA_ROOTS``: optional list of folders (``os.pathsep``-separated). When set,
   datasets outside them are refused.
+- ``MEDCLS_EXPOSED``: set (by the app, or by an operator behind a proxy) when people on other
+  machines can reach the app. Then, unless ``MEDCLS_ALLOW_SERVER_FOLDERS=1``, datasets may
+  only come from the upload folder and ``MEDCLS_DATA_ROOTS``, and messages shown in the app
+  name folders by their setting (``DATA_DIR/...``) rather than by their full server path.
+- ``MEDCLS_UPLOAD_QUOTA_MB``: how much disk uploaded datasets may use (default 2048); the
+  oldest unused uploads are removed first when a new one needs room.
+- ``MEDCLS_DEBUG``: errors in the app's pages are raised after their message (development, tests).
 - ``MEDCLS_MAX_CONCURRENT``, ``MEDCLS_WORKER_THREADS``, ``MEDCLS_BACKEND`` and ``MEDCLS_RAY_*``: how the
   app's job manager runs training (see docs/scaling.md); ``MEDCLS_DIST_TIMEOUT_S`` for torchrun.
 
@@ -16,13 +23,18 @@ This is the only module that reads environment variables; everything else asks i
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, MutableMapping
 
-__all__ = ["runs_dir", "cache_dir", "data_dir", "allowed_data_roots", "check_allowed_path", "PathNotAllowedError",
-           "SettingsError", "max_concurrent", "worker_threads", "backend_name", "ray_settings", "dist_timeout_s",
-           "environment"]
+__all__ = ["runs_dir", "cache_dir", "data_dir", "uploads_dir", "allowed_data_roots", "check_allowed_path",
+           "PathNotAllowedError", "SettingsError", "max_concurrent", "worker_threads", "backend_name", "ray_settings",
+           "dist_timeout_s", "environment", "exposed", "mark_exposed", "is_loopback", "allow_server_folders",
+           "redact_paths", "describe_folder", "upload_quota_mb", "debug"]
+
+_TRUE = ("1", "true", "yes", "on")
 
 
 class PathNotAllowedError(PermissionError):
@@ -42,26 +54,128 @@ def data_dir() -> Path:
     return Path(os.environ.get("MEDCLS_DATA_DIR") or "data").expanduser()
 
 
-def allowed_data_roots() -> list[Path]:
-    """The folders datasets may come from; empty means no restriction."""
+def uploads_dir() -> Path:
+    """Where uploaded datasets are kept (inside the data folder)."""
+    return data_dir() / "uploads"
+
+
+def _configured_roots() -> list[Path]:
     raw = os.environ.get("MEDCLS_DATA_ROOTS", "")
-    roots = [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p.strip()]
-    if roots:
-        # The app's own upload folder and the synthetic data are always allowed.
-        roots += [data_dir().resolve(), cache_dir().resolve()]
+    return [_resolve(Path(p).expanduser()) for p in raw.split(os.pathsep) if p.strip()]
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a symlink loop: the path as given (it matches nothing real)
+        return path.absolute()
+
+
+# --- who can reach this server --------------------------------------------------------------------------
+
+def is_loopback(address: str | None) -> bool:
+    """True for addresses only this machine can connect to (127.0.0.1, ::1, localhost); empty means every
+    interface, so False."""
+    address = (address or "").strip().strip("[]")
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def exposed() -> bool:
+    """Whether people on other machines can reach the app (``MEDCLS_EXPOSED``, set by :func:`mark_exposed`)."""
+    return (os.environ.get("MEDCLS_EXPOSED") or "").strip().lower() in _TRUE
+
+
+def mark_exposed(address: str | None) -> bool:
+    """Called by the app with the address it listens on: anything but loopback marks the server exposed, for
+    this process and the training processes it starts. An operator's MEDCLS_EXPOSED=1 stays on."""
+    if not is_loopback(address):
+        os.environ["MEDCLS_EXPOSED"] = "1"
+    return exposed()
+
+
+def allow_server_folders() -> bool:
+    """The operator's explicit yes to any server folder even on an exposed server (``MEDCLS_ALLOW_SERVER_FOLDERS``)."""
+    return (os.environ.get("MEDCLS_ALLOW_SERVER_FOLDERS") or "").strip().lower() in _TRUE
+
+
+def allowed_data_roots() -> list[Path]:
+    """The folders datasets may come from; empty means no restriction.
+
+    ``MEDCLS_DATA_ROOTS`` when set; on an exposed server without it only the upload folder. The app's own data
+    folder (uploads) and the cache (the synthetic data) are always allowed when there are roots at all."""
+    roots = _configured_roots()
+    if roots or (exposed() and not allow_server_folders()):
+        roots += [_resolve(data_dir()), _resolve(cache_dir())]
     return roots
 
 
 def check_allowed_path(path: Path | str) -> Path:
     """Resolve ``path`` and refuse it when it lies outside the allowed data roots."""
-    resolved = Path(path).expanduser().resolve()
+    path = Path(path).expanduser()
+    try:
+        resolved = path.resolve()
+    except RuntimeError:  # Python 3.11 raises for a loop of symbolic links
+        raise PathNotAllowedError(f"{path} is a loop of symbolic links (a link that leads back to itself); "
+                                  "point at the real folder.") from None
     roots = allowed_data_roots()
     if roots and not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-        shown = ", ".join(str(r) for r in roots[:-2])
+        configured = _configured_roots()
+        if configured:
+            shown = ", ".join(describe_folder(r) for r in configured)
+            raise PathNotAllowedError(
+                f"{path} is outside the folders this server may read ({shown}). "
+                "Copy the data under one of them, or ask the administrator to extend MEDCLS_DATA_ROOTS.")
         raise PathNotAllowedError(
-            f"{path} is outside the folders this server may read ({shown}). "
-            "Copy the data under one of them, or ask the administrator to extend MEDCLS_DATA_ROOTS.")
+            f"{path} is outside the folders this server may read: it can be reached from other machines, so "
+            "datasets come from uploads only. Upload a .zip of class folders instead, or ask the administrator to "
+            "list the data folders in MEDCLS_DATA_ROOTS.")
     return resolved
+
+
+# --- naming folders in messages ---------------------------------------------------------------------------
+
+def _named_folders() -> list[tuple[Path, str]]:
+    """(folder, its setting's name), longest first, each in its given and its resolved spelling."""
+    named = [(runs_dir(), "RUNS_DIR"), (uploads_dir(), "DATA_DIR/uploads"), (data_dir(), "DATA_DIR"),
+             (cache_dir(), "CACHE_DIR")]
+    named += [(root, f"DATA_ROOT_{i + 1}") for i, root in enumerate(_configured_roots())]
+    out = []
+    for folder, label in named:
+        for spelling in {str(folder.expanduser().absolute()), str(_resolve(folder.expanduser()))}:
+            if spelling not in ("/", ""):
+                out.append((spelling.rstrip("/"), label))
+    return sorted(out, key=lambda item: len(item[0]), reverse=True)
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.~])/(?:[^\s/'\"`<>|]+/)+(?=[^\s/'\"`<>|]*)")
+
+
+def redact_paths(text: str) -> str:
+    """On an exposed server, ``text`` with server paths shortened: folders of medcls's settings by their
+    setting's name (``DATA_DIR/uploads/set/benign``), any other absolute path to its last part (``…/x.png``).
+    Unchanged on a server only this machine can reach."""
+    if not exposed():
+        return text
+    for spelling, label in _named_folders():
+        text = re.sub(re.escape(spelling) + r"(?=/|\b|$)", label, text)
+    return _ABSOLUTE.sub("…/", text)
+
+
+def describe_folder(folder: Path | str) -> str:
+    """'RUNS_DIR (/srv/runs)' for a folder of medcls's settings; the path itself otherwise (redacted when
+    exposed)."""
+    folder = Path(folder)
+    text = str(_resolve(folder.expanduser()))
+    for spelling, label in _named_folders():
+        if text == spelling or text.startswith(spelling + "/"):
+            named = label + text[len(spelling):]
+            return named if exposed() else f"{named} ({text})"
+    return redact_paths(text)
 
 
 class SettingsError(ValueError):
@@ -114,6 +228,16 @@ def ray_settings() -> dict[str, Any]:
 def dist_timeout_s(default: float = 1800.0) -> float:
     """How long a torchrun rank waits for the others in one collective (``MEDCLS_DIST_TIMEOUT_S``)."""
     return _number("MEDCLS_DIST_TIMEOUT_S", default, float, minimum=1)
+
+
+def upload_quota_mb() -> float:
+    """Disk space uploaded datasets may use (``MEDCLS_UPLOAD_QUOTA_MB``, default 2048)."""
+    return _number("MEDCLS_UPLOAD_QUOTA_MB", 2048.0, float, minimum=1)
+
+
+def debug() -> bool:
+    """``MEDCLS_DEBUG=1``: errors in pages are raised (after their message) instead of only shown (tests, dev)."""
+    return (os.environ.get("MEDCLS_DEBUG") or "").strip().lower() in _TRUE
 
 
 def environment() -> MutableMapping[str, str]:

@@ -17,6 +17,7 @@ def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Pat
     monkeypatch.setenv("MEDCLS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MEDCLS_CACHE_DIR", str(cache_dir))
     monkeypatch.setenv("MEDCLS_WORKER_THREADS", "1")
+    monkeypatch.setenv("MEDCLS_DEBUG", "1")  # a page error is raised (after its message), so at.exception shows it
     monkeypatch.chdir(ROOT)
     st.cache_resource.clear()
     st.cache_data.clear()

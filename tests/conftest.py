@@ -33,6 +33,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MEDCLS_DATA_DIR", str(env / "data"))
     monkeypatch.setenv("TORCH_HOME", str(env / "torch"))
     monkeypatch.delenv("MEDCLS_DATA_ROOTS", raising=False)
+    for name in ("MEDCLS_ALLOW_SERVER_FOLDERS", "MEDCLS_UPLOAD_QUOTA_MB", "MEDCLS_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEDCLS_EXPOSED", "")  # recorded, so a server marked exposed by the code is undone after
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     clear_memory_cache()
     yield env

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -157,9 +157,11 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
 
 
-def describe_operating_point(op: dict, view: BinaryView, split: str = "test") -> str:
-    """One paragraph, in plain words, of what the threshold does on a split."""
-    pos, neg = view.positive_label, view.negative_label
+def describe_operating_point(op: dict, view: BinaryView, split: str = "test",
+                             name: Callable[[str], str] = str) -> str:
+    """One paragraph, in plain words (Markdown), of what the threshold does on a split. ``name`` writes the class
+    names (the app escapes them, so a class name cannot add Markdown of its own)."""
+    pos, neg = name(view.positive_label), name(view.negative_label)
     parts = [f"At threshold {op['threshold']:.3f} the model flags **{op['tp']} of {op['positives']}** {pos} "
              f"{split} images (sensitivity {_pct(op['sensitivity'])}) and wrongly flags **{op['fp']} of "
              f"{op['negatives']}** {neg} images (specificity {_pct(op['specificity'])})."]

@@ -318,7 +318,9 @@ class TrainConfig:
             raise ConfigError(f"Config file {path} cannot be read: {exc}") from None
         try:
             return cls.from_json(text)
-        except json.JSONDecodeError as exc:
+        except ConfigError:
+            raise
+        except ValueError as exc:  # not JSON, or a number JSON allows and Python will not read (10**5000)
             raise ConfigError(f"Config file {path} is not valid JSON: {exc}") from None
 
 

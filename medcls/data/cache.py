@@ -27,13 +27,14 @@ import torch
 from ..atomic import atomic_write_with
 from ..settings import cache_dir
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, is_grayscale
-from .spec import DataReport, DatasetSpec
+from .spec import DataError, DataReport, DatasetSpec
 
 __all__ = ["DecodedDataset", "DecodedSplit", "decode_dataset", "clear_memory_cache"]
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1           # bump when the stored layout or decoding changes
+MAX_DECODED_BYTES = 8 << 30  # the decoded images of one dataset (as RGB while decoding) must fit in this
 GRAY_SHARE_FOR_AUTO = 0.95  # 'auto' colour: gray when at least this share of images is gray
 _MEMORY: "OrderedDict[str, tuple[np.ndarray, list[str], list[tuple[str, str]], str]]" = OrderedDict()
 _MEMORY_LOCK = threading.Lock()
@@ -83,6 +84,11 @@ def clear_memory_cache() -> None:
 def decode_dataset(spec: DatasetSpec, image_size: int, color: str = "auto", *, disk_cache: bool = True,
                    progress: Progress | None = None, workers: int | None = None) -> DecodedDataset:
     """Decode every item of ``spec`` at ``image_size``; failures go to the report."""
+    need = len(spec.items) * 3 * image_size * image_size
+    if need > MAX_DECODED_BYTES:
+        raise DataError(f"Decoding {len(spec.items):,} images at {image_size} px needs about {need / 1e9:,.1f} GB of "
+                        f"memory; the limit is {MAX_DECODED_BYTES / 1e9:,.1f} GB. Use a smaller image size or fewer "
+                        "images.")
     key = _cache_key(spec, image_size, color)
     cached = _lookup(key, disk_cache)
     if cached is None:

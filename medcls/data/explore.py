@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
@@ -52,10 +53,11 @@ def image_properties(spec: DatasetSpec, limit: int = 400, seed: int = 0) -> list
     return rows
 
 
-def imbalance_sentence(spec: DatasetSpec) -> str:
-    """The class imbalance of the training split, in words."""
+def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> str:
+    """The class imbalance of the training split, in words (Markdown). ``name`` writes the class names (the app
+    escapes them, so a class name cannot add Markdown of its own)."""
     counts = spec.counts()["train"]
-    present = {c: n for c, n in counts.items() if n}
+    present = {name(c): n for c, n in counts.items() if n}
     if len(present) < 2:
         return "Only one class has training images."
     big = max(present, key=present.get)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -101,6 +100,8 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
             raise ImageReadError(label, f"the image data is corrupt or truncated ({exc})") from None
         except MemoryError:
             raise ImageReadError(label, "the image is too large to decode") from None
+    if img.mode == "F" and not np.isfinite(np.asarray(img)).any():
+        raise ImageReadError(label, "the image holds no finite pixel values (all NaN or infinite)")
     try:
         img = ImageOps.exif_transpose(img)  # phone/camera JPEGs store rotation in EXIF
     except Exception:  # a broken EXIF block should not cost the image
@@ -112,10 +113,17 @@ def to_uint8(img: Image.Image, color: Color) -> np.ndarray:
     """8-bit pixels from any Pillow mode: (H, W) for gray, (H, W, 3) for rgb."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # High bit-depth (DICOM exports, microscopy): stretch the used range to 0..255.
+        # High bit-depth (DICOM exports, microscopy): stretch the used range to 0..255. Float images may hold
+        # NaN or infinite pixels (masked regions): the stretch ignores them and they become black; an image with
+        # no finite pixel at all is refused rather than shown as a black square.
         arr = np.asarray(img, dtype=np.float64)
-        lo, hi = np.percentile(arr, (0.5, 99.5)) if arr.size > 4 else (arr.min(), arr.max())
-        arr = np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255
+        finite = np.isfinite(arr)
+        if not finite.any():
+            raise ImageReadError(getattr(img, "filename", "") or "image",
+                                 "the image holds no finite pixel values (all NaN or infinite)")
+        values = arr[finite]
+        lo, hi = np.percentile(values, (0.5, 99.5)) if values.size > 4 else (values.min(), values.max())
+        arr = np.where(finite, np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
         gray = arr.round().astype(np.uint8)
         return gray if color == "gray" else np.repeat(gray[..., None], 3, axis=2)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
@@ -129,30 +137,12 @@ def to_uint8(img: Image.Image, color: Color) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-@lru_cache(maxsize=4)
-def _npz_arrays(path: str, mtime: float) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def _read_npz_member(ref: str) -> np.ndarray:
-    """Pixels of 'file.npz::split/index' as uint8 (H, W) or (H, W, 3)."""
-    path, _, member = ref.partition(NPZ_MARK)
-    split, _, index = member.partition("/")
-    arrays = _npz_arrays(path, Path(path).stat().st_mtime)
-    images = arrays[f"{split}_images"]
-    arr = np.asarray(images[int(index)])
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    return arr
-
-
 def read_image(path: str, color: Color) -> np.ndarray:
     """Decode a dataset item (a file or an .npz member) to uint8 pixels."""
     if NPZ_MARK in path:
-        arr = _read_npz_member(path)
+        from .npz import read_member  # checked, memory-mapped reading of one image
+
+        arr = read_member(path)
         if color == "gray" and arr.ndim == 3:
             arr = np.asarray(Image.fromarray(arr).convert("L"))
         elif color == "rgb" and arr.ndim == 2:

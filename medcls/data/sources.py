@@ -3,29 +3,35 @@
 :func:`load_dataset` turns a :class:`~medcls.config.DataConfig` into a
 :class:`~medcls.data.spec.DatasetSpec`. Files are only *listed* and sniffed here
 (size, image header); decoding happens once, later, in the decoded cache.
+
+One odd file never stops a dataset: links that loop or leave the folder, names that
+are not UTF-8, named pipes and devices, folders nested too deep (see :mod:`.listing`),
+manifest rows that are too long, hold a NUL character or do not parse are each
+skipped and listed in the data report with the reason.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections import defaultdict
 from pathlib import Path
-
-import numpy as np
-from PIL import Image, UnidentifiedImageError
+from typing import Iterator
 
 from ..config import DataConfig
 from ..settings import cache_dir, check_allowed_path
+from . import npz
 from .classes import ClassResolver
-from .imageio import MAX_IMAGE_PIXELS, NPZ_MARK, is_image_name, is_mask_name
+from .imageio import NPZ_MARK, is_image_name
+from .listing import LOOP, NOT_UTF8, bad_name, list_images, shown_path, sniff
 from .spec import SPLITS, DataError, DataReport, DatasetSpec, Item
 from .splits import stratified_split
 
-__all__ = ["load_dataset", "detect_layout", "synthetic_root", "SPLIT_NAMES"]
+__all__ = ["load_dataset", "detect_layout", "synthetic_root", "SPLIT_NAMES", "MAX_MANIFEST_BYTES"]
 
 log = logging.getLogger(__name__)
+MAX_MANIFEST_BYTES = 64 << 20       # a manifest of a million images is about 60 MB
+MAX_MANIFEST_LINE = 128 * 1024      # longer lines (rows) are skipped: no path is that long
 
 # Folder or manifest spellings of each split.
 SPLIT_NAMES = {
@@ -57,6 +63,14 @@ def synthetic_root() -> Path:
 def load_dataset(cfg: DataConfig) -> DatasetSpec:
     """Find every image of a dataset, its class and its split."""
     synthetic = not cfg.source.strip()
+    if "\0" in cfg.source:
+        raise DataError("The dataset path contains a NUL character; give a folder, a .csv manifest or an .npz file.")
+    if not synthetic:
+        try:
+            Path(cfg.source).expanduser().resolve()
+        except RuntimeError:  # Python 3.11 raises for a loop of symbolic links
+            raise DataError(f"{cfg.source} is a loop of symbolic links (a link that leads back to itself); "
+                            "point at the real folder.") from None
     root = synthetic_root() if synthetic else check_allowed_path(cfg.source)
     if not root.exists():
         raise DataError(f"Dataset not found: {cfg.source}. Give a folder, a .csv manifest or an .npz file.")
@@ -115,74 +129,19 @@ def detect_layout(root: Path) -> str:
 Row = tuple[str, str, "str | None"]
 
 
-def _list_images(folder: Path, root: Path, cfg: DataConfig, report: DataReport) -> list[str]:
-    """Image files below ``folder`` (recursively), sniffed cheaply; bad ones go to the report."""
-    found: list[str] = []
-    masks_skipped = 0
-    real_root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for dirname in dirnames:
-            if os.path.islink(os.path.join(dirpath, dirname)):
-                report.skip(os.path.join(dirpath, dirname), "a linked folder; links are not followed")
-        for filename in sorted(filenames):
-            if filename.startswith("."):
-                continue
-            path = Path(dirpath) / filename
-            if not is_image_name(filename):
-                report.skip(str(path), f"not an image file type ({path.suffix or 'no extension'})")
-                continue
-            if is_mask_name(filename) and not cfg.include_masks:
-                masks_skipped += 1
-                continue
-            reason = _sniff(path, real_root)
-            if reason:
-                report.skip(str(path), reason)
-            else:
-                found.append(str(path))
-    if masks_skipped:
-        report.notes.append(f"{folder.name}: {masks_skipped} file(s) named *_mask* skipped (segmentation masks; "
-                            "set include_masks to use them).")
-    return found
-
-
-def _sniff(path: Path, real_root: Path) -> str | None:
-    """A reason to skip the file, found without decoding its pixels; None if it looks fine."""
-    if path.is_symlink():
-        target = path.resolve()
-        if not target.is_relative_to(real_root):
-            return "a link that points outside the dataset folder"
-    try:
-        if path.stat().st_size == 0:
-            return "the file is empty (0 bytes)"
-        with Image.open(path) as img:
-            width, height = img.size  # header parsed; pixels are decoded later, once
-    except FileNotFoundError:
-        return "the file does not exist (or is a broken link)"
-    except UnidentifiedImageError:
-        return "not an image (the content is not a readable image format)"
-    except Image.DecompressionBombError as exc:  # Pillow refuses huge declared sizes while opening
-        return f"refused as a possible decompression bomb ({exc})"
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"the image header is unreadable ({exc})"
-    except Exception as exc:  # one odd file must never stop a dataset from loading
-        return f"the file could not be read ({type(exc).__name__}: {exc})"
-    if width * height > MAX_IMAGE_PIXELS:
-        return (f"the image declares {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
-                "(possible decompression bomb)")
-    return None
-
-
 def _rows_from_class_folders(root: Path, cfg: DataConfig, report: DataReport, split: str | None = None) -> list[Row]:
     rows: list[Row] = []
     stray = [p for p in root.iterdir() if p.is_file() and is_image_name(p.name)]
     for path in stray:
-        report.skip(str(path), "an image outside any class folder (its class is unknown)")
+        report.skip(shown_path(path), "an image outside any class folder (its class is unknown)")
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if class_dir.is_symlink():
             report.skip(str(class_dir), "a linked folder; links are not followed")
             continue
-        images = _list_images(class_dir, root, cfg, report)
+        if bad_name(class_dir.name):
+            report.skip(shown_path(class_dir), f"a class folder whose {NOT_UTF8}; its images were not used")
+            continue
+        images = list_images(class_dir, root, cfg, report)
         if not images:
             report.warnings.append(f"Folder {class_dir.name!r} holds no usable images and was ignored.")
         rows += [(p, class_dir.name, split) for p in images]
@@ -209,39 +168,78 @@ def _manifest_path(root: Path) -> Path:
     raise DataError(f"No manifest in {root}: expected one of {', '.join(MANIFEST_NAMES)}.")
 
 
+def _manifest_lines(manifest: Path, report: DataReport) -> Iterator[str]:
+    """The manifest's lines, without those too long to be a row (each reported); UTF-8 is checked per line."""
+    try:
+        size = manifest.stat().st_size
+    except OSError as exc:
+        raise DataError(f"Manifest {manifest} cannot be read ({exc.strerror or exc}).") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise DataError(f"Manifest {manifest} is {size / 1e6:,.0f} MB; the limit is {MAX_MANIFEST_BYTES / 1e6:,.0f} MB "
+                        "(about a million rows). Split the dataset into smaller manifests.")
+    with open(manifest, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if len(raw) > MAX_MANIFEST_LINE:
+                report.skip(f"{manifest.name} line {number}", f"the line is {len(raw) / 1024:,.0f} KiB long, over the "
+                            f"{MAX_MANIFEST_LINE // 1024} KiB a row may have")
+                yield "\n"  # keeps the line numbers of the rows after it
+                continue
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"Manifest {manifest} is not a UTF-8 text file (line {number}).") from None
+
+
 def _rows_from_manifest(manifest: Path, cfg: DataConfig, report: DataReport) -> list[Row]:
     base = manifest.parent
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = {name.strip().lower(): name for name in (reader.fieldnames or [])}
-            path_col = next((header[k] for k in ("path", "filename", "file", "image") if k in header), None)
-            label_col = next((header[k] for k in ("label", "class", "target") if k in header), None)
-            if path_col is None or label_col is None:
-                raise DataError(f"Manifest {manifest} needs columns 'path' and 'label' (found: "
-                                f"{', '.join(reader.fieldnames or []) or 'none'}).")
-            split_col = header.get("split")
-            raw = list(reader)
-    except UnicodeDecodeError:
-        raise DataError(f"Manifest {manifest} is not a UTF-8 text file.") from None
+    reader = csv.reader(_manifest_lines(manifest, report))
+    fieldnames = next(reader, None) or []
+    header = {name.strip().lower(): i for i, name in enumerate(fieldnames)}
+    path_col = next((header[k] for k in ("path", "filename", "file", "image") if k in header), None)
+    label_col = next((header[k] for k in ("label", "class", "target") if k in header), None)
+    if path_col is None or label_col is None:
+        raise DataError(f"Manifest {manifest} needs columns 'path' and 'label' (found: "
+                        f"{', '.join(fieldnames) or 'none'}).")
+    split_col = header.get("split")
+    raw: list[tuple[int, list[str]]] = []
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # one malformed row costs only itself
+            report.skip(f"{manifest.name} line {reader.line_num}", f"the row cannot be read as CSV ({exc})")
+            continue
+        if record:
+            raw.append((reader.line_num, record))
     report.notes.append(f"Using manifest {manifest.name} ({len(raw)} rows).")
     rows: list[Row] = []
     seen: dict[str, int] = {}
     real_base = base.resolve()
-    for line_no, record in enumerate(raw, start=2):
-        rel = (record.get(path_col) or "").strip()
-        label = (record.get(label_col) or "").strip()
+
+    def field(record: list[str], col: int | None) -> str:
+        return record[col].strip() if col is not None and col < len(record) else ""
+
+    for line_no, record in raw:
+        rel, label = field(record, path_col), field(record, label_col)
+        where = f"{manifest.name} line {line_no}"
         if not rel or not label:
-            report.skip(f"{manifest.name} line {line_no}", "missing path or label")
+            report.skip(where, "missing path or label")
+            continue
+        if "\0" in rel or "\0" in label:
+            report.skip(where, "the path or label contains a NUL character")
             continue
         path = (base / rel)
-        key = str(path.resolve())
+        try:
+            key = str(path.resolve())
+        except RuntimeError:
+            report.skip(f"{rel} ({where})", LOOP)
+            continue
         if key in seen:
-            report.skip(f"{rel} ({manifest.name} line {line_no})",
-                        f"duplicate row: the file is already listed on line {seen[key]}")
+            report.skip(f"{rel} ({where})", f"duplicate row: the file is already listed on line {seen[key]}")
             continue
         seen[key] = line_no
-        split_raw = (record.get(split_col) or "").strip().lower() if split_col else ""
+        split_raw = field(record, split_col).lower()
         split = SPLIT_NAMES.get(split_raw) if split_raw else None
         if split_raw and split is None:
             report.skip(str(path), f"unknown split {split_raw!r} on line {line_no} (use train, val or test)")
@@ -249,7 +247,11 @@ def _rows_from_manifest(manifest: Path, cfg: DataConfig, report: DataReport) -> 
         if not is_image_name(rel):
             report.skip(str(path), f"not an image file type ({Path(rel).suffix or 'no extension'})")
             continue
-        reason = _sniff(path, real_base) if path.exists() or path.is_symlink() else \
+        try:
+            listed = path.exists() or path.is_symlink()
+        except OSError:
+            listed = True  # let the sniff say what is wrong (a loop, a name too long, ...)
+        reason = sniff(path, real_base) if listed else \
             f"listed in {manifest.name} line {line_no} but the file does not exist"
         if reason and "outside the dataset folder" in reason:
             reason = None  # manifests may legitimately point next door; allowed roots still apply
@@ -328,31 +330,32 @@ def _carve_missing_splits(splits: list[str], labels: list[int], classes: list[st
 
 
 def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
-            shapes = {k: data[k].shape for k in keys}
-            labels_by_split = {s: np.asarray(data[f"{s}_labels"]).reshape(-1).astype(int)
-                               for s in SPLITS if f"{s}_labels" in keys}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path.name} is not a readable .npz file ({exc}).") from None
-    present = [s for s in SPLITS if f"{s}_images" in keys and f"{s}_labels" in keys]
+    """A MedMNIST file: its headers and labels are checked before any image is unpacked (see .npz)."""
+    arrays = npz.inspect_npz(path)
+    present = [s for s in SPLITS if f"{s}_images" in arrays and f"{s}_labels" in arrays]
     if "train" not in present:
         raise DataError(f"{path.name} lacks the MedMNIST keys train_images/train_labels "
-                        f"(found: {', '.join(sorted(keys)) or 'nothing'}).")
-    for split in present:
-        n_img, n_lab = shapes[f"{split}_images"][0], len(labels_by_split[split])
-        if n_img != n_lab:
-            raise DataError(f"{path.name}: {split}_images has {n_img} images but {split}_labels has {n_lab}.")
-        if len(shapes[f"{split}_images"]) not in (3, 4):
-            raise DataError(f"{path.name}: {split}_images should be N x H x W (x C), got {shapes[f'{split}_images']}.")
-    n_classes = int(max(labels_by_split[s].max() for s in present if len(labels_by_split[s]))) + 1
+                        f"(found: {', '.join(sorted(arrays)) or 'nothing'}).")
+    images = [arrays[f"{s}_images"] for s in present]
+    layouts = {s: npz.image_layout(path, arrays[f"{s}_images"]) for s in present}
+    npz.check_total(path, images)
+    labels_by_split = {s: npz.read_labels(path, arrays[f"{s}_labels"], arrays[f"{s}_images"].shape[0])
+                       for s in present}
+    channels = {arrays[f"{s}_images"].shape[-1 if layouts[s] == "last" else 1] for s in present
+                if layouts[s] != "gray"}
+    if channels & {2, 4}:
+        report.notes.append(f"{path.name}: images with an alpha channel; transparent parts are shown black.")
+    used = sorted({int(v) for s in present for v in labels_by_split[s]})
     names = list(cfg.class_names) or MEDMNIST_CLASSES.get(path.stem.lower().split("_")[0], [])
-    if len(names) != n_classes:
-        if cfg.class_names:
-            raise DataError(f"{path.name} has {n_classes} classes but {len(names)} class names were given.")
-        names = [f"class_{i}" for i in range(n_classes)]
-    items = [Item(f"{path}{NPZ_MARK}{split}/{i}", int(label), split)
+    n_classes = used[-1] + 1 if used else 0
+    if cfg.class_names and len(names) != n_classes:
+        raise DataError(f"{path.name} has {n_classes} classes but {len(names)} class names were given.")
+    if names and len(names) >= n_classes:
+        index = {label: label for label in range(len(names))}
+    else:  # unknown file: one class per label that occurs (labels 0, 3, 7 make three classes, not eight)
+        names = [f"class_{label}" for label in used]
+        index = {label: i for i, label in enumerate(used)}
+    items = [Item(f"{path}{NPZ_MARK}{split}/{i}", index[int(label)], split)
              for split in present for i, label in enumerate(labels_by_split[split])]
     spec = DatasetSpec(str(path), "npz", names, items, report)
     splits = [it.split for it in items]

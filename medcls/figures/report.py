@@ -31,6 +31,7 @@ from ..atomic import atomic_write_text
 from ..config import settings_rows
 from ..data import default_focus_class
 from ..runs.store import RunNotFoundError, RunStore
+from ..settings import redact_paths
 from .analysis import interval_figure, reliability_figure
 from .evaluation import class_counts_figure, confusion_matrix_figure, pr_curves_figure
 from .training import history_figure
@@ -187,7 +188,9 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         ("epochs trained", len(history)), ("stopped early", "yes" if status.stopped_early else "no"),
         ("number format", metrics.precision), ("focus class", focus),
     ]
-    data_pairs = [("dataset", summary.dataset), ("source", data.root if data else cfg.data.source or "built-in"),
+    # On a server others can reach, the card names folders by their setting, not by their path on the server.
+    data_pairs = [("dataset", summary.dataset),
+                  ("source", redact_paths(data.root if data else cfg.data.source or "built-in")),
                   ("layout", data.layout if data else None),
                   ("synthetic", ("yes" if data.synthetic else "no") if data else None),
                   ("fingerprint", data.fingerprint if data else None), ("classes", ", ".join(classes)),
@@ -204,7 +207,8 @@ def run_card_html(store: RunStore, run_id: str) -> str:
 <h2>Operating point for {_esc(focus)}</h2>{_operating_point_section(store, run_id, classes, focus)}
 <h2>Calibration</h2><p>{_esc(calibration_sentence(rel))}</p>
 <h2>Figures</h2><div class='figures'>{''.join(figures)}</div>
-<h2>Settings</h2>{_table(settings_rows(cfg), ["group", "setting", "value"])}
+<h2>Settings</h2>{_table([{**r, "value": redact_paths(r["value"])} for r in settings_rows(cfg)],
+                          ["group", "setting", "value"])}
 <h2>Machine and versions</h2>{_pairs(sorted(store.env(run_id).items()))}
 <div class="note">{_esc(DISCLAIMER)}</div>
 """

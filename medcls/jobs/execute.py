@@ -5,12 +5,18 @@ It marks the run running, records every epoch through the run store, lets the
 training loop beat the run's heartbeat, and ends the run as finished, cancelled or
 failed with a readable error. A stopped run's best checkpoint is still tested, so
 it can be compared like any other.
+
+After every epoch the whole training state goes to the run's resume checkpoint; a
+run that was interrupted (its process killed, its server restarted) and is started
+again continues from there, with one continuous history. A worker that finds its
+run taken from it (ended as hung, or resumed elsewhere) stops without writing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -21,22 +27,28 @@ from torch import nn
 from ..analysis.calibration import expected_calibration_error
 from ..analysis.metrics import SplitMetrics
 from ..analysis.uncertainty import bootstrap_intervals
+from ..atomic import DiskFullError, disk_full_message, is_disk_full
 from ..config import ConfigError
 from ..data.spec import DataError
 from ..models import ClassifierModel
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics
-from ..runs.store import RunStore
+from ..runs.store import CheckpointError, RunStore
 from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter
 from ..training.crossval import cross_validate
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
 from ..training.hardware import configure_threads, describe_machine
-from ..training.pipeline import PreparedData, TrainResult, prepare_data, train_in_memory
+from ..training.pipeline import PreparedData, TrainResult, prepare_data, resume_note, train_in_memory
 
-__all__ = ["execute_run", "RunOutcome", "STOPPED_MESSAGE"]
+__all__ = ["execute_run", "RunOutcome", "STOPPED_MESSAGE", "RunTakenOver"]
 
 log = logging.getLogger(__name__)
 STOPPED_MESSAGE = "Stopped on request. Its best checkpoint so far was tested and is kept."
+
+
+class RunTakenOver(Exception):
+    """The run is no longer this process's to train (a job manager ended it as hung, or it was resumed
+    elsewhere): stop at once and write nothing more."""
 
 
 @dataclass
@@ -58,11 +70,25 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
     if cfg.threads:
         configure_threads(cfg.threads)
     store.set_status(run_id, "running")
-    heartbeat = Heartbeat(lambda: store.beat(run_id))
+    me = os.getpid()
+
+    def mine() -> None:  # checked before every write: a worker that lost its run must not touch it
+        if not store.owns(run_id, me):
+            raise RunTakenOver(f"Run {run_id} is no longer running in this process ({store.raw_status(run_id).state}).")
+
+    def beat() -> None:
+        store.beat(run_id)
+        mine()
+
+    heartbeat = Heartbeat(beat)
     heartbeat.beat()
 
     def stage(message: str, fraction: float) -> None:
         heartbeat()  # decoding and feature caching are part of the loop's life too
+        # A stop asked while the data is prepared ends the run now, not at the first batch. (Under torchrun,
+        # ``cancel`` is a collective every rank calls before each batch: only rank 0 prepares here, so no.)
+        if shard[1] == 1 and cancel():
+            raise FitCancelled()
         store.write_progress(run_id, Progress(phase="preparing", message=message, prepare_fraction=fraction))
 
     data: PreparedData | None = None
@@ -74,49 +100,98 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             parameters=sum(p.numel() for p in model.parameters()), tta=cfg.tta, folds=folds))
 
     def on_fold_end(ensemble: FoldEnsemble) -> None:  # what a stop keeps: the folds trained so far
+        mine()
         store.save_weights(run_id, ensemble.state_dict())
         on_model(ensemble, folds=len(ensemble.members))
 
     def recorders(fold: int = 0, folds: int = 1) -> list[Callback]:
         def record(epoch: EpochRecord) -> None:
+            mine()
             store.append_history(run_id, dataclasses.replace(epoch, fold=fold + 1) if folds > 1 else epoch)
 
         return [HistoryRecorder(record), heartbeat,
-                ProgressMeter(lambda progress: store.write_progress(run_id, progress), part=(fold, folds))]
+                ProgressMeter(lambda progress: mine() or store.write_progress(run_id, progress), part=(fold, folds))]
 
     try:
+        resume = _resume_state(store, run_id, shard)
         data = prepare_data(cfg, stage)
         _record_data(store, run_id, data)
-        if cfg.folds:
+        if cfg.folds:  # a cross-validation run starts its folds over when it is resumed
+            if store.history(run_id):
+                store.write_history(run_id, [])
+                store.add_note(run_id, "Resumed: cross-validation runs start their folds over.")
             result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: [*recorders(fold, folds), *callbacks],
                                     should_cancel=cancel, stage=stage, on_fold_end=on_fold_end)
+            mine()
             store.write_cross_validation(run_id, result.cv)
         else:
+            if resume is not None:  # one continuous history: exactly the epochs the resumed state has seen
+                store.write_history(run_id, [EpochRecord.from_dict(h) for h in resume["history"]])
+                store.add_note(run_id, resume_note(resume["epoch"], cfg.epochs))
             result = train_in_memory(cfg, data, callbacks=[*recorders(), *callbacks], should_cancel=cancel,
-                                     stage=stage, on_model=on_model,
-                                     on_best=lambda state: store.save_weights(run_id, state), shard=shard, wrap=wrap)
+                                     stage=stage, on_model=on_model, shard=shard, wrap=wrap, resume=resume,
+                                     on_best=lambda state: mine() or store.save_weights(run_id, state),
+                                     on_checkpoint=lambda state: mine() or store.save_resume(run_id, state))
+            mine()
         _record_results(store, run_id, result)
         for note in result.notes:
             store.add_note(run_id, note)
+        store.delete_resume(run_id)
         if result.cancelled:
             store.set_status(run_id, "cancelled", error=STOPPED_MESSAGE, best_epoch=result.fit.best_epoch)
             return RunOutcome("cancelled", result.metrics)
         store.set_status(run_id, "finished", best_epoch=result.fit.best_epoch, stopped_early=result.fit.stopped_early)
         return RunOutcome("finished", result.metrics)
+    except RunTakenOver as exc:
+        log.warning("%s Stopping without writing.", exc)
+        return RunOutcome("interrupted", error=str(exc))
     except FitCancelled:
-        store.set_status(run_id, "cancelled", error="Stopped on request, before its first epoch ended.")
+        store.delete_resume(run_id)
+        resumed = bool(store.history(run_id))
+        store.set_status(run_id, "cancelled", error="Stopped on request before it continued; its history and best "
+                         "checkpoint so far are kept." if resumed else
+                         "Stopped on request, before its first epoch ended.")
         return RunOutcome("cancelled")
-    except (NonFiniteLossError, DataError, ConfigError, ValueError, MemoryError) as exc:
+    except (NonFiniteLossError, DataError, ConfigError, ValueError, MemoryError, DiskFullError) as exc:
         message = str(exc) if not isinstance(exc, MemoryError) else \
             "Out of memory: use smaller images, a smaller batch or a smaller model."
         log.error("Run %s failed: %s", run_id, message)
-        store.set_status(run_id, "failed", error=message)
-        return RunOutcome("failed", error=message)
+        return _fail(store, run_id, message, keep_resume=isinstance(exc, DiskFullError))
+    except OSError as exc:
+        if is_disk_full(exc):  # a write that did not go through atomic writes (a library's own file)
+            message = disk_full_message(store.root / run_id)
+            log.error("Run %s failed: %s", run_id, message)
+            return _fail(store, run_id, message, keep_resume=True)
+        log.exception("Run %s failed", run_id)
+        return _fail(store, run_id, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # record unexpected errors too; the worker must not die silently
         log.exception("Run %s failed", run_id)
-        message = f"{type(exc).__name__}: {exc}"
+        return _fail(store, run_id, f"{type(exc).__name__}: {exc}")
+
+
+def _fail(store: RunStore, run_id: str, message: str, keep_resume: bool = False) -> RunOutcome:
+    """Record the failure; a full disk keeps the resume checkpoint (the run can continue once there is room)."""
+    if not keep_resume:
+        store.delete_resume(run_id)
+    try:
         store.set_status(run_id, "failed", error=message)
-        return RunOutcome("failed", error=message)
+    except OSError as exc:  # a full disk may refuse even the status
+        log.error("Could not record the failure of run %s: %s", run_id, exc)
+    return RunOutcome("failed", error=message)
+
+
+def _resume_state(store: RunStore, run_id: str, shard: tuple[int, int]) -> dict | None:
+    """The state to continue from; None to start at the first epoch (with a clean history)."""
+    if shard[1] > 1:  # torchrun: every rank would need the state; such runs start over
+        return None
+    try:
+        state = store.load_resume(run_id)
+    except CheckpointError as exc:
+        store.add_note(run_id, f"{exc} Training started again from the first epoch.")
+        state = None
+    if state is None and store.history(run_id):
+        store.write_history(run_id, [])  # an earlier attempt without a usable state: its epochs are redone
+    return state
 
 
 def _record_data(store: RunStore, run_id: str, data: PreparedData) -> None:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runs.records import RunStatus
 from ..runs.store import RunStore
 from ..settings import environment
 from .manager import WorkerHandle
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "end_worker_process"]
+
+log = logging.getLogger(__name__)
+WORKER_MODULE = "medcls.jobs.worker"
 
 
 @dataclass
@@ -51,7 +58,7 @@ class LocalBackend:
         self.nice = nice
 
     def start(self, store: RunStore, run_id: str) -> tuple[WorkerHandle, int | None]:
-        cmd = [sys.executable, "-m", "medcls.jobs.worker", str(store.root.resolve()), run_id,
+        cmd = [sys.executable, "-m", WORKER_MODULE, str(store.root.resolve()), run_id,
                "--threads", str(self.threads), "--parent-pid", str(os.getpid()), "--nice", str(self.nice)]
         package_root = str(Path(__file__).resolve().parents[2])  # medcls importable from any working directory
         env = dict(environment(), PYTHONPATH=os.pathsep.join(
@@ -61,3 +68,29 @@ class LocalBackend:
             process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=output,
                                        stderr=subprocess.STDOUT, close_fds=True)
         return _LocalHandle(process), process.pid
+
+
+def end_worker_process(store: RunStore, run_id: str, status: RunStatus) -> bool:
+    """Kill the worker process of a run that another manager started (it hung, or ignored a stop).
+
+    Only a process on this machine whose command line is this store's worker for this run is killed, so a
+    recycled pid never takes an unrelated process with it. A stopped (SIGSTOP) process dies too."""
+    pid = status.pid
+    if not pid or status.host != socket.gethostname():
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            args = [a.decode("utf-8", "replace") for a in handle.read().split(b"\0")]
+    except OSError:
+        return False
+    if WORKER_MODULE not in args or run_id not in args:
+        return False
+    try:
+        root = str(store.root.resolve())
+        if not any(a == root for a in args):
+            return False
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    log.warning("killed the worker process %d of run %s", pid, run_id)
+    return True

@@ -1,14 +1,23 @@
-"""Background execution of runs: a queue, at most N concurrent workers, stop.
+"""Background execution of runs: a queue, at most N concurrent workers, stop, resume, liveness.
 
 The run store on disk is the single source of truth; this manager only starts
-worker processes and asks them to stop. It is therefore safe to lose (an app
-restart): on start it marks runs whose worker is gone as interrupted and picks
-up queued runs again. Scheduling happens under a file lock in the store, so
-two managers (two app servers on one store, or two clicks at the same instant)
-never start more runs than allowed.
+worker processes, asks them to stop and ends those that stopped responding. It is
+therefore safe to lose (an app restart): on start it marks runs whose worker is
+gone as interrupted, resumes the runs its predecessor left behind from their last
+epoch, and picks up queued runs again. Scheduling happens under a file lock in the
+store, so two managers (two app servers on one store, or two clicks at the same
+instant) never start more runs than allowed.
+
+Liveness comes from the run's own training loop only (its heartbeat, see
+:meth:`medcls.runs.store.RunStore.beat`): the manager never beats for a worker. Every
+manager watches every running run of the store, not only the ones it started: a
+run whose loop has been silent too long, or that ignored a stop request for
+``STOP_GRACE_S``, is ended (its process killed when it is on this machine) and
+marked with why. A stop is a file in the run folder, so a stop asked in any
+process that shares the store is honoured.
 
 Backends: ``local`` (one worker process per run, the default) and ``ray``
-(see :mod:`medcls.ray_backend`), chosen by name.
+(see :mod:`medcls.jobs.ray_backend`), chosen by name.
 """
 
 from __future__ import annotations
@@ -16,19 +25,28 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
-import time
 from contextlib import contextmanager
 from typing import Iterator, Protocol
 
 from ..config import TrainConfig
-from ..runs.records import GroupMembership, Progress, RunMeta
+from ..runs.records import GroupMembership, Progress, RecordError, RunMeta, RunStatus
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import backend_name, max_concurrent, worker_threads
 
-__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock"]
+__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "ResumeError", "STOP_GRACE_S",
+           "MAX_AUTO_RESUMES"]
 
 log = logging.getLogger(__name__)
-STOP_GRACE_S = 30.0  # after a stop request, a worker that has not ended by then is killed
+STOP_GRACE_S = 30.0    # after a stop request, a worker that has not ended by then is killed
+MAX_AUTO_RESUMES = 3   # a run interrupted by server restarts resumes by itself this often, then waits for a click
+STOPPED_BY_FORCE = "Stopped on request (the worker did not stop by itself within {grace:.0f} s and was ended)."
+SILENT = ("The training process stopped responding: its training loop has not reported for {age:.0f} s (hung, "
+          "frozen or starved of CPU). It was ended; its history and best checkpoint are kept. Resume it from its "
+          "last finished epoch, or start it again.")
+
+
+class ResumeError(ValueError):
+    """The run cannot be resumed; the message says why."""
 
 
 class WorkerHandle(Protocol):
@@ -61,7 +79,6 @@ class JobManager:
         self.backend = backend
         self.poll_s = poll_s
         self._handles: dict[str, WorkerHandle] = {}
-        self._stop_deadlines: dict[str, float] = {}
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._closed = threading.Event()
@@ -100,7 +117,10 @@ class JobManager:
         return run_id
 
     def stop(self, run_id: str) -> None:
-        """Cancel a queued run, or ask a running one to stop after its current batch."""
+        """Cancel a queued run, or ask a running one to stop after its current batch.
+
+        The request is a file in the run folder: the worker honours it whichever process asked, and every
+        manager sharing the store ends a worker that ignores it for ``STOP_GRACE_S``."""
         with self._lock, self._file_lock():
             state = self.store.raw_status(run_id).state
             if state == "queued":
@@ -111,8 +131,17 @@ class JobManager:
                 return
             if state == "running":
                 self.store.request_stop(run_id)
-                self._stop_deadlines[run_id] = time.monotonic() + STOP_GRACE_S
         self._wake.set()
+
+    def resume(self, run_id: str, *, automatic: bool = False) -> None:
+        """Queue an interrupted run again; its worker continues from the last finished epoch."""
+        with self._lock, self._file_lock():
+            self._requeue(run_id, automatic)
+        self._wake.set()
+
+    def _requeue(self, run_id: str, automatic: bool) -> None:
+        requeue(self.store, run_id)
+        log.info("run %s queued again to resume (%s)", run_id, "automatically" if automatic else "on request")
 
     def queue_position(self, run_id: str) -> int | None:
         """1 for the next run to start; None when the run is not queued."""
@@ -126,6 +155,8 @@ class JobManager:
         """One scheduling step (the background thread calls this every poll interval)."""
         with self._lock, self._file_lock():
             self._reap()
+            self._watch()
+            self._auto_resume()
             if self.backend.schedules_itself:  # the backend queues them: hand over every run not yet handed
                 pending = [r for r in self._queued() if r not in self._handles]
             else:
@@ -134,14 +165,17 @@ class JobManager:
                 self._start(run_id)
 
     def reconcile(self) -> None:
-        """Persist 'interrupted' for runs whose worker is gone (after a crash or restart)."""
+        """Persist 'interrupted' for runs whose worker is gone (after a crash or restart).
+
+        Server and worker died together (a machine restart, a killed app): such a run is resumed by itself
+        (at the next scheduling step), as a run whose server stopped."""
         with self._lock, self._file_lock():
             for run_id in self.store.list_ids():
                 try:
                     raw = self.store.raw_status(run_id)
                     if raw.state == "running" and run_id not in self._handles \
                             and not self.store.worker_alive(run_id, raw):
-                        self.store.set_status(run_id, "interrupted", error=self.store.status(run_id).error)
+                        self._end(run_id, raw, "interrupted", self.store.status(run_id).error, auto_resume=True)
                 except (RunNotFoundError, FileNotFoundError):
                     continue
 
@@ -155,7 +189,9 @@ class JobManager:
             for run_id, handle in list(self._handles.items()):
                 if kill and handle.is_alive():
                     handle.kill()
-                    self._mark_if_running(run_id, "interrupted", "The app shut down while this run was training.")
+                    self._mark_if_running(run_id, "interrupted", "The app shut down while this run was training; "
+                                          "it continues from its last finished epoch when the app starts again.",
+                                          auto_resume=True)
                 elif self._state(run_id) == "queued" and handle.is_alive():
                     handle.kill()  # waiting in a cluster's queue: the next manager submits it again
             self._handles.clear()
@@ -184,10 +220,11 @@ class JobManager:
             # It stays queued (now in the backend's queue); its worker marks it running when it starts.
             self.store.set_status(run_id, "queued", backend=self.backend.name)
         else:
-            # Mark it running *before* the worker exists, so no other tick or manager starts it twice.
+            # Mark it running *before* the worker exists, so no other tick or manager starts it twice. No beat:
+            # only the training loop beats; until its first beat the run has STARTUP_GRACE_S to start.
+            self.store.clear_heartbeat(run_id)
             self.store.set_status(run_id, "running", pid=None, backend=self.backend.name)
             self.store.write_progress(run_id, Progress(message="Starting a training process"))
-            self.store.beat(run_id)
         try:
             handle, pid = self.backend.start(self.store, run_id)
         except Exception as exc:
@@ -199,26 +236,58 @@ class JobManager:
         log.info("started run %s (pid %s)", run_id, pid)
 
     def _reap(self) -> None:
+        """Forget workers that ended; a run they left 'running' is interrupted, with the worker's exit."""
         for run_id, handle in list(self._handles.items()):
-            deadline = self._stop_deadlines.get(run_id)
             if handle.is_alive():
-                if deadline is not None and time.monotonic() > deadline:
-                    handle.kill()
-                    self._mark_if_running(run_id, "cancelled", "Stopped on request (the worker was ended).")
-                elif self._state(run_id) == "running":
-                    # Vouch for a live worker that is still importing torch or decoding on a busy machine,
-                    # before its own heartbeat starts; a dead one is reaped below instead.
-                    try:
-                        self.store.beat(run_id)
-                    except OSError:
-                        pass
                 continue
             self._handles.pop(run_id)
-            self._stop_deadlines.pop(run_id, None)
             if self._state(run_id) == "queued":  # a self-scheduling backend lost it before it started
                 self.store.set_status(run_id, "failed", error=f"The run never started: {handle.exit_description()}")
             else:
                 self._mark_if_running(run_id, "interrupted", handle.exit_description())
+
+    def _watch(self) -> None:
+        """End running runs (of any manager) that ignore a stop request or whose training loop went silent."""
+        for run_id in self.store.list_ids():
+            try:
+                status = self.store.raw_status(run_id)
+                if status.state != "running":
+                    continue
+                stop_age = self.store.stop_age(run_id)
+                if stop_age is not None and stop_age > STOP_GRACE_S:
+                    self._end(run_id, status, "cancelled", STOPPED_BY_FORCE.format(grace=STOP_GRACE_S))
+                    continue
+                silent = self.store.silent(run_id, status)
+                if silent is not None:
+                    self._end(run_id, status, "interrupted", SILENT.format(age=silent))
+            except (RunNotFoundError, FileNotFoundError):
+                continue  # deleted meanwhile
+
+    def _end(self, run_id: str, status: RunStatus, state: str, error: str, *, auto_resume: bool = False) -> None:
+        """End a run's worker (ours through its handle; another manager's by its pid on this machine)."""
+        handle = self._handles.get(run_id)
+        if handle is not None:
+            if handle.is_alive():
+                handle.kill()
+        elif status.pid:
+            from .local import end_worker_process
+
+            end_worker_process(self.store, run_id, status)
+        self._mark_if_running(run_id, state, error, auto_resume=auto_resume)
+        log.warning("run %s ended as %s: %s", run_id, state, error)
+
+    def _auto_resume(self) -> None:
+        """Queue again the runs that were interrupted because their server stopped (a few times at most)."""
+        for run_id in self.store.list_ids():
+            try:
+                status = self.store.raw_status(run_id)
+                if status.state == "interrupted" and status.auto_resume:
+                    if status.resumes < MAX_AUTO_RESUMES and self.store.resumable(run_id, status):
+                        self._requeue(run_id, automatic=True)
+                    else:  # resumed often enough: from now on it waits for a person
+                        self.store.set_status(run_id, "interrupted", auto_resume=False)
+            except (RunNotFoundError, FileNotFoundError, ResumeError, RecordError):
+                continue
 
     def _state(self, run_id: str) -> str | None:
         try:
@@ -226,15 +295,29 @@ class JobManager:
         except (RunNotFoundError, FileNotFoundError):
             return None
 
-    def _mark_if_running(self, run_id: str, state: str, error: str) -> None:
+    def _mark_if_running(self, run_id: str, state: str, error: str, *, auto_resume: bool = False) -> None:
         try:
             if self.store.raw_status(run_id).state == "running":
-                self.store.set_status(run_id, state, error=error)
+                self.store.set_status(run_id, state, error=error, auto_resume=auto_resume)
         except (RunNotFoundError, FileNotFoundError):
             pass  # the run folder was deleted
 
     def _file_lock(self):
         return scheduler_lock(self.store)
+
+
+def requeue(store: RunStore, run_id: str) -> None:
+    """Make an interrupted run queued again, to continue from its resume checkpoint (call under the lock)."""
+    status = store.status(run_id)
+    if status.state != "interrupted":
+        raise ResumeError(f"Run {run_id} is {status.state}; only an interrupted run can be resumed.")
+    if not store.resumable(run_id, status):
+        raise ResumeError(f"Run {run_id}'s files are damaged ({status.damaged}); start a new run with the same "
+                          "settings instead.")
+    store.clear_stop(run_id)
+    store.clear_heartbeat(run_id)
+    store.set_status(run_id, "queued", pid=None, started="", ended="", error="", auto_resume=False,
+                     resumes=status.resumes + 1)
 
 
 @contextmanager

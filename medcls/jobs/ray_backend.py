@@ -12,7 +12,9 @@ live on a path that every node sees (a shared filesystem):
 - progress, history, weights and the stop file work exactly as for local runs
   (the worker is the same :func:`medcls.jobs.worker.run_worker`, minus watching the
   app's process, which lives on another machine);
-- liveness is the run's heartbeat plus Ray's own task status: when Ray reports
+- liveness is the run's heartbeat, beaten by its training loop only (never on its
+  behalf), plus Ray's own task status: a loop silent for too long is ended by the
+  job manager like a local one; when Ray reports
   the task dead (node lost, worker killed, task failed) the job manager marks
   the run interrupted with Ray's reason; a stop that the worker does not honour
   within the grace period ends with ``ray.cancel(force=True)``.
@@ -25,7 +27,6 @@ This is the only medcls module that imports ``ray`` (an optional extra:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,8 @@ __all__ = ["RayBackend", "RayBackendError", "FORWARDED_ENV"]
 log = logging.getLogger(__name__)
 
 # Settings of the app's process that the training task needs too (paths must be valid on every node).
-FORWARDED_ENV = ("MEDCLS_CACHE_DIR", "MEDCLS_DATA_DIR", "MEDCLS_DATA_ROOTS", "TORCH_HOME")
+FORWARDED_ENV = ("MEDCLS_CACHE_DIR", "MEDCLS_DATA_DIR", "MEDCLS_DATA_ROOTS", "MEDCLS_EXPOSED",
+                 "MEDCLS_ALLOW_SERVER_FOLDERS", "TORCH_HOME")
 DRIVER_PATIENCE_S = 7 * 24 * 3600  # how long the app waits for a lost Ray head before Ray would end it
 
 
@@ -60,9 +62,9 @@ def _claim(store: RunStore, run_id: str) -> bool:
         if state != "queued":
             log.info("run %s is %s, not queued: nothing to do", run_id, state)
             return False
+        store.clear_heartbeat(run_id)  # patience counts from now; the training loop beats from its start
         store.set_status(run_id, "running", backend="ray", node=ray.util.get_node_ip_address())
         store.write_progress(run_id, Progress(message="Starting a training process"))
-        store.beat(run_id)
     return True
 
 
@@ -78,23 +80,9 @@ def _train_task(store_root: str, run_id: str, threads: int, nice: int, env: dict
         return "skipped"
     from .worker import run_worker
 
-    # Beat from the claim on: importing torch on a busy node can take longer than the heartbeat's patience.
-    done = threading.Event()
-    threading.Thread(target=_beat_until, args=(store, run_id, done), daemon=True, name="claim-heartbeat").start()
-    try:
-        # No parent watch: the app runs elsewhere. Heartbeat + Ray's task status tell whether this is alive.
-        run_worker(store_root, run_id, threads, parent_pid=None, nice=nice)
-    finally:
-        done.set()
+    # No parent watch: the app runs elsewhere. The loop's heartbeat + Ray's task status tell whether this is alive.
+    run_worker(store_root, run_id, threads, parent_pid=None, nice=nice)
     return store.raw_status(run_id).state
-
-
-def _beat_until(store: RunStore, run_id: str, done: threading.Event, interval: float = 3.0) -> None:
-    while not done.wait(interval):
-        try:
-            store.beat(run_id)
-        except OSError:
-            return  # the run folder was deleted
 
 
 # max_calls=1: a fresh worker process per run (memory, torch threads and caches start clean).

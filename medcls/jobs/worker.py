@@ -25,9 +25,11 @@ def _watch_parent(store, run_id: str, parent_pid: int) -> None:
         time.sleep(PARENT_CHECK_S)
         if os.getppid() != parent_pid:
             try:
-                store.set_status(run_id, "interrupted",
-                                 error="The app server that started this run stopped; training was interrupted. "
-                                       "The history and best checkpoint so far are kept.")
+                if store.owns(run_id, os.getpid()):
+                    store.set_status(run_id, "interrupted", auto_resume=True,
+                                     error="The app server that started this run stopped; training was interrupted. "
+                                           "The history and best checkpoint so far are kept, and the run continues "
+                                           "from its last finished epoch when the app starts again.")
             finally:
                 os._exit(3)
 

@@ -43,8 +43,14 @@ def _object(data: Any, what: str) -> Mapping[str, Any]:
 def _int(value: Any, default: int | None = 0) -> int | None:
     try:
         return int(value) if value is not None and not isinstance(value, bool) else default
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
+
+
+def _pid(value: Any) -> int | None:
+    """A process id, or None: never 0 or negative (os.kill would then signal a whole process group)."""
+    pid = _int(value, None)
+    return pid if pid is not None and 0 < pid < 2**31 else None
 
 
 def _float(value: Any, default: float | None = None) -> float | None:
@@ -83,6 +89,8 @@ class RunStatus:
     best_epoch: int | None = None
     stopped_early: bool = False
     notes: tuple[str, ...] = ()   # things the run adjusted and why (e.g. a smaller batch for a tiny dataset)
+    resumes: int = 0              # how often it continued from its last epoch after an interruption
+    auto_resume: bool = False     # interrupted because its server stopped: the next job manager resumes it
     damaged: str = ""             # not saved: why the status file could not be read
 
     @property
@@ -105,10 +113,11 @@ class RunStatus:
         notes = data.get("notes")
         return cls(state=state, created=_str(data.get("created")), created_ns=_int(data.get("created_ns")) or 0,
                    updated=_str(data.get("updated")), started=_str(data.get("started")),
-                   ended=_str(data.get("ended")), error=_str(data.get("error")), pid=_int(data.get("pid"), None),
+                   ended=_str(data.get("ended")), error=_str(data.get("error")), pid=_pid(data.get("pid")),
                    host=_str(data.get("host")), backend=_str(data.get("backend")),
                    best_epoch=_int(data.get("best_epoch"), None), stopped_early=data.get("stopped_early") is True,
-                   notes=tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ())
+                   notes=tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else (),
+                   resumes=max(0, _int(data.get("resumes")) or 0), auto_resume=data.get("auto_resume") is True)
 
     @classmethod
     def damaged_status(cls, why: str) -> "RunStatus":

@@ -5,7 +5,8 @@ Layout of ``<root>/<run_id>/`` (each file's record type in :mod:`medcls.runs.rec
     config.json         TrainConfig
     status.json         RunStatus: state, timestamps, error, worker pid/host, notes
     meta.json           RunMeta: the run's readable name and who started it
-    heartbeat           touched by the training loop while it runs
+    heartbeat           touched by the training loop (only by it) while it runs (see lifecycle.py)
+    resume.pt           the fit's state after its last finished epoch, to continue after an interruption
     progress.json       Progress: the latest batch-level progress (throttled)
     history.jsonl       EpochRecord, one line per finished epoch (appended)
     best.pt             best weights (state dict, loaded with weights_only=True)
@@ -20,7 +21,8 @@ Layout of ``<root>/<run_id>/`` (each file's record type in :mod:`medcls.runs.rec
     group.json          GroupMembership: the sweep, lesson or cross-validation the run belongs to
     stop                present when a stop was requested
 
-This module is the only code that reads or writes these files. Every file except
+This module (with :mod:`.lifecycle`, the part of the store about liveness, stop
+requests and resuming) is the only code that reads or writes these files. Every file except
 the append-only history is written atomically. Run ids are validated so no id can
 reach outside the store.
 """
@@ -30,7 +32,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
+import json
 import os
 import re
 import secrets
@@ -51,6 +53,15 @@ from ..atomic import (
 )
 from ..config import ConfigError, TrainConfig
 from ..settings import runs_dir
+from .lifecycle import (
+    HEARTBEAT_STALE_S,
+    STARTUP_GRACE_S,
+    CheckpointError,
+    InvalidRunIdError,
+    RunLifecycle,
+    RunNotFoundError,
+    _is_zombie,  # noqa: F401  (kept importable from the store)
+)
 from .naming import dataset_name, default_run_name, unique_name
 from .records import (
     ENDED_STATES,
@@ -73,24 +84,11 @@ from .records import (
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["RunStore", "RunNotFoundError", "InvalidRunIdError", "CheckpointError", "HEARTBEAT_STALE_S"]
-
-HEARTBEAT_STALE_S = 45.0  # a running run whose training loop has not beaten for this long is interrupted
+__all__ = ["RunStore", "RunNotFoundError", "InvalidRunIdError", "CheckpointError", "HEARTBEAT_STALE_S",
+           "STARTUP_GRACE_S"]
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
 INTERRUPTED = ("The training process stopped unexpectedly (killed, or the server restarted). Its history and best "
                "checkpoint are kept.")
-
-
-class InvalidRunIdError(ValueError):
-    pass
-
-
-class RunNotFoundError(FileNotFoundError):
-    pass
-
-
-class CheckpointError(ValueError):
-    """A run's checkpoint cannot be loaded safely (damaged, not plain weights, or a link out of the store)."""
 
 
 def _now() -> str:
@@ -104,7 +102,7 @@ def _timestamp(text: str) -> float | None:
         return None
 
 
-class RunStore:
+class RunStore(RunLifecycle):
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root) if root is not None else runs_dir()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -202,42 +200,8 @@ class RunStore:
 
     def add_note(self, run_id: str, note: str) -> None:
         status = self.raw_status(run_id)
-        self.set_status(run_id, status.state, notes=[*status.notes, note])
-
-    def beat(self, run_id: str) -> None:
-        """Mark the training loop alive (an mtime touch, cheap enough to call every batch)."""
-        path = self.file(run_id, "heartbeat")
-        path.touch()
-        os.utime(path)
-
-    def heartbeat_age(self, run_id: str, status: RunStatus | None = None) -> float:
-        """Seconds since the run's training loop last beat (since it started, before its first beat)."""
-        try:
-            return time.time() - self.file(run_id, "heartbeat").stat().st_mtime
-        except FileNotFoundError:
-            status = status or self.raw_status(run_id)
-            started = _timestamp(status.started or status.updated)
-            return math.inf if started is None else time.time() - started
-
-    def worker_alive(self, run_id: str, status: RunStatus | None = None) -> bool:
-        status = status or self.raw_status(run_id)
-        if status.pid and status.host == socket.gethostname():
-            try:
-                os.kill(status.pid, 0)
-            except ProcessLookupError:
-                return False
-            except (PermissionError, OverflowError):
-                pass  # exists, owned by someone else (or a pid no process can have)
-            if _is_zombie(status.pid):
-                return False
-        return self.heartbeat_age(run_id, status) < HEARTBEAT_STALE_S
-
-    # --- stop requests ------------------------------------------------------------
-    def request_stop(self, run_id: str) -> None:
-        atomic_write_text(self.file(run_id, "stop"), _now())
-
-    def stop_requested(self, run_id: str) -> bool:
-        return (self.path(run_id, must_exist=False) / "stop").exists()
+        if note not in status.notes:  # a resumed run meets the same adjustments again
+            self.set_status(run_id, status.state, notes=[*status.notes, note])
 
     # --- progress and history ---------------------------------------------------
     def write_progress(self, run_id: str, progress: Progress) -> None:
@@ -248,6 +212,11 @@ class RunStore:
 
     def append_history(self, run_id: str, record: EpochRecord) -> None:
         append_jsonl(self.file(run_id, "history.jsonl"), record.to_dict())
+
+    def write_history(self, run_id: str, records: Iterable[EpochRecord]) -> None:
+        """Replace the whole history (a resumed run continues the history of its checkpoint, without gaps)."""
+        text = "".join(json.dumps(r.to_dict()) + "\n" for r in records)
+        atomic_write_text(self.file(run_id, "history.jsonl"), text)
 
     def history(self, run_id: str) -> list[EpochRecord]:
         out = []
@@ -464,11 +433,3 @@ def _dataset_label(cfg: TrainConfig | None) -> str:
     if cfg is None:
         return "?"
     return dataset_name(cfg.data.source) if cfg.data.source else "built-in synthetic phantoms"
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().split(b")")[-1].split()[0] == b"Z"
-    except (OSError, IndexError):
-        return False

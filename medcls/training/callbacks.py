@@ -21,7 +21,7 @@ from .ddp import unwrap
 from .engine import BatchEvent, Callback, FitResult, Trainer
 
 __all__ = ["WeightAveraging", "BestCheckpoint", "EarlyStopping", "ProgressMeter", "HistoryRecorder", "Heartbeat",
-           "ConsoleProgress", "ema_with_warmup"]
+           "ResumeCheckpoint", "ConsoleProgress", "ema_with_warmup"]
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,15 @@ class WeightAveraging(Callback):
     def __init__(self, decay: float):
         self.decay = decay
         self.average: AveragedModel | None = None
+        self._pending: dict[str, Any] | None = None  # a resumed fit's average, loaded once the average exists
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if self.average is None:
             self.average = AveragedModel(unwrap(trainer.model), multi_avg_fn=ema_with_warmup(self.decay),
                                          use_buffers=True)
+        if self._pending is not None:
+            self.average.load_state_dict(self._pending)
+            self._pending = None
         trainer.eval_model = self.average.module
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
@@ -69,8 +73,12 @@ class WeightAveraging(Callback):
         return {"average": self.average.state_dict()} if self.average is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("average") is not None and self.average is not None:
+        if state.get("average") is None:
+            return
+        if self.average is not None:
             self.average.load_state_dict(state["average"])
+        else:
+            self._pending = state["average"]
 
 
 class BestCheckpoint(Callback):
@@ -183,6 +191,8 @@ class ProgressMeter(Callback):
                         fold=index + 1 if parts > 1 else 0, folds=parts if parts > 1 else 0)
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
+        if event.phase not in ("train", "val"):
+            return  # the final test of the kept checkpoint is not part of the epochs
         now = time.perf_counter()
         if now - self._last >= self.interval or event.batch == event.batches:
             self._last = now
@@ -202,7 +212,8 @@ class HistoryRecorder(Callback):
 class Heartbeat(Callback):
     """Tells the run store that the training loop itself is alive, at most every ``interval`` seconds.
 
-    A loop that stops beating (a hung or frozen process) is noticed and ended by the job manager.
+    A loop that stops beating (a hung or frozen process) is noticed and ended by the job manager. ``beat`` may
+    raise to end the fit (e.g. when the run was handed to another process meanwhile); OSError is ignored.
     """
 
     def __init__(self, beat: Callable[[], None], interval: float = 2.0):
@@ -224,6 +235,32 @@ class Heartbeat(Callback):
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
         self()
+
+
+class ResumeCheckpoint(Callback):
+    """Saves the trainer's whole state after every epoch (``save(state)``), so a killed run can continue.
+
+    It goes last among the callbacks: the epoch is then recorded everywhere else (history, best checkpoint)
+    before its state is saved. Saving a large model's state (weights, optimizer moments, average, best weights)
+    costs time; when one save takes over a second and more than ``budget`` of an epoch, saves are spaced out so
+    that they stay within that share of training time (every epoch for the usual models).
+    """
+
+    def __init__(self, save: Callable[[dict], None], extra: Callable[[], dict] | None = None, budget: float = 0.1):
+        self.save = save
+        self.extra = extra or dict
+        self.budget = budget
+        self._cost = 0.0          # seconds the last save took
+        self._since = 0.0         # training seconds since the last save
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        self._since += record.seconds
+        last = record.epoch >= trainer.epochs or trainer.should_stop
+        if not last and self._cost > max(1.0, self.budget * self._since):
+            return
+        start = time.perf_counter()
+        self.save({**trainer.state_dict(), **self.extra()})
+        self._cost, self._since = time.perf_counter() - start, 0.0
 
 
 class ConsoleProgress(Callback):

@@ -54,7 +54,7 @@ class TensorData:
 
 @dataclass
 class BatchEvent:
-    phase: str            # 'train' or 'val'
+    phase: str            # 'train', 'val', or 'test' (the final evaluation of the kept checkpoint)
     epoch: int
     epochs: int
     batch: int            # 1-based within the phase
@@ -123,6 +123,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         should_cancel: Callable[[], bool] | None = None,
         shard: tuple[int, int] = (0, 1),
+        generator: torch.Generator | None = None,
     ):
         self.model = model
         self.eval_model: nn.Module = model   # what is validated and kept; weight averaging swaps in its average
@@ -144,6 +145,7 @@ class Trainer:
         self.should_cancel = should_cancel or (lambda: False)
         self.rank, self.world = shard  # DDP: every rank draws the same epoch order and takes its slice
         self.should_stop = False       # set by callbacks such as EarlyStopping
+        self.generator = generator     # the augmentation stream (saved with the state, so a resume draws the same)
         self.result = FitResult()
 
     # --- helpers ------------------------------------------------------------
@@ -163,20 +165,40 @@ class Trainer:
 
     # --- resuming ------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue this fit after its last finished epoch."""
+        """Everything needed to continue this fit after its last finished epoch: weights, optimizer, schedule,
+        sampler, random streams, the callbacks' state (weight average, best checkpoint) and the history.
+
+        Only tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``."""
         return {"epoch": len(self.result.history), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-                "result": {"best_epoch": self.result.best_epoch, "best_score": self.result.best_score},
+                "sampler": self.sampler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(),
+                        "generator": self.generator.get_state() if self.generator is not None else None},
+                "result": {"best_epoch": self.result.best_epoch, "best_score": self.result.best_score,
+                           "stopped_early": self.result.stopped_early, "should_stop": self.should_stop},
+                "history": [h.to_dict() for h in self.result.history],
                 "callbacks": [cb.state_dict() for cb in self.callbacks]}
 
-    def load_state_dict(self, state: dict[str, Any], history: Sequence[EpochRecord]) -> None:
+    def load_state_dict(self, state: dict[str, Any], history: Sequence[EpochRecord] | None = None) -> None:
+        """Continue from ``state`` (see :meth:`state_dict`); the next fit() starts at the epoch after it."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.result = FitResult(history=list(history)[:state["epoch"]], best_epoch=state["result"]["best_epoch"],
-                                best_score=state["result"]["best_score"])
+        if state.get("sampler") is not None:
+            self.sampler.load_state_dict(state["sampler"])
+        rng = state.get("rng") or {}
+        if rng.get("torch") is not None:
+            torch.set_rng_state(rng["torch"])
+        if self.generator is not None and rng.get("generator") is not None:
+            self.generator.set_state(rng["generator"])
+        if history is None:
+            history = [EpochRecord.from_dict(h) for h in state.get("history", [])]
+        result = state["result"]
+        self.result = FitResult(history=list(history)[:state["epoch"]], best_epoch=result["best_epoch"],
+                                best_score=result["best_score"], stopped_early=bool(result.get("stopped_early")))
+        self.should_stop = bool(result.get("should_stop"))
         for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
 
@@ -184,6 +206,8 @@ class Trainer:
     def fit(self) -> FitResult:
         self._emit("on_fit_start")
         for epoch in range(len(self.result.history) + 1, self.epochs + 1):
+            if self.should_stop:  # resumed after early stopping had already decided
+                break
             record = self._run_epoch(epoch)
             self.result.history.append(record)
             self._emit("on_epoch_end", record)
@@ -247,8 +271,10 @@ class Trainer:
         """Mean loss and class probabilities (N, K) of ``eval_model`` on a split, without augmentation."""
 
         def on_batch(done: int, total: int) -> None:
-            if epoch:  # validation inside fit reports progress; the final test evaluation does not
-                self._emit("on_batch_end", BatchEvent("val", epoch, self.epochs, done, total, 0.0, 0.0))
+            # Validation inside fit reports progress; the final evaluation reports as phase 'test' (it keeps the
+            # heartbeat going, and progress meters ignore it).
+            phase = "val" if epoch else "test"
+            self._emit("on_batch_end", BatchEvent(phase, epoch, self.epochs, done, total, 0.0, 0.0))
             if done < total:
                 self._check_cancel()
 

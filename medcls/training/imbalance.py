@@ -91,6 +91,17 @@ class EpochSampler:
             return rng.choice(len(self.labels), size=len(self.labels), replace=True, p=p)
         return rng.permutation(self.base)
 
+    def state_dict(self) -> dict:
+        """What an epoch draws from (the oversampled index list, the seed); plain values for a resume file."""
+        return {"strategy": self.strategy, "seed": self.seed, "size": len(self.labels),
+                "base": torch.from_numpy(np.ascontiguousarray(self.base, dtype=np.int64))}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("strategy") != self.strategy or state.get("size") != len(self.labels):
+            raise ValueError("The saved sampler belongs to other training data (strategy or image count differ).")
+        self.seed = int(state["seed"])
+        self.base = np.asarray(state["base"].numpy(), dtype=np.int64)
+
     def epoch_class_counts(self, epoch: int = 1) -> np.ndarray:
         return np.bincount(self.labels[self.indices(epoch)], minlength=self.num_classes)
 

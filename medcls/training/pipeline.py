@@ -30,7 +30,7 @@ from ..data.spec import DataError
 from ..inference.proba import tta_views
 from ..models import ClassifierModel, create_model
 from ..runs.records import CrossValidation
-from .callbacks import BestCheckpoint, EarlyStopping, WeightAveraging
+from .callbacks import BestCheckpoint, EarlyStopping, ResumeCheckpoint, WeightAveraging
 from .ddp import broadcast_object
 from .engine import (
     Callback,
@@ -45,7 +45,9 @@ from .imbalance import balanced_class_weights, make_sampler
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["PreparedData", "prepare_data", "build_model", "train_in_memory", "TrainResult", "seed_everything",
-           "cache_features"]
+           "cache_features", "RESUME_FORMAT", "resume_note"]
+
+RESUME_FORMAT = 1  # bump when the saved training state changes shape
 
 log = logging.getLogger(__name__)
 Stage = Callable[[str, float], None]  # (message, fraction done) while preparing
@@ -183,12 +185,15 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
                     on_model: Callable[[ClassifierModel], None] | None = None,
                     on_best: Callable[[dict], None] | None = None,
                     shard: tuple[int, int] = (0, 1), wrap: Callable[[nn.Module], nn.Module] | None = None,
+                    resume: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None,
                     ) -> TrainResult:
     """Train, then test the best weights on val and test; no run store involved.
 
     A stop request ends training after the current batch; the best checkpoint so far is then still tested
     (``cancelled`` is set), so a stopped run has honest results too. ``on_best(state)`` receives every new
-    best checkpoint as it is found.
+    best checkpoint as it is found. ``on_checkpoint(state)`` receives the whole training state after each
+    epoch (single-process runs); given back as ``resume``, training continues after that epoch as if it had
+    never stopped: same data order, augmentations, schedule and weight average.
     """
     keep_freed_memory()  # this process trains: reuse big activation buffers instead of re-faulting them
     seed_everything(cfg.seed)
@@ -225,7 +230,9 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     rank, world = shard
     batch = _effective_batch(cfg, len(data.train), notes)
-    precision = "fp32" if use_cache else resolve_precision(
+    if resume is not None:
+        _check_resume(resume, data)
+    precision = resume["precision"] if resume is not None else "fp32" if use_cache else resolve_precision(
         cfg.precision, model, lambda: (prepare(inputs["train"].inputs[:batch], True),
                                        inputs["train"].labels[:batch]),
         key=f"{cfg.model}|{cfg.model_options!r}|{cfg.image_size}|{data.decoded.channels}|{batch}|"
@@ -243,12 +250,21 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     scheduler, interval = build_scheduler(cfg, optimizer, steps)
     best = BestCheckpoint(export=_full_state(model, trained), on_best=on_best)
     averaging = [WeightAveraging(cfg.ema_decay)] if cfg.ema_decay > 0 else []
+    fingerprint = data.decoded.spec.fingerprint()
+    saving = [ResumeCheckpoint(on_checkpoint, extra=lambda: {"format": RESUME_FORMAT, "precision": precision,
+                                                             "data_fingerprint": fingerprint})] \
+        if on_checkpoint is not None and world == 1 else []
     trainer = Trainer(module, inputs["train"], inputs["val"], classes=data.classes, loss_fn=loss_fn,
                       optimizer=optimizer, scheduler=scheduler, scheduler_interval=interval, sampler=sampler,
                       batch_size=batch_size, epochs=cfg.epochs, prepare=prepare, select_metric=cfg.select_metric,
                       focus_class=data.focus_class, bf16=precision == "bf16", tta=cfg.tta,
-                      callbacks=[*averaging, best, EarlyStopping(cfg.patience), *callbacks],
-                      should_cancel=should_cancel, shard=shard)
+                      callbacks=[*averaging, best, EarlyStopping(cfg.patience), *callbacks, *saving],
+                      should_cancel=should_cancel, shard=shard, generator=generator)
+    if resume is not None:
+        trainer.load_state_dict(resume)
+        if best.state is not None and on_best is not None:
+            on_best(best.exported())  # the kept checkpoint is the resumed state's, even if a later one was saved
+        notes.append(resume_note(resume["epoch"], cfg.epochs))
     cancelled = False
     try:
         trainer.fit()
@@ -264,6 +280,21 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
             _, probs[split] = trainer.evaluate(inputs[split])
             metrics[split] = classification_metrics(inputs[split].labels.numpy(), probs[split], data.classes)
     return TrainResult(model, data, trainer.result, metrics, probs, precision, cancelled, notes, trainer, best)
+
+
+def resume_note(epoch: int, epochs: int) -> str:
+    return (f"Resumed after epoch {epoch} of {epochs} from its resume checkpoint: the same data order, "
+            "augmentations and schedule continued.")
+
+
+def _check_resume(state: dict, data: PreparedData) -> None:
+    if state.get("format") != RESUME_FORMAT:
+        raise DataError("This run's resume checkpoint was written by another medcls version and cannot be "
+                        "continued. Start a new run with the same settings.")
+    if state.get("data_fingerprint") != data.decoded.spec.fingerprint():
+        raise DataError("The dataset changed since this run started (images added, removed, relabelled or moved "
+                        "between splits), so it cannot continue where it stopped. Start a new run with the same "
+                        "settings.")
 
 
 def _full_state(model: ClassifierModel, trained: nn.Module) -> Callable[[dict], dict]:

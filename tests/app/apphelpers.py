@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,11 @@ def write_tiny_dataset(root: Path, per_class: int = 14, size: int = 32) -> Path:
     return root
 
 
+
+
+def as_read(markdown: str) -> str:
+    """Markdown source as a person reads it: backslash escapes (of class and file names) removed."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def new_app(timeout: float = 60) -> AppTest:

@@ -7,7 +7,7 @@ import json
 import time
 
 import numpy as np
-from apphelpers import choose_folder, new_app, set_tiny_options
+from apphelpers import as_read, choose_folder, new_app, set_tiny_options
 from PIL import Image
 
 from medcls.config import DataConfig, TrainConfig
@@ -133,5 +133,5 @@ def test_try_it_bad_upload_shows_a_clear_error(app_env, tiny_dataset):
     at.switch_page("app_pages/try_it.py").run()
     at.file_uploader(key="try_upload").upload("notes.png", b"just some text, not pixels", "image/png").run()
     assert not at.exception
-    assert at.error and "notes.png" in at.error[0].value and "not an image" in at.error[0].value
+    assert at.error and "notes.png" in as_read(at.error[0].value) and "not an image" in at.error[0].value
     assert not [m for m in at.metric if m.label == "Predicted class"]

@@ -201,18 +201,19 @@ def _group_alive(pgid: int) -> bool:
 
 
 @contextlib.contextmanager
-def streamlit_server(base: Path):
-    """``streamlit run streamlit_app.py`` with its own folders under ``base``; ended on exit, whatever happens."""
+def streamlit_server(base: Path, address: str = "127.0.0.1"):
+    """``streamlit run streamlit_app.py`` with its own folders under ``base``, listening on ``address``; ended
+    on exit, whatever happens."""
     runs, data, cache = base / "runs", base / "data", base / "cache"
     port = _free_port()
     env = {**os.environ, "MEDCLS_RUNS_DIR": str(runs), "MEDCLS_DATA_DIR": str(data), "MEDCLS_CACHE_DIR": str(cache),
            "TORCH_HOME": str(base / "torch"), "MEDCLS_WORKER_THREADS": "1", "MEDCLS_MAX_CONCURRENT": "1",
            "PYTHONUNBUFFERED": "1"}
-    for name in ("MEDCLS_DATA_ROOTS", "MEDCLS_BACKEND"):
+    for name in ("MEDCLS_DATA_ROOTS", "MEDCLS_BACKEND", "MEDCLS_EXPOSED", "MEDCLS_ALLOW_SERVER_FOLDERS"):
         env.pop(name, None)
     log_path = base / "server.log"
     command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-               "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+               "--server.headless", "true", "--server.port", str(port), "--server.address", address,
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(log_path, "wb") as log:
         # Its own session (process group), so the end can take the server and every worker it spawned.
@@ -241,6 +242,15 @@ def fresh_server(tmp_path: Path) -> Server:
     base = tmp_path / "server"
     base.mkdir()
     with streamlit_server(base) as running:
+        yield running
+
+
+@pytest.fixture
+def exposed_server(tmp_path: Path) -> Server:
+    """A server of its own listening on every interface (``--server.address 0.0.0.0``), as when shared."""
+    base = tmp_path / "exposed-server"
+    base.mkdir()
+    with streamlit_server(base, address="0.0.0.0") as running:
         yield running
 
 

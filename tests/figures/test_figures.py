@@ -109,3 +109,19 @@ def test_parameter_bar_lists_layers_with_shares():
     assert list(fig.data[0].y) == ["conv1", "fc"] and list(fig.data[0].x) == [300, 700]
     assert fig.data[0].text[1] == "700 (70%)"
     assert fig.layout.xaxis.title.text == "parameters"
+
+
+def test_user_named_text_is_plain_text_in_figures_never_html():
+    """Plotly draws <a href> links and <b> in its texts: a class or run named like HTML shows as characters."""
+    evil = '<a href="https://evil.example/login">CLICK</a>'
+    figures = [confusion_matrix_figure([[1, 0], [0, 1]], [evil, "benign & co"]),
+               pr_curves_figure(np.array([0, 1, 1, 0]), np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.9, 0.1]]),
+                                [evil, "benign"], evil),
+               probability_figure({evil: 0.7, "benign": 0.3}),
+               overlay_history_figure({evil: [EpochRecord.from_dict({"epoch": 1, "val_macro_f1": 0.5})]},
+                                      "val_macro_f1")]
+    for fig in figures:
+        spec = fig.to_json()
+        assert "<a href" not in spec and "\\u003ca href" not in spec
+        assert "&lt;a href" in spec  # shown as the characters the user typed
+    assert "benign &amp; co" in figures[0].to_json()

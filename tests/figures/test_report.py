@@ -65,3 +65,12 @@ def test_cli_report_writes_the_card(finished_run, tmp_path, capsys):
     assert run_id in out.read_text() and str(out) in capsys.readouterr().out
     assert main(["--runs-dir", str(store.root), "report", "no-such-run"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_on_an_exposed_server_the_card_shows_no_server_paths(finished_run, monkeypatch):
+    store, run_id = finished_run
+    source = store.config(run_id).data.source
+    assert source in run_card_html(store, run_id)  # a card made on one's own machine says where the data was
+    monkeypatch.setenv("MEDCLS_EXPOSED", "1")
+    html = run_card_html(store, run_id)
+    assert source not in html and "…/classes" in html

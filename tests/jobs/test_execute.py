@@ -237,3 +237,92 @@ def test_a_cross_validation_run_records_its_folds_and_predicts_as_one_model(clas
     heat = gradcam_map(predictor.model, predictor.pixels(class_dataset / "benign" / "benign (0).png"), 0)
     assert heat.shape == (32, 32) and 0.0 <= heat.min() <= heat.max() <= 1.0
     assert store.cross_validation(store.create(synth.config(class_dataset))) is None
+
+
+# --- resuming after an interruption ----------------------------------------------------------------------------
+
+class KillAt(Callback):
+    """Dies like a killed process in the middle of an epoch (nothing is recorded on the way out)."""
+
+    def __init__(self, epoch: int, batch: int = 1):
+        self.epoch, self.batch = epoch, batch
+
+    def on_batch_end(self, trainer, event) -> None:
+        if event.phase == "train" and event.epoch == self.epoch and event.batch == self.batch:
+            raise KeyboardInterrupt
+
+
+def _interrupt(store, run_id, epoch):
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(store, run_id, callbacks=[KillAt(epoch)])
+    store.set_status(run_id, "interrupted")  # what the job manager records for a killed worker
+
+
+@pytest.mark.parametrize("options", [{}, {"imbalance": "weighted_sampler", "scheduler": "cosine", "ema_decay": 0.0},
+                                     {"imbalance": "weighted_loss", "scheduler": "step", "optimizer": "sgd"}],
+                         ids=["oversample-onecycle-ema", "weighted-sampler-cosine", "weighted-loss-step-sgd"])
+def test_a_run_killed_mid_epoch_and_resumed_ends_as_if_never_interrupted(class_dataset, synth, store, options):
+    from medcls.jobs.manager import requeue
+
+    cfg = synth.config(class_dataset, epochs=5, patience=0, **options)
+    whole = store.create(cfg, run_id="whole")
+    assert execute_run(store, whole).state == "finished"
+    broken = store.create(cfg, run_id="broken")
+    _interrupt(store, broken, epoch=4)
+    assert [h.epoch for h in store.history(broken)] == [1, 2, 3] and store.has_resume(broken)
+    requeue(store, broken)
+    outcome = execute_run(store, broken)
+    assert outcome.state == "finished", outcome.error
+    history = store.history(broken)
+    assert [h.epoch for h in history] == [1, 2, 3, 4, 5]  # one continuous history
+    expected = store.history(whole)
+    assert [h.val_loss for h in history] == pytest.approx([h.val_loss for h in expected], abs=1e-5)
+    assert store.metrics(broken).test.macro_f1 == pytest.approx(store.metrics(whole).test.macro_f1, abs=1e-6)
+    assert store.raw_status(broken).best_epoch == store.raw_status(whole).best_epoch
+    assert any("Resumed after epoch 3 of 5" in n for n in store.status(broken).notes)
+    assert not store.has_resume(broken)  # a finished run needs no resume state
+    for a, b in zip(store.load_weights(broken).values(), store.load_weights(whole).values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def test_a_run_whose_data_changed_meanwhile_is_not_continued_on_other_data(class_dataset, synth, store):
+    from medcls.jobs.manager import requeue
+
+    run_id = store.create(synth.config(class_dataset, epochs=4), run_id="r")
+    _interrupt(store, run_id, epoch=3)
+    synth.image(class_dataset / "benign" / "new one.png")
+    requeue(store, run_id)
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "failed" and "dataset changed since this run started" in outcome.error
+    assert len(store.history(run_id)) == 2  # what it had is kept
+
+
+def test_a_damaged_resume_checkpoint_starts_the_run_again_with_a_note(class_dataset, synth, store):
+    from medcls.jobs.manager import requeue
+
+    run_id = store.create(synth.config(class_dataset, epochs=3), run_id="r")
+    _interrupt(store, run_id, epoch=3)
+    store.file(run_id, "resume.pt").write_bytes(b"not a checkpoint")
+    requeue(store, run_id)
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    assert [h.epoch for h in store.history(run_id)] == [1, 2, 3]
+    assert any("resume checkpoint cannot be loaded safely" in n and "started again from the first epoch" in n
+               for n in store.status(run_id).notes)
+
+
+def test_a_worker_whose_run_was_taken_from_it_stops_without_writing(class_dataset, synth, store):
+    """Ended as hung (or resumed elsewhere) while it was frozen: when it wakes up it writes nothing more."""
+    run_id = store.create(synth.config(class_dataset, epochs=50), run_id="r")
+
+    class TakenOver(Callback):
+        def on_batch_end(self, trainer, event) -> None:
+            if event.epoch == 2 and event.batch == 1:
+                store.set_status(run_id, "interrupted", error="ended by the job manager")
+                store.clear_heartbeat(run_id)
+
+    outcome = execute_run(store, run_id, callbacks=[TakenOver()])
+    assert outcome.state == "interrupted"
+    status = store.raw_status(run_id)
+    assert status.state == "interrupted" and status.error == "ended by the job manager"
+    assert len(store.history(run_id)) == 1  # epoch 2 ended after it lost the run: not recorded

@@ -202,3 +202,163 @@ def test_stopping_a_running_worker_cancels_it_and_keeps_the_checkpoint(store, sy
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 15, what="the worker to exit and be reaped")
     time.sleep(3 * 0.2)  # a few more scheduler ticks with a free slot
     assert state(store, queued) == "cancelled" and store.raw_status(queued).pid is None
+
+
+# --- liveness: only the training loop beats; every manager watches every running run ------------------------
+
+def _silence(store, run_id, seconds):
+    """The run's loop trained, then beat last ``seconds`` ago."""
+    from medcls.runs.records import Progress
+
+    store.write_progress(run_id, Progress(phase="train", epoch=1))
+    old = time.time() - seconds
+    store.beat(run_id)
+    os.utime(store.file(run_id, "heartbeat"), (old, old))
+
+
+def test_the_manager_never_beats_for_a_live_worker_and_ends_one_whose_loop_went_silent(store, synth, managers):
+    from medcls.runs.store import HEARTBEAT_STALE_S
+
+    backend = FakeBackend()
+    manager = managers(store, backend=backend, start=False)
+    run_id = manager.submit(synth.config(""))
+    manager.tick()
+    assert not store.file(run_id, "heartbeat").exists()  # starting a worker is not a beat
+    store.beat(run_id)  # the worker's loop beat once...
+    manager.tick()
+    assert state(store, run_id) == "running" and not backend.started[run_id].killed
+    _silence(store, run_id, HEARTBEAT_STALE_S + 1)  # ...and then hung, its process still alive
+    manager.tick()
+    assert backend.started[run_id].killed
+    status = store.raw_status(run_id)
+    assert status.state == "interrupted" and "stopped responding" in status.error and not status.auto_resume
+    assert "has not reported for" in status.error
+
+
+def test_a_hung_run_frees_its_slot_for_the_queue(store, synth, managers):
+    from medcls.runs.store import HEARTBEAT_STALE_S
+
+    backend = FakeBackend()
+    manager = managers(store, backend=backend, start=False)
+    first, second = manager.submit(synth.config("")), manager.submit(synth.config("", seed=1))
+    manager.tick()
+    _silence(store, first, HEARTBEAT_STALE_S + 1)
+    manager.tick()
+    assert state(store, first) == "interrupted" and state(store, second) == "running"
+
+
+def test_a_stop_asked_by_another_manager_is_enforced_by_the_one_holding_the_worker(store, synth, managers,
+                                                                                   monkeypatch):
+    import medcls.jobs.manager as jobs
+
+    owner_backend = FakeBackend()
+    owner = managers(store, backend=owner_backend, start=False)
+    other = managers(store, backend=FakeBackend(), start=False)  # another app server on the same store
+    run_id = owner.submit(synth.config(""))
+    owner.tick()
+    store.beat(run_id)
+    other.stop(run_id)
+    assert store.stop_requested(run_id)
+    owner.tick()
+    assert not owner_backend.started[run_id].killed  # the worker gets its grace period to stop by itself
+    monkeypatch.setattr(jobs, "STOP_GRACE_S", 0.0)
+    time.sleep(0.01)
+    owner.tick()
+    assert owner_backend.started[run_id].killed
+    status = store.raw_status(run_id)
+    assert status.state == "cancelled" and "did not stop by itself" in status.error
+
+
+def test_a_manager_without_the_worker_ends_a_run_that_ignores_a_stop(store, synth, managers, monkeypatch):
+    """The manager that started the worker is gone; any other one enforces the stop (by pid on this machine)."""
+    import medcls.jobs.manager as jobs
+
+    killed = []
+    monkeypatch.setattr("medcls.jobs.local.end_worker_process",
+                        lambda store_, run_id, status: killed.append((run_id, status.pid)) or True)
+    run_id = store.create(synth.config(""))
+    store.set_status(run_id, "running", pid=os.getpid())
+    store.beat(run_id)
+    manager = managers(store, backend=FakeBackend(), start=False)
+    manager.stop(run_id)
+    monkeypatch.setattr(jobs, "STOP_GRACE_S", 0.0)
+    time.sleep(0.01)
+    manager.tick()
+    assert killed == [(run_id, os.getpid())]
+    assert state(store, run_id) == "cancelled"
+
+
+def test_end_worker_process_kills_only_this_runs_worker(store, synth, tmp_path):
+    import subprocess
+    import sys
+
+    from medcls.jobs.local import end_worker_process
+
+    run_id = store.create(synth.config(""))
+    # A process that is not a medcls worker, with the run's pid: never killed.
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    fake_worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "medcls.jobs.worker",
+                                    str(store.root.resolve()), run_id])
+    try:
+        store.set_status(run_id, "running", pid=stranger.pid)
+        assert not end_worker_process(store, run_id, store.raw_status(run_id))
+        assert stranger.poll() is None
+        store.set_status(run_id, "running", pid=fake_worker.pid)
+        assert end_worker_process(store, run_id, store.raw_status(run_id))
+        assert fake_worker.wait(10) == -9
+    finally:
+        for proc in (stranger, fake_worker):
+            proc.kill()
+            proc.wait(10)
+
+
+# --- resuming -----------------------------------------------------------------------------------------------
+
+def test_runs_interrupted_by_a_server_stop_resume_by_themselves_a_few_times(store, synth, managers):
+    from medcls.jobs.manager import MAX_AUTO_RESUMES
+
+    run_id = store.create(synth.config(""))
+    store.set_status(run_id, "interrupted", auto_resume=True, error="The app server that started this run stopped")
+    backend = FakeBackend()
+    manager = managers(store, backend=backend, start=False)
+    for attempt in range(1, MAX_AUTO_RESUMES + 1):
+        manager.tick()
+        assert list(backend.started).count(run_id) == 1 and state(store, run_id) == "running"
+        assert store.raw_status(run_id).resumes == attempt
+        backend.started.pop(run_id)
+        store.set_status(run_id, "interrupted", auto_resume=True)  # the server stopped again
+    manager.tick()
+    assert run_id not in backend.started  # enough: now it waits for a click
+    status = store.raw_status(run_id)
+    assert status.state == "interrupted" and not status.auto_resume
+
+
+def test_a_killed_worker_is_not_resumed_by_itself_but_on_request(store, synth, managers):
+    from medcls.jobs.manager import ResumeError
+
+    backend = FakeBackend()
+    manager = managers(store, backend=backend, start=False)
+    run_id = manager.submit(synth.config(""))
+    manager.tick()
+    backend.started[run_id].alive = False  # killed (OOM, a signal): not a server restart
+    manager.tick()
+    assert state(store, run_id) == "interrupted"
+    manager.tick()
+    assert state(store, run_id) == "interrupted"  # no automatic retry of a run that may die again
+    store.request_stop(run_id)
+    manager.resume(run_id)
+    assert state(store, run_id) == "queued" and not store.stop_requested(run_id)  # an old stop is forgotten
+    manager.tick()
+    assert state(store, run_id) == "running" and store.raw_status(run_id).resumes == 1
+    with pytest.raises(ResumeError, match="only an interrupted run can be resumed"):
+        manager.resume(run_id)
+
+
+def test_a_run_with_damaged_files_is_not_resumed(store, synth, managers):
+    from medcls.jobs.manager import ResumeError
+
+    run_id = store.create(synth.config(""))
+    store.file(run_id, "status.json").write_text("123")
+    manager = managers(store, backend=FakeBackend(), start=False)
+    with pytest.raises(ResumeError, match="only an interrupted run can be resumed"):
+        manager.resume(run_id)

@@ -41,3 +41,11 @@ def live_app(tmp_path_factory):
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def slow_dataset(tmp_path) -> Path:
+    """120 images of 64 px in three classes: slow_config trains about a second per epoch on it."""
+    from reliability_corpus import good_classes
+
+    return good_classes(tmp_path / "slow-data", classes=("benign", "malignant", "normal"), per_class=40, size=64)

@@ -13,7 +13,15 @@ Kinds, and the real entry points ``test_bad_input.py`` runs them through:
   its own (``Predictor.predict`` on the bytes, as the Try-it page does);
 - ``dataset``: a whole dataset (folder, manifest or ``.npz``) for load_dataset + decode_dataset;
 - ``archive``: ``.zip`` bytes for ``extract_zip`` (the sidebar's upload);
-- ``config``: training options for ``TrainConfig`` (and ``prepare_data`` where the data decides).
+- ``config``: training options for ``TrainConfig`` (and ``prepare_data`` where the data decides);
+- ``config_file``: a config file for ``TrainConfig.load`` and ``python -m medcls train --config FILE``;
+- ``command``: a command line for ``python -m medcls`` (a non-zero exit and the message, never a traceback);
+- ``run_file``: a damaged file in one run folder, read by ``python -m medcls runs``, the job manager and the
+  Train and Compare pages (that run shows as damaged with the reason; every other run goes on).
+
+``FAULTS`` are the faults ``test_faults.py`` provokes (a hung worker, a killed run, a deleted folder, ...),
+with the message the user must get. Every case and fault names the item of issue 15 it covers (0: earlier
+rounds); ``test_the_corpus_covers_every_item`` checks that each item has at least one.
 
 Builders take the folder to write into and return what to feed the entry point.
 """
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import stat
 import struct
 import zipfile
@@ -33,8 +42,8 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-KINDS = ("image", "dataset", "archive", "config")
-OUTCOMES = ("refused", "skipped", "accepted")
+KINDS = ("image", "dataset", "archive", "config", "config_file", "command", "run_file")
+OUTCOMES = ("refused", "skipped", "accepted", "damaged")
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,21 @@ class Case:
     name: str                          # the file, folder or setting the message must name
     reason: tuple[str, ...] = ()       # fragments of the reason (case-insensitive), all required
     check: Callable[[Any], None] | None = None  # extra check of an accepted image's decoded pixels (H, W[, 3])
+    item: int = 0                      # the item of issue 15 it covers (0: an earlier round)
 
     def __post_init__(self):
         assert self.kind in KINDS and self.outcome in OUTCOMES, self
         assert self.outcome == "accepted" or self.reason, f"{self.id}: say which reason must be shown"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault test_faults.py provokes, and the message the user must get (fragments, case-insensitive)."""
+
+    id: str
+    item: int
+    what: str
+    message: tuple[str, ...]
 
 
 # --- small writers ---------------------------------------------------------------------------------
@@ -193,6 +213,17 @@ def _check_rgba(pixels) -> None:
     assert pixels[:8].max() == 0  # transparent rows become black
 
 
+def _float_tiff(folder: Path, name: str, nan_pixels: int) -> Path:
+    arr = np.asarray(noise(32, seed=9), np.float32) / 255
+    arr.reshape(-1)[:nan_pixels] = np.nan
+    return save(folder, name, Image.fromarray(arr, "F"))
+
+
+def _check_not_black(pixels) -> None:
+    # One NaN pixel must not turn the picture black: the rest keeps its contrast.
+    assert pixels.max() >= 200 and pixels.std() > 20, (pixels.min(), pixels.max(), pixels.std())
+
+
 IMAGE_CASES = [
     Case("truncated-png", "image", "refused", _truncated_png, "truncated.png", ("corrupt or truncated",)),
     Case("truncated-jpeg", "image", "refused", _truncated_jpeg, "truncated.jpg", ("corrupt or truncated",)),
@@ -222,6 +253,10 @@ IMAGE_CASES = [
     Case("jpeg-named-png", "image", "accepted",
          lambda d: write(d, "really-a-jpeg.png", image_bytes(noise(32, seed=7), "JPEG")), "really-a-jpeg.png"),
     Case("grayscale-tiff", "image", "accepted", lambda d: save(d, "scan.TIFF", noise(32, seed=8)), "scan.TIFF"),
+    Case("float-tiff-with-a-nan-pixel", "image", "accepted", lambda d: _float_tiff(d, "one-nan.tif", nan_pixels=1),
+         "one-nan.tif", check=_check_not_black, item=11),
+    Case("float-tiff-all-nan", "image", "refused", lambda d: _float_tiff(d, "all-nan.tif", nan_pixels=32 * 32),
+         "all-nan.tif", ("no finite pixel values",), item=11),
 ]
 
 
@@ -362,6 +397,136 @@ def _stray_and_masks(folder: Path) -> Path:
     return root
 
 
+def _symlink_loop_file(folder: Path) -> Path:
+    root = good_classes(folder / "loop-file")
+    (root / "benign" / "loop.png").symlink_to("loop.png")  # a link to itself
+    return root
+
+
+def _symlink_loop_source(folder: Path) -> Path:
+    (folder / "loop-source").symlink_to("loop-source")
+    return folder / "loop-source"
+
+
+def _manifest_loop_row(folder: Path) -> Path:
+    root = _manifest(folder, _manifest_rows() + [["images/benign/circle.png", "benign", "train"]])
+    (root / "images" / "benign" / "circle.png").symlink_to("circle.png")
+    return root
+
+
+def _non_utf8_file(folder: Path) -> Path:
+    root = good_classes(folder / "latin1-names")
+    data = image_bytes(noise(24, seed=11), "PNG")
+    with open(os.path.join(os.fsencode(root / "benign"), b"b\xe9nin.png"), "wb") as handle:
+        handle.write(data)
+    return root
+
+
+def _non_utf8_class(folder: Path) -> Path:
+    root = good_classes(folder / "latin1-class")
+    bad = os.path.join(os.fsencode(root), b"tumeur-b\xe9nigne")
+    os.mkdir(bad)
+    for i in range(3):
+        with open(os.path.join(bad, f"{i}.png".encode()), "wb") as handle:
+            handle.write(image_bytes(noise(24, seed=20 + i), "PNG"))
+    return root
+
+
+def _manifest_long_field(folder: Path) -> Path:
+    return _manifest(folder, _manifest_rows() + [["images/benign/" + "x" * 200_000 + ".png", "benign", "train"]])
+
+
+def _manifest_nul(folder: Path) -> Path:
+    return _manifest(folder, _manifest_rows() + [["images/benign/benign 0.png\0../../etc/passwd", "benign", "train"]])
+
+
+DEEP = 1100  # folders inside one class folder: deeper than any stack of recursive calls allows
+
+
+def _deep_folders(folder: Path) -> Path:
+    root = good_classes(folder / "deep")
+    fd = os.open(root / "benign", os.O_RDONLY)
+    try:
+        for _ in range(DEEP):  # relative to the last folder: the whole path is too long for one system call
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        out = os.open("deepest.png", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(out, image_bytes(noise(24, seed=30), "PNG"))
+        os.close(out)
+    finally:
+        os.close(fd)
+    return root
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder of any depth without recursion (shutil.rmtree recurses once per level)."""
+    if not os.path.lexists(path):
+        return
+    root = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        stack = [""]  # folders to empty, relative to the root (a relative path stays short enough)
+        while stack:
+            rel = stack[-1]
+            fd = os.open(rel or ".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=root)
+            try:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(fd)]
+            finally:
+                os.close(fd)
+            for name, is_dir in entries:
+                if not is_dir:
+                    os.unlink(os.path.join(rel, name), dir_fd=root)
+            folders = [name for name, is_dir in entries if is_dir]
+            if folders:
+                stack.append(os.path.join(rel, folders[0]))
+                continue
+            stack.pop()
+            if rel:
+                os.rmdir(rel, dir_fd=root)
+    finally:
+        os.close(root)
+    os.rmdir(path)
+
+
+def _named_pipe(folder: Path) -> Path:
+    root = good_classes(folder / "with-pipe")
+    os.mkfifo(root / "benign" / "pipe.png")  # opening it would wait for a writer forever
+    return root
+
+
+def _npz_labels(folder: Path, name: str, labels) -> Path:
+    images = np.random.default_rng(0).integers(0, 255, (20, 28, 28), dtype=np.uint8)
+    return _npz(folder, name, train_images=images, train_labels=np.asarray(labels))
+
+
+def _npz_channels(folder: Path, name: str, channels: int) -> Path:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (20, 28, 28, channels), dtype=np.uint8)
+    if channels in (2, 4):
+        images[..., -1] = 255  # opaque
+    return _npz(folder, name, train_images=images, train_labels=np.array([0, 1] * 10))
+
+
+def npz_declaring(folder: Path, name: str, shapes: dict[str, tuple[int, ...]], dtype=np.uint8) -> Path:
+    """An .npz whose arrays' headers declare ``shapes`` but hold almost no data (a bomb's headers: the checks
+    must refuse it from the headers, before unpacking anything)."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, shape in shapes.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                       "shape": shape})
+            archive.writestr(f"{key}.npy", buf.getvalue() + b"\0" * 4096)
+    return path
+
+
+def _npz_bomb(folder: Path) -> Path:
+    # The probe's file: 20 images of 8000x8000 zeros (1.2 MB compressed, 1.28 GB unpacked).
+    return npz_declaring(folder, "bomb.npz", {"train_images": (20, 8000, 8000), "train_labels": (20,)})
+
+
 DATASET_CASES = [
     Case("folder-with-no-images", "dataset", "refused", _no_images, "no-images", ("no usable images",)),
     Case("empty-folder", "dataset", "refused", _empty_folder, "empty-folder", ("no images found",)),
@@ -393,6 +558,50 @@ DATASET_CASES = [
          ("not a readable .npz",)),
     Case("npz-that-is-not-an-npz", "dataset", "refused", lambda d: write(d, "fake.npz", b"hello, world"),
          "fake.npz", ("not a readable .npz",)),
+    # item 1: .npz decompression bombs, refused from the headers
+    Case("npz-decompression-bomb", "dataset", "refused", _npz_bomb, "bomb.npz",
+         ("unpack to 1,280 MB", "the limit is 1,074 MB"), item=1),
+    Case("npz-one-huge-image", "dataset", "refused",
+         lambda d: npz_declaring(d, "huge-image.npz", {"train_images": (2, 9000, 9000), "train_labels": (2,)}),
+         "huge-image.npz", ("9000x9000", "over the limit of 64,000,000 pixels"), item=1),
+    # item 6: one odd file never fails a dataset
+    Case("symlink-loop-file", "dataset", "skipped", _symlink_loop_file, "loop.png",
+         ("a link that leads back to itself",), item=6),
+    Case("symlink-loop-source-folder", "dataset", "refused", _symlink_loop_source, "loop-source",
+         ("a loop of symbolic links", "point at the real folder"), item=6),
+    Case("manifest-row-is-a-symlink-loop", "dataset", "skipped", _manifest_loop_row, "circle.png",
+         ("a link that leads back to itself",), item=6),
+    Case("file-name-not-utf8", "dataset", "skipped", _non_utf8_file, "b\\xe9nin.png",
+         ("name is not valid utf-8", "rename it"), item=6),
+    Case("class-folder-name-not-utf8", "dataset", "skipped", _non_utf8_class, "tumeur-b\\xe9nigne",
+         ("class folder whose name is not valid utf-8", "its images were not used"), item=6),
+    Case("manifest-field-over-128-kib", "dataset", "skipped", _manifest_long_field, "split.csv line 14",
+         ("195 kib long", "over the 128 kib"), item=6),
+    Case("manifest-path-with-nul-byte", "dataset", "skipped", _manifest_nul, "split.csv line 14",
+         ("contains a nul character",), item=6),
+    Case("folders-nested-1100-deep", "dataset", "skipped", _deep_folders, "/d/d/d",
+         ("nested more than 100 deep are not searched",), item=6),
+    Case("named-pipe-called-png", "dataset", "skipped", _named_pipe, "pipe.png",
+         ("not a regular file",), item=6),
+    # item 8: .npz labels and channels
+    Case("npz-nan-labels", "dataset", "refused",
+         lambda d: _npz_labels(d, "nan-labels.npz", [np.nan, 1.0] * 10), "nan-labels.npz",
+         ("train_labels[0] = nan is not a number",), item=8),
+    Case("npz-negative-labels", "dataset", "refused",
+         lambda d: _npz_labels(d, "negative.npz", [-1, 1] * 10), "negative.npz",
+         ("train_labels[0] = -1 is negative",), item=8),
+    Case("npz-label-of-a-million", "dataset", "refused",
+         lambda d: _npz_labels(d, "million.npz", [0, 1] * 9 + [0, 1_000_000]), "million.npz",
+         ("train_labels[19] = 1000000 is 1000 or more",), item=8),
+    Case("npz-fractional-labels", "dataset", "refused",
+         lambda d: _npz_labels(d, "fraction.npz", [0.5, 1.0] * 10), "fraction.npz",
+         ("train_labels[0] = 0.5 is not a whole number",), item=8),
+    Case("npz-two-channel-images", "dataset", "accepted", lambda d: _npz_channels(d, "two.npz", 2), "two.npz",
+         item=8),
+    Case("npz-four-channel-images", "dataset", "accepted", lambda d: _npz_channels(d, "four.npz", 4), "four.npz",
+         item=8),
+    Case("npz-five-channel-images", "dataset", "refused", lambda d: _npz_channels(d, "five.npz", 5), "five.npz",
+         ("images of 5 channels",), item=8),
 ]
 
 
@@ -424,6 +633,42 @@ def _zip_many_files(folder: Path) -> bytes:
     return buf.getvalue()
 
 
+def raw_zip(entries: list[tuple[str, bytes, int, int]]) -> bytes:
+    """A deflated zip from already compressed members: (name, deflated bytes, crc32, size). Writing the same
+    compressed megabyte a thousand times costs nothing, where zipfile would compress a gigabyte."""
+    out, central = io.BytesIO(), io.BytesIO()
+    for name, data, crc, size in entries:
+        encoded = name.encode()
+        offset = out.tell()
+        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(data), size, len(encoded), 0))
+        out.write(encoded + data)
+        central.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, crc, len(data), size,
+                                  len(encoded), 0, 0, 0, 0, 0, offset) + encoded)
+    start = out.tell()
+    out.write(central.getvalue())
+    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central.getvalue()),
+                          start, 0))
+    return out.getvalue()
+
+
+def _zip_many_mebibytes(folder: Path) -> bytes:
+    # The probe's bomb: 1000 entries of exactly 1 MiB of zeros (each under the single-entry check), 1.1 MB.
+    zeros = b"\0" * (1 << 20)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = packer.compress(zeros) + packer.flush()
+    crc = zlib.crc32(zeros)
+    return raw_zip([(f"data/benign/{i}.png", deflated, crc, len(zeros)) for i in range(1000)])
+
+
+def _zip_file_and_folder(folder: Path) -> bytes:
+    png = image_bytes(noise(24), "PNG")
+    return zip_of([("data/benign", b"a file named like the folder"), ("data/benign/b1.png", png)])
+
+
+def _zip_long_name(folder: Path) -> bytes:
+    return zip_of([("data/benign/" + "a" * 300 + ".png", image_bytes(noise(24), "PNG"))])
+
+
 ARCHIVE_CASES = [
     Case("zip-slip-dotdot", "archive", "refused",
          lambda d: zip_of([("data/benign/b1.png", b"x"), ("data/../../evil.sh", b"rm -rf /")]), "../../evil.sh",
@@ -447,6 +692,12 @@ ARCHIVE_CASES = [
     Case("zip-that-is-not-a-zip", "archive", "refused", lambda d: b"%PDF-1.4 not a zip at all", "upload.zip",
          ("not a valid .zip",)),
     Case("zip-cut-off", "archive", "refused", lambda d: _good_zip()[:200], "upload.zip", ("not a valid .zip",)),
+    Case("zip-bomb-of-many-one-mib-files", "archive", "refused", _zip_many_mebibytes, "1,049 MB",
+         ("possible zip bomb",), item=2),
+    Case("zip-file-and-folder-of-one-name", "archive", "refused", _zip_file_and_folder, "data/benign",
+         ("a file and a folder with this name",), item=7),
+    Case("zip-name-over-255-bytes", "archive", "refused", _zip_long_name, "aaaa",
+         ("304 bytes long", "at most 255 bytes"), item=7),
 ]
 
 
@@ -464,9 +715,136 @@ CONFIG_CASES = [
          ("no effect", "sgd")),
     Case("learning-rate-text", "config", "refused", lambda d: {"lr": "fast"}, "for option lr",
          ("expected a number", "fast")),
+    Case("rotation-not-a-number", "config", "refused", lambda d: {"rotate": "nan"}, "for option rotate",
+         ("expected a finite number",), item=10),
+    Case("fc-widths-zero", "config", "refused", lambda d: {"model": "seed_cnn", "fc_widths": "1024, 0"},
+         "hidden layer widths", ("at least 1",), item=10),
+    Case("fc-widths-text", "config", "refused", lambda d: {"model": "seed_cnn", "fc_widths": "wide"},
+         "for option fc_widths", ("expected a number", "wide"), item=10),
+    Case("oversampling-infinite", "config", "refused", lambda d: {"oversample": ("malignant=inf",)},
+         "malignant=inf", ("factor from 1 to 1000",), item=10),
+    Case("seed-huge", "config", "refused", lambda d: {"seed": "99999999999999999999999"}, "seed",
+         ("at most 4.29497e+09",), item=10),
+    Case("model-unknown", "config", "refused", lambda d: {"model": "gpt5"}, "model",
+         ("must be one of", "small_cnn", "gpt5"), item=10),
 ]
 
-CASES = IMAGE_CASES + DATASET_CASES + ARCHIVE_CASES + CONFIG_CASES
+
+def _config_file(folder: Path, text: str, name: str = "config.json") -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+CONFIG_FILE_CASES = [
+    Case("config-epochs-1e400", "config_file", "refused", lambda d: _config_file(d, '{"epochs": 1e400}'),
+         "for option epochs", ("expected a finite number",), item=10),
+    Case("config-nan-literal", "config_file", "refused", lambda d: _config_file(d, '{"lr": NaN}'),
+         "for option lr", ("expected a finite number",), item=10),
+    Case("config-deeply-nested-lists", "config_file", "refused",
+         lambda d: _config_file(d, "[" * 100_000 + "]" * 100_000), "config", ("nested too deeply",), item=10),
+    Case("config-is-a-folder", "config_file", "refused", lambda d: (d / "a-run").mkdir() or d / "a-run", "a-run",
+         ("is a folder",), item=10),
+    Case("config-bad-fc-widths", "config_file", "refused",
+         lambda d: _config_file(d, '{"model": "seed_cnn", "model_options": {"fc_widths": [512, -3]}}'),
+         "hidden layer widths", ("at least 1", "-3"), item=10),
+    Case("config-unknown-model", "config_file", "refused",
+         lambda d: _config_file(d, '{"model": "gpt5"}'), "model", ("must be one of", "gpt5"), item=10),
+    Case("config-huge-integer", "config_file", "refused",
+         lambda d: _config_file(d, '{"seed": 1' + "0" * 5000 + "}"), "config", ("not valid json",), item=10),
+]
+
+
+# --- command lines: a message and a non-zero exit, never a traceback ---------------------------------------
+
+COMMAND_CASES = [
+    Case("print-config-with-nan-dropout", "command", "refused",
+         lambda d: ["train", "--dropout", "nan", "--print-config"], "for option dropout",
+         ("expected a finite number",), item=10),
+    Case("demo-data-size-100000", "command", "refused", lambda d: ["demo-data", str(d / "demo"), "--size", "100000"],
+         "--size 100000", ("32 to 1024 pixels",), item=11),
+    Case("demo-data-zero-images", "command", "refused", lambda d: ["demo-data", str(d / "demo"), "--images", "0"],
+         "--images 0", ("from 1 to 20,000 images",), item=11),
+    Case("demo-data-too-many-pixels", "command", "refused",
+         lambda d: ["demo-data", str(d / "demo"), "--images", "20000", "--size", "1024"], "--images 20000",
+         ("billion pixels", "the limit is 2 billion"), item=11),
+    Case("run-id-ending-in-a-newline", "command", "refused", lambda d: ["predict", "tiny-run\n", "x.png"],
+         "invalid run id", ("letters, digits",), item=11),
+    Case("resume-a-finished-run", "command", "refused", lambda d: ["resume", "tiny-run"], "tiny-run",
+         ("is finished", "only an interrupted run can be resumed"), item=13),
+]
+
+
+# --- damaged run files ------------------------------------------------------------------------------------------
+
+def _run_file(name: str, content: str) -> Callable[[Path], tuple[str, str]]:
+    return lambda d: (name, content)
+
+
+RUN_FILE_CASES = [
+    Case("status-json-string", "run_file", "damaged", _run_file("status.json", '"x"'), "status.json",
+         ("holds str instead of a json object",), item=3),
+    Case("status-json-number", "run_file", "damaged", _run_file("status.json", "123"), "status.json",
+         ("holds int instead of a json object",), item=3),
+    Case("status-json-list", "run_file", "damaged", _run_file("status.json", "[1, 2]"), "status.json",
+         ("holds list instead of a json object",), item=3),
+    Case("status-json-not-json", "run_file", "damaged", _run_file("status.json", "{'state': "), "status.json",
+         ("missing or not valid json",), item=3),
+    Case("status-json-unknown-state", "run_file", "damaged", _run_file("status.json", '{"state": "exploded"}'),
+         "status.json", ("unknown state 'exploded'",), item=3),
+    Case("status-json-created-null", "run_file", "accepted",
+         _run_file("status.json", '{"state": "finished", "created": null, "created_ns": "x"}'), "status.json",
+         item=3),
+    Case("status-json-pid-not-a-number", "run_file", "accepted",
+         _run_file("status.json", '{"state": "running", "pid": "abc", "host": "elsewhere"}'), "status.json",
+         item=3),
+    Case("status-json-pid-infinite", "run_file", "accepted",
+         _run_file("status.json", '{"state": "running", "pid": 1e400}'), "status.json", item=3),
+    Case("status-json-pid-minus-one", "run_file", "accepted",
+         _run_file("status.json", '{"state": "running", "pid": -1}'), "status.json", item=3),
+    Case("config-json-damaged", "run_file", "damaged", _run_file("config.json", '{"epochs": "many"'),
+         "config.json", ("cannot be read",), item=3),
+]
+
+
+# --- faults (provoked in test_faults.py) ---------------------------------------------------------------------------
+
+FAULTS = {f.id: f for f in (
+    Fault("hung-worker", 5, "a worker stopped with SIGSTOP while it trains",
+          ("stopped responding", "has not reported for", "resume it from its last finished epoch")),
+    Fault("stop-from-another-process", 5, "Stop asked in another process that shares the run store",
+          ("stopped on request",)),
+    Fault("stop-ignored-by-a-hung-worker", 5, "a hung worker asked to stop by a manager that did not start it",
+          ("did not stop by itself within", "was ended")),
+    Fault("compare-run-without-test-images", 4, "the newest run was trained with a test share of 0",
+          ("finished without test images",)),
+    Fault("compare-focus-class-only-one-run-has", 4, "runs with different classes; the focus class is in one",
+          ()),
+    Fault("compare-run-deleted-while-drawn", 4, "a chosen run's folder is deleted while the page is drawn",
+          ("does not exist (or was deleted)", "reload the page")),
+    Fault("damaged-run-among-good-ones", 3, "a run with a damaged status.json next to good and queued runs",
+          ("this run's files are damaged",)),
+    Fault("disk-full-while-training", 11, "the disk fills up while a run writes its files",
+          ("disk full:", "mb free in runs_dir")),
+    Fault("killed-run-resumed", 13, "a worker killed mid-run, then resumed with one click",
+          ("resumed after epoch",)),
+    Fault("server-restarted", 13, "the app server is killed mid-run and started again",
+          ("server that started this run stopped", "continues from its last finished epoch")),
+    Fault("markdown-in-class-names", 9, "a class named [CLICK-ME](https://evil.example/login)", ()),
+    Fault("exposed-server-reads-only-uploads", 14, "the app listens on 0.0.0.0 without MEDCLS_DATA_ROOTS",
+          ("outside the folders this server may read", "datasets come from uploads only")),
+    Fault("upload-quota", 2, "uploads beyond the quota; one in use by a run",
+          ("all of them are in use", "medcls_upload_quota_mb")),
+    Fault("identical-uploads-at-once", 7, "the same .zip unpacked by two sessions at the same instant", ()),
+    Fault("small-dataset-trains", 12, "five images per class with the default settings",
+          ("batch size was lowered from 32",)),
+    Fault("class-without-training-image", 12, "a class whose only images are in test",
+          ("have no training image", "add training images of each class")),
+)}
+
+CASES = IMAGE_CASES + DATASET_CASES + ARCHIVE_CASES + CONFIG_CASES + CONFIG_FILE_CASES + COMMAND_CASES + \
+    RUN_FILE_CASES
 
 
 def by_kind(kind: str) -> list[Case]:
@@ -475,3 +853,14 @@ def by_kind(kind: str) -> list[Case]:
 
 def case(case_id: str) -> Case:
     return next(c for c in CASES if c.id == case_id)
+
+
+def fault(fault_id: str) -> Fault:
+    return FAULTS[fault_id]
+
+
+def assert_fault_message(text: str, fault_id: str) -> None:
+    """``text`` (what the user was shown) holds every fragment of the fault's message."""
+    low = text.casefold()
+    for fragment in FAULTS[fault_id].message:
+        assert fragment.casefold() in low, f"{fault_id}: {fragment!r} missing from: {text}"

@@ -16,15 +16,18 @@ import pytest
 from reliability_corpus import (
     ARCHIVE_CASES,
     CASES,
+    FAULTS,
     IMAGE_CASES,
     Case,
+    assert_fault_message,
     by_kind,
     case,
     good_classes,
     noise,
+    remove_tree,
     save,
 )
-from reliability_helpers import new_app, texts
+from reliability_helpers import ROOT, new_app, texts
 
 from medcls.config import ConfigError, DataConfig, TrainConfig
 from medcls.data import DataError, decode_dataset, load_dataset
@@ -33,6 +36,7 @@ from medcls.data.imageio import ImageReadError, open_image, to_uint8
 from medcls.inference.predictor import Predictor
 from medcls.jobs.execute import execute_run
 from medcls.models import create_model
+from medcls.runs.store import RunStore
 from medcls.training.pipeline import prepare_data
 
 GOOD_PER_CLASS = 6
@@ -54,8 +58,28 @@ def tiny_train_config(source: Path, **options) -> TrainConfig:
 def test_the_corpus_is_big_and_covers_every_kind():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)) and len(ids) >= 25
-    assert {c.kind for c in CASES} == {"image", "dataset", "archive", "config"}
-    assert {c.outcome for c in CASES} == {"refused", "skipped", "accepted"}
+    assert {c.kind for c in CASES} == {"image", "dataset", "archive", "config", "config_file", "command", "run_file"}
+    assert {c.outcome for c in CASES} == {"refused", "skipped", "accepted", "damaged"}
+
+
+def test_the_corpus_covers_every_item_of_the_second_hardening_round():
+    covered = {c.item for c in CASES} | {f.item for f in FAULTS.values()}
+    assert set(range(1, 15)) <= covered, f"items without a case: {sorted(set(range(1, 15)) - covered)}"
+
+
+def test_every_fault_of_the_corpus_is_provoked_by_a_test():
+    sources = " ".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests").rglob("test_*.py"))
+    missing = [f for f in FAULTS if f'"{f}"' not in sources]
+    assert missing == []
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    """The folder cases write into; a folder nested deeper than shutil.rmtree can remove is removed here."""
+    yield tmp_path
+    for deep in tmp_path.rglob("deep"):
+        remove_tree(deep)
+        break
 
 
 # --- one odd image file: in a dataset folder, and uploaded on its own ---------------------------------
@@ -105,8 +129,8 @@ def test_image_file_uploaded_for_a_prediction(c: Case, tmp_path, predictor):
 # --- whole datasets ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("c", by_kind("dataset"), ids=lambda c: c.id)
-def test_dataset(c: Case, tmp_path):
-    source = c.build(tmp_path)
+def test_dataset(c: Case, corpus_dir):
+    source = c.build(corpus_dir)
     cfg = DataConfig(source=str(source))
     if c.outcome == "refused":
         with pytest.raises(DataError) as err:
@@ -125,7 +149,9 @@ def test_dataset(c: Case, tmp_path):
     else:
         assert not report.skipped
         assert c.name in decoded.spec.classes or any(c.name in it.path for it in decoded.spec.items)
-        assert len(decoded.spec.items) == 2 * GOOD_PER_CLASS
+        is_npz = source.suffix == ".npz"
+        assert len(decoded.spec.items) == (20 if is_npz else 2 * GOOD_PER_CLASS)
+        assert decoded.images.shape[1:] in ((1, 16, 16), (3, 16, 16)) and decoded.images.any()
 
 
 @pytest.mark.parametrize("case_id", ["unicode-and-space-laden-names", "nested-folders"])
@@ -174,6 +200,131 @@ def test_config(c: Case, tmp_path):
     with pytest.raises(ConfigError) as err:
         prepare_data(tiny_train_config(data, **c.build(tmp_path)))  # the config itself refuses it
     assert_message(str(err.value), c)
+
+
+@pytest.mark.parametrize("c", by_kind("config_file"), ids=lambda c: c.id)
+def test_config_file(c: Case, tmp_path, capsys):
+    from medcls.cli import main
+
+    path = c.build(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.load(path)
+    assert_message(str(err.value), c)
+    assert main(["train", "--config", str(path), "--print-config"]) == 2  # refused before anything is made
+    out = capsys.readouterr()
+    assert_message(out.err, c)
+    assert "Traceback" not in out.err and not out.out
+
+
+# --- command lines ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("c", by_kind("command"), ids=lambda c: c.id)
+def test_command(c: Case, tmp_path, finished_run, capsys):
+    from medcls.cli import main
+
+    argv = c.build(tmp_path)
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    assert_message(out.err, c)
+    assert "Traceback" not in out.err
+    assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())  # nothing half-written
+
+
+def test_a_refused_command_exits_with_a_message_in_a_real_process(tmp_path):
+    import subprocess
+    import sys
+
+    c = case("print-config-with-nan-dropout")
+    proc = subprocess.run([sys.executable, "-m", "medcls", *c.build(tmp_path)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not proc.stdout
+    assert_message(proc.stderr, c)
+
+
+# --- one damaged run among good ones ---------------------------------------------------------------------
+
+@pytest.fixture
+def store_with_a_damaged_run(finished_run):
+    """(store, good run, damaged run id, queued run id, case) for a run_file case, in the shared store."""
+    import shutil as _shutil
+
+    store, good = finished_run
+
+    def make(c: Case):
+        damaged = "damaged-run"
+        _shutil.copytree(store.path(good), store.root / damaged)
+        (store.root / damaged / "heartbeat").unlink()  # no loop beats for it: a 'running' claim is judged dead
+        name, content = c.build(store.root)
+        (store.root / damaged / name).write_text(content, encoding="utf-8")
+        queued = store.create(tiny_train_config(""), run_id="queued-run")
+        return store, good, damaged, queued
+
+    return make
+
+
+@pytest.mark.parametrize("c", by_kind("run_file"), ids=lambda c: c.id)
+def test_a_damaged_run_file_shows_that_run_as_damaged_and_everything_else_goes_on(c, store_with_a_damaged_run,
+                                                                                  capsys):
+    from medcls.cli import main
+    from medcls.jobs.manager import JobManager
+
+    store, good, damaged, queued = store_with_a_damaged_run(c)
+    # The command line lists every run; the damaged one with what is wrong.
+    assert main(["runs"]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and good in out.out and queued in out.out and damaged in out.out
+    summary = next(s for s in store.list() if s.run_id == damaged)
+    if c.outcome == "damaged":
+        assert summary.damaged
+        assert_message(out.out, c)
+    # The job manager starts and starts the queued run.
+    started = []
+
+    class Backend:
+        name, schedules_itself = "recording", False
+
+        def start(self, store_, run_id):
+            started.append(run_id)
+
+            class Handle:
+                def is_alive(self):
+                    return True
+
+                def kill(self):
+                    pass
+
+                def exit_description(self):
+                    return ""
+            return Handle(), None
+
+    manager = JobManager(store, max_concurrent=2, backend=Backend(), start=False)
+    manager.tick()
+    assert queued in started  # (a run whose status claims 'running' without a live worker is resumed too)
+    manager.shutdown(kill=False)
+
+
+@pytest.mark.parametrize("case_id", ["status-json-string", "status-json-unknown-state", "config-json-damaged",
+                                     "status-json-pid-not-a-number"])
+def test_a_damaged_run_on_the_train_and_compare_pages(case_id, app_run):
+    c = case(case_id)
+    runs, good = app_run
+    import shutil as _shutil
+
+    _shutil.copytree(runs / good, runs / "damaged-run")
+    name, content = c.build(runs)
+    (runs / "damaged-run" / name).write_text(content, encoding="utf-8")
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.selectbox(key="train_run_picker").set_value("damaged-run").run()
+    assert not at.exception, [e.value for e in at.exception]
+    if c.outcome == "damaged":
+        assert any(c.reason[0] in e.casefold() for e in texts(at.error)), texts(at.error)
+        assert_fault_message(" ".join(texts(at.error)), "damaged-run-among-good-ones")
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    good_name = RunStore(runs).summary(good).name
+    assert any(o.startswith(good_name) for o in at.multiselect(key="compare_runs").options)  # still comparable
 
 
 def test_a_run_whose_batch_is_larger_than_the_data_trains_with_a_smaller_batch_and_says_so(tmp_path, store):

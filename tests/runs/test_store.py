@@ -103,6 +103,7 @@ def test_running_status_of_a_zombie_process_reads_as_interrupted(store, run):
 
 def test_running_status_without_pid_depends_on_the_heartbeat(store, run):
     store.set_status(run, "running", pid=None)
+    store.write_progress(run, Progress(phase="train", epoch=1))  # past its preparation (longer patience there)
     store.beat(run)
     assert store.status(run).state == "running"
     old = time.time() - HEARTBEAT_STALE_S - 5

@@ -34,7 +34,7 @@ from medcls.training.pipeline import train_in_memory
 
 CLASSES = ["benign", "malignant", "normal"]
 RECORD_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
-               "val_balanced_accuracy", "val_recall", "lr", "seconds", "images_per_s", "score", "best"}
+               "val_balanced_accuracy", "val_recall", "lr", "seconds", "images_per_s", "score", "best", "fold"}
 
 
 def _data(n, seed):
@@ -294,3 +294,66 @@ def test_weight_averaging_is_what_gets_validated_and_kept():
     # The averaged weights are what validation saw: re-evaluating them reproduces the last record.
     _, probs = trainer.evaluate(val)
     assert trainer.result.history[-1].val_accuracy == pytest.approx(float((probs.argmax(1) == val.labels.numpy()).mean()))
+
+
+# --- resuming -------------------------------------------------------------------------------------------------
+
+def test_a_fit_continued_from_its_state_matches_one_that_never_stopped():
+    """State after epoch 2 (through torch.save/load with weights_only), loaded into a fresh trainer: epochs 3
+    and 4 come out as in an uninterrupted fit (weights, average, optimizer moments, random streams)."""
+    def trainer(epochs):
+        gen = torch.Generator().manual_seed(5)
+
+        def prepare(images, train):  # augmentation-like noise from the generator, dropout from torch's stream
+            x = to_float(images)
+            return x + 0.05 * torch.rand(x.shape, generator=gen) if train else x
+
+        t = make_trainer(epochs=epochs, callbacks=[WeightAveraging(0.9)])
+        t.prepare, t.generator = prepare, gen
+        return t
+
+    whole = trainer(4)
+    whole.fit()
+    first = trainer(4)
+    first.epochs = 2
+    first.fit()
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    torch.manual_seed(123)  # a new process: other random state until the saved one is loaded
+    second = trainer(4)
+    second.load_state_dict(state)
+    result = second.fit()
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4]
+    assert [r.val_loss for r in result.history] == pytest.approx([r.val_loss for r in whole.result.history],
+                                                                 abs=1e-6)
+    for a, b in zip(second.model.state_dict().values(), whole.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    assert result.best_epoch == whole.result.best_epoch
+
+
+def test_a_fit_resumed_after_early_stopping_had_decided_trains_no_further():
+    t = make_trainer(epochs=6)
+    t.fit()
+    state = t.state_dict()
+    state["result"]["should_stop"], state["result"]["stopped_early"] = True, True
+    state["epoch"] = 3
+    resumed = make_trainer(epochs=6)
+    resumed.load_state_dict(state)
+    result = resumed.fit()
+    assert len(result.history) == 3 and result.stopped_early
+
+
+def test_the_final_test_evaluation_keeps_the_heartbeat_going_but_not_the_progress():
+    from medcls.runs.records import Progress
+    from medcls.training.callbacks import Heartbeat
+
+    beats, progress = [], []
+    heart = Heartbeat(lambda: beats.append(1), interval=0.0)
+    meter = ProgressMeter(progress.append, interval=0.0)
+    t = make_trainer(epochs=1, callbacks=[heart, meter])
+    t.fit()
+    before = len(beats), len(progress)
+    t.evaluate(_data(24, 3))  # as train_in_memory tests the kept checkpoint
+    assert len(beats) > before[0] and len(progress) == before[1]
+    assert all(isinstance(p, Progress) for p in progress)
