@@ -1,8 +1,8 @@
 """The shared sidebar: which dataset every page works on.
 
 The choice is kept under a session-state key no widget owns ("data_config"),
-so it survives page changes; a browser refresh starts again from the built-in
-data.
+so it survives page changes, and in the URL (the widgets are bound to query
+parameters; an upload is named by ``?upload=``), so it survives a refresh.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from medcls.data import DataError, DatasetSpec, load_dataset
 from medcls.data.archive import ArchiveError, extract_zip
 from medcls.settings import PathNotAllowedError, data_dir
 
+from .url_state import restore_upload, save_upload
+
 KINDS = {
     "builtin": "Built-in synthetic phantoms",
     "folder": "A folder on this server",
@@ -27,6 +29,8 @@ KINDS = {
 }
 STATE_KEY = "data_config"
 MAX_UPLOAD_MB = 200
+# The sidebar's widgets bound to the URL's query parameters (Streamlit keeps them across page switches).
+BOUND_KEYS = ("data_kind", "data_folder", "data_aliases", "data_group_duplicates", "data_own_split", "data_npz_path")
 
 
 def current_data_config() -> DataConfig:
@@ -50,11 +54,11 @@ def render_sidebar() -> DataConfig:
     """Draw the dataset chooser and return the chosen DataConfig."""
     sb = st.sidebar
     sb.header("Dataset")
-    kind = sb.radio("Images from", list(KINDS), format_func=KINDS.get, key="data_kind",
+    kind = sb.radio("Images from", list(KINDS), format_func=KINDS.get, key="data_kind", bind="query-params",
                     help="Where the images come from. The built-in phantoms need nothing and are SYNTHETIC.")
     source = ""
     if kind == "folder":
-        source = sb.text_input("Folder path on the server", key="data_folder",
+        source = sb.text_input("Folder path on the server", key="data_folder", bind="query-params",
                                placeholder="/data/busi  or  /data/busi/split.csv",
                                help=option_spec("source").help).strip()
         if not source:
@@ -64,16 +68,19 @@ def render_sidebar() -> DataConfig:
     elif kind == "npz":
         source = _npz_choice(sb)
     aliases_text = sb.text_input("Class aliases (optional)", key="data_aliases", placeholder="malignant=cancer",
-                                 help=option_spec("class_aliases").help)
+                                 help=option_spec("class_aliases").help, bind="query-params")
     aliases = tuple(a.strip() for a in aliases_text.replace(";", ",").split(",") if a.strip())
-    group = sb.checkbox("Keep near-duplicates in one split", key="data_group_duplicates",
+    group = sb.checkbox(option_spec("group_duplicates").label, key="data_group_duplicates", bind="query-params",
                         help=option_spec("group_duplicates").help + " Used when medcls makes the split (the data has "
-                        "no train/val/test split of its own). The first load hashes every image once.")
+                        "no train/val/test split of its own, or 'Make my own split' is on). The first load hashes "
+                        "every image once.")
+    own = sb.checkbox(option_spec("own_split").label, key="data_own_split", bind="query-params",
+                      help=option_spec("own_split").help)
     try:
-        cfg = DataConfig(source=source, class_aliases=aliases, group_duplicates=group)
+        cfg = DataConfig(source=source, class_aliases=aliases, group_duplicates=group, own_split=own)
     except ValueError as exc:
         sb.error(str(exc))
-        cfg = DataConfig(source=source, group_duplicates=group)
+        cfg = DataConfig(source=source, group_duplicates=group, own_split=own)
     _set(cfg)
     return cfg
 
@@ -84,7 +91,11 @@ def _zip_upload(sb) -> str:
                               help=f"A .zip of class folders (e.g. benign/, malignant/, normal/), at most "
                                    f"{MAX_UPLOAD_MB} MB. It is unpacked safely into the app's data folder.")
     if upload is None:
-        return st.session_state.get("data_zip_path", "")
+        earlier = restore_upload()  # uploaded before (this session, or the URL's ?upload= after a refresh)
+        if earlier and Path(earlier).is_dir():
+            sb.caption(f"Using the .zip uploaded earlier: `{Path(earlier).name}`")
+            return earlier
+        return ""
     too_large = upload_too_large(upload.name, upload.size, MAX_UPLOAD_MB)
     if too_large:
         sb.error(f"Upload refused: {too_large}")
@@ -95,7 +106,7 @@ def _zip_upload(sb) -> str:
         named = str(exc) if str(exc).startswith(upload.name) else f"{upload.name}: {exc}"
         sb.error(f"Upload refused: {named}")
         return ""
-    st.session_state["data_zip_path"] = str(folder)
+    save_upload(str(folder))
     sb.caption(f"Unpacked to `{folder}`")
     return str(folder)
 
@@ -113,8 +124,16 @@ def _npz_choice(sb) -> str:
         target = data_dir() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:12]}-{name}"
         if not target.exists():
             atomic_write_bytes(target, data)
+        save_upload(str(target))
         return str(target)
-    return sb.text_input("…or its path on the server", key="data_npz_path").strip()
+    typed = sb.text_input("…or its path on the server", key="data_npz_path", bind="query-params").strip()
+    if typed:
+        return typed
+    earlier = restore_upload()  # uploaded before (this session, or the URL's ?upload= after a refresh)
+    if earlier and Path(earlier).is_file() and earlier.endswith(".npz"):
+        sb.caption(f"Using the .npz uploaded earlier: `{Path(earlier).name.split('-', 1)[-1]}`")
+        return earlier
+    return ""
 
 
 @st.cache_data(show_spinner="Reading the dataset…", ttl=60, max_entries=8)

@@ -82,14 +82,17 @@ def choose(page: Page, key: str, option: str) -> None:
     if box.input_value() == option:
         return
     item = page.get_by_role("option", name=option, exact=True)
-    for _ in range(3):  # the list occasionally does not open when the click lands during a redraw
+    for attempt in range(3):  # the list may not open, or close again, when a redraw lands on the click
+        wait_idle(page)
         box.click()
         try:
             item.wait_for(timeout=5_000)
+            changing(page, lambda: item.click(timeout=5_000))
             break
         except sync_api.TimeoutError:
             page.keyboard.press("Escape")
-    changing(page, item.click)
+            if attempt == 2:
+                raise
     expect(box).to_have_value(option)
 
 
@@ -128,7 +131,7 @@ def start_run(page: Page, server, epochs: int) -> str:
     set_number(page, "opt_epochs", epochs)
     for key, value in TINY.items():
         set_number(page, key, value)
-    choose(page, "opt_precision", "fp32")  # 'auto' would first time a few bf16 steps
+    choose(page, "opt_precision", "32-bit (fp32)")  # "auto" would first time a few bf16 steps
     before = set(run_ids(server))
     page.locator(".st-key-start_training button").click()
     deadline = time.monotonic() + 30
