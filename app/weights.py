@@ -17,6 +17,7 @@ from medcls.models.resnet import WeightsUnavailableError, check_weights_file, im
     imagenet_weights_available
 from medcls.settings import data_dir
 
+from .dataset import upload_too_large
 from .form import widget_key
 
 MAX_WEIGHTS_MB = 200
@@ -36,9 +37,9 @@ def _uploaded(model: str) -> None:
     upload = st.session_state.get("weights_upload")
     if upload is None:
         return
-    if upload.size > MAX_WEIGHTS_MB * 1024 * 1024:
-        st.session_state[NOTICE_KEY] = ("error", f"{upload.name} is over {MAX_WEIGHTS_MB} MB; ResNet-18's weights "
-                                                 "are about 45 MB.")
+    too_large = upload_too_large(upload.name, upload.size, MAX_WEIGHTS_MB)
+    if too_large:  # the uploader's own cap is enforced only by the browser
+        st.session_state[NOTICE_KEY] = ("error", f"Not used: {too_large} ResNet-18's weights are about 45 MB.")
         return
     data = upload.getvalue()
     target = data_dir() / "weights" / f"{hashlib.sha256(data).hexdigest()[:12]}-{Path(upload.name).name}"

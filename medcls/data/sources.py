@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from ..config import DataConfig
 from ..settings import cache_dir, check_allowed_path
 from .classes import ClassResolver
-from .imageio import MAX_IMAGE_PIXELS, NPZ_MARK, is_image_name, is_mask_name
+from .imageio import MAX_IMAGE_PIXELS, NPZ_MARK, is_image_name, is_mask_name, too_large_reason
 from .spec import SPLITS, DataError, DataReport, DatasetSpec, Item
 from .splits import stratified_split
 
@@ -162,14 +163,16 @@ def _sniff(path: Path, real_root: Path) -> str | None:
     except UnidentifiedImageError:
         return "not an image (the content is not a readable image format)"
     except Image.DecompressionBombError as exc:  # Pillow refuses huge declared sizes while opening
-        return f"refused as a possible decompression bomb ({exc})"
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        return too_large_reason(int(declared.group(1)), MAX_IMAGE_PIXELS, "refused as a possible decompression "
+                                "bomb") if declared else f"too large: refused as a possible decompression bomb ({exc})"
     except (OSError, SyntaxError, ValueError) as exc:
         return f"the image header is unreadable ({exc})"
     except Exception as exc:  # one odd file must never stop a dataset from loading
         return f"the file could not be read ({type(exc).__name__}: {exc})"
     if width * height > MAX_IMAGE_PIXELS:
-        return (f"the image declares {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
-                "(possible decompression bomb)")
+        return too_large_reason(width * height, MAX_IMAGE_PIXELS,
+                                f"its header declares {width}x{height} pixels (a possible decompression bomb)")
     return None
 
 

@@ -43,6 +43,8 @@ def embed_images(model: ClassifierModel, images: torch.Tensor | np.ndarray, batc
                  ) -> list[np.ndarray]:
     """Per level, the feature vectors (N, F_level) float32 of uint8 images (N, C, S, S), in eval mode."""
     model.eval()
+    if isinstance(images, np.ndarray) and not images.flags.writeable:  # torch wants memory it may write
+        images = images.copy()
     images = torch.as_tensor(images)
     chunks: list[list[torch.Tensor]] = []
     for start in range(0, len(images), batch_size):
