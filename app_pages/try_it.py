@@ -4,7 +4,7 @@ import hashlib
 
 import streamlit as st
 
-from app.dataset import load_current_dataset, upload_too_large
+from app.dataset import MAX_UPLOAD_MB, load_current_dataset, upload_too_large
 from app.manager import manager
 from app.text import escape_markdown
 from medcls.data import ImageReadError
@@ -56,8 +56,11 @@ source_kind = st.radio("Image", ["Upload an image", "Pick one from the current d
                        key="try_source")
 data, name = None, None
 if source_kind == "Upload an image":
+    # The browser refuses files over the uploader's cap without telling the page, which would leave the previous
+    # image's prediction on screen under the refused file; so the uploader takes up to the server's cap and this
+    # page refuses (and clears the prediction) itself.
     upload = st.file_uploader("PNG, JPEG, BMP or TIFF", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
-                              key="try_upload", max_upload_size=MAX_IMAGE_MB,
+                              key="try_upload", max_upload_size=MAX_UPLOAD_MB,
                               help=f"At most {MAX_IMAGE_MB} MB. The image is only used for this prediction.")
     if upload is not None:
         too_large = upload_too_large(upload.name, upload.size, MAX_IMAGE_MB)

@@ -329,6 +329,13 @@ def test_try_it_names_runs_defaults_to_the_best_and_warns_on_unfamiliar_images(p
     expect(refused).to_contain_text("too large: 10,000 megapixels (limit 64)")
     expect(refused).not_to_contain_text("Please upload a PNG")  # it is a PNG: the size is the problem
     expect(page.locator(PREDICTED)).to_have_count(0)
+    send(page, "try_upload", held_out)
+    expect(page.locator(PREDICTED)).to_be_visible()
+    big = tmp_path / "big-scan.png"  # over the page's 20 MB: refused, and the old prediction goes
+    big.write_bytes(os.urandom(21 * 1024 * 1024))
+    send(page, "try_upload", big)
+    expect(page.locator("[data-testid='stAlertContentError']").filter(has_text="over the 20 MB limit")).to_be_visible()
+    expect(page.locator(PREDICTED)).to_have_count(0)
     no_exceptions(page)
     screenshot("try-refused-upload")
 
