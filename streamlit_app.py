@@ -2,21 +2,40 @@
 
 import streamlit as st
 
-from app.dataset import render_sidebar
+from app.dataset import BOUND_KEYS, render_sidebar
 from app.safety import apply_exposure, page_errors
+from app.url_state import FORM_KEY, restore_form, save_form
 
 st.set_page_config(page_title="medcls", page_icon="🩺", layout="wide")
 apply_exposure()  # listening beyond this machine: only uploads and configured folders, no server paths shown
 
+data_page = st.Page("app_pages/data.py", title="Data explorer", icon="🔎", url_path="data")
+
+
+def front_door() -> None:
+    """The app's root URL opens the Data explorer at its own address (/data), keeping the URL's settings.
+
+    The Data explorer is not Streamlit's default page itself: a default page lives at the root URL only, and
+    its own address (/data) would say "Page not found".
+    """
+    # The sidebar's widget-bound parameters follow by themselves (and may not be set by hand).
+    st.switch_page(data_page, query_params={k: v for k, v in st.query_params.to_dict().items()
+                                            if k not in BOUND_KEYS})
+
+
 pages = st.navigation([
-    st.Page("app_pages/data.py", title="Data explorer", icon="🔎", url_path="data", default=True),
+    st.Page(front_door, title="medcls", url_path="start", default=True, visibility="hidden"),
+    data_page,
     st.Page("app_pages/train.py", title="Train", icon="🏋️", url_path="train"),
     st.Page("app_pages/sweeps.py", title="Sweeps", icon="🧪", url_path="sweeps"),
     st.Page("app_pages/compare.py", title="Compare runs", icon="📊", url_path="compare"),
     st.Page("app_pages/try_it.py", title="Try it", icon="🖼️", url_path="try"),
 ])
 with page_errors():
-    render_sidebar()
+    restore_form()  # a refresh: the Train form's options come back from the URL
+    data = render_sidebar()
+    if FORM_KEY in st.session_state:  # every page keeps the form's options in the URL, not only the Train page
+        save_form(st.session_state[FORM_KEY], data)
 st.sidebar.caption("medcls is a teaching tool for image classifiers. It does not diagnose anything.")
 with page_errors():  # whatever a page raises is shown as a message, never as a traceback
     pages.run()

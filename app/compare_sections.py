@@ -54,10 +54,10 @@ def _pct(value: float | None) -> str:
 
 # --- several runs -------------------------------------------------------------------------------------------
 
-def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, str]) -> None:
+def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, str], focus: str = "") -> None:
     """95% bootstrap intervals per run, as a table and a forest plot, plus small-sample warnings."""
     intervals = {names[r]: run_intervals(store, r) for r in run_ids}
-    st.dataframe(pd.DataFrame(interval_rows(intervals)).set_index("run"), width="stretch")
+    st.dataframe(pd.DataFrame(interval_rows(intervals, focus)).set_index("run"), width="stretch")
     st.plotly_chart(interval_figure(intervals), key="intervals", width="stretch")
     st.caption("Each number is followed by its 95% bootstrap interval: the test images were resampled 1,000 "
                "times and the range holds the middle 95% of the results. Overlapping intervals mean the runs "
@@ -203,7 +203,7 @@ def _cell_label(cell: tuple[str, str, int]) -> str:
 
 def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) -> None:
     try:
-        from medcls.inference.gradcam import gradcam_overlay
+        from medcls.inference.gradcam import coarse_map_note, gradcam_overlay
     except ImportError as exc:  # the module or its captum dependency is missing
         st.info(f"Grad-CAM heat maps are not available here ({exc}). Install requirements.txt to get them.")
         return
@@ -215,8 +215,11 @@ def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) 
         alpha = st.slider("Heat-map strength", 0.0, 1.0, 0.45, 0.05, key="err_alpha")
         cols = st.columns(2)
         for col, name in zip(cols, dict.fromkeys([case.true, case.predicted])):
-            overlay = gradcam_overlay(predictor, pixels, classes.index(name), alpha)
+            overlay = gradcam_overlay(predictor, pixels, predictor.classes.index(name), alpha)
             col.image(overlay, caption=f"Where the model looked for '{escape_markdown(name)}'", width="stretch")
+        coarse = coarse_map_note(predictor.model, predictor.image_size)
+        if coarse:
+            st.warning(coarse)
     except Exception as exc:  # a deleted image or weights, or a model Grad-CAM cannot explain
         st.error(f"Cannot draw the Grad-CAM heat map: {safe_text(exc)}")
         return

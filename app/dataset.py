@@ -1,8 +1,9 @@
 """The shared sidebar: which dataset every page works on, and the uploads.
 
 The choice is kept under a session-state key no widget owns ("data_config"),
-so it survives page changes; a browser refresh starts again from the built-in
-data. Uploads go through :class:`medcls.data.uploads.Uploads` (a disk quota, the
+so it survives page changes, and in the URL (the widgets are bound to query
+parameters; an upload is named by ``?upload=``), so it survives a refresh.
+Uploads go through :class:`medcls.data.uploads.Uploads` (a disk quota, the
 oldest unused removed first); the sidebar lists them and deletes one on request.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import streamlit as st
 
@@ -20,6 +22,7 @@ from medcls.data.uploads import UploadError, Uploads
 from medcls.settings import PathNotAllowedError, allowed_data_roots, exposed, redact_paths
 
 from .text import shown
+from .url_state import restore_upload, save_upload
 
 KINDS = {
     "builtin": "Built-in synthetic phantoms",
@@ -29,6 +32,8 @@ KINDS = {
 }
 STATE_KEY = "data_config"
 MAX_UPLOAD_MB = 200
+# The sidebar's widgets bound to the URL's query parameters (Streamlit keeps them across page switches).
+BOUND_KEYS = ("data_kind", "data_folder", "data_aliases", "data_group_duplicates", "data_own_split", "data_npz_path")
 
 
 def current_data_config() -> DataConfig:
@@ -59,11 +64,11 @@ def render_sidebar() -> DataConfig:
     """Draw the dataset chooser and return the chosen DataConfig."""
     sb = st.sidebar
     sb.header("Dataset")
-    kind = sb.radio("Images from", list(KINDS), format_func=KINDS.get, key="data_kind",
+    kind = sb.radio("Images from", list(KINDS), format_func=KINDS.get, key="data_kind", bind="query-params",
                     help="Where the images come from. The built-in phantoms need nothing and are SYNTHETIC.")
     source = ""
     if kind == "folder":
-        source = sb.text_input("Folder path on the server", key="data_folder",
+        source = sb.text_input("Folder path on the server", key="data_folder", bind="query-params",
                                placeholder="/data/busi  or  /data/busi/split.csv",
                                help=option_spec("source").help).strip()
         if not source:
@@ -76,16 +81,19 @@ def render_sidebar() -> DataConfig:
     elif kind == "npz":
         source = _npz_choice(sb)
     aliases_text = sb.text_input("Class aliases (optional)", key="data_aliases", placeholder="malignant=cancer",
-                                 help=option_spec("class_aliases").help)
+                                 help=option_spec("class_aliases").help, bind="query-params")
     aliases = tuple(a.strip() for a in aliases_text.replace(";", ",").split(",") if a.strip())
-    group = sb.checkbox("Keep near-duplicates in one split", key="data_group_duplicates",
+    group = sb.checkbox(option_spec("group_duplicates").label, key="data_group_duplicates", bind="query-params",
                         help=option_spec("group_duplicates").help + " Used when medcls makes the split (the data has "
-                        "no train/val/test split of its own). The first load hashes every image once.")
+                        "no train/val/test split of its own, or 'Make my own split' is on). The first load hashes "
+                        "every image once.")
+    own = sb.checkbox(option_spec("own_split").label, key="data_own_split", bind="query-params",
+                      help=option_spec("own_split").help)
     try:
-        cfg = DataConfig(source=source, class_aliases=aliases, group_duplicates=group)
+        cfg = DataConfig(source=source, class_aliases=aliases, group_duplicates=group, own_split=own)
     except ValueError as exc:
         sb.error(str(exc))
-        cfg = DataConfig(source=source, group_duplicates=group)
+        cfg = DataConfig(source=source, group_duplicates=group, own_split=own)
     _set(cfg)
     return cfg
 
@@ -97,7 +105,11 @@ def _zip_upload(sb) -> str:
                                    f"{MAX_UPLOAD_MB} MB. It is unpacked safely into the app's data folder.")
     if upload is None:
         _manage_uploads(sb)
-        return st.session_state.get("data_zip_path", "")
+        earlier = restore_upload()  # uploaded before (this session, or the URL's ?upload= after a refresh)
+        if earlier and Path(earlier).is_dir():
+            sb.caption(f"Using the .zip uploaded earlier: `{shown(Path(earlier).name).replace('`', '')}`")
+            return earlier
+        return ""
     too_large = upload_too_large(upload.name, upload.size, MAX_UPLOAD_MB)
     if too_large:
         sb.error(f"Upload refused: {shown(too_large)}")
@@ -109,7 +121,7 @@ def _zip_upload(sb) -> str:
         sb.error(f"Upload refused: {shown(named)}")
         _manage_uploads(sb)
         return ""
-    st.session_state["data_zip_path"] = str(folder)
+    save_upload(str(folder))
     sb.caption(f"Unpacked to `{redact_paths(str(folder)).replace('`', '')}`")
     _manage_uploads(sb)
     return str(folder)
@@ -129,10 +141,18 @@ def _npz_choice(sb) -> str:
             sb.error(f"Upload refused: {shown(exc)}")
             _manage_uploads(sb)
             return ""
+        save_upload(str(target))
         _manage_uploads(sb)
         return str(target)
     _manage_uploads(sb)
-    return sb.text_input("…or its path on the server", key="data_npz_path").strip()
+    typed = sb.text_input("…or its path on the server", key="data_npz_path", bind="query-params").strip()
+    if typed:
+        return typed
+    earlier = restore_upload()  # uploaded before (this session, or the URL's ?upload= after a refresh)
+    if earlier and Path(earlier).is_file() and earlier.endswith(".npz"):
+        sb.caption(f"Using the .npz uploaded earlier: `{shown(Path(earlier).name.split('-', 1)[-1]).replace('`', '')}`")
+        return earlier
+    return ""
 
 
 def _manage_uploads(sb) -> None:
@@ -159,8 +179,8 @@ def _manage_uploads(sb) -> None:
                 except UploadError as exc:
                     st.error(shown(exc))
                 else:
-                    if upload.name in st.session_state.get("data_zip_path", ""):
-                        del st.session_state["data_zip_path"]
+                    if upload.name in restore_upload():
+                        save_upload("")
                     st.rerun()
 
 

@@ -25,7 +25,9 @@ from medcls.config import (
 )
 from medcls.config.table import option_table
 
-STATE_KEY = "train_options"   # the last valid form as flat option values (no widget owns this key)
+from .url_state import FORM_KEY, save_form
+
+STATE_KEY = FORM_KEY   # the last valid form as flat option values (no widget owns this key; mirrored in the URL)
 MODEL_KEY = "opt_model"
 
 
@@ -43,7 +45,7 @@ def _widget(spec: OptionSpec, value: Any, key: str, disabled: bool) -> Any:
     if choices:
         options = list(choices)
         return st.selectbox(options=options, index=options.index(value) if value in options else 0,
-                            format_func=format_value, **kwargs)
+                            format_func=lambda v: format_value(v, spec.name), **kwargs)
     if spec.base is bool:
         return st.toggle(value=bool(value), **kwargs)
     if spec.base in (int, float):
@@ -92,10 +94,15 @@ def render_form(data: DataConfig) -> tuple[TrainConfig | None, str | None]:
                 st.caption(group.caption)
             if group.title == "Architecture" and not specs:
                 st.caption(f"{model} has no architecture options of its own.")
-            cols = st.columns(2)
-            for i, spec in enumerate(specs):
+            # Switches take a whole row (their labels are long sentences); other widgets sit two to a row.
+            switches = [spec for spec in specs if spec.base is bool and not spec.option.allowed()]
+            others = [spec for spec in specs if spec not in switches]
+            top = st.container()
+            cols = st.columns(2) if others else []
+            for spec in switches + others:  # switches first: they decide whether the others apply
                 applies = spec.option.applies is None or spec.option.applies.holds({**current, **values})
-                with cols[i % 2]:
+                where = top if spec in switches else cols[others.index(spec) % 2]
+                with where:
                     value = _widget(spec, current[spec.name], widget_key(spec, model), not applies)
                 if applies:
                     values[spec.name] = value
@@ -105,4 +112,5 @@ def render_form(data: DataConfig) -> tuple[TrainConfig | None, str | None]:
         return None, str(exc)
     st.session_state[STATE_KEY] = {"model": model, **{k: v for k, v in result.applicable().items()
                                                       if table[k].section != "data"}}
+    save_form(st.session_state[STATE_KEY], data)
     return result, None

@@ -5,8 +5,6 @@ The work is done by :mod:`medcls.data.health`; this only draws the result.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
@@ -22,6 +20,7 @@ from medcls.data.health import (
     random_split_leak,
     split_leak,
 )
+from medcls.data.spec import item_name
 
 from .dataset import current_data_config
 from .text import escape_markdown, shown
@@ -38,17 +37,22 @@ def duplicates_section(spec: DatasetSpec) -> None:
     st.caption("The same picture twice (re-exported, cropped a little, with or without marks) makes a dataset look "
                "bigger than it is. A copy filed under two classes means one label is wrong. A copy in train and one "
                "in test lets a model score by memory, so test results look better than they are.")
-    with st.expander("How duplicates are found"):
+    with st.expander("How duplicates are found", key="health_how"):
         st.markdown("Each image gets a *perceptual hash*: a 64-bit fingerprint of its coarse shapes that survives "
                     "resizing, re-compression and small edits. Two images whose fingerprints differ in at most the "
-                    "number of bits below count as near-duplicates; chains of near-duplicates form one group.")
+                    "number of bits below are candidates. A candidate counts only if it is closer than two "
+                    "unrelated images of *this* dataset could be by chance, by its fingerprint or by its pixels: "
+                    "small or look-alike images (28-pixel chest X-rays all look alike at this scale) would "
+                    "otherwise chain thousands of different pictures into one group. Chains of near-duplicates "
+                    "form one group.")
         max_distance = st.slider("Bits that may differ (of 64)", 0, 16, DEFAULT_MAX_DISTANCE, key="health_distance",
                                  help=f"{DEFAULT_MAX_DISTANCE} is the default, also used by 'Keep near-duplicates in "
-                                      "one split': on BUSI every pair up to 10 bits apart was the same scan; from "
-                                      "about 12 bits on, different lesions start to be matched.")
+                                      "one split': on BUSI every pair up to 10 bits apart was the same scan.")
+        verdict = st.empty()
     health = _check(spec, max_distance)
     if health is None:
         return
+    verdict.caption(health.describe_check())
     _summary(spec, health, current_data_config())
     if health.groups:
         _groups(spec, health)
@@ -79,17 +83,23 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
     c4.metric("Test images with a copy in train", f"{leak.test_in_train:g} of {leak.test_images:g}")
     if health.conflicts:
         group = next((g for g in health.conflicts if g.identical), health.conflicts[0])  # exact copies convince most
-        example = " = ".join(escape_markdown(f"{Path(it.path).name} ({spec.classes[it.label]})")
-                             for it in group.items[:3])
-        st.error(f"**{len(health.conflicts)} picture(s) appear under two or more classes**, e.g. {example}. The same "
-                 "image cannot be both: one label is wrong, or the case is ambiguous. Check these labels, or remove "
-                 "the images.")
+        example = " = ".join(f"{item_name(it.path)} ({spec.classes[it.label]})" for it in group.conflict_example())
+        st.error(f"**{len(health.conflicts)} picture(s) appear under two or more classes**, e.g. "
+                 f"{escape_markdown(example)}. The same image cannot be both: one label is wrong, or the case is "
+                 "ambiguous. Check these labels, or remove the images.")
     if leak.test_in_train or leak.val_in_train:
-        fix = (" Tick **Keep near-duplicates in one split** in the sidebar for a split without leaks."
-               if own and not data_cfg.group_duplicates else "")
+        fix = ""
+        if own and not data_cfg.group_duplicates:
+            fix = " Tick **Keep near-duplicates in one split** in the sidebar for a split without leaks."
         st.warning(f"**Split leak: {leak.test_in_train:g} of {leak.test_images:g} test images ({leak.test_share:.0%}) "
                    f"and {leak.val_in_train:g} validation images have a near-duplicate in train.** Test scores on "
                    f"this split are optimistic.{fix}")
+        if not own:  # the dataset's own split leaks: offer a split that keeps copies together
+            st.button("Make a duplicate-grouped split of this data (sets the dataset's split aside)",
+                      key="health_fix_split", on_click=_grouped_split, type="primary",
+                      help="Turns on 'Make my own split' and 'Keep near-duplicates in one split' in the sidebar: "
+                           "a stratified split in which every copy of an image lands in the same split. Runs "
+                           "trained then are tested on images they have never seen in any form.")
     elif health.groups:
         kept = " (near-duplicates are kept in one split)" if own and data_cfg.group_duplicates else ""
         st.success(f"No test or validation image has a near-duplicate in train{kept}.")
@@ -101,14 +111,21 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
                                     data_cfg.test_fraction)
     whose = "this split (made by medcls)" if own else "this dataset's own split"
     note = ("" if own or not data_cfg.group_duplicates else
-            " The dataset brings its own split, so 'Keep near-duplicates in one split' changes nothing here.")
+            " The dataset brings its own split, so 'Keep near-duplicates in one split' changes nothing here unless "
+            "'Make my own split' is on too.")
     st.caption(f"Leak of {whose}: {leak.test_in_train:g} test and {leak.val_in_train:g} validation images with a "
                f"near-duplicate in train, {leak.test_in_val:g} test images with one in validation. With a random "
                f"{train_share:.0%}/{data_cfg.val_fraction:.0%}/{data_cfg.test_fraction:.0%} split, about "
                f"{random_leak.test_in_train:.0f} test images would have a near-duplicate in train (average of "
                f"5 seeds).{note}")
     for path, reason in health.failures[:5]:
-        st.caption(f"Not checked: {escape_markdown(Path(path).name)}: {shown(reason)}")
+        st.caption(f"Not checked: {escape_markdown(item_name(path))}: {shown(reason)}")
+
+
+def _grouped_split() -> None:
+    """Button callback: the sidebar's own-split and keep-copies-together options on (before the next run)."""
+    st.session_state["data_own_split"] = True
+    st.session_state["data_group_duplicates"] = True
 
 
 def _groups(spec: DatasetSpec, health: HealthReport) -> None:
@@ -122,16 +139,18 @@ def _groups(spec: DatasetSpec, health: HealthReport) -> None:
     st.dataframe(pd.DataFrame([{
         "group": number[id(g)], "images": len(g.items), "kind": _kind(g),
         "classes": ", ".join(spec.classes[k] for k in g.labels), "splits": ", ".join(g.splits),
-        "files": ", ".join(Path(it.path).name for it in g.items)} for g in chosen]), hide_index=True, width="stretch")
+        "files": ", ".join(item_name(it.path) for it in g.items)} for g in chosen]), hide_index=True, width="stretch")
     for group in chosen[:GROUPS_SHOWN]:
         with st.container(border=True):
             flags = (" · ⚠️ different classes" if group.conflict else "") + \
                     (" · ↔ across splits" if group.leak else "")
             st.markdown(f"**Group {number[id(group)]}** · {_kind(group)}{flags}")
-            for col, item in zip(st.columns(THUMBS_PER_GROUP), group.items[:THUMBS_PER_GROUP]):
+            first = group.conflict_example() if group.conflict else []  # the copies whose labels differ first
+            members = first + [it for it in group.items if it not in first]
+            for col, item in zip(st.columns(THUMBS_PER_GROUP), members[:THUMBS_PER_GROUP]):
                 try:
                     col.image(thumbnail(item.path, 120), width="stretch",
-                              caption=escape_markdown(f"{Path(item.path).name[:24]} · {spec.classes[item.label]} · "
+                              caption=escape_markdown(f"{item_name(item.path)[:24]} · {spec.classes[item.label]} · "
                                                       f"{item.split}"))
                 except ValueError as exc:
                     col.caption(f"unreadable: {shown(exc)}")

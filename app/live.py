@@ -132,7 +132,7 @@ def _resume_button(run_id: str, epochs_done: int) -> None:
 
 
 def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status: RunStatus) -> None:
-    cols = st.columns(4)
+    cols = [*st.columns(2), *st.columns(2)]  # two rows: labels and values stay whole in a narrow column
     last = history[-1] if history else None
     best = best_record(history)
     cols[0].metric("Epochs done", f"{len(history)}/{epochs}")

@@ -13,12 +13,13 @@ from app.compare_sections import (
     uncertainty_section,
 )
 from app.manager import manager
-from app.text import shown
+from app.text import escape_markdown, shown
 from medcls.analysis.comparison import comparability, config_rows, metrics_rows
 from medcls.config import describe_differences
 from medcls.data import default_focus_class
 from medcls.figures.evaluation import confusion_matrix_figure, pr_curves_figure
 from medcls.figures.training import overlay_history_figure
+from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
 from medcls.runs.records import RecordError
 from medcls.runs.store import RunNotFoundError
@@ -26,6 +27,11 @@ from medcls.runs.store import RunNotFoundError
 CURVES = {"val_macro_f1": "Validation macro-F1", "val_accuracy": "Validation accuracy",
           "val_balanced_accuracy": "Validation balanced accuracy", "val_loss": "Validation loss",
           "train_loss": "Training loss", "train_accuracy": "Training accuracy"}
+
+
+def run_choice(run_id: str) -> str:
+    summary = summaries[run_id]
+    return names[run_id] + (f" · ⏹ {state_words(summary)}" if summary.stopped else "")
 
 st.title("📊 Compare runs")
 store = manager().store
@@ -44,13 +50,20 @@ if gone:
     st.info(f"No longer available (deleted): {', '.join(gone)}.")
     st.session_state["compare_runs"] = [r for r in st.session_state["compare_runs"] if r in summaries]
 ids = list(summaries)
-newest = summaries[ids[0]]
-default = [r for r in ids if summaries[r].data_fingerprint == newest.data_fingerprint
-           and summaries[r].classes == newest.classes][:2]
-chosen = st.multiselect("Runs", ids, default=default, key="compare_runs", format_func=lambda r: names[r],
-                        help="Tested runs, newest first. The two newest on the same data are picked to start with.")
+chosen = st.multiselect("Runs", ids, default=comparable_default(summaries.values()), key="compare_runs",
+                        format_func=run_choice,
+                        help="Tested runs, newest first. To start with, the newest run and the newest other run "
+                             "tested on the same images with the same classes are picked (never runs whose test "
+                             "data differ). A stopped run is marked ⏹: its best checkpoint so far was tested.")
 if not chosen:
     st.stop()
+st.dataframe(pd.DataFrame([{
+    "run": names[r], "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–",
+    "how it ended": state_words(summaries[r]), "epochs": f"{summaries[r].epochs_done} of {summaries[r].epochs}",
+    "test macro-F1": "–" if summaries[r].test_macro_f1 is None else f"{summaries[r].test_macro_f1:.3f}"}
+    for r in chosen]), hide_index=True, width="stretch", key="compare_chosen",
+    column_config={"run": st.column_config.TextColumn(width="large"), "data": st.column_config.TextColumn(
+        width="medium"), "classes": st.column_config.TextColumn(width="medium")})
 
 try:
     predictions = {r: store.predictions(r, "test") for r in chosen}
@@ -67,22 +80,30 @@ check = comparability({r: s.dataset for r, s in chosen_summaries.items()},
                       {r: s.data_fingerprint for r, s in chosen_summaries.items()},
                       {r: predictions[r].classes for r in chosen})
 for message in check.messages:
-    st.warning(message, icon="⚠️")
+    st.warning(escape_markdown(message), icon="⚠️")
 for r in chosen:
     if metrics[r].stopped:
-        st.caption(f"⏹️ {shown(names[r])} was stopped before its last epoch: its best checkpoint so far was "
-                   "tested.")
+        st.caption(f"⏹️ {shown(names[r])} was stopped at epoch {summaries[r].epochs_done} of "
+                   f"{summaries[r].epochs}: its best checkpoint so far was tested.")
 
 all_classes = list(dict.fromkeys(c for r in chosen for c in predictions[r].classes))
-focus_default = default_focus_class(all_classes)
+trained_focus = [metrics[r].focus_class for r in chosen if metrics[r].focus_class in all_classes]
+focus_default = trained_focus[0] if trained_focus else default_focus_class(all_classes)  # the runs' own focus
+if st.session_state.get("compare_focus") not in all_classes:  # a class of runs no longer chosen
+    st.session_state.pop("compare_focus", None)
 focus = st.selectbox("Focus class", all_classes, index=all_classes.index(focus_default), key="compare_focus",
                      help="Highlighted in the curves and shown first in the table. By default malignant/cancer, the "
                           "class the seed notebook cared most about.")
+lacking = [names[r] for r in chosen if focus not in predictions[r].classes]
+if lacking:
+    st.caption(f"{escape_markdown(', '.join(lacking))} {'has' if len(lacking) == 1 else 'have'} no class "
+               f"{escape_markdown(focus)}: '–' in its columns, and no curve for it.")
 
 st.subheader("Test metrics")
 rows = metrics_rows({r: metrics[r].test for r in chosen}, names, focus)
-table = pd.DataFrame(rows).set_index("run")
-st.dataframe(table.style.format("{:.3f}", na_rep="–"), width="stretch")
+table = pd.DataFrame(rows).set_index("run").astype(float)
+# Shown as text: a missing value (a class the run does not have) reads "–", never "None".
+st.dataframe(table.map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"), width="stretch", key="compare_metrics")
 
 cvs = {names[r]: cv for r in chosen if (cv := store.cross_validation(r)) is not None}
 if cvs:
@@ -90,7 +111,7 @@ if cvs:
     cross_validation_section(cvs)
 
 st.subheader("How sure are these numbers?")
-uncertainty_section(store, chosen, names)
+uncertainty_section(store, chosen, names, focus)
 
 st.subheader("Confusion matrices")
 normalize = st.toggle("Row-normalised (share of each true class)", value=False, key="cm_normalize",
@@ -116,8 +137,8 @@ calibration_section(predictions, names, focus)
 
 st.subheader("Training curves")
 metric = st.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_curve")
-st.plotly_chart(overlay_history_figure({names[r]: store.history(r) for r in chosen}, metric, title=CURVES[metric]),
-                key="overlay", width="stretch")
+st.plotly_chart(overlay_history_figure({names[r]: store.history(r) for r in chosen}, metric, title=CURVES[metric],
+                                       axis_title=CURVES[metric]), key="overlay", width="stretch")
 
 st.subheader("What differs")
 if len(chosen) > 1:

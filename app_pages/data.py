@@ -14,6 +14,7 @@ from medcls.data.explore import (
     sample_items,
     thumbnail,
 )
+from medcls.data.spec import item_name
 from medcls.figures.evaluation import class_counts_figure
 from medcls.settings import redact_paths
 
@@ -46,8 +47,7 @@ cols = st.columns(6)
 for i, item in enumerate(items):
     with cols[i % 6]:
         try:
-            st.image(thumbnail(item.path, 160), caption=escape_markdown(item.path.rsplit("/", 1)[-1][:28]),
-                     width="stretch")
+            st.image(thumbnail(item.path, 160), caption=escape_markdown(item_name(item.path)[:28]), width="stretch")
         except ValueError as exc:
             st.caption(f"unreadable: {shown(exc)}")
 
@@ -81,7 +81,11 @@ st.caption("One training image as the network may see it in different epochs, wi
            "of the Train page. Validation and test images are never augmented.")
 train_items = [it for it in spec.items if it.split == "train"] or spec.items
 train_cfg = saved_config(spec_config)  # the Train page's current options
-pick = st.slider("Image", 0, max(0, len(train_items) - 1), 0, key="aug_pick")
+pick = st.slider("Training image (number)", 0, max(0, len(train_items) - 1), 0, key="aug_pick",
+                 help="Which training image to preview; its name and class are shown below.")
+picked = train_items[pick]
+st.caption(f"Image {pick + 1} of {len(train_items)}: **{escape_markdown(item_name(picked.path))}**, class "
+           f"**{escape_markdown(spec.classes[picked.label])}** ({picked.split})")
 try:
     draws = augmentation_preview(train_items[pick].path, train_cfg.augment, size=train_cfg.image_size, draws=6,
                                  seed=st.session_state.get("aug_seed", 0))

@@ -34,7 +34,7 @@ def values_widget(name: str, base: TrainConfig) -> list:
     if options is not None:
         start = [current] + [o for o in options if o != current][:1] if current in options else options[:2]
         return st.multiselect(f"Values of **{label(name)}**", options, default=start, max_selections=MAX_VALUES,
-                              format_func=format_value, key=f"sweep_values_{name}")
+                              format_func=lambda v: format_value(v, name), key=f"sweep_values_{name}")
     text = st.text_input(f"Values of **{label(name)}** (2 to {MAX_VALUES}, separated by commas)",
                          value=starting_values(name), key=f"sweep_values_{name}",
                          placeholder=f"e.g. {format_value(current)}, …")
@@ -56,7 +56,7 @@ with st.expander("Base options (shared with the Train page)", expanded=False):
 if form_error:
     st.error(shown(form_error))
 else:
-    st.caption("Base: " + ", ".join(f"{label(k)} {format_value(base.flat()[k])}"
+    st.caption("Base: " + ", ".join(f"{label(k)} {format_value(base.flat()[k], k)}"
                                      for k in ("model", "image_size", "epochs", "lr", "imbalance")) + ".")
 
 st.subheader("2 · Choose what to vary")
@@ -76,7 +76,7 @@ if grid_error:
     st.error(shown(grid_error))
 elif points:
     st.caption(f"{len(points)} runs: " + "; ".join(
-        ", ".join(f"{label(k)} {format_value(v)}" for k, v in p.values.items()) for p in points))
+        ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in p.values.items()) for p in points))
 queue = st.button(f"▶ Queue {len(points)} runs" if points else "▶ Queue the runs", type="primary",
                   disabled=not points or spec is None, key="sweep_start")
 if queue and base is not None:
@@ -113,19 +113,19 @@ def results() -> None:
         st.rerun()  # all runs ended: redraw once, without the timer
     if rows and rows[0]["rank"] == 1:
         best = rows[0]
-        st.success("Best so far: " + ", ".join(f"{label(k)} **{format_value(best[k])}**" for k in sweep.settings)
+        st.success("Best so far: " + ", ".join(f"{label(k)} **{format_value(best[k], k)}**" for k in sweep.settings)
                    + f" with {best[metric]:.3f} ({escape_markdown(best['name'])}).")
     table = pd.DataFrame([{
-        "rank": r["rank"], **{label(k): format_value(r.get(k)) for k in sweep.settings}, "state": r["state"],
-        "epochs": f"{r['epochs_done']}/{r['epochs']}", "best val score": r["best_score"],
-        "val macro-F1": r["val_macro_f1"], "test macro-F1": r["test_macro_f1"], "run": r["name"]}
+        "rank": r["rank"], **{label(k): format_value(r.get(k), k) for k in sweep.settings}, "state": r["state"],
+        "epochs": f"{r['epochs_done']}/{r['epochs']}", "best validation score": r["best_score"],
+        "validation macro-F1": r["val_macro_f1"], "test macro-F1": r["test_macro_f1"], "run": r["name"]}
         for r in rows])
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "rank": st.column_config.NumberColumn(format="%d"),
         **{c: st.column_config.NumberColumn(format="%.3f") for c in
-           ("best val score", "val macro-F1", "test macro-F1")}})
-    axes = [(label(k), [format_value(v) for v in values]) for k, values in sweep.settings.items()]
-    cells = {tuple(format_value(r.get(k)) for k in sweep.settings): r[metric] for r in rows}
+           ("best validation score", "validation macro-F1", "test macro-F1")}})
+    axes = [(label(k), [format_value(v, k) for v in values]) for k, values in sweep.settings.items()]
+    cells = {tuple(format_value(r.get(k), k) for k in sweep.settings): r[metric] for r in rows}
     st.plotly_chart(sweep_figure(axes, cells, RANK_METRICS[metric].split(" (")[0]), key="sweep_figure",
                     width="stretch")
     waiting = [r["run_id"] for r in rows if r["state"] in ACTIVE_STATES]

@@ -8,25 +8,28 @@ from app.live import default_run, live_panel
 from app.manager import manager
 from app.model_summary import render_model_summary
 from app.text import escape_markdown, shown
+from app.weights import weights_panel
 from medcls.runs.naming import display_names
 
 st.title("🏋️ Train")
 data_cfg = current_data_config()
 spec = load_current_dataset(data_cfg)
 
-left, right = st.columns([2, 3], gap="large")
+left, right = st.columns([1, 1], gap="large")
 with left:
     st.subheader("Options")
     if spec is not None:
         st.caption(dataset_caption(spec))
-    st.caption("Defaults are chosen to train in about a minute on a 2-core CPU. Hover over **?** for what each "
-               "option does. The seed notebook cared most about **cancer recall**: missing a cancer is worse than "
-               "a false alarm, so the focus class's recall is tracked on every epoch.")
+    st.caption("Hover over **?** for what each option does; below the form, the time these options take is "
+               "measured on this machine before you start. The seed notebook cared most about **cancer recall**: "
+               "missing a cancer is worse than a false alarm, so the focus class's recall is tracked on every "
+               "epoch.")
     top = st.container()  # the Start button sits above the form, drawn once the form has given a config
     cfg, error = render_form(data_cfg)
     if error:
         st.error(shown(error))
     elif spec is not None:
+        weights_panel(cfg)
         st.markdown("**What this model costs**")
         render_model_summary(cfg, spec)
     with top:

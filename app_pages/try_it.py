@@ -1,14 +1,18 @@
-"""Try it: one image through a trained model."""
+"""Try it: one image through a trained model, with a check that the image is like its training data."""
+
+import hashlib
 
 import streamlit as st
 
-from app.dataset import load_current_dataset, upload_too_large
+from app.dataset import MAX_UPLOAD_MB, load_current_dataset, upload_too_large
 from app.manager import manager
 from app.text import escape_markdown, shown
 from medcls.data import ImageReadError
+from medcls.data.spec import item_name
 from medcls.figures.evaluation import probability_figure
-from medcls.inference.gradcam import gradcam_overlay
+from medcls.inference.gradcam import coarse_map_note, gradcam_overlay
 from medcls.inference.predictor import LOW_CONFIDENCE, load_predictor
+from medcls.runs.choice import preferred_run, run_label
 from medcls.runs.naming import display_names
 from medcls.runs.store import RunNotFoundError
 
@@ -18,16 +22,28 @@ st.title("🖼️ Try it")
 st.warning("**Teaching tool, not a diagnosis.** These models are small, trained on few images, and have not been "
            "validated for any clinical use.", icon="⚠️")
 store = manager().store
-summaries = {s.run_id: s for s in store.list() if s.has_weights and s.state != "running" and not s.damaged}
+summaries = {s.run_id: s for s in store.list() if s.has_weights and not s.active and not s.damaged}
 if not summaries:
     st.info("No trained model yet. Train one on the **Train** page first.")
     st.stop()
 if st.session_state.get("try_run") and st.session_state["try_run"] not in summaries:
     st.info(f"Run {st.session_state['try_run']} no longer exists (its folder was deleted); pick another model.")
     del st.session_state["try_run"]
+spec = load_current_dataset()
+if "try_run" not in st.session_state:  # a fresh page: the best finished run on the dataset in the sidebar
+    st.session_state["try_run"] = preferred_run(list(summaries.values()), spec.fingerprint() if spec else "")
 names = display_names(summaries.values())
-run_id = st.selectbox("Model (run)", list(summaries), key="try_run", format_func=names.get,
-                      help="Runs that saved weights, newest first.")
+run_id = st.selectbox("Model (run)", list(summaries), key="try_run",
+                      format_func=lambda r: run_label(summaries[r], names[r]),
+                      help="Runs that saved weights, newest first: name, the data it learned from, how it ended "
+                           "and its test score. It starts at the best finished run on the dataset in the sidebar.")
+chosen = summaries[run_id]
+if chosen.state != "finished":
+    st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): its best checkpoint so far "
+               "answers.")
+if spec is not None and chosen.data_fingerprint and chosen.data_fingerprint != spec.fingerprint():
+    st.caption(f"This model learned from **{escape_markdown(chosen.dataset)}**, not from the dataset in the "
+               "sidebar.")
 try:
     predictor = load_predictor(store, run_id)
 except (RunNotFoundError, FileNotFoundError, ValueError) as exc:
@@ -40,8 +56,11 @@ source_kind = st.radio("Image", ["Upload an image", "Pick one from the current d
                        key="try_source")
 data, name = None, None
 if source_kind == "Upload an image":
+    # The browser refuses files over the uploader's cap without telling the page, which would leave the previous
+    # image's prediction on screen under the refused file; so the uploader takes up to the server's cap and this
+    # page refuses (and clears the prediction) itself.
     upload = st.file_uploader("PNG, JPEG, BMP or TIFF", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
-                              key="try_upload", max_upload_size=MAX_IMAGE_MB,
+                              key="try_upload", max_upload_size=MAX_UPLOAD_MB,
                               help=f"At most {MAX_IMAGE_MB} MB. The image is only used for this prediction.")
     if upload is not None:
         too_large = upload_too_large(upload.name, upload.size, MAX_IMAGE_MB)
@@ -49,13 +68,11 @@ if source_kind == "Upload an image":
             st.error(f"Could not use **{escape_markdown(upload.name)}**: {shown(too_large)}")
             st.stop()
         data, name = upload.getvalue(), upload.name
-else:
-    spec = load_current_dataset()
-    if spec is not None:
-        test = [it for it in spec.items if it.split == "test"] or spec.items
-        pick = st.selectbox("Image", range(len(test)), key="try_pick",
-                            format_func=lambda i: f"{test[i].path.rsplit('/', 1)[-1]} (true: {spec.classes[test[i].label]})")
-        data, name = test[pick].path, test[pick].path
+elif spec is not None:
+    test = [it for it in spec.items if it.split == "test"] or spec.items
+    pick = st.selectbox("Image", range(len(test)), key="try_pick",
+                        format_func=lambda i: f"{item_name(test[i].path)} (true: {spec.classes[test[i].label]})")
+    data, name = test[pick].path, item_name(test[pick].path)
 
 if data is None:
     st.stop()
@@ -63,35 +80,50 @@ try:
     pixels = predictor.pixels(data, name=name)
     probs = predictor.probabilities(pixels)
 except ImageReadError as exc:
-    st.error(f"Could not use **{shown(exc.name)}**: {shown(exc.reason)}. Please upload a PNG, JPEG, BMP or TIFF "
-             "image.")
+    hint = " Please upload a PNG, JPEG, BMP or TIFF image." if exc.kind == "not_image" else ""
+    st.error(f"Could not use **{shown(name or exc.name)}**: {shown(exc.reason)}.{hint}")
     st.stop()
 
 prediction = predictor.prediction(probs)
 probabilities, label = prediction.probabilities, prediction.label
+novelty = predictor.novelty(pixels)
 left, right = st.columns([1, 2])
 with left:
     st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), caption="as the model sees it",
              width="stretch")
 with right:
     st.metric("Predicted class", escape_markdown(label), f"{probabilities[label]:.0%} confidence", delta_color="off")
+    if novelty is not None and novelty.unusual:
+        st.warning(novelty.sentence(), icon="🛑")
     if prediction.low_confidence:
         st.warning(f"Low confidence (under {LOW_CONFIDENCE:.0%}): the model is unsure; do not rely on this answer.")
     st.plotly_chart(probability_figure(probabilities), key="try_probs", width="stretch")
+    if novelty is None:
+        st.caption("This run was trained before medcls recorded its training images' features, so it cannot say "
+                   "whether this image is like them. Train it again to get that check.")
+    elif not novelty.unusual:
+        st.caption(novelty.sentence())
 
 st.subheader("Where did the model look?")
+# A new image (or model) starts at its predicted class: the class picker belongs to the image it explains (its key
+# names the image), so the map, the picker, the caption and the text always name the same class.
+image_key = hashlib.blake2b(run_id.encode() + pixels.tobytes(), digest_size=8).hexdigest()
 heat_left, heat_right = st.columns([1, 2])
 with heat_right:
     explain = st.selectbox("Show the evidence for", predictor.classes, index=predictor.classes.index(label),
-                           key="gradcam_class", help="The heatmap shows which parts of the image raised the score of "
-                                                     "this class. By default the predicted class.")
+                           key=f"gradcam_class_{image_key}",
+                           help="The heatmap shows which parts of the image raised the score of this class. Each new "
+                                "image starts at the predicted class.")
     alpha = st.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05, key="gradcam_alpha",
                       help="0 shows only the image, 1 only the heatmap.")
     explain_md = escape_markdown(explain)  # a class name is user-controlled text
     st.caption("Grad-CAM heatmap: red and yellow mark the regions that raised the score of "
-               f"**{explain_md}** most, blue the regions that did not. It is coarse (it comes from the network's "
-               "last, low-resolution layer) and it is not a segmentation. A hot spot on text, calipers or the image "
-               "border is a warning sign that the model learned a shortcut instead of the tissue.")
+               f"**{explain_md}** most, blue the regions that did not. It is coarse (it comes from the "
+               "network's last, low-resolution layer) and it is not a segmentation. A hot spot on text, calipers or "
+               "the image border is a warning sign that the model learned a shortcut instead of the tissue.")
+    coarse = coarse_map_note(predictor.model, predictor.image_size)
+    if coarse:
+        st.warning(coarse)
 with heat_left:
     try:
         overlay = gradcam_overlay(predictor, pixels, predictor.classes.index(explain), alpha)

@@ -119,7 +119,7 @@ def test_unknown_choices_and_inapplicable_flags_exit_2_with_the_reason(capsys):
     assert main(["train", "--optimizer", "rmsprop"]) == 2
     assert "Optimizer must be one of adam, adamw, sgd (got 'rmsprop')" in capsys.readouterr().err
     assert main(["train", "--momentum", "0.5"]) == 2
-    assert "Momentum has no effect here: it applies only when optimizer is sgd" in capsys.readouterr().err
+    assert "Momentum has no effect here: it applies only when optimizer is SGD" in capsys.readouterr().err
     assert main(["train", "--dropout", "nan", "--print-config"]) == 2
     assert "finite" in capsys.readouterr().err
     assert RunStore().list_ids() == []
@@ -130,7 +130,7 @@ def test_train_help_shows_labels_defaults_and_when_options_apply(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--lr LR Learning rate:" in text and "default: 0.002" in text
-    assert "only when optimizer is sgd" in text                  # momentum
+    assert "only when optimizer is SGD" in text                  # momentum
     assert "4 for seed_cnn" in text and "3 for seed_cnn_bn" in text  # each preset's own conv blocks
 
 
@@ -180,3 +180,20 @@ def test_cross_validation_prints_each_fold_and_the_mean_and_spread(class_dataset
     assert "fold 1 of 2" in out.err and "fold 2 of 2" in out.err
     assert "cross-validation: 2 of 2 folds" in out.out and "fold 1: macro-F1" in out.out
     assert "macro-F1:" in out.out and "± " in out.out and "fold models' ensemble" in out.out
+
+
+@pytest.mark.slow
+def test_training_into_a_log_file_prints_one_line_per_epoch(class_dataset, isolated_env, tmp_path):
+    """Standard output and error redirected (a log file, CI): no carriage-return progress bar, one line an epoch."""
+    log = tmp_path / "train.log"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    with open(log, "w") as handle:
+        proc = subprocess.run([sys.executable, "-m", "medcls", "--runs-dir", str(tmp_path / "runs"), "train",
+                               "--data", str(class_dataset), "--image-size", "32", "--epochs", "3", "--batch-size", "8",
+                               "--precision", "fp32", "--patience", "0"],
+                              stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=300)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "\r" not in text and "[#" not in text
+    epoch_lines = [line for line in text.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"], text

@@ -14,21 +14,32 @@ __all__ = ["metrics_rows", "config_rows", "Comparability", "comparability"]
 
 def metrics_rows(metrics: Mapping[str, SplitMetrics], names: Mapping[str, str] | None = None,
                  focus_class: str = "") -> list[dict[str, Any]]:
-    """One flat row per run (keyed by run id): overall metrics, then the focus class, then the other classes."""
+    """One flat row per run: the focus class first (what a reader looks for, visible without scrolling), then
+    the overall metrics, then the other classes. Every row has every column; a run without a class has None
+    there (shown as '–')."""
     names = names or {}
     rows = []
     for run_id, m in metrics.items():
-        row: dict[str, Any] = {"run": names.get(run_id, run_id), "accuracy": m.accuracy,
-                               "balanced accuracy": m.balanced_accuracy, "macro-F1": m.macro_f1,
-                               "macro AP": m.macro_average_precision}
-        ordered = sorted(m.per_class.items(), key=lambda item: item[0] != focus_class)
-        for name, c in ordered:
+        row: dict[str, Any] = {"run": names.get(run_id, run_id)}
+        focus = m.per_class.get(focus_class)
+        if focus_class:
+            row.update({f"{focus_class} recall": focus.recall if focus else None,
+                        f"{focus_class} precision": focus.precision if focus else None,
+                        f"{focus_class} F1": focus.f1 if focus else None})
+        row.update({"macro-F1": m.macro_f1, "balanced accuracy": m.balanced_accuracy, "accuracy": m.accuracy,
+                    "macro AP": m.macro_average_precision})
+        if focus_class:
+            row[f"{focus_class} AP"] = focus.average_precision if focus else None
+        for name, c in m.per_class.items():
+            if name == focus_class:
+                continue
             row[f"{name} recall"] = c.recall
             row[f"{name} precision"] = c.precision
             row[f"{name} F1"] = c.f1
             row[f"{name} AP"] = c.average_precision
         rows.append(row)
-    return rows
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return [{c: row.get(c) for c in columns} for row in rows]
 
 
 def config_rows(configs: Mapping[str, TrainConfig], names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
@@ -45,7 +56,7 @@ def config_rows(configs: Mapping[str, TrainConfig], names: Mapping[str, str] | N
     rows = []
     for name, spec in option_table().items():
         if name in differing:
-            rows.append({"setting": spec.label, **{names.get(rid, rid): format_value(applicable[rid][name])
+            rows.append({"setting": spec.label, **{names.get(rid, rid): format_value(applicable[rid][name], name)
                                                    if name in applicable[rid] else "not used" for rid in ids}})
     return rows
 
@@ -68,9 +79,12 @@ def comparability(datasets: Mapping[str, str], fingerprints: Mapping[str, str],
     names = tuple(dict.fromkeys(datasets.values()))
     messages = []
     if len(prints) > 1:
-        messages.append("These runs were tested on different data (" + ", ".join(names) + "). Their test "
-                        "numbers answer different questions and cannot be compared directly.")
+        same_name = len(names) < len(prints)
+        which = ", ".join(names) + (" (the same name, but different images or splits)" if same_name else "")
+        messages.append(f"These runs were tested on different data: {which}. Their test numbers answer "
+                        "different questions and cannot be compared directly.")
     if len(class_lists) > 1:
-        messages.append("These runs have different class lists (" + "; ".join(", ".join(c) for c in class_lists)
-                        + "). Per-class results are shown only for classes a run has.")
+        messages.append("These runs have different class lists (" + "; ".join(", ".join(c) for c in
+                                                                              sorted(class_lists))
+                        + "). A class a run does not have shows '–' for that run.")
     return Comparability(len(prints) <= 1, len(class_lists) <= 1, names, tuple(messages))

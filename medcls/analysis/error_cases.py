@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.spec import item_name
+
 __all__ = ["Case", "cell_counts", "cell_cases", "cell_options", "default_cell"]
 
 
@@ -26,7 +28,7 @@ class Case:
 
     @property
     def caption(self) -> str:
-        name = self.path.replace("\\", "/").rsplit("/", 1)[-1]
+        name = item_name(self.path)
         if self.true == self.predicted:
             return f"{name} · P({self.true}) {self.p_true:.0%}"
         return f"{name} · P({self.true}) {self.p_true:.0%} · P({self.predicted}) {self.p_predicted:.0%}"

@@ -117,17 +117,22 @@ def format_interval(ci: Mapping | None, percent: bool = False) -> str:
     return f"{fmt(ci['estimate'])}{unit} ({fmt(ci['low'])}–{fmt(ci['high'])}{unit})"
 
 
-def interval_rows(intervals: Mapping[str, Mapping]) -> list[dict[str, str]]:
-    """One table row per run: every metric as 'estimate (low–high)'."""
+def interval_rows(intervals: Mapping[str, Mapping], focus_class: str = "") -> list[dict[str, str]]:
+    """One table row per run: every metric as 'estimate (low–high)', the focus class's first; '–' where a run
+    has no such class (runs with different class lists share one table)."""
     rows = []
     for run_id, ci in intervals.items():
         row = {"run": run_id, "accuracy": format_interval(ci.get("accuracy")),
                "macro-F1": format_interval(ci.get("macro_f1"))}
-        for name, c in ci.get("per_class", {}).items():
+        per_class = sorted(ci.get("per_class", {}).items(), key=lambda item: item[0] != focus_class)
+        for name, c in per_class:
             row[f"{name} recall"] = format_interval(c.get("recall"))
             row[f"{name} AP"] = format_interval(c.get("average_precision"))
         rows.append(row)
-    return rows
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    focus = [c for c in columns if focus_class and c.startswith(f"{focus_class} ")]
+    ordered = ["run"] + focus + [c for c in columns if c != "run" and c not in focus]
+    return [{c: row.get(c, "–") for c in ordered} for row in rows]
 
 
 def small_class_warnings(intervals_by_run: Mapping[str, Mapping], minimum: int = MIN_RELIABLE,

@@ -19,8 +19,14 @@ __all__ = ["format_value", "label", "sentence_label", "applies_text", "Differenc
            "describe_differences", "settings_rows"]
 
 
-def format_value(value: Any) -> str:
-    """A setting's value as people read it: on/off, 0.002 (not 0.0020000000000000000), '–' for empty."""
+def format_value(value: Any, name: str | None = None) -> str:
+    """A setting's value as people read it: on/off, 0.002 (not 0.0020000000000000000), '–' for empty, and a
+    choice in its declared words when the option ``name`` is given ('macro-F1', not 'macro_f1')."""
+    if name is not None:
+        table = option_table()
+        word = table[name].option.word(value) if name in table else None
+        if word is not None:
+            return word
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -51,7 +57,7 @@ def applies_text(condition: Condition | None) -> str:
         return "always"
     parts = []
     for name, allowed in condition.requirements:
-        values = " or ".join(format_value(v) for v in allowed)
+        values = " or ".join(format_value(v, name) for v in allowed)
         parts.append(f"{sentence_label(name)} is {values}")
     return "when " + " and ".join(parts)
 
@@ -64,7 +70,8 @@ class Difference:
     after: Any
 
     def words(self) -> str:
-        return f"{sentence_label(self.name)} {format_value(self.before)} → {format_value(self.after)}"
+        return (f"{sentence_label(self.name)} {format_value(self.before, self.name)} → "
+                f"{format_value(self.after, self.name)}")
 
 
 def differences(a: "TrainConfig", b: "TrainConfig") -> list[Difference]:
@@ -92,5 +99,5 @@ def settings_rows(cfg: "TrainConfig", *, include_data: bool = True) -> list[dict
         spec = table[name]
         if spec.section == "data" and not include_data:
             continue
-        rows.append({"group": spec.option.group, "setting": spec.label, "value": format_value(value)})
+        rows.append({"group": spec.option.group, "setting": spec.label, "value": format_value(value, name)})
     return rows

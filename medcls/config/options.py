@@ -63,6 +63,11 @@ class Option:
     number_format: str | None = None            # how a number box shows it, e.g. "%.1e"
     item_min: float | None = None               # for tuples of numbers: bounds of each item
     item_max: float | None = None
+    words: tuple[tuple[Any, str], ...] = ()     # how choices read in words: (("macro_f1", "macro-F1"), ...)
+
+    def word(self, value: Any) -> str | None:
+        """The choice ``value`` in words, when declared."""
+        return next((text for choice, text in self.words if choice == value), None)
 
     def allowed(self) -> tuple[Any, ...] | None:
         return self.choices() if callable(self.choices) else self.choices

@@ -47,7 +47,10 @@ class DataConfig:
                          label="Dataset", group="Data", flags=("--data", "--source"), sweepable=False)
     layout: str = option("auto", "How the dataset is organised. 'auto' looks at the folder: train/val/test "
                          "sub-folders, class sub-folders, a manifest or an .npz file.", label="Layout", group="Data",
-                         choices=("auto", "split_folders", "class_folders", "manifest", "npz"), sweepable=False)
+                         choices=("auto", "split_folders", "class_folders", "manifest", "npz"), sweepable=False,
+                         words=(("auto", "found automatically"), ("split_folders", "train/val/test folders"),
+                                ("class_folders", "one folder per class"), ("manifest", "a manifest .csv"),
+                                ("npz", "a MedMNIST .npz file")))
     class_aliases: tuple[str, ...] = option((), "Other names for the same class, written alias=class. "
                                             "Example: malignant=cancer when the test folder says 'malignant' "
                                             "and the training folder says 'cancer'.", label="Class aliases",
@@ -67,12 +70,19 @@ class DataConfig:
     group_duplicates: bool = option(False, "Keep near-duplicate images in the same split (train, val or test), "
                                     "so a copy of a test image can never be learned in training.",
                                     label="Keep near-duplicates in one split", group="Data", sweepable=False)
+    own_split: bool = option(False, "Set the dataset's own train/val/test split aside and make a new one "
+                             "(stratified and seeded; with 'Keep near-duplicates in one split', copies of an image stay "
+                             "together). For a given split that leaks copies of test images into train.",
+                             label="Make my own split", group="Data", sweepable=False)
     include_masks: bool = option(False, "Also use files named *_mask*. These are usually segmentation masks, "
                                  "not images to classify, so they are skipped by default.",
                                  label="Include mask files", group="Data", sweepable=False)
     color: str = option("auto", "Channels the images are turned into. 'auto' uses grayscale when nearly all "
-                        "images are gray (ultrasound usually is), which makes training up to 3x cheaper.",
-                        label="Colour", group="Data", choices=("auto", "gray", "rgb"), sweepable=False)
+                        "images are gray (ultrasound usually is): the decoded images take a third of the "
+                        "memory, and the first layer a third of its work.",
+                        label="Colour", group="Data", choices=("auto", "gray", "rgb"), sweepable=False,
+                        words=(("auto", "auto (gray if nearly all are)"), ("gray", "grayscale"),
+                               ("rgb", "colour (RGB)")))
     disk_cache: bool = option(True, "Keep decoded, resized images on disk so the next run starts instantly.",
                               label="Cache decoded images on disk", group="Data", sweepable=False)
 
@@ -125,7 +135,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     image_size: int = option(128, "Images are resized to this many pixels square. Larger shows more detail "
-                             "but trains roughly 4x slower per doubling.", label="Image size (px)",
+                             "but trains 3 to 4 times slower per doubling (the Train page measures your choice).",
+                             label="Image size (px)",
                              group="Images and augmentation", min=16, max=1024, sweep=(64, 128), sweep_order=5)
     tta: bool = option(True, "Test-time augmentation: judge each validation/test image and its mirror image and "
                        "average the two answers. Usually a little more accurate; prediction takes twice as long.",
@@ -137,7 +148,7 @@ class TrainConfig:
                              label="Batch size", group="Learning", min=1, max=4096, sweep=(16, 32), sweep_order=7)
     optimizer: str = option("adamw", "The rule that updates the weights. Adam/AdamW adapt the step size per "
                             "weight; SGD with momentum is the classic.", label="Optimizer", group="Learning",
-                            choices=OPTIMIZERS)
+                            choices=OPTIMIZERS, words=(("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD")))
     lr: float = option(2e-3, "Learning rate: how big each update step is. Too high and training jumps "
                        "around or diverges; too low and it learns slowly.", label="Learning rate",
                        group="Learning", gt=0.0, max=10.0, sweep=(5e-4, 2e-3), number_format="%.1e", sweep_order=2)
@@ -149,7 +160,8 @@ class TrainConfig:
     scheduler: str = option("onecycle", "How the learning rate changes over training: constant, step down "
                             "every few epochs (the seed's StepLR), cosine decay, or one-cycle (warm up, then "
                             "decay; usually fastest).", label="Learning-rate schedule", group="Learning",
-                            choices=SCHEDULERS)
+                            choices=SCHEDULERS, words=(("none", "constant"), ("step", "step down (StepLR)"),
+                                                       ("cosine", "cosine decay"), ("onecycle", "one-cycle")))
     step_size: int = option(3, "Lower the learning rate every this many epochs.", label="StepLR step (epochs)",
                             group="Learning", min=1, max=1000, applies=when(scheduler="step"))
     gamma: float = option(0.5, "Multiply the learning rate by this at each step.", label="StepLR factor",
@@ -171,7 +183,9 @@ class TrainConfig:
                             "weighted loss makes mistakes on rare classes cost more; a weighted sampler draws "
                             "classes equally often. Without one, a model can ignore a rare class such as "
                             "cancer and still look accurate.", label="Imbalance strategy", group="Rare classes",
-                            choices=IMBALANCE_STRATEGIES, sweep=("none", "oversample"), sweep_order=1)
+                            choices=IMBALANCE_STRATEGIES, sweep=("none", "oversample"), sweep_order=1,
+                            words=(("none", "none"), ("oversample", "oversampling"), ("weighted_loss", "weighted loss"),
+                                   ("weighted_sampler", "weighted sampler")))
     oversample: tuple[str, ...] = option((), "Oversampling multipliers per class, e.g. malignant=16 benign=5 "
                                          "(the seed's style). Empty: repeat every class up to the largest.",
                                          label="Oversampling multipliers", group="Rare classes",
@@ -179,7 +193,10 @@ class TrainConfig:
     select_metric: str = option("macro_f1", "The validation score that picks the best epoch. Accuracy can "
                                 "look good while a rare class is missed; macro-F1, balanced accuracy or the "
                                 "focus class's recall do not.", label="Pick the best epoch by",
-                                group="Rare classes", choices=SELECT_METRICS, sweepable=False)
+                                group="Rare classes", choices=SELECT_METRICS, sweepable=False,
+                                words=(("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
+                                       ("balanced_accuracy", "balanced accuracy"),
+                                       ("focus_recall", "focus class recall")))
     focus_class: str = option("", "The class that matters most, e.g. malignant (missing a cancer costs more "
                               "than a false alarm). Empty: malignant/cancer when present, else the rarest.",
                               label="Focus class", group="Rare classes", sweepable=False)
@@ -187,10 +204,13 @@ class TrainConfig:
                        group="Speed and reproducibility", min=0, max=MAX_SEED, sweep=(0, 1, 2), sweep_order=14)
     precision: str = option("auto", "Number format for training maths. bf16 is faster on some CPUs; 'auto' "
                             "measures both briefly and picks the faster.", label="Number format",
-                            group="Speed and reproducibility", choices=("auto", "fp32", "bf16"))
+                            group="Speed and reproducibility", choices=("auto", "fp32", "bf16"),
+                            words=(("auto", "auto (measured)"), ("fp32", "32-bit (fp32)"), ("bf16", "16-bit (bf16)")))
     channels_last: bool = option(True, "Memory layout that makes convolutions faster on CPUs.",
                                  label="Channels-last memory", group="Speed and reproducibility")
-    threads: int = option(0, "CPU threads for training (0 = all cores).", label="CPU threads",
+    threads: int = option(0, "CPU threads for training. 0 chooses: the app's training processes use the cores other "
+                          "programs leave free and check again after every epoch (two threads sharing a busy core "
+                          "run about ten times slower); the command line uses all cores.", label="CPU threads",
                           group="Speed and reproducibility", min=0, max=256, sweepable=False)
 
     def __post_init__(self) -> None:
@@ -332,7 +352,9 @@ def _coerced(name: str, value: Any) -> Any:
     try:
         return coerce(option_spec(name).hint, value)
     except ConfigError as exc:  # say which option the bad text was for
-        raise ConfigError(f"{str(exc).rstrip('.')} for option {name}.") from None
+        message = str(exc)
+        # In words, for the form and the command line: "Hidden layer widths: expected a whole number, got 'x'."
+        raise ConfigError(f"{option_spec(name).label}: {message[:1].lower()}{message[1:]}") from None
 
 
 def _entry(model: str):

@@ -29,7 +29,7 @@ from ..settings import cache_dir
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, is_grayscale
 from .spec import DataError, DataReport, DatasetSpec
 
-__all__ = ["DecodedDataset", "DecodedSplit", "decode_dataset", "clear_memory_cache"]
+__all__ = ["DecodedDataset", "DecodedSplit", "decode_dataset", "clear_memory_cache", "cached_channels"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,22 @@ def decode_dataset(spec: DatasetSpec, image_size: int, color: str = "auto", *, d
     usable = DatasetSpec(spec.root, spec.layout, list(spec.classes),
                          [it for it in spec.items if it.path in kept], spec.report, spec.synthetic)
     return DecodedDataset(usable, images, image_size, resolved)
+
+
+def cached_channels(spec: DatasetSpec, image_size: int, color: str = "auto") -> int | None:
+    """1 or 3 when this dataset is already decoded at this size (in memory or on disk), else None.
+
+    Reads only the cache's description, never its pixels (what a run's start-up time depends on).
+    """
+    key = _cache_key(spec, image_size, color)
+    with _MEMORY_LOCK:
+        if key in _MEMORY:
+            return int(_MEMORY[key][0].shape[1])
+    try:
+        with np.load(_disk_path(key), allow_pickle=False) as data:
+            return 1 if json.loads(str(data["meta"]))["color"] == "gray" else 3
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _decode_all(spec: DatasetSpec, size: int, color: str, progress: Progress | None,

@@ -7,38 +7,35 @@ then puts one copy in train and the other in test, and test accuracy measures
 memory instead of generalisation.
 
 Each image gets a 64-bit perceptual hash (``imagehash.phash``, a DCT of the
-32x32 grayscale image) and a digest of its decoded pixels. Two images are
-near-duplicates when their hashes differ in at most ``max_distance`` bits
-(10 of 64 by default: on BUSI every pair up to 10 bits was, by eye, the same
-scan; past 12 bits different lesions start to appear). Near-duplicate pairs
-are joined into groups (connected components), so a chain of small
-differences ends up in one group.
+32x32 grayscale image), a digest of its decoded pixels and a 16x16 thumbnail.
+Two images are candidates when their hashes differ in at most ``max_distance``
+bits (10 of 64 by default: on BUSI every pair up to 10 bits was, by eye, the
+same scan). A candidate counts only when it is closer than chance could
+explain for this dataset, by its hash or by its pixels
+(:mod:`medcls.data.similarity`): on small look-alike images (28 px chest
+X-rays) a fixed number of bits would join thousands of different pictures.
+Near-duplicate pairs are joined into groups (connected components), so a chain
+of small differences ends up in one group.
 
-Hashes are cached by file contents (in memory and in ``$MEDCLS_CACHE_DIR``),
-so a dataset is hashed once; renaming or copying a file costs nothing.
+Fingerprints (:mod:`medcls.data.fingerprints`) are cached by file contents, so
+a dataset is hashed once; renaming or copying a file costs nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import imagehash
 import numpy as np
-from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ..atomic import atomic_write_json, read_json
-from ..settings import cache_dir
-from .imageio import NPZ_MARK, ImageReadError, read_image
+from .fingerprints import HashTable, clear_fingerprint_memory, image_hashes
+from .similarity import THUMB_SIDE, ChanceLevels, chance_levels, confirm_pairs
 from .spec import DatasetSpec, Item
 from .splits import stratified_split
 
@@ -50,6 +47,7 @@ __all__ = [
     "HealthReport",
     "image_hashes",
     "near_duplicate_pairs",
+    "duplicate_pairs",
     "group_ids",
     "duplicate_group_ids",
     "split_leak",
@@ -61,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HASH_FORMAT = 1            # bump when the hash or its input changes
 DEFAULT_MAX_DISTANCE = 10  # bits of 64
 MAX_ALL_PAIRS = 30_000     # above this many images only identical hashes are compared (all pairs get slow)
 _BLOCK = 1024              # rows per block when comparing all pairs
@@ -69,157 +66,14 @@ _BLOCK = 1024              # rows per block when comparing all pairs
 Progress = Callable[[int, int], None]
 
 _LOCK = threading.Lock()
-_STAT_MEMO: dict[str, tuple[tuple[int, int], str]] = {}   # file -> ((size, mtime_ns), content digest)
-_HASHES: dict[str, tuple[int, str]] = {}                   # content key -> (phash, pixel digest)
-_DISK_SEEN: dict[str, int] = {}                            # hash file -> mtime_ns merged into _HASHES
 _PAIRS: "OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]" = OrderedDict()  # recent pair searches
 
 
 def clear_hash_memory() -> None:
-    """Forget hashes kept in memory (the disk cache stays)."""
+    """Forget fingerprints and pair searches kept in memory (the disk cache stays)."""
+    clear_fingerprint_memory()
     with _LOCK:
-        _STAT_MEMO.clear()
-        _HASHES.clear()
-        _DISK_SEEN.clear()
         _PAIRS.clear()
-
-
-# --- hashing ----------------------------------------------------------------------------
-
-@dataclass
-class HashTable:
-    """Per item: the perceptual hash, the digest of its pixels, and whether it could be read."""
-
-    phash: np.ndarray            # uint64 (N,)
-    pixels: list[str]            # digest of the decoded grayscale pixels ('' when unreadable)
-    ok: np.ndarray               # bool (N,)
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-
-def _hash_file() -> Path:
-    return cache_dir() / "image-hashes" / f"v{HASH_FORMAT}.json"
-
-
-def _file_digest(path: str) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _content_key(path: str) -> str:
-    """A key that changes exactly when the file's contents change (stat-memoised within a process)."""
-    file, _, member = path.partition(NPZ_MARK)
-    info = os.stat(file)
-    signature = (info.st_size, info.st_mtime_ns)
-    with _LOCK:
-        memo = _STAT_MEMO.get(file)
-    if memo is None or memo[0] != signature:
-        memo = (signature, _file_digest(file))
-        with _LOCK:
-            _STAT_MEMO[file] = memo
-    return memo[1] + (f"{NPZ_MARK}{member}" if member else "")
-
-
-def _hash_pixels(path: str) -> tuple[int, str]:
-    gray = read_image(path, "gray")
-    pixel_digest = hashlib.blake2b(gray.tobytes() + str(gray.shape).encode(), digest_size=12).hexdigest()
-    return int(str(imagehash.phash(Image.fromarray(gray))), 16), pixel_digest
-
-
-def _load_disk() -> None:
-    path = _hash_file()
-    try:
-        mtime = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return
-    if _DISK_SEEN.get(str(path)) == mtime:
-        return
-    stored = read_json(path, {}) or {}
-    with _LOCK:
-        for key, value in stored.items():
-            if isinstance(value, list) and len(value) == 2:
-                _HASHES.setdefault(key, (int(value[0], 16), str(value[1])))
-        _DISK_SEEN[str(path)] = mtime
-
-
-def _save_disk(new: dict[str, tuple[int, str]]) -> None:
-    path = _hash_file()
-    stored = read_json(path, {}) or {}
-    stored.update({key: [f"{ph:016x}", digest] for key, (ph, digest) in new.items()})
-    try:
-        atomic_write_json(path, stored)
-        _DISK_SEEN[str(path)] = path.stat().st_mtime_ns
-    except OSError as exc:  # a full or read-only disk only costs speed
-        log.warning("Could not write the image-hash cache (%s); continuing without it", exc)
-
-
-def image_hashes(paths: Sequence[str], *, progress: Progress | None = None, disk_cache: bool = True,
-                 workers: int | None = None) -> HashTable:
-    """Perceptual hash and pixel digest of every image; unreadable files are listed, not raised."""
-    n = len(paths)
-    keys: list[str | None] = [None] * n
-    failures: dict[int, str] = {}
-    for i, path in enumerate(paths):
-        try:
-            keys[i] = _content_key(path)
-        except OSError as exc:
-            failures[i] = f"the file cannot be read ({exc.strerror or exc})"
-    if disk_cache and any(k is not None and k not in _HASHES for k in keys):
-        _load_disk()
-    todo: dict[str, str] = {}  # content key -> one path with that content
-    for i, key in enumerate(keys):
-        if key is not None and key not in _HASHES:
-            todo.setdefault(key, paths[i])
-    done = n - len(todo)
-    if progress:
-        progress(done, n)
-
-    def one(path: str) -> tuple[int, str] | str:
-        try:
-            return _hash_pixels(path)
-        except ImageReadError as exc:
-            return exc.reason
-        except Exception as exc:  # one odd file must not stop the check
-            return f"could not be decoded ({type(exc).__name__}: {exc})"
-
-    new: dict[str, tuple[int, str]] = {}
-    bad: dict[str, str] = {}
-    if todo:
-        n_workers = workers or min(4, os.cpu_count() or 1)
-        # Pillow releases the GIL while decoding. Progress is reported from this (the caller's) thread,
-        # so a Streamlit page may draw it.
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            futures = {pool.submit(one, path): key for key, path in todo.items()}
-            for future in as_completed(futures):
-                result = future.result()
-                if isinstance(result, str):
-                    bad[futures[future]] = result
-                else:
-                    new[futures[future]] = result
-                done += 1
-                if progress and done % 16 == 0 and done < n:
-                    progress(done, n)
-        if progress:
-            progress(n, n)  # files with the same contents were hashed once
-        with _LOCK:
-            _HASHES.update(new)
-        if disk_cache and new:
-            _save_disk(new)
-        log.info("Hashed %d image(s), %d from the cache", len(todo), n - len(todo))
-    phash = np.zeros(n, dtype=np.uint64)
-    pixel_digests = [""] * n
-    ok = np.zeros(n, dtype=bool)
-    for i, key in enumerate(keys):
-        if key is None:
-            continue
-        if key in bad:
-            failures[i] = bad[key]
-            continue
-        phash[i], pixel_digests[i] = _HASHES[key]
-        ok[i] = True
-    return HashTable(phash, pixel_digests, ok, [(paths[i], failures[i]) for i in sorted(failures)])
 
 
 # --- grouping ---------------------------------------------------------------------------
@@ -275,6 +129,30 @@ def _all_pairs(phash: np.ndarray, ok: np.ndarray, max_distance: int) -> tuple[np
     return lo.astype(np.int64), hi.astype(np.int64), np.concatenate(dists)
 
 
+@dataclass(frozen=True)
+class DuplicatePairs:
+    """Near-duplicate pairs (i < j) beyond chance, their hash distances, and how many candidates chance explained."""
+
+    first: np.ndarray
+    second: np.ndarray
+    distance: np.ndarray
+    levels: ChanceLevels
+    rejected: int          # candidate pairs (within the bits) that unrelated images of this dataset also reach
+
+
+def duplicate_pairs(table: HashTable, max_distance: int = DEFAULT_MAX_DISTANCE) -> DuplicatePairs:
+    """Candidate pairs within ``max_distance`` bits, kept only when closer than chance (hash or pixels)."""
+    first, second, dist = near_duplicate_pairs(table.phash, max_distance, table.ok)
+    thumbs = table.thumbs if table.thumbs is not None else np.zeros((len(table.phash), THUMB_SIDE ** 2), np.uint8)
+    levels = chance_levels(table.phash, thumbs, table.ok)
+    identical = np.array([table.pixels[a] == table.pixels[b] != "" for a, b in zip(first, second)], dtype=bool)
+    keep = confirm_pairs(first, second, dist, thumbs, identical, levels)
+    if not keep.all():
+        log.info("%d of %d candidate pairs within %d bits are no closer than chance here; not counted",
+                 int((~keep).sum()), len(keep), max_distance)
+    return DuplicatePairs(first[keep], second[keep], dist[keep], levels, int((~keep).sum()))
+
+
 def group_ids(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """A group number per item: items joined by a chain of pairs share one (connected components)."""
     if n == 0:
@@ -288,8 +166,8 @@ def duplicate_group_ids(paths: Sequence[str], max_distance: int = DEFAULT_MAX_DI
                         progress: Progress | None = None) -> list[int]:
     """Group numbers for a split that keeps near-duplicates together (unreadable files stay alone)."""
     table = image_hashes(paths, progress=progress)
-    first, second, _ = near_duplicate_pairs(table.phash, max_distance, table.ok)
-    return [int(g) for g in group_ids(len(paths), first, second)]
+    pairs = duplicate_pairs(table, max_distance)
+    return [int(g) for g in group_ids(len(paths), pairs.first, pairs.second)]
 
 
 # --- leaks ----------------------------------------------------------------------------------
@@ -359,6 +237,13 @@ class DuplicateGroup:
         """Copies of the image sit in different splits."""
         return len(self.splits) > 1
 
+    def conflict_example(self) -> list[Item]:
+        """One member per class: the copies that carry different labels (for "a.png (benign) = b.png (malignant)")."""
+        first_of: dict[int, Item] = {}
+        for item in self.items:
+            first_of.setdefault(item.label, item)
+        return [first_of[label] for label in sorted(first_of)]
+
 
 @dataclass
 class HealthReport:
@@ -367,6 +252,18 @@ class HealthReport:
     failures: list[tuple[str, str]]
     max_distance: int
     checked: int                   # images hashed successfully
+    levels: ChanceLevels | None = None  # what chance gives in this dataset (see medcls.data.similarity)
+    rejected_pairs: int = 0        # candidate pairs no closer than chance, not counted as duplicates
+
+    def describe_check(self) -> str:
+        """How duplicates were told from look-alikes in this dataset, in words."""
+        if self.levels is None:
+            return ""
+        text = self.levels.describe(self.max_distance)
+        if self.rejected_pairs:
+            text += (f" {self.rejected_pairs:,} pair(s) within {self.max_distance} bits were look-alikes, not "
+                     "copies, and are not counted.")
+        return text
 
     @property
     def duplicated_images(self) -> int:
@@ -391,7 +288,8 @@ def check_duplicates(spec: DatasetSpec, max_distance: int = DEFAULT_MAX_DISTANCE
     """Find exact and near-duplicate images across all classes and splits of a dataset."""
     paths = [it.path for it in spec.items]
     table = image_hashes(paths, progress=progress)
-    first, second, dist = near_duplicate_pairs(table.phash, max_distance, table.ok)
+    pairs = duplicate_pairs(table, max_distance)
+    first, second, dist = pairs.first, pairs.second, pairs.distance
     groups = group_ids(len(paths), first, second)
     worst: dict[int, int] = {}
     for a, d in zip(first, dist):
@@ -406,9 +304,11 @@ def check_duplicates(spec: DatasetSpec, max_distance: int = DEFAULT_MAX_DISTANCE
         identical = len({table.pixels[i] for i in idx}) == 1
         found.append(DuplicateGroup([spec.items[i] for i in idx], identical, worst.get(g, 0)))
     found.sort(key=lambda grp: (not grp.conflict, not grp.leak, -len(grp.items), grp.items[0].path))
-    return HealthReport(found, groups, table.failures, max_distance, int(table.ok.sum()))
+    return HealthReport(found, groups, table.failures, max_distance, int(table.ok.sum()), pairs.levels,
+                        pairs.rejected)
 
 
 def made_own_split(spec: DatasetSpec) -> bool:
     """True when medcls made the train/val/test split itself (the data had none of its own)."""
-    return any(note.startswith("No split given") for note in spec.report.notes)
+    return any(note.startswith(("No split given", "The dataset's own split was set aside"))
+               for note in spec.report.notes)

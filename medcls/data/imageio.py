@@ -10,6 +10,7 @@ exception type whose message names the file and the reason.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_IMAGE_PIXELS",
     "ImageReadError",
+    "too_large_reason",
     "is_image_name",
     "is_mask_name",
     "open_image",
@@ -42,12 +44,29 @@ NPZ_MARK = "::"
 
 
 class ImageReadError(ValueError):
-    """An image could not be used. ``str(err)`` names the file and the reason."""
+    """An image could not be used. ``str(err)`` names the file and the reason.
 
-    def __init__(self, name: str, reason: str):
+    ``kind`` says what went wrong, for a page that suggests a fix: 'missing', 'empty', 'not_image' (another
+    kind of file; another format helps), 'too_large', 'too_small', 'corrupt' or 'unreadable'.
+    """
+
+    def __init__(self, name: str, reason: str, kind: str = "unreadable"):
         super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
+        self.kind = kind
+
+
+def _megapixels(pixels: float) -> str:
+    megapixels = pixels / 1e6
+    if megapixels < 1:
+        return f"{megapixels:.2g}"
+    return f"{megapixels:,.1f}" if megapixels < 100 else f"{megapixels:,.0f}"
+
+
+def too_large_reason(pixels: float, max_pixels: int, detail: str = "") -> str:
+    """'too large: 81.0 megapixels (limit 64)', and what it was."""
+    return f"too large: {_megapixels(pixels)} megapixels (limit {max_pixels / 1e6:g})" + (f"; {detail}" if detail else "")
 
 
 def is_image_name(name: str) -> bool:
@@ -64,18 +83,18 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
     label = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "upload")
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
-            raise ImageReadError(label, "the file is empty (0 bytes)")
+            raise ImageReadError(label, "the file is empty (0 bytes)", "empty")
         fp: io.BytesIO | str = io.BytesIO(source)
     else:
         path = Path(source)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise ImageReadError(label, "the file does not exist") from None
+            raise ImageReadError(label, "the file does not exist", "missing") from None
         except OSError as exc:
             raise ImageReadError(label, f"the file cannot be read ({exc.strerror or exc})") from None
         if size == 0:
-            raise ImageReadError(label, "the file is empty (0 bytes)")
+            raise ImageReadError(label, "the file is empty (0 bytes)", "empty")
         fp = str(path)
     with warnings.catch_warnings():
         # Pillow warns (rather than fails) between 1x and 2x its own limit; treat as an error.
@@ -84,22 +103,26 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
             img = Image.open(fp)
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageReadError(label, f"the image declares {width}x{height} pixels, over the limit of "
-                                     f"{max_pixels:,} (possible decompression bomb)")
+                raise ImageReadError(label, too_large_reason(
+                    width * height, max_pixels, f"its header declares {width}x{height} pixels (a possible "
+                    "decompression bomb)"), "too_large")
             if min(width, height) < MIN_IMAGE_SIDE:
-                raise ImageReadError(label, f"the image is only {width}x{height} pixels")
+                raise ImageReadError(label, f"the image is only {width}x{height} pixels", "too_small")
             img.load()
         except ImageReadError:
             raise
         except UnidentifiedImageError:
-            raise ImageReadError(label, "not an image file (or a format Pillow cannot read)") from None
+            raise ImageReadError(label, "not an image file (or a format Pillow cannot read)", "not_image") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageReadError(label, f"refused as a possible decompression bomb ({exc})") from None
+            declared = re.search(r"\((\d+) pixels\)", str(exc))
+            reason = too_large_reason(int(declared.group(1)), max_pixels, "refused as a possible decompression bomb") \
+                if declared else f"too large: refused as a possible decompression bomb ({exc})"
+            raise ImageReadError(label, reason, "too_large") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             # Truncated or corrupt data surfaces as OSError ("image file is truncated") or similar.
-            raise ImageReadError(label, f"the image data is corrupt or truncated ({exc})") from None
+            raise ImageReadError(label, f"the image data is corrupt or truncated ({exc})", "corrupt") from None
         except MemoryError:
-            raise ImageReadError(label, "the image is too large to decode") from None
+            raise ImageReadError(label, "the image is too large to decode", "too_large") from None
     if img.mode == "F" and not np.isfinite(np.asarray(img)).any():
         raise ImageReadError(label, "the image holds no finite pixel values (all NaN or infinite)")
     try:

@@ -10,6 +10,7 @@ cannot be read or is too deep, an unreadable or oversized image header.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +18,7 @@ from typing import Iterator
 from PIL import Image, UnidentifiedImageError
 
 from ..config import DataConfig
-from .imageio import MAX_IMAGE_PIXELS, is_image_name, is_mask_name
+from .imageio import MAX_IMAGE_PIXELS, is_image_name, is_mask_name, too_large_reason
 from .spec import DataReport
 
 __all__ = ["MAX_DEPTH", "LOOP", "NOT_UTF8", "list_images", "sniff", "shown_path", "bad_name"]
@@ -135,7 +136,9 @@ def sniff(path: Path, real_root: Path) -> str | None:
     except UnidentifiedImageError:
         return "not an image (the content is not a readable image format)"
     except Image.DecompressionBombError as exc:  # Pillow refuses huge declared sizes while opening
-        return f"refused as a possible decompression bomb ({exc})"
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        return too_large_reason(int(declared.group(1)), MAX_IMAGE_PIXELS, "refused as a possible decompression "
+                                "bomb") if declared else f"too large: refused as a possible decompression bomb ({exc})"
     except OSError as exc:
         if exc.errno == 40:  # ELOOP
             return LOOP
@@ -145,6 +148,6 @@ def sniff(path: Path, real_root: Path) -> str | None:
     except Exception as exc:  # one odd file must never stop a dataset from loading
         return f"the file could not be read ({type(exc).__name__}: {exc})"
     if width * height > MAX_IMAGE_PIXELS:
-        return (f"the image declares {width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
-                "(possible decompression bomb)")
+        return too_large_reason(width * height, MAX_IMAGE_PIXELS,
+                                f"its header declares {width}x{height} pixels (a possible decompression bomb)")
     return None

@@ -279,27 +279,15 @@ def _build_spec(root: Path, layout: str, rows: list[Row], resolver: ClassResolve
     classes = resolver.resolve({("train" if s is None else s): names for s, names in by_split.items()})
     labels = [classes.index(resolver.canonical(name)) for _, name, _ in rows]
     splits = [split for _, _, split in rows]
+    given = any(s is not None for s in splits)
+    if cfg.own_split and given:  # the dataset's split leaks (or is unwanted): make one instead
+        splits = [None] * len(splits)
 
     unsplit = [i for i, s in enumerate(splits) if s is None]
     has = {s for s in splits if s is not None}
     if unsplit and not has:
-        groups, grouped = None, ""
-        if cfg.group_duplicates:
-            from .health import (
-                duplicate_group_ids,  # hashes every image once (cached by contents)
-            )
-
-            groups = duplicate_group_ids([rows[i][0] for i in unsplit])
-            kept = len(groups) - len(set(groups))
-            grouped = f"; near-duplicates kept in the same split ({kept} image(s) joined a duplicate)"
-        assigned, tiny = stratified_split([labels[i] for i in unsplit], cfg.val_fraction, cfg.test_fraction,
-                                          cfg.split_seed, groups=groups)
-        report.notes.append(f"No split given: made a stratified {1 - cfg.val_fraction - cfg.test_fraction:.0%}/"
-                            f"{cfg.val_fraction:.0%}/{cfg.test_fraction:.0%} train/val/test split "
-                            f"(seed {cfg.split_seed}{grouped}).")
-        _apply(splits, unsplit, assigned)
-        report.warnings += [f"Class {classes[k]!r} is too small to split: all its images stay in train."
-                            for k in tiny]
+        _make_split(splits, unsplit, [rows[i][0] for i in unsplit], labels, classes, cfg, report,
+                    set_aside=cfg.own_split and given)
     elif unsplit:
         report.warnings.append(f"{len(unsplit)} manifest row(s) had no split and were put in train.")
         for i in unsplit:
@@ -307,6 +295,27 @@ def _build_spec(root: Path, layout: str, rows: list[Row], resolver: ClassResolve
     _carve_missing_splits(splits, labels, classes, cfg, report)
     items = [Item(path, label, split) for (path, _, _), label, split in zip(rows, labels, splits)]
     return DatasetSpec(str(root), layout, classes, items, report)
+
+
+def _make_split(splits: list, positions: list[int], paths: list[str], labels: list[int], classes: list[str],
+                cfg: DataConfig, report: DataReport, set_aside: bool = False) -> None:
+    """A stratified, seeded train/val/test split of the items at ``positions`` (near-duplicates kept together
+    with ``group_duplicates``); the note says how it was made (see :func:`medcls.data.health.made_own_split`)."""
+    groups, grouped = None, ""
+    if cfg.group_duplicates:
+        from .health import duplicate_group_ids  # hashes every image once (cached by contents)
+
+        groups = duplicate_group_ids(paths)
+        kept = len(groups) - len(set(groups))
+        grouped = f"; near-duplicates kept in the same split ({kept} image(s) joined a duplicate)"
+    assigned, tiny = stratified_split([labels[i] for i in positions], cfg.val_fraction, cfg.test_fraction,
+                                      cfg.split_seed, groups=groups)
+    why = "The dataset's own split was set aside ('Make my own split')" if set_aside else "No split given"
+    report.notes.append(f"{why}: made a stratified {1 - cfg.val_fraction - cfg.test_fraction:.0%}/"
+                        f"{cfg.val_fraction:.0%}/{cfg.test_fraction:.0%} train/val/test split "
+                        f"(seed {cfg.split_seed}{grouped}).")
+    _apply(splits, positions, assigned)
+    report.warnings += [f"Class {classes[k]!r} is too small to split: all its images stay in train." for k in tiny]
 
 
 def _apply(splits: list, positions: list[int], values: list[str]) -> None:
@@ -358,7 +367,11 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
     items = [Item(f"{path}{NPZ_MARK}{split}/{i}", index[int(label)], split)
              for split in present for i, label in enumerate(labels_by_split[split])]
     spec = DatasetSpec(str(path), "npz", names, items, report)
-    splits = [it.split for it in items]
+    splits: list = [it.split for it in items]
+    if cfg.own_split:
+        splits = [None] * len(items)
+        _make_split(splits, list(range(len(items))), [it.path for it in items], [it.label for it in items], names,
+                    cfg, report, set_aside=True)
     _carve_missing_splits(splits, [it.label for it in items], names, cfg, report)
     spec.items = [Item(it.path, it.label, s) for it, s in zip(items, splits)]
     return spec

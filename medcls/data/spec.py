@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-__all__ = ["SPLITS", "Item", "Skipped", "DataReport", "DatasetSpec", "DataError"]
+__all__ = ["SPLITS", "Item", "Skipped", "DataReport", "DatasetSpec", "DataError", "item_name"]
 
 SPLITS = ("train", "val", "test")
 
@@ -22,11 +22,24 @@ class DataError(ValueError):
     """The dataset cannot be used as given; the message says why and how to fix it."""
 
 
+def item_name(path: str) -> str:
+    """How people read an item's name: the file's name, or "test #12" for an array inside an .npz."""
+    container, mark, member = str(path).partition("::")
+    if mark:
+        split, _, index = member.partition("/")
+        return f"{split} #{index}"
+    return container.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True)
 class Item:
     path: str    # a file path, or "file.npz::split/index" for arrays inside an .npz
     label: int   # index into DatasetSpec.classes
     split: str   # one of SPLITS
+
+    @property
+    def name(self) -> str:
+        return item_name(self.path)
 
 
 @dataclass(frozen=True)

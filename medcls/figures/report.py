@@ -28,7 +28,7 @@ from ..analysis.operating_point import (
 )
 from ..analysis.uncertainty import format_interval, run_intervals, small_class_warnings
 from ..atomic import atomic_write_text
-from ..config import settings_rows
+from ..config import format_value, settings_rows
 from ..data import default_focus_class
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import redact_paths
@@ -186,15 +186,15 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         ("parameters", f"{model_record.parameters:,}" if model_record and model_record.parameters else None),
         ("image size", f"{cfg.image_size} px"), ("best epoch", metrics.best_epoch),
         ("epochs trained", len(history)), ("stopped early", "yes" if status.stopped_early else "no"),
-        ("number format", metrics.precision), ("focus class", focus),
+        ("number format", format_value(metrics.precision, "precision")), ("focus class", focus),
     ]
     # On a server others can reach, the card names folders by their setting, not by their path on the server.
     data_pairs = [("dataset", summary.dataset),
                   ("source", redact_paths(data.root if data else cfg.data.source or "built-in")),
-                  ("layout", data.layout if data else None),
+                  ("layout", format_value(data.layout, "layout") if data else None),
                   ("synthetic", ("yes" if data.synthetic else "no") if data else None),
                   ("fingerprint", data.fingerprint if data else None), ("classes", ", ".join(classes)),
-                  ("colour", data.color if data else None)]
+                  ("colour", format_value(data.color, "color") if data else None)]
     made = datetime.now(timezone.utc).isoformat(timespec="seconds")
     body = f"""
 <h1>Run card: {_esc(summary.name)}</h1>

@@ -15,12 +15,20 @@ from ..runs.records import EpochRecord
 from .style import PALETTE, SPLIT_COLORS
 from .style import layout as _layout
 
-__all__ = ["history_figure", "recall_figure", "overlay_history_figure", "parameter_bar_figure", "sweep_figure"]
+__all__ = ["history_figure", "recall_figure", "overlay_history_figure", "parameter_bar_figure", "sweep_figure",
+           "epoch_tick", "CURVE_NAMES"]
 
 
-def _epoch_tick(history: Sequence[EpochRecord]) -> int:
-    """Whole-epoch ticks, at most about ten of them."""
-    return max(1, len(history) // 10)
+def epoch_tick(epochs: int, most: int = 6) -> int:
+    """A step of whole epochs (1, 2, 5, 10, 20, 50, ...) that puts at most ``most`` labels on the axis."""
+    step = 1
+    while -(-max(epochs, 1) // step) > most:
+        step = step * 5 // 2 if str(step)[0] == "2" else step * 2  # 1, 2, 5, 10, 20, 50, ...
+    return step
+
+
+def _epoch_axis(fig: go.Figure, epochs: int, most: int = 6) -> None:
+    fig.update_xaxes(tick0=0, dtick=epoch_tick(epochs, most), tickformat="d")
 
 
 def history_figure(history: Sequence[EpochRecord], title: str = "Training curves") -> go.Figure:
@@ -28,11 +36,11 @@ def history_figure(history: Sequence[EpochRecord], title: str = "Training curves
     epochs = [h.epoch for h in history]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy / macro-F1"))
     series = [
-        (1, "train loss", "train_loss", SPLIT_COLORS["train"], None),
-        (1, "val loss", "val_loss", SPLIT_COLORS["val"], None),
-        (2, "train accuracy", "train_accuracy", SPLIT_COLORS["train"], None),
-        (2, "val accuracy", "val_accuracy", SPLIT_COLORS["val"], None),
-        (2, "val macro-F1", "val_macro_f1", SPLIT_COLORS["val"], "dot"),
+        (1, "training loss", "train_loss", SPLIT_COLORS["train"], None),
+        (1, "validation loss", "val_loss", SPLIT_COLORS["val"], None),
+        (2, "training accuracy", "train_accuracy", SPLIT_COLORS["train"], None),
+        (2, "validation accuracy", "val_accuracy", SPLIT_COLORS["val"], None),
+        (2, "validation macro-F1", "val_macro_f1", SPLIT_COLORS["val"], "dot"),
     ]
     for col, name, key, color, dash in series:
         fig.add_trace(go.Scatter(x=epochs, y=[getattr(h, key) for h in history], name=name, mode="lines+markers",
@@ -41,7 +49,8 @@ def history_figure(history: Sequence[EpochRecord], title: str = "Training curves
     if best:
         for col in (1, 2):
             fig.add_vline(x=best[-1], line=dict(color="#888", dash="dash", width=1), row=1, col=col)
-    fig.update_xaxes(title_text="epoch", dtick=_epoch_tick(history))
+    fig.update_xaxes(title_text="epoch")
+    _epoch_axis(fig, len(history), most=5)  # two panels side by side: fewer labels each
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     return _layout(fig, title)
 
@@ -56,20 +65,26 @@ def recall_figure(history: Sequence[EpochRecord], focus_class: str = "",
                         name=name + (" (focus)" if focus else ""), mode="lines+markers",
                         line=dict(width=4 if focus else 2, color=PALETTE[i % len(PALETTE)]))
     fig.update_layout(xaxis_title="epoch", yaxis_title="recall", yaxis_range=[0, 1.02])
-    fig.update_xaxes(dtick=_epoch_tick(history))
+    _epoch_axis(fig, len(history))
     return _layout(fig, title)
 
 
+CURVE_NAMES = {"val_macro_f1": "validation macro-F1", "val_accuracy": "validation accuracy",
+               "val_balanced_accuracy": "validation balanced accuracy", "val_loss": "validation loss",
+               "train_loss": "training loss", "train_accuracy": "training accuracy"}
+
+
 def overlay_history_figure(histories: Mapping[str, Sequence[EpochRecord]], key: str = "val_macro_f1",
-                           title: str | None = None) -> go.Figure:
+                           title: str | None = None, axis_title: str | None = None) -> go.Figure:
     """The same curve for several runs, overlaid."""
     fig = go.Figure()
     for i, (name, history) in enumerate(histories.items()):
         fig.add_scatter(x=[h.epoch for h in history], y=[getattr(h, key) for h in history], name=name,
                         mode="lines+markers", line=dict(color=PALETTE[i % len(PALETTE)]))
-    fig.update_layout(xaxis_title="epoch", yaxis_title=key.replace("_", " "))
-    fig.update_xaxes(dtick=_epoch_tick(max(histories.values(), key=len, default=[])))
-    return _layout(fig, title or key.replace("_", " "))
+    words = CURVE_NAMES.get(key, key.replace("_", " "))
+    fig.update_layout(xaxis_title="epoch", yaxis_title=axis_title or words)
+    _epoch_axis(fig, max((len(h) for h in histories.values()), default=0))
+    return _layout(fig, title or words[:1].upper() + words[1:])
 
 
 def parameter_bar_figure(layers: Sequence[tuple[str, int]], title: str = "Parameters per layer") -> go.Figure:

@@ -29,7 +29,7 @@ from ..models.ensemble import FoldEnsemble
 if TYPE_CHECKING:
     from .predictor import Predictor
 
-__all__ = ["gradcam_map", "gradcam_overlay", "heat_colors"]
+__all__ = ["gradcam_map", "gradcam_overlay", "heat_colors", "gradcam_grid", "coarse_map_note"]
 
 COLORSCALE = "Turbo"  # dark blue (little) -> green -> yellow -> dark red (most)
 
@@ -43,7 +43,8 @@ def _twin(model: ClassifierModel) -> tuple[ClassifierModel, threading.Lock]:
     with _TWINS_LOCK:
         entry = _TWINS.get(model)
         if entry is None:
-            twin = copy.deepcopy(model).eval()
+            with torch.inference_mode(False):  # a copy made in inference mode could never load weights again
+                twin = copy.deepcopy(model).eval()
             twin.requires_grad_(False)  # only the layer's activations need gradients, never the weights
             entry = (twin, threading.Lock())
             _TWINS[model] = entry
@@ -90,6 +91,30 @@ def gradcam_map(model: ClassifierModel, pixels: np.ndarray, class_index: int) ->
     heat = np.nan_to_num(heat, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0.0)
     top = float(heat.max())
     return (heat / top if top > 0 else np.zeros_like(heat)).clip(0.0, 1.0).astype(np.float32)
+
+
+def gradcam_grid(model: ClassifierModel, image_size: int) -> tuple[int, int]:
+    """The size of the layer Grad-CAM reads (its map has this many cells before it is scaled to the image)."""
+    shape: list[tuple[int, int]] = []
+    twin, lock = _twin(model)
+    with lock, torch.no_grad():
+        handle = twin.gradcam_layer().register_forward_hook(lambda m, i, out: shape.append(tuple(out.shape[-2:])))
+        try:
+            twin(torch.zeros(1, twin.in_channels, image_size, image_size))
+        finally:
+            handle.remove()
+    return shape[0] if shape else (image_size, image_size)
+
+
+def coarse_map_note(model: ClassifierModel, image_size: int) -> str:
+    """A warning when the map is too coarse to show where anything is ('' when it is fine)."""
+    rows, cols = gradcam_grid(model, image_size)
+    if rows * cols > 4:
+        return ""
+    cells = "one cell" if rows * cols == 1 else f"{rows} x {cols} cells"
+    return (f"At {image_size} px this network's last layer is only {cells}, so the heatmap cannot show where in the "
+            "image the evidence lies: it colours the whole image (nearly) evenly. Fewer conv blocks or larger images "
+            "give it room.")
 
 
 def heat_colors(heat: np.ndarray) -> np.ndarray:

@@ -23,7 +23,9 @@ from ..data.imageio import open_image, read_image, resize_square, to_uint8
 from ..models import ClassifierModel, create_model
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import ModelRecord
+from ..runs.reference import FeatureReference
 from ..runs.store import CheckpointError, RunNotFoundError, RunStore
+from .novelty import Novelty, judge
 from .proba import predict_proba
 
 __all__ = ["Prediction", "Predictor", "load_predictor", "load_run_model", "LOW_CONFIDENCE"]
@@ -70,18 +72,26 @@ def load_run_model(store: RunStore, run_id: str) -> tuple[ClassifierModel, Model
 
 class Predictor:
     def __init__(self, model: ClassifierModel, classes: list[str], image_size: int, color: str, run_id: str = "",
-                 tta: bool = False):
+                 tta: bool = False, reference: FeatureReference | None = None):
         self.model = model.eval()
         self.classes = list(classes)
         self.image_size = image_size
         self.color = color
         self.run_id = run_id
         self.tta = tta  # average with the mirror image, as the run was evaluated
+        self.reference = reference  # the training images' features (None: a run from before the check)
 
     @classmethod
     def from_run(cls, store: RunStore, run_id: str) -> "Predictor":
         model, record = load_run_model(store, run_id)
-        return cls(model, list(record.classes), record.image_size, record.color, run_id, record.tta)
+        return cls(model, list(record.classes), record.image_size, record.color, run_id, record.tta,
+                   store.feature_reference(run_id))
+
+    def novelty(self, pixels: np.ndarray) -> Novelty | None:
+        """How unlike the training images this image is (None when the run recorded no training features)."""
+        if self.reference is None:
+            return None
+        return judge(self.model, self.reference, pixels)
 
     def pixels(self, source: bytes | str | Path, name: str | None = None) -> np.ndarray:
         """Decoded, resized uint8 pixels (C, S, S) as the model sees them; raises ImageReadError.
@@ -110,7 +120,9 @@ def load_predictor(store: RunStore, run_id: str) -> Predictor:
     """A cached predictor per run (reloaded when the run's weights file changes)."""
     if not store.has_weights(run_id):
         raise RunNotFoundError(f"Run {run_id!r} has no saved weights yet.")
-    key = (str(store.root.resolve()), run_id, store.weights_version(run_id))
+    novelty = store.file(run_id, "novelty.npz")  # written when the run is tested, after its last weights
+    key = (str(store.root.resolve()), run_id, store.weights_version(run_id),
+           novelty.stat().st_mtime_ns if novelty.is_file() else 0)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)

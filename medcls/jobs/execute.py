@@ -30,11 +30,12 @@ from ..analysis.uncertainty import bootstrap_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
 from ..config import ConfigError
 from ..data.spec import DataError
+from ..inference.novelty import embed_images, fit_reference
 from ..models import ClassifierModel
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics
 from ..runs.store import CheckpointError, RunStore
-from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter
+from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter, ThreadBudget
 from ..training.crossval import cross_validate
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
 from ..training.hardware import configure_threads, describe_machine
@@ -60,8 +61,13 @@ class RunOutcome:
 
 def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] = (),
                 should_cancel: Callable[[], bool] | None = None, is_writer: bool = True,
-                shard: tuple[int, int] = (0, 1), wrap: Callable[[nn.Module], nn.Module] | None = None) -> RunOutcome:
-    """Train the run stored under ``run_id`` and record everything in its folder."""
+                shard: tuple[int, int] = (0, 1), wrap: Callable[[nn.Module], nn.Module] | None = None,
+                adapt_threads: bool = False) -> RunOutcome:
+    """Train the run stored under ``run_id`` and record everything in its folder.
+
+    With ``adapt_threads`` (a worker whose thread count nobody fixed), the threads follow the free cores
+    from epoch to epoch (:class:`~medcls.training.callbacks.ThreadBudget`), unless the run's config fixes them.
+    """
     cfg = store.config(run_id)
     cancel = should_cancel or (lambda: store.stop_requested(run_id))
     if not is_writer:  # DDP ranks other than 0 compute but never write
@@ -69,6 +75,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         return RunOutcome("finished")
     if cfg.threads:
         configure_threads(cfg.threads)
+    elif adapt_threads:
+        callbacks = [*callbacks, ThreadBudget()]
     store.set_status(run_id, "running")
     me = os.getpid()
 
@@ -134,6 +142,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
                                      on_checkpoint=lambda state: mine() or store.save_resume(run_id, state))
             mine()
         _record_results(store, run_id, result)
+        _record_novelty(store, run_id, result)
         for note in result.notes:
             store.add_note(run_id, note)
         store.delete_resume(run_id)
@@ -226,6 +235,17 @@ def _record_results(store: RunStore, run_id: str, result: TrainResult) -> None:
         intervals={s: bootstrap_intervals(labels[s], p, result.data.classes) for s, p in result.probs.items()},
         ece={s: expected_calibration_error(labels[s], p) for s, p in result.probs.items()},
         stopped=result.cancelled))
+
+
+def _record_novelty(store: RunStore, run_id: str, result: TrainResult) -> None:
+    """The tested checkpoint's features of the training and validation images: what Try it compares new
+    images with (medcls.inference.novelty). A run never fails for want of it."""
+    try:
+        reference = fit_reference(embed_images(result.model, result.data.train.images),
+                                  embed_images(result.model, result.data.val.images), seed=0)
+        store.write_feature_reference(run_id, reference)
+    except Exception:  # the check is an extra; the trained model and its results stand without it
+        log.exception("Run %s: could not record its training images' features", run_id)
 
 
 def _version(module: str) -> str:

@@ -9,11 +9,10 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..runs.records import RunStatus
 from ..runs.store import RunStore
-from ..settings import environment
+from ..training.hardware import worker_environment
 from .manager import WorkerHandle
 
 __all__ = ["LocalBackend", "end_worker_process"]
@@ -60,9 +59,7 @@ class LocalBackend:
     def start(self, store: RunStore, run_id: str) -> tuple[WorkerHandle, int | None]:
         cmd = [sys.executable, "-m", WORKER_MODULE, str(store.root.resolve()), run_id,
                "--threads", str(self.threads), "--parent-pid", str(os.getpid()), "--nice", str(self.nice)]
-        package_root = str(Path(__file__).resolve().parents[2])  # medcls importable from any working directory
-        env = dict(environment(), PYTHONPATH=os.pathsep.join(
-            p for p in (package_root, environment().get("PYTHONPATH", "")) if p))
+        env = worker_environment()  # medcls importable from anywhere; OpenMP's waits as a worker's
         # Anything the worker prints outside its log (an import error, a crash) lands next to its run.
         with open(store.path(run_id) / "worker.log", "ab") as output:
             process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=output,

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ClassifierModel", "IMAGENET_MEAN", "IMAGENET_STD", "count_parameters"]
+__all__ = ["ClassifierModel", "IMAGENET_MEAN", "IMAGENET_STD", "count_parameters", "map_summary"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,6 +27,15 @@ def _per_channel(values: Sequence[float], channels: int) -> torch.Tensor:
     else:  # a gray image is the average of the RGB channels
         t = torch.tensor([sum(values) / len(values)] * channels)
     return t.view(1, channels, 1, 1)
+
+
+def map_summary(maps: torch.Tensor) -> torch.Tensor:
+    """Feature maps (B, C, H, W) as one vector per image: each channel's mean, and its spread when H*W > 1."""
+    flat = maps.float().flatten(2)
+    parts = [flat.mean(2)]
+    if flat.shape[2] > 1:
+        parts.append(flat.std(2))
+    return torch.cat(parts, 1)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -61,6 +70,16 @@ class ClassifierModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(self.normalize(x)))
 
+    def embed_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """What the network sees in each image, level by level: a list of (B, F) feature vectors, from the
+        first stage (edges, texture, speckle) to the last (what the head reads). Novelty checks compare images
+        with these (``medcls.inference.novelty``). ``x`` is a float batch in [0, 1], as for ``forward``.
+
+        By default one level, the head's input; convolutional models give each stage's maps summarised by
+        their mean and spread over the image (:func:`map_summary`).
+        """
+        return [self.forward_features(self.normalize(x)).flatten(1)]
+
     @property
     def head(self) -> nn.Module:
         raise NotImplementedError
@@ -74,11 +93,16 @@ class ClassifierModel(nn.Module):
         """The last convolutional stage, where Grad-CAM reads activations and gradients."""
         raise NotImplementedError
 
-    def layer_parameters(self) -> list[tuple[str, int]]:
-        """(layer name, parameter count) for every module that owns parameters directly."""
+    def parameter_modules(self) -> list[tuple[str, nn.Module, int]]:
+        """(module name, module, parameter count) for every module that owns parameters directly."""
         rows = []
         for name, module in self.named_modules():
             own = sum(p.numel() for p in module.parameters(recurse=False))
             if own:
-                rows.append((name or type(module).__name__, own))
+                rows.append((name or type(module).__name__, module, own))
         return rows
+
+    def layer_parameters(self) -> list[tuple[str, int]]:
+        """(layer in words, parameter count), in order; every parameter is counted once. Models name their own
+        layers ("block 2 · convolution", "head · output layer"); by default the module names."""
+        return [(name, count) for name, _, count in self.parameter_modules()]

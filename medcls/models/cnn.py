@@ -15,7 +15,7 @@ from torch import nn
 
 from ..config.options import ConfigError, check_fields, option
 from ._registry import register_model
-from .base import ClassifierModel
+from .base import ClassifierModel, map_summary
 
 __all__ = ["CNNOptions", "ConfigurableCNN", "SEED_CNN", "SEED_CNN_BN", "MAX_FILTERS"]
 
@@ -44,12 +44,15 @@ class CNNOptions:
     batch_norm: bool = option(True, "Batch normalisation after each convolution: steadier, faster training.",
                               label="Batch norm", group=_ARCH)
     activation: str = option("relu", "The non-linearity after each layer.", label="Activation", group=_ARCH,
-                             choices=("relu", "gelu", "silu"))
+                             choices=("relu", "gelu", "silu"),
+                             words=(("relu", "ReLU"), ("gelu", "GELU"), ("silu", "SiLU")))
     pooling: str = option("max", "How each block halves the image: max or average pooling.", label="Pooling",
-                          group=_ARCH, choices=("max", "avg"))
+                          group=_ARCH, choices=("max", "avg"), words=(("max", "max pooling"),
+                                                                       ("avg", "average pooling")))
     head: str = option("gap", "Classifier: 'flatten' + fully connected layers (the seed's, many parameters) or "
                        "'gap' (global average pooling, few parameters).", label="Classifier head", group=_ARCH,
-                       choices=("flatten", "gap"))
+                       choices=("flatten", "gap"), words=(("flatten", "flatten + dense"),
+                                                         ("gap", "global pooling")))
     fc_widths: tuple[int, ...] = option((), "Widths of the hidden fully connected layers of the head, e.g. "
                                         "1024, 512 (empty: none).", label="Hidden layer widths", group=_ARCH,
                                         item_min=1, item_max=65536, sweepable=False)
@@ -129,6 +132,42 @@ class ConfigurableCNN(ClassifierModel):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)
+
+    def layer_parameters(self) -> list[tuple[str, int]]:
+        """'block 1 · convolution', 'block 1 · batch norm', ..., 'head · hidden layer 1', 'head · output layer'."""
+        rows, block = [], 0
+        for layer in self.features:
+            if isinstance(layer, nn.Conv2d):
+                block += 1
+            own = sum(p.numel() for p in layer.parameters(recurse=False))
+            if own:
+                kind = "convolution" if isinstance(layer, nn.Conv2d) else "batch norm"
+                rows.append((f"block {block} · {kind}", own))
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        hidden = 0
+        for layer in self.classifier:
+            own = sum(p.numel() for p in layer.parameters(recurse=False))
+            if not own:
+                continue
+            if isinstance(layer, nn.Linear):
+                if layer is linears[-1]:
+                    rows.append(("head · output layer", own))
+                    continue
+                hidden += 1
+                rows.append((f"head · hidden layer {hidden}", own))
+            else:
+                rows.append((f"head · batch norm {hidden}", own))
+        return rows
+
+    def embed_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each conv block's output maps, summarised per filter (mean and spread over the image)."""
+        h = self.normalize(x)
+        levels = []
+        for i in self.run_order:
+            h = self.features[i](h)
+            if isinstance(self.features[i], tuple(POOLS.values())):  # the end of a block
+                levels.append(map_summary(h))
+        return levels
 
     @property
     def head(self) -> nn.Module:

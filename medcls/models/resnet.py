@@ -20,10 +20,10 @@ from torchvision.models import resnet18 as tv_resnet18
 from ..config.options import check_fields, option, when
 from ..settings import check_allowed_path
 from ._registry import register_model
-from .base import IMAGENET_MEAN, IMAGENET_STD, ClassifierModel
+from .base import IMAGENET_MEAN, IMAGENET_STD, ClassifierModel, map_summary
 
 __all__ = ["ResNetOptions", "ResNetTransfer", "WeightsUnavailableError", "load_imagenet_state", "imagenet_cache_path",
-           "FINETUNE_MODES"]
+           "imagenet_weights_available", "check_weights_file", "FINETUNE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class ResNetOptions:
                           sweep_order=13)
     finetune: str = option("head", "What the model learns: only the new head (fast, little data needed), also the "
                            "last block, or everything (slow).", label="What to train", group="Model",
-                           choices=FINETUNE_MODES)
+                           choices=FINETUNE_MODES, words=(("head", "head only"), ("last_block", "head + last block"),
+                                                          ("all", "everything")))
     dropout: float = option(0.5, "Share of the head's units switched off at random while training, against "
                             "overfitting.", label="Dropout", group="Architecture", min=0.0, max=0.9, sweep=(0.2, 0.5),
                             sweep_order=9)
@@ -64,6 +65,27 @@ def imagenet_cache_path() -> Path:
     """Where torchvision caches ResNet-18's ImageNet weights ($TORCH_HOME/hub/checkpoints/...)."""
     filename = ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def imagenet_weights_available() -> bool:
+    """Whether ResNet-18's ImageNet weights are in torchvision's cache on this machine. Without them, training
+    would try to download them (about 45 MB) when it starts, which fails without internet access."""
+    return imagenet_cache_path().is_file()
+
+
+def check_weights_file(path: str | Path) -> None:
+    """Raise WeightsUnavailableError unless ``path`` holds ResNet-18 weights this model can start from."""
+    state = {k: v for k, v in load_imagenet_state(str(path)).items() if not k.startswith("fc.")}
+    try:
+        missing, unexpected = tv_resnet18(weights=None).load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of other shapes: another architecture
+        detail = (str(exc).strip().splitlines() or ["shape mismatch"])[0]
+        raise WeightsUnavailableError(f"{Path(path).name} does not hold ResNet-18 weights ({detail}).") from None
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise WeightsUnavailableError(f"{Path(path).name} does not hold ResNet-18 weights (missing {len(missing)} "
+                                      f"and unexpected {len(unexpected)} tensors, e.g. "
+                                      f"{(missing + unexpected)[0]}).")
 
 
 def load_imagenet_state(weights: str) -> dict[str, torch.Tensor]:
@@ -141,6 +163,31 @@ class ResNetTransfer(ClassifierModel):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)
+
+    def layer_parameters(self) -> list[tuple[str, int]]:
+        """The backbone by stage ('first convolution', 'stage 1' ... 'stage 4'), then the head's two layers."""
+        groups = {"conv1": "first convolution", "bn1": "first convolution", "layer1": "stage 1", "layer2": "stage 2",
+                  "layer3": "stage 3", "layer4": "stage 4"}
+        counts: dict[str, int] = {}
+        for name, child in self.backbone.named_children():
+            own = sum(p.numel() for p in child.parameters())
+            if own:
+                label = groups.get(name, name)
+                counts[label] = counts.get(label, 0) + own
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        counts["head · hidden layer"] = sum(p.numel() for p in linears[0].parameters())
+        counts["head · output layer"] = sum(p.numel() for p in linears[-1].parameters())
+        return list(counts.items())
+
+    def embed_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The stem and each of the four stages, summarised per channel (mean and spread over the image)."""
+        b = self.backbone
+        h = b.maxpool(b.relu(b.bn1(b.conv1(self.normalize(x)))))
+        levels = [map_summary(h)]
+        for stage in (b.layer1, b.layer2, b.layer3, b.layer4):
+            h = stage(h)
+            levels.append(map_summary(h))
+        return levels
 
     @property
     def head(self) -> nn.Module:

@@ -19,6 +19,7 @@ Layout of ``<root>/<run_id>/`` (each file's record type in :mod:`medcls.runs.rec
     data_report.json    skipped files and notes
     env.json            library versions, machine
     group.json          GroupMembership: the sweep, lesson or cross-validation the run belongs to
+    novelty.npz         FeatureReference: the training images' features, for the "unlike the training data" check
     stop                present when a stop was requested
 
 This module (with :mod:`.lifecycle`, the part of the store about liveness, stop
@@ -80,6 +81,7 @@ from .records import (
     RunSummary,
     best_record,
 )
+from .reference import FeatureReference
 
 if TYPE_CHECKING:
     import numpy as np
@@ -295,6 +297,25 @@ class RunStore(RunLifecycle):
     def group(self, run_id: str) -> GroupMembership | None:
         membership = GroupMembership.from_dict(self._read(run_id, "group.json", None))
         return membership or GroupMembership.from_dict(self._read(run_id, "sweep.json", None), "sweep")
+
+    def write_feature_reference(self, run_id: str, reference: FeatureReference) -> None:
+        import numpy as np
+
+        arrays = reference.to_arrays()
+        atomic_write_with(self.file(run_id, "novelty.npz"), lambda handle: np.savez(handle, **arrays))
+
+    def feature_reference(self, run_id: str) -> FeatureReference | None:
+        """The training images' features of the tested checkpoint; None for runs from before the check (or damaged)."""
+        import numpy as np
+
+        path = self.file(run_id, "novelty.npz")
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return FeatureReference.from_arrays({key: data[key] for key in data.files})
+        except (OSError, ValueError, RecordError):
+            return None
 
     # --- weights --------------------------------------------------------------------
     def save_weights(self, run_id: str, state_dict: dict) -> None:

@@ -19,9 +19,10 @@ from torch.optim.swa_utils import AveragedModel
 from ..runs.records import EpochRecord, Progress
 from .ddp import unwrap
 from .engine import BatchEvent, Callback, FitResult, Trainer
+from .hardware import CpuSample, choose_threads, cores_used_by_others, cpu_sample
 
 __all__ = ["WeightAveraging", "BestCheckpoint", "EarlyStopping", "ProgressMeter", "HistoryRecorder", "Heartbeat",
-           "ResumeCheckpoint", "ConsoleProgress", "ema_with_warmup"]
+           "ResumeCheckpoint", "ConsoleProgress", "ThreadBudget", "ema_with_warmup"]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,37 @@ class ResumeCheckpoint(Callback):
         start = time.perf_counter()
         self.save({**trainer.state_dict(), **self.extra()})
         self._cost, self._since = time.perf_counter() - start, 0.0
+
+
+class ThreadBudget(Callback):
+    """After every epoch, sets torch's threads to the cores other processes left free during it.
+
+    Two threads on two cores when another process takes one of them make every step wait for the starved
+    thread (about 10x slower here); one thread does not (see :mod:`medcls.training.hardware`). Only for
+    runs whose thread count was not fixed.
+    """
+
+    def __init__(self, cores: int | None = None, sample: Callable[[], CpuSample] = cpu_sample):
+        self.cores = cores
+        self.sample = sample
+        self._last: CpuSample | None = None
+        self.changes: list[tuple[int, int]] = []  # (epoch, threads) whenever the count changed
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._last = self.sample()
+
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
+        now = self.sample()
+        others = cores_used_by_others(self._last, now) if self._last is not None else None
+        self._last = now
+        if others is None:
+            return
+        threads = choose_threads(self.cores, others)
+        if threads != torch.get_num_threads():
+            log.info("Other processes used %.1f core(s) during epoch %d: training goes on with %d thread(s)",
+                     others, record.epoch, threads)
+            torch.set_num_threads(threads)
+            self.changes.append((record.epoch, threads))
 
 
 class ConsoleProgress(Callback):

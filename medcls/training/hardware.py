@@ -4,6 +4,17 @@ bf16 autocast is much faster on CPUs with AVX512-BF16/AMX for large convolutions
 and linear layers, and slower for small ones, so 'auto' measures a few training
 steps both ways on the actual model and batch, and remembers the answer per
 (model, input shape, CPU) in the cache folder.
+
+Threads follow the cores that are free, not the cores that exist. torch splits each
+operation over its threads and waits for the slowest at a barrier; when another
+process keeps one of two cores busy, the thread that shares that core (at a lower
+priority, as training workers run) holds every barrier up. Measured here with a
+busy second core, one epoch of the default recipe took 3.7 s with one thread and
+30 s with two (OpenMP's spinning waits), 6.5 s with two threads that sleep while
+waiting (``OMP_WAIT_POLICY=PASSIVE``). So :func:`choose_threads` counts the cores
+other processes leave free, and workers start with passive waits
+(:data:`WORKER_ENVIRONMENT`) so a load that appears mid-run costs less until the
+next epoch picks the thread count again (:class:`~medcls.training.callbacks.ThreadBudget`).
 """
 
 from __future__ import annotations
@@ -11,20 +22,24 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import math
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ..atomic import atomic_write_json, read_json
-from ..settings import cache_dir
+from ..settings import cache_dir, environment
 
-__all__ = ["cpu_name", "configure_threads", "keep_freed_memory", "bf16_supported", "resolve_precision",
-           "time_train_steps", "describe_machine"]
+__all__ = ["cpu_name", "configure_threads", "usable_cores", "keep_freed_memory", "bf16_supported", "resolve_precision",
+           "time_train_steps", "describe_machine", "CpuSample", "cpu_sample", "cores_used_by_others", "choose_threads",
+           "WORKER_ENVIRONMENT", "worker_environment"]
 
 log = logging.getLogger(__name__)
 BF16_MIN_SPEEDUP = 1.15  # only switch to bf16 when it is clearly faster
@@ -41,12 +56,89 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# Set in a training worker's environment before torch starts: threads sleep at barriers instead of spinning.
+WORKER_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+FREE_CORE_SHARE = 0.7  # a core counts as free when others use less than 30% of it
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment of a process that trains (or times training) on this machine: this one's, with medcls
+    importable from any working directory and the worker's OpenMP settings (unless already set)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(environment())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    for name, value in WORKER_ENVIRONMENT.items():  # OpenMP reads these when torch starts
+        env.setdefault(name, value)
+    return env
+
+
 def configure_threads(threads: int = 0) -> int:
-    """Set torch's intra-op threads (0 = all cores) and return the number in use."""
-    n = threads or os.cpu_count() or 1
+    """Set torch's intra-op threads (0 = the cores free now, see :func:`choose_threads`); return the number."""
+    n = threads or choose_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """The machine's busy CPU time (all processes) and this process's own CPU time, at one moment."""
+
+    wall: float          # time.monotonic()
+    busy_total: float    # core-seconds all processes spent busy since boot (from /proc/stat), nan if unknown
+    own: float           # core-seconds this process spent (all its threads)
+
+
+def _busy_core_seconds() -> float:
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return math.nan
+    if not fields or fields[0] != "cpu":
+        return math.nan
+    values = [float(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
+    return busy / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
+def cpu_sample() -> CpuSample:
+    return CpuSample(time.monotonic(), _busy_core_seconds(), time.process_time())
+
+
+def cores_used_by_others(before: CpuSample, after: CpuSample | None = None, *, wait_s: float = 0.3) -> float | None:
+    """How many cores other processes kept busy between two samples (``after`` taken now, after ``wait_s``
+    when not given); None where the machine does not tell (no /proc/stat)."""
+    if after is None:
+        time.sleep(max(0.0, wait_s - (time.monotonic() - before.wall)))
+        after = cpu_sample()
+    wall = after.wall - before.wall
+    if wall <= 0 or math.isnan(before.busy_total) or math.isnan(after.busy_total):
+        return None
+    others = (after.busy_total - before.busy_total) - (after.own - before.own)
+    return max(0.0, others / wall)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def choose_threads(cores: int | None = None, others: float | None = None, *, wait_s: float = 0.3) -> int:
+    """Threads for training now: the cores other processes leave (nearly) free, at least one.
+
+    ``others`` is the number of cores other processes use (measured over ``wait_s`` when not given).
+    """
+    cores = cores or usable_cores()
+    if others is None:
+        others = cores_used_by_others(cpu_sample(), wait_s=wait_s)
+    if others is None:
+        return cores
+    free = cores - others
+    return max(1, min(cores, int(math.floor(free + (1 - FREE_CORE_SHARE)))))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)

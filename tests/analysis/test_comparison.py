@@ -39,4 +39,16 @@ def test_comparability_says_when_data_or_classes_differ():
     assert same.same_data and same.same_classes and not same.messages
     other = comparability({"a": "busi", "b": "phantoms"}, {"a": "f1", "b": "f2"}, {"a": ["x", "y"], "b": ["x", "z"]})
     assert not other.same_data and not other.same_classes
-    assert "different data (busi, phantoms)" in other.messages[0] and "different class lists" in other.messages[1]
+    assert "different data: busi, phantoms." in other.messages[0] and "different class lists" in other.messages[1]
+
+
+def test_metrics_rows_of_runs_with_different_classes_share_every_column():
+    y = np.array([0, 1, 1, 0])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    a = classification_metrics(y, probs, ["benign", "malignant"])
+    b = classification_metrics(y, probs, ["dark", "bright"])
+    rows = metrics_rows({"a": a, "b": b}, focus_class="malignant")
+    assert list(rows[0]) == list(rows[1])  # one table, no ragged rows
+    assert list(rows[0])[:4] == ["run", "malignant recall", "malignant precision", "malignant F1"]
+    assert rows[1]["malignant recall"] is None and rows[0]["dark recall"] is None  # shown as '–'
+    assert rows[1]["dark recall"] == 1.0 and rows[1]["bright recall"] == 0.5

@@ -10,6 +10,7 @@ import pytest
 from apphelpers import as_read, new_app, write_tiny_dataset
 from PIL import Image
 
+from app.text import escape_markdown
 from medcls.data.health import clear_hash_memory
 
 
@@ -60,8 +61,10 @@ def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Duplicate groups"] == "2" and metrics["Label conflicts"] == "1"
     assert metrics["Test images with a copy in train"] == "1 of 7"
-    assert any("appear under two or more classes" in as_read(e.value) and "mislabelled.png" in as_read(e.value)
-               for e in at.error)
+    # The example names the copies that carry the different labels (escaped: file names are user text).
+    example = f"{escape_markdown('mislabelled.png (bright)')} = {escape_markdown('dark (2).png (dark)')}"
+    assert any("appear under two or more classes" in e.value and example in e.value for e in at.error), \
+        [e.value for e in at.error]
     assert any("Split leak: 1 of 7 test images" in w.value for w in at.warning)
     assert any("this dataset's own split" in c.value for c in at.caption)
 
@@ -76,6 +79,15 @@ def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
     assert table.iloc[0]["kind"] == "exact copies"
     at.radio(key="health_view").set_value("All groups").run()
     assert len(_table(at)) == 2
+
+    # The dataset's own split leaks: one click makes a split in which copies stay together.
+    at.button(key="health_fix_split").click().run()
+    assert not at.exception
+    assert at.session_state["data_config"]["own_split"] is True
+    assert at.session_state["data_config"]["group_duplicates"] is True
+    assert {m.label: m.value for m in at.metric}["Test images with a copy in train"].startswith("0 of")
+    assert not any("Split leak" in w.value for w in at.warning)
+    assert any("this split (made by medcls)" in c.value for c in at.caption)
 
 
 def test_the_sidebar_option_gives_a_split_without_leaks(app_env, tmp_path):

@@ -13,6 +13,12 @@ def _image_captions(at) -> list[str]:
     return [img.caption for element in at.get("image") for img in element.proto.imgs]
 
 
+def _picker(at):
+    """The class picker of the image shown (its key names the image: a new image starts at its prediction)."""
+    (picker,) = [s for s in at.selectbox if s.label == "Show the evidence for"]
+    return picker
+
+
 def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
     cfg = TrainConfig(data=DataConfig(source=str(tiny_dataset))).with_options(
@@ -29,7 +35,7 @@ def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset)
     assert not at.exception and not at.error, [e.value for e in at.error]
 
     predicted = at.metric[0].value
-    assert at.selectbox(key="gradcam_class").value == predicted  # explains the prediction by default
+    assert _picker(at).value == predicted  # explains the prediction by default
     assert at.slider(key="gradcam_alpha").value == 0.4
     assert f"Grad-CAM for {predicted} · opacity 0.40" in _image_captions(at)
 
@@ -38,7 +44,14 @@ def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset)
     assert f"Grad-CAM for {predicted} · opacity 0.80" in _image_captions(at)
 
     other = next(c for c in ("bright", "dark") if c != predicted)
-    at.selectbox(key="gradcam_class").set_value(other).run()
+    _picker(at).set_value(other).run()
     assert not at.exception and not at.error
     assert f"Grad-CAM for {other} · opacity 0.80" in _image_captions(at)
     assert any(other in c.value for c in at.caption if "Grad-CAM heatmap" in c.value)
+
+    # Another image starts again at its own prediction, and the caption names that class.
+    at.selectbox(key="try_pick").set_value(1).run()
+    assert not at.exception
+    now = at.metric[0].value
+    assert _picker(at).value == now
+    assert f"Grad-CAM for {now} · opacity 0.80" in _image_captions(at)

@@ -59,9 +59,9 @@ def test_options_that_apply_are_saved_and_those_that_stop_applying_reset():
 
 
 def test_setting_an_option_that_has_no_effect_is_refused_with_the_reason():
-    with pytest.raises(ConfigError, match="Momentum has no effect here: it applies only when optimizer is sgd"):
+    with pytest.raises(ConfigError, match="Momentum has no effect here: it applies only when optimizer is SGD"):
         TrainConfig().with_options(momentum=0.5)
-    with pytest.raises(ConfigError, match="StepLR factor .* when learning-rate schedule is step"):
+    with pytest.raises(ConfigError, match=r"StepLR factor .* when learning-rate schedule is step down \(StepLR\)"):
         TrainConfig().with_options(gamma=0.2)
     with pytest.raises(ConfigError, match="Conv blocks is not an option of resnet18"):
         TrainConfig().with_options(model="resnet18", blocks=3)
@@ -70,8 +70,8 @@ def test_setting_an_option_that_has_no_effect_is_refused_with_the_reason():
 
 def test_applies_text_names_the_deciding_options_in_words():
     spec = option_table()["feature_views"]
-    assert applies_text(spec.option.applies) == ("when what to train is head and cache frozen features is on "
-                                                 "and augmentation is on")
+    assert applies_text(spec.option.applies) == ("when what to train is head only and cache frozen features "
+                                                 "is on and augmentation is on")
     assert applies_text(None) == "always"
 
 
@@ -144,7 +144,7 @@ def tiny_model(monkeypatch):
 def test_a_new_option_declared_once_reaches_cli_sweeps_diffs_and_run_card(tiny_model):
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert "--width" in help_text and "Tiny width" in help_text and "option of tiny_test_net" in help_text
-    assert "only when optimizer is sgd" in " ".join(help_text.split())
+    assert "only when optimizer is SGD" in " ".join(help_text.split())
     base = TrainConfig().with_options(model=tiny_model)
     assert "width" in sweepable_options(base)
     assert base.to_dict()["model_options"] == {"width": 8}               # shortcut does not apply: not saved

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import medcls.data.fingerprints as fingerprints
 import medcls.data.health as health
 from medcls.config import DataConfig
 from medcls.data import load_dataset
@@ -155,13 +156,13 @@ def test_a_random_split_leaks_and_a_grouped_split_does_not():
 def test_hashes_are_cached_by_file_contents(tmp_path, monkeypatch):
     paths = [save(pattern(i), tmp_path / f"img{i}.png") for i in range(4)]
     decoded: list[str] = []
-    real = health.read_image
+    real = fingerprints.read_image
 
     def counting(path, color):
         decoded.append(Path(path).name)
         return real(path, color)
 
-    monkeypatch.setattr(health, "read_image", counting)
+    monkeypatch.setattr(fingerprints, "read_image", counting)
     first = image_hashes([str(p) for p in paths])
     assert sorted(decoded) == ["img0.png", "img1.png", "img2.png", "img3.png"]
 

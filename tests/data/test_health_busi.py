@@ -67,3 +67,10 @@ def test_busi_fixed_split_leaks_and_a_random_split_would_too(busi_report):
     assert leak.test_images == 118 and leak.test_in_train >= 20
     random = random_split_leak(report.group_of, [it.label for it in spec.items], seeds=range(3))
     assert random.test_in_train >= 20
+
+
+def test_on_busi_the_fingerprint_alone_is_beyond_chance(busi_report):
+    """BUSI's unrelated scans are far apart, so the pixel check rejects none of its 10-bit pairs."""
+    _, report, _ = busi_report
+    assert report.levels.hash_trusted(10) and report.rejected_pairs == 0
+    assert report.levels.typical_bits >= 25

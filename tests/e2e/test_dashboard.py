@@ -82,14 +82,17 @@ def choose(page: Page, key: str, option: str) -> None:
     if box.input_value() == option:
         return
     item = page.get_by_role("option", name=option, exact=True)
-    for _ in range(3):  # the list occasionally does not open when the click lands during a redraw
+    for attempt in range(3):  # the list may not open, or close again, when a redraw lands on the click
+        wait_idle(page)
         box.click()
         try:
             item.wait_for(timeout=5_000)
+            changing(page, lambda: item.click(timeout=5_000))
             break
         except sync_api.TimeoutError:
             page.keyboard.press("Escape")
-    changing(page, item.click)
+            if attempt == 2:
+                raise
     expect(box).to_have_value(option)
 
 
@@ -128,7 +131,7 @@ def start_run(page: Page, server, epochs: int) -> str:
     set_number(page, "opt_epochs", epochs)
     for key, value in TINY.items():
         set_number(page, key, value)
-    choose(page, "opt_precision", "fp32")  # 'auto' would first time a few bf16 steps
+    choose(page, "opt_precision", "32-bit (fp32)")  # "auto" would first time a few bf16 steps
     before = set(run_ids(server))
     page.locator(".st-key-start_training button").click()
     deadline = time.monotonic() + 30
@@ -325,10 +328,22 @@ def test_stopped_run_shows_as_cancelled(page: Page, server, screenshot):
     assert run_states(server)[run_id] == "cancelled"
 
 
+def preselected_for_compare(server) -> list[str]:
+    """What Compare picks first: the newest tested runs on the same data (a stopped run is tested too)."""
+    from medcls.runs.choice import comparable_default
+    from medcls.runs.store import RunStore
+
+    return comparable_default([s for s in RunStore(server.runs_dir).list() if s.tested and not s.damaged])
+
+
 def test_compare_shows_confusion_matrices_and_pr_curves(page: Page, server, screenshot):
-    newest_two = ensure_finished_runs(page, server, 2)
+    ensure_finished_runs(page, server, 2)
+    newest_two = preselected_for_compare(server)
+    assert len(newest_two) == 2
     open_page(page, "compare")
-    expect(page.locator(".st-key-compare_runs [data-tag]")).to_have_text([run_name(server, r) for r in newest_two])
+    # A stopped run's tag adds its state after the name.
+    expect(page.locator(".st-key-compare_runs [data-tag]")).to_have_text(
+        [re.compile("^" + re.escape(run_name(server, r))) for r in newest_two])
     for run_id in newest_two:
         matrix = page.locator(f".st-key-cm_{run_id} .js-plotly-plot")
         expect(matrix.locator(".gtitle")).to_have_text(run_name(server, run_id))

@@ -46,7 +46,8 @@ def test_history_figure_has_loss_and_accuracy_curves_and_marks_the_best_epoch():
     history = _history()
     fig = history_figure(history)
     names = [t.name for t in fig.data]
-    assert names == ["train loss", "val loss", "train accuracy", "val accuracy", "val macro-F1"]
+    assert names == ["training loss", "validation loss", "training accuracy", "validation accuracy",
+                     "validation macro-F1"]
     assert list(fig.data[0].y) == [h.train_loss for h in history]
     assert list(fig.data[4].x) == [1, 2, 3]
     assert [s.x0 for s in fig.layout.shapes] == [2, 2]  # dashed line at the best epoch in both panels
@@ -101,7 +102,8 @@ def test_overlay_history_has_one_trace_per_run():
     fig = overlay_history_figure({"run a": _history(2), "run b": _history(3)}, key="val_loss")
     assert [t.name for t in fig.data] == ["run a", "run b"]
     assert len(fig.data[1].x) == 3
-    assert fig.layout.yaxis.title.text == "val loss"
+    assert fig.layout.yaxis.title.text == "validation loss"  # words, not the field name val_loss
+    assert fig.layout.title.text.startswith("Validation loss")
 
 
 def test_parameter_bar_lists_layers_with_shares():

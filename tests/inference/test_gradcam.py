@@ -143,3 +143,17 @@ def test_heat_colors_run_from_cold_to_hot():
     assert colors.shape == (3, 3) and colors.dtype == np.uint8
     assert colors[0, 2] > colors[0, 0]  # low: blue
     assert colors[2, 0] > colors[2, 2]  # high: red
+
+
+def test_a_map_of_a_single_cell_is_called_what_it_is():
+    from medcls.inference.gradcam import coarse_map_note, gradcam_grid
+
+    model = create_model("small_cnn", num_classes=2, image_size=28, in_channels=1).eval()
+    assert gradcam_grid(model, 28) == (1, 1)  # six blocks halve 28 px down to one cell
+    assert "only one cell" in coarse_map_note(model, 28)
+    assert gradcam_grid(model, 128) == (4, 4) and coarse_map_note(model, 128) == ""
+    fresh = create_model("small_cnn", num_classes=2, image_size=64, in_channels=1).eval()
+    with torch.inference_mode():  # first asked inside inference mode: the map must still work afterwards
+        gradcam_grid(fresh, 64)
+    heat = gradcam_map(fresh, np.full((1, 64, 64), 100, np.uint8), 0)
+    assert heat.shape == (64, 64)

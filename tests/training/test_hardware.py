@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,3 +83,67 @@ def test_timing_train_steps_leaves_the_weights_unchanged():
     assert seconds > 0
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# --- threads follow the free cores --------------------------------------------------------------------------
+
+def test_threads_follow_the_cores_other_processes_leave_free():
+    from medcls.training.hardware import choose_threads
+
+    assert choose_threads(2, others=0.0) == 2
+    assert choose_threads(2, others=0.2) == 2      # a little background work: both cores
+    assert choose_threads(2, others=0.95) == 1     # one core busy (a long experiment): one thread
+    assert choose_threads(2, others=1.9) == 1      # never fewer than one
+    assert choose_threads(8, others=3.0) == 5
+
+
+def test_other_processes_load_is_total_busy_time_minus_our_own():
+    from medcls.training.hardware import CpuSample, cores_used_by_others
+
+    before = CpuSample(wall=100.0, busy_total=50.0, own=10.0)
+    after = CpuSample(wall=110.0, busy_total=65.0, own=15.0)  # 15 core-s busy in 10 s, 5 of them ours
+    assert cores_used_by_others(before, after) == pytest.approx(1.0)
+    unknown = CpuSample(wall=110.0, busy_total=float("nan"), own=15.0)
+    assert cores_used_by_others(before, unknown) is None  # no /proc/stat: the caller keeps its threads
+
+
+def test_the_thread_budget_drops_to_one_thread_when_another_process_takes_a_core(monkeypatch):
+    from medcls.training import callbacks
+    from medcls.training.hardware import CpuSample
+
+    samples = iter([CpuSample(0.0, 0.0, 0.0), CpuSample(10.0, 20.0, 10.0),   # epoch 1: others kept 1 core busy
+                    CpuSample(20.0, 22.0, 20.0)])                            # epoch 2: others idle
+    budget = callbacks.ThreadBudget(cores=2, sample=lambda: next(samples))
+    set_to: list[int] = []
+    monkeypatch.setattr(callbacks.torch, "get_num_threads", lambda: set_to[-1] if set_to else 2)
+    monkeypatch.setattr(callbacks.torch, "set_num_threads", set_to.append)
+    budget.on_fit_start(None)
+    budget.on_epoch_end(None, type("Record", (), {"epoch": 1})())
+    budget.on_epoch_end(None, type("Record", (), {"epoch": 2})())
+    assert set_to == [1, 2] and budget.changes == [(1, 1), (2, 2)]
+
+
+def test_training_processes_sleep_at_openmp_barriers():
+    from medcls.training.hardware import worker_environment
+
+    env = worker_environment()
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert str(Path(__file__).resolve().parents[2]) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_usable_cores_follow_the_process_affinity():
+    """Pinned with taskset (or a container's cpuset) to one core, training uses one thread, not the machine's count."""
+    import os
+
+    from medcls.training.hardware import choose_threads, usable_cores
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("CPU affinity is a Linux feature")
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert usable_cores() == 1
+        assert choose_threads(others=0.0) == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert usable_cores() == len(before)

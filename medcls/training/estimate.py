@@ -1,0 +1,207 @@
+"""How long a run will take on this machine, measured before it starts.
+
+A run's time is mostly its epochs, and an epoch is more than its training steps: the imbalance strategy
+sets how many images it draws (oversampling can double it), validation judges every validation image
+(twice with mirror test-time augmentation), weight averaging and augmentation cost something every step,
+and a worker runs at a lower priority with the threads other processes leave it. Before and after the
+epochs come the worker's start, reading (and the first time, decoding) the dataset, and the final test.
+
+So nothing here is a rule of thumb. :func:`measure_costs` starts a process set up like a training worker
+(``python -m medcls.training.probe``: the same priority, environment and thread choice) that
+
+- lists the dataset and looks its decoded images up in the cache (and times decoding a sample when the
+  cache does not have them);
+- trains the configured model, with the configured batch, augmentation, precision, weight averaging and
+  test-time augmentation, for two short epochs on random images of the configured size, and takes the
+  seconds of a training step and of a validated image from the second epoch (the first pays for warm-up,
+  which is kept too);
+- times the extras after training (bootstrap intervals, the novelty record's features).
+
+:func:`estimate_run` scales those costs to the run: the real epoch's steps and validation images, and the
+range of epochs early stopping allows. Once a run has finished an epoch, its remaining time comes from its
+own measured epochs instead (:class:`~medcls.training.callbacks.ProgressMeter`).
+``python -m medcls.bench.estimates`` checks estimates against real runs (docs/estimates.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..data.spec import DatasetSpec
+from .engine import batches_per_epoch
+from .imbalance import make_sampler
+
+__all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "measure_costs", "probe_config",
+           "earliest_stop", "PROBE_STEPS"]
+
+PROBE_STEPS = 3          # training steps per probe epoch
+DECODE_SAMPLE = 32       # images decoded to time decoding when the cache lacks the dataset
+PROBE_TIMEOUT_S = 600.0
+START_HISTORY = 5        # worker start times kept (the median is used)
+# Options that change what a run learns but not what a step costs: the probe leaves them at their defaults,
+# so changing one of them on the form does not start a new measurement.
+TIMING_NEUTRAL = ("lr", "weight_decay", "momentum", "scheduler", "step_size", "gamma", "patience", "epochs", "seed",
+                  "select_metric", "focus_class", "imbalance", "oversample", "dropout")
+
+
+class EstimateError(RuntimeError):
+    """The timing probe could not run (the model cannot be built, the data cannot be read, ...)."""
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one probe measured, in seconds, in a process set up like a training worker."""
+
+    threads: int                 # torch threads the worker would use now
+    precision: str               # fp32 or bf16, as 'auto' resolves here
+    step_s: float                # one training step on a full batch (augmentation and weight averaging included)
+    eval_image_s: float          # one image validated (all test-time views)
+    first_epoch_extra_s: float   # the first epoch's warm-up
+    feature_image_s: float       # a frozen backbone: one image view through it (0 otherwise)
+    embed_image_s: float         # one image's features for the novelty record, after training
+    start_s: float               # starting the worker process (Python, torch, medcls, the thread choice)
+    data_s: float                # listing the dataset and looking its decoded images up
+    decode_image_s: float        # decoding one image, when the cache does not have the dataset (0: cached)
+    bootstrap_s: float           # 95% intervals of the validation and test metrics
+    channels: int                # 1 (gray) or 3 (RGB), as the images will be decoded
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Costs":
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def earliest_stop(epochs: int, patience: int) -> int:
+    """The first epoch early stopping can end a run at: never before half the epochs, and not before
+    ``patience`` epochs without improvement after the first (EarlyStopping's rules)."""
+    if not patience:
+        return epochs
+    return min(epochs, max(math.ceil(epochs / 2), 1 + patience))
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """A run's time on this machine, from measured costs."""
+
+    epoch_s: float
+    steps: int                 # training steps per epoch
+    epoch_images: int          # training images per epoch (after the imbalance strategy)
+    train_images: int
+    val_images: int
+    test_images: int
+    tta: bool
+    setup_s: float             # from Start to the first step: worker start, data, cached features
+    finish_s: float            # after the last epoch: testing and the records
+    epochs: int
+    earliest: int              # early stopping may end the run after this many epochs
+    costs: Costs
+
+    def total_s(self, epochs: int | None = None) -> float:
+        """Start to finish with ``epochs`` epochs (default: all planned)."""
+        n = self.epochs if epochs is None else epochs
+        return self.setup_s + self.costs.first_epoch_extra_s + n * self.epoch_s + self.finish_s
+
+    def epoch_words(self) -> str:
+        mirror = " and their mirror images" if self.tta else ""
+        drawn = f"{self.epoch_images:,} training images drawn" if self.epoch_images != self.train_images else \
+            f"{self.epoch_images:,} training images"
+        return f"{drawn} in {self.steps} steps, then {self.val_images:,} validation images{mirror}"
+
+    def total_words(self) -> str:
+        if self.earliest < self.epochs:
+            return (f"{_minutes(self.total_s(self.earliest))} to {_minutes(self.total_s())} in all: early stopping "
+                    f"may end it after epoch {self.earliest}, at the latest after {self.epochs}")
+        return f"{_minutes(self.total_s())} in all for {self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return f"≈ {seconds:.0f} s"
+    return f"≈ {seconds / 60:.1f} min"
+
+
+def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstimate:
+    """Scale measured costs to this run on this dataset."""
+    labels = np.array([it.label for it in spec.items if it.split == "train"], dtype=np.int64)
+    val = sum(1 for it in spec.items if it.split == "val")
+    test = sum(1 for it in spec.items if it.split == "test")
+    batch = _batch(cfg, len(labels))
+    epoch_images = len(make_sampler(labels, spec.classes, cfg.imbalance, cfg.seed, cfg.oversample)) if len(labels) \
+        else 0
+    steps = batches_per_epoch(epoch_images, batch) if epoch_images else 0
+    frozen = costs.feature_image_s > 0
+    views = getattr(cfg.model_options, "feature_views", 1) if frozen and cfg.augment.augment else 1
+    tta_views = 2 if cfg.tta else 1
+    cache_s = (len(labels) * views + (val + test) * tta_views) * costs.feature_image_s
+    setup_s = costs.start_s + costs.data_s + len(spec.items) * costs.decode_image_s + cache_s
+    finish_s = (val + test) * costs.eval_image_s + costs.bootstrap_s + (len(labels) + val) * costs.embed_image_s
+    return RunEstimate(epoch_s=steps * costs.step_s + val * costs.eval_image_s, steps=steps, epoch_images=epoch_images,
+                       train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
+                       finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
+                       costs=costs)
+
+
+def _batch(cfg: TrainConfig, train_images: int) -> int:
+    from .pipeline import _effective_batch  # the batch a tiny dataset lowers it to
+
+    return _effective_batch(cfg, max(1, train_images), [])
+
+
+def probe_config(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with what does not change a step's cost at its defaults, for two probe epochs."""
+    defaults = TrainConfig(data=cfg.data).with_options(strict=False, model=cfg.model).flat()
+    neutral = {name: defaults[name] for name in TIMING_NEUTRAL if name in defaults and name in cfg.flat()}
+    probe = cfg.with_options(strict=False, **neutral)
+    return probe.with_options(strict=False, epochs=2, patience=0, imbalance="none")
+
+
+def measure_costs(cfg: TrainConfig, *, nice: int = 10, threads: int = 0, timeout: float = PROBE_TIMEOUT_S) -> Costs:
+    """Run the probe in a process set up like a training worker (see the module doc); raises EstimateError."""
+    from .hardware import worker_environment
+
+    cmd = [sys.executable, "-m", "medcls.training.probe", "--nice", str(nice), "--threads", str(threads)]
+    spawned = time.time()
+    try:
+        proc = subprocess.run(cmd, input=probe_config(cfg).to_json(), capture_output=True, text=True,
+                              env=worker_environment(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EstimateError(f"Timing a few training steps took over {timeout:.0f} s; this setting is very slow "
+                            "here.") from None
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    try:
+        answer = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise EstimateError(f"The timing probe failed: {detail}") from None
+    if "error" in answer:
+        raise EstimateError(answer["error"])
+    costs = answer["costs"]
+    costs["start_s"] = _typical_start(max(0.0, answer["ready"] - spawned))
+    return Costs.from_dict(costs)
+
+
+def _typical_start(seconds: float) -> float:
+    """The median of this and the last few measured worker starts: one start (importing torch from disk) can be
+    several times slower than the next on a busy machine."""
+    from ..atomic import atomic_write_json, read_json
+    from ..settings import cache_dir
+
+    path = cache_dir() / "worker-start-times.json"
+    recent = [float(v) for v in (read_json(path, []) or []) if isinstance(v, (int, float))][-(START_HISTORY - 1):]
+    recent.append(seconds)
+    try:
+        atomic_write_json(path, recent)
+    except OSError:
+        pass  # a read-only cache only costs the smoothing
+    return float(np.median(recent))

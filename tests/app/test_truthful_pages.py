@@ -1,0 +1,111 @@
+"""AppTest: what the pages say is true (issue 14): Compare across different data and classes, ResNet-18 without
+its weights, options and the dataset from the URL, the Try-it picker."""
+
+from __future__ import annotations
+
+import re
+
+from apphelpers import new_app
+
+from medcls.config import DataConfig, TrainConfig
+from medcls.jobs.execute import execute_run
+from medcls.runs.store import RunStore
+
+
+def trained(store: RunStore, source, *, stop_after: int | None = None, **options) -> str:
+    cfg = TrainConfig(data=DataConfig(source=str(source))).with_options(
+        image_size=32, batch_size=8, precision="fp32", **{"epochs": 2, **options})
+    run_id = store.create(cfg)
+    cancel = (lambda: len(store.history(run_id)) >= stop_after) if stop_after else None
+    outcome = execute_run(store, run_id, should_cancel=cancel)
+    assert outcome.state == ("cancelled" if stop_after else "finished"), outcome.error
+    return run_id
+
+
+def test_compare_runs_on_different_data_and_classes_says_so_and_shows_dashes(app_env, tiny_dataset, split_dataset):
+    store = RunStore(app_env / "runs")
+    two_classes = trained(store, tiny_dataset)                    # bright, dark
+    three_classes = trained(store, split_dataset)                 # benign, malignant, normal
+    stopped = trained(store, split_dataset, stop_after=1, epochs=30)
+    at = new_app().run()
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    # Preselected: the newest run and the newest other run on the same data, never the other dataset's run.
+    assert at.multiselect(key="compare_runs").value == [stopped, three_classes]
+    assert not any("different data" in w.value for w in at.warning)
+    assert any("was stopped at epoch 1 of 30" in c.value for c in at.caption)
+
+    at.multiselect(key="compare_runs").select(two_classes).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    warnings = [w.value for w in at.warning]
+    assert any("tested on different data" in w for w in warnings), warnings
+    assert any("different class lists" in w for w in warnings), warnings
+    chosen = next(df.value for df in at.dataframe if "how it ended" in df.value.columns)
+    assert "stopped at epoch 1 of 30" in set(chosen["how it ended"])
+    for frame in (df.value for df in at.dataframe):
+        cells = frame.astype(str).to_numpy().ravel().tolist()
+        assert "None" not in cells and "nan" not in cells, frame
+    metrics = next(df.value for df in at.dataframe if "macro-F1" in df.value.columns and "accuracy" in df.value.columns
+                   and "how it ended" not in df.value.columns)
+    focus = at.selectbox(key="compare_focus").value
+    assert list(metrics.columns)[:3] == [f"{focus} recall", f"{focus} precision", f"{focus} F1"]  # focus first
+    assert (metrics == "–").any().any()  # a class a run does not have
+
+
+def test_resnet_without_imagenet_weights_says_so_before_start_and_offers_scratch(app_env, tiny_dataset,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(app_env / "no-torch-cache"))
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(tiny_dataset)
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    at.selectbox(key="opt_model").set_value("resnet18").run()
+    assert not at.exception
+    assert any("ImageNet weights are not on this machine" in w.value for w in at.warning)
+    assert at.button(key="weights_random") is not None
+    at.button(key="weights_random").click().run()
+    assert not at.exception
+    assert at.text_input(key="opt_resnet18_weights").value == "random"
+    assert not any("ImageNet weights are not on this machine" in w.value for w in at.warning)
+    assert any("trains from scratch" in s.value for s in at.success)
+
+
+def test_the_form_and_the_dataset_come_back_from_the_url(app_env, tiny_dataset):
+    at = new_app()
+    at.query_params["epochs"] = "7"
+    at.query_params["image_size"] = "48"
+    at.query_params["imbalance"] = "weighted_loss"
+    at.query_params["lr"] = "not a number"  # ignored, the rest stays
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(tiny_dataset)
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    assert at.number_input(key="opt_epochs").value == 7
+    assert at.number_input(key="opt_image_size").value == 48
+    assert at.selectbox(key="opt_imbalance").value == "weighted_loss"
+    assert at.number_input(key="opt_lr").value == TrainConfig().lr
+    # A change on the form goes into the URL; a default value leaves it.
+    at.number_input(key="opt_epochs").set_value(12).run()
+    assert at.query_params["epochs"] in ("12", ["12"])
+    at.number_input(key="opt_image_size").set_value(TrainConfig().image_size).run()
+    assert "image_size" not in at.query_params
+
+
+def test_try_it_offers_the_best_finished_run_on_the_current_data(app_env, tiny_dataset, split_dataset):
+    store = RunStore(app_env / "runs")
+    here = trained(store, tiny_dataset, epochs=3)
+    trained(store, split_dataset)  # newer, on other data
+    trained(store, tiny_dataset, stop_after=1, epochs=30)  # newest, on this data, but stopped
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(tiny_dataset)
+    at.run()
+    at.switch_page("app_pages/try_it.py").run()
+    assert not at.exception
+    picker = at.selectbox(key="try_run")
+    assert picker.value == here
+    labels = picker.options
+    assert all(re.search(r" · on \S+ · .+ · (test macro-F1 \d\.\d\d|not tested)$", label) for label in labels), labels
+    assert any("stopped at epoch 1 of 30" in label for label in labels)

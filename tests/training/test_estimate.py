@@ -1,0 +1,100 @@
+"""Time estimates: what an epoch really does (oversampling, validation, mirror TTA), the range early stopping
+allows, and the probe that measures the costs in a process set up like a training worker.
+
+Whether the estimates land within 30% of real runs is measured by ``python -m medcls.bench.estimates``
+(docs/estimates.md): it trains real runs, which takes minutes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medcls.config import TrainConfig
+from medcls.data import load_dataset
+from medcls.data.spec import DatasetSpec, Item
+from medcls.training.estimate import Costs, earliest_stop, estimate_run, measure_costs, probe_config
+
+CLASSES = ["benign", "malignant", "normal"]
+
+
+def spec(train: dict[str, int], val: int = 60, test: int = 59) -> DatasetSpec:
+    items = [Item(f"{name}/{i}.png", CLASSES.index(name), "train") for name, n in train.items() for i in range(n)]
+    items += [Item(f"val/{i}.png", i % 3, "val") for i in range(val)]
+    items += [Item(f"test/{i}.png", i % 3, "test") for i in range(test)]
+    return DatasetSpec("x", "class_folders", list(CLASSES), items)
+
+
+def costs(**changes) -> Costs:
+    base = dict(threads=1, precision="fp32", step_s=0.2, eval_image_s=0.004, first_epoch_extra_s=0.5,
+                feature_image_s=0.0, embed_image_s=0.002, start_s=4.0, data_s=0.1, decode_image_s=0.0,
+                bootstrap_s=0.05, channels=1)
+    return Costs(**{**base, **changes})
+
+
+PHANTOMS = spec({"benign": 20, "malignant": 17, "normal": 244})  # the built-in data's training split
+
+
+def test_an_epoch_counts_the_oversampled_images_and_the_mirrored_validation():
+    cfg = TrainConfig()  # oversampling, batch 32, TTA
+    estimate = estimate_run(cfg, PHANTOMS, costs())
+    assert estimate.epoch_images == 3 * 244  # every class topped up to the largest
+    assert estimate.steps == 23  # 732 / 32, the last small batch kept (it is over half a batch)
+    assert estimate.epoch_s == pytest.approx(23 * 0.2 + 60 * 0.004)
+    plain = estimate_run(cfg.with_options(imbalance="none"), PHANTOMS, costs())
+    assert plain.epoch_images == 281 and plain.steps == 9  # 281 / 32 = 8.8 steps, the last over half a batch
+    assert estimate.epoch_s > 2 * plain.epoch_s  # the old estimate counted 281 images: off by 2.5x
+    assert "732 training images drawn in 23 steps" in estimate.epoch_words()
+    assert "and their mirror images" in estimate.epoch_words()
+
+
+def test_the_whole_run_spans_the_epochs_early_stopping_allows():
+    cfg = TrainConfig()  # 30 epochs, patience 5: never before epoch 15
+    estimate = estimate_run(cfg, PHANTOMS, costs())
+    assert estimate.earliest == 15 and estimate.epochs == 30
+    assert estimate.total_s(15) < estimate.total_s() == pytest.approx(
+        estimate.setup_s + 0.5 + 30 * estimate.epoch_s + estimate.finish_s)
+    assert "early stopping may end it after epoch 15" in estimate.total_words()
+    assert earliest_stop(30, 0) == 30 and earliest_stop(2, 5) == 2 and earliest_stop(40, 25) == 26
+
+
+def test_setup_counts_decoding_only_when_the_cache_lacks_the_images():
+    cached = estimate_run(TrainConfig(), PHANTOMS, costs())
+    fresh = estimate_run(TrainConfig(), PHANTOMS, costs(decode_image_s=0.01))
+    assert fresh.setup_s - cached.setup_s == pytest.approx(0.01 * len(PHANTOMS.items))
+
+
+def test_a_frozen_backbone_pays_for_its_features_once():
+    cfg = TrainConfig().with_options(model="resnet18", weights="random")  # head only, 4 cached views
+    frozen = estimate_run(cfg, PHANTOMS, costs(feature_image_s=0.01, step_s=0.001))
+    n_train = 281
+    assert frozen.setup_s == pytest.approx(4.0 + 0.1 + (n_train * 4 + (60 + 59) * 2) * 0.01)
+    assert frozen.epoch_s < 0.5
+
+
+def test_the_probe_config_ignores_what_does_not_change_a_step():
+    a = probe_config(TrainConfig().with_options(lr=1e-3, epochs=80, seed=3, imbalance="weighted_loss"))
+    b = probe_config(TrainConfig())
+    assert a == b and a.epochs == 2 and a.patience == 0
+    assert probe_config(TrainConfig().with_options(image_size=64)) != b  # the image size does
+
+
+@pytest.mark.slow
+def test_the_probe_measures_costs_in_a_worker_like_process(isolated_env, split_dataset):
+    cfg = TrainConfig().with_options(source=str(split_dataset), image_size=32, batch_size=8, precision="fp32")
+    measured = measure_costs(cfg)
+    assert measured.threads >= 1 and measured.precision == "fp32" and measured.channels == 1
+    assert measured.step_s > 0 and measured.eval_image_s > 0 and measured.embed_image_s > 0
+    assert measured.start_s > 0.2  # a fresh Python with torch: never instant
+    assert measured.decode_image_s > 0  # these images were never decoded at 32 px
+    estimate = estimate_run(cfg, load_dataset(cfg.data), measured)
+    assert 0 < estimate.epoch_s < 60 and estimate.steps == 4  # 30 training images, batch 8
+    assert np.isfinite(estimate.total_s())
+
+
+def test_a_probe_that_cannot_build_the_model_says_why(isolated_env, split_dataset):
+    from medcls.training.estimate import EstimateError
+
+    cfg = TrainConfig().with_options(source=str(split_dataset / "nope"))
+    with pytest.raises(EstimateError, match="not found|does not exist|No such"):
+        measure_costs(cfg)
