@@ -19,7 +19,7 @@ import torch
 from ..atomic import atomic_write_json, atomic_write_text
 from ..config import DataConfig, TrainConfig
 from ..inference.predictor import Predictor
-from ..training.hardware import configure_threads, cpu_name, keep_freed_memory
+from ..training.hardware import configure_threads, cpu_name, keep_freed_memory, usable_cores
 from ..training.pipeline import build_model, prepare_data
 from . import measure, quality, seed
 from .report import render_markdown
@@ -47,7 +47,7 @@ def run_benchmark(data_root: Path, out_dir: Path, *, quick: bool = False,
     keep_freed_memory()  # as every training process does (the seed's subprocess keeps glibc's default)
     batch = 32
     busi = DataConfig(source=str(data_root))
-    results: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+    results: dict = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
                                  "threads": threads, "torch": torch.__version__, "python": platform.python_version()},
                      "batch_size": batch, "quick": quick, "date": time.strftime("%Y-%m-%d %H:%M"),
                      "seed_reported": SEED_REPORTED, "gflops_start": measure.machine_gflops()}

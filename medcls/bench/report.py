@@ -27,7 +27,9 @@ def render_markdown(r: dict) -> str:
     lines = [
         "# Benchmarks: medcls vs the seed pipeline",
         "",
-        f"Written by `python -m medcls bench` on {r['date']}. Machine: {m['cpu']}, {m['cores']} cores, "
+        f"Written by `python -m medcls bench` on {r['date']}. Machine: {m['cpu']}, {m['cores']} cores"
+        + (f" (this run was pinned to {m['usable_cores']} of them; the demo loop's worker too)"
+           if m.get("usable_cores", m["cores"]) < m["cores"] else "") + ", "
         f"torch {m['torch']}, {m['threads']} threads for both sides, batch size {r['batch_size']}. Data: BUSI "
         "(`split.csv`: 546 train / 116 val / 118 test). Both sides ran in the same process run, one after the "
         "other." + (" **Quick mode** (fewer batches and epochs)." if r.get("quick") else "") + _yardstick(r),
@@ -144,6 +146,13 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                      f"notebook's best reported run ({seed_f1:.3f}), in {faster:.0f}× less time. "
                      "BUSI's test split has 118 images, so one image moves macro-F1 by about 0.01 and malignant "
                      "recall by 0.03: the spread over seeds is the honest error bar.")
+    if r.get("cross_validation"):
+        notes.append("- (8) the folds are stratified but, like split.csv, do not keep near-duplicates together: "
+                     "a copy of a held-out image can be in that fold's training images, so (8) is inflated like "
+                     "(6); (7) is the leak-free figure. Fold models are scored on their held-out fold only.")
+    notes.append("- What each recipe change bought (5-fold, duplicate-grouped cross-validation on train + val, "
+                 "never on the test split): [ablation.md](ablation.md). No change beat the default recipe by more "
+                 "than the spread between folds, so the default was kept.")
     notes.append("- Throughput is training images per second over the training phase of an epoch (the seed "
                  "script's own definition), the best of the epochs run on each side (noise from a shared CPU "
                  "only slows epochs down); medcls includes batching and augmentation from its uint8 cache, the "
