@@ -47,6 +47,7 @@ class Conclusion:
     sentences: list[str] = field(default_factory=list)  # the findings, the reference run first
     summary: str = ""                                  # one closing sentence ('' when nothing can be compared)
     complete: bool = False                             # every planned run finished
+    words: str = ""                                    # the metric in words, e.g. 'malignant recall'
 
     def text(self) -> str:
         return " ".join([self.status, *self.sentences, *([self.summary] if self.summary else [])])
@@ -160,7 +161,7 @@ def conclude(results: list[RunResult], metric: str, focus_class: str = "",
         more = "Nothing to compare yet: at least two runs must finish." if len(results) >= 2 else ""
         if usable:
             more += f" So far {usable[0].label} reached {words} {_ci(usable[0])}."
-        return Conclusion(status, [*notes, more.strip()] if more.strip() else notes, "", complete)
+        return Conclusion(status, [*notes, more.strip()] if more.strip() else notes, "", complete, words)
     ref = usable[0]
     sentences = list(notes)
     if ref is not results[0]:
@@ -189,4 +190,4 @@ def conclude(results: list[RunResult], metric: str, focus_class: str = "",
                    "same lesson with other seeds, would be needed to tell.")
     if not complete:
         summary += " This is a partial result: it uses only the runs that finished."
-    return Conclusion(status, sentences, summary, complete)
+    return Conclusion(status, sentences, summary, complete, words)
