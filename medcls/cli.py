@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="BUSI folder with split.csv (default: ../shared/datasets/busi).")
     p.add_argument("--out-dir", default="docs", help="Where benchmarks.md and benchmarks.json go (default: docs).")
     p.add_argument("--quick", action="store_true", help="Fewer batches and epochs: a smoke test of the benchmark.")
+    from .cli_lessons import add_lesson_parsers  # noqa: PLC0415  (registers its commands; it imports this module)
+    from .cli_portable import add_portable_parsers  # noqa: PLC0415
+
+    add_lesson_parsers(sub)
+    add_portable_parsers(sub)
     return parser
 
 
