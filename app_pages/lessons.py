@@ -19,6 +19,7 @@ from medcls.experiments.lessons import (
     submit_lesson,
 )
 from medcls.figures.lessons import lesson_figure
+from medcls.runs.naming import dataset_name
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
                  "failed": "❌ failed", "missing": "🗑️ deleted"}
@@ -69,9 +70,15 @@ if not queued_all:
     st.stop()
 if st.session_state.get("lesson_queued_pick") not in queued_all:
     st.session_state["lesson_queued_pick"] = next(iter(queued_all))
+
+
+def when_and_where(lesson_id: str) -> str:
+    q = queued_all[lesson_id]
+    return f"{q.created.replace('T', ' ')[:16]} · {dataset_name(q.dataset) if q.dataset else 'built-in data'}"
+
+
 pick = st.selectbox("Which time this lesson was run", list(queued_all), key="lesson_queued_pick",
-                    format_func=lambda q: f"{queued_all[q].created.replace('T', ' ')[:16]} · "
-                                          f"{queued_all[q].dataset or 'built-in data'}", help="Newest first.")
+                    format_func=when_and_where, help="Newest first.")
 queued = queued_all[pick]
 results, _ = lesson_conclusion(store, queued, lesson)
 active = any(r.outcome == "pending" for r in results)

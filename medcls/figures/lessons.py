@@ -16,6 +16,7 @@ from .style import PALETTE
 from .style import layout as _layout
 
 __all__ = ["lesson_figure"]
+_WORDS = {"pending": "not yet", "missing": "deleted", "finished": "no result"}
 
 
 def lesson_figure(results: Sequence[RunResult], metric: str, title: str = "Results on the test images") -> go.Figure:
@@ -23,7 +24,7 @@ def lesson_figure(results: Sequence[RunResult], metric: str, title: str = "Resul
     values = [r.estimate if r.usable else None for r in results]
     up = [(r.high - r.estimate) if r.usable and r.high is not None else 0 for r in results]
     down = [(r.estimate - r.low) if r.usable and r.low is not None else 0 for r in results]
-    text = [f"{v:.2f}" if v is not None else r.outcome for v, r in zip(values, results)]
+    text = [f"{v:.2f}" if v is not None else _WORDS.get(r.outcome, r.outcome) for v, r in zip(values, results)]
     fig = go.Figure()
     fig.add_bar(x=labels, y=values, marker_color=PALETTE[0], text=text, textposition="outside",
                 error_y=dict(type="data", array=up, arrayminus=down, visible=True),
