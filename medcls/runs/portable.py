@@ -15,7 +15,11 @@ no '..', no links), and then through the run store's own rules:
   config as a :class:`~medcls.config.TrainConfig`, the predictions as a table;
 - the weights load with ``weights_only=True`` (no code can run) and fit the model
   the config describes; the feature reference loads without pickles;
-- only finished or stopped runs with weights and test results are accepted.
+- only finished or stopped runs with weights and test results are accepted;
+- on a server that limits the folders datasets may come from (exposed, or ``MEDCLS_DATA_ROOTS``), a run
+  whose data or image paths name existing files outside those folders is refused: the Compare page shows
+  a run's test images, and an import must not become a way to look at other files on the server. Paths
+  that do not exist here (the exporting machine's) are fine: those images are simply not shown.
 
 It is unpacked into a hidden folder inside the store, checked there, and only
 then renamed into place, so a refused import leaves nothing behind. A run id that
@@ -40,6 +44,8 @@ from pathlib import Path
 from ..atomic import read_json
 from ..config import ConfigError, TrainConfig
 from ..data.archive import MAX_RATIO, ArchiveError, extract_checked, open_checked
+from ..data.imageio import NPZ_MARK
+from ..settings import PathNotAllowedError, allowed_data_roots, check_allowed_path
 from .lifecycle import CheckpointError, InvalidRunIdError
 from .naming import unique_name
 from .records import (
@@ -168,6 +174,37 @@ def _check_records(folder: Path) -> RunStatus:
     return status
 
 
+def _named_paths(folder: Path) -> list[str]:
+    """The data source and every image path the run's records name."""
+    paths = [TrainConfig.load(folder / "config.json").data.source]
+    data = _json_object(folder, "data.json")
+    if data is not None:
+        paths.append(str(data.get("root", "")))
+    for name, column in (("predictions.csv", 1), ("split.csv", 0)):
+        if (folder / name).is_file():
+            rows = csv.reader(io.StringIO((folder / name).read_text(encoding="utf-8")))
+            next(rows, None)
+            paths.extend(row[column] for row in rows if len(row) > column)
+    return [p.partition(NPZ_MARK)[0] for p in paths if p]
+
+
+def _check_paths(folder: Path) -> None:
+    if not allowed_data_roots():
+        return  # this machine reads any folder: showing its own files to its own user reveals nothing
+    for path in dict.fromkeys(_named_paths(folder)):
+        try:
+            exists = Path(path).exists()
+        except (OSError, ValueError):
+            exists = False
+        if not exists:
+            continue
+        try:
+            check_allowed_path(path)
+        except PathNotAllowedError:
+            raise RunImportError(f"The run names {path}, a file or folder on this server outside the folders it may "
+                                 "read; refused, so that an import cannot show other files of the server.") from None
+
+
 def _check_weights(staging: RunStore, run_id: str) -> None:
     """The weights load without running code and fit the model; the predictions and features read."""
     from ..inference.predictor import load_run_model
@@ -213,6 +250,7 @@ def _install(store: RunStore, staging_root: Path, original: str, name: str) -> s
         if path.is_symlink() or not path.is_file():
             raise RunImportError(f"{path.name}: not a plain file; refused.")
     status = _check_records(folder)
+    _check_paths(folder)
     staging = RunStore(staging_root)
     _check_weights(staging, original)
     run_id = original

@@ -115,3 +115,25 @@ def test_content_that_could_run_code_or_is_damaged_is_refused(good, tmp_path):
     bad_id = {k.replace(run_id, "bad id!"): v for k, v in entries.items()}
     _refused(target, _zip(bad_id), "not a run")
     assert target.list_ids() == []
+
+
+def test_a_run_naming_server_files_outside_the_allowed_folders_is_refused(finished_run, tmp_path, monkeypatch):
+    store, run_id = finished_run
+    entries = _entries(export_run_zip(store, run_id))
+    secret = tmp_path / "private" / "scan.png"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not for other users")
+    table = entries[f"{run_id}/predictions.csv"].decode()
+    header, first, *rest = table.splitlines()
+    cells = first.split(",")
+    cells[1] = str(secret)
+    poisoned = "\n".join([header, ",".join(cells), *rest]) + "\n"
+    data = _zip({**entries, f"{run_id}/predictions.csv": poisoned.encode()})
+    # The run's own data folder is allowed; the poisoned row's file is not.
+    monkeypatch.setenv("MEDCLS_DATA_ROOTS", store.config(run_id).data.source)
+    target = RunStore(tmp_path / "target")
+    assert import_run_zip(target, _zip(entries), "clean.zip") == run_id
+    target.delete(run_id)
+    _refused(target, data, f"names {secret}, a file or folder on this server outside the folders it may read")
+    monkeypatch.delenv("MEDCLS_DATA_ROOTS")  # a machine that reads any folder: its own files, its own user
+    assert import_run_zip(target, data, "mine.zip") == run_id
