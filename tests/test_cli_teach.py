@@ -1,4 +1,4 @@
-"""The command line's lesson, export and import commands (medcls/cli_lessons.py, medcls/cli_portable.py)."""
+"""The command line's lesson, export and import commands."""
 
 from __future__ import annotations
 
