@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.ensemble import FoldEnsemble
 from ..runs.store import RunStore
 from .predictor import load_run_model
 
@@ -36,18 +37,26 @@ MODEL_FILE = "model.pt"
 
 
 class ExportedModel(nn.Module):
-    """uint8 (N, C, S, S) -> class probabilities (N, K), with the run's test-time mirror averaging."""
+    """uint8 (N, C, S, S) -> class probabilities (N, K), with the run's test-time mirror averaging.
+
+    A cross-validation run's ensemble is exported as its fold models, whose probabilities are averaged as
+    the ensemble does (the ensemble object itself cannot be traced: it has no single head).
+    """
 
     def __init__(self, model: nn.Module, tta: bool):
         super().__init__()
-        self.model = model
+        members = model.members if isinstance(model, FoldEnsemble) else [model]
+        self.members = nn.ModuleList(members)
         self.tta = tta
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.softmax(m(x).float(), 1) for m in self.members]).mean(0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0
-        probs = torch.softmax(self.model(x).float(), 1)
+        probs = self._probs(x)
         if self.tta:
-            probs = (probs + torch.softmax(self.model(x.flip(-1)).float(), 1)) / 2
+            probs = (probs + self._probs(x.flip(-1))) / 2
         return probs
 
 

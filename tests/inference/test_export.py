@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from medcls.inference.export import export_torchscript, torchscript_zip
+from medcls.config import TrainConfig
+from medcls.inference.export import ExportedModel, export_torchscript, torchscript_zip
 from medcls.inference.predictor import Predictor
+from medcls.inference.proba import predict_proba
+from medcls.models import create_model, list_models
+from medcls.models.ensemble import FoldEnsemble
 
 NO_MEDCLS = ("import runpy, sys; sys.modules['medcls'] = None; "  # any 'import medcls' now fails
              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
@@ -76,3 +80,19 @@ def test_the_zip_download_holds_the_three_files(finished_run, tmp_path):
     with zipfile.ZipFile(BytesIO(torchscript_zip(store, run_id, tmp_path))) as archive:
         assert sorted(archive.namelist()) == [f"{run_id}-torchscript/{n}" for n in
                                               ("classes.json", "model.pt", "predict.py")]
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("folds", [0, 2])
+def test_every_model_and_a_fold_ensemble_trace_to_the_same_probabilities(name, folds):
+    options = TrainConfig().with_options(model=name, **({"weights": "random"} if name == "resnet18" else {}))
+
+    def make():
+        return create_model(name, num_classes=3, image_size=32, in_channels=3, options=options.model_options).eval()
+
+    model = FoldEnsemble([make() for _ in range(folds)]).eval() if folds else make()
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        traced = torch.jit.trace(ExportedModel(model, tta=True).eval(), images[:2], check_trace=False)
+        ours = traced(images).numpy()  # another batch size than the trace's
+    np.testing.assert_allclose(ours, predict_proba(model, images, tta=True), atol=1e-5)
