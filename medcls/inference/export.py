@@ -145,7 +145,7 @@ def load(path):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     pixels = np.asarray(img, dtype=np.uint8)
     pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(pixels))[None]
+    return torch.from_numpy(np.array(pixels, dtype=np.uint8))[None]  # a writable copy
 
 
 if __name__ == "__main__":
