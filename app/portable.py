@@ -28,6 +28,8 @@ def _torchscript(store: RunStore, run_id: str) -> bytes:
 
 
 def _downloads(store: RunStore, run_id: str) -> None:
+    st.caption(f"For **{escape_markdown(store.summary(run_id).name)}**, the run chosen under *Look closer at one "
+               "run*.")
     left, right = st.columns(2)
     left.download_button("⬇ Model for Python (TorchScript + predict.py)", data=lambda: _torchscript(store, run_id),
                          file_name=f"{run_id}-torchscript.zip", mime="application/zip", key="export_torchscript",
