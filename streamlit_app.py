@@ -28,6 +28,7 @@ pages = st.navigation([
     data_page,
     st.Page("app_pages/train.py", title="Train", icon="🏋️", url_path="train"),
     st.Page("app_pages/sweeps.py", title="Sweeps", icon="🧪", url_path="sweeps"),
+    st.Page("app_pages/lessons.py", title="Lessons", icon="🎓", url_path="lessons"),
     st.Page("app_pages/compare.py", title="Compare runs", icon="📊", url_path="compare"),
     st.Page("app_pages/try_it.py", title="Try it", icon="🖼️", url_path="try"),
 ])

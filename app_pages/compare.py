@@ -13,6 +13,7 @@ from app.compare_sections import (
     uncertainty_section,
 )
 from app.manager import manager
+from app.portable import portable_section
 from app.text import escape_markdown, shown
 from medcls.analysis.comparison import comparability, config_rows, metrics_rows
 from medcls.config import describe_differences
@@ -43,6 +44,7 @@ if untested:  # e.g. trained with a test share of 0: nothing to compare on the t
                + ", ".join(shown(s.name) for s in untested[:5]) + (" …" if len(untested) > 5 else "") + ".")
 if not summaries:
     st.info("No tested runs yet. Train one or two on the **Train** page, then come back.")
+    portable_section(store, None)  # or import a run trained elsewhere
     st.stop()
 names = display_names(summaries.values())
 gone = [r for r in st.session_state.get("compare_runs") or [] if r not in summaries]
@@ -165,3 +167,4 @@ with errors_tab:
     error_browser_section(store, run_id, focus)
 with card_tab:
     run_card_section(store, run_id, names[run_id])
+portable_section(store, run_id)

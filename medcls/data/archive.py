@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from ..atomic import disk_full_message, is_disk_full
 
-__all__ = ["ArchiveError", "extract_zip", "check_zip", "target_name", "MAX_TOTAL_BYTES", "MAX_FILES", "MAX_RATIO",
+__all__ = ["ArchiveError", "extract_zip", "check_zip", "open_checked", "extract_checked", "target_name", "MAX_TOTAL_BYTES", "MAX_FILES", "MAX_RATIO",
            "MAX_ARCHIVE_RATIO",
            "MAX_NAME_BYTES"]
 
@@ -124,6 +124,19 @@ def check_zip(data: bytes, name: str = "upload", *, max_total_bytes: int = MAX_T
     archive, files = _open_checked(data, name, max_total_bytes, max_files)
     with archive:
         return sum(info.file_size for info, _ in files)
+
+
+def open_checked(data: bytes, name: str = "upload", *, max_total_bytes: int = MAX_TOTAL_BYTES,
+                 max_files: int = MAX_FILES) -> tuple[zipfile.ZipFile, list[tuple[zipfile.ZipInfo, PurePosixPath]]]:
+    """The open archive and its checked entries (safe relative paths; hidden files and __MACOSX left out), for
+    callers that check more before unpacking (a run import). Close the archive when done."""
+    return _open_checked(data, name, max_total_bytes, max_files)
+
+
+def extract_checked(archive: zipfile.ZipFile, files: list[tuple[zipfile.ZipInfo, PurePosixPath]], dest: Path, *,
+                    max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: float = MAX_RATIO) -> None:
+    """Unpack entries from :func:`open_checked` into ``dest``, enforcing the real sizes and ratios while writing."""
+    _extract_members(archive, files, dest, max_total_bytes, max_ratio)
 
 
 def _open_checked(data: bytes, name: str, max_total: int,

@@ -178,9 +178,10 @@ def test_run_card_download_holds_the_run_and_an_embedded_plot(page, monkeypatch)
     captured = {}
     original = MediaFileManager.add_deferred
 
-    def capture(self, callable_, *args, **kwargs):
-        captured["data"] = callable_
-        return original(self, callable_, *args, **kwargs)
+    def capture(self, callable_, mimetype, *args, **kwargs):
+        if mimetype == "text/html":  # the run card, not the page's other downloads
+            captured["data"] = callable_
+        return original(self, callable_, mimetype, *args, **kwargs)
 
     monkeypatch.setattr(MediaFileManager, "add_deferred", capture)
     at.run()

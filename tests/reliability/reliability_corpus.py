@@ -773,7 +773,32 @@ COMMAND_CASES = [
          "invalid run id", ("letters, digits",), item=11),
     Case("resume-a-finished-run", "command", "refused", lambda d: ["resume", "tiny-run"], "tiny-run",
          ("is finished", "only an interrupted run can be resumed"), item=13),
+    # Importing a run .zip (python -m medcls import; the Compare page's uploader calls the same function).
+    Case("run-zip-with-a-pickle", "command", "refused",
+         lambda d: _run_zip(d, [("r1/config.json", b"{}"), ("r1/weights.pkl", b"\x80\x04N.")]), "weights.pkl",
+         ("is not a file a medcls run folder holds",)),
+    Case("run-zip-with-a-script", "command", "refused",
+         lambda d: _run_zip(d, [("r1/config.json", b"{}"), ("r1/predict.py", b"import os")]), "predict.py",
+         ("is not a file a medcls run folder holds",)),
+    Case("run-zip-dotdot", "command", "refused",
+         lambda d: _run_zip(d, [("r1/config.json", b"{}"), ("r1/../../evil.json", b"{}")]), "evil.json",
+         ("'..' in a path",)),
+    Case("run-zip-absolute-path", "command", "refused",
+         lambda d: _run_zip(d, [("/tmp/r1/config.json", b"{}")]), "/tmp/r1/config.json", ("absolute paths",)),
+    Case("run-zip-without-weights", "command", "refused",
+         lambda d: _run_zip(d, [("r1/config.json", b"{}"), ("r1/status.json", b"{}")]), "best.pt",
+         ("only tested runs with their weights",)),
+    Case("lesson-that-does-not-exist", "command", "refused", lambda d: ["lesson", "run", "nope"], "nope",
+         ("there is no lesson",)),
+    Case("export-a-run-that-does-not-exist", "command", "refused",
+         lambda d: ["export", "no-such-run", "--out", str(d / "out")], "no-such-run", ("does not exist",)),
 ]
+
+
+def _run_zip(folder: Path, entries: list[tuple[str, bytes]]) -> list[str]:
+    path = folder / "run.zip"
+    path.write_bytes(zip_of(entries))
+    return ["import", str(path)]
 
 
 # --- damaged run files ------------------------------------------------------------------------------------------

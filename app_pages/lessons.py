@@ -1,0 +1,122 @@
+"""Lessons: ready-made experiments from the coursework, queued on the current dataset and concluded in words."""
+
+import pandas as pd
+import streamlit as st
+
+from app.dataset import current_data_config, dataset_caption, load_current_dataset
+from app.live import fmt_seconds
+from app.manager import manager
+from app.safety import guarded
+from app.text import escape_markdown, shown
+from medcls.config import format_value, label
+from medcls.experiments.conclusions import metric_words
+from medcls.experiments.lessons import (
+    LessonError,
+    lesson_conclusion,
+    lesson_configs,
+    list_queued,
+    load_lessons,
+    submit_lesson,
+)
+from medcls.figures.lessons import lesson_figure
+from medcls.runs.naming import dataset_name
+
+OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
+                 "failed": "❌ failed", "missing": "🗑️ deleted"}
+
+st.title("🎓 Lessons")
+st.caption("Ready-made experiments from the coursework this app grew out of. Each lesson trains a few runs that "
+           "differ in one thing, on the dataset chosen in the sidebar, shows them side by side as they finish and "
+           "ends with what the results show, and how sure they are. Teachers add lessons in "
+           "`medcls/experiments/lessons.toml`.")
+try:
+    lessons = {lesson.name: lesson for lesson in load_lessons()}
+except LessonError as exc:
+    st.error(shown(exc))
+    st.stop()
+data_cfg = current_data_config()
+spec = load_current_dataset(data_cfg)
+if spec is not None:
+    st.caption(dataset_caption(spec))
+
+name = st.selectbox("Lesson", list(lessons), format_func=lambda n: lessons[n].title, key="lesson_pick")
+lesson = lessons[name]
+st.markdown(f"**The question.** {escape_markdown(lesson.question)}")
+try:
+    configs = lesson_configs(lesson, data_cfg)
+except LessonError as exc:
+    st.error(shown(exc))
+    st.stop()
+shared = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in lesson.base.items())
+st.caption(f"Every run: {escape_markdown(shared)}; everything else as the defaults. Read off: "
+           f"**{metric_words(lesson.metric)}** on the test images.")
+st.dataframe(pd.DataFrame([{"run": r.label, **{label(k): format_value(v, k) for k, v in r.settings.items()}}
+                           for r in lesson.runs]), hide_index=True)
+if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="primary", disabled=spec is None,
+             key="lesson_start"):
+    try:
+        queued = submit_lesson(manager().store, manager().submit, lesson, data_cfg)
+    except LessonError as exc:
+        st.error(shown(exc))
+    else:
+        st.session_state["lesson_queued_pick"] = queued.lesson_id
+        st.toast(f"Queued {len(queued.runs)} runs")
+
+st.subheader("Results")
+store = manager().store
+queued_all = {q.lesson_id: q for q in list_queued(store, lesson.name)}
+if not queued_all:
+    st.info("This lesson has not been run yet. Press **Queue** above; the runs train one after another.")
+    st.stop()
+if st.session_state.get("lesson_queued_pick") not in queued_all:
+    st.session_state["lesson_queued_pick"] = next(iter(queued_all))
+
+
+def when_and_where(lesson_id: str) -> str:
+    q = queued_all[lesson_id]
+    return f"{q.created.replace('T', ' ')[:16]} · {dataset_name(q.dataset) if q.dataset else 'built-in data'}"
+
+
+pick = st.selectbox("Which time this lesson was run", list(queued_all), key="lesson_queued_pick",
+                    format_func=when_and_where, help="Newest first.")
+queued = queued_all[pick]
+results, _ = lesson_conclusion(store, queued, lesson)
+active = any(r.outcome == "pending" for r in results)
+
+
+@st.fragment(run_every=2.0 if active else None)
+@guarded
+def lesson_results() -> None:
+    results, conclusion = lesson_conclusion(store, queued, lesson)
+    if active and not any(r.outcome == "pending" for r in results):
+        st.rerun()  # every run ended: redraw once, without the timer
+    words = conclusion.words
+    rows = []
+    for r in results:
+        row = {"run": r.label, "state": OUTCOME_WORDS.get(r.outcome, r.outcome),
+               words: None if r.estimate is None else r.estimate,
+               "95% interval": "–" if r.low is None else f"{r.low:.2f}–{r.high:.2f}",
+               "test images": r.images or None}
+        if "parameters" in lesson.show:
+            row["weights"] = r.parameters
+        if "time" in lesson.show:
+            row["training time"] = fmt_seconds(r.seconds)
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={words: st.column_config.NumberColumn(format="%.2f"),
+                                "test images": st.column_config.NumberColumn(format="%d"),
+                                "weights": st.column_config.NumberColumn(format="localized")})
+    st.plotly_chart(lesson_figure(results, words), key="lesson_figure", width="stretch")
+    st.markdown("**What the results show**")
+    box = st.success if conclusion.complete else st.info
+    box("\n\n".join(escape_markdown(s) for s in [conclusion.status, *conclusion.sentences, conclusion.summary] if s))
+    waiting = [e["run_id"] for e, r in zip(queued.runs, results) if r.outcome == "pending"]
+    if waiting and st.button(f"⏹ Stop the {len(waiting)} unfinished run(s)", key="lesson_stop"):
+        for run_id in waiting:
+            manager().stop(run_id)
+        st.toast("Stopping…")
+
+
+lesson_results()
+st.caption("A lesson's runs are ordinary runs: watch one train on **Train**, and look deeper at the finished ones "
+           "on **Compare runs** (confusion matrices, precision-recall, mistakes).")

@@ -1,0 +1,193 @@
+"""A lesson's conclusion in plain words, computed from its runs' results and their uncertainty.
+
+Pure functions over :class:`RunResult` (one per planned run of a lesson): nothing
+here reads files, so every sentence can be tested against made-up results. Each
+finished run is compared with the lesson's reference run (its first run that
+finished) through the 95% bootstrap intervals of the lesson's metric on the test
+images. Two intervals that do not overlap are called a clear difference on these
+test images; overlapping ones "could be chance". That test is deliberately
+cautious: it never calls a difference real that a handful of images could make.
+Runs that are still waiting or training, were stopped, failed or are missing are
+counted and left out: a partial lesson concludes only on what finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["METRICS", "RunResult", "Conclusion", "metric_words", "conclude", "outcome_counts"]
+
+# What a lesson can read off its runs' test images.
+METRICS = {"focus_recall": "recall of the focus class", "accuracy": "accuracy", "macro_f1": "macro-F1"}
+OUTCOMES = ("finished", "pending", "stopped", "failed", "missing")
+_SAME = 1e-9
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One planned run of a lesson, as far as it got."""
+
+    label: str                      # what sets it apart, e.g. 'oversampling'
+    outcome: str                    # finished, pending (queued or training), stopped, failed, missing (deleted)
+    estimate: float | None = None   # the lesson's metric on all test images (finished runs)
+    low: float | None = None        # its 95% bootstrap interval
+    high: float | None = None
+    images: int = 0                 # test images the metric is computed over (the focus class's, for its recall)
+    seconds: float | None = None    # training time (all epochs)
+    parameters: int | None = None   # the model's weights
+
+    @property
+    def usable(self) -> bool:
+        return self.outcome == "finished" and self.estimate is not None
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    status: str                                        # how many runs finished, are pending, stopped, failed
+    sentences: list[str] = field(default_factory=list)  # the findings, the reference run first
+    summary: str = ""                                  # one closing sentence ('' when nothing can be compared)
+    complete: bool = False                             # every planned run finished
+    words: str = ""                                    # the metric in words, e.g. 'malignant recall'
+
+    def text(self) -> str:
+        return " ".join([self.status, *self.sentences, *([self.summary] if self.summary else [])])
+
+
+def metric_words(metric: str, focus_class: str = "") -> str:
+    """'malignant recall', 'accuracy', 'macro-F1'."""
+    if metric == "focus_recall":
+        return f"{focus_class} recall" if focus_class else "recall of the focus class"
+    if metric not in METRICS:
+        raise ValueError(f"Unknown lesson metric {metric!r}; use one of {', '.join(METRICS)}.")
+    return METRICS[metric]
+
+
+def outcome_counts(results: list[RunResult]) -> dict[str, int]:
+    return {outcome: sum(r.outcome == outcome for r in results) for outcome in OUTCOMES}
+
+
+def _status(results: list[RunResult]) -> str:
+    counts = outcome_counts(results)
+    total = len(results)
+    if counts["finished"] == total:
+        return f"All {total} runs finished."
+    parts = []
+    if counts["pending"]:
+        parts.append(f"{counts['pending']} still waiting or training")
+    if counts["stopped"]:
+        parts.append(f"{counts['stopped']} stopped before the end")
+    if counts["failed"]:
+        parts.append(f"{counts['failed']} failed")
+    if counts["missing"]:
+        parts.append(f"{counts['missing']} deleted")
+    text = f"{counts['finished']} of {total} runs finished"
+    return f"{text}; {', '.join(parts)}." if parts else f"{text}."
+
+
+def _ci(r: RunResult) -> str:
+    if r.low is None or r.high is None:
+        return f"{r.estimate:.2f}"
+    return f"{r.estimate:.2f} ({r.low:.2f}–{r.high:.2f})"
+
+
+def _overlap(a: RunResult, b: RunResult) -> bool | None:
+    if None in (a.low, a.high, b.low, b.high):
+        return None
+    return a.low <= b.high and b.low <= a.high
+
+
+def _images(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def _compare(ref: RunResult, r: RunResult, words: str, unit: str) -> tuple[str, int]:
+    """A sentence comparing ``r`` with the reference, and -1/0/+1 for a clear drop/no clear difference/clear rise."""
+    diff = r.estimate - ref.estimate
+    if abs(diff) < _SAME:
+        return (f"{r.label} gave the same {words} as {ref.label} ({r.estimate:.2f}): no difference on these "
+                f"{_images(r.images, unit)}.", 0)
+    verb = "raised" if diff > 0 else "lowered"
+    change = f"{r.label} {verb} {words} from {ref.estimate:.2f} ({ref.label}) to {r.estimate:.2f}"
+    overlap = _overlap(ref, r)
+    if overlap is None:
+        return (f"{change}, but without intervals for both runs nobody can tell whether that is more than "
+                "chance.", 0)
+    if overlap:
+        return (f"{change}, but with {_images(min(ref.images, r.images), unit)} the 95% intervals overlap "
+                f"({_ci(ref)} against {_ci(r)}): this difference could be chance.", 0)
+    return (f"{change}, and the 95% intervals do not overlap ({_ci(ref)} against {_ci(r)}): a clear difference on "
+            f"these {_images(min(ref.images, r.images), unit)}.", 1 if diff > 0 else -1)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _costs(usable: list[RunResult], show: tuple[str, ...]) -> str:
+    parts = []
+    for r in usable:
+        bits = []
+        if "parameters" in show and r.parameters:
+            bits.append(f"{r.parameters:,} weights")
+        if "time" in show and r.seconds is not None:
+            bits.append(f"{_fmt_seconds(r.seconds)} of training")
+        if bits:
+            parts.append(f"{r.label} {' and '.join(bits)}")
+    if not parts:
+        return ""
+    text = "Cost: " + "; ".join(parts) + "."
+    timed = [r for r in usable if "time" in show and r.seconds]
+    if len(timed) >= 2:
+        fast, slow = min(timed, key=lambda r: r.seconds), max(timed, key=lambda r: r.seconds)
+        if slow.seconds > 1.2 * fast.seconds:
+            text += f" {slow.label} took {slow.seconds / fast.seconds:.1f} times as long as {fast.label}."
+    return text
+
+
+def conclude(results: list[RunResult], metric: str, focus_class: str = "",
+             show: tuple[str, ...] = ()) -> Conclusion:
+    """What the finished runs of a lesson show, in plain language; never more than their intervals support."""
+    words = metric_words(metric, focus_class)
+    unit = f"{focus_class} test image" if metric == "focus_recall" and focus_class else "test image"
+    status = _status(results)
+    complete = all(r.outcome == "finished" for r in results)
+    usable = [r for r in results if r.usable]
+    unusable = [r for r in results if r.outcome == "finished" and r.estimate is None]
+    notes = [f"{r.label} finished without a {words} on the test images (no such test images, or its results are "
+             "missing), so it is left out." for r in unusable]
+    if metric == "focus_recall" and not focus_class and usable:
+        notes.append("The runs did not record a focus class.")
+    if len(usable) < 2:
+        more = "Nothing to compare yet: at least two runs must finish." if len(results) >= 2 else ""
+        if usable:
+            more += f" So far {usable[0].label} reached {words} {_ci(usable[0])}."
+        return Conclusion(status, [*notes, more.strip()] if more.strip() else notes, "", complete, words)
+    ref = usable[0]
+    sentences = list(notes)
+    if ref is not results[0]:
+        sentences.append(f"{results[0].label} did not finish, so the runs are compared with {ref.label}.")
+    verdicts = {}
+    for r in usable[1:]:
+        sentence, verdict = _compare(ref, r, words, unit)
+        sentences.append(sentence)
+        verdicts[r.label] = verdict
+    costs = _costs(usable, show)
+    if costs:
+        sentences.append(costs)
+    better = [r for r in usable[1:] if verdicts[r.label] > 0]
+    worse = [r for r in usable[1:] if verdicts[r.label] < 0]
+    if better:
+        best = max(better, key=lambda r: r.estimate)
+        summary = (f"In short: {best.label} gave clearly higher {words} than {ref.label} ({best.estimate:.2f} "
+                   f"against {ref.estimate:.2f}) on these test images.")
+    elif worse:
+        summary = (f"In short: nothing beat {ref.label} clearly, and {', '.join(r.label for r in worse)} did "
+                   f"clearly worse on {words}.")
+    else:
+        n = min(r.images for r in usable)
+        summary = (f"In short: these results do not show a real difference in {words}; with "
+                   f"{_images(n, unit)} the differences are within what chance gives. More test images, or the "
+                   "same lesson with other seeds, would be needed to tell.")
+    if not complete:
+        summary += " This is a partial result: it uses only the runs that finished."
+    return Conclusion(status, sentences, summary, complete, words)

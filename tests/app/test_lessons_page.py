@@ -1,0 +1,70 @@
+"""AppTest: the Lessons page queues a lesson on the sidebar's dataset and concludes from the stored results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from apphelpers import new_app
+
+import app.manager
+from medcls.analysis.metrics import classification_metrics
+from medcls.analysis.uncertainty import bootstrap_intervals
+from medcls.jobs.manager import JobManager
+from medcls.runs.records import RunMetrics
+from medcls.runs.store import RunStore
+
+
+@pytest.fixture
+def queue_only(app_env, monkeypatch) -> JobManager:
+    """The app's job manager, but one that only queues (no worker processes on a shared CPU)."""
+    manager = JobManager(RunStore(app_env / "runs"), start=False)
+    monkeypatch.setattr(app.manager, "get_manager", lambda root: manager)
+    return manager
+
+
+def _finish(store, run_id, probs):
+    classes = ["benign", "malignant", "normal"]
+    y = np.array([1, 1, 1, 0, 0, 2, 2])
+    probs = np.array(probs)
+    store.write_metrics(run_id, RunMetrics({"test": classification_metrics(y, probs, classes)}, best_epoch=1,
+                                           best_val_score=0.5, precision="fp32", focus_class="malignant",
+                                           intervals={"test": bootstrap_intervals(y, probs, classes)}))
+    store.set_status(run_id, "finished")
+
+
+def test_a_lesson_is_queued_on_the_sidebars_data_and_concluded_from_its_runs(queue_only, tiny_dataset):
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(tiny_dataset)
+    at.run()
+    at.switch_page("app_pages/lessons.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="lesson_pick").value == "rare-classes"
+    assert any("has not been run yet" in i.value for i in at.info)
+    at.button(key="lesson_start").click().run()
+    assert not at.exception and not at.error
+
+    store = queue_only.store
+    run_ids = store.list_ids()
+    assert len(run_ids) == 4
+    assert {store.config(r).data.source for r in run_ids} == {str(tiny_dataset)}
+    assert {store.config(r).imbalance for r in run_ids} == {"none", "oversample", "weighted_loss",
+                                                             "weighted_sampler"}
+    assert any("0 of 4 runs finished; 4 still waiting or training" in i.value for i in at.info)
+
+    by_label = {store.group(r).values["label"]: r for r in run_ids}
+    miss = [[0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05],
+            [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]]
+    _finish(store, by_label["no fix"], miss)
+    _finish(store, by_label["oversampling"], [[0.1, 0.8, 0.1]] * 3 + miss[3:])
+    store.set_status(by_label["weighted loss"], "failed", error="boom")
+    at.run()
+    assert not at.exception and not at.error
+    text = " ".join(i.value for i in at.info)
+    assert "2 of 4 runs finished; 1 still waiting or training, 1 failed" in text
+    assert "oversampling raised malignant recall from 0\\.33 \\(no fix\\) to 1\\.00" in text
+    assert "could be chance" in text
+    table = next(df.value for df in at.dataframe if "malignant recall" in df.value.columns)
+    assert list(table["run"]) == ["no fix", "oversampling", "weighted loss", "weighted sampler"]
+    assert table["malignant recall"].iloc[0] == pytest.approx(1 / 3)
+    assert at.get("plotly_chart")

@@ -1,0 +1,89 @@
+"""A lesson's conclusion: computed from results and intervals, never claiming more than they support."""
+
+from __future__ import annotations
+
+import pytest
+
+from medcls.experiments.conclusions import RunResult, conclude, metric_words, outcome_counts
+
+
+def test_a_clear_difference_is_called_clear():
+    results = [RunResult("no fix", "finished", 0.20, 0.10, 0.30, 60),
+               RunResult("oversampling", "finished", 0.80, 0.70, 0.90, 60)]
+    c = conclude(results, "focus_recall", "malignant")
+    assert c.complete and c.status == "All 2 runs finished."
+    text = c.text()
+    assert "oversampling raised malignant recall from 0.20 (no fix) to 0.80" in text
+    assert "do not overlap" in text and "a clear difference on these 60 malignant test images" in text
+    assert "could be chance" not in text
+    assert c.summary.startswith("In short: oversampling gave clearly higher malignant recall than no fix")
+
+
+def test_overlapping_intervals_could_be_chance():
+    results = [RunResult("no fix", "finished", 1 / 3, 0.0, 2 / 3, 3),
+               RunResult("oversampling", "finished", 2 / 3, 1 / 3, 1.0, 3)]
+    c = conclude(results, "focus_recall", "malignant")
+    assert ("oversampling raised malignant recall from 0.33 (no fix) to 0.67, but with 3 malignant test images "
+            "the 95% intervals overlap") in c.text()
+    assert "this difference could be chance" in c.text()
+    assert "do not show a real difference" in c.summary and "clearly" not in c.summary
+
+
+def test_a_clear_drop_is_reported_as_worse():
+    results = [RunResult("64 px", "finished", 0.9, 0.85, 0.95, 100),
+               RunResult("128 px", "finished", 0.5, 0.4, 0.6, 100)]
+    c = conclude(results, "macro_f1")
+    assert "128 px lowered macro-F1 from 0.90 (64 px) to 0.50" in c.text()
+    assert "128 px did clearly worse" in c.summary
+
+
+def test_equal_results_say_there_is_no_difference():
+    results = [RunResult("off", "finished", 0.5, 0.3, 0.7, 20), RunResult("on", "finished", 0.5, 0.3, 0.7, 20)]
+    assert "on gave the same accuracy as off (0.50)" in conclude(results, "accuracy").text()
+
+
+def test_failed_and_missing_runs_are_counted_and_left_out():
+    results = [RunResult("no fix", "failed"), RunResult("oversampling", "finished", 0.5, 0.2, 0.8, 10),
+               RunResult("weighted loss", "finished", 0.6, 0.3, 0.9, 10), RunResult("weighted sampler", "missing"),
+               RunResult("extra", "pending"), RunResult("stopped one", "stopped")]
+    c = conclude(results, "focus_recall", "malignant")
+    assert c.status == ("2 of 6 runs finished; 1 still waiting or training, 1 stopped before the end, 1 failed, "
+                        "1 deleted.")
+    assert not c.complete
+    text = c.text()
+    assert "no fix did not finish, so the runs are compared with oversampling" in text
+    assert "weighted loss raised malignant recall from 0.50 (oversampling) to 0.60" in text
+    assert "no fix" not in " ".join(c.sentences[1:]) and "weighted sampler" not in text.split("deleted.")[1]
+    assert "partial result" in c.summary
+    assert outcome_counts(results) == {"finished": 2, "pending": 1, "stopped": 1, "failed": 1, "missing": 1}
+
+
+def test_a_lesson_with_one_finished_run_concludes_nothing():
+    results = [RunResult("a", "finished", 0.7, 0.5, 0.9, 30), RunResult("b", "failed")]
+    c = conclude(results, "accuracy")
+    assert c.summary == ""
+    assert "Nothing to compare yet" in c.text() and "a reached accuracy 0.70 (0.50–0.90)" in c.text()
+    assert "In short" not in c.text()
+
+
+def test_a_finished_run_without_the_metric_is_named_and_skipped():
+    results = [RunResult("a", "finished", None, None, None, 0), RunResult("b", "finished", 0.5, 0.4, 0.6, 9),
+               RunResult("c", "finished", 0.55, 0.45, 0.65, 9)]
+    c = conclude(results, "focus_recall", "malignant")
+    assert "a finished without a malignant recall on the test images" in c.text()
+    assert "c raised malignant recall from 0.50 (b) to 0.55" in c.text()
+
+
+def test_costs_come_from_the_runs():
+    results = [RunResult("seed_cnn", "finished", 0.7, 0.6, 0.8, 60, 40.0, 1_000_000),
+               RunResult("small_cnn", "finished", 0.72, 0.62, 0.82, 60, 10.0, 50_000)]
+    text = conclude(results, "accuracy", show=("parameters", "time")).text()
+    assert "seed_cnn 1,000,000 weights and 40 s of training" in text
+    assert "seed_cnn took 4.0 times as long as small_cnn" in text
+
+
+def test_metric_words():
+    assert metric_words("focus_recall", "malignant") == "malignant recall"
+    assert metric_words("macro_f1") == "macro-F1"
+    with pytest.raises(ValueError, match="Unknown lesson metric"):
+        metric_words("auc")

@@ -1,0 +1,145 @@
+"""Lessons: defined as data, checked by TrainConfig, queued as a group, concluded from the stored results."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medcls.analysis.metrics import classification_metrics
+from medcls.analysis.uncertainty import bootstrap_intervals
+from medcls.config import DataConfig
+from medcls.experiments.lessons import (
+    LessonError,
+    get_lesson,
+    lesson_conclusion,
+    lesson_configs,
+    list_queued,
+    load_lessons,
+    load_queued,
+    parse_lessons,
+    submit_lesson,
+)
+from medcls.jobs.manager import JobManager
+from medcls.runs.records import GroupMembership, RunMetrics
+from medcls.runs.store import RunStore
+
+LESSON = """
+[[lesson]]
+name = "demo"
+title = "Demo: a vs b"
+question = "Does b help?"
+metric = "{metric}"
+base = {{ image_size = 64, epochs = 3 }}
+[[lesson.run]]
+label = "a"
+settings = {a}
+[[lesson.run]]
+label = "b"
+settings = {b}
+"""
+
+
+def _toml(a: str = '{ imbalance = "none" }', b: str = '{ imbalance = "oversample" }', metric: str = "accuracy"):
+    return LESSON.format(a=a, b=b, metric=metric)
+
+
+def test_the_built_in_lessons_load_and_differ_in_what_they_teach():
+    lessons = {lesson.name: lesson for lesson in load_lessons()}
+    assert set(lessons) == {"rare-classes", "networks", "resolution", "augmentation"}
+    rare = lesson_configs(lessons["rare-classes"], DataConfig(source="/data/busi"))
+    assert [c.imbalance for c in rare] == ["none", "oversample", "weighted_loss", "weighted_sampler"]
+    assert all(c.data.source == "/data/busi" and c.image_size == 64 for c in rare)
+    assert lessons["rare-classes"].metric == "focus_recall"
+    assert [c.model for c in lesson_configs(lessons["networks"], DataConfig())] == ["seed_cnn", "seed_cnn_bn",
+                                                                                     "small_cnn"]
+    assert [c.image_size for c in lesson_configs(lessons["resolution"], DataConfig())] == [64, 128]
+    assert [c.augment.augment for c in lesson_configs(lessons["augmentation"], DataConfig())] == [False, True]
+    assert get_lesson("resolution").title.startswith("Resolution")
+    with pytest.raises(LessonError, match="There is no lesson 'nope'"):
+        get_lesson("nope")
+
+
+@pytest.mark.parametrize("text, message", [
+    (_toml(a='{ imbalnce = "none" }'), "Lesson 'demo', run 'a': Unknown option"),
+    (_toml(a='{ imbalance = "sometimes" }'), "Lesson 'demo', run 'a':.*Imbalance strategy"),
+    (_toml(a='{ momentum = 0.5 }'), "Lesson 'demo', run 'a': Momentum has no effect here"),
+    (_toml(a='{ source = "/etc" }'), "is a data option"),
+    (_toml(a='{ imbalance = "none" }', b='{ imbalance = "none" }'), "have the same settings"),
+    (_toml(metric="auc"), "metric 'auc' is unknown"),
+    ("[[lesson]]\nname = 'x'\n", "'title' must be a non-empty text|at least two runs"),
+    ("not toml ===", "is not valid TOML"),
+    ("", "defines no lessons"),
+])
+def test_bad_lessons_are_refused_with_a_clear_message(text, message):
+    with pytest.raises(LessonError, match=message):
+        parse_lessons(text)
+
+
+def test_a_teacher_can_add_a_lesson_in_a_file(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(_toml(a='{ lr = 0.001 }', b='{ lr = 0.01 }'))
+    (lesson,) = load_lessons(path)
+    assert [c.lr for c in lesson_configs(lesson, DataConfig())] == [0.001, 0.01]
+
+
+def _finish(store: RunStore, run_id: str, y_true, probs, classes=("benign", "malignant", "normal")):
+    test = classification_metrics(np.array(y_true), np.array(probs), list(classes))
+    intervals = bootstrap_intervals(np.array(y_true), np.array(probs), list(classes))
+    store.write_metrics(run_id, RunMetrics({"test": test}, best_epoch=1, best_val_score=0.5, precision="fp32",
+                                           focus_class="malignant", intervals={"test": intervals}))
+    store.set_status(run_id, "finished")
+
+
+def test_a_queued_lesson_is_grouped_named_and_concluded_from_stored_results(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    lesson = get_lesson("rare-classes")
+    queued = submit_lesson(store, JobManager(store, start=False).submit, lesson, DataConfig(source="/data/x"))
+    ids = [r["run_id"] for r in queued.runs]
+    assert [r["label"] for r in queued.runs] == ["no fix", "oversampling", "weighted loss", "weighted sampler"]
+    for entry in queued.runs:
+        run_id = entry["run_id"]
+        assert store.group(run_id) == GroupMembership("lesson", queued.lesson_id,
+                                                      {"lesson": "rare-classes", "label": entry["label"]})
+        assert store.meta(run_id).name == f"Lesson Rare classes · {entry['label']}"
+        assert store.config(run_id).data.source == "/data/x"
+    saved = json.loads((store.root / "lessons" / f"{queued.lesson_id}.json").read_text())
+    assert [r["run_id"] for r in saved["runs"]] == ids
+    assert load_queued(store, queued.lesson_id).to_dict() == queued.to_dict()
+    assert [q.lesson_id for q in list_queued(store, "rare-classes")] == [queued.lesson_id]
+    assert list_queued(store, "networks") == []
+
+    results, conclusion = lesson_conclusion(store, queued, lesson)
+    assert [r.outcome for r in results] == ["pending"] * 4 and conclusion.summary == ""
+    assert conclusion.status.startswith("0 of 4 runs finished; 4 still waiting")
+
+    # 3 malignant test images: no fix finds 1, oversampling finds all 3.
+    y = [1, 1, 1, 0, 0, 2, 2]
+    miss = [[0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.8, 0.1, 0.1], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05],
+            [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]]
+    hit = [[0.1, 0.8, 0.1]] * 3 + miss[3:]
+    _finish(store, ids[0], y, miss)
+    _finish(store, ids[1], y, hit)
+    store.set_status(ids[2], "failed", error="boom")
+    store.delete(ids[3])
+    results, conclusion = lesson_conclusion(store, queued, lesson)
+    assert [r.outcome for r in results] == ["finished", "finished", "failed", "missing"]
+    assert results[0].estimate == pytest.approx(1 / 3) and results[1].estimate == 1.0
+    assert results[0].images == 3
+    assert conclusion.status == "2 of 4 runs finished; 1 failed, 1 deleted."
+    text = conclusion.text()
+    assert "oversampling raised malignant recall from 0.33 (no fix) to 1.00" in text
+    assert "with 3 malignant test images the 95% intervals overlap" in text and "could be chance" in text
+
+
+def test_an_invalid_lesson_queues_nothing(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    (lesson,) = parse_lessons(_toml())
+    bad = DataConfig(source="/data/x")
+    lesson = type(lesson)(lesson.name, lesson.title, lesson.question, lesson.metric, {"epochs": 0}, lesson.runs)
+    with pytest.raises(LessonError, match="run 'a'"):
+        submit_lesson(store, JobManager(store, start=False).submit, lesson, bad)
+    assert store.list_ids() == [] and list_queued(store) == []
+    with pytest.raises(LessonError, match="Invalid lesson id"):
+        load_queued(store, "../x")
