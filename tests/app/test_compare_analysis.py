@@ -205,6 +205,7 @@ def test_grad_cam_toggle_shows_heat_maps_for_the_true_and_predicted_class(page):
 
 def test_a_picked_confusion_cell_shows_its_images_and_opens_one_in_try_it(page):
     """The click itself is covered in the browser (tests/e2e/test_teaching.py); here, what a picked cell shows."""
+    from app.text import escape_markdown
     from medcls.analysis.error_cases import cell_cases, cell_options
 
     at, store, run_id = page
@@ -217,9 +218,10 @@ def test_a_picked_confusion_cell_shows_its_images_and_opens_one_in_try_it(page):
     assert not at.exception and not at.error
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs
                 if "· true" in img.caption]
-    assert captions == [f"{c.name} · true {true}, predicted {predicted}" for c in cases[:24]]
+    # Captions are Markdown: file names like "malignant (15).png" arrive escaped and show as written.
+    assert captions == [escape_markdown(f"{c.name} · true {true}, predicted {predicted}") for c in cases[:24]]
     lines = [c.value for c in at.caption]
-    assert all(c.probability_line in lines for c in cases[:24])
+    assert all(escape_markdown(c.probability_line) in lines for c in cases[:24])
     assert any(f"{count} test image" in m.value for m in at.markdown)
 
     at.toggle(key="cm_gradcam").set_value(True).run()
