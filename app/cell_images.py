@@ -60,7 +60,7 @@ def clickable_matrices(store: RunStore, chosen: list[str], metrics: dict[str, Ru
     normalize = st.toggle("Row-normalised (share of each true class)", value=False, key="cm_normalize",
                           help="Counts show how many images; row-normalised shows each true class's recall on "
                                "the diagonal.")
-    cols = st.columns(min(len(chosen), 3))
+    cols = st.columns(min(len(chosen), 2))  # two side by side: cells big enough to read and click on a projector
     for i, run_id in enumerate(chosen):
         test = metrics[run_id].test
         with cols[i % len(cols)], st.container(key=f"cm_{run_id}"):
@@ -141,3 +141,18 @@ def cell_images(store: RunStore, run_id: str, name: str, test: Predictions, true
     if gradcam and not failed:
         st.caption("Grad-CAM is coarse: it comes from the network's last, low-resolution layer. A hot spot on "
                    "text, calipers or the border is a sign the model learned a shortcut.")
+        _coarse_warning(store, run_id)
+
+
+def _coarse_warning(store: RunStore, run_id: str) -> None:
+    """Say so when the run's last layer is too small for the map to show where anything is (as Try it does)."""
+    from medcls.inference.gradcam import coarse_map_note
+    from medcls.inference.predictor import load_predictor
+
+    try:
+        predictor = load_predictor(store, run_id)
+    except Exception:  # the overlays above were drawn from the same weights; nothing more to say without them
+        return
+    coarse = coarse_map_note(predictor.model, predictor.image_size)
+    if coarse:
+        st.warning(coarse)

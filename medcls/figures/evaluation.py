@@ -44,6 +44,7 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], classes: Sequence[s
         z = cm
         text = [[f"{int(v)}" for v in row] for row in cm]
     fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=list(classes), text=text, texttemplate="%{text}",
+                               textfont=dict(size=16),  # the counts are what a class reads, also from afar
                                colorscale="Blues", showscale=False, zmin=0,
                                hoverinfo="skip" if clickable else None,
                                hovertemplate=None if clickable else "true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))

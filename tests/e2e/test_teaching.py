@@ -93,7 +93,8 @@ def test_clicking_a_confusion_cell_shows_its_images(page: Page, server, screensh
     expect(page.locator("[data-testid='stAlertContentError']")).to_have_count(0)
     screenshot("compare-cell-gradcam")
 
-    page.locator(".st-key-cm_try_0 button").click()
+    # (while a rerun draws, the previous drawing of a button may stay on screen, faded, for a moment)
+    page.locator(".st-key-cm_try_0[data-stale='false'] button").first.click()
     expect(page).to_have_url(re.compile(r"/try\b"), timeout=60_000)
     wait_idle(page)
     expect(page.locator(".st-key-try_run input")).to_have_value(re.compile("^" + re.escape(run_name(server, run_id))))
@@ -110,7 +111,9 @@ LAYOUT = """() => {
   const main = document.querySelector("[data-testid='stMain']");
   const plots = Array.from(document.querySelectorAll(".js-plotly-plot")).map(p => {
     const r = p.getBoundingClientRect();
-    return {left: Math.round(r.left), right: Math.round(r.right)};
+    const titles = Array.from(p.querySelectorAll(".gtitle, .gtitle-subtitle")).map(t => t.getBoundingClientRect());
+    return {left: Math.round(r.left), right: Math.round(r.right), title: p.querySelector(".gtitle")?.textContent,
+            titleCut: titles.some(t => t.left < r.left - 1 || t.right > r.right + 1)};
   });
   const cut = Array.from(document.querySelectorAll(
       "[data-testid='stMetricValue'], [data-testid='stMetricValue'] *, [data-testid='stMetricLabel'] *"))
@@ -123,6 +126,9 @@ LAYOUT = """() => {
 
 def check_fits(page: Page, what: str) -> int:
     """No horizontal scrolling, every figure inside the window, no metric cut off; returns the metrics seen."""
+    page.wait_for_function("""() => document.querySelectorAll("[data-testid='stPlotlyChart']").length ===
+                                    document.querySelectorAll("[data-testid='stPlotlyChart'] .js-plotly-plot").length""",
+                           timeout=60_000)  # every figure drawn (a busy machine takes a while)
     page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
     seen = page.evaluate(LAYOUT)
     assert seen["page"] <= seen["vw"], f"{what}: the page scrolls sideways ({seen['page']} > {seen['vw']} px)"
@@ -130,6 +136,8 @@ def check_fits(page: Page, what: str) -> int:
     assert seen["plots"], f"{what}: no figure drawn"
     wide = [p for p in seen["plots"] if p["left"] < 0 or p["right"] > seen["vw"]]
     assert not wide, f"{what}: figures reach beyond the {seen['vw']} px window: {wide}"
+    cut_titles = [p["title"] for p in seen["plots"] if p["titleCut"]]
+    assert not cut_titles, f"{what}: figure titles cut off at the figure's edge: {cut_titles}"
     assert not seen["cut"], f"{what}: metrics cut off with '…': {seen['cut']}"
     return seen["metrics"]
 
@@ -146,15 +154,15 @@ def test_train_and_compare_fit_a_projector(browser, front_door, server, screensh
             page.locator(".st-key-train_run_picker input").click()
             changing(page, lambda: page.get_by_role("option", name=run_name(server, newest[0]), exact=True).click())
         expect(page.get_by_text("Finished. Best epoch").first).to_be_visible(timeout=60_000)
-        expect(page.locator(f".st-key-hist_{newest[0]} .js-plotly-plot").first).to_be_visible()
+        expect(page.locator(f".st-key-hist_{newest[0]} .js-plotly-plot").first).to_be_visible(timeout=60_000)
         assert check_fits(page, "Train") >= 3, "the finished run's key numbers are shown as metrics"
         screenshot_of(page, "projector-train")
 
         open_page(page, "compare")
         for run_id in newest:
-            expect(page.locator(f".st-key-cm_{run_id} .js-plotly-plot")).to_be_visible()
+            expect(page.locator(f".st-key-cm_{run_id} .js-plotly-plot")).to_be_visible(timeout=60_000)
         page.get_by_role("tab", name="Choose a threshold").click()
-        expect(page.locator(".st-key-op_sweep .js-plotly-plot")).to_be_visible()
+        expect(page.locator(".st-key-op_sweep .js-plotly-plot")).to_be_visible(timeout=60_000)
         assert check_fits(page, "Compare") >= 4, "the operating point's sensitivity, specificity, PPV and NPV"
         screenshot_of(page, "projector-compare")
     finally:
