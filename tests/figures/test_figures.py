@@ -100,6 +100,11 @@ def test_pr_curves_have_a_curve_and_a_chance_line_per_class_present():
     assert names[2].startswith("malignant (focus)")
     assert list(fig.data[3].y) == pytest.approx([3 / 8, 3 / 8])  # chance level = prevalence
     assert fig.layout.xaxis.title.text == "recall" and fig.layout.yaxis.title.text == "precision"
+    # The note goes on its own line, so a long run name plus the note is not cut off in a narrow column.
+    titled = pr_curves_figure(y, probs, CLASSES, title="<b>run</b> 1")
+    assert titled.layout.title.text == "&lt;b&gt;run&lt;/b&gt; 1"
+    assert titled.layout.title.subtitle.text == "dashed: chance level"
+    assert not confusion_matrix_figure([[1]], ["a"], title="run 1").layout.title.subtitle.text
 
 
 def test_probability_figure_highlights_the_top_class():
