@@ -112,7 +112,7 @@ def cell_images(store: RunStore, run_id: str, name: str, test: Predictions, true
         st.info("No test image falls in this cell.")
         return
     left, right = st.columns([3, 1], vertical_alignment="bottom")
-    gradcam = left.toggle(f"Grad-CAM: where the model looked for '{predicted}'", key="cm_gradcam",
+    gradcam = left.toggle(f"Grad-CAM: where the model looked for '{escape_markdown(predicted)}'", key="cm_gradcam",
                           help="Colours each image by the regions that raised the predicted class's score (red: "
                                "most, blue: little). It shows where the model looked, not whether it looked at "
                                "the right thing.")
