@@ -60,16 +60,21 @@ def clickable_matrices(store: RunStore, chosen: list[str], metrics: dict[str, Ru
     normalize = st.toggle("Row-normalised (share of each true class)", value=False, key="cm_normalize",
                           help="Counts show how many images; row-normalised shows each true class's recall on "
                                "the diagonal.")
+    picked = st.session_state.get(PICKED)
     cols = st.columns(min(len(chosen), 2))  # two side by side: cells big enough to read and click on a projector
     for i, run_id in enumerate(chosen):
         test = metrics[run_id].test
+        # The picked cell is outlined by the figure itself, so the outline stays when the figure is redrawn
+        # (counts <-> shares), which clears Plotly's own selection.
+        outlined = (test.classes.index(picked["true"]), test.classes.index(picked["predicted"])) \
+            if picked and picked["run"] == run_id and {picked["true"], picked["predicted"]} <= set(test.classes) \
+            else None
         with cols[i % len(cols)], st.container(key=f"cm_{run_id}"):
             st.plotly_chart(confusion_matrix_figure(test.confusion_matrix, test.classes, normalize=normalize,
-                                                    title=names[run_id], clickable=True),
+                                                    title=names[run_id], clickable=True, selected=outlined),
                             key=_chart_key(run_id), width="stretch", on_select=partial(_picked, run_id,
                                                                                        list(test.classes)),
                             selection_mode="points", config={"displayModeBar": False})
-    picked = st.session_state.get(PICKED)
     if not picked or picked["run"] not in chosen or \
             {picked["true"], picked["predicted"]} - set(predictions[picked["run"]].classes):
         st.caption("👆 Click a cell of a matrix to see its test images.")

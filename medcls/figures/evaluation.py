@@ -28,12 +28,13 @@ def class_counts_figure(counts: Mapping[str, Mapping[str, int]], title: str = "I
 
 
 def confusion_matrix_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], normalize: bool = False,
-                            title: str = "Confusion matrix", clickable: bool = False) -> go.Figure:
+                            title: str = "Confusion matrix", clickable: bool = False,
+                            selected: tuple[int, int] | None = None) -> go.Figure:
     """Rows: true class; columns: predicted class. ``normalize`` divides each row by its total.
 
     ``clickable`` lays one invisible point on every cell, carrying ``customdata`` = (true index, predicted
     index): Plotly reports clicks on points, not on heatmap cells, so the points are what a click selects.
-    A selected cell is outlined.
+    A selected cell is outlined: the one ``selected`` names (true index, predicted index), or the one clicked.
     """
     cm = np.asarray(matrix, dtype=float)
     if normalize:
@@ -57,6 +58,7 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], classes: Sequence[s
             name="cells", marker=dict(symbol="square-open", size=max(18, 150 // max(k, 1)), color="#E45756",
                                       opacity=0, line=dict(width=4)),
             selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
+            selectedpoints=[cells.index(selected)] if selected in cells else None,
             hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<br>click to see these images<extra></extra>")
         # A click anywhere in a cell picks that cell's point (the nearest one), not only a click on the point.
         fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False)

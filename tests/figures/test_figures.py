@@ -87,6 +87,10 @@ def test_clickable_confusion_matrix_has_one_point_per_cell_naming_it():
         assert (y, x) == (CLASSES[t], CLASSES[p])  # rows true, columns predicted, as the heatmap
         assert text == heatmap.text[t][p]  # the point shows what its cell shows
     assert points.marker.opacity == 0 and points.selected.marker.opacity == 1  # only a chosen cell is outlined
+    assert points.selectedpoints is None
+    picked = confusion_matrix_figure(matrix, CLASSES, clickable=True, selected=(1, 0)).data[1]
+    (index,) = picked.selectedpoints
+    assert (picked.y[index], picked.x[index]) == ("malignant", "benign")
 
 
 def test_pr_curves_have_a_curve_and_a_chance_line_per_class_present():
