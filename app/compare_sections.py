@@ -34,14 +34,15 @@ from medcls.figures.analysis import (
 )
 from medcls.figures.evaluation import confusion_matrix_figure, probability_figure
 from medcls.figures.report import run_card_html
-from medcls.runs.records import CrossValidation, Predictions, RecordError
+from medcls.runs.records import CrossValidation, Predictions, RecordError, RunMetrics
 from medcls.runs.store import RunNotFoundError, RunStore
 
+from .cell_images import clickable_matrices
 from .safety import guarded
 from .text import escape_markdown
 from .text import shown as safe_text
 
-__all__ = ["uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
+__all__ = ["confusion_section", "uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
            "run_card_section", "cross_validation_section"]
 
 THRESHOLD_STEP = 0.001
@@ -64,6 +65,12 @@ def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, st
                "may not really differ.")
     for text in small_class_warnings(intervals):
         st.warning(safe_text(text), icon="🔢")
+
+
+def confusion_section(store: RunStore, chosen: list[str], metrics: dict[str, RunMetrics],
+                      predictions: dict[str, Predictions], names: dict[str, str]) -> None:
+    """Each run's confusion matrix on the test images; clicking a cell shows its images (app/cell_images.py)."""
+    clickable_matrices(store, chosen, metrics, predictions, names)
 
 
 def calibration_section(predictions: dict[str, Predictions], names: dict[str, str], focus: str) -> None:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from app.compare_sections import (
     calibration_section,
+    confusion_section,
     cross_validation_section,
     error_browser_section,
     operating_point_section,
@@ -18,7 +19,7 @@ from app.text import escape_markdown, shown
 from medcls.analysis.comparison import comparability, config_rows, metrics_rows
 from medcls.config import describe_differences
 from medcls.data import default_focus_class
-from medcls.figures.evaluation import confusion_matrix_figure, pr_curves_figure
+from medcls.figures.evaluation import pr_curves_figure
 from medcls.figures.training import overlay_history_figure
 from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
@@ -116,15 +117,7 @@ st.subheader("How sure are these numbers?")
 uncertainty_section(store, chosen, names, focus)
 
 st.subheader("Confusion matrices")
-normalize = st.toggle("Row-normalised (share of each true class)", value=False, key="cm_normalize",
-                      help="Counts show how many images; row-normalised shows each true class's recall on "
-                           "the diagonal.")
-cols = st.columns(min(len(chosen), 3))
-for i, run_id in enumerate(chosen):
-    test = metrics[run_id].test
-    with cols[i % len(cols)]:
-        st.plotly_chart(confusion_matrix_figure(test.confusion_matrix, test.classes, normalize=normalize,
-                                                title=names[run_id]), key=f"cm_{run_id}", width="stretch")
+confusion_section(store, chosen, metrics, predictions, names)
 
 st.subheader("Precision-recall curves")
 cols = st.columns(min(len(chosen), 2))

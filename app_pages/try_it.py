@@ -4,6 +4,7 @@ import hashlib
 
 import streamlit as st
 
+from app.cell_images import HANDOVER
 from app.dataset import MAX_UPLOAD_MB, load_current_dataset, upload_too_large
 from app.manager import manager
 from app.text import escape_markdown, shown
@@ -17,6 +18,7 @@ from medcls.runs.naming import display_names
 from medcls.runs.store import RunNotFoundError
 
 MAX_IMAGE_MB = 20
+PICK = "Pick one from the current dataset"
 
 st.title("🖼️ Try it")
 st.warning("**Teaching tool, not a diagnosis.** These models are small, trained on few images, and have not been "
@@ -30,6 +32,14 @@ if st.session_state.get("try_run") and st.session_state["try_run"] not in summar
     st.info(f"Run {st.session_state['try_run']} no longer exists (its folder was deleted); pick another model.")
     del st.session_state["try_run"]
 spec = load_current_dataset()
+handed = st.session_state.pop(HANDOVER, None)  # "Open in Try it" under an image of Compare's confusion matrix
+if handed and handed["run"] not in summaries:
+    st.info(f"Run {handed['run']} cannot answer now (deleted, or training again); pick a model.")
+    handed = None
+if handed:
+    st.session_state["try_run"] = handed["run"]
+    st.session_state["try_source"] = PICK
+    st.session_state["try_from_compare"] = handed  # stays offered while the session lasts
 if "try_run" not in st.session_state:  # a fresh page: the best finished run on the dataset in the sidebar
     st.session_state["try_run"] = preferred_run(list(summaries.values()), spec.fingerprint() if spec else "")
 names = display_names(summaries.values())
@@ -52,7 +62,7 @@ except (RunNotFoundError, FileNotFoundError, ValueError) as exc:
 st.caption(f"Classes: {', '.join(map(escape_markdown, predictor.classes))} · input {predictor.image_size} px "
            f"{predictor.color}")
 
-source_kind = st.radio("Image", ["Upload an image", "Pick one from the current dataset"], horizontal=True,
+source_kind = st.radio("Image", ["Upload an image", PICK], horizontal=True,
                        key="try_source")
 data, name = None, None
 if source_kind == "Upload an image":
@@ -68,11 +78,20 @@ if source_kind == "Upload an image":
             st.error(f"Could not use **{escape_markdown(upload.name)}**: {shown(too_large)}")
             st.stop()
         data, name = upload.getvalue(), upload.name
-elif spec is not None:
-    test = [it for it in spec.items if it.split == "test"] or spec.items
-    pick = st.selectbox("Image", range(len(test)), key="try_pick",
-                        format_func=lambda i: f"{item_name(test[i].path)} (true: {spec.classes[test[i].label]})")
-    data, name = test[pick].path, item_name(test[pick].path)
+else:
+    # (path, true class) of the dataset's test images, plus an image sent from Compare when it is not among them
+    # (its run learned from another dataset than the one in the sidebar).
+    choices = [(it.path, spec.classes[it.label]) for it in ([it for it in spec.items if it.split == "test"]
+                                                            or spec.items)] if spec is not None else []
+    sent = st.session_state.get("try_from_compare")
+    if sent and sent["path"] not in {path for path, _ in choices}:
+        choices.insert(0, (sent["path"], sent["true"]))
+    if handed:
+        st.session_state["try_pick"] = next(i for i, (path, _) in enumerate(choices) if path == handed["path"])
+    if choices:
+        pick = st.selectbox("Image", range(len(choices)), key="try_pick",
+                            format_func=lambda i: f"{item_name(choices[i][0])} (true: {choices[i][1]})")
+        data, name = choices[pick][0], item_name(choices[pick][0])
 
 if data is None:
     st.stop()

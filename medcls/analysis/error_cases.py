@@ -1,20 +1,24 @@
-"""The images behind a confusion-matrix cell, worst first: the error browser's data.
+"""The images behind a confusion-matrix cell: the error browser's and the clickable matrix's data.
 
-A cell is (true class, predicted class). Its cases are sorted by the probability
-the model gave the *true* class, lowest first, so the most confidently wrong
-images come up first (for a diagonal cell: the least sure correct ones).
+A cell is (true class, predicted class). ``order="worst"`` sorts its cases by the
+probability the model gave the *true* class, lowest first, so the most
+confidently wrong images come up first (for a diagonal cell: the least sure
+correct ones). ``order="confident"`` sorts them by the probability of the
+*predicted* class, highest first: the answers the model was surest of first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
 from ..data.spec import item_name
 
-__all__ = ["Case", "cell_counts", "cell_cases", "cell_options", "default_cell"]
+__all__ = ["Case", "cell_counts", "cell_cases", "cell_options", "default_cell", "cell_of_point"]
+
+Order = Literal["worst", "confident"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,16 @@ class Case:
             return f"{name} · P({self.true}) {self.p_true:.0%}"
         return f"{name} · P({self.true}) {self.p_true:.0%} · P({self.predicted}) {self.p_predicted:.0%}"
 
+    @property
+    def name(self) -> str:
+        """The image's short name (a file name, or "test #12" for an item of an .npz file)."""
+        return item_name(self.path)
+
+    @property
+    def probability_line(self) -> str:
+        """Every class's probability in the run's class order, e.g. "benign 0.71 · malignant 0.22 · normal 0.07"."""
+        return " · ".join(f"{c} {v:.2f}" for c, v in self.probabilities.items())
+
 
 def cell_counts(y_true: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
     """(K, K) counts, rows = true class, columns = predicted (argmax) class."""
@@ -41,8 +55,14 @@ def cell_counts(y_true: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
 
 
 def cell_cases(paths: Sequence[str], y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-               true_class: str, predicted_class: str) -> list[Case]:
-    """The images whose true class is ``true_class`` and predicted class ``predicted_class``, worst first."""
+               true_class: str, predicted_class: str, order: Order = "worst") -> list[Case]:
+    """The images whose true class is ``true_class`` and predicted class ``predicted_class``.
+
+    ``order``: "worst" (lowest probability for the true class first) or "confident" (highest probability for
+    the predicted class first); ties go by path, so the order is the same on every call.
+    """
+    if order not in ("worst", "confident"):
+        raise ValueError(f"Unknown order {order!r}; use 'worst' or 'confident'.")
     for name in (true_class, predicted_class):
         if name not in classes:
             raise ValueError(f"Unknown class {name!r}; the run's classes are {', '.join(classes)}.")
@@ -50,7 +70,10 @@ def cell_cases(paths: Sequence[str], y_true: np.ndarray, probs: np.ndarray, clas
     probs = np.asarray(probs, dtype=np.float64)
     y_true = np.asarray(y_true)
     chosen = np.flatnonzero((y_true == t) & (probs.argmax(axis=1) == p)) if len(probs) else np.zeros(0, int)
-    chosen = sorted(chosen, key=lambda i: (probs[i, t], paths[i]))
+    if order == "worst":
+        chosen = sorted(chosen, key=lambda i: (probs[i, t], paths[i]))
+    else:
+        chosen = sorted(chosen, key=lambda i: (-probs[i, p], paths[i]))
     return [Case(paths[i], true_class, predicted_class, float(probs[i, t]), float(probs[i, p]),
                  {c: float(v) for c, v in zip(classes, probs[i])}) for i in chosen]
 
@@ -69,3 +92,19 @@ def default_cell(options: Sequence[tuple[str, str, int]], focus_class: str) -> i
         if true == focus_class and predicted != focus_class:
             return i
     return 0
+
+
+def cell_of_point(point: object, classes: Sequence[str]) -> tuple[str, str] | None:
+    """(true, predicted) class names of a clicked matrix point, from its ``customdata`` = [true index,
+    predicted index]; None when the point does not name a cell of these classes (e.g. a stale click on a
+    matrix whose classes changed)."""
+    data = point.get("customdata") if isinstance(point, dict) else None
+    if not isinstance(data, (list, tuple)) or len(data) != 2:
+        return None
+    try:
+        t, p = (int(v) for v in data)
+    except (TypeError, ValueError):
+        return None
+    if not (0 <= t < len(classes) and 0 <= p < len(classes)):
+        return None
+    return classes[t], classes[p]

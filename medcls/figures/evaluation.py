@@ -28,8 +28,14 @@ def class_counts_figure(counts: Mapping[str, Mapping[str, int]], title: str = "I
 
 
 def confusion_matrix_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], normalize: bool = False,
-                            title: str = "Confusion matrix") -> go.Figure:
-    """Rows: true class; columns: predicted class. ``normalize`` divides each row by its total."""
+                            title: str = "Confusion matrix", clickable: bool = False,
+                            selected: tuple[int, int] | None = None) -> go.Figure:
+    """Rows: true class; columns: predicted class. ``normalize`` divides each row by its total.
+
+    ``clickable`` lays one invisible point on every cell, carrying ``customdata`` = (true index, predicted
+    index): Plotly reports clicks on points, not on heatmap cells, so the points are what a click selects.
+    A selected cell is outlined: the one ``selected`` names (true index, predicted index), or the one clicked.
+    """
     cm = np.asarray(matrix, dtype=float)
     if normalize:
         totals = cm.sum(axis=1, keepdims=True)
@@ -39,8 +45,23 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], classes: Sequence[s
         z = cm
         text = [[f"{int(v)}" for v in row] for row in cm]
     fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=list(classes), text=text, texttemplate="%{text}",
+                               textfont=dict(size=16),  # the counts are what a class reads, also from afar
                                colorscale="Blues", showscale=False, zmin=0,
-                               hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+                               hoverinfo="skip" if clickable else None,
+                               hovertemplate=None if clickable else "true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
+    if clickable:
+        k = len(classes)
+        cells = [(t, p) for t in range(k) for p in range(k)]
+        fig.add_scatter(
+            x=[classes[p] for _, p in cells], y=[classes[t] for t, _ in cells], mode="markers",
+            customdata=[[t, p] for t, p in cells], text=[text[t][p] for t, p in cells], showlegend=False,
+            name="cells", marker=dict(symbol="square-open", size=max(18, 150 // max(k, 1)), color="#E45756",
+                                      opacity=0, line=dict(width=4)),
+            selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
+            selectedpoints=[cells.index(selected)] if selected in cells else None,
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<br>click to see these images<extra></extra>")
+        # A click anywhere in a cell picks that cell's point (the nearest one), not only a click on the point.
+        fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False)
     fig.update_xaxes(title_text="predicted", side="bottom")
     fig.update_yaxes(title_text="true", autorange="reversed")
     return _layout(fig, title, height=340)

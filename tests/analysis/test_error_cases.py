@@ -8,6 +8,7 @@ import pytest
 from medcls.analysis.error_cases import (
     cell_cases,
     cell_counts,
+    cell_of_point,
     cell_options,
     default_cell,
 )
@@ -58,3 +59,39 @@ def test_options_put_errors_first_and_default_to_missed_focus_cases(predictions)
     assert sum(o[2] for o in options) == 90
     true, predicted, _ = options[default_cell(options, "malignant")]
     assert true == "malignant" and predicted != "malignant"
+
+
+def test_confident_order_puts_the_surest_answers_first(predictions):
+    paths, y_true, probs = predictions
+    for true, predicted in (("malignant", "benign"), ("normal", "normal")):
+        cases = cell_cases(paths, y_true, probs, CLASSES, true, predicted, order="confident")
+        worst = cell_cases(paths, y_true, probs, CLASSES, true, predicted)
+        assert cases and sorted(c.path for c in cases) == sorted(c.path for c in worst)  # the same images
+        p_predicted = [c.p_predicted for c in cases]
+        assert p_predicted == sorted(p_predicted, reverse=True)
+        assert cases[0].p_predicted == pytest.approx(max(probs[paths.index(c.path), CLASSES.index(predicted)]
+                                                         for c in worst))
+    with pytest.raises(ValueError, match="order"):
+        cell_cases(paths, y_true, probs, CLASSES, "normal", "normal", order="random")
+
+
+def test_probability_line_names_every_class_in_order(predictions):
+    paths, y_true, probs = predictions
+    case = cell_cases(paths, y_true, probs, CLASSES, "benign", "normal")[0]
+    i = paths.index(case.path)
+    assert case.probability_line == " · ".join(f"{c} {probs[i, k]:.2f}" for k, c in enumerate(CLASSES))
+    assert case.name == f"{i}.png"
+
+
+def test_npz_items_are_named_by_split_and_index():
+    probs = np.array([[0.2, 0.8], [0.9, 0.1]])
+    cases = cell_cases(["/d/x.npz::test/12", "/d/x.npz::test/3"], np.array([0, 0]), probs, ["a", "b"], "a", "b")
+    assert [c.name for c in cases] == ["test #12"]
+
+
+def test_a_clicked_point_names_its_cell():
+    assert cell_of_point({"customdata": [1, 0], "x": "benign"}, CLASSES) == ("malignant", "benign")
+    assert cell_of_point({"customdata": [2, 2]}, CLASSES) == ("normal", "normal")
+    assert cell_of_point({"customdata": [3, 0]}, CLASSES) is None  # a class this run does not have
+    assert cell_of_point({"x": "benign"}, CLASSES) is None
+    assert cell_of_point(None, CLASSES) is None

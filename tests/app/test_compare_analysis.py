@@ -202,3 +202,39 @@ def test_grad_cam_toggle_shows_heat_maps_for_the_true_and_predicted_class(page):
     heat = [c for img in at.image for c in img.captions if c.startswith("Where the model looked")]
     assert heat == list(dict.fromkeys([f"Where the model looked for '{true}'",
                                        f"Where the model looked for '{predicted}'"]))
+
+
+def test_a_picked_confusion_cell_shows_its_images_and_opens_one_in_try_it(page):
+    """The click itself is covered in the browser (tests/e2e/test_teaching.py); here, what a picked cell shows."""
+    from app.text import escape_markdown
+    from medcls.analysis.error_cases import cell_cases, cell_options
+
+    at, store, run_id = page
+    assert any("Click a cell" in c.value for c in at.caption)
+    test = store.predictions(run_id, "test")
+    true, predicted, count = cell_options(test.y_true, test.probs, test.classes)[0]  # the biggest mistake
+    cases = cell_cases(test.paths, test.y_true, test.probs, test.classes, true, predicted, order="confident")
+    at.session_state["cm_picked"] = {"run": run_id, "true": true, "predicted": predicted}
+    at.run()
+    assert not at.exception and not at.error
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs
+                if "· true" in img.caption]
+    # Captions are Markdown: file names like "malignant (15).png" arrive escaped and show as written.
+    assert captions == [escape_markdown(f"{c.name} · true {true}, predicted {predicted}") for c in cases[:24]]
+    lines = [c.value for c in at.caption]
+    assert all(escape_markdown(c.probability_line) in lines for c in cases[:24])
+    assert any(f"{count} test image" in m.value for m in at.markdown)
+
+    at.toggle(key="cm_gradcam").set_value(True).run()
+    assert not at.exception and not at.error
+    assert len([img for element in at.get("image") for img in element.proto.imgs if "· true" in img.caption]) \
+        == min(count, 24)
+
+    at.button(key="cm_try_0").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="try_run").value == run_id
+    assert at.radio(key="try_source").value == "Pick one from the current dataset"
+    pick = at.selectbox(key="try_pick")
+    label = pick.options[pick.index]
+    assert label == f"{cases[0].name} (true: {true})"  # not in the sidebar's dataset: offered first
+    assert at.metric[0].value == predicted

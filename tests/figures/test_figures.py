@@ -77,6 +77,22 @@ def test_confusion_matrix_has_true_classes_on_y_and_predictions_on_x():
     assert norm.data[0].text[0][0] == f"{5 / 6:.0%}"
 
 
+def test_clickable_confusion_matrix_has_one_point_per_cell_naming_it():
+    matrix = [[5, 1, 0], [2, 3, 0], [0, 0, 0]]
+    fig = confusion_matrix_figure(matrix, CLASSES, normalize=True, clickable=True)
+    heatmap, points = fig.data
+    assert isinstance(heatmap, go.Heatmap) and isinstance(points, go.Scatter)
+    assert len(points.x) == 9
+    for x, y, (t, p), text in zip(points.x, points.y, points.customdata, points.text):
+        assert (y, x) == (CLASSES[t], CLASSES[p])  # rows true, columns predicted, as the heatmap
+        assert text == heatmap.text[t][p]  # the point shows what its cell shows
+    assert points.marker.opacity == 0 and points.selected.marker.opacity == 1  # only a chosen cell is outlined
+    assert points.selectedpoints is None
+    picked = confusion_matrix_figure(matrix, CLASSES, clickable=True, selected=(1, 0)).data[1]
+    (index,) = picked.selectedpoints
+    assert (picked.y[index], picked.x[index]) == ("malignant", "benign")
+
+
 def test_pr_curves_have_a_curve_and_a_chance_line_per_class_present():
     rng = np.random.default_rng(0)
     y = np.array([0, 1, 0, 1, 0, 1, 0, 0])
@@ -88,6 +104,11 @@ def test_pr_curves_have_a_curve_and_a_chance_line_per_class_present():
     assert names[2].startswith("malignant (focus)")
     assert list(fig.data[3].y) == pytest.approx([3 / 8, 3 / 8])  # chance level = prevalence
     assert fig.layout.xaxis.title.text == "recall" and fig.layout.yaxis.title.text == "precision"
+    # The note goes on its own line, so a long run name plus the note is not cut off in a narrow column.
+    titled = pr_curves_figure(y, probs, CLASSES, title="<b>run</b> 1")
+    assert titled.layout.title.text == "&lt;b&gt;run&lt;/b&gt; 1"
+    assert titled.layout.title.subtitle.text == "dashed: chance level"
+    assert not confusion_matrix_figure([[1]], ["a"], title="run 1").layout.title.subtitle.text
 
 
 def test_probability_figure_highlights_the_top_class():
