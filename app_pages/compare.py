@@ -60,13 +60,14 @@ chosen = st.multiselect("Runs", ids, default=comparable_default(summaries.values
                              "data differ). A stopped run is marked ⏹: its best checkpoint so far was tested.")
 if not chosen:
     st.stop()
+# The key numbers come right after the name, so a 1280 px projector shows them without scrolling the table.
 st.dataframe(pd.DataFrame([{
-    "run": names[r], "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–",
+    "run": names[r],
+    "test macro-F1": "–" if summaries[r].test_macro_f1 is None else f"{summaries[r].test_macro_f1:.3f}",
     "how it ended": state_words(summaries[r]), "epochs": f"{summaries[r].epochs_done} of {summaries[r].epochs}",
-    "test macro-F1": "–" if summaries[r].test_macro_f1 is None else f"{summaries[r].test_macro_f1:.3f}"}
+    "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–"}
     for r in chosen]), hide_index=True, width="stretch", key="compare_chosen",
-    column_config={"run": st.column_config.TextColumn(width="large"), "data": st.column_config.TextColumn(
-        width="medium"), "classes": st.column_config.TextColumn(width="medium")})
+    column_config={"run": st.column_config.TextColumn(width="medium")})
 
 try:
     predictions = {r: store.predictions(r, "test") for r in chosen}
