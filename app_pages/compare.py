@@ -12,6 +12,7 @@ from app.compare_sections import (
     run_card_section,
     uncertainty_section,
 )
+from app.identity import visible_runs
 from app.manager import manager
 from app.text import escape_markdown, shown
 from medcls.analysis.comparison import comparability, config_rows, metrics_rows
@@ -35,7 +36,7 @@ def run_choice(run_id: str) -> str:
 
 st.title("📊 Compare runs")
 store = manager().store
-listed = store.list()
+listed = visible_runs(store.list())
 summaries = {s.run_id: s for s in listed if s.tested and not s.damaged}
 untested = [s for s in listed if s.state == "finished" and not s.tested]
 if untested:  # e.g. trained with a test share of 0: nothing to compare on the test images
