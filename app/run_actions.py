@@ -24,9 +24,10 @@ NOTICE_KEY = "run_action_notice"  # a message for the next page render (after a 
 def run_actions(summary: RunSummary, picker_key: str) -> None:
     """The owner line, and Rename / Delete for the run a page shows (``picker_key``: the page's run picker)."""
     refusal = manage_refusal(summary.owner, summary.owner_name)
-    owner, rename_col, delete_col = st.columns([3, 1, 1], vertical_alignment="center")
-    owner.caption(owner_line(summary) + (f" · 🔒 {refusal}" if refusal else ""))
-    with rename_col.popover("✏️ Rename", disabled=refusal is not None, help=refusal, width="stretch"):
+    st.caption(owner_line(summary) + (f" · 🔒 {refusal}" if refusal else ""))
+    rename_col, delete_col, _ = st.columns([1, 1, 1])
+    with rename_col.popover("✏️ Rename", disabled=refusal is not None, help=refusal, width="stretch",
+                            key=f"rename_popover_{summary.run_id}"):
         key = f"rename_{summary.run_id}"
         st.text_input("New name", value=summary.name, key=key, max_chars=80)
         st.button("Save name", key=f"rename_save_{summary.run_id}", type="primary", on_click=_rename,
