@@ -22,6 +22,7 @@ from medcls.figures.evaluation import confusion_matrix_figure, pr_curves_figure
 from medcls.figures.training import overlay_history_figure
 from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
+from medcls.runs.permissions import owner_words
 from medcls.runs.records import RecordError
 from medcls.runs.store import RunNotFoundError
 
@@ -59,7 +60,8 @@ chosen = st.multiselect("Runs", ids, default=comparable_default(summaries.values
 if not chosen:
     st.stop()
 st.dataframe(pd.DataFrame([{
-    "run": names[r], "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–",
+    "run": names[r], "started by": owner_words(summaries[r].owner, summaries[r].owner_name),
+    "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–",
     "how it ended": state_words(summaries[r]), "epochs": f"{summaries[r].epochs_done} of {summaries[r].epochs}",
     "test macro-F1": "–" if summaries[r].test_macro_f1 is None else f"{summaries[r].test_macro_f1:.3f}"}
     for r in chosen]), hide_index=True, width="stretch", key="compare_chosen",

@@ -10,6 +10,10 @@ state, which this test does not model), then watches the Train page as a tab doe
 while a run is shown active, a full page render every few seconds, until their run has ended; then opens
 Compare runs twice. The server trains one run at a time (MEDCLS_MAX_CONCURRENT=1).
 
+With ``CLASSROOM_BUDGET_S`` set, people stop watching after that many seconds (on a machine shared with other
+work the whole class can take far longer than a lesson); runs still queued then are reported as waiting at
+least that long, and none may have been lost or failed.
+
 Reported (printed, and as JUnit properties): page-render p95 (full renders of Train and Compare, and live
 panel refreshes), and the slowest person's wait in the queue (from queuing to the start of training).
 Checked: every run finishes (none lost or left queued), every render shows the shown run in a state the
@@ -18,6 +22,7 @@ store had during that render, and no page shows an error.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -28,13 +33,15 @@ from test_load import in_threads
 
 from medcls.config import TrainConfig
 from medcls.jobs.manager import JobManager
+from medcls.runs.naming import display_names
 from medcls.runs.records import ACTIVE_STATES, RunMeta
 from medcls.runs.store import RunStore
 
 SESSIONS = 30
 ARRIVAL_S = 5.0          # everyone arrives within this long
 FULL_EVERY = 3           # a full page render after this many live-panel refreshes
-TIMEOUT_S = 1800.0       # the whole class must be served within this long
+BUDGET_S = float(os.environ.get("CLASSROOM_BUDGET_S", "0")) or None  # stop watching after this long (see below)
+TIMEOUT_S = 3600.0       # the whole class must be served within this long
 
 
 def _datetime(text: str) -> float:
@@ -74,14 +81,17 @@ def test_thirty_people_start_watch_and_compare_runs(classroom_app, record_testsu
                 nonlocal shown
                 before = store.raw_status(shown).state if shown else None
                 seconds, view = render(page)
-                if kind == "page" and page == "train":
-                    shown = view.run_id
+                if kind == "page" and page == "train":  # the picker shows a name: which run is it?
+                    by_name = {name: r for r, name in display_names(store.list()).items()}
+                    shown = by_name[view.run_id]
                 after = store.raw_status(shown).state if shown and page == "train" else None
                 renders.append((kind, page, seconds, view, before, after))
 
             refreshes = 0
             while store.raw_status(run_id).state in ACTIVE_STATES:
                 assert time.monotonic() - started_at < TIMEOUT_S, "the class was not served in time"
+                if BUDGET_S and time.monotonic() - started_at > BUDGET_S:
+                    break
                 if session.auto_rerun and refreshes % FULL_EVERY:
                     time.sleep(session.auto_rerun[0])  # the browser's timer
                     timed("fragment", session.rerun_fragment, "train")
@@ -98,14 +108,19 @@ def test_thirty_people_start_watch_and_compare_runs(classroom_app, record_testsu
         for session in sessions:
             session.close()
 
-    # No run lost: every run of the class finished.
+    # No run lost: every run of the class finished (or, past the budget, is still queued or training).
     ids = [p["run_id"] for p in people]
+    ended_at = time.time()
     states = {r: store.status(r).state for r in ids}
-    assert all(s == "finished" for s in states.values()), states
-    waits = []
+    allowed = ("finished",) if not BUDGET_S else ("finished", "queued", "running")
+    assert all(s in allowed for s in states.values()), states
+    waits, still_waiting = [], 0
     for r in ids:
         status = store.status(r)
-        waits.append(_datetime(status.started) - _datetime(status.created))
+        start = _datetime(status.started) if status.started else ended_at
+        still_waiting += not status.started
+        waits.append(start - _datetime(status.created))
+    finished = sum(s == "finished" for s in states.values())
     # No render showed an error or a state the run did not have during it.
     page_times, fragment_times, compare_times, wrong = [], [], [], []
     for p in people:
@@ -125,7 +140,8 @@ def test_thirty_people_start_watch_and_compare_runs(classroom_app, record_testsu
                "compare_p95_s": float(np.percentile(compare_times, 95)),
                "fragment_p95_s": float(np.percentile(fragment_times, 95)),
                "slowest_queue_wait_s": max(waits), "median_queue_wait_s": float(np.median(waits)),
-               "renders": len(full) + len(fragment_times), "runs": len(ids),
+               "renders": len(full) + len(fragment_times), "runs": len(ids), "runs_finished": finished,
+               "runs_never_started": still_waiting,
                "class_served_s": time.monotonic() - started_at}
     for name, value in figures.items():
         record_testsuite_property(name, round(value, 3))
@@ -133,5 +149,6 @@ def test_thirty_people_start_watch_and_compare_runs(classroom_app, record_testsu
           f"{figures['render_p95_s']:.2f} s (median {figures['render_median_s']:.2f} s; Train "
           f"{figures['train_p95_s']:.2f} s, Compare {figures['compare_p95_s']:.2f} s), live-panel refresh p95 "
           f"{figures['fragment_p95_s']:.2f} s, {figures['renders']} renders; queue wait: slowest "
-          f"{figures['slowest_queue_wait_s']:.0f} s, median {figures['median_queue_wait_s']:.0f} s; all "
-          f"{len(ids)} runs finished in {figures['class_served_s']:.0f} s.")
+          f"{figures['slowest_queue_wait_s']:.0f} s" + (" or more" if still_waiting else "") +
+          f", median {figures['median_queue_wait_s']:.0f} s; {finished} of {len(ids)} runs finished and "
+          f"{still_waiting} had not started after {figures['class_served_s']:.0f} s.")
