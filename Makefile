@@ -2,13 +2,14 @@
 # make test  - run the whole test suite (browser tests skip when chromium is not installed)
 # make unit  - only the fast unit and app tests
 # make bench - the performance benchmark against the seed pipeline (needs ../shared/datasets/busi)
+# make classroom - 30 simulated people on one server (several minutes, both cores; figures in docs/scaling.md)
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit e2e bench clean
+.PHONY: run test unit e2e bench classroom clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +21,16 @@ run: $(STAMP)
 	$(PY) -m streamlit run streamlit_app.py
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not classroom"
 
 unit: $(STAMP)
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e and not classroom"
 
 e2e: $(STAMP)
 	$(PY) -m pytest -m e2e
+
+classroom: $(STAMP)
+	$(PY) -m pytest -m classroom -s tests/reliability/test_classroom_load.py
 
 bench: $(STAMP)
 	$(PY) -m medcls bench

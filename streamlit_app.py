@@ -3,11 +3,13 @@
 import streamlit as st
 
 from app.dataset import BOUND_KEYS, render_sidebar
+from app.identity import identity_sidebar, require_login
 from app.safety import apply_exposure, page_errors
 from app.url_state import FORM_KEY, restore_form, save_form
 
 st.set_page_config(page_title="medcls", page_icon="🩺", layout="wide")
 apply_exposure()  # listening beyond this machine: only uploads and configured folders, no server paths shown
+require_login()  # only when the operator configured an OpenID Connect provider
 
 data_page = st.Page("app_pages/data.py", title="Data explorer", icon="🔎", url_path="data")
 
@@ -35,6 +37,7 @@ pages = st.navigation([
 with page_errors():
     restore_form()  # a refresh: the Train form's options come back from the URL
     data = render_sidebar()
+    identity_sidebar()  # who this is: a name, the instructor role; every page asks app.identity.identity()
     if FORM_KEY in st.session_state:  # every page keeps the form's options in the URL, not only the Train page
         save_form(st.session_state[FORM_KEY], data)
 st.sidebar.caption("medcls is a teaching tool for image classifiers. It does not diagnose anything.")

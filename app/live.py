@@ -17,6 +17,7 @@ from medcls.runs.records import (
 )
 from medcls.runs.store import RunNotFoundError
 
+from .identity import identity, manage_refusal
 from .manager import manager
 from .safety import guarded
 from .text import shown
@@ -69,10 +70,17 @@ def live_panel(run_id: str) -> None:
             st.rerun()  # the run ended: redraw the page once, without the timer
         _status_line(run_id, status, progress)
         if status.active:
-            if st.button("⏹ Stop this run", key=f"stop_{run_id}", help="Ends the run after the current batch. "
-                         "The best checkpoint so far is kept and tested."):
-                manager().stop(run_id)
-                st.toast("Stopping the run…")
+            meta = store.meta(run_id)
+            refusal = manage_refusal(meta.owner, meta.owner_name)
+            if st.button("⏹ Stop this run", key=f"stop_{run_id}", disabled=refusal is not None,
+                         help=refusal or "Ends the run after the current batch. The best checkpoint so far is kept "
+                                         "and tested."):
+                try:
+                    manager().stop(run_id, by=identity())
+                except PermissionError as exc:  # the run changed hands meanwhile (an instructor role ended)
+                    st.error(shown(exc))
+                else:
+                    st.toast("Stopping the run…")
         elif status.state == "interrupted" and store.resumable(run_id, status):
             _resume_button(run_id, len(history) if store.has_resume(run_id) else 0)
         _numbers(history, progress, cfg.epochs, status)

@@ -17,6 +17,7 @@ from medcls.runs.portable import can_export, export_run_zip, import_run_zip
 from medcls.runs.store import RunStore
 
 from .dataset import MAX_UPLOAD_MB, upload_too_large
+from .identity import run_meta
 from .text import escape_markdown, shown
 
 __all__ = ["portable_section"]
@@ -66,7 +67,7 @@ def _import(store: RunStore) -> None:
         st.error(f"Import refused: {shown(too_large)}")
         return
     try:
-        run_id = import_run_zip(store, upload.getvalue(), upload.name)
+        run_id = import_run_zip(store, upload.getvalue(), upload.name, owner=run_meta())
     except (ArchiveError, ValueError, OSError) as exc:
         st.error(f"Import refused: {shown(exc)}")
         return

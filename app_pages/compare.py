@@ -13,6 +13,7 @@ from app.compare_sections import (
     run_card_section,
     uncertainty_section,
 )
+from app.identity import visible_runs
 from app.manager import manager
 from app.portable import portable_section
 from app.text import escape_markdown, shown
@@ -23,6 +24,7 @@ from medcls.figures.evaluation import pr_curves_figure
 from medcls.figures.training import overlay_history_figure
 from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
+from medcls.runs.permissions import owner_words
 from medcls.runs.records import RecordError
 from medcls.runs.store import RunNotFoundError
 
@@ -37,7 +39,7 @@ def run_choice(run_id: str) -> str:
 
 st.title("📊 Compare runs")
 store = manager().store
-listed = store.list()
+listed = visible_runs(store.list())
 summaries = {s.run_id: s for s in listed if s.tested and not s.damaged}
 untested = [s for s in listed if s.state == "finished" and not s.tested]
 if untested:  # e.g. trained with a test share of 0: nothing to compare on the test images
@@ -65,6 +67,7 @@ st.dataframe(pd.DataFrame([{
     "run": names[r],
     "test macro-F1": "–" if summaries[r].test_macro_f1 is None else f"{summaries[r].test_macro_f1:.3f}",
     "how it ended": state_words(summaries[r]), "epochs": f"{summaries[r].epochs_done} of {summaries[r].epochs}",
+    "started by": owner_words(summaries[r].owner, summaries[r].owner_name),
     "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–"}
     for r in chosen]), hide_index=True, width="stretch", key="compare_chosen",
     column_config={"run": st.column_config.TextColumn(width="medium")})

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from app.dataset import current_data_config, dataset_caption, load_current_dataset
+from app.identity import identity, run_meta, sees_run
 from app.live import fmt_seconds
 from app.manager import manager
 from app.safety import guarded
@@ -20,6 +21,7 @@ from medcls.experiments.lessons import (
 )
 from medcls.figures.lessons import lesson_figure
 from medcls.runs.naming import dataset_name
+from medcls.runs.permissions import PermissionDenied, QueueLimitError
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
                  "failed": "❌ failed", "missing": "🗑️ deleted"}
@@ -55,8 +57,9 @@ st.dataframe(pd.DataFrame([{"run": r.label, **{label(k): format_value(v, k) for 
 if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="primary", disabled=spec is None,
              key="lesson_start"):
     try:
-        queued = submit_lesson(manager().store, manager().submit, lesson, data_cfg)
-    except LessonError as exc:
+        manager().check_queue_room(identity(), adding=len(lesson.runs))  # all of the lesson's runs, or none
+        queued = submit_lesson(manager().store, manager().submit, lesson, data_cfg, owner=run_meta())
+    except (LessonError, QueueLimitError) as exc:
         st.error(shown(exc))
     else:
         st.session_state["lesson_queued_pick"] = queued.lesson_id
@@ -64,7 +67,8 @@ if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="prim
 
 st.subheader("Results")
 store = manager().store
-queued_all = {q.lesson_id: q for q in list_queued(store, lesson.name)}
+queued_all = {q.lesson_id: q for q in list_queued(store, lesson.name)
+              if any(sees_run(store, e["run_id"]) for e in q.runs)}  # "own runs only": this person's lessons
 if not queued_all:
     st.info("This lesson has not been run yet. Press **Queue** above; the runs train one after another.")
     st.stop()
@@ -112,9 +116,16 @@ def lesson_results() -> None:
     box("\n\n".join(escape_markdown(s) for s in [conclusion.status, *conclusion.sentences, conclusion.summary] if s))
     waiting = [e["run_id"] for e, r in zip(queued.runs, results) if r.outcome == "pending"]
     if waiting and st.button(f"⏹ Stop the {len(waiting)} unfinished run(s)", key="lesson_stop"):
+        refused = []
         for run_id in waiting:
-            manager().stop(run_id)
-        st.toast("Stopping…")
+            try:
+                manager().stop(run_id, by=identity())
+            except PermissionDenied as exc:
+                refused.append(str(exc))
+        if refused:  # someone else's lesson: each refusal says why
+            st.error(shown(refused[0]) + (f" ({len(refused)} runs)" if len(refused) > 1 else ""))
+        else:
+            st.toast("Stopping…")
 
 
 lesson_results()

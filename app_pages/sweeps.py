@@ -5,6 +5,7 @@ import streamlit as st
 
 from app.dataset import current_data_config, dataset_caption, load_current_dataset
 from app.form import render_form
+from app.identity import identity, manage_refusal, run_meta, visible_runs
 from app.manager import manager
 from app.safety import guarded
 from app.text import escape_markdown, shown
@@ -25,6 +26,7 @@ from medcls.experiments.sweeps import (
     value_choices,
 )
 from medcls.figures.training import sweep_figure
+from medcls.runs.permissions import QueueLimitError
 from medcls.runs.records import ACTIVE_STATES
 
 
@@ -81,8 +83,11 @@ queue = st.button(f"▶ Queue {len(points)} runs" if points else "▶ Queue the 
                   disabled=not points or spec is None, key="sweep_start")
 if queue and base is not None:
     try:
-        sweep = submit_sweep(manager().store, manager().submit, base, settings)
-    except SweepError as exc:
+        manager().check_queue_room(identity(), len(points))  # all of the sweep, or none of it
+        meta = run_meta()
+        sweep = submit_sweep(manager().store, lambda cfg, **kw: manager().submit(cfg, meta=meta, **kw), base,
+                             settings)
+    except (SweepError, QueueLimitError) as exc:
         st.error(shown(exc))
     else:
         st.session_state["sweep_pick"] = sweep.sweep_id
@@ -90,7 +95,8 @@ if queue and base is not None:
 
 st.subheader("3 · Results")
 store = manager().store
-sweeps = {s.sweep_id: s for s in list_sweeps(store)}
+seen = {s.run_id for s in visible_runs(store.list())}  # "own runs only": the sweeps with runs this person sees
+sweeps = {s.sweep_id: s for s in list_sweeps(store) if any(r["run_id"] in seen for r in s.runs)}
 if not sweeps:
     st.info("No sweeps yet. Choose settings above and press **Queue**.")
     st.stop()
@@ -129,9 +135,13 @@ def results() -> None:
     st.plotly_chart(sweep_figure(axes, cells, RANK_METRICS[metric].split(" (")[0]), key="sweep_figure",
                     width="stretch")
     waiting = [r["run_id"] for r in rows if r["state"] in ACTIVE_STATES]
-    if waiting and st.button(f"⏹ Stop the {len(waiting)} unfinished run(s)", key="sweep_stop"):
+    metas = {run_id: store.meta(run_id) for run_id in waiting}
+    refusals = {run_id: manage_refusal(m.owner, m.owner_name) for run_id, m in metas.items()}
+    refusal = next((why for why in refusals.values() if why), None)
+    if waiting and st.button(f"⏹ Stop the {len(waiting)} unfinished run(s)", key="sweep_stop",
+                             disabled=refusal is not None, help=refusal):
         for run_id in waiting:
-            manager().stop(run_id)
+            manager().stop(run_id, by=identity())
         st.toast("Stopping…")
 
 

@@ -4,12 +4,15 @@ import streamlit as st
 
 from app.dataset import current_data_config, dataset_caption, load_current_dataset
 from app.form import render_form
+from app.identity import run_meta, visible_runs
 from app.live import default_run, live_panel
 from app.manager import manager
 from app.model_summary import render_model_summary
+from app.run_actions import NOTICE_KEY, run_actions, show_notice
 from app.text import escape_markdown, shown
 from app.weights import weights_panel
 from medcls.runs.naming import display_names
+from medcls.runs.permissions import QueueLimitError
 
 st.title("🏋️ Train")
 data_cfg = current_data_config()
@@ -36,25 +39,33 @@ with left:
         start = st.button("▶ Start training", type="primary", disabled=cfg is None or spec is None,
                           key="start_training", width="stretch")
     if start and cfg is not None:
-        run_id = manager().submit(cfg)
-        st.session_state["train_run_picker"] = run_id  # show the new run (the picker is drawn below)
-        st.toast(f"Queued: {escape_markdown(manager().store.summary(run_id).name)}")
+        try:
+            run_id = manager().submit(cfg, meta=run_meta())
+        except QueueLimitError as exc:
+            st.error(shown(exc))
+        else:
+            st.session_state["train_run_picker"] = run_id  # show the new run (the picker is drawn below)
+            st.toast(f"Queued: {escape_markdown(manager().store.summary(run_id).name)}")
 
 with right:
     st.subheader("Runs")
     store = manager().store
-    run_ids = store.list_ids()
+    notice = NOTICE_KEY in st.session_state
+    show_notice()
+    summaries = {s.run_id: s for s in visible_runs(store.list())}
+    run_ids = list(summaries)
     if not run_ids:
         st.info("No runs yet. Choose options on the left and press **Start training**.")
         st.stop()
-    shown = st.session_state.get("train_run_picker")
-    if shown not in run_ids:
-        if shown:  # the run this page showed was deleted (its folder removed) since the last refresh
-            st.info(f"Run {shown} no longer exists (its folder was deleted); showing another run.")
+    picked = st.session_state.get("train_run_picker")
+    if picked not in run_ids:
+        if picked and not notice:  # the run this page showed was deleted (its folder removed) since the last refresh
+            st.info(f"Run {picked} no longer exists (its folder was deleted); showing another run.")
         # A fresh tab or a refresh: show the run that is training now, else the newest.
         st.session_state["train_run_picker"] = default_run(run_ids)
     # Labels must not change while a run trains, or the picker would lose its selection.
-    names = display_names(store.list())
+    names = display_names(summaries.values())
     run_id = st.selectbox("Run to show", run_ids, key="train_run_picker", format_func=lambda r: names.get(r, r),
                           help="Newest first.")
+    run_actions(summaries[run_id], "train_run_picker")
     live_panel(run_id)

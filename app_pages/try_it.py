@@ -6,6 +6,7 @@ import streamlit as st
 
 from app.cell_images import HANDOVER
 from app.dataset import MAX_UPLOAD_MB, load_current_dataset, upload_too_large
+from app.identity import visible_runs
 from app.manager import manager
 from app.text import escape_markdown, shown
 from medcls.data import ImageReadError
@@ -24,7 +25,7 @@ st.title("🖼️ Try it")
 st.warning("**Teaching tool, not a diagnosis.** These models are small, trained on few images, and have not been "
            "validated for any clinical use.", icon="⚠️")
 store = manager().store
-summaries = {s.run_id: s for s in store.list() if s.has_weights and not s.active and not s.damaged}
+summaries = {s.run_id: s for s in visible_runs(store.list()) if s.has_weights and not s.active and not s.damaged}
 if not summaries:
     st.info("No trained model yet. Train one on the **Train** page first.")
     st.stop()

@@ -29,6 +29,7 @@ from .config import (
 )
 from .models import model_entry
 from .runs.naming import clean_run_name
+from .runs.permissions import owner_words
 from .runs.records import RunMeta
 
 if TYPE_CHECKING:
@@ -120,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
 
     sub.add_parser("runs", help="List the runs in the store.")
+
+    p = sub.add_parser("rename", help="Give a run a new readable name (its id stays the same).")
+    p.add_argument("run", help="Run id (see 'runs').")
+    p.add_argument("name", help="The new name.")
+
+    p = sub.add_parser("delete", help="Delete a run's folder (a queued run is cancelled first; stop a training "
+                                      "run before deleting it).")
+    p.add_argument("run", help="Run id (see 'runs').")
+    p.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
 
     p = sub.add_parser("resume", help="Continue an interrupted run from its last finished epoch (in this process).")
     p.add_argument("run", help="Run id (see 'runs').")
@@ -335,6 +345,35 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _report_outcome(store, args.run, outcome)
 
 
+def _operator_manager(args: argparse.Namespace):
+    """The job manager as the command line uses it: no scheduling thread; the CLI acts as the local operator,
+    who may rename, stop and delete anyone's runs (see medcls.runs.permissions)."""
+    from .jobs.manager import JobManager
+
+    return JobManager(_store(args), start=False)
+
+
+@command("rename")
+def cmd_rename(args: argparse.Namespace) -> int:
+    name = _operator_manager(args).rename(args.run, args.name)
+    print(f"run {args.run} is now named {name!r}")
+    return 0
+
+
+@command("delete")
+def cmd_delete(args: argparse.Namespace) -> int:
+    manager = _operator_manager(args)
+    summary = manager.store.summary(args.run)
+    if not args.yes:
+        answer = input(f"Delete run {args.run} ({summary.name}, {summary.state})? This cannot be undone. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted")
+            return 1
+    manager.delete(args.run)
+    print(f"deleted run {args.run} ({summary.name})")
+    return 0
+
+
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> int:
     store = _store(args)
@@ -343,12 +382,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs yet: try 'python -m medcls train'")
         return 0
     name_width = min(48, max(len(s.name) for s in summaries))
-    print(f"{'name':<{name_width}}  {'state':<12} {'epochs':>7} {'test macro-F1':>14}  run id")
+    owners = {s.run_id: owner_words(s.owner, s.owner_name) for s in summaries}
+    owner_width = min(24, max(len(o) for o in owners.values()))
+    print(f"{'name':<{name_width}}  {'state':<12} {'epochs':>7} {'test macro-F1':>14}  {'started by':<{owner_width}}  "
+          "run id")
     for s in summaries:
         f1 = "-" if s.test_macro_f1 is None else f"{s.test_macro_f1:.3f}" + (" *" if s.stopped else "")
         state = "damaged" if s.damaged else s.state
         print(f"{s.name[:name_width]:<{name_width}}  {state:<12} {s.epochs_done:>3}/{s.epochs:<3} {f1:>14}  "
-              f"{s.run_id}")
+              f"{owners[s.run_id][:owner_width]:<{owner_width}}  {s.run_id}")
         if s.damaged:
             print(f"{'':<{name_width}}  ! {s.damaged}")
         elif s.state == "interrupted" and store.resumable(s.run_id):

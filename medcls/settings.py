@@ -14,6 +14,10 @@ CI and servers isolate themselves:
   name folders by their setting (``DATA_DIR/...``) rather than by their full server path.
 - ``MEDCLS_UPLOAD_QUOTA_MB``: how much disk uploaded datasets may use (default 2048); the
   oldest unused uploads are removed first when a new one needs room.
+- ``MEDCLS_INSTRUCTOR_SECRET``: the instructor's secret (who enters it may stop, rename and delete anyone's
+  runs); ``MEDCLS_OWN_RUNS_ONLY=1``: people see only their own runs; ``MEDCLS_QUEUE_LIMIT``: queued runs per
+  person (see medcls/runs/permissions.py). The app loads Streamlit secrets first, whose top-level keys Streamlit puts
+  into the environment, so the secret may live in ``.streamlit/secrets.toml`` instead.
 - ``MEDCLS_DEBUG``: errors in the app's pages are raised after their message (development, tests).
 - ``MEDCLS_MAX_CONCURRENT``, ``MEDCLS_WORKER_THREADS``, ``MEDCLS_BACKEND`` and ``MEDCLS_RAY_*``: how the
   app's job manager runs training (see docs/scaling.md); ``MEDCLS_DIST_TIMEOUT_S`` for torchrun.
@@ -32,7 +36,8 @@ from typing import Any, MutableMapping
 __all__ = ["runs_dir", "cache_dir", "data_dir", "uploads_dir", "allowed_data_roots", "check_allowed_path",
            "PathNotAllowedError", "SettingsError", "max_concurrent", "worker_threads", "backend_name", "ray_settings",
            "dist_timeout_s", "environment", "exposed", "mark_exposed", "is_loopback", "allow_server_folders",
-           "redact_paths", "describe_folder", "upload_quota_mb", "debug"]
+           "redact_paths", "describe_folder", "upload_quota_mb", "debug", "instructor_secret", "own_runs_only",
+           "queue_limit"]
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -234,6 +239,23 @@ def dist_timeout_s(default: float = 1800.0) -> float:
 def upload_quota_mb() -> float:
     """Disk space uploaded datasets may use (``MEDCLS_UPLOAD_QUOTA_MB``, default 2048)."""
     return _number("MEDCLS_UPLOAD_QUOTA_MB", 2048.0, float, minimum=1)
+
+
+def instructor_secret() -> str:
+    """The instructor's secret (``MEDCLS_INSTRUCTOR_SECRET``); empty: nobody in the app is an instructor."""
+    return (os.environ.get("MEDCLS_INSTRUCTOR_SECRET") or "").strip()
+
+
+def own_runs_only() -> bool:
+    """``MEDCLS_OWN_RUNS_ONLY=1``: each person sees only their own runs (instructors see all). Off by default:
+    in a classroom everyone sees and compares every run."""
+    return (os.environ.get("MEDCLS_OWN_RUNS_ONLY") or "").strip().lower() in _TRUE
+
+
+def queue_limit() -> int:
+    """How many queued runs one person may have waiting at once (``MEDCLS_QUEUE_LIMIT``, default 16: the
+    largest sweep, 4 values x 4 values)."""
+    return _number("MEDCLS_QUEUE_LIMIT", 16, int, minimum=1)
 
 
 def debug() -> bool:

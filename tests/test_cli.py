@@ -143,6 +143,26 @@ def test_a_run_name_can_be_given_and_shows_in_the_list(class_dataset, capsys):
     assert line.startswith("Lesson 1: baseline")
 
 
+def test_the_cli_is_the_local_operator_it_renames_and_deletes_anyones_runs(isolated_env, capsys, monkeypatch):
+    from medcls.runs.records import RunMeta
+
+    store = RunStore()
+    store.create(TrainConfig(), run_id="alices", meta=RunMeta(owner="browser:alice", owner_name="Alice"),
+                 state="finished")
+    store.create(TrainConfig(), run_id="training", state="running")
+    assert main(["runs"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.rstrip().endswith("alices"))
+    assert "Alice" in line  # who started it
+    assert main(["rename", "alices", "Alice's  baseline"]) == 0
+    assert store.meta("alices").name == "Alice's baseline" and store.meta("alices").owner == "browser:alice"
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["delete", "alices"]) == 1 and "alices" in store.list_ids()
+    assert main(["delete", "alices", "--yes"]) == 0 and "alices" not in store.list_ids()
+    capsys.readouterr()
+    assert main(["delete", "training", "--yes"]) == 2  # a training run is refused, with what to do
+    assert "stop it first" in capsys.readouterr().err and "training" in store.list_ids()
+
+
 def test_print_config_resolves_flags_and_config_files(tmp_path, capsys):
     base = tmp_path / "base.json"
     base.write_text(TrainConfig(epochs=7, lr=1e-3).to_json())

@@ -108,6 +108,10 @@ def render_markdown(r: dict) -> str:
     lines += ["", "## Default recipe", "", "```", ", ".join(f"{k}={v}" for k, v in r["default_recipe"].items()
                                                         if v not in (None, "", ())), "```", ""]
     lines += _notes(r, ratio, share, head_ratio)
+    lines += ["", "## Classroom load (30 sessions)", "",
+              "Measured separately (`make classroom`, not by this benchmark): page-render p95 and the slowest "
+              "person's wait in the queue with 30 people on one 2-core server are in "
+              "[scaling.md](scaling.md#classroom-load-30-sessions)."]
     return "\n".join(lines) + "\n"
 
 

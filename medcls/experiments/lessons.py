@@ -198,10 +198,13 @@ def _path(store: RunStore, lesson_id: str) -> Path:
     return store.root / LESSONS_DIR / f"{lesson_id}.json"
 
 
-def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, data: DataConfig) -> QueuedLesson:
+def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, data: DataConfig,
+                  owner: RunMeta | None = None) -> QueuedLesson:
     """Queue every run of ``lesson`` on ``data`` with ``submit(config, meta=..., group=...)`` (e.g.
-    ``JobManager.submit``), each named "<lesson title short> · <label>"."""
+    ``JobManager.submit``), each named "<lesson title short> · <label>" and started by ``owner`` (its owner
+    fields; the local operator when None)."""
     configs = lesson_configs(lesson, data)  # raises before anything is queued
+    owner = owner or RunMeta()
     now = datetime.now(timezone.utc)
     queued = QueuedLesson(f"lesson-{lesson.name}-{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}",
                           lesson.name, lesson.title, now.isoformat(timespec="seconds"), data.source)
@@ -210,7 +213,7 @@ def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, d
     for run, config in zip(lesson.runs, configs):
         name = unique_name(f"Lesson {short} · {run.label}", taken)
         taken.add(name)
-        run_id = submit(config, meta=RunMeta(name=name),
+        run_id = submit(config, meta=RunMeta(name=name, owner=owner.owner, owner_name=owner.owner_name),
                         group=GroupMembership("lesson", queued.lesson_id, {"lesson": lesson.name, "label": run.label}))
         queued.runs.append({"run_id": run_id, "label": run.label})
         atomic_write_json(_path(store, queued.lesson_id), queued.to_dict())  # complete after every run

@@ -30,6 +30,7 @@ from ..analysis.uncertainty import format_interval, run_intervals, small_class_w
 from ..atomic import atomic_write_text
 from ..config import format_value, settings_rows
 from ..data import default_focus_class
+from ..runs.permissions import owner_words
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import redact_paths
 from .analysis import interval_figure, reliability_figure
@@ -181,7 +182,8 @@ def run_card_html(store: RunStore, run_id: str) -> str:
     model_record = store.model_record(run_id)
     state = summary.state + (" (stopped; its best checkpoint was tested)" if metrics.stopped else "")
     overview = [
-        ("name", summary.name), ("run id", run_id), ("state", state), ("created", status.created),
+        ("name", summary.name), ("run id", run_id), ("started by", owner_words(summary.owner, summary.owner_name)),
+        ("state", state), ("created", status.created),
         ("ended", status.ended), ("model", cfg.model),
         ("parameters", f"{model_record.parameters:,}" if model_record and model_record.parameters else None),
         ("image size", f"{cfg.image_size} px"), ("best epoch", metrics.best_epoch),

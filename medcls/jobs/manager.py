@@ -16,6 +16,10 @@ run whose loop has been silent too long, or that ignored a stop request for
 marked with why. A stop is a file in the run folder, so a stop asked in any
 process that shares the store is honoured.
 
+Queued runs start round-robin across the people who queued them (:func:`medcls.runs.permissions.fair_order`), one
+person may have at most ``MEDCLS_QUEUE_LIMIT`` runs waiting, and stop, rename and delete check who asks
+(:func:`medcls.runs.permissions.require_manage`; the default, :data:`medcls.runs.permissions.OPERATOR`, is the command line).
+
 Backends: ``local`` (one worker process per run, the default) and ``ray``
 (see :mod:`medcls.jobs.ray_backend`), chosen by name.
 """
@@ -29,12 +33,13 @@ from contextlib import contextmanager
 from typing import Iterator, Protocol
 
 from ..config import TrainConfig
+from ..runs.permissions import OPERATOR, Identity, QueuedRun, check_queue_room, fair_order, require_manage
 from ..runs.records import GroupMembership, Progress, RecordError, RunMeta, RunStatus
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import backend_name, max_concurrent, worker_threads
 
 __all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "ResumeError", "STOP_GRACE_S",
-           "MAX_AUTO_RESUMES"]
+           "MAX_AUTO_RESUMES", "RunActiveError"]
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 30.0    # after a stop request, a worker that has not ended by then is killed
@@ -47,6 +52,10 @@ SILENT = ("The training process stopped responding: its training loop has not re
 
 class ResumeError(ValueError):
     """The run cannot be resumed; the message says why."""
+
+
+class RunActiveError(ValueError):
+    """The run is training, so this cannot be done to it now; the message says what to do first."""
 
 
 class WorkerHandle(Protocol):
@@ -108,19 +117,30 @@ class JobManager:
                group: GroupMembership | None = None) -> str:
         """Queue a run (with its name and owner, and its place in a sweep or lesson); returns its id.
 
-        It starts as soon as a slot is free.
+        It starts when a slot is free and its owner's turn comes (round-robin across people). Raises
+        :class:`medcls.runs.permissions.QueueLimitError` when its owner already has ``MEDCLS_QUEUE_LIMIT`` runs waiting.
         """
-        run_id = self.store.create(config, meta=meta)
+        meta = meta or RunMeta()
+        with self._lock, self._file_lock():
+            self.check_queue_room(Identity(meta.owner))
+            run_id = self.store.create(config, meta=meta)
         if group is not None:
             self.store.write_group(run_id, group)
         self._wake.set()
         return run_id
 
-    def stop(self, run_id: str) -> None:
+    def check_queue_room(self, identity: Identity, adding: int = 1) -> None:
+        """Raise :class:`medcls.runs.permissions.QueueLimitError` unless ``identity`` may queue ``adding`` more runs (a sweep
+        asks for all of its runs before it queues the first)."""
+        check_queue_room(identity, [owner for _, owner in self._queued_with_owners()], adding)
+
+    def stop(self, run_id: str, by: Identity = OPERATOR) -> None:
         """Cancel a queued run, or ask a running one to stop after its current batch.
 
-        The request is a file in the run folder: the worker honours it whichever process asked, and every
-        manager sharing the store ends a worker that ignores it for ``STOP_GRACE_S``."""
+        Only its owner or an instructor may (:class:`medcls.runs.permissions.PermissionDenied` says why). The request is
+        a file in the run folder: the worker honours it whichever process asked, and every manager sharing the
+        store ends a worker that ignores it for ``STOP_GRACE_S``."""
+        self._require(run_id, by, "stop")
         with self._lock, self._file_lock():
             state = self.store.raw_status(run_id).state
             if state == "queued":
@@ -132,6 +152,30 @@ class JobManager:
             if state == "running":
                 self.store.request_stop(run_id)
         self._wake.set()
+
+    def rename(self, run_id: str, name: str, by: Identity = OPERATOR) -> str:
+        """Give a run a new readable name (its id stays its key); returns the name as stored."""
+        self._require(run_id, by, "rename")
+        return self.store.rename(run_id, name)
+
+    def delete(self, run_id: str, by: Identity = OPERATOR) -> None:
+        """Delete a run's folder. A queued run is cancelled first; a training run is refused (stop it first, so
+        its worker does not write into a folder that is gone)."""
+        self._require(run_id, by, "delete")
+        with self._lock, self._file_lock():
+            state = self.store.raw_status(run_id).state
+            if state == "running":
+                raise RunActiveError("This run is training: stop it first (⏹ Stop this run), then delete it once "
+                                     "it has stopped.")
+            handle = self._handles.pop(run_id, None)  # queued in a self-scheduling backend: take it back
+            if handle is not None and handle.is_alive():
+                handle.kill()
+            self.store.delete(run_id)
+        log.info("run %s deleted by %s", run_id, by.words())
+
+    def _require(self, run_id: str, by: Identity, action: str) -> None:
+        meta = self.store.meta(run_id)
+        require_manage(by, meta.owner, meta.owner_name, action)
 
     def resume(self, run_id: str, *, automatic: bool = False) -> None:
         """Queue an interrupted run again; its worker continues from the last finished epoch."""
@@ -206,14 +250,27 @@ class JobManager:
             self._wake.wait(self.poll_s)
             self._wake.clear()
 
+    def _queued_with_owners(self) -> list[tuple[str, str]]:
+        """(run id, owner) of every queued run, in the order they will start."""
+        queued, running_owners, owners, last_started = [], [], {}, {}
+        for run_id in self.store.list_ids():
+            try:
+                status = self.store.raw_status(run_id)
+                owner = self.store.meta(run_id).owner
+            except (RunNotFoundError, FileNotFoundError):
+                continue  # deleted meanwhile
+            if status.started:  # who was served when: the person served longest ago goes first
+                last_started[owner] = max(last_started.get(owner, ""), status.started)
+            if status.state == "running":
+                running_owners.append(owner)
+            elif status.state == "queued":
+                owners[run_id] = owner
+                queued.append(QueuedRun(run_id, owner, (status.created, status.created_ns, run_id)))
+        return [(run_id, owners[run_id]) for run_id in fair_order(queued, running_owners, last_started)]
+
     def _queued(self) -> list[str]:
-        ids = [r for r in self.store.list_ids() if self.store.raw_status(r).state == "queued"]
-
-        def order(run_id: str) -> tuple:
-            status = self.store.raw_status(run_id)
-            return status.created, status.created_ns, run_id
-
-        return sorted(ids, key=order)
+        """Queued runs in the order they start: round-robin across their owners (see medcls.runs.permissions)."""
+        return [run_id for run_id, _ in self._queued_with_owners()]
 
     def _start(self, run_id: str) -> None:
         if self.backend.schedules_itself:

@@ -222,8 +222,10 @@ def _check_weights(staging: RunStore, run_id: str) -> None:
 
 
 def import_run_zip(store: RunStore, data: bytes, name: str = "upload", *,
-                   max_total_bytes: int = MAX_RUN_BYTES) -> str:
-    """Check and import a run zip into ``store``; returns the new run's id (a fresh one when the id is taken)."""
+                   max_total_bytes: int = MAX_RUN_BYTES, owner: RunMeta | None = None) -> str:
+    """Check and import a run zip into ``store``; returns the new run's id (a fresh one when the id is taken).
+
+    The run belongs to ``owner`` (its owner fields: the person who imported it; the local operator when None)."""
     archive, files = open_checked(data, name, max_total_bytes=max_total_bytes, max_files=MAX_RUN_FILES)
     with archive:
         original = _layout(archive)
@@ -239,12 +241,12 @@ def import_run_zip(store: RunStore, data: bytes, name: str = "upload", *,
         staging_root = Path(tempfile.mkdtemp(dir=store.root, prefix=".import-"))  # hidden: never listed as a run
         try:
             extract_checked(archive, files, staging_root, max_total_bytes=max_total_bytes, max_ratio=MAX_RATIO)
-            return _install(store, staging_root, original, name)
+            return _install(store, staging_root, original, name, owner or RunMeta())
         finally:
             shutil.rmtree(staging_root, ignore_errors=True)
 
 
-def _install(store: RunStore, staging_root: Path, original: str, name: str) -> str:
+def _install(store: RunStore, staging_root: Path, original: str, name: str, owner: RunMeta) -> str:
     folder = staging_root / original
     for path in folder.iterdir():
         if path.is_symlink() or not path.is_file():
@@ -260,7 +262,9 @@ def _install(store: RunStore, staging_root: Path, original: str, name: str) -> s
     os.replace(folder, store.path(run_id, must_exist=False))
     meta = store.meta(run_id)
     taken = {store.meta(r).name for r in store.list_ids() if r != run_id}
-    store.set_meta(run_id, RunMeta(name=unique_name(meta.name or original, taken)))  # its owner was elsewhere
+    # Its owner was elsewhere: here it belongs to whoever imported it.
+    store.set_meta(run_id, RunMeta(name=unique_name(meta.name or original, taken), owner=owner.owner,
+                                   owner_name=owner.owner_name))
     source = f"Imported from {Path(name).name}" + (f" (run {original})" if run_id != original else "") + "."
     store._write(run_id, "status.json", dataclasses.replace(  # as exported: its times are the run's own
         status, pid=None, host="", auto_resume=False, notes=(*status.notes, source)).to_dict())

@@ -63,7 +63,7 @@ from .lifecycle import (
     RunNotFoundError,
     _is_zombie,  # noqa: F401  (kept importable from the store)
 )
-from .naming import dataset_name, default_run_name, unique_name
+from .naming import clean_run_name, dataset_name, default_run_name, unique_name
 from .records import (
     ENDED_STATES,
     STATES,
@@ -168,6 +168,16 @@ class RunStore(RunLifecycle):
 
     def set_meta(self, run_id: str, meta: RunMeta) -> None:
         self._write(run_id, "meta.json", meta.to_dict())
+
+    def rename(self, run_id: str, name: str) -> str:
+        """Give the run a new readable name (written atomically; the id stays the run's key); returns the name
+        as stored. An empty name is refused: every run keeps a name people can read."""
+        cleaned = clean_run_name(name)
+        if not cleaned:
+            raise ValueError("A run needs a name: type a few words that tell it apart (e.g. 'lr 1e-3, no "
+                             "oversampling').")
+        self.set_meta(run_id, dataclasses.replace(self.meta(run_id), name=cleaned))
+        return cleaned
 
     # --- status -----------------------------------------------------------------
     def raw_status(self, run_id: str) -> RunStatus:

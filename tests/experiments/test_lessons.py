@@ -22,7 +22,7 @@ from medcls.experiments.lessons import (
     submit_lesson,
 )
 from medcls.jobs.manager import JobManager
-from medcls.runs.records import GroupMembership, RunMetrics
+from medcls.runs.records import GroupMembership, RunMeta, RunMetrics
 from medcls.runs.store import RunStore
 
 LESSON = """
@@ -95,7 +95,8 @@ def _finish(store: RunStore, run_id: str, y_true, probs, classes=("benign", "mal
 def test_a_queued_lesson_is_grouped_named_and_concluded_from_stored_results(tmp_path):
     store = RunStore(tmp_path / "runs")
     lesson = get_lesson("rare-classes")
-    queued = submit_lesson(store, JobManager(store, start=False).submit, lesson, DataConfig(source="/data/x"))
+    queued = submit_lesson(store, JobManager(store, start=False).submit, lesson, DataConfig(source="/data/x"),
+                           owner=RunMeta(owner="browser:ana", owner_name="Ana"))
     ids = [r["run_id"] for r in queued.runs]
     assert [r["label"] for r in queued.runs] == ["no fix", "oversampling", "weighted loss", "weighted sampler"]
     for entry in queued.runs:
@@ -103,6 +104,7 @@ def test_a_queued_lesson_is_grouped_named_and_concluded_from_stored_results(tmp_
         assert store.group(run_id) == GroupMembership("lesson", queued.lesson_id,
                                                       {"lesson": "rare-classes", "label": entry["label"]})
         assert store.meta(run_id).name == f"Lesson Rare classes · {entry['label']}"
+        assert (store.meta(run_id).owner, store.meta(run_id).owner_name) == ("browser:ana", "Ana")  # hers to stop
         assert store.config(run_id).data.source == "/data/x"
     saved = json.loads((store.root / "lessons" / f"{queued.lesson_id}.json").read_text())
     assert [r["run_id"] for r in saved["runs"]] == ids

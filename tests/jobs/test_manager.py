@@ -13,8 +13,10 @@ import pytest
 from polling import wait_for
 
 from medcls.jobs.local import LocalBackend
-from medcls.jobs.manager import JobManager
-from medcls.runs.store import RunStore
+from medcls.jobs.manager import JobManager, RunActiveError
+from medcls.runs.permissions import PermissionDenied, QueueLimitError, browser_identity
+from medcls.runs.records import RunMeta
+from medcls.runs.store import RunNotFoundError, RunStore
 
 
 @pytest.fixture
@@ -91,6 +93,82 @@ def test_at_most_max_concurrent_runs_start_in_submission_order(store, synth, man
     assert status.state == "interrupted" and "fake worker ended" in status.error
     assert list(backend.started) == ids
     assert state(store, ids[2]) == "running"
+
+
+ALICE = browser_identity("alice-browser-token-0123456789", "Alice")
+BOB = browser_identity("bob-browser-token-0123456789ab", "Bob")
+TEACHER = browser_identity("teacher-browser-token-01234567", "Ms T", instructor=True)
+
+
+def by(person) -> RunMeta:
+    return RunMeta(owner=person.key, owner_name=person.name)
+
+
+def test_a_twelve_run_sweep_does_not_hold_back_another_persons_run(store, synth, managers):
+    backend = FakeBackend()
+    manager = managers(store, backend=backend, start=False)
+    sweep = [manager.submit(synth.config("", seed=i), meta=by(ALICE)) for i in range(12)]
+    manager.tick()  # Alice's first run starts at once
+    single = manager.submit(synth.config("", seed=99), meta=by(BOB))
+    assert manager.queue_position(single) == 1
+    started = []
+    for _ in range(13):
+        manager.tick()
+        for run_id, handle in backend.started.items():
+            if run_id not in started:
+                started.append(run_id)
+                handle.alive = False  # it ends: the next tick starts the next run
+    assert started.index(single) == 1, started  # second, not thirteenth
+    assert [r for r in started if r != single] == sweep  # Alice's runs keep their own order
+
+
+def test_a_person_may_queue_only_so_many_runs_and_is_told_why(store, synth, managers, monkeypatch):
+    monkeypatch.setenv("MEDCLS_QUEUE_LIMIT", "2")
+    manager = managers(store, backend=FakeBackend(), start=False)
+    manager.submit(synth.config("", seed=1), meta=by(ALICE))
+    manager.submit(synth.config("", seed=2), meta=by(ALICE))
+    with pytest.raises(QueueLimitError, match="2 run\\(s\\) waiting.*at most 2"):
+        manager.submit(synth.config("", seed=3), meta=by(ALICE))
+    assert len(store.list_ids()) == 2  # nothing was created for the refused run
+    manager.submit(synth.config("", seed=4), meta=by(BOB))  # others are not affected
+    manager.submit(synth.config("", seed=5))  # nor the local operator (the command line)
+    with pytest.raises(QueueLimitError, match="these 3 runs"):
+        manager.check_queue_room(BOB, 3)  # a sweep asks before it queues anything
+
+
+def test_only_the_owner_or_an_instructor_may_stop_rename_or_delete(store, synth, managers):
+    manager = managers(store, backend=FakeBackend(), start=False)
+    run_id = manager.submit(synth.config(""), meta=by(ALICE))
+    for action, call in [("stop", lambda who: manager.stop(run_id, by=who)),
+                         ("rename", lambda who: manager.rename(run_id, "mine now", by=who)),
+                         ("delete", lambda who: manager.delete(run_id, by=who))]:
+        with pytest.raises(PermissionDenied, match=f"cannot {action} this run: it was started by Alice"):
+            call(BOB)
+    assert state(store, run_id) == "queued" and store.meta(run_id).name != "mine now"
+    assert manager.rename(run_id, "  Alice's   baseline ", by=ALICE) == "Alice's baseline"
+    assert store.summary(run_id).name == "Alice's baseline" and store.meta(run_id).owner == ALICE.key
+    assert manager.rename(run_id, "checked by the teacher", by=TEACHER) == "checked by the teacher"
+    with pytest.raises(ValueError, match="needs a name"):
+        manager.rename(run_id, "   ", by=ALICE)
+
+
+def test_a_queued_run_is_cancelled_and_deleted_a_training_one_must_be_stopped_first(store, synth, managers):
+    backend = FakeBackend()
+    manager = managers(store, backend=backend, start=False)
+    training = manager.submit(synth.config(""), meta=by(ALICE))
+    waiting = manager.submit(synth.config("", seed=1), meta=by(ALICE))
+    manager.tick()
+    with pytest.raises(RunActiveError, match="stop it first"):
+        manager.delete(training, by=ALICE)
+    assert state(store, training) == "running"
+    manager.delete(waiting, by=ALICE)
+    with pytest.raises(RunNotFoundError):
+        store.status(waiting)
+    backend.started[training].alive = False
+    manager.tick()
+    assert waiting not in backend.started
+    manager.delete(training)  # the local operator (the command line) may delete anyone's ended run
+    assert store.list_ids() == []
 
 
 def test_a_backend_that_cannot_start_fails_the_run(store, synth, managers):

@@ -43,7 +43,7 @@ class LiveApp:
     process: subprocess.Popen
     port: int
     store: RunStore
-    run_id: str
+    run_id: str | None
     log: Path
 
     @property
@@ -51,7 +51,7 @@ class LiveApp:
         return f"http://127.0.0.1:{self.port}"
 
     def close(self) -> None:
-        worker = self.store.raw_status(self.run_id).pid
+        worker = self.store.raw_status(self.run_id).pid if self.run_id else None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -79,15 +79,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def start_live_app(base: Path, timeout: float = 90.0) -> LiveApp:
+def start_live_app(base: Path, timeout: float = 90.0, long_run: bool = True, env_extra: dict | None = None) -> LiveApp:
     data = good_classes(base / "data-in", classes=("benign", "malignant", "normal"), per_class=20, size=64)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCLS_")}
     env.update(MEDCLS_RUNS_DIR=str(base / "runs"), MEDCLS_DATA_DIR=str(base / "data"),
                MEDCLS_CACHE_DIR=str(base / "cache"), MEDCLS_MAX_CONCURRENT="1", MEDCLS_WORKER_THREADS="1",
-               TORCH_HOME=str(base / "torch"), PYTHONPATH=str(ROOT))
+               TORCH_HOME=str(base / "torch"), PYTHONPATH=str(ROOT), **(env_extra or {}))
     store = RunStore(base / "runs")
     # Long enough to train through the whole load test; stopped by the test when it is done.
-    run_id = store.create(TrainConfig(image_size=64, epochs=300, batch_size=8, precision="fp32").with_options(
+    run_id = None if not long_run else store.create(TrainConfig(image_size=64, epochs=300, batch_size=8, precision="fp32").with_options(
         source=str(data)), run_id="live-run", meta=RunMeta(name="live-run"))  # the picker shows names
     port = free_port()
     log = base / "server.log"

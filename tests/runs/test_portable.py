@@ -137,3 +137,15 @@ def test_a_run_naming_server_files_outside_the_allowed_folders_is_refused(finish
     _refused(target, data, f"names {secret}, a file or folder on this server outside the folders it may read")
     monkeypatch.delenv("MEDCLS_DATA_ROOTS")  # a machine that reads any folder: its own files, its own user
     assert import_run_zip(target, data, "mine.zip") == run_id
+
+
+def test_an_imported_run_belongs_to_the_person_who_imported_it(finished_run, tmp_path):
+    """Its owner on the exporting machine means nothing here: the importer may rename or delete it."""
+    from medcls.runs.records import RunMeta
+
+    source, exported = finished_run
+    data = export_run_zip(source, exported)
+    store = RunStore(tmp_path / "elsewhere")
+    run_id = import_run_zip(store, data, "run.zip", owner=RunMeta(owner="browser:abc", owner_name="Ana"))
+    meta = store.meta(run_id)
+    assert (meta.owner, meta.owner_name) == ("browser:abc", "Ana")
