@@ -87,9 +87,9 @@ def test_only_the_settings_module_reads_environment_variables():
 
 def test_the_library_is_grouped_by_concern():
     top_level = sorted(p.stem for p in PACKAGE.glob("*.py"))
-    assert top_level == ["__init__", "__main__", "atomic", "cli", "settings"]
+    assert top_level == ["__init__", "__main__", "atomic", "settings"]
     packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
-    assert packages == ["analysis", "bench", "config", "data", "experiments", "figures", "inference", "jobs",
+    assert packages == ["analysis", "bench", "cli", "config", "data", "experiments", "figures", "inference", "jobs",
                         "models", "runs", "training"]
     names = [p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"]
     assert "utils.py" not in names

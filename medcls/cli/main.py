@@ -1,4 +1,4 @@
-"""The command line: ``python -m medcls {train,evaluate,predict,runs,lesson,export,import,demo-data,...}``.
+"""The command line's parser, its training and run commands, and ``main``.
 
 Every TrainConfig option is a ``train`` flag, generated from the config's own
 fields and help text, so the CLI, the app form and the saved JSON never drift.
@@ -7,19 +7,16 @@ fields and help text, so the CLI, the app form and the saved JSON never drift.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
-import signal
 import sys
-import threading
 import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from .atomic import disk_full_message, is_disk_full
-from .config import (
+from ..atomic import disk_full_message, is_disk_full
+from ..config import (
     ConfigError,
     OptionSpec,
     TrainConfig,
@@ -27,28 +24,22 @@ from .config import (
     format_value,
     option_table,
 )
-from .models import model_entry
-from .runs.naming import clean_run_name
-from .runs.permissions import owner_words
-from .runs.records import RunMeta
+from ..models import model_entry
+from ..runs.naming import clean_run_name
+from ..runs.permissions import owner_words
+from ..runs.records import RunMeta
+from .commands import COMMANDS, command, ctrl_c_stops, open_store
+from .teach import add_teach_parsers
 
 if TYPE_CHECKING:
-    from .analysis.metrics import SplitMetrics
-    from .runs.records import CrossValidation
+    from ..analysis.metrics import SplitMetrics
+    from ..runs.records import CrossValidation
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 log = logging.getLogger("medcls.cli")
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 MIN_DEMO_SIZE, MAX_DEMO_SIZE, MAX_DEMO_IMAGES = 32, 1024, 20_000
-
-
-def command(name: str) -> Callable:
-    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = fn
-        return fn
-    return wrap
 
 
 def _default_text(spec: OptionSpec) -> str:
@@ -151,38 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="BUSI folder with split.csv (default: ../shared/datasets/busi).")
     p.add_argument("--out-dir", default="docs", help="Where benchmarks.md and benchmarks.json go (default: docs).")
     p.add_argument("--quick", action="store_true", help="Fewer batches and epochs: a smoke test of the benchmark.")
-    p = sub.add_parser("lesson", help="Ready-made experiments (rare classes, networks, resolution, augmentation).")
-    lesson_sub = p.add_subparsers(dest="lesson_command", required=True)
-    q = lesson_sub.add_parser("list", help="List the lessons.")
-    q.add_argument("--lessons", help="A lessons TOML file (default: medcls/experiments/lessons.toml).")
-    q = lesson_sub.add_parser("run", help="Train a lesson's runs here, one after another, and print the conclusion.")
-    q.add_argument("name", help="The lesson's name (see 'lesson list').")
-    q.add_argument("--data", default="", help="Dataset folder, manifest or .npz (default: the built-in data).")
-    q.add_argument("--lessons", help="A lessons TOML file (default: medcls/experiments/lessons.toml).")
-
-
-    p = sub.add_parser("export", help="Export a finished run: a TorchScript model with predict.py (needs only torch, "
-                                      "Pillow and numpy), or a .zip of the run for another medcls.")
-    p.add_argument("run", help="Run id (see 'runs').")
-    p.add_argument("--format", choices=["torchscript", "zip"], default="torchscript",
-                   help="torchscript: a folder with model.pt, classes.json and predict.py; zip: the run folder.")
-    p.add_argument("--out", required=True, help="The folder (torchscript) or .zip file (zip) to write.")
-    p = sub.add_parser("import", help="Import a run .zip exported by medcls (checked before anything is kept).")
-    p.add_argument("zip", help="The .zip file.")
+    add_teach_parsers(sub)
 
     return parser
 
 
-def _store(args: argparse.Namespace):
-    from .runs.store import RunStore
-
-    return RunStore(args.runs_dir)
-
-
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
-    from .jobs.torchrun import DistEnv, execute_distributed, process_group, share_run
-    from .training.callbacks import ConsoleProgress
+    from ..jobs.torchrun import DistEnv, execute_distributed, process_group, share_run
+    from ..training.callbacks import ConsoleProgress
 
     cfg = config_from_args(args)
     if args.print_config:
@@ -192,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # rank 0 creates and records the run and prints; the other ranks only compute.
     env = DistEnv.detect()
     with process_group(env):
-        store = _store(args) if env.is_writer else None
+        store = open_store(args) if env.is_writer else None
         meta = RunMeta(name=clean_run_name(args.run_name or ""))
         run_id, cfg = share_run(store, cfg, args.run_id, env, meta)
         if store is not None:
@@ -200,30 +168,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"run {run_id} ({store.summary(run_id).name}) in {store.path(run_id)}{ranks}")
             print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model} | "
                   f"{cfg.image_size} px | {cfg.epochs} epochs | imbalance {cfg.imbalance}")
-        with _ctrl_c_stops() as interrupted:
+        with ctrl_c_stops() as interrupted:
             outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
                                           callbacks=[ConsoleProgress(folds=cfg.folds)] if env.is_writer else [])
     if store is None:  # a rank other than 0: torchrun reports its exit code
         return 0 if outcome.state == "finished" else 1
     return _report_outcome(store, run_id, outcome)
-
-
-@contextlib.contextmanager
-def _ctrl_c_stops():
-    """The first Ctrl-C sets the yielded event (stop after this batch, keep the best checkpoint); a second aborts."""
-    interrupted = threading.Event()
-
-    def on_sigint(signum, frame):
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _report_outcome(store, run_id: str, outcome) -> int:
@@ -283,9 +233,9 @@ def _print_metrics(m: SplitMetrics | None) -> None:
 
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .inference.evaluate import evaluate_run
+    from ..inference.evaluate import evaluate_run
 
-    metrics = evaluate_run(_store(args), args.run, data_source=args.data, split=args.split,
+    metrics = evaluate_run(open_store(args), args.run, data_source=args.data, split=args.split,
                            class_aliases=args.class_aliases)
     _print_metrics(metrics)
     if args.json:
@@ -295,10 +245,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .data.imageio import ImageReadError
-    from .inference.predictor import load_predictor
+    from ..data.imageio import ImageReadError
+    from ..inference.predictor import load_predictor
 
-    predictor = load_predictor(_store(args), args.run)
+    predictor = load_predictor(open_store(args), args.run)
     status = 0
     for image in args.images:
         try:
@@ -318,20 +268,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
-    from .figures.report import write_run_card
+    from ..figures.report import write_run_card
 
-    path = write_run_card(_store(args), args.run, args.output)
+    path = write_run_card(open_store(args), args.run, args.output)
     print(f"run card of {args.run}: {path}")
     return 0
 
 
 @command("resume")
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .jobs.execute import execute_run
-    from .jobs.manager import requeue, scheduler_lock
-    from .training.callbacks import ConsoleProgress
+    from ..jobs.execute import execute_run
+    from ..jobs.manager import requeue, scheduler_lock
+    from ..training.callbacks import ConsoleProgress
 
-    store = _store(args)
+    store = open_store(args)
     status = store.status(args.run)
     if status.state == "running":
         print(f"error: run {args.run} is still training (process {status.pid}); stop it first.", file=sys.stderr)
@@ -340,7 +290,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         requeue(store, args.run)
     history = store.history(args.run)
     print(f"run {args.run} ({store.summary(args.run).name}): continuing after epoch {len(history)}")
-    with _ctrl_c_stops() as interrupted:
+    with ctrl_c_stops() as interrupted:
         outcome = execute_run(store, args.run, should_cancel=interrupted.is_set, callbacks=[ConsoleProgress()])
     return _report_outcome(store, args.run, outcome)
 
@@ -348,9 +298,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _operator_manager(args: argparse.Namespace):
     """The job manager as the command line uses it: no scheduling thread; the CLI acts as the local operator,
     who may rename, stop and delete anyone's runs (see medcls.runs.permissions)."""
-    from .jobs.manager import JobManager
+    from ..jobs.manager import JobManager
 
-    return JobManager(_store(args), start=False)
+    return JobManager(open_store(args), start=False)
 
 
 @command("rename")
@@ -376,7 +326,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 @command("runs")
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     summaries = store.list()
     if not summaries:
         print("no runs yet: try 'python -m medcls train'")
@@ -402,7 +352,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 @command("demo-data")
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from .data.phantoms import PhantomSpec, write_phantom_dataset
+    from ..data.phantoms import PhantomSpec, write_phantom_dataset
 
     defaults = PhantomSpec()
     images = defaults.n_images if args.images is None else args.images
@@ -424,83 +374,9 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 @command("bench")
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import default_busi_root, run_benchmark
+    from ..bench import default_busi_root, run_benchmark
 
     run_benchmark(Path(args.data) if args.data else default_busi_root(), Path(args.out_dir), quick=args.quick)
-    return 0
-
-
-@command("lesson")
-def cmd_lesson(args: argparse.Namespace) -> int:
-    from .config import DataConfig, format_value, label
-    from .experiments.lessons import get_lesson, lesson_conclusion, load_lessons, submit_lesson
-
-    lessons = load_lessons(args.lessons)
-    if args.lesson_command == "list":
-        for lesson in lessons:
-            runs = " | ".join(f"{r.label}" for r in lesson.runs)
-            print(f"{lesson.name:<14} {lesson.title}\n{'':<14} runs: {runs}")
-        return 0
-    from .jobs.execute import execute_run
-    from .training.callbacks import ConsoleProgress
-
-    lesson = get_lesson(args.name, lessons)
-    store = _store(args)
-    data = DataConfig(source=str(Path(args.data).resolve()) if args.data else "")
-
-    def create(config, *, meta, group) -> str:
-        run_id = store.create(config, meta=meta)
-        store.write_group(run_id, group)
-        return run_id
-
-    queued = submit_lesson(store, create, lesson, data)
-    print(f"lesson {lesson.name}: {lesson.title}\n{lesson.question}\n")
-    with _ctrl_c_stops() as interrupted:
-        for entry, run in zip(queued.runs, lesson.runs):
-            if interrupted.is_set():
-                store.set_status(entry["run_id"], "cancelled", error="Stopped from the command line.")
-                continue
-            shown = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in run.settings.items())
-            print(f"--- {run.label} ({shown}): run {entry['run_id']}")
-            execute_run(store, entry["run_id"], should_cancel=interrupted.is_set, callbacks=[ConsoleProgress()])
-    results, conclusion = lesson_conclusion(store, queued, lesson)
-    print(f"\n{'run':<20} {'state':<10} {conclusion.words:>18}  95% interval  test images")
-    for r in results:
-        value = "-" if r.estimate is None else f"{r.estimate:.2f}"
-        interval = "-" if r.low is None else f"{r.low:.2f}-{r.high:.2f}"
-        print(f"{r.label[:20]:<20} {r.outcome:<10} {value:>18}  {interval:<12}  {r.images or '-'}")
-    print()
-    for sentence in [conclusion.status, *conclusion.sentences, conclusion.summary]:
-        if sentence:
-            print(sentence)
-    return 0 if conclusion.complete else 1
-
-
-@command("export")
-def cmd_export(args: argparse.Namespace) -> int:
-    store = _store(args)
-    out = Path(args.out)
-    if args.format == "torchscript":
-        from .inference.export import export_torchscript
-
-        folder = export_torchscript(store, args.run, out)
-        print(f"wrote {folder / 'model.pt'}, classes.json and predict.py; try: python {folder / 'predict.py'} IMAGE")
-        return 0
-    from .atomic import atomic_write_bytes
-    from .runs.portable import export_run_zip
-
-    atomic_write_bytes(out, export_run_zip(store, args.run))
-    print(f"wrote {out}; import it elsewhere with: python -m medcls import {out.name}")
-    return 0
-
-
-@command("import")
-def cmd_import(args: argparse.Namespace) -> int:
-    from .runs.portable import import_run_zip
-
-    store = _store(args)
-    run_id = import_run_zip(store, Path(args.zip).read_bytes(), Path(args.zip).name)
-    print(f"imported run {run_id} ({store.summary(run_id).name}) into {store.root}")
     return 0
 
 
