@@ -41,6 +41,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SERVER_START_TIMEOUT_S = 90.0
 # Counts script runs that ended (``data-test-script-state`` leaving "running"/"rerunRequested"), so a test
 # can wait for the rerun its own click caused rather than guess with a sleep.
+@pytest.fixture
+def script_run_counter() -> str:
+    """The init script that counts finished script runs (for tests that open their own browser contexts)."""
+    return SCRIPT_RUN_COUNTER
+
+
 SCRIPT_RUN_COUNTER = """
 window.__stRunsDone = 0;
 new MutationObserver(records => {

@@ -31,11 +31,9 @@ def token(context, page) -> str:
     return ""
 
 
-def new_person(browser, server):
-    from conftest import SCRIPT_RUN_COUNTER
-
+def new_person(browser, server, script_run_counter: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=server.url)
-    context.add_init_script(SCRIPT_RUN_COUNTER)
+    context.add_init_script(script_run_counter)
     tab = context.new_page()
     tab.set_default_timeout(30_000)
     return context, tab
@@ -47,11 +45,12 @@ def set_name(page, name: str) -> None:
     expect(page.locator("[data-testid='stSidebar']").get_by_text(f"You are {name}")).to_be_visible()
 
 
-def test_two_browsers_are_two_people_and_only_the_owner_manages_a_run(browser, front_door, screenshot_of):
+def test_two_browsers_are_two_people_and_only_the_owner_manages_a_run(browser, front_door, screenshot_of,
+                                                                     script_run_counter):
     server = front_door
     store = RunStore(server.runs_dir)
-    alice_context, alice = new_person(browser, server)
-    bob_context, bob = new_person(browser, server)
+    alice_context, alice = new_person(browser, server, script_run_counter)
+    bob_context, bob = new_person(browser, server, script_run_counter)
     try:
         open_page(alice, "train")
         set_name(alice, "Alice")

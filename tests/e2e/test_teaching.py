@@ -60,6 +60,9 @@ def click_cell(page: Page, run_id: str, classes: list[str], true: str, predicted
 
 
 def image_widths(page: Page) -> list[int]:
+    """The cell images' pixel widths, once every image has loaded (a new image reads 0 until it has)."""
+    page.wait_for_function("""() => Array.from(document.querySelectorAll("[class*='st-key-cm_image_'] img"))
+                                     .every(img => img.complete && img.naturalWidth > 0)""", timeout=30_000)
     return page.evaluate("""() => Array.from(document.querySelectorAll("[class*='st-key-cm_image_'] img"))
                                  .map(img => img.naturalWidth)""")
 
