@@ -65,8 +65,10 @@ class WorkerHandle(Protocol):
 
 
 class Backend(Protocol):
-    """Starts one run's worker. ``schedules_itself``: the backend queues runs itself (a cluster scheduler);
-    the manager then hands it every queued run at once, and the worker marks its run running when it starts."""
+    """Starts one run's worker. ``schedules_itself``: the backend queues runs itself (a cluster scheduler); the
+    worker marks its run running when it starts. Such a backend may also have ``capacity() -> int``, the runs
+    it can train at once: the manager then hands it only that many, and the rest wait in the manager's fair
+    (round-robin) queue; without it, the manager hands it every queued run at once."""
 
     name: str
     schedules_itself: bool
@@ -201,8 +203,11 @@ class JobManager:
             self._reap()
             self._watch()
             self._auto_resume()
-            if self.backend.schedules_itself:  # the backend queues them: hand over every run not yet handed
+            if self.backend.schedules_itself:  # the backend queues them: hand over runs not yet handed
                 pending = [r for r in self._queued() if r not in self._handles]
+                capacity = getattr(self.backend, "capacity", None)
+                if capacity is not None:  # only what it can start now, so later runs keep their fair turn here
+                    pending = pending[:max(0, capacity() - len(self._handles))]
             else:
                 pending = self._queued()[:max(0, self.max_concurrent - len(self.running()))]
             for run_id in pending:

@@ -154,7 +154,7 @@ class RayBackend:
     init_options: Mapping[str, Any] = field(default_factory=dict)  # extra ray.init arguments (when connecting)
 
     name = "ray"
-    schedules_itself = True       # the cluster queues runs; the job manager does not limit them
+    schedules_itself = True       # the cluster starts runs as resources free up (see capacity)
 
     def __post_init__(self) -> None:
         if self.cpus_per_run <= 0:
@@ -198,6 +198,20 @@ class RayBackend:
                             "nodes with enough %s join.", amount, resource, total.get(resource, 0.0), resource)
 
     # --- the JobManager backend protocol ------------------------------------------------------------
+    def capacity(self) -> int:
+        """Runs the cluster can train at once (its CPUs and GPUs over what one run asks; at least one).
+
+        The job manager hands the cluster only that many runs, so the others wait in its round-robin queue
+        across people: a sweep handed over first cannot hold another person's run back (Ray itself would
+        start tasks broadly in the order it received them). Read again at every scheduling step, so nodes
+        that join or leave change it."""
+        self.connect()
+        total = ray.cluster_resources()
+        fits = [total.get("CPU", 0.0) / self.cpus_per_run]
+        if self.gpus_per_run:
+            fits.append(total.get("GPU", 0.0) / self.gpus_per_run)
+        return max(1, int(min(fits)))
+
     def start(self, store: RunStore, run_id: str) -> tuple[WorkerHandle, int | None]:
         self.connect()
         options: dict[str, Any] = {"num_cpus": self.cpus_per_run, "num_gpus": self.gpus_per_run,

@@ -122,6 +122,34 @@ def test_a_twelve_run_sweep_does_not_hold_back_another_persons_run(store, synth,
     assert [r for r in started if r != single] == sweep  # Alice's runs keep their own order
 
 
+class ClusterBackend(FakeBackend):
+    """A backend that queues runs itself (like Ray), with room for ``slots`` runs at once."""
+
+    schedules_itself = True
+
+    def __init__(self, slots: int):
+        super().__init__()
+        self.slots = slots
+
+    def capacity(self) -> int:
+        return self.slots
+
+
+def test_a_cluster_gets_only_the_runs_it_can_start_so_the_queue_stays_fair(store, synth, managers):
+    """Ray starts tasks in the order it receives them: handing it Alice's whole sweep first would put Bob's run
+    thirteenth. Handed only what it can start, the rest keep their round-robin turn in the manager's queue."""
+    backend = ClusterBackend(slots=2)
+    manager = managers(store, backend=backend, start=False)
+    sweep = [manager.submit(synth.config("", seed=i), meta=by(ALICE)) for i in range(12)]
+    manager.tick()
+    assert list(backend.started) == sweep[:2]  # two slots: two runs handed, ten still waiting here
+    single = manager.submit(synth.config("", seed=99), meta=by(BOB))
+    backend.started[sweep[0]].alive = False  # one ends (its task is gone): the next tick hands over one more
+    manager.tick()
+    assert list(backend.started)[2] == single, list(backend.started)
+    assert len(backend.started) == 3
+
+
 def test_a_person_may_queue_only_so_many_runs_and_is_told_why(store, synth, managers, monkeypatch):
     monkeypatch.setenv("MEDCLS_QUEUE_LIMIT", "2")
     manager = managers(store, backend=FakeBackend(), start=False)
