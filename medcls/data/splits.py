@@ -34,13 +34,7 @@ def stratified_split(
     out = ["train"] * len(labels)
     too_small: list[int] = []
 
-    # A group goes where its first member's class sends it; groups are the unit of shuffling.
-    members: dict[int, list[int]] = defaultdict(list)
-    for index, group in enumerate(group_ids):
-        members[int(group)].append(index)
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for group, idx in members.items():
-        by_class[int(labels[idx[0]])].append(group)
+    members, by_class = _groups_by_class(labels, group_ids)
 
     for label in sorted(by_class):
         groups_of_class = sorted(by_class[label])
@@ -78,12 +72,7 @@ def stratified_folds(labels: Sequence[int], folds: int, seed: int,
     labels = np.asarray(labels)
     group_ids = np.arange(len(labels)) if groups is None else np.asarray(groups)
     rng = np.random.default_rng(seed)
-    members: dict[int, list[int]] = defaultdict(list)
-    for index, group in enumerate(group_ids):
-        members[int(group)].append(index)
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for group, idx in members.items():
-        by_class[int(labels[idx[0]])].append(group)
+    members, by_class = _groups_by_class(labels, group_ids)
     out = np.zeros(len(labels), dtype=np.int64)
     for label in sorted(by_class):
         class_groups = sorted(by_class[label])
@@ -97,3 +86,15 @@ def stratified_folds(labels: Sequence[int], folds: int, seed: int,
             filled[fold] += len(members[group])
             out[members[group]] = fold
     return out
+
+
+def _groups_by_class(labels: np.ndarray, group_ids: np.ndarray) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """Each group's member indices, and each class's groups. A group goes where its first member's class sends
+    it; groups, not images, are the unit that is shuffled and dealt out."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, group in enumerate(group_ids):
+        members[int(group)].append(index)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for group, idx in members.items():
+        by_class[int(labels[idx[0]])].append(group)
+    return members, by_class
