@@ -29,8 +29,7 @@ from medcls.runs.permissions import (
     check_instructor_secret,
     owner_words,
 )
-from medcls.runs.records import RecordError, RunMeta, RunSummary
-from medcls.runs.store import RunNotFoundError, RunStore
+from medcls.runs.records import RunMeta, RunSummary
 from medcls.settings import instructor_secret
 
 from .text import escape_markdown
@@ -165,14 +164,6 @@ def visible_runs(summaries: list[RunSummary]) -> list[RunSummary]:
     """The runs this person sees: all of them, unless the operator chose "own runs only"."""
     me = identity()
     return [s for s in summaries if can_see(me, s.owner)]
-
-
-def sees_run(store: RunStore, run_id: str) -> bool:
-    """Whether this person sees the run (a deleted or unreadable run: no)."""
-    try:
-        return can_see(identity(), store.meta(run_id).owner)
-    except (RunNotFoundError, RecordError, OSError):
-        return False
 
 
 def owner_line(summary: RunSummary) -> str:

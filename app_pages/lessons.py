@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from app.dataset import current_data_config, dataset_caption, load_current_dataset
-from app.identity import identity, run_meta, sees_run
+from app.identity import identity, run_meta, visible_runs
 from app.live import fmt_seconds
 from app.manager import manager
 from app.safety import guarded
@@ -67,8 +67,8 @@ if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="prim
 
 st.subheader("Results")
 store = manager().store
-queued_all = {q.lesson_id: q for q in list_queued(store, lesson.name)
-              if any(sees_run(store, e["run_id"]) for e in q.runs)}  # "own runs only": this person's lessons
+seen = {s.run_id for s in visible_runs(store.list())}  # "own runs only": the lessons with runs this person sees
+queued_all = {q.lesson_id: q for q in list_queued(store, lesson.name) if any(e["run_id"] in seen for e in q.runs)}
 if not queued_all:
     st.info("This lesson has not been run yet. Press **Queue** above; the runs train one after another.")
     st.stop()
