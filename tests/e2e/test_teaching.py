@@ -150,14 +150,14 @@ def test_train_and_compare_fit_a_projector(browser, front_door, server, screensh
     try:
         page = context.new_page()
         page.set_default_timeout(30_000)
-        ensure_finished_runs(page, server, 2)
-        newest = preselected_for_compare(server)
+        finished = ensure_finished_runs(page, server, 2)[0]  # Train shows a finished run (not a stopped one)
+        newest = preselected_for_compare(server)  # may include a stopped run: it is tested, so comparable
         open_page(page, "train")
-        if page.locator(".st-key-train_run_picker input").input_value() != run_name(server, newest[0]):
+        if page.locator(".st-key-train_run_picker input").input_value() != run_name(server, finished):
             page.locator(".st-key-train_run_picker input").click()
-            changing(page, lambda: page.get_by_role("option", name=run_name(server, newest[0]), exact=True).click())
+            changing(page, lambda: page.get_by_role("option", name=run_name(server, finished), exact=True).click())
         expect(page.get_by_text("Finished. Best epoch").first).to_be_visible(timeout=60_000)
-        expect(page.locator(f".st-key-hist_{newest[0]} .js-plotly-plot").first).to_be_visible(timeout=60_000)
+        expect(page.locator(f".st-key-hist_{finished} .js-plotly-plot").first).to_be_visible(timeout=60_000)
         assert check_fits(page, "Train") >= 3, "the finished run's key numbers are shown as metrics"
         screenshot_of(page, "projector-train")
 
