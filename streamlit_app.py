@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app.dataset import BOUND_KEYS, render_sidebar
+from app.dataset import render_sidebar
 from app.identity import identity_sidebar, require_login
 from app.safety import apply_exposure, page_errors
 from app.url_state import FORM_KEY, restore_form, save_form
@@ -20,13 +20,13 @@ def front_door() -> None:
     The Data explorer is not Streamlit's default page itself: a default page lives at the root URL only, and
     its own address (/data) would say "Page not found".
     """
-    # The sidebar's widget-bound parameters follow by themselves (and may not be set by hand).
-    st.switch_page(data_page, query_params={k: v for k, v in st.query_params.to_dict().items()
-                                            if k not in BOUND_KEYS})
+    # Before the sidebar's widgets exist: once they are drawn, their URL-bound parameters may not be set by hand.
+    st.switch_page(data_page, query_params=st.query_params.to_dict())
 
 
+front = st.Page(front_door, title="medcls", url_path="start", default=True, visibility="hidden")
 pages = st.navigation([
-    st.Page(front_door, title="medcls", url_path="start", default=True, visibility="hidden"),
+    front,
     data_page,
     st.Page("app_pages/train.py", title="Train", icon="🏋️", url_path="train"),
     st.Page("app_pages/sweeps.py", title="Sweeps", icon="🧪", url_path="sweeps"),
@@ -34,6 +34,8 @@ pages = st.navigation([
     st.Page("app_pages/compare.py", title="Compare runs", icon="📊", url_path="compare"),
     st.Page("app_pages/try_it.py", title="Try it", icon="🖼️", url_path="try"),
 ])
+if pages is front:
+    pages.run()
 with page_errors():
     restore_form()  # a refresh: the Train form's options come back from the URL
     data = render_sidebar()

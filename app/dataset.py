@@ -33,7 +33,7 @@ KINDS = {
 STATE_KEY = "data_config"
 MAX_UPLOAD_MB = 200
 # The sidebar's widgets bound to the URL's query parameters (Streamlit keeps them across page switches).
-BOUND_KEYS = ("data_kind", "data_folder", "data_aliases", "data_group_duplicates", "data_own_split", "data_npz_path")
+BOUND_KEYS = ("data_folder", "data_aliases", "data_group_duplicates", "data_own_split", "data_npz_path")
 
 
 def current_data_config() -> DataConfig:
@@ -64,8 +64,12 @@ def render_sidebar() -> DataConfig:
     """Draw the dataset chooser and return the chosen DataConfig."""
     sb = st.sidebar
     sb.header("Dataset")
-    kind = sb.radio("Images from", list(KINDS), format_func=KINDS.get, key="data_kind", bind="query-params",
+    _kind_from_url()
+    # Not bound by Streamlit (bind="query-params" would write the label, ?data_kind=A+MedMNIST+.npz+file, and
+    # drop a typed ?data_kind=npz as invalid): the URL keeps the short name.
+    kind = sb.radio("Images from", list(KINDS), format_func=KINDS.get, key="data_kind",
                     help="Where the images come from. The built-in phantoms need nothing and are SYNTHETIC.")
+    _kind_to_url(kind)
     source = ""
     if kind == "folder":
         source = sb.text_input("Folder path on the server", key="data_folder", bind="query-params",
@@ -96,6 +100,26 @@ def render_sidebar() -> DataConfig:
         cfg = DataConfig(source=source, group_duplicates=group, own_split=own)
     _set(cfg)
     return cfg
+
+
+def _kind_from_url() -> None:
+    """A fresh session starts from the URL's ``?data_kind=``: the short name (``npz``, as the app writes it and
+    as one would type it) or the choice's label."""
+    if "data_kind" in st.session_state:
+        return
+    given = st.query_params.get("data_kind", "")
+    kind = given if given in KINDS else {label: name for name, label in KINDS.items()}.get(given)
+    if kind:
+        st.session_state["data_kind"] = kind
+
+
+def _kind_to_url(kind: str) -> None:
+    """Keep the choice in the URL by its short name (the built-in data, the default, is left out)."""
+    if kind == "builtin":
+        if "data_kind" in st.query_params:
+            del st.query_params["data_kind"]
+    elif st.query_params.get("data_kind") != kind:
+        st.query_params["data_kind"] = kind
 
 
 def _zip_upload(sb) -> str:

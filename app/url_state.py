@@ -3,9 +3,10 @@
 A refresh starts a new Streamlit session: ``st.session_state`` is empty again. So what a person chose is
 also kept in the page's address:
 
-- the dataset choice: the sidebar's widgets are bound to query parameters by Streamlit itself
-  (``bind="query-params"``: ``?data_kind=folder&data_folder=/data/busi``); an uploaded dataset is named
-  by ``?upload=<its folder or file in the app's upload folder>``;
+- the dataset choice: where the images come from by its short name (``?data_kind=folder``, written by the
+  sidebar, ``app.dataset``), the sidebar's other widgets bound to query parameters by Streamlit itself
+  (``bind="query-params"``: ``&data_folder=/data/busi``); an uploaded dataset is named by
+  ``?upload=<its folder or file in the app's upload folder>``;
 - the Train form: every option whose value differs from its default, under the option's own name
   (``?epochs=5&image_size=64&model=seed_cnn``), written on every page, read by a fresh session.
 

@@ -389,6 +389,20 @@ def test_a_refresh_keeps_the_dataset_and_the_form(page: Page, server, tmp_path, 
     expect(page.locator(".st-key-opt_imbalance input")).to_have_value("weighted loss")
 
 
+def test_a_link_typed_by_hand_opens_the_dataset_and_the_form(page: Page, server, tmp_path):
+    data = bright_dark(tmp_path / "linked")
+    open_page(page, "?" + url("", data_kind="folder", data_folder=data, epochs=7)[1:])  # the app's root address
+    expect(page.get_by_text(re.compile(r"28 images, 2 classes")).first).to_be_visible()
+    assert page.locator(".st-key-data_kind label").filter(has=page.locator("input:checked")).inner_text().strip() \
+        == FOLDER
+    # The front door moved to /data and kept every setting in the address, so a refresh keeps them too.
+    assert re.search(r"/data\?", page.url), page.url
+    assert "data_kind=folder" in page.url and "epochs=7" in page.url and "data_folder=" in page.url, page.url
+    page.reload()
+    wait_idle(page, 90_000)
+    expect(page.get_by_text(re.compile(r"28 images, 2 classes")).first).to_be_visible()
+
+
 # --- 11 + 13: words whole at 1280 px; the per-layer panel stays open -------------------------------------------------
 
 CUT_OFF = """() => {
