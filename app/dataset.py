@@ -21,6 +21,7 @@ from medcls.data.archive import ArchiveError
 from medcls.data.uploads import UploadError, Uploads
 from medcls.settings import PathNotAllowedError, allowed_data_roots, exposed, redact_paths
 
+from .identity import identity
 from .text import shown
 from .url_state import restore_upload, save_upload
 
@@ -139,7 +140,7 @@ def _zip_upload(sb) -> str:
         sb.error(f"Upload refused: {shown(too_large)}")
         return ""
     try:
-        folder = uploads().add_zip(upload.getvalue(), upload.name)
+        folder = uploads().add_zip(upload.getvalue(), upload.name, by=identity())
     except (ArchiveError, UploadError) as exc:
         named = str(exc) if str(exc).startswith(upload.name) else f"{upload.name}: {exc}"
         sb.error(f"Upload refused: {shown(named)}")
@@ -160,7 +161,7 @@ def _npz_choice(sb) -> str:
             sb.error(f"Upload refused: {shown(too_large)}")
             return ""
         try:
-            target = uploads().add_npz(upload.getvalue(), upload.name)
+            target = uploads().add_npz(upload.getvalue(), upload.name, by=identity())
         except UploadError as exc:
             sb.error(f"Upload refused: {shown(exc)}")
             _manage_uploads(sb)
@@ -189,18 +190,21 @@ def _manage_uploads(sb) -> None:
     with sb.expander(f"Uploaded datasets ({_size(used)} of {_size(store.quota)})"):
         st.caption("The oldest unused uploads are removed when a new one needs room. Uploads that a queued, "
                    "training or resumable run needs are kept.")
+        me = identity()
         for upload in listed:
             ago = max(0, time.time() - upload.last_used) / 60
             when = f"{ago:,.0f} min ago" if ago < 120 else f"{ago / 60:,.0f} h ago"
+            mine = upload.may_delete(me)
             st.caption(f"{shown(upload.name)} · {_size(upload.size)} · used {when}"
-                       + (" · needed by a run" if upload.in_use else ""))
-            if st.button("Delete", key=f"delete_upload_{upload.name}", disabled=upload.in_use, type="tertiary",
-                         icon=":material/delete:",
-                         help="Delete this upload from the server." if not upload.in_use else
-                         "A queued, training or resumable run needs it."):
+                       + (" · needed by a run" if upload.in_use else "")
+                       + ("" if mine else " · uploaded by someone else"))
+            refusal = ("A queued, training or resumable run needs it." if upload.in_use else None) if mine else \
+                "Someone else uploaded it: only they, or an instructor, can delete it."
+            if st.button("Delete", key=f"delete_upload_{upload.name}", disabled=refusal is not None, type="tertiary",
+                         icon=":material/delete:", help=refusal or "Delete this upload from the server."):
                 try:
-                    store.delete(upload.name)
-                except UploadError as exc:
+                    store.delete(upload.name, by=me)
+                except (UploadError, PermissionError) as exc:
                     st.error(shown(exc))
                 else:
                     if upload.name in restore_upload():

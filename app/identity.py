@@ -174,8 +174,8 @@ def owner_line(summary: RunSummary) -> str:
 
 
 def manage_refusal(owner: str, owner_name: str) -> str | None:
-    """Why this person may not stop, rename or delete a run of ``owner``; None when they may."""
+    """Why this person may not stop, resume, rename or delete a run of ``owner``; None when they may."""
     if can_manage(identity(), owner):
         return None
     return (f"Only {escape_markdown(owner_words(owner, owner_name))}, who started this run, or an instructor can "
-            "stop, rename or delete it.")
+            "stop, resume, rename or delete it.")

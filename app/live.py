@@ -82,7 +82,9 @@ def live_panel(run_id: str) -> None:
                 else:
                     st.toast("Stopping the run…")
         elif status.state == "interrupted" and store.resumable(run_id, status):
-            _resume_button(run_id, len(history) if store.has_resume(run_id) else 0)
+            meta = store.meta(run_id)
+            _resume_button(run_id, len(history) if store.has_resume(run_id) else 0,
+                           manage_refusal(meta.owner, meta.owner_name))
         _numbers(history, progress, cfg.epochs, status)
         if history:
             st.plotly_chart(history_figure(history), key=f"hist_{run_id}", width="stretch")
@@ -124,15 +126,15 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress) -> None:
         st.caption(f"ℹ️ {shown(note)}")
 
 
-def _resume_button(run_id: str, epochs_done: int) -> None:
+def _resume_button(run_id: str, epochs_done: int, refusal: str | None) -> None:
     """One click continues an interrupted run from its last finished epoch (it queues like a new run)."""
     label = f"▶ Resume from epoch {epochs_done + 1}" if epochs_done else "▶ Start it again from the first epoch"
-    if st.button(label, key=f"resume_{run_id}", type="primary",
-                 help="Continues where it stopped: the same weights, optimizer, schedule and data order, with one "
-                      "continuous history."):
+    if st.button(label, key=f"resume_{run_id}", type="primary", disabled=refusal is not None,
+                 help=refusal or "Continues where it stopped: the same weights, optimizer, schedule and data order, "
+                                 "with one continuous history."):
         try:
-            manager().resume(run_id)
-        except ValueError as exc:
+            manager().resume(run_id, by=identity())
+        except (ValueError, PermissionError) as exc:
             st.error(shown(exc))
         else:
             st.toast("Resuming the run…")

@@ -5,12 +5,14 @@ content: a ``.zip`` unpacked into a folder (see :mod:`.archive`), or an ``.npz``
 upload twice is the same entry. Together they may use ``MEDCLS_UPLOAD_QUOTA_MB``; a new upload makes room by
 removing the oldest unused uploads first. An upload is in use while a run still needs it (queued, running,
 or interrupted and resumable) or when the app used it in the last :data:`RECENT_S` seconds; uploads in use
-are never removed, and one can be deleted on request unless a run needs it.
+are never removed, and one can be deleted on request unless a run needs it, by a person who uploaded it or an
+instructor (the uploaders' keys are kept beside the uploads folder, in ``.uploads-owners/<entry>.json``).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..atomic import atomic_write_bytes, atomic_write_text, disk_full_message, is_disk_full
+from ..runs.permissions import OPERATOR, Identity
 from ..settings import upload_quota_mb, uploads_dir
 from .archive import check_zip, extract_zip, target_name
 
@@ -41,6 +44,11 @@ class Upload:
     size: int           # bytes on disk
     last_used: float    # Unix time the app last used it (or it was uploaded)
     in_use: bool        # a run still needs it
+    owners: tuple[str, ...] = ()  # identity keys of the people who uploaded it (the same file twice: both)
+
+    def may_delete(self, by: Identity) -> bool:
+        """Whether ``by`` may delete it: someone who uploaded it, an instructor or the local operator."""
+        return by.manages_all or by.key in self.owners
 
     @property
     def kind(self) -> str:
@@ -58,7 +66,7 @@ class Uploads:
         self.recent_s = recent_s
 
     # --- adding -----------------------------------------------------------------------------------------
-    def add_zip(self, data: bytes, name: str) -> Path:
+    def add_zip(self, data: bytes, name: str, by: Identity = OPERATOR) -> Path:
         """Unpack a .zip upload (safely, see extract_zip) and return its dataset folder."""
         target = self.root / target_name(data, name)
         with self._locked():
@@ -67,10 +75,11 @@ class Uploads:
             folder = extract_zip(data, self.root, name=name)
             if not (target / _SIZE_FILE).exists():
                 atomic_write_text(target / _SIZE_FILE, str(_disk_size(target)))
+            self._add_owner(target, by)
         self.touch(target)
         return folder
 
-    def add_npz(self, data: bytes, name: str) -> Path:
+    def add_npz(self, data: bytes, name: str, by: Identity = OPERATOR) -> Path:
         """Keep an .npz upload (checked later, when it is read as a dataset) and return its path."""
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name)[-80:] or "upload.npz"
         target = self.root / f"{target_name(data, name).rsplit('-', 1)[1]}-{safe}"
@@ -81,6 +90,7 @@ class Uploads:
                     atomic_write_bytes(target, data)
                 except OSError as exc:
                     raise UploadError(f"{name} cannot be stored: {_reason(exc, self.root)}") from None
+            self._add_owner(target, by)
         self.touch(target)
         return target
 
@@ -108,7 +118,8 @@ class Uploads:
         out = []
         for entry in self._entries():
             try:
-                out.append(Upload(entry.name, entry, _size(entry), entry.stat().st_mtime, entry in needed))
+                out.append(Upload(entry.name, entry, _size(entry), entry.stat().st_mtime, entry in needed,
+                                  self._owners(entry)))
             except FileNotFoundError:
                 continue  # removed meanwhile
         return sorted(out, key=lambda u: u.last_used, reverse=True)
@@ -116,16 +127,41 @@ class Uploads:
     def used_bytes(self) -> int:
         return sum(u.size for u in self.list())
 
-    def delete(self, name: str) -> None:
-        """Remove one upload; refused while a run needs it."""
+    def delete(self, name: str, by: Identity = OPERATOR) -> None:
+        """Remove one upload; refused while a run needs it, and to anyone but its uploaders and instructors."""
         entry = self.root / name
         if "/" in name or name.startswith(".") or not entry.exists():
             raise UploadError(f"There is no upload named {name!r}.")
         with self._locked():
+            if not (by.manages_all or by.key in self._owners(entry)):
+                raise PermissionError(f"You cannot delete {name}: someone else uploaded it. Only the people who "
+                                      "uploaded it, or an instructor, can delete it.")
             if entry in self._needed():
                 raise UploadError(f"{name} is used by a run that is queued, training or can be resumed; delete "
                                   "or finish that run first.")
-            _remove(entry)
+            self._remove(entry)
+
+    # --- who uploaded what ------------------------------------------------------------------------------------
+    def _owners_file(self, entry: Path) -> Path:
+        return self.root.parent / f".{self.root.name}-owners" / f"{entry.name}.json"  # beside it, as the lock
+
+    def _owners(self, entry: Path) -> tuple[str, ...]:
+        try:
+            keys = json.loads(self._owners_file(entry).read_text())
+        except (OSError, ValueError):
+            return ()  # uploaded before owners were kept (or by the local operator): instructors may delete it
+        return tuple(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else ()
+
+    def _add_owner(self, entry: Path, by: Identity) -> None:
+        owners = self._owners(entry)
+        if by.key and by.key not in owners:
+            target = self._owners_file(entry)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target, json.dumps([*owners, by.key]))
+
+    def _remove(self, entry: Path) -> None:
+        _remove(entry)
+        self._owners_file(entry).unlink(missing_ok=True)
 
     # --- the quota ----------------------------------------------------------------------------------------------
     def _make_room(self, needed: int, name: str) -> None:
@@ -140,7 +176,7 @@ class Uploads:
                 break
             if upload.in_use or now - upload.last_used < self.recent_s:
                 continue
-            _remove(upload.path)
+            self._remove(upload.path)
             used -= upload.size
         if used + needed > self.quota:
             raise UploadError(f"{name} needs {_mb(needed)}, but uploads already use {_mb(used)} of {_mb(self.quota)} "

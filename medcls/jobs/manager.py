@@ -179,8 +179,11 @@ class JobManager:
         meta = self.store.meta(run_id)
         require_manage(by, meta.owner, meta.owner_name, action)
 
-    def resume(self, run_id: str, *, automatic: bool = False) -> None:
-        """Queue an interrupted run again; its worker continues from the last finished epoch."""
+    def resume(self, run_id: str, *, automatic: bool = False, by: Identity = OPERATOR) -> None:
+        """Queue an interrupted run again; its worker continues from the last finished epoch. On request, only
+        its owner or an instructor may (a resumed run takes a training slot in the owner's name)."""
+        if not automatic:
+            self._require(run_id, by, "resume")
         with self._lock, self._file_lock():
             self._requeue(run_id, automatic)
         self._wake.set()

@@ -6,7 +6,7 @@ it (``RunMeta.owner``); runs without an owner were started by the local operator
 before identities existed).
 
 - Everyone sees and compares every run, unless the operator sets ``MEDCLS_OWN_RUNS_ONLY=1``.
-- Only the run's owner or an instructor may stop, rename or delete it; a refusal says why
+- Only the run's owner or an instructor may stop, resume, rename or delete it; a refusal says why
   (:class:`PermissionDenied`). The instructor role comes from a secret the operator sets
   (``MEDCLS_INSTRUCTOR_SECRET``), checked in constant time. The command line is the local operator and may
   do everything.
@@ -95,13 +95,13 @@ def owner_words(owner: str, owner_name: str) -> str:
 
 
 def can_manage(identity: Identity, owner: str) -> bool:
-    """Whether ``identity`` may stop, rename or delete a run whose owner key is ``owner``."""
+    """Whether ``identity`` may stop, resume, rename or delete a run whose owner key is ``owner``."""
     return identity.manages_all or (bool(owner) and hmac.compare_digest(identity.key, owner))
 
 
 def require_manage(identity: Identity, owner: str, owner_name: str, action: str) -> None:
     """Raise :class:`PermissionDenied` saying why, unless ``identity`` may ``action`` ('stop', 'rename',
-    'delete') a run of ``owner``."""
+    'delete', 'resume') a run of ``owner``."""
     if can_manage(identity, owner):
         return
     raise PermissionDenied(f"You cannot {action} this run: it was started by {owner_words(owner, owner_name)}. "

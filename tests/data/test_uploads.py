@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from medcls.data.uploads import UploadError, Uploads
+from medcls.runs.permissions import Identity
 
 
 def dataset_zip(seed: int, images: int = 4, size: int = 64) -> bytes:
@@ -98,6 +99,23 @@ def test_deleting_an_upload_unless_a_run_needs_it(tmp_path):
     for bad in ("../x", ".lock", "missing"):
         with pytest.raises(UploadError, match="no upload named"):
             uploads.delete(bad)
+
+
+def test_only_the_people_who_uploaded_it_or_an_instructor_may_delete_an_upload(tmp_path):
+    alice, bob, carol = Identity("browser:alice", "Alice"), Identity("browser:bob", "Bob"), Identity("browser:c")
+    teacher = Identity("browser:teacher", "Teacher", instructor=True)
+    uploads = Uploads(tmp_path / "uploads", quota_mb=10)
+    name = uploads.upload_of(uploads.add_zip(dataset_zip(0), "set.zip", by=alice)).name
+    uploads.add_zip(dataset_zip(0), "set.zip", by=carol)  # the same file again: one entry, two uploaders
+    npz = uploads.add_npz(b"npz bytes", "breastmnist.npz", by=bob)
+    (listed_npz,) = [u for u in uploads.list() if u.name == npz.name]
+    assert listed_npz.may_delete(bob) and listed_npz.may_delete(teacher) and not listed_npz.may_delete(alice)
+    with pytest.raises(PermissionError, match="someone else uploaded it"):
+        uploads.delete(name, by=bob)
+    assert [u.name for u in uploads.list() if u.name == name]  # still there
+    uploads.delete(npz.name, by=teacher)
+    uploads.delete(name, by=carol)
+    assert uploads.list() == [] and not list((tmp_path / ".uploads-owners").iterdir())  # no stale owner records
 
 
 def test_the_same_upload_unpacked_by_two_sessions_at_once_ends_in_one_folder(tmp_path):

@@ -67,7 +67,7 @@ def test_two_browsers_are_two_people_and_only_the_owner_manages_a_run(browser, f
         assert len(bob_token) >= 32 and bob_token != alice_token
         expect(bob.get_by_role("combobox", name="Run to show")).to_have_value(run_name(server, run_id),
                                                                      timeout=30_000)
-        why = "Only Alice, who started this run, or an instructor can stop, rename or delete it."
+        why = "Only Alice, who started this run, or an instructor can stop, resume, rename or delete it."
         expect(bob.get_by_text(why)).to_be_visible()
         # ... but cannot stop, rename or delete it.
         expect(bob.locator(f".st-key-stop_{run_id}[data-stale='false'] button").first).to_be_disabled()

@@ -164,10 +164,11 @@ def test_a_person_may_queue_only_so_many_runs_and_is_told_why(store, synth, mana
         manager.check_queue_room(BOB, 3)  # a sweep asks before it queues anything
 
 
-def test_only_the_owner_or_an_instructor_may_stop_rename_or_delete(store, synth, managers):
+def test_only_the_owner_or_an_instructor_may_stop_resume_rename_or_delete(store, synth, managers):
     manager = managers(store, backend=FakeBackend(), start=False)
     run_id = manager.submit(synth.config(""), meta=by(ALICE))
     for action, call in [("stop", lambda who: manager.stop(run_id, by=who)),
+                         ("resume", lambda who: manager.resume(run_id, by=who)),
                          ("rename", lambda who: manager.rename(run_id, "mine now", by=who)),
                          ("delete", lambda who: manager.delete(run_id, by=who))]:
         with pytest.raises(PermissionDenied, match=f"cannot {action} this run: it was started by Alice"):

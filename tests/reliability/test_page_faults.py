@@ -277,6 +277,20 @@ def test_uploads_beyond_the_quota_are_refused_until_one_is_deleted(app_env, monk
     assert [p.name.split("-")[0] for p in (app_env / "data" / "uploads").iterdir()] == ["second"]
 
 
+def test_another_persons_upload_cannot_be_deleted_in_the_sidebar(app_env):
+    at = new_app().run()
+    at.sidebar.radio(key="data_kind").set_value("zip").run()
+    at.file_uploader(key="data_zip").upload("set.zip", _zip_of_classes(), "application/zip").run()
+    (name,) = [p.name for p in (app_env / "data" / "uploads").iterdir()]
+    assert not at.button(key=f"delete_upload_{name}").disabled  # the uploader may
+    other = new_app()  # another browser (another identity cookie)
+    other.session_state["data_kind"] = "zip"
+    other.run()
+    button = other.button(key=f"delete_upload_{name}")
+    assert button.disabled and "Someone else uploaded it" in button.help
+    assert any("uploaded by someone else" in c for c in texts(other.sidebar.caption))
+
+
 def test_the_same_zip_uploaded_twice_reuses_one_folder(app_env):
     fault("identical-uploads-at-once")  # the race itself: tests/data/test_uploads.py
     data = _zip_of_classes()

@@ -21,6 +21,8 @@ from medcls.config import TrainConfig
 from medcls.jobs.execute import execute_run
 from medcls.jobs.local import LocalBackend
 from medcls.jobs.manager import JobManager
+from medcls.runs.permissions import browser_identity
+from medcls.runs.records import RunMeta
 from medcls.runs.store import RunStore
 
 pytestmark = pytest.mark.slow
@@ -81,15 +83,26 @@ def test_the_train_page_resumes_an_interrupted_run_with_one_click(app_env, tmp_p
 
     store = RunStore(app_env / "runs")
     data = good_classes(tmp_path / "data", per_class=12, size=32)
+    alice, bob = "alice-browser-token-0123456789", "bob-browser-token-0123456789"
     run_id = store.create(TrainConfig(image_size=32, epochs=3, batch_size=4, precision="fp32").with_options(
-        source=str(data)), run_id="interrupted-run")
+        source=str(data)), run_id="interrupted-run", meta=RunMeta(owner=browser_identity(alice).key,
+                                                                   owner_name="Alice"))
     with pytest.raises(KeyboardInterrupt):
         execute_run(store, run_id, callbacks=[Killed()])
     store.set_status(run_id, "interrupted", error="The training process was killed by signal 9.")
-    at = new_app().run()
-    at.switch_page("app_pages/train.py").run()
-    assert at.selectbox(key="train_run_picker").value == run_id
-    button = at.button(key=f"resume_{run_id}")
+
+    def opened_by(token: str):
+        at = new_app()
+        at.session_state["_identity_token"] = token  # this browser's cookie
+        at.run()
+        at.switch_page("app_pages/train.py").run()
+        assert at.selectbox(key="train_run_picker").value == run_id
+        return at, at.button(key=f"resume_{run_id}")
+
+    at, button = opened_by(bob)  # someone else's run: Bob sees it but may not take a slot for it
+    assert button.disabled and "Only Alice, who started this run, or an instructor" in button.help
+    at, button = opened_by(alice)
+    assert not button.disabled
     assert button.label == "▶ Resume from epoch 2"
     button.click().run()
     assert not at.exception
@@ -103,6 +116,8 @@ import sys, time
 from medcls.config import TrainConfig
 from medcls.jobs.local import LocalBackend
 from medcls.jobs.manager import JobManager
+from medcls.runs.permissions import browser_identity
+from medcls.runs.records import RunMeta
 from medcls.runs.store import RunStore
 
 store = RunStore(sys.argv[1])
