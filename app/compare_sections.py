@@ -42,11 +42,20 @@ from .safety import guarded
 from .text import escape_markdown
 from .text import shown as safe_text
 
-__all__ = ["confusion_section", "uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
+__all__ = ["metrics_down", "confusion_section", "uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
            "run_card_section", "cross_validation_section"]
 
 THRESHOLD_STEP = 0.001
 THUMB_PX = 160
+
+
+def metrics_down(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of runs (rows) by metrics (columns) turned to metrics down and runs across: a few runs fit the
+    page's width, where one column per metric would scroll sideways."""
+    turned = table.T
+    turned.index.name = "metric"
+    turned.columns.name = None
+    return turned
 
 
 def _pct(value: float | None) -> str:
@@ -58,7 +67,8 @@ def _pct(value: float | None) -> str:
 def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, str], focus: str = "") -> None:
     """95% bootstrap intervals per run, as a table and a forest plot, plus small-sample warnings."""
     intervals = {names[r]: run_intervals(store, r) for r in run_ids}
-    st.dataframe(pd.DataFrame(interval_rows(intervals, focus)).set_index("run"), width="stretch")
+    st.dataframe(metrics_down(pd.DataFrame(interval_rows(intervals, focus)).set_index("run")), width="stretch",
+                 height="content")
     st.plotly_chart(interval_figure(intervals), key="intervals", width="stretch")
     st.caption("Each number is followed by its 95% bootstrap interval: the test images were resampled 1,000 "
                "times and the range holds the middle 95% of the results. Overlapping intervals mean the runs "

@@ -9,6 +9,7 @@ from app.compare_sections import (
     confusion_section,
     cross_validation_section,
     error_browser_section,
+    metrics_down,
     operating_point_section,
     run_card_section,
     uncertainty_section,
@@ -109,8 +110,10 @@ if lacking:
 st.subheader("Test metrics")
 rows = metrics_rows({r: metrics[r].test for r in chosen}, names, focus)
 table = pd.DataFrame(rows).set_index("run").astype(float)
-# Shown as text: a missing value (a class the run does not have) reads "–", never "None".
-st.dataframe(table.map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"), width="stretch", key="compare_metrics")
+# Shown as text: a missing value (a class the run does not have) reads "–", never "None". Metrics down and runs
+# across: a few runs fit the page's width, where a column per metric would scroll sideways.
+st.dataframe(metrics_down(table.map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")), width="stretch", height="content",
+             key="compare_metrics")
 
 cvs = {names[r]: cv for r in chosen if (cv := store.cross_validation(r)) is not None}
 if cvs:

@@ -134,11 +134,11 @@ def test_grouped_view_is_lesion_against_normal(page):
 def test_intervals_and_calibration_are_shown(page):
     at, store, run_id = page
     intervals = store.metrics(run_id).intervals["test"]
-    table = next(df.value for df in at.dataframe if "malignant AP" in df.value.columns
-                 and "(" in str(df.value["accuracy"].iloc[0]))  # the metrics table holds plain numbers
+    table = next(df.value for df in at.dataframe if "malignant AP" in df.value.index
+                 and "(" in str(df.value.loc["accuracy"].iloc[0]))  # the metrics table holds plain numbers
     acc = intervals["accuracy"]
     name = store.summary(run_id).name
-    assert table.loc[name, "accuracy"] == f"{acc['estimate']:.2f} ({acc['low']:.2f}–{acc['high']:.2f})"
+    assert table.loc["accuracy", name] == f"{acc['estimate']:.2f} ({acc['low']:.2f}–{acc['high']:.2f})"
     assert any("test images" in w.value and "percentage points" in w.value for w in at.warning)
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     reliability = next(s for s in specs if s["layout"]["title"]["text"].startswith("Reliability"))

@@ -45,10 +45,12 @@ def test_compare_runs_on_different_data_and_classes_says_so_and_shows_dashes(app
     for frame in (df.value for df in at.dataframe):
         cells = frame.astype(str).to_numpy().ravel().tolist()
         assert "None" not in cells and "nan" not in cells, frame
-    metrics = next(df.value for df in at.dataframe if "macro-F1" in df.value.columns and "accuracy" in df.value.columns
-                   and "how it ended" not in df.value.columns)
+    # Metrics down, runs across (three runs fit the page's width).
+    metrics = next(df.value for df in at.dataframe if "macro-F1" in df.value.index and "accuracy" in df.value.index
+                   and "0." in str(df.value.iloc[0, 0]) and "(" not in str(df.value.iloc[0, 0]))
     focus = at.selectbox(key="compare_focus").value
-    assert list(metrics.columns)[:3] == [f"{focus} recall", f"{focus} precision", f"{focus} F1"]  # focus first
+    assert list(metrics.index)[:3] == [f"{focus} recall", f"{focus} precision", f"{focus} F1"]  # focus first
+    assert len(metrics.columns) == 3  # one column per chosen run
     assert (metrics == "–").any().any()  # a class a run does not have
 
 
