@@ -23,12 +23,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..atomic import atomic_write_json, read_json
 from ..config import ConfigError, DataConfig, TrainConfig, option_table
 from ..runs.naming import unique_name
 from ..runs.records import ACTIVE_STATES, GroupMembership, RecordError, RunMeta
 from ..runs.store import RunNotFoundError, RunStore
 from .conclusions import METRICS, Conclusion, RunResult, conclude
+from .records import GroupRecords
 
 __all__ = ["LessonError", "LessonRun", "Lesson", "QueuedLesson", "LESSONS_FILE", "load_lessons", "parse_lessons",
            "get_lesson", "lesson_configs", "submit_lesson", "list_queued", "load_queued", "lesson_results",
@@ -39,11 +39,13 @@ LESSONS_FILE = Path(__file__).with_name("lessons.toml")
 LESSONS_DIR = "lessons"
 SHOW = ("parameters", "time")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}\Z")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
 
 
 class LessonError(ConfigError):
     """A lesson is defined wrongly or cannot be queued; the message says which and how to fix it."""
+
+
+_RECORDS = GroupRecords(LESSONS_DIR, "lesson_id", "lesson", LessonError)  # one JSON file per queued lesson
 
 
 @dataclass(frozen=True)
@@ -192,12 +194,6 @@ class QueuedLesson:
                    [{"run_id": r["run_id"], "label": str(r.get("label", r["run_id"]))} for r in runs])
 
 
-def _path(store: RunStore, lesson_id: str) -> Path:
-    if not isinstance(lesson_id, str) or not _ID.match(lesson_id) or ".." in lesson_id:
-        raise LessonError(f"Invalid lesson id {lesson_id!r}.")
-    return store.root / LESSONS_DIR / f"{lesson_id}.json"
-
-
 def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, data: DataConfig,
                   owner: RunMeta | None = None) -> QueuedLesson:
     """Queue every run of ``lesson`` on ``data`` with ``submit(config, meta=..., group=...)`` (e.g.
@@ -216,31 +212,20 @@ def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, d
         run_id = submit(config, meta=RunMeta(name=name, owner=owner.owner, owner_name=owner.owner_name),
                         group=GroupMembership("lesson", queued.lesson_id, {"lesson": lesson.name, "label": run.label}))
         queued.runs.append({"run_id": run_id, "label": run.label})
-        atomic_write_json(_path(store, queued.lesson_id), queued.to_dict())  # complete after every run
+        _RECORDS.write(store, queued.lesson_id, queued.to_dict())  # complete after every run
     log.info("Lesson %s: queued %d runs as %s", lesson.name, len(configs), queued.lesson_id)
     return queued
 
 
 def list_queued(store: RunStore, lesson: str | None = None) -> list[QueuedLesson]:
     """Queued lessons of a run store (of one lesson, when named), newest first."""
-    folder = store.root / LESSONS_DIR
-    if not folder.is_dir():
-        return []
-    out = []
-    for path in folder.glob("*.json"):
-        data = read_json(path, None)
-        if isinstance(data, dict) and isinstance(data.get("lesson_id"), str):
-            item = QueuedLesson.from_dict(data)
-            if lesson is None or item.lesson == lesson:
-                out.append(item)
-    return sorted(out, key=lambda q: (q.created, q.lesson_id), reverse=True)
+    queued = [QueuedLesson.from_dict(data) for data in _RECORDS.all(store)]
+    return sorted((q for q in queued if lesson is None or q.lesson == lesson),
+                  key=lambda q: (q.created, q.lesson_id), reverse=True)
 
 
 def load_queued(store: RunStore, lesson_id: str) -> QueuedLesson:
-    data = read_json(_path(store, lesson_id), None)
-    if not isinstance(data, dict):
-        raise LessonError(f"Lesson run {lesson_id!r} does not exist in {store.root}.")
-    return QueuedLesson.from_dict(data)
+    return QueuedLesson.from_dict(_RECORDS.read(store, lesson_id))
 
 
 def _outcome(state: str, stopped: bool) -> str:

@@ -23,10 +23,8 @@ import secrets
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..atomic import atomic_write_json, read_json
 from ..config import (
     ConfigError,
     TrainConfig,
@@ -39,6 +37,7 @@ from ..config.describe import sentence_label
 from ..config.serialize import coerce
 from ..runs.records import GroupMembership, RecordError, best_record
 from ..runs.store import RunNotFoundError, RunStore
+from .records import GroupRecords
 
 __all__ = [
     "MAX_SETTINGS", "MIN_VALUES", "MAX_VALUES", "RANK_METRICS", "SweepError", "SweepPoint", "Sweep",
@@ -59,11 +58,13 @@ RANK_METRICS = {
     "val_accuracy": "Validation accuracy of the kept checkpoint",
     "test_macro_f1": "Test macro-F1 (tested runs)",
 }
-_SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
 
 
 class SweepError(ConfigError):
     """A sweep cannot be made as asked; the message says what to change."""
+
+
+_RECORDS = GroupRecords(SWEEPS_DIR, "sweep_id", "sweep", SweepError)  # one JSON file per sweep
 
 
 def _is_scalar(spec) -> bool:
@@ -184,12 +185,6 @@ class Sweep:
         return f"{parts} = {len(self.runs)} runs"
 
 
-def _sweep_path(store: RunStore, sweep_id: str) -> Path:
-    if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id) or ".." in sweep_id:
-        raise SweepError(f"Invalid sweep id {sweep_id!r}.")
-    return store.root / SWEEPS_DIR / f"{sweep_id}.json"
-
-
 def submit_sweep(store: RunStore, submit: Callable[..., str], base: TrainConfig,
                  settings: Mapping[str, Sequence[Any]]) -> Sweep:
     """Check the grid, then queue one run per combination with ``submit(config, group=...)``
@@ -201,29 +196,18 @@ def submit_sweep(store: RunStore, submit: Callable[..., str], base: TrainConfig,
     for point in points:
         run_id = submit(point.config, group=GroupMembership("sweep", sweep.sweep_id, point.values))
         sweep.runs.append({"run_id": run_id, "values": point.values})
-        atomic_write_json(_sweep_path(store, sweep.sweep_id), sweep.to_dict())  # complete after every run
+        _RECORDS.write(store, sweep.sweep_id, sweep.to_dict())  # complete after every run
     log.info("Sweep %s: queued %d runs", sweep.sweep_id, len(points))
     return sweep
 
 
 def list_sweeps(store: RunStore) -> list[Sweep]:
     """All sweeps of a run store, newest first."""
-    folder = store.root / SWEEPS_DIR
-    if not folder.is_dir():
-        return []
-    sweeps = []
-    for path in folder.glob("*.json"):
-        data = read_json(path, None)
-        if isinstance(data, dict) and isinstance(data.get("sweep_id"), str):
-            sweeps.append(Sweep.from_dict(data))
-    return sorted(sweeps, key=lambda s: (s.created, s.sweep_id), reverse=True)
+    return sorted(map(Sweep.from_dict, _RECORDS.all(store)), key=lambda s: (s.created, s.sweep_id), reverse=True)
 
 
 def load_sweep(store: RunStore, sweep_id: str) -> Sweep:
-    data = read_json(_sweep_path(store, sweep_id), None)
-    if not isinstance(data, dict):
-        raise SweepError(f"Sweep {sweep_id!r} does not exist in {store.root}.")
-    return Sweep.from_dict(data)
+    return Sweep.from_dict(_RECORDS.read(store, sweep_id))
 
 
 def sweep_rows(store: RunStore, sweep: Sweep) -> list[dict[str, Any]]:
