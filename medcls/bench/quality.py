@@ -15,10 +15,11 @@ from pathlib import Path
 from ..config import DataConfig, TrainConfig
 from ..data.cache import clear_memory_cache
 from ..jobs.manager import JobManager
+from ..runs.records import CrossValidation
 from ..runs.store import RunStore
 from ..settings import environment
-from ..training.crossval import cross_validate
-from ..training.pipeline import prepare_data, train_in_memory
+from ..training.crossval import cross_validate, fit
+from ..training.pipeline import prepare_data
 
 __all__ = ["time_to_quality", "grouped_split", "cross_validation_quality", "demo_loop"]
 
@@ -28,15 +29,28 @@ def time_to_quality(cfg: TrainConfig) -> dict:
     clear_memory_cache()
     start = time.perf_counter()
     data = prepare_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, disk_cache=False)))
-    result = train_in_memory(cfg, data)
+    result = fit(cfg, data)  # as the app trains it: one model, or the folds chosen for a small dataset
     wall = time.perf_counter() - start
     test = result.metrics["test"]
     focus = data.focus_class
     counts = data.decoded.spec.counts()
-    return {"wall_s": wall, "macro_f1": test.macro_f1, "accuracy": test.accuracy, "focus_class": focus,
-            "focus_recall": test.recall(focus), "best_epoch": result.fit.best_epoch,
-            "epochs": len(result.fit.history), "precision": result.precision,
-            "images": {split: sum(per.values()) for split, per in counts.items()}}
+    out = {"wall_s": wall, "macro_f1": test.macro_f1, "accuracy": test.accuracy, "focus_class": focus,
+           "focus_recall": test.recall(focus), "best_epoch": result.fit.best_epoch,
+           "epochs": len(result.fit.history), "precision": result.precision, "folds": 0,
+           "images": {split: sum(per.values()) for split, per in counts.items()}}
+    if result.cv is not None:
+        out["folds"] = result.cv.folds
+        out["cross_validation"] = _cv_summary(result.cv, wall, focus) | {
+            "ensemble_test_macro_f1": test.macro_f1, "ensemble_test_focus_recall": test.recall(focus)}
+    return out
+
+
+def _cv_summary(cv: CrossValidation, wall_s: float, focus: str) -> dict:
+    out = {"folds": cv.folds, "wall_s": wall_s, "focus_class": focus, "grouped": cv.grouped,
+           "scores": [dataclasses.asdict(s) for s in cv.scores]}
+    for metric in ("macro_f1", "focus_recall"):
+        out[f"{metric}_mean"], out[f"{metric}_sd"] = cv.mean_sd(metric)
+    return out
 
 
 def grouped_split(busi_root: Path) -> DataConfig:
@@ -51,15 +65,10 @@ def cross_validation_quality(cfg: TrainConfig) -> dict:
     start = time.perf_counter()
     data = prepare_data(cfg)
     result = cross_validate(cfg, data)
-    cv = result.cv
-    out = {"folds": cv.folds, "wall_s": time.perf_counter() - start, "focus_class": data.focus_class,
-           "scores": [dataclasses.asdict(s) for s in cv.scores],
-           "ensemble_test_macro_f1": result.metrics["test"].macro_f1 if "test" in result.metrics else None,
-           "ensemble_test_focus_recall": result.metrics["test"].recall(data.focus_class)
-           if "test" in result.metrics else None}
-    for metric in ("macro_f1", "focus_recall"):
-        out[f"{metric}_mean"], out[f"{metric}_sd"] = cv.mean_sd(metric)
-    return out
+    test = result.metrics.get("test")
+    return _cv_summary(result.cv, time.perf_counter() - start, data.focus_class) | {
+        "ensemble_test_macro_f1": test.macro_f1 if test else None,
+        "ensemble_test_focus_recall": test.recall(data.focus_class) if test else None}
 
 
 def demo_loop(cfg: TrainConfig | None = None, timeout_s: float = 600.0) -> dict:

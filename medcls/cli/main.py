@@ -159,6 +159,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Under torchrun this is one of N processes training one run together (docs/scaling.md):
     # rank 0 creates and records the run and prints; the other ranks only compute.
     env = DistEnv.detect()
+    if env.distributed and cfg.folds:  # every rank refuses alike, so none waits for the others
+        raise ConfigError("Cross-validation (--folds) trains its folds one after another in one process; run it "
+                          "without torchrun, or with --folds 0.")
     with process_group(env):
         store = open_store(args) if env.is_writer else None
         meta = RunMeta(name=clean_run_name(args.run_name or ""))
@@ -170,7 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{cfg.image_size} px | {cfg.epochs} epochs | imbalance {cfg.imbalance}")
         with ctrl_c_stops() as interrupted:
             outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
-                                          callbacks=[ConsoleProgress(folds=cfg.folds)] if env.is_writer else [])
+                                          callbacks=[ConsoleProgress()] if env.is_writer else [])
     if store is None:  # a rank other than 0: torchrun reports its exit code
         return 0 if outcome.state == "finished" else 1
     return _report_outcome(store, run_id, outcome)

@@ -149,4 +149,6 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
                 options[key] = data.pop(key)
         data["model_options"] = options
         data["_legacy"] = True  # options another model declared are dropped, not refused
+    if "small_data_ensemble" not in data:  # written before it existed: such a run trained one model
+        data["small_data_ensemble"] = False
     return data

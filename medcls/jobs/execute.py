@@ -36,7 +36,7 @@ from ..models.ensemble import FoldEnsemble
 from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics
 from ..runs.store import CheckpointError, RunStore
 from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter, ThreadBudget
-from ..training.crossval import cross_validate
+from ..training.crossval import cross_validate, resolve_folds
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
 from ..training.hardware import configure_threads, describe_machine
 from ..training.pipeline import PreparedData, TrainResult, prepare_data, resume_note, train_in_memory
@@ -124,6 +124,12 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         resume = _resume_state(store, run_id, shard)
         data = prepare_data(cfg, stage)
         _record_data(store, run_id, data)
+        if shard[1] == 1:  # a small dataset may be cross-validated automatically (in one process only)
+            cfg, chosen = resolve_folds(cfg, data)
+        else:
+            chosen = None
+        if chosen:
+            store.add_note(run_id, chosen)
         if cfg.folds:  # a cross-validation run starts its folds over when it is resumed
             if store.history(run_id):
                 store.write_history(run_id, [])

@@ -301,19 +301,17 @@ class ConsoleProgress(Callback):
     When the output is not a terminal (a log file, CI), only the epoch lines are written, so logs stay short.
     """
 
-    def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None, folds: int = 0):
+    def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None):
         # Looked up now, not at import: sys.stderr may have been replaced since (capture, redirection).
         self.stream = stream if stream is not None else sys.stderr
         self.live = live if live is not None else bool(getattr(self.stream, "isatty", lambda: False)())
         self.width = width
         self.meter = ProgressMeter(self._draw, interval=0.2)
-        self.folds = folds  # cross-validation: one fit per fold, each announced
-        self.fits = 0
+
+    def on_fold_start(self, fold: int, folds: int) -> None:
+        self.stream.write(f"fold {fold + 1} of {folds}\n")
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        self.fits += 1
-        if self.folds > 1:
-            self.stream.write(f"fold {self.fits} of {self.folds}\n")
         self.meter.on_fit_start(trainer)
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:

@@ -6,6 +6,11 @@ kept in one fold when the data config asks for it), and trains one model per fol
 validation set. The result reports each fold's score and their mean ± standard deviation (the honest
 error bar), predicts every pooled image with the model that never saw it (out-of-fold predictions), and
 keeps the k models as one ensemble, which is what the test split, Compare and Try it see.
+
+With 0 folds and ``small_data_ensemble`` on (the default), a small dataset is cross-validated anyway
+(:func:`resolve_folds`): on a few hundred images a 5-fold ensemble is steadier than one model and also learns
+from the validation images; a large dataset, or one with too few images of a class to validate five folds,
+trains one model.
 """
 
 from __future__ import annotations
@@ -27,9 +32,57 @@ from ..runs.records import CrossValidation, FoldScore
 from .engine import Callback, FitCancelled, FitResult
 from .pipeline import PreparedData, Stage, TrainResult, prepare_data, train_in_memory
 
-__all__ = ["cross_validate", "fold_assignment"]
+__all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "AUTO_FOLDS"]
 
 log = logging.getLogger(__name__)
+
+AUTO_FOLDS = 5               # folds of the automatic ensemble
+AUTO_MIN_PER_FOLD = 10       # images of every class each fold must be validated on (fewer: epoch picks are luck)
+AUTO_MAX_IMAGES = 3000       # beyond this one model has enough to learn from, and 5 would take 5 times as long
+
+
+def auto_folds(pool_counts: Sequence[int]) -> int:
+    """Folds the automatic ensemble trains for a train + val pool with these images per class (0: one model)."""
+    present = [n for n in pool_counts if n > 0]
+    if len(present) < 2 or sum(present) > AUTO_MAX_IMAGES or min(present) < AUTO_FOLDS * AUTO_MIN_PER_FOLD:
+        return 0
+    return AUTO_FOLDS
+
+
+def folds_for(cfg: TrainConfig, pool_counts: Sequence[int]) -> int:
+    """The folds a run of ``cfg`` trains on a train + val pool with these images per class: as set, or chosen
+    for a small dataset (0: one model)."""
+    if cfg.folds or not cfg.small_data_ensemble:
+        return cfg.folds
+    return auto_folds(pool_counts)
+
+
+def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, str | None]:
+    """The config as trained on ``data``: with 0 folds and ``small_data_ensemble``, the automatic folds; and
+    the note saying what was chosen and why (None when nothing was chosen automatically)."""
+    labels = torch.cat([data.train.labels, data.val.labels]).numpy()
+    counts = np.bincount(labels, minlength=len(data.classes)).tolist()
+    if cfg.folds or not (folds := folds_for(cfg, counts)):
+        return cfg, None
+    words = f"{sum(counts):,} training + validation images, the fewest of a class {min(c for c in counts if c):,}"
+    note = (f"A small dataset ({words}): trained as a {folds}-fold cross-validation ensemble ('Cross-validate small "
+            f"datasets'). Turn that off, or set the folds, for one model.")
+    log.info("automatic cross-validation: %d folds (%s)", folds, words)
+    return cfg.with_options(folds=folds), note
+
+
+def fit(cfg: TrainConfig, data: PreparedData | None = None, *, callbacks: Sequence[Callback] = (),
+        should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None) -> TrainResult:
+    """Train as configured: one model, or k fold models (set, or chosen by :func:`resolve_folds`)."""
+    data = data or prepare_data(cfg, stage)
+    cfg, note = resolve_folds(cfg, data)
+    if not cfg.folds:
+        return train_in_memory(cfg, data, callbacks=callbacks, should_cancel=should_cancel, stage=stage)
+    result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: callbacks, should_cancel=should_cancel,
+                            stage=stage)
+    if note:
+        result.notes.insert(0, note)
+    return result
 
 
 def _subset(split: DecodedSplit, index: np.ndarray) -> DecodedSplit:
@@ -95,10 +148,12 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
                             val=_subset(pool, held_out))
         log.info("fold %d of %d: %d training, %d held-out images", fold + 1, cfg.folds, len(fold_data.train),
                  len(held_out))
+        callbacks = callbacks_for(fold, cfg.folds)
+        for callback in callbacks:
+            callback.on_fold_start(fold, cfg.folds)
         try:
-            result = train_in_memory(replace(cfg, seed=cfg.seed + fold), fold_data,
-                                     callbacks=callbacks_for(fold, cfg.folds), should_cancel=should_cancel,
-                                     stage=stage)
+            result = train_in_memory(replace(cfg, seed=cfg.seed + fold), fold_data, callbacks=callbacks,
+                                     should_cancel=should_cancel, stage=stage)
         except FitCancelled:
             cancelled = True
             break

@@ -18,7 +18,8 @@ So nothing here is a rule of thumb. :func:`measure_costs` starts a process set u
 - times the extras after training (bootstrap intervals, the novelty record's features).
 
 :func:`estimate_run` scales those costs to the run: the real epoch's steps and validation images, and the
-range of epochs early stopping allows. Once a run has finished an epoch, its remaining time comes from its
+range of epochs early stopping allows, times the fold models when the run cross-validates (set, or chosen
+for a small dataset). Once a run has finished an epoch, its remaining time comes from its
 own measured epochs instead (:class:`~medcls.training.callbacks.ProgressMeter`).
 ``python -m medcls.bench.estimates`` checks estimates against real runs (docs/estimates.md).
 """
@@ -37,10 +38,11 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data.spec import DatasetSpec
+from .crossval import folds_for
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
 
-__all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "measure_costs", "probe_config",
+__all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "run_folds", "measure_costs", "probe_config",
            "earliest_stop", "PROBE_STEPS"]
 
 PROBE_STEPS = 3          # training steps per probe epoch
@@ -50,7 +52,8 @@ START_HISTORY = 5        # worker start times kept (the median is used)
 # Options that change what a run learns but not what a step costs: the probe leaves them at their defaults,
 # so changing one of them on the form does not start a new measurement.
 TIMING_NEUTRAL = ("lr", "weight_decay", "momentum", "scheduler", "step_size", "gamma", "patience", "epochs", "seed",
-                  "select_metric", "focus_class", "imbalance", "oversample", "dropout")
+                  "select_metric", "focus_class", "imbalance", "oversample", "dropout", "folds",
+                  "small_data_ensemble")
 
 
 class EstimateError(RuntimeError):
@@ -106,23 +109,28 @@ class RunEstimate:
     epochs: int
     earliest: int              # early stopping may end the run after this many epochs
     costs: Costs
+    folds: int = 0             # cross-validation: this many models, one after another (0: one model)
 
     def total_s(self, epochs: int | None = None) -> float:
-        """Start to finish with ``epochs`` epochs (default: all planned)."""
+        """Start to finish with ``epochs`` epochs per model (default: all planned)."""
         n = self.epochs if epochs is None else epochs
-        return self.setup_s + self.costs.first_epoch_extra_s + n * self.epoch_s + self.finish_s
+        return self.setup_s + max(1, self.folds) * (self.costs.first_epoch_extra_s + n * self.epoch_s) + self.finish_s
 
     def epoch_words(self) -> str:
         mirror = " and their mirror images" if self.tta else ""
         drawn = f"{self.epoch_images:,} training images drawn" if self.epoch_images != self.train_images else \
             f"{self.epoch_images:,} training images"
-        return f"{drawn} in {self.steps} steps, then {self.val_images:,} validation images{mirror}"
+        each = " (each fold model)" if self.folds else ""
+        return f"{drawn} in {self.steps} steps, then {self.val_images:,} validation images{mirror}{each}"
 
     def total_words(self) -> str:
+        models = f" for {self.folds} fold models" if self.folds else ""
+        each = " each" if self.folds else ""
         if self.earliest < self.epochs:
-            return (f"{_minutes(self.total_s(self.earliest))} to {_minutes(self.total_s())} in all: early stopping "
-                    f"may end it after epoch {self.earliest}, at the latest after {self.epochs}")
-        return f"{_minutes(self.total_s())} in all for {self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+            return (f"{_minutes(self.total_s(self.earliest))} to {_minutes(self.total_s())} in all{models}: early "
+                    f"stopping may end {'each' if self.folds else 'it'} after epoch {self.earliest}, at the latest "
+                    f"after {self.epochs}")
+        return f"{_minutes(self.total_s())} in all{models}, {self.epochs} epoch{'s' if self.epochs != 1 else ''}{each}"
 
 
 def _minutes(seconds: float) -> str:
@@ -136,6 +144,11 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     labels = np.array([it.label for it in spec.items if it.split == "train"], dtype=np.int64)
     val = sum(1 for it in spec.items if it.split == "val")
     test = sum(1 for it in spec.items if it.split == "test")
+    folds = run_folds(cfg, spec)
+    if folds:  # each fold model trains on the other folds of train + val and validates on its own fold
+        pool = np.array([it.label for it in spec.items if it.split in ("train", "val")], dtype=np.int64)
+        keep = np.arange(len(pool)) % folds != 0  # (k-1)/k of every class, as the stratified folds give
+        labels, val = pool[np.argsort(pool, kind="stable")][keep], len(pool) // folds
     batch = _batch(cfg, len(labels))
     epoch_images = len(make_sampler(labels, spec.classes, cfg.imbalance, cfg.seed, cfg.oversample)) if len(labels) \
         else 0
@@ -145,11 +158,19 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     tta_views = 2 if cfg.tta else 1
     cache_s = (len(labels) * views + (val + test) * tta_views) * costs.feature_image_s
     setup_s = costs.start_s + costs.data_s + len(spec.items) * costs.decode_image_s + cache_s
-    finish_s = (val + test) * costs.eval_image_s + costs.bootstrap_s + (len(labels) + val) * costs.embed_image_s
+    # Each model is tested after training (a fold ensemble: every fold, then all of them together).
+    tests = (val + test) * max(1, folds) + (test * folds if folds else 0)
+    finish_s = tests * costs.eval_image_s + costs.bootstrap_s + (len(labels) + val) * costs.embed_image_s
     return RunEstimate(epoch_s=steps * costs.step_s + val * costs.eval_image_s, steps=steps, epoch_images=epoch_images,
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
                        finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
-                       costs=costs)
+                       costs=costs, folds=folds)
+
+
+def run_folds(cfg: TrainConfig, spec: DatasetSpec) -> int:
+    """The folds a run of ``cfg`` trains on ``spec``: as set, or as chosen for a small dataset (0: one model)."""
+    return folds_for(cfg, np.bincount([it.label for it in spec.items if it.split in ("train", "val")],
+                                      minlength=len(spec.classes)).tolist())
 
 
 def _batch(cfg: TrainConfig, train_images: int) -> int:

@@ -18,6 +18,14 @@ def test_default_config_round_trips_through_dict_and_json():
     assert TrainConfig.from_json(cfg.to_json()) == cfg
 
 
+def test_a_config_saved_before_automatic_cross_validation_still_trains_one_model():
+    saved = TrainConfig().to_dict()
+    assert saved["small_data_ensemble"] is True and TrainConfig().small_data_ensemble
+    del saved["small_data_ensemble"]  # as every run's config.json from before the option
+    assert TrainConfig.from_dict(saved).small_data_ensemble is False
+    assert TrainConfig.from_dict({**saved, "folds": 5}).folds == 5  # set folds: the option does not apply
+
+
 def test_non_default_config_round_trips_with_tuples_and_nested_sections():
     cfg = TrainConfig().with_options(
         source="/data/busi", class_aliases=("malignant=cancer", "Benign=benign"), model="seed_cnn",

@@ -326,3 +326,16 @@ def test_a_worker_whose_run_was_taken_from_it_stops_without_writing(class_datase
     status = store.raw_status(run_id)
     assert status.state == "interrupted" and status.error == "ended by the job manager"
     assert len(store.history(run_id)) == 1  # epoch 2 ended after it lost the run: not recorded
+
+
+def test_a_small_dataset_run_is_cross_validated_and_says_why(class_dataset, synth, store, monkeypatch):
+    from medcls.training import crossval
+
+    monkeypatch.setattr(crossval, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough
+    monkeypatch.setattr(crossval, "AUTO_FOLDS", 2)
+    run_id = store.create(synth.config(class_dataset, epochs=1))  # folds 0: chosen automatically
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    assert store.cross_validation(run_id).folds == 2 and store.model_record(run_id).folds == 2
+    assert store.config(run_id).folds == 0  # the config says what was asked; the note and records what was done
+    assert any("trained as a 2-fold cross-validation ensemble" in n for n in store.status(run_id).notes)

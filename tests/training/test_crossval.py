@@ -77,3 +77,29 @@ def test_a_stop_during_the_second_fold_keeps_the_first_folds_as_the_ensemble(cla
     assert "test" in result.metrics
     with torch.inference_mode():
         assert result.model(torch.rand(2, 1, 32, 32)).shape == (2, 3)
+
+
+def test_small_datasets_are_cross_validated_automatically_large_or_thin_ones_are_not():
+    from medcls.training.crossval import AUTO_FOLDS, auto_folds
+
+    assert auto_folds([370, 180, 113]) == AUTO_FOLDS       # BUSI's train + val: a few hundred, every class ≥ 50
+    assert auto_folds([24, 21, 296]) == 0                  # the built-in phantoms: too few of two classes
+    assert auto_folds([1200, 1200, 1200]) == 0             # large: one model has enough, five take five times
+    assert auto_folds([500, 0, 0]) == 0                    # one class present: nothing to validate
+    assert auto_folds([50, 50]) == AUTO_FOLDS and auto_folds([50, 49]) == 0  # 10 per class in each of 5 folds
+
+
+def test_fit_trains_a_fold_ensemble_when_chosen_and_one_model_when_turned_off(class_dataset, synth, monkeypatch):
+    from medcls.training import crossval
+
+    monkeypatch.setattr(crossval, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough
+    monkeypatch.setattr(crossval, "AUTO_FOLDS", 2)
+    cfg = synth.config(class_dataset, epochs=1)
+    assert cfg.folds == 0 and cfg.small_data_ensemble
+    result = crossval.fit(cfg)
+    assert isinstance(result.model, FoldEnsemble) and result.cv.folds == 2
+    assert "trained as a 2-fold cross-validation ensemble" in result.notes[0]
+    single = crossval.fit(cfg.with_options(small_data_ensemble=False))
+    assert single.cv is None and not isinstance(single.model, FoldEnsemble)
+    with pytest.raises(ConfigError, match="no effect here"):
+        cfg.with_options(folds=3, small_data_ensemble=False)  # set folds: the automatic choice does not apply

@@ -188,6 +188,16 @@ def test_progress_meter_reaches_one_and_console_progress_prints_epochs():
     assert "\r" not in text and "[###" not in text  # not a terminal: one line per epoch, no progress bar
 
 
+def test_console_progress_announces_each_fold():
+    stream = io.StringIO()
+    progress = ConsoleProgress(stream)
+    for fold in range(2):
+        progress.on_fold_start(fold, 2)
+        make_trainer(epochs=1, callbacks=[progress]).fit()
+    text = stream.getvalue()
+    assert text.index("fold 1 of 2") < text.index("epoch   1/1") < text.index("fold 2 of 2")
+
+
 def test_console_progress_draws_a_bar_on_a_terminal_only():
     class Terminal(io.StringIO):
         def isatty(self):

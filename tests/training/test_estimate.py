@@ -98,3 +98,16 @@ def test_a_probe_that_cannot_build_the_model_says_why(isolated_env, split_datase
     cfg = TrainConfig().with_options(source=str(split_dataset / "nope"))
     with pytest.raises(EstimateError, match="not found|does not exist|No such"):
         measure_costs(cfg)
+
+
+def test_a_small_dataset_is_timed_as_the_five_fold_models_it_trains():
+    busi_like = spec({"benign": 306, "malignant": 147, "normal": 93}, val=116, test=118)  # val adds ~39 per class
+    single = estimate_run(TrainConfig().with_options(small_data_ensemble=False), busi_like, costs())
+    auto = estimate_run(TrainConfig(), busi_like, costs())
+    assert single.folds == 0 and auto.folds == 5
+    pool = 546 + 116
+    assert auto.train_images == pool - len(range(0, pool, 5)) and auto.val_images == pool // 5  # each fold model's
+    assert auto.total_s() > 4 * single.total_s() - 4 * single.setup_s  # five models' epochs, one start
+    assert "for 5 fold models" in auto.total_words() and "each fold model" in auto.epoch_words()
+    assert estimate_run(TrainConfig(), PHANTOMS, costs()).folds == 0  # the built-in data: one model, as it trains
+    assert estimate_run(TrainConfig().with_options(folds=3), PHANTOMS, costs()).folds == 3
