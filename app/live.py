@@ -14,6 +14,7 @@ from medcls.runs.records import (
     RecordError,
     RunStatus,
     best_record,
+    latest_fold,
 )
 from medcls.runs.store import RunNotFoundError
 
@@ -68,7 +69,9 @@ def live_panel(run_id: str) -> None:
             return
         if active and not status.active:
             st.rerun()  # the run ended: redraw the page once, without the timer
-        _status_line(run_id, status, progress)
+        one_model, fold = latest_fold(history)  # a cross-validation run: its latest fold's epochs
+        folds = progress.folds or (model_record.folds if model_record else 0) or fold
+        _status_line(run_id, status, progress, history)
         if status.active:
             meta = store.meta(run_id)
             refusal = manage_refusal(meta.owner, meta.owner_name)
@@ -85,18 +88,25 @@ def live_panel(run_id: str) -> None:
             meta = store.meta(run_id)
             _resume_button(run_id, len(history) if store.has_resume(run_id) else 0,
                            manage_refusal(meta.owner, meta.owner_name))
-        _numbers(history, progress, cfg.epochs, status)
+        _numbers(one_model, progress, cfg.epochs, status, f" (fold {fold} of {folds})" if fold else "")
         if history:
-            st.plotly_chart(history_figure(history), key=f"hist_{run_id}", width="stretch")
+            part = f" · fold {fold} of {folds}" if fold else ""
+            st.plotly_chart(history_figure(one_model, title="Training curves" + part), key=f"hist_{run_id}",
+                            width="stretch")
             focus = model_record.focus_class if model_record else ""
-            st.plotly_chart(recall_figure(history, focus), key=f"recall_{run_id}", width="stretch")
+            st.plotly_chart(recall_figure(one_model, focus, title="Validation recall per class" + part),
+                            key=f"recall_{run_id}", width="stretch")
+            if fold:
+                st.caption(f"Cross-validation: each of the {folds} fold models learns from the other folds' images "
+                           "and is validated on its own fold, starting again at epoch 1. The curves show fold "
+                           f"{fold}, the latest; Compare runs shows every fold's score.")
         elif status.active:
             st.caption("Curves appear after the first epoch.")
 
     panel()
 
 
-def _status_line(run_id: str, status: RunStatus, progress: Progress) -> None:
+def _status_line(run_id: str, status: RunStatus, progress: Progress, history: list[EpochRecord]) -> None:
     icon = STATE_ICONS.get(status.state, "")
     if status.damaged:
         st.error(f"❌ {shown(status.error)}")
@@ -113,6 +123,10 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress) -> None:
             text = (f"{icon} {fold}Epoch {progress.epoch}/{progress.epochs} · {phase} batch "
                     f"{progress.batch}/{progress.batches} · {progress.images_per_s or 0:.0f} images/s")
             st.progress(min(1.0, progress.fraction), text=text)
+    elif status.state == "finished" and history and history[-1].fold:  # cross-validation: one best epoch per fold
+        bests = [best_record([h for h in history if h.fold == f]) for f in sorted({h.fold for h in history})]
+        st.success(f"{icon} Finished: {len(bests)} fold models. Best epochs: "
+                   f"{', '.join(str(b.epoch) if b else '–' for b in bests)}.")
     elif status.state == "finished":
         st.success(f"{icon} Finished. Best epoch: {status.best_epoch or '?'}"
                    + (" (stopped early)" if status.stopped_early else "") + ".")
@@ -141,13 +155,15 @@ def _resume_button(run_id: str, epochs_done: int, refusal: str | None) -> None:
             st.rerun()
 
 
-def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status: RunStatus) -> None:
+def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status: RunStatus, part: str = "") -> None:
+    """``history``: one model's epochs (a cross-validation run's latest fold, named by ``part``)."""
     cols = [*st.columns(2), *st.columns(2)]  # two rows: labels and values stay whole in a narrow column
     last = history[-1] if history else None
     best = best_record(history)
-    cols[0].metric("Epochs done", f"{len(history)}/{epochs}")
+    cols[0].metric("Epochs done" + part, f"{len(history)}/{epochs}")
     cols[1].metric("Best validation score", f"{best.score:.3f}" if best else "–",
-                   help="The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept.")
+                   help="The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
+                        + (" (in this fold)." if part else "."))
     running = status.state == "running"
     speed = progress.images_per_s if running else (last.images_per_s if last else None)
     cols[2].metric("Images per second", f"{speed:.0f}" if speed else "–")

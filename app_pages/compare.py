@@ -26,7 +26,7 @@ from medcls.figures.training import overlay_history_figure
 from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import owner_words
-from medcls.runs.records import RecordError
+from medcls.runs.records import RecordError, latest_fold
 from medcls.runs.store import RunNotFoundError
 
 CURVES = {"val_macro_f1": "Validation macro-F1", "val_accuracy": "Validation accuracy",
@@ -67,7 +67,7 @@ if not chosen:
 st.dataframe(pd.DataFrame([{
     "run": names[r],
     "test macro-F1": "–" if summaries[r].test_macro_f1 is None else f"{summaries[r].test_macro_f1:.3f}",
-    "how it ended": state_words(summaries[r]), "epochs": f"{summaries[r].epochs_done} of {summaries[r].epochs}",
+    "how it ended": state_words(summaries[r]), "epochs": summaries[r].epochs_words(),
     "started by": owner_words(summaries[r].owner, summaries[r].owner_name),
     "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–"}
     for r in chosen]), hide_index=True, width="stretch", key="compare_chosen",
@@ -139,7 +139,11 @@ calibration_section(predictions, names, focus)
 
 st.subheader("Training curves")
 metric = st.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_curve")
-st.plotly_chart(overlay_history_figure({names[r]: store.history(r) for r in chosen}, metric, title=CURVES[metric],
+curves = {}
+for run_id in chosen:  # a cross-validation run's curve is its latest fold's (each fold starts again at epoch 1)
+    epochs, fold = latest_fold(store.history(run_id))
+    curves[names[run_id] + (f" (fold {fold})" if fold else "")] = epochs
+st.plotly_chart(overlay_history_figure(curves, metric, title=CURVES[metric],
                                        axis_title=CURVES[metric]), key="overlay", width="stretch")
 
 st.subheader("What differs")

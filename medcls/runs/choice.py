@@ -14,9 +14,9 @@ def state_words(summary: RunSummary) -> str:
     if summary.state == "finished":
         return "finished"
     if summary.state == "cancelled" and summary.epochs_done:
-        return f"stopped at epoch {summary.epochs_done} of {summary.epochs}"
+        return f"stopped at epoch {summary.epochs_words()}"
     if summary.state == "interrupted" and summary.epochs_done:
-        return f"interrupted at epoch {summary.epochs_done} of {summary.epochs}"
+        return f"interrupted at epoch {summary.epochs_words()}"
     return summary.state
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..analysis.metrics import SplitMetrics
 
 __all__ = ["RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
-           "best_record", "Progress", "ModelRecord", "DataRecord", "RunMetrics", "Predictions", "GroupMembership",
+           "best_record", "latest_fold", "Progress", "ModelRecord", "DataRecord", "RunMetrics", "Predictions", "GroupMembership",
            "RunSummary", "FoldScore", "CrossValidation"]
 
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
@@ -186,6 +186,16 @@ class EpochRecord:
                        best=data.get("best") is True, fold=_int(data.get("fold")) or 0)
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"A history line cannot be read ({exc}).") from None
+
+
+def latest_fold(history: Sequence[EpochRecord]) -> tuple[list[EpochRecord], int]:
+    """The epochs to draw as one training curve, and their fold: a cross-validation run's history holds every
+    fold's epochs one after another (each fold's model starts again at epoch 1), so its latest fold's; any
+    other run's whole history, with fold 0."""
+    fold = history[-1].fold if history else 0
+    if not fold:
+        return list(history), 0
+    return [h for h in history if h.fold == fold], fold
 
 
 def best_record(history: Sequence[EpochRecord]) -> EpochRecord | None:
@@ -465,7 +475,13 @@ class RunSummary:
     owner: str = ""
     owner_name: str = ""
     damaged: str = ""
+    fold: int = 0                  # cross-validation: the fold of the latest epoch; epochs_done counts its epochs
+    folds: int = 0
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    def epochs_words(self) -> str:
+        """'4 of 30', or a cross-validation run's '4 of 30 in fold 3 of 5'."""
+        return f"{self.epochs_done} of {self.epochs}" + (f" in fold {self.fold} of {self.folds}" if self.fold else "")

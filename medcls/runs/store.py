@@ -80,6 +80,7 @@ from .records import (
     RunStatus,
     RunSummary,
     best_record,
+    latest_fold,
 )
 from .reference import FeatureReference
 
@@ -431,6 +432,7 @@ class RunStore(RunLifecycle):
             cfg: TrainConfig | None = self.config(run_id)
         except RecordError as exc:
             cfg, damaged = None, damaged or str(exc)
+        latest, fold = latest_fold(history)  # a cross-validation run: its latest fold's epochs
         best = best_record(history)
         test = metrics.test if metrics else None
         focus = (metrics.focus_class if metrics else "") or (model_record.focus_class if model_record else "")
@@ -440,12 +442,12 @@ class RunStore(RunLifecycle):
             model=cfg.model if cfg else "?", dataset=data.label if data else _dataset_label(cfg),
             data_fingerprint=data.fingerprint if data else "",
             classes=data.classes if data else (model_record.classes if model_record else ()),
-            epochs_done=len(history), epochs=cfg.epochs if cfg else 0, error=status.error,
+            epochs_done=len(latest), epochs=cfg.epochs if cfg else 0, error=status.error,
             best_score=best.score if best else None, test_macro_f1=test.macro_f1 if test else None,
             focus_class=focus, focus_recall=test.recall(focus) if test and focus else None,
             has_weights=self.has_weights(run_id), tested=test is not None,
             stopped=bool(metrics and metrics.stopped), owner=meta.owner, owner_name=meta.owner_name,
-            damaged=damaged)
+            damaged=damaged, fold=fold, folds=max(fold, model_record.folds if model_record else 0))
 
     def list(self) -> list[RunSummary]:
         out = []

@@ -131,3 +131,18 @@ def test_a_typed_link_chooses_the_dataset_by_its_short_name(app_env, tiny_datase
     # Back to the built-in data: the default leaves the URL.
     at.sidebar.radio(key="data_kind").set_value("builtin").run()
     assert "data_kind" not in at.query_params
+
+
+def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    run_id = trained(store, tiny_dataset, folds=2, epochs=2)
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception and at.selectbox(key="train_run_picker").value == run_id
+    assert any(s.value.startswith("Finished: 2 fold models. Best epochs:") for s in at.success), \
+        [s.value for s in at.success]
+    done = next(m for m in at.metric if m.label.startswith("Epochs done"))
+    assert done.label == "Epochs done (fold 2 of 2)" and done.value == "2/2"  # not 4/2
+    assert any("The curves show fold 2, the latest" in c.value for c in at.caption)
+    summary = store.summary(run_id)
+    assert summary.epochs_words() == "2 of 2 in fold 2 of 2" and summary.folds == 2
