@@ -33,8 +33,6 @@ KINDS = {
 }
 STATE_KEY = "data_config"
 MAX_UPLOAD_MB = 200
-# The sidebar's widgets bound to the URL's query parameters (Streamlit keeps them across page switches).
-BOUND_KEYS = ("data_folder", "data_aliases", "data_group_duplicates", "data_own_split", "data_npz_path")
 
 
 def current_data_config() -> DataConfig:
