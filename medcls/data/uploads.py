@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..atomic import atomic_write_bytes, atomic_write_text, disk_full_message, is_disk_full
-from ..runs.permissions import OPERATOR, Identity
+from ..runs.permissions import OPERATOR, Identity, can_manage
 from ..settings import upload_quota_mb, uploads_dir
 from .archive import check_zip, extract_zip, target_name
 
@@ -47,8 +47,7 @@ class Upload:
     owners: tuple[str, ...] = ()  # identity keys of the people who uploaded it (the same file twice: both)
 
     def may_delete(self, by: Identity) -> bool:
-        """Whether ``by`` may delete it: someone who uploaded it, an instructor or the local operator."""
-        return by.manages_all or by.key in self.owners
+        return _may_delete(by, self.owners)
 
     @property
     def kind(self) -> str:
@@ -133,7 +132,7 @@ class Uploads:
         if "/" in name or name.startswith(".") or not entry.exists():
             raise UploadError(f"There is no upload named {name!r}.")
         with self._locked():
-            if not (by.manages_all or by.key in self._owners(entry)):
+            if not _may_delete(by, self._owners(entry)):
                 raise PermissionError(f"You cannot delete {name}: someone else uploaded it. Only the people who "
                                       "uploaded it, or an instructor, can delete it.")
             if entry in self._needed():
@@ -207,6 +206,12 @@ class Uploads:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _may_delete(by: Identity, owners: tuple[str, ...]) -> bool:
+    """Whether ``by`` may delete an upload of these uploaders: one of them, an instructor or the local operator
+    (the rule for runs, :func:`~medcls.runs.permissions.can_manage`, with several owners)."""
+    return by.manages_all or any(can_manage(by, owner) for owner in owners)
 
 
 def _size(entry: Path) -> int:
