@@ -49,11 +49,11 @@ THRESHOLD_STEP = 0.001
 THUMB_PX = 160
 
 
-def metrics_down(table: pd.DataFrame) -> pd.DataFrame:
+def metrics_down(table: pd.DataFrame, label: str = "metric") -> pd.DataFrame:
     """A table of runs (rows) by metrics (columns) turned to metrics down and runs across: a few runs fit the
-    page's width, where one column per metric would scroll sideways."""
+    page's width, where one column per metric would scroll sideways. ``label`` heads the metric names."""
     turned = table.T
-    turned.index.name = "metric"
+    turned.index.name = label
     turned.columns.name = None
     return turned
 

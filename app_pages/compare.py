@@ -63,15 +63,14 @@ chosen = st.multiselect("Runs", ids, default=comparable_default(summaries.values
                              "data differ). A stopped run is marked ⏹: its best checkpoint so far was tested.")
 if not chosen:
     st.stop()
-# The key numbers come right after the name, so a 1280 px projector shows them without scrolling the table.
-st.dataframe(pd.DataFrame([{
+# One column per run, like the metric tables below: a 1280 px projector shows every field without scrolling.
+st.dataframe(metrics_down(pd.DataFrame([{
     "run": names[r],
     "test macro-F1": "–" if summaries[r].test_macro_f1 is None else f"{summaries[r].test_macro_f1:.3f}",
     "how it ended": state_words(summaries[r]), "epochs": summaries[r].epochs_words(),
     "started by": owner_words(summaries[r].owner, summaries[r].owner_name),
     "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–"}
-    for r in chosen]), hide_index=True, width="stretch", key="compare_chosen",
-    column_config={"run": st.column_config.TextColumn(width="medium")})
+    for r in chosen]).set_index("run"), label="run"), width="stretch", height="content", key="compare_chosen")
 
 try:
     predictions = {r: store.predictions(r, "test") for r in chosen}

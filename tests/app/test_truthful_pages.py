@@ -40,8 +40,10 @@ def test_compare_runs_on_different_data_and_classes_says_so_and_shows_dashes(app
     warnings = [w.value for w in at.warning]
     assert any("tested on different data" in w for w in warnings), warnings
     assert any("different class lists" in w for w in warnings), warnings
-    chosen = next(df.value for df in at.dataframe if "how it ended" in df.value.columns)
-    assert "stopped at epoch 1 of 30" in set(chosen["how it ended"])
+    # Fields down, one column per run (so a 1280 px page never cuts the last field).
+    chosen = next(df.value for df in at.dataframe if "how it ended" in df.value.index)
+    assert len(chosen.columns) == 3 and "classes" in chosen.index
+    assert "stopped at epoch 1 of 30" in set(chosen.loc["how it ended"])
     for frame in (df.value for df in at.dataframe):
         cells = frame.astype(str).to_numpy().ravel().tolist()
         assert "None" not in cells and "nan" not in cells, frame
