@@ -97,11 +97,17 @@ def render_form(data: DataConfig) -> tuple[TrainConfig | None, str | None]:
             # Switches take a whole row (their labels are long sentences); other widgets sit two to a row.
             switches = [spec for spec in specs if spec.base is bool and not spec.option.allowed()]
             others = [spec for spec in specs if spec not in switches]
+            # Switches come first, as they decide whether the others apply; a switch that itself depends on one
+            # of the others ('Cross-validate small datasets' on 'Cross-validation folds') comes after them.
+            names = {spec.name for spec in others}
+            after = [spec for spec in switches if spec.option.applies and names & set(spec.option.applies.names())]
+            before = [spec for spec in switches if spec not in after]
             top = st.container()
             cols = st.columns(2) if others else []
-            for spec in switches + others:  # switches first: they decide whether the others apply
+            bottom = st.container()
+            for spec in before + others + after:
                 applies = spec.option.applies is None or spec.option.applies.holds({**current, **values})
-                where = top if spec in switches else cols[others.index(spec) % 2]
+                where = top if spec in before else bottom if spec in after else cols[others.index(spec) % 2]
                 with where:
                     value = _widget(spec, current[spec.name], widget_key(spec, model), not applies)
                 if applies:

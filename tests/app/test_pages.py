@@ -135,3 +135,15 @@ def test_try_it_bad_upload_shows_a_clear_error(app_env, tiny_dataset):
     assert not at.exception
     assert at.error and "notes\\.png" in at.error[0].value and "not an image" in at.error[0].value  # name escaped
     assert not [m for m in at.metric if m.label == "Predicted class"]
+
+
+def test_ensemble_switch_follows_the_folds_drawn_before_it(app_env):
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.toggle(key="opt_small_data_ensemble").disabled
+    # The switch depends on the folds, so it is drawn after them and answers the new value in the same rerun.
+    at.number_input(key="opt_folds").set_value(3).run()
+    assert not at.exception
+    assert at.toggle(key="opt_small_data_ensemble").disabled
+    at.number_input(key="opt_folds").set_value(0).run()
+    assert not at.toggle(key="opt_small_data_ensemble").disabled
