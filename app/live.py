@@ -70,7 +70,7 @@ def live_panel(run_id: str) -> None:
         if active and not status.active:
             st.rerun()  # the run ended: redraw the page once, without the timer
         one_model, fold = latest_fold(history)  # a cross-validation run: its latest fold's epochs
-        folds = progress.folds or (model_record.folds if model_record else 0) or fold
+        folds = store.planned_folds(run_id, fold, model_record)
         _status_line(run_id, status, progress, history)
         if status.active:
             meta = store.meta(run_id)

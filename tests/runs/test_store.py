@@ -12,7 +12,7 @@ import torch
 
 from medcls.analysis.metrics import classification_metrics
 from medcls.config import TrainConfig
-from medcls.runs.records import EpochRecord, Progress, RunMeta, RunMetrics
+from medcls.runs.records import CrossValidation, EpochRecord, FoldScore, ModelRecord, Progress, RunMeta, RunMetrics
 from medcls.runs.store import (
     HEARTBEAT_STALE_S,
     InvalidRunIdError,
@@ -151,6 +151,30 @@ def test_weights_round_trip_with_weights_only_and_survive_a_failed_save(store, r
         store.save_weights(run, {"w": lambda: None})  # cannot be pickled
     assert torch.equal(store.load_weights(run)["w"], state["w"])  # the old checkpoint is intact
     assert not [p for p in store.path(run).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_cross_validation_run_counts_its_planned_folds_not_the_folds_saved_so_far(store, run):
+    def epoch(n: int, fold: int) -> EpochRecord:
+        return EpochRecord(epoch=n, train_loss=1.0, train_accuracy=0.5, val_loss=1.0, val_accuracy=0.5,
+                           val_macro_f1=0.5, val_recall={}, val_balanced_accuracy=0.5, lr=1e-3, seconds=1.0,
+                           images_per_s=10.0, score=0.5, fold=fold)
+
+    assert store.summary(run).folds == 0  # one model
+    for fold in (1, 2, 3):
+        store.append_history(run, epoch(1, fold))
+    # Training fold 3 of 5: two fold models are saved, the progress record holds the plan.
+    store.write_model_record(run, ModelRecord(classes=("a", "b"), image_size=32, in_channels=1, color="gray", folds=2))
+    store.write_progress(run, Progress(phase="train", fold=3, folds=5))
+    assert store.summary(run).folds == 5
+    assert store.summary(run).epochs_words() == "1 of 3 in fold 3 of 5"
+    # Stopped in fold 3: its ensemble has three models, cv.json keeps the plan.
+    store.write_model_record(run, ModelRecord(classes=("a", "b"), image_size=32, in_channels=1, color="gray", folds=3))
+    store.write_progress(run, Progress())
+    score = FoldScore(fold=1, images=4, macro_f1=0.5, accuracy=0.5, balanced_accuracy=0.5, focus_recall=None,
+                      best_epoch=1, epochs=1)
+    store.write_cross_validation(run, CrossValidation(folds=5, grouped=False, scores=(score,) * 3, completed=2))
+    assert store.planned_folds(run, 3, store.model_record(run)) == 5
+    assert store.summary(run).folds == 5
 
 
 def test_predictions_and_split_files_round_trip(store, run):
