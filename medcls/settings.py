@@ -241,6 +241,12 @@ def upload_quota_mb() -> float:
     return _number("MEDCLS_UPLOAD_QUOTA_MB", 2048.0, float, minimum=1)
 
 
+def image_cache_mb() -> float:
+    """Disk space the decoded-image cache may use (``MEDCLS_IMAGE_CACHE_MB``, default 4096); the least recently
+    used datasets are removed first when it is full."""
+    return _number("MEDCLS_IMAGE_CACHE_MB", 4096.0, float, minimum=0)
+
+
 def instructor_secret() -> str:
     """The instructor's secret (``MEDCLS_INSTRUCTOR_SECRET``); empty: nobody in the app is an instructor."""
     return (os.environ.get("MEDCLS_INSTRUCTOR_SECRET") or "").strip()

@@ -4,7 +4,9 @@ The seed decoded every PNG again in every epoch. Here a dataset is decoded
 once per (file contents, image size, colour) into one ``uint8`` array of shape
 ``(N, C, S, S)``, kept in memory and, optionally, on disk keyed by the files'
 contents, so the next run (or the training worker process) starts instantly.
-Files that fail to decode are dropped and added to the data report.
+Files that fail to decode are dropped and added to the data report. The disk cache keeps to
+``MEDCLS_IMAGE_CACHE_MB``: when a new entry would pass it, the least recently used entries go first
+(a shared classroom server decodes many uploads and sizes, and must not fill its disk with them).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_with
-from ..settings import cache_dir
+from ..settings import cache_dir, image_cache_mb
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, is_grayscale
 from .spec import DataError, DataReport, DatasetSpec
 
-__all__ = ["DecodedDataset", "DecodedSplit", "decode_dataset", "clear_memory_cache", "cached_channels"]
+__all__ = ["DecodedDataset", "DecodedSplit", "decode_dataset", "clear_memory_cache", "cached_channels",
+           "prune_disk_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +226,41 @@ def _lookup(key: str, disk: bool):
         if path.exists():
             log.warning("Ignoring unreadable image cache %s (%s)", path, exc)
         return None
+    try:
+        os.utime(path)  # used now: the last to be removed when the cache is full
+    except OSError:
+        pass
     _remember(key, entry)
     return entry
+
+
+def prune_disk_cache(limit_bytes: int, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used decoded datasets until the rest fit in ``limit_bytes`` (``keep`` stays,
+    even alone over the limit); returns the removed files."""
+    folder = cache_dir() / "decoded"
+    entries = []
+    for path in folder.glob("*.npz"):
+        try:
+            entries.append((path.stat().st_mtime, path.stat().st_size, path))
+        except OSError:  # removed meanwhile by another process
+            continue
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= limit_bytes:
+            break
+        if keep is not None and path == keep:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed.append(path)
+    if removed:
+        log.info("Image cache over %.0f MB: removed %d least recently used dataset(s)", limit_bytes / 2**20,
+                 len(removed))
+    return removed
 
 
 def _store(key: str, entry, disk: bool) -> None:
@@ -239,6 +275,8 @@ def _store(key: str, entry, disk: bool) -> None:
         atomic_write_with(_disk_path(key), write)
     except OSError as exc:  # a full or read-only disk only costs speed
         log.warning("Could not write the image cache (%s); continuing without it", exc)
+        return
+    prune_disk_cache(int(image_cache_mb() * 2**20), keep=_disk_path(key))
 
 
 def _remember(key: str, entry) -> None:

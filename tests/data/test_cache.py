@@ -174,3 +174,28 @@ def test_progress_is_reported_up_to_the_total(class_dataset):
     seen.clear()
     decode_dataset(_spec(class_dataset), 24, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(36, 36)]  # a cache hit reports completion at once
+
+
+def test_the_disk_cache_keeps_to_its_size_removing_the_least_recently_used(class_dataset, monkeypatch):
+    import os
+
+    spec = _spec(class_dataset)
+    folder = cache_dir() / "decoded"
+    decode_dataset(spec, 16)
+    first = next(folder.glob("*.npz"))
+    decode_dataset(spec, 18)
+    second = next(p for p in folder.glob("*.npz") if p != first)
+    for age, path in ((300, first), (200, second)):  # as if written minutes apart
+        os.utime(path, (path.stat().st_atime - age, path.stat().st_mtime - age))
+    # Room for the two: reading the first makes it the most recently used, so the second goes.
+    room = first.stat().st_size + second.stat().st_size
+    monkeypatch.setenv("MEDCLS_IMAGE_CACHE_MB", str(room / 2**20))
+    clear_memory_cache()
+    decode_dataset(spec, 16)
+    decode_dataset(spec, 14)  # smaller than either: with it, one of them must go
+    assert first.exists() and not second.exists()
+    assert len(list(folder.glob("*.npz"))) == 2
+    # A cache of 0 MB keeps only the entry just written (it is about to be read by the training worker).
+    monkeypatch.setenv("MEDCLS_IMAGE_CACHE_MB", "0")
+    decode_dataset(spec, 12)
+    assert len(list(folder.glob("*.npz"))) == 1
