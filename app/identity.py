@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 import streamlit as st
 
+from medcls.runs.attempts import SecretAttempts, wait_words
 from medcls.runs.permissions import (
     Identity,
     browser_identity,
@@ -146,12 +147,31 @@ def _instructor_box(sb) -> None:
         given = st.text_input("Instructor secret", type="password", key="identity_secret",
                               help="Set by whoever runs this server (MEDCLS_INSTRUCTOR_SECRET). An instructor may "
                                    "stop, rename and delete anyone's runs.")
-        if given:
-            if check_instructor_secret(given):
-                st.session_state["_identity_instructor"] = True
-                st.rerun()
-            else:
-                st.error("That is not the instructor secret. Ask whoever runs this server.")
+        wrong = "That is not the instructor secret. Ask whoever runs this server."
+        if not given:
+            return
+        if given == st.session_state.get("_identity_secret_tried"):  # a rerun is not another guess
+            st.error(wrong)
+            return
+        attempts, key = secret_attempts(), identity().key
+        wait = attempts.wait_s(key)
+        if wait > 0:
+            st.warning(f"Too many wrong secrets: try again in {wait_words(wait)}. (Wrong secrets are slowed down "
+                       "so that nobody can guess it by trying many.)")
+            return
+        if check_instructor_secret(given):
+            attempts.succeeded(key)
+            st.session_state["_identity_instructor"] = True
+            st.rerun()
+        attempts.failed(key)
+        st.session_state["_identity_secret_tried"] = given
+        st.error(wrong)
+
+
+@st.cache_resource
+def secret_attempts() -> SecretAttempts:
+    """Wrong instructor secrets in this server process, from every session (see medcls.runs.attempts)."""
+    return SecretAttempts()
 
 
 def run_meta(name: str = "") -> RunMeta:
