@@ -18,6 +18,7 @@ import streamlit as st
 from medcls.config import DataConfig, option_spec
 from medcls.data import DataError, DatasetSpec, load_dataset
 from medcls.data.archive import ArchiveError
+from medcls.data.explore import typical_side
 from medcls.data.uploads import UploadError, Uploads
 from medcls.settings import PathNotAllowedError, allowed_data_roots, exposed, redact_paths
 
@@ -234,6 +235,19 @@ def load_current_dataset(cfg: DataConfig | None = None) -> DatasetSpec | None:
     except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError) as exc:
         st.error(f"Cannot use this dataset: {shown(exc)}")
         return None
+
+
+@st.cache_data(show_spinner=False, ttl=60, max_entries=8)
+def _side(cfg_items: tuple) -> int | None:
+    return typical_side(_load(cfg_items))
+
+
+def typical_image_side(cfg: DataConfig) -> int | None:
+    """The chosen dataset's typical shorter image side in pixels (from a sample of headers; cached)."""
+    try:
+        return _side(tuple(sorted(dataclasses.asdict(cfg).items())))
+    except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError):
+        return None  # load_current_dataset has said why
 
 
 def dataset_caption(spec: DatasetSpec) -> str:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app.dataset import current_data_config, dataset_caption, load_current_dataset
+from app.dataset import current_data_config, dataset_caption, load_current_dataset, typical_image_side
 from app.form import render_form
 from app.identity import run_meta, visible_runs
 from app.live import default_run, live_panel
@@ -11,6 +11,7 @@ from app.model_summary import render_model_summary
 from app.run_actions import NOTICE_KEY, run_actions, show_notice
 from app.text import escape_markdown, shown
 from app.weights import weights_panel
+from medcls.data.explore import enlargement_note
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import QueueLimitError
 
@@ -27,11 +28,14 @@ with left:
                "measured on this machine before you start. The seed notebook cared most about **cancer recall**: "
                "missing a cancer is worse than a false alarm, so the focus class's recall is tracked on every "
                "epoch.")
+    hint = st.container()  # what the chosen options do to these images, drawn once the form has given a config
     top = st.container()  # the Start button sits above the form, drawn once the form has given a config
     cfg, error = render_form(data_cfg)
     if error:
         st.error(shown(error))
     elif spec is not None:
+        if note := enlargement_note(cfg.image_size, typical_image_side(data_cfg)):
+            hint.info(f"🔍 {note} (*Image size* is under *Images and augmentation*.)")
         weights_panel(cfg)
         st.markdown("**What this model costs**")
         render_model_summary(cfg, spec)

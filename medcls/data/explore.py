@@ -15,7 +15,10 @@ from .augment import BatchAugment, to_float
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, read_image
 from .spec import DatasetSpec, Item
 
-__all__ = ["sample_items", "thumbnail", "image_properties", "imbalance_sentence", "augmentation_preview"]
+__all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "enlargement_note", "imbalance_sentence",
+           "augmentation_preview"]
+
+ENLARGED = 1.25  # a training size this much larger than the images' own is worth a word
 
 
 def sample_items(spec: DatasetSpec, label: int, split: str | None, count: int, seed: int = 0) -> list[Item]:
@@ -51,6 +54,24 @@ def image_properties(spec: DatasetSpec, limit: int = 400, seed: int = 0) -> list
         except OSError:
             continue
     return rows
+
+
+def typical_side(spec: DatasetSpec, limit: int = 100, seed: int = 0) -> int | None:
+    """The median shorter side, in pixels, of (a sample of) the images; None when none can be read."""
+    sides = [min(row["width"], row["height"]) for row in image_properties(spec, limit, seed)]
+    return int(np.median(sides)) if sides else None
+
+
+def enlargement_note(image_size: int, side: int | None) -> str | None:
+    """What training at ``image_size`` does to images whose shorter side is typically ``side`` pixels, when it
+    enlarges them (None when it does not, or the side is unknown)."""
+    if not side or image_size <= side * ENLARGED:
+        return None
+    factor = image_size / side
+    return (f"The images are typically {side} px on their shorter side, so at {image_size} px each is enlarged "
+            f"{factor:.1f} times: the network sees no more detail than the images hold, and each step computes "
+            f"about {factor ** 2:.0f} times as many pixels as at {side} px. A smaller image size trains much "
+            "faster; whether it costs accuracy on these images is worth one run to find out.")
 
 
 def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> str:

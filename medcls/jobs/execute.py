@@ -29,6 +29,7 @@ from ..analysis.metrics import SplitMetrics
 from ..analysis.uncertainty import bootstrap_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
 from ..config import ConfigError
+from ..data.explore import enlargement_note, typical_side
 from ..data.spec import DataError
 from ..inference.novelty import embed_images, fit_reference
 from ..models import ClassifierModel
@@ -130,6 +131,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             chosen = None
         if chosen:
             store.add_note(run_id, chosen)
+        if enlarged := enlargement_note(cfg.image_size, typical_side(data.decoded.spec)):
+            store.add_note(run_id, enlarged)
         if cfg.folds:  # a cross-validation run starts its folds over when it is resumed
             if store.history(run_id):
                 store.write_history(run_id, [])

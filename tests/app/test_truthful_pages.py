@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from apphelpers import new_app
+from apphelpers import choose_folder, new_app
 
 from medcls.config import DataConfig, TrainConfig
 from medcls.jobs.execute import execute_run
@@ -148,3 +148,16 @@ def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_d
     assert any("The curves show fold 2, the latest" in c.value for c in at.caption)
     summary = store.summary(run_id)
     assert summary.epochs_words() == "2 of 2 in fold 2 of 2" and summary.folds == 2
+
+
+def test_the_train_page_says_when_the_image_size_enlarges_the_images(app_env, tiny_dataset):
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not any("enlarged" in i.value for i in at.info)  # the built-in phantoms are 128 px, as trained
+    at = choose_folder(new_app().run(), tiny_dataset)  # 32-px images, default image size 128
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    notes = [i.value for i in at.info if "enlarged" in i.value]
+    assert len(notes) == 1 and "typically 32 px" in notes[0] and "enlarged 4.0 times" in notes[0], notes
+    at.number_input(key="opt_image_size").set_value(32).run()
+    assert not any("enlarged" in i.value for i in at.info)

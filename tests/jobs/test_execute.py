@@ -339,3 +339,12 @@ def test_a_small_dataset_run_is_cross_validated_and_says_why(class_dataset, synt
     assert store.cross_validation(run_id).folds == 2 and store.model_record(run_id).folds == 2
     assert store.config(run_id).folds == 0  # the config says what was asked; the note and records what was done
     assert any("trained as a 2-fold cross-validation ensemble" in n for n in store.status(run_id).notes)
+
+
+def test_a_run_that_enlarges_its_images_says_so(class_dataset, synth, store):
+    plain = store.create(synth.config(class_dataset, epochs=1, image_size=32))  # the images are 32 px
+    enlarged = store.create(synth.config(class_dataset, epochs=1, image_size=64))
+    for run_id in (plain, enlarged):
+        assert execute_run(store, run_id).state == "finished"
+    assert not any("enlarged" in n for n in store.status(plain).notes)
+    assert any("typically 32 px" in n and "enlarged 2.0 times" in n for n in store.status(enlarged).notes)
