@@ -143,7 +143,9 @@ def _instructor_box(sb) -> None:
         if sb.button("Leave the instructor role", key="identity_leave_instructor", type="tertiary"):
             st.session_state["_identity_instructor"] = False
         return
-    with sb.expander("Instructor"):
+    # Keyed, so it stays open across reruns: unkeyed, it was drawn anew (closed) after the first wrong secret of a
+    # visit, hiding the message (seen in Chromium).
+    with sb.expander("Instructor", key="identity_instructor_box"):
         given = st.text_input("Instructor secret", type="password", key="identity_secret",
                               help="Set by whoever runs this server (MEDCLS_INSTRUCTOR_SECRET). An instructor may "
                                    "stop, rename and delete anyone's runs.")
@@ -168,7 +170,7 @@ def _instructor_box(sb) -> None:
         st.error(wrong)
 
 
-@st.cache_resource
+@st.cache_resource(show_spinner=False)
 def secret_attempts() -> SecretAttempts:
     """Wrong instructor secrets in this server process, from every session (see medcls.runs.attempts)."""
     return SecretAttempts()
