@@ -96,20 +96,24 @@ def lesson_results() -> None:
         st.rerun()  # every run ended: redraw once, without the timer
     words = conclusion.words
     rows = []
+    ensembles = any(r.models > 1 for r in results)  # a small dataset trains fold ensembles by default
     for r in results:
         row = {"run": r.label, "state": OUTCOME_WORDS.get(r.outcome, r.outcome),
                words: None if r.estimate is None else r.estimate,
                "95% interval": "–" if r.low is None else f"{r.low:.2f}–{r.high:.2f}",
                "test images": r.images or None}
+        if ensembles:
+            row["models"] = r.models
         if "parameters" in lesson.show:
-            row["weights"] = r.parameters
+            row["weights" + (" (each model)" if ensembles else "")] = r.parameters
         if "time" in lesson.show:
             row["training time"] = fmt_seconds(r.seconds)
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={words: st.column_config.NumberColumn(format="%.2f"),
                                 "test images": st.column_config.NumberColumn(format="%d"),
-                                "weights": st.column_config.NumberColumn(format="localized")})
+                                "weights": st.column_config.NumberColumn(format="localized"),
+                                "weights (each model)": st.column_config.NumberColumn(format="localized")})
     st.plotly_chart(lesson_figure(results, words), key="lesson_figure", width="stretch")
     st.markdown("**What the results show**")
     box = st.success if conclusion.complete else st.info

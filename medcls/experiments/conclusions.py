@@ -33,8 +33,9 @@ class RunResult:
     low: float | None = None        # its 95% bootstrap interval
     high: float | None = None
     images: int = 0                 # test images the metric is computed over (the focus class's, for its recall)
-    seconds: float | None = None    # training time (all epochs)
-    parameters: int | None = None   # the model's weights
+    seconds: float | None = None    # training time (all epochs, of every fold model)
+    parameters: int | None = None   # the weights of one model
+    models: int = 1                 # a fold ensemble (a small dataset's default): this many models
 
     @property
     def usable(self) -> bool:
@@ -127,10 +128,11 @@ def _costs(usable: list[RunResult], show: tuple[str, ...]) -> str:
     parts = []
     for r in usable:
         bits = []
+        each = f" in each of {r.models} fold models" if r.models > 1 else ""
         if "parameters" in show and r.parameters:
-            bits.append(f"{r.parameters:,} weights")
+            bits.append(f"{r.parameters:,} weights{each}")
         if "time" in show and r.seconds is not None:
-            bits.append(f"{_fmt_seconds(r.seconds)} of training")
+            bits.append(f"{_fmt_seconds(r.seconds)} of training" + (f" for all {r.models}" if r.models > 1 else ""))
         if bits:
             parts.append(f"{r.label} {' and '.join(bits)}")
     if not parts:

@@ -254,7 +254,8 @@ def lesson_results(store: RunStore, queued: QueuedLesson, metric: str) -> tuple[
             record = store.model_record(run_id)
         except RecordError:
             record = None
-        parameters = record.parameters if record else None
+        models = max(1, record.folds) if record else 1  # an ensemble's record counts every fold model's weights
+        parameters = record.parameters // models if record and record.parameters else None
         estimate = low = high = None
         images = 0
         if outcome == "finished" and summary.tested:
@@ -270,7 +271,7 @@ def lesson_results(store: RunStore, queued: QueuedLesson, metric: str) -> tuple[
                 value, images = ci.get(metric), int(ci.get("n", 0))
             if value:
                 estimate, low, high = value["estimate"], value.get("low"), value.get("high")
-        results.append(RunResult(label, outcome, estimate, low, high, images, seconds, parameters))
+        results.append(RunResult(label, outcome, estimate, low, high, images, seconds, parameters, models))
     return results, focus
 
 

@@ -10,7 +10,7 @@ import app.manager
 from medcls.analysis.metrics import classification_metrics
 from medcls.analysis.uncertainty import bootstrap_intervals
 from medcls.jobs.manager import JobManager
-from medcls.runs.records import RunMetrics
+from medcls.runs.records import ModelRecord, RunMetrics
 from medcls.runs.store import RunStore
 
 
@@ -67,4 +67,12 @@ def test_a_lesson_is_queued_on_the_sidebars_data_and_concluded_from_its_runs(que
     table = next(df.value for df in at.dataframe if "malignant recall" in df.value.columns)
     assert list(table["run"]) == ["no fix", "oversampling", "weighted loss", "weighted sampler"]
     assert table["malignant recall"].iloc[0] == pytest.approx(1 / 3)
+    assert "models" not in table.columns  # one model each: nothing to say
     assert at.get("plotly_chart")
+
+    # On a small dataset the default trains fold ensembles: the table says how many models each run has.
+    store.write_model_record(by_label["no fix"], ModelRecord(classes=("benign", "malignant", "normal"),
+                                                             image_size=32, in_channels=1, color="gray", folds=5))
+    at.run()
+    table = next(df.value for df in at.dataframe if "malignant recall" in df.value.columns)
+    assert list(table["models"]) == [5, 1, 1, 1]

@@ -80,6 +80,11 @@ def test_costs_come_from_the_runs():
     text = conclude(results, "accuracy", show=("parameters", "time")).text()
     assert "seed_cnn 1,000,000 weights and 40 s of training" in text
     assert "seed_cnn took 4.0 times as long as small_cnn" in text
+    # A fold ensemble (a small dataset's default): weights per model, time for all of them.
+    results = [RunResult("seed_cnn", "finished", 0.7, 0.6, 0.8, 60, 200.0, 1_000_000, models=5),
+               RunResult("small_cnn", "finished", 0.72, 0.62, 0.82, 60, 50.0, 50_000, models=5)]
+    text = conclude(results, "accuracy", show=("parameters", "time")).text()
+    assert "seed_cnn 1,000,000 weights in each of 5 fold models and 3.3 min of training for all 5" in text
 
 
 def test_metric_words():

@@ -22,7 +22,7 @@ from medcls.experiments.lessons import (
     submit_lesson,
 )
 from medcls.jobs.manager import JobManager
-from medcls.runs.records import GroupMembership, RunMeta, RunMetrics
+from medcls.runs.records import GroupMembership, ModelRecord, RunMeta, RunMetrics
 from medcls.runs.store import RunStore
 
 LESSON = """
@@ -129,6 +129,12 @@ def test_a_queued_lesson_is_grouped_named_and_concluded_from_stored_results(tmp_
     assert [r.outcome for r in results] == ["finished", "finished", "failed", "missing"]
     assert results[0].estimate == pytest.approx(1 / 3) and results[1].estimate == 1.0
     assert results[0].images == 3
+    # A fold ensemble's record counts the weights of all its models; the lesson speaks of one model's.
+    store.write_model_record(ids[0], ModelRecord(classes=("benign", "malignant", "normal"), image_size=64,
+                                                 in_channels=1, color="gray", parameters=5_000, folds=5))
+    results, _ = lesson_conclusion(store, queued, lesson)
+    assert (results[0].parameters, results[0].models) == (1_000, 5)
+    assert results[1].models == 1
     assert conclusion.status == "2 of 4 runs finished; 1 failed, 1 deleted."
     text = conclusion.text()
     assert "oversampling raised malignant recall from 0.33 (no fix) to 1.00" in text
