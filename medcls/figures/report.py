@@ -31,6 +31,7 @@ from ..atomic import atomic_write_text
 from ..config import format_value, settings_rows
 from ..data import default_focus_class
 from ..runs.permissions import owner_words
+from ..runs.records import CrossValidation, latest_fold
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import redact_paths
 from .analysis import interval_figure, reliability_figure
@@ -129,7 +130,8 @@ def _metrics_section(test: SplitMetrics, ci: Mapping) -> str:
     return _pairs(overall) + _table(rows) + warnings + method
 
 
-def _operating_point_section(store: RunStore, run_id: str, classes: list[str], focus: str) -> str:
+def _operating_point_section(store: RunStore, run_id: str, classes: list[str], focus: str,
+                             out_of_fold: bool = False) -> str:
     try:
         val, test = store.predictions(run_id, "val"), store.predictions(run_id, "test")
         view = BinaryView.of(classes, [focus])
@@ -137,13 +139,44 @@ def _operating_point_section(store: RunStore, run_id: str, classes: list[str], f
     except (ValueError, RunNotFoundError) as exc:
         return f"<p class='muted'>Not available: {_esc(exc)}</p>"
     rows = []
-    for split, p in (("validation", val), ("test", test)):
+    for split, p in (("train + val, out of fold" if out_of_fold else "validation", val), ("test", test)):
         op = operating_point(view.truth(p.y_true), view.scores(p.probs), threshold)
         rows.append({"split": split, f"{focus} images": op["positives"], "sensitivity": op["sensitivity"],
                      "specificity": op["specificity"], "PPV": op["ppv"], "NPV": op["npv"]})
+    where = ("on the training + validation images, each predicted by the fold model that never trained on it" if
+             out_of_fold else "on the validation images")
     return (f"<p>Flagging an image as <b>{_esc(focus)}</b> when P({_esc(focus)}) ≥ <b>{threshold:.3f}</b> "
-            f"reaches at least {TARGET_SENSITIVITY:.0%} sensitivity on the validation images. What that "
+            f"reaches at least {TARGET_SENSITIVITY:.0%} sensitivity {where}. What that "
             "threshold gives on the test images is the honest estimate:</p>" + _table(rows))
+
+
+def _parameters_words(total: int, folds: int) -> str:
+    """A model's weights; a fold ensemble's record counts all its models'."""
+    return f"{total // folds:,} in each of {folds} fold models" if folds > 1 else f"{total:,}"
+
+
+def _fold_rows(cv: CrossValidation, epochs: int) -> list[tuple[str, Any]]:
+    """The overview's epoch rows for a fold ensemble: each fold model has its own best epoch and length."""
+    early = sum(s.epochs < epochs for s in cv.scores)
+    return [("fold models", f"{cv.completed} of {cv.folds} trained to their end"),
+            ("best epoch of each fold", ", ".join(str(s.best_epoch) for s in cv.scores)),
+            ("epochs trained in each fold", ", ".join(str(s.epochs) for s in cv.scores) + f" (of up to {epochs})"),
+            ("stopped early", f"{early} of {len(cv.scores)} folds")]
+
+
+def _cross_validation_section(cv: CrossValidation, focus: str) -> str:
+    rows = [{"fold": s.fold, "held-out images": s.images, "macro-F1": s.macro_f1, "accuracy": s.accuracy,
+             f"{focus} recall": s.focus_recall, "best epoch": s.best_epoch, "epochs": s.epochs} for s in cv.scores]
+    spread = []
+    for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", f"{focus} recall")):
+        mean, sd = cv.mean_sd(metric)
+        if mean is not None:
+            spread.append(f"{label} {mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else ""))
+    grouped = " Near-duplicate images were kept in one fold." if cv.grouped else ""
+    return (f"<h2>Cross-validation ({cv.folds} folds)</h2><p>Each fold's model was judged on the training + "
+            f"validation images it never trained on (mean ± standard deviation over the folds: "
+            f"{_esc('; '.join(spread))}).{grouped} The test metrics above are those of the fold models predicting "
+            "together.</p>" + _table(rows))
 
 
 def run_card_html(store: RunStore, run_id: str) -> str:
@@ -170,8 +203,10 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         figures.append(figure(class_counts_figure(data.counts)))
     figures.append(figure(confusion_matrix_figure(test.confusion_matrix, test.classes,
                                                   title="Confusion matrix (test; rows true, columns predicted)")))
-    if history:
-        figures.append(figure(history_figure(history), wide=True))
+    curves, fold = latest_fold(history)  # a fold ensemble: its latest fold's curves, not every fold's in one line
+    if curves:
+        title = "Training curves" + (f" · fold {fold} of {summary.folds}" if fold else "")
+        figures.append(figure(history_figure(curves, title=title), wide=True))
     figures.append(figure(pr_curves_figure(predictions.y_true, predictions.probs, classes, focus)))
     figures.append(figure(reliability_figure({"test": rel})))
     figures.append(figure(interval_figure({summary.name: ci}), wide=True))
@@ -181,13 +216,17 @@ def run_card_html(store: RunStore, run_id: str) -> str:
                   for split, per_class in counts.items()]
     model_record = store.model_record(run_id)
     state = summary.state + (" (stopped; its best checkpoint was tested)" if metrics.stopped else "")
+    cv = store.cross_validation(run_id)
     overview = [
         ("name", summary.name), ("run id", run_id), ("started by", owner_words(summary.owner, summary.owner_name)),
         ("state", state), ("created", status.created),
         ("ended", status.ended), ("model", cfg.model),
-        ("parameters", f"{model_record.parameters:,}" if model_record and model_record.parameters else None),
-        ("image size", f"{cfg.image_size} px"), ("best epoch", metrics.best_epoch),
-        ("epochs trained", len(history)), ("stopped early", "yes" if status.stopped_early else "no"),
+        ("parameters", _parameters_words(model_record.parameters, model_record.folds)
+         if model_record and model_record.parameters else None),
+        ("image size", f"{cfg.image_size} px"),
+        *(_fold_rows(cv, cfg.epochs) if cv and cv.scores else
+          [("best epoch", metrics.best_epoch), ("epochs trained", len(history)),
+           ("stopped early", "yes" if status.stopped_early else "no")]),
         ("number format", format_value(metrics.precision, "precision")), ("focus class", focus),
     ]
     # On a server others can reach, the card names folders by their setting, not by their path on the server.
@@ -206,7 +245,8 @@ def run_card_html(store: RunStore, run_id: str) -> str:
 <h2>Data</h2>{_pairs(data_pairs)}
 <p>Images per split and class:</p>{_table(count_rows)}
 <h2>Test metrics with 95% confidence intervals</h2>{_metrics_section(test, ci)}
-<h2>Operating point for {_esc(focus)}</h2>{_operating_point_section(store, run_id, classes, focus)}
+{_cross_validation_section(cv, focus) if cv and cv.scores else ""}
+<h2>Operating point for {_esc(focus)}</h2>{_operating_point_section(store, run_id, classes, focus, out_of_fold=bool(cv and cv.scores))}
 <h2>Calibration</h2><p>{_esc(calibration_sentence(rel))}</p>
 <h2>Figures</h2><div class='figures'>{''.join(figures)}</div>
 <h2>Settings</h2>{_table([{**r, "value": redact_paths(r["value"])} for r in settings_rows(cfg)],

@@ -74,3 +74,23 @@ def test_on_an_exposed_server_the_card_shows_no_server_paths(finished_run, monke
     monkeypatch.setenv("MEDCLS_EXPOSED", "1")
     html = run_card_html(store, run_id)
     assert source not in html and "…/classes" in html
+
+
+def test_a_fold_ensembles_card_gives_each_folds_epochs_and_scores(store, synth, class_dataset):
+    from medcls.jobs.execute import execute_run
+
+    run_id = store.create(synth.config(class_dataset, epochs=2, folds=2, patience=0))
+    assert execute_run(store, run_id).state == "finished"
+    html = run_card_html(store, run_id)
+    cv = store.cross_validation(run_id)
+    record = store.model_record(run_id)
+    # Per fold model, not one model's "best epoch 0" and the folds' epochs added up.
+    assert f"{record.parameters // 2:,} in each of 2 fold models" in html
+    assert "<th>best epoch of each fold</th><td>" + ", ".join(str(s.best_epoch) for s in cv.scores) in html
+    assert "<th>epochs trained in each fold</th><td>2, 2 (of up to 2)</td>" in html
+    assert "<h2>Cross-validation (2 folds)</h2>" in html and "<tr><th>best epoch</th>" not in html
+    # The training curves are the latest fold's (2 epochs), not both folds' joined into one line.
+    curves = next(spec for spec in _figure_specs(html) if any(t.get("name") == "training loss" for t in spec))
+    assert next(t for t in curves if t.get("name") == "training loss")["x"] == [1, 2]
+    assert "fold 2 of 2" in html
+    assert "each predicted by the fold model that never trained on it" in html  # the operating point's images
