@@ -153,6 +153,9 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     if view is None:
         return
     pos, neg = escape_markdown(view.positive_label), escape_markdown(view.negative_label)
+    if store.cross_validation(run_id) is not None:
+        st.caption(f"This run is a fold ensemble: its validation images here are all {len(val)} of its training + "
+                   "validation images, each predicted by the fold model that never trained on it (out of fold).")
     truth_val, scores_val = view.truth(y_val), view.scores(p_val)
     truth_test, scores_test = view.truth(y_test), view.scores(p_test)
 

@@ -238,3 +238,17 @@ def test_a_picked_confusion_cell_shows_its_images_and_opens_one_in_try_it(page):
     label = pick.options[pick.index]
     assert label == f"{cases[0].name} (true: {true})"  # not in the sidebar's dataset: offered first
     assert at.metric[0].value == predicted
+
+
+def test_a_fold_ensembles_threshold_is_said_to_be_chosen_out_of_fold(page):
+    from medcls.runs.records import CrossValidation, FoldScore
+
+    at, store, run_id = page
+    assert not any("out of fold" in c.value for c in at.caption)  # one model: its validation split
+    score = FoldScore(fold=1, images=9, macro_f1=0.5, accuracy=0.5, balanced_accuracy=0.5, focus_recall=0.5,
+                      best_epoch=1, epochs=2)
+    store.write_cross_validation(run_id, CrossValidation(folds=2, grouped=False, scores=(score,) * 2, completed=2))
+    at.run()
+    n = len(store.predictions(run_id, "val"))
+    assert any(f"all {n} of its training + validation images" in c.value and "out of fold" in c.value
+               for c in at.caption), [c.value for c in at.caption]
