@@ -90,8 +90,8 @@ for message in check.messages:
     st.warning(escape_markdown(message), icon="⚠️")
 for r in chosen:
     if metrics[r].stopped:
-        st.caption(f"⏹️ {shown(names[r])} was stopped at epoch {summaries[r].epochs_done} of "
-                   f"{summaries[r].epochs}: its best checkpoint so far was tested.")
+        st.caption(f"⏹️ {shown(names[r])} was stopped at epoch {summaries[r].epochs_words()}: its best checkpoint "
+                   "so far was tested.")
 
 all_classes = list(dict.fromkeys(c for r in chosen for c in predictions[r].classes))
 trained_focus = [metrics[r].focus_class for r in chosen if metrics[r].focus_class in all_classes]

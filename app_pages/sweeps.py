@@ -123,7 +123,7 @@ def results() -> None:
                    + f" with {best[metric]:.3f} ({escape_markdown(best['name'])}).")
     table = pd.DataFrame([{
         "rank": r["rank"], **{label(k): format_value(r.get(k), k) for k in sweep.settings}, "state": r["state"],
-        "epochs": f"{r['epochs_done']}/{r['epochs']}", "best validation score": r["best_score"],
+        "epochs": r["epochs_words"], "best validation score": r["best_score"],
         "validation macro-F1": r["val_macro_f1"], "test macro-F1": r["test_macro_f1"], "run": r["name"]}
         for r in rows])
     st.dataframe(table, hide_index=True, width="stretch", column_config={

@@ -47,6 +47,14 @@ def test_runs_lists_the_run(trained, capsys):
     assert "finished" in line and "small_cnn" in line and "2/2" in line and "classes · small_cnn" in line
 
 
+def test_runs_says_a_fold_ensemble_is_one(class_dataset, capsys):
+    assert main(["train", "--data", str(class_dataset), *TINY, "--folds", "2", "--run-id", "cv-run"]) == 0
+    capsys.readouterr()
+    assert main(["runs"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.rstrip().endswith("cv-run"))
+    assert "finished, 2 folds" in line and "1/1" in line  # the epochs are each fold model's
+
+
 def test_runs_without_runs_gives_a_hint(capsys):
     assert main(["runs"]) == 0
     assert "no runs yet" in capsys.readouterr().out

@@ -337,12 +337,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     name_width = min(48, max(len(s.name) for s in summaries))
     owners = {s.run_id: owner_words(s.owner, s.owner_name) for s in summaries}
     owner_width = min(24, max(len(o) for o in owners.values()))
-    print(f"{'name':<{name_width}}  {'state':<12} {'epochs':>7} {'test macro-F1':>14}  {'started by':<{owner_width}}  "
+    state_width = 22 if any(s.fold for s in summaries) else 12
+    print(f"{'name':<{name_width}}  {'state':<{state_width}} {'epochs':>7} {'test macro-F1':>14}  {'started by':<{owner_width}}  "
           "run id")
     for s in summaries:
         f1 = "-" if s.test_macro_f1 is None else f"{s.test_macro_f1:.3f}" + (" *" if s.stopped else "")
         state = "damaged" if s.damaged else s.state
-        print(f"{s.name[:name_width]:<{name_width}}  {state:<12} {s.epochs_done:>3}/{s.epochs:<3} {f1:>14}  "
+        if s.fold:  # a fold ensemble: the epochs are its latest fold's
+            state += f", {s.folds} folds" if s.state == "finished" else f", fold {s.fold}/{s.folds}"
+        print(f"{s.name[:name_width]:<{name_width}}  {state:<{state_width}} {s.epochs_done:>3}/{s.epochs:<3} {f1:>14}  "
               f"{owners[s.run_id][:owner_width]:<{owner_width}}  {s.run_id}")
         if s.damaged:
             print(f"{'':<{name_width}}  ! {s.damaged}")

@@ -220,10 +220,11 @@ def sweep_rows(store: RunStore, sweep: Sweep) -> list[dict[str, Any]]:
             summary = store.summary(run_id)
             best = best_record(store.history(run_id))
         except (RunNotFoundError, FileNotFoundError, RecordError):
-            rows.append({**row, "name": run_id, "state": "deleted", "epochs_done": 0, "epochs": 0,
+            rows.append({**row, "name": run_id, "state": "deleted", "epochs_done": 0, "epochs": 0, "epochs_words": "–",
                          **{metric: None for metric in RANK_METRICS}})
             continue
         row.update(name=summary.name, state=summary.state, epochs_done=summary.epochs_done, epochs=summary.epochs,
+                   epochs_words=summary.epochs_words(),  # '3 of 30', or '3 of 30 in fold 2 of 5' for an ensemble
                    best_score=summary.best_score, test_macro_f1=summary.test_macro_f1,
                    val_macro_f1=best.val_macro_f1 if best else None,
                    val_balanced_accuracy=best.val_balanced_accuracy if best else None,

@@ -142,7 +142,7 @@ def test_results_are_ranked_by_the_best_validation_score_and_update_live(tmp_pat
     store.append_history(b, _epoch(0.70, 0.30))
     rows = rank_rows(sweep_rows(store, sweep), "best_score")
     assert [(r["run_id"], r["rank"]) for r in rows] == [(b, 1), (a, 2), (c, None)]
-    assert rows[1]["state"] == "running" and rows[1]["epochs_done"] == 1
+    assert rows[1]["state"] == "running" and rows[1]["epochs_done"] == 1 and rows[1]["epochs_words"] == "1 of 3"
 
     store.append_history(a, _epoch(0.90, 0.20, epoch=2))  # a overtakes b in its second epoch
     test = classification_metrics([0, 1], [[0.9, 0.1], [0.8, 0.2]], ["x", "y"])
