@@ -28,6 +28,7 @@ import torch
 
 from ..atomic import atomic_write_with
 from ..settings import cache_dir, image_cache_mb
+from .disk_budget import trim_oldest
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, is_grayscale
 from .spec import DataError, DataReport, DatasetSpec
 
@@ -237,30 +238,7 @@ def _lookup(key: str, disk: bool):
 def prune_disk_cache(limit_bytes: int, keep: Path | None = None) -> list[Path]:
     """Remove the least recently used decoded datasets until the rest fit in ``limit_bytes`` (``keep`` stays,
     even alone over the limit); returns the removed files."""
-    folder = cache_dir() / "decoded"
-    entries = []
-    for path in folder.glob("*.npz"):
-        try:
-            entries.append((path.stat().st_mtime, path.stat().st_size, path))
-        except OSError:  # removed meanwhile by another process
-            continue
-    total = sum(size for _, size, _ in entries)
-    removed = []
-    for _, size, path in sorted(entries):
-        if total <= limit_bytes:
-            break
-        if keep is not None and path == keep:
-            continue
-        try:
-            path.unlink()
-        except OSError:
-            continue
-        total -= size
-        removed.append(path)
-    if removed:
-        log.info("Image cache over %.0f MB: removed %d least recently used dataset(s)", limit_bytes / 2**20,
-                 len(removed))
-    return removed
+    return trim_oldest((cache_dir() / "decoded").glob("*.npz"), limit_bytes, keep)
 
 
 def _store(key: str, entry, disk: bool) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from numpy.lib import format as npy_format
 
 from ..atomic import atomic_write_with
 from ..settings import cache_dir
+from .disk_budget import trim_oldest
 from .imageio import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, NPZ_MARK, ImageReadError
 from .spec import SPLITS, DataError
 
@@ -203,14 +203,7 @@ def _unpack(path: Path, name: str) -> Path:
 
 
 def _trim_cache(keep: Path) -> None:
-    folders = [p for p in (cache_dir() / "npz").iterdir() if p.is_dir() and p != keep]
-    sizes = {p: sum(f.stat().st_size for f in p.glob("*.npy")) for p in folders}
-    total = sum(sizes.values()) + sum(f.stat().st_size for f in keep.glob("*.npy"))
-    for folder in sorted(folders, key=lambda p: p.stat().st_mtime):
-        if total <= MAX_CACHE_BYTES:
-            break
-        shutil.rmtree(folder, ignore_errors=True)
-        total -= sizes[folder]
+    trim_oldest((p for p in (cache_dir() / "npz").iterdir() if p.is_dir()), MAX_CACHE_BYTES, keep)
 
 
 @lru_cache(maxsize=8)
