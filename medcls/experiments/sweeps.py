@@ -52,10 +52,11 @@ MIN_VALUES, MAX_VALUES = 2, 4
 SWEEPS_DIR = "sweeps"
 # What a sweep can be ranked by: the kept checkpoint's figures (name in words).
 RANK_METRICS = {
-    "best_score": "Validation score of the kept checkpoint (the runs' 'pick the best epoch by' metric)",
-    "val_macro_f1": "Validation macro-F1 of the kept checkpoint",
-    "val_balanced_accuracy": "Validation balanced accuracy of the kept checkpoint",
-    "val_accuracy": "Validation accuracy of the kept checkpoint",
+    "best_score": "Validation score of the kept checkpoint (the runs' 'pick the best epoch by' metric; a fold "
+                  "ensemble: its folds' mean)",
+    "val_macro_f1": "Validation macro-F1 of the kept checkpoint (a fold ensemble: its folds' mean)",
+    "val_balanced_accuracy": "Validation balanced accuracy of the kept checkpoint (a fold ensemble: its folds' mean)",
+    "val_accuracy": "Validation accuracy of the kept checkpoint (a fold ensemble: its folds' mean)",
     "test_macro_f1": "Test macro-F1 (tested runs)",
 }
 
@@ -229,6 +230,15 @@ def sweep_rows(store: RunStore, sweep: Sweep) -> list[dict[str, Any]]:
                    val_macro_f1=best.val_macro_f1 if best else None,
                    val_balanced_accuracy=best.val_balanced_accuracy if best else None,
                    val_accuracy=best.val_accuracy if best else None)
+        cv = store.cross_validation(run_id)
+        try:
+            select = store.config(run_id).select_metric if cv is not None and cv.scores else None
+        except RecordError:  # a damaged config: the summary says so
+            select = None
+        if select:  # a fold ensemble: every fold's kept checkpoint counts, not only the last fold's
+            row.update(best_score=cv.mean_sd(select)[0], val_macro_f1=cv.mean_sd("macro_f1")[0],
+                       val_balanced_accuracy=cv.mean_sd("balanced_accuracy")[0],
+                       val_accuracy=cv.mean_sd("accuracy")[0])
         rows.append(row)
     return rows
 

@@ -24,7 +24,7 @@ from medcls.experiments.sweeps import (
 )
 from medcls.figures.training import sweep_figure
 from medcls.jobs.manager import JobManager
-from medcls.runs.records import EpochRecord, GroupMembership, RunMetrics
+from medcls.runs.records import CrossValidation, EpochRecord, FoldScore, GroupMembership, RunMetrics
 from medcls.runs.store import RunStore
 
 
@@ -162,6 +162,22 @@ def test_results_are_ranked_by_the_best_validation_score_and_update_live(tmp_pat
     with pytest.raises(SweepError, match="Unknown ranking metric"):
         rank_rows(rows, "loss")
     assert set(RANK_METRICS) >= {"best_score", "test_macro_f1"}
+
+
+def test_a_fold_ensembles_validation_figures_are_its_folds_means(tmp_path, base):
+    store = RunStore(tmp_path / "runs")
+    sweep = submit_sweep(store, JobManager(store, start=False).submit, base, {"lr": [1e-3, 2e-3]})
+    single, ensemble = (r["run_id"] for r in sweep.runs)
+    store.append_history(single, _epoch(0.60, 0.60))
+    store.append_history(ensemble, _epoch(0.95, 0.95))  # its last fold's best epoch: a lucky fold
+    scores = tuple(FoldScore(fold=k, images=10, macro_f1=f1, accuracy=0.5, balanced_accuracy=0.5, focus_recall=0.5,
+                             best_epoch=1, epochs=1) for k, f1 in ((1, 0.40), (2, 0.50)))
+    store.write_cross_validation(ensemble, CrossValidation(folds=2, grouped=False, scores=scores, completed=2))
+    select = store.config(ensemble).select_metric
+    rows = {r["run_id"]: r for r in rank_rows(sweep_rows(store, sweep), "best_score")}
+    assert rows[ensemble]["val_macro_f1"] == pytest.approx(0.45) and rows[ensemble]["val_accuracy"] == 0.5
+    assert rows[ensemble]["best_score"] == pytest.approx(0.45 if select == "macro_f1" else 0.5)
+    assert rows[single]["rank"] == 1 and rows[single]["best_score"] == 0.60  # one model: its kept epoch's
 
 
 def test_sweep_figure_is_a_heatmap_for_two_settings_and_bars_for_one():
