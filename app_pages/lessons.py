@@ -22,6 +22,7 @@ from medcls.experiments.lessons import (
 from medcls.figures.lessons import lesson_figure
 from medcls.runs.naming import dataset_name
 from medcls.runs.permissions import PermissionDenied, QueueLimitError
+from medcls.training.estimate import run_folds
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
                  "failed": "❌ failed", "missing": "🗑️ deleted"}
@@ -50,8 +51,12 @@ except LessonError as exc:
     st.error(shown(exc))
     st.stop()
 shared = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in lesson.base.items())
+folds = run_folds(configs[0], spec) if spec is not None else 0
+ensemble = (f" On this dataset each run trains {folds} fold models that predict together (*Cross-validate small "
+            f"datasets*, the default for a small dataset), so the lesson takes about {folds} times as long as with "
+            "one model per run.") if folds else ""
 st.caption(f"Every run: {escape_markdown(shared)}; everything else as the defaults. Read off: "
-           f"**{metric_words(lesson.metric)}** on the test images.")
+           f"**{metric_words(lesson.metric)}** on the test images.{ensemble}")
 st.dataframe(pd.DataFrame([{"run": r.label, **{label(k): format_value(v, k) for k, v in r.settings.items()}}
                            for r in lesson.runs]), hide_index=True)
 if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="primary", disabled=spec is None,
