@@ -254,8 +254,8 @@ def lesson_results(store: RunStore, queued: QueuedLesson, metric: str) -> tuple[
             record = store.model_record(run_id)
         except RecordError:
             record = None
-        models = max(1, record.folds) if record else 1  # an ensemble's record counts every fold model's weights
-        parameters = record.parameters // models if record and record.parameters else None
+        models = record.models if record else 1
+        parameters = record.parameters_per_model if record and record.parameters else None
         estimate = low = high = None
         images = 0
         if outcome == "finished" and summary.tested:

@@ -31,7 +31,7 @@ from ..atomic import atomic_write_text
 from ..config import format_value, settings_rows
 from ..data import default_focus_class
 from ..runs.permissions import owner_words
-from ..runs.records import CrossValidation, latest_fold
+from ..runs.records import CrossValidation, ModelRecord, latest_fold
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import redact_paths
 from .analysis import interval_figure, reliability_figure
@@ -150,9 +150,10 @@ def _operating_point_section(store: RunStore, run_id: str, classes: list[str], f
             "threshold gives on the test images is the honest estimate:</p>" + _table(rows))
 
 
-def _parameters_words(total: int, folds: int) -> str:
-    """A model's weights; a fold ensemble's record counts all its models'."""
-    return f"{total // folds:,} in each of {folds} fold models" if folds > 1 else f"{total:,}"
+def _parameters_words(record: ModelRecord) -> str:
+    """A model's weights; a fold ensemble's, per fold model."""
+    each = f" in each of {record.models} fold models" if record.models > 1 else ""
+    return f"{record.parameters_per_model:,}{each}"
 
 
 def _fold_rows(cv: CrossValidation, epochs: int) -> list[tuple[str, Any]]:
@@ -221,8 +222,7 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         ("name", summary.name), ("run id", run_id), ("started by", owner_words(summary.owner, summary.owner_name)),
         ("state", state), ("created", status.created),
         ("ended", status.ended), ("model", cfg.model),
-        ("parameters", _parameters_words(model_record.parameters, model_record.folds)
-         if model_record and model_record.parameters else None),
+        ("parameters", _parameters_words(model_record) if model_record and model_record.parameters else None),
         ("image size", f"{cfg.image_size} px"),
         *(_fold_rows(cv, cfg.epochs) if cv and cv.scores else
           [("best epoch", metrics.best_epoch), ("epochs trained", len(history)),

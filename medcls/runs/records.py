@@ -259,6 +259,16 @@ class ModelRecord:
     tta: bool = False             # predictions average the image and its mirror
     folds: int = 0                # cross-validation: the checkpoint is an ensemble of this many fold models
 
+    @property
+    def models(self) -> int:
+        """The models that predict together: the fold models of an ensemble, else one."""
+        return max(1, self.folds)
+
+    @property
+    def parameters_per_model(self) -> int:
+        """The weights of one model (``parameters`` counts every fold model's)."""
+        return self.parameters // self.models
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "classes": list(self.classes)}
 
