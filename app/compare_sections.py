@@ -320,8 +320,7 @@ def cross_validation_section(cvs: dict[str, CrossValidation]) -> None:
     for name, cv in cvs.items():
         row = {"run": name, "folds": f"{cv.completed} of {cv.folds}" + (" (grouped)" if cv.grouped else "")}
         for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", "focus recall")):
-            mean, sd = cv.mean_sd(metric)
-            row[label] = "–" if mean is None else f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+            row[label] = cv.mean_sd_words(metric) or "–"
         row["macro-F1 per fold"] = ", ".join(f"{s.macro_f1:.2f}" for s in cv.scores)
         rows.append(row)
     st.dataframe(pd.DataFrame(rows).set_index("run"), width="stretch")

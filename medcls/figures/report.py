@@ -168,11 +168,8 @@ def _fold_rows(cv: CrossValidation, epochs: int) -> list[tuple[str, Any]]:
 def _cross_validation_section(cv: CrossValidation, focus: str) -> str:
     rows = [{"fold": s.fold, "held-out images": s.images, "macro-F1": s.macro_f1, "accuracy": s.accuracy,
              f"{focus} recall": s.focus_recall, "best epoch": s.best_epoch, "epochs": s.epochs} for s in cv.scores]
-    spread = []
-    for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", f"{focus} recall")):
-        mean, sd = cv.mean_sd(metric)
-        if mean is not None:
-            spread.append(f"{label} {mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else ""))
+    spread = [f"{label} {words}" for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", f"{focus} recall"))
+              if (words := cv.mean_sd_words(metric))]
     grouped = " Near-duplicate images were kept in one fold." if cv.grouped else ""
     return (f"<h2>Cross-validation ({cv.folds} folds)</h2><p>Each fold's model was judged on the training + "
             f"validation images it never trained on (mean ± standard deviation over the folds: "

@@ -403,6 +403,13 @@ class CrossValidation:
             return mean, None
         return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
+    def mean_sd_words(self, metric: str) -> str | None:
+        """'0.806 ± 0.035' (the mean alone for one fold; None when no fold has the metric)."""
+        mean, sd = self.mean_sd(metric)
+        if mean is None:
+            return None
+        return f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {"folds": self.folds, "grouped": self.grouped, "completed": self.completed,
                 "scores": [asdict(s) for s in self.scores]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medcls.runs.records import EpochRecord, best_record, latest_fold
+from medcls.runs.records import CrossValidation, EpochRecord, FoldScore, best_record, latest_fold
 
 
 def epoch(n: int, fold: int = 0, best: bool = False) -> EpochRecord:
@@ -18,3 +18,15 @@ def test_a_cross_validation_history_is_drawn_one_fold_at_a_time():
     shown, fold = latest_fold(folds)
     assert fold == 2 and [h.epoch for h in shown] == [1, 2, 3]  # never epochs 1, 2, 1, 2, 3 on one axis
     assert best_record(shown).epoch == 1 and best_record(shown).fold == 2
+
+
+def test_a_cross_validations_spread_in_words():
+    def score(fold: int, f1: float, recall: float | None) -> FoldScore:
+        return FoldScore(fold=fold, images=10, macro_f1=f1, accuracy=0.5, balanced_accuracy=0.5, focus_recall=recall,
+                         best_epoch=1, epochs=1)
+
+    cv = CrossValidation(folds=2, grouped=False, scores=(score(1, 0.7, None), score(2, 0.8, 0.5)), completed=2)
+    assert cv.mean_sd_words("macro_f1") == "0.750 ± 0.071"
+    assert cv.mean_sd_words("focus_recall") == "0.500"  # one fold has it: no spread to give
+    none = CrossValidation(folds=1, grouped=False, scores=(score(1, 0.7, None),), completed=1)
+    assert none.mean_sd_words("focus_recall") is None
