@@ -144,9 +144,9 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     labels = np.array([it.label for it in spec.items if it.split == "train"], dtype=np.int64)
     val = sum(1 for it in spec.items if it.split == "val")
     test = sum(1 for it in spec.items if it.split == "test")
-    folds = run_folds(cfg, spec)
+    pool = _pool_labels(spec)
+    folds = run_folds(cfg, spec, pool)
     if folds:  # each fold model trains on the other folds of train + val and validates on its own fold
-        pool = np.array([it.label for it in spec.items if it.split in ("train", "val")], dtype=np.int64)
         keep = np.arange(len(pool)) % folds != 0  # (k-1)/k of every class, as the stratified folds give
         labels, val = pool[np.argsort(pool, kind="stable")][keep], len(pool) // folds
     batch = _batch(cfg, len(labels))
@@ -167,10 +167,16 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
                        costs=costs, folds=folds)
 
 
-def run_folds(cfg: TrainConfig, spec: DatasetSpec) -> int:
-    """The folds a run of ``cfg`` trains on ``spec``: as set, or as chosen for a small dataset (0: one model)."""
-    return folds_for(cfg, np.bincount([it.label for it in spec.items if it.split in ("train", "val")],
-                                      minlength=len(spec.classes)).tolist())
+def run_folds(cfg: TrainConfig, spec: DatasetSpec, pool: np.ndarray | None = None) -> int:
+    """The folds a run of ``cfg`` trains on ``spec``: as set, or as chosen for a small dataset (0: one model).
+    ``pool``: the train + val labels, when already listed."""
+    pool = _pool_labels(spec) if pool is None else pool
+    return folds_for(cfg, np.bincount(pool, minlength=len(spec.classes)).tolist())
+
+
+def _pool_labels(spec: DatasetSpec) -> np.ndarray:
+    """The labels of the train + val images: what cross-validation cuts into folds."""
+    return np.array([it.label for it in spec.items if it.split in ("train", "val")], dtype=np.int64)
 
 
 def _batch(cfg: TrainConfig, train_images: int) -> int:
