@@ -217,6 +217,11 @@ def _size(size: float) -> str:
     return f"{size / 1e6:,.1f} MB" if size < 10e6 else f"{size / 1e6:,.0f} MB"
 
 
+def _cache_key(cfg: DataConfig) -> tuple:
+    """The data config as a hashable key of the cached readers below."""
+    return tuple(sorted(dataclasses.asdict(cfg).items()))
+
+
 @st.cache_data(show_spinner="Reading the dataset…", ttl=60, max_entries=8)
 def _load(cfg_items: tuple) -> DatasetSpec:
     return load_dataset(DataConfig(**dict(cfg_items)))
@@ -231,7 +236,7 @@ def load_current_dataset(cfg: DataConfig | None = None) -> DatasetSpec | None:
     if cfg.source:
         uploads().touch(cfg.source)  # in use: not removed to make room for another upload
     try:
-        return _load(tuple(sorted(dataclasses.asdict(cfg).items())))
+        return _load(_cache_key(cfg))
     except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError) as exc:
         st.error(f"Cannot use this dataset: {shown(exc)}")
         return None
@@ -245,7 +250,7 @@ def _side(cfg_items: tuple) -> int | None:
 def typical_image_side(cfg: DataConfig) -> int | None:
     """The chosen dataset's typical shorter image side in pixels (from a sample of headers; cached)."""
     try:
-        return _side(tuple(sorted(dataclasses.asdict(cfg).items())))
+        return _side(_cache_key(cfg))
     except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError):
         return None  # load_current_dataset has said why
 
