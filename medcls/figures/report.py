@@ -158,11 +158,12 @@ def _parameters_words(record: ModelRecord) -> str:
 
 def _fold_rows(cv: CrossValidation, epochs: int) -> list[tuple[str, Any]]:
     """The overview's epoch rows for a fold ensemble: each fold model has its own best epoch and length."""
-    early = sum(s.epochs < epochs for s in cv.scores)
+    ended = cv.scores[:cv.completed]  # a stop cuts the last fold short: that is not early stopping
+    early = sum(s.epochs < epochs for s in ended)
     return [("fold models", f"{cv.completed} of {cv.folds} trained to their end"),
             ("best epoch of each fold", ", ".join(str(s.best_epoch) for s in cv.scores)),
             ("epochs trained in each fold", ", ".join(str(s.epochs) for s in cv.scores) + f" (of up to {epochs})"),
-            ("stopped early", f"{early} of {len(cv.scores)} folds")]
+            ("stopped early", f"{early} of the {len(ended)} folds trained to their end")]
 
 
 def _cross_validation_section(cv: CrossValidation, focus: str) -> str:

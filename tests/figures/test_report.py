@@ -94,3 +94,21 @@ def test_a_fold_ensembles_card_gives_each_folds_epochs_and_scores(store, synth, 
     assert next(t for t in curves if t.get("name") == "training loss")["x"] == [1, 2]
     assert "fold 2 of 2" in html
     assert "each predicted by the fold model that never trained on it" in html  # the operating point's images
+
+
+def test_a_stopped_fold_ensemble_does_not_count_its_cut_fold_as_stopped_early(finished_run):
+    from medcls.runs.records import CrossValidation, FoldScore
+
+    store, run_id = finished_run
+    epochs = store.config(run_id).epochs
+
+    def score(fold: int, trained: int) -> FoldScore:
+        return FoldScore(fold=fold, images=10, macro_f1=0.5, accuracy=0.5, balanced_accuracy=0.5, focus_recall=0.5,
+                         best_epoch=1, epochs=trained)
+
+    # Fold 1 ran all its epochs; the person stopped the run one epoch into fold 2.
+    store.write_cross_validation(run_id, CrossValidation(folds=3, grouped=False, completed=1,
+                                                         scores=(score(1, epochs), score(2, 1))))
+    html = run_card_html(store, run_id)
+    assert "<th>fold models</th><td>1 of 3 trained to their end</td>" in html
+    assert "<th>stopped early</th><td>0 of the 1 folds trained to their end</td>" in html
