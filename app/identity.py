@@ -30,7 +30,8 @@ from medcls.runs.permissions import (
     check_instructor_secret,
     owner_words,
 )
-from medcls.runs.records import RunMeta, RunSummary
+from medcls.runs.records import RunMeta
+from medcls.runs.summary import RunSummary
 from medcls.settings import instructor_secret
 
 from .text import escape_markdown

@@ -9,8 +9,8 @@ from __future__ import annotations
 import streamlit as st
 
 from medcls.runs.permissions import PermissionDenied
-from medcls.runs.records import RunSummary
 from medcls.runs.store import RunNotFoundError
+from medcls.runs.summary import RunSummary
 
 from .identity import identity, manage_refusal, owner_line
 from .manager import manager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from .records import RunSummary
+from .summary import RunSummary
 
 __all__ = ["state_words", "run_label", "preferred_run", "comparable_default"]
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
-    from .records import DataRecord, RunSummary
+    from .records import DataRecord
+    from .summary import RunSummary
 
 __all__ = ["default_run_name", "dataset_name", "unique_name", "display_names", "MAX_NAME_LENGTH", "clean_run_name"]
 

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from ..analysis.metrics import SplitMetrics
 
 __all__ = ["RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
-           "best_record", "latest_fold", "Progress", "ModelRecord", "DataRecord", "RunMetrics", "Predictions", "GroupMembership",
-           "RunSummary", "FoldScore", "CrossValidation"]
+           "best_record", "latest_fold", "Progress", "ModelRecord", "DataRecord", "RunMetrics", "Predictions",
+           "GroupMembership", "FoldScore", "CrossValidation"]
 
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
@@ -463,42 +463,3 @@ class GroupMembership:
             return None
         values = data.get("values") if isinstance(data.get("values"), Mapping) else {}
         return cls(kind=_str(data.get("kind"), legacy_kind or "sweep"), group_id=group_id, values=dict(values))
-
-
-# --- one line per run ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What a list of runs shows about each: read from status, meta, config, history and metrics."""
-
-    run_id: str
-    name: str                      # the readable name (the run's own, or made from its settings)
-    state: str
-    created: str
-    model: str
-    dataset: str                   # the data's name in words ('built-in synthetic phantoms', 'busi', ...)
-    data_fingerprint: str
-    classes: tuple[str, ...]
-    epochs_done: int
-    epochs: int
-    error: str
-    best_score: float | None       # the validation score of the kept checkpoint
-    test_macro_f1: float | None
-    focus_class: str
-    focus_recall: float | None     # test recall of the focus class
-    has_weights: bool
-    tested: bool                   # has test metrics (finished, or stopped and then tested)
-    stopped: bool                  # the metrics are of a stopped run's best checkpoint
-    owner: str = ""
-    owner_name: str = ""
-    damaged: str = ""
-    fold: int = 0                  # cross-validation: the fold of the latest epoch; epochs_done counts its epochs
-    folds: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    def epochs_words(self) -> str:
-        """'4 of 30', or a cross-validation run's '4 of 30 in fold 3 of 5'."""
-        return f"{self.epochs_done} of {self.epochs}" + (f" in fold {self.fold} of {self.folds}" if self.fold else "")

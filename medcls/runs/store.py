@@ -78,11 +78,11 @@ from .records import (
     RunMeta,
     RunMetrics,
     RunStatus,
-    RunSummary,
     best_record,
     latest_fold,
 )
 from .reference import FeatureReference
+from .summary import RunSummary
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,0 +1,51 @@
+"""One line per run: what lists of runs (the pickers, Compare, sweeps, ``python -m medcls runs``) show about each.
+
+Unlike the records in :mod:`medcls.runs.records`, a summary is not a file of its own: the run store
+(:meth:`~medcls.runs.store.RunStore.summary`) puts it together from the status, meta, config, history, metrics
+and, for a fold ensemble, cv.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .records import ACTIVE_STATES
+
+__all__ = ["RunSummary"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a list of runs shows about each: read from status, meta, config, history and metrics."""
+
+    run_id: str
+    name: str                      # the readable name (the run's own, or made from its settings)
+    state: str
+    created: str
+    model: str
+    dataset: str                   # the data's name in words ('built-in synthetic phantoms', 'busi', ...)
+    data_fingerprint: str
+    classes: tuple[str, ...]
+    epochs_done: int
+    epochs: int
+    error: str
+    best_score: float | None       # the validation score of the kept checkpoint
+    test_macro_f1: float | None
+    focus_class: str
+    focus_recall: float | None     # test recall of the focus class
+    has_weights: bool
+    tested: bool                   # has test metrics (finished, or stopped and then tested)
+    stopped: bool                  # the metrics are of a stopped run's best checkpoint
+    owner: str = ""
+    owner_name: str = ""
+    damaged: str = ""
+    fold: int = 0                  # cross-validation: the fold of the latest epoch; epochs_done counts its epochs
+    folds: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def epochs_words(self) -> str:
+        """'4 of 30', or a cross-validation run's '4 of 30 in fold 3 of 5'."""
+        return f"{self.epochs_done} of {self.epochs}" + (f" in fold {self.fold} of {self.folds}" if self.fold else "")
