@@ -73,6 +73,8 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
                f"priority): {escape_markdown(estimate.epoch_words())} per epoch; {estimate.total_words()}. Other "
                "programs on the machine change it; once the run has finished an epoch, its time left comes from "
                "its own epochs.")
+    if estimate.note:
+        st.info(escape_markdown(estimate.note), icon=":material/info:")
     name, count = info["largest"]
     if info["largest_share"] > 0.5 and info["largest_is_linear"]:
         st.warning(f"**{info['largest_share']:.0%} of all parameters sit in one layer ({name}, {count:,}).** "

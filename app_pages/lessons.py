@@ -22,7 +22,8 @@ from medcls.experiments.lessons import (
 from medcls.figures.lessons import lesson_figure
 from medcls.runs.naming import dataset_name
 from medcls.runs.permissions import PermissionDenied, QueueLimitError
-from medcls.training.estimate import run_folds
+from medcls.training.crossval import folds_for, train_alike
+from medcls.training.estimate import pool_counts
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
                  "failed": "❌ failed", "missing": "🗑️ deleted"}
@@ -51,10 +52,12 @@ except LessonError as exc:
     st.error(shown(exc))
     st.stop()
 shared = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in lesson.base.items())
-folds = run_folds(configs[0], spec) if spec is not None else 0
+counts = pool_counts(spec) if spec is not None else []
+configs, alike = train_alike(configs, counts) if counts else (configs, None)
+folds = folds_for(configs[0], counts) if counts else 0
 ensemble = (f" On this dataset each run trains {folds} fold models that predict together (*Cross-validate small "
             f"datasets*, the default for a small dataset), so the lesson takes about {folds} times as long as with "
-            "one model per run.") if folds else ""
+            "one model per run.") if folds else (f" {alike}" if alike else "")
 st.caption(f"Every run: {escape_markdown(shared)}; everything else as the defaults. Read off: "
            f"**{metric_words(lesson.metric)}** on the test images.{ensemble}")
 st.dataframe(pd.DataFrame([{"run": r.label, **{label(k): format_value(v, k) for k, v in r.settings.items()}}
@@ -63,7 +66,8 @@ if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="prim
              key="lesson_start"):
     try:
         manager().check_queue_room(identity(), adding=len(lesson.runs))  # all of the lesson's runs, or none
-        queued = submit_lesson(manager().store, manager().submit, lesson, data_cfg, owner=run_meta())
+        queued = submit_lesson(manager().store, manager().submit, lesson, data_cfg, owner=run_meta(),
+                               pool_counts=counts)
     except (LessonError, QueueLimitError) as exc:
         st.error(shown(exc))
     else:

@@ -28,6 +28,8 @@ from medcls.experiments.sweeps import (
 from medcls.figures.training import sweep_figure
 from medcls.runs.permissions import QueueLimitError
 from medcls.runs.records import ACTIVE_STATES
+from medcls.training.crossval import train_alike
+from medcls.training.estimate import pool_counts
 
 
 def values_widget(name: str, base: TrainConfig) -> list:
@@ -49,6 +51,7 @@ st.caption("Explore settings without code: pick one or two settings and a few va
            "their validation score while they train.")
 data_cfg = current_data_config()
 spec = load_current_dataset(data_cfg)
+counts = pool_counts(spec) if spec is not None else []
 
 st.subheader("1 · Start from the Train page's options")
 if spec is not None:
@@ -79,6 +82,8 @@ if grid_error:
 elif points:
     st.caption(f"{len(points)} runs: " + "; ".join(
         ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in p.values.items()) for p in points))
+    if counts and (alike := train_alike([p.config for p in points], counts)[1]):
+        st.info(escape_markdown(alike), icon=":material/info:")
 queue = st.button(f"▶ Queue {len(points)} runs" if points else "▶ Queue the runs", type="primary",
                   disabled=not points or spec is None, key="sweep_start")
 if queue and base is not None:
@@ -86,7 +91,7 @@ if queue and base is not None:
         manager().check_queue_room(identity(), len(points))  # all of the sweep, or none of it
         meta = run_meta()
         sweep = submit_sweep(manager().store, lambda cfg, **kw: manager().submit(cfg, meta=meta, **kw), base,
-                             settings)
+                             settings, pool_counts=counts)
     except (SweepError, QueueLimitError) as exc:
         st.error(shown(exc))
     else:

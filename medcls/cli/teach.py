@@ -50,12 +50,15 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     store = open_store(args)
     data = DataConfig(source=str(Path(args.data).resolve()) if args.data else "")
 
-    def create(config, *, meta, group) -> str:
-        run_id = store.create(config, meta=meta)
+    def create(config, *, meta, group, notes) -> str:
+        run_id = store.create(config, meta=meta, notes=notes)
         store.write_group(run_id, group)
         return run_id
 
-    queued = submit_lesson(store, create, lesson, data)
+    from ..data import load_dataset
+    from ..training.estimate import pool_counts
+
+    queued = submit_lesson(store, create, lesson, data, pool_counts=pool_counts(load_dataset(data)))
     print(f"lesson {lesson.name}: {lesson.title}\n{lesson.question}\n")
     with ctrl_c_stops() as interrupted:
         for entry, run in zip(queued.runs, lesson.runs):

@@ -21,12 +21,13 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ..config import ConfigError, DataConfig, TrainConfig, option_table
 from ..runs.naming import unique_name
 from ..runs.records import ACTIVE_STATES, GroupMembership, RecordError, RunMeta
 from ..runs.store import RunNotFoundError, RunStore
+from ..training.crossval import train_alike
 from .conclusions import METRICS, Conclusion, RunResult, conclude
 from .records import GroupRecords
 
@@ -195,11 +196,13 @@ class QueuedLesson:
 
 
 def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, data: DataConfig,
-                  owner: RunMeta | None = None) -> QueuedLesson:
+                  owner: RunMeta | None = None, pool_counts: Sequence[int] = ()) -> QueuedLesson:
     """Queue every run of ``lesson`` on ``data`` with ``submit(config, meta=..., group=...)`` (e.g.
     ``JobManager.submit``), each named "<lesson title short> · <label>" and started by ``owner`` (its owner
-    fields; the local operator when None)."""
+    fields; the local operator when None). ``pool_counts``, the data's train + val images per class, lets the
+    runs train alike (:func:`~medcls.training.crossval.train_alike`)."""
     configs = lesson_configs(lesson, data)  # raises before anything is queued
+    configs, alike = train_alike(configs, pool_counts) if pool_counts else (configs, None)
     owner = owner or RunMeta()
     now = datetime.now(timezone.utc)
     queued = QueuedLesson(f"lesson-{lesson.name}-{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}",
@@ -210,7 +213,8 @@ def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, d
         name = unique_name(f"Lesson {short} · {run.label}", taken)
         taken.add(name)
         run_id = submit(config, meta=RunMeta(name=name, owner=owner.owner, owner_name=owner.owner_name),
-                        group=GroupMembership("lesson", queued.lesson_id, {"lesson": lesson.name, "label": run.label}))
+                        group=GroupMembership("lesson", queued.lesson_id, {"lesson": lesson.name, "label": run.label}),
+                        notes=[alike] if alike else [])
         queued.runs.append({"run_id": run_id, "label": run.label})
         _RECORDS.write(store, queued.lesson_id, queued.to_dict())  # complete after every run
     log.info("Lesson %s: queued %d runs as %s", lesson.name, len(configs), queued.lesson_id)

@@ -37,6 +37,7 @@ from ..config.describe import sentence_label
 from ..config.serialize import coerce
 from ..runs.records import GroupMembership, RecordError, best_record
 from ..runs.store import RunNotFoundError, RunStore
+from ..training.crossval import train_alike
 from .records import GroupRecords
 
 __all__ = [
@@ -187,15 +188,19 @@ class Sweep:
 
 
 def submit_sweep(store: RunStore, submit: Callable[..., str], base: TrainConfig,
-                 settings: Mapping[str, Sequence[Any]]) -> Sweep:
+                 settings: Mapping[str, Sequence[Any]], pool_counts: Sequence[int] = ()) -> Sweep:
     """Check the grid, then queue one run per combination with ``submit(config, group=...)``
-    (e.g. ``JobManager.submit``)."""
+    (e.g. ``JobManager.submit``). ``pool_counts``, the data's train + val images per class, lets the runs train
+    alike (:func:`~medcls.training.crossval.train_alike`)."""
     points = expand_grid(base, settings)  # raises before anything is queued
+    configs, alike = train_alike([p.config for p in points], pool_counts) if pool_counts else \
+        ([p.config for p in points], None)
     now = datetime.now(timezone.utc)
     sweep = Sweep(f"sweep-{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}", now.isoformat(timespec="seconds"),
                   {name: list(dict.fromkeys(p.values[name] for p in points)) for name in settings})
-    for point in points:
-        run_id = submit(point.config, group=GroupMembership("sweep", sweep.sweep_id, point.values))
+    for point, config in zip(points, configs):
+        run_id = submit(config, group=GroupMembership("sweep", sweep.sweep_id, point.values),
+                        notes=[alike] if alike else [])
         sweep.runs.append({"run_id": run_id, "values": point.values})
         _RECORDS.write(store, sweep.sweep_id, sweep.to_dict())  # complete after every run
     log.info("Sweep %s: queued %d runs", sweep.sweep_id, len(points))

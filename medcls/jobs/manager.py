@@ -30,7 +30,7 @@ import fcntl
 import logging
 import threading
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 from ..config import TrainConfig
 from ..runs.permissions import OPERATOR, Identity, QueuedRun, check_queue_room, fair_order, require_manage
@@ -116,8 +116,9 @@ class JobManager:
 
     # --- public API -------------------------------------------------------------
     def submit(self, config: TrainConfig, *, meta: RunMeta | None = None,
-               group: GroupMembership | None = None) -> str:
-        """Queue a run (with its name and owner, and its place in a sweep or lesson); returns its id.
+               group: GroupMembership | None = None, notes: Sequence[str] = ()) -> str:
+        """Queue a run (with its name and owner, its place in a sweep or lesson, and notes on what was adjusted
+        for it); returns its id.
 
         It starts when a slot is free and its owner's turn comes (round-robin across people). Raises
         :class:`medcls.runs.permissions.QueueLimitError` when its owner already has ``MEDCLS_QUEUE_LIMIT`` runs waiting.
@@ -125,7 +126,7 @@ class JobManager:
         meta = meta or RunMeta()
         with self._lock, self._file_lock():
             self.check_queue_room(Identity(meta.owner))
-            run_id = self.store.create(config, meta=meta)
+            run_id = self.store.create(config, meta=meta, notes=notes)
         if group is not None:
             self.store.write_group(run_id, group)
         self._wake.set()

@@ -42,7 +42,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from ..atomic import (
     append_jsonl,
@@ -140,9 +140,10 @@ class RunStore(RunLifecycle):
 
     # --- creation, config and meta -------------------------------------------------
     def create(self, config: TrainConfig, run_id: str | None = None, state: str = "queued",
-               meta: RunMeta | None = None) -> str:
+               meta: RunMeta | None = None, notes: Sequence[str] = ()) -> str:
         """A new run folder; without a name the run is named after its settings ("busi · small_cnn · ...",
-        with " (2)" added when another run has that name already)."""
+        with " (2)" added when another run has that name already). ``notes`` start its notes (what was adjusted
+        for it when it was queued)."""
         run_id = run_id or self.new_id(config)
         folder = self.path(run_id, must_exist=False)
         meta = meta or RunMeta()
@@ -153,7 +154,8 @@ class RunStore(RunLifecycle):
         # status first: a folder with config.json is a run, and must always have a status.
         now = _now()
         atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,
-                                                            created_ns=time.time_ns()).to_dict())
+                                                            created_ns=time.time_ns(),
+                                                            notes=tuple(notes)).to_dict())
         atomic_write_json(folder / "meta.json", meta.to_dict())
         atomic_write_text(folder / "config.json", config.to_json())
         return run_id

@@ -9,16 +9,18 @@ keeps the k models as one ensemble, which is what the test split, Compare and Tr
 
 With 0 folds and ``small_data_ensemble`` on (the default), a small dataset is cross-validated anyway
 (:func:`resolve_folds`): on a few hundred images a 5-fold ensemble is steadier than one model and also learns
-from the validation images; a large dataset, or one with too few images of a class to validate five folds,
-trains one model.
+from the validation images. A dataset that would take much more work than that (many images, large images or a
+heavy network: :func:`training_work`), or one with too few images of a class to validate five folds, trains
+one model, and so does one of over 3,000 images (one model has enough to learn from).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,21 +34,50 @@ from ..runs.records import CrossValidation, FoldScore
 from .engine import Callback, FitCancelled, FitResult
 from .pipeline import PreparedData, Stage, TrainResult, prepare_data, train_in_memory
 
-__all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "AUTO_FOLDS"]
+__all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "training_work",
+           "too_much_work", "train_alike", "AUTO_FOLDS", "AUTO_MAX_WORK"]
 
 log = logging.getLogger(__name__)
 
 AUTO_FOLDS = 5               # folds of the automatic ensemble
 AUTO_MIN_PER_FOLD = 10       # images of every class each fold must be validated on (fewer: epoch picks are luck)
-AUTO_MAX_IMAGES = 3000       # beyond this one model has enough to learn from, and 5 would take 5 times as long
+AUTO_MAX_IMAGES = 3000       # beyond this one model has enough to learn from
+# Beyond this much work (train + val images x each image's work, 1 = small_cnn at 128 px) five models would take
+# too long: BUSI at 128 px is 664, whose ensemble takes about 5 minutes on the
+# 2-core machine of docs/benchmarks.md, so an automatic ensemble takes at most about 11 minutes there.
+AUTO_MAX_WORK = 1500
+REFERENCE_MODEL, REFERENCE_SIZE = "small_cnn", 128  # one image of the default model at its default size: work 1
 
 
-def auto_folds(pool_counts: Sequence[int]) -> int:
-    """Folds the automatic ensemble trains for a train + val pool with these images per class (0: one model)."""
+def auto_folds(pool_counts: Sequence[int], work_per_image: float = 1.0) -> int:
+    """Folds the automatic ensemble trains for a train + val pool with these images per class, each image
+    ``work_per_image`` times the default model's at 128 px (0: one model)."""
     present = [n for n in pool_counts if n > 0]
-    if len(present) < 2 or sum(present) > AUTO_MAX_IMAGES or min(present) < AUTO_FOLDS * AUTO_MIN_PER_FOLD:
+    if (len(present) < 2 or sum(present) > AUTO_MAX_IMAGES or sum(present) * work_per_image > AUTO_MAX_WORK
+            or min(present) < AUTO_FOLDS * AUTO_MIN_PER_FOLD):
         return 0
     return AUTO_FOLDS
+
+
+def training_work(cfg: TrainConfig) -> float:
+    """One image's training work for ``cfg``'s model at its image size, relative to small_cnn at 128 px.
+
+    Measured in multiply-adds of a forward pass: a proxy for time that comes out the same on every machine, so
+    that a config trains the same way everywhere (the Train page's estimate gives the time on this one)."""
+    return _macs(cfg.model, cfg.model_options, cfg.image_size) / _macs(REFERENCE_MODEL, None, REFERENCE_SIZE)
+
+
+@functools.lru_cache(maxsize=32)
+def _macs(model: str, options: Any, image_size: int) -> int:
+    """Multiply-adds of one image through ``model`` with ``options`` (None: its defaults)."""
+    from ..models.summary import forward_macs
+    from .pipeline import build_model
+
+    cfg = TrainConfig().with_options(model=model, image_size=image_size)
+    if options is not None:
+        cfg = replace(cfg, model_options=options)
+    # The arithmetic does not depend on the starting weights, and pretrained ones need not be on this machine.
+    return forward_macs(build_model(cfg, num_classes=2, in_channels=3, weights="random"), image_size, 3)
 
 
 def folds_for(cfg: TrainConfig, pool_counts: Sequence[int]) -> int:
@@ -54,16 +85,46 @@ def folds_for(cfg: TrainConfig, pool_counts: Sequence[int]) -> int:
     for a small dataset (0: one model)."""
     if cfg.folds or not cfg.small_data_ensemble:
         return cfg.folds
-    return auto_folds(pool_counts)
+    return auto_folds(pool_counts, training_work(cfg))
+
+
+def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int]) -> str | None:
+    """When only its work keeps a run of ``cfg`` from the automatic ensemble on this train + val pool: a
+    sentence saying so (None otherwise)."""
+    if cfg.folds or not cfg.small_data_ensemble or not auto_folds(pool_counts, work_per_image=0.0):
+        return None
+    images = sum(pool_counts)
+    work = images * training_work(cfg)
+    if work <= AUTO_MAX_WORK:
+        return None
+    return (f"One model, not a {AUTO_FOLDS}-fold ensemble: {images:,} training + validation images with {cfg.model} "
+            f"at {cfg.image_size} px are as much work as {work:,.0f} images with {REFERENCE_MODEL} at "
+            f"{REFERENCE_SIZE} px, over the automatic ensemble's limit of {AUTO_MAX_WORK:,} (five models would "
+            f"take five times as long). Set the folds to train an ensemble anyway.")
+
+
+def train_alike(configs: Sequence[TrainConfig],
+                pool_counts: Sequence[int]) -> tuple[list[TrainConfig], str | None]:
+    """Runs compared side by side (a lesson, a sweep) must train alike. When the automatic ensemble would take
+    some of ``configs`` but not the others (its work limit: larger images, a heavier network), it is switched
+    off for all of them. Returns the configs and a note for each run saying so (None when nothing changed)."""
+    auto = [not c.folds and c.small_data_ensemble for c in configs]
+    if len({folds_for(c, pool_counts) for c, a in zip(configs, auto) if a}) < 2:
+        return list(configs), None
+    note = ("'Cross-validate small datasets' is off for every run of this comparison: the automatic "
+            f"{AUTO_FOLDS}-fold ensemble would train some of its runs but not the others (too much work: larger "
+            "images or a heavier network), and runs compared side by side must train alike, so each trains one "
+            "model.")
+    return [c.with_options(small_data_ensemble=False) if a else c for c, a in zip(configs, auto)], note
 
 
 def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, str | None]:
     """The config as trained on ``data``: with 0 folds and ``small_data_ensemble``, the automatic folds; and
-    the note saying what was chosen and why (None when nothing was chosen automatically)."""
+    the note saying what was chosen and why, or why a small dataset trains one model (None otherwise)."""
     labels = torch.cat([data.train.labels, data.val.labels]).numpy()
     counts = np.bincount(labels, minlength=len(data.classes)).tolist()
     if cfg.folds or not (folds := folds_for(cfg, counts)):
-        return cfg, None
+        return cfg, too_much_work(cfg, counts)
     words = f"{sum(counts):,} training + validation images, the fewest of a class {min(c for c in counts if c):,}"
     note = (f"A small dataset ({words}): trained as a {folds}-fold cross-validation ensemble ('Cross-validate small "
             f"datasets'). Turn that off, or set the folds, for one model.")
@@ -76,10 +137,11 @@ def fit(cfg: TrainConfig, data: PreparedData | None = None, *, callbacks: Sequen
     """Train as configured: one model, or k fold models (set, or chosen by :func:`resolve_folds`)."""
     data = data or prepare_data(cfg, stage)
     cfg, note = resolve_folds(cfg, data)
-    if not cfg.folds:
-        return train_in_memory(cfg, data, callbacks=callbacks, should_cancel=should_cancel, stage=stage)
-    result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: callbacks, should_cancel=should_cancel,
-                            stage=stage)
+    if cfg.folds:
+        result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: callbacks, should_cancel=should_cancel,
+                                stage=stage)
+    else:
+        result = train_in_memory(cfg, data, callbacks=callbacks, should_cancel=should_cancel, stage=stage)
     if note:
         result.notes.insert(0, note)
     return result

@@ -38,11 +38,11 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data.spec import DatasetSpec
-from .crossval import folds_for
+from .crossval import folds_for, too_much_work
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
 
-__all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "run_folds", "measure_costs", "probe_config",
+__all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "run_folds", "pool_counts", "measure_costs", "probe_config",
            "earliest_stop", "PROBE_STEPS"]
 
 PROBE_STEPS = 3          # training steps per probe epoch
@@ -110,6 +110,7 @@ class RunEstimate:
     earliest: int              # early stopping may end the run after this many epochs
     costs: Costs
     folds: int = 0             # cross-validation: this many models, one after another (0: one model)
+    note: str | None = None    # why a small dataset trains one model, not the automatic ensemble
 
     def total_s(self, epochs: int | None = None) -> float:
         """Start to finish with ``epochs`` epochs per model (default: all planned)."""
@@ -145,7 +146,8 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     val = sum(1 for it in spec.items if it.split == "val")
     test = sum(1 for it in spec.items if it.split == "test")
     pool = _pool_labels(spec)
-    folds = run_folds(cfg, spec, pool)
+    counts = np.bincount(pool, minlength=len(spec.classes)).tolist()  # pool_counts(spec), from the labels at hand
+    folds = folds_for(cfg, counts)
     if folds:  # each fold model trains on the other folds of train + val and validates on its own fold
         keep = np.arange(len(pool)) % folds != 0  # (k-1)/k of every class, as the stratified folds give
         labels, val = pool[np.argsort(pool, kind="stable")][keep], len(pool) // folds
@@ -164,14 +166,18 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     return RunEstimate(epoch_s=steps * costs.step_s + val * costs.eval_image_s, steps=steps, epoch_images=epoch_images,
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
                        finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
-                       costs=costs, folds=folds)
+                       costs=costs, folds=folds,
+                       note=too_much_work(cfg, counts))
 
 
-def run_folds(cfg: TrainConfig, spec: DatasetSpec, pool: np.ndarray | None = None) -> int:
-    """The folds a run of ``cfg`` trains on ``spec``: as set, or as chosen for a small dataset (0: one model).
-    ``pool``: the train + val labels, when already listed."""
-    pool = _pool_labels(spec) if pool is None else pool
-    return folds_for(cfg, np.bincount(pool, minlength=len(spec.classes)).tolist())
+def run_folds(cfg: TrainConfig, spec: DatasetSpec) -> int:
+    """The folds a run of ``cfg`` trains on ``spec``: as set, or as chosen for a small dataset (0: one model)."""
+    return folds_for(cfg, pool_counts(spec))
+
+
+def pool_counts(spec: DatasetSpec) -> list[int]:
+    """Images per class in the train + val splits: what cross-validation cuts into folds."""
+    return np.bincount(_pool_labels(spec), minlength=len(spec.classes)).tolist()
 
 
 def _pool_labels(spec: DatasetSpec) -> np.ndarray:

@@ -92,6 +92,16 @@ def _finish(store: RunStore, run_id: str, y_true, probs, classes=("benign", "mal
     store.set_status(run_id, "finished")
 
 
+def test_a_lessons_runs_train_alike_on_data_the_ensemble_takes_at_one_size_only(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    lesson = get_lesson("resolution")  # 64 px against 128 px
+    # 2,700 images: at 64 px a quarter of the work of 128 px, so the ensemble would take only the 64 px run.
+    queued = submit_lesson(store, JobManager(store, start=False).submit, lesson, DataConfig(source="/data/x"),
+                           pool_counts=[900, 900, 900])
+    assert [store.config(r["run_id"]).small_data_ensemble for r in queued.runs] == [False, False]
+    assert all("must train alike" in store.raw_status(r["run_id"]).notes[0] for r in queued.runs)
+
+
 def test_a_queued_lesson_is_grouped_named_and_concluded_from_stored_results(tmp_path):
     store = RunStore(tmp_path / "runs")
     lesson = get_lesson("rare-classes")

@@ -90,6 +90,24 @@ def test_values_read_like_people_write_them():
         ["0.002", "on", "off", "–", "oversample", "32", "–"]
 
 
+def test_a_sweep_over_image_size_trains_every_run_alike_and_says_why(tmp_path, base):
+    # On BUSI's train + val counts the automatic ensemble takes 128 px but not 256 px (four times the work); a
+    # sweep comparing them would compare an ensemble with one model, so none of its runs is an ensemble.
+    busi = [370, 180, 113]
+    store = RunStore(tmp_path / "runs")
+    manager = JobManager(store, start=False)
+    sweep = submit_sweep(store, manager.submit, base, {"image_size": [128, 256]}, pool_counts=busi)
+    for entry in sweep.runs:
+        assert store.config(entry["run_id"]).small_data_ensemble is False
+        (note,) = store.raw_status(entry["run_id"]).notes
+        assert note.startswith("'Cross-validate small datasets' is off for every run of this comparison")
+    # Sizes the ensemble takes alike: left as they are, and no note.
+    sweep = submit_sweep(store, manager.submit, base, {"image_size": [64, 128]}, pool_counts=busi)
+    for entry in sweep.runs:
+        assert store.config(entry["run_id"]).small_data_ensemble is True
+        assert store.raw_status(entry["run_id"]).notes == ()
+
+
 def test_submit_queues_every_combination_and_records_the_sweep(tmp_path, base):
     store = RunStore(tmp_path / "runs")
     old_run = store.create(base)  # a run from before sweeps existed

@@ -42,3 +42,18 @@ def test_layers_are_named_in_words_not_module_paths():
     resnet = summarize(create_model("resnet18", num_classes=2, image_size=64, in_channels=1, weights="random"))
     assert [n for n, _ in resnet.layers][:5] == ["first convolution", "stage 1", "stage 2", "stage 3", "stage 4"]
     assert sum(count for _, count in resnet.layers) == resnet.parameters
+
+
+def test_forward_macs_counts_every_convolution_and_linear_product():
+    from torch import nn
+
+    from medcls.models.summary import forward_macs
+
+    # conv 1->4, 3x3, padding 1 on 8x8: 8*8*4 outputs of 1*3*3 products; then 4*8*8 -> 2 linear: 256*2.
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 8 * 8, 2)).train()
+    assert forward_macs(model, 8, 1) == 8 * 8 * 4 * 9 + 256 * 2
+    assert model.training  # left in the mode it was in
+    small = create_model("small_cnn", num_classes=3, image_size=64, in_channels=1)
+    # Twice the side: four times the arithmetic in the convolutions (the small head barely counts).
+    ratio = forward_macs(small, 128, 1) / forward_macs(small, 64, 1)
+    assert ratio == pytest.approx(4.0, rel=0.01)

@@ -87,6 +87,46 @@ def test_small_datasets_are_cross_validated_automatically_large_or_thin_ones_are
     assert auto_folds([1200, 1200, 1200]) == 0             # large: one model has enough, five take five times
     assert auto_folds([500, 0, 0]) == 0                    # one class present: nothing to validate
     assert auto_folds([50, 50]) == AUTO_FOLDS and auto_folds([50, 49]) == 0  # 10 per class in each of 5 folds
+    assert auto_folds([370, 180, 113], work_per_image=4.0) == 0  # BUSI, each image 4 times the work: too long
+
+
+def test_the_automatic_ensemble_is_limited_by_work_images_times_size_and_network():
+    from medcls.config import TrainConfig
+    from medcls.training.crossval import AUTO_FOLDS, folds_for, training_work
+
+    busi = [370, 180, 113]
+    default = TrainConfig()
+    assert training_work(default) == 1.0 and folds_for(default, busi) == AUTO_FOLDS
+    assert training_work(default.with_options(image_size=256)) == pytest.approx(4.0, rel=0.01)  # 4 times the pixels
+    assert folds_for(default.with_options(image_size=256), busi) == 0
+    assert folds_for(default.with_options(image_size=64), [900, 900, 900]) == AUTO_FOLDS   # small images: cheap
+    assert folds_for(default.with_options(image_size=32), [1100, 1100, 1100]) == 0  # over 3,000: one model learns
+    # A heavier network at the same size: ResNet-18 is several times small_cnn's arithmetic (and is built with
+    # random weights to count it, so no ImageNet file is needed).
+    assert training_work(default.with_options(model="resnet18")) > 4
+    assert folds_for(default.with_options(model="resnet18"), busi) == 0
+    assert folds_for(default.with_options(image_size=256, folds=5), busi) == 5  # as set
+
+
+def test_a_small_dataset_kept_from_the_ensemble_by_its_work_says_so_before_and_after_training():
+    from types import SimpleNamespace
+
+    from medcls.config import TrainConfig
+    from medcls.training.crossval import resolve_folds, too_much_work
+
+    busi = [370, 180, 113]
+    large = TrainConfig().with_options(image_size=256)
+    words = too_much_work(large, busi)
+    assert words.startswith("One model, not a 5-fold ensemble: 663 training + validation images")
+    assert "as much work as 2,652 images with small_cnn at 128 px" in words and "limit of 1,500" in words
+    assert too_much_work(TrainConfig(), busi) is None                       # the ensemble is trained
+    assert too_much_work(large, [24, 21, 296]) is None                      # too few of a class anyway
+    assert too_much_work(large.with_options(small_data_ensemble=False), busi) is None  # switched off
+    labels = torch.cat([torch.full((n,), i) for i, n in enumerate(busi)])
+    data = SimpleNamespace(train=SimpleNamespace(labels=labels), val=SimpleNamespace(labels=labels[:0]),
+                           classes=["benign", "malignant", "normal"])
+    cfg, note = resolve_folds(large, data)   # the run's note (the Train page shows the same words before Start)
+    assert cfg.folds == 0 and note == words
 
 
 def test_fit_trains_a_fold_ensemble_when_chosen_and_one_model_when_turned_off(class_dataset, synth, monkeypatch):

@@ -111,3 +111,6 @@ def test_a_small_dataset_is_timed_as_the_five_fold_models_it_trains():
     assert "for 5 fold models" in auto.total_words() and "each fold model" in auto.epoch_words()
     assert estimate_run(TrainConfig(), PHANTOMS, costs()).folds == 0  # the built-in data: one model, as it trains
     assert estimate_run(TrainConfig().with_options(folds=3), PHANTOMS, costs()).folds == 3
+    assert auto.note is None and single.note is None
+    large = estimate_run(TrainConfig().with_options(image_size=256), busi_like, costs())  # 4 times the work
+    assert large.folds == 0 and large.note.startswith("One model, not a 5-fold ensemble")
