@@ -22,7 +22,7 @@ from medcls.experiments.lessons import (
 from medcls.figures.lessons import lesson_figure
 from medcls.runs.naming import dataset_name
 from medcls.runs.permissions import PermissionDenied, QueueLimitError
-from medcls.training.crossval import folds_for, train_alike
+from medcls.training.crossval import folds_for, group_folds_words, train_alike
 from medcls.training.estimate import pool_counts
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
@@ -55,11 +55,9 @@ shared = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in lesson.base.it
 counts = pool_counts(spec) if spec is not None else []
 configs, alike = train_alike(configs, counts) if counts else (configs, None)
 folds = folds_for(configs[0], counts) if counts else 0
-ensemble = (f" On this dataset each run trains {folds} fold models that predict together (*Cross-validate small "
-            f"datasets*, the default for a small dataset), so the lesson takes about {folds} times as long as with "
-            "one model per run.") if folds else (f" {alike}" if alike else "")
+ensemble = escape_markdown(group_folds_words(folds, "lesson") if folds else alike or "")
 st.caption(f"Every run: {escape_markdown(shared)}; everything else as the defaults. Read off: "
-           f"**{metric_words(lesson.metric)}** on the test images.{ensemble}")
+           f"**{metric_words(lesson.metric)}** on the test images. {ensemble}")
 st.dataframe(pd.DataFrame([{"run": r.label, **{label(k): format_value(v, k) for k, v in r.settings.items()}}
                            for r in lesson.runs]), hide_index=True)
 if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="primary", disabled=spec is None,

@@ -28,7 +28,7 @@ from medcls.experiments.sweeps import (
 from medcls.figures.training import sweep_figure
 from medcls.runs.permissions import QueueLimitError
 from medcls.runs.records import ACTIVE_STATES
-from medcls.training.crossval import train_alike
+from medcls.training.crossval import folds_for, group_folds_words, train_alike
 from medcls.training.estimate import pool_counts
 
 
@@ -82,8 +82,12 @@ if grid_error:
 elif points:
     st.caption(f"{len(points)} runs: " + "; ".join(
         ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in p.values.items()) for p in points))
-    if counts and (alike := train_alike([p.config for p in points], counts)[1]):
+    configs, alike = train_alike([p.config for p in points], counts) if counts else ([], None)
+    if alike:
         st.info(escape_markdown(alike), icon=":material/info:")
+    elif len(folds := {folds_for(c, counts) for c in configs}) == 1 and (auto := folds.pop()) and \
+            not base.folds:
+        st.caption(escape_markdown(group_folds_words(auto, "sweep")))
 queue = st.button(f"▶ Queue {len(points)} runs" if points else "▶ Queue the runs", type="primary",
                   disabled=not points or spec is None, key="sweep_start")
 if queue and base is not None:

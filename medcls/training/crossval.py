@@ -35,7 +35,7 @@ from .engine import Callback, FitCancelled, FitResult
 from .pipeline import PreparedData, Stage, TrainResult, prepare_data, train_in_memory
 
 __all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "training_work",
-           "too_much_work", "train_alike", "AUTO_FOLDS", "AUTO_MAX_WORK"]
+           "too_much_work", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,13 @@ def train_alike(configs: Sequence[TrainConfig],
             "images or a heavier network), and runs compared side by side must train alike, so each trains one "
             "model.")
     return [c.with_options(small_data_ensemble=False) if a else c for c, a in zip(configs, auto)], note
+
+
+def group_folds_words(folds: int, group: str) -> str:
+    """What a group of runs (a 'lesson', a 'sweep') costs when each of its runs trains ``folds`` fold models."""
+    return (f"On this dataset each run trains {folds} fold models that predict together ('Cross-validate small "
+            f"datasets', the default for a small dataset), so the {group} takes about {folds} times as long as "
+            "with one model per run.")
 
 
 def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, str | None]:

@@ -86,3 +86,22 @@ def test_an_invalid_value_is_explained_and_nothing_is_queued(queue_only, tiny_da
     assert any("Learning rate: the value 'fast' is not valid" in as_read(e.value) for e in at.error)
     assert at.button(key="sweep_start").disabled
     assert queue_only.store.list_ids() == []
+
+
+def test_a_sweep_says_before_queuing_how_its_runs_will_train_and_trains_them_alike(queue_only, tiny_dataset,
+                                                                                   monkeypatch):
+    from medcls.training import crossval
+
+    monkeypatch.setattr(crossval, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough to ensemble
+    monkeypatch.setattr(crossval, "AUTO_MAX_WORK", 10)     # ... at 32 px, but not at 256 px (64 times the work)
+    at = _sweep_page(tiny_dataset)
+    at.multiselect(key="sweep_settings").set_value(["image_size"]).run()
+    at.text_input(key="sweep_values_image_size").set_value("32, 48").run()
+    assert any("each run trains 5 fold models" in c.value for c in at.caption)  # both are ensembles
+    at.text_input(key="sweep_values_image_size").set_value("32, 256").run()
+    assert not any("each run trains" in c.value for c in at.caption)
+    (info,) = [i.value for i in at.info if "must train alike" in i.value]
+    at.button(key="sweep_start").click().run()
+    store = queue_only.store
+    assert {store.config(r).small_data_ensemble for r in store.list_ids()} == {False}
+    assert all("must train alike" in store.raw_status(r).notes[0] for r in store.list_ids())
