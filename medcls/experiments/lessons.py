@@ -197,7 +197,7 @@ class QueuedLesson:
 
 def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, data: DataConfig,
                   owner: RunMeta | None = None, pool_counts: Sequence[int] = ()) -> QueuedLesson:
-    """Queue every run of ``lesson`` on ``data`` with ``submit(config, meta=..., group=...)`` (e.g.
+    """Queue every run of ``lesson`` on ``data`` with ``submit(config, meta=..., group=..., notes=...)`` (e.g.
     ``JobManager.submit``), each named "<lesson title short> · <label>" and started by ``owner`` (its owner
     fields; the local operator when None). ``pool_counts``, the data's train + val images per class, lets the
     runs train alike (:func:`~medcls.training.crossval.train_alike`)."""

@@ -189,7 +189,7 @@ class Sweep:
 
 def submit_sweep(store: RunStore, submit: Callable[..., str], base: TrainConfig,
                  settings: Mapping[str, Sequence[Any]], pool_counts: Sequence[int] = ()) -> Sweep:
-    """Check the grid, then queue one run per combination with ``submit(config, group=...)``
+    """Check the grid, then queue one run per combination with ``submit(config, group=..., notes=...)``
     (e.g. ``JobManager.submit``). ``pool_counts``, the data's train + val images per class, lets the runs train
     alike (:func:`~medcls.training.crossval.train_alike`)."""
     points = expand_grid(base, settings)  # raises before anything is queued
