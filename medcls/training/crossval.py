@@ -43,7 +43,7 @@ AUTO_FOLDS = 5               # folds of the automatic ensemble
 AUTO_MIN_PER_FOLD = 10       # images of every class each fold must be validated on (fewer: epoch picks are luck)
 AUTO_MAX_IMAGES = 3000       # beyond this one model has enough to learn from
 # Beyond this much work (train + val images x each image's work, 1 = small_cnn at 128 px) five models would take
-# too long: BUSI at 128 px is 664, whose ensemble takes about 5 minutes on the 2-core machine of
+# too long: BUSI at 128 px is 662, whose ensemble takes about 5 minutes on the 2-core machine of
 # docs/benchmarks.md, so an automatic ensemble takes at most about 11 minutes there.
 AUTO_MAX_WORK = 1500
 REFERENCE_MODEL, REFERENCE_SIZE = "small_cnn", 128  # one image of the default model at its default size: work 1
