@@ -91,12 +91,13 @@ def folds_for(cfg: TrainConfig, pool_counts: Sequence[int]) -> int:
 def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int]) -> str | None:
     """When only its work keeps a run of ``cfg`` from the automatic ensemble on this train + val pool: a
     sentence saying so (None otherwise)."""
-    if cfg.folds or not cfg.small_data_ensemble or not auto_folds(pool_counts, work_per_image=0.0):
+    if cfg.folds or not cfg.small_data_ensemble:
         return None
+    work_per_image = training_work(cfg)
+    if not auto_folds(pool_counts, work_per_image=0.0) or auto_folds(pool_counts, work_per_image):
+        return None  # not small anyway, or small enough
     images = sum(pool_counts)
-    work = images * training_work(cfg)
-    if work <= AUTO_MAX_WORK:
-        return None
+    work = images * work_per_image
     return (f"One model, not a {AUTO_FOLDS}-fold ensemble: {images:,} training + validation images with {cfg.model} "
             f"at {cfg.image_size} px are as much work as {work:,.0f} images with {REFERENCE_MODEL} at "
             f"{REFERENCE_SIZE} px, over the automatic ensemble's limit of {AUTO_MAX_WORK:,} (five models would "

@@ -42,7 +42,7 @@ from .crossval import folds_for, too_much_work
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
 
-__all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "run_folds", "pool_counts", "measure_costs", "probe_config",
+__all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "pool_counts", "measure_costs", "probe_config",
            "earliest_stop", "PROBE_STEPS"]
 
 PROBE_STEPS = 3          # training steps per probe epoch
@@ -146,7 +146,7 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     val = sum(1 for it in spec.items if it.split == "val")
     test = sum(1 for it in spec.items if it.split == "test")
     pool = _pool_labels(spec)
-    counts = np.bincount(pool, minlength=len(spec.classes)).tolist()  # pool_counts(spec), from the labels at hand
+    counts = _class_counts(pool, spec)
     folds = folds_for(cfg, counts)
     if folds:  # each fold model trains on the other folds of train + val and validates on its own fold
         keep = np.arange(len(pool)) % folds != 0  # (k-1)/k of every class, as the stratified folds give
@@ -170,14 +170,13 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
                        note=too_much_work(cfg, counts))
 
 
-def run_folds(cfg: TrainConfig, spec: DatasetSpec) -> int:
-    """The folds a run of ``cfg`` trains on ``spec``: as set, or as chosen for a small dataset (0: one model)."""
-    return folds_for(cfg, pool_counts(spec))
-
-
 def pool_counts(spec: DatasetSpec) -> list[int]:
     """Images per class in the train + val splits: what cross-validation cuts into folds."""
-    return np.bincount(_pool_labels(spec), minlength=len(spec.classes)).tolist()
+    return _class_counts(_pool_labels(spec), spec)
+
+
+def _class_counts(labels: np.ndarray, spec: DatasetSpec) -> list[int]:
+    return np.bincount(labels, minlength=len(spec.classes)).tolist()
 
 
 def _pool_labels(spec: DatasetSpec) -> np.ndarray:
