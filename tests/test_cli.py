@@ -208,6 +208,7 @@ def test_cross_validation_prints_each_fold_and_the_mean_and_spread(class_dataset
     assert "fold 1 of 2" in out.err and "fold 2 of 2" in out.err
     assert "cross-validation: 2 of 2 folds" in out.out and "fold 1: macro-F1" in out.out
     assert "macro-F1:" in out.out and "± " in out.out and "fold models' ensemble" in out.out
+    assert "malignant recall" in out.out and "focus recall" not in out.out  # the class it means, by name
 
 
 @pytest.mark.slow

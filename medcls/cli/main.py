@@ -189,7 +189,8 @@ def _report_outcome(store, run_id: str, outcome) -> int:
         print(f"note: {note}")
     cv = store.cross_validation(run_id)
     if cv is not None:
-        _print_cross_validation(cv)
+        record = store.model_record(run_id)
+        _print_cross_validation(cv, record.focus_class if record else "")
     if outcome.state != "finished":
         print(f"run {run_id} {outcome.state}: {outcome.error}", file=sys.stderr)
         if outcome.metrics.get("test") is not None:
@@ -200,13 +201,14 @@ def _report_outcome(store, run_id: str, outcome) -> int:
     return 0
 
 
-def _print_cross_validation(cv: CrossValidation) -> None:
+def _print_cross_validation(cv: CrossValidation, focus_class: str) -> None:
     grouped = ", near-duplicates kept in one fold" if cv.grouped else ""
     print(f"cross-validation: {cv.completed} of {cv.folds} folds{grouped} (each judged on the images it held out)")
+    recall = f"{focus_class or 'focus class'} recall"
     for s in cv.scores:
-        print(f"  fold {s.fold}: macro-F1 {s.macro_f1:.3f}  accuracy {s.accuracy:.3f}  focus recall "
+        print(f"  fold {s.fold}: macro-F1 {s.macro_f1:.3f}  accuracy {s.accuracy:.3f}  {recall} "
               f"{_fmt(s.focus_recall)}  ({s.images} images, best epoch {s.best_epoch}/{s.epochs})")
-    for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", "focus recall")):
+    for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", recall)):
         mean, sd = cv.mean_sd(metric)
         if mean is not None:
             print(f"  {label}: {mean:.3f}" + (f" ± {sd:.3f} (mean ± standard deviation)" if sd is not None else ""))
