@@ -42,7 +42,7 @@ def _minutes(seconds: float) -> str:
 def _whole_run(estimate: RunEstimate) -> str:
     """'1.7–3.2 min', '40–75 s', '≈ 51 s': short enough for a metric in a narrow column."""
     low, high = estimate.total_s(estimate.earliest), estimate.total_s()
-    if estimate.earliest >= estimate.epochs:
+    if estimate.earliest >= estimate.epochs or _minutes(low) == _minutes(high):  # the epochs hardly count
         return _minutes(high)
     if high < 90:
         return f"{low:.0f}–{high:.0f} s"
@@ -66,8 +66,10 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
               help="Weights, their gradients and the optimizer's running averages, in float32.")
     c3, c4 = st.columns([1, 2])
     c3.metric("Per epoch", f"{estimate.epoch_s:.1f} s", help=f"{estimate.epoch_words()}.")
+    features = (f", {estimate.features_s:.0f} s to run the images through the frozen backbone"
+                f"{' for each fold model' if estimate.folds else ''}" if estimate.features_s else "")
     c4.metric("Whole run", _whole_run(estimate), help=f"{estimate.total_words()}, with about "
-              f"{estimate.setup_s:.0f} s to start and read the data and {estimate.finish_s:.0f} s to test.")
+              f"{estimate.setup_s:.0f} s to start and read the data{features} and {estimate.finish_s:.0f} s to test.")
     threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
     st.caption(f"Measured now on this machine, as a training run would run ({threads}, {costs.precision}, lowered "
                f"priority): {escape_markdown(estimate.epoch_words())} per epoch; {estimate.total_words()}. Other "

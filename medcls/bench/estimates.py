@@ -1,12 +1,14 @@
 """``python -m medcls.bench.estimates``: the Train page's time estimates against real runs, in one run.
 
-Three cases, each first estimated (:func:`medcls.training.estimate.measure_costs`, as the Train page does)
+Four cases, each first estimated (:func:`medcls.training.estimate.measure_costs`, as the Train page does)
 and then trained the way the app trains (a job manager starting a worker process with the app's settings):
 
 1. the default recipe on the built-in phantoms (30 epochs; early stopping may end it sooner);
 2. the default recipe at 64 px on BUSI (``--busi``; skipped when absent), which trains a 5-fold ensemble (a small
    dataset, see :func:`medcls.training.crossval.auto_folds`);
-3. the default recipe at 28 px for 2 epochs on a MedMNIST-shaped ``.npz`` (PneumoniaMNIST's sizes: 4,708
+3. ResNet-18 with a frozen backbone (random weights: nothing to download) on BUSI, which trains a 5-fold
+   ensemble whose fold models each cache their own images' features (skipped without BUSI);
+4. the default recipe at 28 px for 2 epochs on a MedMNIST-shaped ``.npz`` (PneumoniaMNIST's sizes: 4,708
    / 524 / 624 images, two classes, 74% one class), made here.
 
 Per case it compares the estimated seconds per epoch with the median measured epoch, and the estimated
@@ -40,6 +42,7 @@ from . import default_busi_root
 __all__ = ["write_medmnist_like", "run_case", "main", "TOLERANCE"]
 
 TOLERANCE = 0.30  # the estimate must land within 30% of the measured time
+EPOCHS_SHARE_JUDGED = 0.1  # per-epoch estimates are judged when the epochs take at least this share of the run
 
 
 def write_medmnist_like(path: Path, sizes: tuple[int, int, int] = (4708, 524, 624), side: int = 28,
@@ -87,7 +90,11 @@ def run_case(name: str, cfg: TrainConfig, store: RunStore, manager: JobManager, 
            "estimate_range_s": [round(estimate.total_s(estimate.earliest), 1), round(estimate.total_s(), 1)],
            "threads": costs.threads, "precision": costs.precision, "others_cores_before": load,
            "costs": costs.to_dict()}
-    row["within_tolerance"] = all(abs(row[k] - 1) <= TOLERANCE for k in ("epoch_ratio", "total_ratio"))
+    # Epochs that take a small part of the run (a frozen backbone's head: a tenth of a second each) are
+    # reported, but only the whole run's time is held to the tolerance then.
+    row["epochs_share"] = round(sum(epochs) / total, 3)
+    judged = ("epoch_ratio", "total_ratio") if row["epochs_share"] >= EPOCHS_SHARE_JUDGED else ("total_ratio",)
+    row["within_tolerance"] = all(abs(row[k] - 1) <= TOLERANCE for k in judged)
     echo(f"[{name}] measured: {measured_epoch:.2f} s per epoch (median of {len(history)}), {total:.1f} s in all "
          f"-> ratios {row['epoch_ratio']:.2f} per epoch, {row['total_ratio']:.2f} in all")
     return row
@@ -100,7 +107,9 @@ def _markdown(results: dict) -> str:
              "Train page does (a probe process set up like a training worker times two short epochs), then trained "
              "the way the app trains (the job manager starts a worker process). The estimate must land within "
              f"±{TOLERANCE:.0%} of the measured time, per epoch and in all (for the epochs the run trained; "
-             "early stopping decides how many). A fold ensemble's estimate counts every fold model.", "",
+             "early stopping decides how many); when the epochs take under "
+             f"{EPOCHS_SHARE_JUDGED:.0%} of the run (a frozen backbone's head), only in all. A fold ensemble's "
+             "estimate counts every fold model.", "",
              "| case | epochs run | estimate per epoch | measured per epoch | ratio | estimate in all | measured in all "
              "| ratio | threads | other processes (cores) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -134,9 +143,9 @@ def render(results_json: Path, out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medcls.bench.estimates", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--busi", default=str(default_busi_root()), help="BUSI folder (case 2 is skipped without).")
+    parser.add_argument("--busi", default=str(default_busi_root()), help="BUSI folder (cases 2 and 3 are skipped without).")
     parser.add_argument("--out-dir", default="docs", help="Where estimates.md and estimates.json go.")
-    parser.add_argument("--cases", default="phantoms,busi,npz", help="Which cases, comma-separated.")
+    parser.add_argument("--cases", default="phantoms,busi,frozen,npz", help="Which cases, comma-separated.")
     args = parser.parse_args(argv)
     wanted = set(args.cases.split(","))
     work = Path(tempfile.mkdtemp(prefix="medcls-estimates-"))
@@ -149,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         if "busi" in wanted and (Path(args.busi) / "split.csv").is_file():
             cases.append(("default recipe at 64 px, BUSI", TrainConfig().with_options(source=args.busi,
                                                                                     image_size=64, epochs=10)))
+        if "frozen" in wanted and (Path(args.busi) / "split.csv").is_file():
+            # Features cached once per fold model: the estimate must count them five times, and the work
+            # limit lets this ensemble through (crossval.training_work).
+            cases.append(("ResNet-18, head only (random weights, cached features), BUSI",
+                          TrainConfig().with_options(source=args.busi, model="resnet18", weights="random",
+                                                     epochs=10)))
         if "npz" in wanted:
             npz = write_medmnist_like(work / "pneumonia-like.npz")
             cases.append(("28 px .npz (PneumoniaMNIST sizes), 2 epochs",

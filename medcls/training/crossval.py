@@ -35,7 +35,7 @@ from .engine import Callback, FitCancelled, FitResult
 from .pipeline import PreparedData, Stage, TrainResult, prepare_data, train_in_memory
 
 __all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "training_work",
-           "too_much_work", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK"]
+           "too_much_work", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK", "REFERENCE_PASSES"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ AUTO_MAX_IMAGES = 3000       # beyond this one model has enough to learn from
 # docs/benchmarks.md, so an automatic ensemble takes at most about 11 minutes there.
 AUTO_MAX_WORK = 1500
 REFERENCE_MODEL, REFERENCE_SIZE = "small_cnn", 128  # one image of the default model at its default size: work 1
+# A trained network runs each image forward and backward (about 3 forward passes) every epoch, for at least the 15
+# epochs early stopping lets a default run go; a frozen backbone with cached features runs it forward once per
+# cached view, and never again. Its work is counted in these passes.
+REFERENCE_PASSES = 45
 
 
 def auto_folds(pool_counts: Sequence[int], work_per_image: float = 1.0) -> int:
@@ -63,13 +67,21 @@ def training_work(cfg: TrainConfig) -> float:
     """One image's training work for ``cfg``'s model at its image size, relative to small_cnn at 128 px.
 
     Measured in multiply-adds of a forward pass: a proxy for time that comes out the same on every machine, so
-    that a config trains the same way everywhere (the Train page's estimate gives the time on this one)."""
-    return _macs(cfg.model, cfg.model_options, cfg.image_size) / _macs(REFERENCE_MODEL, None, REFERENCE_SIZE)
+    that a config trains the same way everywhere (the Train page's estimate gives the time on this one). A frozen
+    backbone whose features are cached costs its cached views' forward passes once, not training every epoch
+    (:data:`REFERENCE_PASSES`)."""
+    macs, frozen = _forward_cost(cfg.model, cfg.model_options, cfg.image_size)
+    work = macs / _forward_cost(REFERENCE_MODEL, None, REFERENCE_SIZE)[0]
+    if frozen and getattr(cfg.model_options, "feature_cache", False):
+        views = cfg.model_options.feature_views if cfg.augment.augment else 1
+        work *= views / REFERENCE_PASSES
+    return work
 
 
 @functools.lru_cache(maxsize=32)
-def _macs(model: str, options: Any, image_size: int) -> int:
-    """Multiply-adds of one image through ``model`` with ``options`` (None: its defaults)."""
+def _forward_cost(model: str, options: Any, image_size: int) -> tuple[int, bool]:
+    """Multiply-adds of one image through ``model`` with ``options`` (None: its defaults), and whether its
+    feature layers are frozen."""
     from ..models.summary import forward_macs
     from .pipeline import build_model
 
@@ -77,7 +89,8 @@ def _macs(model: str, options: Any, image_size: int) -> int:
     if options is not None:
         cfg = replace(cfg, model_options=options)
     # The arithmetic does not depend on the starting weights, and pretrained ones need not be on this machine.
-    return forward_macs(build_model(cfg, num_classes=2, in_channels=3, weights="random"), image_size, 3)
+    built = build_model(cfg, num_classes=2, in_channels=3, weights="random")
+    return forward_macs(built, image_size, 3), built.frozen_features
 
 
 def folds_for(cfg: TrainConfig, pool_counts: Sequence[int]) -> int:

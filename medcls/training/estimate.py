@@ -104,18 +104,20 @@ class RunEstimate:
     val_images: int
     test_images: int
     tta: bool
-    setup_s: float             # from Start to the first step: worker start, data, cached features
+    setup_s: float             # from Start until training begins: worker start, reading the data
     finish_s: float            # after the last epoch: testing and the records
     epochs: int
     earliest: int              # early stopping may end the run after this many epochs
     costs: Costs
     folds: int = 0             # cross-validation: this many models, one after another (0: one model)
+    features_s: float = 0.0    # a frozen backbone's cached features, computed again for each model
     note: str | None = None    # why a small dataset trains one model, not the automatic ensemble
 
     def total_s(self, epochs: int | None = None) -> float:
         """Start to finish with ``epochs`` epochs per model (default: all planned)."""
         n = self.epochs if epochs is None else epochs
-        return self.setup_s + max(1, self.folds) * (self.costs.first_epoch_extra_s + n * self.epoch_s) + self.finish_s
+        per_model = self.features_s + self.costs.first_epoch_extra_s + n * self.epoch_s
+        return self.setup_s + max(1, self.folds) * per_model + self.finish_s
 
     def epoch_words(self) -> str:
         mirror = " and their mirror images" if self.tta else ""
@@ -128,9 +130,12 @@ class RunEstimate:
         models = f" for {self.folds} fold models" if self.folds else ""
         each = " each" if self.folds else ""
         if self.earliest < self.epochs:
-            return (f"{_minutes(self.total_s(self.earliest))} to {_minutes(self.total_s())} in all{models}: early "
-                    f"stopping may end {'each' if self.folds else 'it'} after epoch {self.earliest}, at the latest "
-                    f"after {self.epochs}")
+            low, high = _minutes(self.total_s(self.earliest)), _minutes(self.total_s())
+            stop = (f"early stopping may end {'each' if self.folds else 'it'} after epoch {self.earliest}, at the "
+                    f"latest after {self.epochs}")
+            if low == high:  # the epochs are a small part of it (a frozen backbone's head)
+                return f"{high} in all{models} ({stop}; the epochs take little of it)"
+            return f"{low} to {high} in all{models}: {stop}"
         return f"{_minutes(self.total_s())} in all{models}, {self.epochs} epoch{'s' if self.epochs != 1 else ''}{each}"
 
 
@@ -148,6 +153,9 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     pool = _pool_labels(spec)
     counts = _class_counts(pool, spec)
     folds = folds_for(cfg, counts)
+    # Try it's novelty reference embeds the training and validation images; a fold ensemble embeds the training
+    # split and all of train + val, each through every member.
+    embedded = (len(labels) + len(pool)) * folds if folds else len(labels) + val
     if folds:  # each fold model trains on the other folds of train + val and validates on its own fold
         keep = np.arange(len(pool)) % folds != 0  # (k-1)/k of every class, as the stratified folds give
         labels, val = pool[np.argsort(pool, kind="stable")][keep], len(pool) // folds
@@ -159,15 +167,16 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     views = getattr(cfg.model_options, "feature_views", 1) if frozen and cfg.augment.augment else 1
     tta_views = 2 if cfg.tta else 1
     cache_s = (len(labels) * views + (val + test) * tta_views) * costs.feature_image_s
-    setup_s = costs.start_s + costs.data_s + len(spec.items) * costs.decode_image_s + cache_s
-    # Each model is tested after training (a fold ensemble: every fold, then all of them together).
+    setup_s = costs.start_s + costs.data_s + len(spec.items) * costs.decode_image_s
+    # Each model is tested after training (a fold ensemble: every fold, then all of them together). A frozen
+    # backbone's model tests on its cached features, but the ensemble's test images go through every backbone.
     tests = (val + test) * max(1, folds) + (test * folds if folds else 0)
-    finish_s = tests * costs.eval_image_s + costs.bootstrap_s + (len(labels) + val) * costs.embed_image_s
+    ensemble_features_s = test * folds * tta_views * costs.feature_image_s
+    finish_s = tests * costs.eval_image_s + ensemble_features_s + costs.bootstrap_s + embedded * costs.embed_image_s
     return RunEstimate(epoch_s=steps * costs.step_s + val * costs.eval_image_s, steps=steps, epoch_images=epoch_images,
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
                        finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
-                       costs=costs, folds=folds,
-                       note=too_much_work(cfg, counts))
+                       costs=costs, folds=folds, features_s=cache_s, note=too_much_work(cfg, counts))
 
 
 def pool_counts(spec: DatasetSpec) -> list[int]:

@@ -92,7 +92,7 @@ def test_small_datasets_are_cross_validated_automatically_large_or_thin_ones_are
 
 def test_the_automatic_ensemble_is_limited_by_work_images_times_size_and_network():
     from medcls.config import TrainConfig
-    from medcls.training.crossval import AUTO_FOLDS, folds_for, training_work
+    from medcls.training.crossval import AUTO_FOLDS, REFERENCE_PASSES, folds_for, training_work
 
     busi = [370, 180, 113]
     default = TrainConfig()
@@ -103,8 +103,15 @@ def test_the_automatic_ensemble_is_limited_by_work_images_times_size_and_network
     assert folds_for(default.with_options(image_size=32), [1100, 1100, 1100]) == 0  # over 3,000: one model learns
     # A heavier network at the same size: ResNet-18 is several times small_cnn's arithmetic (and is built with
     # random weights to count it, so no ImageNet file is needed).
-    assert training_work(default.with_options(model="resnet18")) > 4
-    assert folds_for(default.with_options(model="resnet18"), busi) == 0
+    resnet_all = default.with_options(model="resnet18", finetune="all")
+    assert training_work(resnet_all) > 4 and folds_for(resnet_all, busi) == 0
+    # Frozen, with cached features (ResNet-18's default: head only): the backbone runs once per cached view,
+    # forward only, so five heads are far less work than five trained networks.
+    frozen = default.with_options(model="resnet18")
+    assert training_work(frozen) == pytest.approx(training_work(resnet_all) * 4 / REFERENCE_PASSES)  # 4 views
+    assert folds_for(frozen, busi) == AUTO_FOLDS
+    assert training_work(frozen.with_options(feature_cache=False)) == training_work(resnet_all)  # every epoch
+    assert training_work(frozen.with_options(augment=False)) == pytest.approx(training_work(frozen) / 4)  # 1 view
     assert folds_for(default.with_options(image_size=256, folds=5), busi) == 5  # as set
 
 

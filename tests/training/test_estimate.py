@@ -64,12 +64,23 @@ def test_setup_counts_decoding_only_when_the_cache_lacks_the_images():
     assert fresh.setup_s - cached.setup_s == pytest.approx(0.01 * len(PHANTOMS.items))
 
 
-def test_a_frozen_backbone_pays_for_its_features_once():
+def test_a_frozen_backbone_pays_for_its_features_once_per_model():
     cfg = TrainConfig().with_options(model="resnet18", weights="random")  # head only, 4 cached views
     frozen = estimate_run(cfg, PHANTOMS, costs(feature_image_s=0.01, step_s=0.001))
     n_train = 281
-    assert frozen.setup_s == pytest.approx(4.0 + 0.1 + (n_train * 4 + (60 + 59) * 2) * 0.01)
+    assert frozen.setup_s == pytest.approx(4.0 + 0.1)
+    assert frozen.features_s == pytest.approx((n_train * 4 + (60 + 59) * 2) * 0.01)
     assert frozen.epoch_s < 0.5
+    assert frozen.total_s(0) == pytest.approx(frozen.setup_s + frozen.features_s + 0.5 + frozen.finish_s)
+    # With the head's steps and validation as fast as measured on BUSI, its epochs are a small part of the run,
+    # so one figure stands for it, not "≈ 20 s to ≈ 20 s".
+    quick = estimate_run(cfg, PHANTOMS, costs(feature_image_s=0.01, step_s=0.001, eval_image_s=0.0003))
+    assert quick.total_words().startswith(f"≈ {quick.total_s():.0f} s in all (early stopping may end it after")
+    # Each fold model caches its own training images' features (and the validation and test images') again.
+    folds = estimate_run(cfg.with_options(folds=3), PHANTOMS, costs(feature_image_s=0.01, step_s=0.001))
+    assert folds.total_s(0) - folds.setup_s - folds.finish_s == pytest.approx(3 * (folds.features_s + 0.5))
+    assert folds.features_s == pytest.approx((folds.train_images * 4 + (folds.val_images + 59) * 2) * 0.01)
+    assert folds.train_images < n_train  # a fold model trains on two thirds of train + val
 
 
 def test_the_probe_config_ignores_what_does_not_change_a_step():
@@ -114,3 +125,18 @@ def test_a_small_dataset_is_timed_as_the_five_fold_models_it_trains():
     assert auto.note is None and single.note is None
     large = estimate_run(TrainConfig().with_options(image_size=256), busi_like, costs())  # 4 times the work
     assert large.folds == 0 and large.note.startswith("One model, not a 5-fold ensemble")
+
+
+def test_testing_an_ensemble_counts_every_member():
+    """After training, a fold ensemble tests and embeds (for Try it's novelty check) through all its members."""
+    busi_like = spec({"benign": 306, "malignant": 147, "normal": 93}, val=116, test=118)
+    only_embedding = dict(eval_image_s=0.0, bootstrap_s=0.0, embed_image_s=0.01)
+    single = estimate_run(TrainConfig().with_options(small_data_ensemble=False), busi_like, costs(**only_embedding))
+    auto = estimate_run(TrainConfig(), busi_like, costs(**only_embedding))
+    assert single.finish_s == pytest.approx((546 + 116) * 0.01)          # the training and validation images
+    assert auto.finish_s == pytest.approx((546 + 662) * 5 * 0.01)        # train, then train + val, five times
+    # Frozen members test on cached features, but the ensemble's test images go through each backbone.
+    frozen = TrainConfig().with_options(model="resnet18", weights="random")
+    features = dict(eval_image_s=0.0, bootstrap_s=0.0, embed_image_s=0.0, feature_image_s=0.01)
+    assert estimate_run(frozen, busi_like, costs(**features)).finish_s == pytest.approx(118 * 5 * 2 * 0.01)
+    assert estimate_run(frozen.with_options(small_data_ensemble=False), busi_like, costs(**features)).finish_s == 0
