@@ -249,9 +249,17 @@ def _record_results(store: RunStore, run_id: str, result: TrainResult) -> None:
 def _record_novelty(store: RunStore, run_id: str, result: TrainResult) -> None:
     """The tested checkpoint's features of the training and validation images: what Try it compares new
     images with (medcls.inference.novelty). A run never fails for want of it."""
+    train, val = result.data.train, result.data.val
+    if result.cv is not None:
+        # A fold ensemble's results view validates on all of train + val (each image predicted by the fold model
+        # that never saw it). The training images in it are the reference itself and would count themselves among
+        # their nearest neighbours, so the limits and the typical score come from the validation split alone.
+        seen = set(train.paths)
+        val = val.images[[i for i, path in enumerate(val.paths) if path not in seen]]
+    else:
+        val = val.images
     try:
-        reference = fit_reference(embed_images(result.model, result.data.train.images),
-                                  embed_images(result.model, result.data.val.images), seed=0)
+        reference = fit_reference(embed_images(result.model, train.images), embed_images(result.model, val), seed=0)
         store.write_feature_reference(run_id, reference)
     except Exception:  # the check is an extra; the trained model and its results stand without it
         log.exception("Run %s: could not record its training images' features", run_id)

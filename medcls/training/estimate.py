@@ -153,9 +153,8 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     pool = _pool_labels(spec)
     counts = _class_counts(pool, spec)
     folds = folds_for(cfg, counts)
-    # Try it's novelty reference embeds the training and validation images; a fold ensemble embeds the training
-    # split and all of train + val, each through every member.
-    embedded = (len(labels) + len(pool)) * folds if folds else len(labels) + val
+    # Try it's novelty reference embeds the training and validation images (a fold ensemble: through every member).
+    embedded = (len(labels) + val) * max(1, folds)
     if folds:  # each fold model trains on the other folds of train + val and validates on its own fold
         keep = np.arange(len(pool)) % folds != 0  # (k-1)/k of every class, as the stratified folds give
         labels, val = pool[np.argsort(pool, kind="stable")][keep], len(pool) // folds

@@ -237,6 +237,18 @@ def test_a_cross_validation_run_records_its_folds_and_predicts_as_one_model(clas
     heat = gradcam_map(predictor.model, predictor.pixels(class_dataset / "benign" / "benign (0).png"), 0)
     assert heat.shape == (32, 32) and 0.0 <= heat.min() <= heat.max() <= 1.0
     assert store.cross_validation(store.create(synth.config(class_dataset))) is None
+    # Try it's novelty reference: the training split's features, with limits measured on the validation split
+    # alone (the results view's train + val holds the reference images themselves).
+    from medcls.inference.novelty import embed_images, fit_reference
+    from medcls.training.pipeline import prepare_data
+
+    data = prepare_data(store.config(run_id))
+    expected = fit_reference(embed_images(predictor.model, data.train.images),
+                             embed_images(predictor.model, data.val.images), seed=0)
+    reference = store.feature_reference(run_id)
+    assert len(reference.features[0]) == len(data.train) == 24
+    assert reference.limits == pytest.approx(expected.limits, rel=1e-3)
+    assert reference.typical == pytest.approx(expected.typical, rel=1e-3)
 
 
 # --- resuming after an interruption ----------------------------------------------------------------------------
