@@ -42,7 +42,7 @@ def _minutes(seconds: float) -> str:
 def _whole_run(estimate: RunEstimate) -> str:
     """'1.7–3.2 min', '40–75 s', '≈ 51 s': short enough for a metric in a narrow column."""
     low, high = estimate.total_s(estimate.earliest), estimate.total_s()
-    if estimate.earliest >= estimate.epochs or _minutes(low) == _minutes(high):  # the epochs hardly count
+    if not estimate.shows_range():
         return _minutes(high)
     if high < 90:
         return f"{low:.0f}–{high:.0f} s"

@@ -155,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "phantoms" in wanted:
             cases.append(("default recipe, built-in phantoms", TrainConfig()))
-        if "busi" in wanted and (Path(args.busi) / "split.csv").is_file():
+        has_busi = (Path(args.busi) / "split.csv").is_file()
+        if "busi" in wanted and has_busi:
             cases.append(("default recipe at 64 px, BUSI", TrainConfig().with_options(source=args.busi,
                                                                                     image_size=64, epochs=10)))
-        if "frozen" in wanted and (Path(args.busi) / "split.csv").is_file():
+        if "frozen" in wanted and has_busi:
             # Features cached once per fold model: the estimate must count them five times, and the work
             # limit lets this ensemble through (crossval.training_work).
             cases.append(("ResNet-18, head only (random weights, cached features), BUSI",

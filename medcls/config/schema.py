@@ -123,6 +123,12 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         check_fields(self)
 
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation would change an image (on, with a flip or a non-zero amount)."""
+        return self.augment and any((self.hflip, self.vflip, self.rotate, self.scale, self.translate,
+                                     self.brightness, self.contrast))
+
 
 @dataclass(frozen=True)
 class TrainConfig:

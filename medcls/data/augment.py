@@ -33,8 +33,7 @@ class BatchAugment:
 
     @property
     def active(self) -> bool:
-        c = self.cfg
-        return c.augment and any((c.hflip, c.vflip, c.rotate, c.scale, c.translate, c.brightness, c.contrast))
+        return self.cfg.active
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.active:

@@ -32,7 +32,16 @@ from ..inference.proba import predict_proba
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import CrossValidation, FoldScore
 from .engine import Callback, FitCancelled, FitResult
-from .pipeline import PreparedData, Stage, TrainResult, prepare_data, train_in_memory
+from .pipeline import (
+    PreparedData,
+    Stage,
+    TrainResult,
+    build_model,
+    cached_views,
+    caches_features,
+    prepare_data,
+    train_in_memory,
+)
 
 __all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "training_work",
            "too_much_work", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK", "REFERENCE_PASSES"]
@@ -70,27 +79,25 @@ def training_work(cfg: TrainConfig) -> float:
     that a config trains the same way everywhere (the Train page's estimate gives the time on this one). A frozen
     backbone whose features are cached costs its cached views' forward passes once, not training every epoch
     (:data:`REFERENCE_PASSES`)."""
-    macs, frozen = _forward_cost(cfg.model, cfg.model_options, cfg.image_size)
+    macs, cached = _forward_cost(cfg.model, cfg.model_options, cfg.image_size)
     work = macs / _forward_cost(REFERENCE_MODEL, None, REFERENCE_SIZE)[0]
-    if frozen and getattr(cfg.model_options, "feature_cache", False):
-        views = cfg.model_options.feature_views if cfg.augment.augment else 1
-        work *= views / REFERENCE_PASSES
+    if cached:
+        work *= cached_views(cfg) / REFERENCE_PASSES
     return work
 
 
 @functools.lru_cache(maxsize=32)
 def _forward_cost(model: str, options: Any, image_size: int) -> tuple[int, bool]:
     """Multiply-adds of one image through ``model`` with ``options`` (None: its defaults), and whether its
-    feature layers are frozen."""
+    frozen backbone's features are cached."""
     from ..models.summary import forward_macs
-    from .pipeline import build_model
 
     cfg = TrainConfig().with_options(model=model, image_size=image_size)
     if options is not None:
         cfg = replace(cfg, model_options=options)
     # The arithmetic does not depend on the starting weights, and pretrained ones need not be on this machine.
     built = build_model(cfg, num_classes=2, in_channels=3, weights="random")
-    return forward_macs(built, image_size, 3), built.frozen_features
+    return forward_macs(built, image_size, 3), caches_features(cfg, built)
 
 
 def folds_for(cfg: TrainConfig, pool_counts: Sequence[int]) -> int:

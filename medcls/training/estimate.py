@@ -41,6 +41,7 @@ from ..data.spec import DatasetSpec
 from .crossval import folds_for, too_much_work
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
+from .pipeline import cached_views
 
 __all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "pool_counts", "measure_costs", "probe_config",
            "earliest_stop", "PROBE_STEPS"]
@@ -119,6 +120,11 @@ class RunEstimate:
         per_model = self.features_s + self.costs.first_epoch_extra_s + n * self.epoch_s
         return self.setup_s + max(1, self.folds) * per_model + self.finish_s
 
+    def shows_range(self) -> bool:
+        """Whether the whole run's time is worth giving as a range: early stopping may shorten it, by enough to
+        show in rounded figures."""
+        return self.earliest < self.epochs and _minutes(self.total_s(self.earliest)) != _minutes(self.total_s())
+
     def epoch_words(self) -> str:
         mirror = " and their mirror images" if self.tta else ""
         drawn = f"{self.epoch_images:,} training images drawn" if self.epoch_images != self.train_images else \
@@ -130,12 +136,11 @@ class RunEstimate:
         models = f" for {self.folds} fold models" if self.folds else ""
         each = " each" if self.folds else ""
         if self.earliest < self.epochs:
-            low, high = _minutes(self.total_s(self.earliest)), _minutes(self.total_s())
             stop = (f"early stopping may end {'each' if self.folds else 'it'} after epoch {self.earliest}, at the "
                     f"latest after {self.epochs}")
-            if low == high:  # the epochs are a small part of it (a frozen backbone's head)
-                return f"{high} in all{models} ({stop}; the epochs take little of it)"
-            return f"{low} to {high} in all{models}: {stop}"
+            if not self.shows_range():  # the epochs are a small part of it (a frozen backbone's head)
+                return f"{_minutes(self.total_s())} in all{models} ({stop}; the epochs take little of it)"
+            return f"{_minutes(self.total_s(self.earliest))} to {_minutes(self.total_s())} in all{models}: {stop}"
         return f"{_minutes(self.total_s())} in all{models}, {self.epochs} epoch{'s' if self.epochs != 1 else ''}{each}"
 
 
@@ -163,7 +168,7 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
         else 0
     steps = batches_per_epoch(epoch_images, batch) if epoch_images else 0
     frozen = costs.feature_image_s > 0
-    views = getattr(cfg.model_options, "feature_views", 1) if frozen and cfg.augment.augment else 1
+    views = cached_views(cfg) if frozen else 1
     tta_views = 2 if cfg.tta else 1
     cache_s = (len(labels) * views + (val + test) * tta_views) * costs.feature_image_s
     setup_s = costs.start_s + costs.data_s + len(spec.items) * costs.decode_image_s

@@ -45,7 +45,7 @@ from .imbalance import balanced_class_weights, make_sampler
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["PreparedData", "prepare_data", "build_model", "train_in_memory", "TrainResult", "seed_everything",
-           "cache_features", "RESUME_FORMAT", "resume_note"]
+           "cache_features", "caches_features", "cached_views", "RESUME_FORMAT", "resume_note"]
 
 RESUME_FORMAT = 1  # bump when the saved training state changes shape
 
@@ -109,6 +109,17 @@ def prepare_data(cfg: TrainConfig, stage: Stage | None = None) -> PreparedData:
     else:
         focus = default_focus_class(classes, counts)
     return PreparedData(decoded, train, val, test, classes, focus)
+
+
+def caches_features(cfg: TrainConfig, model: ClassifierModel) -> bool:
+    """Whether training ``model`` computes its frozen backbone's features once instead of every epoch."""
+    return bool(getattr(cfg.model_options, "feature_cache", False)) and model.frozen_features
+
+
+def cached_views(cfg: TrainConfig) -> int:
+    """Views of each training image a frozen backbone's feature cache holds: the image and, while augmenting,
+    ``feature_views`` - 1 augmented copies."""
+    return getattr(cfg.model_options, "feature_views", 1) if cfg.augment.active else 1
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, *, weights: str | None = None) -> ClassifierModel:
@@ -207,11 +218,10 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     generator = torch.Generator().manual_seed(cfg.seed)
     augment = BatchAugment(cfg.augment) if cfg.augment.augment else None
 
-    options = cfg.model_options
-    use_cache = bool(getattr(options, "feature_cache", False)) and model.frozen_features
+    use_cache = caches_features(cfg, model)
     if use_cache:
-        views = options.feature_views if augment is not None and augment.active else 1
-        feats = {name: cache_features(model, split.images, views, augment, generator, stage=stage, label=name)
+        feats = {name: cache_features(model, split.images, cached_views(cfg), augment, generator, stage=stage,
+                                      label=name)
                  if name == "train" else
                  cache_features(model, split.images, 1, None, generator, stage=stage, label=name, tta=cfg.tta)
                  for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}

@@ -28,7 +28,7 @@ from ..settings import worker_threads
 from .engine import BatchEvent, Callback, EpochRecord, Trainer
 from .estimate import DECODE_SAMPLE, PROBE_STEPS, Costs
 from .hardware import configure_threads
-from .pipeline import PreparedData, _effective_batch, train_in_memory
+from .pipeline import PreparedData, _effective_batch, caches_features, train_in_memory
 
 __all__ = ["probe_costs", "main"]
 
@@ -127,7 +127,7 @@ def probe_costs(cfg: TrainConfig) -> Costs:
     model = result.model
     images = data.train.images[:batch]
     feature_image_s = 0.0
-    if bool(getattr(cfg.model_options, "feature_cache", False)) and model.frozen_features:
+    if caches_features(cfg, model):
         def features() -> None:
             with torch.inference_mode():
                 model.eval().forward_features(model.normalize(images.float() / 255))
