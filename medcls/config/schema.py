@@ -202,7 +202,9 @@ class TrainConfig:
                             words=(("none", "none"), ("oversample", "oversampling"), ("weighted_loss", "weighted loss"),
                                    ("weighted_sampler", "weighted sampler")))
     oversample: tuple[str, ...] = option((), "Oversampling multipliers per class, e.g. malignant=16 benign=5 "
-                                         "(the seed's style). Empty: repeat every class up to the largest.",
+                                         "(the seed's style). Empty: repeat every class up to the largest; when that "
+                                         "would draw over twice the training images an epoch, each epoch draws "
+                                         "a balanced share of twice the training images.",
                                          label="Oversampling multipliers", group="Rare classes",
                                          applies=when(imbalance="oversample"), sweepable=False)
     select_metric: str = option("macro_f1", "The validation score that picks the best epoch. Accuracy can "

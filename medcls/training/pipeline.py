@@ -236,6 +236,8 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
 
     labels = data.train.labels.numpy()
     sampler = make_sampler(labels, data.classes, cfg.imbalance, cfg.seed, cfg.oversample)
+    if limited := sampler.limit_note():
+        notes.append(limited)
     weight = balanced_class_weights(labels, len(data.classes)) if cfg.imbalance == "weighted_loss" else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     rank, world = shard

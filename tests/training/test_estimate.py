@@ -38,13 +38,17 @@ PHANTOMS = spec({"benign": 20, "malignant": 17, "normal": 244})  # the built-in 
 def test_an_epoch_counts_the_oversampled_images_and_the_mirrored_validation():
     cfg = TrainConfig()  # oversampling, batch 32, TTA
     estimate = estimate_run(cfg, PHANTOMS, costs())
-    assert estimate.epoch_images == 3 * 244  # every class topped up to the largest
-    assert estimate.steps == 23  # 732 / 32, the last small batch kept (it is over half a batch)
-    assert estimate.epoch_s == pytest.approx(23 * 0.2 + 60 * 0.004)
+    # Topping every class up to the largest would draw 3 * 244 = 732 images (2.6 times the 281); an epoch draws
+    # a balanced share of twice the training images instead (BALANCED_EPOCH_LIMIT).
+    assert estimate.epoch_images == 2 * 281
+    assert estimate.steps == 18  # 562 / 32, the last small batch kept (it is over half a batch)
+    assert estimate.epoch_s == pytest.approx(18 * 0.2 + 60 * 0.004)
     plain = estimate_run(cfg.with_options(imbalance="none"), PHANTOMS, costs())
     assert plain.epoch_images == 281 and plain.steps == 9  # 281 / 32 = 8.8 steps, the last over half a batch
-    assert estimate.epoch_s > 2 * plain.epoch_s  # the old estimate counted 281 images: off by 2.5x
-    assert "732 training images drawn in 23 steps" in estimate.epoch_words()
+    assert estimate.epoch_s > 1.8 * plain.epoch_s  # the old estimate counted 281 images
+    assert "562 training images drawn in 18 steps" in estimate.epoch_words()
+    asked = estimate_run(cfg.with_options(oversample=("benign=12", "malignant=14")), PHANTOMS, costs())
+    assert asked.epoch_images == 244 + 240 + 238  # explicit multipliers are drawn whole
     assert "and their mirror images" in estimate.epoch_words()
 
 

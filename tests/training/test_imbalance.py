@@ -7,6 +7,7 @@ import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
 from medcls.training.imbalance import (
+    BALANCED_EPOCH_LIMIT,
     EpochSampler,
     balanced_class_weights,
     make_sampler,
@@ -88,3 +89,35 @@ def test_make_sampler_applies_oversampling_multipliers():
     assert balanced.epoch_class_counts(2).tolist() == [20, 20, 20]
     # Multipliers only matter for oversampling.
     assert len(make_sampler(labels, CLASSES, "none", seed=0, oversample=["malignant=4"])) == 35
+
+
+def test_balancing_a_strongly_imbalanced_set_limits_each_epoch_but_stays_balanced():
+    labels = _labels([200, 20, 10])  # balancing would draw 600, 2.6 times the 230 images
+    sampler = make_sampler(labels, CLASSES, "oversample", seed=0)
+    assert sampler.limited and len(sampler) == int(BALANCED_EPOCH_LIMIT * len(labels)) == 460
+    epoch = sampler.indices(1)
+    assert len(epoch) == 460
+    counts = np.bincount(labels[epoch], minlength=3)
+    assert np.all(np.abs(counts - 460 / 3) < 40), counts  # still about equally often
+    assert sampler.every_image_within() == 3  # ceil((2 * 600 - 1) / 460)
+    for first in (1, 2, 5):  # wherever one starts counting
+        seen = set().union(*(sampler.indices(e).tolist() for e in range(first, first + 3)))
+        assert seen == set(range(len(labels)))
+    assert np.array_equal(epoch, make_sampler(labels, CLASSES, "oversample", seed=0).indices(1))  # seeded
+    note = sampler.limit_note()
+    assert "2.6 times the training images" in note and "about 20 times" in note and "in any 3 epochs in a row" in note
+    # A mild imbalance (BUSI: 1.7 times) and explicit multipliers are kept whole.
+    mild = make_sampler(_labels([100, 50, 30]), CLASSES, "oversample", seed=0)
+    assert not mild.limited and len(mild) == 300 and mild.limit_note() is None
+    asked = make_sampler(labels, CLASSES, "oversample", seed=0, oversample=["malignant=10", "normal=20"])
+    assert not asked.limited and len(asked) == 600
+
+
+def test_a_limited_epoch_share_draws_every_image_within_the_promised_epochs():
+    labels = _labels([500, 5, 5])  # balanced list 1,500 entries, epochs of 1,020: the widest gap between passes
+    sampler = make_sampler(labels, CLASSES, "oversample", seed=3)
+    k = sampler.every_image_within()
+    assert k == 3
+    for first in range(1, 8):
+        seen = set().union(*(sampler.indices(e).tolist() for e in range(first, first + k)))
+        assert seen == set(range(len(labels))), first
