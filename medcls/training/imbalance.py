@@ -108,11 +108,12 @@ class EpochSampler:
         if not self.limited:
             return None
         whole = len(self.base) / len(self.labels)
+        limit = "twice" if BALANCED_EPOCH_LIMIT == 2 else f"{BALANCED_EPOCH_LIMIT:g} times"
         return (f"Balancing the classes by oversampling would draw {whole:.1f} times the training images every "
-                f"epoch, repeating the rarest class's images about {self._rarest_repeats():.0f} times each. So that an "
-                f"epoch costs at most {BALANCED_EPOCH_LIMIT:g} times the training images, each epoch draws a random "
-                "share of that balanced list instead (the next share each epoch): the classes are still seen about "
-                f"equally often, and every image at least once in any {self.every_image_within()} epochs in a row.")
+                f"epoch (each image of the rarest class about {self._rarest_repeats():.0f} times). To keep an epoch "
+                f"at most {limit} the training images, each epoch draws the next share of that balanced list: the "
+                "classes are still seen about equally often, and every image at least once in any "
+                f"{self.every_image_within()} epochs in a row.")
 
     def every_image_within(self) -> int:
         """Any this many epochs in a row draw every image: an entry's two draws in consecutive passes are at most

@@ -105,7 +105,7 @@ def test_balancing_a_strongly_imbalanced_set_limits_each_epoch_but_stays_balance
         assert seen == set(range(len(labels)))
     assert np.array_equal(epoch, make_sampler(labels, CLASSES, "oversample", seed=0).indices(1))  # seeded
     note = sampler.limit_note()
-    assert "2.6 times the training images" in note and "about 20 times" in note and "in any 3 epochs in a row" in note
+    assert "2.6 times the training images" in note and "rarest class about 20 times" in note and "in any 3 epochs in a row" in note
     # A mild imbalance (BUSI: 1.7 times) and explicit multipliers are kept whole.
     mild = make_sampler(_labels([100, 50, 30]), CLASSES, "oversample", seed=0)
     assert not mild.limited and len(mild) == 300 and mild.limit_note() is None

@@ -47,5 +47,5 @@ def test_focus_class_and_focus_recall_selection(class_dataset, synth):
 def test_a_limited_balanced_epoch_is_explained_in_the_run_notes(tmp_path, synth):
     data = synth.class_folders(tmp_path / "skewed", {"benign": 60, "malignant": 6, "normal": 4})
     result = train_in_memory(synth.config(data, epochs=1, imbalance="oversample", small_data_ensemble=False))
-    assert any("each epoch draws a random share" in note for note in result.notes)
+    assert any("each epoch draws the next share" in note for note in result.notes)
     assert len(result.trainer.sampler) == 2 * len(result.data.train)
