@@ -255,11 +255,12 @@ def _record_novelty(store: RunStore, run_id: str, result: TrainResult) -> None:
         # that never saw it). The training images in it are the reference itself and would count themselves among
         # their nearest neighbours, so the limits and the typical score come from the validation split alone.
         seen = set(train.paths)
-        val = val.images[[i for i, path in enumerate(val.paths) if path not in seen]]
+        val_images = val.images[[i for i, path in enumerate(val.paths) if path not in seen]]
     else:
-        val = val.images
+        val_images = val.images
     try:
-        reference = fit_reference(embed_images(result.model, train.images), embed_images(result.model, val), seed=0)
+        reference = fit_reference(embed_images(result.model, train.images), embed_images(result.model, val_images),
+                                  seed=0)
         store.write_feature_reference(run_id, reference)
     except Exception:  # the check is an extra; the trained model and its results stand without it
         log.exception("Run %s: could not record its training images' features", run_id)

@@ -4,8 +4,8 @@
 - ``oversample``: rare classes repeated (per-class multipliers as in the seed's
   x16 / x5, or "balance to the largest class"), decided once per run. Balancing a
   strongly imbalanced dataset would multiply every epoch's work (DermaMNIST: 4.7
-  times the training images), so an epoch then draws a random share of the
-  balanced list, at most ``BALANCED_EPOCH_LIMIT`` times the training images.
+  times the training images), so an epoch then draws the next share of shuffled
+  passes over the balanced list, at most ``BALANCED_EPOCH_LIMIT`` times the training images.
 - ``weighted_loss``: scikit-learn's ``balanced`` class weights in the cross-entropy.
 - ``weighted_sampler``: each epoch draws ``n`` images with replacement, every
   class equally likely.
@@ -126,25 +126,24 @@ class EpochSampler:
         return float(present.max() / present.min())
 
     def indices(self, epoch: int) -> np.ndarray:
+        if self.limited:  # only automatic oversampling is ever limited
+            return self._share(epoch)
         rng = np.random.default_rng([self.seed, epoch])
         if self.strategy == "weighted_sampler":
             p = self.sample_weights / self.sample_weights.sum()
             return rng.choice(len(self.labels), size=len(self.labels), replace=True, p=p)
-        if self.limited:
-            return self._share(epoch)
         return rng.permutation(self.base)
 
     def _share(self, epoch: int) -> np.ndarray:
         """Epoch ``epoch``'s (from 1) slice of an endless stream of shuffled passes over the balanced list: every entry is
         drawn once per pass (see ``every_image_within``)."""
-        start, whole = (epoch - 1) * self.epoch_size, len(self.base)
-        parts, position = [], start
-        while position < start + self.epoch_size:
-            pass_index, offset = divmod(position, whole)
+        position, end = (epoch - 1) * self.epoch_size, epoch * self.epoch_size
+        parts = []
+        while position < end:
+            pass_index, offset = divmod(position, len(self.base))
             order = np.random.default_rng([self.seed, 11, pass_index]).permutation(self.base)
-            take = order[offset: offset + start + self.epoch_size - position]
-            parts.append(take)
-            position += len(take)
+            parts.append(order[offset: offset + end - position])
+            position += len(parts[-1])
         return np.concatenate(parts)
 
     def state_dict(self) -> dict:
