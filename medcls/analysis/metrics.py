@@ -15,17 +15,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_curve,
-    precision_recall_fscore_support,
-    roc_auc_score,
-)
 
 __all__ = ["epoch_metrics", "classification_metrics", "pr_curve", "select_score", "softmax", "ClassMetrics",
            "SplitMetrics"]
@@ -81,22 +70,38 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _sklearn_metrics():
+    """scikit-learn's metrics, imported on first use (see :func:`epoch_metrics`)."""
+    import sklearn.metrics
+
+    return sklearn.metrics
+
+
 def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def epoch_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
-    """The cheap per-epoch validation summary: accuracy, macro-F1, balanced accuracy, recall per class."""
-    labels = list(range(len(classes)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning, RuntimeWarning))
-        _, recall, _, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-        return {
-            "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-            "recall": {c: (float(r) if s else None) for c, r, s in zip(classes, recall, support)},
-        }
+    """The cheap per-epoch validation summary: accuracy, macro-F1, balanced accuracy, recall per class.
+
+    The same values as scikit-learn's functions (zero_division=0; balanced accuracy over the classes present),
+    read off the confusion matrix with numpy: the training loop needs them when its first epoch ends, and
+    importing scikit-learn would hold a new training worker's first epoch up by more than a second.
+    """
+    k = len(classes)
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    if not len(y_true):
+        return {"accuracy": 0.0, "macro_f1": 0.0, "balanced_accuracy": 0.0, "recall": {c: None for c in classes}}
+    confusion = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)  # rows: true, columns: predicted
+    hits, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    recall = hits / np.maximum(support, 1)
+    f1 = 2 * hits / np.maximum(support + predicted, 1)  # 2PR / (P + R), 0 where nothing was there to find
+    return {
+        "accuracy": float(hits.sum() / len(y_true)),
+        "macro_f1": float(f1.mean()),
+        "balanced_accuracy": float(recall[support > 0].mean()),
+        "recall": {c: (float(r) if s else None) for c, r, s in zip(classes, recall, support)},
+    }
 
 
 def select_score(metrics: dict, select_metric: str, focus_class: str) -> float:
@@ -114,9 +119,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
     y_pred = probs.argmax(axis=1)
     k = len(classes)
     labels = list(range(k))
+    sk = _sklearn_metrics()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning, RuntimeWarning))
-        precision, recall, f1, support = precision_recall_fscore_support(
+        warnings.simplefilter("ignore", (UserWarning, RuntimeWarning))  # UndefinedMetricWarning is a UserWarning
+        precision, recall, f1, support = sk.precision_recall_fscore_support(
             y_true, y_pred, labels=labels, zero_division=0)
         per_class = {}
         for i, name in enumerate(classes):
@@ -127,19 +133,19 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
                 recall=float(recall[i]) if support[i] else None,
                 f1=float(f1[i]),
                 support=int(support[i]),
-                average_precision=_clean(average_precision_score(positives, probs[:, i])) if has else None,
-                roc_auc=_clean(roc_auc_score(positives, probs[:, i])) if has else None,
+                average_precision=_clean(sk.average_precision_score(positives, probs[:, i])) if has else None,
+                roc_auc=_clean(sk.roc_auc_score(positives, probs[:, i])) if has else None,
             )
         aps = [c.average_precision for c in per_class.values() if c.average_precision is not None]
         aucs = [c.roc_auc for c in per_class.values() if c.roc_auc is not None]
         return SplitMetrics(
             n=int(len(y_true)),
-            accuracy=float(accuracy_score(y_true, y_pred)) if len(y_true) else None,
-            balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else None,
-            macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+            accuracy=float(sk.accuracy_score(y_true, y_pred)) if len(y_true) else None,
+            balanced_accuracy=float(sk.balanced_accuracy_score(y_true, y_pred)) if len(y_true) else None,
+            macro_f1=float(sk.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
             macro_average_precision=float(np.mean(aps)) if aps else None,
             macro_roc_auc=float(np.mean(aucs)) if aucs else None,
-            confusion_matrix=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+            confusion_matrix=sk.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
             classes=list(classes),
             per_class=per_class,
         )
@@ -150,10 +156,11 @@ def pr_curve(y_true: np.ndarray, probs: np.ndarray, class_index: int) -> dict:
     positives = np.asarray(y_true) == class_index
     if not positives.any():
         return {"precision": [], "recall": [], "thresholds": [], "average_precision": None, "prevalence": 0.0}
+    sk = _sklearn_metrics()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (UndefinedMetricWarning, UserWarning, RuntimeWarning))
-        precision, recall, thresholds = precision_recall_curve(positives, probs[:, class_index])
-        ap = average_precision_score(positives, probs[:, class_index])
+        warnings.simplefilter("ignore", (UserWarning, RuntimeWarning))  # UndefinedMetricWarning is a UserWarning
+        precision, recall, thresholds = sk.precision_recall_curve(positives, probs[:, class_index])
+        ap = sk.average_precision_score(positives, probs[:, class_index])
     return {
         "precision": precision.tolist(),
         "recall": recall.tolist(),

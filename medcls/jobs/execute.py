@@ -15,6 +15,7 @@ run taken from it (ended as hung, or resumed elsewhere) stops without writing.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import logging
 import os
 import platform
@@ -220,8 +221,8 @@ def _record_data(store: RunStore, run_id: str, data: PreparedData) -> None:
         root=spec.root, layout=spec.layout, synthetic=spec.synthetic, fingerprint=spec.fingerprint(),
         classes=tuple(spec.classes), counts=spec.counts(), color=data.decoded.color))
     store.write_env(run_id, {**describe_machine(), "numpy": np.__version__, "platform": platform.platform(),
-                             "torchvision": _version("torchvision"), "scikit-learn": _version("sklearn"),
-                             "pillow": _version("PIL")})
+                             "torchvision": _version("torchvision"), "scikit-learn": _version("scikit-learn"),
+                             "pillow": _version("pillow")})
 
 
 def _record_results(store: RunStore, run_id: str, result: TrainResult) -> None:
@@ -266,8 +267,10 @@ def _record_novelty(store: RunStore, run_id: str, result: TrainResult) -> None:
         log.exception("Run %s: could not record its training images' features", run_id)
 
 
-def _version(module: str) -> str:
+def _version(distribution: str) -> str:
+    """An installed package's version, read from its metadata: importing torchvision and scikit-learn to ask
+    them would hold the first epoch up by about 4 s."""
     try:
-        return __import__(module).__version__
-    except Exception:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
         return "?"

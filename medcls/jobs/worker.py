@@ -2,7 +2,7 @@
 
 Runs in a fresh process (never a fork of a multi-threaded server):
 lowers its own priority so the app stays responsive, sets torch's threads (given,
-or the cores other processes leave free, checked again after every epoch), logs
+or the cores other processes leave free, checked again every second), logs
 into the run folder, and trains the run. If the process that started it dies
 (the app server was killed or restarted) the worker marks the run interrupted
 and exits instead of training on as an orphan nobody can see.
@@ -55,7 +55,7 @@ def run_worker(store_root: str, run_id: str, threads: int = 0, parent_pid: int |
             pass
     chosen = configure_threads(threads)
     logging.getLogger(__name__).info("training with %d thread(s)%s", chosen, "" if threads else
-                                     " (the cores other processes leave free; checked again after every epoch)")
+                                     " (the cores other processes leave free; checked again every second)")
     if parent_pid:
         threading.Thread(target=_watch_parent, args=(store, run_id, parent_pid), daemon=True,
                          name="parent-watch").start()
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("store", help="Run store folder.")
     parser.add_argument("run_id", help="The run to train (its config.json is in the store).")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = the cores free now, "
-                                                                "checked again after every epoch).")
+                                                                "checked again every second).")
     parser.add_argument("--parent-pid", type=int, default=None, help="Stop (interrupted) when this process dies.")
     parser.add_argument("--nice", type=int, default=10, help="Lower the worker's CPU priority by this much.")
     args = parser.parse_args(argv)

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import ResNet18_Weights
-from torchvision.models import resnet18 as tv_resnet18
 
 from ..config.options import check_fields, option, when
 from ..settings import check_allowed_path
@@ -57,13 +55,21 @@ class ResNetOptions:
         check_fields(self)
 
 
+def _torchvision_models():
+    """torchvision's model zoo, imported on first use: the import takes about 2 s, which every training worker
+    would otherwise pay before its first epoch, whatever model it trains."""
+    from torchvision import models
+
+    return models
+
+
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were asked for but cannot be found or downloaded."""
 
 
 def imagenet_cache_path() -> Path:
     """Where torchvision caches ResNet-18's ImageNet weights ($TORCH_HOME/hub/checkpoints/...)."""
-    filename = ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    filename = _torchvision_models().ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
@@ -77,7 +83,7 @@ def check_weights_file(path: str | Path) -> None:
     """Raise WeightsUnavailableError unless ``path`` holds ResNet-18 weights this model can start from."""
     state = {k: v for k, v in load_imagenet_state(str(path)).items() if not k.startswith("fc.")}
     try:
-        missing, unexpected = tv_resnet18(weights=None).load_state_dict(state, strict=False)
+        missing, unexpected = _torchvision_models().resnet18(weights=None).load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensors of other shapes: another architecture
         detail = (str(exc).strip().splitlines() or ["shape mismatch"])[0]
         raise WeightsUnavailableError(f"{Path(path).name} does not hold ResNet-18 weights ({detail}).") from None
@@ -93,7 +99,7 @@ def load_imagenet_state(weights: str) -> dict[str, torch.Tensor]:
     if weights == "imagenet":
         try:
             # Looks in the TORCH_HOME cache first, downloads (and checks the hash) otherwise.
-            return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+            return _torchvision_models().ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:  # URLError, socket errors, hash mismatches...
             raise WeightsUnavailableError(
                 f"ImageNet weights for resnet18 are not in the cache ({imagenet_cache_path()}) and could not be "
@@ -125,7 +131,7 @@ class ResNetTransfer(ClassifierModel):
     def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 224, weights: str = "imagenet",
                  finetune: str = "head", dropout: float = 0.5, hidden: int = 256):
         super().__init__(num_classes, in_channels, image_size, IMAGENET_MEAN, IMAGENET_STD)
-        backbone = tv_resnet18(weights=None)
+        backbone = _torchvision_models().resnet18(weights=None)
         if weights != "random":
             state = load_imagenet_state(weights)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -20,7 +20,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 
 __all__ = ["BALANCED_EPOCH_LIMIT", "EpochSampler", "balanced_class_weights", "oversample_indices", "parse_multipliers",
            "make_sampler"]
@@ -70,6 +69,8 @@ def oversample_indices(labels: np.ndarray, num_classes: int, rng: np.random.Gene
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """n_samples / (n_classes * count_c), via scikit-learn; classes absent from training get weight 1."""
+    from sklearn.utils.class_weight import compute_class_weight  # here: the import costs a worker a second
+
     labels = np.asarray(labels)
     present = np.unique(labels)
     weights = np.ones(num_classes, dtype=np.float64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import (
@@ -98,6 +100,27 @@ def test_epoch_metrics_and_select_score(predictions):
     absent = epoch_metrics(np.array([0, 2]), np.array([0, 2]), CLASSES)
     assert absent["recall"]["malignant"] is None
     assert select_score(absent, "focus_recall", "malignant") == -1.0
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_the_per_epoch_summary_equals_scikit_learns_values(case):
+    """epoch_metrics reads them off a confusion matrix (no scikit-learn import before the first epoch); they must
+    match scikit-learn's, also when a class is absent from the truth, the predictions or both."""
+    rng = np.random.default_rng(case)
+    k, n = int(rng.integers(2, 6)), int(rng.integers(1, 40))
+    classes = [f"c{i}" for i in range(k)]
+    used = rng.choice(k, size=int(rng.integers(1, k + 1)), replace=False)  # some classes never occur
+    y_true, y_pred = rng.choice(used, n), rng.choice(used if case % 2 else np.arange(k), n)
+    m = epoch_metrics(y_true, y_pred, classes)
+    labels = list(range(k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recall = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)[1]
+        assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    assert m["recall"] == {c: (pytest.approx(recall[i]) if (y_true == i).any() else None)
+                           for i, c in enumerate(classes)}
 
 
 def test_pr_curve_reports_ap_and_chance_level(predictions):
