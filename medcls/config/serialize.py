@@ -132,7 +132,8 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     Version 1 (before options were declared per model) had ``"model": {"name": ..., "weights": ...,
     "blocks": null, ...}`` with every model's options, ``None`` meaning "the preset's value", and
     ``feature_cache``/``feature_views`` at the top. Today: ``"model": "small_cnn"`` and
-    ``"model_options": {...}`` holding only that model's options.
+    ``"model_options": {...}`` holding only that model's options. Options added since then take the value
+    that reproduces what such a config trained (``small_data_ensemble`` off, a CNN's ``pool_first`` off).
     """
     if not isinstance(data, dict):
         raise ConfigError(f"A config must be a JSON object, got {type(data).__name__}.")
@@ -151,4 +152,9 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         data["_legacy"] = True  # options another model declared are dropped, not refused
     if "small_data_ensemble" not in data:  # written before it existed: such a run trained one model
         data["small_data_ensemble"] = False
+    options = data.get("model_options")
+    if isinstance(options, dict) and ("batch_norm" in options or data.get("_legacy")) and "pool_first" not in options:
+        # A CNN's options written before pool_first existed (saved configs hold every option): its checkpoint was
+        # trained with the seed's block order, and must predict with it.
+        data["model_options"] = {**options, "pool_first": False}
     return data

@@ -381,7 +381,10 @@ class RunStore(RunLifecycle):
         writer = csv.writer(buf)
         writer.writerow(["split", "path", "true", "pred"] + [f"p_{c}" for c in classes])
         for split, path, t, p in zip(split_names, paths, y_true, probs):
-            writer.writerow([split, path, classes[int(t)], classes[int(np.argmax(p))]] + [f"{v:.6f}" for v in p])
+            # The shortest digits that read back as the same number: intervals and curves recomputed from this file
+            # (runs from before they were stored) then equal the ones computed when the run ended.
+            writer.writerow([split, path, classes[int(t)], classes[int(np.argmax(p))]]
+                            + [np.format_float_positional(v, trim="-") for v in p])
         atomic_write_text(self.file(run_id, "predictions.csv"), buf.getvalue())
 
     def predictions(self, run_id: str, split: str = "test") -> Predictions:

@@ -56,7 +56,8 @@ def test_held_out_phantoms_are_not_flagged(phantom_run):
     test = decoded.split("test")
     found = scores(predictor.reference, embed_images(predictor.model, test.images))
     assert (found > 1).mean() <= 0.05, np.sort(found)[-5:]
-    novelty = predictor.novelty(test.images[0].numpy())
+    typical = int(np.argsort(found)[len(found) // 2])  # a held-out image of median score (a few may be flagged)
+    novelty = predictor.novelty(test.images[typical].numpy())
     assert not novelty.unusual and "resembles the training images" in novelty.sentence()
 
 

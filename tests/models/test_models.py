@@ -185,5 +185,33 @@ def test_pooling_before_relu_computes_the_seeds_block_order_exactly():
 
 
 def test_non_monotone_activations_keep_the_seeds_order():
-    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1, activation="gelu")
+    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1, activation="gelu",
+                         pool_first=False)
     assert list(model.run_order) == list(range(len(model.features)))
+
+
+def test_the_default_pools_before_batch_norm_except_in_the_last_block():
+    model = create_model("small_cnn", num_classes=2, image_size=64, in_channels=1, blocks=3)
+    kinds = [type(model.features[i]).__name__ for i in model.run_order]
+    assert kinds == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"] * 2 + ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert [type(m) for m in model.features] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 3  # names kept
+    assert model.gradcam_layer() is model.features[10]  # the last block's activation, before its pooling
+    levels = model.embed_levels(torch.rand(2, 1, 64, 64))
+    assert [level.shape[1] for level in levels] == [2 * c for c in model.options.channels()]  # one per block
+    assert not create_model("seed_cnn_bn", num_classes=2).options.pool_first  # the seed's network stays the seed's
+
+
+def test_a_cnn_saved_before_pool_first_existed_predicts_as_it_was_trained():
+    from medcls.config import TrainConfig
+
+    old = TrainConfig().to_dict()
+    del old["model_options"]["pool_first"]  # as configs were written before the option existed
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.model_options.pool_first is False
+    torch.manual_seed(0)
+    trained = create_model("small_cnn", num_classes=3, image_size=32, in_channels=1, pool_first=False).eval()
+    reloaded = create_model(cfg.model, num_classes=3, image_size=32, in_channels=1, options=cfg.model_options).eval()
+    reloaded.load_state_dict(trained.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(reloaded(x), trained(x))
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).model_options.pool_first is True  # today's configs keep it
