@@ -285,8 +285,11 @@ class ThreadBudget(Callback):
         self._last = self.sample()
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
+        # Samples are taken on time.monotonic()'s clock: reading /proc/stat waits until one is due, not every batch.
+        if self._last is None or time.monotonic() < self._last.wall + self.interval:
+            return
         now = self.sample()
-        if self._last is None or now.wall - self._last.wall < self.interval:
+        if now.wall - self._last.wall < self.interval:
             return
         others = cores_used_by_others(self._last, now)
         self._last = now

@@ -59,7 +59,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-# Set in a training worker's environment before torch starts: threads sleep at barriers instead of spinning.
 FREE_CORE_SHARE = 0.7  # a core counts as free when others use less than 30% of it
 
 
