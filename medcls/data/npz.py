@@ -64,9 +64,9 @@ def count_zip_entries(handle) -> int | None:
     """The entry count a zip's end record declares (read before the directory is parsed); None if unreadable."""
     try:
         end = zipfile._EndRecData(handle)  # the stdlib's own reader of the end record
-    except OSError:
+        return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])
+    except (OSError, AttributeError):  # AttributeError: a Python whose zipfile no longer has these (private) names
         return None
-    return None if end is None else int(end[zipfile._ECD_ENTRIES_TOTAL])
 
 
 def inspect_npz(path: Path) -> dict[str, NpzArray]:
