@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .options import MAX_SEED, ConfigError, check_fields, option, when
-from .serialize import build, coerce, migrate
+from .serialize import CONFIG_FORMAT, build, coerce, migrate
 from .table import MODEL_SECTION, option_spec, option_table
 
 __all__ = ["DataConfig", "AugmentConfig", "TrainConfig", "IMBALANCE_STRATEGIES", "SELECT_METRICS", "SCHEDULERS",
@@ -311,7 +311,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-ready dicts, holding only the options that apply."""
         applicable = self.applicable()
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"format": CONFIG_FORMAT}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "model_options":

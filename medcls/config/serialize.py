@@ -18,9 +18,15 @@ from typing import Any
 
 from .options import ConfigError
 
-__all__ = ["coerce", "type_hints", "base_type", "build", "migrate", "MAX_NESTING"]
+__all__ = ["coerce", "type_hints", "base_type", "build", "migrate", "MAX_NESTING", "CONFIG_FORMAT"]
 
 MAX_NESTING = 8  # a config is two levels deep; anything deeper is not a config
+# Written into every saved config ("format"): which options an older config left out, and what they meant then,
+# is known from it. Raise it when an option is added whose default changes what an older config trained.
+CONFIG_FORMAT = 2
+# Options every config medcls ever saved holds (a saved config holds every option that applies). A config with
+# no format number that lacks one of them was written by hand, and takes today's defaults for what it leaves out.
+_ALWAYS_SAVED = ("data", "model", "image_size", "epochs", "batch_size", "seed")
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,17 +135,21 @@ _MOVED_TO_MODEL = ("feature_cache", "feature_views")
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
     """A config dict in today's layout, from today's or an earlier version's.
 
-    Version 1 (before options were declared per model) had ``"model": {"name": ..., "weights": ...,
+    Format 1 is every config saved before format numbers. The first of them (before options were declared per
+    model) had ``"model": {"name": ..., "weights": ...,
     "blocks": null, ...}`` with every model's options, ``None`` meaning "the preset's value", and
     ``feature_cache``/``feature_views`` at the top. Today: ``"model": "small_cnn"`` and
     ``"model_options": {...}`` holding only that model's options. Options added since then take the value
     that reproduces what such a config trained (``small_data_ensemble`` off, a CNN's ``pool_first`` off).
+    Since format 2 every saved config says its format (``"format": 2``); a config without one that lacks options
+    every saved config holds was written by hand, and gets today's defaults.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"A config must be a JSON object, got {type(data).__name__}.")
     if _depth(data, MAX_NESTING + 1) > MAX_NESTING:
         raise ConfigError("This config is nested too deeply to be a medcls config.")
     data = dict(data)
+    written = _format(data.pop("format", None))
     legacy_model = data.get("model")
     if isinstance(legacy_model, dict):
         legacy_model = dict(legacy_model)
@@ -150,11 +160,26 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
                 options[key] = data.pop(key)
         data["model_options"] = options
         data["_legacy"] = True  # options another model declared are dropped, not refused
-    if "small_data_ensemble" not in data:  # written before it existed: such a run trained one model
-        data["small_data_ensemble"] = False
-    options = data.get("model_options")
-    if isinstance(options, dict) and ("batch_norm" in options or data.get("_legacy")) and "pool_first" not in options:
-        # A CNN's options written before pool_first existed (saved configs hold every option): its checkpoint was
-        # trained with the seed's block order, and must predict with it.
-        data["model_options"] = {**options, "pool_first": False}
+    if written is None:  # saved before format numbers (format 1), or written by hand (today's defaults)
+        written = 1 if data.get("_legacy") or all(key in data for key in _ALWAYS_SAVED) else CONFIG_FORMAT
+    if written < 2:  # options added since take the value that reproduces what the run trained
+        if "small_data_ensemble" not in data:  # such a run trained one model
+            data["small_data_ensemble"] = False
+        options = data.get("model_options")
+        if isinstance(options, dict) and ("batch_norm" in options or data.get("_legacy")) \
+                and "pool_first" not in options:
+            # A CNN's checkpoint trained with the seed's block order must predict with it.
+            data["model_options"] = {**options, "pool_first": False}
     return data
+
+
+def _format(value: Any) -> int | None:
+    """The format number a config says it was written with (None: it does not say)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"The config's format must be a whole number of at least 1, got {value!r}.")
+    if value > CONFIG_FORMAT:
+        raise ConfigError(f"This config was written by a newer medcls (config format {value}; this medcls reads up "
+                          f"to format {CONFIG_FORMAT}). Update medcls to use it.")
+    return value

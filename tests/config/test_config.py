@@ -9,6 +9,7 @@ import math
 import pytest
 
 from medcls.config import AugmentConfig, ConfigError, DataConfig, TrainConfig, option
+from medcls.config.serialize import CONFIG_FORMAT
 from medcls.models import CNNOptions, ResNetOptions
 
 
@@ -21,9 +22,34 @@ def test_default_config_round_trips_through_dict_and_json():
 def test_a_config_saved_before_automatic_cross_validation_still_trains_one_model():
     saved = TrainConfig().to_dict()
     assert saved["small_data_ensemble"] is True and TrainConfig().small_data_ensemble
-    del saved["small_data_ensemble"]  # as every run's config.json from before the option
+    del saved["format"], saved["small_data_ensemble"]  # as every run's config.json from before the option
     assert TrainConfig.from_dict(saved).small_data_ensemble is False
     assert TrainConfig.from_dict({**saved, "folds": 5}).folds == 5  # set folds: the option does not apply
+
+
+def test_saved_configs_say_their_format_so_options_added_later_are_read_as_they_were_meant():
+    saved = TrainConfig().to_dict()
+    assert saved["format"] == CONFIG_FORMAT
+    # Saved with today's format: an option it leaves out takes today's default ...
+    without = {k: v for k, v in saved.items() if k != "small_data_ensemble"}
+    assert TrainConfig.from_dict(without).small_data_ensemble is True
+    # ... and so does a config written by hand (no format, and not every option a saved config holds).
+    by_hand = {"epochs": 5, "model_options": {"batch_norm": True}}
+    cfg = TrainConfig.from_dict(by_hand)
+    assert cfg.epochs == 5 and cfg.small_data_ensemble is True and cfg.model_options.pool_first is True
+    # A complete config without a format number is a run saved before format numbers: it keeps what it trained.
+    old = {k: v for k, v in saved.items() if k not in ("format", "small_data_ensemble")}
+    old["model_options"] = {k: v for k, v in saved["model_options"].items() if k != "pool_first"}
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.small_data_ensemble is False and cfg.model_options.pool_first is False
+    assert TrainConfig.from_dict({**old, "format": 1}) == cfg  # format 1 said out loud reads the same
+
+
+@pytest.mark.parametrize("value, words", [(CONFIG_FORMAT + 1, "written by a newer medcls"),
+                                          ("2", "whole number"), (0, "at least 1"), (True, "whole number")])
+def test_a_config_format_this_medcls_cannot_read_is_refused_with_what_to_do(value, words):
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "format": value})
 
 
 def test_non_default_config_round_trips_with_tuples_and_nested_sections():

@@ -205,7 +205,7 @@ def test_a_cnn_saved_before_pool_first_existed_predicts_as_it_was_trained():
     from medcls.config import TrainConfig
 
     old = TrainConfig().to_dict()
-    del old["model_options"]["pool_first"]  # as configs were written before the option existed
+    del old["format"], old["model_options"]["pool_first"]  # as configs were written before the option existed
     cfg = TrainConfig.from_dict(old)
     assert cfg.model_options.pool_first is False
     torch.manual_seed(0)
