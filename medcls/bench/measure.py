@@ -6,6 +6,7 @@ import statistics
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,19 +16,21 @@ from ..config import TrainConfig
 from ..data import DatasetSpec, decode_dataset
 from ..data.cache import clear_memory_cache
 from ..inference.predictor import Predictor
+from ..training.engine import Callback, Trainer
 from ..training.hardware import time_train_steps
 from ..training.optim import build_optimizer
 from ..training.pipeline import PreparedData, build_model, train_in_memory
 
-__all__ = ["machine_gflops", "training_throughput", "compute_bound", "head_only_cached", "prediction_latency",
-           "cache_memory"]
+__all__ = ["machine_gflops", "training_throughput", "compute_bound", "throughput_against_bound", "head_only_cached",
+           "prediction_latency", "cache_memory"]
 
 
-def training_throughput(cfg: TrainConfig, data: PreparedData | None = None) -> dict:
+def training_throughput(cfg: TrainConfig, data: PreparedData | None = None,
+                        callbacks: Sequence[Callback] = ()) -> dict:
     """Training images/s of the best whole epoch (batch preparation and augmentation included), as medcls
     trains; every epoch's figure is kept too."""
     start = time.perf_counter()
-    result = train_in_memory(cfg, data)
+    result = train_in_memory(cfg, data, callbacks=callbacks)
     history = result.fit.history
     return {"images_per_s": max(h.images_per_s for h in history),
             "epoch_images_per_s": [round(h.images_per_s, 2) for h in history],
@@ -35,9 +38,11 @@ def training_throughput(cfg: TrainConfig, data: PreparedData | None = None) -> d
             "wall_s": time.perf_counter() - start, "epochs": len(history)}
 
 
-def compute_bound(cfg: TrainConfig, channels: int, num_classes: int, precision: str, steps: int = 6) -> dict:
-    """The same model's training step on a batch already in memory: nothing but the maths."""
-    model = build_model(cfg, num_classes, channels, weights="random")
+def compute_bound(cfg: TrainConfig, channels: int, num_classes: int, precision: str, steps: int = 6,
+                  model: torch.nn.Module | None = None) -> dict:
+    """The same model's training step on a batch already in memory: nothing but the maths (``model``: one
+    built for this config already, whose weights the timing leaves as they were)."""
+    model = model or build_model(cfg, num_classes, channels, weights="random")
     x = torch.rand(cfg.batch_size, channels, cfg.image_size, cfg.image_size)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -48,6 +53,47 @@ def compute_bound(cfg: TrainConfig, channels: int, num_classes: int, precision: 
     seconds = time_train_steps(model, x, y, bf16=precision == "bf16", steps=steps, warmup=1,
                                optimizer=build_optimizer(cfg, model.parameters()), fastest=True)
     return {"images_per_s": cfg.batch_size / seconds, "step_s": seconds, "precision": precision}
+
+
+class _BoundBetweenEpochs(Callback):
+    """Times the compute bound before the first epoch and after every epoch (outside the epochs' own timing),
+    so that each epoch is compared with the machine's speed at its own time: a shared virtual CPU changes
+    speed by a third within an hour, and a bound timed once can fall in a fast or a slow spell."""
+
+    def __init__(self, cfg: TrainConfig, channels: int, num_classes: int, steps: int):
+        self.cfg, self.channels, self.num_classes, self.steps = cfg, channels, num_classes, steps
+        self.model: torch.nn.Module | None = None
+        self.bounds: list[dict] = []
+
+    def _time(self, trainer: Trainer) -> None:
+        with torch.random.fork_rng(devices=[]):  # the training run draws the same random numbers as without the timer
+            if self.model is None:
+                self.model = build_model(self.cfg, self.num_classes, self.channels, weights="random")
+            self.bounds.append(compute_bound(self.cfg, self.channels, self.num_classes,
+                                             "bf16" if trainer.bf16 else "fp32", self.steps, model=self.model))
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._time(trainer)
+
+    def on_epoch_end(self, trainer: Trainer, record) -> None:
+        self._time(trainer)
+
+
+def throughput_against_bound(cfg: TrainConfig, data: PreparedData, steps: int = 6) -> tuple[dict, dict]:
+    """:func:`training_throughput`, and the compute bound timed before the first epoch and after each one.
+
+    Each epoch's share of the bound is its images/s over the mean of the bounds timed either side of it; the
+    share reported is the median over epochs (an epoch slowed by noise lowers its share, a bound slowed by
+    noise raises it, so neither the best nor the worst epoch is the fair figure)."""
+    timer = _BoundBetweenEpochs(cfg, data.decoded.channels, len(data.classes), steps)
+    ours = training_throughput(cfg, data, callbacks=[timer])
+    around = [b["images_per_s"] for b in timer.bounds]
+    shares = [epoch / ((before + after) / 2)
+              for epoch, before, after in zip(ours["epoch_images_per_s"], around, around[1:])]
+    bound = {"images_per_s": statistics.median(around), "step_s": statistics.median(b["step_s"] for b in timer.bounds),
+             "precision": ours["precision"], "around_epochs": [round(b, 2) for b in around],
+             "epoch_shares": [round(s, 3) for s in shares], "share": statistics.median(shares)}
+    return ours, bound
 
 
 def head_only_cached(cfg: TrainConfig, data: PreparedData) -> dict:
