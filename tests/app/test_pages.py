@@ -89,6 +89,27 @@ def test_tiny_run_streams_history_and_stop_cancels(app_env, tiny_dataset):
     assert store.has_weights(run_id), "the best checkpoint must survive a stop"
 
 
+def test_the_run_panel_builds_its_figures_again_only_when_an_epoch_is_added(app_env, tiny_dataset, monkeypatch):
+    import app.live as live
+
+    built = []
+    original = live.history_figure
+    monkeypatch.setattr(live, "history_figure", lambda *a, **kw: built.append(1) or original(*a, **kw))
+    store = RunStore(app_env / "runs")
+    run_id = finished_run(store, tiny_dataset)
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    at.run()
+    at.run()  # three redraws of the same history (the panel redraws every second while a run trains)
+    assert not at.exception and len(built) == 1
+    assert any(trace.get("name") == "validation loss" for spec in plotly_specs(at) for trace in spec["data"])
+    with open(store.root / run_id / "history.jsonl", "a", encoding="utf-8") as history:  # one more epoch
+        record = json.loads((store.root / run_id / "history.jsonl").read_text().splitlines()[-1])
+        history.write(json.dumps({**record, "epoch": record["epoch"] + 1}) + "\n")
+    at.run()
+    assert len(built) == 2
+
+
 def test_compare_shows_two_confusion_matrices(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
     first = finished_run(store, tiny_dataset, seed=0)

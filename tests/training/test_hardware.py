@@ -69,6 +69,12 @@ def test_auto_precision_measures_once_and_remembers_the_answer(monkeypatch):
 
     monkeypatch.setattr(hardware, "time_train_steps", must_not_measure)
     assert hardware.resolve_precision("auto", model, sample, "k") == "bf16"  # remembered on disk
+    threads = torch.get_num_threads()
+    try:  # a worker that starts with another thread count takes the answer measured with this one
+        torch.set_num_threads(1 if threads > 1 else 2)
+        assert hardware.resolve_precision("auto", model, sample, "k") == "bf16"
+    finally:
+        torch.set_num_threads(threads)
     timings[True] = 0.95  # not clearly faster: stay with fp32
     monkeypatch.setattr(hardware, "time_train_steps", lambda m, x, y, bf16, **kw: timings[bf16])
     assert hardware.resolve_precision("auto", model, sample, "other key") == "fp32"
