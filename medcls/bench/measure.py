@@ -16,7 +16,7 @@ from ..config import TrainConfig
 from ..data import DatasetSpec, decode_dataset
 from ..data.cache import clear_memory_cache
 from ..inference.predictor import Predictor
-from ..training.engine import Callback, Trainer
+from ..training.engine import Callback, EpochRecord, Trainer
 from ..training.hardware import time_train_steps
 from ..training.optim import build_optimizer
 from ..training.pipeline import PreparedData, build_model, train_in_memory
@@ -75,7 +75,7 @@ class _BoundBetweenEpochs(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         self._time(trainer)
 
-    def on_epoch_end(self, trainer: Trainer, record) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         self._time(trainer)
 
 
