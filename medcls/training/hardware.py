@@ -205,23 +205,20 @@ def resolve_precision(setting: str, model: nn.Module, sample: Callable[[], tuple
         return setting
     if not bf16_supported():
         return "fp32"
-    machine = f"{key}|{cpu_name()}|{torch.__version__}"
-    digest = hashlib.sha1(f"{machine}|{torch.get_num_threads()}".encode()).hexdigest()
-    # The same model and input on this CPU measured with another thread count: a worker that starts with one
-    # thread (the app was busy drawing the click that started it) takes the Train page's answer, measured
-    # with two, instead of spending seconds before its first epoch measuring again.
-    any_threads = hashlib.sha1(machine.encode()).hexdigest()
+    # Not keyed by the thread count: a worker that starts with one thread (the app was busy drawing the click
+    # that started it) takes the Train page's answer, measured with two, instead of spending seconds before its
+    # first epoch measuring again.
+    digest = hashlib.sha1(f"{key}|{cpu_name()}|{torch.__version__}".encode()).hexdigest()
     path = cache_dir() / "precision_probe.json"
     known = read_json(path, {}) or {}
-    for known_key in (digest, any_threads):
-        if known_key in known:
-            return known[known_key]
+    if digest in known:
+        return known[digest]
     x, y = sample()
     fp32 = time_train_steps(model, x, y, bf16=False)
     bf16 = time_train_steps(model, x, y, bf16=True)
     choice = "bf16" if fp32 / bf16 >= BF16_MIN_SPEEDUP else "fp32"
     log.info("precision probe for %s: fp32 %.3fs/step, bf16 %.3fs/step -> %s", key, fp32, bf16, choice)
-    known[digest] = known[any_threads] = choice
+    known[digest] = choice
     try:
         atomic_write_json(path, known)
     except OSError:
