@@ -1,9 +1,15 @@
 """medcls dashboard: navigation and the shared sidebar. Pages live in app_pages/."""
 
+# Imported here, first thing in every session's script run: pages and Streamlit itself import pandas on first
+# use, and 30 sessions opening pages at once then imported it in parallel threads, where Python's import lock
+# can hand one of them the half-initialised module ("partially initialized module 'pandas' has no attribute
+# 'Series'", seen in the classroom load test).
+import pandas  # noqa: F401
 import streamlit as st
 
 from app.dataset import render_sidebar
 from app.identity import identity_sidebar, require_login
+from app.manager import manager
 from app.safety import apply_exposure, page_errors
 from app.url_state import FORM_KEY, restore_form, save_form
 
@@ -37,6 +43,9 @@ pages = st.navigation([
 if pages is front:
     pages.run()
 with page_errors():
+    # The job manager starts with the app, not with the first page that trains: runs left queued or interrupted
+    # go on, and its standby training process warms up while the first page is read.
+    manager()
     restore_form()  # a refresh: the Train form's options come back from the URL
     data = render_sidebar()
     identity_sidebar()  # who this is: a name, the instructor role; every page asks app.identity.identity()

@@ -15,6 +15,7 @@ from medcls.models.summary import summarize
 from medcls.training.estimate import Costs, EstimateError, RunEstimate, estimate_run, measure_costs, probe_config
 from medcls.training.pipeline import build_model
 
+from .manager import manager
 from .text import escape_markdown
 
 PROBE_TTL_S = 600  # the machine's load changes: measure again after ten minutes
@@ -59,7 +60,7 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
     except (EstimateError, ValueError, RuntimeError) as exc:
         st.error(f"This model cannot be built or timed with these settings: {exc}")
         return
-    estimate = estimate_run(cfg, spec, costs)
+    estimate = estimate_run(cfg, spec, costs, warm_start=manager().worker_ready())
     c1, c2 = st.columns(2)
     c1.metric("Parameters", f"{info['parameters'] / 1e6:.2f} M", help=f"{info['trainable']:,} of them trainable.")
     c2.metric("Memory", f"{info['memory_mb']:.0f} MB",
@@ -68,8 +69,10 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
     c3.metric("Per epoch", f"{estimate.epoch_s:.1f} s", help=f"{estimate.epoch_words()}.")
     features = (f", {estimate.features_s:.0f} s to run the images through the frozen backbone"
                 f"{' for each fold model' if estimate.folds else ''}" if estimate.features_s else "")
+    start = "read the data (a training process is ready and waiting)" if estimate.warm_start else \
+        "start a training process and read the data"
     c4.metric("Whole run", _whole_run(estimate), help=f"{estimate.total_words()}, with about "
-              f"{estimate.setup_s:.0f} s to start and read the data{features} and {estimate.finish_s:.0f} s to test.")
+              f"{estimate.setup_s:.0f} s to {start}{features} and {estimate.finish_s:.0f} s to test.")
     threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
     st.caption(f"Measured now on this machine, as a training run would run ({threads}, {costs.precision}, lowered "
                f"priority): {escape_markdown(estimate.epoch_words())} per epoch; {estimate.total_words()}. Other "

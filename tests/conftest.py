@@ -37,6 +37,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MEDCLS_EXPOSED", "")  # recorded, so a server marked exposed by the code is undone after
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    # Tests that open the app's pages would each start a standby training process (seconds of CPU and a few
+    # hundred MB while it waits); the tests of that process turn it on, and so do the browser tests' servers.
+    monkeypatch.setenv("MEDCLS_STANDBY_WORKER", "0")
     clear_memory_cache()
     yield env
     clear_memory_cache()

@@ -71,3 +71,14 @@ def test_the_upload_quota_is_a_setting(monkeypatch):
     monkeypatch.setenv("MEDCLS_UPLOAD_QUOTA_MB", "lots")
     with pytest.raises(settings.SettingsError, match="MEDCLS_UPLOAD_QUOTA_MB"):
         settings.upload_quota_mb()
+
+
+def test_the_standby_training_process_is_on_unless_turned_off(monkeypatch):
+    monkeypatch.delenv("MEDCLS_STANDBY_WORKER", raising=False)
+    assert settings.standby_worker() is True
+    for off in ("0", "off", "False"):
+        monkeypatch.setenv("MEDCLS_STANDBY_WORKER", off)
+        assert settings.standby_worker() is False
+    monkeypatch.setenv("MEDCLS_STANDBY_WORKER", "sometimes")
+    with pytest.raises(settings.SettingsError, match="MEDCLS_STANDBY_WORKER='sometimes'.*1 or 0"):
+        settings.standby_worker()

@@ -36,7 +36,7 @@ from ..config import TrainConfig
 from ..runs.permissions import OPERATOR, Identity, QueuedRun, check_queue_room, fair_order, require_manage
 from ..runs.records import GroupMembership, Progress, RecordError, RunMeta, RunStatus
 from ..runs.store import RunNotFoundError, RunStore
-from ..settings import backend_name, max_concurrent, worker_threads
+from ..settings import backend_name, max_concurrent, standby_worker, worker_threads
 
 __all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "ResumeError", "STOP_GRACE_S",
            "MAX_AUTO_RESUMES", "RunActiveError"]
@@ -112,7 +112,8 @@ class JobManager:
             return cls(store, backend=RayBackend.from_settings())
         from .local import LocalBackend
 
-        return cls(store, max_concurrent=max_concurrent(), backend=LocalBackend(threads=worker_threads()))
+        return cls(store, max_concurrent=max_concurrent(),
+                   backend=LocalBackend(threads=worker_threads(), standby=standby_worker()))
 
     # --- public API -------------------------------------------------------------
     def submit(self, config: TrainConfig, *, meta: RunMeta | None = None,
@@ -198,6 +199,12 @@ class JobManager:
         queued = self._queued()
         return queued.index(run_id) + 1 if run_id in queued else None
 
+    def worker_ready(self) -> bool:
+        """Whether the next run to start goes to a training process that has already warmed up (the local
+        backend's standby process; see :mod:`medcls.jobs.local`)."""
+        ready = getattr(self.backend, "standby_ready", None)
+        return bool(ready is not None and ready())
+
     def running(self) -> list[str]:
         return [r for r in self.store.list_ids() if self.store.status(r).state == "running"]
 
@@ -216,6 +223,9 @@ class JobManager:
                 pending = self._queued()[:max(0, self.max_concurrent - len(self.running()))]
             for run_id in pending:
                 self._start(run_id)
+            keep_ready = getattr(self.backend, "keep_ready", None)  # a process warmed up for the next run
+            if keep_ready is not None and len(self.running()) < self.max_concurrent:
+                keep_ready(self.store)  # only with a free slot: its warm-up must not slow a training run
 
     def reconcile(self) -> None:
         """Persist 'interrupted' for runs whose worker is gone (after a crash or restart).
@@ -248,6 +258,9 @@ class JobManager:
                 elif self._state(run_id) == "queued" and handle.is_alive():
                     handle.kill()  # waiting in a cluster's queue: the next manager submits it again
             self._handles.clear()
+            close = getattr(self.backend, "close", None)  # a standby process holds no run: always ended
+            if close is not None:
+                close()
 
     # --- internals -------------------------------------------------------------------
     def _loop(self) -> None:

@@ -72,7 +72,7 @@ class Costs:
     first_epoch_extra_s: float   # the first epoch's warm-up
     feature_image_s: float       # a frozen backbone: one image view through it (0 otherwise)
     embed_image_s: float         # one image's features for the novelty record, after training
-    start_s: float               # starting the worker process (Python, torch, medcls, the thread choice)
+    start_s: float               # starting a fresh worker process (Python, torch, medcls, warming up, threads)
     data_s: float                # listing the dataset and looking its decoded images up
     decode_image_s: float        # decoding one image, when the cache does not have the dataset (0: cached)
     bootstrap_s: float           # 95% intervals of the validation and test metrics
@@ -105,7 +105,7 @@ class RunEstimate:
     val_images: int
     test_images: int
     tta: bool
-    setup_s: float             # from Start until training begins: worker start, reading the data
+    setup_s: float             # from Start until training begins: worker start (unless one is warm), reading the data
     finish_s: float            # after the last epoch: testing and the records
     epochs: int
     earliest: int              # early stopping may end the run after this many epochs
@@ -113,6 +113,7 @@ class RunEstimate:
     folds: int = 0             # cross-validation: this many models, one after another (0: one model)
     features_s: float = 0.0    # a frozen backbone's cached features, computed again for each model
     note: str | None = None    # why a small dataset trains one model, not the automatic ensemble
+    warm_start: bool = False   # a warmed-up training process takes the run: no process start in setup_s
 
     def total_s(self, epochs: int | None = None) -> float:
         """Start to finish with ``epochs`` epochs per model (default: all planned)."""
@@ -150,8 +151,9 @@ def _minutes(seconds: float) -> str:
     return f"≈ {seconds / 60:.1f} min"
 
 
-def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstimate:
-    """Scale measured costs to this run on this dataset."""
+def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_start: bool = False) -> RunEstimate:
+    """Scale measured costs to this run on this dataset; ``warm_start``: a training process that has already
+    warmed up will take it (the app's standby process, :meth:`medcls.jobs.manager.JobManager.worker_ready`)."""
     labels = np.array([it.label for it in spec.items if it.split == "train"], dtype=np.int64)
     val = sum(1 for it in spec.items if it.split == "val")
     test = sum(1 for it in spec.items if it.split == "test")
@@ -171,7 +173,7 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     views = cached_views(cfg) if frozen else 1
     tta_views = 2 if cfg.tta else 1
     cache_s = (len(labels) * views + (val + test) * tta_views) * costs.feature_image_s
-    setup_s = costs.start_s + costs.data_s + len(spec.items) * costs.decode_image_s
+    setup_s = (0.0 if warm_start else costs.start_s) + costs.data_s + len(spec.items) * costs.decode_image_s
     # Each model is tested after training (a fold ensemble: every fold, then all of them together). A frozen
     # backbone's model tests on its cached features, but the ensemble's test images go through every backbone.
     tests = (val + test) * max(1, folds) + (test * folds if folds else 0)
@@ -180,7 +182,8 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs) -> RunEstima
     return RunEstimate(epoch_s=steps * costs.step_s + val * costs.eval_image_s, steps=steps, epoch_images=epoch_images,
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
                        finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
-                       costs=costs, folds=folds, features_s=cache_s, note=too_much_work(cfg, counts))
+                       costs=costs, folds=folds, features_s=cache_s, note=too_much_work(cfg, counts),
+                       warm_start=warm_start)
 
 
 def pool_counts(spec: DatasetSpec) -> list[int]:

@@ -29,6 +29,7 @@ from .engine import BatchEvent, Callback, EpochRecord, Trainer
 from .estimate import DECODE_SAMPLE, PROBE_STEPS, Costs
 from .hardware import configure_threads
 from .pipeline import PreparedData, _effective_batch, caches_features, train_in_memory
+from .warmup import warm_up
 
 __all__ = ["probe_costs", "main"]
 
@@ -159,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
             os.nice(args.nice)
         except OSError:
             pass
+    warm_up()  # a fresh worker's one-time costs belong to its start, not to every fold model's first epoch
     configure_threads(args.threads or worker_threads())
-    ready = time.time()  # imports done, threads chosen: where a worker starts its work
+    ready = time.time()  # imports done, warmed up, threads chosen: where a worker starts its work
     try:
         cfg = TrainConfig.from_json(sys.stdin.read())
         if cfg.threads:  # the run fixes its threads (execute_run would set them)

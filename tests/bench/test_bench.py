@@ -180,8 +180,14 @@ def test_the_demo_loop_is_timed_through_the_job_manager_and_a_worker_process(mon
     from medcls.config import TrainConfig
 
     monkeypatch.setenv("MEDCLS_WORKER_THREADS", "1")
+    monkeypatch.setenv("MEDCLS_STANDBY_WORKER", "1")  # as the app runs
     timings = demo_loop(TrainConfig(image_size=32, epochs=2, batch_size=16, precision="fp32"), timeout_s=240)
-    assert set(timings) == {"cold", "warm"}
+    assert set(timings) == {"cold", "warm", "at_once"}
     for t in timings.values():
         assert t["state"] == "finished" and t["epochs"] == 2
         assert 0 < t["first_epoch_s"] < t["finished_s"] < 240
+    # The cold run waited for the standby process to warm up and was trained by it; so was the next run (a new
+    # standby process is started once the slot is free again).
+    assert 0 < timings["cold"]["standby_warm_up_s"] < 60 and timings["warm"]["standby_warm_up_s"] is not None
+    assert timings["cold"]["by_standby"] and timings["warm"]["by_standby"]
+    assert "standby training process warm" in render_markdown(RESULTS | {"demo_loop": timings})

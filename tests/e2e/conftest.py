@@ -214,7 +214,7 @@ def streamlit_server(base: Path, address: str = "127.0.0.1"):
     port = _free_port()
     env = {**os.environ, "MEDCLS_RUNS_DIR": str(runs), "MEDCLS_DATA_DIR": str(data), "MEDCLS_CACHE_DIR": str(cache),
            "TORCH_HOME": str(base / "torch"), "MEDCLS_WORKER_THREADS": "1", "MEDCLS_MAX_CONCURRENT": "1",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "MEDCLS_STANDBY_WORKER": "1"}  # the app as people run it
     for name in ("MEDCLS_DATA_ROOTS", "MEDCLS_BACKEND", "MEDCLS_EXPOSED", "MEDCLS_ALLOW_SERVER_FOLDERS"):
         env.pop(name, None)
     log_path = base / "server.log"

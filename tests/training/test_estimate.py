@@ -62,6 +62,14 @@ def test_the_whole_run_spans_the_epochs_early_stopping_allows():
     assert earliest_stop(30, 0) == 30 and earliest_stop(2, 5) == 2 and earliest_stop(40, 25) == 26
 
 
+def test_a_run_that_a_warmed_up_process_takes_does_not_wait_for_a_process_to_start():
+    fresh = estimate_run(TrainConfig(), PHANTOMS, costs())
+    warm = estimate_run(TrainConfig(), PHANTOMS, costs(), warm_start=True)
+    assert fresh.setup_s - warm.setup_s == pytest.approx(4.0)  # costs()' start_s
+    assert warm.warm_start and not fresh.warm_start
+    assert fresh.total_s() - warm.total_s() == pytest.approx(4.0)
+
+
 def test_setup_counts_decoding_only_when_the_cache_lacks_the_images():
     cached = estimate_run(TrainConfig(), PHANTOMS, costs())
     fresh = estimate_run(TrainConfig(), PHANTOMS, costs(decode_image_s=0.01))
