@@ -216,8 +216,8 @@ def worker_threads() -> int:
 
 def standby_worker() -> bool:
     """Whether the app's local job manager keeps a training process warmed up for the next run
-    (``MEDCLS_STANDBY_WORKER``, on by default; ``0`` turns it off, which saves the idle process's memory, about
-    0.3 GB, and costs each run's first epoch about 6 s on a 2-core CPU)."""
+    (``MEDCLS_STANDBY_WORKER``, on by default; ``0`` turns it off, which saves the waiting process's memory, about
+    0.75 GB, and delays each run's first epoch by about 4 s on a 2-core CPU)."""
     raw = (os.environ.get("MEDCLS_STANDBY_WORKER") or "1").strip().lower()
     if raw not in _TRUE + _FALSE:
         raise SettingsError(f"MEDCLS_STANDBY_WORKER={raw!r} is neither on nor off: set it to 1 or 0, or unset it.")

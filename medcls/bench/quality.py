@@ -77,11 +77,11 @@ def demo_loop(cfg: TrainConfig | None = None, timeout_s: float = 600.0) -> dict:
     """What a teacher sees after pressing *Start training* on the built-in data, timed through the same job
     manager and worker process as the app: seconds to the first recorded epoch and to the finished run.
 
-    ``cold``: a fresh machine (nothing decoded or probed yet) after the data page has generated the phantoms,
-    the Train page has opened (it starts the app's job manager) and its standby training process has warmed
-    up (a few seconds; the wait is recorded). ``warm``: the next run, once the standby process started after
-    the first run has warmed up too. ``at_once``: another fresh machine, with *Start training* pressed the
-    moment the job manager started, before its standby process was warm.
+    ``cold``: a fresh machine (nothing decoded or probed yet) after the app's first page has generated the
+    phantoms and started the job manager, whose standby training process has warmed up (a few seconds; the
+    wait is recorded). ``warm``: the next run, once the standby process started after the first run has warmed
+    up too. ``at_once``: another fresh machine, with *Start training* pressed the moment the job manager
+    started, before its standby process was warm.
     """
     cfg = cfg or TrainConfig()
     out = {}

@@ -123,16 +123,20 @@ def _demo_case(label: str, d: dict) -> str:
     """The words for one demo-loop case (older results have only cold and warm, without a standby process)."""
     if label == "cold" and d.get("standby_warm_up_s") is not None:
         return (f"cold: a fresh machine, its standby training process warm {d['standby_warm_up_s']:.1f} s after the "
-                "Train page opened")
+                "app opened")
     if label == "warm" and d.get("standby_warm_up_s") is not None:
         return f"warm: the next run, its standby process warm {d['standby_warm_up_s']:.1f} s after the first ended"
     if label == "at_once":
-        return "cold, pressed the moment the Train page opened, before the standby process was warm"
+        return "cold, pressed the moment the app opened, before the standby process was warm"
     return label
 
 
 def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
     notes = ["## Notes", ""]
+    if r.get("demo_loop_remeasured"):  # (9) alone, measured again after a change that touches only it
+        again = r["demo_loop_remeasured"]
+        notes.append(f"- (9) was measured again on {again['date']}, alone (`medcls.bench.quality.demo_loop`): "
+                     f"{again['why']}")
     if r["resnet18_weights"] == "random":
         notes.append("- ImageNet weights were not in the torchvision cache on this machine (no internet), so (3) "
                      "ran with random backbone weights. Timings are unaffected; both sides' metrics are then "

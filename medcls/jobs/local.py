@@ -1,7 +1,7 @@
 """The local backend: each run trains in its own fresh Python process on this machine.
 
 With ``standby`` (the app's setting), one such process is started before it is needed and warms up (imports,
-first optimizer step; about 6 s on a 2-core CPU, at low priority): the next run is handed to it, so its first
+first optimizer step; about 5 s on a 2-core CPU, at low priority): the next run is handed to it, so its first
 epoch is not held up by them. A new standby process is started only when a training slot is free, so that its
 warm-up never competes with a run for the CPU.
 """

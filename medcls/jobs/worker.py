@@ -9,7 +9,7 @@ and exits instead of training on as an orphan nobody can see.
 
 With ``--standby`` instead of a run id, the process pays a training process's
 one-time costs first (importing torch, scikit-learn and medcls, torch's first
-optimizer step, the first metrics: about 6 s on a 2-core CPU) and then waits
+optimizer step, the first metrics: about 5 s on a 2-core CPU) and then waits
 for a run id on its standard input. The app keeps one such process ready, so
 that *Start training* does not wait for them (:class:`medcls.jobs.local.LocalBackend`).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import sys
 import threading
 import time
@@ -89,7 +90,7 @@ def run_worker(store_root: str, run_id: str | None, threads: int = 0, parent_pid
 
     store = RunStore(store_root)
     if run_id is None:
-        warm_up()
+        warm_up(run_waiting=lambda: bool(select.select([sys.stdin], [], [], 0)[0]))
         try:
             print(READY, flush=True)
         except OSError:  # nobody listens any more; the run id may still come
