@@ -214,17 +214,19 @@ class JobManager:
             self._reap()
             self._watch()
             self._auto_resume()
+            free = 0
             if self.backend.schedules_itself:  # the backend queues them: hand over runs not yet handed
                 pending = [r for r in self._queued() if r not in self._handles]
                 capacity = getattr(self.backend, "capacity", None)
                 if capacity is not None:  # only what it can start now, so later runs keep their fair turn here
                     pending = pending[:max(0, capacity() - len(self._handles))]
             else:
-                pending = self._queued()[:max(0, self.max_concurrent - len(self.running()))]
+                free = self.max_concurrent - len(self.running())
+                pending = self._queued()[:max(0, free)]
             for run_id in pending:
                 self._start(run_id)
             keep_ready = getattr(self.backend, "keep_ready", None)  # a process warmed up for the next run
-            if keep_ready is not None and len(self.running()) < self.max_concurrent:
+            if keep_ready is not None and free > len(pending):
                 keep_ready(self.store)  # only with a free slot: its warm-up must not slow a training run
 
     def reconcile(self) -> None:
