@@ -71,8 +71,9 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
                 f"{' for each fold model' if estimate.folds else ''}" if estimate.features_s else "")
     start = "read the data (a training process is ready and waiting)" if estimate.warm_start else \
         "start a training process and read the data"
-    c4.metric("Whole run", _whole_run(estimate), help=f"{estimate.total_words()}, with about "
-              f"{estimate.setup_s:.0f} s to {start}{features} and {estimate.finish_s:.0f} s to test.")
+    setup = "under a second" if estimate.setup_s < 0.5 else f"about {estimate.setup_s:.0f} s"
+    c4.metric("Whole run", _whole_run(estimate), help=f"{estimate.total_words()}, with {setup} to {start}"
+              f"{features} and about {estimate.finish_s:.0f} s to test.")
     threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
     st.caption(f"Measured now on this machine, as a training run would run ({threads}, {costs.precision}, lowered "
                f"priority): {escape_markdown(estimate.epoch_words())} per epoch; {estimate.total_words()}. Other "
