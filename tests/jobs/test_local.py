@@ -121,24 +121,28 @@ def test_the_manager_starts_a_standby_process_only_with_a_free_slot_and_ends_it_
     assert spare.wait(10) is not None and backend.standby_pid is None
 
 
-def test_end_worker_process_also_ends_a_standby_process_that_was_handed_the_run(store, synth):
+@pytest.mark.parametrize("command, ends", [
+    ((), False),                                                      # not a medcls worker at all
+    (("medcls.jobs.worker", "{store}", "{run}"), True),                # this store's worker for this run
+    (("medcls.jobs.worker", "{store}", "--standby"), True),            # a standby process it was handed to
+    (("medcls.jobs.worker", "/elsewhere", "--standby"), False),        # another store's standby process
+])
+def test_end_worker_process_kills_only_a_worker_of_this_store_for_this_run(store, synth, command, ends):
     import subprocess
 
     run_id = store.create(synth.config(""))
-    standby = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "medcls.jobs.worker",
-                                str(store.root.resolve()), "--standby"])
-    other_store = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "medcls.jobs.worker",
-                                    "/elsewhere", "--standby"])
+    args = [a.format(store=store.root.resolve(), run=run_id) for a in command]
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
     try:
-        store.set_status(run_id, "running", pid=other_store.pid)
-        assert not end_worker_process(store, run_id, store.raw_status(run_id))
-        store.set_status(run_id, "running", pid=standby.pid)
-        assert end_worker_process(store, run_id, store.raw_status(run_id))
-        assert standby.wait(10) == -9
+        store.set_status(run_id, "running", pid=process.pid)  # the run's status names this pid
+        assert end_worker_process(store, run_id, store.raw_status(run_id)) is ends
+        if ends:
+            assert process.wait(10) == -9
+        else:
+            assert process.poll() is None
     finally:
-        for proc in (standby, other_store):
-            proc.kill()
-            proc.wait(10)
+        process.kill()
+        process.wait(10)
 
 
 def test_the_worker_takes_either_a_run_id_or_standby(capsys):

@@ -395,30 +395,6 @@ def test_a_manager_without_the_worker_ends_a_run_that_ignores_a_stop(store, synt
     assert state(store, run_id) == "cancelled"
 
 
-def test_end_worker_process_kills_only_this_runs_worker(store, synth, tmp_path):
-    import subprocess
-    import sys
-
-    from medcls.jobs.local import end_worker_process
-
-    run_id = store.create(synth.config(""))
-    # A process that is not a medcls worker, with the run's pid: never killed.
-    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    fake_worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "medcls.jobs.worker",
-                                    str(store.root.resolve()), run_id])
-    try:
-        store.set_status(run_id, "running", pid=stranger.pid)
-        assert not end_worker_process(store, run_id, store.raw_status(run_id))
-        assert stranger.poll() is None
-        store.set_status(run_id, "running", pid=fake_worker.pid)
-        assert end_worker_process(store, run_id, store.raw_status(run_id))
-        assert fake_worker.wait(10) == -9
-    finally:
-        for proc in (stranger, fake_worker):
-            proc.kill()
-            proc.wait(10)
-
-
 # --- resuming -----------------------------------------------------------------------------------------------
 
 def test_runs_interrupted_by_a_server_stop_resume_by_themselves_a_few_times(store, synth, managers):
