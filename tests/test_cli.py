@@ -202,6 +202,14 @@ def test_python_dash_m_medcls_works():
         assert command in proc.stdout
 
 
+def test_what_a_run_adjusts_is_printed_once_before_its_first_epoch(class_dataset, capsys):
+    options = ["--image-size", "32", "--epochs", "1", "--batch-size", "64", "--precision", "fp32"]
+    assert main(["train", "--data", str(class_dataset), *options]) == 0
+    out = capsys.readouterr()
+    assert out.err.index("note: The batch size was lowered from 64") < out.err.index("epoch   1/1")
+    assert "batch size was lowered" not in out.out  # not repeated with the results
+
+
 def test_cross_validation_prints_each_fold_and_the_mean_and_spread(class_dataset, capsys):
     assert main(["train", "--data", str(class_dataset), *TINY, "--folds", "2", "--run-id", "cv-run"]) == 0
     out = capsys.readouterr()

@@ -150,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
 @command("train")
 def cmd_train(args: argparse.Namespace) -> int:
     from ..jobs.torchrun import DistEnv, execute_distributed, process_group, share_run
-    from ..training.callbacks import ConsoleProgress
 
     cfg = config_from_args(args)
     if args.print_config:
@@ -171,22 +170,31 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"run {run_id} ({store.summary(run_id).name}) in {store.path(run_id)}{ranks}")
             print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model} | "
                   f"{cfg.image_size} px | {cfg.epochs} epochs | imbalance {cfg.imbalance}")
+        progress = _console_progress(store, run_id)
         with ctrl_c_stops() as interrupted:
             outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
-                                          callbacks=[ConsoleProgress()] if env.is_writer else [])
+                                          callbacks=[progress] if env.is_writer else [])
     if store is None:  # a rank other than 0: torchrun reports its exit code
         return 0 if outcome.state == "finished" else 1
-    return _report_outcome(store, run_id, outcome)
+    return _report_outcome(store, run_id, outcome, shown_notes=progress.shown_notes)
 
 
-def _report_outcome(store, run_id: str, outcome) -> int:
+def _console_progress(store, run_id: str):
+    """Epoch lines and, before the first epoch, the notes the run has so far (ranks other than 0: no store)."""
+    from ..training.callbacks import ConsoleProgress
+
+    return ConsoleProgress(notes=(lambda: store.status(run_id).notes) if store is not None else None)
+
+
+def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()) -> int:
     report = store.data_report(run_id)
     if report.skipped:
         print(f"skipped {len(report.skipped)} file(s):")
         for s in report.skipped:
             print(f"  {s.path}: {s.reason}")
     for note in store.status(run_id).notes:
-        print(f"note: {note}")
+        if note not in shown_notes:  # the others were written before the first epoch
+            print(f"note: {note}")
     cv = store.cross_validation(run_id)
     if cv is not None:
         record = store.model_record(run_id)
@@ -284,7 +292,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from ..jobs.execute import execute_run
     from ..jobs.manager import requeue, scheduler_lock
-    from ..training.callbacks import ConsoleProgress
 
     store = open_store(args)
     status = store.status(args.run)
@@ -295,9 +302,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         requeue(store, args.run)
     history = store.history(args.run)
     print(f"run {args.run} ({store.summary(args.run).name}): continuing after epoch {len(history)}")
+    progress = _console_progress(store, args.run)
     with ctrl_c_stops() as interrupted:
-        outcome = execute_run(store, args.run, should_cancel=interrupted.is_set, callbacks=[ConsoleProgress()])
-    return _report_outcome(store, args.run, outcome)
+        outcome = execute_run(store, args.run, should_cancel=interrupted.is_set, callbacks=[progress])
+    return _report_outcome(store, args.run, outcome, shown_notes=progress.shown_notes)
 
 
 def _operator_manager(args: argparse.Namespace):

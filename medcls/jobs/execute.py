@@ -114,6 +114,10 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         store.save_weights(run_id, ensemble.state_dict())
         on_model(ensemble, folds=len(ensemble.members))
 
+    def note(text: str) -> None:  # shown while the run trains (the live panel, the command line)
+        mine()
+        store.add_note(run_id, text)
+
     def recorders(fold: int = 0, folds: int = 1) -> list[Callback]:
         def record(epoch: EpochRecord) -> None:
             mine()
@@ -139,7 +143,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
                 store.write_history(run_id, [])
                 store.add_note(run_id, "Resumed: cross-validation runs start their folds over.")
             result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: [*recorders(fold, folds), *callbacks],
-                                    should_cancel=cancel, stage=stage, on_fold_end=on_fold_end)
+                                    should_cancel=cancel, stage=stage, on_fold_end=on_fold_end, on_note=note)
             mine()
             store.write_cross_validation(run_id, result.cv)
         else:
@@ -149,7 +153,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             result = train_in_memory(cfg, data, callbacks=[*recorders(), *callbacks], should_cancel=cancel,
                                      stage=stage, on_model=on_model, shard=shard, wrap=wrap, resume=resume,
                                      on_best=lambda state: mine() or store.save_weights(run_id, state),
-                                     on_checkpoint=lambda state: mine() or store.save_resume(run_id, state))
+                                     on_checkpoint=lambda state: mine() or store.save_resume(run_id, state),
+                                     on_note=note)
             mine()
         _record_results(store, run_id, result)
         _record_novelty(store, run_id, result)

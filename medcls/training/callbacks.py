@@ -11,7 +11,7 @@ import copy
 import logging
 import sys
 import time
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -307,19 +307,34 @@ class ConsoleProgress(Callback):
     """Progress for the command line: a one-line bar on a terminal, one printed line per epoch always.
 
     When the output is not a terminal (a log file, CI), only the epoch lines are written, so logs stay short.
+    ``notes()`` (the run's notes so far) is read as each fold and each fit starts, and the notes not written
+    yet are written then: what the run chose or adjusted (cross-validation, a lowered batch, a limited epoch) shows before its
+    first epoch, not only when the run ends. ``shown_notes`` keeps what was written.
     """
 
-    def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None,
+                 notes: Callable[[], Sequence[str]] | None = None):
         # Looked up now, not at import: sys.stderr may have been replaced since (capture, redirection).
         self.stream = stream if stream is not None else sys.stderr
         self.live = live if live is not None else bool(getattr(self.stream, "isatty", lambda: False)())
         self.width = width
         self.meter = ProgressMeter(self._draw, interval=0.2)
+        self.notes = notes
+        self.shown_notes: list[str] = []
+
+    def _write_new_notes(self) -> None:
+        for note in self.notes() if self.notes is not None else ():
+            if note not in self.shown_notes:
+                self.shown_notes.append(note)
+                self.stream.write(f"note: {note}\n")
+        self.stream.flush()
 
     def on_fold_start(self, fold: int, folds: int) -> None:
+        self._write_new_notes()  # why there are folds, before the first of them
         self.stream.write(f"fold {fold + 1} of {folds}\n")
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        self._write_new_notes()
         self.meter.on_fit_start(trainer)
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:

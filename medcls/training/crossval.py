@@ -215,12 +215,14 @@ def _score(result: TrainResult, fold: int, focus: str) -> FoldScore:
 def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
                    callbacks_for: Callable[[int, int], Sequence[Callback]] = lambda fold, folds: (),
                    should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None,
-                   on_fold_end: Callable[[FoldEnsemble], None] | None = None) -> TrainResult:
+                   on_fold_end: Callable[[FoldEnsemble], None] | None = None,
+                   on_note: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``cfg.folds`` models and return them as one ensemble, like :func:`train_in_memory` returns one.
 
     ``callbacks_for(fold, folds)`` gives each fold's callbacks (fold counts from 0); ``on_fold_end`` receives
     the ensemble of the folds trained so far after each fold (the run store saves it, so a stopped run keeps
-    what it has). A stop ends the current fold (its best checkpoint so far joins the ensemble) and skips the
+    what it has); ``on_note`` receives each fold's notes as its training starts (see :func:`train_in_memory`).
+    A stop ends the current fold (its best checkpoint so far joins the ensemble) and skips the
     rest.
     """
     if cfg.folds < 2:
@@ -243,7 +245,7 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
             callback.on_fold_start(fold, cfg.folds)
         try:
             result = train_in_memory(replace(cfg, seed=cfg.seed + fold), fold_data, callbacks=callbacks,
-                                     should_cancel=should_cancel, stage=stage)
+                                     should_cancel=should_cancel, stage=stage, on_note=on_note)
         except FitCancelled:
             cancelled = True
             break

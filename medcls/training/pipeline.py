@@ -197,14 +197,16 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
                     on_best: Callable[[dict], None] | None = None,
                     shard: tuple[int, int] = (0, 1), wrap: Callable[[nn.Module], nn.Module] | None = None,
                     resume: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None,
-                    ) -> TrainResult:
+                    on_note: Callable[[str], None] | None = None) -> TrainResult:
     """Train, then test the best weights on val and test; no run store involved.
 
     A stop request ends training after the current batch; the best checkpoint so far is then still tested
     (``cancelled`` is set), so a stopped run has honest results too. ``on_best(state)`` receives every new
     best checkpoint as it is found. ``on_checkpoint(state)`` receives the whole training state after each
     epoch (single-process runs); given back as ``resume``, training continues after that epoch as if it had
-    never stopped: same data order, augmentations, schedule and weight average.
+    never stopped: same data order, augmentations, schedule and weight average. ``on_note(text)`` receives
+    each of the result's notes before the first epoch starts, so that a long run says what it adjusted while
+    it trains, not only when it ends.
     """
     keep_freed_memory()  # this process trains: reuse big activation buffers instead of re-faulting them
     seed_everything(cfg.seed)
@@ -277,6 +279,8 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
         if best.state is not None and on_best is not None:
             on_best(best.exported())  # the kept checkpoint is the resumed state's, even if a later one was saved
         notes.append(resume_note(resume["epoch"], cfg.epochs))
+    for note in notes if on_note is not None else ():
+        on_note(note)
     cancelled = False
     try:
         trainer.fit()

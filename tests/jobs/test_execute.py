@@ -155,10 +155,17 @@ def test_config_problems_fail_the_run_with_a_readable_error(class_dataset, synth
 
 def test_a_batch_larger_than_the_training_images_is_lowered_and_the_run_says_so(class_dataset, synth, store):
     run_id = store.create(synth.config(class_dataset, batch_size=64, epochs=1))
-    outcome = execute_run(store, run_id)
+    seen_while_training: list[list[str]] = []
+
+    class ReadNotes(Callback):
+        def on_fit_start(self, trainer):
+            seen_while_training.append(store.status(run_id).notes)
+
+    outcome = execute_run(store, run_id, callbacks=[ReadNotes()])
     assert outcome.state == "finished", outcome.error
     notes = store.status(run_id).notes
     assert len(notes) == 1 and "batch size was lowered from 64 to 8" in notes[0] and "training images" in notes[0]
+    assert seen_while_training == [notes]  # in the run's status (the live panel) before its first epoch
 
 
 

@@ -198,6 +198,22 @@ def test_console_progress_announces_each_fold():
     assert text.index("fold 1 of 2") < text.index("epoch   1/1") < text.index("fold 2 of 2")
 
 
+def test_console_progress_writes_each_note_once_as_soon_as_it_is_known():
+    stream = io.StringIO()
+    notes = ["Trained as a 2-fold ensemble."]
+    progress = ConsoleProgress(stream, notes=lambda: notes)
+    for fold in range(2):
+        progress.on_fold_start(fold, 2)
+        if fold == 1:
+            notes.append("The batch size was lowered.")
+        make_trainer(epochs=1, callbacks=[progress]).fit()
+    text = stream.getvalue()
+    assert text.count("note: Trained as a 2-fold ensemble.") == 1 and text.count("note: The batch size") == 1
+    assert text.index("note: Trained") < text.index("fold 1 of 2")
+    assert text.index("fold 2 of 2") < text.index("note: The batch size") < text.rindex("epoch   1/1")
+    assert progress.shown_notes == notes
+
+
 def test_console_progress_draws_a_bar_on_a_terminal_only():
     class Terminal(io.StringIO):
         def isatty(self):
