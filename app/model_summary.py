@@ -81,6 +81,8 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
                "its own epochs.")
     if estimate.note:
         st.info(escape_markdown(estimate.note), icon=":material/info:")
+    if estimate.limit_note:  # why "drawn" above is fewer images than balancing the classes would draw
+        st.caption(f"ℹ️ {escape_markdown(estimate.limit_note)}")
     name, count = info["largest"]
     if info["largest_share"] > 0.5 and info["largest_is_linear"]:
         st.warning(f"**{info['largest_share']:.0%} of all parameters sit in one layer ({name}, {count:,}).** "

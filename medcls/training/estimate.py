@@ -114,6 +114,7 @@ class RunEstimate:
     features_s: float = 0.0    # a frozen backbone's cached features, computed again for each model
     note: str | None = None    # why a small dataset trains one model, not the automatic ensemble
     warm_start: bool = False   # a warmed-up training process takes the run: no process start in setup_s
+    limit_note: str | None = None  # why an epoch draws fewer images than balancing would (the run's own note)
 
     def total_s(self, epochs: int | None = None) -> float:
         """Start to finish with ``epochs`` epochs per model (default: all planned)."""
@@ -166,8 +167,8 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
         keep = np.arange(len(pool)) % folds != 0  # (k-1)/k of every class, as the stratified folds give
         labels, val = pool[np.argsort(pool, kind="stable")][keep], len(pool) // folds
     batch = _batch(cfg, len(labels))
-    epoch_images = len(make_sampler(labels, spec.classes, cfg.imbalance, cfg.seed, cfg.oversample)) if len(labels) \
-        else 0
+    sampler = make_sampler(labels, spec.classes, cfg.imbalance, cfg.seed, cfg.oversample) if len(labels) else None
+    epoch_images = len(sampler) if sampler is not None else 0
     steps = batches_per_epoch(epoch_images, batch) if epoch_images else 0
     frozen = costs.feature_image_s > 0
     views = cached_views(cfg) if frozen else 1
@@ -183,7 +184,7 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
                        finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
                        costs=costs, folds=folds, features_s=cache_s, note=too_much_work(cfg, counts),
-                       warm_start=warm_start)
+                       warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None)
 
 
 def pool_counts(spec: DatasetSpec) -> list[int]:

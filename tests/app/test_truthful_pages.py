@@ -150,10 +150,14 @@ def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_d
     assert summary.epochs_words() == "2 of 2 in fold 2 of 2" and summary.folds == 2
 
 
-def test_the_train_page_says_when_the_image_size_enlarges_the_images(app_env, tiny_dataset):
+def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(app_env, tiny_dataset):
     at = new_app().run()
     at.switch_page("app_pages/train.py").run()
     assert not any("enlarged" in i.value for i in at.info)  # the built-in phantoms are 128 px, as trained
+    # Their classes are imbalanced enough that an epoch draws a share of the balanced list; the page says so
+    # beside the estimate that counts it, before training.
+    captions = [c.value.replace("\\", "") for c in at.caption]  # as written, without Markdown escapes
+    assert any("would draw 2.6 times the training images" in c for c in captions), captions
     at = choose_folder(new_app().run(), tiny_dataset)  # 32-px images, default image size 128
     at.switch_page("app_pages/train.py").run()
     assert not at.exception

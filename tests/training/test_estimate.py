@@ -14,6 +14,7 @@ from medcls.config import TrainConfig
 from medcls.data import load_dataset
 from medcls.data.spec import DatasetSpec, Item
 from medcls.training.estimate import Costs, earliest_stop, estimate_run, measure_costs, probe_config
+from medcls.training.imbalance import make_sampler
 
 CLASSES = ["benign", "malignant", "normal"]
 
@@ -49,6 +50,11 @@ def test_an_epoch_counts_the_oversampled_images_and_the_mirrored_validation():
     assert "562 training images drawn in 18 steps" in estimate.epoch_words()
     asked = estimate_run(cfg.with_options(oversample=("benign=12", "malignant=14")), PHANTOMS, costs())
     assert asked.epoch_images == 244 + 240 + 238  # explicit multipliers are drawn whole
+    # The page says why before training, in the words the run will use (the same sampler, the same note).
+    labels = np.array([it.label for it in PHANTOMS.items if it.split == "train"])
+    assert estimate.limit_note == make_sampler(labels, CLASSES, "oversample", cfg.seed, ()).limit_note()
+    assert "2.6 times the training images" in estimate.limit_note
+    assert plain.limit_note is None and asked.limit_note is None
     assert "and their mirror images" in estimate.epoch_words()
 
 
