@@ -90,6 +90,7 @@ def run_case(name: str, cfg: TrainConfig, store: RunStore, manager: JobManager, 
            "total_ratio": round(estimated_total / total, 3), "measured_epochs_s": [round(s, 2) for s in epochs],
            "estimate_range_s": [round(estimate.total_s(estimate.earliest), 1), round(estimate.total_s(), 1)],
            "threads": costs.threads, "precision": costs.precision, "others_cores_before": load,
+           "warm_start": estimate.warm_start,
            "costs": costs.to_dict()}
     # Epochs that take a small part of the run (a frozen backbone's head: a tenth of a second each) are
     # reported, but only the whole run's time is held to the tolerance then.
@@ -113,8 +114,8 @@ def _markdown(results: dict) -> str:
              f"{EPOCHS_SHARE_JUDGED:.0%} of the run (a frozen backbone's head), only in all. A fold ensemble's "
              "estimate counts every fold model.", "",
              "| case | epochs run | estimate per epoch | measured per epoch | ratio | estimate in all | measured in all "
-             "| ratio | threads | other processes (cores) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| ratio | threads | other processes (cores) | warm process |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["cases"]:
         others = "–" if r["others_cores_before"] is None else f"{r['others_cores_before']:.1f}"
         folds = r.get("folds", 0)
@@ -122,10 +123,13 @@ def _markdown(results: dict) -> str:
             f"{r['epochs_run']} of {r['epochs_planned']}"
         lines.append(f"| {r['case']} | {run} | {r['estimate_epoch_s']:.2f} s "
                      f"| {r['measured_epoch_s']:.2f} s | {r['epoch_ratio']:.2f} | {r['estimate_total_s']:.0f} s | "
-                     f"{r['measured_total_s']:.0f} s | {r['total_ratio']:.2f} | {r['threads']} | {others} |")
+                     f"{r['measured_total_s']:.0f} s | {r['total_ratio']:.2f} | {r['threads']} | {others} | "
+                     f"{_yes_no(r.get('warm_start'))} |")
     lines += ["", "\"Other processes\" is how many cores other programs kept busy in the two seconds before the case "
               "started: "
-              "the machine is shared, and the worker's thread count follows the cores they leave free.", "",
+              "the machine is shared, and the worker's thread count follows the cores they leave free. \"Warm "
+              "process\": whether the estimate left the process start out because a warmed-up training process "
+              "was waiting (as the Train page does; – for rows measured before this was recorded).", "",
               "An estimate is measured at one moment. When other programs start or stop during a run, the run's "
               "epochs change speed and no estimate made before it can follow: in a run of this benchmark while "
               "another engineer's test suites came and went, single epochs of the default recipe ranged from 4 "
@@ -133,6 +137,10 @@ def _markdown(results: dict) -> str:
               "when the load is steady. During a run, the Train page's time left comes from the run's own "
               "epochs.", ""]
     return "\n".join(lines)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "–" if value is None else "yes" if value else "no"
 
 
 def render(results_json: Path, out_dir: Path) -> None:

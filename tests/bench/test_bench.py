@@ -191,3 +191,16 @@ def test_the_demo_loop_is_timed_through_the_job_manager_and_a_worker_process(mon
     assert 0 < timings["cold"]["standby_warm_up_s"] < 60 and timings["warm"]["standby_warm_up_s"] is not None
     assert timings["cold"]["by_standby"] and timings["warm"]["by_standby"]
     assert "standby training process warm" in render_markdown(RESULTS | {"demo_loop": timings})
+
+
+def test_the_estimates_report_says_whether_each_estimate_assumed_a_warm_process():
+    from medcls.bench.estimates import _markdown
+
+    row = {"case": "default", "epochs_run": 16, "epochs_planned": 30, "estimate_epoch_s": 2.5,
+           "measured_epoch_s": 2.6, "epoch_ratio": 0.96, "estimate_total_s": 48.0, "measured_total_s": 50.0,
+           "total_ratio": 0.96, "threads": 2, "others_cores_before": 0.1}
+    text = _markdown({"date": "2026-12-01", "cpu": "Test CPU", "cores": 2, "python": "3.11",
+                      "cases": [{**row, "warm_start": True}, {**row, "case": "cold", "warm_start": False}, row]})
+    lines = [line for line in text.splitlines() if line.startswith("| default") or line.startswith("| cold")]
+    assert [line.rsplit("|", 2)[1].strip() for line in lines] == ["yes", "no", "–"]
+    assert "| warm process |" in text
