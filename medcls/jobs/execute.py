@@ -114,7 +114,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         store.save_weights(run_id, ensemble.state_dict())
         on_model(ensemble, folds=len(ensemble.members))
 
-    def note(text: str) -> None:  # shown while the run trains (the live panel, the command line)
+    def add_note(text: str) -> None:  # shown while the run trains (the live panel, the command line)
         mine()
         store.add_note(run_id, text)
 
@@ -143,7 +143,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
                 store.write_history(run_id, [])
                 store.add_note(run_id, "Resumed: cross-validation runs start their folds over.")
             result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: [*recorders(fold, folds), *callbacks],
-                                    should_cancel=cancel, stage=stage, on_fold_end=on_fold_end, on_note=note)
+                                    should_cancel=cancel, stage=stage, on_fold_end=on_fold_end, on_note=add_note)
             mine()
             store.write_cross_validation(run_id, result.cv)
         else:
@@ -154,7 +154,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
                                      stage=stage, on_model=on_model, shard=shard, wrap=wrap, resume=resume,
                                      on_best=lambda state: mine() or store.save_weights(run_id, state),
                                      on_checkpoint=lambda state: mine() or store.save_resume(run_id, state),
-                                     on_note=note)
+                                     on_note=add_note)
             mine()
         _record_results(store, run_id, result)
         _record_novelty(store, run_id, result)
