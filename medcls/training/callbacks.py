@@ -308,8 +308,8 @@ class ConsoleProgress(Callback):
 
     When the output is not a terminal (a log file, CI), only the epoch lines are written, so logs stay short.
     ``notes()`` (the run's notes so far) is read as each fold and each fit starts, and the notes not written
-    yet are written then: what the run chose or adjusted (cross-validation, a lowered batch, a limited epoch) shows before its
-    first epoch, not only when the run ends. ``shown_notes`` keeps what was written.
+    yet are written then: what the run chose or adjusted (cross-validation, a lowered batch, a limited epoch)
+    shows before its first epoch, not only when the run ends. ``shown_notes`` keeps what was written.
     """
 
     def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None,

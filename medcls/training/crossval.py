@@ -222,8 +222,7 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
     ``callbacks_for(fold, folds)`` gives each fold's callbacks (fold counts from 0); ``on_fold_end`` receives
     the ensemble of the folds trained so far after each fold (the run store saves it, so a stopped run keeps
     what it has); ``on_note`` receives each fold's notes as its training starts (see :func:`train_in_memory`).
-    A stop ends the current fold (its best checkpoint so far joins the ensemble) and skips the
-    rest.
+    A stop ends the current fold (its best checkpoint so far joins the ensemble) and skips the rest.
     """
     if cfg.folds < 2:
         raise ConfigError("Cross-validation needs at least 2 folds.")
