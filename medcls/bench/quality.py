@@ -97,11 +97,10 @@ def demo_loop(cfg: TrainConfig | None = None, timeout_s: float = 600.0) -> dict:
 def wait_for_standby(manager: JobManager, limit_s: float = 60.0) -> float | None:
     """Seconds until the manager's standby training process said it is warm (None without one): as long as a
     teacher who looks at the page before pressing *Start training* gives it."""
-    ready = getattr(manager.backend, "standby_ready", None)
-    if ready is None or not getattr(manager.backend, "standby", False):
+    if not getattr(manager.backend, "standby", False):
         return None
     start = time.perf_counter()
-    while not ready(0.2):
+    while not manager.worker_ready(0.2):
         if time.perf_counter() - start > limit_s:
             return None
         time.sleep(0.05)  # a scheduling step with a free slot starts it; then it says when it is warm

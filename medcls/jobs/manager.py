@@ -199,11 +199,11 @@ class JobManager:
         queued = self._queued()
         return queued.index(run_id) + 1 if run_id in queued else None
 
-    def worker_ready(self) -> bool:
+    def worker_ready(self, timeout: float = 0.0) -> bool:
         """Whether the next run to start goes to a training process that has already warmed up (the local
-        backend's standby process; see :mod:`medcls.jobs.local`)."""
+        backend's standby process; see :mod:`medcls.jobs.local`), waiting up to ``timeout`` seconds for it."""
         ready = getattr(self.backend, "standby_ready", None)
-        return bool(ready is not None and ready())
+        return bool(ready is not None and ready(timeout))
 
     def running(self) -> list[str]:
         return [r for r in self.store.list_ids() if self.store.status(r).state == "running"]
