@@ -138,6 +138,9 @@ def test_train_help_shows_labels_defaults_and_when_options_apply(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--lr LR Learning rate:" in text and "default: 0.002" in text
+    assert "Learning rate: Learning rate" not in text            # a help that names itself gets no label in front
+    assert "Starting weights: 'imagenet'" in text and "Starting weights: Starting" not in text
+    assert "--model {resnet18,seed_cnn,seed_cnn_bn,small_cnn} Model: The network." in text
     assert "only when optimizer is SGD" in text                  # momentum
     assert "4 for seed_cnn" in text and "3 for seed_cnn_bn" in text  # each preset's own conv blocks
 

@@ -63,7 +63,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             extra.append(opt.bounds_text())
         if opt.applies is not None:
             extra.append(f"only {applies_text(opt.applies)}")
-        help_text = f"{opt.label}: {opt.help} ({'; '.join(extra)})"
+        # "Learning rate: how big each step is" already names itself; others get their label in front
+        named = opt.help.lower().startswith(opt.label.lower())
+        help_text = f"{'' if named else opt.label + ': '}{opt.help} ({'; '.join(extra)})"
         kwargs: dict = {"dest": name, "default": None, "help": help_text.replace("%", "%%")}
         if spec.base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

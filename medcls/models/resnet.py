@@ -37,8 +37,8 @@ class ResNetOptions:
                           "torchvision cache or downloaded), the path of a weights file, or 'random' to train from "
                           "scratch on purpose.", label="Starting weights", group="Model", sweep=("imagenet", "random"),
                           sweep_order=13)
-    finetune: str = option("head", "What the model learns: only the new head (fast, little data needed), also the "
-                           "last block, or everything (slow).", label="What to train", group="Model",
+    finetune: str = option("head", "Only the new head (fast, little data needed), also the last block, or everything "
+                           "(slow).", label="What to train", group="Model",
                            choices=FINETUNE_MODES, words=(("head", "head only"), ("last_block", "head + last block"),
                                                           ("all", "everything")))
     dropout: float = option(0.5, "Share of the head's units switched off at random while training, against "
