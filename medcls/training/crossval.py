@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import statistics
 from dataclasses import replace
 from typing import Any, Callable, Sequence
@@ -117,11 +118,13 @@ def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int]) -> str | None:
     if not auto_folds(pool_counts, work_per_image=0.0) or auto_folds(pool_counts, work_per_image):
         return None  # not small anyway, or small enough
     images = sum(pool_counts)
-    work = images * work_per_image
+    over = (f"are over the automatic ensemble's limit of {AUTO_MAX_WORK:,} such images"
+            if math.isclose(work_per_image, 1.0) else  # the reference itself: no conversion to explain
+            f"are as much work as {images * work_per_image:,.0f} images with {REFERENCE_MODEL} at {REFERENCE_SIZE} "
+            f"px, over the automatic ensemble's limit of {AUTO_MAX_WORK:,}")
     return (f"One model, not a {AUTO_FOLDS}-fold ensemble: {images:,} training + validation images with {cfg.model} "
-            f"at {cfg.image_size} px are as much work as {work:,.0f} images with {REFERENCE_MODEL} at "
-            f"{REFERENCE_SIZE} px, over the automatic ensemble's limit of {AUTO_MAX_WORK:,} (five models would "
-            f"take five times as long). Set the folds to train an ensemble anyway.")
+            f"at {cfg.image_size} px {over} ({AUTO_FOLDS} models would take {AUTO_FOLDS} times as long). Set the "
+            "folds to train an ensemble anyway.")
 
 
 def train_alike(configs: Sequence[TrainConfig],

@@ -127,6 +127,9 @@ def test_a_small_dataset_kept_from_the_ensemble_by_its_work_says_so_before_and_a
     assert words.startswith("One model, not a 5-fold ensemble: 663 training + validation images")
     assert "as much work as 2,652 images with small_cnn at 128 px" in words and "limit of 1,500" in words
     assert too_much_work(TrainConfig(), busi) is None                       # the ensemble is trained
+    reference = too_much_work(TrainConfig(), [1000, 800, 500])              # the reference model and size
+    assert "2,300 training + validation images with small_cnn at 128 px are over the automatic ensemble's " \
+           "limit of 1,500 such images" in reference and "as much work as" not in reference
     assert too_much_work(large, [24, 21, 296]) is None                      # too few of a class anyway
     assert too_much_work(large.with_options(small_data_ensemble=False), busi) is None  # switched off
     labels = torch.cat([torch.full((n,), i) for i, n in enumerate(busi)])
