@@ -176,7 +176,8 @@ def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status
     cols[0].metric("Epochs done" + part, f"{len(history)}/{epochs}")
     cols[1].metric("Best validation score", f"{best.score:.3f}" if best else "–",
                    help="The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
-                        + (" (in this fold)." if part else "."))
+                        + (" in this fold" if part else "") + "; on a tie, the epoch with the lower validation "
+                        "loss is kept.")
     running = status.state == "running"
     speed = progress.images_per_s if running else (last.images_per_s if last else None)
     cols[2].metric("Images per second", f"{speed:.0f}" if speed else "–")

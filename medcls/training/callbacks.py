@@ -21,7 +21,7 @@ from .ddp import unwrap
 from .engine import BatchEvent, Callback, FitResult, Trainer
 from .hardware import CpuSample, choose_threads, cores_used_by_others, cpu_sample
 
-__all__ = ["WeightAveraging", "BestCheckpoint", "EarlyStopping", "ProgressMeter", "HistoryRecorder", "Heartbeat",
+__all__ = ["WeightAveraging", "BestCheckpoint", "improves", "EarlyStopping", "ProgressMeter", "HistoryRecorder", "Heartbeat",
            "ResumeCheckpoint", "ConsoleProgress", "ThreadBudget", "ema_with_warmup"]
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,19 @@ class WeightAveraging(Callback):
             self._pending = state["average"]
 
 
+def improves(record: EpochRecord, result: FitResult) -> bool:
+    """Whether ``record`` beats the best epoch so far: a higher validation score, or the same score with a lower
+    validation loss. A small or easy validation set often gives many epochs the same score (every image right
+    from the first epoch on); without the tie-break the first of them, the least trained, would be kept."""
+    if record.score != result.best_score:
+        return record.score > result.best_score
+    best = next((r for r in result.history if r.epoch == result.best_epoch), None)
+    return best is not None and record.val_loss < best.val_loss
+
+
 class BestCheckpoint(Callback):
-    """Keeps the weights of the epoch with the best validation score; marks that epoch's record as best.
+    """Keeps the weights of the epoch with the best validation score (on a tie, the lower validation loss); marks
+    that epoch's record as best.
 
     ``export`` turns the kept state into what is saved (e.g. backbone + head when only the head trained);
     ``on_best(state)`` is called with the exported state at every new best (the run store saves it).
@@ -96,7 +107,7 @@ class BestCheckpoint(Callback):
         self.state: dict[str, torch.Tensor] | None = None
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
-        if record.score > trainer.result.best_score:
+        if improves(record, trainer.result):
             trainer.result.best_score, trainer.result.best_epoch = record.score, record.epoch
             record.best = True
             self.state = copy.deepcopy(unwrap(trainer.eval_model).state_dict())

@@ -253,6 +253,30 @@ def test_early_stopping_callback_logic():
     assert not early.should_stop
 
 
+def test_a_tied_score_keeps_the_epoch_with_the_lower_validation_loss():
+    from medcls.training.callbacks import improves
+    from medcls.training.engine import FitResult
+
+    def record(epoch, score, val_loss):
+        return EpochRecord(epoch, 0, 0, val_loss, 0, score, 0, {}, 0, 0, 0, score, False)
+
+    result = FitResult()
+    keeper = BestCheckpoint()
+
+    class FakeTrainer:
+        eval_model = model = nn.Linear(2, 2)
+
+    FakeTrainer.result = result
+    # an easy validation set: every image right from epoch 1, while the loss keeps falling
+    for rec in [record(1, 1.0, 0.31), record(2, 1.0, 0.02), record(3, 1.0, 0.05), record(4, 0.9, 0.001)]:
+        result.history.append(rec)
+        keeper.on_epoch_end(FakeTrainer, rec)
+    assert result.best_epoch == 2 and [r.best for r in result.history] == [True, True, False, False]
+    assert improves(record(5, 1.0, 0.01), result)          # the same score, surer
+    assert not improves(record(5, 1.0, 0.02), result)      # an exact tie keeps the earlier epoch
+    assert not improves(record(5, 0.99, 0.0), result)      # a lower score never wins on loss
+
+
 # --- through train_in_memory -------------------------------------------------------------
 
 def test_a_tiny_run_is_deterministic_for_a_seed(class_dataset, synth):
