@@ -21,8 +21,8 @@ from .ddp import unwrap
 from .engine import BatchEvent, Callback, FitResult, Trainer
 from .hardware import CpuSample, choose_threads, cores_used_by_others, cpu_sample
 
-__all__ = ["WeightAveraging", "BestCheckpoint", "improves", "EarlyStopping", "ProgressMeter", "HistoryRecorder", "Heartbeat",
-           "ResumeCheckpoint", "ConsoleProgress", "ThreadBudget", "ema_with_warmup"]
+__all__ = ["WeightAveraging", "BestCheckpoint", "improves", "EarlyStopping", "ProgressMeter", "HistoryRecorder",
+           "Heartbeat", "ResumeCheckpoint", "ConsoleProgress", "ThreadBudget", "ema_with_warmup"]
 
 log = logging.getLogger(__name__)
 
