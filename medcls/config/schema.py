@@ -210,7 +210,8 @@ class TrainConfig:
     select_metric: str = option("macro_f1", "The validation score that picks the best epoch (on a tie, the "
                                 "lower validation loss). Accuracy can look good while a rare class is missed; "
                                 "macro-F1, balanced accuracy or the focus class's recall do not.",
-                                label="Pick the best epoch by", group="Rare classes", choices=SELECT_METRICS, sweepable=False,
+                                label="Pick the best epoch by", group="Rare classes", choices=SELECT_METRICS,
+                                sweepable=False,
                                 words=(("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
                                        ("balanced_accuracy", "balanced accuracy"),
                                        ("focus_recall", "focus class recall")))
