@@ -346,8 +346,8 @@ def test_compare_shows_confusion_matrices_and_pr_curves(page: Page, server, scre
         [re.compile("^" + re.escape(run_name(server, r))) for r in newest_two])
     for run_id in newest_two:
         matrix = page.locator(f".st-key-cm_{run_id} .js-plotly-plot")
-        # the page draws its matrices after the metrics and their bootstrap intervals: under the full suite's load
-        # that took longer than expect's 5 s, though the page had already shown it was running
+        # the page draws its matrices after the metrics and their bootstrap intervals; under the full suite's load
+        # they once came later than expect's 5-s default (the test passed alone)
         expect(matrix.locator(".gtitle")).to_have_text(run_name(server, run_id), timeout=30_000)
         expect(matrix.locator(".heatmaplayer image")).to_have_count(1)  # Plotly draws the heatmap as an image
         expect(matrix.locator(".xtitle")).to_have_text("predicted")
