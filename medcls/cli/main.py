@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import sys
 import typing
 from pathlib import Path
@@ -51,6 +52,17 @@ def _default_text(spec: OptionSpec) -> str:
     return "default: " + "; ".join(f"{format_value(v)} for {m}" for m, v in per_model.items())
 
 
+def _names_itself(label: str, help_text: str) -> bool:
+    """Whether a help text opens with its own name for the option, so the label in front would repeat it:
+    "Learning rate: how big…" for "Learning rate", "Random seed: …" for "Seed". "With 0 folds: …" is not a name
+    for "Cross-validate small datasets" (no word in common), so that one keeps its label."""
+    words = lambda text: set(re.findall(r"[a-z0-9]+", text.lower()))  # noqa: E731
+    head, colon, _ = help_text.partition(":")
+    if help_text.lower().startswith(label.lower()):
+        return True
+    return bool(colon) and len(head) <= 40 and bool(words(head) & words(label))
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per declared option, in its form group, with its help, bounds and when it applies."""
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -63,9 +75,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             extra.append(opt.bounds_text())
         if opt.applies is not None:
             extra.append(f"only {applies_text(opt.applies)}")
-        # "Learning rate: how big each step is" already names itself; others get their label in front
-        named = opt.help.lower().startswith(opt.label.lower())
-        help_text = f"{'' if named else opt.label + ': '}{opt.help} ({'; '.join(extra)})"
+        help_text = f"{'' if _names_itself(opt.label, opt.help) else opt.label + ': '}{opt.help} ({'; '.join(extra)})"
         kwargs: dict = {"dest": name, "default": None, "help": help_text.replace("%", "%%")}
         if spec.base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

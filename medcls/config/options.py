@@ -75,12 +75,20 @@ class Option:
     def bounds_text(self) -> str:
         parts = []
         if self.gt is not None:
-            parts.append(f"> {self.gt:g}")
+            parts.append(f"> {bound_text(self.gt)}")
         if self.min is not None:
-            parts.append(f"≥ {self.min:g}")
+            parts.append(f"≥ {bound_text(self.min)}")
         if self.max is not None:
-            parts.append(f"≤ {self.max:g}")
+            parts.append(f"≤ {bound_text(self.max)}")
         return ", ".join(parts)
+
+
+def bound_text(value: float) -> str:
+    """A bound or a checked value as people read it: whole numbers in full with thousands separators
+    ('4,294,967,295', not '4.29497e+09', which hides the exact limit), others in the shortest form ('0.5')."""
+    if math.isfinite(value) and float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:g}"
 
 
 def option(default: Any, help: str, *, label: str, group: str, **declaration: Any) -> Any:
@@ -104,11 +112,11 @@ def _check_number(label: str, value: float, *, gt: float | None = None, lower: f
     if not math.isfinite(value):
         raise ConfigError(f"{label} must be a finite number (got {value}).")
     if gt is not None and not value > gt:
-        raise ConfigError(f"{label} must be greater than {gt:g} (got {value:g}).")
+        raise ConfigError(f"{label} must be greater than {bound_text(gt)} (got {bound_text(value)}).")
     if lower is not None and value < lower:
-        raise ConfigError(f"{label} must be at least {lower:g} (got {value:g}).")
+        raise ConfigError(f"{label} must be at least {bound_text(lower)} (got {bound_text(value)}).")
     if upper is not None and value > upper:
-        raise ConfigError(f"{label} must be at most {upper:g} (got {value:g}).")
+        raise ConfigError(f"{label} must be at most {bound_text(upper)} (got {bound_text(value)}).")
 
 
 def check_value(opt: Option, value: Any) -> None:
