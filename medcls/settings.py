@@ -209,8 +209,8 @@ def max_concurrent() -> int:
 
 
 def worker_threads() -> int:
-    """torch threads per training process (``MEDCLS_WORKER_THREADS``; 0 = the cores other processes leave free,
-    checked again after every epoch, or a Ray run's CPUs)."""
+    """torch threads per training process (``MEDCLS_WORKER_THREADS``; 0 = every core, one fewer while other
+    processes keep a core busy, checked every second; or a Ray run's CPUs)."""
     return _number("MEDCLS_WORKER_THREADS", 0, int, minimum=0)
 
 

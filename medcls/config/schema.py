@@ -218,7 +218,8 @@ class TrainConfig:
     focus_class: str = option("", "The class that matters most, e.g. malignant (missing a cancer costs more "
                               "than a false alarm). Empty: malignant/cancer when present, else the rarest.",
                               label="Focus class", group="Rare classes", sweepable=False)
-    seed: int = option(0, "Random seed: the same seed and settings give the same run.", label="Seed",
+    seed: int = option(0, "Random seed: the same seed and settings give the same run on the same machine, when "
+                       "it trains with the same number of CPU threads (set under CPU threads to be sure).", label="Seed",
                        group="Speed and reproducibility", min=0, max=MAX_SEED, sweep=(0, 1, 2), sweep_order=14)
     precision: str = option("auto", "Number format for training maths. bf16 is faster on some CPUs; 'auto' "
                             "measures both briefly and picks the faster.", label="Number format",
@@ -226,9 +227,10 @@ class TrainConfig:
                             words=(("auto", "auto (measured)"), ("fp32", "32-bit (fp32)"), ("bf16", "16-bit (bf16)")))
     channels_last: bool = option(True, "Memory layout that makes convolutions faster on CPUs.",
                                  label="Channels-last memory", group="Speed and reproducibility")
-    threads: int = option(0, "CPU threads for training. 0 chooses: the app's training processes use the cores other "
-                          "programs leave free and check again after every epoch (two threads sharing a busy core "
-                          "run about ten times slower); the command line uses all cores.", label="CPU threads",
+    threads: int = option(0, "CPU threads for training. 0 chooses: all cores, and in the app's training processes "
+                          "one fewer while other programs keep a core busy (checked every second; two threads "
+                          "sharing a busy core run slower than one). A change of threads changes the arithmetic "
+                          "slightly, so fix the number to repeat a run exactly.", label="CPU threads",
                           group="Speed and reproducibility", min=0, max=256, sweepable=False)
 
     def __post_init__(self) -> None:

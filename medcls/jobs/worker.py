@@ -2,7 +2,7 @@
 
 Runs in a fresh process (never a fork of a multi-threaded server):
 lowers its own priority so the app stays responsive, sets torch's threads (given,
-or the cores other processes leave free, checked again every second), logs
+or every core, one fewer while other processes keep a core busy, checked every second), logs
 into the run folder, and trains the run. If the process that started it dies
 (the app server was killed or restarted) the worker marks the run interrupted
 and exits instead of training on as an orphan nobody can see.
@@ -84,7 +84,7 @@ def run_worker(store_root: str, run_id: str | None, threads: int = 0, parent_pid
                          name="parent-watch").start()
     # Imports happen here, in the child, so the parent never pays for them twice.
     from ..runs.store import RunStore
-    from ..training.hardware import configure_threads
+    from ..training.hardware import configure_threads, usable_cores
     from ..training.warmup import warm_up
     from .execute import execute_run
 
@@ -105,9 +105,11 @@ def run_worker(store_root: str, run_id: str | None, threads: int = 0, parent_pid
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    chosen = configure_threads(threads)
+    # Not fixed: start with every core. A reading taken now mostly sees the page redrawing after the click on
+    # Start (a burst, not a load); the run's ThreadBudget takes a thread away once a load has lasted two seconds.
+    chosen = configure_threads(threads or usable_cores())
     logging.getLogger(__name__).info("training with %d thread(s)%s", chosen, "" if threads else
-                                     " (the cores other processes leave free; checked again every second)")
+                                     " (fewer while other processes keep a core busy; checked every second)")
     outcome = execute_run(store, run_id, adapt_threads=not threads)
     logging.getLogger(__name__).info("run %s ended: %s %s", run_id, outcome.state, outcome.error)
     handler.flush()

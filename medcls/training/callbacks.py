@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import sys
 import time
 from typing import Any, Callable, Sequence, TextIO
@@ -280,8 +281,12 @@ class ThreadBudget(Callback):
 
     Two threads on two cores when another process takes one of them make every step wait for the starved
     thread (about 8x slower here); one thread does not (see :mod:`medcls.training.hardware`). Checking every
-    second, not every epoch, keeps what a load that appears mid-epoch costs to about a second. Only for runs
-    whose thread count was not fixed.
+    second, not every epoch, keeps what a load that appears mid-epoch costs to a second or two. Threads are
+    lowered only when the last two seconds were both busy: a browser watching the run redraws the page in
+    bursts that fill one second and not the next, and dropping a thread for each burst made the default run
+    on the built-in data slower, not faster (and every change of threads changes the run's arithmetic, so a
+    seed repeats a run only when the threads did not change). Raised as soon as a second was quiet. Only for
+    runs whose thread count was not fixed.
     """
 
     def __init__(self, cores: int | None = None, sample: Callable[[], CpuSample] = cpu_sample,
@@ -290,6 +295,7 @@ class ThreadBudget(Callback):
         self.sample = sample
         self.interval = interval
         self._last: CpuSample | None = None
+        self._last_others = math.inf  # cores others used in the previous second (none measured yet: no limit)
         self.changes: list[tuple[int, int]] = []  # (epoch, threads) whenever the count changed
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -306,10 +312,13 @@ class ThreadBudget(Callback):
         self._last = now
         if others is None:
             return
-        threads = choose_threads(self.cores, others)
+        # The lower of the last two seconds: a load must last two seconds to take a thread away, one quiet
+        # second gives it back.
+        sustained, self._last_others = min(others, self._last_others), others
+        threads = choose_threads(self.cores, sustained)
         if threads != torch.get_num_threads():
             log.info("Other processes used %.1f core(s) during epoch %d: training goes on with %d thread(s)",
-                     others, event.epoch, threads)
+                     sustained, event.epoch, threads)
             torch.set_num_threads(threads)
             self.changes.append((event.epoch, threads))
 

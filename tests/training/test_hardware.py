@@ -99,6 +99,8 @@ def test_threads_follow_the_cores_other_processes_leave_free():
 
     assert choose_threads(2, others=0.0) == 2
     assert choose_threads(2, others=0.2) == 2      # a little background work: both cores
+    assert choose_threads(2, others=0.45) == 2     # a browser's bursts on the same machine: still both cores
+    assert choose_threads(2, others=0.7) == 1      # most of a core taken: two threads would wait for it
     assert choose_threads(2, others=0.95) == 1     # one core busy (a long experiment): one thread
     assert choose_threads(2, others=1.9) == 1      # never fewer than one
     assert choose_threads(8, others=3.0) == 5
@@ -114,24 +116,29 @@ def test_other_processes_load_is_total_busy_time_minus_our_own():
     assert cores_used_by_others(before, unknown) is None  # no /proc/stat: the caller keeps its threads
 
 
-def test_the_thread_budget_drops_to_one_thread_within_a_second_of_another_process_taking_a_core(monkeypatch):
+def test_the_thread_budget_drops_a_thread_for_a_load_that_lasts_and_not_for_a_burst(monkeypatch):
     from medcls.training import callbacks
     from medcls.training.engine import BatchEvent
     from medcls.training.hardware import CpuSample
 
+    # CpuSample(wall, busy core-seconds of the machine, of this process): others = busy - own over the wall time
     samples = iter([CpuSample(0.0, 0.0, 0.0),
                     CpuSample(0.5, 1.0, 0.5),      # half a second: too soon to judge
-                    CpuSample(1.0, 2.0, 1.0),      # others kept 1 core busy over the last second
-                    CpuSample(2.0, 2.2, 2.0)])     # others idle
+                    CpuSample(1.0, 2.0, 1.0),      # the first second: others kept 1 core busy (no second before it)
+                    CpuSample(2.0, 3.0, 2.0),      # others idle: both threads again at once
+                    CpuSample(3.0, 5.0, 3.0),      # others busy for one second: a burst (a browser redrawing)
+                    CpuSample(4.0, 7.0, 4.0),      # ... and for a second second: a load, one thread
+                    CpuSample(5.0, 8.0, 5.0)])     # others idle: both threads
     budget = callbacks.ThreadBudget(cores=2, sample=lambda: next(samples))
     set_to: list[int] = []
     monkeypatch.setattr(callbacks.torch, "get_num_threads", lambda: set_to[-1] if set_to else 2)
     monkeypatch.setattr(callbacks.torch, "set_num_threads", set_to.append)
     budget.on_fit_start(None)
-    for batch in (1, 2, 3):
+    expected = [[], [1], [1, 2], [1, 2], [1, 2, 1], [1, 2, 1, 2]]
+    for batch in range(1, 7):
         budget.on_batch_end(None, BatchEvent("train", 4, 30, batch, 17, 0.5, 100.0))
-        assert set_to == [[], [1], [1, 2]][batch - 1]
-    assert budget.changes == [(4, 1), (4, 2)]
+        assert set_to == expected[batch - 1], batch
+    assert budget.changes == [(4, 1), (4, 2), (4, 1), (4, 2)]
 
 
 def test_training_processes_find_medcls_and_keep_openmps_default_waits(monkeypatch):
