@@ -11,6 +11,8 @@ from app.model_summary import render_model_summary
 from app.run_actions import NOTICE_KEY, run_actions, show_notice
 from app.text import escape_markdown, shown
 from app.weights import weights_panel
+from medcls.config import ConfigError
+from medcls.data.classes import focus_note
 from medcls.data.explore import enlargement_note
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import QueueLimitError
@@ -24,13 +26,19 @@ with left:
     st.subheader("Options")
     if spec is not None:
         st.caption(dataset_caption(spec))
-    st.caption("Hover over **?** for what each option does; below the form, the time these options take is "
-               "measured on this machine before you start. The seed notebook cared most about **cancer recall**: "
-               "missing a cancer is worse than a false alarm, so the focus class's recall is tracked on every "
-               "epoch.")
+    about = st.container()  # the focus class is the form's (or the data's default): drawn once the form has run
     hint = st.container()  # what the chosen options do to these images, drawn once the form has given a config
     top = st.container()  # the Start button sits above the form, drawn once the form has given a config
     cfg, error = render_form(data_cfg)
+    focus = ""
+    if spec is not None:
+        try:
+            focus = focus_note(spec.classes, cfg.focus_class if cfg else "", spec.counts()["train"])
+        except ConfigError as exc:  # a focus class these images lack: say so before Start, not when the run fails
+            error, cfg = error or str(exc), None
+    about.caption("Hover over **?** for what each option does; below the form, the time these options take is "
+                  "measured on this machine before you start. The seed notebook cared most about **cancer "
+                  f"recall**: missing a cancer is worse than a false alarm. {escape_markdown(focus)}")
     if error:
         st.error(shown(error))
     elif spec is not None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
+from ..config import ConfigError
 from .spec import DataError
 
-__all__ = ["ClassResolver", "parse_aliases", "default_focus_class", "FOCUS_PATTERN"]
+__all__ = ["ClassResolver", "parse_aliases", "default_focus_class", "resolve_focus_class", "focus_note",
+           "names_disease", "FOCUS_PATTERN"]
 
 # Names that mean "the class we must not miss" in the datasets we target.
 FOCUS_PATTERN = re.compile(r"malig|cancer|carcinoma|tumou?r|melanoma|positive|abnormal", re.IGNORECASE)
@@ -86,11 +88,40 @@ class ClassResolver:
         return " ".join(lines)
 
 
+def names_disease(name: str) -> bool:
+    """Whether a class name says malignant/cancer (or similar): 'malignant', 'melanoma', not 'non-cancer'."""
+    return bool(FOCUS_PATTERN.search(name)) and not re.search(r"benign|normal|non", name, re.IGNORECASE)
+
+
 def default_focus_class(classes: list[str], train_counts: Mapping[str, int] | None = None) -> str:
     """malignant/cancer (or similar) when present, otherwise the rarest training class."""
     for name in classes:
-        if FOCUS_PATTERN.search(name) and not re.search(r"benign|normal|non", name, re.IGNORECASE):
+        if names_disease(name):
             return name
     if train_counts:
         return min(classes, key=lambda c: (train_counts.get(c, 0), c))
     return classes[-1]
+
+
+def resolve_focus_class(classes: list[str], chosen: str, train_counts: Mapping[str, int] | None = None) -> str:
+    """The focus class a run uses: ``chosen`` (in any case) when given, else :func:`default_focus_class`."""
+    chosen = chosen.strip()
+    if not chosen:
+        return default_focus_class(classes, train_counts)
+    match = [c for c in classes if c.casefold() == chosen.casefold()]
+    if not match:
+        raise ConfigError(f"Focus class {chosen!r} is not in this dataset (classes: {', '.join(classes)}). Type "
+                          "one of them under Rare classes, or leave it empty for malignant/cancer or the rarest.")
+    return match[0]
+
+
+def focus_note(classes: list[str], chosen: str, train_counts: Mapping[str, int] | None = None) -> str:
+    """Which class's recall a run on these classes tracks, and why, in a sentence (raises like
+    :func:`resolve_focus_class`)."""
+    focus = resolve_focus_class(classes, chosen, train_counts)
+    if chosen.strip():
+        return f"Here it is {focus}, as chosen under Rare classes: its recall is tracked on every epoch."
+    if names_disease(focus):
+        return f"Here that is {focus}: its recall is tracked on every epoch."
+    return (f"These images have no such class, so the rarest, {focus}, is the focus class whose recall is tracked "
+            "on every epoch (choose another under Rare classes).")

@@ -16,16 +16,16 @@ import torch
 from torch import nn
 
 from ..analysis.metrics import SplitMetrics, classification_metrics
-from ..config import ConfigError, TrainConfig
+from ..config import TrainConfig
 from ..data import (
     BatchAugment,
     DecodedDataset,
     DecodedSplit,
     decode_dataset,
-    default_focus_class,
     load_dataset,
     to_float,
 )
+from ..data.classes import resolve_focus_class
 from ..data.spec import DataError
 from ..inference.proba import tta_views
 from ..models import ClassifierModel, create_model
@@ -100,15 +100,7 @@ def prepare_data(cfg: TrainConfig, stage: Stage | None = None) -> PreparedData:
     if missing:
         raise DataError(f"Class(es) {', '.join(missing)} have no training image, so the model cannot learn them. "
                         "Add training images of each class, or remove the class folder.")
-    focus = cfg.focus_class.strip()
-    if focus:
-        match = [c for c in classes if c.casefold() == focus.casefold()]
-        if not match:
-            raise ConfigError(f"Focus class {focus!r} is not in this dataset (classes: {', '.join(classes)}).")
-        focus = match[0]
-    else:
-        focus = default_focus_class(classes, counts)
-    return PreparedData(decoded, train, val, test, classes, focus)
+    return PreparedData(decoded, train, val, test, classes, resolve_focus_class(classes, cfg.focus_class, counts))
 
 
 def caches_features(cfg: TrainConfig, model: ClassifierModel) -> bool:

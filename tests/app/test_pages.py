@@ -7,7 +7,7 @@ import json
 import time
 
 import numpy as np
-from apphelpers import choose_folder, new_app, set_tiny_options
+from apphelpers import as_read, choose_folder, new_app, set_tiny_options
 from PIL import Image
 
 from medcls.config import DataConfig, TrainConfig
@@ -168,3 +168,15 @@ def test_ensemble_switch_follows_the_folds_drawn_before_it(app_env):
     assert at.toggle(key="opt_small_data_ensemble").disabled
     at.number_input(key="opt_folds").set_value(0).run()
     assert not at.toggle(key="opt_small_data_ensemble").disabled
+
+
+def test_the_train_page_names_the_focus_class_of_these_images_and_refuses_one_they_lack(app_env, tiny_dataset):
+    at = choose_folder(new_app().run(), tiny_dataset)  # classes bright and dark: no cancer class
+    at.switch_page("app_pages/train.py").run()
+    captions = " ".join(as_read(c.value) for c in at.caption)
+    assert "These images have no such class, so the rarest" in captions
+    assert not at.button(key="start_training").disabled
+    at.text_input(key="opt_focus_class").set_value("malignant").run()
+    assert not at.exception
+    assert any("'malignant' is not in this dataset" in as_read(e.value) for e in at.error)
+    assert at.button(key="start_training").disabled                       # refused before Start, not after a run

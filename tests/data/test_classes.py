@@ -75,3 +75,16 @@ def test_default_focus_class():
     assert default_focus_class(["benign", "malignant", "normal"]) == "malignant"
     assert default_focus_class(["cancer", "non-cancer"]) == "cancer"
     assert default_focus_class(["benign", "normal"], {"benign": 40, "normal": 7}) == "normal"  # the rarest
+
+
+def test_the_focus_note_says_which_class_is_tracked_and_why():
+    from medcls.config import ConfigError
+    from medcls.data.classes import focus_note, resolve_focus_class
+
+    assert focus_note(["benign", "malignant", "normal"], "") == "Here that is malignant: its recall is tracked on every epoch."
+    rare = focus_note(["cat", "dog"], "", {"cat": 40, "dog": 7})
+    assert "no such class" in rare and "the rarest, dog," in rare         # no cancer here: not "cancer recall"
+    assert focus_note(["benign", "malignant"], "BENIGN").startswith("Here it is benign, as chosen")
+    assert resolve_focus_class(["benign", "malignant"], " Malignant ") == "malignant"
+    with pytest.raises(ConfigError, match="'tumour' is not in this dataset .classes: benign, malignant."):
+        focus_note(["benign", "malignant"], "tumour")
