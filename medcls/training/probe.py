@@ -27,7 +27,7 @@ from ..inference.novelty import embed_images
 from ..settings import worker_threads
 from .engine import BatchEvent, Callback, EpochRecord, Trainer
 from .estimate import DECODE_SAMPLE, PROBE_STEPS, Costs
-from .hardware import configure_threads, usable_cores
+from .hardware import configure_threads
 from .pipeline import PreparedData, _effective_batch, caches_features, train_in_memory
 from .warmup import warm_up
 
@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         except OSError:
             pass
     warm_up()  # a fresh worker's one-time costs belong to its start, not to every fold model's first epoch
-    configure_threads(args.threads or worker_threads() or usable_cores())  # as a worker starts: every core
+    # The cores other processes leave free, measured now that the imports are done (the page's redraw after
+    # an option changed is over by then): a run training meanwhile keeps its core, and is not slowed by a probe.
+    configure_threads(args.threads or worker_threads())
     ready = time.time()  # imports done, warmed up, threads chosen: where a worker starts its work
     try:
         cfg = TrainConfig.from_json(sys.stdin.read())
