@@ -85,8 +85,11 @@ class Option:
 
 def bound_text(value: float) -> str:
     """A bound or a checked value as people read it: whole numbers in full with thousands separators
-    ('4,294,967,295', not '4.29497e+09', which hides the exact limit), others in the shortest form ('0.5')."""
-    if math.isfinite(value) and float(value).is_integer():
+    ('4,294,967,295', not '4.29497e+09', which hides the exact limit), others in the shortest form ('0.5').
+    A float beyond 15 digits keeps the short form: its full digits are rounding the user never typed."""
+    if isinstance(value, int):
+        return f"{value:,}"
+    if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
     return f"{value:g}"
 
@@ -109,7 +112,7 @@ def option_of(f: dataclasses.Field) -> Option:
 
 def _check_number(label: str, value: float, *, gt: float | None = None, lower: float | None = None,
                   upper: float | None = None) -> None:
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{label} must be a finite number (got {value}).")
     if gt is not None and not value > gt:
         raise ConfigError(f"{label} must be greater than {bound_text(gt)} (got {bound_text(value)}).")
@@ -129,11 +132,11 @@ def check_value(opt: Option, value: Any) -> None:
     if isinstance(value, bool):
         return
     if isinstance(value, (int, float)):
-        _check_number(opt.label, float(value), gt=opt.gt, lower=opt.min, upper=opt.max)
+        _check_number(opt.label, value, gt=opt.gt, lower=opt.min, upper=opt.max)  # ints stay exact
     elif isinstance(value, tuple):
         for item in value:
             if isinstance(item, (int, float)) and not isinstance(item, bool):
-                _check_number(f"Each value of {opt.label[:1].lower() + opt.label[1:]}", float(item),
+                _check_number(f"Each value of {opt.label[:1].lower() + opt.label[1:]}", item,
                               lower=opt.item_min, upper=opt.item_max)
 
 

@@ -47,16 +47,26 @@ def _number(hint: type, value: Any) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigError(f"Expected a number, got {value!r}.")
     try:
-        number = float(value) if isinstance(value, str) else value
+        number = _parse_number(value, hint) if isinstance(value, str) else value
     except ValueError:
         raise ConfigError(f"Expected a number, got {value!r}.") from None
     if isinstance(number, float) and not math.isfinite(number):
         raise ConfigError(f"Expected a finite number, got {value!r}.")
     if hint is int:
-        if float(number) != int(number):
+        if isinstance(number, float) and not number.is_integer():
             raise ConfigError(f"Expected a whole number, got {value!r}.")  # '2.5' must not become 2
         return int(number)
     return float(number)
+
+
+def _parse_number(text: str, hint: type) -> int | float:
+    """'42' as the exact int (a float would round a long one), '1e3' or '2.5' as a float."""
+    if hint is int:
+        try:
+            return int(text.strip().replace("_", ""))
+        except ValueError:
+            pass
+    return float(text)
 
 
 def coerce(hint: Any, value: Any) -> Any:

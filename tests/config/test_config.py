@@ -92,6 +92,10 @@ def test_load_reads_a_file_and_reports_bad_json_folders_and_missing_files(tmp_pa
     ({"kernel_size": 4}, "Kernel size must be one of 3, 5, 7"),
     ({"model": "vgg99"}, "Model must be one of resnet18, seed_cnn, seed_cnn_bn, small_cnn (got 'vgg99')"),
     ({"seed": 2**40}, "Seed must be at most 4,294,967,295 (got 1,099,511,627,776)"),
+    # typed or huge: the number as given, not its float rounding (…991,611,392), and no overflow
+    ({"seed": "99999999999999999999999"}, "(got 99,999,999,999,999,999,999,999)"),
+    ({"seed": 10**400}, "Seed must be at most 4,294,967,295 (got 10,000,"),
+    ({"lr": 1e300}, "Learning rate must be at most 10 (got 1e+300)"),
     ({"fc_widths": (0,)}, "Each value of hidden layer widths must be at least 1"),
 ])
 def test_out_of_range_values_raise_config_error_with_the_option_label(options, words):
