@@ -8,10 +8,12 @@ steps both ways on the actual model and batch, and remembers the answer per
 Threads follow the cores that are free, not the cores that exist. torch splits each
 operation over its threads and waits for the slowest at a barrier; when another
 process keeps one of two cores busy, the thread that shares that core (at a lower
-priority, as training workers run) holds every barrier up. Measured here with a
-busy second core, one epoch of the default recipe took 3.7 s with one thread and
-30 s with two (OpenMP's spinning waits), 6.5 s with two threads that sleep while
-waiting (``OMP_WAIT_POLICY=PASSIVE``). So :func:`choose_threads` counts the cores
+priority, as training workers run) holds every barrier up. Measured on an Intel Xeon
+with a busy second core, one epoch of the default recipe took 3.7 s with one thread
+and 30 s with two (OpenMP's spinning waits), 6.5 s with two threads that sleep while
+waiting (``OMP_WAIT_POLICY=PASSIVE``); on an AMD EPYC beside a busy loop, one
+training step (small_cnn, 128 px, batch 32, fp32, niced) took 0.26-0.29 s with one
+thread and 1.5 s with two (medians of 25, 2026-12-02). So :func:`choose_threads` counts the cores
 other processes leave free, and a worker checks again every second
 (:class:`~medcls.training.callbacks.ThreadBudget`), so a load that appears mid-run
 costs a second or two (a load must last two seconds; a browser's redraws do not).
