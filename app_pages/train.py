@@ -39,8 +39,8 @@ with left:
     about.caption("Hover over **?** for what each option does; below the form, the time these options take is "
                   "measured on this machine before you start. The seed notebook cared most about **cancer "
                   f"recall**: missing a cancer is worse than a false alarm. {escape_markdown(focus)}")
-    if error:
-        st.error(shown(error))
+    if error:  # beside the Start button it disables, not below the long form where nobody looks
+        top.error(shown(error))
     elif spec is not None:
         if note := enlargement_note(cfg.image_size, typical_image_side(data_cfg)):
             hint.info(f"🔍 {note} (*Image size* is under *Images and augmentation*.)")

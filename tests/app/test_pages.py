@@ -9,6 +9,7 @@ import time
 import numpy as np
 from apphelpers import as_read, choose_folder, new_app, set_tiny_options
 from PIL import Image
+from streamlit.testing.v1.element_tree import Block
 
 from medcls.config import DataConfig, TrainConfig
 from medcls.jobs.execute import execute_run
@@ -180,3 +181,15 @@ def test_the_train_page_names_the_focus_class_of_these_images_and_refuses_one_th
     assert not at.exception
     assert any("'malignant' is not in this dataset" in as_read(e.value) for e in at.error)
     assert at.button(key="start_training").disabled                       # refused before Start, not after a run
+    # The reason sits beside the disabled button (in its container, before it), not below the long form.
+    beside = [list(b.children.values()) for b in _blocks(at.main)
+              if any(getattr(c, "key", None) == "start_training" for c in b.children.values())]
+    assert beside and [type(c).__name__ for c in beside[0]][:2] == ["Error", "Button"]
+
+
+def _blocks(node):
+    """Every block under ``node``, in page order."""
+    if isinstance(node, Block):
+        yield node
+        for child in node.children.values():
+            yield from _blocks(child)
