@@ -160,7 +160,8 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
         notes.append(f"- (2) missed by {TARGETS['bound_share'] - share:.2f}: per-batch work outside the model "
                      "(gathering the batch, augmentation, optimizer bookkeeping) is a visible share at this size, "
                      "and the bound is the fastest of its steps while an epoch counts all of them"
-                     + (_drift_caveat(r) if "share" not in r["small_cnn_128_bound"] else "") + ".")
+                     + (_drift_caveat(r) if "share" not in r["small_cnn_128_bound"] else "")
+                     + _steadiness(r["small_cnn_128_bound"]) + ".")
     if head_ratio is not None and head_ratio < TARGETS["head_speedup"]:
         notes.append(f"- (3) missed: {head_ratio:.1f}× instead of {TARGETS['head_speedup']:.0f}×.")
     runs, seed_f1 = r["time_to_quality"], r["seed_reported"]["test_macro_f1"]
@@ -199,6 +200,14 @@ def _drift_caveat(r: dict) -> str:
         return ""
     return (f", and the machine's speed moved by {drift:.0%} during this run (the yardstick above), so "
             "the two figures were measured at different speeds")
+
+
+def _steadiness(bound: dict) -> str:
+    """How far the machine's noise keeps the bound's own identical steps from its fastest (newer runs only)."""
+    if "steady_share" not in bound:
+        return ""
+    return (f". On this machine the bound's own steps (the same maths on the same batch) ran at a median of "
+            f"{bound['steady_share']:.2f} of the fastest, so noise alone keeps a whole epoch about that far below it")
 
 
 def _share(images_per_s: float, bound: dict) -> float:

@@ -44,7 +44,7 @@ from ..atomic import atomic_write_json, read_json
 from ..settings import cache_dir, environment
 
 __all__ = ["cpu_name", "configure_threads", "usable_cores", "keep_freed_memory", "bf16_supported", "resolve_precision",
-           "time_train_steps", "describe_machine", "CpuSample", "cpu_sample", "cores_used_by_others", "choose_threads",
+           "time_train_steps", "train_step_seconds", "describe_machine", "CpuSample", "cpu_sample", "cores_used_by_others", "choose_threads",
            "worker_environment"]
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,13 @@ def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16
                      fastest: bool = False) -> float:
     """Median (or with ``fastest``, the shortest) seconds of a forward+backward+optimizer step (a quick SGD
     unless ``optimizer`` is given); restores the model's weights afterwards."""
+    times = sorted(train_step_seconds(model, x, y, bf16=bf16, steps=steps, warmup=warmup, optimizer=optimizer))
+    return times[0] if fastest else times[len(times) // 2]
+
+
+def train_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, steps: int = 3,
+                       warmup: int = 1, optimizer: torch.optim.Optimizer | None = None) -> list[float]:
+    """Seconds of each of ``steps`` timed training steps, in order (see :func:`time_train_steps`)."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     if optimizer is None:
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
@@ -203,7 +210,7 @@ def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16
             times.append(time.perf_counter() - start)
     model.load_state_dict(state)
     optimizer.zero_grad(set_to_none=True)
-    return min(times) if fastest else sorted(times)[len(times) // 2]
+    return times
 
 
 def resolve_precision(setting: str, model: nn.Module, sample: Callable[[], tuple[torch.Tensor, torch.Tensor]],

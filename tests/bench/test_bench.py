@@ -73,6 +73,9 @@ def test_a_missed_target_is_reported_with_by_how_much_and_why():
     assert "compute bound is only 1.70×" in notes
     assert "(2) missed by 0.11" in notes
     assert text.count("❌ missed") == 2
+    assert "bound's own steps" not in notes  # older results did not time the bound's median step
+    slow["small_cnn_128_bound"]["steady_share"] = 0.87
+    assert "ran at a median of 0.87 of the fastest" in render_markdown(slow).split("## Notes")[1]
 
 
 def test_the_seed_script_is_found_next_to_the_shared_data(tmp_path):
@@ -104,6 +107,7 @@ def test_the_compute_bound_trains_the_configured_model_on_in_memory_tensors(synt
     cfg = synth.config(batch_size=4)
     bound = measure.compute_bound(cfg, channels=1, num_classes=3, precision="fp32", steps=2)
     assert bound["images_per_s"] == pytest.approx(4 / bound["step_s"]) and bound["step_s"] > 0
+    assert bound["median_step_s"] >= bound["step_s"]  # the fastest of the steps is the bound
 
 
 def test_the_bound_is_timed_around_every_epoch_and_each_epoch_is_judged_against_its_neighbours(class_dataset, synth):
@@ -117,6 +121,7 @@ def test_the_bound_is_timed_around_every_epoch_and_each_epoch_is_judged_against_
     for i, share in enumerate(bound["epoch_shares"]):
         assert share == pytest.approx(epochs[i] / ((around[i] + around[i + 1]) / 2), abs=2e-3)
     assert bound["share"] == pytest.approx(sorted(bound["epoch_shares"])[1], abs=1e-3)  # the median
+    assert 0 < bound["steady_share"] <= 1  # the fastest step over the median one
     assert bound["images_per_s"] == pytest.approx(sum(sorted(around)[1:3]) / 2, abs=0.01)  # median of four
     assert ours["epochs"] == 3
 
