@@ -280,8 +280,8 @@ class ThreadBudget(Callback):
     """Every second of training, sets torch's threads to the cores other processes left free meanwhile.
 
     Two threads on two cores when another process takes one of them make every step wait for the starved
-    thread (5-8x slower on the machines measured); one thread does not (see :mod:`medcls.training.hardware`). Checking every
-    second, not every epoch, keeps what a load that appears mid-epoch costs to a second or two. Threads are
+    thread (5-8x slower on the machines measured); one thread does not (see :mod:`medcls.training.hardware`).
+    Checking every second, not every epoch, keeps what a load that appears mid-epoch costs to a second or two. Threads are
     lowered only when the last two seconds were both busy: a browser watching the run redraws the page in
     bursts that fill one second and not the next, and dropping a thread for each burst made the default run
     on the built-in data slower, not faster (and every change of threads changes the run's arithmetic, so a

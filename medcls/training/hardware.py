@@ -13,8 +13,8 @@ with a busy second core, one epoch of the default recipe took 3.7 s with one thr
 and 30 s with two (OpenMP's spinning waits), 6.5 s with two threads that sleep while
 waiting (``OMP_WAIT_POLICY=PASSIVE``); on an AMD EPYC beside a busy loop, one
 training step (small_cnn, 128 px, batch 32, fp32, niced) took 0.26-0.29 s with one
-thread and 1.5 s with two (medians of 25, 2026-12-02). So :func:`choose_threads` counts the cores
-other processes leave free, and a worker checks again every second
+thread and 1.5 s with two (medians of 25, 2026-12-02). So :func:`choose_threads`
+counts the cores other processes leave free, and a worker checks again every second
 (:class:`~medcls.training.callbacks.ThreadBudget`), so a load that appears mid-run
 costs a second or two (a load must last two seconds; a browser's redraws do not).
 Workers keep OpenMP's default waits (a short spin, then
@@ -44,8 +44,8 @@ from ..atomic import atomic_write_json, read_json
 from ..settings import cache_dir, environment
 
 __all__ = ["cpu_name", "configure_threads", "usable_cores", "keep_freed_memory", "bf16_supported", "resolve_precision",
-           "time_train_steps", "train_step_seconds", "describe_machine", "CpuSample", "cpu_sample", "cores_used_by_others", "choose_threads",
-           "worker_environment"]
+           "time_train_steps", "train_step_seconds", "describe_machine", "CpuSample", "cpu_sample",
+           "cores_used_by_others", "choose_threads", "worker_environment"]
 
 log = logging.getLogger(__name__)
 BF16_MIN_SPEEDUP = 1.15  # only switch to bf16 when it is clearly faster
