@@ -219,8 +219,9 @@ class TrainConfig:
                               "than a false alarm). Empty: malignant/cancer when present, else the rarest.",
                               label="Focus class", group="Rare classes", sweepable=False)
     seed: int = option(0, "Random seed: the same seed and settings give the same run on the same machine, when "
-                       "it trains with the same number of CPU threads (set under CPU threads to be sure).", label="Seed",
-                       group="Speed and reproducibility", min=0, max=MAX_SEED, sweep=(0, 1, 2), sweep_order=14)
+                       "it trains with the same number of CPU threads (set under CPU threads to be sure).",
+                       label="Seed", group="Speed and reproducibility", min=0, max=MAX_SEED, sweep=(0, 1, 2),
+                       sweep_order=14)
     precision: str = option("auto", "Number format for training maths. bf16 is faster on some CPUs; 'auto' "
                             "measures both briefly and picks the faster.", label="Number format",
                             group="Speed and reproducibility", choices=("auto", "fp32", "bf16"),

@@ -63,7 +63,7 @@ def _parse_number(text: str, hint: type) -> int | float:
     """'42' as the exact int (a float would round a long one), '1e3' or '2.5' as a float."""
     if hint is int:
         try:
-            return int(text.strip().replace("_", ""))
+            return int(text)  # like float(), int() allows surrounding spaces and digit underscores
         except ValueError:
             pass
     return float(text)

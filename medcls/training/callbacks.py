@@ -281,12 +281,12 @@ class ThreadBudget(Callback):
 
     Two threads on two cores when another process takes one of them make every step wait for the starved
     thread (5-8x slower on the machines measured); one thread does not (see :mod:`medcls.training.hardware`).
-    Checking every second, not every epoch, keeps what a load that appears mid-epoch costs to a second or two. Threads are
-    lowered only when the last two seconds were both busy: a browser watching the run redraws the page in
-    bursts that fill one second and not the next, and dropping a thread for each burst made the default run
-    on the built-in data slower, not faster (and every change of threads changes the run's arithmetic, so a
-    seed repeats a run only when the threads did not change). Raised as soon as a second was quiet. Only for
-    runs whose thread count was not fixed.
+    Checking every second, not every epoch, keeps what a load that appears mid-epoch costs to a second or two.
+    Threads are lowered only when the last two seconds were both busy (the run's first second, with none before
+    it, counts alone): a browser watching the run redraws the page in bursts that fill one second and not the
+    next, and dropping a thread for each burst made the default run on the built-in data slower, not faster
+    (and every change of threads changes the run's arithmetic, so a seed repeats a run only when the threads did
+    not change). Raised as soon as a second was quiet. Only for runs whose thread count was not fixed.
     """
 
     def __init__(self, cores: int | None = None, sample: Callable[[], CpuSample] = cpu_sample,

@@ -81,7 +81,8 @@ def test_the_focus_note_says_which_class_is_tracked_and_why():
     from medcls.config import ConfigError
     from medcls.data.classes import focus_note, resolve_focus_class
 
-    assert focus_note(["benign", "malignant", "normal"], "") == "Here that is malignant: its recall is tracked on every epoch."
+    assert focus_note(["benign", "malignant", "normal"], "") == \
+        "Here that is malignant: its recall is tracked on every epoch."
     rare = focus_note(["cat", "dog"], "", {"cat": 40, "dog": 7})
     assert "no such class" in rare and "the rarest, dog," in rare         # no cancer here: not "cancer recall"
     assert focus_note(["benign", "malignant"], "BENIGN").startswith("Here it is benign, as chosen")
