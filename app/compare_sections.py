@@ -21,6 +21,7 @@ from medcls.analysis.operating_point import (
     threshold_sweep,
 )
 from medcls.analysis.uncertainty import (
+    has_flat_interval,
     interval_rows,
     run_intervals,
     small_class_warnings,
@@ -65,14 +66,17 @@ def _pct(value: float | None) -> str:
 # --- several runs -------------------------------------------------------------------------------------------
 
 def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, str], focus: str = "") -> None:
-    """95% bootstrap intervals per run, as a table and a forest plot, plus small-sample warnings."""
+    """95% intervals per run, as a table and a forest plot, plus small-sample warnings."""
     intervals = {names[r]: run_intervals(store, r) for r in run_ids}
     st.dataframe(metrics_down(pd.DataFrame(interval_rows(intervals, focus)).set_index("run")), width="stretch",
                  height="content")
     st.plotly_chart(interval_figure(intervals), key="intervals", width="stretch")
-    st.caption("Each number is followed by its 95% bootstrap interval: the test images were resampled 1,000 "
-               "times and the range holds the middle 95% of the results. Overlapping intervals mean the runs "
-               "may not really differ.")
+    flat = (" A perfect score on these few images gives every resample the same value, so its range has no "
+            "width: that says nothing about new images.") if has_flat_interval(intervals) else ""
+    st.caption("Each number is followed by its 95% interval. Accuracy and recall are shares of the test images "
+               "(k of n), and their range is the Wilson score interval, which stays honest at 0% and 100%. For "
+               "macro-F1 and AP the test images were resampled 1,000 times, and the range holds the middle 95% of "
+               "the results." + flat + " Overlapping intervals mean the runs may not really differ.")
     for text in small_class_warnings(intervals):
         st.warning(safe_text(text), icon="🔢")
 
@@ -223,7 +227,7 @@ def _cell_label(cell: tuple[str, str, int]) -> str:
 
 def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) -> None:
     try:
-        from medcls.inference.gradcam import coarse_map_note, gradcam_overlay
+        from medcls.inference.gradcam import coarse_map_note, ensemble_note, gradcam_overlay
     except ImportError as exc:  # the module or its captum dependency is missing
         st.info(f"Grad-CAM heat maps are not available here ({exc}). Install requirements.txt to get them.")
         return
@@ -245,7 +249,7 @@ def _gradcam_view(store: RunStore, run_id: str, case: Case, classes: list[str]) 
         return
     st.caption("Grad-CAM colours the regions that pushed the model towards a class (red: most, blue: little; an "
                "evenly blue image means nothing raised that class). It shows where the model looked, not whether "
-               "it looked at the right thing for the right reason.")
+               "it looked at the right thing for the right reason. " + ensemble_note(predictor.model))
 
 
 @st.fragment
@@ -314,13 +318,22 @@ def run_card_section(store: RunStore, run_id: str, name: str) -> None:
 
 # --- several runs: cross-validation -------------------------------------------------------------------------
 
-def cross_validation_section(cvs: dict[str, CrossValidation]) -> None:
-    """Each cross-validation run's folds: the score of every fold and their mean ± standard deviation."""
+def cross_validation_section(cvs: dict[str, CrossValidation], focus: dict[str, str]) -> None:
+    """Each cross-validation run's folds: the score of every fold and their mean ± standard deviation.
+
+    ``focus`` names each run's focus class, whose recall the folds tracked ("malignant recall" as the column
+    when the runs share it)."""
+    classes = {focus.get(name, "") for name in cvs}
+    shared = classes.pop() if len(classes) == 1 else ""
     rows = []
     for name, cv in cvs.items():
         row = {"run": name, "folds": f"{cv.completed} of {cv.folds}" + (" (grouped)" if cv.grouped else "")}
-        for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", "focus recall")):
-            row[label] = cv.mean_sd_words(metric) or "–"
+        row["macro-F1"] = cv.mean_sd_words("macro_f1") or "–"
+        recall = cv.mean_sd_words("focus_recall")
+        if shared:
+            row[f"{shared} recall"] = recall or "–"
+        else:
+            row["focus-class recall"] = f"{focus.get(name) or '?'}: {recall}" if recall else "–"
         row["macro-F1 per fold"] = ", ".join(f"{s.macro_f1:.2f}" for s in cv.scores)
         rows.append(row)
     st.dataframe(pd.DataFrame(rows).set_index("run"), width="stretch")

@@ -84,7 +84,8 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
     if health.conflicts:
         group = next((g for g in health.conflicts if g.identical), health.conflicts[0])  # exact copies convince most
         example = " = ".join(f"{item_name(it.path)} ({spec.classes[it.label]})" for it in group.conflict_example())
-        st.error(f"**{len(health.conflicts)} picture(s) appear under two or more classes**, e.g. "
+        n = len(health.conflicts)
+        st.error(f"**{'One picture appears' if n == 1 else f'{n} pictures appear'} under two or more classes**, e.g. "
                  f"{escape_markdown(example)}. The same image cannot be both: one label is wrong, or the case is "
                  "ambiguous. Check these labels, or remove the images.")
     if leak.test_in_train or leak.val_in_train:

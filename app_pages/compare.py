@@ -118,7 +118,7 @@ st.dataframe(metrics_down(table.map(lambda v: "–" if pd.isna(v) else f"{v:.3f}
 cvs = {names[r]: cv for r in chosen if (cv := store.cross_validation(r)) is not None}
 if cvs:
     st.subheader("Cross-validation")
-    cross_validation_section(cvs)
+    cross_validation_section(cvs, {names[r]: metrics[r].focus_class for r in chosen})
 
 st.subheader("How sure are these numbers?")
 uncertainty_section(store, chosen, names, focus)

@@ -65,7 +65,8 @@ if props:
 st.subheader("Data report")
 report = spec.report
 if report.skipped:
-    st.warning(f"{len(report.skipped)} file(s) were skipped and will not be used:")
+    st.warning("One file was skipped and will not be used:" if len(report.skipped) == 1
+               else f"{len(report.skipped)} files were skipped and will not be used:")
     st.dataframe(pd.DataFrame([{"file": redact_paths(s.path), "reason": redact_paths(s.reason)}
                                for s in report.skipped]),
                  hide_index=True, width="stretch")

@@ -12,7 +12,7 @@ from app.text import escape_markdown, shown
 from medcls.data import ImageReadError
 from medcls.data.spec import item_name
 from medcls.figures.evaluation import probability_figure
-from medcls.inference.gradcam import coarse_map_note, gradcam_overlay
+from medcls.inference.gradcam import coarse_map_note, ensemble_note, gradcam_overlay
 from medcls.inference.predictor import LOW_CONFIDENCE, load_predictor
 from medcls.runs.choice import preferred_run, run_label
 from medcls.runs.naming import display_names
@@ -140,7 +140,8 @@ with heat_right:
     st.caption("Grad-CAM heatmap: red and yellow mark the regions that raised the score of "
                f"**{explain_md}** most, blue the regions that did not. It is coarse (it comes from the "
                "network's last, low-resolution layer) and it is not a segmentation. A hot spot on text, calipers or "
-               "the image border is a warning sign that the model learned a shortcut instead of the tissue.")
+               "the image border is a warning sign that the model learned a shortcut instead of the tissue. "
+               + ensemble_note(predictor.model))
     coarse = coarse_map_note(predictor.model, predictor.image_size)
     if coarse:
         st.warning(coarse)

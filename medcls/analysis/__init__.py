@@ -1,2 +1,2 @@
-"""Pure functions over predictions: metrics, calibration, bootstrap intervals, operating points, error cases,
+"""Pure functions over predictions: metrics, calibration, confidence intervals, operating points, error cases,
 and comparisons between runs."""

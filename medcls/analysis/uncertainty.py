@@ -1,26 +1,37 @@
-"""How sure are the test numbers? Bootstrap confidence intervals and small-sample warnings.
+"""How sure are the test numbers? 95% confidence intervals and small-sample warnings.
 
 A test set with 18 cancer images gives a cancer recall that moves by 5.6
-percentage points per image. The percentile bootstrap makes that visible: draw
-the test set again with replacement many times, recompute each metric, and
-report the middle 95% of the results. Everything is vectorised with numpy
-(resampling counts times per-image indicators), so 1,000 resamples of a few
-hundred images take milliseconds. Results are plain dicts, ready for JSON.
+percentage points per image. Accuracy and each class's recall are shares of
+images (k of n), so their interval is the Wilson score interval, the one
+recommended for proportions (Brown, Cai and DasGupta 2001). The percentile
+bootstrap would say "100% to 100%" for 20 of 20 found: no resample of those 20
+images can miss one, yet new patients can. Macro-F1 and average precision have
+no such formula, so the percentile bootstrap gives theirs: draw the test set
+again with replacement 1,000 times, recompute the metric, and report the middle
+95% of the results. That is vectorised with numpy (resampling counts times
+per-image indicators), so it takes milliseconds. Results are plain dicts, ready
+for JSON.
 """
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..runs.lifecycle import RunNotFoundError
+from ..runs.records import RecordError
 from ..runs.store import RunStore
 
-__all__ = ["bootstrap_intervals", "resample_counts", "weighted_average_precision", "small_class_warnings",
-           "format_interval", "interval_rows", "run_intervals", "MIN_RELIABLE", "N_BOOT"]
+__all__ = ["metric_intervals", "proportion_interval", "resample_counts", "weighted_average_precision",
+           "small_class_warnings", "format_interval", "interval_rows", "run_intervals", "has_flat_interval",
+           "MIN_RELIABLE", "N_BOOT", "METHOD"]
 
 MIN_RELIABLE = 30   # fewer test images of a class than this earns a warning
 N_BOOT = 1000
+# Stored with every run's intervals; runs stored with another method get theirs computed again when read.
+METHOD = "Wilson score interval (accuracy, recall); percentile bootstrap (macro-F1, average precision)"
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -52,6 +63,20 @@ def weighted_average_precision(scores: np.ndarray, positive: np.ndarray, weights
     return np.where(total[:, 0] > 0, ap, np.nan)
 
 
+def proportion_interval(successes: int, n: int, level: float = 0.95) -> dict | None:
+    """Wilson score interval of the share ``successes / n`` (None when ``n`` is 0).
+
+    The same numbers as ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")`` (the tests check it),
+    written out because importing scipy.stats would add a second to every training process's start."""
+    if n <= 0:
+        return None
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return {"estimate": share, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half))}
+
+
 def _interval(estimate: float | None, samples: np.ndarray, level: float) -> dict | None:
     if estimate is None or np.isnan(estimate):
         return None
@@ -63,18 +88,19 @@ def _interval(estimate: float | None, samples: np.ndarray, level: float) -> dict
     return {"estimate": float(estimate), "low": float(low), "high": float(high)}
 
 
-def bootstrap_intervals(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], n_boot: int = N_BOOT,
-                        level: float = 0.95, seed: int = 0) -> dict:
-    """Percentile-bootstrap intervals for accuracy, macro-F1, and each class's recall and AP.
+def metric_intervals(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], n_boot: int = N_BOOT,
+                     level: float = 0.95, seed: int = 0) -> dict:
+    """Intervals for accuracy, macro-F1, and each class's recall and AP (see the module's docstring).
 
     The estimates are the usual metrics on all images (the same numbers as
-    :func:`medcls.metrics.classification_metrics`); ``low``/``high`` bound the middle ``level`` share of
-    the resampled values. A metric that is undefined (a class without test images) is None.
+    :func:`medcls.metrics.classification_metrics`). Accuracy and recall: Wilson score intervals. Macro-F1 and
+    AP: ``low``/``high`` bound the middle ``level`` share of the bootstrap resamples' values. A metric that is
+    undefined (a class without test images) is None.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     n, k = len(y_true), len(classes)
-    result: dict = {"method": "percentile bootstrap", "n_boot": int(n_boot), "level": float(level), "seed": seed,
+    result: dict = {"method": METHOD, "n_boot": int(n_boot), "level": float(level), "seed": seed,
                     "n": int(n), "accuracy": None, "macro_f1": None, "per_class": {}}
     if n == 0:
         return result
@@ -86,13 +112,10 @@ def bootstrap_intervals(y_true: np.ndarray, probs: np.ndarray, classes: Sequence
     tp = weights @ (is_true * is_pred)          # (B+1, K)
     support = weights @ is_true
     predicted = weights @ is_pred
-    total = weights.sum(axis=1)
-    accuracy = tp.sum(axis=1) / total
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
-        recall = np.where(support > 0, tp / support, np.nan)
     macro_f1 = f1.mean(axis=1)
-    result["accuracy"] = _interval(accuracy[0], accuracy[1:], level)
+    result["accuracy"] = proportion_interval(int(tp[0].sum()), n, level)
     result["macro_f1"] = _interval(macro_f1[0], macro_f1[1:], level)
     for i, name in enumerate(classes):
         positive = y_true == i
@@ -100,7 +123,7 @@ def bootstrap_intervals(y_true: np.ndarray, probs: np.ndarray, classes: Sequence
         ap = weighted_average_precision(probs[:, i], positive, weights) if defined else None
         result["per_class"][name] = {
             "support": int(positive.sum()),
-            "recall": _interval(recall[0, i], recall[1:, i], level),
+            "recall": proportion_interval(int(tp[0, i]), int(positive.sum()), level),
             "average_precision": _interval(ap[0], ap[1:], level) if ap is not None else None,
         }
     return result
@@ -139,7 +162,7 @@ def small_class_warnings(intervals_by_run: Mapping[str, Mapping], minimum: int =
                          split: str = "test") -> list[str]:
     """Plain-language warnings for classes with fewer than ``minimum`` images in the split.
 
-    ``intervals_by_run`` maps run ids to :func:`bootstrap_intervals` results; runs that share a test set
+    ``intervals_by_run`` maps run ids to :func:`metric_intervals` results; runs that share a test set
     share one warning, which lists each run's recall interval.
     """
     groups: dict[tuple[str, int], list[tuple[str, Mapping | None]]] = {}
@@ -165,11 +188,28 @@ def small_class_warnings(intervals_by_run: Mapping[str, Mapping], minimum: int =
     return out
 
 
+def has_flat_interval(intervals: Mapping[str, Mapping]) -> bool:
+    """Whether a bootstrap interval (macro-F1, AP) of any run has no width: every resample gave the same value,
+    which happens only for a perfect score, and says nothing about new images."""
+    def flat(ci: Mapping | None) -> bool:
+        return bool(ci) and ci.get("low") is not None and ci["low"] == ci["high"]
+
+    return any(flat(ci.get("macro_f1")) or any(flat(c.get("average_precision"))
+                                               for c in ci.get("per_class", {}).values())
+               for ci in intervals.values())
+
+
 def run_intervals(store: RunStore, run_id: str, split: str = "test") -> dict:
-    """The intervals stored with a run, or computed now from its predictions (older runs)."""
+    """The intervals stored with a run, or computed now from its predictions (runs from before intervals were
+    stored, or stored by another method: the bootstrap's "100% to 100%" for a recall of 20 of 20)."""
     metrics = store.metrics(run_id)
     stored = metrics.intervals.get(split) if metrics else None
-    if stored:
+    if stored and stored.get("method") == METHOD:
         return stored
-    p = store.predictions(run_id, split)
-    return bootstrap_intervals(p.y_true, p.probs, p.classes)
+    try:
+        p = store.predictions(run_id, split)
+    except (RunNotFoundError, RecordError):
+        if stored:
+            return stored
+        raise
+    return metric_intervals(p.y_true, p.probs, p.classes)

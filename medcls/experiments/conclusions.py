@@ -3,7 +3,7 @@
 Pure functions over :class:`RunResult` (one per planned run of a lesson): nothing
 here reads files, so every sentence can be tested against made-up results. Each
 finished run is compared with the lesson's reference run (its first run that
-finished) through the 95% bootstrap intervals of the lesson's metric on the test
+finished) through the 95% intervals of the lesson's metric on the test
 images. Two intervals that do not overlap are called a clear difference on these
 test images; overlapping ones "could be chance". That test is deliberately
 cautious: it never calls a difference real that a handful of images could make.
@@ -30,7 +30,7 @@ class RunResult:
     label: str                      # what sets it apart, e.g. 'oversampling'
     outcome: str                    # finished, pending (queued or training), stopped, failed, missing (deleted)
     estimate: float | None = None   # the lesson's metric on all test images (finished runs)
-    low: float | None = None        # its 95% bootstrap interval
+    low: float | None = None        # its 95% interval
     high: float | None = None
     images: int = 0                 # test images the metric is computed over (the focus class's, for its recall)
     seconds: float | None = None    # training time (all epochs, of every fold model)

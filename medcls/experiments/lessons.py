@@ -7,7 +7,7 @@ lesson is refused with its name, run and the reason before anything is queued. A
 queued lesson is recorded in ``<store>/lessons/<id>.json`` and each of its runs
 carries its place as a group membership (``group.json``, kind ``lesson``), like
 a sweep's. Results come from what every run records: its state, its test
-metrics' bootstrap intervals (:func:`medcls.analysis.uncertainty.run_intervals`),
+metrics' 95% intervals (:func:`medcls.analysis.uncertainty.run_intervals`),
 its history's epoch times and its model's size; the words come from
 :mod:`.conclusions`.
 """

@@ -65,7 +65,7 @@ def _interval_items(ci: Mapping) -> list[tuple[str, Mapping | None]]:
 
 
 def interval_figure(intervals: Mapping[str, Mapping], title: str = "Test metrics with 95% intervals") -> go.Figure:
-    """A dot per metric and run with its bootstrap interval as a horizontal bar (a forest plot)."""
+    """A dot per metric and run with its 95% interval as a horizontal bar (a forest plot)."""
     fig = go.Figure()
     runs = list(intervals)
     offsets = np.linspace(-0.25, 0.25, len(runs)) if len(runs) > 1 else [0.0]
@@ -84,7 +84,7 @@ def interval_figure(intervals: Mapping[str, Mapping], title: str = "Test metrics
                         marker=dict(color=PALETTE[r % len(PALETTE)], size=9),
                         error_x=dict(type="data", symmetric=False, array=high, arrayminus=low, thickness=2))
     fig.update_yaxes(tickvals=list(range(len(labels))), ticktext=labels, autorange="reversed")
-    fig.update_layout(xaxis_title="value (bar: 95% bootstrap interval)", xaxis_range=[0, 1.02])
+    fig.update_layout(xaxis_title="value (bar: 95% interval)", xaxis_range=[0, 1.02])
     return _layout(fig, title, height=max(260, 28 * len(labels) + 110))
 
 

@@ -1,4 +1,4 @@
-"""A lesson's runs side by side: the lesson's metric per run with its 95% bootstrap interval.
+"""A lesson's runs side by side: the lesson's metric per run with its 95% interval.
 
 Plain data in (:class:`medcls.experiments.conclusions.RunResult`), a Plotly figure out.
 Runs without a result yet keep their place on the axis, empty, so the chart does

@@ -2,7 +2,7 @@
 
 The card holds what someone needs to judge a run without the app: the data
 (source, fingerprint, images per class and split), the model and every setting,
-the test metrics with 95% bootstrap intervals and small-sample warnings, the
+the test metrics with 95% intervals and small-sample warnings, the
 operating point for the focus class, calibration, and the figures. Plotly's
 JavaScript is inlined once, so the file opens offline and can be e-mailed or
 attached to coursework. Every card says that medcls is a teaching tool.
@@ -125,8 +125,8 @@ def _metrics_section(test: SplitMetrics, ci: Mapping) -> str:
                      "AP (95% interval)": format_interval(cci.get("average_precision")) if cci
                      else _num(c.average_precision)})
     warnings = "".join(f"<div class='warn'>{_esc(w)}</div>" for w in small_class_warnings({'run': ci})) if ci else ""
-    method = (f"<p class='muted'>Intervals: {ci.get('method')}, {ci.get('n_boot')} resamples of the test images; "
-              "the range holds the middle 95% of the resampled values.</p>") if ci else ""
+    method = (f"<p class='muted'>95% intervals: {ci.get('method')}, {ci.get('n_boot')} resamples of the test "
+              "images for the bootstrap (its range holds the middle 95% of the resampled values).</p>") if ci else ""
     return _pairs(overall) + _table(rows) + warnings + method
 
 

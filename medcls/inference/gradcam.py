@@ -29,7 +29,7 @@ from ..models.ensemble import FoldEnsemble
 if TYPE_CHECKING:
     from .predictor import Predictor
 
-__all__ = ["gradcam_map", "gradcam_overlay", "heat_colors", "gradcam_grid", "coarse_map_note"]
+__all__ = ["gradcam_map", "gradcam_overlay", "heat_colors", "gradcam_grid", "coarse_map_note", "ensemble_note"]
 
 COLORSCALE = "Turbo"  # dark blue (little) -> green -> yellow -> dark red (most)
 
@@ -95,6 +95,8 @@ def gradcam_map(model: ClassifierModel, pixels: np.ndarray, class_index: int) ->
 
 def gradcam_grid(model: ClassifierModel, image_size: int) -> tuple[int, int]:
     """The size of the layer Grad-CAM reads (its map has this many cells before it is scaled to the image)."""
+    if isinstance(model, FoldEnsemble):  # its members share one architecture, and the map averages theirs
+        return gradcam_grid(model.members[0], image_size)
     shape: list[tuple[int, int]] = []
     twin, lock = _twin(model)
     with lock, torch.no_grad():
@@ -115,6 +117,15 @@ def coarse_map_note(model: ClassifierModel, image_size: int) -> str:
     return (f"At {image_size} px this network's last layer is only {cells}, so the heatmap cannot show where in the "
             "image the evidence lies: it colours the whole image (nearly) evenly. Fewer conv blocks or larger images "
             "give it room.")
+
+
+def ensemble_note(model: ClassifierModel) -> str:
+    """For a fold ensemble, a sentence saying its map is its members' maps averaged ('' for one model)."""
+    if not isinstance(model, FoldEnsemble):
+        return ""
+    n = len(model.members)
+    return (f"This run is {n} fold models predicting together, so the map is the average of their {n} maps: "
+            "where they agree, it is brightest.")
 
 
 def heat_colors(heat: np.ndarray) -> np.ndarray:

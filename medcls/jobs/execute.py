@@ -27,7 +27,7 @@ from torch import nn
 
 from ..analysis.calibration import expected_calibration_error
 from ..analysis.metrics import SplitMetrics
-from ..analysis.uncertainty import bootstrap_intervals
+from ..analysis.uncertainty import metric_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
 from ..config import ConfigError
 from ..data.explore import enlargement_note, typical_side
@@ -246,8 +246,8 @@ def _record_results(store: RunStore, run_id: str, result: TrainResult) -> None:
         splits=result.metrics, best_epoch=result.fit.best_epoch,
         best_val_score=result.fit.best_score if np.isfinite(result.fit.best_score) else None,
         precision=result.precision, focus_class=result.data.focus_class,
-        # 95% bootstrap intervals and calibration per split (milliseconds)
-        intervals={s: bootstrap_intervals(labels[s], p, result.data.classes) for s, p in result.probs.items()},
+        # 95% intervals and calibration per split (milliseconds)
+        intervals={s: metric_intervals(labels[s], p, result.data.classes) for s, p in result.probs.items()},
         ece={s: expected_calibration_error(labels[s], p) for s, p in result.probs.items()},
         stopped=result.cancelled))
 

@@ -335,7 +335,7 @@ class RunMetrics:
     best_val_score: float | None
     precision: str                         # the number format training used: fp32 or bf16
     focus_class: str
-    intervals: dict[str, dict] = field(default_factory=dict)   # split -> bootstrap intervals
+    intervals: dict[str, dict] = field(default_factory=dict)   # split -> 95% intervals (analysis.uncertainty)
     ece: dict[str, float | None] = field(default_factory=dict)  # split -> expected calibration error
     stopped: bool = False                  # the run was stopped; these are its best checkpoint's results so far
 

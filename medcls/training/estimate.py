@@ -15,7 +15,7 @@ So nothing here is a rule of thumb. :func:`measure_costs` starts a process set u
   test-time augmentation, for two short epochs on random images of the configured size, and takes the
   seconds of a training step and of a validated image from the second epoch (the first pays for warm-up,
   which is kept too);
-- times the extras after training (bootstrap intervals, the novelty record's features).
+- times the extras after training (the metrics' 95% intervals, the novelty record's features).
 
 :func:`estimate_run` scales those costs to the run: the real epoch's steps and validation images, and the
 range of epochs early stopping allows, times the fold models when the run cross-validates (set, or chosen

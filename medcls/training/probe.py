@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..analysis.uncertainty import bootstrap_intervals
+from ..analysis.uncertainty import metric_intervals
 from ..config import TrainConfig
 from ..data import DecodedDataset, DecodedSplit, load_dataset
 from ..data.cache import cached_channels, decode_dataset
@@ -140,7 +140,7 @@ def probe_costs(cfg: TrainConfig) -> Costs:
         n = sum(counts[split].values())
         if n:
             truth = np.arange(n) % len(spec.classes)
-            intervals_s += _timed(lambda: bootstrap_intervals(truth, np.repeat(probs, n, axis=0), spec.classes),
+            intervals_s += _timed(lambda: metric_intervals(truth, np.repeat(probs, n, axis=0), spec.classes),
                                   repeats=1)
     return Costs(threads=torch.get_num_threads(), precision=result.precision,
                  step_s=_per_image(train_2, clock.steps[2]), eval_image_s=_per_image(epoch_2 - train_2, val),

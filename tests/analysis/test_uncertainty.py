@@ -1,4 +1,5 @@
-"""Bootstrap confidence intervals: right estimates, sensible widths, fast, seeded; small-class warnings."""
+"""95% intervals (Wilson for shares, bootstrap for macro-F1 and AP): right estimates, sensible widths, honest at
+100%, fast, seeded; small-class warnings."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from sklearn.metrics import average_precision_score
 
 from medcls.analysis.metrics import classification_metrics, softmax
 from medcls.analysis.uncertainty import (
-    bootstrap_intervals,
+    METHOD,
     format_interval,
+    has_flat_interval,
     interval_rows,
+    metric_intervals,
+    proportion_interval,
     resample_counts,
     run_intervals,
     small_class_warnings,
@@ -41,7 +45,7 @@ def _all_intervals(ci):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_intervals_contain_the_point_estimate_which_matches_the_metrics(seed):
     y_true, probs = _predictions(150, seed)
-    ci = bootstrap_intervals(y_true, probs, CLASSES, n_boot=500, seed=seed)
+    ci = metric_intervals(y_true, probs, CLASSES, n_boot=500, seed=seed)
     m = classification_metrics(y_true, probs, CLASSES)
     assert ci["accuracy"]["estimate"] == pytest.approx(m.accuracy)
     assert ci["macro_f1"]["estimate"] == pytest.approx(m.macro_f1)
@@ -55,29 +59,68 @@ def test_intervals_contain_the_point_estimate_which_matches_the_metrics(seed):
 
 
 def test_intervals_shrink_with_more_images():
-    small = bootstrap_intervals(*_predictions(60), CLASSES, n_boot=500)
-    large = bootstrap_intervals(*_predictions(2000), CLASSES, n_boot=500)
+    small = metric_intervals(*_predictions(60), CLASSES, n_boot=500)
+    large = metric_intervals(*_predictions(2000), CLASSES, n_boot=500)
     width = lambda ci: ci["high"] - ci["low"]  # noqa: E731
     assert width(large["accuracy"]) < width(small["accuracy"]) / 3
-    # the textbook standard error of a proportion: the bootstrap should be close to it
+    # the textbook standard error of a proportion: with 2,000 images the Wilson interval should be close to it
     p, n = large["accuracy"]["estimate"], 2000
     assert width(large["accuracy"]) == pytest.approx(2 * 1.96 * np.sqrt(p * (1 - p) / n), rel=0.2)
 
 
 def test_rare_class_gets_a_wide_recall_interval():
-    ci = bootstrap_intervals(*_predictions(0, counts=(200, 18, 200)), CLASSES, n_boot=500)
+    ci = metric_intervals(*_predictions(0, counts=(200, 18, 200)), CLASSES, n_boot=500)
     rare = ci["per_class"]["malignant"]["recall"]
     common = ci["per_class"]["benign"]["recall"]
     assert rare["high"] - rare["low"] > 2 * (common["high"] - common["low"])
 
 
+def test_a_class_found_every_time_still_gets_an_honest_range():
+    """20 of 20 found: the percentile bootstrap said '100% to 100%' (no resample can miss one), which told a
+    teacher that new patients would all be found. The Wilson score interval says how far down it could be."""
+    y_true = np.repeat(np.arange(3), (40, 30, 20))
+    probs = np.full((90, 3), 0.1)
+    probs[np.arange(90), y_true] = 0.8
+    probs[:6, 1] = 0.85  # six benign images called malignant; every normal image found
+    ci = metric_intervals(y_true, probs, CLASSES, n_boot=300)
+    normal = ci["per_class"]["normal"]["recall"]
+    assert normal["estimate"] == 1.0 and normal["high"] == 1.0
+    assert normal["low"] == pytest.approx(0.839, abs=0.001)  # Wilson, 20 of 20 (Clopper-Pearson: 0.832)
+    benign = ci["per_class"]["benign"]["recall"]
+    assert benign["estimate"] == pytest.approx(34 / 40) and benign["low"] < 0.85 < benign["high"] < 1.0
+    assert ci["accuracy"]["estimate"] == pytest.approx(84 / 90) and ci["method"] == METHOD
+    text = " ".join(small_class_warnings({"run-a": ci}))
+    assert "Only 20 normal test images" in text and "84% to 100%" in text and "100% to 100%" not in text
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (20, 20), (0, 20), (34, 40), (3, 118), (117, 118), (500, 1000)])
+def test_the_wilson_interval_is_scipys(k, n):
+    from scipy.stats import binomtest
+
+    ours = proportion_interval(k, n)
+    theirs = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert ours["estimate"] == k / n
+    assert ours["low"] == pytest.approx(theirs.low, abs=1e-9) and ours["high"] == pytest.approx(theirs.high, abs=1e-9)
+    assert proportion_interval(0, 0) is None
+
+
+def test_a_perfect_score_is_flagged_where_resampling_cannot_bound_it():
+    y_true = np.repeat(np.arange(3), 10)
+    perfect = np.eye(3)[y_true] * 0.7 + 0.1
+    ci = metric_intervals(y_true, perfect, CLASSES, n_boot=100)
+    assert ci["macro_f1"]["low"] == ci["macro_f1"]["high"] == 1.0  # every resample is perfect too
+    assert ci["per_class"]["benign"]["recall"]["low"] < 0.75  # 10 of 10: still a wide range
+    assert has_flat_interval({"run-a": ci})
+    assert not has_flat_interval({"run-a": metric_intervals(*_predictions(150), CLASSES, n_boot=100)})
+
+
 def test_bootstrap_is_seeded_and_fast():
     y_true, probs = _predictions(400)
     start = time.perf_counter()
-    a = bootstrap_intervals(y_true, probs, CLASSES, n_boot=1000, seed=7)
+    a = metric_intervals(y_true, probs, CLASSES, n_boot=1000, seed=7)
     assert time.perf_counter() - start < 2.0  # vectorised: well under a second on an idle core
-    assert a == bootstrap_intervals(y_true, probs, CLASSES, n_boot=1000, seed=7)
-    assert a != bootstrap_intervals(y_true, probs, CLASSES, n_boot=1000, seed=8)
+    assert a == metric_intervals(y_true, probs, CLASSES, n_boot=1000, seed=7)
+    assert a != metric_intervals(y_true, probs, CLASSES, n_boot=1000, seed=8)
 
 
 def test_resample_counts_are_resamples_with_replacement():
@@ -100,15 +143,15 @@ def test_weighted_average_precision_matches_scikit_learn_with_ties():
 def test_missing_class_is_none_not_a_number():
     y_true = np.array([0, 0, 2, 2, 0, 2])
     probs = softmax(np.random.default_rng(0).normal(size=(6, 3)))
-    ci = bootstrap_intervals(y_true, probs, CLASSES, n_boot=100)
+    ci = metric_intervals(y_true, probs, CLASSES, n_boot=100)
     assert ci["per_class"]["malignant"]["recall"] is None
     assert ci["per_class"]["malignant"]["average_precision"] is None
     assert ci["per_class"]["malignant"]["support"] == 0
-    assert bootstrap_intervals(np.zeros(0, int), np.zeros((0, 3)), CLASSES)["accuracy"] is None
+    assert metric_intervals(np.zeros(0, int), np.zeros((0, 3)), CLASSES)["accuracy"] is None
 
 
 def test_small_class_warnings_speak_plainly():
-    ci = bootstrap_intervals(*_predictions(0, counts=(40, 18, 40)), CLASSES, n_boot=200)
+    ci = metric_intervals(*_predictions(0, counts=(40, 18, 40)), CLASSES, n_boot=200)
     warnings = small_class_warnings({"run-a": ci})
     assert len(warnings) == 1
     text = warnings[0]
@@ -117,7 +160,7 @@ def test_small_class_warnings_speak_plainly():
     assert f"{low:.0%} to {high:.0%}" in text and "run-a" not in text
     assert not small_class_warnings({"run-a": ci}, minimum=10)
     # two runs on the same test set: one warning naming both runs' intervals
-    other = bootstrap_intervals(*_predictions(0, seed=5, counts=(40, 18, 40)), CLASSES, n_boot=200)
+    other = metric_intervals(*_predictions(0, seed=5, counts=(40, 18, 40)), CLASSES, n_boot=200)
     both = small_class_warnings({"run-a": ci, "run-b": other})
     assert len(both) == 1 and "(run-a)" in both[0] and "(run-b)" in both[0]
 
@@ -127,7 +170,7 @@ def test_formatting_and_rows():
     assert format_interval(ci) == "0.85 (0.78–0.91)"
     assert format_interval(ci, percent=True) == "85% (78–91%)"
     assert format_interval(None) == "–"
-    ci_all = bootstrap_intervals(*_predictions(60), CLASSES, n_boot=100)
+    ci_all = metric_intervals(*_predictions(60), CLASSES, n_boot=100)
     row = interval_rows({"run-a": ci_all})[0]
     assert row["run"] == "run-a" and "malignant recall" in row and "(" in row["accuracy"]
 
@@ -141,4 +184,9 @@ def test_finished_runs_store_intervals_and_old_runs_compute_them(finished_run):
     assert metrics.ece["test"] >= 0.0
     # a run from before this feature: intervals come from its predictions, with the same numbers
     store.write_metrics(run_id, dataclasses.replace(metrics, intervals={}))
+    assert run_intervals(store, run_id) == stored
+    # a run whose recall intervals came from the bootstrap (which says "100% to 100%" for 20 of 20): computed again
+    old = {**stored, "method": "percentile bootstrap",
+           "accuracy": {**stored["accuracy"], "low": stored["accuracy"]["estimate"]}}
+    store.write_metrics(run_id, dataclasses.replace(metrics, intervals={"test": old}))
     assert run_intervals(store, run_id) == stored

@@ -63,7 +63,7 @@ def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
     assert metrics["Test images with a copy in train"] == "1 of 7"
     # The example names the copies that carry the different labels (escaped: file names are user text).
     example = f"{escape_markdown('mislabelled.png (bright)')} = {escape_markdown('dark (2).png (dark)')}"
-    assert any("appear under two or more classes" in e.value and example in e.value for e in at.error), \
+    assert any("One picture appears under two or more classes" in e.value and example in e.value for e in at.error), \
         [e.value for e in at.error]
     assert any("Split leak: 1 of 7 test images" in w.value for w in at.warning)
     assert any("this dataset's own split" in c.value for c in at.caption)

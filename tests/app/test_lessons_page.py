@@ -8,7 +8,7 @@ from apphelpers import new_app
 
 import app.manager
 from medcls.analysis.metrics import classification_metrics
-from medcls.analysis.uncertainty import bootstrap_intervals
+from medcls.analysis.uncertainty import metric_intervals
 from medcls.jobs.manager import JobManager
 from medcls.runs.records import ModelRecord, RunMetrics
 from medcls.runs.store import RunStore
@@ -28,7 +28,7 @@ def _finish(store, run_id, probs):
     probs = np.array(probs)
     store.write_metrics(run_id, RunMetrics({"test": classification_metrics(y, probs, classes)}, best_epoch=1,
                                            best_val_score=0.5, precision="fp32", focus_class="malignant",
-                                           intervals={"test": bootstrap_intervals(y, probs, classes)}))
+                                           intervals={"test": metric_intervals(y, probs, classes)}))
     store.set_status(run_id, "finished")
 
 

@@ -148,6 +148,13 @@ def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_d
     assert any("The curves show fold 2, the latest" in c.value for c in at.caption)
     summary = store.summary(run_id)
     assert summary.epochs_words() == "2 of 2 in fold 2 of 2" and summary.folds == 2
+    # Compare names the class whose recall the folds tracked, not a "focus recall" to look up
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    folds = next(d.value for d in at.dataframe if "folds" in d.value.columns)
+    focus = store.metrics(run_id).focus_class
+    assert f"{focus} recall" in folds.columns and "focus recall" not in folds.columns, list(folds.columns)
+    assert folds.iloc[0]["folds"] == "2 of 2"
 
 
 def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(app_env, tiny_dataset):

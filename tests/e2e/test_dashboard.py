@@ -124,11 +124,15 @@ def wait_no_active_runs(server, timeout_s: float = 120) -> None:
         time.sleep(0.5)
 
 
-def start_run(page: Page, server, epochs: int) -> str:
-    """Fill the Train form for a tiny run, press Start; return the new run's id (shown in the picker)."""
+def start_run(page: Page, server, epochs: int, patience: int | None = None) -> str:
+    """Fill the Train form for a tiny run, press Start; return the new run's id (shown in the picker).
+
+    ``patience=0`` runs every epoch (no early stopping)."""
     wait_no_active_runs(server)
     open_page(page, "train")
     set_number(page, "opt_epochs", epochs)
+    if patience is not None:
+        set_number(page, "opt_patience", patience)
     for key, value in TINY.items():
         set_number(page, key, value)
     choose(page, "opt_precision", "32-bit (fp32)")  # "auto" would first time a few bf16 steps
@@ -279,8 +283,10 @@ def test_data_explorer_shows_class_counts_chart(page: Page, screenshot):
 
 
 def test_training_progress_streams_without_reload(page: Page, server, screenshot):
-    epochs = 5
-    run_id = start_run(page, server, epochs)
+    # Enough epochs, all of them run, that the panel's redraws see several go by on a fast machine too (5 tiny
+    # epochs took about 5 s on an AMD EPYC, close to finishing between two redraws).
+    epochs = 12
+    run_id = start_run(page, server, epochs, patience=0)
     loads = navigations(page)
     # Nothing touches the page from here: only the fragment timer can change what it shows.
     seen = watch_run(page, run_id, lambda s: increases(s) >= 2 and curves_grew(s), timeout_s=150,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medcls.analysis.metrics import classification_metrics
-from medcls.analysis.uncertainty import bootstrap_intervals
+from medcls.analysis.uncertainty import metric_intervals
 from medcls.config import DataConfig
 from medcls.experiments.lessons import (
     LessonError,
@@ -86,7 +86,7 @@ def test_a_teacher_can_add_a_lesson_in_a_file(tmp_path):
 
 def _finish(store: RunStore, run_id: str, y_true, probs, classes=("benign", "malignant", "normal")):
     test = classification_metrics(np.array(y_true), np.array(probs), list(classes))
-    intervals = bootstrap_intervals(np.array(y_true), np.array(probs), list(classes))
+    intervals = metric_intervals(np.array(y_true), np.array(probs), list(classes))
     store.write_metrics(run_id, RunMetrics({"test": test}, best_epoch=1, best_val_score=0.5, precision="fp32",
                                            focus_class="malignant", intervals={"test": intervals}))
     store.set_status(run_id, "finished")

@@ -157,3 +157,20 @@ def test_a_map_of_a_single_cell_is_called_what_it_is():
         gradcam_grid(fresh, 64)
     heat = gradcam_map(fresh, np.full((1, 64, 64), 100, np.uint8), 0)
     assert heat.shape == (64, 64)
+
+
+def test_a_fold_ensemble_gets_its_members_averaged_map_and_their_grid():
+    """The default recipe trains small datasets as fold ensembles: Try it and Compare ask for the grid first."""
+    from medcls.inference.gradcam import coarse_map_note, gradcam_grid
+    from medcls.models.ensemble import FoldEnsemble
+
+    torch.manual_seed(0)
+    members = [create_model("small_cnn", num_classes=3, image_size=64, in_channels=1).eval() for _ in range(2)]
+    ensemble = FoldEnsemble(members).eval()
+    assert gradcam_grid(ensemble, 64) == gradcam_grid(members[0], 64) == (2, 2)
+    assert "2 x 2 cells" in coarse_map_note(ensemble, 64)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 64, 64), dtype=np.uint8)
+    heat = gradcam_map(ensemble, pixels, 1)
+    mean = np.mean([gradcam_map(m, pixels, 1) for m in members], axis=0)
+    assert heat.shape == (64, 64) and heat.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(heat, mean / mean.max(), atol=1e-6)
