@@ -252,3 +252,40 @@ def test_a_fold_ensembles_threshold_is_said_to_be_chosen_out_of_fold(page):
     n = len(store.predictions(run_id, "val"))
     assert any(f"all {n} of its training + validation images" in c.value and "out of fold" in c.value
                for c in at.caption), [c.value for c in at.caption]
+
+
+@pytest.fixture(scope="module")
+def _trained_ensemble(tmp_path_factory) -> Path:
+    """A finished 2-fold ensemble (the default recipe's shape for a small dataset), trained once."""
+    base = tmp_path_factory.mktemp("compare-ensemble")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDCLS_CACHE_DIR", str(base / "cache"))
+        clear_memory_cache()
+        data = _write_dataset(base / "data", per_class=20)
+        store = RunStore(base / "runs")
+        cfg = TrainConfig(data=DataConfig(source=str(data))).with_options(
+            image_size=32, epochs=2, batch_size=16, precision="fp32", seed=0, folds=2)
+        run_id = store.create(cfg, run_id="ensemble-run")
+        assert execute_run(store, run_id).state == "finished"
+        clear_memory_cache()
+    return store.path(run_id)
+
+
+def test_a_fold_ensembles_heat_maps_are_drawn_in_both_places(app_env, phantom_cache, _trained_ensemble):
+    """Asking an ensemble for its layer grid once failed the error browser's and the cells' heat maps."""
+    store = RunStore(app_env / "runs")
+    shutil.copytree(_trained_ensemble, store.root / _trained_ensemble.name)
+    at = new_app()
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.toggle(key="err_gradcam").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [c for img in at.image for c in img.captions if c.startswith("Where the model looked")]
+    assert any("2 fold models predicting together" in c.value for c in at.caption)
+    test = store.predictions(_trained_ensemble.name, "test")
+    true, predicted = test.classes[int(test.y_true[0])], test.classes[int(test.probs[0].argmax())]
+    at.session_state["cm_picked"] = {"run": _trained_ensemble.name, "true": true, "predicted": predicted}
+    at.run()
+    at.toggle(key="cm_gradcam").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [img for element in at.get("image") for img in element.proto.imgs if "· true" in img.caption]
