@@ -14,12 +14,21 @@ from medcls.data.spec import item_name
 from medcls.figures.evaluation import probability_figure
 from medcls.inference.gradcam import coarse_map_note, ensemble_note, gradcam_overlay
 from medcls.inference.predictor import LOW_CONFIDENCE, load_predictor
+from medcls.inference.seen import LearnedFrom, learned_from, seen_sentence
 from medcls.runs.choice import preferred_run, run_label
 from medcls.runs.naming import display_names
-from medcls.runs.store import RunNotFoundError
+from medcls.runs.store import RunNotFoundError, RunStore
 
 MAX_IMAGE_MB = 20
 PICK = "Pick one from the current dataset"
+
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _learned_from(root: str, run_id: str, weights_version: int) -> LearnedFrom:
+    """The run's training and validation files (paths and digests), read once per run and weights."""
+    return learned_from(RunStore(root), run_id)
+
 
 st.title("🖼️ Try it")
 st.warning("**Teaching tool, not a diagnosis.** These models are small, trained on few images, and have not been "
@@ -107,12 +116,16 @@ except ImageReadError as exc:
 prediction = predictor.prediction(probs)
 probabilities, label = prediction.probabilities, prediction.label
 novelty = predictor.novelty(pixels)
+seen = _learned_from(str(store.root), run_id, store.weights_version(run_id))
+learned = seen.split_of(path=data) if isinstance(data, str) else seen.split_of(data=data)
 left, right = st.columns([1, 2])
 with left:
     st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), caption="as the model sees it",
              width="stretch")
 with right:
     st.metric("Predicted class", escape_markdown(label), f"{probabilities[label]:.0%} confidence", delta_color="off")
+    if learned is not None:
+        st.info(escape_markdown(seen_sentence(learned, seen.folds)), icon="🧠")
     if novelty is not None and novelty.unusual:
         st.warning(novelty.sentence(), icon="🛑")
     if prediction.low_confidence:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from apphelpers import as_read, choose_folder, new_app, set_tiny_options
@@ -146,6 +148,22 @@ def test_try_it_predicts_an_uploaded_png(app_env, tiny_dataset):
     assert predicted and predicted[0].value in {"bright", "dark"}
     bars = [s for s in plotly_specs(at) if s["data"][0]["type"] == "bar"]
     assert bars and abs(sum(bars[0]["data"][0]["x"]) - 1.0) < 1e-4
+
+
+def test_try_it_says_when_the_image_is_one_the_run_learned_from(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    run_id = finished_run(store, tiny_dataset)
+    with open(store.file(run_id, "split.csv"), newline="", encoding="utf-8") as handle:
+        train = next(Path(r["path"]) for r in csv.DictReader(handle) if r["split"] == "train")
+    at = new_app().run()
+    at.switch_page("app_pages/try_it.py").run()
+    at.file_uploader(key="try_upload").upload("again.png", train.read_bytes(), "image/png").run()
+    assert not at.exception and not at.error
+    learned = [i.value for i in at.info if "one of the images this run learned from" in i.value]
+    assert len(learned) == 1 and "this run trained on it" in learned[0] and "remembers" in learned[0], learned
+    at.file_uploader(key="try_upload").upload("scan.png", _png_bytes(), "image/png").run()  # a new image
+    assert not at.exception and [m for m in at.metric if m.label == "Predicted class"]
+    assert not [i for i in at.info if "learned from" in i.value]
 
 
 def test_try_it_bad_upload_shows_a_clear_error(app_env, tiny_dataset):

@@ -1,0 +1,89 @@
+"""Did this run learn from this image? A right answer on an image a model trained on shows memory, not skill.
+
+Try it answers any image. When the image is one of the run's own training images (picked from the dataset, or
+the same file uploaded again), its answer says little about new patients, and the page says so. The run's
+``split.csv`` lists the files it learned from; an upload is matched by the digest of its bytes, so only a
+byte-identical copy is recognised (a re-exported or cropped copy is not: the Data explorer's duplicate check
+finds those within a dataset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.imageio import NPZ_MARK
+from ..data.spec import item_name
+from ..runs.store import RunStore
+
+__all__ = ["LearnedFrom", "learned_from", "file_digest", "seen_sentence"]
+
+log = logging.getLogger(__name__)
+
+LEARNING_SPLITS = ("train", "val")  # validation picks the best epoch, and fold models train on it
+
+
+def file_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class LearnedFrom:
+    """The files a run learned from: path -> split, and the digest of each readable file -> path."""
+
+    splits: dict[str, str]
+    digests: dict[str, str]
+    folds: int  # 0: one model
+
+    def split_of(self, path: str | None = None, data: bytes | None = None) -> tuple[str, str] | None:
+        """(path, split) of the run's training or validation file that is this path, or has these bytes."""
+        if path is not None and self.splits.get(path) in LEARNING_SPLITS:
+            return path, self.splits[path]
+        if data is not None and (match := self.digests.get(file_digest(data))) is not None:
+            return match, self.splits[match]
+        return None
+
+
+def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
+    """Read the run's split and the digests of the training and validation files still on disk.
+
+    Files that moved or were deleted are skipped (their paths still match a pick); members of an .npz have no
+    file of their own to upload, so only their paths count.
+    """
+    import csv
+
+    splits: dict[str, str] = {}
+    path = store.file(run_id, "split.csv")
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("path") and row.get("split"):
+                    splits[row["path"]] = row["split"]
+    digests: dict[str, str] = {}
+    for item, split in splits.items():
+        if split not in LEARNING_SPLITS or NPZ_MARK in item:
+            continue
+        try:
+            digests.setdefault(file_digest(Path(item).read_bytes()), item)
+        except OSError:
+            continue
+    if splits and not digests:
+        log.info("Run %s: none of its training files could be read; uploads are matched by nothing", run_id)
+    return LearnedFrom(splits, digests, store.summary(run_id).folds)
+
+
+def seen_sentence(match: tuple[str, str], folds: int) -> str:
+    """Why an answer on this image means little, in a sentence for the page (Markdown-free)."""
+    path, split = match
+    name = item_name(path)
+    if folds:  # the folds split train + val: each image is held out by one fold model, the others train on it
+        how = (f"{folds - 1} of this run's {folds} fold models trained on it, and the other one chose its best "
+               "epoch with it")
+    elif split == "train":
+        how = "this run trained on it"
+    else:
+        how = "this run chose its best epoch by how well it did on it and the other validation images"
+    return (f"This is {name}, one of the images this run learned from: {how}. A right answer here shows what the "
+            "model remembers, not how it does on new images; pick a test image to see that.")
