@@ -23,10 +23,9 @@ MAX_IMAGE_MB = 20
 PICK = "Pick one from the current dataset"
 
 
-
 @st.cache_data(max_entries=16, show_spinner=False)
 def _learned_from(root: str, run_id: str, weights_version: int) -> LearnedFrom:
-    """The run's training and validation files (paths and digests), read once per run and weights."""
+    """The run's training and validation files (paths and sizes), read once per run and weights."""
     return learned_from(RunStore(root), run_id)
 
 

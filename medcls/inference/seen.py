@@ -2,14 +2,14 @@
 
 Try it answers any image. When the image is one of the run's own training images (picked from the dataset, or
 the same file uploaded again), its answer says little about new patients, and the page says so. The run's
-``split.csv`` lists the files it learned from; an upload is matched by the digest of its bytes, so only a
-byte-identical copy is recognised (a re-exported or cropped copy is not: the Data explorer's duplicate check
-finds those within a dataset).
+``split.csv`` lists the files it learned from; an upload is compared byte for byte with those of the same size
+(a stat of each file is all that is read beforehand, so a large dataset costs no reading), so only an identical
+copy is recognised (a re-exported or cropped copy is not: the Data explorer's duplicate check finds those within
+a dataset).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,36 +18,36 @@ from ..data.imageio import NPZ_MARK
 from ..data.spec import item_name
 from ..runs.store import RunStore
 
-__all__ = ["LearnedFrom", "learned_from", "file_digest", "seen_sentence"]
+__all__ = ["LearnedFrom", "learned_from", "seen_sentence"]
 
 log = logging.getLogger(__name__)
 
 LEARNING_SPLITS = ("train", "val")  # validation picks the best epoch, and fold models train on it
 
 
-def file_digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 @dataclass(frozen=True)
 class LearnedFrom:
-    """The files a run learned from: path -> split, and the digest of each readable file -> path."""
+    """The files a run learned from: path -> split, and the paths of the readable ones by their size in bytes."""
 
     splits: dict[str, str]
-    digests: dict[str, str]
+    by_size: dict[int, tuple[str, ...]]
     folds: int  # 0: one model
 
     def split_of(self, path: str | None = None, data: bytes | None = None) -> tuple[str, str] | None:
-        """(path, split) of the run's training or validation file that is this path, or has these bytes."""
+        """(path, split) of the run's training or validation file that is this path, or has exactly these bytes."""
         if path is not None and self.splits.get(path) in LEARNING_SPLITS:
             return path, self.splits[path]
-        if data is not None and (match := self.digests.get(file_digest(data))) is not None:
-            return match, self.splits[match]
+        for candidate in self.by_size.get(len(data), ()) if data is not None else ():
+            try:
+                if Path(candidate).read_bytes() == data:
+                    return candidate, self.splits[candidate]
+            except OSError:  # moved or deleted since: it cannot be the upload's twin any more
+                continue
         return None
 
 
 def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
-    """Read the run's split and the digests of the training and validation files still on disk.
+    """Read the run's split and the sizes of its training and validation files still on disk.
 
     Files that moved or were deleted are skipped (their paths still match a pick); members of an .npz have no
     file of their own to upload, so only their paths count.
@@ -61,17 +61,17 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
             for row in csv.DictReader(handle):
                 if row.get("path") and row.get("split"):
                     splits[row["path"]] = row["split"]
-    digests: dict[str, str] = {}
+    by_size: dict[int, list[str]] = {}
     for item, split in splits.items():
         if split not in LEARNING_SPLITS or NPZ_MARK in item:
             continue
         try:
-            digests.setdefault(file_digest(Path(item).read_bytes()), item)
+            by_size.setdefault(Path(item).stat().st_size, []).append(item)
         except OSError:
             continue
-    if splits and not digests:
-        log.info("Run %s: none of its training files could be read; uploads are matched by nothing", run_id)
-    return LearnedFrom(splits, digests, store.summary(run_id).folds)
+    if splits and not by_size:
+        log.info("Run %s: none of its training files is on this machine; uploads are matched by nothing", run_id)
+    return LearnedFrom(splits, {size: tuple(paths) for size, paths in by_size.items()}, store.summary(run_id).folds)
 
 
 def seen_sentence(match: tuple[str, str], folds: int) -> str:
