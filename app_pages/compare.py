@@ -63,11 +63,22 @@ chosen = st.multiselect("Runs", ids, default=comparable_default(summaries.values
                              "data differ). A stopped run is marked ⏹: its best checkpoint so far was tested.")
 if not chosen:
     st.stop()
+cvs = {r: cv for r in chosen if (cv := store.cross_validation(r)) is not None}
+
+
+def epochs_cell(run_id: str) -> str:
+    """A finished fold ensemble: every fold model's epochs (the latest fold's alone would hide the others)."""
+    cv, summary = cvs.get(run_id), summaries[run_id]
+    if cv is not None and cv.scores and cv.completed == cv.folds and summary.state == "finished":
+        return cv.epochs_words(summary.epochs)
+    return summary.epochs_words()
+
+
 # One column per run, like the metric tables below: a 1280 px projector shows every field without scrolling.
 st.dataframe(metrics_down(pd.DataFrame([{
     "run": names[r],
     "test macro-F1": "–" if summaries[r].test_macro_f1 is None else f"{summaries[r].test_macro_f1:.3f}",
-    "how it ended": state_words(summaries[r]), "epochs": summaries[r].epochs_words(),
+    "how it ended": state_words(summaries[r]), "epochs": epochs_cell(r),
     "started by": owner_words(summaries[r].owner, summaries[r].owner_name),
     "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–"}
     for r in chosen]).set_index("run"), label="run"), width="stretch", height="content", key="compare_chosen")
@@ -115,10 +126,9 @@ table = pd.DataFrame(rows).set_index("run").astype(float)
 st.dataframe(metrics_down(table.map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")), width="stretch", height="content",
              key="compare_metrics")
 
-cvs = {names[r]: cv for r in chosen if (cv := store.cross_validation(r)) is not None}
 if cvs:
     st.subheader("Cross-validation")
-    cross_validation_section(cvs, {names[r]: metrics[r].focus_class for r in chosen})
+    cross_validation_section({names[r]: cv for r, cv in cvs.items()}, {names[r]: metrics[r].focus_class for r in chosen})
 
 st.subheader("How sure are these numbers?")
 uncertainty_section(store, chosen, names, focus)

@@ -410,6 +410,13 @@ class CrossValidation:
             return None
         return f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
 
+    def epochs_words(self, planned: int) -> str:
+        """'5 fold models: 16, 18, 30, 15 and 27 of 30 epochs' (each fold model stopped early on its own)."""
+        counts = [str(s.epochs) for s in self.scores]
+        listed = counts[0] if len(counts) == 1 else ", ".join(counts[:-1]) + " and " + counts[-1]
+        models = "1 fold model" if len(counts) == 1 else f"{len(counts)} fold models"
+        return f"{models}: {listed} of {planned} epochs"
+
     def to_dict(self) -> dict[str, Any]:
         return {"folds": self.folds, "grouped": self.grouped, "completed": self.completed,
                 "scores": [asdict(s) for s in self.scores]}

@@ -155,6 +155,9 @@ def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_d
     focus = store.metrics(run_id).focus_class
     assert f"{focus} recall" in folds.columns and "focus recall" not in folds.columns, list(folds.columns)
     assert folds.iloc[0]["folds"] == "2 of 2"
+    # and says every fold model's epochs, not the last fold's alone ("2 of 2 in fold 2 of 2")
+    runs = next(d.value for d in at.dataframe if "epochs" in d.value.index)
+    assert list(runs.loc["epochs"]) == ["2 fold models: 2 and 2 of 2 epochs"], runs
 
 
 def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(app_env, tiny_dataset):

@@ -30,3 +30,15 @@ def test_a_cross_validations_spread_in_words():
     assert cv.mean_sd_words("focus_recall") == "0.500"  # one fold has it: no spread to give
     none = CrossValidation(folds=1, grouped=False, scores=(score(1, 0.7, None),), completed=1)
     assert none.mean_sd_words("focus_recall") is None
+
+
+def test_a_cross_validations_epochs_in_words():
+    def score(fold: int, epochs: int) -> FoldScore:
+        return FoldScore(fold=fold, images=10, macro_f1=0.5, accuracy=0.5, balanced_accuracy=0.5, focus_recall=0.5,
+                         best_epoch=1, epochs=epochs)
+
+    five = CrossValidation(folds=5, grouped=False, scores=tuple(score(k, e) for k, e in
+                                                                 enumerate((16, 18, 30, 15, 27), 1)), completed=5)
+    assert five.epochs_words(30) == "5 fold models: 16, 18, 30, 15 and 27 of 30 epochs"
+    one = CrossValidation(folds=1, grouped=False, scores=(score(1, 4),), completed=1)
+    assert one.epochs_words(10) == "1 fold model: 4 of 10 epochs"
