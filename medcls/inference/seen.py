@@ -10,6 +10,7 @@ a dataset).
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,6 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
     Files that moved or were deleted are skipped (their paths still match a pick); members of an .npz have no
     file of their own to upload, so only their paths count.
     """
-    import csv
-
     splits: dict[str, str] = {}
     path = store.file(run_id, "split.csv")
     if path.is_file():

@@ -35,22 +35,26 @@ def _write_dataset(root: Path, per_class: int = 30, size: int = 32) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def _trained(tmp_path_factory) -> Path:
-    """One finished 3-class run, trained once for this module; each test gets a copy of its folder."""
-    base = tmp_path_factory.mktemp("compare-analysis")
+def _train_once(base: Path, run_id: str, per_class: int, **options) -> Path:
+    """A finished run on a fresh dataset in ``base`` (its own cache), for a module fixture; its folder."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEDCLS_CACHE_DIR", str(base / "cache"))
         clear_memory_cache()
-        data = _write_dataset(base / "data")
+        data = _write_dataset(base / "data", per_class=per_class)
         store = RunStore(base / "runs")
         cfg = TrainConfig(data=DataConfig(source=str(data))).with_options(
-            image_size=32, epochs=8, batch_size=16, lr=1e-2, ema_decay=0.0, precision="fp32", seed=0,
-            augment=False)
-        run_id = store.create(cfg, run_id="analysis-run")
+            image_size=32, batch_size=16, precision="fp32", seed=0, **options)
+        store.create(cfg, run_id=run_id)
         assert execute_run(store, run_id).state == "finished"
         clear_memory_cache()
     return store.path(run_id)
+
+
+@pytest.fixture(scope="module")
+def _trained(tmp_path_factory) -> Path:
+    """One finished 3-class run, trained once for this module; each test gets a copy of its folder."""
+    return _train_once(tmp_path_factory.mktemp("compare-analysis"), "analysis-run", per_class=30, epochs=8,
+                       lr=1e-2, ema_decay=0.0, augment=False)
 
 
 @pytest.fixture
@@ -257,18 +261,7 @@ def test_a_fold_ensembles_threshold_is_said_to_be_chosen_out_of_fold(page):
 @pytest.fixture(scope="module")
 def _trained_ensemble(tmp_path_factory) -> Path:
     """A finished 2-fold ensemble (the default recipe's shape for a small dataset), trained once."""
-    base = tmp_path_factory.mktemp("compare-ensemble")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDCLS_CACHE_DIR", str(base / "cache"))
-        clear_memory_cache()
-        data = _write_dataset(base / "data", per_class=20)
-        store = RunStore(base / "runs")
-        cfg = TrainConfig(data=DataConfig(source=str(data))).with_options(
-            image_size=32, epochs=2, batch_size=16, precision="fp32", seed=0, folds=2)
-        run_id = store.create(cfg, run_id="ensemble-run")
-        assert execute_run(store, run_id).state == "finished"
-        clear_memory_cache()
-    return store.path(run_id)
+    return _train_once(tmp_path_factory.mktemp("compare-ensemble"), "ensemble-run", per_class=20, epochs=2, folds=2)
 
 
 def test_a_fold_ensembles_heat_maps_are_drawn_in_both_places(app_env, phantom_cache, _trained_ensemble):

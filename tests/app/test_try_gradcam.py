@@ -19,10 +19,11 @@ def _picker(at):
     return picker
 
 
-def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset):
+def _try_a_dataset_image(app_env, tiny_dataset, **options):
+    """Train a tiny run on the folder, open Try it on one of its images; the AppTest."""
     store = RunStore(app_env / "runs")
     cfg = TrainConfig(data=DataConfig(source=str(tiny_dataset))).with_options(
-        image_size=32, epochs=1, batch_size=8, precision="fp32", blocks=3)
+        image_size=32, epochs=1, batch_size=8, precision="fp32", blocks=3, **options)
     run_id = store.create(cfg)
     assert execute_run(store, run_id).state == "finished"
 
@@ -33,7 +34,11 @@ def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset)
     at.switch_page("app_pages/try_it.py").run()
     at.radio(key="try_source").set_value("Pick one from the current dataset").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
+    return at
 
+
+def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset):
+    at = _try_a_dataset_image(app_env, tiny_dataset)
     predicted = at.metric[0].value
     assert _picker(at).value == predicted  # explains the prediction by default
     assert at.slider(key="gradcam_alpha").value == 0.4
@@ -60,19 +65,7 @@ def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset)
 def test_a_fold_ensemble_run_shows_its_heatmap(app_env, tiny_dataset):
     """The default recipe trains a small dataset as a fold ensemble: its heatmap (the members' maps averaged) is
     drawn on Try it, where asking the ensemble for its grid once failed the whole section."""
-    store = RunStore(app_env / "runs")
-    cfg = TrainConfig(data=DataConfig(source=str(tiny_dataset))).with_options(
-        image_size=32, epochs=1, batch_size=8, precision="fp32", blocks=3, folds=2)
-    run_id = store.create(cfg)
-    assert execute_run(store, run_id).state == "finished"
-
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()
-    at.switch_page("app_pages/try_it.py").run()
-    at.radio(key="try_source").set_value("Pick one from the current dataset").run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    at = _try_a_dataset_image(app_env, tiny_dataset, folds=2)
     predicted = at.metric[0].value
     assert f"Grad-CAM for {predicted} · opacity 0.40" in _image_captions(at)
     assert any("2 fold models predicting together" in c.value for c in at.caption if "Grad-CAM heatmap" in c.value)
