@@ -19,6 +19,7 @@ from app.manager import manager
 from app.portable import portable_section
 from app.text import escape_markdown, shown
 from medcls.analysis.comparison import comparability, config_rows, metrics_rows
+from medcls.analysis.copies import run_copies_sentence
 from medcls.config import describe_differences
 from medcls.data import default_focus_class
 from medcls.figures.evaluation import pr_curves_figure
@@ -125,6 +126,11 @@ table = pd.DataFrame(rows).set_index("run").astype(float)
 # across: a few runs fit the page's width, where a column per metric would scroll sideways.
 st.dataframe(metrics_down(table.map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")), width="stretch", height="content",
              key="compare_metrics")
+for r in chosen:  # test images that are copies of training images flatter the score: say by how much
+    if copies := run_copies_sentence(store, r):
+        st.warning(f"**{escape_markdown(names[r])}**: {escape_markdown(copies)} For an honest score, train on a split "
+                   "that keeps copies together (the Data explorer's *Duplicates and leaks* section makes one).",
+                   icon="🪞")
 
 if cvs:
     st.subheader("Cross-validation")

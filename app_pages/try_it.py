@@ -14,7 +14,7 @@ from medcls.data.spec import item_name
 from medcls.figures.evaluation import probability_figure
 from medcls.inference.gradcam import coarse_map_note, ensemble_note, gradcam_overlay
 from medcls.inference.predictor import LOW_CONFIDENCE, load_predictor
-from medcls.inference.seen import LearnedFrom, learned_from, seen_sentence
+from medcls.inference.seen import LearnedFrom, Lookalikes, learned_from, lookalikes, near_copy_sentence, seen_sentence
 from medcls.runs.choice import preferred_run, run_label
 from medcls.runs.naming import display_names
 from medcls.runs.store import RunNotFoundError, RunStore
@@ -27,6 +27,12 @@ PICK = "Pick one from the current dataset"
 def _learned_from(root: str, run_id: str, weights_version: int) -> LearnedFrom:
     """The run's training and validation files (paths and sizes), read once per run and weights."""
     return learned_from(RunStore(root), run_id)
+
+
+@st.cache_data(max_entries=4, show_spinner="Comparing with the images this run learned from (once per run)…")
+def _lookalikes(root: str, run_id: str, weights_version: int) -> Lookalikes | None:
+    """Fingerprints of the run's training and validation images, to name a near copy of the image tried."""
+    return lookalikes(_learned_from(root, run_id, weights_version))
 
 
 st.title("🖼️ Try it")
@@ -73,7 +79,7 @@ st.caption(f"Classes: {', '.join(map(escape_markdown, predictor.classes))} · in
 
 source_kind = st.radio("Image", ["Upload an image", PICK], horizontal=True,
                        key="try_source")
-data, name = None, None
+data, name, true_class = None, None, None
 if source_kind == "Upload an image":
     # The browser refuses files over the uploader's cap without telling the page, which would leave the previous
     # image's prediction on screen under the refused file; so the uploader takes up to the server's cap and this
@@ -100,7 +106,7 @@ else:
     if choices:
         pick = st.selectbox("Image", range(len(choices)), key="try_pick",
                             format_func=lambda i: f"{item_name(choices[i][0])} (true: {choices[i][1]})")
-        data, name = choices[pick][0], item_name(choices[pick][0])
+        (data, true_class), name = choices[pick], item_name(choices[pick][0])
 
 if data is None:
     st.stop()
@@ -117,6 +123,10 @@ probabilities, label = prediction.probabilities, prediction.label
 novelty = predictor.novelty(pixels)
 seen = _learned_from(str(store.root), run_id, store.weights_version(run_id))
 learned = seen.split_of(path=data) if isinstance(data, str) else seen.split_of(data=data)
+copy = None
+if learned is None:  # not the same file: it may still be a copy of one (BUSI's split has copies of 45 test images)
+    looks = _lookalikes(str(store.root), run_id, store.weights_version(run_id))
+    copy = looks.near_copy(data) if looks is not None else None
 left, right = st.columns([1, 2])
 with left:
     st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), caption="as the model sees it",
@@ -125,6 +135,9 @@ with right:
     st.metric("Predicted class", escape_markdown(label), f"{probabilities[label]:.0%} confidence", delta_color="off")
     if learned is not None:
         st.info(escape_markdown(seen_sentence(learned, seen.folds)), icon="🧠")
+    elif copy is not None:
+        own_label = true_class if true_class in predictor.classes else None  # another dataset's names say nothing
+        st.info(escape_markdown(near_copy_sentence(copy, seen.folds, own_label)), icon="🧠")
     if novelty is not None and novelty.unusual:
         st.warning(novelty.sentence(), icon="🛑")
     if prediction.low_confidence:

@@ -201,7 +201,8 @@ def _console_progress(store, run_id: str):
 def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()) -> int:
     report = store.data_report(run_id)
     if report.skipped:
-        print(f"skipped {len(report.skipped)} file(s):")
+        n = len(report.skipped)
+        print(f"skipped {'1 file' if n == 1 else f'{n} files'}:")
         for s in report.skipped:
             print(f"  {s.path}: {s.reason}")
     for note in store.status(run_id).notes:
@@ -215,10 +216,19 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
         print(f"run {run_id} {outcome.state}: {outcome.error}", file=sys.stderr)
         if outcome.metrics.get("test") is not None:
             _print_metrics(outcome.metrics["test"])
+            _print_copies(store, run_id)
         return 1
     _print_metrics(outcome.metrics.get("test"))
+    _print_copies(store, run_id)
     print(f"run {run_id} finished: {store.path(run_id)}")
     return 0
+
+
+def _print_copies(store, run_id: str) -> None:
+    from ..analysis.copies import run_copies_sentence
+
+    if sentence := run_copies_sentence(store, run_id):
+        print(f"note: {sentence}")
 
 
 def _print_cross_validation(cv: CrossValidation, focus_class: str) -> None:

@@ -27,7 +27,7 @@ from ..settings import cache_dir
 from .imageio import NPZ_MARK, ImageReadError, read_image
 from .similarity import THUMB_SIDE, thumbnail_pixels
 
-__all__ = ["HashTable", "image_hashes", "clear_fingerprint_memory", "HASH_FORMAT"]
+__all__ = ["HashTable", "image_hashes", "fingerprint_pixels", "clear_fingerprint_memory", "HASH_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,11 @@ def _content_key(path: str) -> str:
 
 
 def _hash_pixels(path: str) -> tuple[int, str, bytes]:
-    gray = read_image(path, "gray")
+    return fingerprint_pixels(read_image(path, "gray"))
+
+
+def fingerprint_pixels(gray: np.ndarray) -> tuple[int, str, bytes]:
+    """(perceptual hash, pixel digest, thumbnail) of decoded uint8 gray pixels: what the table keeps per image."""
     pixel_digest = hashlib.blake2b(gray.tobytes() + str(gray.shape).encode(), digest_size=12).hexdigest()
     return int(str(imagehash.phash(Image.fromarray(gray))), 16), pixel_digest, thumbnail_pixels(gray)
 

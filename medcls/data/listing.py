@@ -106,7 +106,8 @@ def list_images(folder: Path, root: Path, cfg: DataConfig, report: DataReport) -
             else:
                 found.append(str(path))
     if masks_skipped:
-        report.notes.append(f"{folder.name}: {masks_skipped} file(s) named *_mask* skipped (segmentation masks; "
+        files = "1 file" if masks_skipped == 1 else f"{masks_skipped} files"
+        report.notes.append(f"{folder.name}: {files} named *_mask* skipped (segmentation masks; "
                             "set include_masks to use them).")
     return found
 

@@ -271,7 +271,8 @@ def _build_spec(root: Path, layout: str, rows: list[Row], resolver: ClassResolve
                 report: DataReport) -> DatasetSpec:
     if not rows:
         raise DataError(f"No usable images found in {root}"
-                        + (f" ({len(report.skipped)} file(s) skipped; see the data report)." if report.skipped
+                        + (f" ({len(report.skipped)} {'file' if len(report.skipped) == 1 else 'files'} skipped; see "
+                           "the data report)." if report.skipped
                            else ". Expected class sub-folders with .png/.jpg/.bmp/.tif images."))
     by_split: dict[str | None, set[str]] = defaultdict(set)
     for _, name, split in rows:

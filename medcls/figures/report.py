@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from .. import __version__
 from ..analysis.calibration import calibration_sentence, reliability
+from ..analysis.copies import run_copies_sentence
 from ..analysis.metrics import SplitMetrics
 from ..analysis.operating_point import (
     BinaryView,
@@ -128,6 +129,11 @@ def _metrics_section(test: SplitMetrics, ci: Mapping) -> str:
     method = (f"<p class='muted'>95% intervals: {ci.get('method')}, {ci.get('n_boot')} resamples of the test "
               "images for the bootstrap (its range holds the middle 95% of the resampled values).</p>") if ci else ""
     return _pairs(overall) + _table(rows) + warnings + method
+
+
+def _copies_warning(store: RunStore, run_id: str) -> str:
+    sentence = run_copies_sentence(store, run_id)
+    return f"<div class='warn'>{_esc(sentence)}</div>" if sentence else ""
 
 
 def _operating_point_section(store: RunStore, run_id: str, classes: list[str], focus: str,
@@ -242,7 +248,7 @@ def run_card_html(store: RunStore, run_id: str) -> str:
 <h2>Summary</h2>{_pairs(overview)}
 <h2>Data</h2>{_pairs(data_pairs)}
 <p>Images per split and class:</p>{_table(count_rows)}
-<h2>Test metrics with 95% confidence intervals</h2>{_metrics_section(test, ci)}
+<h2>Test metrics with 95% confidence intervals</h2>{_metrics_section(test, ci)}{_copies_warning(store, run_id)}
 {_cross_validation_section(cv, focus) if cv and cv.scores else ""}
 <h2>Operating point for {_esc(focus)}</h2>{_operating_point_section(store, run_id, classes, focus, out_of_fold=bool(cv and cv.scores))}
 <h2>Calibration</h2><p>{_esc(calibration_sentence(rel))}</p>

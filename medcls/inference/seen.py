@@ -3,9 +3,13 @@
 Try it answers any image. When the image is one of the run's own training images (picked from the dataset, or
 the same file uploaded again), its answer says little about new patients, and the page says so. The run's
 ``split.csv`` lists the files it learned from; an upload is compared byte for byte with those of the same size
-(a stat of each file is all that is read beforehand, so a large dataset costs no reading), so only an identical
-copy is recognised (a re-exported or cropped copy is not: the Data explorer's duplicate check finds those within
-a dataset).
+(a stat of each file is all that is read beforehand, so a large dataset costs no reading).
+
+A near copy counts too: public datasets hold the same scan twice (re-exported, cropped a little, with or
+without calipers), and BUSI's fixed split puts copies of 36 of its test images in train. So an image that is
+neither gets compared with the fingerprints of the run's training and validation images (perceptual hash and
+thumbnail, :mod:`medcls.data.fingerprints`, cached by contents), with the Data explorer's rule for a copy:
+within ``DEFAULT_MAX_DISTANCE`` bits, and closer than two unrelated images of that data could be by chance.
 """
 
 from __future__ import annotations
@@ -14,16 +18,24 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from ..data.imageio import NPZ_MARK
+import numpy as np
+
+from ..data.fingerprints import HashTable, fingerprint_pixels, image_hashes
+from ..data.health import DEFAULT_MAX_DISTANCE
+from ..data.imageio import NPZ_MARK, open_image, to_uint8
+from ..data.similarity import ChanceLevels, chance_levels, confirm_pairs
 from ..data.spec import item_name
 from ..runs.store import RunStore
 
-__all__ = ["LearnedFrom", "learned_from", "seen_sentence"]
+__all__ = ["LearnedFrom", "learned_from", "seen_sentence", "NearCopy", "Lookalikes", "lookalikes",
+           "near_copy_sentence", "MAX_LOOKALIKE_FILES"]
 
 log = logging.getLogger(__name__)
 
 LEARNING_SPLITS = ("train", "val")  # validation picks the best epoch, and fold models train on it
+MAX_LOOKALIKE_FILES = 20_000        # more would take minutes to fingerprint on a first visit (about 1.6 ms a file)
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,11 @@ class LearnedFrom:
     splits: dict[str, str]
     by_size: dict[int, tuple[str, ...]]
     folds: int  # 0: one model
+    labels: dict[str, str] | None = None  # path -> class name, as the run's split.csv filed it
+
+    def learning_paths(self) -> list[str]:
+        """The training and validation items, in the split file's order."""
+        return [path for path, split in self.splits.items() if split in LEARNING_SPLITS]
 
     def split_of(self, path: str | None = None, data: bytes | None = None) -> tuple[str, str] | None:
         """(path, split) of the run's training or validation file that is this path, or has exactly these bytes."""
@@ -54,12 +71,14 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
     file of their own to upload, so only their paths count.
     """
     splits: dict[str, str] = {}
+    labels: dict[str, str] = {}
     path = store.file(run_id, "split.csv")
     if path.is_file():
         with open(path, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 if row.get("path") and row.get("split"):
                     splits[row["path"]] = row["split"]
+                    labels[row["path"]] = row.get("label") or ""
     by_size: dict[int, list[str]] = {}
     for item, split in splits.items():
         if split not in LEARNING_SPLITS or NPZ_MARK in item:
@@ -70,19 +89,109 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
             continue
     if splits and not by_size:
         log.info("Run %s: none of its training files is on this machine; uploads are matched by nothing", run_id)
-    return LearnedFrom(splits, {size: tuple(paths) for size, paths in by_size.items()}, store.summary(run_id).folds)
+    return LearnedFrom(splits, {size: tuple(paths) for size, paths in by_size.items()}, store.summary(run_id).folds,
+                       labels)
 
 
 def seen_sentence(match: tuple[str, str], folds: int) -> str:
     """Why an answer on this image means little, in a sentence for the page (Markdown-free)."""
     path, split = match
-    name = item_name(path)
+    return (f"This is {item_name(path)}, one of the images this run learned from: {_how_used(split, folds)}. A right "
+            "answer here shows what the model remembers, not how it does on new images; pick a test image to see "
+            "that.")
+
+
+def _how_used(split: str, folds: int) -> str:
     if folds:  # the folds split train + val: each image is held out by one fold model, the others train on it
-        how = (f"{folds - 1} of this run's {folds} fold models trained on it, and the other one chose its best "
-               "epoch with it")
-    elif split == "train":
-        how = "this run trained on it"
-    else:
-        how = "this run chose its best epoch by how well it did on it and the other validation images"
-    return (f"This is {name}, one of the images this run learned from: {how}. A right answer here shows what the "
-            "model remembers, not how it does on new images; pick a test image to see that.")
+        return (f"{folds - 1} of this run's {folds} fold models trained on it, and the other one chose its best "
+                "epoch with it")
+    if split == "train":
+        return "this run trained on it"
+    return "this run chose its best epoch by how well it did on it and the other validation images"
+
+
+# --- near copies ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NearCopy:
+    """A training or validation image that is a copy of the one asked about (not the same file)."""
+
+    path: str
+    split: str
+    label: str   # its class in the run's split ('' when the split file has none)
+    bits: int    # perceptual hashes differ in this many of 64 bits
+    same_pixels: bool  # the very same picture, saved again
+
+
+@dataclass(frozen=True)
+class Lookalikes:
+    """Fingerprints of the images a run learned from, and how alike unrelated ones of them are by chance."""
+
+    paths: list[str]
+    table: HashTable
+    levels: ChanceLevels
+    seen: LearnedFrom
+
+    def near_copy(self, source: str | bytes) -> NearCopy | None:
+        """The closest training or validation image that is a copy of ``source`` (a dataset item or file bytes).
+
+        Raises :class:`medcls.data.ImageReadError` when ``source`` cannot be decoded.
+        """
+        if isinstance(source, str):
+            row = image_hashes([source])
+            if not row.ok[0]:
+                return None
+            phash, digest, thumb = int(row.phash[0]), row.pixels[0], row.thumbs[0].tobytes()
+        else:
+            phash, digest, thumb = fingerprint_pixels(to_uint8(open_image(source), "gray"))
+        usable = np.flatnonzero(self.table.ok)
+        if not len(usable):
+            return None
+        bits = np.bitwise_count(self.table.phash[usable] ^ np.uint64(phash)).astype(np.int64)
+        close = np.flatnonzero(bits <= DEFAULT_MAX_DISTANCE)
+        if not len(close):
+            return None
+        candidates = usable[close]
+        # Row 0 is the asked-about image, rows 1.. the candidates: confirm_pairs compares thumbnails by index.
+        thumbs = np.vstack([np.frombuffer(thumb, np.uint8)[None], self.table.thumbs[candidates]])
+        same = np.array([self.table.pixels[i] == digest for i in candidates])
+        keep = confirm_pairs(np.zeros(len(close), np.int64), np.arange(1, len(close) + 1), bits[close], thumbs,
+                             same, self.levels)
+        if not keep.any():
+            return None
+        order = np.lexsort((~same[keep], bits[close][keep]))  # fewest bits first; the same pixels win a tie
+        best = int(candidates[keep][order[0]])
+        path = self.paths[best]
+        return NearCopy(path, self.seen.splits[path], (self.seen.labels or {}).get(path, ""),
+                        int(bits[close][keep][order[0]]), bool(same[keep][order[0]]))
+
+
+def lookalikes(seen: LearnedFrom, progress: Callable[[int, int], None] | None = None) -> Lookalikes | None:
+    """Fingerprint the run's training and validation images (cached by contents; about 1.6 ms a new file).
+
+    None when there are none on this machine, or more than ``MAX_LOOKALIKE_FILES`` (a first visit would take
+    minutes); then only the same file or path is recognised.
+    """
+    paths = seen.learning_paths()
+    if not paths or len(paths) > MAX_LOOKALIKE_FILES:
+        if paths:
+            log.info("%d training images: not compared for near copies (more than %d)", len(paths),
+                     MAX_LOOKALIKE_FILES)
+        return None
+    table = image_hashes(paths, progress=progress)
+    if not table.ok.any():
+        return None
+    return Lookalikes(paths, table, chance_levels(table.phash, table.thumbs, table.ok), seen)
+
+
+def near_copy_sentence(copy: NearCopy, folds: int, label: str | None = None) -> str:
+    """Why an answer on a copy of a training image means little; ``label``: the asked-about image's own class."""
+    what = "the same picture as" if copy.same_pixels else "a near copy of"
+    kind = f"a {copy.label} image" if copy.label else "one of the images"
+    sentence = (f"This image is {what} {item_name(copy.path)}, {kind} this run learned from: "
+                f"{_how_used(copy.split, folds)}. A right answer here may show what the model remembers rather than "
+                "how it does on new images.")
+    if copy.label and label is not None and copy.label != label:
+        sentence += (f" This one is filed as {label}, that one as {copy.label}: one of the two labels is wrong, or the "
+                     "case is ambiguous.")
+    return sentence

@@ -26,6 +26,7 @@ import numpy as np
 from torch import nn
 
 from ..analysis.calibration import expected_calibration_error
+from ..analysis.copies import copied_test_images
 from ..analysis.metrics import SplitMetrics
 from ..analysis.uncertainty import metric_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
@@ -249,7 +250,17 @@ def _record_results(store: RunStore, run_id: str, result: TrainResult) -> None:
         # 95% intervals and calibration per split (milliseconds)
         intervals={s: metric_intervals(labels[s], p, result.data.classes) for s, p in result.probs.items()},
         ece={s: expected_calibration_error(labels[s], p) for s, p in result.probs.items()},
-        stopped=result.cancelled))
+        stopped=result.cancelled, test_copies=_test_copies(result.data)))
+
+
+def _test_copies(data: PreparedData) -> tuple[str, ...] | None:
+    """The test images with a copy among those the run learned from (a run never fails for want of it)."""
+    spec = data.decoded.spec
+    try:
+        return copied_test_images([(it.path, it.split) for it in spec.items])
+    except Exception as exc:  # an odd file or a full cache disk must not cost the run its results
+        log.warning("Could not check the test images for copies of training images: %s", exc)
+        return None
 
 
 def _record_novelty(store: RunStore, run_id: str, result: TrainResult) -> None:

@@ -338,6 +338,7 @@ class RunMetrics:
     intervals: dict[str, dict] = field(default_factory=dict)   # split -> 95% intervals (analysis.uncertainty)
     ece: dict[str, float | None] = field(default_factory=dict)  # split -> expected calibration error
     stopped: bool = False                  # the run was stopped; these are its best checkpoint's results so far
+    test_copies: tuple[str, ...] | None = None  # test images with a near copy in train/val (None: not checked)
 
     @property
     def test(self) -> "SplitMetrics | None":
@@ -347,7 +348,8 @@ class RunMetrics:
         return {**{s: m.to_dict() for s, m in self.splits.items()}, "best_epoch": self.best_epoch,
                 "best_val_score": self.best_val_score, "precision": self.precision, "focus_class": self.focus_class,
                 "intervals": self.intervals, "calibration": {s: {"ece": v} for s, v in self.ece.items()},
-                "stopped": self.stopped}
+                "stopped": self.stopped,
+                "test_copies": None if self.test_copies is None else list(self.test_copies)}
 
     @classmethod
     def from_dict(cls, data: Any) -> "RunMetrics":
@@ -365,7 +367,9 @@ class RunMetrics:
                    focus_class=_str(data.get("focus_class")),
                    intervals={str(s): v for s, v in intervals.items() if isinstance(v, Mapping)},
                    ece={str(s): _float(v.get("ece")) for s, v in calibration.items() if isinstance(v, Mapping)},
-                   stopped=data.get("stopped") is True)
+                   stopped=data.get("stopped") is True,
+                   test_copies=tuple(str(p) for p in data["test_copies"])
+                   if isinstance(data.get("test_copies"), list) else None)
 
 
 # --- cv.json -----------------------------------------------------------------------------------------------------

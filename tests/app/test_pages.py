@@ -164,6 +164,15 @@ def test_try_it_says_when_the_image_is_one_the_run_learned_from(app_env, tiny_da
     at.file_uploader(key="try_upload").upload("scan.png", _png_bytes(), "image/png").run()  # a new image
     assert not at.exception and [m for m in at.metric if m.label == "Predicted class"]
     assert not [i for i in at.info if "learned from" in i.value]
+    # The same scan re-exported (a little brighter, as a JPEG): other bytes, but a copy of a training image.
+    gray = np.asarray(Image.open(train).convert("L"), dtype=np.int16)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(gray + 12, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=95)
+    at.file_uploader(key="try_upload").upload("export.jpg", buf.getvalue(), "image/jpeg").run()
+    assert not at.exception and not at.error
+    copies = [as_read(i.value) for i in at.info if "this run learned from" in i.value]
+    assert len(copies) == 1 and copies[0].startswith(f"This image is a near copy of {train.name}, a "
+                                                     f"{train.parent.name} image this run learned from"), copies
 
 
 def test_try_it_bad_upload_shows_a_clear_error(app_env, tiny_dataset):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from apphelpers import choose_folder, new_app
+from apphelpers import as_read, choose_folder, new_app
 
 from medcls.config import DataConfig, TrainConfig
 from medcls.jobs.execute import execute_run
@@ -175,3 +175,25 @@ def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(a
     assert len(notes) == 1 and "typically 32 px" in notes[0] and "enlarged 4.0 times" in notes[0], notes
     at.number_input(key="opt_image_size").set_value(32).run()
     assert not any("enlarged" in i.value for i in at.info)
+
+
+def test_compare_says_how_many_test_images_are_copies_and_the_score_without_them(app_env, tiny_dataset,
+                                                                                 split_dataset):
+    import numpy as np
+    from PIL import Image
+
+    gray = np.asarray(Image.open(split_dataset / "train" / "benign" / "benign (2).png"), dtype=np.int16)
+    Image.fromarray(np.clip(gray + 12, 0, 255).astype(np.uint8)).save(split_dataset / "test" / "benign" / "re.jpg",
+                                                                         quality=95)  # the scan saved again
+    store = RunStore(app_env / "runs")
+    clean = trained(store, tiny_dataset)
+    leaky = trained(store, split_dataset)
+    at = new_app().run()
+    at.switch_page("app_pages/compare.py").run()
+    at.multiselect(key="compare_runs").set_value([leaky, clean]).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    names = {r: store.summary(r).name for r in (leaky, clean)}
+    copies = [as_read(w.value) for w in at.warning if "near copy among the images this run learned from" in w.value]
+    assert len(copies) == 1, copies  # the run without copies says nothing
+    assert copies[0].startswith(f"**{names[leaky]}**: 1 of the 10 test images (10%) has a near copy"), copies
+    assert "On the 9 test images without a copy: macro-F1" in copies[0] and "on all 10)" in copies[0]

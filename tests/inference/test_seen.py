@@ -50,3 +50,67 @@ def test_the_sentence_says_how_the_run_used_the_image():
     folds = seen_sentence(("/d/a.png", "val"), folds=5)
     assert "4 of this run's 5 fold models trained on it, and the other one chose its best epoch with it" in folds
     assert seen_sentence(("/d/a.png", "train"), folds=5) == folds  # the folds split train + val alike
+
+
+def _near_copy_bytes(path: str, brighter: int = 12) -> bytes:
+    """The picture re-exported: a little brighter, saved as a JPEG (other bytes, other pixels, the same scan)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    gray = np.asarray(Image.open(path).convert("L"), dtype=np.int16)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(gray + brighter, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_a_re_exported_copy_of_a_training_image_is_named_with_its_class(finished_run, tmp_path):
+    from medcls.inference.seen import lookalikes
+
+    store, run_id = finished_run
+    rows = _rows(store, run_id)
+    train = next(r for r in rows if r["split"] == "train")
+    seen = learned_from(store, run_id)
+    looks = lookalikes(seen)
+    assert looks is not None and len(looks.paths) == sum(r["split"] in ("train", "val") for r in rows)
+    copy_bytes = _near_copy_bytes(train["path"])
+    assert seen.split_of(data=copy_bytes) is None  # not the same file
+    copy = looks.near_copy(copy_bytes)
+    assert copy is not None and copy.path == train["path"] and copy.split == "train"
+    assert copy.label == train["label"] and not copy.same_pixels and copy.bits <= 10
+    # A copy on disk (picked by path) is found the same way; a PNG of the same pixels is "the same picture".
+    from PIL import Image
+    saved = tmp_path / "elsewhere.png"
+    Image.open(train["path"]).save(saved)
+    same = looks.near_copy(str(saved))
+    assert same is not None and same.path == train["path"] and same.same_pixels and same.bits == 0
+    # The test images are other pictures: none of them is taken for a copy.
+    assert all(looks.near_copy(r["path"]) is None for r in rows if r["split"] == "test")
+
+
+def test_the_near_copy_sentence_names_the_copy_and_a_label_conflict():
+    from medcls.inference.seen import NearCopy, near_copy_sentence
+
+    copy = NearCopy("/d/malignant/malignant (51).png", "train", "malignant", bits=0, same_pixels=False)
+    upload = near_copy_sentence(copy, folds=0)
+    assert upload.startswith("This image is a near copy of malignant (51).png, a malignant image this run learned "
+                             "from: this run trained on it.")
+    assert "remembers" in upload and "filed" not in upload
+    conflict = near_copy_sentence(copy, folds=5, label="benign")
+    assert conflict.endswith(" This one is filed as benign, that one as malignant: one of the two labels is wrong, "
+                             "or the case is ambiguous.")
+    assert "4 of this run's 5 fold models trained on it" in conflict
+    assert near_copy_sentence(copy, folds=0, label="malignant") == upload  # the same class: nothing to add
+    same = NearCopy("/d/a.png", "val", "", bits=0, same_pixels=True)
+    assert near_copy_sentence(same, folds=0).startswith("This image is the same picture as a.png, one of the images "
+                                                        "this run learned from: this run chose its best epoch")
+
+
+def test_no_near_copy_check_without_training_files_on_this_machine(finished_run):
+    from medcls.inference.seen import lookalikes
+
+    store, run_id = finished_run
+    seen = learned_from(store, run_id)
+    moved = {path + ".gone": split for path, split in seen.splits.items()}
+    assert lookalikes(type(seen)(moved, {}, 0, {})) is None

@@ -60,6 +60,7 @@ def test_a_finished_run_writes_every_artefact(finished_run):
 
     metrics = store.metrics(run_id)
     assert metrics.best_epoch == status.best_epoch and metrics.precision == "fp32" and not metrics.stopped
+    assert metrics.test_copies == ()  # checked: no test image is a copy of one it learned from
     raw = json.loads((folder / "metrics.json").read_text())
     for split in ("val", "test"):
         m = metrics.splits[split]
