@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..analysis.copies import copied_test_images, metrics_without
 from ..config import DataConfig, TrainConfig
 from ..data.cache import clear_memory_cache
 from ..jobs.manager import JobManager
@@ -40,6 +41,12 @@ def time_to_quality(cfg: TrainConfig) -> dict:
            "focus_recall": test.recall(focus), "best_epoch": result.fit.best_epoch,
            "epochs": len(result.fit.history), "precision": result.precision, "folds": 0,
            "images": {split: sum(per.values()) for split, per in counts.items()}}
+    copies = copied_test_images([(it.path, it.split) for it in data.decoded.spec.items])
+    if copies:  # the same models on the test images that are new to them (no copy among train + val)
+        new = metrics_without(data.test.paths, data.test.labels.numpy(), result.probs["test"], data.classes, copies)
+        out["without_copies"] = {"copies": len(copies), "test_images": test.n,
+                                 "macro_f1": new.macro_f1 if new else None,
+                                 "focus_recall": new.recall(focus) if new else None}
     if result.cv is not None:
         out["folds"] = result.cv.folds
         out["cross_validation"] = _cv_summary(result.cv, wall, focus) | {

@@ -209,3 +209,30 @@ def test_the_estimates_report_says_whether_each_estimate_assumed_a_warm_process(
     lines = [line for line in text.splitlines() if line.startswith("| default") or line.startswith("| cold")]
     assert [line.rsplit("|", 2)[1].strip() for line in lines] == ["yes", "no", "–"]
     assert "| warm process |" in text
+
+
+def test_the_same_runs_are_also_scored_on_the_test_images_that_are_new_to_them():
+    r = copy.deepcopy(RESULTS)
+    r["time_to_quality"] = [{**q, "without_copies": {"copies": 45, "test_images": 118, "macro_f1": f1,
+                                                     "focus_recall": rec}}
+                            for q, f1, rec in zip(r["time_to_quality"] * 2, (0.80, 0.82), (0.84, 0.88))]
+    row = next(line for line in render_markdown(r).splitlines() if "test images with no copy" in line)
+    assert row.startswith("| 6 | … the same runs on the 73 of 118 test images with no copy among train + val")
+    assert "| 0.810 (0.800–0.820) / 0.860 (0.840–0.880) |" in row
+    assert "test images with no copy" not in render_markdown(RESULTS)  # not measured: no row
+
+
+def test_time_to_quality_scores_the_test_images_without_a_copy_apart(tmp_path, synth):
+    import numpy as np
+    from PIL import Image
+
+    from medcls.bench.quality import time_to_quality
+
+    root = synth.split_folders(tmp_path / "splits", {"train": {c: 10 for c in synth.classes},
+                                                     "val": {c: 3 for c in synth.classes},
+                                                     "test": {c: 3 for c in synth.classes}})
+    gray = np.asarray(Image.open(root / "train" / "benign" / "benign (4).png"), dtype=np.int16)
+    Image.fromarray(np.clip(gray + 12, 0, 255).astype(np.uint8)).save(root / "test" / "benign" / "re.jpg", quality=95)
+    out = time_to_quality(synth.config(root, small_data_ensemble=False))
+    fresh = out["without_copies"]
+    assert fresh["copies"] == 1 and fresh["test_images"] == 10 and 0 <= fresh["macro_f1"] <= 1
