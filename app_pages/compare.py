@@ -127,7 +127,7 @@ table = pd.DataFrame(rows).set_index("run").astype(float)
 st.dataframe(metrics_down(table.map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")), width="stretch", height="content",
              key="compare_metrics")
 for r in chosen:  # test images that are copies of training images flatter the score: say by how much
-    if copies := run_copies_sentence(store, r):
+    if copies := run_copies_sentence(store, r, metrics[r], predictions[r]):
         st.warning(f"**{escape_markdown(names[r])}**: {escape_markdown(copies)} For an honest score, train on a split "
                    "that keeps copies together (the Data explorer's *Duplicates and leaks* section makes one).",
                    icon="🪞")

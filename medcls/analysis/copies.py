@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..runs.lifecycle import RunNotFoundError
-from ..runs.records import RecordError
+from ..runs.records import Predictions, RecordError, RunMetrics
 from ..runs.store import RunStore
 from .metrics import SplitMetrics, classification_metrics
 
@@ -84,15 +84,17 @@ def copies_sentence(test_images: int, copies: Sequence[str], whole: SplitMetrics
             f"{_score(whole.macro_f1)} on all {whole.n}){focus_words}.")
 
 
-def run_copies_sentence(store: RunStore, run_id: str) -> str:
-    """:func:`copies_sentence` for a run's recorded copies and test predictions; '' when it has none (or runs
-    from before they were recorded, or whose predictions are gone)."""
-    metrics = store.metrics(run_id)
+def run_copies_sentence(store: RunStore, run_id: str, metrics: RunMetrics | None = None,
+                        test: Predictions | None = None) -> str:
+    """:func:`copies_sentence` for a run's recorded copies and test predictions (pass them when already read);
+    '' when it has none (or runs from before they were recorded, or whose predictions are gone)."""
+    metrics = metrics if metrics is not None else store.metrics(run_id)
     if metrics is None or not metrics.test_copies or metrics.test is None:
         return ""
-    try:
-        test = store.predictions(run_id, "test")
-    except (RunNotFoundError, RecordError, FileNotFoundError):
-        return ""
+    if test is None:
+        try:
+            test = store.predictions(run_id, "test")
+        except (RunNotFoundError, RecordError, FileNotFoundError):
+            return ""
     without = metrics_without(test.paths, test.y_true, test.probs, test.classes, metrics.test_copies)
     return copies_sentence(metrics.test.n, metrics.test_copies, metrics.test, without, metrics.focus_class)
