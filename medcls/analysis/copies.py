@@ -27,7 +27,7 @@ __all__ = ["MAX_CHECKED_IMAGES", "copied_test_images", "metrics_without", "copie
 log = logging.getLogger(__name__)
 
 MAX_CHECKED_IMAGES = 20_000   # hashing more at the end of a run would take minutes (about 1.6 ms an image)
-LEARNING_SPLITS = ("train", "val")
+LEARNING_SPLITS = ("train", "val")  # validation picks the best epoch, and fold models train on it
 
 
 def copied_test_images(items: Sequence[tuple[str, str]]) -> tuple[str, ...] | None:

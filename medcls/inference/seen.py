@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..analysis.copies import LEARNING_SPLITS
 from ..data.fingerprints import HashTable, fingerprint_pixels, image_hashes
 from ..data.health import DEFAULT_MAX_DISTANCE
 from ..data.imageio import NPZ_MARK, open_image, to_uint8
@@ -34,7 +35,6 @@ __all__ = ["LearnedFrom", "learned_from", "seen_sentence", "NearCopy", "Lookalik
 
 log = logging.getLogger(__name__)
 
-LEARNING_SPLITS = ("train", "val")  # validation picks the best epoch, and fold models train on it
 MAX_LOOKALIKE_FILES = 20_000        # more would take minutes to fingerprint on a first visit (about 1.6 ms a file)
 
 
