@@ -121,11 +121,12 @@ except ImageReadError as exc:
 prediction = predictor.prediction(probs)
 probabilities, label = prediction.probabilities, prediction.label
 novelty = predictor.novelty(pixels)
-seen = _learned_from(str(store.root), run_id, store.weights_version(run_id))
+weights_version = store.weights_version(run_id)
+seen = _learned_from(str(store.root), run_id, weights_version)
 learned = seen.split_of(path=data) if isinstance(data, str) else seen.split_of(data=data)
 copy = None
 if learned is None:  # not the same file: it may still be a copy of one (BUSI's split has copies of 45 test images)
-    looks = _lookalikes(str(store.root), run_id, store.weights_version(run_id))
+    looks = _lookalikes(str(store.root), run_id, weights_version)
     copy = looks.near_copy(data) if looks is not None else None
 left, right = st.columns([1, 2])
 with left:

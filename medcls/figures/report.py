@@ -32,7 +32,7 @@ from ..atomic import atomic_write_text
 from ..config import format_value, settings_rows
 from ..data import default_focus_class
 from ..runs.permissions import owner_words
-from ..runs.records import CrossValidation, ModelRecord, latest_fold
+from ..runs.records import CrossValidation, ModelRecord, Predictions, RunMetrics, latest_fold
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import redact_paths
 from .analysis import interval_figure, reliability_figure
@@ -131,8 +131,8 @@ def _metrics_section(test: SplitMetrics, ci: Mapping) -> str:
     return _pairs(overall) + _table(rows) + warnings + method
 
 
-def _copies_warning(store: RunStore, run_id: str) -> str:
-    sentence = run_copies_sentence(store, run_id)
+def _copies_warning(store: RunStore, run_id: str, metrics: RunMetrics, test: Predictions) -> str:
+    sentence = run_copies_sentence(store, run_id, metrics, test)
     return f"<div class='warn'>{_esc(sentence)}</div>" if sentence else ""
 
 
@@ -248,7 +248,7 @@ def run_card_html(store: RunStore, run_id: str) -> str:
 <h2>Summary</h2>{_pairs(overview)}
 <h2>Data</h2>{_pairs(data_pairs)}
 <p>Images per split and class:</p>{_table(count_rows)}
-<h2>Test metrics with 95% confidence intervals</h2>{_metrics_section(test, ci)}{_copies_warning(store, run_id)}
+<h2>Test metrics with 95% confidence intervals</h2>{_metrics_section(test, ci)}{_copies_warning(store, run_id, metrics, predictions)}
 {_cross_validation_section(cv, focus) if cv and cv.scores else ""}
 <h2>Operating point for {_esc(focus)}</h2>{_operating_point_section(store, run_id, classes, focus, out_of_fold=bool(cv and cv.scores))}
 <h2>Calibration</h2><p>{_esc(calibration_sentence(rel))}</p>

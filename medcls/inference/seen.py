@@ -18,11 +18,10 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ..analysis.copies import LEARNING_SPLITS
+from ..analysis.copies import LEARNING_SPLITS, MAX_CHECKED_IMAGES
 from ..data.fingerprints import HashTable, fingerprint_pixels, image_hashes
 from ..data.health import DEFAULT_MAX_DISTANCE
 from ..data.imageio import NPZ_MARK, open_image, to_uint8
@@ -31,11 +30,9 @@ from ..data.spec import item_name
 from ..runs.store import RunStore
 
 __all__ = ["LearnedFrom", "learned_from", "seen_sentence", "NearCopy", "Lookalikes", "lookalikes",
-           "near_copy_sentence", "MAX_LOOKALIKE_FILES"]
+           "near_copy_sentence"]
 
 log = logging.getLogger(__name__)
-
-MAX_LOOKALIKE_FILES = 20_000        # more would take minutes to fingerprint on a first visit (about 1.6 ms a file)
 
 
 @dataclass(frozen=True)
@@ -151,34 +148,34 @@ class Lookalikes:
         close = np.flatnonzero(bits <= DEFAULT_MAX_DISTANCE)
         if not len(close):
             return None
-        candidates = usable[close]
+        candidates, distance = usable[close], bits[close]
         # Row 0 is the asked-about image, rows 1.. the candidates: confirm_pairs compares thumbnails by index.
         thumbs = np.vstack([np.frombuffer(thumb, np.uint8)[None], self.table.thumbs[candidates]])
         same = np.array([self.table.pixels[i] == digest for i in candidates])
-        keep = confirm_pairs(np.zeros(len(close), np.int64), np.arange(1, len(close) + 1), bits[close], thumbs,
+        keep = confirm_pairs(np.zeros(len(close), np.int64), np.arange(1, len(close) + 1), distance, thumbs,
                              same, self.levels)
         if not keep.any():
             return None
-        order = np.lexsort((~same[keep], bits[close][keep]))  # fewest bits first; the same pixels win a tie
-        best = int(candidates[keep][order[0]])
-        path = self.paths[best]
-        return NearCopy(path, self.seen.splits[path], (self.seen.labels or {}).get(path, ""),
-                        int(bits[close][keep][order[0]]), bool(same[keep][order[0]]))
+        candidates, distance, same = candidates[keep], distance[keep], same[keep]
+        best = np.lexsort((~same, distance))[0]  # fewest bits first; the same pixels win a tie
+        path = self.paths[int(candidates[best])]
+        return NearCopy(path, self.seen.splits[path], (self.seen.labels or {}).get(path, ""), int(distance[best]),
+                        bool(same[best]))
 
 
-def lookalikes(seen: LearnedFrom, progress: Callable[[int, int], None] | None = None) -> Lookalikes | None:
+def lookalikes(seen: LearnedFrom) -> Lookalikes | None:
     """Fingerprint the run's training and validation images (cached by contents; about 1.6 ms a new file).
 
-    None when there are none on this machine, or more than ``MAX_LOOKALIKE_FILES`` (a first visit would take
+    None when there are none on this machine, or more than ``MAX_CHECKED_IMAGES`` (a first visit would take
     minutes); then only the same file or path is recognised.
     """
     paths = seen.learning_paths()
-    if not paths or len(paths) > MAX_LOOKALIKE_FILES:
+    if not paths or len(paths) > MAX_CHECKED_IMAGES:
         if paths:
             log.info("%d training images: not compared for near copies (more than %d)", len(paths),
-                     MAX_LOOKALIKE_FILES)
+                     MAX_CHECKED_IMAGES)
         return None
-    table = image_hashes(paths, progress=progress)
+    table = image_hashes(paths)
     if not table.ok.any():
         return None
     return Lookalikes(paths, table, chance_levels(table.phash, table.thumbs, table.ok), seen)
