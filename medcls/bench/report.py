@@ -117,7 +117,7 @@ def render_markdown(r: dict) -> str:
                          f"{d['planned_epochs']} epochs) | | ≤ {TARGETS['demo_first_epoch_s']:.0f} s / "
                          f"≤ {TARGETS['demo_finished_s']:.0f} s | {_verdict(ok)} |")
     lines += ["", "## Default recipe", "", "```", ", ".join(f"{k}={v}" for k, v in r["default_recipe"].items()
-                                                        if v not in (None, "", ())), "```", ""]
+                                                        if v not in (None, "", (), [])), "```", ""]
     lines += _notes(r, ratio, share, head_ratio)
     lines += ["", "## Classroom load (30 sessions)", "",
               "Measured separately (`make classroom`, not by this benchmark): page-render p95 and the slowest "
@@ -155,8 +155,7 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
         notes.append(f"- (1) missed by {TARGETS['seed_speedup'] - ratio:.2f}×: at 256 px this model's step is "
                      "dominated by maths on full-resolution feature maps and its 134M-parameter linear layer, "
                      f"which no data pipeline avoids: even the compute bound is only {bound_ratio:.2f}× the "
-                     "seed's throughput. bf16 autocast is slower than fp32 on this CPU (no AMX), so the probe "
-                     "keeps fp32.")
+                     "seed's throughput" + _precision_words(r["seed_cnn_bn_256_medcls"]["precision"]) + ".")
     notes.append("- (1) both sides train with the seed's recipe (Adam 1e-3, StepLR, no oversampling, no weight "
                  "averaging); medcls also augments every batch. Its gains on this model: no PNG decoding per "
                  "epoch, fused Adam (one pass over the 134M weights instead of several), max-pooling before "
@@ -196,6 +195,14 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                  "throughput by the mean of the bounds timed either side of it and reports the median over "
                  "epochs. A ratio above 1 means the machine sped up within an epoch.")
     return notes
+
+
+def _precision_words(precision: str) -> str:
+    """What the precision probe chose on this machine, for the (1) note (fp32 on some CPUs, bf16 on others)."""
+    if precision == "bf16":
+        return ", with bf16 arithmetic already (the precision probe found it faster than fp32 on this CPU)"
+    return ("; bf16 was not clearly faster than fp32 on this CPU (or not supported), so the precision probe "
+            "kept fp32")
 
 
 def _drift_caveat(r: dict) -> str:

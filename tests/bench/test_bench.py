@@ -63,6 +63,14 @@ def test_the_report_puts_the_seed_beside_medcls_with_ratios_and_verdicts():
     assert "7.5 s / 41.0 s (20 of 30 epochs)" in demo and "✅ met" in demo
 
 
+def test_the_recipe_line_leaves_out_empty_options_also_when_read_back_from_json():
+    results = copy.deepcopy(RESULTS)
+    results["default_recipe"].update(oversample=[], class_names=(), fc_widths=[64])  # JSON turns tuples into lists
+    recipe = render_markdown(results).split("## Default recipe")[1].split("## Notes")[0]
+    assert "model=small_cnn, image_size=128, fc_widths=[64]" in recipe
+    assert "oversample" not in recipe and "class_names" not in recipe
+
+
 def test_a_missed_target_is_reported_with_by_how_much_and_why():
     slow = copy.deepcopy(RESULTS)
     slow["seed_cnn_bn_256_medcls"]["images_per_s"] = 13.0
@@ -71,6 +79,9 @@ def test_a_missed_target_is_reported_with_by_how_much_and_why():
     notes = text.split("## Notes")[1]
     assert f"(1) missed by {TARGETS['seed_speedup'] - 1.3:.2f}×" in notes
     assert "compute bound is only 1.70×" in notes
+    assert "so the precision probe kept fp32" in notes and "bf16 arithmetic" not in notes
+    slow["seed_cnn_bn_256_medcls"]["precision"] = "bf16"  # the note says what the probe chose on this CPU
+    assert "with bf16 arithmetic already" in render_markdown(slow).split("## Notes")[1]
     assert "(2) missed by 0.11" in notes
     assert text.count("❌ missed") == 2
     assert "bound's own steps" not in notes  # older results did not time the bound's median step
