@@ -91,7 +91,7 @@ def live_panel(run_id: str) -> None:
         _numbers(one_model, progress, cfg.epochs, status, f" (fold {fold} of {folds})" if fold else "")
         if history:
             part = f" · fold {fold} of {folds}" if fold else ""
-            focus = model_record.focus_class if model_record else ""
+            focus = store.focus_class(run_id, model_record)
             curves, recall = _figures(run_id, one_model, focus, part)
             st.plotly_chart(curves, key=f"hist_{run_id}", width="stretch")
             st.plotly_chart(recall, key=f"recall_{run_id}", width="stretch")

@@ -225,7 +225,7 @@ def _record_data(store: RunStore, run_id: str, data: PreparedData) -> None:
     store.write_data_report(run_id, spec.report.to_dict())
     store.write_data_record(run_id, DataRecord(
         root=spec.root, layout=spec.layout, synthetic=spec.synthetic, fingerprint=spec.fingerprint(),
-        classes=tuple(spec.classes), counts=spec.counts(), color=data.decoded.color))
+        classes=tuple(spec.classes), counts=spec.counts(), color=data.decoded.color, focus_class=data.focus_class))
     store.write_env(run_id, {**describe_machine(), "numpy": np.__version__, "platform": platform.platform(),
                              "torchvision": _version("torchvision"), "scikit-learn": _version("scikit-learn"),
                              "pillow": _version("pillow")})

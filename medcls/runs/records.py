@@ -299,6 +299,7 @@ class DataRecord:
     classes: tuple[str, ...]
     counts: dict[str, dict[str, int]]   # split -> class -> images
     color: str
+    focus_class: str = ""               # the class whose recall the run tracks (known before any model exists)
 
     @property
     def label(self) -> str:
@@ -321,7 +322,7 @@ class DataRecord:
                    classes=tuple(str(c) for c in data.get("classes") or ()),
                    counts={str(s): {str(c): _int(n) or 0 for c, n in per.items()}
                            for s, per in counts.items() if isinstance(per, Mapping)},
-                   color=_str(data.get("color"), "gray"))
+                   color=_str(data.get("color"), "gray"), focus_class=_str(data.get("focus_class")))
 
 
 # --- metrics.json ----------------------------------------------------------------------------------------------------

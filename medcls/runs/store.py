@@ -250,6 +250,14 @@ class RunStore(RunLifecycle):
         data = self._read(run_id, "model.json", None)
         return None if data is None else ModelRecord.from_dict(data)
 
+    def focus_class(self, run_id: str, model_record: ModelRecord | None = None) -> str:
+        """The class whose recall the run tracks: from its model record (``model_record``, if already read), or,
+        before a model is saved (all through a cross-validation run's first fold), from its data record."""
+        if model_record is not None and model_record.focus_class:
+            return model_record.focus_class
+        data = self.data_record(run_id)
+        return data.focus_class if data else ""
+
     def write_data_record(self, run_id: str, record: DataRecord) -> None:
         self._write(run_id, "data.json", record.to_dict())
 
@@ -440,7 +448,8 @@ class RunStore(RunLifecycle):
         latest, fold = latest_fold(history)  # a cross-validation run: its latest fold's epochs
         best = best_record(history)
         test = metrics.test if metrics else None
-        focus = (metrics.focus_class if metrics else "") or (model_record.focus_class if model_record else "")
+        focus = (metrics.focus_class if metrics else "") or (model_record.focus_class if model_record else "") \
+            or (data.focus_class if data else "")
         name = meta.name or (default_run_name(cfg, data) if cfg is not None else run_id)
         return RunSummary(
             run_id=run_id, name=name, state=status.state, created=status.created,

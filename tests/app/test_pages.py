@@ -113,6 +113,19 @@ def test_the_run_panel_builds_its_figures_again_only_when_an_epoch_is_added(app_
     assert len(built) == 2
 
 
+def test_the_recall_chart_marks_the_focus_class_before_a_model_is_saved(app_env, tiny_dataset):
+    # A cross-validation run writes model.json when its first fold ends; until then the focus class comes from
+    # the run's data record, so the chart marks it from the first epoch on.
+    store = RunStore(app_env / "runs")
+    run_id = finished_run(store, tiny_dataset)
+    (store.root / run_id / "model.json").unlink()
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    names = [trace.get("name") for spec in plotly_specs(at) for trace in spec["data"]]
+    assert "bright (focus)" in names and "dark" in names, names[6:]
+
+
 def test_compare_shows_two_confusion_matrices(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
     first = finished_run(store, tiny_dataset, seed=0)

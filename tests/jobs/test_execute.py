@@ -78,6 +78,7 @@ def test_a_finished_run_writes_every_artefact(finished_run):
     assert env["torch"] == torch.__version__ and "cpu" in env
     data = store.data_record(run_id)
     assert data.layout == "class_folders" and data.synthetic is False
+    assert data.focus_class == record.focus_class == "malignant"  # known with the data, before any model
 
 
 

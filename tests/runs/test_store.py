@@ -12,7 +12,16 @@ import torch
 
 from medcls.analysis.metrics import classification_metrics
 from medcls.config import TrainConfig
-from medcls.runs.records import CrossValidation, EpochRecord, FoldScore, ModelRecord, Progress, RunMeta, RunMetrics
+from medcls.runs.records import (
+    CrossValidation,
+    DataRecord,
+    EpochRecord,
+    FoldScore,
+    ModelRecord,
+    Progress,
+    RunMeta,
+    RunMetrics,
+)
 from medcls.runs.store import (
     HEARTBEAT_STALE_S,
     InvalidRunIdError,
@@ -175,6 +184,21 @@ def test_a_cross_validation_run_counts_its_planned_folds_not_the_folds_saved_so_
     store.write_cross_validation(run, CrossValidation(folds=5, grouped=False, scores=(score,) * 3, completed=2))
     assert store.planned_folds(run, 3, store.model_record(run)) == 5
     assert store.summary(run).folds == 5
+
+
+def test_the_focus_class_is_known_before_a_model_is_saved(store, run):
+    # A cross-validation run saves its first model record when its first fold ends; its live recall chart and
+    # the run list name the focus class from the start, from the data record.
+    assert store.focus_class(run) == "" and store.summary(run).focus_class == ""
+    store.write_data_record(run, DataRecord(root="/data/busi", layout="folders", synthetic=False, fingerprint="f",
+                                            classes=("benign", "malignant"), counts={}, color="gray",
+                                            focus_class="malignant"))
+    assert store.focus_class(run) == "malignant" and store.summary(run).focus_class == "malignant"
+    record = ModelRecord(classes=("benign", "malignant"), image_size=32, in_channels=1, color="gray",
+                         focus_class="benign")  # a model record, once written, is what the run predicts with
+    store.write_model_record(run, record)
+    assert store.focus_class(run, store.model_record(run)) == "benign"
+    assert DataRecord.from_dict({"root": "/old", "classes": ["a", "b"]}).focus_class == ""  # written before
 
 
 def test_predictions_and_split_files_round_trip(store, run):
