@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -205,7 +204,7 @@ def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, d
     configs, alike = train_alike(configs, pool_counts) if pool_counts else (configs, None)
     owner = owner or RunMeta()
     now = datetime.now(timezone.utc)
-    queued = QueuedLesson(f"lesson-{lesson.name}-{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}",
+    queued = QueuedLesson(_RECORDS.fresh_id(store, f"lesson-{lesson.name}-{now.strftime('%Y%m%d-%H%M%S')}"),
                           lesson.name, lesson.title, now.isoformat(timespec="seconds"), data.source)
     taken = {store.meta(r).name for r in store.list_ids()}
     short = lesson.title.split(":")[0]

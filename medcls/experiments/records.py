@@ -8,6 +8,7 @@ are the same for all of them.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,14 @@ class GroupRecords:
         if not isinstance(record_id, str) or not _ID.match(record_id) or ".." in record_id:
             raise self.error(f"Invalid {self.noun} id {record_id!r}.")
         return store.root / self.folder / f"{record_id}.json"
+
+    def fresh_id(self, store: RunStore, stem: str) -> str:
+        """``stem`` and 4 random hex digits, drawn again while a record has that id: two groups queued in the same
+        second (a classroom) must not write over each other's record."""
+        while True:
+            record_id = f"{stem}-{secrets.token_hex(2)}"
+            if not self.path(store, record_id).exists():
+                return record_id
 
     def write(self, store: RunStore, record_id: str, data: dict[str, Any]) -> None:
         atomic_write_json(self.path(store, record_id), data)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import secrets
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -196,7 +195,7 @@ def submit_sweep(store: RunStore, submit: Callable[..., str], base: TrainConfig,
     configs, alike = train_alike([p.config for p in points], pool_counts) if pool_counts else \
         ([p.config for p in points], None)
     now = datetime.now(timezone.utc)
-    sweep = Sweep(f"sweep-{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}", now.isoformat(timespec="seconds"),
+    sweep = Sweep(_RECORDS.fresh_id(store, f"sweep-{now.strftime('%Y%m%d-%H%M%S')}"), now.isoformat(timespec="seconds"),
                   {name: list(dict.fromkeys(p.values[name] for p in points)) for name in settings})
     for point, config in zip(points, configs):
         run_id = submit(config, group=GroupMembership("sweep", sweep.sweep_id, point.values),

@@ -132,6 +132,19 @@ class RunStore(RunLifecycle):
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         return f"{stamp}-{config.model}-{secrets.token_hex(2)}"
 
+    def _new_folder(self, config: TrainConfig, attempts: int = 20) -> Path:
+        """A new, empty run folder under a fresh id. A sweep or a lesson queues several runs within one second,
+        and a classroom many, so two ids can meet (16 random bits a second): the folder is claimed by creating
+        it, and a taken id is drawn again."""
+        for _ in range(attempts):
+            folder = self.path(self.new_id(config), must_exist=False)
+            try:
+                folder.mkdir(parents=True, exist_ok=False)
+                return folder
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"No free run id in {self.root} after {attempts} tries.")
+
     def _read(self, run_id: str, name: str, default: Any = None) -> Any:
         return read_json(self.file(run_id, name), default)
 
@@ -144,13 +157,14 @@ class RunStore(RunLifecycle):
         """A new run folder; without a name the run is named after its settings ("busi · small_cnn · ...",
         with " (2)" added when another run has that name already). ``notes`` start its notes (what was adjusted
         for it when it was queued)."""
-        run_id = run_id or self.new_id(config)
-        folder = self.path(run_id, must_exist=False)
         meta = meta or RunMeta()
         if not meta.name:
             taken = {self.meta(r).name for r in self.list_ids()}
             meta = dataclasses.replace(meta, name=unique_name(default_run_name(config), taken))
-        folder.mkdir(parents=True, exist_ok=False)
+        folder = self._new_folder(config) if run_id is None else self.path(run_id, must_exist=False)
+        if run_id is not None:
+            folder.mkdir(parents=True, exist_ok=False)
+        run_id = folder.name
         # status first: a folder with config.json is a run, and must always have a status.
         now = _now()
         atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,

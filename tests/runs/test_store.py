@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -48,6 +49,27 @@ def test_created_run_round_trips_its_config(store):
     assert "seed_cnn" in run_id
     with pytest.raises(FileExistsError):
         store.create(cfg, run_id=run_id)
+
+
+def test_runs_queued_within_one_second_never_share_an_id(store, monkeypatch):
+    # A sweep queues its runs within a second; the id's 4 random hex digits can meet (CI saw it once).
+    import medcls.runs.store as store_module
+
+    draws = iter(["64a1", "64a1", "64a1", "9f00"])
+    monkeypatch.setattr(store_module.secrets, "token_hex", lambda n: next(draws))
+
+    class OneSecond(datetime):  # every run is created in the same second
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 2, 14, 8, 22, tzinfo=tz)
+
+    monkeypatch.setattr(store_module, "datetime", OneSecond)
+    cfg = TrainConfig()
+    first, second = store.create(cfg), store.create(cfg)
+    assert first == "20261202-140822-small_cnn-64a1" and second == "20261202-140822-small_cnn-9f00"
+    assert store.config(first) == store.config(second) == cfg and len(store.list_ids()) == 2
+    with pytest.raises(FileExistsError):  # an id given by the caller is never replaced by another
+        store.create(cfg, run_id=first)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", "/etc", "/tmp/abs", "", ".hidden", "a\\b", "x" * 200,
