@@ -161,10 +161,12 @@ class RunStore(RunLifecycle):
         if not meta.name:
             taken = {self.meta(r).name for r in self.list_ids()}
             meta = dataclasses.replace(meta, name=unique_name(default_run_name(config), taken))
-        folder = self._new_folder(config) if run_id is None else self.path(run_id, must_exist=False)
-        if run_id is not None:
+        if run_id:  # the caller's id: taken is an error
+            folder = self.path(run_id, must_exist=False)
             folder.mkdir(parents=True, exist_ok=False)
-        run_id = folder.name
+        else:
+            folder = self._new_folder(config)
+            run_id = folder.name
         # status first: a folder with config.json is a run, and must always have a status.
         now = _now()
         atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,
