@@ -8,12 +8,12 @@ are the same for all of them.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_json, read_json
+from ..runs.naming import claim_id
 from ..runs.store import RunStore
 
 __all__ = ["GroupRecords"]
@@ -34,12 +34,9 @@ class GroupRecords:
         return store.root / self.folder / f"{record_id}.json"
 
     def fresh_id(self, store: RunStore, stem: str) -> str:
-        """``stem`` and 4 random hex digits, drawn again while a record has that id: two groups queued in the same
-        second (a classroom) must not write over each other's record."""
-        while True:
-            record_id = f"{stem}-{secrets.token_hex(2)}"
-            if not self.path(store, record_id).exists():
-                return record_id
+        """``stem`` and random digits that no record has: two groups queued in the same second (a classroom) must
+        not write over each other's record."""
+        return claim_id(stem, lambda record_id: not self.path(store, record_id).exists())
 
     def write(self, store: RunStore, record_id: str, data: dict[str, Any]) -> None:
         atomic_write_json(self.path(store, record_id), data)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
     from .records import DataRecord
     from .summary import RunSummary
 
-__all__ = ["default_run_name", "dataset_name", "unique_name", "display_names", "MAX_NAME_LENGTH", "clean_run_name"]
+__all__ = ["default_run_name", "dataset_name", "unique_name", "display_names", "MAX_NAME_LENGTH", "clean_run_name",
+           "claim_id"]
 
 MAX_NAME_LENGTH = 80
 
@@ -59,3 +61,15 @@ def clean_run_name(name: str) -> str:
     if len(text) > MAX_NAME_LENGTH:
         raise ValueError(f"A run name can have at most {MAX_NAME_LENGTH} characters (this one has {len(text)}).")
     return text
+
+
+def claim_id(stem: str, claim: Callable[[str], bool], attempts: int = 20) -> str:
+    """``stem`` and 4 random hex digits, drawn again until ``claim(id)`` takes it (returns False when it is taken).
+
+    Ids carry the second they were made in, and a sweep, a lesson or a classroom makes several in one second, so
+    two can meet (16 random bits a second); a taken id is drawn again instead of overwriting what has it."""
+    for _ in range(attempts):
+        candidate = f"{stem}-{secrets.token_hex(2)}"
+        if claim(candidate):
+            return candidate
+    raise FileExistsError(f"No free id for {stem!r} after {attempts} tries.")

@@ -35,7 +35,6 @@ import dataclasses
 import json
 import os
 import re
-import secrets
 import shutil
 import socket
 import time
@@ -63,7 +62,7 @@ from .lifecycle import (
     RunNotFoundError,
     _is_zombie,  # noqa: F401  (kept importable from the store)
 )
-from .naming import clean_run_name, dataset_name, default_run_name, unique_name
+from .naming import claim_id, clean_run_name, dataset_name, default_run_name, unique_name
 from .records import (
     ENDED_STATES,
     STATES,
@@ -124,22 +123,13 @@ class RunStore(RunLifecycle, RunArtefacts):
             raise InvalidRunIdError(f"Invalid file name {name!r}.")
         return self.path(run_id) / name
 
-    def new_id(self, config: TrainConfig) -> str:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        return f"{stamp}-{config.model}-{secrets.token_hex(2)}"
-
-    def _new_folder(self, config: TrainConfig, attempts: int = 20) -> Path:
-        """A new, empty run folder under a fresh id. A sweep or a lesson queues several runs within one second,
-        and a classroom many, so two ids can meet (16 random bits a second): the folder is claimed by creating
-        it, and a taken id is drawn again."""
-        for _ in range(attempts):
-            folder = self.path(self.new_id(config), must_exist=False)
-            try:
-                folder.mkdir(parents=True, exist_ok=False)
-                return folder
-            except FileExistsError:
-                continue
-        raise FileExistsError(f"No free run id in {self.root} after {attempts} tries.")
+    def _claim_folder(self, run_id: str) -> bool:
+        """Create the run's folder; False when another run has that id (creating it is what claims it)."""
+        try:
+            self.path(run_id, must_exist=False).mkdir(parents=True, exist_ok=False)
+            return True
+        except FileExistsError:
+            return False
 
     def _read(self, run_id: str, name: str, default: Any = None) -> Any:
         return read_json(self.file(run_id, name), default)
@@ -158,11 +148,10 @@ class RunStore(RunLifecycle, RunArtefacts):
             taken = {self.meta(r).name for r in self.list_ids()}
             meta = dataclasses.replace(meta, name=unique_name(default_run_name(config), taken))
         if run_id:  # the caller's id: taken is an error
-            folder = self.path(run_id, must_exist=False)
-            folder.mkdir(parents=True, exist_ok=False)
+            self.path(run_id, must_exist=False).mkdir(parents=True, exist_ok=False)
         else:
-            folder = self._new_folder(config)
-            run_id = folder.name
+            run_id = claim_id(f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}", self._claim_folder)
+        folder = self.path(run_id, must_exist=False)
         # status first: a folder with config.json is a run, and must always have a status.
         now = _now()
         atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,

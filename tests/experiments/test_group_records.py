@@ -30,11 +30,11 @@ def test_records_round_trip_list_and_refuse_bad_or_missing_ids(tmp_path):
 
 
 def test_a_fresh_id_never_names_a_record_that_exists(tmp_path, monkeypatch):
-    import medcls.experiments.records as records_module
+    import medcls.runs.naming as naming
 
     store = RunStore(tmp_path / "runs")
     records = GroupRecords("odds", "odd_id", "odd", OddError)
     records.write(store, "odd-20261202-140822-64a1", {"odd_id": "odd-20261202-140822-64a1"})
     draws = iter(["64a1", "64a1", "9f00"])  # two groups queued in the same second, the same digits drawn
-    monkeypatch.setattr(records_module.secrets, "token_hex", lambda n: next(draws))
+    monkeypatch.setattr(naming.secrets, "token_hex", lambda n: next(draws))
     assert records.fresh_id(store, "odd-20261202-140822") == "odd-20261202-140822-9f00"

@@ -53,10 +53,11 @@ def test_created_run_round_trips_its_config(store):
 
 def test_runs_queued_within_one_second_never_share_an_id(store, monkeypatch):
     # A sweep queues its runs within a second; the id's 4 random hex digits can meet (CI saw it once).
+    import medcls.runs.naming as naming
     import medcls.runs.store as store_module
 
     draws = iter(["64a1", "64a1", "64a1", "9f00"])
-    monkeypatch.setattr(store_module.secrets, "token_hex", lambda n: next(draws))
+    monkeypatch.setattr(naming.secrets, "token_hex", lambda n: next(draws))
 
     class OneSecond(datetime):  # every run is created in the same second
         @classmethod
