@@ -35,7 +35,6 @@ import io
 import json
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 import zipfile
@@ -47,7 +46,7 @@ from ..data.archive import MAX_RATIO, ArchiveError, extract_checked, open_checke
 from ..data.imageio import NPZ_MARK
 from ..settings import PathNotAllowedError, allowed_data_roots, check_allowed_path
 from .lifecycle import CheckpointError, InvalidRunIdError
-from .naming import unique_name
+from .naming import claim_id, unique_name
 from .records import (
     CrossValidation,
     DataRecord,
@@ -255,11 +254,15 @@ def _install(store: RunStore, staging_root: Path, original: str, name: str, owne
     _check_paths(folder)
     staging = RunStore(staging_root)
     _check_weights(staging, original)
-    run_id = original
-    if store.path(run_id, must_exist=False).exists():
-        run_id = f"{original[:80]}-imported-{secrets.token_hex(3)}"
+    # Its own id when free, else a fresh one; claimed (an empty folder) first, so that two imports of one
+    # archive at once, or a run created meanwhile, never land in one folder.
+    run_id = original if store.claim_folder(original) else claim_id(f"{original[:80]}-imported", store.claim_folder)
     (folder / "group.json").unlink(missing_ok=True)  # its sweep or lesson is not in this store
-    os.replace(folder, store.path(run_id, must_exist=False))
+    try:
+        os.replace(folder, store.path(run_id, must_exist=False))  # onto the claimed empty folder: the run appears whole, at once
+    except OSError:
+        store.path(run_id, must_exist=False).rmdir()  # give the id back
+        raise
     meta = store.meta(run_id)
     taken = {store.meta(r).name for r in store.list_ids() if r != run_id}
     # Its owner was elsewhere: here it belongs to whoever imported it.

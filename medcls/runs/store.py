@@ -123,8 +123,10 @@ class RunStore(RunLifecycle, RunArtefacts):
             raise InvalidRunIdError(f"Invalid file name {name!r}.")
         return self.path(run_id) / name
 
-    def _claim_folder(self, run_id: str) -> bool:
-        """Create the run's folder; False when another run has that id (creating it is what claims it)."""
+    def claim_folder(self, run_id: str) -> bool:
+        """Create the run's empty folder; False when another run has that id (creating it is what claims it).
+
+        An empty folder is not listed as a run (a run's folder has its config); its claimer fills it."""
         try:
             self.path(run_id, must_exist=False).mkdir(parents=True, exist_ok=False)
             return True
@@ -150,7 +152,7 @@ class RunStore(RunLifecycle, RunArtefacts):
         if run_id:  # the caller's id: taken is an error
             self.path(run_id, must_exist=False).mkdir(parents=True, exist_ok=False)
         else:
-            run_id = claim_id(f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}", self._claim_folder)
+            run_id = claim_id(f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}", self.claim_folder)
         folder = self.path(run_id, must_exist=False)
         # status first: a folder with config.json is a run, and must always have a status.
         now = _now()

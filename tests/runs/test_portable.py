@@ -61,6 +61,21 @@ def test_export_then_import_gives_a_run_that_lists_compares_and_predicts(finishe
     assert len(rows) == 2 and rows[0] == {**rows[1], **{k: v for k, v in rows[0].items() if k == "run"}}
 
 
+
+def test_an_import_whose_fresh_id_is_taken_draws_again(finished_run, tmp_path, monkeypatch):
+    from medcls.runs import naming
+
+    store, run_id = finished_run
+    data = export_run_zip(store, run_id)
+    other = RunStore(tmp_path / "elsewhere")
+    draws = iter(["aaaa", "aaaa", "bbbb"])
+    monkeypatch.setattr(naming.secrets, "token_hex", lambda n: next(draws))
+    assert import_run_zip(other, data, "tiny.zip") == run_id  # its own id while free
+    assert import_run_zip(other, data, "tiny.zip") == f"{run_id}-imported-aaaa"
+    assert import_run_zip(other, data, "tiny.zip") == f"{run_id}-imported-bbbb"  # not over the first copy
+    assert len(other.list_ids()) == 3 and all(other.summary(r).tested for r in other.list_ids())
+
+
 def _refused(store: RunStore, data: bytes, message: str, **kwargs) -> None:
     before = sorted(p.name for p in store.root.iterdir())
     with pytest.raises(RunImportError if "run" in message.lower() or "file" in message else ValueError,
