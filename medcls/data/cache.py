@@ -37,7 +37,7 @@ __all__ = ["DecodedDataset", "DecodedSplit", "decode_dataset", "clear_memory_cac
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1           # bump when the stored layout or decoding changes
+CACHE_FORMAT = 2           # bump when the stored layout or decoding changes (2: JPEGs decoded reduced)
 MAX_DECODED_BYTES = 8 << 30  # the decoded images of one dataset (as RGB while decoding) must fit in this
 GRAY_SHARE_FOR_AUTO = 0.95  # 'auto' colour: gray when at least this share of images is gray
 _MEMORY: "OrderedDict[str, tuple[np.ndarray, list[str], list[tuple[str, str]], str]]" = OrderedDict()

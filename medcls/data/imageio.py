@@ -78,8 +78,14 @@ def is_mask_name(name: str) -> bool:
 
 
 def open_image(source: str | Path | bytes, *, name: str | None = None,
-               max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open and fully decode an image from a path or bytes, refusing bombs and broken files."""
+               max_pixels: int = MAX_IMAGE_PIXELS, at_least: int = 0, color: Color = "rgb") -> Image.Image:
+    """Open and fully decode an image from a path or bytes, refusing bombs and broken files.
+
+    ``at_least``: the caller will shrink the image to about this side, so a JPEG is decoded at the smallest
+    scale (1/2, 1/4 or 1/8; libjpeg's DCT scaling) whose sides stay at least this long, and a colour JPEG
+    wanted in ``gray`` straight to gray: two to three times faster for X-rays or photos much larger than the
+    model's input. Other formats decode whole.
+    """
     label = name or (str(source) if not isinstance(source, (bytes, bytearray)) else "upload")
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
@@ -108,6 +114,8 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
                     "decompression bomb)"), "too_large")
             if min(width, height) < MIN_IMAGE_SIDE:
                 raise ImageReadError(label, f"the image is only {width}x{height} pixels", "too_small")
+            if at_least and img.format == "JPEG":
+                img.draft("L" if color == "gray" else "RGB", (at_least, at_least))
             img.load()
         except ImageReadError:
             raise
@@ -160,18 +168,20 @@ def to_uint8(img: Image.Image, color: Color) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def read_image(path: str, color: Color) -> np.ndarray:
-    """Decode a dataset item (a file or an .npz member) to uint8 pixels."""
-    if NPZ_MARK in path:
+def read_image(source: str | Path | bytes, color: Color, *, name: str | None = None, at_least: int = 0) -> np.ndarray:
+    """Decode a dataset item (a file or an .npz member) or an upload's bytes to uint8 pixels.
+
+    ``at_least``: see :func:`open_image` (JPEGs may come out smaller, never below this side)."""
+    if isinstance(source, str) and NPZ_MARK in source:
         from .npz import read_member  # checked, memory-mapped reading of one image
 
-        arr = read_member(path)
+        arr = read_member(source)
         if color == "gray" and arr.ndim == 3:
             arr = np.asarray(Image.fromarray(arr).convert("L"))
         elif color == "rgb" and arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
         return arr
-    return to_uint8(open_image(path), color)
+    return to_uint8(open_image(source, name=name, at_least=at_least, color=color), color)
 
 
 def resize_square(arr: np.ndarray, size: int) -> np.ndarray:
@@ -183,9 +193,12 @@ def resize_square(arr: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
 
 
-def decode_resized(path: str, size: int, color: Color) -> np.ndarray:
-    """One item as channel-first uint8: (1, size, size) or (3, size, size)."""
-    arr = resize_square(read_image(path, color), size)
+def decode_resized(source: str | Path | bytes, size: int, color: Color, *, name: str | None = None) -> np.ndarray:
+    """One item (a dataset item or an upload's bytes) as the model sees it: channel-first uint8, (1, size, size)
+    or (3, size, size). Training, evaluation and prediction all decode through here, so that they see the same
+    pixels."""
+    # Twice the size, as resize_square's reducing_gap: a JPEG's reduced decode is then as good as the full one.
+    arr = resize_square(read_image(source, color, name=name, at_least=2 * size), size)
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 

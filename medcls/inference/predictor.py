@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.imageio import open_image, read_image, resize_square, to_uint8
+from ..data.imageio import decode_resized
 from ..models import ClassifierModel, create_model
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import ModelRecord
@@ -98,11 +98,8 @@ class Predictor:
 
         ``source`` is file bytes, a file path, or a dataset item's path (a MedMNIST ``file.npz::split/index``).
         """
-        if isinstance(source, (str, Path)):
-            arr = resize_square(read_image(str(source), self.color), self.image_size)
-        else:
-            arr = resize_square(to_uint8(open_image(source, name=name), self.color), self.image_size)
-        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return decode_resized(str(source) if isinstance(source, Path) else source, self.image_size, self.color,
+                              name=name)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities (K,) for uint8 pixels (C, S, S)."""

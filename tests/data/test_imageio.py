@@ -140,6 +140,49 @@ def test_resize_and_decode_resized_layouts():
     assert resize_square(same, 8) is same
 
 
+
+def _large_jpeg(path, rotate_exif: bool = False) -> np.ndarray:
+    """A smooth 640 x 480 colour JPEG (an X-ray or photo far larger than the model's input); its full decode."""
+    y, x = np.mgrid[0:480, 0:640]
+    rgb = np.stack([(x * 255 // 639), (y * 255 // 479), ((x + y) * 255 // 1118)], axis=-1).astype(np.uint8)
+    exif = Image.Exif()
+    if rotate_exif:
+        exif[0x0112] = 6
+    Image.fromarray(rgb).save(path, quality=95, exif=exif.tobytes())
+    return np.asarray(open_image(path))
+
+
+@pytest.mark.parametrize("color", ["gray", "rgb"])
+def test_a_large_jpeg_decodes_reduced_to_what_the_model_needs(tmp_path, color):
+    path = tmp_path / "large.jpg"
+    _large_jpeg(path)
+    reduced = open_image(path, at_least=100, color=color)
+    assert reduced.size == (160, 120)  # 1/4 scale: the smallest whose sides stay >= 100 (1/8 would be 80 x 60)
+    assert reduced.mode == ("L" if color == "gray" else "RGB")
+    assert open_image(path).size == (640, 480) and open_image(path, at_least=480).size == (640, 480)
+    # What the model sees hardly differs from shrinking the whole image (mean under 2 of 255 levels).
+    whole = resize_square(to_uint8(open_image(path), color), 50)
+    fast = decode_resized(str(path), 50, color)
+    assert fast.shape == ((1, 50, 50) if color == "gray" else (3, 50, 50))
+    fast = fast[0] if color == "gray" else fast.transpose(1, 2, 0)
+    assert np.abs(fast.astype(float) - whole).mean() < 2
+
+
+def test_reduced_decoding_keeps_the_exif_rotation_and_other_formats_whole(tmp_path):
+    _large_jpeg(tmp_path / "phone.jpg", rotate_exif=True)
+    assert open_image(tmp_path / "phone.jpg", at_least=100).size == (120, 160)  # turned upright after reducing
+    Image.fromarray(np.zeros((480, 640), np.uint8)).save(tmp_path / "scan.png")
+    assert open_image(tmp_path / "scan.png", at_least=100).size == (640, 480)
+
+
+def test_uploads_and_files_decode_to_the_same_pixels(tmp_path):
+    """Try it (bytes) and training (a file) must show the model the same pixels for the same JPEG."""
+    path = tmp_path / "large.jpg"
+    _large_jpeg(path)
+    for color in ("gray", "rgb"):
+        assert np.array_equal(decode_resized(path.read_bytes(), 64, color), decode_resized(str(path), 64, color))
+
+
 def test_is_grayscale_tolerates_noise_but_not_colour():
     gray = np.repeat(np.random.default_rng(0).integers(0, 255, (32, 32, 1), dtype=np.uint8), 3, axis=2)
     assert is_grayscale(gray)
