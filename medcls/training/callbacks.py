@@ -83,14 +83,21 @@ class WeightAveraging(Callback):
             self._pending = state["average"]
 
 
+# A tie goes to the later epoch only when its validation loss is lower by at least this much (in nats per
+# image): once every validation image is right, the loss keeps creeping towards 0 (0.0002, 0.0001, ...), and
+# counting that as progress would keep early stopping from ever ending a run on easy data.
+TIE_LOSS_MARGIN = 1e-3
+
+
 def improves(record: EpochRecord, result: FitResult) -> bool:
-    """Whether ``record`` beats the best epoch so far: a higher validation score, or the same score with a lower
-    validation loss. A small or easy validation set often gives many epochs the same score (every image right
-    from the first epoch on); without the tie-break the first of them, the least trained, would be kept."""
+    """Whether ``record`` beats the best epoch so far: a higher validation score, or the same score with a
+    validation loss lower by at least ``TIE_LOSS_MARGIN``. A small or easy validation set often gives many epochs
+    the same score (every image right from the first epoch on); without the tie-break the first of them, the
+    least trained, would be kept."""
     if record.score != result.best_score:
         return record.score > result.best_score
     best = next((r for r in result.history if r.epoch == result.best_epoch), None)
-    return best is not None and record.val_loss < best.val_loss
+    return best is not None and record.val_loss < best.val_loss - TIE_LOSS_MARGIN
 
 
 class BestCheckpoint(Callback):

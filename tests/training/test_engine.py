@@ -274,7 +274,32 @@ def test_a_tied_score_keeps_the_epoch_with_the_lower_validation_loss():
     assert result.best_epoch == 2 and [r.best for r in result.history] == [True, True, False, False]
     assert improves(record(5, 1.0, 0.01), result)          # the same score, surer
     assert not improves(record(5, 1.0, 0.02), result)      # an exact tie keeps the earlier epoch
+    assert not improves(record(5, 1.0, 0.0195), result)    # so does a loss lower by less than the margin
     assert not improves(record(5, 0.99, 0.0), result)      # a lower score never wins on loss
+
+
+
+def test_early_stopping_ends_a_run_whose_loss_only_creeps_towards_zero():
+    """Every validation image right from epoch 2 on, the loss falling by ever less: the run stops after its
+    patience instead of counting each 0.0001 as progress (it used to run to its last epoch)."""
+    from medcls.training.engine import FitResult
+
+    class FakeTrainer:
+        eval_model = model = nn.Linear(2, 2)
+        epochs, should_stop = 10, False
+        result = FitResult()
+
+    keeper, stopper = BestCheckpoint(), EarlyStopping(3)
+    losses = [0.3, 0.01, 0.002, 0.0009, 0.0004, 0.0002, 0.0001, 0.00005, 0.00002, 0.00001]
+    for epoch, loss in enumerate(losses, start=1):
+        rec = EpochRecord(epoch, 0, 0, loss, 0, 1.0, 0, {}, 0, 0, 0, 1.0, False)
+        FakeTrainer.result.history.append(rec)
+        keeper.on_epoch_end(FakeTrainer, rec)
+        stopper.on_epoch_end(FakeTrainer, rec)
+        if FakeTrainer.should_stop:
+            break
+    assert FakeTrainer.result.best_epoch == 4  # 0.0009 is 0.0011 below 0.002; later drops are under 0.001
+    assert epoch == 7 and FakeTrainer.should_stop
 
 
 # --- through train_in_memory -------------------------------------------------------------
