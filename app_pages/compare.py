@@ -112,8 +112,8 @@ if st.session_state.get("compare_focus") not in all_classes:  # a class of runs 
     st.session_state.pop("compare_focus", None)
 focus = st.selectbox("Focus class", all_classes, index=all_classes.index(focus_default), key="compare_focus",
                      help="Highlighted in the curves and shown first in the table. By default the class the runs "
-                          "tracked: malignant/cancer when present (the class the seed notebook cared most about), "
-                          "else the rarest.")
+                          "tracked: a class that names the finding (malignant, cancer, pneumonia, ...; the seed notebook cared "
+                          "most about malignant) when present, else the rarest.")
 lacking = [names[r] for r in chosen if focus not in predictions[r].classes]
 if lacking:
     st.caption(f"{escape_markdown(', '.join(lacking))} {'has' if len(lacking) == 1 else 'have'} no class "

@@ -216,7 +216,8 @@ class TrainConfig:
                                        ("balanced_accuracy", "balanced accuracy"),
                                        ("focus_recall", "focus class recall")))
     focus_class: str = option("", "The class that matters most, e.g. malignant (missing a cancer costs more "
-                              "than a false alarm). Empty: malignant/cancer when present, else the rarest.",
+                              "than a false alarm). Empty: a class that names the finding (malignant, cancer, pneumonia, ...) when "
+                              "present, else the rarest.",
                               label="Focus class", group="Rare classes", sweepable=False)
     seed: int = option(0, "Random seed: the same seed and settings give the same run on the same machine, when "
                        "it trains with the same number of CPU threads (set under CPU threads to be sure).",

@@ -18,7 +18,14 @@ __all__ = ["ClassResolver", "parse_aliases", "default_focus_class", "resolve_foc
            "names_disease", "FOCUS_PATTERN"]
 
 # Names that mean "the class we must not miss" in the datasets we target.
-FOCUS_PATTERN = re.compile(r"malig|cancer|carcinoma|tumou?r|melanoma|positive|abnormal", re.IGNORECASE)
+# Class names that say "this is the finding to catch" in common medical datasets: breast ultrasound, skin lesions,
+# chest X-rays (pneumonia, COVID-19, tuberculosis), brain MRI (glioma, meningioma), malaria smears (parasitized).
+FOCUS_PATTERN = re.compile(r"malig|cancer|carcinoma|tumou?r|melanoma|positive|abnormal|pneumonia|covid|tubercul|"
+                           r"glioma|meningioma|parasiti", re.IGNORECASE)
+# What makes such a name say the opposite: a healthy class anywhere in it, or a negation just before the finding
+# ("non-cancer", "notumor", "no_tumor", "not malignant", "uninfected"-style "un").
+_HEALTHY = re.compile(r"benign|(?<!ab)normal|healthy", re.IGNORECASE)
+_NEGATED = re.compile(r"(?:^|[^a-z])(?:non|not?|un)[\s_-]?$", re.IGNORECASE)
 
 
 def _key(name: str) -> str:
@@ -89,12 +96,15 @@ class ClassResolver:
 
 
 def names_disease(name: str) -> bool:
-    """Whether a class name says malignant/cancer (or similar): 'malignant', 'melanoma', not 'non-cancer'."""
-    return bool(FOCUS_PATTERN.search(name)) and not re.search(r"benign|normal|non", name, re.IGNORECASE)
+    """Whether a class name names the finding to catch: 'malignant', 'melanoma', 'abnormal', 'PNEUMONIA',
+    'glioma'; not 'non-cancer', 'notumor', 'benign tumour' or 'normal'."""
+    found = FOCUS_PATTERN.search(name)
+    return found is not None and not _HEALTHY.search(name) and not _NEGATED.search(name[:found.start()])
 
 
 def default_focus_class(classes: list[str], train_counts: Mapping[str, int] | None = None) -> str:
-    """malignant/cancer (or similar) when present, otherwise the rarest training class."""
+    """The first class that names a finding to catch (malignant, cancer, pneumonia, ...: :func:`names_disease`),
+    otherwise the rarest training class."""
     for name in classes:
         if names_disease(name):
             return name
@@ -111,7 +121,8 @@ def resolve_focus_class(classes: list[str], chosen: str, train_counts: Mapping[s
     match = [c for c in classes if c.casefold() == chosen.casefold()]
     if not match:
         raise ConfigError(f"Focus class {chosen!r} is not in this dataset (classes: {', '.join(classes)}). Type "
-                          "one of them under Rare classes, or leave it empty for malignant/cancer or the rarest.")
+                          "one of them under Rare classes, or leave it empty for the class that names the finding "
+                          "(malignant, pneumonia, ...) or the rarest.")
     return match[0]
 
 

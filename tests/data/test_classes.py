@@ -77,6 +77,18 @@ def test_default_focus_class():
     assert default_focus_class(["benign", "normal"], {"benign": 40, "normal": 7}) == "normal"  # the rarest
 
 
+@pytest.mark.parametrize("classes, counts, focus", [
+    (["NORMAL", "PNEUMONIA"], {"NORMAL": 1341, "PNEUMONIA": 3875}, "PNEUMONIA"),  # the finding, though common
+    (["glioma", "meningioma", "notumor", "pituitary"], {"notumor": 5}, "glioma"),   # never the no-tumour class
+    (["abnormal", "normal"], {"abnormal": 90, "normal": 10}, "abnormal"),          # 'abnormal' is not 'normal'
+    (["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], None, "COVID"),
+    (["no_tumor", "yes"], {"no_tumor": 10, "yes": 50}, "no_tumor"),                # no finding named: the rarest
+    (["benign tumour", "normal"], {"benign tumour": 3, "normal": 9}, "benign tumour"),
+])
+def test_the_default_focus_is_the_finding_to_catch_in_common_medical_datasets(classes, counts, focus):
+    assert default_focus_class(classes, counts) == focus
+
+
 def test_the_focus_note_says_which_class_is_tracked_and_why():
     from medcls.config import ConfigError
     from medcls.data.classes import focus_note, resolve_focus_class
