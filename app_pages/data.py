@@ -12,6 +12,7 @@ from medcls.data.explore import (
     image_properties,
     imbalance_sentence,
     sample_items,
+    small_validation_note,
     thumbnail,
 )
 from medcls.data.spec import item_name
@@ -32,6 +33,8 @@ if spec.synthetic:
 st.subheader("Class counts")
 st.plotly_chart(class_counts_figure(spec.counts()), key="class_counts", width="stretch")
 st.markdown(imbalance_sentence(spec, name=escape_markdown))
+if note := small_validation_note(spec, name=escape_markdown):
+    st.warning(note)
 
 duplicates_section(spec)
 

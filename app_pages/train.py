@@ -13,9 +13,11 @@ from app.text import escape_markdown, shown
 from app.weights import weights_panel
 from medcls.config import ConfigError
 from medcls.data.classes import focus_note
-from medcls.data.explore import enlargement_note
+from medcls.data.explore import enlargement_note, small_validation_note
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import QueueLimitError
+from medcls.training.crossval import folds_for
+from medcls.training.estimate import pool_counts
 
 st.title("🏋️ Train")
 data_cfg = current_data_config()
@@ -44,6 +46,8 @@ with left:
     elif spec is not None:
         if note := enlargement_note(cfg.image_size, typical_image_side(data_cfg)):
             hint.info(f"🔍 {note} (*Image size* is under *Images and augmentation*.)")
+        if not folds_for(cfg, pool_counts(spec)) and (note := small_validation_note(spec, name=escape_markdown)):
+            hint.warning(note)  # one model validates on the data's own split
         weights_panel(cfg)
         st.markdown("**What this model costs**")
         render_model_summary(cfg, spec)

@@ -16,9 +16,13 @@ from .imageio import NPZ_MARK, ImageReadError, decode_resized, read_image
 from .spec import DatasetSpec, Item
 
 __all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "enlargement_note", "imbalance_sentence",
-           "augmentation_preview"]
+           "small_validation_note", "augmentation_preview"]
 
 ENLARGED = 1.25  # a training size this much larger than the images' own is worth a word
+# A class with fewer validation images than this, and under this share of its train + val images, has a
+# validation split too small for its size: a dataset's own split, like the chest X-ray set's 8 + 8 of 5,232.
+FEW_VALIDATION_IMAGES = 10
+SMALL_VALIDATION_SHARE = 0.05
 
 
 def sample_items(spec: DatasetSpec, label: int, split: str | None, count: int, seed: int = 0) -> list[Item]:
@@ -93,6 +97,26 @@ def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> s
                    f"'{small}' can still look accurate, so watch per-class recall and macro-F1, and consider "
                    "weighted loss or oversampling on the Train page.")
     return f"Training split: {shares}. {verdict}"
+
+
+def small_validation_note(spec: DatasetSpec, name: Callable[[str], str] = str) -> str | None:
+    """When the validation split holds far fewer images of a class than it could (fewer than
+    ``FEW_VALIDATION_IMAGES``, and under ``SMALL_VALIDATION_SHARE`` of the class's train + val images): a
+    sentence saying what that does to a run and how to fix it (None otherwise). ``name`` writes class names."""
+    counts = spec.counts()
+    train, val = counts["train"], counts["val"]
+    few = [c for c in spec.classes if train.get(c, 0) and val.get(c, 0) < FEW_VALIDATION_IMAGES
+           and val.get(c, 0) < SMALL_VALIDATION_SHARE * (train.get(c, 0) + val.get(c, 0))]
+    if not few:
+        return None
+    parts = [f"{val.get(c, 0)} {name(c)}" for c in few]
+    held = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return (f"The validation split holds only {held} image{'s' if sum(val.get(c, 0) for c in few) != 1 else ''} "
+            f"({sum(val.values()):,} in all, against {sum(train.values()):,} training images). A run that trains "
+            "one model picks its best epoch and stops early on these images, where one image more or less right "
+            "moves the validation score by several points. 'Make my own split' (command line: --own-split) "
+            "makes a stratified split of all the images instead; a small dataset's cross-validation ensemble "
+            "validates on folds of its own.")
 
 
 def augmentation_preview(path: str, cfg: AugmentConfig, size: int = 128, draws: int = 6, seed: int = 0,

@@ -31,7 +31,7 @@ from ..analysis.metrics import SplitMetrics
 from ..analysis.uncertainty import metric_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
 from ..config import ConfigError
-from ..data.explore import enlargement_note, typical_side
+from ..data.explore import enlargement_note, small_validation_note, typical_side
 from ..data.spec import DataError
 from ..inference.novelty import embed_images, fit_reference
 from ..models import ClassifierModel
@@ -139,6 +139,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             store.add_note(run_id, chosen)
         if enlarged := enlargement_note(cfg.image_size, typical_side(data.decoded.spec)):
             store.add_note(run_id, enlarged)
+        if not cfg.folds and (few := small_validation_note(data.decoded.spec)):  # folds validate on their own
+            store.add_note(run_id, few)
         if cfg.folds:  # a cross-validation run starts its folds over when it is resumed
             if store.history(run_id):
                 store.write_history(run_id, [])

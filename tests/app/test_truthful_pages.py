@@ -177,6 +177,23 @@ def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(a
     assert not any("enlarged" in i.value for i in at.info)
 
 
+
+def test_a_tiny_validation_split_is_named_where_it_matters(app_env, tmp_path, synth):
+    root = synth.split_folders(tmp_path / "cxr", {"train": {c: 60 for c in ("benign", "malignant", "normal")},
+                                               "val": {"benign": 2, "malignant": 2, "normal": 20},
+                                               "test": {"benign": 3, "malignant": 3, "normal": 3}})
+    at = choose_folder(new_app().run(), root)
+    at.switch_page("app_pages/data.py").run()
+    assert not at.exception
+    assert any("validation split holds only 2 benign and 2 malignant" in w.value for w in at.warning)
+    at.switch_page("app_pages/train.py").run()
+    # A small dataset trains a cross-validation ensemble by default, which validates on its own folds ...
+    assert not at.exception and not any("validation split holds" in w.value for w in at.warning)
+    at.toggle(key="opt_small_data_ensemble").set_value(False).run()
+    # ... one model validates on these 24 images: the page says so before training.
+    assert any("validation split holds only 2 benign and 2 malignant" in w.value for w in at.warning)
+
+
 def test_compare_says_how_many_test_images_are_copies_and_the_score_without_them(app_env, tiny_dataset,
                                                                                  split_dataset):
     import numpy as np

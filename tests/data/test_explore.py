@@ -31,3 +31,19 @@ def test_enlarging_small_images_is_said_with_its_cost():
     assert enlargement_note(128, 110) is None   # about the images' own size: nothing to say
     assert enlargement_note(128, 500) is None   # shrunk, not enlarged
     assert enlargement_note(128, None) is None  # unknown
+
+
+def test_a_validation_split_far_smaller_than_it_could_be_is_named_with_its_fix(tmp_path, split_dataset, synth):
+    from medcls.data.explore import small_validation_note
+
+    # Like the chest X-ray set's own split: a handful of validation images against many training images.
+    root = synth.split_folders(tmp_path / "cxr", {"train": {"benign": 60, "malignant": 60, "normal": 60},
+                                               "val": {"benign": 2, "malignant": 2, "normal": 20},
+                                               "test": {"benign": 3, "malignant": 3, "normal": 3}})
+    note = small_validation_note(load_dataset(DataConfig(source=str(root))))
+    assert note.startswith("The validation split holds only 2 benign and 2 malignant images (24 in all, against "
+                           "180 training images)")
+    assert "'Make my own split' (command line: --own-split)" in note
+    # A small validation split in proportion to a small dataset (3 of 13 images a class) is no news.
+    assert small_validation_note(load_dataset(DataConfig(source=str(split_dataset)))) is None
+    assert small_validation_note(load_dataset(DataConfig(source=str(root), own_split=True))) is None

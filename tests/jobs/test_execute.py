@@ -369,3 +369,17 @@ def test_a_run_that_enlarges_its_images_says_so(class_dataset, synth, store):
         assert execute_run(store, run_id).state == "finished"
     assert not any("enlarged" in n for n in store.status(plain).notes)
     assert any("typically 32 px" in n and "enlarged 2.0 times" in n for n in store.status(enlarged).notes)
+
+
+def test_a_one_model_run_on_a_tiny_validation_split_says_so(tmp_path, synth, store):
+    root = synth.split_folders(tmp_path / "cxr", {"train": {c: 60 for c in ("benign", "malignant", "normal")},
+                                               "val": {"benign": 2, "malignant": 2, "normal": 20},
+                                               "test": {"benign": 3, "malignant": 3, "normal": 3}})
+    one = store.create(synth.config(root, epochs=1, small_data_ensemble=False))
+    folds = store.create(synth.config(root, epochs=1))  # a small dataset: the folds validate on their own
+    for run_id in (one, folds):
+        assert execute_run(store, run_id).state == "finished"
+    assert any(n.startswith("The validation split holds only 2 benign and 2 malignant images")
+               for n in store.status(one).notes), store.status(one).notes
+    assert store.cross_validation(folds).folds == 5
+    assert not any("validation split holds" in n for n in store.status(folds).notes)
