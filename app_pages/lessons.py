@@ -9,7 +9,8 @@ from app.live import fmt_seconds
 from app.manager import manager
 from app.safety import guarded
 from app.text import escape_markdown, shown
-from medcls.config import format_value, label
+from medcls.config import ConfigError, format_value, label
+from medcls.data.classes import resolve_focus_class
 from medcls.experiments.conclusions import metric_words
 from medcls.experiments.lessons import (
     LessonError,
@@ -56,8 +57,12 @@ counts = pool_counts(spec) if spec is not None else []
 configs, alike = train_alike(configs, counts) if counts else (configs, None)
 folds = folds_for(configs[0], counts) if counts else 0
 ensemble = escape_markdown(group_folds_words(folds, "lesson") if folds else alike or "")
+try:  # the class whose recall these runs track on these images (e.g. pneumonia on chest X-rays)
+    focus = resolve_focus_class(spec.classes, configs[0].focus_class, spec.counts()["train"]) if spec else ""
+except ConfigError:
+    focus = ""  # a focus class these images lack: each run says so when it starts
 st.caption(f"Every run: {escape_markdown(shared)}; everything else as the defaults. Read off: "
-           f"**{metric_words(lesson.metric)}** on the test images. {ensemble}")
+           f"**{escape_markdown(metric_words(lesson.metric, focus))}** on the test images. {ensemble}")
 st.dataframe(pd.DataFrame([{"run": r.label, **{label(k): format_value(v, k) for k, v in r.settings.items()}}
                            for r in lesson.runs]), hide_index=True)
 if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="primary", disabled=spec is None,

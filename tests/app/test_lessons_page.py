@@ -41,6 +41,8 @@ def test_a_lesson_is_queued_on_the_sidebars_data_and_concluded_from_its_runs(que
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="lesson_pick").value == "rare-classes"
     assert any("has not been run yet" in i.value for i in at.info)
+    # what to read, named for these images: no class names a finding, so the rarest (a tie: the first by name)
+    assert any("Read off: **bright recall** on the test images" in c.value for c in at.caption)
     at.button(key="lesson_start").click().run()
     assert not at.exception and not at.error
 
