@@ -19,9 +19,10 @@ __all__ = ["ClassResolver", "parse_aliases", "default_focus_class", "resolve_foc
 
 # Names that mean "the class we must not miss" in the datasets we target.
 # Class names that say "this is the finding to catch" in common medical datasets: breast ultrasound, skin lesions,
-# chest X-rays (pneumonia, COVID-19, tuberculosis), brain MRI (glioma, meningioma), malaria smears (parasitized).
-FOCUS_PATTERN = re.compile(r"malig|cancer|carcinoma|tumou?r|melanoma|positive|abnormal|pneumonia|covid|tubercul|"
-                           r"glioma|meningioma|parasiti", re.IGNORECASE)
+# chest X-rays (pneumonia, COVID-19, tuberculosis), brain MRI (glioma, meningioma), malaria smears (parasitized);
+# 'mel' alone is melanoma in the HAM10000 and ISIC sets' abbreviations.
+FOCUS_PATTERN = re.compile(r"malig|cancer|carcinoma|tumou?r|melanoma|(?<![a-z])mel(?![a-z])|positive|abnormal|"
+                           r"pneumonia|covid|tubercul|glioma|meningioma|parasiti", re.IGNORECASE)
 # What makes such a name say the opposite: a healthy class anywhere in it, or a negation just before the finding
 # ("non-cancer", "notumor", "no_tumor", "not malignant", "uninfected"-style "un").
 _HEALTHY = re.compile(r"benign|(?<!ab)normal|healthy", re.IGNORECASE)

@@ -82,6 +82,8 @@ def test_default_focus_class():
     (["glioma", "meningioma", "notumor", "pituitary"], {"notumor": 5}, "glioma"),   # never the no-tumour class
     (["abnormal", "normal"], {"abnormal": 90, "normal": 10}, "abnormal"),          # 'abnormal' is not 'normal'
     (["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], None, "COVID"),
+    (["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"], {"df": 115, "mel": 1113, "nv": 6705}, "mel"),  # HAM10000
+    (["camel", "melon"], {"camel": 9, "melon": 3}, "melon"),                       # 'mel' only as a word
     (["no_tumor", "yes"], {"no_tumor": 10, "yes": 50}, "no_tumor"),                # no finding named: the rarest
     (["benign tumour", "normal"], {"benign tumour": 3, "normal": 9}, "benign tumour"),
 ])
