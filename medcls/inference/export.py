@@ -8,8 +8,9 @@ run was tested that way (TTA), and returns class probabilities (N, K). It is the
 same arithmetic as :func:`medcls.inference.proba.predict_proba`, traced in fp32.
 
 Decoding and resizing stay in Python because the exact pixels matter: the
-generated ``predict.py`` does them with Pillow the way
-:mod:`medcls.data.imageio` does (transparency on black, convert to L or RGB,
+generated ``predict.py`` does them with Pillow and numpy the way
+:mod:`medcls.data.imageio` does (JPEGs decoded at a reduced scale, 16-bit and
+float images stretched to 8 bits, transparency on black, convert to L or RGB,
 bilinear resize with ``reducing_gap=2.0``), so its answers match medcls's own
 to within rounding. The class names and input format travel inside the
 TorchScript file (its ``extra_files``) and beside it as ``classes.json``.
@@ -128,19 +129,34 @@ model = torch.jit.load(str(HERE / "model.pt"), map_location="cpu", _extra_files=
 info = json.loads(extra["classes.json"])
 
 
+def stretch(img):
+    """16-bit and float images (DICOM exports, microscopy) to 8 bits as medcls does: the used range (0.5th to
+    99.5th percentile of the finite pixels) stretched to 0..255; pixels that are not finite become black."""
+    arr = np.asarray(img, dtype=np.float64)
+    finite = np.isfinite(arr)
+    values = arr[finite]
+    lo, hi = np.percentile(values, (0.5, 99.5)) if values.size > 4 else (values.min(), values.max())
+    arr = np.where(finite, np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
+    return Image.fromarray(arr.round().astype(np.uint8))
+
+
 def load(path):
     """The image as the model was trained on it: uint8 (1, C, S, S)."""
+    size = info["image_size"]
     img = Image.open(path)
+    if img.format == "JPEG":  # decoded at a reduced scale that stays at least twice the size, as in medcls
+        img.draft("L" if info["color"] == "gray" else "RGB", (2 * size, 2 * size))
     img.load()
     try:
         img = ImageOps.exif_transpose(img)  # phone/camera JPEGs store their rotation in EXIF
     except Exception:
         pass
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = stretch(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")  # transparent parts become black, as in medcls
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     img = img.convert("L" if info["color"] == "gray" else "RGB")
-    size = info["image_size"]
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
     pixels = np.asarray(img, dtype=np.uint8)

@@ -60,8 +60,16 @@ def test_predict_py_runs_without_medcls_and_gives_medcls_answers(exported, tmp_p
     check = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.modules['medcls'] = None; import medcls"],
                            cwd=folder, env=env, capture_output=True, text=True)
     assert check.returncode != 0 and "import of medcls halted" in check.stderr  # the guard below works
+    _assert_predict_py_agrees(store, run_id, folder, paths, tmp_path)
+    code = (folder / "predict.py").read_text()
+    assert not re.search(r"^\s*(import|from)\s+medcls", code, re.MULTILINE)
+
+
+def _assert_predict_py_agrees(store, run_id, folder, paths, cwd) -> None:
+    """predict.py, run where medcls cannot be imported, gives medcls's answer for every image."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-I", "-c", NO_MEDCLS, str(folder / "predict.py"), "--json", *paths],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no traceback, no warnings for the user
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [line["image"] for line in lines] == paths
@@ -71,8 +79,30 @@ def test_predict_py_runs_without_medcls_and_gives_medcls_answers(exported, tmp_p
         assert line["label"] == expected.label
         for name, p in expected.probabilities.items():
             assert line["probabilities"][name] == pytest.approx(p, abs=1e-4)
-    code = (folder / "predict.py").read_text()
-    assert not re.search(r"^\s*(import|from)\s+medcls", code, re.MULTILINE)
+
+
+def test_predict_py_reads_16_bit_images_and_large_jpegs_as_medcls_does(exported, tmp_path):
+    from PIL import Image
+
+    store, run_id, folder = exported
+    rng = np.random.default_rng(0)
+    # A 16-bit scan using 1,000..9,000 of its 65,535 levels: clipped to 255 it would be all white.
+    scan = (1000 + rng.random((48, 40)) * 8000).astype("<u2")
+    Image.fromarray(scan).save(tmp_path / "scan16.png")
+    # A photo many times the model's input: decoded at a reduced scale.
+    y, x = np.mgrid[0:400, 0:600]
+    photo = np.stack([x * 255 // 599, y * 255 // 399, (x + y) * 255 // 998], axis=-1).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=92)
+    paths = [str(tmp_path / "scan16.png"), str(tmp_path / "photo.jpg")]
+    _assert_predict_py_agrees(store, run_id, folder, paths, tmp_path)
+    # The very pixels, not only answers close to medcls's (a tiny model's answers hardly move with its input).
+    import runpy
+
+    load = runpy.run_path(str(folder / "predict.py"), run_name="exported")["load"]
+    predictor = Predictor.from_run(store, run_id)
+    for path in paths:
+        assert np.array_equal(load(path)[0].numpy(), predictor.pixels(path)), path
+    assert load(paths[0]).float().std() > 20  # the scan's structure survives (clipping gave one flat white)
 
 
 def test_the_zip_download_holds_the_three_files(finished_run, tmp_path):
