@@ -84,7 +84,8 @@ if source_kind == "Upload an image":
     # The browser refuses files over the uploader's cap without telling the page, which would leave the previous
     # image's prediction on screen under the refused file; so the uploader takes up to the server's cap and this
     # page refuses (and clears the prediction) itself.
-    upload = st.file_uploader("PNG, JPEG, BMP or TIFF", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
+    upload = st.file_uploader("PNG, JPEG, BMP, TIFF or DICOM",
+                              type=["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"],
                               key="try_upload", max_upload_size=MAX_UPLOAD_MB,
                               help=f"At most {MAX_IMAGE_MB} MB. The image is only used for this prediction.")
     if upload is not None:

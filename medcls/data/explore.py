@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..config import AugmentConfig
 from .augment import BatchAugment, to_float
-from .imageio import NPZ_MARK, ImageReadError, decode_resized, read_image
+from .imageio import NPZ_MARK, ImageReadError, decode_resized, header_size, read_image
 from .spec import DatasetSpec, Item
 
 __all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "enlargement_note", "imbalance_sentence",
@@ -53,10 +53,10 @@ def image_properties(spec: DatasetSpec, limit: int = 400, seed: int = 0) -> list
             rows.append({"width": arr.shape[1], "height": arr.shape[0], "mode": "npz array"})
             continue
         try:
-            with Image.open(it.path) as img:
-                rows.append({"width": img.size[0], "height": img.size[1], "mode": img.mode})
-        except OSError:
+            width, height, mode = header_size(it.path)
+        except (OSError, ValueError):
             continue
+        rows.append({"width": width, "height": height, "mode": mode})
     return rows
 
 

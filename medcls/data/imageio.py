@@ -1,10 +1,11 @@
 """Defensive image decoding: any file or upload to a uint8 array, or a clear reason why not.
 
-Pillow does the decoding. This module adds what a server facing odd files
-needs: a pixel limit checked from the header before any pixel is decoded (so a
-"decompression bomb" is refused cheaply), EXIF rotation, every Pillow mode
-(L, RGB, RGBA, P, I;16, I, F, CMYK, ...) turned into 8-bit gray or RGB, and one
-exception type whose message names the file and the reason.
+Pillow does the decoding (pydicom for DICOM files: :mod:`medcls.data.dicom`). This
+module adds what a server facing odd files needs: a pixel limit checked from the
+header before any pixel is decoded (so a "decompression bomb" is refused cheaply),
+EXIF rotation, every Pillow mode (L, RGB, RGBA, P, I;16, I, F, CMYK, ...) turned
+into 8-bit gray or RGB, and one exception type whose message names the file and
+the reason.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .dicom import DICOM_SUFFIXES, DicomError, dicom_size, is_dicom_file, looks_like_dicom, read_dicom
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_IMAGE_PIXELS",
@@ -25,6 +28,7 @@ __all__ = [
     "too_large_reason",
     "is_image_name",
     "is_mask_name",
+    "header_size",
     "open_image",
     "to_uint8",
     "read_image",
@@ -33,7 +37,7 @@ __all__ = [
     "is_grayscale",
 ]
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}) | DICOM_SUFFIXES
 # 64 megapixels: far above any ultrasound, X-ray or microscopy tile we expect,
 # far below what would exhaust memory (a bomb declares billions).
 MAX_IMAGE_PIXELS = 64_000_000
@@ -102,6 +106,8 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
         if size == 0:
             raise ImageReadError(label, "the file is empty (0 bytes)", "empty")
         fp = str(path)
+    if looks_like_dicom(source[:132]) if isinstance(source, (bytes, bytearray)) else is_dicom_file(fp):
+        return _open_dicom(source, label, max_pixels)
     with warnings.catch_warnings():
         # Pillow warns (rather than fails) between 1x and 2x its own limit; treat as an error.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -140,13 +146,38 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
     return img
 
 
+def _open_dicom(source: str | Path | bytes, label: str, max_pixels: int) -> Image.Image:
+    try:
+        return read_dicom(source, max_pixels)
+    except DicomError as exc:
+        reason = str(exc)
+        kind = "too_large" if reason.startswith("too large") else "not_image" if "frames" in reason else "unreadable"
+        raise ImageReadError(label, reason, kind) from None
+    except MemoryError:
+        raise ImageReadError(label, "the image is too large to decode", "too_large") from None
+    except Exception as exc:  # a damaged file pydicom trips over
+        raise ImageReadError(label, f"the DICOM data is corrupt or truncated ({type(exc).__name__}: {exc})",
+                             "corrupt") from None
+
+
+def header_size(path: str | Path) -> tuple[int, int, str]:
+    """(width, height, mode) of an image file from its header, no pixel decoded (DICOM: its photometric
+    interpretation as the mode). Raises OSError, ValueError (a :class:`DicomError` with the reason for DICOM)
+    or Pillow's errors, as opening it would."""
+    if is_dicom_file(path):
+        width, height, photometric = dicom_size(path)
+        return width, height, f"DICOM {photometric}"
+    with Image.open(path) as img:
+        return img.size[0], img.size[1], img.mode
+
+
 def to_uint8(img: Image.Image, color: Color) -> np.ndarray:
     """8-bit pixels from any Pillow mode: (H, W) for gray, (H, W, 3) for rgb."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # High bit-depth (DICOM exports, microscopy): stretch the used range to 0..255. Float images may hold
-        # NaN or infinite pixels (masked regions): the stretch ignores them and they become black; an image with
-        # no finite pixel at all is refused rather than shown as a black square.
+        # High bit-depth (16-bit exports, DICOM without a display window, microscopy): stretch the used range to
+        # 0..255. Float images may hold NaN or infinite pixels (masked regions): the stretch ignores them and they
+        # become black; an image with no finite pixel at all is refused rather than shown as a black square.
         arr = np.asarray(img, dtype=np.float64)
         finite = np.isfinite(arr)
         if not finite.any():

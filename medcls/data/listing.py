@@ -18,7 +18,8 @@ from typing import Iterator
 from PIL import Image, UnidentifiedImageError
 
 from ..config import DataConfig
-from .imageio import MAX_IMAGE_PIXELS, is_image_name, is_mask_name, too_large_reason
+from .dicom import DicomError, is_dicom_file
+from .imageio import MAX_IMAGE_PIXELS, header_size, is_image_name, is_mask_name, too_large_reason
 from .spec import DataReport
 
 __all__ = ["MAX_DEPTH", "LOOP", "NOT_UTF8", "list_images", "sniff", "shown_path", "bad_name"]
@@ -91,7 +92,7 @@ def list_images(folder: Path, root: Path, cfg: DataConfig, report: DataReport) -
     for dirpath, filenames in _walk(folder, report):
         for filename in filenames:
             path = dirpath / filename
-            if not is_image_name(filename):
+            if not is_image_name(filename) and not (not path.suffix and is_dicom_file(path)):
                 report.skip(shown_path(path), f"not an image file type ({shown_path(path.suffix) or 'no extension'})")
                 continue
             if bad_name(filename):
@@ -130,8 +131,9 @@ def sniff(path: Path, real_root: Path) -> str | None:
             return "not a regular file (a folder, named pipe, device or socket)"
         if info.st_size == 0:
             return "the file is empty (0 bytes)"
-        with Image.open(path) as img:
-            width, height = img.size  # header parsed; pixels are decoded later, once
+        width, height, _ = header_size(path)  # header parsed; pixels are decoded later, once
+    except DicomError as exc:  # not one image, or pydicom missing: the reason in its own words
+        return str(exc)
     except FileNotFoundError:
         return "the file does not exist (or is a broken link)"
     except UnidentifiedImageError:

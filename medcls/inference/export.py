@@ -142,6 +142,9 @@ def stretch(img):
 
 def load(path):
     """The image as the model was trained on it: uint8 (1, C, S, S)."""
+    if Path(path).suffix.lower() in (".dcm", ".dicom"):
+        sys.exit(f"{path}: a DICOM file. This script reads PNG, JPEG, BMP and TIFF; medcls itself reads DICOM "
+                 "(its Try it page, or python -m medcls predict).")
     size = info["image_size"]
     img = Image.open(path)
     if img.format == "JPEG":  # decoded at a reduced scale that stays at least twice the size, as in medcls

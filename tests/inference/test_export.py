@@ -103,6 +103,12 @@ def test_predict_py_reads_16_bit_images_and_large_jpegs_as_medcls_does(exported,
     for path in paths:
         assert np.array_equal(load(path)[0].numpy(), predictor.pixels(path)), path
     assert load(paths[0]).float().std() > 20  # the scan's structure survives (clipping gave one flat white)
+    (tmp_path / "scan.dcm").write_bytes(b"\0" * 132)  # DICOM: said plainly, no traceback
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", str(folder / "predict.py"), str(tmp_path / "scan.dcm")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "a DICOM file. This script reads PNG, JPEG" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_the_zip_download_holds_the_three_files(finished_run, tmp_path):

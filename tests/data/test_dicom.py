@@ -1,0 +1,117 @@
+"""DICOM files read as a viewer shows them: rescale, the file's window, MONOCHROME1 inverted, one frame only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
+
+from medcls.config import DataConfig  # noqa: E402
+from medcls.data import load_dataset  # noqa: E402
+from medcls.data.explore import image_properties  # noqa: E402
+from medcls.data.imageio import ImageReadError, decode_resized, header_size, open_image, read_image  # noqa: E402
+
+
+def write_dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", window=None,
+                intercept: float | None = None, frames: int = 1) -> Path:
+    """A minimal single-image (or multi-frame) DICOM file, as a scanner's secondary capture would store it."""
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    colour = pixels.ndim == 3
+    ds.SamplesPerPixel = 3 if colour else 1
+    ds.PhotometricInterpretation = "RGB" if colour else photometric
+    if colour:
+        ds.PlanarConfiguration = 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    else:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation = 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if intercept is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = 1, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    data = np.repeat(pixels[None], frames, axis=0) if frames > 1 else pixels
+    ds.PixelData = data.astype(np.uint8 if colour else "<u2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _ramp(height: int = 40, width: int = 50) -> np.ndarray:
+    """12-bit values rising left to right, 0 .. 4000."""
+    return np.tile(np.linspace(0, 4000, width), (height, 1)).round().astype(np.uint16)
+
+
+def test_a_ct_window_is_applied_as_a_viewer_does(tmp_path):
+    # Stored 0..4000 with intercept -1024: -1024..2976 Hounsfield units; a soft-tissue window 40 +- 200.
+    path = write_dicom(tmp_path / "ct.dcm", _ramp(), intercept=-1024, window=(40, 400))
+    gray = read_image(str(path), "gray")
+    hu = _ramp().astype(float) - 1024
+    assert gray.shape == (40, 50) and gray.dtype == np.uint8
+    assert (gray[hu <= -161] == 0).all() and (gray[hu >= 241] == 255).all()  # outside the window: black, white
+    inside = (hu > -150) & (hu < 230)
+    expected = np.clip((hu - 39.5) / 399 + 0.5, 0, 1) * 255
+    assert np.abs(gray[inside].astype(float) - expected[inside]).max() <= 1
+    assert header_size(path) == (50, 40, "DICOM MONOCHROME2")
+
+
+def test_monochrome1_is_inverted_and_an_unwindowed_image_is_stretched(tmp_path):
+    plain = read_image(str(write_dicom(tmp_path / "m2.dcm", _ramp())), "gray")
+    inverted = read_image(str(write_dicom(tmp_path / "m1.dcm", _ramp(), photometric="MONOCHROME1")), "gray")
+    assert plain[:, 0].max() < 10 and plain[:, -1].min() > 245  # the used range stretched to 0..255
+    assert inverted[:, 0].min() > 245 and inverted[:, -1].max() < 10  # lowest value shown white
+    assert np.abs(plain.astype(int) + inverted.astype(int) - 255).max() <= 1
+
+
+def test_colour_dicom_decodes_to_rgb_and_bytes_match_files(tmp_path):
+    rgb = np.zeros((30, 20, 3), np.uint8)
+    rgb[..., 0], rgb[..., 2] = 200, 50
+    path = write_dicom(tmp_path / "photo.dcm", rgb)
+    assert np.array_equal(read_image(str(path), "rgb"), rgb)
+    # Try it's upload (bytes) and a dataset's file give the model the same pixels.
+    assert np.array_equal(decode_resized(path.read_bytes(), 16, "rgb"), decode_resized(str(path), 16, "rgb"))
+
+
+def test_files_that_are_not_one_image_are_refused_with_the_reason(tmp_path):
+    cine = write_dicom(tmp_path / "cine.dcm", _ramp(), frames=3)
+    with pytest.raises(ImageReadError, match="a DICOM with 3 frames") as err:
+        open_image(cine)
+    assert err.value.kind == "not_image"
+    fake = tmp_path / "fake.dcm"
+    fake.write_bytes(b"\0" * 200)
+    with pytest.raises(ImageReadError, match="not a DICOM file"):
+        open_image(fake)
+
+
+def test_a_folder_of_dicom_files_is_a_dataset(tmp_path):
+    root = tmp_path / "scans"
+    rng = np.random.default_rng(0)
+    for label, level in (("normal", 800), ("abnormal", 3000)):
+        for i in range(6):
+            pixels = np.clip(rng.normal(level, 200, (24, 24)), 0, 4095).astype(np.uint16)
+            name = f"IM{i:06d}" if i < 3 else f"{label}_{i}.dcm"  # exports often have no extension at all
+            write_dicom(root / label / name, pixels, window=(2000, 4000))
+    write_dicom(root / "normal" / "volume.dcm", _ramp(), frames=2)
+    (root / "normal" / "notes").write_text("not an image")
+    spec = load_dataset(DataConfig(source=str(root)))
+    assert spec.classes == ["abnormal", "normal"] and len(spec.items) == 12
+    skipped = {Path(s.path).name: s.reason for s in spec.report.skipped}
+    assert "a DICOM with 2 frames" in skipped["volume.dcm"] and "not an image file type" in skipped["notes"]
+    assert {r["mode"] for r in image_properties(spec)} == {"DICOM MONOCHROME2"}
+    bright = [decode_resized(it.path, 16, "gray").mean() for it in spec.items if spec.classes[it.label] == "abnormal"]
+    dark = [decode_resized(it.path, 16, "gray").mean() for it in spec.items if spec.classes[it.label] == "normal"]
+    assert min(bright) > max(dark) + 50  # the window keeps the classes' brightness apart (no per-image stretch)
