@@ -89,10 +89,11 @@ def read_dicom(source: str | Path | bytes, max_pixels: int) -> Image.Image:
         pixels = ds.pixel_array
     except Exception as exc:  # compressed pixel data without a decoder, or damaged data
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", "") or str(syntax or "unknown")
-        raise DicomError(f"its pixel data ({name}) cannot be decoded here ({type(exc).__name__}: {exc}); "
-                         "compressed DICOM may need 'pip install pylibjpeg pylibjpeg-libjpeg "
-                         "pylibjpeg-openjpeg'") from None
+        if getattr(syntax, "is_compressed", False):
+            raise DicomError(f"its pixel data is compressed ({syntax.name}) and cannot be decoded here "
+                             f"({type(exc).__name__}: {exc}); 'pip install pylibjpeg pylibjpeg-libjpeg "
+                             "pylibjpeg-openjpeg' adds decoders for most of them") from None
+        raise DicomError(f"its pixel data is damaged or truncated ({type(exc).__name__}: {exc})") from None
     if pixels.ndim == 3:  # colour (rows, columns, 3); pydicom gives YBR as RGB
         if pixels.dtype != np.uint8:
             bits = int(ds.get("BitsStored", 8) or 8)

@@ -95,6 +95,9 @@ def test_files_that_are_not_one_image_are_refused_with_the_reason(tmp_path):
     fake.write_bytes(b"\0" * 200)
     with pytest.raises(ImageReadError, match="not a DICOM file"):
         open_image(fake)
+    whole = write_dicom(tmp_path / "whole.dcm", _ramp()).read_bytes()
+    with pytest.raises(ImageReadError, match="pixel data is damaged or truncated"):  # not "install a decoder"
+        open_image(whole[:-1000])
 
 
 def test_a_folder_of_dicom_files_is_a_dataset(tmp_path):
