@@ -31,6 +31,7 @@ __all__ = [
     "header_size",
     "open_image",
     "to_uint8",
+    "stretch_to_uint8",
     "read_image",
     "resize_square",
     "decode_resized",
@@ -171,6 +172,19 @@ def header_size(path: str | Path) -> tuple[int, int, str]:
         return img.size[0], img.size[1], img.mode
 
 
+def stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """High bit-depth values (H, W) to uint8: the used range (0.5th to 99.5th percentile of the finite values)
+    stretched to 0..255; values that are not finite become black.
+
+    Plain numpy only: medcls's exported ``predict.py`` carries this function's source, so that it reads such
+    images exactly as medcls does."""
+    finite = np.isfinite(arr)
+    values = arr[finite]
+    lo, hi = np.percentile(values, (0.5, 99.5)) if values.size > 4 else (values.min(), values.max())
+    arr = np.where(finite, np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
+    return arr.round().astype(np.uint8)
+
+
 def to_uint8(img: Image.Image, color: Color) -> np.ndarray:
     """8-bit pixels from any Pillow mode: (H, W) for gray, (H, W, 3) for rgb."""
     mode = img.mode
@@ -179,14 +193,10 @@ def to_uint8(img: Image.Image, color: Color) -> np.ndarray:
         # 0..255. Float images may hold NaN or infinite pixels (masked regions): the stretch ignores them and they
         # become black; an image with no finite pixel at all is refused rather than shown as a black square.
         arr = np.asarray(img, dtype=np.float64)
-        finite = np.isfinite(arr)
-        if not finite.any():
+        if not np.isfinite(arr).any():
             raise ImageReadError(getattr(img, "filename", "") or "image",
                                  "the image holds no finite pixel values (all NaN or infinite)")
-        values = arr[finite]
-        lo, hi = np.percentile(values, (0.5, 99.5)) if values.size > 4 else (values.min(), values.max())
-        arr = np.where(finite, np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
-        gray = arr.round().astype(np.uint8)
+        gray = stretch_to_uint8(arr)
         return gray if color == "gray" else np.repeat(gray[..., None], 3, axis=2)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         # Transparent parts become black, the usual background of medical images.

@@ -18,6 +18,7 @@ TorchScript file (its ``extra_files``) and beside it as ``classes.json``.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import warnings
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.imageio import stretch_to_uint8
 from ..models.ensemble import FoldEnsemble
 from ..runs.store import RunStore
 from .predictor import load_run_model
@@ -129,15 +131,7 @@ model = torch.jit.load(str(HERE / "model.pt"), map_location="cpu", _extra_files=
 info = json.loads(extra["classes.json"])
 
 
-def stretch(img):
-    """16-bit and float images (DICOM exports, microscopy) to 8 bits as medcls does: the used range (0.5th to
-    99.5th percentile of the finite pixels) stretched to 0..255; pixels that are not finite become black."""
-    arr = np.asarray(img, dtype=np.float64)
-    finite = np.isfinite(arr)
-    values = arr[finite]
-    lo, hi = np.percentile(values, (0.5, 99.5)) if values.size > 4 else (values.min(), values.max())
-    arr = np.where(finite, np.clip((arr - lo) / max(hi - lo, 1e-9), 0, 1) * 255, 0)
-    return Image.fromarray(arr.round().astype(np.uint8))
+STRETCH_TO_UINT8
 
 
 def load(path):
@@ -154,8 +148,8 @@ def load(path):
         img = ImageOps.exif_transpose(img)  # phone/camera JPEGs store their rotation in EXIF
     except Exception:
         pass
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        img = stretch(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit and float images, as medcls does
+        img = Image.fromarray(stretch_to_uint8(np.asarray(img, dtype=np.float64)))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")  # transparent parts become black, as in medcls
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
@@ -179,4 +173,4 @@ if __name__ == "__main__":
         else:
             others = ", ".join(f"{c} {p:.3f}" for c, p in zip(info["classes"], probs))
             print(f"{path}: {info['classes'][best]} ({others})")
-'''
+'''.replace("STRETCH_TO_UINT8", inspect.getsource(stretch_to_uint8).rstrip())  # medcls's own, not a copy
