@@ -25,7 +25,12 @@ _NEEDS_PYDICOM = "reading DICOM files needs the pydicom package (pip install pyd
 
 
 class DicomError(ValueError):
-    """A DICOM file medcls cannot use; ``str(err)`` is the reason, in words for the data report."""
+    """A DICOM file medcls cannot use; ``str(err)`` is the reason, in words for the data report, and ``kind``
+    the :class:`medcls.data.imageio.ImageReadError` kind it amounts to."""
+
+    def __init__(self, reason: str, kind: str = "unreadable"):
+        super().__init__(reason)
+        self.kind = kind
 
 
 def looks_like_dicom(head: bytes) -> bool:
@@ -64,13 +69,17 @@ def _dcmread(source: str | Path | bytes, **kwargs):
 def dicom_size(source: str | Path | bytes) -> tuple[int, int, str]:
     """(width, height, photometric interpretation) from the header alone, for a file holding one image; raises
     :class:`DicomError` for anything else."""
-    ds = _dcmread(source, stop_before_pixels=True)
+    return _single_image(_dcmread(source, stop_before_pixels=True))
+
+
+def _single_image(ds) -> tuple[int, int, str]:
+    """(width, height, photometric interpretation) of a dataset that holds one image; DicomError otherwise."""
     if "Rows" not in ds or "Columns" not in ds:
         raise DicomError("the DICOM file holds no image (no rows and columns: a report or other non-image data)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DicomError(f"a DICOM with {frames} frames (a volume or a cine loop); medcls classifies single "
-                         "images, so save the frame to classify as its own file")
+                         "images, so save the frame to classify as its own file", "not_image")
     return int(ds.Columns), int(ds.Rows), str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
 
 
@@ -79,10 +88,10 @@ def read_dicom(source: str | Path | bytes, max_pixels: int) -> Image.Image:
 
     Raises :class:`DicomError` with the reason (no pydicom, not DICOM, no image, several frames, too large, pixel data
     compressed in a format no installed decoder reads)."""
-    width, height, photometric = dicom_size(source)
-    if width * height > max_pixels:
-        raise DicomError(f"too large: {width}x{height} pixels (limit {max_pixels / 1e6:g} megapixels)")
-    ds = _dcmread(source)
+    ds = _dcmread(source)  # the pixel data's bytes are read, not yet decoded
+    width, height, photometric = _single_image(ds)
+    if width * height > max_pixels:  # checked before decoding
+        raise DicomError(f"too large: {width}x{height} pixels (limit {max_pixels / 1e6:g} megapixels)", "too_large")
     if "PixelData" not in ds:
         raise DicomError("the DICOM file holds no pixel data")
     try:

@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}) | DICOM_SUFFIXES
+# Pillow modes with more than 8 bits a value (16-bit exports, microscopy, float maps): stretched to 8 bits.
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # 64 megapixels: far above any ultrasound, X-ray or microscopy tile we expect,
 # far below what would exhaust memory (a bomb declares billions).
 MAX_IMAGE_PIXELS = 64_000_000
@@ -151,9 +153,7 @@ def _open_dicom(source: str | Path | bytes, label: str, max_pixels: int) -> Imag
     try:
         return read_dicom(source, max_pixels)
     except DicomError as exc:
-        reason = str(exc)
-        kind = "too_large" if reason.startswith("too large") else "not_image" if "frames" in reason else "unreadable"
-        raise ImageReadError(label, reason, kind) from None
+        raise ImageReadError(label, str(exc), exc.kind) from None
     except MemoryError:
         raise ImageReadError(label, "the image is too large to decode", "too_large") from None
     except Exception as exc:  # a damaged file pydicom trips over
@@ -188,7 +188,7 @@ def stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
 def to_uint8(img: Image.Image, color: Color) -> np.ndarray:
     """8-bit pixels from any Pillow mode: (H, W) for gray, (H, W, 3) for rgb."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode in HIGH_BIT_MODES:
         # High bit-depth (16-bit exports, DICOM without a display window, microscopy): stretch the used range to
         # 0..255. Float images may hold NaN or infinite pixels (masked regions): the stretch ignores them and they
         # become black; an image with no finite pixel at all is refused rather than shown as a black square.

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.imageio import stretch_to_uint8
+from ..data.dicom import DICOM_SUFFIXES
+from ..data.imageio import HIGH_BIT_MODES, stretch_to_uint8
 from ..models.ensemble import FoldEnsemble
 from ..runs.store import RunStore
 from .predictor import load_run_model
@@ -131,12 +132,12 @@ model = torch.jit.load(str(HERE / "model.pt"), map_location="cpu", _extra_files=
 info = json.loads(extra["classes.json"])
 
 
-STRETCH_TO_UINT8
+MEDCLS_DECODING
 
 
 def load(path):
     """The image as the model was trained on it: uint8 (1, C, S, S)."""
-    if Path(path).suffix.lower() in (".dcm", ".dicom"):
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
         sys.exit(f"{path}: a DICOM file. This script reads PNG, JPEG, BMP and TIFF; medcls itself reads DICOM "
                  "(its Try it page, or python -m medcls predict).")
     size = info["image_size"]
@@ -148,7 +149,7 @@ def load(path):
         img = ImageOps.exif_transpose(img)  # phone/camera JPEGs store their rotation in EXIF
     except Exception:
         pass
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16-bit and float images, as medcls does
+    if img.mode in HIGH_BIT_MODES:  # 16-bit and float images, as medcls does
         img = Image.fromarray(stretch_to_uint8(np.asarray(img, dtype=np.float64)))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")  # transparent parts become black, as in medcls
@@ -173,4 +174,6 @@ if __name__ == "__main__":
         else:
             others = ", ".join(f"{c} {p:.3f}" for c, p in zip(info["classes"], probs))
             print(f"{path}: {info['classes'][best]} ({others})")
-'''.replace("STRETCH_TO_UINT8", inspect.getsource(stretch_to_uint8).rstrip())  # medcls's own, not a copy
+'''.replace("MEDCLS_DECODING", "\n".join([  # medcls's own constants and stretch, not copies of them
+    f"HIGH_BIT_MODES = {HIGH_BIT_MODES!r}", f"DICOM_SUFFIXES = {tuple(sorted(DICOM_SUFFIXES))!r}", "", "",
+    inspect.getsource(stretch_to_uint8).rstrip()]))

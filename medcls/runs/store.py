@@ -149,10 +149,9 @@ class RunStore(RunLifecycle, RunArtefacts):
         if not meta.name:
             taken = {self.meta(r).name for r in self.list_ids()}
             meta = dataclasses.replace(meta, name=unique_name(default_run_name(config), taken))
-        if run_id:  # the caller's id: taken is an error
-            self.path(run_id, must_exist=False).mkdir(parents=True, exist_ok=False)
-        else:
-            run_id = claim_id(f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}", self.claim_folder)
+        if run_id and not self.claim_folder(run_id):  # the caller's id: taken is an error
+            raise FileExistsError(f"A run with id {run_id!r} exists already in {self.root}.")
+        run_id = run_id or claim_id(f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}", self.claim_folder)
         folder = self.path(run_id, must_exist=False)
         # status first: a folder with config.json is a run, and must always have a status.
         now = _now()
