@@ -36,8 +36,8 @@ def _downloads(store: RunStore, run_id: str) -> None:
                          file_name=f"{run_id}-torchscript.zip", mime="application/zip", key="export_torchscript",
                          on_click="ignore", disabled=not store.has_weights(run_id),
                          help="model.pt (the network with its preprocessing, returning class probabilities), "
-                              "classes.json and a short predict.py that needs only torch, Pillow and numpy: "
-                              "`python predict.py image.png`.")
+                              "classes.json and a short predict.py that needs only torch, Pillow and numpy (and "
+                              "pydicom for DICOM files): `python predict.py image.png`.")
     reason = can_export(store, run_id)
     right.download_button("⬇ This run (.zip for another medcls)", data=lambda: export_run_zip(store, run_id),
                           file_name=f"{run_id}.zip", mime="application/zip", key="export_run_zip",

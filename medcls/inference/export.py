@@ -11,7 +11,8 @@ Decoding and resizing stay in Python because the exact pixels matter: the
 generated ``predict.py`` does them with Pillow and numpy the way
 :mod:`medcls.data.imageio` does (JPEGs decoded at a reduced scale, 16-bit and
 float images stretched to 8 bits, transparency on black, convert to L or RGB,
-bilinear resize with ``reducing_gap=2.0``), so its answers match medcls's own
+bilinear resize with ``reducing_gap=2.0``; DICOM files through medcls's own
+DICOM reader when pydicom is installed), so its answers match medcls's own
 to within rounding. The class names and input format travel inside the
 TorchScript file (its ``extra_files``) and beside it as ``classes.json``.
 """
@@ -28,8 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.dicom import DICOM_SUFFIXES
-from ..data.imageio import HIGH_BIT_MODES, stretch_to_uint8
+from ..data import dicom
+from ..data.imageio import HIGH_BIT_MODES, MAX_IMAGE_PIXELS, stretch_to_uint8
 from ..models.ensemble import FoldEnsemble
 from ..runs.store import RunStore
 from .predictor import load_run_model
@@ -110,12 +111,29 @@ def torchscript_zip(store: RunStore, run_id: str, workdir: Path | str) -> bytes:
     return buffer.getvalue()
 
 
-PREDICT_PY = '''"""Predict images with a model exported from medcls. Needs only torch, Pillow and numpy.
+def _decoding_source() -> str:
+    """medcls's own decoding constants and functions, as source for predict.py: the high-bit-depth stretch and the
+    DICOM reader (module :mod:`medcls.data.dicom` without its imports), not copies that could drift apart."""
+    constants = {"HIGH_BIT_MODES": HIGH_BIT_MODES, "MAX_IMAGE_PIXELS": MAX_IMAGE_PIXELS,
+                 "DICOM_SUFFIXES": dicom.DICOM_SUFFIXES, "_MAGIC": dicom._MAGIC, "_MAGIC_AT": dicom._MAGIC_AT,
+                 "_NEEDS_PYDICOM": dicom._NEEDS_PYDICOM}
+    functions = [stretch_to_uint8, dicom.DicomError, dicom.looks_like_dicom, dicom.is_dicom_file, dicom._dcmread,
+                 dicom._single_image, dicom.read_dicom, dicom._gray, dicom._first]
+    lines = [f"{name} = frozenset({sorted(value)!r})" if isinstance(value, frozenset) else f"{name} = {value!r}"
+             for name, value in constants.items()]  # sorted: the same file from every export
+    return "\n".join(lines) + "\n\n\n" + "\n\n\n".join(inspect.getsource(f).rstrip() for f in functions)
+
+
+PREDICT_PY = '''"""Predict images with a model exported from medcls. Needs only torch, Pillow and numpy (and pydicom
+for DICOM files).
 
     python predict.py IMAGE [IMAGE ...]          (add --json for one JSON line per image)
 
 A teaching model: it is not a diagnostic device.
 """
+from __future__ import annotations
+
+import io
 import json
 import sys
 import warnings
@@ -137,18 +155,23 @@ MEDCLS_DECODING
 
 def load(path):
     """The image as the model was trained on it: uint8 (1, C, S, S)."""
-    if Path(path).suffix.lower() in DICOM_SUFFIXES:
-        sys.exit(f"{path}: a DICOM file. This script reads PNG, JPEG, BMP and TIFF; medcls itself reads DICOM "
-                 "(its Try it page, or python -m medcls predict).")
     size = info["image_size"]
-    img = Image.open(path)
-    if img.format == "JPEG":  # decoded at a reduced scale that stays at least twice the size, as in medcls
-        img.draft("L" if info["color"] == "gray" else "RGB", (2 * size, 2 * size))
-    img.load()
-    try:
-        img = ImageOps.exif_transpose(img)  # phone/camera JPEGs store their rotation in EXIF
-    except Exception:
-        pass
+    if is_dicom_file(path):  # shown as a viewer shows it (window, MONOCHROME1), as in medcls; needs pydicom
+        try:
+            img = read_dicom(path, MAX_IMAGE_PIXELS)
+        except DicomError as exc:  # no pydicom, several frames, compressed without a decoder...: says why
+            sys.exit(f"{path}: {exc}")
+        except Exception as exc:  # a damaged file pydicom trips over
+            sys.exit(f"{path}: the DICOM data is corrupt or truncated ({type(exc).__name__}: {exc})")
+    else:
+        img = Image.open(path)
+        if img.format == "JPEG":  # decoded at a reduced scale that stays at least twice the size, as in medcls
+            img.draft("L" if info["color"] == "gray" else "RGB", (2 * size, 2 * size))
+        img.load()
+        try:
+            img = ImageOps.exif_transpose(img)  # phone/camera JPEGs store their rotation in EXIF
+        except Exception:
+            pass
     if img.mode in HIGH_BIT_MODES:  # 16-bit and float images, as medcls does
         img = Image.fromarray(stretch_to_uint8(np.asarray(img, dtype=np.float64)))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -174,6 +197,4 @@ if __name__ == "__main__":
         else:
             others = ", ".join(f"{c} {p:.3f}" for c, p in zip(info["classes"], probs))
             print(f"{path}: {info['classes'][best]} ({others})")
-'''.replace("MEDCLS_DECODING", "\n".join([  # medcls's own constants and stretch, not copies of them
-    f"HIGH_BIT_MODES = {HIGH_BIT_MODES!r}", f"DICOM_SUFFIXES = {tuple(sorted(DICOM_SUFFIXES))!r}", "", "",
-    inspect.getsource(stretch_to_uint8).rstrip()]))
+'''.replace("MEDCLS_DECODING", _decoding_source())

@@ -9,46 +9,12 @@ import pytest
 
 pydicom = pytest.importorskip("pydicom")
 
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid  # noqa: E402
+from dicom_files import write_dicom  # noqa: E402
 
 from medcls.config import DataConfig  # noqa: E402
 from medcls.data import load_dataset  # noqa: E402
 from medcls.data.explore import image_properties  # noqa: E402
 from medcls.data.imageio import ImageReadError, decode_resized, header_size, open_image, read_image  # noqa: E402
-
-
-def write_dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2", window=None,
-                intercept: float | None = None, frames: int = 1) -> Path:
-    """A minimal single-image (or multi-frame) DICOM file, as a scanner's secondary capture would store it."""
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape[:2]
-    colour = pixels.ndim == 3
-    ds.SamplesPerPixel = 3 if colour else 1
-    ds.PhotometricInterpretation = "RGB" if colour else photometric
-    if colour:
-        ds.PlanarConfiguration = 0
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
-    else:
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PixelRepresentation = 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if intercept is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = 1, intercept
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    data = np.repeat(pixels[None], frames, axis=0) if frames > 1 else pixels
-    ds.PixelData = data.astype(np.uint8 if colour else "<u2").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _ramp(height: int = 40, width: int = 50) -> np.ndarray:
