@@ -45,7 +45,8 @@ from .pipeline import (
 )
 
 __all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "training_work",
-           "too_much_work", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK", "REFERENCE_PASSES"]
+           "too_much_work", "too_rare_for_folds", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK",
+           "REFERENCE_PASSES"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,22 @@ def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int]) -> str | None:
     return (f"One model, not a {AUTO_FOLDS}-fold ensemble: {images:,} training + validation images with {cfg.model} "
             f"at {cfg.image_size} px {over} ({AUTO_FOLDS} models would take {AUTO_FOLDS} times as long). Set the "
             "folds to train an ensemble anyway.")
+
+
+def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Sequence[str]) -> str | None:
+    """When only a rare class keeps a small dataset from the automatic ensemble: a sentence saying so (None
+    otherwise). The Train page shows it beside the option, which is on while the run trains one model."""
+    if cfg.folds or not cfg.small_data_ensemble:
+        return None
+    present = [(count, name) for count, name in zip(pool_counts, classes) if count > 0]
+    needed = AUTO_FOLDS * AUTO_MIN_PER_FOLD
+    if len(present) < 2 or sum(count for count, _ in present) > AUTO_MAX_IMAGES or min(present)[0] >= needed:
+        return None
+    fewest, name = min(present)
+    return (f"One model, not a {AUTO_FOLDS}-fold ensemble: {name} has only {fewest:,} training + validation "
+            f"images, so each fold model would pick its best epoch on about {fewest / AUTO_FOLDS:.0f} of them "
+            f"(the ensemble needs {needed} of every class, {AUTO_MIN_PER_FOLD} for each fold). Set the folds to "
+            "train an ensemble anyway.")
 
 
 def train_alike(configs: Sequence[TrainConfig],

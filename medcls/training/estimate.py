@@ -38,7 +38,7 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data.spec import DatasetSpec
-from .crossval import folds_for, too_much_work
+from .crossval import folds_for, too_much_work, too_rare_for_folds
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
 from .pipeline import cached_views
@@ -183,7 +183,8 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
     return RunEstimate(epoch_s=steps * costs.step_s + val * costs.eval_image_s, steps=steps, epoch_images=epoch_images,
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
                        finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
-                       costs=costs, folds=folds, features_s=cache_s, note=too_much_work(cfg, counts),
+                       costs=costs, folds=folds, features_s=cache_s,
+                       note=too_much_work(cfg, counts) or too_rare_for_folds(cfg, counts, spec.classes),
                        warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None)
 
 

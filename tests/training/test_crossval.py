@@ -139,6 +139,23 @@ def test_a_small_dataset_kept_from_the_ensemble_by_its_work_says_so_before_and_a
     assert cfg.folds == 0 and note == words
 
 
+def test_a_small_dataset_kept_from_the_ensemble_by_a_rare_class_names_it():
+    from medcls.config import TrainConfig
+    from medcls.training.crossval import folds_for, too_rare_for_folds
+
+    classes = ["benign", "malignant", "normal"]
+    words = too_rare_for_folds(TrainConfig(), [24, 21, 296], classes)   # the built-in phantoms' train + val
+    assert folds_for(TrainConfig(), [24, 21, 296]) == 0
+    assert words == ("One model, not a 5-fold ensemble: malignant has only 21 training + validation images, so "
+                     "each fold model would pick its best epoch on about 4 of them (the ensemble needs 50 of every "
+                     "class, 10 for each fold). Set the folds to train an ensemble anyway.")
+    assert too_rare_for_folds(TrainConfig(), [370, 180, 113], classes) is None     # BUSI: the ensemble trains
+    assert too_rare_for_folds(TrainConfig(), [3000, 40, 500], classes) is None     # large: not a small dataset
+    assert "ensemble: malignant has only 21" in too_rare_for_folds(TrainConfig(), [0, 21, 296], classes)  # not 0
+    assert too_rare_for_folds(TrainConfig().with_options(folds=3), [24, 21, 296], classes) is None  # as set
+    assert too_rare_for_folds(TrainConfig().with_options(small_data_ensemble=False), [24, 21, 296], classes) is None
+
+
 def test_fit_trains_a_fold_ensemble_when_chosen_and_one_model_when_turned_off(class_dataset, synth, monkeypatch):
     from medcls.training import crossval
 

@@ -143,6 +143,10 @@ def test_a_small_dataset_is_timed_as_the_five_fold_models_it_trains():
     assert auto.note is None and single.note is None
     large = estimate_run(TrainConfig().with_options(image_size=256), busi_like, costs())  # 4 times the work
     assert large.folds == 0 and large.note.startswith("One model, not a 5-fold ensemble")
+    # The built-in data is small, yet trains one model with the option on: the page says which class is too rare.
+    phantoms = estimate_run(TrainConfig(), PHANTOMS, costs())
+    assert phantoms.note.startswith("One model, not a 5-fold ensemble: malignant has only")
+    assert estimate_run(TrainConfig().with_options(small_data_ensemble=False), PHANTOMS, costs()).note is None
 
 
 def test_testing_an_ensemble_counts_every_member():
