@@ -68,10 +68,16 @@ def auto_folds(pool_counts: Sequence[int], work_per_image: float = 1.0) -> int:
     """Folds the automatic ensemble trains for a train + val pool with these images per class, each image
     ``work_per_image`` times the default model's at 128 px (0: one model)."""
     present = [n for n in pool_counts if n > 0]
-    if (len(present) < 2 or sum(present) > AUTO_MAX_IMAGES or sum(present) * work_per_image > AUTO_MAX_WORK
-            or min(present) < AUTO_FOLDS * AUTO_MIN_PER_FOLD):
+    if not _small_pool(present) or sum(present) * work_per_image > AUTO_MAX_WORK \
+            or min(present) < AUTO_FOLDS * AUTO_MIN_PER_FOLD:
         return 0
     return AUTO_FOLDS
+
+
+def _small_pool(present: Sequence[int]) -> bool:
+    """Whether a train + val pool with these (non-zero) images per class is small enough for the automatic
+    ensemble to be worth it: two classes or more, and few images."""
+    return len(present) >= 2 and sum(present) <= AUTO_MAX_IMAGES
 
 
 def training_work(cfg: TrainConfig) -> float:
@@ -135,7 +141,7 @@ def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Se
         return None
     present = [(count, name) for count, name in zip(pool_counts, classes) if count > 0]
     needed = AUTO_FOLDS * AUTO_MIN_PER_FOLD
-    if len(present) < 2 or sum(count for count, _ in present) > AUTO_MAX_IMAGES or min(present)[0] >= needed:
+    if not _small_pool([count for count, _ in present]) or min(present)[0] >= needed:
         return None
     fewest, name = min(present)
     return (f"One model, not a {AUTO_FOLDS}-fold ensemble: {name} has only {fewest:,} training + validation "
