@@ -9,6 +9,21 @@ import pytest
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parents[1]
+_MEASURED: dict[str, object] = {}  # probe config (JSON) -> the Costs the real probe measured for it
+
+
+def _measure_once(measure):
+    """``measure_costs``, run for real once per config in this test process.
+
+    The Train page times every config it shows in a probe process (5-15 s on a slow 2-core machine), and each
+    page test starts with empty Streamlit caches, so the same built-in config was timed dozens of times per
+    suite. The probe itself is tested in tests/training/test_estimate.py; pages only need its answer."""
+    def measure_once(cfg, **kwargs):
+        key = cfg.to_json()
+        if key not in _MEASURED:
+            _MEASURED[key] = measure(cfg, **kwargs)
+        return _MEASURED[key]
+    return measure_once
 
 
 def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> Iterator[Path]:
@@ -19,6 +34,9 @@ def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Pat
     monkeypatch.setenv("MEDCLS_WORKER_THREADS", "1")
     monkeypatch.setenv("MEDCLS_DEBUG", "1")  # a page error is raised (after its message), so at.exception shows it
     monkeypatch.chdir(ROOT)
+    import app.model_summary
+
+    monkeypatch.setattr(app.model_summary, "measure_costs", _measure_once(app.model_summary.measure_costs))
     st.cache_resource.clear()
     st.cache_data.clear()
     yield tmp_path

@@ -57,7 +57,7 @@ new MutationObserver(records => {
                       attributeFilter: ["data-test-script-state"]});
 """
 SCREENSHOTS = pytest.StashKey[list]()
-SERVER_LOG = pytest.StashKey[Path]()
+SERVER_LOG = pytest.StashKey[set]()
 
 
 def _skip_reason() -> str | None:
@@ -77,6 +77,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     with the reason when Chromium or Playwright is missing."""
     browser_tests = [item for item in items if item.get_closest_marker("e2e") is not None]
     items[:] = [item for item in items if item.get_closest_marker("e2e") is None] + browser_tests
+    for item in browser_tests:  # with pytest -n: all in one process, so two servers and browsers never compete
+        item.add_marker(pytest.mark.xdist_group("browser"))
     reason = _skip_reason()
     if reason is None:
         return
@@ -85,8 +87,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(skip)
 
 
+_STARTED = time.time()  # this test process's start (with pytest -n, each process's is before any test ran)
+_CONFIG: list[pytest.Config] = []  # the run's config, for the report hook (which is not given it)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SCREENSHOTS] = []
+    config.stash[SERVER_LOG] = set()
+    _CONFIG[:] = [config]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -96,15 +104,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Screenshots and server logs come back in the test's report (``user_properties``), also from the
+    processes of ``pytest -n 2``, whose stash the summary cannot see."""
+    if report.when != "teardown":  # the teardown report carries everything the test and its fixtures recorded
+        return
+    config = _CONFIG[0] if _CONFIG else None
+    if config is None:
+        return
+    for key, value in report.user_properties:
+        if key.startswith("screenshot:"):
+            config.stash[SCREENSHOTS].append((report.nodeid.split("::")[-1], Path(value)))
+        elif key == "server log":
+            config.stash[SERVER_LOG].add(Path(value))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     shots = config.stash.get(SCREENSHOTS, [])
-    log = config.stash.get(SERVER_LOG, None)
-    if not shots and log is None:
+    logs = sorted(config.stash.get(SERVER_LOG, set()))
+    if not shots and not logs:
         return
     terminalreporter.section("e2e screenshots")
     for test_name, path in shots:
         terminalreporter.write_line(f"{_relative(path)}  ({test_name})")
-    if log is not None:
+    for log in logs:
         terminalreporter.write_line(f"server log: {log}")
 
 
@@ -234,10 +257,9 @@ def streamlit_server(base: Path, address: str = "127.0.0.1"):
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Server:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     """The server all tests share (runs made by one test are visible to the next)."""
     base = tmp_path_factory.mktemp("e2e-server")
-    pytestconfig.stash[SERVER_LOG] = base / "server.log"
     with streamlit_server(base) as running:
         yield running
 
@@ -264,10 +286,13 @@ def exposed_server(tmp_path: Path) -> Server:
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
-    for old in ARTIFACTS.glob("*.png"):  # the folder shows this run's pages only
-        old.unlink()
+    # A slow 2-core machine running two test processes can take longer than Playwright's 5 s to redraw a page.
+    expect.set_options(timeout=15_000)
+    for old in ARTIFACTS.glob("*.png"):  # the folder shows this run's pages only (not another process's of it)
+        if old.stat().st_mtime < _STARTED:
+            old.unlink(missing_ok=True)
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
@@ -310,7 +335,9 @@ def page(browser, front_door: Server, request: pytest.FixtureRequest):
         report = getattr(request.node, "_e2e_report_call", None)
         if report is not None and report.failed:
             try:
-                _save(request, tab, f"FAILED-{request.node.name}")
+                path = _save(request, tab, f"FAILED-{request.node.name}")
+                request.node.user_properties.append((f"screenshot:FAILED-{request.node.name}", _relative(path)))
+                request.node.user_properties.append(("server log", str(server.log_path)))
             except Exception:  # the page may be gone; the failure itself is what matters
                 pass
         context.close()
@@ -337,7 +364,6 @@ def _save(request: pytest.FixtureRequest, tab, name: str) -> Path:
     finally:
         if size:
             tab.set_viewport_size(size)
-    request.config.stash[SCREENSHOTS].append((request.node.name, path))
     return path
 
 
