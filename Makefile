@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)
 	$(PY) -m streamlit run streamlit_app.py
 
-# Two test processes (pytest-xdist; the browser tests all in one of them): about a third faster on 2 cores, since much of a
+# Two test processes (pytest-xdist; the browser tests all in one of them): about a quarter faster on 2 cores, since much of a
 # test's time is waiting on a server, a browser or a worker process. PYTEST_PROCESSES=0 runs them in this one.
 PYTEST_PROCESSES ?= 2
 PYTEST := $(PY) -m pytest -n $(PYTEST_PROCESSES) --dist loadgroup

@@ -56,8 +56,6 @@ new MutationObserver(records => {
 }).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
                       attributeFilter: ["data-test-script-state"]});
 """
-SCREENSHOTS = pytest.StashKey[list]()
-SERVER_LOG = pytest.StashKey[set]()
 
 
 def _skip_reason() -> str | None:
@@ -88,13 +86,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 _STARTED = time.time()  # this test process's start (with pytest -n, each process's is before any test ran)
-_CONFIG: list[pytest.Config] = []  # the run's config, for the report hook (which is not given it)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.stash[SCREENSHOTS] = []
-    config.stash[SERVER_LOG] = set()
-    _CONFIG[:] = [config]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -104,30 +95,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Screenshots and server logs come back in the test's report (``user_properties``), also from the
-    processes of ``pytest -n 2``, whose stash the summary cannot see."""
-    if report.when != "teardown":  # the teardown report carries everything the test and its fixtures recorded
-        return
-    config = _CONFIG[0] if _CONFIG else None
-    if config is None:
-        return
-    for key, value in report.user_properties:
-        if key.startswith("screenshot:"):
-            config.stash[SCREENSHOTS].append((report.nodeid.split("::")[-1], Path(value)))
-        elif key == "server log":
-            config.stash[SERVER_LOG].add(Path(value))
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    shots = config.stash.get(SCREENSHOTS, [])
-    logs = sorted(config.stash.get(SERVER_LOG, set()))
+    """The screenshots and server logs tests recorded (``user_properties``): they come back in the test reports,
+    also from the processes of ``pytest -n 2``. A test's teardown report carries all it and its fixtures recorded."""
+    shots, logs = [], set()
+    for report in (r for reports in terminalreporter.stats.values() for r in reports):
+        if getattr(report, "when", None) != "teardown":
+            continue
+        for key, value in report.user_properties:
+            if key.startswith("screenshot:"):
+                shots.append((report.nodeid.split("::")[-1], value))
+            elif key == "server log":
+                logs.add(value)
     if not shots and not logs:
         return
     terminalreporter.section("e2e screenshots")
     for test_name, path in shots:
-        terminalreporter.write_line(f"{_relative(path)}  ({test_name})")
-    for log in logs:
+        terminalreporter.write_line(f"{path}  ({test_name})")
+    for log in sorted(logs):
         terminalreporter.write_line(f"server log: {log}")
 
 
@@ -335,8 +320,7 @@ def page(browser, front_door: Server, request: pytest.FixtureRequest):
         report = getattr(request.node, "_e2e_report_call", None)
         if report is not None and report.failed:
             try:
-                path = _save(request, tab, f"FAILED-{request.node.name}")
-                request.node.user_properties.append((f"screenshot:FAILED-{request.node.name}", _relative(path)))
+                _save(request, tab, f"FAILED-{request.node.name}")
                 request.node.user_properties.append(("server log", str(server.log_path)))
             except Exception:  # the page may be gone; the failure itself is what matters
                 pass
@@ -364,17 +348,16 @@ def _save(request: pytest.FixtureRequest, tab, name: str) -> Path:
     finally:
         if size:
             tab.set_viewport_size(size)
+    request.node.user_properties.append((f"screenshot:{name}", _relative(path)))  # listed at the end of the run
     return path
 
 
 @pytest.fixture
-def screenshot_of(request: pytest.FixtureRequest, record_property):
+def screenshot_of(request: pytest.FixtureRequest):
     """``screenshot_of(tab, "name")`` saves ``tab`` as artifacts/e2e/name.png and reports the path."""
 
     def take(tab, name: str) -> Path:
-        path = _save(request, tab, name)
-        record_property(f"screenshot:{name}", _relative(path))
-        return path
+        return _save(request, tab, name)
 
     return take
 
