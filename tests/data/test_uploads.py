@@ -17,7 +17,9 @@ from medcls.runs.permissions import Identity
 
 
 def dataset_zip(seed: int, images: int = 4, size: int = 64) -> bytes:
-    """A .zip of two class folders of incompressible images (about images * 2 * size^2 bytes)."""
+    """A .zip of two class folders of incompressible images (about images * 2 * size^2 bytes). The same seed
+    gives the same bytes: entries carry a fixed date, not the clock's (two calls a second apart would otherwise
+    be two different uploads)."""
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
@@ -25,7 +27,7 @@ def dataset_zip(seed: int, images: int = 4, size: int = 64) -> bytes:
             for i in range(images):
                 img = io.BytesIO()
                 Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(img, format="BMP")
-                zf.writestr(f"set/{name}/{i}.bmp", img.getvalue())
+                zf.writestr(zipfile.ZipInfo(f"set/{name}/{i}.bmp", date_time=(2020, 1, 1, 0, 0, 0)), img.getvalue())
     return buf.getvalue()
 
 
