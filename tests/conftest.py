@@ -180,3 +180,26 @@ def phantom_cache(_phantom_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """A cache folder shared by the few tests that use the built-in synthetic dataset (generated once)."""
     monkeypatch.setenv("MEDCLS_CACHE_DIR", str(_phantom_cache_dir))
     return _phantom_cache_dir
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """The screenshots and server logs browser tests recorded (``user_properties``, see tests/e2e/conftest.py):
+    they come back in the test reports, also from the processes of ``pytest -n 2``. A test's teardown report
+    carries all it and its fixtures recorded. This hook lives here, not beside the browser tests: under
+    ``pytest -n`` the controlling process loads only this conftest, so a hook in tests/e2e/ never ran there."""
+    shots, logs = [], set()
+    for report in (r for reports in terminalreporter.stats.values() for r in reports):
+        if getattr(report, "when", None) != "teardown":
+            continue
+        for key, value in report.user_properties:
+            if key.startswith("screenshot:"):
+                shots.append((report.nodeid.split("::")[-1], value))
+            elif key == "server log":
+                logs.add(value)
+    if not shots and not logs:
+        return
+    terminalreporter.section("e2e screenshots")
+    for test_name, path in shots:
+        terminalreporter.write_line(f"{path}  ({test_name})")
+    for log in sorted(logs):
+        terminalreporter.write_line(f"server log: {log}")

@@ -95,27 +95,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """The screenshots and server logs tests recorded (``user_properties``): they come back in the test reports,
-    also from the processes of ``pytest -n 2``. A test's teardown report carries all it and its fixtures recorded."""
-    shots, logs = [], set()
-    for report in (r for reports in terminalreporter.stats.values() for r in reports):
-        if getattr(report, "when", None) != "teardown":
-            continue
-        for key, value in report.user_properties:
-            if key.startswith("screenshot:"):
-                shots.append((report.nodeid.split("::")[-1], value))
-            elif key == "server log":
-                logs.add(value)
-    if not shots and not logs:
-        return
-    terminalreporter.section("e2e screenshots")
-    for test_name, path in shots:
-        terminalreporter.write_line(f"{path}  ({test_name})")
-    for log in sorted(logs):
-        terminalreporter.write_line(f"server log: {log}")
-
-
 def _relative(path: Path) -> str:
     try:
         return str(path.relative_to(ROOT))

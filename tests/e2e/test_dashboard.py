@@ -27,14 +27,22 @@ pytestmark = pytest.mark.e2e
 CLASSES = ["benign", "malignant", "normal"]  # the built-in synthetic phantoms
 TINY = {"opt_image_size": 32, "opt_batch_size": 16}  # with fp32: ~2 s per epoch on one core
 APP_IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+SKELETON = "[data-testid='stSkeleton']"  # an element whose drawing code is still loading
 EPOCHS_DONE = re.compile(r"(\d+)\s*/\s*(\d+)")
 
 
 # --- small steps a person takes ---------------------------------------------------------------------
 
 def wait_idle(page: Page, timeout: float = 60_000) -> None:
-    """Until no script run is going on (after a page load: until the first run has finished)."""
+    """Until no script run is going on (after a page load: until the first run has finished) and the page has
+    drawn what it sent.
+
+    Streamlit draws many elements (the multiselect's chips, charts) with code it loads when first needed; until
+    then a grey placeholder (stSkeleton) stands in their place. After a page of charts such as Compare, that took
+    4 s here once the script had ended, and over 15 s on a busy test machine, where a test then found no
+    preselected runs."""
     page.locator(APP_IDLE).wait_for(timeout=timeout)
+    expect(page.locator(SKELETON)).to_have_count(0, timeout=timeout)
 
 
 def open_page(page: Page, path: str) -> None:
