@@ -9,7 +9,7 @@ import pytest
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parents[1]
-_MEASURED: dict[str, object] = {}  # probe config (JSON) -> the Costs the real probe measured for it
+_MEASURED: dict[tuple, object] = {}  # (probe config JSON, probe settings) -> the Costs measured for it
 
 
 def _measure_once(measure):
@@ -19,7 +19,7 @@ def _measure_once(measure):
     page test starts with empty Streamlit caches, so the same built-in config was timed dozens of times per
     suite. The probe itself is tested in tests/training/test_estimate.py; pages only need its answer."""
     def measure_once(cfg, **kwargs):
-        key = cfg.to_json()
+        key = (cfg.to_json(), tuple(sorted(kwargs.items())))  # a probe with other settings is another measurement
         if key not in _MEASURED:
             _MEASURED[key] = measure(cfg, **kwargs)
         return _MEASURED[key]
