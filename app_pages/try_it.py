@@ -9,7 +9,7 @@ from app.dataset import MAX_UPLOAD_MB, load_current_dataset, upload_too_large
 from app.identity import visible_runs
 from app.manager import manager
 from app.text import escape_markdown, shown
-from medcls.data import ImageReadError
+from medcls.data import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageReadError
 from medcls.data.spec import item_name
 from medcls.figures.evaluation import probability_figure
 from medcls.inference.gradcam import coarse_map_note, ensemble_note, gradcam_overlay
@@ -84,8 +84,7 @@ if source_kind == "Upload an image":
     # The browser refuses files over the uploader's cap without telling the page, which would leave the previous
     # image's prediction on screen under the refused file; so the uploader takes up to the server's cap and this
     # page refuses (and clears the prediction) itself.
-    upload = st.file_uploader("PNG, JPEG, BMP, TIFF or DICOM",
-                              type=["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom"],
+    upload = st.file_uploader(IMAGE_FORMATS, type=sorted(suffix[1:] for suffix in IMAGE_SUFFIXES),
                               key="try_upload", max_upload_size=MAX_UPLOAD_MB,
                               help=f"At most {MAX_IMAGE_MB} MB. The image is only used for this prediction.")
     if upload is not None:
@@ -115,7 +114,7 @@ try:
     pixels = predictor.pixels(data, name=name)
     probs = predictor.probabilities(pixels)
 except ImageReadError as exc:
-    hint = " Please upload a PNG, JPEG, BMP or TIFF image." if exc.kind == "not_image" else ""
+    hint = f" Please upload a {IMAGE_FORMATS} image." if exc.kind == "not_image" else ""
     st.error(f"Could not use **{shown(name or exc.name)}**: {shown(exc.reason)}.{hint}")
     st.stop()
 

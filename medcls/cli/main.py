@@ -25,6 +25,7 @@ from ..config import (
     format_value,
     option_table,
 )
+from ..data.imageio import IMAGE_FORMATS
 from ..models import model_entry
 from ..runs.naming import clean_run_name
 from ..runs.permissions import owner_words
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="Class probabilities for images, from a run's best checkpoint.")
     p.add_argument("run", help="Run id (see 'runs').")
-    p.add_argument("images", nargs="+", help="Image files (png, jpg, bmp, tif).")
+    p.add_argument("images", nargs="+", help=f"Image files ({IMAGE_FORMATS}).")
     p.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
 
     sub.add_parser("runs", help="List the runs in the store.")

@@ -23,6 +23,7 @@ from .dicom import DICOM_SUFFIXES, DicomError, dicom_size, is_dicom_file, looks_
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS",
     "ImageReadError",
     "too_large_reason",
@@ -38,7 +39,9 @@ __all__ = [
     "is_grayscale",
 ]
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}) | DICOM_SUFFIXES
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}) | DICOM_SUFFIXES
+# The same list in words, for upload labels and hints.
+IMAGE_FORMATS = "PNG, JPEG, BMP, TIFF, WebP or DICOM"
 # Pillow modes with more than 8 bits a value (16-bit exports, microscopy, float maps): stretched to 8 bits.
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # 64 megapixels: far above any ultrasound, X-ray or microscopy tile we expect,

@@ -54,6 +54,14 @@ def test_modes_round_trip_through_files(tmp_path, mode):
     assert decode_resized(str(path), 12, "gray").shape == (1, 12, 12)
 
 
+def test_webp_files_decode_to_their_pixels(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    path = tmp_path / "scan.webp"
+    Image.fromarray(pixels).save(path, lossless=True)
+    assert is_image_name(path.name)
+    assert np.array_equal(decode_resized(str(path), 24, "rgb"), pixels.transpose(2, 0, 1))
+
+
 def test_sixteen_bit_images_are_stretched_to_the_full_8_bit_range():
     small_range = Image.fromarray(np.arange(100, dtype="<u2").reshape(10, 10) + 1000)
     arr = to_uint8(small_range, "gray")
@@ -125,7 +133,7 @@ def test_missing_tiny_and_bomb_images_are_refused(tmp_path):
 
 
 def test_names_extensions_and_masks():
-    for name in ["a.png", "B.PNG", "c.Jpg", "d.jpeg", "e.BMP", "f.tif", "g.TIFF", "benign (3).png"]:
+    for name in ["a.png", "B.PNG", "c.Jpg", "d.jpeg", "e.BMP", "f.tif", "g.TIFF", "h.webp", "benign (3).png"]:
         assert is_image_name(name), name
     for name in ["a.txt", "b.gif", "c", "d.png.bak"]:
         assert not is_image_name(name), name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_dashboard import APP_IDLE, changing, open_page, run_name, start_run, wait_idle
+from test_dashboard import changing, open_page, run_name, start_run, wait_idle
 
 from medcls.runs.permissions import browser_identity
 from medcls.runs.store import RunStore
@@ -89,7 +89,7 @@ def test_two_browsers_are_two_people_and_only_the_owner_manages_a_run(browser, f
         expect(alice.locator("[data-testid='stAlert']").filter(has_text="Cancelled").first).to_be_visible(
             timeout=60_000)
         # She renames it; the picker shows the new name at once (the id stays the key).
-        alice.locator(APP_IDLE).wait_for()
+        wait_idle(alice)
         alice.locator(f".st-key-rename_popover_{run_id} button").first.click(no_wait_after=True)
         box = alice.get_by_label("New name")
         box.fill("Alice's first try")
@@ -105,7 +105,7 @@ def test_two_browsers_are_two_people_and_only_the_owner_manages_a_run(browser, f
         screenshot_of(alice, "classroom-delete-confirmation")
         dialog.get_by_role("button", name="Delete it").click()
         expect(alice.get_by_text(re.compile("Deleted “Alice's first try”"))).to_be_visible(timeout=30_000)
-        alice.locator(APP_IDLE).wait_for()
+        wait_idle(alice)
         assert run_id not in store.list_ids()
     finally:
         alice_context.close()

@@ -14,9 +14,9 @@ import pytest
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 expect = sync_api.expect
 
-pytestmark = pytest.mark.e2e
+from test_dashboard import wait_idle  # noqa: E402  (after the skip: it imports Playwright)
 
-APP_IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+pytestmark = pytest.mark.e2e
 
 
 def _listening_on_every_interface(port: int) -> bool:
@@ -43,9 +43,9 @@ def test_a_server_on_every_interface_refuses_server_folders(browser, exposed_ser
         tab = context.new_page()
         tab.set_default_timeout(60_000)
         tab.goto("/")
-        tab.locator(APP_IDLE).wait_for(timeout=90_000)
+        wait_idle(tab, 90_000)
         tab.locator("[data-testid='stSidebar']").get_by_text("A folder on this server").click()
-        tab.locator(APP_IDLE).wait_for()
+        wait_idle(tab)
         box = tab.locator(".st-key-data_folder input")
         box.fill("/usr/share")
         box.press("Enter")
