@@ -8,22 +8,33 @@ from typing import Iterator
 import pytest
 import streamlit as st
 
+from medcls.config import TrainConfig
+from medcls.training.estimate import Costs, EstimateError, probe_config
+from medcls.training.pipeline import build_model, caches_features
+from medcls.training.probe import decode_costs
+
 ROOT = Path(__file__).resolve().parents[1]
-_MEASURED: dict[tuple, object] = {}  # (probe config JSON, probe settings) -> the Costs measured for it
 
 
-def _measure_once(measure):
-    """``measure_costs``, run for real once per config in this test process.
+def stand_in_costs(cfg: TrainConfig, **_settings) -> Costs:
+    """What the Train page's timing probe answers, without starting its process.
 
-    The Train page times every config it shows in a probe process (5-15 s on a slow 2-core machine), and each
-    page test starts with empty Streamlit caches, so the same built-in config was timed dozens of times per
-    suite. The probe itself is tested in tests/training/test_estimate.py; pages only need its answer."""
-    def measure_once(cfg, **kwargs):
-        key = (cfg.to_json(), tuple(sorted(kwargs.items())))  # a probe with other settings is another measurement
-        if key not in _MEASURED:
-            _MEASURED[key] = measure(cfg, **kwargs)
-        return _MEASURED[key]
-    return measure_once
+    Each probe process took 12-20 s in a page test (a third of the page tests' time), and every test's own
+    dataset was another probe. The probe runs for real in tests/training/test_estimate.py and behind every
+    browser test; a page test only needs an answer of the right shape for its data, so the dataset-dependent
+    costs and the channels are measured (in this process, as the probe measures them) and the step costs are
+    plausible constants that grow with the image's pixels and the batch."""
+    probe = probe_config(cfg)
+    try:
+        _, data_s, decode_image_s, channels = decode_costs(probe)
+        frozen = caches_features(probe, build_model(probe, 2, channels, weights="random"))
+    except (ValueError, RuntimeError, OSError) as exc:  # as the probe answers them (medcls.training.probe.main)
+        raise EstimateError(str(exc)) from None
+    pixels = channels * (cfg.image_size / 128) ** 2  # relative to one gray 128 px image
+    return Costs(threads=1, precision="fp32", step_s=0.05 * pixels * cfg.batch_size / 32,
+                 eval_image_s=0.0005 * pixels, first_epoch_extra_s=0.5, feature_image_s=0.01 * pixels if frozen else 0.0,
+                 embed_image_s=0.0005 * pixels, start_s=3.0, data_s=data_s, decode_image_s=decode_image_s,
+                 bootstrap_s=0.2, channels=channels)
 
 
 def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> Iterator[Path]:
@@ -36,7 +47,7 @@ def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Pat
     monkeypatch.chdir(ROOT)
     import app.model_summary
 
-    monkeypatch.setattr(app.model_summary, "measure_costs", _measure_once(app.model_summary.measure_costs))
+    monkeypatch.setattr(app.model_summary, "measure_costs", stand_in_costs)
     st.cache_resource.clear()
     st.cache_data.clear()
     yield tmp_path

@@ -29,6 +29,7 @@ __all__ = [
     "too_large_reason",
     "is_image_name",
     "is_mask_name",
+    "not_an_image_reason",
     "header_size",
     "open_image",
     "to_uint8",
@@ -81,6 +82,11 @@ def too_large_reason(pixels: float, max_pixels: int, detail: str = "") -> str:
 
 def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def not_an_image_reason(suffix: str) -> str:
+    """Why a file was skipped for its name, and what would have been read."""
+    return f"not an image file type ({suffix or 'no extension'}; medcls reads {IMAGE_FORMATS})"
 
 
 def is_mask_name(name: str) -> bool:

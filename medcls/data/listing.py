@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..config import DataConfig
 from .dicom import DicomError, is_dicom_file
-from .imageio import MAX_IMAGE_PIXELS, header_size, is_image_name, is_mask_name, too_large_reason
+from .imageio import MAX_IMAGE_PIXELS, header_size, is_image_name, is_mask_name, not_an_image_reason, too_large_reason
 from .spec import DataReport
 
 __all__ = ["MAX_DEPTH", "LOOP", "NOT_UTF8", "list_images", "sniff", "shown_path", "bad_name"]
@@ -93,7 +93,7 @@ def list_images(folder: Path, root: Path, cfg: DataConfig, report: DataReport) -
         for filename in filenames:
             path = dirpath / filename
             if not is_image_name(filename) and not (not path.suffix and is_dicom_file(path)):
-                report.skip(shown_path(path), f"not an image file type ({shown_path(path.suffix) or 'no extension'})")
+                report.skip(shown_path(path), not_an_image_reason(shown_path(path.suffix)))
                 continue
             if bad_name(filename):
                 report.skip(shown_path(path), f"the file {NOT_UTF8}")

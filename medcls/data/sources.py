@@ -22,7 +22,7 @@ from ..config import DataConfig
 from ..settings import cache_dir, check_allowed_path
 from . import npz
 from .classes import ClassResolver
-from .imageio import NPZ_MARK, is_image_name
+from .imageio import NPZ_MARK, is_image_name, not_an_image_reason
 from .listing import LOOP, NOT_UTF8, bad_name, list_images, shown_path, sniff
 from .spec import SPLITS, DataError, DataReport, DatasetSpec, Item
 from .splits import stratified_split
@@ -245,7 +245,7 @@ def _rows_from_manifest(manifest: Path, cfg: DataConfig, report: DataReport) -> 
             report.skip(str(path), f"unknown split {split_raw!r} on line {line_no} (use train, val or test)")
             continue
         if not is_image_name(rel):
-            report.skip(str(path), f"not an image file type ({Path(rel).suffix or 'no extension'})")
+            report.skip(str(path), not_an_image_reason(Path(rel).suffix))
             continue
         try:
             listed = path.exists() or path.is_symlink()

@@ -31,7 +31,7 @@ from .hardware import configure_threads
 from .pipeline import PreparedData, _effective_batch, caches_features, train_in_memory
 from .warmup import warm_up
 
-__all__ = ["probe_costs", "main"]
+__all__ = ["probe_costs", "decode_costs", "main"]
 
 
 class _Clock(Callback):
@@ -77,7 +77,7 @@ def _per_image(seconds: float, images: int) -> float:
     return seconds / max(1, images)
 
 
-def _decode_costs(cfg: TrainConfig) -> tuple[DatasetSpec, float, float, int]:
+def decode_costs(cfg: TrainConfig) -> tuple[DatasetSpec, float, float, int]:
     """The listing's time (with one-time decoding costs), one image's decoding time (0 when cached), the channels.
 
     Two samples are decoded: the first pays what decoding pays once (opening an .npz, Pillow's plugins), the
@@ -114,7 +114,7 @@ def _timed(fn, repeats: int = 2) -> float:
 
 def probe_costs(cfg: TrainConfig) -> Costs:
     """Measure everything a run of ``cfg`` costs here, in this process (see medcls.training.estimate)."""
-    spec, data_s, decode_image_s, channels = _decode_costs(cfg)
+    spec, data_s, decode_image_s, channels = decode_costs(cfg)
     train_real = sum(1 for it in spec.items if it.split == "train")
     batch = _effective_batch(cfg, max(1, train_real), [])
     cfg = replace(cfg, batch_size=batch)

@@ -23,6 +23,9 @@ from medcls.runs.store import RunStore
 LEVELS = {"normal": 110, "benign": 130, "malignant": 150}
 IMAGE_JITTER = 12.0
 
+# Its trained runs are module fixtures: all in one test process, each is trained once, not once per process.
+pytestmark = pytest.mark.xdist_group("compare-analysis")
+
 
 def _write_dataset(root: Path, per_class: int = 30, size: int = 32) -> Path:
     rng = np.random.default_rng(0)

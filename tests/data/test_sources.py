@@ -131,7 +131,7 @@ def test_bad_files_are_listed_with_reasons_and_the_rest_loads(tmp_path, synth):
     reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in spec.report.skipped}
     assert "empty (0 bytes)" in reasons["empty.png"]
     assert "not an image" in reasons["notes.jpg"]
-    assert "not an image file type" in reasons["readme.txt"]
+    assert "not an image file type (.txt; medcls reads PNG, JPEG" in reasons["readme.txt"]
     assert ".DS_Store" not in reasons
     # The truncated file has a readable header: it is found now and dropped when decoded.
     decoded = decode_dataset(spec, 16)

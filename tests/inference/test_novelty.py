@@ -26,6 +26,9 @@ from medcls.runs.store import RunStore
 BUSI = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "busi"
 SIZE = 64
 
+# Its trained run is a module fixture: in one test process, it is trained once, not once per process.
+pytestmark = pytest.mark.xdist_group("novelty")
+
 
 @pytest.fixture(scope="module")
 def phantom_run(tmp_path_factory):

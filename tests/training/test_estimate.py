@@ -121,6 +121,17 @@ def test_the_probe_measures_costs_in_a_worker_like_process(isolated_env, split_d
     assert np.isfinite(estimate.total_s())
 
 
+def test_the_probe_times_a_frozen_backbones_features(isolated_env, split_dataset):
+    from medcls.training.probe import probe_costs
+
+    cfg = TrainConfig().with_options(source=str(split_dataset), model="resnet18", weights="random", image_size=32,
+                                     batch_size=8, precision="fp32")
+    measured = probe_costs(probe_config(cfg))  # in this process: what the probe process prints
+    assert measured.feature_image_s > 0 and measured.step_s > 0  # head only: features once, then the head trains
+    small = probe_costs(probe_config(cfg.with_options(model="small_cnn")))
+    assert small.feature_image_s == 0.0  # trained end to end: no feature cache
+
+
 def test_a_probe_that_cannot_build_the_model_says_why(isolated_env, split_dataset):
     from medcls.training.estimate import EstimateError
 
