@@ -1,6 +1,6 @@
 # make run   - start the dashboard on the built-in synthetic data (creates .venv on first use)
 # make test  - run the whole test suite (browser tests skip when chromium is not installed)
-# make unit  - only the fast unit and app tests
+# make unit  - only the fast unit and app tests (no browser tests, none marked slow)
 # make bench - the performance benchmark against the seed pipeline (needs ../shared/datasets/busi)
 # make classroom - 30 simulated people on one server (several minutes, both cores; figures in docs/scaling.md)
 
@@ -28,8 +28,9 @@ PYTEST := $(PY) -m pytest -n $(PYTEST_PROCESSES) --dist loadgroup
 test: $(STAMP)
 	$(PYTEST) -m "not classroom"
 
+# Not the browser tests, nor the slow ones (marked slow: they start processes or train real runs): about 5 min.
 unit: $(STAMP)
-	$(PYTEST) -m "not e2e and not classroom"
+	$(PYTEST) -m "not e2e and not classroom and not slow"
 
 e2e: $(STAMP)
 	$(PYTEST) -m e2e

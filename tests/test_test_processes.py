@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("xdist", reason="pytest-xdist is not installed")
 
 
+@pytest.mark.slow  # starts pytest and its two worker processes
 def test_an_xdist_group_runs_in_one_test_process(tmp_path):
     (tmp_path / "test_grouped.py").write_text(textwrap.dedent("""
         import os

@@ -44,6 +44,7 @@ def phantom_run(tmp_path_factory):
         yield store, run_id, predictor, decoded
 
 
+@pytest.mark.slow  # trains a run (the module fixture, about 30 s)
 def test_the_run_stores_its_reference_and_it_reads_back(phantom_run):
     store, run_id, predictor, decoded = phantom_run
     reference = store.feature_reference(run_id)
@@ -54,6 +55,7 @@ def test_the_run_stores_its_reference_and_it_reads_back(phantom_run):
     assert predictor.reference is not None
 
 
+@pytest.mark.slow  # trains a run (the module fixture, about 30 s)
 def test_held_out_phantoms_are_not_flagged(phantom_run):
     _, _, predictor, decoded = phantom_run
     test = decoded.split("test")
@@ -64,6 +66,7 @@ def test_held_out_phantoms_are_not_flagged(phantom_run):
     assert not novelty.unusual and "resembles the training images" in novelty.sentence()
 
 
+@pytest.mark.slow  # trains a run (the module fixture, about 30 s)
 def test_images_of_another_kind_are_flagged(phantom_run):
     _, _, predictor, _ = phantom_run
     rng = np.random.default_rng(0)
@@ -77,6 +80,7 @@ def test_images_of_another_kind_are_flagged(phantom_run):
 
 @pytest.mark.busi
 @pytest.mark.skipif(not (BUSI / "split.csv").is_file(), reason="BUSI is not in ../shared/datasets")
+@pytest.mark.slow  # trains a run (the module fixture, about 30 s)
 def test_real_busi_scans_are_flagged_for_a_phantom_model(phantom_run):
     _, _, predictor, _ = phantom_run
     busi = decode_dataset(load_dataset(DataConfig(source=str(BUSI))), SIZE, "gray", disk_cache=False)

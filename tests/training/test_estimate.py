@@ -132,6 +132,7 @@ def test_the_probe_times_a_frozen_backbones_features(isolated_env, split_dataset
     assert small.feature_image_s == 0.0  # trained end to end: no feature cache
 
 
+@pytest.mark.slow  # starts a probe process
 def test_a_probe_that_cannot_build_the_model_says_why(isolated_env, split_dataset):
     from medcls.training.estimate import EstimateError
 
