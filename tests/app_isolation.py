@@ -11,7 +11,7 @@ import streamlit as st
 from medcls.config import TrainConfig
 from medcls.training.estimate import Costs, EstimateError, probe_config
 from medcls.training.pipeline import build_model, caches_features
-from medcls.training.probe import decode_costs
+from medcls.training.probe import ANSWERED_ERRORS, decode_costs, error_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,8 +28,8 @@ def stand_in_costs(cfg: TrainConfig, **_settings) -> Costs:
     try:
         _, data_s, decode_image_s, channels = decode_costs(probe)
         frozen = caches_features(probe, build_model(probe, 2, channels, weights="random"))
-    except (ValueError, RuntimeError, OSError) as exc:  # as the probe answers them (medcls.training.probe.main)
-        raise EstimateError(str(exc)) from None
+    except ANSWERED_ERRORS as exc:  # as measure_costs raises the probe's answer
+        raise EstimateError(error_answer(exc)) from None
     pixels = channels * (cfg.image_size / 128) ** 2  # relative to one gray 128 px image
     return Costs(threads=1, precision="fp32", step_s=0.05 * pixels * cfg.batch_size / 32,
                  eval_image_s=0.0005 * pixels, first_epoch_extra_s=0.5, feature_image_s=0.01 * pixels if frozen else 0.0,

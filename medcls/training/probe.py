@@ -31,7 +31,10 @@ from .hardware import configure_threads
 from .pipeline import PreparedData, _effective_batch, caches_features, train_in_memory
 from .warmup import warm_up
 
-__all__ = ["probe_costs", "decode_costs", "main"]
+__all__ = ["probe_costs", "decode_costs", "ANSWERED_ERRORS", "error_answer", "main"]
+
+# What the probe answers with a message (a config or dataset it cannot time) rather than a traceback.
+ANSWERED_ERRORS = (ValueError, RuntimeError, OSError, MemoryError)
 
 
 class _Clock(Callback):
@@ -150,6 +153,11 @@ def probe_costs(cfg: TrainConfig) -> Costs:
                  channels=channels)
 
 
+def error_answer(exc: BaseException) -> str:
+    """The message the probe answers for one of :data:`ANSWERED_ERRORS`."""
+    return str(exc) or f"{type(exc).__name__}: {exc}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m medcls.training.probe", description=__doc__)
     parser.add_argument("--nice", type=int, default=10, help="Lower the priority by this much, as workers do.")
@@ -172,8 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(cfg.model_options, "weights"):  # time the architecture; the weights do not change the cost
             cfg = replace(cfg, model_options=replace(cfg.model_options, weights="random"))
         answer = {"ready": ready, "costs": probe_costs(cfg).to_dict()}
-    except (ValueError, RuntimeError, OSError, MemoryError) as exc:
-        answer = {"ready": ready, "error": f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)}
+    except ANSWERED_ERRORS as exc:
+        answer = {"ready": ready, "error": error_answer(exc)}
     print(json.dumps(answer), flush=True)
 
 
