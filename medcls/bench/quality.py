@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..analysis.copies import copied_test_images, metrics_without
+from ..analysis.operating_point import BinaryView, operating_point, threshold_for_sensitivity
 from ..config import DataConfig, TrainConfig
 from ..data.cache import clear_memory_cache
 from ..jobs.manager import JobManager
@@ -22,9 +23,13 @@ from ..runs.records import CrossValidation
 from ..runs.store import RunStore
 from ..settings import environment
 from ..training.crossval import cross_validate, fit
-from ..training.pipeline import prepare_data
+from ..training.pipeline import TrainResult, prepare_data
 
-__all__ = ["time_to_quality", "grouped_split", "cross_validation_quality", "demo_loop", "wait_for_standby"]
+__all__ = ["time_to_quality", "operating_point_on_test", "grouped_split", "cross_validation_quality", "demo_loop",
+           "wait_for_standby", "OPERATING_SENSITIVITY"]
+
+# The issue's recall target, asked of a threshold on P(focus class) instead of the highest probability.
+OPERATING_SENSITIVITY = 0.90
 
 
 def time_to_quality(cfg: TrainConfig) -> dict:
@@ -47,11 +52,31 @@ def time_to_quality(cfg: TrainConfig) -> dict:
         out["without_copies"] = {"copies": len(copies), "test_images": test.n,
                                  "macro_f1": new.macro_f1 if new else None,
                                  "focus_recall": new.recall(focus) if new else None}
+    out["operating_point"] = operating_point_on_test(result, focus)
     if result.cv is not None:
         out["folds"] = result.cv.folds
         out["cross_validation"] = _cv_summary(result.cv, wall, focus) | {
             "ensemble_test_macro_f1": test.macro_f1, "ensemble_test_focus_recall": test.recall(focus)}
     return out
+
+
+def operating_point_on_test(result: TrainResult, focus: str, target: float = OPERATING_SENSITIVITY) -> dict | None:
+    """What the run report's operating point gives on the test images: the highest threshold on P(focus) whose
+    sensitivity reaches ``target`` on the validation images (a fold ensemble's out-of-fold predictions of
+    train + val), so the test split plays no part in choosing it. None without test images or focus images."""
+    if "test" not in result.probs:
+        return None
+    view, data = BinaryView.of(result.data.classes, [focus]), result.data
+    try:
+        threshold = threshold_for_sensitivity(view.truth(data.val.labels.numpy()), view.scores(result.probs["val"]),
+                                              target)
+    except ValueError:  # no focus image among the validation images
+        return None
+    test = operating_point(view.truth(data.test.labels.numpy()), view.scores(result.probs["test"]), threshold)
+    chosen_on = "the out-of-fold predictions of train + val" if result.cv else "the validation images"
+    return {"target": target, "threshold": threshold, "chosen_on": chosen_on, "sensitivity": test["sensitivity"],
+            "specificity": test["specificity"], "ppv": test["ppv"], "flagged": test["tp"] + test["fp"],
+            "test_images": test["positives"] + test["negatives"]}
 
 
 def _cv_summary(cv: CrossValidation, wall_s: float, focus: str) -> dict:

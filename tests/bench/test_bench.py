@@ -247,3 +247,58 @@ def test_time_to_quality_scores_the_test_images_without_a_copy_apart(tmp_path, s
     out = time_to_quality(synth.config(root, small_data_ensemble=False))
     fresh = out["without_copies"]
     assert fresh["copies"] == 1 and fresh["test_images"] == 10 and 0 <= fresh["macro_f1"] <= 1
+    point = out["operating_point"]  # the same run also judged at a threshold chosen on its validation images
+    assert point["test_images"] == 10 and point["chosen_on"] == "the validation images" and 0 <= point["threshold"] <= 1
+
+
+def test_the_runs_are_also_judged_at_an_operating_point_chosen_without_the_test_split():
+    r = copy.deepcopy(RESULTS)
+    point = {"target": 0.9, "chosen_on": "the out-of-fold predictions of train + val"}
+    r["time_to_quality"] = [{**q, "operating_point": {**point, "threshold": t, "sensitivity": sens, "specificity": spec}}
+                            for q, t, sens, spec in zip(r["time_to_quality"] * 2, (0.30, 0.20), (0.906, 0.938),
+                                                        (0.80, 0.70))]
+    r["leak_free"] = [{**r["leak_free"][0], "operating_point": {**point, "threshold": 0.1, "sensitivity": 0.7,
+                                                                  "specificity": None}}]  # no negatives: no row
+    text = render_markdown(r)
+    rows = [line for line in text.splitlines() if "sensitivity / specificity" in line]
+    assert "each out-of-fold prediction comes from one fold model" not in text  # one model: chosen on validation
+    for q in r["time_to_quality"]:
+        q["folds"] = 5
+    assert "each out-of-fold prediction comes from one fold model" in render_markdown(r)
+    assert len(rows) == 1 and rows[0].startswith("| 6 | … the same runs flagging malignant when P(malignant) ≥ ")
+    assert "reaches 90% sensitivity on the out-of-fold predictions of train + val" in rows[0]
+    assert "thresholds 0.250 (0.200–0.300)" in rows[0] and "| 0.922 (0.906–0.938) / 0.750 (0.700–0.800) |" in rows[0]
+    assert "sensitivity / specificity" not in render_markdown(RESULTS)  # not measured: no row
+
+
+def test_the_operating_point_is_chosen_on_validation_and_judged_on_test():
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from medcls.bench.quality import operating_point_on_test
+
+    def split(labels):
+        return SimpleNamespace(labels=torch.tensor(labels))
+
+    def probs(focus_scores):  # classes (benign, malignant): P(malignant) as given
+        p = np.asarray(focus_scores, dtype=np.float32)
+        return np.stack([1 - p, p], axis=1)
+
+    # Validation: ten malignant images scored 0.95, 0.85, ..., 0.05; 90% of them reach 0.15.
+    val_scores = [0.95 - 0.1 * i for i in range(10)] + [0.5, 0.1]
+    data = SimpleNamespace(classes=["benign", "malignant"], val=split([1] * 10 + [0, 0]),
+                           test=split([1, 1, 1, 1, 0, 0, 0, 0]))
+    result = SimpleNamespace(data=data, cv=None, probs={"val": probs(val_scores),
+                                                        "test": probs([0.9, 0.4, 0.16, 0.1, 0.6, 0.2, 0.1, 0.0])})
+    point = operating_point_on_test(result, "malignant", 0.9)
+    assert point["threshold"] == pytest.approx(0.15, abs=1e-6) and point["chosen_on"] == "the validation images"
+    # Test: 3 of 4 malignant at or above 0.15 (0.1 is missed); 2 of 4 benign flagged (0.6, 0.2).
+    assert point["sensitivity"] == 0.75 and point["specificity"] == 0.5 and point["flagged"] == 5
+    result.cv = object()  # a fold ensemble: its validation predictions are out of fold
+    assert operating_point_on_test(result, "malignant", 0.9)["chosen_on"].startswith("the out-of-fold")
+    result.data = SimpleNamespace(**{**vars(data), "val": split([0] * 12)})
+    assert operating_point_on_test(result, "malignant", 0.9) is None  # no malignant image to choose on
+    del result.probs["test"]
+    assert operating_point_on_test(result, "malignant", 0.9) is None
