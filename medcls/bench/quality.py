@@ -164,19 +164,30 @@ def _fresh_machine() -> Iterator[tuple[RunStore, JobManager]]:
 
 
 def _time_one_run(store: RunStore, manager: JobManager, cfg: TrainConfig, timeout_s: float) -> dict:
-    standby_pid = getattr(manager.backend, "standby_pid", None)
     start = time.perf_counter()
     run_id = manager.submit(cfg)
-    first_epoch = None
+    first_epoch, by_standby = None, None
     while time.perf_counter() - start < timeout_s:
         if first_epoch is None and store.history(run_id):
             first_epoch = time.perf_counter() - start
         status = store.status(run_id)
+        if by_standby is None and status.pid:
+            by_standby = _is_standby_process(status.pid)
         if not status.active:
             break
         time.sleep(0.05)
     total = time.perf_counter() - start
     summary = store.summary(run_id)
     return {"state": store.status(run_id).state, "first_epoch_s": first_epoch, "finished_s": total,
-            "by_standby": standby_pid is not None and store.raw_status(run_id).pid == standby_pid,
-            "epochs": summary.epochs_done, "planned_epochs": summary.epochs, "test_macro_f1": summary.test_macro_f1}
+            "by_standby": by_standby, "epochs": summary.epochs_done, "planned_epochs": summary.epochs,
+            "test_macro_f1": summary.test_macro_f1}
+
+
+def _is_standby_process(pid: int) -> bool | None:
+    """Whether the run's process was started as a standby process (warm or still warming up when the run
+    arrived); None where the machine does not tell (no /proc)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"--standby" in handle.read().split(b"\0")
+    except OSError:
+        return None
