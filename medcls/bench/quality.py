@@ -18,7 +18,9 @@ from ..analysis.copies import copied_test_images, metrics_without
 from ..analysis.operating_point import BinaryView, operating_point, threshold_for_sensitivity
 from ..config import DataConfig, TrainConfig
 from ..data.cache import clear_memory_cache
+from ..jobs.local import process_arguments
 from ..jobs.manager import JobManager
+from ..jobs.worker import STANDBY_FLAG
 from ..runs.records import CrossValidation
 from ..runs.store import RunStore
 from ..settings import environment
@@ -186,8 +188,5 @@ def _time_one_run(store: RunStore, manager: JobManager, cfg: TrainConfig, timeou
 def _is_standby_process(pid: int) -> bool | None:
     """Whether the run's process was started as a standby process (warm or still warming up when the run
     arrived); None where the machine does not tell (no /proc)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"--standby" in handle.read().split(b"\0")
-    except OSError:
-        return None
+    args = process_arguments(pid)
+    return None if args is None else STANDBY_FLAG in args

@@ -24,9 +24,9 @@ from ..runs.records import RunStatus
 from ..runs.store import RunStore
 from ..training.hardware import worker_environment
 from .manager import WorkerHandle
-from .worker import READY
+from .worker import READY, STANDBY_FLAG
 
-__all__ = ["LocalBackend", "end_worker_process"]
+__all__ = ["LocalBackend", "end_worker_process", "process_arguments"]
 
 log = logging.getLogger(__name__)
 WORKER_MODULE = "medcls.jobs.worker"
@@ -123,7 +123,7 @@ class LocalBackend:
             return
         env = worker_environment()
         with open(store.root / STANDBY_LOG, "ab") as output:
-            process = subprocess.Popen(self._command(store, "--standby"), env=env, stdin=subprocess.PIPE,
+            process = subprocess.Popen(self._command(store, STANDBY_FLAG), env=env, stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=output, close_fds=True)
         self._standby = _Standby(process, store.root.resolve(), env)
         log.info("started a standby training process (pid %d)", process.pid)
@@ -184,6 +184,15 @@ class LocalBackend:
         return standby.process
 
 
+def process_arguments(pid: int) -> list[str] | None:
+    """The command line of process ``pid`` on this machine; None when it cannot be read (gone, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return [a.decode("utf-8", "replace") for a in handle.read().split(b"\0")]
+    except OSError:
+        return None
+
+
 def end_worker_process(store: RunStore, run_id: str, status: RunStatus) -> bool:
     """Kill the worker process of a run that another manager started (it hung, or ignored a stop).
 
@@ -192,14 +201,10 @@ def end_worker_process(store: RunStore, run_id: str, status: RunStatus) -> bool:
     pid = status.pid
     if not pid or status.host != socket.gethostname():
         return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            args = [a.decode("utf-8", "replace") for a in handle.read().split(b"\0")]
-    except OSError:
-        return False
+    args = process_arguments(pid)
     # A standby process's command line names no run (it was handed one later); the run's status names its pid,
     # and at worst a recycled pid is another idle standby process of this store, which holds nothing.
-    if WORKER_MODULE not in args or (run_id not in args and "--standby" not in args):
+    if args is None or WORKER_MODULE not in args or (run_id not in args and STANDBY_FLAG not in args):
         return False
     try:
         root = str(store.root.resolve())

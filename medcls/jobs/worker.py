@@ -24,10 +24,11 @@ import sys
 import threading
 import time
 
-__all__ = ["run_worker", "READY"]
+__all__ = ["run_worker", "READY", "STANDBY_FLAG"]
 
 PARENT_CHECK_S = 1.0
 READY = "ready"  # what a standby process writes to its standard output once it is warm
+STANDBY_FLAG = "--standby"  # the argument for a process that warms up, then waits for its run on stdin
 
 
 def _watch_parent(store_root: str, run: dict, parent_pid: int) -> None:
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("store", help="Run store folder.")
     parser.add_argument("run_id", nargs="?", default=None,
                         help="The run to train (its config.json is in the store); leave out with --standby.")
-    parser.add_argument("--standby", action="store_true",
+    parser.add_argument(STANDBY_FLAG, action="store_true",
                         help="Warm up, print 'ready', then train the run id given on standard input.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = the cores free now, "
                                                                 "checked again every second).")

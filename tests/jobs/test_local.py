@@ -15,7 +15,7 @@ import pytest
 from polling import wait_for
 
 from medcls.jobs import local
-from medcls.jobs.local import LocalBackend, end_worker_process
+from medcls.jobs.local import LocalBackend, end_worker_process, process_arguments
 from medcls.jobs.manager import JobManager
 
 # argv: store [run_id] [--standby] ...; writes "<how> <run id>" into the run's folder.
@@ -135,7 +135,8 @@ def test_end_worker_process_kills_only_a_worker_of_this_store_for_this_run(store
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
     # Popen returns once the child's exec has begun; its /proc cmdline reads empty until the kernel has laid out
     # the new argv (a race a busy CI machine lost once). A real stuck worker is killed long after its start.
-    wait_for(lambda: b"time.sleep" in _cmdline(process.pid), 10, what="the child's command line")
+    wait_for(lambda: "import time; time.sleep(60)" in (process_arguments(process.pid) or []), 10,
+             what="the child's command line")
     try:
         store.set_status(run_id, "running", pid=process.pid)  # the run's status names this pid
         assert end_worker_process(store, run_id, store.raw_status(run_id)) is ends
@@ -146,14 +147,6 @@ def test_end_worker_process_kills_only_a_worker_of_this_store_for_this_run(store
     finally:
         process.kill()
         process.wait(10)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read()
-    except OSError:
-        return b""
 
 
 def test_the_worker_takes_either_a_run_id_or_standby(capsys):
