@@ -136,7 +136,8 @@ def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int]) -> str | None:
 
 def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Sequence[str]) -> str | None:
     """When only a rare class keeps a small dataset from the automatic ensemble: a sentence saying so (None
-    otherwise). The Train page shows it beside the option, which is on while the run trains one model."""
+    otherwise). The Train page shows it beside the option, which is on while the run trains one model, and the
+    run keeps it among its notes (:func:`resolve_folds`)."""
     if cfg.folds or not cfg.small_data_ensemble:
         return None
     present = [(count, name) for count, name in zip(pool_counts, classes) if count > 0]
@@ -178,7 +179,7 @@ def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, st
     labels = torch.cat([data.train.labels, data.val.labels]).numpy()
     counts = np.bincount(labels, minlength=len(data.classes)).tolist()
     if cfg.folds or not (folds := folds_for(cfg, counts)):
-        return cfg, too_much_work(cfg, counts)
+        return cfg, too_much_work(cfg, counts) or too_rare_for_folds(cfg, counts, data.classes)
     words = f"{sum(counts):,} training + validation images, the fewest of a class {min(c for c in counts if c):,}"
     note = (f"A small dataset ({words}): trained as a {folds}-fold cross-validation ensemble ('Cross-validate small "
             f"datasets'). Turn that off, or set the folds, for one model.")

@@ -140,8 +140,10 @@ def test_a_small_dataset_kept_from_the_ensemble_by_its_work_says_so_before_and_a
 
 
 def test_a_small_dataset_kept_from_the_ensemble_by_a_rare_class_names_it():
+    from types import SimpleNamespace
+
     from medcls.config import TrainConfig
-    from medcls.training.crossval import folds_for, too_rare_for_folds
+    from medcls.training.crossval import folds_for, resolve_folds, too_rare_for_folds
 
     classes = ["benign", "malignant", "normal"]
     words = too_rare_for_folds(TrainConfig(), [24, 21, 296], classes)   # the built-in phantoms' train + val
@@ -154,6 +156,11 @@ def test_a_small_dataset_kept_from_the_ensemble_by_a_rare_class_names_it():
     assert "ensemble: malignant has only 21" in too_rare_for_folds(TrainConfig(), [0, 21, 296], classes)  # not 0
     assert too_rare_for_folds(TrainConfig().with_options(folds=3), [24, 21, 296], classes) is None  # as set
     assert too_rare_for_folds(TrainConfig().with_options(small_data_ensemble=False), [24, 21, 296], classes) is None
+    labels = torch.cat([torch.full((n,), i) for i, n in enumerate([24, 21, 296])])
+    data = SimpleNamespace(train=SimpleNamespace(labels=labels), val=SimpleNamespace(labels=labels[:0]),
+                           classes=classes)
+    cfg, note = resolve_folds(TrainConfig(), data)   # the run keeps the Train page's words among its notes
+    assert cfg.folds == 0 and note == words
 
 
 def test_fit_trains_a_fold_ensemble_when_chosen_and_one_model_when_turned_off(class_dataset, synth, monkeypatch):
