@@ -27,7 +27,7 @@ from medcls.figures.training import overlay_history_figure
 from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import owner_words
-from medcls.runs.records import RecordError, latest_fold
+from medcls.runs.records import RecordError, fold_histories
 from medcls.runs.store import RunNotFoundError
 
 CURVES = {"val_macro_f1": "Validation macro-F1", "val_accuracy": "Validation accuracy",
@@ -156,11 +156,23 @@ calibration_section(predictions, names, focus)
 st.subheader("Training curves")
 metric = st.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_curve")
 curves = {}
-for run_id in chosen:  # a cross-validation run's curve is its latest fold's (each fold starts again at epoch 1)
-    epochs, fold = latest_fold(store.history(run_id))
-    curves[names[run_id] + (f" (fold {fold})" if fold else "")] = epochs
+cross_validated = []
+for run_id in chosen:  # each fold's model starts again at epoch 1: a fold is a curve of its own, never one long line
+    folds = fold_histories(store.history(run_id))
+    if len(chosen) > 1:  # several runs: each run's latest fold, so that the runs stay readable side by side
+        folds = dict([list(folds.items())[-1]])
+    for fold, epochs in folds.items():
+        curves[names[run_id] + (f" · fold {fold}" if fold else "")] = epochs
+        if fold:
+            cross_validated.append(names[run_id])
 st.plotly_chart(overlay_history_figure(curves, metric, title=CURVES[metric],
                                        axis_title=CURVES[metric]), key="overlay", width="stretch")
+if cross_validated:
+    st.caption(("Each fold model of a cross-validation run starts again at epoch 1, validated on its own fold, so "
+                "each fold is a curve of its own" if len(chosen) == 1 else
+                "A cross-validation run is drawn by its latest fold (each fold model starts again at epoch 1); pick "
+                "it alone to see every fold")
+               + ". The Cross-validation table above has every fold's score.")
 
 st.subheader("What differs")
 if len(chosen) > 1:

@@ -76,13 +76,14 @@ CURVE_NAMES = {"val_macro_f1": "validation macro-F1", "val_accuracy": "validatio
 
 def overlay_history_figure(histories: Mapping[str, Sequence[EpochRecord]], key: str = "val_macro_f1",
                            title: str | None = None, axis_title: str | None = None) -> go.Figure:
-    """The same curve for several runs, overlaid."""
+    """The same curve for several runs (or a run's folds), overlaid; the legend names each, one curve too."""
     fig = go.Figure()
     for i, (name, history) in enumerate(histories.items()):
         fig.add_scatter(x=[h.epoch for h in history], y=[getattr(h, key) for h in history], name=name,
                         mode="lines+markers", line=dict(color=PALETTE[i % len(PALETTE)]))
     words = CURVE_NAMES.get(key, key.replace("_", " "))
-    fig.update_layout(xaxis_title="epoch", yaxis_title=axis_title or words)
+    # Plotly hides the legend of a single curve: then nothing would say which run (or fold) it is.
+    fig.update_layout(xaxis_title="epoch", yaxis_title=axis_title or words, showlegend=True)
     _epoch_axis(fig, max((len(h) for h in histories.values()), default=0))
     return _layout(fig, title or words[:1].upper() + words[1:])
 

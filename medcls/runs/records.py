@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..analysis.metrics import SplitMetrics
 
 __all__ = ["RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
-           "best_record", "latest_fold", "Progress", "ModelRecord", "DataRecord", "RunMetrics", "Predictions",
+           "best_record", "latest_fold", "fold_histories", "Progress", "ModelRecord", "DataRecord", "RunMetrics", "Predictions",
            "GroupMembership", "FoldScore", "CrossValidation"]
 
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
@@ -192,10 +192,16 @@ def latest_fold(history: Sequence[EpochRecord]) -> tuple[list[EpochRecord], int]
     """The epochs to draw as one training curve, and their fold: a cross-validation run's history holds every
     fold's epochs one after another (each fold's model starts again at epoch 1), so its latest fold's; any
     other run's whole history, with fold 0."""
-    fold = history[-1].fold if history else 0
-    if not fold:
-        return list(history), 0
-    return [h for h in history if h.fold == fold], fold
+    fold, epochs = list(fold_histories(history).items())[-1]
+    return epochs, fold
+
+
+def fold_histories(history: Sequence[EpochRecord]) -> dict[int, list[EpochRecord]]:
+    """Each fold's epochs (one training curve each), by fold in order; a run of one model: ``{0: history}``."""
+    folds: dict[int, list[EpochRecord]] = {}
+    for record in history:
+        folds.setdefault(record.fold, []).append(record)
+    return dict(sorted(folds.items())) if folds else {0: []}
 
 
 def best_record(history: Sequence[EpochRecord]) -> EpochRecord | None:

@@ -3,6 +3,7 @@ its weights, options and the dataset from the URL, the Try-it picker."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from apphelpers import as_read, choose_folder, new_app
@@ -158,6 +159,12 @@ def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_d
     # and says every fold model's epochs, not the last fold's alone ("2 of 2 in fold 2 of 2")
     runs = next(d.value for d in at.dataframe if "epochs" in d.value.index)
     assert list(runs.loc["epochs"]) == ["2 fold models: 2 and 2 of 2 epochs"], runs
+    # Its training curves: one per fold model, each from epoch 1, named in the legend
+    curves = next(spec for spec in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                  if spec["layout"]["title"]["text"] == "Validation macro-F1")
+    assert [(t["name"].rsplit(" · ", 1)[-1], t["x"]) for t in curves["data"]] == [("fold 1", [1, 2]), ("fold 2", [1, 2])]
+    assert curves["layout"]["showlegend"] is True
+    assert any("each fold is a curve of its own" in c.value for c in at.caption)
 
 
 def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(app_env, tiny_dataset):

@@ -125,6 +125,8 @@ def test_overlay_history_has_one_trace_per_run():
     assert len(fig.data[1].x) == 3
     assert fig.layout.yaxis.title.text == "validation loss"  # words, not the field name val_loss
     assert fig.layout.title.text.startswith("Validation loss")
+    alone = overlay_history_figure({"run a · fold 5": _history(2)})
+    assert alone.layout.showlegend is True  # one curve is named too (Plotly would hide its legend)
 
 
 def test_parameter_bar_lists_layers_with_shares():

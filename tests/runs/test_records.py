@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medcls.runs.records import CrossValidation, EpochRecord, FoldScore, best_record, latest_fold
+from medcls.runs.records import CrossValidation, EpochRecord, FoldScore, best_record, fold_histories, latest_fold
 
 
 def epoch(n: int, fold: int = 0, best: bool = False) -> EpochRecord:
@@ -18,6 +18,9 @@ def test_a_cross_validation_history_is_drawn_one_fold_at_a_time():
     shown, fold = latest_fold(folds)
     assert fold == 2 and [h.epoch for h in shown] == [1, 2, 3]  # never epochs 1, 2, 1, 2, 3 on one axis
     assert best_record(shown).epoch == 1 and best_record(shown).fold == 2
+    each = fold_histories(folds)  # every fold's curve, for a run shown alone
+    assert list(each) == [1, 2] and [h.epoch for h in each[1]] == [1, 2] and each[2] == shown
+    assert fold_histories(ordinary) == {0: ordinary} and fold_histories([]) == {0: []}
 
 
 def test_a_cross_validations_spread_in_words():
