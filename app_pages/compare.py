@@ -156,18 +156,17 @@ calibration_section(predictions, names, focus)
 st.subheader("Training curves")
 metric = st.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_curve")
 curves = {}
-cross_validated = []
+folded = False  # a cross-validation run among them
 for run_id in chosen:  # each fold's model starts again at epoch 1: a fold is a curve of its own, never one long line
     folds = fold_histories(store.history(run_id))
     if len(chosen) > 1:  # several runs: each run's latest fold, so that the runs stay readable side by side
         folds = dict([list(folds.items())[-1]])
     for fold, epochs in folds.items():
         curves[names[run_id] + (f" · fold {fold}" if fold else "")] = epochs
-        if fold:
-            cross_validated.append(names[run_id])
+        folded = folded or bool(fold)
 st.plotly_chart(overlay_history_figure(curves, metric, title=CURVES[metric],
                                        axis_title=CURVES[metric]), key="overlay", width="stretch")
-if cross_validated:
+if folded:
     st.caption(("Each fold model of a cross-validation run starts again at epoch 1, validated on its own fold, so "
                 "each fold is a curve of its own" if len(chosen) == 1 else
                 "A cross-validation run is drawn by its latest fold (each fold model starts again at epoch 1); pick "

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from ..analysis.metrics import SplitMetrics
 
 __all__ = ["RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
-           "best_record", "latest_fold", "fold_histories", "Progress", "ModelRecord", "DataRecord", "RunMetrics", "Predictions",
-           "GroupMembership", "FoldScore", "CrossValidation"]
+           "best_record", "latest_fold", "fold_histories", "Progress", "ModelRecord", "DataRecord", "RunMetrics",
+           "Predictions", "GroupMembership", "FoldScore", "CrossValidation"]
 
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
