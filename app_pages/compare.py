@@ -27,7 +27,7 @@ from medcls.figures.training import overlay_history_figure
 from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import owner_words
-from medcls.runs.records import RecordError, fold_histories
+from medcls.runs.records import RecordError, fold_histories, latest_fold
 from medcls.runs.store import RunNotFoundError
 
 CURVES = {"val_macro_f1": "Validation macro-F1", "val_accuracy": "Validation accuracy",
@@ -158,9 +158,12 @@ metric = st.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compar
 curves = {}
 folded = False  # a cross-validation run among them
 for run_id in chosen:  # each fold's model starts again at epoch 1: a fold is a curve of its own, never one long line
-    folds = fold_histories(store.history(run_id))
+    history = store.history(run_id)
     if len(chosen) > 1:  # several runs: each run's latest fold, so that the runs stay readable side by side
-        folds = dict([list(folds.items())[-1]])
+        latest, fold = latest_fold(history)
+        folds = {fold: latest}
+    else:
+        folds = fold_histories(history)
     for fold, epochs in folds.items():
         curves[names[run_id] + (f" · fold {fold}" if fold else "")] = epochs
         folded = folded or bool(fold)

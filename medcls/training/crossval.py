@@ -45,7 +45,7 @@ from .pipeline import (
 )
 
 __all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "training_work",
-           "too_much_work", "too_rare_for_folds", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK",
+           "too_much_work", "too_rare_for_folds", "one_model_reason", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK",
            "REFERENCE_PASSES"]
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,7 @@ def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int]) -> str | None:
 
 def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Sequence[str]) -> str | None:
     """When only a rare class keeps a small dataset from the automatic ensemble: a sentence saying so (None
-    otherwise). The Train page shows it beside the option, which is on while the run trains one model, and the
-    run keeps it among its notes (:func:`resolve_folds`)."""
+    otherwise). The Train page shows it beside the option, which is on while the run trains one model."""
     if cfg.folds or not cfg.small_data_ensemble:
         return None
     present = [(count, name) for count, name in zip(pool_counts, classes) if count > 0]
@@ -149,6 +148,12 @@ def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Se
             f"images, so each fold model would pick its best epoch on about {fewest / AUTO_FOLDS:.0f} of them "
             f"(the ensemble needs {needed} of every class, {AUTO_MIN_PER_FOLD} for each fold). Set the folds to "
             "train an ensemble anyway.")
+
+
+def one_model_reason(cfg: TrainConfig, pool_counts: Sequence[int], classes: Sequence[str]) -> str | None:
+    """Why a small dataset trains one model although *Cross-validate small datasets* is on: its work or a rare
+    class (None when it does not). One sentence for the Train page before Start and for the run's notes after."""
+    return too_much_work(cfg, pool_counts) or too_rare_for_folds(cfg, pool_counts, classes)
 
 
 def train_alike(configs: Sequence[TrainConfig],
@@ -179,7 +184,7 @@ def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, st
     labels = torch.cat([data.train.labels, data.val.labels]).numpy()
     counts = np.bincount(labels, minlength=len(data.classes)).tolist()
     if cfg.folds or not (folds := folds_for(cfg, counts)):
-        return cfg, too_much_work(cfg, counts) or too_rare_for_folds(cfg, counts, data.classes)
+        return cfg, one_model_reason(cfg, counts, data.classes)
     words = f"{sum(counts):,} training + validation images, the fewest of a class {min(c for c in counts if c):,}"
     note = (f"A small dataset ({words}): trained as a {folds}-fold cross-validation ensemble ('Cross-validate small "
             f"datasets'). Turn that off, or set the folds, for one model.")

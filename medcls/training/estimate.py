@@ -38,7 +38,7 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data.spec import DatasetSpec
-from .crossval import folds_for, too_much_work, too_rare_for_folds
+from .crossval import folds_for, one_model_reason
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
 from .pipeline import cached_views
@@ -184,7 +184,7 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
                        finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
                        costs=costs, folds=folds, features_s=cache_s,
-                       note=too_much_work(cfg, counts) or too_rare_for_folds(cfg, counts, spec.classes),
+                       note=one_model_reason(cfg, counts, spec.classes),
                        warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None)
 
 
