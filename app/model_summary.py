@@ -6,19 +6,30 @@ the configured steps on this machine now; the library scales them to this datase
 
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 
 from medcls.config import TrainConfig
 from medcls.data import DatasetSpec
 from medcls.figures.training import parameter_bar_figure
 from medcls.models.summary import summarize
-from medcls.training.estimate import Costs, EstimateError, RunEstimate, estimate_run, measure_costs, probe_config
+from medcls.training.estimate import (
+    Costs,
+    EstimateError,
+    ProbeStopped,
+    RunEstimate,
+    estimate_run,
+    measure_costs,
+    probe_config,
+)
 from medcls.training.pipeline import build_model
 
 from .manager import manager
 from .text import escape_markdown
 
 PROBE_TTL_S = 600  # the machine's load changes: measure again after ten minutes
+PROBES_KEY = "_timing_probes"  # session state: the stop signals of this session's probes still running
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -32,8 +43,36 @@ def _summary(cfg_json: str, num_classes: int, channels: int) -> dict:
 
 @st.cache_data(show_spinner="Timing a few training steps on this machine, as a training run would…",
                max_entries=64, ttl=PROBE_TTL_S)
-def _costs(probe_json: str) -> dict:
-    return measure_costs(TrainConfig.from_json(probe_json)).to_dict()
+def _costs(probe_json: str, _stop: threading.Event) -> dict:
+    return measure_costs(TrainConfig.from_json(probe_json), stop=_stop).to_dict()
+
+
+def _measured_costs(cfg: TrainConfig) -> Costs:
+    """The probe's answer for ``cfg`` (cached for all sessions); :func:`stop_timing` can stop it meanwhile."""
+    stop = threading.Event()
+    probes = st.session_state.setdefault(PROBES_KEY, set())
+    probes.add(stop)
+    try:
+        return Costs.from_dict(_costs(probe_config(cfg).to_json(), stop))
+    finally:
+        probes.discard(stop)
+
+
+def stop_timing() -> None:
+    """Stop this session's timing probes still running: a run it has just started needs the CPU.
+
+    A click on Start reruns the page while the earlier run of the page script may still wait for its probe
+    (several seconds on a fresh machine); that probe would otherwise slow the new run's first epoch.
+    """
+    for stop in list(st.session_state.get(PROBES_KEY, ())):
+        stop.set()
+
+
+def render_skipped_timing() -> None:
+    """What the cost panel says in the page run that started a run, instead of timing the options again."""
+    st.caption("⏱️ Not timed now: your run has just started, and timing these options would slow its first "
+               "epoch. Its time left is under **Runs**; the options are timed again when you change one or when "
+               "the page redraws after the run.")
 
 
 def _minutes(seconds: float) -> str:
@@ -55,8 +94,11 @@ def _whole_run(estimate: RunEstimate) -> str:
 def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
     """Parameters, memory, a per-layer chart and the measured time per epoch and per run for ``cfg`` on ``spec``."""
     try:
-        costs = Costs.from_dict(_costs(probe_config(cfg).to_json()))
+        costs = _measured_costs(cfg)
         info = _summary(cfg.to_json(), len(spec.classes), costs.channels)
+    except ProbeStopped:  # a run started meanwhile (this session's Start): that page run shows the skipped note
+        render_skipped_timing()
+        return
     except (EstimateError, ValueError, RuntimeError) as exc:
         st.error(f"This model cannot be built or timed with these settings: {exc}")
         return

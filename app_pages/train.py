@@ -7,7 +7,7 @@ from app.form import render_form
 from app.identity import run_meta, visible_runs
 from app.live import default_run, live_panel
 from app.manager import manager
-from app.model_summary import render_model_summary
+from app.model_summary import render_model_summary, render_skipped_timing, stop_timing
 from app.run_actions import NOTICE_KEY, run_actions, show_notice
 from app.text import escape_markdown, shown
 from app.weights import weights_panel
@@ -19,11 +19,38 @@ from medcls.runs.permissions import QueueLimitError
 from medcls.training.crossval import folds_for
 from medcls.training.estimate import pool_counts
 
+
+def runs_column() -> None:
+    """The run picker and the live view of the chosen run."""
+    st.subheader("Runs")
+    store = manager().store
+    notice = NOTICE_KEY in st.session_state
+    show_notice()
+    summaries = {s.run_id: s for s in visible_runs(store.list())}
+    run_ids = list(summaries)
+    if not run_ids:
+        st.info("No runs yet. Choose options on the left and press **Start training**.")
+        return
+    picked = st.session_state.get("train_run_picker")
+    if picked not in run_ids:
+        if picked and not notice:  # the run this page showed was deleted (its folder removed) since the last refresh
+            st.info(f"Run {picked} no longer exists (its folder was deleted); showing another run.")
+        # A fresh tab or a refresh: show the run that is training now, else the newest.
+        st.session_state["train_run_picker"] = default_run(run_ids)
+    # Labels must not change while a run trains, or the picker would lose its selection.
+    names = display_names(summaries.values())
+    run_id = st.selectbox("Run to show", run_ids, key="train_run_picker", format_func=lambda r: names.get(r, r),
+                          help="Newest first.")
+    run_actions(summaries[run_id], "train_run_picker")
+    live_panel(run_id)
+
+
 st.title("🏋️ Train")
 data_cfg = current_data_config()
 spec = load_current_dataset(data_cfg)
 
 left, right = st.columns([1, 1], gap="large")
+costs = None
 with left:
     st.subheader("Options")
     if spec is not None:
@@ -50,38 +77,32 @@ with left:
             hint.warning(note)  # one model validates on the data's own split
         weights_panel(cfg)
         st.markdown("**What this model costs**")
-        render_model_summary(cfg, spec)
+        costs = st.container()  # filled last (below): timing the options takes seconds on a fresh machine
     with top:
         start = st.button("▶ Start training", type="primary", disabled=cfg is None or spec is None,
                           key="start_training", width="stretch")
+    started = False
     if start and cfg is not None:
         try:
             run_id = manager().submit(cfg, meta=run_meta())
         except QueueLimitError as exc:
             st.error(shown(exc))
         else:
+            started = True
+            stop_timing()  # a probe of this page's earlier redraw still running would slow the first epoch
             st.session_state["train_run_picker"] = run_id  # show the new run (the picker is drawn below)
             st.toast(f"Queued: {escape_markdown(manager().store.summary(run_id).name)}")
 
+
 with right:
-    st.subheader("Runs")
-    store = manager().store
-    notice = NOTICE_KEY in st.session_state
-    show_notice()
-    summaries = {s.run_id: s for s in visible_runs(store.list())}
-    run_ids = list(summaries)
-    if not run_ids:
-        st.info("No runs yet. Choose options on the left and press **Start training**.")
-        st.stop()
-    picked = st.session_state.get("train_run_picker")
-    if picked not in run_ids:
-        if picked and not notice:  # the run this page showed was deleted (its folder removed) since the last refresh
-            st.info(f"Run {picked} no longer exists (its folder was deleted); showing another run.")
-        # A fresh tab or a refresh: show the run that is training now, else the newest.
-        st.session_state["train_run_picker"] = default_run(run_ids)
-    # Labels must not change while a run trains, or the picker would lose its selection.
-    names = display_names(summaries.values())
-    run_id = st.selectbox("Run to show", run_ids, key="train_run_picker", format_func=lambda r: names.get(r, r),
-                          help="Newest first.")
-    run_actions(summaries[run_id], "train_run_picker")
-    live_panel(run_id)
+    runs_column()
+# The time these options take, measured last: its probe runs for seconds on a fresh machine (a process that
+# imports torch and trains a few steps), and the Start button above and the runs beside it must not wait for it.
+# A click on Start while it runs reruns the page at once (the earlier redraw still waits for the probe): the run is
+# queued above, stop_timing ends that probe, and this redraw does not start another.
+if costs is not None:
+    with costs:
+        if started:
+            render_skipped_timing()
+        else:
+            render_model_summary(cfg, spec)

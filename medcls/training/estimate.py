@@ -31,6 +31,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, fields
 
@@ -43,12 +44,13 @@ from .engine import batches_per_epoch
 from .imbalance import make_sampler
 from .pipeline import cached_views
 
-__all__ = ["Costs", "RunEstimate", "EstimateError", "estimate_run", "pool_counts", "measure_costs", "probe_config",
-           "earliest_stop", "PROBE_STEPS"]
+__all__ = ["Costs", "RunEstimate", "EstimateError", "ProbeStopped", "estimate_run", "pool_counts", "measure_costs",
+           "probe_config", "earliest_stop", "PROBE_STEPS"]
 
 PROBE_STEPS = 3          # training steps per probe epoch
 DECODE_SAMPLE = 32       # images decoded to time decoding when the cache lacks the dataset
 PROBE_TIMEOUT_S = 600.0
+STOP_POLL_S = 0.25       # how often a probe that may be stopped checks whether it should be
 START_HISTORY = 5        # worker start times kept (the median is used)
 # Options that change what a run learns but not what a step costs: the probe leaves them at their defaults,
 # so changing one of them on the form does not start a new measurement.
@@ -59,6 +61,10 @@ TIMING_NEUTRAL = ("lr", "weight_decay", "momentum", "scheduler", "step_size", "g
 
 class EstimateError(RuntimeError):
     """The timing probe could not run (the model cannot be built, the data cannot be read, ...)."""
+
+
+class ProbeStopped(EstimateError):
+    """The timing probe was stopped before it answered (``stop`` was set: a run started and needs the CPU)."""
 
 
 @dataclass(frozen=True)
@@ -216,23 +222,40 @@ def probe_config(cfg: TrainConfig) -> TrainConfig:
     return probe.with_options(strict=False, epochs=2, patience=0, imbalance="none")
 
 
-def measure_costs(cfg: TrainConfig, *, nice: int = 10, threads: int = 0, timeout: float = PROBE_TIMEOUT_S) -> Costs:
-    """Run the probe in a process set up like a training worker (see the module doc); raises EstimateError."""
+def measure_costs(cfg: TrainConfig, *, nice: int = 10, threads: int = 0, timeout: float = PROBE_TIMEOUT_S,
+                  stop: threading.Event | None = None) -> Costs:
+    """Run the probe in a process set up like a training worker (see the module doc); raises EstimateError.
+
+    Setting ``stop`` (from another thread) ends the probe's process within a fraction of a second and raises
+    :class:`ProbeStopped`: a run started meanwhile should not share the CPU with a measurement nobody waits for.
+    """
     from .hardware import worker_environment
 
     cmd = [sys.executable, "-m", "medcls.training.probe", "--nice", str(nice), "--threads", str(threads)]
     spawned = time.time()
-    try:
-        proc = subprocess.run(cmd, input=probe_config(cfg).to_json(), capture_output=True, text=True,
-                              env=worker_environment(), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise EstimateError(f"Timing a few training steps took over {timeout:.0f} s; this setting is very slow "
-                            "here.") from None
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=worker_environment())
+    payload: str | None = probe_config(cfg).to_json()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:  # a retried communicate() loses no output; the input is sent once
+            stdout, stderr = proc.communicate(payload, timeout=STOP_POLL_S if stop is not None else timeout)
+            break
+        except subprocess.TimeoutExpired:
+            payload = None
+            stopped = stop is not None and stop.is_set()
+            if stopped or time.monotonic() >= deadline:
+                proc.kill()
+                proc.communicate()
+                if stopped:
+                    raise ProbeStopped("The timing probe was stopped: a run started.") from None
+                raise EstimateError(f"Timing a few training steps took over {timeout:.0f} s; this setting is very "
+                                    "slow here.") from None
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     try:
         answer = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError):
-        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        detail = (stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise EstimateError(f"The timing probe failed: {detail}") from None
     if "error" in answer:
         raise EstimateError(answer["error"])

@@ -233,3 +233,51 @@ def _blocks(node):
         yield node
         for child in node.children.values():
             yield from _blocks(child)
+
+
+def test_start_does_not_wait_for_the_timing_of_the_options(app_env, tiny_dataset, monkeypatch):
+    """Start and the runs are drawn before the options are timed (several seconds on a fresh machine), and the
+    page run that starts a run does not time them: a probe then would slow the run's first epoch."""
+    import streamlit as st
+
+    import app.model_summary
+    from app_isolation import stand_in_costs
+
+    timed = []
+    monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: timed.append(cfg) or stand_in_costs(cfg))
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    set_tiny_options(at)
+    assert timed and any(m.label == "Whole run" for m in at.metric)
+    st.cache_data.clear()  # a page run that timed the options now would start a probe
+    timed.clear()
+    at.button(key="start_training").click().run()
+    assert not at.exception and RunStore(app_env / "runs").list_ids()  # the run was queued
+    assert not timed and not any(m.label == "Whole run" for m in at.metric)
+    assert any(c.value.startswith("⏱️ Not timed now: your run has just started") for c in at.caption)
+    at.run()  # the next redraw times the options again
+    assert timed and any(m.label == "Whole run" for m in at.metric)
+
+
+def test_a_probe_stopped_by_start_is_shown_as_skipped_not_as_an_error(app_env, tiny_dataset, monkeypatch):
+    """Start stops the probe that an earlier redraw of the page still waits for (simulated here from inside the
+    probe: in the app the click's redraw runs meanwhile in another thread)."""
+    import app.model_summary
+    from medcls.training.estimate import ProbeStopped
+
+    stops = []
+
+    def probe_stopped_meanwhile(cfg, *, stop, **_settings):
+        stops.append(stop)
+        app.model_summary.stop_timing()  # what the click's redraw calls once the run is queued
+        if stop.is_set():
+            raise ProbeStopped("The timing probe was stopped: a run started.")
+        raise AssertionError("stop_timing did not reach the probe this page waits for")
+
+    monkeypatch.setattr(app.model_summary, "measure_costs", probe_stopped_meanwhile)
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception and stops and stops[-1].is_set()
+    assert not at.error, [e.value for e in at.error]  # not "This model cannot be built or timed"
+    assert any(c.value.startswith("⏱️ Not timed now") for c in at.caption)
+    assert not at.session_state["_timing_probes"]  # a finished probe's stop signal is not kept

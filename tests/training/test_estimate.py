@@ -121,6 +121,30 @@ def test_the_probe_measures_costs_in_a_worker_like_process(isolated_env, split_d
     assert np.isfinite(estimate.total_s())
 
 
+@pytest.mark.slow  # starts a probe process
+def test_a_probe_that_is_stopped_ends_its_process_at_once(isolated_env, split_dataset, monkeypatch):
+    import subprocess
+    import threading
+    import time
+
+    from medcls.training import estimate
+
+    started, popen = [], subprocess.Popen
+
+    def recorded_popen(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(estimate.subprocess, "Popen", recorded_popen)
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()  # a run starts while the probe still imports torch
+    begin = time.monotonic()
+    with pytest.raises(estimate.ProbeStopped, match="a run started"):
+        measure_costs(TrainConfig().with_options(source=str(split_dataset), image_size=32, batch_size=8), stop=stop)
+    assert time.monotonic() - begin < 1.0 + 2.0  # not after the probe would have answered (several seconds)
+    assert started and started[0].poll() is not None  # its process is gone, not left to compete with the run
+
+
 def test_the_probe_times_a_frozen_backbones_features(isolated_env, split_dataset):
     from medcls.training.probe import probe_costs
 
