@@ -284,6 +284,7 @@ def test_compare_preselects_comparable_runs_and_says_when_data_differ(page: Page
 def test_try_it_names_runs_defaults_to_the_best_and_warns_on_unfamiliar_images(page: Page, server, tmp_path,
                                                                                server_phantoms, screenshot):
     from medcls.config import TrainConfig
+    from medcls.inference.predictor import Predictor
     from medcls.runs.store import RunStore
 
     run_id = train_into(server, tmp_path, TrainConfig().with_options(image_size=64, epochs=6, precision="fp32"),
@@ -299,7 +300,14 @@ def test_try_it_names_runs_defaults_to_the_best_and_warns_on_unfamiliar_images(p
     assert all(re.search(r" · on .+ · .+ · (test macro-F1 \d\.\d\d|not tested)$", label) for label in labels), labels
     choose(page, "try_run", next(label for label in labels if label.startswith("e2e phantoms 64 px")))
 
-    held_out = Path(RunStore(server.runs_dir).predictions(run_id, "test").paths[0])
+    # A held-out phantom the check finds familiar: the check is statistical (an image must lie beyond every
+    # validation image, times a margin), so now and then a held-out image is beyond it (1 of 59 on an AMD EPYC
+    # with fp32 arithmetic, 2026-12-03), but seldom.
+    predictor = Predictor.from_run(RunStore(server.runs_dir), run_id)
+    paths = RunStore(server.runs_dir).predictions(run_id, "test").paths
+    familiar = [path for path in paths if not predictor.novelty(predictor.pixels(path)).unusual]
+    assert len(familiar) >= 0.9 * len(paths), f"{len(paths) - len(familiar)} of {len(paths)} held-out images flagged"
+    held_out = Path(familiar[0])
     send(page, "try_upload", held_out)
     expect(page.locator(PREDICTED)).to_be_visible()
     unlike = page.locator("[data-testid='stAlertContentWarning']").filter(has_text="unlike the images this model")
