@@ -70,9 +70,9 @@ def stop_timing() -> None:
 
 def render_skipped_timing() -> None:
     """What the cost panel says in the page run that started a run, instead of timing the options again."""
-    st.caption("⏱️ Not timed now: your run has just started, and timing these options would slow its first "
-               "epoch. Its time left is under **Runs**; the options are timed again when you change one or when "
-               "the page redraws after the run.")
+    st.caption("⏱️ Not timed now: you have just pressed Start, and timing these options would take CPU from "
+               "training. A run's time left is under **Runs**; the options are timed again when you change one or "
+               "when the page redraws after the run.")
 
 
 def _minutes(seconds: float) -> str:

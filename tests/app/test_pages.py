@@ -239,9 +239,9 @@ def test_start_does_not_wait_for_the_timing_of_the_options(app_env, tiny_dataset
     """Start and the runs are drawn before the options are timed (several seconds on a fresh machine), and the
     page run that starts a run does not time them: a probe then would slow the run's first epoch."""
     import streamlit as st
+    from app_isolation import stand_in_costs
 
     import app.model_summary
-    from app_isolation import stand_in_costs
 
     timed = []
     monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: timed.append(cfg) or stand_in_costs(cfg))
@@ -254,7 +254,7 @@ def test_start_does_not_wait_for_the_timing_of_the_options(app_env, tiny_dataset
     at.button(key="start_training").click().run()
     assert not at.exception and RunStore(app_env / "runs").list_ids()  # the run was queued
     assert not timed and not any(m.label == "Whole run" for m in at.metric)
-    assert any(c.value.startswith("⏱️ Not timed now: your run has just started") for c in at.caption)
+    assert any(c.value.startswith("⏱️ Not timed now: you have just pressed Start") for c in at.caption)
     at.run()  # the next redraw times the options again
     assert timed and any(m.label == "Whole run" for m in at.metric)
 
