@@ -241,12 +241,18 @@ def test_start_does_not_wait_for_the_timing_of_the_options(app_env, tiny_dataset
     import streamlit as st
     from app_isolation import stand_in_costs
 
+    import app.identity
     import app.model_summary
 
-    timed = []
-    monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: timed.append(cfg) or stand_in_costs(cfg))
+    timed, order = [], []
+    monkeypatch.setattr(app.model_summary, "measure_costs",
+                        lambda cfg, **kw: timed.append(cfg) or order.append("timed") or stand_in_costs(cfg))
+    listed = app.identity.visible_runs
+    monkeypatch.setattr(app.identity, "visible_runs", lambda runs: order.append("runs") or listed(runs))
     at = choose_folder(new_app().run(), tiny_dataset)
+    order.clear()
     at.switch_page("app_pages/train.py").run()
+    assert order[:2] == ["runs", "timed"]  # the runs column (after Start) is drawn before the probe is asked
     set_tiny_options(at)
     assert timed and any(m.label == "Whole run" for m in at.metric)
     st.cache_data.clear()  # a page run that timed the options now would start a probe
