@@ -45,8 +45,8 @@ from .pipeline import (
 )
 
 __all__ = ["cross_validate", "fold_assignment", "auto_folds", "folds_for", "resolve_folds", "fit", "training_work",
-           "too_much_work", "too_rare_for_folds", "one_model_reason", "train_alike", "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK",
-           "REFERENCE_PASSES"]
+           "too_much_work", "too_rare_for_folds", "one_model_reason", "train_alike", "group_folds_words", "AUTO_FOLDS",
+           "AUTO_MAX_WORK", "REFERENCE_PASSES"]
 
 log = logging.getLogger(__name__)
 

@@ -237,20 +237,22 @@ def measure_costs(cfg: TrainConfig, *, nice: int = 10, threads: int = 0, timeout
                             env=worker_environment())
     payload: str | None = probe_config(cfg).to_json()
     deadline = time.monotonic() + timeout
-    while True:
-        try:  # a retried communicate() loses no output; the input is sent once
-            stdout, stderr = proc.communicate(payload, timeout=STOP_POLL_S if stop is not None else timeout)
-            break
-        except subprocess.TimeoutExpired:
-            payload = None
-            stopped = stop is not None and stop.is_set()
-            if stopped or time.monotonic() >= deadline:
-                proc.kill()
-                proc.communicate()
-                if stopped:
-                    raise ProbeStopped("The timing probe was stopped: a run started.") from None
-                raise EstimateError(f"Timing a few training steps took over {timeout:.0f} s; this setting is very "
-                                    "slow here.") from None
+    with proc:  # as subprocess.run did: whatever ends the wait (a stop, the timeout, an interrupt) kills the probe
+        try:
+            while True:
+                try:  # a retried communicate() loses no output; the input is sent once
+                    stdout, stderr = proc.communicate(payload, timeout=STOP_POLL_S if stop is not None else timeout)
+                    break
+                except subprocess.TimeoutExpired:
+                    payload = None
+                    if stop is not None and stop.is_set():
+                        raise ProbeStopped("The timing probe was stopped: a run started.") from None
+                    if time.monotonic() >= deadline:
+                        raise EstimateError(f"Timing a few training steps took over {timeout:.0f} s; this setting "
+                                            "is very slow here.") from None
+        except BaseException:
+            proc.kill()
+            raise
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     try:
         answer = json.loads(lines[-1])
