@@ -125,6 +125,8 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
         st.info(escape_markdown(estimate.note), icon=":material/info:")
     if estimate.limit_note:  # why "drawn" above is fewer images than balancing the classes would draw
         st.caption(f"ℹ️ {escape_markdown(estimate.limit_note)}")
+    if estimate.averaging_note:  # a decay set higher than the run's steps reach: it would change nothing
+        st.caption(f"ℹ️ {escape_markdown(estimate.averaging_note)}")
     name, count = info["largest"]
     if info["largest_share"] > 0.5 and info["largest_is_linear"]:
         st.warning(f"**{info['largest_share']:.0%} of all parameters sit in one layer ({name}, {count:,}).** "

@@ -173,8 +173,11 @@ class TrainConfig:
     gamma: float = option(0.5, "Multiply the learning rate by this at each step.", label="StepLR factor",
                           group="Learning", gt=0.0, max=1.0, applies=when(scheduler="step"))
     ema_decay: float = option(0.99, "Keep a running average of the weights over the last steps and use the "
-                              "average (0 = off; 0.99 averages over roughly the last 100 steps). Smooths out the "
-                              "ups and downs of training on few images.", label="Weight averaging (EMA decay)",
+                              "average (0 = off). Smooths out the ups and downs of training on few images. The "
+                              "decay warms up, so that the random starting weights fade out: the average covers "
+                              "about the last ninth of the steps so far, until the decay set is reached (0.99, "
+                              "about the last 100 steps, after 890 steps; 0.999 after 8,990).",
+                              label="Weight averaging (EMA decay)",
                               group="Learning", min=0.0, max=0.9999, sweep=(0.0, 0.99), sweep_order=10)
     patience: int = option(5, "Stop early when the validation score has not improved for this many epochs, "
                            "but not before half of the epochs (0 = never stop early).",

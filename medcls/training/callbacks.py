@@ -23,21 +23,35 @@ from .engine import BatchEvent, Callback, FitResult, Trainer
 from .hardware import CpuSample, choose_threads, cores_used_by_others, cpu_sample
 
 __all__ = ["WeightAveraging", "BestCheckpoint", "improves", "EarlyStopping", "ProgressMeter", "HistoryRecorder",
-           "Heartbeat", "ResumeCheckpoint", "ConsoleProgress", "ThreadBudget", "ema_with_warmup"]
+           "Heartbeat", "ResumeCheckpoint", "ConsoleProgress", "ThreadBudget", "ema_with_warmup", "ema_decay_at",
+           "ema_steps_to_reach"]
 
 log = logging.getLogger(__name__)
 
 
-def ema_with_warmup(decay: float) -> Callable[[list, list, torch.Tensor], None]:
-    """An EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n) to ``decay`` (as in timm).
+EMA_WARMUP = 10.0  # the average's decay ramps up as (1 + n) / (EMA_WARMUP + n) after n updates
 
-    Without the ramp, the average of a short run still holds much of the random initial weights.
+
+def ema_decay_at(decay: float, updates: float) -> float:
+    """The decay the weight average uses after ``updates`` updates: the warm-up ramp, capped at ``decay``.
+    The ramp averages over about the last ninth of the steps so far (a window of (10 + n) / 9 steps)."""
+    return min(decay, (1.0 + updates) / (EMA_WARMUP + updates))
+
+
+def ema_steps_to_reach(decay: float) -> int:
+    """Updates after which the warm-up ramp reaches ``decay`` (0.99: 890)."""
+    return max(0, math.ceil((EMA_WARMUP * decay - 1.0) / (1.0 - decay) - 1e-9))
+
+
+def ema_with_warmup(decay: float) -> Callable[[list, list, torch.Tensor], None]:
+    """An EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n) to ``decay`` (TensorFlow's
+    ExponentialMovingAverage with ``num_updates``). Without the ramp, the average of a short run still holds much
+    of the random initial weights; with it, a run shorter than :func:`ema_steps_to_reach` never reaches ``decay``.
     """
 
     @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
+        d = ema_decay_at(decay, float(num_averaged))
         if torch.is_floating_point(averaged[0]):
             torch._foreach_lerp_(averaged, current, 1.0 - d)
         else:  # integer buffers (batch-norm step counters) simply follow the model

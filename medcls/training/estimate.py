@@ -42,7 +42,7 @@ from ..data.spec import DatasetSpec
 from .crossval import folds_for, one_model_reason
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
-from .pipeline import cached_views
+from .pipeline import averaging_note, cached_views
 
 __all__ = ["Costs", "RunEstimate", "EstimateError", "ProbeStopped", "estimate_run", "pool_counts", "measure_costs",
            "probe_config", "earliest_stop", "PROBE_STEPS"]
@@ -121,6 +121,7 @@ class RunEstimate:
     note: str | None = None    # why a small dataset trains one model, not the automatic ensemble
     warm_start: bool = False   # a warmed-up training process takes the run: no process start in setup_s
     limit_note: str | None = None  # why an epoch draws fewer images than balancing would (the run's own note)
+    averaging_note: str | None = None  # a weight-averaging decay the run never reaches (the run's own note)
 
     def total_s(self, epochs: int | None = None) -> float:
         """Start to finish with ``epochs`` epochs per model (default: all planned)."""
@@ -191,7 +192,8 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
                        finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
                        costs=costs, folds=folds, features_s=cache_s,
                        note=one_model_reason(cfg, counts, spec.classes),
-                       warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None)
+                       warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None,
+                       averaging_note=averaging_note(cfg, steps))
 
 
 def pool_counts(spec: DatasetSpec) -> list[int]:

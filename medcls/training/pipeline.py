@@ -30,7 +30,7 @@ from ..data.spec import DataError
 from ..inference.proba import tta_views
 from ..models import ClassifierModel, create_model
 from ..runs.records import CrossValidation
-from .callbacks import BestCheckpoint, EarlyStopping, ResumeCheckpoint, WeightAveraging
+from .callbacks import BestCheckpoint, EarlyStopping, ResumeCheckpoint, WeightAveraging, ema_steps_to_reach
 from .ddp import broadcast_object
 from .engine import (
     Callback,
@@ -45,7 +45,7 @@ from .imbalance import balanced_class_weights, make_sampler
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["PreparedData", "prepare_data", "build_model", "train_in_memory", "TrainResult", "seed_everything",
-           "cache_features", "caches_features", "cached_views", "RESUME_FORMAT", "resume_note"]
+           "cache_features", "caches_features", "cached_views", "RESUME_FORMAT", "resume_note", "averaging_note"]
 
 RESUME_FORMAT = 1  # bump when the saved training state changes shape
 
@@ -183,6 +183,25 @@ def _effective_batch(cfg: TrainConfig, train_images: int, notes: list[str]) -> i
     return batch
 
 
+def averaging_note(cfg: TrainConfig, steps_per_epoch: int) -> str | None:
+    """When the weight averaging's decay, changed from the default, is never reached in the run's planned steps:
+    a sentence saying that it then trains exactly as any other unreached decay would (None otherwise).
+
+    The average's decay warms up (:func:`~medcls.training.callbacks.ema_decay_at`), so on a short run a higher
+    decay changes nothing; someone trying decays would otherwise see identical runs and not know why. The words
+    depend on the config only, so that the fold models of one run give one note."""
+    if not cfg.ema_decay or cfg.ema_decay == TrainConfig().ema_decay:
+        return None
+    needed = ema_steps_to_reach(cfg.ema_decay)
+    if steps_per_epoch * cfg.epochs >= needed:
+        return None
+    return (f"Weight averaging: a decay of {cfg.ema_decay:g} is reached only after {needed:,} training steps (the "
+            "decay warms up as (1 + n) / (10 + n) after n steps, so that the random starting weights fade out), and "
+            f"this run's {cfg.epochs} epochs plan fewer. Its average stays on the warm-up throughout, so any decay "
+            "the warm-up does not reach trains exactly the same run: lower the decay, or train more steps, to "
+            "change it.")
+
+
 def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callbacks: Sequence[Callback] = (),
                     should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None,
                     on_model: Callable[[ClassifierModel], None] | None = None,
@@ -253,6 +272,8 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     # sees the same images as the single-process step (the shards interleave) and the optimiser settings carry over.
     batch_size = -(-batch // world)
     steps = batches_per_epoch(len(sampler), batch_size, world)
+    if unreached := averaging_note(cfg, steps):
+        notes.append(unreached)
     scheduler, interval = build_scheduler(cfg, optimizer, steps)
     best = BestCheckpoint(export=_full_state(model, trained), on_best=on_best)
     averaging = [WeightAveraging(cfg.ema_decay)] if cfg.ema_decay > 0 else []

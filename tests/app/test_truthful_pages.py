@@ -175,6 +175,11 @@ def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(a
     # beside the estimate that counts it, before training.
     captions = [c.value.replace("\\", "") for c in at.caption]  # as written, without Markdown escapes
     assert any("would draw 2.6 times the training images" in c for c in captions), captions
+    assert not any("Weight averaging:" in c for c in captions)  # the default decay
+    # A decay the run's 540 steps never reach trains exactly as the default would: said before Start.
+    at.number_input(key="opt_ema_decay").set_value(0.999).run()
+    captions = [c.value.replace("\\", "") for c in at.caption]
+    assert any("a decay of 0.999 is reached only after 8,990 training steps" in c for c in captions), captions
     at = choose_folder(new_app().run(), tiny_dataset)  # 32-px images, default image size 128
     at.switch_page("app_pages/train.py").run()
     assert not at.exception

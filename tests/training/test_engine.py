@@ -371,6 +371,18 @@ def test_weight_averaging_is_what_gets_validated_and_kept():
     assert trainer.result.history[-1].val_accuracy == pytest.approx(float((probs.argmax(1) == val.labels.numpy()).mean()))
 
 
+def test_the_averages_decay_warms_up_to_the_decay_set():
+    from medcls.training.callbacks import ema_decay_at, ema_steps_to_reach
+
+    assert ema_decay_at(0.99, 0) == pytest.approx(0.1)  # the first update keeps 90% of the new weights
+    assert ema_decay_at(0.99, 80) == pytest.approx(0.9)  # a window of (10 + n) / 9 steps: 10 at step 80
+    assert ema_decay_at(0.99, 10_000) == 0.99  # capped at the decay set
+    for decay in (0.5, 0.9, 0.99, 0.999):
+        n = ema_steps_to_reach(decay)
+        assert ema_decay_at(1.0, n) >= decay > ema_decay_at(1.0, n - 1)
+    assert ema_steps_to_reach(0.99) == 890
+
+
 # --- resuming -------------------------------------------------------------------------------------------------
 
 def test_a_fit_continued_from_its_state_matches_one_that_never_stopped():

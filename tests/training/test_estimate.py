@@ -58,6 +58,14 @@ def test_an_epoch_counts_the_oversampled_images_and_the_mirrored_validation():
     assert "and their mirror images" in estimate.epoch_words()
 
 
+def test_the_estimate_says_when_a_weight_averaging_decay_is_never_reached():
+    cfg = TrainConfig().with_options(ema_decay=0.995)  # 18 steps an epoch on the phantoms (above)
+    short = estimate_run(cfg, PHANTOMS, costs())
+    assert "a decay of 0.995 is reached only after 1,790 training steps" in short.averaging_note  # 30 x 18 = 540
+    assert estimate_run(cfg.with_options(epochs=100), PHANTOMS, costs()).averaging_note is None  # 1,800 steps
+    assert estimate_run(TrainConfig(), PHANTOMS, costs()).averaging_note is None  # the default
+
+
 def test_the_whole_run_spans_the_epochs_early_stopping_allows():
     cfg = TrainConfig()  # 30 epochs, patience 5: never before epoch 15
     estimate = estimate_run(cfg, PHANTOMS, costs())

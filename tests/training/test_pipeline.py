@@ -49,3 +49,26 @@ def test_a_limited_balanced_epoch_is_explained_in_the_run_notes(tmp_path, synth)
     result = train_in_memory(synth.config(data, epochs=1, imbalance="oversample", small_data_ensemble=False))
     assert any("each epoch draws the next share" in note for note in result.notes)
     assert len(result.trainer.sampler) == 2 * len(result.data.train)
+
+
+def test_a_weight_averaging_decay_the_run_never_reaches_changes_nothing_and_the_run_says_so(class_dataset, synth):
+    # Two epochs of a tiny dataset take a handful of steps: the warm-up reaches neither 0.995 nor 0.999.
+    runs = {decay: train_in_memory(synth.config(class_dataset, epochs=2, ema_decay=decay, precision="fp32"))
+            for decay in (0.995, 0.999, 0.15)}
+    state = {decay: r.model.state_dict() for decay, r in runs.items()}
+    assert all(torch.equal(state[0.995][k], state[0.999][k]) for k in state[0.995])  # the note's claim
+    assert not all(torch.equal(state[0.995][k], state[0.15][k]) for k in state[0.995])  # a reached decay changes it
+    note = next(n for n in runs[0.999].notes if n.startswith("Weight averaging"))
+    assert "a decay of 0.999 is reached only after 8,990 training steps" in note and "2 epochs plan fewer" in note
+    assert not any(n.startswith("Weight averaging") for n in runs[0.15].notes)  # reached after 1 step
+
+
+def test_the_default_decay_and_long_enough_runs_have_no_averaging_note():
+    from medcls.config import TrainConfig
+    from medcls.training.pipeline import averaging_note
+
+    cfg = TrainConfig()
+    assert averaging_note(cfg, steps_per_epoch=1) is None  # the default is not a choice to explain
+    assert averaging_note(cfg.with_options(ema_decay=0.0), steps_per_epoch=1) is None  # off
+    assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=60) is None  # 1,800 >= 1,790 steps
+    assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=59) is not None  # 1,770 < 1,790
