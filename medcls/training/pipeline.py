@@ -193,12 +193,12 @@ def averaging_note(cfg: TrainConfig, steps_per_epoch: int) -> str | None:
     if not cfg.ema_decay or cfg.ema_decay == TrainConfig().ema_decay:
         return None
     needed = ema_steps_to_reach(cfg.ema_decay)
-    if steps_per_epoch * cfg.epochs >= needed:
+    if steps_per_epoch * cfg.epochs > needed:  # the first step copies the weights: step k averages with k - 1
         return None
     return (f"Weight averaging: a decay of {cfg.ema_decay:g} is reached only after {needed:,} training steps (the "
             "decay warms up as (1 + n) / (10 + n) after n steps, so that the random starting weights fade out), and "
-            f"this run's {cfg.epochs} epochs plan fewer. Its average stays on the warm-up throughout, so any decay "
-            "the warm-up does not reach trains exactly the same run: lower the decay, or train more steps, to "
+            f"this run's {cfg.epochs} epochs plan fewer steps. Its average stays on the warm-up throughout, so any "
+            "decay the warm-up does not reach trains exactly the same run: lower the decay, or train more steps, to "
             "change it.")
 
 

@@ -70,5 +70,5 @@ def test_the_default_decay_and_long_enough_runs_have_no_averaging_note():
     cfg = TrainConfig()
     assert averaging_note(cfg, steps_per_epoch=1) is None  # the default is not a choice to explain
     assert averaging_note(cfg.with_options(ema_decay=0.0), steps_per_epoch=1) is None  # off
-    assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=60) is None  # 1,800 >= 1,790 steps
+    assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=60) is None  # 1,800 > 1,790 steps
     assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=59) is not None  # 1,770 < 1,790
