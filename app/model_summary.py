@@ -7,6 +7,7 @@ the configured steps on this machine now; the library scales them to this datase
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import streamlit as st
 
@@ -19,6 +20,7 @@ from medcls.training.estimate import (
     EstimateError,
     ProbeStopped,
     RunEstimate,
+    estimate_group,
     estimate_run,
     measure_costs,
     probe_config,
@@ -28,6 +30,7 @@ from medcls.training.pipeline import build_model
 from .manager import manager
 from .text import escape_markdown
 
+STANDBY_WAIT_S = 20.0  # at most this long for a warming training process before timing (it takes about 5-8 s)
 PROBE_TTL_S = 600  # the machine's load changes: measure again after ten minutes
 PROBES_KEY = "_timing_probes"  # session state: the stop signals of this session's probes still running
 
@@ -44,6 +47,11 @@ def _summary(cfg_json: str, num_classes: int, channels: int) -> dict:
 @st.cache_data(show_spinner="Timing a few training steps on this machine, as a training run would…",
                max_entries=64, ttl=PROBE_TTL_S)
 def _costs(probe_json: str, _stop: threading.Event) -> dict:
+    # A training process warming up (the app has just opened, or a run has just ended) would make the probe
+    # choose one thread: a lesson on BUSI was estimated at 7.8-8.0 min that way, and trained in 5.8 min.
+    manager().await_warm_worker(STANDBY_WAIT_S, should_stop=_stop.is_set)
+    if _stop.is_set():  # Start was pressed meanwhile: no probe process at all
+        raise ProbeStopped("The timing probe was stopped: a run started.")
     return measure_costs(TrainConfig.from_json(probe_json), stop=_stop).to_dict()
 
 
@@ -73,6 +81,29 @@ def render_skipped_timing() -> None:
     st.caption("⏱️ Not timed now: you have just pressed Start, and timing these options would take CPU from "
                "training. A run's time left is under **Runs**; the options are timed again when you change one or "
                "when the page redraws after the run.")
+
+
+def render_group_estimate(configs: Sequence[TrainConfig], labels: Sequence[str], spec: DatasetSpec, group: str, *,
+                          just_queued: bool = False) -> None:
+    """How long a lesson's or a sweep's runs take one after another, measured like the Train page's estimate
+    (one probe per distinct cost, cached for every session)."""
+    if just_queued:  # the runs need the CPU now: timing them would slow their first epochs
+        st.caption(f"⏱️ Not timed now: the runs of this {group} have just been queued and need the CPU. Each run's "
+                   "time left is under **Train** once it has finished an epoch.")
+        return
+    try:
+        estimate = estimate_group(configs, labels, spec, _measured_costs, warm_start=manager().worker_ready())
+    except ProbeStopped:
+        return  # a run started from this session meanwhile: the next redraw times them again
+    except (EstimateError, ValueError, RuntimeError) as exc:
+        st.warning(f"The time of this {group}'s runs could not be measured: {exc}")
+        return
+    costs = estimate.runs[0].costs
+    threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
+    st.caption(f"⏱️ **The {group}'s {len(configs)} runs, one after another: {estimate.total_words()}** "
+               f"({escape_markdown(estimate.run_words())}). Measured now on this machine, as a training run would "
+               f"run ({threads}, {costs.precision}, lowered priority); runs already queued go first, and other "
+               "programs on the machine change it.")
 
 
 def _minutes(seconds: float) -> str:

@@ -7,6 +7,7 @@ from app.dataset import current_data_config, dataset_caption, load_current_datas
 from app.identity import identity, run_meta, visible_runs
 from app.live import fmt_seconds
 from app.manager import manager
+from app.model_summary import render_group_estimate, stop_timing
 from app.safety import guarded
 from app.text import escape_markdown, shown
 from medcls.config import ConfigError, format_value, label
@@ -65,6 +66,8 @@ st.caption(f"Every run: {escape_markdown(shared)}; everything else as the defaul
            f"**{escape_markdown(metric_words(lesson.metric, focus))}** on the test images. {ensemble}")
 st.dataframe(pd.DataFrame([{"run": r.label, **{label(k): format_value(v, k) for k, v in r.settings.items()}}
                            for r in lesson.runs]), hide_index=True)
+time_box = st.container()  # filled last (below): timing the runs takes seconds on a fresh machine
+just_queued = False
 if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="primary", disabled=spec is None,
              key="lesson_start"):
     try:
@@ -74,8 +77,19 @@ if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="prim
     except (LessonError, QueueLimitError) as exc:
         st.error(shown(exc))
     else:
+        just_queued = True
+        stop_timing()  # a probe of this page's earlier redraw still running would slow the first run
         st.session_state["lesson_queued_pick"] = queued.lesson_id
         st.toast(f"Queued {len(queued.runs)} runs")
+
+
+
+def fill_time_box() -> None:
+    """The lesson's time, drawn last: nothing above it waits for the timing probe."""
+    if spec is not None:
+        with time_box:
+            render_group_estimate(configs, [r.label for r in lesson.runs], spec, "lesson", just_queued=just_queued)
+
 
 st.subheader("Results")
 store = manager().store
@@ -83,6 +97,7 @@ seen = {s.run_id for s in visible_runs(store.list())}  # "own runs only": the le
 queued_all = {q.lesson_id: q for q in list_queued(store, lesson.name) if any(e["run_id"] in seen for e in q.runs)}
 if not queued_all:
     st.info("This lesson has not been run yet. Press **Queue** above; the runs train one after another.")
+    fill_time_box()
     st.stop()
 if st.session_state.get("lesson_queued_pick") not in queued_all:
     st.session_state["lesson_queued_pick"] = next(iter(queued_all))
@@ -145,5 +160,6 @@ def lesson_results() -> None:
 
 
 lesson_results()
+fill_time_box()
 st.caption("A lesson's runs are ordinary runs: watch one train on **Train**, and look deeper at the finished ones "
            "on **Compare runs** (confusion matrices, precision-recall, mistakes).")

@@ -7,6 +7,7 @@ from app.dataset import current_data_config, dataset_caption, load_current_datas
 from app.form import render_form
 from app.identity import identity, manage_refusal, run_meta, visible_runs
 from app.manager import manager
+from app.model_summary import render_group_estimate, stop_timing
 from app.safety import guarded
 from app.text import escape_markdown, shown
 from medcls.config import TrainConfig, format_value, label
@@ -80,14 +81,16 @@ if base is not None and names:
 if grid_error:
     st.error(shown(grid_error))
 elif points:
-    st.caption(f"{len(points)} runs: " + "; ".join(
-        ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in p.values.items()) for p in points))
+    run_labels = [", ".join(f"{label(k)} {format_value(v, k)}" for k, v in p.values.items()) for p in points]
+    st.caption(f"{len(points)} runs: " + "; ".join(run_labels))
     configs, alike = train_alike([p.config for p in points], counts) if counts else ([], None)
     if alike:
         st.info(escape_markdown(alike), icon=":material/info:")
     elif len(folds := {folds_for(c, counts) for c in configs}) == 1 and (auto := folds.pop()) and \
             not base.folds:
         st.caption(escape_markdown(group_folds_words(auto, "sweep")))
+time_box = st.container()  # filled last (below): timing the runs takes seconds on a fresh machine
+just_queued = False
 queue = st.button(f"▶ Queue {len(points)} runs" if points else "▶ Queue the runs", type="primary",
                   disabled=not points or spec is None, key="sweep_start")
 if queue and base is not None:
@@ -99,8 +102,18 @@ if queue and base is not None:
     except (SweepError, QueueLimitError) as exc:
         st.error(shown(exc))
     else:
+        just_queued = True
+        stop_timing()  # a probe of this page's earlier redraw still running would slow the first run
         st.session_state["sweep_pick"] = sweep.sweep_id
         st.toast(f"Queued {len(sweep.runs)} runs ({sweep.sweep_id})")
+
+
+def fill_time_box() -> None:
+    """The sweep's time, drawn last: nothing above it waits for the timing probe."""
+    if points and spec is not None and configs:
+        with time_box:
+            render_group_estimate(configs, run_labels, spec, "sweep", just_queued=just_queued)
+
 
 st.subheader("3 · Results")
 store = manager().store
@@ -108,6 +121,7 @@ seen = {s.run_id for s in visible_runs(store.list())}  # "own runs only": the sw
 sweeps = {s.sweep_id: s for s in list_sweeps(store) if any(r["run_id"] in seen for r in s.runs)}
 if not sweeps:
     st.info("No sweeps yet. Choose settings above and press **Queue**.")
+    fill_time_box()
     st.stop()
 if st.session_state.get("sweep_pick") not in sweeps:
     st.session_state["sweep_pick"] = next(iter(sweeps))
@@ -155,5 +169,6 @@ def results() -> None:
 
 
 results()
+fill_time_box()
 st.caption("Runs of a sweep are ordinary runs: watch one train on the **Train** page, or compare the finished ones "
            "on **Compare runs**.")

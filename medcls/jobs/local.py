@@ -146,6 +146,11 @@ class LocalBackend:
                 standby.ready = line.strip() == READY.encode()
             return True
 
+    def standby_warming(self) -> bool:
+        """Whether a standby process is alive and still warming up."""
+        standby = self._standby
+        return standby is not None and not standby.ready and standby.process.poll() is None
+
     @property
     def standby_pid(self) -> int | None:
         """The standby process's pid (the next run's, if it is still alive then)."""

@@ -29,8 +29,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+import time
 from contextlib import contextmanager
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from ..config import TrainConfig
 from ..runs.permissions import OPERATOR, Identity, QueuedRun, check_queue_room, fair_order, require_manage
@@ -42,6 +43,7 @@ __all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue",
            "MAX_AUTO_RESUMES", "RunActiveError"]
 
 log = logging.getLogger(__name__)
+WARM_POLL_S = 0.25     # how long await_warm_worker holds the backend's lock at a time
 STOP_GRACE_S = 30.0    # after a stop request, a worker that has not ended by then is killed
 MAX_AUTO_RESUMES = 3   # a run interrupted by server restarts resumes by itself this often, then waits for a click
 STOPPED_BY_FORCE = "Stopped on request (the worker did not stop by itself within {grace:.0f} s and was ended)."
@@ -204,6 +206,21 @@ class JobManager:
         backend's standby process; see :mod:`medcls.jobs.local`), waiting up to ``timeout`` seconds for it."""
         ready = getattr(self.backend, "standby_ready", None)
         return bool(ready is not None and ready(timeout))
+
+    def await_warm_worker(self, timeout: float, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until a training process that is warming up is ready (True), at most ``timeout`` seconds or until
+        ``should_stop()``; at once False when none is warming up (a run holds the slot, or there is no standby).
+
+        A timing probe waits for this: a process warming up keeps a core busy for a few seconds, so a probe beside
+        it would choose one thread and time every step at one thread, while the run gets both cores. Waits in
+        short steps, so the scheduler can still hand the process a run meanwhile."""
+        warming = getattr(self.backend, "standby_warming", None)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.worker_ready(WARM_POLL_S):
+                return True
+            if warming is None or not warming() or should_stop() or time.monotonic() >= deadline:
+                return False
 
     def running(self) -> list[str]:
         return [r for r in self.store.list_ids() if self.store.status(r).state == "running"]

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -44,8 +45,8 @@ from .engine import batches_per_epoch
 from .imbalance import make_sampler
 from .pipeline import averaging_note, cached_views
 
-__all__ = ["Costs", "RunEstimate", "EstimateError", "ProbeStopped", "estimate_run", "pool_counts", "measure_costs",
-           "probe_config", "earliest_stop", "PROBE_STEPS"]
+__all__ = ["Costs", "RunEstimate", "GroupEstimate", "EstimateError", "ProbeStopped", "estimate_run", "pool_counts", "measure_costs",
+           "probe_config", "earliest_stop", "estimate_group", "PROBE_STEPS"]
 
 PROBE_STEPS = 3          # training steps per probe epoch
 DECODE_SAMPLE = 32       # images decoded to time decoding when the cache lacks the dataset
@@ -151,6 +152,57 @@ class RunEstimate:
                 return f"{_minutes(self.total_s())} in all{models} ({stop}; the epochs take little of it)"
             return f"{_minutes(self.total_s(self.earliest))} to {_minutes(self.total_s())} in all{models}: {stop}"
         return f"{_minutes(self.total_s())} in all{models}, {self.epochs} epoch{'s' if self.epochs != 1 else ''}{each}"
+
+
+@dataclass(frozen=True)
+class GroupEstimate:
+    """Runs queued together (a lesson's, a sweep's): they train one after another, so their times add up."""
+
+    runs: tuple[RunEstimate, ...]
+    labels: tuple[str, ...]     # what sets each run apart ("oversampling", "128 px"), in queue order
+
+    def total_s(self, earliest: bool = False) -> float:
+        """Every run from its Start to its end; ``earliest``: each ended by early stopping as soon as it may."""
+        return sum(r.total_s(r.earliest if earliest else None) for r in self.runs)
+
+    def shows_range(self) -> bool:
+        return _minutes(self.total_s(earliest=True)) != _minutes(self.total_s())
+
+    def total_words(self) -> str:
+        """'≈ 2.3 min in all' or '≈ 1.8 min to ≈ 3.1 min in all', with what early stopping does to it."""
+        if not self.shows_range():
+            return f"{_minutes(self.total_s())} in all"
+        return (f"{_minutes(self.total_s(earliest=True))} to {_minutes(self.total_s())} in all: early stopping may "
+                "end runs sooner")
+
+    def run_words(self) -> str:
+        """Each run's share: 'each ≈ 35 s' when they cost the same in rounded figures, else run by run."""
+        each = [_minutes(r.total_s()) for r in self.runs]
+        if len(set(each)) == 1:
+            return f"each {each[0]}"
+        return "; ".join(f"{label} {words}" for label, words in zip(self.labels, each))
+
+
+def estimate_group(configs: Sequence[TrainConfig], labels: Sequence[str], spec: DatasetSpec,
+                   costs_for: Callable[[TrainConfig], Costs], *, warm_start: bool = False) -> GroupEstimate:
+    """The time of ``configs`` queued together on ``spec``, one after another; ``costs_for`` measures (or looks
+    up) the costs of one config. Only the first run can find a training process warmed up (``warm_start``): a
+    standby process warms up only while no run trains, so each later run starts a fresh one. Images not yet in
+    the decoded-image cache are decoded by the first run that reads them at their size and colour; the later
+    ones find them there."""
+    if len(configs) != len(labels):
+        raise ValueError(f"{len(configs)} configs but {len(labels)} labels: give one label per run.")
+    decoded: set[tuple] = set()  # images an earlier run of the group leaves decoded in the disk cache
+    runs = []
+    for i, cfg in enumerate(configs):
+        costs, options = costs_for(cfg), cfg.flat()
+        key = (options["image_size"], options["color"])
+        if key in decoded:
+            costs = dataclasses.replace(costs, decode_image_s=0.0)
+        elif options["disk_cache"]:
+            decoded.add(key)
+        runs.append(estimate_run(cfg, spec, costs, warm_start=warm_start and i == 0))
+    return GroupEstimate(tuple(runs), tuple(labels))
 
 
 def _minutes(seconds: float) -> str:

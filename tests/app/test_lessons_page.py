@@ -7,11 +7,14 @@ import pytest
 from apphelpers import new_app
 
 import app.manager
+from app.text import escape_markdown
 from medcls.analysis.metrics import classification_metrics
 from medcls.analysis.uncertainty import metric_intervals
+from medcls.data import load_dataset
 from medcls.jobs.manager import JobManager
 from medcls.runs.records import ModelRecord, RunMetrics
 from medcls.runs.store import RunStore
+from medcls.training.estimate import Costs, estimate_group
 
 
 @pytest.fixture
@@ -95,3 +98,46 @@ def test_the_lesson_says_when_its_runs_will_be_fold_ensembles(queue_only, tiny_d
     monkeypatch.setattr(crossval, "AUTO_MIN_PER_FOLD", 1)  # now the tiny dataset counts as small enough
     at.run()
     assert "each run trains 5 fold models" in caption(at) and "about 5 times as long" in caption(at)
+
+
+def _fixed_costs(cfg, **_settings) -> Costs:
+    """A probe's answer that depends only on the image size and the model (a page test starts no probe)."""
+    heavy = 4.0 if cfg.model.startswith("seed_cnn") else 1.0  # the seed's networks' flatten head
+    return Costs(threads=2, precision="fp32", step_s=0.01 * heavy * (cfg.image_size / 64) ** 2, eval_image_s=0.001,
+                 first_epoch_extra_s=0.5, feature_image_s=0.0, embed_image_s=0.001, start_s=3.0, data_s=0.1,
+                 decode_image_s=0.0, bootstrap_s=0.2, channels=1)
+
+
+def test_the_lesson_says_how_long_its_runs_take_here_before_they_are_queued(queue_only, tiny_dataset, monkeypatch):
+    import app.model_summary
+
+    timed = []
+    monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: timed.append(cfg) or _fixed_costs(cfg))
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(tiny_dataset)
+    at.run()
+    at.switch_page("app_pages/lessons.py").run()
+    assert not at.exception and not at.error
+    (line,) = [c.value for c in at.caption if "one after another" in c.value]
+    assert len(timed) == 1  # the four runs differ only in the imbalance fix, which costs nothing a step: one probe
+
+    at.button(key="lesson_start").click().run()
+    assert any("Not timed now: the runs of this lesson have just been queued" in c.value for c in at.caption)
+    assert not any("one after another:" in c.value for c in at.caption) and len(timed) == 1
+    store = queue_only.store
+    by_label = {store.group(r).values["label"]: store.config(r) for r in store.list_ids()}
+    labels = ["no fix", "oversampling", "weighted loss", "weighted sampler"]
+    configs = [by_label[name] for name in labels]
+    expected = estimate_group(configs, labels, load_dataset(configs[0].data), _fixed_costs)
+    assert f"**The lesson's 4 runs, one after another: {expected.total_words()}** " \
+           f"({escape_markdown(expected.run_words())})" in line  # the runs as queued, timed before they were
+    at.run()  # the next redraw times them again (from the cache: no new probe)
+    assert any("one after another" in c.value for c in at.caption) and len(timed) == 1
+
+    at.selectbox(key="lesson_pick").set_value("networks").run()
+    assert not at.exception and not at.error
+    # One probe per network, but small_cnn at 64 px costs what it cost in the first lesson: not timed again.
+    assert [cfg.model for cfg in timed[1:]] == ["seed_cnn", "seed_cnn_bn"]
+    (line,) = [c.value for c in at.caption if "one after another" in c.value]
+    assert "The lesson's 3 runs" in line and "seed\\_cnn ≈" in line and "small\\_cnn ≈" in line  # run by run

@@ -287,3 +287,32 @@ def test_a_probe_stopped_by_start_is_shown_as_skipped_not_as_an_error(app_env, t
     assert not at.error, [e.value for e in at.error]  # not "This model cannot be built or timed"
     assert any(c.value.startswith("⏱️ Not timed now") for c in at.caption)
     assert not at.session_state["_timing_probes"]  # a finished probe's stop signal is not kept
+
+
+def test_the_options_are_timed_after_a_warming_training_process_is_ready(app_env, tiny_dataset, monkeypatch):
+    """A training process warming up (the app has just opened) would make the probe time one thread; the probe
+    waits for it first, and a Start pressed during that wait starts no probe at all."""
+    from app_isolation import stand_in_costs
+
+    import app.model_summary
+    from medcls.jobs.manager import JobManager
+
+    order = []
+    monkeypatch.setattr(app.model_summary, "measure_costs",
+                        lambda cfg, **kw: order.append("timed") or stand_in_costs(cfg))
+    monkeypatch.setattr(JobManager, "await_warm_worker",
+                        lambda self, timeout, should_stop: order.append(("waited", timeout)) or True)
+    at = choose_folder(new_app().run(), tiny_dataset)
+    order.clear()
+    at.switch_page("app_pages/train.py").run()
+    assert order == [("waited", app.model_summary.STANDBY_WAIT_S), "timed"]
+    assert any(m.label == "Whole run" for m in at.metric)
+
+    def start_pressed_while_waiting(self, timeout, should_stop):
+        app.model_summary.stop_timing()  # what the click's redraw calls once the run is queued
+        return should_stop()
+
+    monkeypatch.setattr(JobManager, "await_warm_worker", start_pressed_while_waiting)
+    at.number_input(key="opt_image_size").set_value(48).run()  # options not timed yet: a cache miss
+    assert "timed" not in order[2:]  # no probe process was started
+    assert not at.error and any(c.value.startswith("⏱️ Not timed now") for c in at.caption)

@@ -8,6 +8,7 @@ import pytest
 from apphelpers import as_read, new_app
 
 import app.manager
+from app.text import escape_markdown
 from medcls.jobs.manager import JobManager
 from medcls.runs.records import EpochRecord
 from medcls.runs.store import RunStore
@@ -105,3 +106,29 @@ def test_a_sweep_says_before_queuing_how_its_runs_will_train_and_trains_them_ali
     store = queue_only.store
     assert {store.config(r).small_data_ensemble for r in store.list_ids()} == {False}
     assert all("must train alike" in store.raw_status(r).notes[0] for r in store.list_ids())
+
+
+def test_a_sweep_says_how_long_its_runs_take_here_and_times_each_cost_once(queue_only, tiny_dataset, monkeypatch):
+    from app_isolation import stand_in_costs
+
+    import app.model_summary
+
+    timed = []
+    monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: timed.append(cfg) or stand_in_costs(cfg))
+    at = _sweep_page(tiny_dataset)
+    assert not timed  # nothing to time before settings are chosen
+    at.multiselect(key="sweep_settings").set_value(["image_size", "lr"]).run()  # starting values: 64 and 128 px
+    assert any(c.value.startswith("⏱️ **The sweep's 4 runs") for c in at.caption)
+    timed.clear()
+    at.text_input(key="sweep_values_image_size").set_value("32, 128")
+    at.text_input(key="sweep_values_lr").set_value("0.001, 0.003").run()
+    assert not at.exception and not at.error
+    (line,) = [c.value for c in at.caption if c.value.startswith("⏱️")]
+    # Four runs but two costs (the rate costs nothing a step), and 128 px was timed for the starting values.
+    assert [cfg.image_size for cfg in timed] == [32]
+    assert "The sweep's 4 runs, one after another: ≈ " in line
+    for size, rate in ((32, 0.001), (128, 0.003)):  # each run named (their costs differ), as the runs list names it
+        assert escape_markdown(f"Image size (px) {size}, Learning rate {rate} ≈ ") in line
+    at.button(key="sweep_start").click().run()
+    assert any("Not timed now: the runs of this sweep have just been queued" in c.value for c in at.caption)
+    assert len(timed) == 1

@@ -23,6 +23,7 @@ STAND_IN = """
 import pathlib, sys, time
 store, rest = pathlib.Path(sys.argv[1]), sys.argv[2:]
 if rest[0] == "--standby":
+    time.sleep(float({warmup!r}))
     print("ready", flush=True)
     run_id, how = sys.stdin.readline().strip(), "standby"
 else:
@@ -36,12 +37,13 @@ if run_id:
 class StandInBackend(LocalBackend):
     """LocalBackend whose processes are the stand-in worker."""
 
-    def __init__(self, linger: float = 0.0, **kwargs):
+    def __init__(self, linger: float = 0.0, warmup: float = 0.0, **kwargs):
         super().__init__(standby=True, **kwargs)
-        self.linger = linger
+        self.linger, self.warmup = linger, warmup
 
     def _command(self, store, *target):
-        return [sys.executable, "-c", STAND_IN.format(linger=self.linger), str(store.root.resolve()), *target]
+        code = STAND_IN.format(linger=self.linger, warmup=self.warmup)
+        return [sys.executable, "-c", code, str(store.root.resolve()), *target]
 
 
 def got(store, run_id):
@@ -119,6 +121,30 @@ def test_the_manager_starts_a_standby_process_only_with_a_free_slot_and_ends_it_
     finally:
         manager.shutdown()
     assert spare.wait(10) is not None and backend.standby_pid is None
+
+
+def test_a_timing_probe_waits_for_a_standby_process_warming_up_and_only_for_that(store, synth):
+    backend = StandInBackend(warmup=1.5)
+    manager = JobManager(store, backend=backend, start=False)
+    try:
+        start = time.monotonic()
+        assert not manager.await_warm_worker(10)  # none to wait for: at once
+        assert time.monotonic() - start < 0.5
+        backend.keep_ready(store)
+        assert backend.standby_warming()
+        start = time.monotonic()
+        assert manager.await_warm_worker(10)
+        assert 1.0 < time.monotonic() - start < 8.0 and not backend.standby_warming()
+        start = time.monotonic()
+        assert manager.await_warm_worker(10) and time.monotonic() - start < 0.5  # warm already
+        backend.close()
+        backend.keep_ready(store)
+        start = time.monotonic()
+        assert not manager.await_warm_worker(10, should_stop=lambda: True)  # Start was pressed: stop waiting
+        assert not manager.await_warm_worker(0.3)                           # not warm within the time allowed
+        assert time.monotonic() - start < 1.0
+    finally:
+        manager.shutdown()
 
 
 @pytest.mark.parametrize("command, ends", [

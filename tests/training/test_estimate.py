@@ -13,7 +13,14 @@ import pytest
 from medcls.config import TrainConfig
 from medcls.data import load_dataset
 from medcls.data.spec import DatasetSpec, Item
-from medcls.training.estimate import Costs, earliest_stop, estimate_run, measure_costs, probe_config
+from medcls.training.estimate import (
+    Costs,
+    earliest_stop,
+    estimate_group,
+    estimate_run,
+    measure_costs,
+    probe_config,
+)
 from medcls.training.imbalance import make_sampler
 
 CLASSES = ["benign", "malignant", "normal"]
@@ -82,6 +89,49 @@ def test_a_run_that_a_warmed_up_process_takes_does_not_wait_for_a_process_to_sta
     assert fresh.setup_s - warm.setup_s == pytest.approx(4.0)  # costs()' start_s
     assert warm.warm_start and not fresh.warm_start
     assert fresh.total_s() - warm.total_s() == pytest.approx(4.0)
+
+
+def test_a_group_of_runs_adds_up_one_after_another_and_only_the_first_finds_a_warm_process():
+    configs = [TrainConfig().with_options(patience=0, epochs=10, image_size=size) for size in (64, 64, 128)]
+    asked = []
+
+    def costs_for(cfg: TrainConfig) -> Costs:  # a step costs as many times more as the image has pixels
+        asked.append(cfg.image_size)
+        return costs(step_s=0.2 * (cfg.image_size / 128) ** 2)
+
+    group = estimate_group(configs, ["a", "b", "c"], PHANTOMS, costs_for, warm_start=True)
+    assert asked == [64, 64, 128]
+    alone = [estimate_run(c, PHANTOMS, costs_for(c)) for c in configs]  # each as if started by itself, cold
+    assert group.total_s() == pytest.approx(sum(r.total_s() for r in alone) - 4.0)  # one process start saved
+    assert [r.warm_start for r in group.runs] == [True, False, False]
+    assert not group.shows_range() and group.total_s(earliest=True) == group.total_s()  # no early stopping
+    assert group.total_s() < 90 and group.total_words() == f"≈ {group.total_s():.0f} s in all"
+    # 64 px: 18 steps of 0.05 s a step; 128 px: 18 steps of 0.2 s: the runs differ, so each is named.
+    assert group.run_words() == "; ".join(f"{name} ≈ {r.total_s():.0f} s" for name, r in zip("abc", group.runs))
+    same = estimate_group(configs[:2], ["a", "b"], PHANTOMS, costs_for)
+    assert same.run_words() == f"each ≈ {same.runs[0].total_s():.0f} s"
+    with pytest.raises(ValueError, match="one label per run"):
+        estimate_group(configs, ["a"], PHANTOMS, costs_for)
+
+
+def test_in_a_group_only_the_first_run_at_a_size_decodes_images_the_cache_lacks():
+    configs = [TrainConfig().with_options(image_size=size) for size in (64, 64, 128)]
+    group = estimate_group(configs, list("abc"), PHANTOMS, lambda cfg: costs(decode_image_s=0.01))
+    decoding = 0.01 * len(PHANTOMS.items)
+    assert group.runs[0].setup_s == pytest.approx(4.0 + 0.1 + decoding)  # the first decodes and caches 64 px
+    assert group.runs[1].setup_s == pytest.approx(4.0 + 0.1)              # the second finds them cached
+    assert group.runs[2].setup_s == pytest.approx(4.0 + 0.1 + decoding)  # 128 px: decoded again
+    uncached = [c.with_options(disk_cache=False) for c in configs[:2]]  # each worker decodes for itself
+    group = estimate_group(uncached, list("ab"), PHANTOMS, lambda cfg: costs(decode_image_s=0.01))
+    assert group.runs[1].setup_s == pytest.approx(4.0 + 0.1 + decoding)
+
+
+def test_a_group_whose_runs_may_stop_early_gives_a_range():
+    group = estimate_group([TrainConfig()] * 4, list("abcd"), PHANTOMS, lambda cfg: costs())  # 15 to 30 epochs
+    assert group.total_s(earliest=True) == pytest.approx(sum(r.total_s(15) for r in group.runs))
+    assert group.shows_range()
+    assert group.total_words().startswith(f"≈ {group.total_s(earliest=True) / 60:.1f} min to ≈ "
+                                          f"{group.total_s() / 60:.1f} min in all: early stopping")
 
 
 def test_setup_counts_decoding_only_when_the_cache_lacks_the_images():
