@@ -7,6 +7,7 @@ the configured steps on this machine now; the library scales them to this datase
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import streamlit as st
@@ -25,7 +26,9 @@ from medcls.training.estimate import (
     measure_costs,
     probe_config,
 )
+from medcls.training.hardware import usable_cores
 from medcls.training.pipeline import build_model
+from medcls.training.quiet_timings import recall_quiet, remember_quiet
 
 from .manager import manager
 from .text import escape_markdown
@@ -46,24 +49,58 @@ def _summary(cfg_json: str, num_classes: int, channels: int) -> dict:
 
 @st.cache_data(show_spinner="Timing a few training steps on this machine, as a training run would…",
                max_entries=64, ttl=PROBE_TTL_S)
-def _costs(probe_json: str, _stop: threading.Event) -> dict:
+def _costs(probe_json: str, busy: bool, _stop: threading.Event) -> dict:
+    # ``busy`` (a run trains) is part of the cache's key: a one-thread measurement taken beside a run is not
+    # shown as the machine's speed once the run has ended.
     # A training process warming up (the app has just opened, or a run has just ended) would make the probe
     # choose one thread: a lesson on BUSI was estimated at 7.8-8.0 min that way, and trained in 5.8 min.
     manager().await_warm_worker(STANDBY_WAIT_S, should_stop=_stop.is_set)
     if _stop.is_set():  # Start was pressed meanwhile: no probe process at all
         raise ProbeStopped("The timing probe was stopped: a run started.")
-    return measure_costs(TrainConfig.from_json(probe_json), stop=_stop).to_dict()
+    cfg = TrainConfig.from_json(probe_json)
+    costs = measure_costs(cfg, stop=_stop)
+    remember_quiet(cfg, costs)  # kept on disk if it had every core: for when a run trains
+    return costs.to_dict()
 
 
-def _measured_costs(cfg: TrainConfig) -> Costs:
-    """The probe's answer for ``cfg`` (cached for all sessions); :func:`stop_timing` can stop it meanwhile."""
+def _measured_costs(cfg: TrainConfig, spec: DatasetSpec, busy: bool) -> tuple[Costs, float | None]:
+    """The probe's answer for ``cfg`` (cached for all sessions; :func:`stop_timing` can stop it meanwhile), and
+    when it was measured if that was before a run now training (None: measured now, or within the cache's
+    ten minutes). While a run trains (``busy``), a probe would slow it and time only the core it leaves, so a
+    measurement from a quiet machine is used instead when there is one."""
+    if busy and (quiet := recall_quiet(cfg, spec)) is not None:
+        return quiet.costs, quiet.measured_at
     stop = threading.Event()
     probes = st.session_state.setdefault(PROBES_KEY, set())
     probes.add(stop)
     try:
-        return Costs.from_dict(_costs(probe_config(cfg).to_json(), stop))
+        return Costs.from_dict(_costs(probe_config(cfg).to_json(), busy, stop)), None
     finally:
         probes.discard(stop)
+
+
+def _measured_words(costs: Costs, measured_at: float | None, busy: bool) -> str:
+    """How the time was measured, and what that means while a run trains."""
+    threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
+    how = f"as a training run would run ({threads}, {costs.precision}, lowered priority)"
+    if measured_at is not None:
+        return (f"Measured on this machine {_ago(measured_at)} while nothing trained, {how}: a run is training now, and timing "
+                "beside it would slow it and time only the core it leaves, while each run gets the whole machine "
+                "when its turn comes.")
+    if busy and costs.threads < usable_cores():
+        return (f"Measured now on this machine beside the run training, {how}: when its turn comes a run gets "
+                f"all {usable_cores()} cores, so it will likely be faster than this.")
+    return f"Measured now on this machine, {how}."
+
+
+def _ago(when: float) -> str:
+    """'just now', '12 min ago', '3 h ago', '2 days ago'."""
+    minutes = max(0.0, time.time() - when) / 60
+    if minutes < 1:
+        return "just now"
+    if minutes < 90:
+        return f"{minutes:.0f} min ago"
+    return f"{minutes / 60:.0f} h ago" if minutes < 48 * 60 else f"{minutes / 1440:.0f} days ago"
 
 
 def stop_timing() -> None:
@@ -91,19 +128,26 @@ def render_group_estimate(configs: Sequence[TrainConfig], labels: Sequence[str],
         st.caption(f"⏱️ Not timed now: the runs of this {group} have just been queued and need the CPU. Each run's "
                    "time left is under **Train** once it has finished an epoch.")
         return
+    when: list[float | None] = []
+    busy = bool(manager().running())
+
+    def costs_for(cfg: TrainConfig) -> Costs:
+        costs, measured_at = _measured_costs(cfg, spec, busy)
+        when.append(measured_at)
+        return costs
+
     try:
-        estimate = estimate_group(configs, labels, spec, _measured_costs, warm_start=manager().worker_ready())
+        estimate = estimate_group(configs, labels, spec, costs_for, warm_start=manager().worker_ready())
     except ProbeStopped:
         return  # a run started from this session meanwhile: the next redraw times them again
     except (EstimateError, ValueError, RuntimeError) as exc:
         st.warning(f"The time of this {group}'s runs could not be measured: {exc}")
         return
-    costs = estimate.runs[0].costs
-    threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
+    earlier = [t for t in when if t is not None]
     st.caption(f"⏱️ **The {group}'s {len(configs)} runs, one after another: {estimate.total_words()}** "
-               f"({escape_markdown(estimate.run_words())}). Measured now on this machine, as a training run would "
-               f"run ({threads}, {costs.precision}, lowered priority); runs already queued go first, and other "
-               "programs on the machine change it.")
+               f"({escape_markdown(estimate.run_words())}). "
+               f"{_measured_words(estimate.runs[0].costs, min(earlier) if earlier else None, busy)} Runs already queued "
+               "go first, and other programs on the machine change it.")
 
 
 def _minutes(seconds: float) -> str:
@@ -125,7 +169,8 @@ def _whole_run(estimate: RunEstimate) -> str:
 def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
     """Parameters, memory, a per-layer chart and the measured time per epoch and per run for ``cfg`` on ``spec``."""
     try:
-        costs = _measured_costs(cfg)
+        busy = bool(manager().running())
+        costs, measured_at = _measured_costs(cfg, spec, busy)
         info = _summary(cfg.to_json(), len(spec.classes), costs.channels)
     except ProbeStopped:  # a run started meanwhile (this session's Start): that page run shows the skipped note
         render_skipped_timing()
@@ -147,11 +192,9 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
     setup = "under a second" if estimate.setup_s < 0.5 else f"about {estimate.setup_s:.0f} s"
     c4.metric("Whole run", _whole_run(estimate), help=f"{estimate.total_words()}, with {setup} to {start}"
               f"{features} and about {estimate.finish_s:.0f} s to test.")
-    threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
-    st.caption(f"Measured now on this machine, as a training run would run ({threads}, {costs.precision}, lowered "
-               f"priority): {escape_markdown(estimate.epoch_words())} per epoch; {estimate.total_words()}. Other "
-               "programs on the machine change it; once the run has finished an epoch, its time left comes from "
-               "its own epochs.")
+    st.caption(f"{escape_markdown(estimate.epoch_words())} per epoch; {estimate.total_words()}. "
+               f"{_measured_words(costs, measured_at, busy)} Other programs on the machine change it; once the run has "
+               "finished an epoch, its time left comes from its own epochs.")
     if estimate.note:
         st.info(escape_markdown(estimate.note), icon=":material/info:")
     if estimate.limit_note:  # why "drawn" above is fewer images than balancing the classes would draw

@@ -316,3 +316,37 @@ def test_the_options_are_timed_after_a_warming_training_process_is_ready(app_env
     at.number_input(key="opt_image_size").set_value(48).run()  # options not timed yet: a cache miss
     assert "timed" not in order[2:]  # no probe process was started
     assert not at.error and any(c.value.startswith("⏱️ Not timed now") for c in at.caption)
+
+
+def test_while_a_run_trains_the_options_are_timed_from_a_quiet_measurement_if_there_is_one(app_env, tiny_dataset,
+                                                                                           monkeypatch):
+    """A probe beside a training run slows it and times the one core it leaves, while the next run gets both."""
+    import dataclasses
+    import time
+
+    from app_isolation import stand_in_costs
+
+    import app.model_summary
+    from medcls.jobs.manager import JobManager
+    from medcls.training.quiet_timings import remember_quiet
+
+    timed = []
+    monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: timed.append(cfg) or stand_in_costs(cfg))
+    monkeypatch.setattr(app.model_summary, "usable_cores", lambda: 2)  # the stand-in probe answers 1 thread
+    monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    assert len(timed) == 1  # nothing measured on a quiet machine yet: timed beside the run, and said so
+    assert any("Measured now on this machine beside the run training" in c.value and "all 2 cores" in c.value
+               for c in at.caption)
+
+    quiet = dataclasses.replace(stand_in_costs(timed[0]), threads=2, decode_image_s=0.001)
+    monkeypatch.setattr("medcls.training.quiet_timings.usable_cores", lambda: 2)
+    assert remember_quiet(timed[0], quiet, now=time.time() - 12 * 60)
+    at.run()
+    assert len(timed) == 1  # not timed again beside the run
+    (words,) = [c.value for c in at.caption if "Measured on this machine 12 min ago while nothing trained" in c.value]
+    assert "2 threads" in words and "each run gets the whole machine when its turn comes" in words
+    monkeypatch.setattr(JobManager, "running", lambda self: [])  # the run ended: timed now, with every core
+    at.run()
+    assert len(timed) == 2 and not any("beside the run" in c.value or "ago" in c.value for c in at.caption)
