@@ -1,6 +1,6 @@
 """``python -m medcls.bench.estimates``: the Train page's time estimates against real runs, in one run.
 
-Four cases, each first estimated (:func:`medcls.training.estimate.measure_costs`, as the Train page does)
+Five cases, each first estimated (:func:`medcls.training.estimate.measure_costs`, as the Train page does)
 and then trained the way the app trains (the app's job manager, whose warmed-up standby training process takes
 the run):
 
@@ -10,10 +10,13 @@ the run):
 3. ResNet-18 with a frozen backbone (random weights: nothing to download) on BUSI, which trains a 5-fold
    ensemble whose fold models each cache their own images' features (skipped without BUSI);
 4. the default recipe at 28 px for 2 epochs on a MedMNIST-shaped ``.npz`` (PneumoniaMNIST's sizes: 4,708
-   / 524 / 624 images, two classes, 74% one class), made here.
+   / 524 / 624 images, two classes, 74% one class), made here;
+5. the rare-classes lesson on the built-in phantoms: four runs estimated together and queued at once, as the
+   Lessons page estimates and queues them (:func:`medcls.training.estimate.estimate_group`).
 
-Per case it compares the estimated seconds per epoch with the median measured epoch, and the estimated
-total for the epochs the run really trained with the measured time from submitting the run to its end.
+Per case it compares the estimated seconds per epoch with the median measured epoch (a group of runs: the
+means over every epoch they trained), and the estimated total for the epochs the runs really trained with the
+measured time from submitting them to the end of the last.
 Writes ``estimates.md`` and ``estimates.json`` to ``--out-dir`` (default: docs).
 """
 
@@ -25,6 +28,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +36,16 @@ import numpy as np
 from ..atomic import atomic_write_json, atomic_write_text
 from ..config import TrainConfig
 from ..data import load_dataset
+from ..experiments.lessons import get_lesson, lesson_configs
 from ..jobs.manager import JobManager
 from ..runs.store import RunStore
-from ..training.estimate import estimate_run, measure_costs
+from ..training.crossval import train_alike
+from ..training.estimate import Costs, estimate_group, measure_costs, pool_counts, probe_config
 from ..training.hardware import cores_used_by_others, cpu_name, cpu_sample
 from . import default_busi_root
 from .quality import wait_for_standby
 
-__all__ = ["write_medmnist_like", "run_case", "main", "TOLERANCE"]
+__all__ = ["write_medmnist_like", "run_case", "run_group_case", "main", "TOLERANCE"]
 
 TOLERANCE = 0.30  # the estimate must land within 30% of the measured time
 EPOCHS_SHARE_JUDGED = 0.1  # per-epoch estimates are judged when the epochs take at least this share of the run
@@ -59,45 +65,67 @@ def write_medmnist_like(path: Path, sizes: tuple[int, int, int] = (4708, 524, 62
 
 
 def run_case(name: str, cfg: TrainConfig, store: RunStore, manager: JobManager, echo=print) -> dict:
-    """Estimate, then train through the job manager; returns both and their ratios."""
+    """Estimate one run, then train it through the job manager; returns both and their ratios."""
+    return run_group_case(name, [cfg], store, manager, echo=echo)
+
+
+def run_group_case(name: str, configs: Sequence[TrainConfig], store: RunStore, manager: JobManager,
+                   echo=print) -> dict:
+    """Estimate runs queued together (a lesson's, as the Lessons page does; one run, as the Train page does),
+    then queue them all at once through the job manager, which trains them one after another."""
     time.sleep(3.0)  # the previous case's worker has exited before the load is read
     wait_for_standby(manager)  # as the app's Train page would have it after a few seconds
     load = cores_used_by_others(cpu_sample(), wait_s=2.0)
-    costs = measure_costs(cfg)
-    estimate = estimate_run(cfg, load_dataset(cfg.data), costs, warm_start=manager.worker_ready())
-    echo(f"[{name}] estimate: {estimate.epoch_s:.2f} s per epoch ({estimate.epoch_words()}); "
-         f"{estimate.total_words()}; {costs.threads} thread(s), {costs.precision}")
+    timed: dict[str, Costs] = {}  # one probe per distinct cost, as the pages cache them
+
+    def costs_for(cfg: TrainConfig) -> Costs:
+        key = probe_config(cfg).to_json()
+        if key not in timed:
+            timed[key] = measure_costs(cfg)
+        return timed[key]
+
+    labels = [f"run {i + 1}" for i in range(len(configs))]
+    group = estimate_group(configs, labels, load_dataset(configs[0].data), costs_for,
+                           warm_start=manager.worker_ready())
+    first, costs = group.runs[0], group.runs[0].costs
+    words = f"{first.epoch_words()}; {first.total_words()}" if len(configs) == 1 else \
+        f"{len(configs)} runs: {group.total_words()} ({group.run_words()})"
+    echo(f"[{name}] estimate: {first.epoch_s:.2f} s per epoch; {words}; {costs.threads} thread(s), {costs.precision}")
     submitted = time.perf_counter()
-    run_id = manager.submit(cfg)
-    while True:
-        state = store.raw_status(run_id).state
-        if state in ("finished", "failed", "cancelled", "interrupted"):
-            break
-        time.sleep(0.2)
+    run_ids = [manager.submit(cfg) for cfg in configs]
+    for run_id in run_ids:
+        while (state := store.raw_status(run_id).state) not in ("finished", "failed", "cancelled", "interrupted"):
+            time.sleep(0.2)
+        if state != "finished" or not store.history(run_id):
+            raise RuntimeError(f"[{name}] run {run_id} ended {state}: {store.raw_status(run_id).error}")
     total = time.perf_counter() - submitted
-    history = store.history(run_id)
-    if state != "finished" or not history:
-        raise RuntimeError(f"[{name}] the run ended {state}: {store.raw_status(run_id).error}")
-    epochs = [h.seconds for h in history]
-    measured_epoch = float(np.median(epochs))
+    histories = [store.history(run_id) for run_id in run_ids]
+    epochs = [h.seconds for history in histories for h in history]
     # A fold ensemble's history holds every fold's epochs; the estimate counts epochs per model.
-    estimated_total = estimate.total_s(len(history) / max(1, estimate.folds))
-    row = {"case": name, "run_id": run_id, "epochs_planned": cfg.epochs, "epochs_run": len(history),
-           "folds": estimate.folds,
-           "estimate_epoch_s": round(estimate.epoch_s, 2), "measured_epoch_s": round(measured_epoch, 2),
-           "epoch_ratio": round(estimate.epoch_s / measured_epoch, 3),
+    per_model = [len(history) / max(1, r.folds) for r, history in zip(group.runs, histories)]
+    estimated_total = sum(r.total_s(n) for r, n in zip(group.runs, per_model))
+    if len(configs) == 1:
+        estimate_epoch, measured_epoch = first.epoch_s, float(np.median(epochs))
+    else:  # runs whose epochs differ (oversampling draws more images): means over every epoch trained
+        weights = [len(history) for history in histories]
+        estimate_epoch = float(np.average([r.epoch_s for r in group.runs], weights=weights))
+        measured_epoch = float(np.mean(epochs))
+    row = {"case": name, "run_id": run_ids[0] if len(run_ids) == 1 else run_ids, "runs": len(run_ids),
+           "epochs_planned": configs[0].epochs, "epochs_run": len(epochs), "folds": first.folds,
+           "estimate_epoch_s": round(estimate_epoch, 2), "measured_epoch_s": round(measured_epoch, 2),
+           "epoch_ratio": round(estimate_epoch / measured_epoch, 3),
            "estimate_total_s": round(estimated_total, 1), "measured_total_s": round(total, 1),
            "total_ratio": round(estimated_total / total, 3), "measured_epochs_s": [round(s, 2) for s in epochs],
-           "estimate_range_s": [round(estimate.total_s(estimate.earliest), 1), round(estimate.total_s(), 1)],
+           "estimate_range_s": [round(group.total_s(earliest=True), 1), round(group.total_s(), 1)],
            "threads": costs.threads, "precision": costs.precision, "others_cores_before": load,
-           "warm_start": estimate.warm_start,
+           "warm_start": first.warm_start,
            "costs": costs.to_dict()}
     # Epochs that take a small part of the run (a frozen backbone's head: a tenth of a second each) are
     # reported, but only the whole run's time is held to the tolerance then.
     row["epochs_share"] = round(sum(epochs) / total, 3)
     judged = ("epoch_ratio", "total_ratio") if row["epochs_share"] >= EPOCHS_SHARE_JUDGED else ("total_ratio",)
     row["within_tolerance"] = all(abs(row[k] - 1) <= TOLERANCE for k in judged)
-    echo(f"[{name}] measured: {measured_epoch:.2f} s per epoch (median of {len(history)}), {total:.1f} s in all "
+    echo(f"[{name}] measured: {measured_epoch:.2f} s per epoch ({len(epochs)} epochs), {total:.1f} s in all "
          f"-> ratios {row['epoch_ratio']:.2f} per epoch, {row['total_ratio']:.2f} in all")
     return row
 
@@ -112,15 +140,21 @@ def _markdown(results: dict) -> str:
              f"±{TOLERANCE:.0%} of the measured time, per epoch and in all (for the epochs the run trained; "
              "early stopping decides how many); when the epochs take under "
              f"{EPOCHS_SHARE_JUDGED:.0%} of the run (a frozen backbone's head), only in all. A fold ensemble's "
-             "estimate counts every fold model.", "",
+             "estimate counts every fold model. A lesson's runs are estimated together and queued at once, as "
+             "the Lessons page does; its per-epoch figures are means over every epoch of its runs.", "",
              "| case | epochs run | estimate per epoch | measured per epoch | ratio | estimate in all | measured in all "
              "| ratio | threads | other processes (cores) | warm process |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["cases"]:
         others = "–" if r["others_cores_before"] is None else f"{r['others_cores_before']:.1f}"
         folds = r.get("folds", 0)
-        run = f"{r['epochs_run']} in {folds} fold models of up to {r['epochs_planned']}" if folds else \
-            f"{r['epochs_run']} of {r['epochs_planned']}"
+        runs = r.get("runs", 1)
+        if runs > 1:
+            run = f"{r['epochs_run']} in {runs} runs of up to {r['epochs_planned']}"
+        elif folds:
+            run = f"{r['epochs_run']} in {folds} fold models of up to {r['epochs_planned']}"
+        else:
+            run = f"{r['epochs_run']} of {r['epochs_planned']}"
         lines.append(f"| {r['case']} | {run} | {r['estimate_epoch_s']:.2f} s "
                      f"| {r['measured_epoch_s']:.2f} s | {r['epoch_ratio']:.2f} | {r['estimate_total_s']:.0f} s | "
                      f"{r['measured_total_s']:.0f} s | {r['total_ratio']:.2f} | {r['threads']} | {others} | "
@@ -155,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--busi", default=str(default_busi_root()), help="BUSI folder (cases 2 and 3 are skipped without).")
     parser.add_argument("--out-dir", default="docs", help="Where estimates.md and estimates.json go.")
-    parser.add_argument("--cases", default="phantoms,busi,frozen,npz", help="Which cases, comma-separated.")
+    parser.add_argument("--cases", default="phantoms,busi,frozen,npz,lesson", help="Which cases, comma-separated.")
     args = parser.parse_args(argv)
     wanted = set(args.cases.split(","))
     work = Path(tempfile.mkdtemp(prefix="medcls-estimates-"))
@@ -175,11 +209,16 @@ def main(argv: list[str] | None = None) -> int:
             cases.append(("ResNet-18, head only (random weights, cached features), BUSI",
                           TrainConfig().with_options(source=args.busi, model="resnet18", weights="random",
                                                      epochs=10)))
+        if "lesson" in wanted:
+            # Four runs queued at once, as the Lessons page queues them and estimates them before.
+            data = TrainConfig().data
+            configs, _ = train_alike(lesson_configs(get_lesson("rare-classes"), data), pool_counts(load_dataset(data)))
+            cases.append(("the rare-classes lesson (4 runs one after another), built-in phantoms", configs))
         if "npz" in wanted:
             npz = write_medmnist_like(work / "pneumonia-like.npz")
             cases.append(("28 px .npz (PneumoniaMNIST sizes), 2 epochs",
                           TrainConfig().with_options(source=str(npz), image_size=28, epochs=2)))
-        rows = [run_case(name, cfg, store, manager) for name, cfg in cases]
+        rows = [run_group_case(name, cfg if isinstance(cfg, list) else [cfg], store, manager) for name, cfg in cases]
     finally:
         manager.shutdown(kill=True)
     results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "cores": os.cpu_count(),

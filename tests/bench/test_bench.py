@@ -209,6 +209,34 @@ def test_the_demo_loop_is_timed_through_the_job_manager_and_a_worker_process(mon
     assert "standby training process warm" in render_markdown(RESULTS | {"demo_loop": timings})
 
 
+@pytest.mark.slow
+def test_a_group_of_runs_is_estimated_together_then_queued_at_once_and_timed_to_the_last(monkeypatch, tmp_path,
+                                                                                        class_dataset):
+    from medcls.bench.estimates import _markdown, run_group_case
+    from medcls.config import TrainConfig
+    from medcls.jobs.manager import JobManager
+    from medcls.runs.store import RunStore
+
+    monkeypatch.setenv("MEDCLS_WORKER_THREADS", "1")
+    base = TrainConfig(image_size=32, epochs=2, patience=0, batch_size=8, precision="fp32")
+    configs = [base.with_options(source=str(class_dataset), imbalance=fix) for fix in ("none", "oversample")]
+    store = RunStore(tmp_path / "runs")
+    manager = JobManager(store)
+    try:
+        row = run_group_case("two runs", configs, store, manager, echo=lambda *_: None)
+    finally:
+        manager.shutdown(kill=True)
+    assert row["runs"] == 2 and len(row["run_id"]) == 2 and row["epochs_run"] == 4
+    assert {store.config(r).imbalance for r in row["run_id"]} == {"none", "oversample"}
+    ended = [store.raw_status(r) for r in row["run_id"]]
+    assert ended[0].ended <= ended[1].started  # one after another
+    assert row["estimate_total_s"] > 0 and row["total_ratio"] == pytest.approx(
+        row["estimate_total_s"] / row["measured_total_s"], rel=0.01)
+    assert len(row["measured_epochs_s"]) == 4 and row["estimate_range_s"][0] <= row["estimate_range_s"][1]
+    assert "| two runs | 4 in 2 runs of up to 2 |" in _markdown({"date": "d", "cpu": "c", "cores": 2, "python": "3",
+                                                                "cases": [row]})
+
+
 def test_the_estimates_report_says_whether_each_estimate_assumed_a_warm_process():
     from medcls.bench.estimates import _markdown
 
