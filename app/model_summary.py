@@ -84,9 +84,9 @@ def _measured_words(costs: Costs, measured_at: float | None, busy: bool) -> str:
     threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
     how = f"as a training run would run ({threads}, {costs.precision}, lowered priority)"
     if measured_at is not None:
-        return (f"Measured on this machine {_ago(measured_at)} while nothing trained, {how}: a run is training now, and timing "
-                "beside it would slow it and time only the core it leaves, while each run gets the whole machine "
-                "when its turn comes.")
+        return (f"Measured on this machine {_ago(measured_at)} while nothing trained, {how}: a run is training "
+                "now, and timing beside it would slow it and time only the core it leaves, while each run gets the "
+                "whole machine when its turn comes.")
     if busy and costs.threads < usable_cores():
         return (f"Measured now on this machine beside the run training, {how}: when its turn comes a run gets "
                 f"all {usable_cores()} cores, so it will likely be faster than this.")
@@ -143,11 +143,12 @@ def render_group_estimate(configs: Sequence[TrainConfig], labels: Sequence[str],
     except (EstimateError, ValueError, RuntimeError) as exc:
         st.warning(f"The time of this {group}'s runs could not be measured: {exc}")
         return
-    earlier = [t for t in when if t is not None]
+    # "Measured earlier while nothing trained" only when every run's timing was; else the fewest threads timed.
+    earlier = min(when) if all(t is not None for t in when) else None
+    fewest = min((r.costs for r in estimate.runs), key=lambda c: c.threads)
     st.caption(f"⏱️ **The {group}'s {len(configs)} runs, one after another: {estimate.total_words()}** "
-               f"({escape_markdown(estimate.run_words())}). "
-               f"{_measured_words(estimate.runs[0].costs, min(earlier) if earlier else None, busy)} Runs already queued "
-               "go first, and other programs on the machine change it.")
+               f"({escape_markdown(estimate.run_words())}). {_measured_words(fewest, earlier, busy)} "
+               "Runs already queued go first, and other programs on the machine change it.")
 
 
 def _minutes(seconds: float) -> str:

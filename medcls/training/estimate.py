@@ -45,8 +45,8 @@ from .engine import batches_per_epoch
 from .imbalance import make_sampler
 from .pipeline import averaging_note, cached_views
 
-__all__ = ["Costs", "RunEstimate", "GroupEstimate", "EstimateError", "ProbeStopped", "estimate_run", "pool_counts", "measure_costs",
-           "probe_config", "earliest_stop", "estimate_group", "PROBE_STEPS"]
+__all__ = ["Costs", "RunEstimate", "GroupEstimate", "EstimateError", "ProbeStopped", "estimate_run", "estimate_group",
+           "pool_counts", "measure_costs", "probe_config", "earliest_stop", "PROBE_STEPS"]
 
 PROBE_STEPS = 3          # training steps per probe epoch
 DECODE_SAMPLE = 32       # images decoded to time decoding when the cache lacks the dataset

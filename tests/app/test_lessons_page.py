@@ -141,3 +141,40 @@ def test_the_lesson_says_how_long_its_runs_take_here_before_they_are_queued(queu
     assert [cfg.model for cfg in timed[1:]] == ["seed_cnn", "seed_cnn_bn"]
     (line,) = [c.value for c in at.caption if "one after another" in c.value]
     assert "The lesson's 3 runs" in line and "seed\\_cnn ≈" in line and "small\\_cnn ≈" in line  # run by run
+
+
+def test_while_a_run_trains_the_lesson_is_timed_from_quiet_measurements_only_if_all_its_runs_have_one(
+        queue_only, tiny_dataset, monkeypatch):
+    import dataclasses
+    import time
+
+    import app.model_summary
+    from medcls.training import quiet_timings
+    from medcls.training.estimate import probe_config
+
+    timed = []
+    monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: timed.append(cfg) or _fixed_costs(cfg))
+    monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
+    for module in (app.model_summary, quiet_timings):
+        monkeypatch.setattr(module, "usable_cores", lambda: 2)  # _fixed_costs had both of them
+
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(tiny_dataset)
+    at.run()
+    at.switch_page("app_pages/lessons.py").run()
+    at.selectbox(key="lesson_pick").set_value("networks").run()  # three networks: three timings
+    (small,) = [cfg for cfg in timed if cfg.model == "small_cnn"]
+    quiet = dataclasses.replace(_fixed_costs(small), decode_image_s=0.001)
+    quiet_timings.remember_quiet(probe_config(small), quiet, now=time.time() - 20 * 60)
+    at.run()  # one run has a quiet measurement, two do not: not said to be measured before the run
+    (words,) = [c.value for c in at.caption if c.value.startswith("⏱️")]
+    assert "ago" not in words and "Measured now on this machine" in words
+    for cfg in (cfg for cfg in timed if cfg.model != "small_cnn"):
+        quiet = dataclasses.replace(_fixed_costs(cfg), decode_image_s=0.001)
+        quiet_timings.remember_quiet(probe_config(cfg), quiet, now=time.time() - 5 * 60)
+    probes = len(timed)
+    at.run()
+    (words,) = [c.value for c in at.caption if c.value.startswith("⏱️")]
+    assert "Measured on this machine 20 min ago while nothing trained" in words  # the oldest of the three
+    assert len(timed) == probes  # none timed beside the run
