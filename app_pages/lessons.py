@@ -83,7 +83,6 @@ if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="prim
         st.toast(f"Queued {len(queued.runs)} runs")
 
 
-
 def fill_time_box() -> None:
     """The lesson's time, drawn last: nothing above it waits for the timing probe."""
     if spec is not None:
