@@ -40,12 +40,12 @@ from ..experiments.lessons import get_lesson, lesson_configs
 from ..jobs.manager import JobManager
 from ..runs.store import RunStore
 from ..training.crossval import train_alike
-from ..training.estimate import Costs, estimate_group, measure_costs, pool_counts, probe_config
+from ..training.estimate import estimate_group, measure_costs, pool_counts
 from ..training.hardware import cores_used_by_others, cpu_name, cpu_sample
 from . import default_busi_root
 from .quality import wait_for_standby
 
-__all__ = ["write_medmnist_like", "run_case", "run_group_case", "main", "TOLERANCE"]
+__all__ = ["write_medmnist_like", "run_group_case", "main", "TOLERANCE"]
 
 TOLERANCE = 0.30  # the estimate must land within 30% of the measured time
 EPOCHS_SHARE_JUDGED = 0.1  # per-epoch estimates are judged when the epochs take at least this share of the run
@@ -64,11 +64,6 @@ def write_medmnist_like(path: Path, sizes: tuple[int, int, int] = (4708, 524, 62
     return path
 
 
-def run_case(name: str, cfg: TrainConfig, store: RunStore, manager: JobManager, echo=print) -> dict:
-    """Estimate one run, then train it through the job manager; returns both and their ratios."""
-    return run_group_case(name, [cfg], store, manager, echo=echo)
-
-
 def run_group_case(name: str, configs: Sequence[TrainConfig], store: RunStore, manager: JobManager,
                    echo=print) -> dict:
     """Estimate runs queued together (a lesson's, as the Lessons page does; one run, as the Train page does),
@@ -76,16 +71,8 @@ def run_group_case(name: str, configs: Sequence[TrainConfig], store: RunStore, m
     time.sleep(3.0)  # the previous case's worker has exited before the load is read
     wait_for_standby(manager)  # as the app's Train page would have it after a few seconds
     load = cores_used_by_others(cpu_sample(), wait_s=2.0)
-    timed: dict[str, Costs] = {}  # one probe per distinct cost, as the pages cache them
-
-    def costs_for(cfg: TrainConfig) -> Costs:
-        key = probe_config(cfg).to_json()
-        if key not in timed:
-            timed[key] = measure_costs(cfg)
-        return timed[key]
-
     labels = [f"run {i + 1}" for i in range(len(configs))]
-    group = estimate_group(configs, labels, load_dataset(configs[0].data), costs_for,
+    group = estimate_group(configs, labels, load_dataset(configs[0].data), measure_costs,
                            warm_start=manager.worker_ready())
     first, costs = group.runs[0], group.runs[0].costs
     words = f"{first.epoch_words()}; {first.total_words()}" if len(configs) == 1 else \
@@ -198,17 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     cases = []
     try:
         if "phantoms" in wanted:
-            cases.append(("default recipe, built-in phantoms", TrainConfig()))
+            cases.append(("default recipe, built-in phantoms", [TrainConfig()]))
         has_busi = (Path(args.busi) / "split.csv").is_file()
         if "busi" in wanted and has_busi:
-            cases.append(("default recipe at 64 px, BUSI", TrainConfig().with_options(source=args.busi,
-                                                                                    image_size=64, epochs=10)))
+            cases.append(("default recipe at 64 px, BUSI", [TrainConfig().with_options(source=args.busi,
+                                                                                     image_size=64, epochs=10)]))
         if "frozen" in wanted and has_busi:
             # Features cached once per fold model: the estimate must count them five times, and the work
             # limit lets this ensemble through (crossval.training_work).
             cases.append(("ResNet-18, head only (random weights, cached features), BUSI",
-                          TrainConfig().with_options(source=args.busi, model="resnet18", weights="random",
-                                                     epochs=10)))
+                          [TrainConfig().with_options(source=args.busi, model="resnet18", weights="random",
+                                                      epochs=10)]))
         if "lesson" in wanted:
             # Four runs queued at once, as the Lessons page queues them and estimates them before.
             data = TrainConfig().data
@@ -217,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         if "npz" in wanted:
             npz = write_medmnist_like(work / "pneumonia-like.npz")
             cases.append(("28 px .npz (PneumoniaMNIST sizes), 2 epochs",
-                          TrainConfig().with_options(source=str(npz), image_size=28, epochs=2)))
-        rows = [run_group_case(name, cfg if isinstance(cfg, list) else [cfg], store, manager) for name, cfg in cases]
+                          [TrainConfig().with_options(source=str(npz), image_size=28, epochs=2)]))
+        rows = [run_group_case(name, configs, store, manager) for name, configs in cases]
     finally:
         manager.shutdown(kill=True)
     results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "cores": os.cpu_count(),
