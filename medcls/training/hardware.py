@@ -126,6 +126,17 @@ def cores_used_by_others(before: CpuSample, after: CpuSample | None = None, *, w
     return max(0.0, others / wall)
 
 
+def sustained_others(since: CpuSample, *, window_s: float = 1.0) -> float | None:
+    """Cores other processes kept busy from ``since`` until now, and, only when that leaves a core too few,
+    over ``window_s`` more: the lower of the two. A load must last, as ThreadBudget has it (a page's redraw in
+    a browser on this machine fills a second and not the next), and a quiet first reading costs no wait."""
+    first = cores_used_by_others(since, cpu_sample())
+    if first is None or choose_threads(others=first) == usable_cores():
+        return first
+    second = cores_used_by_others(cpu_sample(), wait_s=window_s)
+    return first if second is None else min(first, second)
+
+
 def usable_cores() -> int:
     """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), not the machine's."""
     try:

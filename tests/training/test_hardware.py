@@ -116,6 +116,28 @@ def test_other_processes_load_is_total_busy_time_minus_our_own():
     assert cores_used_by_others(before, unknown) is None  # no /proc/stat: the caller keeps its threads
 
 
+def test_the_probe_reads_a_burst_as_no_load_and_waits_only_when_the_first_reading_was_busy(monkeypatch):
+    from medcls.training import hardware
+    from medcls.training.hardware import CpuSample, sustained_others
+
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
+    slept = []
+    monkeypatch.setattr(hardware.time, "sleep", slept.append)
+    since = CpuSample(wall=0.0, busy_total=0.0, own=0.0)
+
+    def readings(*samples):
+        it = iter(samples)
+        monkeypatch.setattr(hardware, "cpu_sample", lambda: next(it))
+
+    readings(CpuSample(2.0, 2.2, 2.0))  # quiet over the warm-up (0.1 core others): no second reading
+    assert sustained_others(since) == pytest.approx(0.1) and not slept
+    readings(CpuSample(2.0, 3.8, 2.0), CpuSample(2.0, 3.8, 2.0), CpuSample(3.0, 4.0, 2.2))  # a burst, then quiet
+    assert sustained_others(since) == pytest.approx(0.0) and slept
+    readings(CpuSample(2.0, 3.8, 2.0), CpuSample(2.0, 3.8, 2.0), CpuSample(3.0, 4.8, 2.2))  # a run keeps a core
+    assert sustained_others(since) == pytest.approx(0.8)
+    assert hardware.choose_threads(others=0.8) == 1 and hardware.choose_threads(others=0.0) == 2
+
+
 def test_the_thread_budget_drops_a_thread_for_a_load_that_lasts_and_not_for_a_burst(monkeypatch):
     from medcls.training import callbacks
     from medcls.training.engine import BatchEvent
