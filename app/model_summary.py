@@ -47,8 +47,9 @@ def _summary(cfg_json: str, num_classes: int, channels: int) -> dict:
             "largest_is_linear": s.largest_is_linear}
 
 
-@st.cache_data(show_spinner="Timing a few training steps on this machine, as a training run would…",
-               max_entries=64, ttl=PROBE_TTL_S)
+# No spinner: its animation, drawn by a browser on this machine, slowed the probe's two threads 1.4-1.7x (a lesson
+# estimated at 15-17 min trained in 11.3), so the page shows a still caption while timing (_measured_costs).
+@st.cache_data(show_spinner=False, max_entries=64, ttl=PROBE_TTL_S)
 def _costs(probe_json: str, busy: bool, _stop: threading.Event) -> dict:
     # ``busy`` (a run trains) is part of the cache's key: a one-thread measurement taken beside a run is not
     # shown as the machine's speed once the run has ended.
@@ -73,10 +74,13 @@ def _measured_costs(cfg: TrainConfig, spec: DatasetSpec, busy: bool) -> tuple[Co
     stop = threading.Event()
     probes = st.session_state.setdefault(PROBES_KEY, set())
     probes.add(stop)
+    timing = st.empty()
+    timing.caption("⏱️ Timing a few training steps on this machine, as a training run would…")
     try:
         return Costs.from_dict(_costs(probe_config(cfg).to_json(), busy, stop)), None
     finally:
         probes.discard(stop)
+        timing.empty()
 
 
 def _measured_words(costs: Costs, measured_at: float | None, busy: bool) -> str:

@@ -13,8 +13,8 @@ So nothing here is a rule of thumb. :func:`measure_costs` starts a process set u
   cache does not have them);
 - trains the configured model, with the configured batch, augmentation, precision, weight averaging and
   test-time augmentation, for two short epochs on random images of the configured size, and takes the
-  seconds of a training step and of a validated image from the second epoch (the first pays for warm-up,
-  which is kept too);
+  seconds of a training step (the median of the epoch's steps) and of a validated image from the second
+  epoch (the first pays for warm-up, which is kept too);
 - times the extras after training (the metrics' 95% intervals, the novelty record's features).
 
 :func:`estimate_run` scales those costs to the run: the real epoch's steps and validation images, and the
@@ -48,7 +48,7 @@ from .pipeline import averaging_note, cached_views
 __all__ = ["Costs", "RunEstimate", "GroupEstimate", "EstimateError", "ProbeStopped", "estimate_run", "estimate_group",
            "pool_counts", "measure_costs", "probe_config", "earliest_stop", "PROBE_STEPS"]
 
-PROBE_STEPS = 3          # training steps per probe epoch
+PROBE_STEPS = 5          # training steps per probe epoch (the second epoch's median step is the cost)
 DECODE_SAMPLE = 32       # images decoded to time decoding when the cache lacks the dataset
 PROBE_TIMEOUT_S = 600.0
 STOP_POLL_S = 0.25       # how often a probe that may be stopped checks whether it should be

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -31,7 +32,7 @@ from .hardware import choose_threads, configure_threads, cpu_sample, sustained_o
 from .pipeline import PreparedData, _effective_batch, caches_features, train_in_memory
 from .warmup import warm_up
 
-__all__ = ["probe_costs", "decode_costs", "ANSWERED_ERRORS", "error_answer", "main"]
+__all__ = ["probe_costs", "decode_costs", "typical_step", "ANSWERED_ERRORS", "error_answer", "main"]
 
 # What the probe answers with a message (a config or dataset it cannot time) rather than a traceback.
 ANSWERED_ERRORS = (ValueError, RuntimeError, OSError, MemoryError)
@@ -43,7 +44,7 @@ class _Clock(Callback):
     def __init__(self) -> None:
         self.fit_start = 0.0
         self.train_end: dict[int, float] = {}
-        self.steps: dict[int, int] = {}
+        self.step_s: dict[int, list[float]] = {}  # each training step's seconds, per epoch
         self.epoch_end: dict[int, float] = {}
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -51,8 +52,10 @@ class _Clock(Callback):
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
         if event.phase == "train":
-            self.train_end[event.epoch] = time.perf_counter()
-            self.steps[event.epoch] = self.steps.get(event.epoch, 0) + 1
+            now = time.perf_counter()
+            last = self.train_end.get(event.epoch, self.epoch_end.get(event.epoch - 1, self.fit_start))
+            self.step_s.setdefault(event.epoch, []).append(now - last)
+            self.train_end[event.epoch] = now
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         self.epoch_end[record.epoch] = time.perf_counter()
@@ -105,6 +108,12 @@ def decode_costs(cfg: TrainConfig) -> tuple[DatasetSpec, float, float, int]:
     return spec, data_s + once, per_image, decoded.channels
 
 
+def typical_step(seconds: list[float]) -> float:
+    """The median of a probe epoch's step times: another program waking up for a moment slows a step or two of
+    the probe, not the run that follows, so it should not set the cost of every step."""
+    return statistics.median(seconds)
+
+
 def _timed(fn, repeats: int = 2) -> float:
     """Seconds of the last of ``repeats`` calls (the first pays for allocations)."""
     seconds = 0.0
@@ -146,7 +155,7 @@ def probe_costs(cfg: TrainConfig) -> Costs:
             intervals_s += _timed(lambda: metric_intervals(truth, np.repeat(probs, n, axis=0), spec.classes),
                                   repeats=1)
     return Costs(threads=torch.get_num_threads(), precision=result.precision,
-                 step_s=_per_image(train_2, clock.steps[2]), eval_image_s=_per_image(epoch_2 - train_2, val),
+                 step_s=typical_step(clock.step_s[2]), eval_image_s=_per_image(epoch_2 - train_2, val),
                  first_epoch_extra_s=max(0.0, epoch_1 - epoch_2), feature_image_s=feature_image_s,
                  embed_image_s=_per_image(_timed(lambda: embed_images(model, images)), len(images)),
                  start_s=0.0, data_s=data_s, decode_image_s=decode_image_s, bootstrap_s=intervals_s,

@@ -265,6 +265,21 @@ def test_start_does_not_wait_for_the_timing_of_the_options(app_env, tiny_dataset
     assert timed and any(m.label == "Whole run" for m in at.metric)
 
 
+def test_the_timing_caption_is_still_and_gone_once_the_options_are_timed(app_env, tiny_dataset, monkeypatch):
+    """No animated spinner while the probe times the options: drawn by a browser on the same machine, it slowed
+    the probe's steps 1.4-1.7x. A still caption says what is happening and makes way for the estimate."""
+    from app_isolation import stand_in_costs
+
+    import app.model_summary
+
+    monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: stand_in_costs(cfg))
+    assert app.model_summary._costs._info.show_spinner is False
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception and any(m.label == "Whole run" for m in at.metric)
+    assert not any(c.value.startswith("⏱️ Timing a few training steps") for c in at.caption)
+
+
 def test_a_probe_stopped_by_start_is_shown_as_skipped_not_as_an_error(app_env, tiny_dataset, monkeypatch):
     """Start stops the probe that an earlier redraw of the page still waits for (simulated here from inside the
     probe: in the app the click's redraw runs meanwhile in another thread)."""

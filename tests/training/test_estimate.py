@@ -7,6 +7,8 @@ Whether the estimates land within 30% of real runs is measured by ``python -m me
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from medcls.config import TrainConfig
 from medcls.data import load_dataset
 from medcls.data.spec import DatasetSpec, Item
 from medcls.training.estimate import (
+    PROBE_STEPS,
     Costs,
     earliest_stop,
     estimate_group,
@@ -183,7 +186,6 @@ def test_the_probe_measures_costs_in_a_worker_like_process(isolated_env, split_d
 def test_a_probe_that_is_stopped_ends_its_process_at_once(isolated_env, split_dataset, monkeypatch):
     import subprocess
     import threading
-    import time
 
     from medcls.training import estimate
 
@@ -212,6 +214,27 @@ def test_the_probe_times_a_frozen_backbones_features(isolated_env, split_dataset
     assert measured.feature_image_s > 0 and measured.step_s > 0  # head only: features once, then the head trains
     small = probe_costs(probe_config(cfg.with_options(model="small_cnn")))
     assert small.feature_image_s == 0.0  # trained end to end: no feature cache
+
+
+def test_one_step_slowed_by_other_work_does_not_set_the_probes_step_cost(isolated_env, split_dataset, monkeypatch):
+    from medcls.training import probe
+
+    cfg = TrainConfig().with_options(source=str(split_dataset), image_size=32, batch_size=8, precision="fp32")
+    quiet = probe.probe_costs(probe_config(cfg))
+    calls = []
+    clock_batch_end = probe._Clock.on_batch_end
+
+    def a_burst_in_the_second_epoch(self, trainer, event):  # e.g. the browser drawing the page that asked
+        if event.phase == "train" and event.epoch == 2 and event.batch == 2:
+            time.sleep(1.5)
+        calls.append(event.phase)
+        clock_batch_end(self, trainer, event)
+
+    monkeypatch.setattr(probe._Clock, "on_batch_end", a_burst_in_the_second_epoch)
+    burst = probe.probe_costs(probe_config(cfg))
+    assert calls.count("train") == 2 * PROBE_STEPS  # every step of both epochs was timed
+    assert burst.step_s < quiet.step_s + 0.1  # a mean would add 1.5 s / PROBE_STEPS, far more than a step's noise
+    assert probe.typical_step([0.1, 0.1, 2.1, 0.1, 0.1, 0.1]) == pytest.approx(0.1)
 
 
 @pytest.mark.slow  # starts a probe process
