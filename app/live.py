@@ -23,6 +23,12 @@ from .manager import manager
 from .safety import guarded
 from .text import shown
 
+# How often the live panel redraws while its run trains. Every redraw is drawn by a browser that, in a classroom
+# demo, runs on the same two cores as the training: with a redraw every second headless Chromium took 27% of a
+# core in short slices and the built-in demo's epochs took 6.4-6.7 s (4.2-5.6 s with the browser closed); every
+# two seconds, 15% and 4.8 s. An epoch of the demo lasts several seconds, so the panel still moves within each.
+LIVE_REFRESH_S = 2.0
+
 STATE_ICONS = {"queued": "⏳", "running": "🏃", "finished": "✅", "failed": "❌", "cancelled": "⏹️",
                "interrupted": "⚠️"}
 
@@ -44,7 +50,7 @@ def default_run(run_ids: list[str]) -> str | None:
 
 
 def live_panel(run_id: str) -> None:
-    """Status, progress and curves; refreshes itself every second while the run is active."""
+    """Status, progress and curves; refreshes itself every LIVE_REFRESH_S seconds while the run is active."""
     store = manager().store
     try:
         active = store.status(run_id).active
@@ -52,7 +58,7 @@ def live_panel(run_id: str) -> None:
         st.warning(f"Run {run_id} no longer exists (its folder was deleted).")
         return
 
-    @st.fragment(run_every=1.0 if active else None)
+    @st.fragment(run_every=LIVE_REFRESH_S if active else None)
     @guarded
     def panel() -> None:
         try:
@@ -106,7 +112,7 @@ def live_panel(run_id: str) -> None:
 
 
 def _figures(run_id: str, history: list[EpochRecord], focus: str, part: str) -> tuple:
-    """The run's two figures, built again only when an epoch has been added. The panel redraws every second
+    """The run's two figures, built again only when an epoch has been added. The panel redraws every few seconds
     while a run trains; building them each time was more than half of the server's CPU for a watched run
     (0.11 of a core against 0.05, measured with a browser watching the default run), CPU that a training
     worker on the same two cores then lacks."""

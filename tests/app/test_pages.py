@@ -103,7 +103,7 @@ def test_the_run_panel_builds_its_figures_again_only_when_an_epoch_is_added(app_
     at = choose_folder(new_app().run(), tiny_dataset)
     at.switch_page("app_pages/train.py").run()
     at.run()
-    at.run()  # three redraws of the same history (the panel redraws every second while a run trains)
+    at.run()  # three redraws of the same history (the panel redraws every two seconds while a run trains)
     assert not at.exception and len(built) == 1
     assert any(trace.get("name") == "validation loss" for spec in plotly_specs(at) for trace in spec["data"])
     with open(store.root / run_id / "history.jsonl", "a", encoding="utf-8") as history:  # one more epoch

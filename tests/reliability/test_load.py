@@ -2,8 +2,8 @@
 
 Each session is its own WebSocket connection to ``streamlit run`` and behaves like a browser tab on the
 Train page: it asks for the page (a full script run), then re-runs the live panel whenever the server's
-auto-rerun timer says so (every second while the run is active), and asks for the full page again after
-two such refreshes, as someone clicking about every 2-3 s would. The five arrive within a second of each
+auto-rerun timer says so (every two seconds while the run is active), and asks for the full page again after
+two such refreshes, as someone clicking every few seconds would. The five arrive within a second of each
 other. A render's time is from the request to the end of its script run: what a user waits for.
 
 The test reports the 95th percentile of full page renders (printed, and as the JUnit test-suite property
