@@ -187,10 +187,10 @@ def estimate_group(configs: Sequence[TrainConfig], labels: Sequence[str], spec: 
                    costs_for: Callable[[TrainConfig], Costs], *, warm_start: bool = False) -> GroupEstimate:
     """The time of ``configs`` queued together on ``spec``, one after another; ``costs_for`` measures (or looks
     up) the costs of one config, and is asked once per distinct cost (configs that differ only in what a step
-    does not cost, such as the learning rate or the imbalance fix, share a :func:`probe_config`). Only the first run can find a training process warmed up (``warm_start``): a
-    standby process warms up only while no run trains, so each later run starts a fresh one. Images not yet in
-    the decoded-image cache are decoded by the first run that reads them at their size and colour; the later
-    ones find them there."""
+    does not cost, such as the learning rate or the imbalance fix, share a :func:`probe_config`). Only the first
+    run can find a training process warmed up (``warm_start``): a standby process warms up only while no run
+    trains, so each later run starts a fresh one. Images not yet in the decoded-image cache are decoded by the
+    first run that reads them at their size and colour; the later ones find them there."""
     if len(configs) != len(labels):
         raise ValueError(f"{len(configs)} configs but {len(labels)} labels: give one label per run.")
     decoded: set[tuple] = set()  # images an earlier run of the group leaves decoded in the disk cache
