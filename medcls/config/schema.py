@@ -190,7 +190,7 @@ class TrainConfig:
                         max=10, sweepable=False)
     small_data_ensemble: bool = option(True, "With 0 folds: on a small dataset (enough of every class for each "
                                        "fold to be validated on 10 or more, at most 3,000 training and "
-                                       "validation images, and at most as much work as 1,500 of them with "
+                                       "validation images, and at most as much work as 2,000 of them with "
                                        "small_cnn at 128 px: larger images or networks count for more, a frozen "
                                        "backbone with cached features far less), train 5 "
                                        "fold models anyway and let them predict together. On a few hundred "

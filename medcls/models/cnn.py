@@ -36,9 +36,9 @@ class CNNOptions:
     blocks: int = option(6, "Number of conv blocks; each halves the image. More blocks: more capacity, and more "
                          "risk of overfitting on a few hundred images.", label="Conv blocks", group=_ARCH, min=1,
                          max=8, sweep=(3, 6), sweep_order=11)
-    filters: int = option(16, "Filters in the first block; later blocks grow from here. Few filters keep the "
+    filters: int = option(12, "Filters in the first block; later blocks grow from here. Few filters keep the "
                           "costly high-resolution layers cheap.", label="First-block filters", group=_ARCH, min=4,
-                          max=256, sweep=(16, 32), sweep_order=12)
+                          max=256, sweep=(12, 24), sweep_order=12)
     growth: float = option(2.0, "How much the filter count grows per block (2 = doubles).", label="Filter growth",
                            group=_ARCH, min=1.0, max=3.0)
     kernel_size: int = option(3, "Size of each convolution window in pixels.", label="Kernel size", group=_ARCH,
@@ -210,7 +210,7 @@ def seed_cnn_bn(*, num_classes: int, image_size: int = 256, in_channels: int = 3
     return ConfigurableCNN(options, num_classes, in_channels, image_size)
 
 
-@register_model("Fast CPU default: 6 conv blocks with batch norm, global-average-pooling head (~1.6M parameters).",
+@register_model("Fast CPU default: 6 conv blocks with batch norm, global-average-pooling head (~0.9M parameters).",
                 options=CNNOptions)
 def small_cnn(*, num_classes: int, image_size: int = 128, in_channels: int = 3, options: CNNOptions) -> ConfigurableCNN:
     return ConfigurableCNN(options, num_classes, in_channels, image_size)
