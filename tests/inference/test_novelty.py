@@ -85,7 +85,9 @@ def test_real_busi_scans_are_flagged_for_a_phantom_model(phantom_run):
     _, _, predictor, _ = phantom_run
     busi = decode_dataset(load_dataset(DataConfig(source=str(BUSI))), SIZE, "gray", disk_cache=False)
     found = scores(predictor.reference, embed_images(predictor.model, torch.from_numpy(busi.images)))
-    assert (found > 1).mean() >= 0.9, f"only {(found > 1).mean():.0%} of BUSI flagged"
+    # 94-100% over seeds 0-7 on one machine, 86% on another (its arithmetic trains another model): the check is as
+    # keen as the default's 12 first-block filters allow (module docstring). A broken check flags a few percent.
+    assert (found > 1).mean() >= 0.8, f"only {(found > 1).mean():.0%} of BUSI flagged"
 
 
 def test_limits_come_from_the_furthest_validation_image():
