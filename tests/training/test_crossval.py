@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -182,11 +184,24 @@ def test_fit_trains_a_fold_ensemble_when_chosen_and_one_model_when_turned_off(cl
         cfg.with_options(folds=3, small_data_ensemble=False)  # set folds: the automatic choice does not apply
 
 
-def test_the_options_help_states_the_ensembles_limits_as_the_code_applies_them():
-    # The help text cannot import crossval (crossval imports the config), so it spells the limits out: this keeps
-    # the words true when a limit changes.
+def test_the_options_help_and_the_readme_state_the_ensembles_limits_as_the_code_applies_them():
+    # The help text cannot import crossval (crossval imports the config), so it spells the limits out, as the
+    # README does: this keeps the words true when a limit changes.
     from medcls.config import option_table
     from medcls.training.crossval import AUTO_MAX_IMAGES, AUTO_MAX_WORK
 
     words = option_table()["small_data_ensemble"].option.help
     assert f"at most {AUTO_MAX_IMAGES:,} training" in words and f"as much work as {AUTO_MAX_WORK:,} of them" in words
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert f"at most {AUTO_MAX_IMAGES:,} training + validation images, and at most as much work as " \
+           f"{AUTO_MAX_WORK:,} of them" in readme
+
+
+def test_the_work_limit_was_set_for_the_default_networks_arithmetic():
+    # AUTO_MAX_WORK bounds an automatic ensemble's time in units of one image of the default network at 128 px, and
+    # was chosen (2,000) for the 12-filter default's arithmetic. A new default makes each unit cost more or less
+    # time: retune the limit by the ratio of step times (the comment above it) and then this figure.
+    from medcls.training.crossval import REFERENCE_MODEL, REFERENCE_SIZE, _forward_cost
+
+    macs, _ = _forward_cost(REFERENCE_MODEL, None, REFERENCE_SIZE)
+    assert macs == 58_393_344, f"the default network now costs {macs:,} multiply-adds an image: retune AUTO_MAX_WORK"
