@@ -45,7 +45,7 @@ def live_app(tmp_path_factory):
 
 @pytest.fixture
 def slow_dataset(tmp_path) -> Path:
-    """120 images of 64 px in three classes: slow_config trains about a second per epoch on it."""
+    """120 images of 64 px in three classes: slow_config trains a few tenths of a second per epoch on it."""
     from reliability_corpus import good_classes
 
     return good_classes(tmp_path / "slow-data", classes=("benign", "malignant", "normal"), per_class=40, size=64)

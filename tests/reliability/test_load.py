@@ -109,7 +109,7 @@ def test_five_sessions_render_fast_and_see_the_same_run_while_it_trains(live_app
         store.request_stop(run_id)
         wait_for(lambda: store.raw_status(run_id).state == "cancelled", timeout=60, what="the run to stop")
         final = in_threads(sessions, lambda i, session: session.render("train"))
-        expected = (run_id, "cancelled", f"{len(store.history(run_id))}/300")
+        expected = (run_id, "cancelled", f"{len(store.history(run_id))}/{store.config(run_id).epochs}")
         assert [view.summary() for _, view in final] == [expected] * SESSIONS
     finally:
         for session in sessions:
