@@ -87,7 +87,7 @@ def start_live_app(base: Path, timeout: float = 90.0, long_run: bool = True, env
                TORCH_HOME=str(base / "torch"), PYTHONPATH=str(ROOT), **(env_extra or {}))
     store = RunStore(base / "runs")
     # Long enough to train through the whole load test (an epoch of these 60 images took 0.11 s on one thread of
-    # a 2-core AMD EPYC in 2026-12, so 300 epochs once ended before the test did); stopped by the test when done.
+    # a 2-core Intel Xeon in 2026-12, so 300 epochs once ended before the test did); stopped by the test when done.
     run_id = None if not long_run else store.create(TrainConfig(image_size=64, epochs=1000, batch_size=8, precision="fp32").with_options(
         source=str(data)), run_id="live-run", meta=RunMeta(name="live-run"))  # the picker shows names
     port = free_port()

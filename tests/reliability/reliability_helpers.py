@@ -26,7 +26,7 @@ def texts(elements) -> list[str]:
 
 
 def slow_config(source, **options):
-    """Many epochs of a few tenths of a second each on one thread (0.22 s on ``slow_dataset`` on a 2-core AMD EPYC
+    """Many epochs of a few tenths of a second each on one thread (0.22 s on ``slow_dataset`` on a 2-core Intel Xeon
     in 2026-12): a run that is reliably mid-epoch."""
     from medcls.config import TrainConfig
 
