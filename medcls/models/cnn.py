@@ -18,6 +18,7 @@ from torch import nn
 from ..config.options import ConfigError, check_fields, option, when
 from ._registry import register_model
 from .base import ClassifierModel, map_summary
+from .batchnorm import BatchNorm2d
 
 __all__ = ["CNNOptions", "ConfigurableCNN", "SEED_CNN", "SEED_CNN_BN", "MAX_FILTERS"]
 
@@ -96,7 +97,7 @@ class ConfigurableCNN(ClassifierModel):
         for i, c_out in enumerate(channels):
             block = [nn.Conv2d(c_in, c_out, spec.kernel_size, padding=spec.kernel_size // 2)]
             if spec.batch_norm:
-                block.append(nn.BatchNorm2d(c_out))
+                block.append(BatchNorm2d(c_out))
             # ceil_mode: a map that is already 1 px stays 1 px, so any block count fits any image size.
             block += [act(), POOLS[spec.pooling](2, 2, ceil_mode=True)]
             start = len(layers)

@@ -18,6 +18,7 @@ from medcls.models import (
     model_entry,
     register_model,
 )
+from medcls.models.batchnorm import BatchNorm2d
 
 
 def _build(name, **kw):
@@ -176,7 +177,7 @@ def test_pooling_before_relu_computes_the_seeds_block_order_exactly():
     torch.manual_seed(0)
     model = create_model("seed_cnn_bn", num_classes=3, image_size=32, in_channels=1).eval()
     kinds = [type(m) for m in model.features]
-    assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 3  # the seed's order, as printed
+    assert kinds == [nn.Conv2d, BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 3  # the seed's order, as printed
     assert model.run_order[:4] == (0, 1, 3, 2) and model.run_order[-4:] == (8, 9, 10, 11)
     x = torch.randn(4, 1, 32, 32)
     assert torch.equal(model.forward_features(x), model.pool(model.features(x)))
@@ -194,7 +195,7 @@ def test_the_default_pools_before_batch_norm_except_in_the_last_block():
     model = create_model("small_cnn", num_classes=2, image_size=64, in_channels=1, blocks=3)
     kinds = [type(model.features[i]).__name__ for i in model.run_order]
     assert kinds == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"] * 2 + ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
-    assert [type(m) for m in model.features] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 3  # names kept
+    assert [type(m) for m in model.features] == [nn.Conv2d, BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 3  # names kept
     assert model.gradcam_layer() is model.features[10]  # the last block's activation, before its pooling
     levels = model.embed_levels(torch.rand(2, 1, 64, 64))
     assert [level.shape[1] for level in levels] == [2 * c for c in model.options.channels()]  # one per block
