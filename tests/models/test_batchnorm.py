@@ -60,9 +60,12 @@ def test_bf16_maps_get_gradients_as_close_as_bf16_allows():
     torch.testing.assert_close(got[3], expected[3], rtol=1e-3, atol=1e-3)
 
 
-def test_the_gradient_is_exact_in_double_precision():
+@pytest.mark.parametrize("batch, size", [(4, 3), (3, 5)])  # 36 rows fold by 4; 75 rows (odd) are not folded
+def test_the_gradient_is_exact_in_double_precision(batch, size):
     layer = BatchNorm2d(6).double()
-    x = _maps(6, torch.float64, size=3).requires_grad_()
+    x = (torch.randn(batch, 6, size, size, dtype=torch.float64) * 2 + 1).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    assert uses_wide_backward(x, True, 6)
     assert torch.autograd.gradcheck(lambda t: layer(t), (x,))
 
 
