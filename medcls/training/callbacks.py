@@ -12,9 +12,11 @@ import logging
 import math
 import sys
 import time
+from itertools import chain
 from typing import Any, Callable, Sequence, TextIO
 
 import torch
+from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..runs.records import EpochRecord, Progress
@@ -23,7 +25,7 @@ from .engine import BatchEvent, Callback, FitResult, Trainer
 from .hardware import CpuSample, choose_threads, cores_used_by_others, cpu_sample
 
 __all__ = ["WeightAveraging", "BestCheckpoint", "improves", "EarlyStopping", "ProgressMeter", "HistoryRecorder",
-           "Heartbeat", "ResumeCheckpoint", "ConsoleProgress", "ThreadBudget", "ema_with_warmup", "ema_decay_at",
+           "Heartbeat", "ResumeCheckpoint", "ConsoleProgress", "ThreadBudget", "ema_decay_at",
            "ema_steps_to_reach"]
 
 log = logging.getLogger(__name__)
@@ -43,24 +45,6 @@ def ema_steps_to_reach(decay: float) -> int:
     return max(0, math.ceil((EMA_WARMUP * decay - 1.0) / (1.0 - decay) - 1e-9))
 
 
-def ema_with_warmup(decay: float) -> Callable[[list, list, torch.Tensor], None]:
-    """An EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n) to ``decay`` (TensorFlow's
-    ExponentialMovingAverage with ``num_updates``). Without the ramp, the average of a short run still holds much
-    of the random initial weights; with it, a run shorter than :func:`ema_steps_to_reach` never reaches ``decay``.
-    """
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        d = ema_decay_at(decay, float(num_averaged))
-        if torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(averaged, current, 1.0 - d)
-        else:  # integer buffers (batch-norm step counters) simply follow the model
-            for a, c in zip(averaged, current):
-                a.copy_(c)
-
-    return update
-
-
 class WeightAveraging(Callback):
     """An exponential moving average of the weights (and batch-norm statistics) after every step.
 
@@ -70,20 +54,48 @@ class WeightAveraging(Callback):
     def __init__(self, decay: float):
         self.decay = decay
         self.average: AveragedModel | None = None
+        self._pairs: tuple | None = None  # (model, averaged floats, its floats, integer pairs), see update
         self._pending: dict[str, Any] | None = None  # a resumed fit's average, loaded once the average exists
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        if self.average is None:
-            self.average = AveragedModel(unwrap(trainer.model), multi_avg_fn=ema_with_warmup(self.decay),
-                                         use_buffers=True)
-        if self._pending is not None:
-            self.average.load_state_dict(self._pending)
-            self._pending = None
-        trainer.eval_model = self.average.module
+        trainer.eval_model = self.start(unwrap(trainer.model))
 
     def on_batch_end(self, trainer: Trainer, event: BatchEvent) -> None:
         if event.phase == "train":
-            self.average.update_parameters(unwrap(trainer.model))
+            self.update(unwrap(trainer.model))
+
+    def start(self, model: nn.Module) -> nn.Module:
+        """The average of ``model`` (a copy of it until the first update; a resumed fit's average once loaded)."""
+        if self.average is None:
+            self.average = AveragedModel(model, use_buffers=True)
+        if self._pending is not None:
+            self.average.load_state_dict(self._pending)
+            self._pending = None
+        return self.average.module
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Move the average towards ``model``'s weights and batch-norm statistics by 1 - :func:`ema_decay_at`.
+
+        ``AveragedModel.update_parameters``'s own arithmetic (the first update copies), on tensor lists gathered
+        once: that method walks, detaches and groups the model's tensors again at every step, 0.9 ms of a 55 ms
+        step of the default at 128 px, against 0.3 ms for one ``_foreach_lerp_``."""
+        if self._pairs is None or self._pairs[0] is not model:
+            pairs = [(a.detach(), c.detach()) for a, c in zip(chain(self.average.module.parameters(),
+                                                                     self.average.module.buffers()),
+                                                               chain(model.parameters(), model.buffers()))]
+            floats = [p for p in pairs if torch.is_floating_point(p[0])]
+            self._pairs = (model, [a for a, _ in floats], [c for _, c in floats],
+                           [p for p in pairs if not torch.is_floating_point(p[0])])
+        _, averaged, current, counters = self._pairs
+        n = self.average.n_averaged
+        if n == 0:  # the first update copies the weights, as AveragedModel does
+            torch._foreach_copy_(averaged, current)
+        else:
+            torch._foreach_lerp_(averaged, current, 1.0 - ema_decay_at(self.decay, float(n)))
+        for a, c in counters:  # integer buffers (batch-norm step counters) simply follow the model
+            a.copy_(c)
+        n += 1
 
     def state_dict(self) -> dict[str, Any]:
         return {"average": self.average.state_dict()} if self.average is not None else {}

@@ -25,19 +25,19 @@ def warm_up(run_waiting: Callable[[], bool] = lambda: False) -> None:
     over in the middle of the warm-up starts no later than in a fresh process."""
     import numpy as np
     import torch
-    from torch.optim.swa_utils import AveragedModel
 
     from ..analysis.metrics import classification_metrics, epoch_metrics
     from ..config import TrainConfig
     from ..data.augment import BatchAugment
     from ..inference.proba import predict_proba
-    from .callbacks import ema_with_warmup
+    from .callbacks import WeightAveraging
     from .optim import build_optimizer, build_scheduler
     from .pipeline import build_model
 
     cfg = TrainConfig()
     model = build_model(cfg, 2, 1, weights="random").to(memory_format=torch.channels_last)
-    average = AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
+    averaging = WeightAveraging(cfg.ema_decay)
+    average = averaging.start(model)
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler, _ = build_scheduler(cfg, optimizer, 1)
     images = BatchAugment(cfg.augment)(torch.rand(2, 1, 64, 64))
@@ -47,8 +47,9 @@ def warm_up(run_waiting: Callable[[], bool] = lambda: False) -> None:
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    average.update_parameters(model)
-    probs = predict_proba(average.module, images, tta=True)
+    averaging.update(model)  # the first update copies, later ones average
+    averaging.update(model)
+    probs = predict_proba(average, images, tta=True)
     truth = np.array([0, 1])
     epoch_metrics(truth, probs.argmax(1), ["a", "b"])
     if run_waiting():

@@ -80,3 +80,29 @@ def test_brightness_only_scales_each_image_by_one_gain():
     for g in gains:
         assert torch.allclose(g, g.flatten()[0].expand_as(g), atol=1e-4)  # one gain per image
         assert 0.8 - 1e-4 <= g.flatten()[0] <= 1.2 + 1e-4
+
+
+def test_affine_grid_matches_torchs_for_any_transform_and_size():
+    import torch.nn.functional as F
+
+    from medcls.data.augment import affine_grid
+
+    g = torch.Generator().manual_seed(0)
+    for b, h, w, dtype in ((5, 24, 24, torch.float32), (3, 17, 40, torch.float32), (2, 9, 6, torch.float64)):
+        theta = (torch.randn(b, 2, 3, generator=g) * 0.5 + torch.eye(2, 3)).to(dtype)
+        ours = affine_grid(theta, h, w)
+        reference = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+        assert ours.shape == reference.shape and ours.dtype == dtype
+        assert torch.allclose(ours, reference, atol=1e-6)
+
+
+def test_brightness_and_contrast_in_one_pass_keep_each_images_formula():
+    """((x - mean) * stretch + mean) * gain per image, clamped: checked against the draws the seeded stream makes."""
+    x = _batch(b=6) * 0.5 + 0.25
+    cfg = AugmentConfig(hflip=False, **{**NO_JITTER, "brightness": 0.2, "contrast": 0.3})
+    out = BatchAugment(cfg)(x.clone(), torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)  # the same draws, in the same order: gains first, then stretches
+    gain = (torch.rand(6, generator=g) * 0.4 + 0.8).view(6, 1, 1, 1)
+    stretch = (torch.rand(6, generator=g) * 0.6 + 0.7).view(6, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(out, (((x - mean) * stretch + mean) * gain).clamp(0, 1), atol=1e-6)

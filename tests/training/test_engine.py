@@ -371,6 +371,49 @@ def test_weight_averaging_is_what_gets_validated_and_kept():
     assert trainer.result.history[-1].val_accuracy == pytest.approx(float((probs.argmax(1) == val.labels.numpy()).mean()))
 
 
+def test_weight_averaging_follows_the_warm_up_formula_for_weights_and_statistics():
+    """a_0 = w_0, then a_n = d_n a_(n-1) + (1 - d_n) w_n with d_n = ema_decay_at(decay, n), for parameters and
+    batch-norm statistics alike; step counters follow the model; a resumed average continues the same way."""
+    from medcls.training.callbacks import ema_decay_at
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=3, image_size=32, in_channels=1)
+    averaging = WeightAveraging(0.9)
+    average = averaging.start(model)
+    expected: dict[str, torch.Tensor] = {}
+    for n in range(4):
+        with torch.no_grad():  # as an optimizer step and a forward pass in training would change them
+            for tensor in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
+                tensor.add_(torch.randn_like(tensor))
+            for b in model.buffers():
+                if not b.is_floating_point():
+                    b.add_(1)
+        averaging.update(model)
+        d = ema_decay_at(0.9, n)
+        for name, value in model.state_dict().items():
+            if not value.is_floating_point():
+                continue
+            expected[name] = value.clone() if n == 0 else d * expected[name] + (1 - d) * value
+    state = average.state_dict()
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(state[name], expected[name], atol=1e-6), name
+        else:
+            assert torch.equal(state[name], value), name
+    assert any(name.endswith("running_mean") for name in expected)  # batch-norm statistics were checked too
+
+    resumed = WeightAveraging(0.9)
+    resumed.load_state_dict(averaging.state_dict())
+    resumed.start(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    resumed.update(model)
+    averaging.update(model)
+    for a, b in zip(resumed.average.state_dict().values(), averaging.average.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_the_averages_decay_warms_up_to_the_decay_set():
     from medcls.training.callbacks import ema_decay_at, ema_steps_to_reach
 
