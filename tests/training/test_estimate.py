@@ -279,3 +279,23 @@ def test_testing_an_ensemble_counts_every_member():
     features = dict(eval_image_s=0.0, bootstrap_s=0.0, embed_image_s=0.0, feature_image_s=0.01)
     assert estimate_run(frozen, busi_like, costs(**features)).finish_s == pytest.approx(118 * 5 * 2 * 0.01)
     assert estimate_run(frozen.with_options(small_data_ensemble=False), busi_like, costs(**features)).finish_s == 0
+
+
+def test_a_probe_timing_keeps_the_fastest_call_after_the_first(monkeypatch):
+    """A few milliseconds of work, slowed many times over by another thread's burst, must not set a cost that
+    is multiplied by every image of the dataset: the first call (allocations) is dropped, then the fastest."""
+    from medcls.training import probe
+
+    durations = iter([5.0, 0.9, 0.1, 0.7])  # seconds each call takes on a fake clock
+    now = [0.0]
+    calls: list[int] = []
+
+    def work() -> None:
+        now[0] += next(durations)
+        calls.append(1)
+
+    monkeypatch.setattr(probe.time, "perf_counter", lambda: now[0])
+    assert probe._timed(work, repeats=4) == pytest.approx(0.1)
+    assert len(calls) == 4
+    durations = iter([2.0])
+    assert probe._timed(work, repeats=1) == pytest.approx(2.0)  # one call: its own time
