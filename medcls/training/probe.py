@@ -146,7 +146,7 @@ def probe_costs(cfg: TrainConfig) -> Costs:
             with torch.inference_mode():
                 model.eval().forward_features(model.normalize(images.float() / 255))
         feature_image_s = _per_image(_timed(features), len(images))
-    # Timed before the intervals below: right after their bootstrap, a few milliseconds of embedding ran 2-20 times
+    # Timed before the intervals below: right after their bootstrap, a few milliseconds of embedding ran up to 25 times
     # slower now and then (seen on a 2-core Intel Xeon), and this figure is multiplied by every training image.
     embed_image_s = _per_image(_timed(lambda: embed_images(model, images), repeats=4), len(images))
     probs = np.random.default_rng(0).dirichlet(np.ones(len(spec.classes)), size=1)
