@@ -13,7 +13,7 @@ from app.text import escape_markdown, shown
 from app.weights import weights_panel
 from medcls.config import ConfigError
 from medcls.data.classes import focus_note
-from medcls.data.explore import enlargement_note, small_validation_note
+from medcls.data.explore import enlargement_note, shrink_note, small_validation_note
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import QueueLimitError
 from medcls.training.crossval import folds_for
@@ -71,7 +71,8 @@ with left:
     if error:  # beside the Start button it disables, not below the long form where nobody looks
         top.error(shown(error))
     elif spec is not None:
-        if note := enlargement_note(cfg.image_size, typical_image_side(data_cfg)):
+        side = typical_image_side(data_cfg)
+        if note := enlargement_note(cfg.image_size, side) or shrink_note(cfg.image_size, side):
             hint.info(f"🔍 {note} (*Image size* is under *Images and augmentation*.)")
         if not folds_for(cfg, pool_counts(spec)) and (note := small_validation_note(spec, name=escape_markdown)):
             hint.warning(note)  # one model validates on the data's own split

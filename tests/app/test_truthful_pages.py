@@ -189,6 +189,20 @@ def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(a
     assert not any("enlarged" in i.value for i in at.info)
 
 
+def test_the_train_page_says_when_large_images_are_shrunk_a_lot(app_env, tmp_path, synth):
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not any("shrunk" in i.value for i in at.info)  # the built-in phantoms are 128 px, as trained
+    root = synth.class_folders(tmp_path / "large", {"benign": 12, "malignant": 12, "normal": 12}, 300)
+    at = choose_folder(new_app().run(), root)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    notes = [i.value for i in at.info if "shrunk" in i.value]
+    assert len(notes) == 1 and "typically 300 px" in notes[0] and "shrunk 2.3 times" in notes[0], notes
+    at.number_input(key="opt_image_size").set_value(160).run()  # 300 px is under twice 160: nothing to say
+    assert not any("shrunk" in i.value for i in at.info)
+
+
 
 def test_a_tiny_validation_split_is_named_where_it_matters(app_env, tmp_path, synth):
     root = synth.split_folders(tmp_path / "cxr", {"train": {c: 60 for c in ("benign", "malignant", "normal")},

@@ -6,7 +6,7 @@ import numpy as np
 
 from medcls.config import DataConfig
 from medcls.data import load_dataset
-from medcls.data.explore import enlargement_note, image_properties, typical_side
+from medcls.data.explore import enlargement_note, image_properties, shrink_note, typical_side
 
 
 def _npz(path, side: int, n: int = 12):
@@ -31,6 +31,17 @@ def test_enlarging_small_images_is_said_with_its_cost():
     assert enlargement_note(128, 110) is None   # about the images' own size: nothing to say
     assert enlargement_note(128, 500) is None   # shrunk, not enlarged
     assert enlargement_note(128, None) is None  # unknown
+
+
+def test_shrinking_large_images_a_lot_is_said_with_what_it_loses():
+    note = shrink_note(128, 500)
+    assert "typically 500 px" in note and "shrunk 3.9 times" in note and "stands for about 15 of theirs" in note
+    assert "estimate below" in note  # the cost of a larger size is measured, not claimed
+    assert shrink_note(160, 500) and "shrunk 3.1 times" in shrink_note(160, 500)
+    assert shrink_note(128, 200) is None  # under twice the training size: little is lost
+    assert shrink_note(128, 28) is None   # enlarged, not shrunk
+    assert shrink_note(128, None) is None  # unknown
+    assert enlargement_note(128, 500) is None and enlargement_note(128, 28) and not shrink_note(128, 28)
 
 
 def test_a_validation_split_far_smaller_than_it_could_be_is_named_with_its_fix(tmp_path, split_dataset, synth):
