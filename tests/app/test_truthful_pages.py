@@ -203,7 +203,6 @@ def test_the_train_page_says_when_large_images_are_shrunk_a_lot(app_env, tmp_pat
     assert not any("shrunk" in i.value for i in at.info)
 
 
-
 def test_a_tiny_validation_split_is_named_where_it_matters(app_env, tmp_path, synth):
     root = synth.split_folders(tmp_path / "cxr", {"train": {c: 60 for c in ("benign", "malignant", "normal")},
                                                "val": {"benign": 2, "malignant": 2, "normal": 20},
