@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app.dataset import current_data_config, dataset_caption, load_current_dataset
+from app.dataset import current_data_config, dataset_caption, load_current_dataset, typical_image_side
 from app.form import saved_config
 from app.health import duplicates_section
 from app.text import escape_markdown, shown
@@ -18,6 +18,7 @@ from medcls.data.explore import (
 from medcls.data.spec import item_name
 from medcls.figures.evaluation import class_counts_figure
 from medcls.settings import redact_paths
+from medcls.training.autoplan import pool_counts, resolve_image_size
 
 st.title("🔎 Data explorer")
 spec_config = current_data_config()
@@ -84,7 +85,8 @@ st.subheader("Augmentation preview")
 st.caption("One training image as the network may see it in different epochs, with the augmentation settings "
            "of the Train page. Validation and test images are never augmented.")
 train_items = [it for it in spec.items if it.split == "train"] or spec.items
-train_cfg = saved_config(spec_config)  # the Train page's current options
+train_cfg = saved_config(spec_config)  # the Train page's current options, at the size a run would choose
+train_cfg = resolve_image_size(train_cfg, pool_counts(spec), typical_image_side(spec_config))[0]
 pick = st.slider("Training image (number)", 0, max(0, len(train_items) - 1), 0, key="aug_pick",
                  help="Which training image to preview; its name and class are shown below.")
 picked = train_items[pick]

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app.dataset import current_data_config, dataset_caption, load_current_dataset
+from app.dataset import current_data_config, dataset_caption, load_current_dataset, typical_image_side
 from app.identity import identity, run_meta, visible_runs
 from app.live import fmt_seconds
 from app.manager import manager
@@ -24,8 +24,7 @@ from medcls.experiments.lessons import (
 from medcls.figures.lessons import lesson_figure
 from medcls.runs.naming import dataset_name
 from medcls.runs.permissions import PermissionDenied, QueueLimitError
-from medcls.training.crossval import folds_for, group_folds_words, train_alike
-from medcls.training.estimate import pool_counts
+from medcls.training.autoplan import folds_for, group_folds_words, pool_counts, train_alike
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
                  "failed": "❌ failed", "missing": "🗑️ deleted"}
@@ -55,8 +54,9 @@ except LessonError as exc:
     st.stop()
 shared = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in lesson.base.items())
 counts = pool_counts(spec) if spec is not None else []
-configs, alike = train_alike(configs, counts) if counts else (configs, None)
-folds = folds_for(configs[0], counts) if counts else 0
+side = typical_image_side(data_cfg) if spec is not None else None
+configs, alike = train_alike(configs, counts, side) if counts else (configs, None)
+folds = folds_for(configs[0], counts, side) if counts else 0
 ensemble = escape_markdown(group_folds_words(folds, "lesson") if folds else alike or "")
 try:  # the class whose recall these runs track on these images (e.g. pneumonia on chest X-rays)
     focus = resolve_focus_class(spec.classes, configs[0].focus_class, spec.counts()["train"]) if spec else ""
@@ -73,7 +73,7 @@ if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="prim
     try:
         manager().check_queue_room(identity(), adding=len(lesson.runs))  # all of the lesson's runs, or none
         queued = submit_lesson(manager().store, manager().submit, lesson, data_cfg, owner=run_meta(),
-                               pool_counts=counts)
+                               pool_counts=counts, side=side)
     except (LessonError, QueueLimitError) as exc:
         st.error(shown(exc))
     else:

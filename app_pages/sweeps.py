@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app.dataset import current_data_config, dataset_caption, load_current_dataset
+from app.dataset import current_data_config, dataset_caption, load_current_dataset, typical_image_side
 from app.form import render_form
 from app.identity import identity, manage_refusal, run_meta, visible_runs
 from app.manager import manager
@@ -29,8 +29,7 @@ from medcls.experiments.sweeps import (
 from medcls.figures.training import sweep_figure
 from medcls.runs.permissions import QueueLimitError
 from medcls.runs.records import ACTIVE_STATES
-from medcls.training.crossval import folds_for, group_folds_words, train_alike
-from medcls.training.estimate import pool_counts
+from medcls.training.autoplan import folds_for, group_folds_words, pool_counts, train_alike
 
 
 def values_widget(name: str, base: TrainConfig) -> list:
@@ -53,6 +52,7 @@ st.caption("Explore settings without code: pick one or two settings and a few va
 data_cfg = current_data_config()
 spec = load_current_dataset(data_cfg)
 counts = pool_counts(spec) if spec is not None else []
+side = typical_image_side(data_cfg) if spec is not None else None
 
 st.subheader("1 · Start from the Train page's options")
 if spec is not None:
@@ -83,10 +83,10 @@ if grid_error:
 elif points:
     run_labels = [", ".join(f"{label(k)} {format_value(v, k)}" for k, v in p.values.items()) for p in points]
     st.caption(f"{len(points)} runs: " + "; ".join(run_labels))
-    configs, alike = train_alike([p.config for p in points], counts) if counts else ([], None)
+    configs, alike = train_alike([p.config for p in points], counts, side) if counts else ([], None)
     if alike:
         st.info(escape_markdown(alike), icon=":material/info:")
-    elif len(folds := {folds_for(c, counts) for c in configs}) == 1 and (auto := folds.pop()) and \
+    elif len(folds := {folds_for(c, counts, side) for c in configs}) == 1 and (auto := folds.pop()) and \
             not base.folds:
         st.caption(escape_markdown(group_folds_words(auto, "sweep")))
 time_box = st.container()  # filled last (below): timing the runs takes seconds on a fresh machine
@@ -98,7 +98,7 @@ if queue and base is not None:
         manager().check_queue_room(identity(), len(points))  # all of the sweep, or none of it
         meta = run_meta()
         sweep = submit_sweep(manager().store, lambda cfg, **kw: manager().submit(cfg, meta=meta, **kw), base,
-                             settings, pool_counts=counts)
+                             settings, pool_counts=counts, side=side)
     except (SweepError, QueueLimitError) as exc:
         st.error(shown(exc))
     else:

@@ -16,8 +16,7 @@ from medcls.data.classes import focus_note
 from medcls.data.explore import enlargement_note, shrink_note, small_validation_note
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import QueueLimitError
-from medcls.training.crossval import folds_for
-from medcls.training.estimate import pool_counts
+from medcls.training.autoplan import folds_for, pool_counts, resolve_image_size
 
 
 def runs_column() -> None:
@@ -71,12 +70,17 @@ with left:
     if error:  # beside the Start button it disables, not below the long form where nobody looks
         top.error(shown(error))
     elif spec is not None:
-        side = typical_image_side(data_cfg)
-        if note := enlargement_note(cfg.image_size, side) or shrink_note(cfg.image_size, side):
+        side, counts = typical_image_side(data_cfg), pool_counts(spec)
+        # What the run will train (Image size 0 is chosen from the data, as the run chooses it); Start sends the
+        # form's own config, so the run's notes say the same.
+        trained, chosen = resolve_image_size(cfg, counts, side)
+        if chosen:
+            hint.info(f"📐 {chosen}")
+        if note := enlargement_note(trained.image_size, side) or shrink_note(trained.image_size, side):
             hint.info(f"🔍 {note} (*Image size* is under *Images and augmentation*.)")
-        if not folds_for(cfg, pool_counts(spec)) and (note := small_validation_note(spec, name=escape_markdown)):
+        if not folds_for(trained, counts) and (note := small_validation_note(spec, name=escape_markdown)):
             hint.warning(note)  # one model validates on the data's own split
-        weights_panel(cfg)
+        weights_panel(trained)
         st.markdown("**What this model costs**")
         costs = st.container()  # filled last (below): timing the options takes seconds on a fresh machine
     with top:
@@ -106,4 +110,4 @@ if costs is not None:
         if started:
             render_skipped_timing()
         else:
-            render_model_summary(cfg, spec)
+            render_model_summary(trained, spec)

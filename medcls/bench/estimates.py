@@ -39,8 +39,8 @@ from ..data import load_dataset
 from ..experiments.lessons import get_lesson, lesson_configs
 from ..jobs.manager import JobManager
 from ..runs.store import RunStore
-from ..training.crossval import train_alike
-from ..training.estimate import estimate_group, measure_costs, pool_counts
+from ..training.autoplan import pool_counts, train_alike
+from ..training.estimate import estimate_group, measure_costs
 from ..training.hardware import cores_used_by_others, cpu_name, cpu_sample
 from . import default_busi_root
 from .quality import wait_for_standby

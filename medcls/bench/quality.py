@@ -18,12 +18,14 @@ from ..analysis.copies import copied_test_images, metrics_without
 from ..analysis.operating_point import BinaryView, operating_point, threshold_for_sensitivity
 from ..config import DataConfig, TrainConfig
 from ..data.cache import clear_memory_cache
+from ..data.sources import load_dataset
 from ..jobs.local import process_arguments
 from ..jobs.manager import JobManager
 from ..jobs.worker import STANDBY_FLAG
 from ..runs.records import CrossValidation
 from ..runs.store import RunStore
 from ..settings import environment
+from ..training.autoplan import size_for_data
 from ..training.crossval import cross_validate, fit
 from ..training.pipeline import TrainResult, prepare_data
 
@@ -38,7 +40,9 @@ def time_to_quality(cfg: TrainConfig) -> dict:
     """A recipe end to end (finding and decoding images included): test quality and wall time."""
     clear_memory_cache()
     start = time.perf_counter()
-    data = prepare_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, disk_cache=False)))
+    spec = load_dataset(cfg.data)
+    cfg = size_for_data(cfg, spec)[0]  # as the app trains it: Image size 0 chosen for the data
+    data = prepare_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, disk_cache=False)), spec=spec)
     result = fit(cfg, data)  # as the app trains it: one model, or the folds chosen for a small dataset
     wall = time.perf_counter() - start
     test = result.metrics["test"]
@@ -47,6 +51,7 @@ def time_to_quality(cfg: TrainConfig) -> dict:
     out = {"wall_s": wall, "macro_f1": test.macro_f1, "accuracy": test.accuracy, "focus_class": focus,
            "focus_recall": test.recall(focus), "best_epoch": result.fit.best_epoch,
            "epochs": len(result.fit.history), "precision": result.precision, "folds": 0,
+           "image_size": cfg.image_size,
            "images": {split: sum(per.values()) for split, per in counts.items()}}
     copies = copied_test_images([(it.path, it.split) for it in data.decoded.spec.items])
     if copies:  # the same models on the test images that are new to them (no copy among train + val)
@@ -99,10 +104,12 @@ def cross_validation_quality(cfg: TrainConfig) -> dict:
     """k-fold cross-validation over train + val: each fold's held-out macro-F1 and focus recall, mean ± sd."""
     clear_memory_cache()
     start = time.perf_counter()
-    data = prepare_data(cfg)
+    spec = load_dataset(cfg.data)
+    cfg = size_for_data(cfg, spec)[0]
+    data = prepare_data(cfg, spec=spec)
     result = cross_validate(cfg, data)
     test = result.metrics.get("test")
-    return _cv_summary(result.cv, time.perf_counter() - start, data.focus_class) | {
+    return _cv_summary(result.cv, time.perf_counter() - start, data.focus_class) | {"image_size": cfg.image_size,
         "ensemble_test_macro_f1": test.macro_f1 if test else None,
         "ensemble_test_focus_recall": test.recall(data.focus_class) if test else None}
 

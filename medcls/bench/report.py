@@ -78,7 +78,8 @@ def render_markdown(r: dict) -> str:
     f1s, recalls, walls = ([q[k] for q in runs] for k in ("macro_f1", "focus_recall", "wall_s"))
     ok = (_mean(f1s) >= TARGETS["quality_f1"] and _mean(recalls) >= TARGETS["quality_recall"]
           and max(walls) / 60 <= TARGETS["quality_minutes"])
-    recipe = (f"default recipe ({runs[0]['folds']}-fold ensemble, chosen for this small dataset)"
+    at = f" at {runs[0]['image_size']} px" if runs[0].get("image_size") else ""
+    recipe = (f"default recipe ({runs[0]['folds']}-fold ensemble{at}, chosen for this small dataset)"
               if runs[0].get("folds") else "default recipe")
     lines.append(f"| 6 | BUSI split.csv, {recipe}: test macro-F1 / {runs[0]['focus_class']} recall / wall time"
                  f"{_seeds(runs)} | {seed_rep['test_macro_f1']:.3f} / {seed_rep['malignant_recall']:.3f} / "
@@ -105,7 +106,8 @@ def render_markdown(r: dict) -> str:
                      f"{_mean(f1s) - _mean(lf_f1):+.3f}, recall {_mean(recalls) - _mean(lf_recall):+.3f} | | | |")
     if r.get("cross_validation"):
         cv = r["cross_validation"]
-        whose = " (the folds of (6)'s seed-0 run)" if cv.get("from_default") else ""
+        whose = " (the folds of (6)'s seed-0 run)" if cv.get("from_default") else \
+            f" (the default recipe with the folds set, so at {cv['image_size']} px)" if cv.get("image_size") else ""
         lines.append(f"| 8 | {cv['folds']}-fold cross-validation over split.csv's train + val{whose}: held-out macro-F1 / "
                      f"{cv['focus_class']} recall (mean ± sd over folds) | – | {_pm(cv, 'macro_f1')} / "
                      f"{_pm(cv, 'focus_recall')} ({cv['wall_s'] / 60:.1f} min in all) | | | |")
@@ -134,14 +136,17 @@ def _ablation(r: dict) -> list[str]:
     ablation, default = r.get("ablation"), r["time_to_quality"]
     if not ablation:
         return []
-    folds = default[0].get("folds")
+    folds, size = default[0].get("folds"), default[0].get("image_size")
     rungs = [("The seed's recipe inside medcls: seed_cnn_bn at 256 px, oversampling, Adam 1e-3 and StepLR, 10 "
               "epochs, no augmentation or weight averaging, the epoch of best validation accuracy; one model",
               ablation["seed_recipe"]),
              ("The default recipe as one model: small_cnn at 128 px, AdamW with one-cycle, weight averaging, "
               "augmentation, the test-time mirror, early stopping", ablation["one_model"]),
-             (f"The default recipe: the same, as the {folds}-fold ensemble it trains on this small dataset (row 6)"
-              if folds else "The default recipe (row 6)", default)]
+             *([("The same as the 5-fold ensemble a small dataset trained with until 2026-12-05 (and still does when "
+                 "its images are under 192 px)", ablation["ensemble_128"])] if ablation.get("ensemble_128") else []),
+             (f"The default recipe: {'the same' if size in (None, 128) else f'{size} px, chosen for these images'}, as "
+              f"the {folds}-fold ensemble it trains on this small dataset (row 6)" if folds else
+              "The default recipe (row 6)", default)]
     focus = default[0]["focus_class"]
     seed_rep = r["seed_reported"]
     lines = ["", "## What each change bought", "",

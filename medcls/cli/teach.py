@@ -56,9 +56,11 @@ def cmd_lesson(args: argparse.Namespace) -> int:
         return run_id
 
     from ..data import load_dataset
-    from ..training.estimate import pool_counts
+    from ..data.explore import typical_side
+    from ..training.autoplan import pool_counts
 
-    queued = submit_lesson(store, create, lesson, data, pool_counts=pool_counts(load_dataset(data)))
+    spec = load_dataset(data)
+    queued = submit_lesson(store, create, lesson, data, pool_counts=pool_counts(spec), side=typical_side(spec))
     print(f"lesson {lesson.name}: {lesson.title}\n{lesson.question}\n")
     with ctrl_c_stops() as interrupted:
         for entry, run in zip(queued.runs, lesson.runs):

@@ -26,7 +26,7 @@ from ..config import ConfigError, DataConfig, TrainConfig, option_table
 from ..runs.naming import unique_name
 from ..runs.records import ACTIVE_STATES, GroupMembership, RecordError, RunMeta
 from ..runs.store import RunNotFoundError, RunStore
-from ..training.crossval import train_alike
+from ..training.autoplan import train_alike
 from .conclusions import METRICS, Conclusion, RunResult, conclude
 from .records import GroupRecords
 
@@ -195,13 +195,14 @@ class QueuedLesson:
 
 
 def submit_lesson(store: RunStore, submit: Callable[..., str], lesson: Lesson, data: DataConfig,
-                  owner: RunMeta | None = None, pool_counts: Sequence[int] = ()) -> QueuedLesson:
+                  owner: RunMeta | None = None, pool_counts: Sequence[int] = (),
+                  side: int | None = None) -> QueuedLesson:
     """Queue every run of ``lesson`` on ``data`` with ``submit(config, meta=..., group=..., notes=...)`` (e.g.
     ``JobManager.submit``), each named "<lesson title short> · <label>" and started by ``owner`` (its owner
-    fields; the local operator when None). ``pool_counts``, the data's train + val images per class, lets the
-    runs train alike (:func:`~medcls.training.crossval.train_alike`)."""
+    fields; the local operator when None). ``pool_counts``, the data's train + val images per class, and ``side``, its
+    images' typical shorter side (for *Image size* 0), let the runs train alike (:func:`~medcls.training.autoplan.train_alike`)."""
     configs = lesson_configs(lesson, data)  # raises before anything is queued
-    configs, alike = train_alike(configs, pool_counts) if pool_counts else (configs, None)
+    configs, alike = train_alike(configs, pool_counts, side) if pool_counts else (configs, None)
     owner = owner or RunMeta()
     now = datetime.now(timezone.utc)
     queued = QueuedLesson(_RECORDS.fresh_id(store, f"lesson-{lesson.name}-{now.strftime('%Y%m%d-%H%M%S')}"),

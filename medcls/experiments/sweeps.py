@@ -36,7 +36,7 @@ from ..config.describe import sentence_label
 from ..config.serialize import coerce
 from ..runs.records import GroupMembership, RecordError, best_record
 from ..runs.store import RunNotFoundError, RunStore
-from ..training.crossval import train_alike
+from ..training.autoplan import train_alike
 from .records import GroupRecords
 
 __all__ = [
@@ -187,12 +187,13 @@ class Sweep:
 
 
 def submit_sweep(store: RunStore, submit: Callable[..., str], base: TrainConfig,
-                 settings: Mapping[str, Sequence[Any]], pool_counts: Sequence[int] = ()) -> Sweep:
+                 settings: Mapping[str, Sequence[Any]], pool_counts: Sequence[int] = (),
+                 side: int | None = None) -> Sweep:
     """Check the grid, then queue one run per combination with ``submit(config, group=..., notes=...)``
-    (e.g. ``JobManager.submit``). ``pool_counts``, the data's train + val images per class, lets the runs train
-    alike (:func:`~medcls.training.crossval.train_alike`)."""
+    (e.g. ``JobManager.submit``). ``pool_counts``, the data's train + val images per class, and ``side``, its images'
+    typical shorter side (for *Image size* 0), let the runs train alike (:func:`~medcls.training.autoplan.train_alike`)."""
     points = expand_grid(base, settings)  # raises before anything is queued
-    configs, alike = train_alike([p.config for p in points], pool_counts) if pool_counts else \
+    configs, alike = train_alike([p.config for p in points], pool_counts, side) if pool_counts else \
         ([p.config for p in points], None)
     now = datetime.now(timezone.utc)
     sweep = Sweep(_RECORDS.fresh_id(store, f"sweep-{now.strftime('%Y%m%d-%H%M%S')}"), now.isoformat(timespec="seconds"),

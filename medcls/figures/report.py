@@ -227,7 +227,8 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         ("state", state), ("created", status.created),
         ("ended", status.ended), ("model", cfg.model),
         ("parameters", _parameters_words(model_record) if model_record and model_record.parameters else None),
-        ("image size", f"{cfg.image_size} px"),
+        ("image size", f"{model_record.image_size} px" + ("" if cfg.image_size else " (chosen for the data)")
+         if model_record else format_value(cfg.image_size, "image_size")),
         *(_fold_rows(cv, cfg.epochs) if cv and cv.scores else
           [("best epoch", metrics.best_epoch), ("epochs trained", len(history)),
            ("stopped early", "yes" if status.stopped_early else "no")]),

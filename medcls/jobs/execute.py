@@ -32,14 +32,16 @@ from ..analysis.uncertainty import metric_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
 from ..config import ConfigError
 from ..data.explore import enlargement_note, small_validation_note, typical_side
+from ..data.sources import load_dataset
 from ..data.spec import DataError
 from ..inference.novelty import embed_images, fit_reference
 from ..models import ClassifierModel
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics
 from ..runs.store import CheckpointError, RunStore
+from ..training.autoplan import resolve_folds, size_for_data
 from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter, ThreadBudget
-from ..training.crossval import cross_validate, resolve_folds
+from ..training.crossval import cross_validate
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
 from ..training.hardware import configure_threads, describe_machine
 from ..training.pipeline import PreparedData, TrainResult, prepare_data, resume_note, train_in_memory
@@ -129,12 +131,14 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
 
     try:
         resume = _resume_state(store, run_id, shard)
-        data = prepare_data(cfg, stage)
+        stage("Finding images", 0.0)
+        spec = load_dataset(cfg.data)
+        # A small dataset may be cross-validated automatically, and its image size chosen (in one process only).
+        cfg, chosen = size_for_data(cfg, spec, ensemble=shard[1] == 1)
+        data = prepare_data(cfg, stage, spec=spec)
         _record_data(store, run_id, data)
-        if shard[1] == 1:  # a small dataset may be cross-validated automatically (in one process only)
+        if shard[1] == 1 and not chosen:
             cfg, chosen = resolve_folds(cfg, data)
-        else:
-            chosen = None
         if chosen:
             store.add_note(run_id, chosen)
         if enlarged := enlargement_note(cfg.image_size, typical_side(data.decoded.spec)):

@@ -35,7 +35,8 @@ def default_run_name(cfg: "TrainConfig", data: "DataRecord | None" = None) -> st
     """The data, the model, the imbalance strategy and the image size, which tell most runs apart."""
     dataset = "phantoms" if data is not None and data.synthetic else dataset_name(cfg.data.source)
     imbalance = "no imbalance fix" if cfg.imbalance == "none" else cfg.imbalance.replace("_", " ")
-    return " · ".join([dataset, cfg.model, imbalance, f"{cfg.image_size} px"])
+    size = f"{cfg.image_size} px" if cfg.image_size else "auto size"  # chosen for the data when the run starts
+    return " · ".join([dataset, cfg.model, imbalance, size])
 
 
 def unique_name(name: str, taken: set[str]) -> str:

@@ -39,14 +39,15 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..config import TrainConfig
+from ..data.explore import typical_side
 from ..data.spec import DatasetSpec
-from .crossval import folds_for, one_model_reason
+from .autoplan import folds_for, one_model_reason, pool_counts, resolve_image_size, size_for_data
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
 from .pipeline import averaging_note, cached_views
 
 __all__ = ["Costs", "RunEstimate", "GroupEstimate", "EstimateError", "ProbeStopped", "estimate_run", "estimate_group",
-           "pool_counts", "measure_costs", "probe_config", "earliest_stop", "PROBE_STEPS"]
+           "measure_costs", "probe_config", "earliest_stop", "PROBE_STEPS"]
 
 PROBE_STEPS = 5          # training steps per probe epoch (the second epoch's median step is the cost)
 DECODE_SAMPLE = 32       # images decoded to time decoding when the cache lacks the dataset
@@ -196,7 +197,9 @@ def estimate_group(configs: Sequence[TrainConfig], labels: Sequence[str], spec: 
     decoded: set[tuple] = set()  # images an earlier run of the group leaves decoded in the disk cache
     measured: dict[str, Costs] = {}
     runs = []
+    counts, side = pool_counts(spec), typical_side(spec) if not all(c.image_size for c in configs) else None
     for i, cfg in enumerate(configs):
+        cfg = resolve_image_size(cfg, counts, side)[0]  # Image size 0: measured at the size the run will choose
         if (probe := probe_config(cfg).to_json()) not in measured:
             measured[probe] = costs_for(cfg)
         costs, options = measured[probe], cfg.flat()
@@ -221,8 +224,9 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
     labels = np.array([it.label for it in spec.items if it.split == "train"], dtype=np.int64)
     val = sum(1 for it in spec.items if it.split == "val")
     test = sum(1 for it in spec.items if it.split == "test")
+    cfg = size_for_data(cfg, spec)[0]  # Image size 0: the size the run will choose (it may also set the folds)
     pool = _pool_labels(spec)
-    counts = _class_counts(pool, spec)
+    counts = pool_counts(spec)
     folds = folds_for(cfg, counts)
     # Try it's novelty reference embeds the training and validation images (a fold ensemble: through every member).
     embedded = (len(labels) + val) * max(1, folds)
@@ -252,15 +256,6 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
                        averaging_note=averaging_note(cfg, steps))
 
 
-def pool_counts(spec: DatasetSpec) -> list[int]:
-    """Images per class in the train + val splits: what cross-validation cuts into folds."""
-    return _class_counts(_pool_labels(spec), spec)
-
-
-def _class_counts(labels: np.ndarray, spec: DatasetSpec) -> list[int]:
-    return np.bincount(labels, minlength=len(spec.classes)).tolist()
-
-
 def _pool_labels(spec: DatasetSpec) -> np.ndarray:
     """The labels of the train + val images: what cross-validation cuts into folds."""
     return np.array([it.label for it in spec.items if it.split in ("train", "val")], dtype=np.int64)
@@ -274,6 +269,7 @@ def _batch(cfg: TrainConfig, train_images: int) -> int:
 
 def probe_config(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with what does not change a step's cost at its defaults, for two probe epochs."""
+    cfg.chosen_image_size()  # a probe times one size: the one the run will train at
     defaults = TrainConfig(data=cfg.data).with_options(strict=False, model=cfg.model).flat()
     neutral = {name: defaults[name] for name in TIMING_NEUTRAL if name in defaults and name in cfg.flat()}
     probe = cfg.with_options(strict=False, **neutral)

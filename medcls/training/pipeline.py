@@ -26,7 +26,7 @@ from ..data import (
     to_float,
 )
 from ..data.classes import resolve_focus_class
-from ..data.spec import DataError
+from ..data.spec import DataError, DatasetSpec
 from ..inference.proba import tta_views
 from ..models import ClassifierModel, create_model
 from ..runs.records import CrossValidation
@@ -84,12 +84,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_data(cfg: TrainConfig, stage: Stage | None = None) -> PreparedData:
-    """Find, decode and split the dataset; check it can be trained on."""
+def prepare_data(cfg: TrainConfig, stage: Stage | None = None, *, spec: DatasetSpec | None = None) -> PreparedData:
+    """Find (unless ``spec`` is the dataset's listing already), decode and split the dataset; check it can be
+    trained on. *Image size* 0 must have been chosen for the data first (``autoplan.size_for_data``)."""
     stage = stage or (lambda message, fraction: None)
     stage("Finding images", 0.0)
-    spec = load_dataset(cfg.data)
-    decoded = decode_dataset(spec, cfg.image_size, cfg.data.color, disk_cache=cfg.data.disk_cache,
+    spec = spec or load_dataset(cfg.data)
+    decoded = decode_dataset(spec, cfg.chosen_image_size(), cfg.data.color, disk_cache=cfg.data.disk_cache,
                              progress=lambda done, total: stage(f"Decoding images {done}/{total}", done / total))
     train, val, test = (decoded.split(s) for s in ("train", "val", "test"))
     if len(train) == 0:
@@ -117,7 +118,7 @@ def cached_views(cfg: TrainConfig) -> int:
 def build_model(cfg: TrainConfig, num_classes: int, in_channels: int, *, weights: str | None = None) -> ClassifierModel:
     """The configured model; ``weights`` overrides a pretrained model's starting weights (e.g. 'random')."""
     overrides = {"weights": weights} if weights is not None and hasattr(cfg.model_options, "weights") else {}
-    return create_model(cfg.model, num_classes=num_classes, image_size=cfg.image_size, in_channels=in_channels,
+    return create_model(cfg.model, num_classes=num_classes, image_size=cfg.chosen_image_size(), in_channels=in_channels,
                         options=cfg.model_options, **overrides)
 
 

@@ -34,7 +34,7 @@ def warm_up(run_waiting: Callable[[], bool] = lambda: False) -> None:
     from .optim import build_optimizer, build_scheduler
     from .pipeline import build_model
 
-    cfg = TrainConfig()
+    cfg = TrainConfig(image_size=64)  # the images below
     model = build_model(cfg, 2, 1, weights="random").to(memory_format=torch.channels_last)
     averaging = WeightAveraging(cfg.ema_decay)
     average = averaging.start(model)

@@ -84,7 +84,7 @@ def test_a_lesson_is_queued_on_the_sidebars_data_and_concluded_from_its_runs(que
 
 
 def test_the_lesson_says_when_its_runs_will_be_fold_ensembles(queue_only, tiny_dataset, monkeypatch):
-    from medcls.training import crossval
+    from medcls.training import autoplan
 
     def caption(at):
         return next(c.value for c in at.caption if c.value.startswith("Every run:"))
@@ -95,7 +95,7 @@ def test_the_lesson_says_when_its_runs_will_be_fold_ensembles(queue_only, tiny_d
     at.run()
     at.switch_page("app_pages/lessons.py").run()
     assert "fold models" not in caption(at)  # too few images of a class: one model per run
-    monkeypatch.setattr(crossval, "AUTO_MIN_PER_FOLD", 1)  # now the tiny dataset counts as small enough
+    monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # now the tiny dataset counts as small enough
     at.run()
     assert "each run trains 5 fold models" in caption(at) and "about 5 times as long" in caption(at)
 

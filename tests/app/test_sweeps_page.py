@@ -91,10 +91,10 @@ def test_an_invalid_value_is_explained_and_nothing_is_queued(queue_only, tiny_da
 
 def test_a_sweep_says_before_queuing_how_its_runs_will_train_and_trains_them_alike(queue_only, tiny_dataset,
                                                                                    monkeypatch):
-    from medcls.training import crossval
+    from medcls.training import autoplan
 
-    monkeypatch.setattr(crossval, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough to ensemble
-    monkeypatch.setattr(crossval, "AUTO_MAX_WORK", 10)     # ... at 32 px, but not at 256 px (64 times the work)
+    monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough to ensemble
+    monkeypatch.setattr(autoplan, "AUTO_MAX_WORK", 10)     # ... at 32 px, but not at 256 px (64 times the work)
     at = _sweep_page(tiny_dataset)
     at.multiselect(key="sweep_settings").set_value(["image_size"]).run()
     at.text_input(key="sweep_values_image_size").set_value("32, 48").run()

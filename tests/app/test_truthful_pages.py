@@ -203,6 +203,22 @@ def test_the_train_page_says_when_large_images_are_shrunk_a_lot(app_env, tmp_pat
     assert not any("shrunk" in i.value for i in at.info)
 
 
+def test_the_train_page_says_before_start_when_the_image_size_is_chosen_larger_for_the_data(app_env, tmp_path, synth,
+                                                                                           monkeypatch):
+    from medcls.training import autoplan
+
+    monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # the few images count as a small dataset
+    root = synth.class_folders(tmp_path / "large", {"benign": 12, "malignant": 12, "normal": 12}, 200)
+    at = choose_folder(new_app().run(), root)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    (note,) = [i.value for i in at.info if "large images" in i.value]
+    assert "typically 200 px" in note and "trained at 192 px as a 3-fold cross-validation ensemble" in note
+    assert not any("shrunk" in i.value or "enlarged" in i.value for i in at.info)  # 200 px at 192: neither
+    at.number_input(key="opt_image_size").set_value(128).run()  # a size set: as set, with the usual 5 folds
+    assert not any("large images" in i.value for i in at.info)
+
+
 def test_a_tiny_validation_split_is_named_where_it_matters(app_env, tmp_path, synth):
     root = synth.split_folders(tmp_path / "cxr", {"train": {c: 60 for c in ("benign", "malignant", "normal")},
                                                "val": {"benign": 2, "malignant": 2, "normal": 20},

@@ -353,16 +353,34 @@ def test_a_worker_whose_run_was_taken_from_it_stops_without_writing(class_datase
 
 
 def test_a_small_dataset_run_is_cross_validated_and_says_why(class_dataset, synth, store, monkeypatch):
-    from medcls.training import crossval
+    from medcls.training import autoplan
 
-    monkeypatch.setattr(crossval, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough
-    monkeypatch.setattr(crossval, "AUTO_FOLDS", 2)
+    monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough
+    monkeypatch.setattr(autoplan, "AUTO_FOLDS", 2)
     run_id = store.create(synth.config(class_dataset, epochs=1))  # folds 0: chosen automatically
     outcome = execute_run(store, run_id)
     assert outcome.state == "finished", outcome.error
     assert store.cross_validation(run_id).folds == 2 and store.model_record(run_id).folds == 2
     assert store.config(run_id).folds == 0  # the config says what was asked; the note and records what was done
     assert any("trained as a 2-fold cross-validation ensemble" in n for n in store.status(run_id).notes)
+
+
+def test_a_small_dataset_of_large_images_trains_at_the_larger_size_as_fewer_folds_and_says_why(class_dataset, synth,
+                                                                                                 store, monkeypatch):
+    from medcls.training import autoplan
+
+    monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough
+    monkeypatch.setattr(autoplan, "DEFAULT_SIZE", 16)      # its 32 px images are "large": 32 px and up
+    monkeypatch.setattr(autoplan, "DETAIL_SIZE", 32)
+    monkeypatch.setattr(autoplan, "DETAIL_FOLDS", 2)
+    run_id = store.create(synth.config(class_dataset, epochs=1, image_size=0))  # Image size 0: chosen for the data
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    record = store.model_record(run_id)
+    assert (record.image_size, record.folds, store.cross_validation(run_id).folds) == (32, 2, 2)
+    assert store.config(run_id).image_size == 0  # the config says what was asked; the note and records what was done
+    (note,) = [n for n in store.status(run_id).notes if n.startswith("A small dataset of large images")]
+    assert "typically 32 px" in note and "trained at 32 px as a 2-fold cross-validation ensemble" in note
 
 
 def test_a_run_that_enlarges_its_images_says_so(class_dataset, synth, store):

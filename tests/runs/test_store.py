@@ -248,8 +248,8 @@ def test_listing_newest_first_and_deleting(store):
     assert store.list_ids() == [second, first]
     assert [i.run_id for i in store.list()] == [second, first]
     assert store.list()[0].dataset == "built-in synthetic phantoms" and store.list()[0].model == "small_cnn"
-    assert store.list()[1].name == "phantoms · small_cnn · oversample · 128 px"
-    assert store.list()[0].name == "phantoms · small_cnn · oversample · 128 px (2)"  # the same settings again
+    assert store.list()[1].name == "phantoms · small_cnn · oversample · auto size"
+    assert store.list()[0].name == "phantoms · small_cnn · oversample · auto size (2)"  # the same settings again
     store.delete(first)
     assert store.list_ids() == [second]
     with pytest.raises(RunNotFoundError):

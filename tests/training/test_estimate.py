@@ -163,10 +163,13 @@ def test_a_frozen_backbone_pays_for_its_features_once_per_model():
 
 
 def test_the_probe_config_ignores_what_does_not_change_a_step():
-    a = probe_config(TrainConfig().with_options(lr=1e-3, epochs=80, seed=3, imbalance="weighted_loss"))
-    b = probe_config(TrainConfig())
+    sized = TrainConfig(image_size=128)
+    a = probe_config(sized.with_options(lr=1e-3, epochs=80, seed=3, imbalance="weighted_loss"))
+    b = probe_config(sized)
     assert a == b and a.epochs == 2 and a.patience == 0
-    assert probe_config(TrainConfig().with_options(image_size=64)) != b  # the image size does
+    assert probe_config(sized.with_options(image_size=64)) != b  # the image size does
+    with pytest.raises(ValueError, match="still 0"):  # a probe times the size a run trains at, once chosen
+        probe_config(TrainConfig())
 
 
 @pytest.mark.slow
@@ -241,7 +244,7 @@ def test_one_step_slowed_by_other_work_does_not_set_the_probes_step_cost(isolate
 def test_a_probe_that_cannot_build_the_model_says_why(isolated_env, split_dataset):
     from medcls.training.estimate import EstimateError
 
-    cfg = TrainConfig().with_options(source=str(split_dataset / "nope"))
+    cfg = TrainConfig(image_size=32).with_options(source=str(split_dataset / "nope"))
     with pytest.raises(EstimateError, match="not found|does not exist|No such"):
         measure_costs(cfg)
 
@@ -299,3 +302,18 @@ def test_a_probe_timing_keeps_the_fastest_call_after_the_first(monkeypatch):
     assert len(calls) == 4
     durations = iter([2.0])
     assert probe._timed(work, repeats=1) == pytest.approx(2.0)  # one call: its own time
+
+
+def test_image_size_zero_is_timed_and_estimated_at_the_size_and_folds_the_run_will_choose(monkeypatch):
+    import medcls.training.estimate as estimate
+    from medcls.training import autoplan
+
+    busi = spec({"benign": 320, "malignant": 150, "normal": 100}, val=99, test=118)  # BUSI-sized, fake paths
+    for module in (autoplan, estimate):  # as if its images were 256 px on their shorter side
+        monkeypatch.setattr(module, "typical_side", lambda spec, *args, **kwargs: 256)
+    timed = []
+    group = estimate_group([TrainConfig()], ["a"], busi, lambda cfg: timed.append(cfg.image_size) or costs())
+    assert timed == [192] and group.runs[0].folds == 3       # 3 fold models at 192 px, timed at 192 px
+    assert estimate_run(TrainConfig(), busi, costs()).folds == 3
+    monkeypatch.setattr(autoplan, "typical_side", lambda spec, *args, **kwargs: 128)
+    assert estimate_run(TrainConfig(), busi, costs()).folds == 5  # 128 px images: the usual 5 at 128 px
