@@ -6,7 +6,7 @@ the run):
 
 1. the default recipe on the built-in phantoms (30 epochs; early stopping may end it sooner);
 2. the default recipe at 64 px on BUSI (``--busi``; skipped when absent), which trains a 5-fold ensemble (a small
-   dataset, see :func:`medcls.training.crossval.auto_folds`);
+   dataset, see :func:`medcls.training.autoplan.auto_folds`);
 3. ResNet-18 with a frozen backbone (random weights: nothing to download) on BUSI, which trains a 5-fold
    ensemble whose fold models each cache their own images' features (skipped without BUSI);
 4. the default recipe at 28 px for 2 epochs on a MedMNIST-shaped ``.npz`` (PneumoniaMNIST's sizes: 4,708
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                      image_size=64, epochs=10)]))
         if "frozen" in wanted and has_busi:
             # Features cached once per fold model: the estimate must count them five times, and the work
-            # limit lets this ensemble through (crossval.training_work).
+            # limit lets this ensemble through (autoplan.training_work).
             cases.append(("ResNet-18, head only (random weights, cached features), BUSI",
                           [TrainConfig().with_options(source=args.busi, model="resnet18", weights="random",
                                                       epochs=10)]))

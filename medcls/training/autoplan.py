@@ -10,7 +10,8 @@ Two options leave the choice to the dataset, and both are on by default:
 - ***Image size* 0**: 128 px, unless that small-data ensemble would train on images at least 192 px on their
   shorter side. Those train at 192 px as 3 fold models instead of 5 at 128 px (:func:`resolve_image_size`):
   each of the three trains on two thirds of the images at 2.25 times the pixels, about 1.1 times the arithmetic
-  of the five, and cross-validated on BUSI's 256 px ultrasound images the three scored higher (docs/ablation.md).
+  of the five. Cross-validated on BUSI's 256 px ultrasound images (two seeds), the three found 4 points more of the
+  malignant images at the same macro-F1 (docs/ablation.md).
   The built-in 128 px phantoms, small MedMNIST files and large datasets keep 128 px and their cost.
 
 Everything here reads only a dataset's listing (the train + val images per class) and its images' typical side,
@@ -49,11 +50,19 @@ AUTO_MAX_IMAGES = 3000       # beyond this one model has enough to learn from
 # 12-filter default has 0.58 of its arithmetic and trains a step 1.3 (bf16) to 1.6 (fp32) times as fast, so 2,000
 # keeps the time bound.
 AUTO_MAX_WORK = 2000
-REFERENCE_MODEL, REFERENCE_SIZE = "small_cnn", 128  # one image of the default model at its default size: work 1
+REFERENCE_MODEL, REFERENCE_SIZE = "small_cnn", 128  # the unit of work: one image of the default model at 128 px
 # A trained network runs each image forward and backward (about 3 forward passes) every epoch, for at least the 15
 # epochs early stopping lets a default run go; a frozen backbone with cached features runs it forward once per
 # cached view, and never again. Its work is counted in these passes.
 REFERENCE_PASSES = 45
+
+DEFAULT_SIZE = 128   # Image size 0 trains at this size unless the data calls for DETAIL_SIZE
+# A small dataset of images at least this large (shorter side) trains at this size as DETAIL_FOLDS fold models:
+# 3 x 2/3 of the images x 2.25 times the pixels is 1.1 times the work of 5 x 4/5 at 128 px. Cross-validated on BUSI
+# (5 duplicate-grouped outer folds, two seeds; docs/ablation.md): malignant recall +0.042 (better on 7 folds of 10,
+# worse on 1), macro-F1 +0.007 (better on 6).
+DETAIL_SIZE = 192
+DETAIL_FOLDS = 3
 
 
 def auto_folds(pool_counts: Sequence[int], work_per_image: float = 1.0) -> int:
@@ -187,14 +196,6 @@ def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, st
     return cfg.with_options(folds=folds), note
 
 
-DEFAULT_SIZE = 128   # Image size 0 trains at this size unless the data calls for DETAIL_SIZE
-# A small dataset of images at least this large (shorter side) trains at this size as DETAIL_FOLDS fold models:
-# 3 x 2/3 of the images x 2.25 times the pixels is 1.1 times the work of 5 x 4/5 at 128 px. Cross-validated on BUSI
-# (5 duplicate-grouped outer folds, two seeds; docs/ablation.md), the three were better on malignant recall.
-DETAIL_SIZE = 192
-DETAIL_FOLDS = 3
-
-
 def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
                        side: int | None) -> tuple[TrainConfig, str | None]:
     """``cfg`` with its image size chosen when it is 0 (as set otherwise), for a train + val pool with these
@@ -211,8 +212,8 @@ def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
         f"A small dataset of large images ({words}): trained at {DETAIL_SIZE} px as a {DETAIL_FOLDS}-fold "
         f"cross-validation ensemble ('Image size' 0 and 'Cross-validate small datasets'), about the time "
         f"{AUTO_FOLDS} fold models take at {DEFAULT_SIZE} px, with more of the images' detail. Set an image size "
-        f"for {AUTO_FOLDS} fold models at that size, or turn 'Cross-validate small datasets' off for one model at "
-        f"{DEFAULT_SIZE} px.")
+        f"to choose it yourself ({DEFAULT_SIZE} px trains {AUTO_FOLDS} fold models), or turn 'Cross-validate small "
+        f"datasets' off for one model at {DEFAULT_SIZE} px.")
 
 
 def size_for_data(cfg: TrainConfig, spec: DatasetSpec, *, ensemble: bool = True) -> tuple[TrainConfig, str | None]:

@@ -366,3 +366,25 @@ def test_the_seed_recipe_rung_trains_as_the_seed_script_does():
     assert not cfg.augment.augment and not cfg.tta and cfg.ema_decay == 0 and cfg.patience == 0
     assert cfg.select_metric == "accuracy" and not cfg.small_data_ensemble and cfg.folds == 0
     assert _seed_recipe(DataConfig(source="busi"), quick=True).epochs == 3
+
+
+def test_the_report_shows_what_the_size_chosen_for_the_data_bought_on_top_of_the_ensemble_at_128_px():
+    def runs(*f1s, recall=0.8, minutes=1.0):
+        return [{"seed": s, "macro_f1": f, "focus_class": "malignant", "focus_recall": recall, "wall_s": minutes * 60}
+                for s, f in enumerate(f1s)]
+
+    chosen = [q | {"folds": 3, "image_size": 192} for q in runs(0.85, 0.87, recall=0.9, minutes=4.0)]
+    r = RESULTS | {"time_to_quality": chosen,
+                   "ablation": {"seed_recipe": runs(0.70, 0.72), "one_model": runs(0.76, 0.80),
+                                "ensemble_128": runs(0.84, 0.86, minutes=3.5)}}
+    text = render_markdown(r)
+    section = text.split("## What each change bought")[1].split("## Default recipe")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows[3].startswith("| The same as the 5-fold ensemble a small dataset trained with until 2026-12-05")
+    assert rows[3].endswith("| 0.850 (0.840–0.860) | 0.800 (0.800–0.800) | 3.5 (3.5–3.5) | +0.070 |")
+    assert rows[4].startswith("| The default recipe: 192 px, chosen for these images, as the 3-fold ensemble")
+    assert rows[4].endswith("| 0.860 (0.850–0.870) | 0.900 (0.900–0.900) | 4.0 (4.0–4.0) | +0.010 |")
+    assert "default recipe (3-fold ensemble at 192 px, chosen for this small dataset)" in text
+    cv = RESULTS["cross_validation"] | {"image_size": 128}  # (8) run apart: 5 folds set, so 128 px
+    assert "train + val (the default recipe with the folds set, so at 128 px): held-out" in \
+        render_markdown(r | {"cross_validation": cv})
