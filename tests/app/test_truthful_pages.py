@@ -215,8 +215,15 @@ def test_the_train_page_says_before_start_when_the_image_size_is_chosen_larger_f
     (note,) = [i.value for i in at.info if "large images" in i.value]
     assert "typically 200 px" in note and "trained at 192 px as a 3-fold cross-validation ensemble" in note
     assert not any("shrunk" in i.value or "enlarged" in i.value for i in at.info)  # 200 px at 192: neither
+    assert not any("trains these images at" in c.value for c in at.caption)
     at.number_input(key="opt_image_size").set_value(128).run()  # a size set: as set, with the usual 5 folds
     assert not any("large images" in i.value for i in at.info)
+    assert not any("trains these images at" in c.value for c in at.caption)
+    at.number_input(key="opt_image_size").set_value(0).run()
+    monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 10)  # now too few of a class for folds: one model, 128 px
+    at.run()
+    assert not any("large images" in i.value for i in at.info)
+    assert any("*Image size* 0 trains these images at 128 px" in c.value for c in at.caption)
 
 
 def test_a_tiny_validation_split_is_named_where_it_matters(app_env, tmp_path, synth):
