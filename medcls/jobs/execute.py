@@ -39,7 +39,7 @@ from ..models import ClassifierModel
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics
 from ..runs.store import CheckpointError, RunStore
-from ..training.autoplan import resolve_folds, size_for_data
+from ..training.autoplan import pool_counts, resolve_folds, resolve_image_size
 from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter, ThreadBudget
 from ..training.crossval import cross_validate
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
@@ -133,15 +133,16 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         resume = _resume_state(store, run_id, shard)
         stage("Finding images", 0.0)
         spec = load_dataset(cfg.data)
+        side = typical_side(spec)  # read once: for the size chosen and the note on enlarged images
         # A small dataset may be cross-validated automatically, and its image size chosen (in one process only).
-        cfg, chosen = size_for_data(cfg, spec, ensemble=shard[1] == 1)
+        cfg, chosen = resolve_image_size(cfg, pool_counts(spec), side if shard[1] == 1 else None)
         data = prepare_data(cfg, stage, spec=spec)
         _record_data(store, run_id, data)
         if shard[1] == 1 and not chosen:
             cfg, chosen = resolve_folds(cfg, data)
         if chosen:
             store.add_note(run_id, chosen)
-        if enlarged := enlargement_note(cfg.image_size, typical_side(data.decoded.spec)):
+        if enlarged := enlargement_note(cfg.image_size, side):
             store.add_note(run_id, enlarged)
         if not cfg.folds and (few := small_validation_note(data.decoded.spec)):  # folds validate on their own
             store.add_note(run_id, few)

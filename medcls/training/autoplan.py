@@ -216,12 +216,11 @@ def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
         f"datasets' off for one model at {DEFAULT_SIZE} px.")
 
 
-def size_for_data(cfg: TrainConfig, spec: DatasetSpec, *, ensemble: bool = True) -> tuple[TrainConfig, str | None]:
-    """:func:`resolve_image_size` for a dataset's listing (its images' headers give the side). ``ensemble``
-    False: the run cannot be a fold ensemble (a distributed run), so 0 is :data:`DEFAULT_SIZE`."""
+def size_for_data(cfg: TrainConfig, spec: DatasetSpec) -> tuple[TrainConfig, str | None]:
+    """:func:`resolve_image_size` for a dataset's listing (a sample of its images' headers gives the side)."""
     if cfg.image_size:
         return cfg, None
-    return resolve_image_size(cfg, pool_counts(spec), typical_side(spec) if ensemble else None)
+    return resolve_image_size(cfg, pool_counts(spec), typical_side(spec))
 
 
 def pool_counts(spec: DatasetSpec) -> list[int]:

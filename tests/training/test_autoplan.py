@@ -191,7 +191,6 @@ def test_a_datasets_listing_gives_the_side_and_counts_the_choice_reads(tmp_path,
     monkeypatch.setattr(autoplan, "DETAIL_SIZE", 40)
     cfg, note = autoplan.size_for_data(TrainConfig(), spec)
     assert cfg.image_size == 40 and "typically 40 px" in note
-    assert autoplan.size_for_data(TrainConfig(), spec, ensemble=False)[0].image_size == autoplan.DEFAULT_SIZE
     monkeypatch.setattr(autoplan, "DETAIL_SIZE", 41)  # the images are smaller than the larger size
     assert autoplan.size_for_data(TrainConfig(), spec) == (TrainConfig(image_size=autoplan.DEFAULT_SIZE), None)
 
