@@ -34,8 +34,8 @@ from ..data.explore import typical_side
 from ..data.spec import DatasetSpec
 from .pipeline import PreparedData, build_model, cached_views, caches_features
 
-__all__ = ["auto_folds", "folds_for", "resolve_folds", "resolve_image_size", "size_for_data", "pool_counts",
-           "training_work", "too_much_work", "too_rare_for_folds", "one_model_reason", "train_alike",
+__all__ = ["auto_folds", "folds_for", "resolve_folds", "resolve_image_size", "size_for_data", "pool_labels",
+           "pool_counts", "training_work", "too_much_work", "too_rare_for_folds", "one_model_reason", "train_alike",
            "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK", "REFERENCE_PASSES", "DEFAULT_SIZE", "DETAIL_SIZE",
            "DETAIL_FOLDS"]
 
@@ -223,8 +223,12 @@ def size_for_data(cfg: TrainConfig, spec: DatasetSpec) -> tuple[TrainConfig, str
     return resolve_image_size(cfg, pool_counts(spec), typical_side(spec))
 
 
+def pool_labels(spec: DatasetSpec) -> np.ndarray:
+    """The labels of the train + val images: what cross-validation cuts into folds."""
+    return np.array([it.label for it in spec.items if it.split in ("train", "val")], dtype=np.int64)
+
+
 def pool_counts(spec: DatasetSpec) -> list[int]:
-    """Images per class in the train + val splits: what cross-validation cuts into folds."""
-    labels = [it.label for it in spec.items if it.split in ("train", "val")]
-    return np.bincount(np.array(labels, dtype=np.int64), minlength=len(spec.classes)).tolist()
+    """Images per class in the train + val splits."""
+    return np.bincount(pool_labels(spec), minlength=len(spec.classes)).tolist()
 

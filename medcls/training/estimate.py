@@ -41,7 +41,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..data.explore import typical_side
 from ..data.spec import DatasetSpec
-from .autoplan import folds_for, one_model_reason, pool_counts, resolve_image_size, size_for_data
+from .autoplan import folds_for, one_model_reason, pool_counts, pool_labels, resolve_image_size, size_for_data
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
 from .pipeline import averaging_note, cached_views
@@ -225,7 +225,7 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
     val = sum(1 for it in spec.items if it.split == "val")
     test = sum(1 for it in spec.items if it.split == "test")
     cfg = size_for_data(cfg, spec)[0]  # Image size 0: the size the run will choose (it may also set the folds)
-    pool = _pool_labels(spec)
+    pool = pool_labels(spec)
     counts = pool_counts(spec)
     folds = folds_for(cfg, counts)
     # Try it's novelty reference embeds the training and validation images (a fold ensemble: through every member).
@@ -254,11 +254,6 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
                        note=one_model_reason(cfg, counts, spec.classes),
                        warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None,
                        averaging_note=averaging_note(cfg, steps))
-
-
-def _pool_labels(spec: DatasetSpec) -> np.ndarray:
-    """The labels of the train + val images: what cross-validation cuts into folds."""
-    return np.array([it.label for it in spec.items if it.split in ("train", "val")], dtype=np.int64)
 
 
 def _batch(cfg: TrainConfig, train_images: int) -> int:
