@@ -204,21 +204,25 @@ def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16
 
 def train_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, steps: int = 3,
                        warmup: int = 1, optimizer: torch.optim.Optimizer | None = None) -> list[float]:
-    """Seconds of each of ``steps`` timed training steps, in order (see :func:`time_train_steps`)."""
+    """Seconds of each of ``steps`` timed training steps, in order (see :func:`time_train_steps`).
+
+    Leaves no trace: the weights and the global random stream (dropout draws from it) are as before, so a
+    precision probe inside a run does not change what its seed trains."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     if optimizer is None:
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     model.train()
     times = []
-    for i in range(warmup + steps):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+    with torch.random.fork_rng(devices=[]):
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = nn.functional.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
     model.load_state_dict(state)
     optimizer.zero_grad(set_to_none=True)
     return times

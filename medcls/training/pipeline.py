@@ -258,8 +258,10 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     batch = _effective_batch(cfg, len(data.train), notes)
     if resume is not None:
         _check_resume(resume, data)
+    # The probe's batch is not augmented: augmenting would draw from the run's augmentation stream, so a seed
+    # would train another run on a machine that has not yet probed this model than on one that has.
     precision = resume["precision"] if resume is not None else "fp32" if use_cache else resolve_precision(
-        cfg.precision, model, lambda: (prepare(inputs["train"].inputs[:batch], True),
+        cfg.precision, model, lambda: (prepare(inputs["train"].inputs[:batch], False),
                                        inputs["train"].labels[:batch]),
         key=f"{cfg.model}|{cfg.model_options!r}|{cfg.image_size}|{data.decoded.channels}|{batch}|"
             f"{cfg.channels_last}")

@@ -315,6 +315,23 @@ def test_a_tiny_run_is_deterministic_for_a_seed(class_dataset, synth):
     assert losses(c) != losses(a)
 
 
+def test_a_seed_trains_the_same_run_whether_or_not_this_machine_has_measured_its_precision(
+        class_dataset, synth, monkeypatch, isolated_env):
+    import medcls.training.hardware as hardware
+
+    monkeypatch.setattr(hardware, "bf16_supported", lambda: True)  # so that 'auto' measures, on any CPU
+    cfg = synth.config(class_dataset, epochs=2, precision="auto", dropout=0.5)
+    probe_file = isolated_env / "cache" / "precision_probe.json"
+    assert not probe_file.exists()
+    measured = train_in_memory(cfg)  # times fp32 and bf16 steps before its first epoch
+    assert probe_file.exists()
+    remembered = train_in_memory(cfg)  # reads the answer
+    assert remembered.precision == measured.precision
+    losses = lambda r: [(h.train_loss, h.val_loss) for h in r.fit.history]  # noqa: E731
+    assert losses(measured) == losses(remembered)  # the probe drew nothing from the run's random streams
+    assert np.array_equal(measured.probs["test"], remembered.probs["test"])
+
+
 @pytest.mark.parametrize("tta", [False, True])
 def test_feature_caching_for_a_frozen_resnet_gives_the_same_kind_of_record(class_dataset, synth, tta):
     cfg = synth.config(class_dataset, model="resnet18", weights="random", finetune="head", feature_views=2,

@@ -81,15 +81,18 @@ def test_auto_precision_measures_once_and_remembers_the_answer(monkeypatch):
 
 
 
-def test_timing_train_steps_leaves_the_weights_unchanged():
+def test_timing_train_steps_leaves_the_weights_and_the_random_stream_unchanged():
     from medcls.training.hardware import time_train_steps
 
-    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1)
+    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1, dropout=0.5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    seconds = time_train_steps(model, torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1]), bf16=False, steps=2)
+    x = torch.rand(4, 1, 32, 32)
+    rng = torch.get_rng_state()
+    seconds = time_train_steps(model, x, torch.tensor([0, 1, 0, 1]), bf16=False, steps=2)
     assert seconds > 0
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout drew from a forked stream
 
 
 # --- threads follow the free cores --------------------------------------------------------------------------
