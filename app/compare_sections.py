@@ -15,7 +15,9 @@ from medcls.analysis.error_cases import Case, cell_cases, cell_options, default_
 from medcls.analysis.operating_point import (
     BinaryView,
     default_positive_group,
+    describe_most_probable_class,
     describe_operating_point,
+    most_probable_class_point,
     operating_point,
     threshold_for_sensitivity,
     threshold_sweep,
@@ -200,6 +202,8 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     st.caption(f"Validation at this threshold: sensitivity {_pct(on_val['sensitivity'])}, specificity "
                f"{_pct(on_val['specificity'])}, PPV {_pct(on_val['ppv'])}, NPV {_pct(on_val['npv'])}.")
     st.markdown(describe_operating_point(op, view, name=escape_markdown))
+    st.caption(describe_most_probable_class(most_probable_class_point(y_test, p_test, view), op, view,
+                                            name=escape_markdown))
     a, b = st.columns(2)
     with a:
         st.plotly_chart(confusion_matrix_figure(op["matrix"], [view.negative_label, view.positive_label],

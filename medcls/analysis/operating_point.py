@@ -25,7 +25,8 @@ import numpy as np
 from ..data import default_focus_class
 
 __all__ = ["BinaryView", "NORMAL_PATTERN", "default_positive_group", "confusion_at", "operating_point",
-           "threshold_sweep", "threshold_for_sensitivity", "describe_operating_point"]
+           "most_probable_class_point", "threshold_sweep", "threshold_for_sensitivity", "describe_operating_point",
+           "describe_most_probable_class"]
 
 # Names of a "nothing found" class ("abnormal" is not one of them).
 NORMAL_PATTERN = re.compile(r"(?<!ab)normal|healthy|negative|no[ _-]?(finding|lesion|tumou?r|cancer)|control",
@@ -97,17 +98,32 @@ def _ratio(num: int, den: int) -> float | None:
 
 def confusion_at(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, int]:
     """True/false positives and negatives when ``score >= threshold`` means positive."""
-    truth = np.asarray(truth, dtype=bool)
-    flagged = np.asarray(scores) >= threshold
+    return _confusion(truth, np.asarray(scores) >= threshold)
+
+
+def _confusion(truth: np.ndarray, flagged: np.ndarray) -> dict[str, int]:
+    truth, flagged = np.asarray(truth, dtype=bool), np.asarray(flagged, dtype=bool)
     return {"tp": int((flagged & truth).sum()), "fn": int((~flagged & truth).sum()),
             "fp": int((flagged & ~truth).sum()), "tn": int((~flagged & ~truth).sum())}
 
 
 def operating_point(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
     """Counts plus sensitivity, specificity, PPV, NPV and accuracy at one threshold (None when undefined)."""
-    c = confusion_at(truth, scores, threshold)
+    return _rates(confusion_at(truth, scores, threshold)) | {"threshold": float(threshold)}
+
+
+def most_probable_class_point(y_true: np.ndarray, probs: np.ndarray, view: BinaryView) -> dict:
+    """What the run's own answers give in ``view``: an image is flagged when its most probable class is in the
+    positive group (the decision behind the test metrics). The same counts and rates as :func:`operating_point`,
+    with no threshold: with more than two classes the most probable class can have a probability under 0.5, and
+    a positive group's summed probability can pass 0.5 while another class is the most probable."""
+    flagged = view.truth(np.asarray(probs).argmax(axis=1))
+    return _rates(_confusion(view.truth(y_true), flagged)) | {"threshold": None}
+
+
+def _rates(c: dict[str, int]) -> dict:
     tp, fn, fp, tn = c["tp"], c["fn"], c["fp"], c["tn"]
-    return {**c, "threshold": float(threshold), "positives": tp + fn, "negatives": fp + tn,
+    return {**c, "positives": tp + fn, "negatives": fp + tn,
             "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
             "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn), "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
             # rows = true (negative, positive), columns = predicted (negative, positive)
@@ -172,3 +188,21 @@ def describe_operating_point(op: dict, view: BinaryView, split: str = "test",
     parts.append("PPV and NPV depend on how common the condition is in this data set; in a screening "
                  "population with fewer cancers the PPV would be lower.")
     return " ".join(parts)
+
+
+def describe_most_probable_class(own: dict, at_threshold: dict, view: BinaryView, split: str = "test",
+                                 name: Callable[[str], str] = str) -> str:
+    """One sentence (Markdown) comparing the run's own answers (:func:`most_probable_class_point`) with a
+    threshold's (:func:`operating_point`) on the same images, so that the slider's figures and the test
+    metrics, which use the most probable class, can be read side by side."""
+    pos, neg = name(view.positive_label), name(view.negative_label)
+    words = (f"The run's own answers (the most probable class, as in the test metrics) flag {own['tp']} of "
+             f"{own['positives']} {pos} {split} images (sensitivity {_pct(own['sensitivity'])}) and "
+             f"{own['fp']} of {own['negatives']} {neg} images (specificity {_pct(own['specificity'])})")
+    if (own["tp"], own["fp"]) == (at_threshold["tp"], at_threshold["fp"]):
+        return words + f": the same as threshold {at_threshold['threshold']:.3f}."
+    words += (f"; threshold {at_threshold['threshold']:.3f} flags {at_threshold['tp']} and {at_threshold['fp']}.")
+    if len(view.classes) > 2:
+        words += (f" The two decide differently: the threshold reads P({pos}) alone, while the run's answer is "
+                  f"whichever of the {len(view.classes)} classes is most probable, even at a probability under 0.5.")
+    return words

@@ -10,7 +10,9 @@ from medcls.analysis.operating_point import (
     BinaryView,
     confusion_at,
     default_positive_group,
+    describe_most_probable_class,
     describe_operating_point,
+    most_probable_class_point,
     operating_point,
     threshold_for_sensitivity,
     threshold_sweep,
@@ -118,3 +120,27 @@ def test_description_names_the_counts():
     op = operating_point(truth, np.array([0.9, 0.2, 0.6, 0.1, 0.0]), 0.5)
     text = describe_operating_point(op, BinaryView.of(CLASSES, ["malignant"]))
     assert "1 of 2" in text and "1 of 3" in text and "0.500" in text
+
+
+def test_the_runs_own_answers_are_the_most_probable_class_not_a_threshold_of_one_half():
+    # Image 0: malignant is most probable at 0.45, under 0.5. Image 2: benign + malignant sum to 0.6, but normal
+    # is the most probable class.
+    y_true = np.array([1, 1, 2, 0])
+    probs = np.array([[0.35, 0.45, 0.20], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.7, 0.2, 0.1]])
+    malignant = BinaryView.of(CLASSES, ["malignant"])
+    own = most_probable_class_point(y_true, probs, malignant)
+    assert (own["tp"], own["fn"], own["fp"], own["tn"]) == (2, 0, 0, 2) and own["sensitivity"] == 1.0
+    at_half = operating_point(malignant.truth(y_true), malignant.scores(probs), 0.5)
+    assert at_half["tp"] == 1  # the 0.45 image is missed by the threshold
+    text = describe_most_probable_class(own, at_half, malignant)
+    assert "flag 2 of 2 malignant test images" in text and "threshold 0.500 flags 1 and 0" in text
+    assert "under 0.5" in text
+
+    lesion = BinaryView.of(CLASSES, ["benign", "malignant"])
+    own = most_probable_class_point(y_true, probs, lesion)
+    assert (own["tp"], own["fp"]) == (3, 0)  # image 2 is answered 'normal'
+    assert operating_point(lesion.truth(y_true), lesion.scores(probs), 0.5)["fp"] == 1
+
+    same = operating_point(malignant.truth(y_true), malignant.scores(probs), 0.45)
+    assert describe_most_probable_class(most_probable_class_point(y_true, probs, malignant), same,
+                                        malignant).endswith("the same as threshold 0.450.")

@@ -105,6 +105,10 @@ def test_threshold_slider_changes_the_sensitivity_shown(page):
                   if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Test at threshold"))
     counts = [[int(v) for v in row] for row in matrix["data"][0]["text"]]  # rows true, columns predicted
     assert counts[1][1] == round(expected * (y_test == m).sum()) and sum(counts[1]) == (y_test == m).sum()
+    # beside the threshold's figures: the run's own answers (the most probable class), as the test metrics count
+    own = int(((p_test.argmax(1) == m) & (y_test == m)).sum())
+    assert any(f"flag {own} of {(y_test == m).sum()} malignant test images" in c.value.replace("\\", "")
+               for c in at.caption)
 
 
 def test_find_threshold_reaches_95_percent_sensitivity_on_validation(page):
