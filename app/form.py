@@ -51,7 +51,7 @@ def _widget(spec: OptionSpec, value: Any, key: str, disabled: bool) -> Any:
     if spec.base in (int, float):
         low = opt.gt if opt.gt is not None and opt.min is None else opt.min
         if spec.base is int:
-            return st.number_input(value=int(value), step=1, min_value=None if low is None else int(low),
+            return st.number_input(value=int(value), step=opt.step or 1, min_value=None if low is None else int(low),
                                    max_value=None if opt.max is None else int(opt.max), **kwargs)
         return st.number_input(value=float(value), format=opt.number_format or "%.3f",
                                step=max(1e-6, abs(float(value)) / 2) if opt.number_format else 0.05,

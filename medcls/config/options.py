@@ -61,6 +61,7 @@ class Option:
     sweep_order: int | None = None              # place among the sweep picker's suggestions (None: after them)
     sweepable: bool = True                      # False: varying it would make runs incomparable
     number_format: str | None = None            # how a number box shows it, e.g. "%.1e"
+    step: int | None = None                     # what a whole-number box's - and + add (None: 1)
     item_min: float | None = None               # for tuples of numbers: bounds of each item
     item_max: float | None = None
     words: tuple[tuple[Any, str], ...] = ()     # how choices read in words: (("macro_f1", "macro-F1"), ...)

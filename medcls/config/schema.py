@@ -147,7 +147,8 @@ class TrainConfig:
                              "192 px on their shorter side that 'Cross-validate small datasets' trains as an "
                              "ensemble (then as 3 fold models instead of 5: more detail, for about a third more time).",
                              label="Image size (px)", group="Images and augmentation", min=0, max=1024,
-                             sweep=(64, 128), sweep_order=5, words=((0, "0 (chosen for the data)"),))
+                             sweep=(64, 128), sweep_order=5, words=((0, "0 (chosen for the data)"),),
+                             step=MIN_IMAGE_SIZE)  # from 0, + gives the smallest size, not 1 (any size can be typed)
     tta: bool = option(True, "Test-time augmentation: judge each validation/test image and its mirror image and "
                        "average the two answers. Usually a little more accurate; prediction takes twice as long.",
                        label="Mirror at test time (TTA)", group="Images and augmentation")

@@ -216,6 +216,7 @@ def test_the_train_page_says_before_start_when_the_image_size_is_chosen_larger_f
     assert "typically 200 px" in note and "trained at 192 px as a 3-fold cross-validation ensemble" in note
     assert not any("shrunk" in i.value or "enlarged" in i.value for i in at.info)  # 200 px at 192: neither
     assert not any("trains these images at" in c.value for c in at.caption)
+    assert at.number_input(key="opt_image_size").step == 16  # + from 0 goes to the smallest size, not to 1
     at.number_input(key="opt_image_size").set_value(128).run()  # a size set: as set, with the usual 5 folds
     assert not any("large images" in i.value for i in at.info)
     assert not any("trains these images at" in c.value for c in at.caption)
