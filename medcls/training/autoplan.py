@@ -11,8 +11,9 @@ Two options leave the choice to the dataset, and both are on by default:
   shorter side. Those train at 192 px as 3 fold models instead of 5 at 128 px (:func:`resolve_image_size`):
   each of the three trains on two thirds of the images at 2.25 times the pixels, about 1.1 times the training
   arithmetic of the five; with validation (a third of the images each, at 2.25 times the pixels) and the epochs
-  early stopping allows, a run takes about a third longer (1.3 to 1.4 times on BUSI). Cross-validated on BUSI's 256 px ultrasound images (two seeds), the three found 4 points more of the
-  malignant images at the same macro-F1 (docs/ablation.md).
+  early stopping allows, a run takes about a third longer (1.3 to 1.4 times on BUSI). Cross-validated on BUSI's
+  256 px ultrasound images (two seeds), the three found 4 points more of the malignant images at the same
+  macro-F1 (docs/ablation.md).
   The built-in 128 px phantoms, small MedMNIST files and large datasets keep 128 px and their cost.
 
 Everything here reads only a dataset's listing (the train + val images per class) and its images' typical side,
