@@ -180,7 +180,7 @@ def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status
     last = history[-1] if history else None
     best = best_record(history)
     cols[0].metric("Epochs done" + part, f"{len(history)}/{epochs}")
-    cols[1].metric("Best validation score", f"{best.score:.3f}" if best else "–",
+    cols[1].metric("Best validation score" + part, f"{best.score:.3f}" if best else "–",
                    help="The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
                         + (" in this fold" if part else "") + "; on a tie, the epoch with the lower validation "
                         "loss is kept.")

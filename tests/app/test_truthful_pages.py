@@ -146,6 +146,7 @@ def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_d
         [s.value for s in at.success]
     done = next(m for m in at.metric if m.label.startswith("Epochs done"))
     assert done.label == "Epochs done (fold 2 of 2)" and done.value == "2/2"  # not 4/2
+    assert any(m.label == "Best validation score (fold 2 of 2)" for m in at.metric)  # that fold's, not the run's
     assert any("The curves show fold 2, the latest" in c.value for c in at.caption)
     summary = store.summary(run_id)
     assert summary.epochs_words() == "2 of 2 in fold 2 of 2" and summary.folds == 2
