@@ -145,7 +145,7 @@ class TrainConfig:
                              "but trains 3 to 4 times slower per doubling (the Train page measures your choice). "
                              "0 = chosen for the data: 128 px, or 192 px for a small dataset of images at least "
                              "192 px on their shorter side that 'Cross-validate small datasets' trains as an "
-                             "ensemble (then as 3 fold models instead of 5: more detail, for about a third more time).",
+                             "ensemble (then as 3 fold models instead of 5: more detail, for up to a third more time).",
                              label="Image size (px)", group="Images and augmentation", min=0, max=1024,
                              sweep=(64, 128), sweep_order=5, words=((0, "0 (chosen for the data)"),),
                              step=MIN_IMAGE_SIZE)  # from 0, + gives the smallest size, not 1 (any size can be typed)

@@ -11,7 +11,7 @@ Two options leave the choice to the dataset, and both are on by default:
   shorter side. Those train at 192 px as 3 fold models instead of 5 at 128 px (:func:`resolve_image_size`):
   each of the three trains on two thirds of the images at 2.25 times the pixels, about 1.1 times the training
   arithmetic of the five; with validation (a third of the images each, at 2.25 times the pixels) and the epochs
-  early stopping allows, a run takes about a third longer (1.3 to 1.4 times on BUSI). Cross-validated on BUSI's
+  early stopping allows, a run takes up to a third longer (1.1 to 1.4 times on BUSI). Cross-validated on BUSI's
   256 px ultrasound images (two seeds), the three found 4 points more of the malignant images at the same
   macro-F1 (docs/ablation.md).
   The built-in 128 px phantoms, small MedMNIST files and large datasets keep 128 px and their cost.
@@ -61,7 +61,7 @@ REFERENCE_PASSES = 45
 DEFAULT_SIZE = 128   # Image size 0 trains at this size unless the data calls for DETAIL_SIZE
 # A small dataset of images at least this large (shorter side) trains at this size as DETAIL_FOLDS fold models:
 # 3 x 2/3 of the images x 2.25 times the pixels is 1.1 times the training arithmetic of 5 x 4/5 at 128 px (a run,
-# validation included, takes 1.3 to 1.4 times as long on BUSI). Cross-validated on BUSI
+# validation included, takes 1.1 to 1.4 times as long on BUSI). Cross-validated on BUSI
 # (5 duplicate-grouped outer folds, two seeds; docs/ablation.md): malignant recall +0.042 (better on 7 folds of 10,
 # worse on 1), macro-F1 +0.007 (better on 6).
 DETAIL_SIZE = 192
@@ -214,7 +214,7 @@ def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
     return cfg.with_options(image_size=DETAIL_SIZE, folds=DETAIL_FOLDS), (
         f"A small dataset of large images ({words}): trained at {DETAIL_SIZE} px as a {DETAIL_FOLDS}-fold "
         f"cross-validation ensemble ('Image size' 0 and 'Cross-validate small datasets'): more of the images' "
-        f"detail, for about a third more time than {AUTO_FOLDS} fold models at {DEFAULT_SIZE} px. Set an image size "
+        f"detail, for up to a third more time than {AUTO_FOLDS} fold models at {DEFAULT_SIZE} px. Set an image size "
         f"to choose it yourself ({DEFAULT_SIZE} px trains {AUTO_FOLDS} fold models), or turn 'Cross-validate small "
         f"datasets' off for one model at {DEFAULT_SIZE} px.")
 
