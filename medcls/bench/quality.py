@@ -27,7 +27,7 @@ from ..runs.store import RunStore
 from ..settings import environment
 from ..training.autoplan import size_for_data
 from ..training.crossval import cross_validate, fit
-from ..training.pipeline import TrainResult, prepare_data
+from ..training.pipeline import PreparedData, TrainResult, prepare_data
 
 __all__ = ["time_to_quality", "operating_point_on_test", "grouped_split", "cross_validation_quality", "demo_loop",
            "wait_for_standby", "OPERATING_SENSITIVITY"]
@@ -36,13 +36,19 @@ __all__ = ["time_to_quality", "operating_point_on_test", "grouped_split", "cross
 OPERATING_SENSITIVITY = 0.90
 
 
+def _sized_data(cfg: TrainConfig, **data_options) -> tuple[TrainConfig, PreparedData]:
+    """``cfg`` with its image size chosen for the data, as the app trains it (Image size 0), and the data
+    prepared at that size (with ``data_options`` changed, e.g. ``disk_cache=False``)."""
+    spec = load_dataset(cfg.data)
+    cfg = size_for_data(cfg, spec)[0]
+    return cfg, prepare_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **data_options)), spec=spec)
+
+
 def time_to_quality(cfg: TrainConfig) -> dict:
     """A recipe end to end (finding and decoding images included): test quality and wall time."""
     clear_memory_cache()
     start = time.perf_counter()
-    spec = load_dataset(cfg.data)
-    cfg = size_for_data(cfg, spec)[0]  # as the app trains it: Image size 0 chosen for the data
-    data = prepare_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, disk_cache=False)), spec=spec)
+    cfg, data = _sized_data(cfg, disk_cache=False)
     result = fit(cfg, data)  # as the app trains it: one model, or the folds chosen for a small dataset
     wall = time.perf_counter() - start
     test = result.metrics["test"]
@@ -104,9 +110,7 @@ def cross_validation_quality(cfg: TrainConfig) -> dict:
     """k-fold cross-validation over train + val: each fold's held-out macro-F1 and focus recall, mean ± sd."""
     clear_memory_cache()
     start = time.perf_counter()
-    spec = load_dataset(cfg.data)
-    cfg = size_for_data(cfg, spec)[0]
-    data = prepare_data(cfg, spec=spec)
+    cfg, data = _sized_data(cfg)
     result = cross_validate(cfg, data)
     test = result.metrics.get("test")
     return _cv_summary(result.cv, time.perf_counter() - start, data.focus_class) | {"image_size": cfg.image_size,

@@ -201,8 +201,8 @@ class TrainConfig:
                                        "fold models anyway and let them predict together. On a few hundred "
                                        "images one model's luck matters; five models are steadier and learn from "
                                        "the validation images too. Takes 5 times as long. With Image size 0 and "
-                                       "images of at least 192 px, 3 fold models at 192 px instead, in about "
-                                       "the same time. Off: one model.", label="Cross-validate small datasets",
+                                       "images of at least 192 px, 3 fold models at 192 px instead, for up "
+                                       "to a third more time. Off: one model.", label="Cross-validate small datasets",
                                        group="Learning",
                                        applies=when(folds=0), sweepable=False)
     imbalance: str = option("oversample", "How to handle rare classes. Oversample repeats rare images; "
