@@ -1,17 +1,20 @@
 """``python -m medcls.bench.estimates``: the Train page's time estimates against real runs, in one run.
 
-Five cases, each first estimated (:func:`medcls.training.estimate.measure_costs`, as the Train page does)
+Six cases, each first estimated (:func:`medcls.training.estimate.measure_costs`, as the Train page does)
 and then trained the way the app trains (the app's job manager, whose warmed-up standby training process takes
 the run):
 
 1. the default recipe on the built-in phantoms (30 epochs; early stopping may end it sooner);
-2. the default recipe at 64 px on BUSI (``--busi``; skipped when absent), which trains a 5-fold ensemble (a small
-   dataset, see :func:`medcls.training.autoplan.auto_folds`);
-3. ResNet-18 with a frozen backbone (random weights: nothing to download) on BUSI, which trains a 5-fold
-   ensemble whose fold models each cache their own images' features (skipped without BUSI);
-4. the default recipe at 28 px for 2 epochs on a MedMNIST-shaped ``.npz`` (PneumoniaMNIST's sizes: 4,708
+2. the default recipe on BUSI as it is (``--busi``; skipped when absent): a small dataset of large images, so
+   3 fold models at 192 px (:func:`medcls.training.autoplan.resolve_image_size`), up to 30 epochs each;
+3. the default recipe at 64 px on BUSI, which trains a 5-fold ensemble (a small dataset, see
+   :func:`medcls.training.autoplan.auto_folds`);
+4. ResNet-18 with a frozen backbone (random weights: nothing to download) on BUSI, which trains a fold ensemble
+   (3 fold models at 192 px, as *Image size* 0 chooses for BUSI) whose fold models each cache their own images'
+   features (skipped without BUSI);
+5. the default recipe at 28 px for 2 epochs on a MedMNIST-shaped ``.npz`` (PneumoniaMNIST's sizes: 4,708
    / 524 / 624 images, two classes, 74% one class), made here;
-5. the rare-classes lesson on the built-in phantoms: four runs estimated together and queued at once, as the
+6. the rare-classes lesson on the built-in phantoms: four runs estimated together and queued at once, as the
    Lessons page estimates and queues them (:func:`medcls.training.estimate.estimate_group`).
 
 Per case it compares the estimated seconds per epoch with the median measured epoch (a group of runs: the
@@ -174,9 +177,9 @@ def render(results_json: Path, out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medcls.bench.estimates", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--busi", default=str(default_busi_root()), help="BUSI folder (cases 2 and 3 are skipped without).")
+    parser.add_argument("--busi", default=str(default_busi_root()), help="BUSI folder (cases 2 to 4 are skipped without).")
     parser.add_argument("--out-dir", default="docs", help="Where estimates.md and estimates.json go.")
-    parser.add_argument("--cases", default="phantoms,busi,frozen,npz,lesson", help="Which cases, comma-separated.")
+    parser.add_argument("--cases", default="phantoms,busi-default,busi,frozen,npz,lesson", help="Which cases, comma-separated.")
     args = parser.parse_args(argv)
     wanted = set(args.cases.split(","))
     work = Path(tempfile.mkdtemp(prefix="medcls-estimates-"))
@@ -187,11 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         if "phantoms" in wanted:
             cases.append(("default recipe, built-in phantoms", [TrainConfig()]))
         has_busi = (Path(args.busi) / "split.csv").is_file()
+        if "busi-default" in wanted and has_busi:
+            # Image size 0 on BUSI's 256 px images: the estimate must be made at the size and folds the run chooses.
+            cases.append(("default recipe, BUSI", [TrainConfig().with_options(source=args.busi)]))
         if "busi" in wanted and has_busi:
             cases.append(("default recipe at 64 px, BUSI", [TrainConfig().with_options(source=args.busi,
                                                                                      image_size=64, epochs=10)]))
         if "frozen" in wanted and has_busi:
-            # Features cached once per fold model: the estimate must count them five times, and the work
+            # Features cached once per fold model: the estimate must count them once for each, and the work
             # limit lets this ensemble through (autoplan.training_work).
             cases.append(("ResNet-18, head only (random weights, cached features), BUSI",
                           [TrainConfig().with_options(source=args.busi, model="resnet18", weights="random",

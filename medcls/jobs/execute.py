@@ -135,7 +135,10 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         spec = load_dataset(cfg.data)
         side = typical_side(spec)  # read once: for the size chosen and the note on enlarged images
         # A small dataset may be cross-validated automatically, and its image size chosen (in one process only).
+        queued = cfg
         cfg, chosen = resolve_image_size(cfg, pool_counts(spec), side if shard[1] == 1 else None)
+        if shard[0] == 0:
+            store.name_chosen_size(run_id, queued, cfg)  # "… · auto size" -> "… · 192 px"
         data = prepare_data(cfg, stage, spec=spec)
         _record_data(store, run_id, data)
         if shard[1] == 1 and not chosen:

@@ -184,6 +184,20 @@ class RunStore(RunLifecycle, RunArtefacts):
         self.set_meta(run_id, dataclasses.replace(self.meta(run_id), name=cleaned))
         return cleaned
 
+    def name_chosen_size(self, run_id: str, queued: TrainConfig, chosen: TrainConfig) -> str:
+        """When a run starts and its *Image size* 0 has been chosen for the data, a run still named after its
+        settings as queued ("busi · small_cnn · oversample · auto size", maybe with " (2)") is named after the size
+        it trains at ("… · 192 px"), so that runs on one list tell their sizes apart. A name someone typed stays.
+        Returns the name as stored."""
+        meta = self.meta(run_id)
+        before, after = default_run_name(queued), default_run_name(chosen)
+        if before == after or not re.fullmatch(re.escape(before) + r"( \(\d+\))?", meta.name):
+            return meta.name
+        taken = {self.meta(other).name for other in self.list_ids() if other != run_id}
+        name = unique_name(after, taken)
+        self.set_meta(run_id, dataclasses.replace(meta, name=name))
+        return name
+
     # --- status -----------------------------------------------------------------
     def raw_status(self, run_id: str) -> RunStatus:
         """The status as written, without liveness (a damaged file reads as a failed, damaged run)."""

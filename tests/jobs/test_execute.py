@@ -374,8 +374,10 @@ def test_a_small_dataset_of_large_images_trains_at_the_larger_size_as_fewer_fold
     monkeypatch.setattr(autoplan, "DETAIL_SIZE", 32)
     monkeypatch.setattr(autoplan, "DETAIL_FOLDS", 2)
     run_id = store.create(synth.config(class_dataset, epochs=1, image_size=0))  # Image size 0: chosen for the data
+    assert store.meta(run_id).name.endswith(" · auto size")  # queued: the size is not chosen yet
     outcome = execute_run(store, run_id)
     assert outcome.state == "finished", outcome.error
+    assert store.meta(run_id).name.endswith(" · 32 px")  # named after the size it trained at
     record = store.model_record(run_id)
     assert (record.image_size, record.folds, store.cross_validation(run_id).folds) == (32, 2, 2)
     assert store.config(run_id).image_size == 0  # the config says what was asked; the note and records what was done

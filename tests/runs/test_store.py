@@ -283,3 +283,18 @@ def test_odd_values_in_a_status_file_are_read_forgivingly(store, run):
 def test_a_run_id_ending_in_a_newline_is_refused(store):
     with pytest.raises(InvalidRunIdError):
         store.path("good-id\n", must_exist=False)
+
+
+def test_a_run_named_after_its_settings_takes_the_name_of_the_image_size_chosen_for_it(store):
+    queued, chosen = TrainConfig(), TrainConfig().with_options(image_size=192)
+    first = store.create(queued)
+    second = store.create(queued)  # "... · auto size (2)"
+    typed = store.create(queued, meta=RunMeta(name="my size test"))
+    taken = store.create(chosen)  # "... · 192 px" is taken already
+    assert store.name_chosen_size(first, queued, chosen) == "phantoms · small_cnn · oversample · 192 px (2)"
+    assert store.name_chosen_size(second, queued, chosen) == "phantoms · small_cnn · oversample · 192 px (3)"
+    assert store.name_chosen_size(typed, queued, chosen) == "my size test"  # a typed name stays
+    assert store.name_chosen_size(taken, chosen, chosen) == "phantoms · small_cnn · oversample · 192 px"
+    assert [store.meta(r).name for r in (first, second, typed)] == [
+        "phantoms · small_cnn · oversample · 192 px (2)", "phantoms · small_cnn · oversample · 192 px (3)",
+        "my size test"]
