@@ -92,7 +92,8 @@ with left:
     started = False
     if start and cfg is not None:
         try:
-            run_id = manager().submit(cfg, meta=run_meta())
+            # Named after the size the run will choose ('… · 192 px'), which the page shows above.
+            run_id = manager().submit(cfg, meta=run_meta(), name_from=trained)
         except QueueLimitError as exc:
             st.error(shown(exc))
         else:

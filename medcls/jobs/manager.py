@@ -119,9 +119,11 @@ class JobManager:
 
     # --- public API -------------------------------------------------------------
     def submit(self, config: TrainConfig, *, meta: RunMeta | None = None,
-               group: GroupMembership | None = None, notes: Sequence[str] = ()) -> str:
+               group: GroupMembership | None = None, notes: Sequence[str] = (),
+               name_from: TrainConfig | None = None) -> str:
         """Queue a run (with its name and owner, its place in a sweep or lesson, and notes on what was adjusted
-        for it); returns its id.
+        for it); returns its id. Without a name it is named after ``name_from``'s settings when given (the
+        settings as the run will choose them for its data), else ``config``'s.
 
         It starts when a slot is free and its owner's turn comes (round-robin across people). Raises
         :class:`medcls.runs.permissions.QueueLimitError` when its owner already has ``MEDCLS_QUEUE_LIMIT`` runs waiting.
@@ -129,7 +131,7 @@ class JobManager:
         meta = meta or RunMeta()
         with self._lock, self._file_lock():
             self.check_queue_room(Identity(meta.owner))
-            run_id = self.store.create(config, meta=meta, notes=notes)
+            run_id = self.store.create(config, meta=meta, notes=notes, name_from=name_from)
         if group is not None:
             self.store.write_group(run_id, group)
         self._wake.set()

@@ -141,14 +141,15 @@ class RunStore(RunLifecycle, RunArtefacts):
 
     # --- creation, config and meta -------------------------------------------------
     def create(self, config: TrainConfig, run_id: str | None = None, state: str = "queued",
-               meta: RunMeta | None = None, notes: Sequence[str] = ()) -> str:
+               meta: RunMeta | None = None, notes: Sequence[str] = (), name_from: TrainConfig | None = None) -> str:
         """A new run folder; without a name the run is named after its settings ("busi · small_cnn · ...",
-        with " (2)" added when another run has that name already). ``notes`` start its notes (what was adjusted
-        for it when it was queued)."""
+        with " (2)" added when another run has that name already): ``name_from``'s when given (the settings as
+        chosen for the data, e.g. *Image size* 0 as 192 px), else ``config``'s. ``notes`` start its notes (what was
+        adjusted for it when it was queued)."""
         meta = meta or RunMeta()
         if not meta.name:
             taken = {self.meta(r).name for r in self.list_ids()}
-            meta = dataclasses.replace(meta, name=unique_name(default_run_name(config), taken))
+            meta = dataclasses.replace(meta, name=unique_name(default_run_name(name_from or config), taken))
         if run_id and not self.claim_folder(run_id):  # the caller's id: taken is an error
             raise FileExistsError(f"A run with id {run_id!r} exists already in {self.root}.")
         run_id = run_id or claim_id(f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}", self.claim_folder)

@@ -13,6 +13,7 @@ from apphelpers import as_read, choose_folder, new_app, set_tiny_options
 from PIL import Image
 from streamlit.testing.v1.element_tree import Block
 
+from app.text import escape_markdown
 from medcls.config import DataConfig, TrainConfig
 from medcls.jobs.execute import execute_run
 from medcls.runs.store import RunStore
@@ -90,6 +91,27 @@ def test_tiny_run_streams_history_and_stop_cancels(app_env, tiny_dataset):
     assert store.status(run_id).state == "cancelled"
     assert any("Cancelled" in w.value for w in at.warning)
     assert store.has_weights(run_id), "the best checkpoint must survive a stop"
+
+
+def test_a_run_with_image_size_0_is_named_after_the_size_the_page_says_it_trains_at(app_env, tiny_dataset):
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    set_tiny_options(at)
+    at.number_input(key="opt_image_size").set_value(0).run()
+    assert any("trains these images at 128 px" in c.value for c in at.caption)
+    at.button(key="start_training").click().run()
+    assert not at.exception
+    store = RunStore(app_env / "runs")
+    (run_id,) = store.list_ids()
+    # As queued, before its worker chose anything (the worker would rename an "auto size" run as it starts)
+    assert [t.value for t in at.toast] == [f"Queued: {escape_markdown(store.meta(run_id).name)}"]
+    assert at.toast[0].value.endswith(" · 128 px")
+    assert store.config(run_id).image_size == 0  # the config keeps what was asked
+    at.button(key=f"stop_{run_id}").click().run()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and store.status(run_id).state not in ("cancelled", "finished"):
+        time.sleep(0.5)
+    assert store.meta(run_id).name.endswith(" · 128 px")
 
 
 def test_the_run_panel_builds_its_figures_again_only_when_an_epoch_is_added(app_env, tiny_dataset, monkeypatch):
