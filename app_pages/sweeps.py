@@ -29,7 +29,7 @@ from medcls.experiments.sweeps import (
 from medcls.figures.training import sweep_figure
 from medcls.runs.permissions import QueueLimitError
 from medcls.runs.records import ACTIVE_STATES
-from medcls.training.autoplan import folds_for, group_folds_words, pool_counts, train_alike
+from medcls.training.autoplan import folds_for, group_folds_words, pool_counts, resolve_image_size, train_alike
 
 
 def values_widget(name: str, base: TrainConfig) -> list:
@@ -62,8 +62,12 @@ with st.expander("Base options (shared with the Train page)", expanded=False):
 if form_error:
     st.error(shown(form_error))
 else:
-    st.caption("Base: " + ", ".join(f"{label(k)} {format_value(base.flat()[k], k)}"
-                                     for k in ("model", "image_size", "epochs", "lr", "imbalance")) + ".")
+    def base_words(name: str) -> str:
+        if name == "image_size" and not base.image_size and counts:  # say what 0 chooses here, as Train does
+            return f"{label(name)} 0 ({resolve_image_size(base, counts, side)[0].image_size} px for these images)"
+        return f"{label(name)} {format_value(base.flat()[name], name)}"
+
+    st.caption("Base: " + ", ".join(base_words(k) for k in ("model", "image_size", "epochs", "lr", "imbalance")) + ".")
 
 st.subheader("2 · Choose what to vary")
 names = st.multiselect("Settings to vary (one or two)", sweepable_options(base), max_selections=MAX_SETTINGS,

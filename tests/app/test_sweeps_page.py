@@ -132,3 +132,15 @@ def test_a_sweep_says_how_long_its_runs_take_here_and_times_each_cost_once(queue
     at.button(key="sweep_start").click().run()
     assert any("Not timed now: the runs of this sweep have just been queued" in c.value for c in at.caption)
     assert len(timed) == 1
+
+
+def test_the_base_says_what_image_size_0_trains_at_on_this_data(queue_only, tiny_dataset, tmp_path, synth,
+                                                                 monkeypatch):
+    from medcls.training import autoplan
+
+    at = _sweep_page(tiny_dataset)  # 32 px images: 128 px
+    assert any("Image size (px) 0 (128 px for these images)" in c.value for c in at.caption)
+    monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # the few images count as a small dataset
+    large = synth.class_folders(tmp_path / "large", {"benign": 12, "malignant": 12, "normal": 12}, 200)
+    at = _sweep_page(large)  # a small dataset of 200 px images: 192 px, as the Train page says
+    assert any("Image size (px) 0 (192 px for these images)" in c.value for c in at.caption)
