@@ -35,8 +35,16 @@ def test_train_writes_a_finished_run_and_prints_test_metrics(class_dataset, caps
     cfg = store.config(run_id)
     assert (cfg.data.source, cfg.image_size, cfg.epochs, cfg.batch_size) == (str(class_dataset), 32, 1, 8)
     assert "test: accuracy" in out.out and "confusion matrix (rows: true, columns: predicted)" in out.out
-    assert f"run {run_id} finished" in out.out
+    assert f"run {run_id} ({store.meta(run_id).name}) finished" in out.out
     assert "epoch   1/1" in out.err  # progress goes to stderr
+
+
+def test_a_run_with_image_size_0_ends_named_after_the_size_it_trained_at(class_dataset, capsys):
+    code = main(["train", "--data", str(class_dataset), *TINY, "--image-size", "0", "--run-id", "auto"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "· auto size)" in out.out.splitlines()[0]  # as queued: the size is chosen when the run starts
+    assert "run auto (classes · small_cnn · oversample · 128 px) finished" in out.out
 
 
 def test_runs_lists_the_run(trained, capsys):

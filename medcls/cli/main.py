@@ -222,7 +222,8 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
         return 1
     _print_metrics(outcome.metrics.get("test"))
     _print_copies(store, run_id)
-    print(f"run {run_id} finished: {store.path(run_id)}")
+    # The name again: a run named "… · auto size" when queued is named after the size it trained at by now.
+    print(f"run {run_id} ({store.meta(run_id).name}) finished: {store.path(run_id)}")
     return 0
 
 
