@@ -148,8 +148,7 @@ class RunStore(RunLifecycle, RunArtefacts):
         adjusted for it when it was queued)."""
         meta = meta or RunMeta()
         if not meta.name:
-            taken = {self.meta(r).name for r in self.list_ids()}
-            meta = dataclasses.replace(meta, name=unique_name(default_run_name(name_from or config), taken))
+            meta = dataclasses.replace(meta, name=self._unique_default_name(name_from or config))
         if run_id and not self.claim_folder(run_id):  # the caller's id: taken is an error
             raise FileExistsError(f"A run with id {run_id!r} exists already in {self.root}.")
         run_id = run_id or claim_id(f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}", self.claim_folder)
@@ -194,10 +193,14 @@ class RunStore(RunLifecycle, RunArtefacts):
         before, after = default_run_name(queued), default_run_name(chosen)
         if before == after or not re.fullmatch(re.escape(before) + r"( \(\d+\))?", meta.name):
             return meta.name
-        taken = {self.meta(other).name for other in self.list_ids() if other != run_id}
-        name = unique_name(after, taken)
+        name = self._unique_default_name(chosen, but=run_id)
         self.set_meta(run_id, dataclasses.replace(meta, name=name))
         return name
+
+    def _unique_default_name(self, config: TrainConfig, but: str | None = None) -> str:
+        """The name made from ``config``'s settings, with " (2)", " (3)", ... when runs other than ``but`` have it."""
+        taken = {self.meta(other).name for other in self.list_ids() if other != but}
+        return unique_name(default_run_name(config), taken)
 
     # --- status -----------------------------------------------------------------
     def raw_status(self, run_id: str) -> RunStatus:
