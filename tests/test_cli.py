@@ -39,12 +39,21 @@ def test_train_writes_a_finished_run_and_prints_test_metrics(class_dataset, caps
     assert "epoch   1/1" in out.err  # progress goes to stderr
 
 
-def test_a_run_with_image_size_0_ends_named_after_the_size_it_trained_at(class_dataset, capsys):
+def test_a_run_with_image_size_0_is_named_after_the_size_it_trains_at(class_dataset, capsys):
     code = main(["train", "--data", str(class_dataset), *TINY, "--image-size", "0", "--run-id", "auto"])
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert "· auto size)" in out.out.splitlines()[0]  # as queued: the size is chosen when the run starts
-    assert "run auto (classes · small_cnn · oversample · 128 px) finished" in out.out
+    name = "classes · small_cnn · oversample · 128 px"  # chosen from the data before the run is created
+    assert out.out.splitlines()[0].startswith(f"run auto ({name}) in ")
+    assert f"run auto ({name}) finished" in out.out
+
+
+def test_a_run_whose_data_cannot_be_listed_is_named_as_queued_and_fails_saying_why(tmp_path, capsys):
+    code = main(["train", "--data", str(tmp_path / "missing"), *TINY, "--image-size", "0", "--run-id", "gone"])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "· auto size)" in out.out.splitlines()[0]
+    assert "Dataset not found" in out.err
 
 
 def test_runs_lists_the_run(trained, capsys):

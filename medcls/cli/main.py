@@ -26,6 +26,7 @@ from ..config import (
     option_table,
 )
 from ..data.imageio import IMAGE_FORMATS
+from ..data.spec import DataError
 from ..models import model_entry
 from ..runs.naming import clean_run_name
 from ..runs.permissions import owner_words
@@ -177,7 +178,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with process_group(env):
         store = open_store(args) if env.is_writer else None
         meta = RunMeta(name=clean_run_name(args.run_name or ""))
-        run_id, cfg = share_run(store, cfg, args.run_id, env, meta)
+        run_id, cfg = share_run(store, cfg, args.run_id, env, meta,
+                                name_from=_size_chosen(cfg) if env.is_writer and not env.distributed else None)
         if store is not None:
             ranks = f" ({env.world_size} processes)" if env.distributed else ""
             print(f"run {run_id} ({store.summary(run_id).name}) in {store.path(run_id)}{ranks}")
@@ -191,6 +193,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if store is None:  # a rank other than 0: torchrun reports its exit code
         return 0 if outcome.state == "finished" else 1
     return _report_outcome(store, run_id, outcome, shown_notes=progress.shown_notes)
+
+
+def _size_chosen(cfg: TrainConfig) -> TrainConfig | None:
+    """The config with *Image size* 0 chosen as the run will choose it, to name the run after that size from its
+    first line on ("… · 192 px", as the Train page names it); None when the data cannot be listed yet (the run
+    then reports why, and its worker names it once it has chosen)."""
+    from ..data.sources import load_dataset
+    from ..training.autoplan import size_for_data
+
+    if cfg.image_size:
+        return None
+    try:
+        return size_for_data(cfg, load_dataset(cfg.data))[0]
+    except (DataError, ConfigError, OSError):
+        return None
 
 
 def _console_progress(store, run_id: str):
@@ -222,7 +239,7 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
         return 1
     _print_metrics(outcome.metrics.get("test"))
     _print_copies(store, run_id)
-    # The name again: a run named "… · auto size" when queued is named after the size it trained at by now.
+    # The name again: a run queued as "… · auto size" (its data not listed then) is named after its size by now.
     print(f"run {run_id} ({store.meta(run_id).name}) finished: {store.path(run_id)}")
     return 0
 
