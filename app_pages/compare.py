@@ -18,7 +18,7 @@ from app.identity import visible_runs
 from app.manager import manager
 from app.portable import portable_section
 from app.text import escape_markdown, shown
-from medcls.analysis.comparison import comparability, config_rows, metrics_rows
+from medcls.analysis.comparison import as_trained, comparability, config_rows, metrics_rows
 from medcls.analysis.copies import run_copies_sentence
 from medcls.config import describe_differences
 from medcls.data import default_focus_class
@@ -86,7 +86,9 @@ st.dataframe(metrics_down(pd.DataFrame([{
 
 try:
     predictions = {r: store.predictions(r, "test") for r in chosen}
-    configs = {r: store.config(r) for r in chosen}
+    saved = {r: store.config(r) for r in chosen}
+    # As trained: Image size 0 and the automatic ensemble as each run chose them (What differs compares them).
+    configs = {r: as_trained(saved[r], store.model_record(r), cvs.get(r)) for r in chosen}
     metrics = {r: store.metrics(r) for r in chosen}
 except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
     st.error(f"A chosen run cannot be read (was it deleted?): {shown(exc)}")
@@ -185,6 +187,9 @@ if len(chosen) > 1:
     diff = config_rows(configs, names)
     if diff:
         st.dataframe(pd.DataFrame(diff).set_index("setting"), width="stretch")
+    if any(configs[r] != saved[r] for r in chosen):
+        st.caption("Image size and folds are what each run trained: *Image size* 0 and *Cross-validate small "
+                   "datasets* choose them for the data.")
 else:
     st.caption("Pick two or more runs to see how their settings differ.")
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..config import TrainConfig, differences, format_value
 from ..config.table import option_table
 from .metrics import SplitMetrics
 
-__all__ = ["metrics_rows", "config_rows", "Comparability", "comparability"]
+if TYPE_CHECKING:
+    from ..runs.records import CrossValidation, ModelRecord
+
+__all__ = ["metrics_rows", "as_trained", "config_rows", "Comparability", "comparability"]
 
 
 def metrics_rows(metrics: Mapping[str, SplitMetrics], names: Mapping[str, str] | None = None,
@@ -40,6 +43,19 @@ def metrics_rows(metrics: Mapping[str, SplitMetrics], names: Mapping[str, str] |
         rows.append(row)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     return [{c: row.get(c) for c in columns} for row in rows]
+
+
+def as_trained(cfg: TrainConfig, record: "ModelRecord | None", cv: "CrossValidation | None") -> TrainConfig:
+    """``cfg`` with what its run chose for the data: *Image size* 0 as the size its model record says it trained at,
+    and 0 folds as the fold models of its automatic ensemble. Runs are compared by what they trained: a run given
+    128 px and one that chose 128 px trained alike, while one that chose 192 px as 3 fold models did not (a run that
+    has not chosen yet stays as saved)."""
+    chosen: dict[str, int] = {}
+    if not cfg.image_size and record is not None:
+        chosen["image_size"] = record.image_size
+    if not cfg.folds and (folds := cv.folds if cv is not None else record.folds if record is not None else 0):
+        chosen["folds"] = folds
+    return cfg.with_options(**chosen) if chosen else cfg
 
 
 def config_rows(configs: Mapping[str, TrainConfig], names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from medcls.analysis.comparison import comparability, config_rows, metrics_rows
+from medcls.analysis.comparison import as_trained, comparability, config_rows, metrics_rows
 from medcls.analysis.metrics import classification_metrics
 from medcls.config import TrainConfig
+from medcls.runs.records import CrossValidation, ModelRecord
 
 
 def test_rows_list_only_differences_with_labels_and_run_names():
@@ -15,6 +16,19 @@ def test_rows_list_only_differences_with_labels_and_run_names():
     assert {row["setting"] for row in rows} == {"Learning rate", "Epochs"}
     lr_row = next(r for r in rows if r["setting"] == "Learning rate")
     assert lr_row["first"] == "0.002" and lr_row["second"] == "0.001"
+
+
+def test_runs_are_compared_by_the_size_and_folds_they_chose():
+    record = ModelRecord(classes=("a", "b"), image_size=192, in_channels=1, color="gray", folds=3)
+    cv = CrossValidation(folds=3, grouped=False, scores=(), completed=1)
+    chose, given = TrainConfig(), TrainConfig().with_options(image_size=128)
+    assert as_trained(chose, record, cv).image_size == 192 and as_trained(chose, record, cv).folds == 3
+    assert as_trained(chose, None, cv).folds == 3  # a cross-validation run before its first fold model is saved
+    assert as_trained(chose, None, None) == chose  # nothing chosen yet: as saved
+    one_model = ModelRecord(classes=("a", "b"), image_size=128, in_channels=1, color="gray")
+    assert as_trained(chose, one_model, None) == given  # chose 128 px and one model: trained like a run given 128
+    rows = config_rows({"chose": as_trained(chose, record, cv), "given": given})
+    assert {row["setting"] for row in rows} == {"Image size (px)", "Cross-validation folds"}
 
 
 def test_rows_of_different_models_say_not_used_instead_of_inventing_values():

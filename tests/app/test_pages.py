@@ -164,6 +164,13 @@ def test_compare_shows_two_confusion_matrices(app_env, tiny_dataset):
     assert matrices[0]["layout"]["xaxis"]["title"]["text"] == "predicted"
     assert matrices[0]["layout"]["yaxis"]["title"]["text"] == "true"
     assert any("learning rate" in m.value for m in at.markdown)
+    # A run given Image size 0 chose 32 px here: compared by what it trained, its size is no difference.
+    saved = store.config(second)
+    (store.root / second / "config.json").write_text(saved.with_options(image_size=0).to_json(), encoding="utf-8")
+    at.run()
+    differs = next(m.value for m in at.markdown if "learning rate" in m.value)
+    assert "image size" not in differs, differs
+    assert any("what each run trained" in c.value for c in at.caption)
 
 
 def _png_bytes(level: int = 200) -> bytes:
