@@ -44,13 +44,14 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], classes: Sequence[s
     else:
         z = cm
         text = [[f"{int(v)}" for v in row] for row in cm]
+    k = len(classes)
     fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=list(classes), text=text, texttemplate="%{text}",
-                               textfont=dict(size=16),  # the counts are what a class reads, also from afar
+                               # the counts are what a class reads, also from afar; smaller in many classes' cells
+                               textfont=dict(size=16 if k <= 6 else 12),
                                colorscale="Blues", showscale=False, zmin=0,
                                hoverinfo="skip" if clickable else None,
                                hovertemplate=None if clickable else "true %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
     if clickable:
-        k = len(classes)
         cells = [(t, p) for t in range(k) for p in range(k)]
         fig.add_scatter(
             x=[classes[p] for _, p in cells], y=[classes[t] for t, _ in cells], mode="markers",
@@ -64,7 +65,8 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], classes: Sequence[s
         fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select", dragmode=False)
     fig.update_xaxes(title_text="predicted", side="bottom")
     fig.update_yaxes(title_text="true", autorange="reversed")
-    return _layout(fig, title, height=340)
+    # Three classes fit 340 px; ten get rows of about 30 px, tall enough for a count and a class name.
+    return _layout(fig, title, height=max(340, 130 + 30 * k))
 
 
 def pr_curves_figure(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], focus_class: str = "",

@@ -77,6 +77,14 @@ def test_confusion_matrix_has_true_classes_on_y_and_predictions_on_x():
     assert norm.data[0].text[0][0] == f"{5 / 6:.0%}"
 
 
+def test_a_confusion_matrix_of_many_classes_grows_to_keep_its_rows_readable():
+    few = confusion_matrix_figure(np.eye(3, dtype=int), CLASSES)
+    ten = [f"class_{i}" for i in range(10)]
+    many = confusion_matrix_figure(np.eye(10, dtype=int), ten)
+    assert many.layout.height - few.layout.height >= 90  # rows of about 30 px, not 10 squeezed into 3's height
+    assert many.data[0].textfont.size < few.data[0].textfont.size
+
+
 def test_clickable_confusion_matrix_has_one_point_per_cell_naming_it():
     matrix = [[5, 1, 0], [2, 3, 0], [0, 0, 0]]
     fig = confusion_matrix_figure(matrix, CLASSES, normalize=True, clickable=True)
