@@ -87,6 +87,22 @@ def calibration_sentence(rel: dict) -> str:
         direction = "overconfident" if gap > 0 else "underconfident"
         text += (f" On average it is {direction}: confidence {rel['mean_confidence']:.0%} against "
                  f"{rel['observed_rate']:.0%} observed.")
+    text += _crowded_bin_sentence(rel)
     if rel["n"] < 100:
         text += " With under 100 images, each bin holds only a few, so the diagram is rough."
+    return text
+
+
+def _crowded_bin_sentence(rel: dict) -> str:
+    """Why a small ECE can say little: when most images share one bin (an easy majority the model is sure of), the
+    size-weighted average is mostly that bin's gap, and the few uncertain images barely move it."""
+    count, edges, n = rel["count"], rel["edges"], rel["n"]
+    crowded = int(np.argmax(count))
+    if count[crowded] < 0.8 * n or count[crowded] == n:
+        return ""
+    low, high = edges[crowded], edges[crowded + 1]
+    text = (f" {count[crowded]} of {n} images got {low:.0%}–{high:.0%}, so the figure mostly judges those; the "
+            f"other {n - count[crowded]} are in the diagram's other bins.")
+    if rel["kind"] == "top-label":
+        text += " For a rare class, judge that class's probability instead."
     return text

@@ -33,6 +33,7 @@ def test_perfectly_calibrated_data_has_ece_near_zero():
         if c is not None:
             assert o == pytest.approx(c, abs=0.05)
     assert "well calibrated" in calibration_sentence(rel)
+    assert "mostly judges" not in calibration_sentence(rel)  # spread over bins: no crowded-bin caveat
 
 
 def test_overconfident_data_has_large_ece():
@@ -64,3 +65,16 @@ def test_class_calibration_uses_that_class_probability():
     assert reliability(y_true, probs)["ece"] == pytest.approx(0.0, abs=1e-9)  # top label 0.7, right 70%
     with pytest.raises(ValueError, match="bin"):
         reliability(y_true, probs, n_bins=0)
+
+
+def test_sentence_says_when_one_bin_holds_most_images():
+    # a rare class: 332 easy negatives the model is sure of, 8 uncertain images; the ECE is tiny but says
+    # little about the uncertain ones, and the sentence must say so
+    y_true = np.array([0] * 332 + [1] * 4 + [0] * 4)
+    probs = np.vstack([np.tile([0.999, 0.001], (332, 1)), np.tile([0.4, 0.6], (8, 1))])
+    rel = reliability(y_true, probs)
+    text = calibration_sentence(rel)
+    assert rel["ece"] < 0.05 and "well calibrated" in text
+    assert "332 of 340 images got 90%–100%" in text and "other 8" in text and "that class's probability" in text
+    class_text = calibration_sentence(reliability(y_true, probs, class_index=1))
+    assert "332 of 340 images got 0%–10%" in class_text and "that class's" not in class_text
