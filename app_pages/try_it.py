@@ -10,6 +10,7 @@ from app.identity import visible_runs
 from app.manager import manager
 from app.text import escape_markdown, shown
 from medcls.data import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageReadError
+from medcls.data.explore import thumbnail
 from medcls.data.spec import item_name
 from medcls.figures.evaluation import probability_figure
 from medcls.inference.gradcam import coarse_map_note, ensemble_note, gradcam_overlay
@@ -132,6 +133,12 @@ left, right = st.columns([1, 2])
 with left:
     st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), caption="as the model sees it",
              width="stretch")
+    if copy is not None:  # the claim is a fingerprint's: show the match, so that people can judge it by eye
+        try:
+            st.image(thumbnail(copy.path, 320), width="stretch",
+                     caption=f"the {copy.split} image it matches: {shown(item_name(copy.path))}")
+        except ValueError:
+            pass  # moved or unreadable since the run: the sentence names it
 with right:
     st.metric("Predicted class", escape_markdown(label), f"{probabilities[label]:.0%} confidence", delta_color="off")
     if learned is not None:

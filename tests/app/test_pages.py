@@ -215,6 +215,9 @@ def test_try_it_says_when_the_image_is_one_the_run_learned_from(app_env, tiny_da
     copies = [as_read(i.value) for i in at.info if "this run learned from" in i.value]
     assert len(copies) == 1 and copies[0].startswith(f"This image is a near copy of {train.name}, a "
                                                      f"{train.parent.name} image this run learned from"), copies
+    # the match is shown beside the upload, so that the claim can be judged by eye
+    matches = [c.replace("\\", "") for img in at.image for c in img.captions if "image it matches" in c]
+    assert matches == [f"the train image it matches: {train.name}"], matches
 
 
 def test_try_it_bad_upload_shows_a_clear_error(app_env, tiny_dataset):
