@@ -44,7 +44,9 @@ def duplicates_section(spec: DatasetSpec) -> None:
                     "unrelated images of *this* dataset could be by chance, by its fingerprint or by its pixels: "
                     "small or look-alike images (28-pixel chest X-rays all look alike at this scale) would "
                     "otherwise chain thousands of different pictures into one group. Chains of near-duplicates "
-                    "form one group.")
+                    "form one group. Fingerprints and pixels are compared in gray levels, so two colour pictures "
+                    "of one layout in different colours (a brown and a red lesion, centred on skin) can be "
+                    "matched: look at a group's pictures below before you act on it.")
         max_distance = st.slider("Bits that may differ (of 64)", 0, 16, DEFAULT_MAX_DISTANCE, key="health_distance",
                                  help=f"{DEFAULT_MAX_DISTANCE} is the default, also used by 'Keep near-duplicates in "
                                       "one split': on BUSI every pair up to 10 bits apart was the same scan.")
