@@ -18,17 +18,27 @@ __all__ = ["default_run_name", "dataset_name", "unique_name", "display_names", "
 MAX_NAME_LENGTH = 80
 
 
+# Folder and file names that say nothing of the data ("chest_xray/train", "ham10000/images"): the parent tells.
+GENERIC_NAMES = frozenset({"data", "dataset", "datasets", "images", "image", "imgs", "img", "train", "training",
+                           "all", "raw", "files", "pictures", "photos"})
+
+
 def dataset_name(source: str) -> str:
     """A dataset's short name from its source: the folder's name (also for a manifest inside it), an .npz
-    file's stem, or 'phantoms' for the built-in data."""
+    file's stem, or 'phantoms' for the built-in data; a generic one ('data', 'images', 'train') with its parent's
+    ('derm/data')."""
     if not source:
         return "phantoms"
     path = PurePath(source.rstrip("/\\"))
-    if path.suffix.lower() == ".npz":
-        return path.stem
-    if path.suffix.lower() == ".csv":
-        return path.parent.name or path.stem
-    return path.name or source
+    if path.suffix.lower() in (".npz", ".csv"):
+        named = path.parent if path.suffix.lower() == ".csv" and path.parent.name else path.with_suffix("")
+    else:
+        named = path
+    if not named.name:
+        return source
+    if named.name.lower() in GENERIC_NAMES and named.parent.name:
+        return f"{named.parent.name}/{named.name}"
+    return named.name
 
 
 def default_run_name(cfg: "TrainConfig", data: "DataRecord | None" = None) -> str:

@@ -1,0 +1,32 @@
+"""Run and dataset names: short, and telling datasets apart."""
+
+from __future__ import annotations
+
+import pytest
+
+from medcls.runs.naming import dataset_name
+
+
+@pytest.mark.parametrize("source, name", [
+    ("", "phantoms"),
+    ("/data/busi", "busi"),
+    ("/data/busi/", "busi"),
+    ("/data/busi/split.csv", "busi"),            # a manifest is named after its folder
+    ("/data/pneumoniamnist.npz", "pneumoniamnist"),
+    ("manifest.csv", "manifest"),
+])
+def test_a_dataset_is_named_after_its_folder_or_file(source, name):
+    assert dataset_name(source) == name
+
+
+@pytest.mark.parametrize("source, name", [
+    ("/x/derm/data", "derm/data"),
+    ("/x/chest_xray/train/", "chest_xray/train"),
+    ("/x/ham10000/Images", "ham10000/Images"),
+    ("/x/skin/data.npz", "skin/data"),
+    ("/x/ham10000/images/labels.csv", "ham10000/images"),
+    ("images", "images"),                          # nothing above it to tell
+])
+def test_a_generic_folder_name_keeps_its_parent(source, name):
+    # 'data', 'images' or 'train' alone would give two datasets one name, and tell a user nothing
+    assert dataset_name(source) == name
