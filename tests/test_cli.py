@@ -36,6 +36,7 @@ def test_train_writes_a_finished_run_and_prints_test_metrics(class_dataset, caps
     assert (cfg.data.source, cfg.image_size, cfg.epochs, cfg.batch_size) == (str(class_dataset), 32, 1, 8)
     assert "test: accuracy" in out.out and "confusion matrix (rows: true, columns: predicted)" in out.out
     assert f"run {run_id} ({store.meta(run_id).name}) finished" in out.out
+    assert "| 32 px | 1 epoch | imbalance oversample" in out.out  # one epoch, not "1 epochs"
     assert "epoch   1/1" in out.err  # progress goes to stderr
 
 

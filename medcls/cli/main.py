@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"run {run_id} ({store.summary(run_id).name}) in {store.path(run_id)}{ranks}")
             print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model} | "
                   f"{f'{cfg.image_size} px' if cfg.image_size else 'image size chosen for the data'} | "
-                  f"{cfg.epochs} epochs | imbalance {cfg.imbalance}")
+                  f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} | imbalance {cfg.imbalance}")
         progress = _console_progress(store, run_id)
         with ctrl_c_stops() as interrupted:
             outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
