@@ -198,7 +198,7 @@ def averaging_note(cfg: TrainConfig, steps_per_epoch: int) -> str | None:
         return None
     return (f"Weight averaging: a decay of {cfg.ema_decay:g} is reached only after {needed:,} training steps (the "
             "decay warms up as (1 + n) / (10 + n) after n steps, so that the random starting weights fade out), and "
-            f"this run's {cfg.epochs} epochs plan fewer steps. Its average stays on the warm-up throughout, so any "
+            f"this run plans only {steps_per_epoch * cfg.epochs:,}. Its average stays on the warm-up throughout, so any "
             "decay the warm-up does not reach trains exactly the same run: lower the decay, or train more steps, to "
             "change it.")
 
