@@ -116,11 +116,12 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
     note = ("" if own or not data_cfg.group_duplicates else
             " The dataset brings its own split, so 'Keep near-duplicates in one split' changes nothing here unless "
             "'Make my own split' is on too.")
+    expected = round(random_leak.test_in_train)
     st.caption(f"Leak of {whose}: {leak.test_in_train:g} test and {leak.val_in_train:g} validation images with a "
                f"near-duplicate in train, {leak.test_in_val:g} test images with one in validation. With a random "
                f"{train_share:.0%}/{data_cfg.val_fraction:.0%}/{data_cfg.test_fraction:.0%} split, about "
-               f"{random_leak.test_in_train:.0f} test images would have a near-duplicate in train (average of "
-               f"5 seeds).{note}")
+               f"{expected} test image{'' if expected == 1 else 's'} would have a near-duplicate in train (average "
+               f"of 5 seeds).{note}")
     for path, reason in health.failures[:5]:
         st.caption(f"Not checked: {escape_markdown(item_name(path))}: {shown(reason)}")
 

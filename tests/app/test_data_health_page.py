@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def _captions(at) -> list[str]:
     return [as_read(img.caption) for element in at.get("image") for img in element.proto.imgs]
 
 
+def _random_split_leak(at) -> tuple[str, str]:
+    """How many test images a random split would leak, as the caption says it, and its noun (singular for 1)."""
+    found = [m.groups() for c in at.caption if (m := re.search(r"about (\d+) test (images?) would have", c.value))]
+    assert len(found) == 1, found
+    assert (found[0][0] == "1") == (found[0][1] == "image"), found  # "1 test image", "0 test images"
+    return found[0]
+
+
 def _table(at):
     return next(df.value for df in at.dataframe if "splits" in df.value.columns)
 
@@ -67,6 +76,7 @@ def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
         [e.value for e in at.error]
     assert any("Split leak: 1 of 7 test images" in w.value for w in at.warning)
     assert any("this dataset's own split" in c.value for c in at.caption)
+    assert _random_split_leak(at) == ("0", "images")
 
     # Conflicts are shown first; the other views list the leak and everything.
     assert at.radio(key="health_view").value == "Label conflicts"
@@ -100,6 +110,7 @@ def test_the_sidebar_option_gives_a_split_without_leaks(app_env, tmp_path):
     assert not at.exception
     assert any("Split leak" in w.value for w in at.warning), "a random split of 20 pairs should leak"
     assert any("Keep near-duplicates in one split" in w.value for w in at.warning)  # the fix is named
+    assert int(_random_split_leak(at)[0]) >= 1  # 20 pairs: some land on both sides of a random split
     assert any("this split (made by medcls)" in c.value for c in at.caption)
 
     at.sidebar.checkbox(key="data_group_duplicates").check().run()
