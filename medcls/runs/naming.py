@@ -30,8 +30,10 @@ def dataset_name(source: str) -> str:
     if not source:
         return "phantoms"
     path = PurePath(source.rstrip("/\\"))
-    if path.suffix.lower() in (".npz", ".csv"):
-        named = path.parent if path.suffix.lower() == ".csv" and path.parent.name else path.with_suffix("")
+    if path.suffix.lower() == ".csv" and path.parent.name:
+        named = path.parent  # a manifest is named after its folder
+    elif path.suffix.lower() in (".npz", ".csv"):
+        named = path.with_suffix("")
     else:
         named = path
     if not named.name:
