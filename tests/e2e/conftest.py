@@ -41,12 +41,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SERVER_START_TIMEOUT_S = 90.0
 # Counts script runs that ended (``data-test-script-state`` leaving "running"/"rerunRequested"), so a test
 # can wait for the rerun its own click caused rather than guess with a sleep.
-@pytest.fixture
-def script_run_counter() -> str:
-    """The init script that counts finished script runs (for tests that open their own browser contexts)."""
-    return SCRIPT_RUN_COUNTER
-
-
 SCRIPT_RUN_COUNTER = """
 window.__stRunsDone = 0;
 new MutationObserver(records => {
@@ -285,25 +279,53 @@ def front_door(browser, server: Server) -> Server:
     return server
 
 
-@pytest.fixture
-def page(browser, front_door: Server, request: pytest.FixtureRequest):
-    """A fresh browser context (its own cookies and storage: a new Streamlit session) per test."""
-    server = front_door
+def _new_tab(browser, server: Server):
+    """A fresh browser context (its own cookies and storage: a new Streamlit session) and its one tab."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=server.url)
     context.add_init_script(SCRIPT_RUN_COUNTER)
     tab = context.new_page()
     tab.set_default_timeout(30_000)
+    return context, tab
+
+
+def _close_keeping_failure(request: pytest.FixtureRequest, server: Server, context, tab, name: str) -> None:
+    """Close a test's browser context; if the test failed, first save what its tab showed."""
+    report = getattr(request.node, "_e2e_report_call", None)
+    if report is not None and report.failed:
+        try:
+            _save(request, tab, f"FAILED-{name}")
+            request.node.user_properties.append(("server log", str(server.log_path)))
+        except Exception:  # the page may be gone; the failure itself is what matters
+            pass
+    context.close()
+
+
+@pytest.fixture
+def page(browser, front_door: Server, request: pytest.FixtureRequest):
+    """A fresh browser context (its own cookies and storage: a new Streamlit session) per test."""
+    context, tab = _new_tab(browser, front_door)
     try:
         yield tab
     finally:
-        report = getattr(request.node, "_e2e_report_call", None)
-        if report is not None and report.failed:
-            try:
-                _save(request, tab, f"FAILED-{request.node.name}")
-                request.node.user_properties.append(("server log", str(server.log_path)))
-            except Exception:  # the page may be gone; the failure itself is what matters
-                pass
-        context.close()
+        _close_keeping_failure(request, front_door, context, tab, request.node.name)
+
+
+@pytest.fixture
+def person(browser, front_door: Server, request: pytest.FixtureRequest):
+    """``person("alice")`` opens another browser context: another person, with their own identity cookie.
+    Returns (context, tab); a failed test keeps a screenshot of each person's tab."""
+    opened = []
+
+    def open_person(name: str):
+        context, tab = _new_tab(browser, front_door)
+        opened.append((name, context, tab))
+        return context, tab
+
+    try:
+        yield open_person
+    finally:
+        for name, context, tab in opened:
+            _close_keeping_failure(request, front_door, context, tab, f"{request.node.name}-{name}")
 
 
 # Streamlit scrolls inside its own containers, so a "full page" screenshot shows one window's worth.

@@ -41,7 +41,16 @@ def wait_idle(page: Page, timeout: float = 60_000) -> None:
     then a grey placeholder (stSkeleton) stands in their place. After a page of charts such as Compare, that took
     4 s here once the script had ended, and over 15 s on a busy test machine, where a test then found no
     preselected runs."""
-    page.locator(APP_IDLE).wait_for(timeout=timeout)
+    counted = "window.__stRunsDone"  # undefined where the tab has no SCRIPT_RUN_COUNTER
+    before = page.evaluate(counted)
+    try:
+        page.locator(APP_IDLE).wait_for(timeout=timeout)
+    except sync_api.TimeoutError as exc:  # say whether one run hung or reruns followed each other without a gap
+        state = page.locator("[data-testid='stApp']").get_attribute("data-test-script-state", timeout=5_000)
+        after = page.evaluate(counted)
+        runs = "" if after is None else f"{after - (before or 0)} script runs ended meanwhile and "
+        raise AssertionError(f"the page was not idle within {timeout / 1000:.0f} s: {runs}its script state is "
+                             f"{state!r}") from exc
     expect(page.locator(SKELETON)).to_have_count(0, timeout=timeout)
 
 
