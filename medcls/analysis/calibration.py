@@ -101,8 +101,10 @@ def _crowded_bin_sentence(rel: dict) -> str:
     if count[crowded] < 0.8 * n or count[crowded] == n:
         return ""
     low, high = edges[crowded], edges[crowded + 1]
-    text = (f" {count[crowded]} of {n} images got {low:.0%}–{high:.0%}, so the figure mostly judges those; the "
-            f"other {n - count[crowded]} are in the diagram's other bins.")
+    rest = n - count[crowded]
+    others = "the other one is" if rest == 1 else f"the other {rest} are"
+    text = (f" {count[crowded]} of {n} images got {low:.0%}–{high:.0%}, so the figure mostly judges those; "
+            f"{others} in the diagram's other bins.")
     if rel["kind"] == "top-label":
         text += " For a rare class, judge that class's probability instead."
     return text

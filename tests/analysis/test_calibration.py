@@ -78,3 +78,14 @@ def test_sentence_says_when_one_bin_holds_most_images():
     assert "332 of 340 images got 90%–100%" in text and "other 8" in text and "that class's probability" in text
     class_text = calibration_sentence(reliability(y_true, probs, class_index=1))
     assert "332 of 340 images got 0%–10%" in class_text and "that class's" not in class_text
+
+
+def test_crowded_bin_sentence_counts_the_images_outside_it():
+    # 58 sure images and one unsure: "the other one is", not "the other 1 are"
+    probs = np.array([[0.99, 0.01]] * 58 + [[0.55, 0.45]])
+    y_true = np.zeros(59, dtype=int)
+    text = calibration_sentence(reliability(y_true, probs))
+    assert "58 of 59 images" in text and "the other one is in the diagram's other bins" in text
+    probs = np.array([[0.99, 0.01]] * 58 + [[0.55, 0.45], [0.65, 0.35]])
+    text = calibration_sentence(reliability(np.zeros(60, dtype=int), probs))
+    assert "the other 2 are in the diagram's other bins" in text
