@@ -45,7 +45,8 @@ def _model_names() -> tuple[str, ...]:
 class DataConfig:
     source: str = option("", "Which images to learn from: leave empty for the built-in synthetic phantoms, "
                          "or give a folder, a manifest .csv (path,label[,split]) or a MedMNIST .npz file.",
-                         label="Dataset", group="Data", flags=("--data", "--source"), sweepable=False)
+                         label="Dataset", group="Data", flags=("--data", "--source"), sweepable=False,
+                         words=(("", "the built-in phantoms"),))
     layout: str = option("auto", "How the dataset is organised. 'auto' looks at the folder: train/val/test "
                          "sub-folders, class sub-folders, a manifest or an .npz file.", label="Layout", group="Data",
                          choices=("auto", "split_folders", "class_folders", "manifest", "npz"), sweepable=False,
@@ -192,7 +193,7 @@ class TrainConfig:
                         "training and validation images; you get every part's score and their mean ± spread (an "
                         "honest error bar for small datasets), and the models then predict together. Takes that many "
                         "times longer. 0 = one model.", label="Cross-validation folds", group="Learning", min=0,
-                        max=10, sweepable=False)
+                        max=10, sweepable=False, words=((0, "0 (none)"),))
     small_data_ensemble: bool = option(True, "With 0 folds: on a small dataset (enough of every class for each "
                                        "fold to be validated on 10 or more, at most 3,000 training and "
                                        "validation images, and at most as much work as 2,000 of them with "

@@ -29,6 +29,10 @@ def test_runs_are_compared_by_the_size_and_folds_they_chose():
     assert as_trained(chose, one_model, None) == given  # chose 128 px and one model: trained like a run given 128
     rows = config_rows({"chose": as_trained(chose, record, cv), "given": given})
     assert {row["setting"] for row in rows} == {"Image size (px)", "Cross-validation folds"}
+    folds_row = next(row for row in rows if row["setting"] == "Cross-validation folds")
+    assert (folds_row["chose"], folds_row["given"]) == ("3", "0 (none)")  # not a bare "0"
+    built_in = config_rows({"busi": given.with_options(source="/data/busi"), "phantoms": given})
+    assert built_in[0]["phantoms"] == "the built-in phantoms"  # not "–"
 
 
 def test_rows_of_different_models_say_not_used_instead_of_inventing_values():
