@@ -140,12 +140,14 @@ with left:
         except ValueError:
             pass  # moved or unreadable since the run: the sentence names it
 with right:
-    st.metric("Predicted class", escape_markdown(label), f"{probabilities[label]:.0%} confidence", delta_color="off")
+    st.metric("Predicted class", escape_markdown(label), f"{probabilities[label]:.0%} confidence", delta_color="off",
+              delta_arrow="off")  # a confidence, not a change: no arrow
     if learned is not None:
-        st.info(escape_markdown(seen_sentence(learned, seen.folds)), icon="🧠")
+        filed = (seen.labels or {}).get(learned[0])
+        st.info(escape_markdown(seen_sentence(learned, seen.folds, filed, label)), icon="🧠")
     elif copy is not None:
         own_label = true_class if true_class in predictor.classes else None  # another dataset's names say nothing
-        st.info(escape_markdown(near_copy_sentence(copy, seen.folds, own_label)), icon="🧠")
+        st.info(escape_markdown(near_copy_sentence(copy, seen.folds, own_label, label)), icon="🧠")
     if novelty is not None and novelty.unusual:
         st.warning(novelty.sentence(), icon="🛑")
     if prediction.low_confidence:

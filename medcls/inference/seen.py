@@ -90,12 +90,25 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
                        labels)
 
 
-def seen_sentence(match: tuple[str, str], folds: int) -> str:
-    """Why an answer on this image means little, in a sentence for the page (Markdown-free)."""
+def seen_sentence(match: tuple[str, str], folds: int, label: str | None = None, answer: str | None = None) -> str:
+    """Why an answer on this image means little, in a sentence for the page (Markdown-free). ``label``: the class
+    the run filed the image under; ``answer``: the class the run gave it."""
     path, split = match
-    return (f"This is {item_name(path)}, one of the images this run learned from: {_how_used(split, folds)}. A right "
-            "answer here shows what the model remembers, not how it does on new images; pick a test image to see "
-            "that.")
+    sentence = f"This is {item_name(path)}, one of the images this run learned from: {_how_used(split, folds)}."
+    if missed := _missed_although_trained(split, folds, label, answer):
+        return f"{sentence} {missed}"
+    return (f"{sentence} A right answer here shows what the model remembers, not how it does on new images; pick a "
+            "test image to see that.")
+
+
+def _missed_although_trained(split: str, folds: int, label: str | None, answer: str | None) -> str:
+    """A wrong answer on an image the run trained on (BUSI's hard malignant scans are such): it is worth saying,
+    because people expect a model to remember what it learned from. '' when the answer is right or unknown, or
+    when one model only chose its best epoch with the image."""
+    if not label or not answer or answer == label or (not folds and split != "train"):
+        return ""
+    return (f"Yet it answers {answer}, not {label} as that image is filed: training on an image does not make a "
+            "model remember it, so this mistake is a real one.")
 
 
 def _how_used(split: str, folds: int) -> str:
@@ -181,13 +194,16 @@ def lookalikes(seen: LearnedFrom) -> Lookalikes | None:
     return Lookalikes(paths, table, chance_levels(table.phash, table.thumbs, table.ok), seen)
 
 
-def near_copy_sentence(copy: NearCopy, folds: int, label: str | None = None) -> str:
-    """Why an answer on a copy of a training image means little; ``label``: the asked-about image's own class."""
+def near_copy_sentence(copy: NearCopy, folds: int, label: str | None = None, answer: str | None = None) -> str:
+    """Why an answer on a copy of a training image means little; ``label``: the asked-about image's own class;
+    ``answer``: the class the run gave it."""
     what = "the same picture as" if copy.same_pixels else "a near copy of"
     kind = f"a {copy.label} image" if copy.label else "one of the images"
     sentence = (f"This image is {what} {item_name(copy.path)}, {kind} this run learned from: "
-                f"{_how_used(copy.split, folds)}. A right answer here may show what the model remembers rather than "
-                "how it does on new images.")
+                f"{_how_used(copy.split, folds)}.")
+    missed = _missed_although_trained(copy.split, folds, copy.label, answer)
+    sentence += f" {missed}" if missed else (" A right answer here may show what the model remembers rather than "
+                                             "how it does on new images.")
     if copy.label and label is not None and copy.label != label:
         sentence += (f" This one is filed as {label}, that one as {copy.label}: one of the two labels is wrong, or the "
                      "case is ambiguous.")

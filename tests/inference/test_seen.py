@@ -52,6 +52,18 @@ def test_the_sentence_says_how_the_run_used_the_image():
     assert seen_sentence(("/d/a.png", "train"), folds=5) == folds  # the folds split train + val alike
 
 
+def test_a_wrong_answer_on_an_image_the_run_trained_on_is_called_a_real_mistake():
+    missed = seen_sentence(("/d/malignant (10).png", "train"), folds=0, label="malignant", answer="benign")
+    assert missed.endswith("Yet it answers benign, not malignant as that image is filed: training on an image does "
+                           "not make a model remember it, so this mistake is a real one.")
+    assert "A right answer" not in missed
+    right = seen_sentence(("/d/malignant (10).png", "train"), folds=0, label="malignant", answer="malignant")
+    assert right == seen_sentence(("/d/malignant (10).png", "train"), folds=0)  # right: what it remembers
+    # One model only chose its best epoch with a validation image: a wrong answer there is no surprise.
+    assert "Yet it answers" not in seen_sentence(("/d/a.png", "val"), folds=0, label="malignant", answer="benign")
+    assert "Yet it answers benign" in seen_sentence(("/d/a.png", "val"), folds=3, label="malignant", answer="benign")
+
+
 def _near_copy_bytes(path: str, brighter: int = 12) -> bytes:
     """The picture re-exported: a little brighter, saved as a JPEG (other bytes, other pixels, the same scan)."""
     import io
@@ -102,6 +114,11 @@ def test_the_near_copy_sentence_names_the_copy_and_a_label_conflict():
                              "or the case is ambiguous.")
     assert "4 of this run's 5 fold models trained on it" in conflict
     assert near_copy_sentence(copy, folds=0, label="malignant") == upload  # the same class: nothing to add
+    missed = near_copy_sentence(copy, folds=3, label="malignant", answer="benign")  # BUSI's malignant (10).png
+    assert "2 of this run's 3 fold models trained on it" in missed and "remembers rather than" not in missed
+    assert missed.endswith("Yet it answers benign, not malignant as that image is filed: training on an image does "
+                           "not make a model remember it, so this mistake is a real one.")
+    assert near_copy_sentence(copy, folds=0, answer="malignant") == upload  # a right answer: as before
     same = NearCopy("/d/a.png", "val", "", bits=0, same_pixels=True)
     assert near_copy_sentence(same, folds=0).startswith("This image is the same picture as a.png, one of the images "
                                                         "this run learned from: this run chose its best epoch")
