@@ -81,7 +81,25 @@ def copies_sentence(test_images: int, copies: Sequence[str], whole: SplitMetrics
     if focus and whole.recall(focus) is not None and without.recall(focus) is not None:
         focus_words = f", {focus} recall {_score(without.recall(focus))} (against {_score(whole.recall(focus))})"
     return (text + f" On the {without.n} test images without a copy: macro-F1 {_score(without.macro_f1)} (against "
-            f"{_score(whole.macro_f1)} on all {whole.n}){focus_words}.")
+            f"{_score(whole.macro_f1)} on all {whole.n}){focus_words}." + _copies_scored_lower(whole, without, focus))
+
+
+def _copies_scored_lower(whole: SplitMetrics, without: SplitMetrics, focus: str) -> str:
+    """People expect copies to raise a score; when they lowered it (as BUSI's hard malignant copies can), say so,
+    judged on the figures as shown (3 decimals)."""
+    def lower(a: float | None, b: float | None) -> bool:
+        return a is not None and b is not None and round(a, 3) < round(b, 3)
+
+    f1_lower = lower(whole.macro_f1, without.macro_f1)
+    recall_lower = bool(focus) and lower(whole.recall(focus), without.recall(focus))
+    if f1_lower and recall_lower:
+        what = f"macro-F1 and {focus} recall are"
+    elif f1_lower or recall_lower:
+        what = "macro-F1 is" if f1_lower else f"{focus} recall is"
+    else:
+        return ""
+    return (f" Here {what} higher without the copies: the model answered the copies worse than the new images, so "
+            "it did not simply remember them.")
 
 
 def run_copies_sentence(store: RunStore, run_id: str, metrics: RunMetrics | None = None,

@@ -62,6 +62,24 @@ def test_the_score_without_the_copies_and_the_sentence():
     assert "1 of the 4 test images (25%) has a near copy" in copies_sentence(4, ["a"], whole, without)
     assert copies_sentence(4, [], whole, whole) == ""
     assert "this test split says nothing about new images" in copies_sentence(4, paths, whole, None)
+    assert "did not simply remember" not in text  # the copies were the right answers here
+
+
+def test_the_sentence_says_when_the_copies_lowered_the_score():
+    classes = ["benign", "malignant"]
+    paths = ["a", "b", "c", "d", "e", "f"]
+    y_true = np.array([0, 1, 1, 0, 1, 0])
+    right, wrong = [0.9, 0.1], [0.1, 0.9]
+    probs = np.array([right, [0.8, 0.2], right[::-1], right, right[::-1], wrong])  # b (malignant) missed, f wrong
+    whole = classification_metrics(y_true, probs, classes)
+    # b, a copy of a malignant training image, was missed: without it both scores are higher.
+    both = copies_sentence(6, ["b"], whole, metrics_without(paths, y_true, probs, classes, ["b"]), "malignant")
+    assert both.endswith(" Here macro-F1 and malignant recall are higher without the copies: the model answered the "
+                         "copies worse than the new images, so it did not simply remember them.")
+    # With two right benign answers among the copies too, only malignant recall is higher without them.
+    copies = ["a", "b", "d"]
+    recall = copies_sentence(6, copies, whole, metrics_without(paths, y_true, probs, classes, copies), "malignant")
+    assert " Here malignant recall is higher without the copies:" in recall
 
 
 def test_a_run_records_its_copied_test_images_and_says_what_they_do(split_items, synth, store, capsys):
