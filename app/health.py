@@ -15,6 +15,7 @@ from medcls.data.health import (
     DEFAULT_MAX_DISTANCE,
     DuplicateGroup,
     HealthReport,
+    Leak,
     check_duplicates,
     made_own_split,
     random_split_leak,
@@ -94,9 +95,7 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
         fix = ""
         if own and not data_cfg.group_duplicates:
             fix = " Tick **Keep near-duplicates in one split** in the sidebar for a split without leaks."
-        st.warning(f"**Split leak: {leak.test_in_train:g} of {leak.test_images:g} test images ({leak.test_share:.0%}) "
-                   f"and {leak.val_in_train:g} validation images have a near-duplicate in train.** Test scores on "
-                   f"this split are optimistic.{fix}")
+        st.warning(f"{_leak_words(leak)}{fix}")
         if not own:  # the dataset's own split leaks: offer a split that keeps copies together
             st.button("Make a duplicate-grouped split of this data (sets the dataset's split aside)",
                       key="health_fix_split", on_click=_grouped_split, type="primary",
@@ -124,6 +123,19 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
                f"of 5 seeds).{note}")
     for path, reason in health.failures[:5]:
         st.caption(f"Not checked: {escape_markdown(item_name(path))}: {shown(reason)}")
+
+
+def _leak_words(leak: Leak) -> str:
+    """The split leak in words, claiming only what it inflates: copies of validation images alone inflate the
+    validation score (and so the epoch chosen by it), not the test score."""
+    val = f"{leak.val_in_train:g} validation image{'' if leak.val_in_train == 1 else 's'}"
+    if not leak.test_in_train:
+        return (f"**Split leak: {val} {'has' if leak.val_in_train == 1 else 'have'} a near-duplicate in train** "
+                "(no test image has). Validation scores, and the best epoch picked by them, are optimistic.")
+    test = f"{leak.test_in_train:g} of {leak.test_images:g} test images ({leak.test_share:.0%})"
+    also = f" and {val}" if leak.val_in_train else ""
+    have = "has" if leak.test_in_train == 1 and not also else "have"
+    return f"**Split leak: {test}{also} {have} a near-duplicate in train.** Test scores on this split are optimistic."
 
 
 def _grouped_split() -> None:

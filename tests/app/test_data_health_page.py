@@ -74,7 +74,8 @@ def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
     example = f"{escape_markdown('mislabelled.png (bright)')} = {escape_markdown('dark (2).png (dark)')}"
     assert any("One picture appears under two or more classes" in e.value and example in e.value for e in at.error), \
         [e.value for e in at.error]
-    assert any("Split leak: 1 of 7 test images" in w.value for w in at.warning)
+    assert any(as_read(w.value).replace("**", "").startswith("Split leak: 1 of 7 test images (14%) has a near-duplicate in train. Test "
+                                           "scores on this split are optimistic.") for w in at.warning)
     assert any("this dataset's own split" in c.value for c in at.caption)
     assert _random_split_leak(at) == ("0", "images")
 
@@ -98,6 +99,21 @@ def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
     assert {m.label: m.value for m in at.metric}["Test images with a copy in train"].startswith("0 of")
     assert not any("Split leak" in w.value for w in at.warning)
     assert any("this split (made by medcls)" in c.value for c in at.caption)
+
+
+def test_a_leak_into_validation_only_does_not_call_the_test_scores_optimistic(app_env, tmp_path):
+    root = tmp_path / "fixed"
+    _write_split(root / "train", 8, seed=1)
+    _write_split(root / "test", 3, seed=2)
+    _write_split(root / "val", 3, seed=3)
+    shutil.copy(root / "train" / "bright" / "bright (5).png", root / "val" / "bright" / "leaked.png")
+
+    at = _data_page(root)
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Test images with a copy in train"] == "0 of 6"
+    leaks = [as_read(w.value).replace("**", "") for w in at.warning if "Split leak" in w.value]
+    assert leaks == ["Split leak: 1 validation image has a near-duplicate in train (no test image has). Validation "
+                     "scores, and the best epoch picked by them, are optimistic."], leaks
 
 
 def test_the_sidebar_option_gives_a_split_without_leaks(app_env, tmp_path):
