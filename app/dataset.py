@@ -256,5 +256,12 @@ def typical_image_side(cfg: DataConfig) -> int | None:
 
 
 def dataset_caption(spec: DatasetSpec) -> str:
-    label = "SYNTHETIC phantoms (not patient data)" if spec.synthetic else shown(spec.root)
+    """The dataset above each page: the built-in phantoms flagged as synthetic, an upload by its name (its place
+    in the uploads folder means nothing to the person who uploaded it), a folder by its path."""
+    if spec.synthetic:
+        label = "SYNTHETIC phantoms (not patient data)"
+    elif (uploaded := uploads().file_name_of(spec.root)) is not None:
+        label = f"{shown(uploaded)} (uploaded)"
+    else:
+        label = shown(spec.root)
     return f"**{label}** · {shown(spec.summary())}"

@@ -102,6 +102,16 @@ class Uploads:
             return None
         return self.root / rel.parts[0] if rel.parts and not rel.parts[0].startswith(".") else None
 
+    def file_name_of(self, path: Path | str) -> str | None:
+        """The name of the file that was uploaded for the upload a dataset path lies in ('skin.zip'; the entry
+        adds a content hash, see :func:`target_name` and :meth:`add_npz`); None when it is not an upload."""
+        entry = self.upload_of(path)
+        if entry is None:
+            return None
+        if entry.suffix == ".npz":  # "<hash>-<name>.npz"
+            return entry.name.split("-", 1)[-1]
+        return f"{entry.name.rsplit('-', 1)[0]}.zip"  # "<name>-<hash>"
+
     def touch(self, path: Path | str) -> None:
         """Mark the upload holding ``path`` as used now (it is then not removed to make room for a while)."""
         entry = self.upload_of(path)

@@ -403,3 +403,19 @@ def test_while_a_run_trains_the_options_are_timed_from_a_quiet_measurement_if_th
     monkeypatch.setattr(JobManager, "running", lambda self: [])  # the run ended: timed now, with every core
     at.run()
     assert len(timed) == 2 and not any("beside the run" in c.value or "ago" in c.value for c in at.caption)
+
+
+def test_an_uploaded_zip_is_named_by_its_file_not_its_place_on_the_server(app_env, tiny_dataset):
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for image in sorted(tiny_dataset.rglob("*.png")):
+            zf.write(image, f"tiny/{image.relative_to(tiny_dataset)}")
+    at = new_app().run()
+    at.sidebar.radio(key="data_kind").set_value("zip").run()
+    at.sidebar.file_uploader(key="data_zip").upload("my scans.zip", buf.getvalue(), "application/zip").run()
+    assert not at.exception and not at.error
+    captions = [as_read(m.value) for m in at.markdown if "images, 2 classes" in m.value]
+    assert captions and captions[0].startswith("**my_scans.zip (uploaded)** · 28 images"), captions
+    assert "uploads" not in captions[0]

@@ -50,6 +50,15 @@ def test_an_upload_unpacks_once_and_records_its_size(uploads):
     assert 40_000 < entry.size < 43_000 and entry.kind == "zip" and not entry.in_use
 
 
+def test_an_upload_is_named_by_the_file_that_was_uploaded(uploads, tmp_path):
+    folder = uploads.add_zip(dataset_zip(0), "my-set.zip")  # unpacked into "my-set-<hash>/set"
+    assert uploads.file_name_of(folder) == "my-set.zip"
+    assert uploads.file_name_of(folder / "benign" / "0.bmp") == "my-set.zip"
+    npz = uploads.add_npz(b"not read here", "blood-mnist.npz")  # kept as "<hash>-blood-mnist.npz"
+    assert npz.name != "blood-mnist.npz" and uploads.file_name_of(npz) == "blood-mnist.npz"
+    assert uploads.file_name_of(tmp_path / "elsewhere") is None
+
+
 def test_the_oldest_unused_upload_makes_room_first(uploads):
     for i in range(3):
         uploads.add_zip(dataset_zip(i), f"set{i}.zip")
