@@ -91,7 +91,7 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
         st.error(f"**{'One picture appears' if n == 1 else f'{n} pictures appear'} under two or more classes**, e.g. "
                  f"{escape_markdown(example)}. The same image cannot be both: one label is wrong, or the case is "
                  "ambiguous. Check these labels, or remove the images.")
-    if leak.test_in_train or leak.val_in_train:
+    if leak.test_in_train or leak.val_in_train or leak.test_in_learning:
         fix = ""
         if own and not data_cfg.group_duplicates:
             fix = " Tick **Keep near-duplicates in one split** in the sidebar for a split without leaks."
@@ -127,15 +127,30 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
 
 def _leak_words(leak: Leak) -> str:
     """The split leak in words, claiming only what it inflates: copies of validation images alone inflate the
-    validation score (and so the epoch chosen by it), not the test score."""
-    val = f"{leak.val_in_train:g} validation image{'' if leak.val_in_train == 1 else 's'}"
-    if not leak.test_in_train:
-        return (f"**Split leak: {val} {'has' if leak.val_in_train == 1 else 'have'} a near-duplicate in train** "
-                "(no test image has). Validation scores, and the best epoch picked by them, are optimistic.")
-    test = f"{leak.test_in_train:g} of {leak.test_images:g} test images ({leak.test_share:.0%})"
-    also = f" and {val}" if leak.val_in_train else ""
-    have = "has" if leak.test_in_train == 1 and not also else "have"
-    return f"**Split leak: {test}{also} {have} a near-duplicate in train.** Test scores on this split are optimistic."
+    validation score (and so the epoch chosen by it), not the test score; a cross-validated run (the default for
+    a small dataset) learns from the validation images too, so copies of test images there count for it."""
+    def images(n: float, what: str) -> str:
+        return f"{n:g} {what} image{'' if n == 1 else 's'}"
+
+    def have(n: float) -> str:
+        return "has" if n == 1 else "have"
+
+    if leak.test_in_train:
+        test = f"{leak.test_in_train:g} of {leak.test_images:g} test images ({leak.test_share:.0%})"
+        also = f" and {images(leak.val_in_train, 'validation')}" if leak.val_in_train else ""
+        text = (f"**Split leak: {test}{also} {have(leak.test_in_train + leak.val_in_train)} a near-duplicate in train.** "
+                "Test scores on this split are optimistic.")
+    elif leak.val_in_train:
+        text = (f"**Split leak: {images(leak.val_in_train, 'validation')} {have(leak.val_in_train)} a "
+                "near-duplicate in train** (no test image has). Validation scores, and the best epoch picked by "
+                "them, are optimistic.")
+    else:
+        text = "**Split leak:** no test or validation image has a near-duplicate in train."
+    if leak.test_in_learning > leak.test_in_train:
+        n = leak.test_in_learning
+        text += (" A cross-validated run (the default for a small dataset) learns from the validation images too: "
+                 f"{n:g} of the {leak.test_images:g} test images {have(n)} a near-duplicate among train + validation.")
+    return text
 
 
 def _grouped_split() -> None:

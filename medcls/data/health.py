@@ -181,6 +181,8 @@ class Leak:
     test_in_val: float     # test images with a near-duplicate in validation
     test_images: float
     val_images: float
+    # test images with a near-duplicate in train or validation: what a cross-validated run learns from
+    test_in_learning: float = 0.0
 
     @property
     def test_share(self) -> float:
@@ -193,12 +195,12 @@ def split_leak(groups: Sequence[int], splits: Sequence[str]) -> Leak:
     for group, split in zip(groups, splits):
         by_group.setdefault(int(group), set()).add(split)
 
-    def count(held_out: str, seen: str) -> int:
-        return sum(1 for g, s in zip(groups, splits) if s == held_out and seen in by_group[int(g)])
+    def count(held_out: str, *seen: str) -> int:
+        return sum(1 for g, s in zip(groups, splits) if s == held_out and by_group[int(g)].intersection(seen))
 
     return Leak(test_in_train=count("test", "train"), val_in_train=count("val", "train"),
                 test_in_val=count("test", "val"), test_images=sum(s == "test" for s in splits),
-                val_images=sum(s == "val" for s in splits))
+                val_images=sum(s == "val" for s in splits), test_in_learning=count("test", "train", "val"))
 
 
 def random_split_leak(groups: Sequence[int], labels: Sequence[int], val_fraction: float = 0.15,

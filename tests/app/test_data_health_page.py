@@ -116,6 +116,22 @@ def test_a_leak_into_validation_only_does_not_call_the_test_scores_optimistic(ap
                      "scores, and the best epoch picked by them, are optimistic."], leaks
 
 
+def test_a_copy_of_a_test_image_among_the_validation_images_is_named_for_cross_validated_runs(app_env, tmp_path):
+    root = tmp_path / "fixed"
+    _write_split(root / "train", 8, seed=1)
+    _write_split(root / "test", 3, seed=2)
+    _write_split(root / "val", 3, seed=3)
+    shutil.copy(root / "test" / "dark" / "dark (1).png", root / "val" / "dark" / "again.png")
+
+    at = _data_page(root)
+    assert not at.exception
+    leaks = [as_read(w.value).replace("**", "") for w in at.warning if "Split leak" in w.value]
+    assert leaks == ["Split leak: no test or validation image has a near-duplicate in train. A cross-validated run "
+                     "(the default for a small dataset) learns from the validation images too: 1 of the 6 test "
+                     "images has a near-duplicate among train + validation."], leaks
+    assert not [s for s in at.success if "near-duplicate" in s.value or "No duplicate" in s.value]  # not "no leak"
+
+
 def test_the_sidebar_option_gives_a_split_without_leaks(app_env, tmp_path):
     root = write_tiny_dataset(tmp_path / "pairs", per_class=10)
     for name in ("bright", "dark"):

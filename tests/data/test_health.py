@@ -139,6 +139,9 @@ def test_split_leak_counts():
     assert (leak.test_in_train, leak.val_in_train, leak.test_in_val) == (1, 1, 1)
     assert (leak.test_images, leak.val_images) == (3, 2)
     assert leak.test_share == pytest.approx(1 / 3)
+    assert leak.test_in_learning == 2  # the test images of groups 0 (train) and 1 (val): once each
+    both = split_leak([0, 0, 0], ["train", "val", "test"])
+    assert (both.test_in_train, both.test_in_val, both.test_in_learning) == (1, 1, 1)  # not counted twice
 
 
 def test_a_random_split_leaks_and_a_grouped_split_does_not():
