@@ -201,10 +201,16 @@ def near_copy_sentence(copy: NearCopy, folds: int, label: str | None = None, ans
     kind = f"a {copy.label} image" if copy.label else "one of the images"
     sentence = (f"This image is {what} {item_name(copy.path)}, {kind} this run learned from: "
                 f"{_how_used(copy.split, folds)}.")
-    missed = _missed_although_trained(copy.split, folds, copy.label, answer)
-    sentence += f" {missed}" if missed else (" A right answer here may show what the model remembers rather than "
-                                             "how it does on new images.")
-    if copy.label and label is not None and copy.label != label:
+    conflict = bool(copy.label) and label is not None and copy.label != label
+    if conflict and answer == label:  # right for this image, and not what its copy taught: no memory, no mistake
+        sentence += f" It answers {answer}, as this image is filed, not {copy.label} as that one is."
+    elif conflict and answer == copy.label:
+        sentence += f" It answers {answer}, as that image is filed, not {label} as this one is: it may remember that one."
+    elif missed := _missed_although_trained(copy.split, folds, copy.label, answer):
+        sentence += f" {missed}"
+    else:
+        sentence += " A right answer here may show what the model remembers rather than how it does on new images."
+    if conflict:
         sentence += (f" This one is filed as {label}, that one as {copy.label}: one of the two labels is wrong, or the "
                      "case is ambiguous.")
     return sentence

@@ -119,6 +119,14 @@ def test_the_near_copy_sentence_names_the_copy_and_a_label_conflict():
     assert missed.endswith("Yet it answers benign, not malignant as that image is filed: training on an image does "
                            "not make a model remember it, so this mistake is a real one.")
     assert near_copy_sentence(copy, folds=0, answer="malignant") == upload  # a right answer: as before
+    # BUSI's benign (42).png is filed benign, its copy malignant (51).png malignant: answering benign is no mistake.
+    agrees = near_copy_sentence(copy, folds=3, label="benign", answer="benign")
+    assert "It answers benign, as this image is filed, not malignant as that one is. This one is filed as benign" in agrees
+    assert "mistake" not in agrees and "remembers" not in agrees
+    echoes = near_copy_sentence(copy, folds=3, label="benign", answer="malignant")
+    assert "It answers malignant, as that image is filed, not benign as this one is: it may remember that one." in echoes
+    neither = near_copy_sentence(copy, folds=3, label="benign", answer="normal")
+    assert "Yet it answers normal, not malignant as that image is filed" in neither
     same = NearCopy("/d/a.png", "val", "", bits=0, same_pixels=True)
     assert near_copy_sentence(same, folds=0).startswith("This image is the same picture as a.png, one of the images "
                                                         "this run learned from: this run chose its best epoch")
