@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 import streamlit as st
 
-from medcls.analysis.error_cases import Case, cell_cases, cell_of_point
+from medcls.analysis.error_cases import COPY_MARK, Case, cell_cases, cell_of_point, copies_caption
 from medcls.data.explore import thumbnail
 from medcls.figures.evaluation import confusion_matrix_figure
 from medcls.runs.records import Predictions, RunMetrics
@@ -111,7 +111,8 @@ def _heading(name: str, true: str, predicted: str, n: int) -> str:
 @guarded
 def cell_images(store: RunStore, run_id: str, name: str, test: Predictions, true: str, predicted: str) -> None:
     """The test images of one cell as thumbnails with their probabilities, surest first."""
-    cases = cell_cases(test.paths, test.y_true, test.probs, test.classes, true, predicted, order="confident")
+    cases = cell_cases(test.paths, test.y_true, test.probs, test.classes, true, predicted, order="confident",
+                       copies=store.test_copies(run_id))
     st.markdown(_heading(name, true, predicted, len(cases)))
     if not cases:
         st.info("No test image falls in this cell.")
@@ -125,13 +126,14 @@ def cell_images(store: RunStore, run_id: str, name: str, test: Predictions, true
     shown = cases[:limit]
     st.caption("Sorted by the model's confidence in its answer, surest first. Under each image: the probability "
                "it gave every class." + (f" Showing the {len(shown)} surest of {len(cases)}." if len(cases) > limit
-                                         else ""))
+                                         else "") + (f" {marked}" if (marked := copies_caption(shown)) else ""))
     weights = store.weights_version(run_id) if gradcam else None
     failed = []
     grid = st.columns(COLUMNS)
     for i, case in enumerate(shown):
         with grid[i % COLUMNS], st.container(key=f"cm_image_{i}"):
-            caption = f"{case.name} · true {case.true}, predicted {case.predicted}"
+            caption = f"{case.name} · true {case.true}, predicted {case.predicted}" + (
+                f" · {COPY_MARK}" if case.copied else "")
             try:
                 picture = _overlay(str(store.root), run_id, weights, case.path, case.predicted) if gradcam \
                     else thumbnail(case.path, THUMB_PX)

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from medcls.analysis.calibration import calibration_sentence, reliability
-from medcls.analysis.error_cases import Case, cell_cases, cell_options, default_cell
+from medcls.analysis.error_cases import Case, cell_cases, cell_options, copies_caption, default_cell
 from medcls.analysis.operating_point import (
     BinaryView,
     default_positive_group,
@@ -276,10 +276,13 @@ def error_browser_section(store: RunStore, run_id: str, focus: str) -> None:
                           help="Mistakes come first, the most common first. Images are sorted worst first: the "
                                "lowest probability for their true class.")
     limit = right.number_input("Show at most", 4, 200, 12, 4, key="err_limit")
-    cases = cell_cases(paths, y_test, p_test, classes, cell[0], cell[1])
+    cases = cell_cases(paths, y_test, p_test, classes, cell[0], cell[1], copies=store.test_copies(run_id))
     shown = cases[:int(limit)]
-    if len(cases) > len(shown):
-        st.caption(f"Showing the {len(shown)} worst of {len(cases)} images.")
+    said = [f"Showing the {len(shown)} worst of {len(cases)} images."] if len(cases) > len(shown) else []
+    if marked := copies_caption(shown):
+        said.append(marked)
+    if said:
+        st.caption(" ".join(said))
     grid = st.columns(4)
     for i, case in enumerate(shown):
         with grid[i % 4]:

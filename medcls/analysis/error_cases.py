@@ -10,15 +10,29 @@ correct ones). ``order="confident"`` sorts them by the probability of the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Collection, Literal, Sequence
 
 import numpy as np
 
 from ..data.spec import item_name
 
-__all__ = ["Case", "cell_counts", "cell_cases", "cell_options", "default_cell", "cell_of_point"]
+__all__ = ["Case", "COPY_MARK", "copies_caption", "cell_counts", "cell_cases", "cell_options", "default_cell",
+           "cell_of_point"]
 
 Order = Literal["worst", "confident"]
+
+# How a case whose near copy the run learned from is marked: a right answer on it may be memory.
+COPY_MARK = "copy learned"
+
+
+def copies_caption(cases: Sequence["Case"]) -> str:
+    """What the mark means, for the cases shown ('' when none is marked)."""
+    k = sum(case.copied for case in cases)
+    if not k:
+        return ""
+    which = "It marks 1 image here" if k == 1 else f"It marks {k} images here"
+    return (f"'{COPY_MARK}': a near copy of the image is among the images this run learned from (its training and "
+            f"validation images), so a right answer on it may be memory. {which}.")
 
 
 @dataclass(frozen=True)
@@ -29,10 +43,11 @@ class Case:
     p_true: float
     p_predicted: float
     probabilities: dict[str, float]
+    copied: bool = False  # a near copy of it is among the images the run learned from (train + val)
 
     @property
     def caption(self) -> str:
-        name = item_name(self.path)
+        name = item_name(self.path) + (f" · {COPY_MARK}" if self.copied else "")
         if self.true == self.predicted:
             return f"{name} · P({self.true}) {self.p_true:.0%}"
         return f"{name} · P({self.true}) {self.p_true:.0%} · P({self.predicted}) {self.p_predicted:.0%}"
@@ -55,11 +70,13 @@ def cell_counts(y_true: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
 
 
 def cell_cases(paths: Sequence[str], y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-               true_class: str, predicted_class: str, order: Order = "worst") -> list[Case]:
+               true_class: str, predicted_class: str, order: Order = "worst",
+               copies: Collection[str] = ()) -> list[Case]:
     """The images whose true class is ``true_class`` and predicted class ``predicted_class``.
 
     ``order``: "worst" (lowest probability for the true class first) or "confident" (highest probability for
-    the predicted class first); ties go by path, so the order is the same on every call.
+    the predicted class first); ties go by path, so the order is the same on every call. ``copies``: the run's
+    test images with a near copy among the images it learned from (``RunMetrics.test_copies``); they are marked.
     """
     if order not in ("worst", "confident"):
         raise ValueError(f"Unknown order {order!r}; use 'worst' or 'confident'.")
@@ -74,8 +91,9 @@ def cell_cases(paths: Sequence[str], y_true: np.ndarray, probs: np.ndarray, clas
         chosen = sorted(chosen, key=lambda i: (probs[i, t], paths[i]))
     else:
         chosen = sorted(chosen, key=lambda i: (-probs[i, p], paths[i]))
+    copies = set(copies)
     return [Case(paths[i], true_class, predicted_class, float(probs[i, t]), float(probs[i, p]),
-                 {c: float(v) for c, v in zip(classes, probs[i])}) for i in chosen]
+                 {c: float(v) for c, v in zip(classes, probs[i])}, paths[i] in copies) for i in chosen]
 
 
 def cell_options(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> list[tuple[str, str, int]]:

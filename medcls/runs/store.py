@@ -321,6 +321,12 @@ class RunStore(RunLifecycle, RunArtefacts):
         except RecordError:
             return None
 
+    def test_copies(self, run_id: str) -> tuple[str, ...]:
+        """The run's test images with a near copy among the images it learned from (none when not tested or not
+        checked)."""
+        metrics = self.metrics(run_id)
+        return (metrics.test_copies or ()) if metrics is not None else ()
+
     def write_cross_validation(self, run_id: str, cv: CrossValidation) -> None:
         self._write(run_id, "cv.json", cv.to_dict())
 

@@ -7,6 +7,7 @@ import pytest
 
 from medcls.analysis.error_cases import (
     cell_cases,
+    copies_caption,
     cell_counts,
     cell_of_point,
     cell_options,
@@ -81,6 +82,18 @@ def test_probability_line_names_every_class_in_order(predictions):
     i = paths.index(case.path)
     assert case.probability_line == " · ".join(f"{c} {probs[i, k]:.2f}" for k, c in enumerate(CLASSES))
     assert case.name == f"{i}.png"
+
+
+def test_test_images_with_a_learned_copy_are_marked(predictions):
+    paths, y_true, probs = predictions
+    cases = cell_cases(paths, y_true, probs, CLASSES, "benign", "benign")
+    copied = {cases[0].path, cases[2].path, "img/not-in-this-cell.png"}
+    marked = cell_cases(paths, y_true, probs, CLASSES, "benign", "benign", copies=copied)
+    assert [c.copied for c in marked[:4]] == [True, False, True, False]
+    assert "copy learned" in marked[0].caption and "copy learned" not in marked[1].caption
+    assert copies_caption(marked).endswith("so a right answer on it may be memory. It marks 2 images here.")
+    assert copies_caption(marked[:1]).endswith("It marks 1 image here.")
+    assert copies_caption(cases) == ""  # nothing marked, nothing said
 
 
 def test_npz_items_are_named_by_split_and_index():

@@ -184,6 +184,28 @@ def test_error_browser_shows_the_images_of_the_chosen_cell(page):
             assert p_true == sorted(p_true)
 
 
+def test_test_images_whose_copy_the_run_learned_from_are_marked_in_both_image_views(page):
+    from medcls.analysis.error_cases import cell_cases, cell_options
+
+    at, store, run_id = page
+    test = store.predictions(run_id, "test")
+    true, predicted, count = cell_options(test.y_true, test.probs, test.classes)[0]
+    first = cell_cases(test.paths, test.y_true, test.probs, test.classes, true, predicted, order="confident")[0]
+    metrics = json.loads(store.file(run_id, "metrics.json").read_text())
+    metrics["test_copies"] = [first.path]  # as if the run had found a copy of it among train + val
+    store.file(run_id, "metrics.json").write_text(json.dumps(metrics))
+    at.session_state["cm_picked"] = {"run": run_id, "true": true, "predicted": predicted}
+    at.selectbox(key="err_cell").set_value((true, predicted, count))
+    at.run()
+    assert not at.exception and not at.error
+    captions = [c.replace("\\", "") for img in at.image for c in img.captions]
+    marked = [c for c in captions if "copy learned" in c]
+    # the clicked cell's grid and the error browser's grid each mark it, and only it
+    assert len(marked) == 2 and all(c.startswith(first.name) for c in marked), captions
+    said = [c.value for c in at.caption if "'copy learned'" in c.value]
+    assert len(said) == 2 and all("It marks 1 image here." in c for c in said), said
+
+
 def test_run_card_download_holds_the_run_and_an_embedded_plot(page, monkeypatch):
     at, store, run_id = page
     captured = {}
