@@ -95,20 +95,21 @@ def seen_sentence(match: tuple[str, str], folds: int, label: str | None = None, 
     the run filed the image under; ``answer``: the class the run gave it."""
     path, split = match
     sentence = f"This is {item_name(path)}, one of the images this run learned from: {_how_used(split, folds)}."
-    if missed := _missed_although_trained(split, folds, label, answer):
+    if missed := _missed_although_trained(split, folds, label, answer, filed="it is"):
         return f"{sentence} {missed}"
     return (f"{sentence} A right answer here shows what the model remembers, not how it does on new images; pick a "
             "test image to see that.")
 
 
-def _missed_although_trained(split: str, folds: int, label: str | None, answer: str | None) -> str:
+def _missed_although_trained(split: str, folds: int, label: str | None, answer: str | None,
+                             filed: str = "that image is") -> str:
     """A wrong answer on an image the run trained on (BUSI's hard malignant scans are such): it is worth saying,
     because people expect a model to remember what it learned from. '' when the answer is right or unknown, or
     when one model only chose its best epoch with the image."""
     if not label or not answer or answer == label or (not folds and split != "train"):
         return ""
-    return (f"Yet it answers {answer}, not {label} as that image is filed: training on an image does not make a "
-            "model remember it, so this mistake is a real one.")
+    return (f"Yet it answers {answer}, not {label} as {filed} filed: training on an image does not make a model "
+            "remember it, so this mistake is a real one.")
 
 
 def _how_used(split: str, folds: int) -> str:

@@ -7,10 +7,10 @@ import pytest
 
 from medcls.analysis.error_cases import (
     cell_cases,
-    copies_caption,
     cell_counts,
     cell_of_point,
     cell_options,
+    copies_caption,
     default_cell,
 )
 from medcls.analysis.metrics import classification_metrics

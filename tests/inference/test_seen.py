@@ -54,8 +54,8 @@ def test_the_sentence_says_how_the_run_used_the_image():
 
 def test_a_wrong_answer_on_an_image_the_run_trained_on_is_called_a_real_mistake():
     missed = seen_sentence(("/d/malignant (10).png", "train"), folds=0, label="malignant", answer="benign")
-    assert missed.endswith("Yet it answers benign, not malignant as that image is filed: training on an image does "
-                           "not make a model remember it, so this mistake is a real one.")
+    assert missed.endswith("Yet it answers benign, not malignant as it is filed: training on an image does not make "
+                           "a model remember it, so this mistake is a real one.")
     assert "A right answer" not in missed
     right = seen_sentence(("/d/malignant (10).png", "train"), folds=0, label="malignant", answer="malignant")
     assert right == seen_sentence(("/d/malignant (10).png", "train"), folds=0)  # right: what it remembers
