@@ -26,13 +26,19 @@ COPY_MARK = "copy learned"
 
 
 def copies_caption(cases: Sequence["Case"]) -> str:
-    """What the mark means, for the cases shown ('' when none is marked)."""
-    k = sum(case.copied for case in cases)
-    if not k:
+    """What the mark means for the cases shown, all of one cell ('' when none is marked): on the diagonal a right
+    answer may be memory; off it, the run got an image wrong although it learned from a copy of it."""
+    marked = [case for case in cases if case.copied]
+    if not marked:
         return ""
-    which = "It marks 1 image here" if k == 1 else f"It marks {k} images here"
-    return (f"'{COPY_MARK}': a near copy of the image is among the images this run learned from (its training and "
-            f"validation images), so a right answer on it may be memory. {which}.")
+    what = (f"'{COPY_MARK}': a near copy of the image is among the images this run learned from (its training and "
+            "validation images)")
+    k = len(marked)
+    if marked[0].true == marked[0].predicted:
+        return f"{what}, so a right answer on it may be memory. It marks {k} image{'s' if k != 1 else ''} here."
+    them = "it" if k == 1 else "them"
+    return (f"{what}. It marks {k} image{'s' if k != 1 else ''} here: the run got {them} wrong although it learned "
+            f"from {'a copy' if k == 1 else 'copies'}.")
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,10 @@ def test_test_images_with_a_learned_copy_are_marked(predictions):
     assert copies_caption(marked).endswith("so a right answer on it may be memory. It marks 2 images here.")
     assert copies_caption(marked[:1]).endswith("It marks 1 image here.")
     assert copies_caption(cases) == ""  # nothing marked, nothing said
+    wrong = cell_cases(paths, y_true, probs, CLASSES, "malignant", "benign")
+    wrong_marked = cell_cases(paths, y_true, probs, CLASSES, "malignant", "benign", copies={wrong[0].path})
+    assert copies_caption(wrong_marked).endswith("It marks 1 image here: the run got it wrong although it learned "
+                                                 "from a copy.")  # a mistake is not 'memory'
 
 
 def test_npz_items_are_named_by_split_and_index():

@@ -203,7 +203,7 @@ def test_test_images_whose_copy_the_run_learned_from_are_marked_in_both_image_vi
     # the clicked cell's grid and the error browser's grid each mark it, and only it
     assert len(marked) == 2 and all(c.startswith(first.name) for c in marked), captions
     said = [c.value for c in at.caption if "'copy learned'" in c.value]
-    assert len(said) == 2 and all("It marks 1 image here." in c for c in said), said
+    assert len(said) == 2 and all("It marks 1 image here" in c for c in said), said
 
 
 def test_run_card_download_holds_the_run_and_an_embedded_plot(page, monkeypatch):
