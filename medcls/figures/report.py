@@ -169,7 +169,15 @@ def _fold_rows(cv: CrossValidation, epochs: int) -> list[tuple[str, Any]]:
     return [("fold models", f"{cv.completed} of {cv.folds} trained to their end"),
             ("best epoch of each fold", ", ".join(str(s.best_epoch) for s in cv.scores)),
             ("epochs trained in each fold", ", ".join(str(s.epochs) for s in cv.scores) + f" (of up to {epochs})"),
-            ("stopped early", f"{early} of the {len(ended)} folds trained to their end")]
+            ("stopped early", _stopped_early_words(early, len(ended), len(cv.scores)))]
+
+
+def _stopped_early_words(early: int, ended: int, trained: int) -> str:
+    """How many fold models early stopping ended, out of those that ran to their end ('3 of 3 fold models', not
+    '3 of the 3 folds trained to their end', which read as if none had stopped)."""
+    if ended == trained:
+        return f"{early} of {ended} fold model{'s' if ended != 1 else ''}"
+    return f"{early} of the {ended} that trained to {'its' if ended == 1 else 'their'} end (a stop cut the last short)"
 
 
 def _cross_validation_section(cv: CrossValidation, focus: str) -> str:
