@@ -166,18 +166,18 @@ def _fold_rows(cv: CrossValidation, epochs: int) -> list[tuple[str, Any]]:
     """The overview's epoch rows for a fold ensemble: each fold model has its own best epoch and length."""
     ended = cv.scores[:cv.completed]  # a stop cuts the last fold short: that is not early stopping
     early = sum(s.epochs < epochs for s in ended)
-    return [("fold models", f"{cv.completed} of {cv.folds} trained to their end"),
+    return [("fold models", f"{cv.completed} of {cv.folds} finished"),
             ("best epoch of each fold", ", ".join(str(s.best_epoch) for s in cv.scores)),
             ("epochs trained in each fold", ", ".join(str(s.epochs) for s in cv.scores) + f" (of up to {epochs})"),
             ("stopped early", _stopped_early_words(early, len(ended), len(cv.scores)))]
 
 
 def _stopped_early_words(early: int, ended: int, trained: int) -> str:
-    """How many fold models early stopping ended, out of those that ran to their end ('3 of 3 fold models', not
-    '3 of the 3 folds trained to their end', which read as if none had stopped)."""
+    """How many fold models early stopping ended, out of those that finished ('3 of 3 fold models', not '3 of the 3
+    folds trained to their end', which read as if none had stopped)."""
     if ended == trained:
         return f"{early} of {ended} fold model{'s' if ended != 1 else ''}"
-    return f"{early} of the {ended} that trained to {'its' if ended == 1 else 'their'} end (a stop cut the last short)"
+    return f"{early} of the {ended} that finished (a stop cut the last short)"
 
 
 def _cross_validation_section(cv: CrossValidation, focus: str) -> str:

@@ -110,8 +110,8 @@ def test_a_stopped_fold_ensemble_does_not_count_its_cut_fold_as_stopped_early(fi
     store.write_cross_validation(run_id, CrossValidation(folds=3, grouped=False, completed=1,
                                                          scores=(score(1, epochs), score(2, 1))))
     html = run_card_html(store, run_id)
-    assert "<th>fold models</th><td>1 of 3 trained to their end</td>" in html
-    assert "<th>stopped early</th><td>0 of the 1 that trained to its end (a stop cut the last short)</td>" in html
+    assert "<th>fold models</th><td>1 of 3 finished</td>" in html
+    assert "<th>stopped early</th><td>0 of the 1 that finished (a stop cut the last short)</td>" in html
     # Every fold ran to its end: the row counts fold models, and does not read as if none had stopped.
     store.write_cross_validation(run_id, CrossValidation(folds=2, grouped=False, completed=2,
                                                          scores=(score(1, epochs), score(2, epochs - 1))))
