@@ -218,7 +218,8 @@ class TrainConfig:
                                          "would draw over twice the training images an epoch, each epoch draws "
                                          "a balanced share of twice the training images.",
                                          label="Oversampling multipliers", group="Rare classes",
-                                         applies=when(imbalance="oversample"), sweepable=False)
+                                         applies=when(imbalance="oversample"), sweepable=False,
+                                         words=(((), "none (every class up to the largest)"),))
     select_metric: str = option("macro_f1", "The validation score that picks the best epoch (on a tie, the "
                                 "lower validation loss). Accuracy can look good while a rare class is missed; "
                                 "macro-F1, balanced accuracy or the focus class's recall do not.",
@@ -230,7 +231,8 @@ class TrainConfig:
     focus_class: str = option("", "The class that matters most, e.g. malignant (missing a cancer costs more "
                               "than a false alarm). Empty: a class that names the finding (malignant, cancer, pneumonia, ...) when "
                               "present, else the rarest.",
-                              label="Focus class", group="Rare classes", sweepable=False)
+                              label="Focus class", group="Rare classes", sweepable=False,
+                              words=(("", "chosen for the data"),))
     seed: int = option(0, "Random seed: the same seed and settings give the same run on the same machine, when "
                        "it trains with the same number of CPU threads (set under CPU threads to be sure).",
                        label="Seed", group="Speed and reproducibility", min=0, max=MAX_SEED, sweep=(0, 1, 2),

@@ -33,6 +33,8 @@ def test_runs_are_compared_by_the_size_and_folds_they_chose():
     assert (folds_row["chose"], folds_row["given"]) == ("3", "0 (none)")  # not a bare "0"
     built_in = config_rows({"busi": given.with_options(source="/data/busi"), "phantoms": given})
     assert built_in[0]["phantoms"] == "the built-in phantoms"  # not "–"
+    focus = config_rows({"auto": given, "set": given.with_options(focus_class="malignant")})
+    assert (focus[0]["auto"], focus[0]["set"]) == ("chosen for the data", "malignant")
 
 
 def test_rows_of_different_models_say_not_used_instead_of_inventing_values():
