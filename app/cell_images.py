@@ -9,11 +9,12 @@ matrix clears the older matrix's outline (its chart gets a new key), so one cell
 from __future__ import annotations
 
 from functools import partial
+from typing import Sequence
 
 import numpy as np
 import streamlit as st
 
-from medcls.analysis.error_cases import COPY_MARK, Case, cell_cases, cell_of_point, copies_caption
+from medcls.analysis.error_cases import Case, cell_cases, cell_of_point, copies_caption
 from medcls.data.explore import thumbnail
 from medcls.figures.evaluation import confusion_matrix_figure
 from medcls.runs.records import Predictions, RunMetrics
@@ -80,7 +81,7 @@ def clickable_matrices(store: RunStore, chosen: list[str], metrics: dict[str, Ru
         st.caption("👆 Click a cell of a matrix to see its test images.")
         return
     cell_images(store, picked["run"], names[picked["run"]], predictions[picked["run"]], picked["true"],
-                picked["predicted"])
+                picked["predicted"], metrics[picked["run"]].test_copies or ())
 
 
 def _open_in_try_it(run_id: str, case: Case) -> None:
@@ -109,10 +110,12 @@ def _heading(name: str, true: str, predicted: str, n: int) -> str:
 
 @st.fragment
 @guarded
-def cell_images(store: RunStore, run_id: str, name: str, test: Predictions, true: str, predicted: str) -> None:
-    """The test images of one cell as thumbnails with their probabilities, surest first."""
+def cell_images(store: RunStore, run_id: str, name: str, test: Predictions, true: str, predicted: str,
+                copies: Sequence[str] = ()) -> None:
+    """The test images of one cell as thumbnails with their probabilities, surest first; ``copies``: the run's
+    test images whose near copy it learned from (marked)."""
     cases = cell_cases(test.paths, test.y_true, test.probs, test.classes, true, predicted, order="confident",
-                       copies=store.test_copies(run_id))
+                       copies=copies)
     st.markdown(_heading(name, true, predicted, len(cases)))
     if not cases:
         st.info("No test image falls in this cell.")
@@ -132,8 +135,7 @@ def cell_images(store: RunStore, run_id: str, name: str, test: Predictions, true
     grid = st.columns(COLUMNS)
     for i, case in enumerate(shown):
         with grid[i % COLUMNS], st.container(key=f"cm_image_{i}"):
-            caption = f"{case.name} · true {case.true}, predicted {case.predicted}" + (
-                f" · {COPY_MARK}" if case.copied else "")
+            caption = f"{case.name} · true {case.true}, predicted {case.predicted}{case.mark}"
             try:
                 picture = _overlay(str(store.root), run_id, weights, case.path, case.predicted) if gradcam \
                     else thumbnail(case.path, THUMB_PX)

@@ -52,8 +52,13 @@ class Case:
     copied: bool = False  # a near copy of it is among the images the run learned from (train + val)
 
     @property
+    def mark(self) -> str:
+        """' · copy learned' after the image's name when a near copy of it is among the run's images, else ''."""
+        return f" · {COPY_MARK}" if self.copied else ""
+
+    @property
     def caption(self) -> str:
-        name = item_name(self.path) + (f" · {COPY_MARK}" if self.copied else "")
+        name = item_name(self.path) + self.mark
         if self.true == self.predicted:
             return f"{name} · P({self.true}) {self.p_true:.0%}"
         return f"{name} · P({self.true}) {self.p_true:.0%} · P({self.predicted}) {self.p_predicted:.0%}"

@@ -32,6 +32,13 @@ def _write_split(root: Path, per_class: int, seed: int) -> None:
             Image.fromarray(small).resize((32, 32), Image.Resampling.BICUBIC).save(root / name / f"{name} ({i}).png")
 
 
+def _fixed_split(root: Path) -> Path:
+    """train/ val/ test/ folders of distinct images (16 / 6 / 6), no copies yet."""
+    for split, per_class, seed in (("train", 8, 1), ("test", 3, 2), ("val", 3, 3)):
+        _write_split(root / split, per_class, seed)
+    return root
+
+
 def _data_page(folder: Path):
     """The data explorer on a folder dataset (the built-in phantoms are never generated)."""
     at = new_app()
@@ -57,10 +64,7 @@ def _table(at):
 
 
 def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
-    root = tmp_path / "fixed"
-    _write_split(root / "train", 8, seed=1)
-    _write_split(root / "test", 3, seed=2)
-    _write_split(root / "val", 3, seed=3)
+    root = _fixed_split(tmp_path / "fixed")
     # The same picture in train and in test (a leak), and under both classes in train (a conflict).
     shutil.copy(root / "train" / "bright" / "bright (5).png", root / "test" / "bright" / "leaked.png")
     shutil.copy(root / "train" / "dark" / "dark (2).png", root / "train" / "bright" / "mislabelled.png")
@@ -102,10 +106,7 @@ def test_conflicts_and_leaks_of_a_fixed_split_are_flagged(app_env, tmp_path):
 
 
 def test_a_leak_into_validation_only_does_not_call_the_test_scores_optimistic(app_env, tmp_path):
-    root = tmp_path / "fixed"
-    _write_split(root / "train", 8, seed=1)
-    _write_split(root / "test", 3, seed=2)
-    _write_split(root / "val", 3, seed=3)
+    root = _fixed_split(tmp_path / "fixed")
     shutil.copy(root / "train" / "bright" / "bright (5).png", root / "val" / "bright" / "leaked.png")
 
     at = _data_page(root)
@@ -117,10 +118,7 @@ def test_a_leak_into_validation_only_does_not_call_the_test_scores_optimistic(ap
 
 
 def test_a_copy_of_a_test_image_among_the_validation_images_is_named_for_cross_validated_runs(app_env, tmp_path):
-    root = tmp_path / "fixed"
-    _write_split(root / "train", 8, seed=1)
-    _write_split(root / "test", 3, seed=2)
-    _write_split(root / "val", 3, seed=3)
+    root = _fixed_split(tmp_path / "fixed")
     shutil.copy(root / "test" / "dark" / "dark (1).png", root / "val" / "dark" / "again.png")
 
     at = _data_page(root)
