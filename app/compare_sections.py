@@ -121,7 +121,7 @@ def _binary_view(classes: list[str], focus: str) -> BinaryView | None:
         positive = [st.selectbox("Positive class", classes, index=classes.index(focus), key="op_class")]
     else:
         positive = st.multiselect("Classes in the positive group", classes, default=default_positive_group(classes),
-                                  key="op_group")
+                                  key="op_group", select_all=False)  # every class in it leaves no negative
     try:
         return BinaryView.of(classes, positive)
     except ValueError as exc:

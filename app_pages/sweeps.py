@@ -37,8 +37,10 @@ def values_widget(name: str, base: TrainConfig) -> list:
     options = value_choices(name)
     if options is not None:
         start = [current] + [o for o in options if o != current][:1] if current in options else options[:2]
+        # "Select all" only where all of them fit; beyond MAX_VALUES it would quietly pick the first few.
         return st.multiselect(f"Values of **{label(name)}**", options, default=start, max_selections=MAX_VALUES,
-                              format_func=lambda v: format_value(v, name), key=f"sweep_values_{name}")
+                              format_func=lambda v: format_value(v, name), key=f"sweep_values_{name}",
+                              select_all=len(options) <= MAX_VALUES)
     text = st.text_input(f"Values of **{label(name)}** (2 to {MAX_VALUES}, separated by commas)",
                          value=starting_values(name), key=f"sweep_values_{name}",
                          placeholder=f"e.g. {format_value(current)}, …")
@@ -71,7 +73,7 @@ else:
 
 st.subheader("2 · Choose what to vary")
 names = st.multiselect("Settings to vary (one or two)", sweepable_options(base), max_selections=MAX_SETTINGS,
-                       format_func=label, key="sweep_settings",
+                       format_func=label, key="sweep_settings", select_all=False,  # it would pick the first two
                        help="For example the imbalance strategy and the learning rate: 2 x 2 values = 4 runs.")
 settings = {}
 for name in names:

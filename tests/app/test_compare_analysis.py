@@ -134,7 +134,9 @@ def test_grouped_view_is_lesion_against_normal(page):
     _p = store.predictions(run_id, "test")
     _, y_test, p_test, classes = _p.paths, _p.y_true, _p.probs, _p.classes
     at.radio(key="op_mode").set_value("Merge classes into a group").run()
-    assert set(at.multiselect(key="op_group").value) == {"benign", "malignant"}
+    group = at.multiselect(key="op_group")
+    assert set(group.value) == {"benign", "malignant"}
+    assert group.proto.select_all == 0  # every class in the positive group would leave no negative one
     at.slider(key="op_threshold").set_value(0.7).run()
     lesion = [classes.index("benign"), classes.index("malignant")]
     expected = _sensitivity(y_test, p_test[:, lesion].sum(1), lesion, 0.7)

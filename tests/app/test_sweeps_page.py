@@ -80,6 +80,16 @@ def test_two_settings_with_two_values_queue_four_runs_and_rank_them(queue_only, 
     assert 0.61 in [v for row in heat["z"] for v in row]
 
 
+def test_select_all_is_offered_only_where_every_choice_fits(queue_only, tiny_dataset):
+    # "Select all" on a one-or-two picker of ten settings would quietly pick the first two.
+    at = _sweep_page(tiny_dataset)
+    settings = at.multiselect(key="sweep_settings")
+    assert len(settings.options) > 2 and settings.proto.select_all == 0
+    settings.set_value(["imbalance"]).run()
+    strategies = at.multiselect(key="sweep_values_imbalance")  # all four strategies fit in one sweep
+    assert len(strategies.options) <= 4 and strategies.proto.select_all != 0  # -1: always shown
+
+
 def test_an_invalid_value_is_explained_and_nothing_is_queued(queue_only, tiny_dataset):
     at = _sweep_page(tiny_dataset)
     at.multiselect(key="sweep_settings").set_value(["lr"]).run()
