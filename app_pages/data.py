@@ -13,6 +13,7 @@ from medcls.data.explore import (
     imbalance_sentence,
     sample_items,
     small_validation_note,
+    squash_note,
     thumbnail,
 )
 from medcls.data.spec import item_name
@@ -55,6 +56,9 @@ for i, item in enumerate(items):
         except ValueError as exc:
             st.caption(f"unreadable: {shown(exc)}")
 
+train_cfg = saved_config(spec_config)  # the Train page's current options, at the size a run would choose
+train_cfg = resolve_image_size(train_cfg, pool_counts(spec), typical_image_side(spec_config))[0]
+
 st.subheader("Image sizes and modes")
 props = image_properties(spec, limit=400)
 if props:
@@ -65,6 +69,8 @@ if props:
     c2.dataframe(df.groupby("mode").size().rename("images").reset_index(), hide_index=True, width="stretch")
     if len(spec.items) > len(props):
         st.caption(f"From a sample of {len(props)} of {len(spec.items)} images.")
+    if note := squash_note(props, train_cfg.image_size):
+        st.info(f"📐 {note} The augmentation preview below shows an image as the network sees it.")
 
 st.subheader("Data report")
 report = spec.report
@@ -85,8 +91,6 @@ st.subheader("Augmentation preview")
 st.caption("One training image as the network may see it in different epochs, with the augmentation settings "
            "of the Train page. Validation and test images are never augmented.")
 train_items = [it for it in spec.items if it.split == "train"] or spec.items
-train_cfg = saved_config(spec_config)  # the Train page's current options, at the size a run would choose
-train_cfg = resolve_image_size(train_cfg, pool_counts(spec), typical_image_side(spec_config))[0]
 pick = st.slider("Training image (number)", 0, max(0, len(train_items) - 1), 0, key="aug_pick",
                  help="Which training image to preview; its name and class are shown below.")
 picked = train_items[pick]

@@ -15,13 +15,16 @@ from .augment import BatchAugment, to_float
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, header_size, read_image
 from .spec import DatasetSpec, Item
 
-__all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "enlargement_note", "shrink_note",
-           "imbalance_sentence", "small_validation_note", "augmentation_preview"]
+__all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "typical_side_of", "enlargement_note",
+           "shrink_note", "squash_note", "imbalance_sentence", "small_validation_note", "augmentation_preview"]
 
 ENLARGED = 1.25  # a training size this much larger than the images' own is worth a word
 # Images at least this many times the training size lose detail worth a word: BUSI's 256 px ultrasound at the
 # default 128 px (twice) learned 1-2 points less macro-F1 than at 160-192 px (docs/ablation.md).
 SHRUNK = 2.0
+# Images more than this far from square (width / height or height / width) are visibly reshaped by the square
+# resize: a 4:3 image's shapes come out 0.75 times as wide as they were.
+SQUASHED = 1.1
 # A class with fewer validation images than this, and under this share of its train + val images, has a
 # validation split too small for its size: a dataset's own split, like the chest X-ray set's 8 + 8 of 5,232.
 FEW_VALIDATION_IMAGES = 10
@@ -65,7 +68,12 @@ def image_properties(spec: DatasetSpec, limit: int = 400, seed: int = 0) -> list
 
 def typical_side(spec: DatasetSpec, limit: int = 100, seed: int = 0) -> int | None:
     """The median shorter side, in pixels, of (a sample of) the images; None when none can be read."""
-    sides = [min(row["width"], row["height"]) for row in image_properties(spec, limit, seed)]
+    return typical_side_of(image_properties(spec, limit, seed))
+
+
+def typical_side_of(props: list[dict]) -> int | None:
+    """The median shorter side, in pixels, of :func:`image_properties` rows; None when there are none."""
+    sides = [min(row["width"], row["height"]) for row in props]
     return int(np.median(sides)) if sides else None
 
 
@@ -91,6 +99,28 @@ def shrink_note(image_size: int, side: int | None) -> str | None:
             "it and takes longer (the estimate below measures your choice); whether that detail matters for these "
             "images is worth one run to find out. On BUSI's 256 px ultrasound images, 160 and 192 px scored 1 to 2 "
             "points more macro-F1 than 128 px in cross-validation, at 1.4 and about 2 times the time.")
+
+
+def squash_note(props: list[dict], image_size: int) -> str | None:
+    """What the square resize does to images that are not square, from :func:`image_properties` rows (None when
+    fewer than a tenth of them are)."""
+    off = [(r["width"], r["height"]) for r in props
+           if max(r["width"], r["height"]) > SQUASHED * min(r["width"], r["height"])]
+    if not off or len(off) < 0.1 * len(props):
+        return None
+    width, height = max(set(off), key=lambda size: (off.count(size), size))  # the commonest, then the largest
+    if width > height:
+        kept, squeezed, other = height / width, "sideways to {:.2f} of their width", "height"
+    else:
+        kept, squeezed, other = width / height, "from top to bottom to {:.2f} of their height", "width"
+    share = ("None of the images is square" if len(off) == len(props) else
+             f"{len(off)} of the {len(props)} images {'is' if len(off) == 1 else 'are'} not square")
+    sizes = f"{width} × {height} px" if len(set(off)) == 1 else f"most often {width} × {height} px"
+    return (f"{share} ({sizes}). Training and prediction resize every image to "
+            f"{image_size} × {image_size} px without keeping its shape, as the seed notebook did, so the shapes in each "
+            f"{width} × {height} image are squeezed {squeezed.format(kept)} for their {other}: a round lesion "
+            "becomes an oval. The model learns and judges the reshaped images alike; a shape it relies on, such as "
+            "a lesion taller than it is wide, is the reshaped one.")
 
 
 def _resized(side: int, image_size: int, verb: str, factor: float) -> str:

@@ -31,7 +31,7 @@ from ..analysis.metrics import SplitMetrics
 from ..analysis.uncertainty import metric_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
 from ..config import ConfigError
-from ..data.explore import enlargement_note, small_validation_note, typical_side
+from ..data.explore import enlargement_note, image_properties, small_validation_note, squash_note, typical_side_of
 from ..data.sources import load_dataset
 from ..data.spec import DataError
 from ..inference.novelty import embed_images, fit_reference
@@ -133,7 +133,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         resume = _resume_state(store, run_id, shard)
         stage("Finding images", 0.0)
         spec = load_dataset(cfg.data)
-        side = typical_side(spec)  # read once: for the size chosen and the note on enlarged images
+        sizes = image_properties(spec, limit=100)  # read once: for the size chosen and the notes on the images
+        side = typical_side_of(sizes)
         # A small dataset may be cross-validated automatically, and its image size chosen (in one process only).
         queued = cfg
         cfg, chosen = resolve_image_size(cfg, pool_counts(spec), side if shard[1] == 1 else None)
@@ -147,6 +148,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             store.add_note(run_id, chosen)
         if enlarged := enlargement_note(cfg.image_size, side):
             store.add_note(run_id, enlarged)
+        if squashed := squash_note(sizes, cfg.image_size):
+            store.add_note(run_id, squashed)
         if not cfg.folds and (few := small_validation_note(data.decoded.spec)):  # folds validate on their own
             store.add_note(run_id, few)
         if cfg.folds:  # a cross-validation run starts its folds over when it is resumed

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from apphelpers import as_read, choose_folder, new_app, set_tiny_options
+from apphelpers import as_read, choose_folder, new_app, set_tiny_options, write_tiny_dataset
 from PIL import Image
 from streamlit.testing.v1.element_tree import Block
 
@@ -56,6 +56,18 @@ def test_data_explorer_lists_skipped_files(app_env, tiny_dataset):
     tables = [df.value for df in at.dataframe]
     skipped = next(t for t in tables if "reason" in t.columns)
     assert {p.rsplit("/", 1)[-1] for p in skipped["file"]} == {"broken.png", "empty.png"}
+
+
+def test_data_explorer_says_how_images_that_are_not_square_are_squeezed(app_env, tiny_dataset, tmp_path):
+    at = choose_folder(new_app().run(), tiny_dataset)  # 32 x 32 px squares: nothing to say
+    assert not at.exception and not any("without keeping its shape" in i.value for i in at.info)
+    wide = write_tiny_dataset(tmp_path / "wide", size=32)
+    for path in wide.rglob("*.png"):
+        Image.open(path).resize((48, 32)).save(path)  # 3:2
+    at = choose_folder(new_app().run(), wide)
+    note = next(i.value for i in at.info if "without keeping its shape" in i.value)
+    assert "None of the images is square (48 × 32 px)" in note
+    assert "to 0.67 of their width" in note and "preview below shows an image as the network sees it" in note
 
 
 def test_tiny_run_streams_history_and_stop_cancels(app_env, tiny_dataset):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from medcls.config import DataConfig
 from medcls.data import load_dataset
-from medcls.data.explore import enlargement_note, image_properties, shrink_note, typical_side
+from medcls.data.explore import enlargement_note, image_properties, shrink_note, squash_note, typical_side
 
 
 def _npz(path, side: int, n: int = 12):
@@ -42,6 +43,30 @@ def test_shrinking_large_images_a_lot_is_said_with_what_it_loses():
     assert shrink_note(128, 28) is None   # enlarged, not shrunk
     assert shrink_note(128, None) is None  # unknown
     assert enlargement_note(128, 500) is None and enlargement_note(128, 28) and not shrink_note(128, 28)
+
+
+def test_images_that_are_not_square_are_said_to_be_squeezed_by_how_much():
+    wide = [{"width": 800, "height": 600}] * 6 + [{"width": 640, "height": 480}] * 2
+    note = squash_note(wide, 192)
+    assert note.startswith("None of the images is square (most often 800 × 600 px).")
+    assert "to 192 × 192 px" in note and "squeezed sideways to 0.75 of their width for their height" in note
+    tall = [{"width": 300, "height": 600}] + [{"width": 500, "height": 500}] * 4
+    note = squash_note(tall, 128)
+    assert note.startswith("1 of the 5 images is not square (300 × 600 px).")
+    assert "squeezed from top to bottom to 0.50 of their height for their width" in note
+    assert squash_note([{"width": 520, "height": 500}] * 5, 128) is None  # 4% off square: nothing to say
+    # one odd image among many squares is not the dataset's shape
+    assert squash_note([{"width": 800, "height": 400}] + [{"width": 256, "height": 256}] * 19, 128) is None
+    assert squash_note([], 128) is None
+
+
+def test_the_sizes_read_from_files_give_the_note(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((40, 80), i * 40, np.uint8)).save(tmp_path / name / f"{i}.png")  # 80 wide
+    rows = image_properties(load_dataset(DataConfig(source=str(tmp_path))))
+    assert "80 × 40 px" in squash_note(rows, 64) and "0.50 of their width" in squash_note(rows, 64)
 
 
 def test_a_validation_split_far_smaller_than_it_could_be_is_named_with_its_fix(tmp_path, split_dataset, synth):

@@ -394,6 +394,19 @@ def test_a_run_that_enlarges_its_images_says_so(class_dataset, synth, store):
     assert any("typically 32 px" in n and "enlarged 2.0 times" in n for n in store.status(enlarged).notes)
 
 
+def test_a_run_on_images_that_are_not_square_says_how_they_are_squeezed(class_dataset, synth, store):
+    square = store.create(synth.config(class_dataset, epochs=1))
+    assert execute_run(store, square).state == "finished"
+    for path in class_dataset.rglob("*.png"):
+        Image.open(path).resize((32, 48)).save(path)  # 2:3, taller than wide
+    tall = store.create(synth.config(class_dataset, epochs=1))
+    assert execute_run(store, tall).state == "finished"
+    assert not any("without keeping its shape" in n for n in store.status(square).notes)
+    (note,) = [n for n in store.status(tall).notes if "without keeping its shape" in n]
+    assert note.startswith("None of the images is square (32 × 48 px).") and "to 32 × 32 px" in note
+    assert "squeezed from top to bottom to 0.67 of their height" in note
+
+
 def test_a_one_model_run_on_a_tiny_validation_split_says_so(tmp_path, synth, store):
     root = synth.split_folders(tmp_path / "cxr", {"train": {c: 60 for c in ("benign", "malignant", "normal")},
                                                "val": {"benign": 2, "malignant": 2, "normal": 20},
