@@ -10,7 +10,7 @@ from app.identity import visible_runs
 from app.manager import manager
 from app.text import escape_markdown, shown
 from medcls.data import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageReadError
-from medcls.data.explore import thumbnail
+from medcls.data.explore import model_view_caption, thumbnail
 from medcls.data.spec import item_name
 from medcls.figures.evaluation import probability_figure
 from medcls.inference.gradcam import coarse_map_note, ensemble_note, gradcam_overlay
@@ -131,8 +131,8 @@ if learned is None:  # not the same file: it may still be a copy of one (BUSI's 
     copy = looks.near_copy(data) if looks is not None else None
 left, right = st.columns([1, 2])
 with left:
-    st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0), caption="as the model sees it",
-             width="stretch")
+    st.image(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0),
+             caption=model_view_caption(data, predictor.image_size), width="stretch")
     if copy is not None:  # the claim is a fingerprint's: show the match, so that people can judge it by eye
         try:
             st.image(thumbnail(copy.path, 320), width="stretch",

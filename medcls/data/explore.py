@@ -16,7 +16,8 @@ from .imageio import NPZ_MARK, ImageReadError, decode_resized, header_size, read
 from .spec import DatasetSpec, Item
 
 __all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "typical_side_of", "enlargement_note",
-           "shrink_note", "squash_note", "imbalance_sentence", "small_validation_note", "augmentation_preview"]
+           "shrink_note", "squash_note", "squeeze_words", "model_view_caption", "imbalance_sentence",
+           "small_validation_note", "augmentation_preview"]
 
 ENLARGED = 1.25  # a training size this much larger than the images' own is worth a word
 # Images at least this many times the training size lose detail worth a word: BUSI's 256 px ultrasound at the
@@ -104,8 +105,7 @@ def shrink_note(image_size: int, side: int | None) -> str | None:
 def squash_note(props: list[dict], image_size: int) -> str | None:
     """What the square resize does to images that are not square, from :func:`image_properties` rows (None when
     fewer than a tenth of them are)."""
-    off = [(r["width"], r["height"]) for r in props
-           if max(r["width"], r["height"]) > SQUASHED * min(r["width"], r["height"])]
+    off = [(r["width"], r["height"]) for r in props if squeeze_words(r["width"], r["height"], image_size)]
     if not off or len(off) < 0.1 * len(props):
         return None
     width, height = max(set(off), key=lambda size: (off.count(size), size))  # the commonest, then the largest
@@ -121,6 +121,26 @@ def squash_note(props: list[dict], image_size: int) -> str | None:
             f"{width} × {height} image are squeezed {squeezed.format(kept)} for their {other}: a round lesion "
             "becomes an oval. The model learns and judges the reshaped images alike; a shape it relies on, such as "
             "a lesion taller than it is wide, is the reshaped one.")
+
+
+def squeeze_words(width: int, height: int, image_size: int) -> str | None:
+    """'256 × 192 px squeezed to 192 × 192' for an image the square resize reshapes visibly; None for one that is
+    (about) square."""
+    if max(width, height) <= SQUASHED * min(width, height):
+        return None
+    nbsp = "\u00a0"  # keeps each size on one line in a narrow caption
+    return f"{width}{nbsp}×{nbsp}{height}{nbsp}px squeezed to {image_size}{nbsp}×{nbsp}{image_size}"
+
+
+def model_view_caption(source: str | bytes, image_size: int) -> str:
+    """The caption of an image shown as the model's input: 'as the model sees it', and how the square resize
+    reshaped it when it did (read from the file's header; an image it cannot read is simply not described)."""
+    try:
+        width, height, _ = header_size(source)
+    except (OSError, ValueError, SyntaxError):  # SyntaxError: Pillow's word for some broken headers
+        return "as the model sees it"
+    words = squeeze_words(width, height, image_size)
+    return f"as the model sees it ({words})" if words else "as the model sees it"
 
 
 def _resized(side: int, image_size: int, verb: str, factor: float) -> str:

@@ -170,14 +170,15 @@ def _open_dicom(source: str | Path | bytes, label: str, max_pixels: int) -> Imag
                              "corrupt") from None
 
 
-def header_size(path: str | Path) -> tuple[int, int, str]:
-    """(width, height, mode) of an image file from its header, no pixel decoded (DICOM: its photometric
-    interpretation as the mode). Raises OSError, ValueError (a :class:`DicomError` with the reason for DICOM)
-    or Pillow's errors, as opening it would."""
-    if is_dicom_file(path):
-        width, height, photometric = dicom_size(path)
+def header_size(source: str | Path | bytes) -> tuple[int, int, str]:
+    """(width, height, mode) of an image file (or an upload's bytes) from its header, no pixel decoded (DICOM: its
+    photometric interpretation as the mode). Raises OSError, ValueError (a :class:`DicomError` with the reason
+    for DICOM) or Pillow's errors, as opening it would."""
+    in_memory = isinstance(source, (bytes, bytearray))
+    if looks_like_dicom(source[:132]) if in_memory else is_dicom_file(source):
+        width, height, photometric = dicom_size(source)
         return width, height, f"DICOM {photometric}"
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(source) if in_memory else source) as img:
         return img.size[0], img.size[1], img.mode
 
 

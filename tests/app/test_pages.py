@@ -202,6 +202,11 @@ def test_try_it_predicts_an_uploaded_png(app_env, tiny_dataset):
     assert predicted and predicted[0].value in {"bright", "dark"}
     bars = [s for s in plotly_specs(at) if s["data"][0]["type"] == "bar"]
     assert bars and abs(sum(bars[0]["data"][0]["x"]) - 1.0) < 1e-4
+    wide = io.BytesIO()
+    Image.fromarray(np.full((40, 60), 200, np.uint8)).save(wide, format="PNG")
+    at.file_uploader(key="try_upload").upload("wide.png", wide.getvalue(), "image/png").run()
+    captions = [img.caption.replace("\u00a0", " ") for element in at.get("image") for img in element.proto.imgs]
+    assert "as the model sees it (60 × 40 px squeezed to 32 × 32)" in captions, captions
 
 
 def test_try_it_says_when_the_image_is_one_the_run_learned_from(app_env, tiny_dataset):

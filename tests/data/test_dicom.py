@@ -33,6 +33,7 @@ def test_a_ct_window_is_applied_as_a_viewer_does(tmp_path):
     expected = np.clip((hu - 39.5) / 399 + 0.5, 0, 1) * 255
     assert np.abs(gray[inside].astype(float) - expected[inside]).max() <= 1
     assert header_size(path) == (50, 40, "DICOM MONOCHROME2")
+    assert header_size(path.read_bytes()) == (50, 40, "DICOM MONOCHROME2")  # an upload's bytes
 
 
 def test_monochrome1_is_inverted_and_an_unwindowed_image_is_stretched(tmp_path):

@@ -7,7 +7,14 @@ from PIL import Image
 
 from medcls.config import DataConfig
 from medcls.data import load_dataset
-from medcls.data.explore import enlargement_note, image_properties, shrink_note, squash_note, typical_side
+from medcls.data.explore import (
+    enlargement_note,
+    image_properties,
+    model_view_caption,
+    shrink_note,
+    squash_note,
+    typical_side,
+)
 
 
 def _npz(path, side: int, n: int = 12):
@@ -67,6 +74,19 @@ def test_the_sizes_read_from_files_give_the_note(tmp_path):
             Image.fromarray(np.full((40, 80), i * 40, np.uint8)).save(tmp_path / name / f"{i}.png")  # 80 wide
     rows = image_properties(load_dataset(DataConfig(source=str(tmp_path))))
     assert "80 × 40 px" in squash_note(rows, 64) and "0.50 of their width" in squash_note(rows, 64)
+
+
+def test_the_model_view_caption_says_how_the_image_was_squeezed_from_a_path_or_bytes(tmp_path):
+    wide, square = tmp_path / "wide.png", tmp_path / "square.png"
+    Image.fromarray(np.zeros((192, 256), np.uint8)).save(wide)
+    Image.fromarray(np.zeros((100, 104), np.uint8)).save(square)  # 4% off square: not worth a word
+    caption = model_view_caption(str(wide), 192)
+    assert caption.replace("\u00a0", " ") == "as the model sees it (256 × 192 px squeezed to 192 × 192)"
+    assert "256\u00a0×\u00a0192\u00a0px" in caption  # a size never breaks over two lines of a narrow caption
+    in_memory = model_view_caption(wide.read_bytes(), 128).replace("\u00a0", " ")  # an upload's bytes
+    assert in_memory == "as the model sees it (256 × 192 px squeezed to 128 × 128)"
+    assert model_view_caption(str(square), 128) == "as the model sees it"
+    assert model_view_caption(b"not an image", 128) == "as the model sees it"  # unreadable header: no claim
 
 
 def test_a_validation_split_far_smaller_than_it_could_be_is_named_with_its_fix(tmp_path, split_dataset, synth):
