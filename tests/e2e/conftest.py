@@ -249,8 +249,11 @@ def browser():
     # A slow 2-core machine running two test processes can take longer than Playwright's 5 s to redraw a page.
     expect.set_options(timeout=15_000)
     for old in ARTIFACTS.glob("*.png"):  # the folder shows this run's pages only (not another process's of it)
-        if old.stat().st_mtime < _STARTED:
-            old.unlink(missing_ok=True)
+        try:
+            if old.stat().st_mtime < _STARTED:
+                old.unlink()
+        except FileNotFoundError:  # the other test process removed it first
+            pass
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
