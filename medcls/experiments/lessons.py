@@ -240,6 +240,24 @@ def _outcome(state: str, stopped: bool) -> str:
     return "failed" if state == "failed" else "stopped"
 
 
+def _right_per_image(store: RunStore, run_id: str, metric: str, focus_class: str) -> dict[str, bool] | None:
+    """Per test image the metric counts (by path), whether the run's answer (its most probable class) was right:
+    the focus class's images for its recall, every image for accuracy; None for macro-F1, which counts none."""
+    if metric not in ("focus_recall", "accuracy"):
+        return None
+    try:
+        p = store.predictions(run_id, "test")
+    except (RunNotFoundError, RecordError, OSError):
+        return None
+    answers = p.probs.argmax(1)
+    if metric == "accuracy":
+        return {path: bool(a == t) for path, a, t in zip(p.paths, answers, p.y_true)}
+    if focus_class not in p.classes:
+        return None
+    focus = p.classes.index(focus_class)
+    return {path: bool(a == focus) for path, a, t in zip(p.paths, answers, p.y_true) if t == focus}
+
+
 def lesson_results(store: RunStore, queued: QueuedLesson, metric: str) -> tuple[list[RunResult], str]:
     """Each run's result for ``metric`` on its test images (with its 95% interval), and the focus class."""
     from ..analysis.uncertainty import run_intervals
@@ -260,7 +278,7 @@ def lesson_results(store: RunStore, queued: QueuedLesson, metric: str) -> tuple[
             record = None
         models = record.models if record else 1
         parameters = record.parameters_per_model if record and record.parameters else None
-        estimate = low = high = None
+        estimate = low = high = right = None
         images = 0
         if outcome == "finished" and summary.tested:
             try:
@@ -275,7 +293,8 @@ def lesson_results(store: RunStore, queued: QueuedLesson, metric: str) -> tuple[
                 value, images = ci.get(metric), int(ci.get("n", 0))
             if value:
                 estimate, low, high = value["estimate"], value.get("low"), value.get("high")
-        results.append(RunResult(label, outcome, estimate, low, high, images, seconds, parameters, models))
+                right = _right_per_image(store, run_id, metric, summary.focus_class)
+        results.append(RunResult(label, outcome, estimate, low, high, images, seconds, parameters, models, right))
     return results, focus
 
 

@@ -29,6 +29,46 @@ def test_overlapping_intervals_could_be_chance():
     assert "do not show a real difference" in c.summary and "clearly" not in c.summary
 
 
+def _right(found: int, of: int, offset: int = 0) -> dict[str, bool]:
+    """Per image (by name) whether the run got it right: images offset .. offset + found - 1 of 0 .. of - 1."""
+    return {f"img{i:02d}": offset <= i < offset + found for i in range(of)}
+
+
+def test_the_same_images_are_compared_image_by_image_which_sees_what_overlapping_intervals_hide():
+    # BUSI's rare-classes lesson: no fix found 15 of 32 malignant test images, weighted loss those and 7 more.
+    results = [RunResult("no fix", "finished", 15 / 32, 0.31, 0.64, 32, right=_right(15, 32)),
+               RunResult("weighted loss", "finished", 22 / 32, 0.51, 0.82, 32, right=_right(22, 32))]
+    c = conclude(results, "focus_recall", "malignant")
+    text = c.text()
+    assert ("weighted loss raised malignant recall from 0.47 (no fix) to 0.69: image by image, weighted loss found "
+            "7 malignant test images that no fix missed, and missed 0 that it found") in text
+    assert "probability 0.016 (exact McNemar test), so this is a clear difference on these 32 malignant" in text
+    assert "intervals in the chart overlap where these sentences call a difference clear" in text
+    assert c.summary.startswith("In short: weighted loss gave clearly higher malignant recall than no fix")
+    tied = conclude([*results, RunResult("weighted sampler", "finished", 22 / 32, 0.51, 0.82, 32,
+                                         right=_right(22, 32))], "focus_recall", "malignant")
+    assert tied.summary.startswith("In short: weighted loss and weighted sampler gave clearly higher malignant "
+                                   "recall than no fix (0.69 against 0.47)")
+
+
+def test_a_paired_split_that_chance_gives_easily_could_be_chance():
+    # 3 more found and 1 lost: 4 images differ, 3 against 1 (p = 0.62)
+    results = [RunResult("64 px", "finished", 0.50, 0.4, 0.6, 40, right=_right(20, 40)),
+               RunResult("128 px", "finished", 0.55, 0.45, 0.65, 40, right=_right(22, 40, offset=1))]
+    text = conclude(results, "accuracy").text()
+    assert ("image by image, 128 px got right 3 test images that 64 px got wrong, and got wrong 1 that it got "
+            "right: a split that chance gives easily (exact McNemar test, p = 0.62), so this difference could be "
+            "chance") in text
+    assert "do not show a real difference" in text and "chart overlap" not in text
+
+
+def test_runs_judged_on_different_images_fall_back_to_their_intervals():
+    results = [RunResult("a", "finished", 0.2, 0.1, 0.3, 60, right=_right(12, 60)),
+               RunResult("b", "finished", 0.8, 0.7, 0.9, 50, right=_right(40, 50))]
+    text = conclude(results, "accuracy").text()
+    assert "McNemar" not in text and "the 95% intervals do not overlap" in text
+
+
 def test_a_clear_drop_is_reported_as_worse():
     results = [RunResult("64 px", "finished", 0.9, 0.85, 0.95, 100),
                RunResult("128 px", "finished", 0.5, 0.4, 0.6, 100)]

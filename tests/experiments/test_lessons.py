@@ -151,6 +151,26 @@ def test_a_queued_lesson_is_grouped_named_and_concluded_from_stored_results(tmp_
     assert "with 3 malignant test images the 95% intervals overlap" in text and "could be chance" in text
 
 
+def test_a_lessons_runs_are_compared_image_by_image_from_their_test_predictions(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    lesson = get_lesson("rare-classes")
+    queued = submit_lesson(store, JobManager(store, start=False).submit, lesson, DataConfig(source="/data/x"))
+    ids = [r["run_id"] for r in queued.runs]
+    # 8 malignant test images (and 2 benign): no fix finds images 0-1, oversampling images 0-7.
+    y = [1] * 8 + [0, 0]
+    paths = [f"/data/x/img{i}.png" for i in range(10)]
+    found, lost, benign = [0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [[0.9, 0.05, 0.05]] * 2
+    for run_id, probs in ((ids[0], [found] * 2 + [lost] * 6 + benign), (ids[1], [found] * 8 + benign)):
+        _finish(store, run_id, y, probs)
+        store.write_predictions(run_id, ["test"] * 10, paths, np.array(y), np.array(probs),
+                                ["benign", "malignant", "normal"])
+    results, conclusion = lesson_conclusion(store, queued, lesson)
+    assert results[0].right == {p: i < 2 for i, p in enumerate(paths[:8])}  # the malignant images only
+    assert sum(results[1].right.values()) == 8 and results[0].estimate == pytest.approx(2 / 8)
+    assert ("oversampling found 6 malignant test images that no fix missed, and missed 0 that it found. Chance "
+            "gives so uneven a split with probability 0.031") in conclusion.text()
+
+
 def test_an_invalid_lesson_queues_nothing(tmp_path):
     store = RunStore(tmp_path / "runs")
     (lesson,) = parse_lessons(_toml())
