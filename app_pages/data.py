@@ -69,7 +69,7 @@ if props:
     c2.dataframe(df.groupby("mode").size().rename("images").reset_index(), hide_index=True, width="stretch")
     if len(spec.items) > len(props):
         st.caption(f"From a sample of {len(props)} of {len(spec.items)} images.")
-    if note := squash_note(props, train_cfg.image_size):
+    if note := squash_note(props, train_cfg.image_size, of=len(spec.items)):
         st.info(f"📐 {note} The augmentation preview below shows an image as the network sees it.")
 
 st.subheader("Data report")

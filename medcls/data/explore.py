@@ -102,9 +102,9 @@ def shrink_note(image_size: int, side: int | None) -> str | None:
             "points more macro-F1 than 128 px in cross-validation, at 1.4 and about 2 times the time.")
 
 
-def squash_note(props: list[dict], image_size: int) -> str | None:
+def squash_note(props: list[dict], image_size: int, of: int | None = None) -> str | None:
     """What the square resize does to images that are not square, from :func:`image_properties` rows (None when
-    fewer than a tenth of them are)."""
+    fewer than a tenth of them are); ``of``: the dataset's image count, when the rows are a sample of it."""
     off = [(r["width"], r["height"]) for r in props if squeeze_words(r["width"], r["height"], image_size)]
     if not off or len(off) < 0.1 * len(props):
         return None
@@ -113,8 +113,9 @@ def squash_note(props: list[dict], image_size: int) -> str | None:
         kept, squeezed, other = height / width, "sideways to {:.2f} of their width", "height"
     else:
         kept, squeezed, other = width / height, "from top to bottom to {:.2f} of their height", "width"
-    share = ("None of the images is square" if len(off) == len(props) else
-             f"{len(off)} of the {len(props)} images {'is' if len(off) == 1 else 'are'} not square")
+    sampled = f" sampled from {of:,}" if of and of > len(props) else ""
+    share = (f"None of the {len(props)} images{sampled} is square" if len(off) == len(props) else
+             f"{len(off)} of the {len(props)} images{sampled} {'is' if len(off) == 1 else 'are'} not square")
     sizes = f"{width} × {height} px" if len(set(off)) == 1 else f"most often {width} × {height} px"
     return (f"{share} ({sizes}). Training and prediction resize every image to "
             f"{image_size} × {image_size} px without keeping its shape, as the seed notebook did, so the shapes in each "

@@ -148,7 +148,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             store.add_note(run_id, chosen)
         if enlarged := enlargement_note(cfg.image_size, side):
             store.add_note(run_id, enlarged)
-        if squashed := squash_note(sizes, cfg.image_size):
+        if squashed := squash_note(sizes, cfg.image_size, of=len(spec.items)):
             store.add_note(run_id, squashed)
         if not cfg.folds and (few := small_validation_note(data.decoded.spec)):  # folds validate on their own
             store.add_note(run_id, few)

@@ -66,7 +66,7 @@ def test_data_explorer_says_how_images_that_are_not_square_are_squeezed(app_env,
         Image.open(path).resize((48, 32)).save(path)  # 3:2
     at = choose_folder(new_app().run(), wide)
     note = next(i.value for i in at.info if "without keeping its shape" in i.value)
-    assert "None of the images is square (48 × 32 px)" in note
+    assert "None of the 28 images is square (48 × 32 px)" in note
     assert "to 0.67 of their width" in note and "preview below shows an image as the network sees it" in note
 
 

@@ -55,12 +55,14 @@ def test_shrinking_large_images_a_lot_is_said_with_what_it_loses():
 def test_images_that_are_not_square_are_said_to_be_squeezed_by_how_much():
     wide = [{"width": 800, "height": 600}] * 6 + [{"width": 640, "height": 480}] * 2
     note = squash_note(wide, 192)
-    assert note.startswith("None of the images is square (most often 800 × 600 px).")
+    assert note.startswith("None of the 8 images is square (most often 800 × 600 px).")
     assert "to 192 × 192 px" in note and "squeezed sideways to 0.75 of their width for their height" in note
     tall = [{"width": 300, "height": 600}] + [{"width": 500, "height": 500}] * 4
     note = squash_note(tall, 128)
     assert note.startswith("1 of the 5 images is not square (300 × 600 px).")
     assert "squeezed from top to bottom to 0.50 of their height for their width" in note
+    sampled = squash_note(wide, 192, of=5_000)  # the rows are a sample: the note says of how many
+    assert sampled.startswith("None of the 8 images sampled from 5,000 is square")
     assert squash_note([{"width": 520, "height": 500}] * 5, 128) is None  # 4% off square: nothing to say
     # one odd image among many squares is not the dataset's shape
     assert squash_note([{"width": 800, "height": 400}] + [{"width": 256, "height": 256}] * 19, 128) is None

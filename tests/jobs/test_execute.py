@@ -403,7 +403,7 @@ def test_a_run_on_images_that_are_not_square_says_how_they_are_squeezed(class_da
     assert execute_run(store, tall).state == "finished"
     assert not any("without keeping its shape" in n for n in store.status(square).notes)
     (note,) = [n for n in store.status(tall).notes if "without keeping its shape" in n]
-    assert note.startswith("None of the images is square (32 × 48 px).") and "to 32 × 32 px" in note
+    assert note.startswith("None of the 36 images is square (32 × 48 px).") and "to 32 × 32 px" in note
     assert "squeezed from top to bottom to 0.67 of their height" in note
 
 
