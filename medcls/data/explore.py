@@ -105,7 +105,7 @@ def shrink_note(image_size: int, side: int | None) -> str | None:
 def squash_note(props: list[dict], image_size: int, of: int | None = None) -> str | None:
     """What the square resize does to images that are not square, from :func:`image_properties` rows (None when
     fewer than a tenth of them are); ``of``: the dataset's image count, when the rows are a sample of it."""
-    off = [(r["width"], r["height"]) for r in props if squeeze_words(r["width"], r["height"], image_size)]
+    off = [(r["width"], r["height"]) for r in props if _squeezed(r["width"], r["height"])]
     if not off or len(off) < 0.1 * len(props):
         return None
     width, height = max(set(off), key=lambda size: (off.count(size), size))  # the commonest, then the largest
@@ -127,10 +127,15 @@ def squash_note(props: list[dict], image_size: int, of: int | None = None) -> st
 def squeeze_words(width: int, height: int, image_size: int) -> str | None:
     """'256 × 192 px squeezed to 192 × 192' for an image the square resize reshapes visibly; None for one that is
     (about) square."""
-    if max(width, height) <= SQUASHED * min(width, height):
+    if not _squeezed(width, height):
         return None
     nbsp = "\u00a0"  # keeps each size on one line in a narrow caption
     return f"{width}{nbsp}×{nbsp}{height}{nbsp}px squeezed to {image_size}{nbsp}×{nbsp}{image_size}"
+
+
+def _squeezed(width: int, height: int) -> bool:
+    """Far enough from square that the square resize visibly reshapes it."""
+    return max(width, height) > SQUASHED * min(width, height)
 
 
 def model_view_caption(source: str | bytes, image_size: int) -> str:

@@ -118,7 +118,7 @@ def open_image(source: str | Path | bytes, *, name: str | None = None,
         if size == 0:
             raise ImageReadError(label, "the file is empty (0 bytes)", "empty")
         fp = str(path)
-    if looks_like_dicom(source[:132]) if isinstance(source, (bytes, bytearray)) else is_dicom_file(fp):
+    if _is_dicom(source):
         return _open_dicom(source, label, max_pixels)
     with warnings.catch_warnings():
         # Pillow warns (rather than fails) between 1x and 2x its own limit; treat as an error.
@@ -174,12 +174,18 @@ def header_size(source: str | Path | bytes) -> tuple[int, int, str]:
     """(width, height, mode) of an image file (or an upload's bytes) from its header, no pixel decoded (DICOM: its
     photometric interpretation as the mode). Raises OSError, ValueError (a :class:`DicomError` with the reason
     for DICOM) or Pillow's errors, as opening it would."""
-    in_memory = isinstance(source, (bytes, bytearray))
-    if looks_like_dicom(source[:132]) if in_memory else is_dicom_file(source):
+    if _is_dicom(source):
         width, height, photometric = dicom_size(source)
         return width, height, f"DICOM {photometric}"
-    with Image.open(io.BytesIO(source) if in_memory else source) as img:
+    with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
         return img.size[0], img.size[1], img.mode
+
+
+def _is_dicom(source: str | Path | bytes) -> bool:
+    """An upload's bytes that start like DICOM, or a file :func:`is_dicom_file` takes for one."""
+    if isinstance(source, (bytes, bytearray)):
+        return looks_like_dicom(source[:132])
+    return is_dicom_file(source)
 
 
 def stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
