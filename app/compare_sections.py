@@ -22,6 +22,7 @@ from medcls.analysis.operating_point import (
     threshold_for_sensitivity,
     threshold_sweep,
 )
+from medcls.analysis.paired import image_by_image
 from medcls.analysis.uncertainty import (
     has_flat_interval,
     interval_rows,
@@ -45,7 +46,7 @@ from .safety import guarded
 from .text import escape_markdown
 from .text import shown as safe_text
 
-__all__ = ["metrics_down", "confusion_section", "uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
+__all__ = ["metrics_down", "image_by_image_section", "confusion_section", "uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
            "run_card_section", "cross_validation_section"]
 
 THRESHOLD_STEP = 0.001
@@ -78,9 +79,27 @@ def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, st
     st.caption("Each number is followed by its 95% interval. Accuracy and recall are shares of the test images "
                "(k of n), and their range is the Wilson score interval, which stays honest at 0% and 100%. For "
                "macro-F1 and AP the test images were resampled 1,000 times, and the range holds the middle 95% of "
-               "the results." + flat + " Overlapping intervals mean the runs may not really differ.")
+               "the results." + flat + (" Runs whose intervals overlap may not really differ; runs tested on the same images are "
+               "compared more sharply image by image below." if len(run_ids) > 1 else ""))
     for text in small_class_warnings(intervals):
         st.warning(safe_text(text), icon="🔢")
+
+
+def image_by_image_section(predictions: dict[str, Predictions], names: dict[str, str], focus: str) -> None:
+    """Each run against the first, on the test images both judged: McNemar's exact test (medcls/analysis/paired.py)."""
+    findings, notes = image_by_image({names[r]: p for r, p in predictions.items()}, focus)
+    if findings:
+        st.markdown("**Image by image.** " + escape_markdown(
+            f"Each run against {findings[0].reference}, on the images both were tested on:"))
+        st.markdown("\n".join(f"- {escape_markdown(f.sentence)}" for f in findings))
+        st.caption("Only the images one run got right and the other got wrong tell the two apart. McNemar's exact "
+                   "test gives how often chance alone would split them so unevenly (p); below 0.05 is called a clear "
+                   "difference. Intervals that overlap can hide such a difference: each interval also holds the luck "
+                   "of which images ended up in the test split, which both runs share. A clear difference is one of "
+                   "these runs on these images: another seed trains other models, and with many comparisons about one "
+                   "in twenty crosses 0.05 by chance.")
+    for note in notes:
+        st.caption(escape_markdown(note))
 
 
 def confusion_section(store: RunStore, chosen: list[str], metrics: dict[str, RunMetrics],

@@ -9,6 +9,7 @@ from app.compare_sections import (
     confusion_section,
     cross_validation_section,
     error_browser_section,
+    image_by_image_section,
     metrics_down,
     operating_point_section,
     run_card_section,
@@ -140,6 +141,8 @@ if cvs:
 
 st.subheader("How sure are these numbers?")
 uncertainty_section(store, chosen, names, focus)
+if len(chosen) > 1:
+    image_by_image_section(predictions, names, focus)
 
 st.subheader("Confusion matrices")
 confusion_section(store, chosen, metrics, predictions, names)

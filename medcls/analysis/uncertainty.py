@@ -12,17 +12,12 @@ again with replacement 1,000 times, recompute the metric, and report the middle
 per-image indicators), so it takes milliseconds. Results are plain dicts, ready
 for JSON.
 
-Two runs judged on the same test images are compared image by image
-(:func:`paired_difference`): only the images that one got right and the other
-wrong say anything about which is better, and McNemar's exact test asks how
-likely so uneven a split of them is by chance. That is much sharper than
-asking whether two intervals overlap, as each interval also carries the
-spread of drawing those test images, which both runs share.
+Two runs judged on the same test images are compared more sharply image by
+image: see ``paired.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Mapping, Sequence
 
@@ -34,35 +29,12 @@ from ..runs.store import RunStore
 
 __all__ = ["metric_intervals", "proportion_interval", "resample_counts", "weighted_average_precision",
            "small_class_warnings", "format_interval", "interval_rows", "run_intervals", "has_flat_interval",
-           "paired_difference", "PairedDifference", "MIN_RELIABLE", "N_BOOT", "METHOD"]
+           "MIN_RELIABLE", "N_BOOT", "METHOD"]
 
 MIN_RELIABLE = 30   # fewer test images of a class than this earns a warning
 N_BOOT = 1000
 # Stored with every run's intervals; runs stored with another method get theirs computed again when read.
 METHOD = "Wilson score interval (accuracy, recall); percentile bootstrap (macro-F1, average precision)"
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """Two runs on the same images: the images only the first got right, only the second, and McNemar's exact
-    two-sided p-value for so uneven a split of them (1.0 when none differ)."""
-
-    only_first: int
-    only_second: int
-    p_value: float
-
-
-def paired_difference(first: Sequence[bool], second: Sequence[bool]) -> PairedDifference:
-    """McNemar's exact test: ``first[i]`` and ``second[i]`` say whether each run got image i right."""
-    from scipy.stats import binomtest
-
-    a, b = np.asarray(first, bool), np.asarray(second, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"Both runs must be judged on the same images ({a.size} against {b.size}).")
-    only_first, only_second = int((a & ~b).sum()), int((b & ~a).sum())
-    differ = only_first + only_second
-    p = binomtest(only_first, differ, 0.5).pvalue if differ else 1.0
-    return PairedDifference(only_first, only_second, float(p))
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from ..analysis.uncertainty import paired_difference
+from ..analysis.paired import change_phrase, count_words, describe_paired
 
 __all__ = ["METRICS", "RunResult", "Conclusion", "metric_words", "conclude", "outcome_counts"]
 
@@ -108,45 +108,25 @@ def _overlap(a: RunResult, b: RunResult) -> bool | None:
     return a.low <= b.high and b.low <= a.high
 
 
-def _images(n: int, unit: str) -> str:
-    return f"{n} {unit}{'' if n == 1 else 's'}"
-
-
 def _compare(ref: RunResult, r: RunResult, words: str, unit: str, found: bool = False) -> tuple[str, int]:
     """A sentence comparing ``r`` with the reference, and -1/0/+1 for a clear drop/no clear difference/clear rise."""
-    diff = r.estimate - ref.estimate
-    if abs(diff) < _SAME:
+    change = change_phrase(ref.label, ref.estimate, r.label, r.estimate, words)
+    if not change:
         return (f"{r.label} gave the same {words} as {ref.label} ({r.estimate:.2f}): no difference on these "
-                f"{_images(r.images, unit)}.", 0)
-    verb = "raised" if diff > 0 else "lowered"
-    change = f"{r.label} {verb} {words} from {ref.estimate:.2f} ({ref.label}) to {r.estimate:.2f}"
+                f"{count_words(r.images, unit)}.", 0)
+    sign = 1 if r.estimate > ref.estimate else -1
     if _paired(ref, r):
-        return _compare_paired(ref, r, change, unit, 1 if diff > 0 else -1, found)
+        sentence, test = describe_paired(change, ref.label, ref.right, r.label, r.right, unit, found)
+        return sentence, sign if test.clear else 0
     overlap = _overlap(ref, r)
     if overlap is None:
         return (f"{change}, but without intervals for both runs nobody can tell whether that is more than "
                 "chance.", 0)
     if overlap:
-        return (f"{change}, but with {_images(min(ref.images, r.images), unit)} the 95% intervals overlap "
+        return (f"{change}, but with {count_words(min(ref.images, r.images), unit)} the 95% intervals overlap "
                 f"({_ci(ref)} against {_ci(r)}): this difference could be chance.", 0)
     return (f"{change}, and the 95% intervals do not overlap ({_ci(ref)} against {_ci(r)}): a clear difference on "
-            f"these {_images(min(ref.images, r.images), unit)}.", 1 if diff > 0 else -1)
-
-
-def _compare_paired(ref: RunResult, r: RunResult, change: str, unit: str, sign: int,
-                    found: bool) -> tuple[str, int]:
-    """The same images, judged by both runs: McNemar's exact test on those only one of them got right (``found``:
-    the images are one class's, and right means found)."""
-    images = sorted(ref.right)
-    test = paired_difference([r.right[i] for i in images], [ref.right[i] for i in images])
-    right, wrong = ("found", "missed") if found else ("got right", "got wrong")
-    split = (f"image by image, {r.label} {right} {_images(test.only_first, unit)} that {ref.label} {wrong}, and "
-             f"{wrong} {test.only_second} that it {right}")
-    if test.p_value >= 0.05:
-        return (f"{change}, but {split}: a split that chance gives easily (exact McNemar test, "
-                f"p = {test.p_value:.2f}), so this difference could be chance.", 0)
-    return (f"{change}: {split}. Chance gives so uneven a split with probability {test.p_value:.3f} (exact McNemar "
-            f"test), so this is a clear difference on these {_images(len(images), unit)}.", sign)
+            f"these {count_words(min(ref.images, r.images), unit)}.", sign)
 
 
 def _paired(ref: RunResult, r: RunResult) -> bool:
@@ -227,7 +207,7 @@ def conclude(results: list[RunResult], metric: str, focus_class: str = "",
     else:
         n = min(r.images for r in usable)
         summary = (f"In short: these results do not show a real difference in {words}; with "
-                   f"{_images(n, unit)} the differences are within what chance gives. More test images, or the "
+                   f"{count_words(n, unit)} the differences are within what chance gives. More test images, or the "
                    "same lesson with other seeds, would be needed to tell.")
     if not complete:
         summary += " This is a partial result: it uses only the runs that finished."

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..analysis.paired import right_per_image
 from ..config import ConfigError, DataConfig, TrainConfig, option_table
 from ..runs.naming import unique_name
 from ..runs.records import ACTIVE_STATES, GroupMembership, RecordError, RunMeta
@@ -241,21 +242,13 @@ def _outcome(state: str, stopped: bool) -> str:
 
 
 def _right_per_image(store: RunStore, run_id: str, metric: str, focus_class: str) -> dict[str, bool] | None:
-    """Per test image the metric counts (by path), whether the run's answer (its most probable class) was right:
-    the focus class's images for its recall, every image for accuracy; None for macro-F1, which counts none."""
+    """Per test image the metric counts, whether the run got it right (None for macro-F1, or unreadable)."""
     if metric not in ("focus_recall", "accuracy"):
         return None
     try:
-        p = store.predictions(run_id, "test")
+        return right_per_image(store.predictions(run_id, "test"), metric, focus_class)
     except (RunNotFoundError, RecordError, OSError):
         return None
-    answers = p.probs.argmax(1)
-    if metric == "accuracy":
-        return {path: bool(a == t) for path, a, t in zip(p.paths, answers, p.y_true)}
-    if focus_class not in p.classes:
-        return None
-    focus = p.classes.index(focus_class)
-    return {path: bool(a == focus) for path, a, t in zip(p.paths, answers, p.y_true) if t == focus}
 
 
 def lesson_results(store: RunStore, queued: QueuedLesson, metric: str) -> tuple[list[RunResult], str]:

@@ -17,7 +17,6 @@ from medcls.analysis.uncertainty import (
     has_flat_interval,
     interval_rows,
     metric_intervals,
-    paired_difference,
     proportion_interval,
     resample_counts,
     run_intervals,
@@ -191,18 +190,3 @@ def test_finished_runs_store_intervals_and_old_runs_compute_them(finished_run):
            "accuracy": {**stored["accuracy"], "low": stored["accuracy"]["estimate"]}}
     store.write_metrics(run_id, dataclasses.replace(metrics, intervals={"test": old}))
     assert run_intervals(store, run_id) == stored
-
-
-def test_paired_difference_is_mcnemars_exact_test_on_the_images_only_one_run_got_right():
-    from scipy.stats import binomtest
-
-    no_fix = [True] * 15 + [False] * 17
-    fix = [True] * 15 + [True] * 7 + [False] * 10  # 7 more found, none lost
-    test = paired_difference(fix, no_fix)
-    assert (test.only_first, test.only_second) == (7, 0)
-    assert test.p_value == pytest.approx(2 * 0.5 ** 7) == pytest.approx(binomtest(7, 7).pvalue)  # 0.016
-    mixed = paired_difference([True, False, True, False], [False, True, True, False])  # one each way
-    assert (mixed.only_first, mixed.only_second, mixed.p_value) == (1, 1, 1.0)
-    assert paired_difference([True, False], [True, False]).p_value == 1.0  # no image differs
-    with pytest.raises(ValueError, match="same images"):
-        paired_difference([True], [True, False])

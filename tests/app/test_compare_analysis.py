@@ -313,3 +313,30 @@ def test_a_fold_ensembles_heat_maps_are_drawn_in_both_places(app_env, phantom_ca
     at.toggle(key="cm_gradcam").set_value(True).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert [img for element in at.get("image") for img in element.proto.imgs if "· true" in img.caption]
+
+
+def test_two_runs_on_the_same_images_are_compared_image_by_image(page):
+    """A copy of the run that gets every test image right: a clear difference by McNemar's test, which the page
+    says in words, with the images only one run got right counted."""
+    import pandas as pd
+
+    at, store, run_id = page
+    assert not any("Image by image" in m.value for m in at.markdown)   # one run: nothing to pair
+    better = "analysis-run-better"
+    shutil.copytree(store.path(run_id), store.root / better)
+    csv = store.root / better / "predictions.csv"
+    rows = pd.read_csv(csv)
+    test = rows["split"] == "test"
+    wrong = int((rows.loc[test, "true"] != rows.loc[test, "pred"]).sum())
+    assert wrong >= 6   # the fixture's run separates the classes only partly
+    for label in LEVELS:
+        rows.loc[test, f"p_{label}"] = (rows.loc[test, "true"] == label).astype(float)
+    rows.loc[test, "pred"] = rows.loc[test, "true"]
+    rows.to_csv(csv, index=False)
+    at.multiselect(key="compare_runs").set_value([run_id, better]).run()
+    assert not at.exception, at.exception
+    heading = next(m.value for m in at.markdown if m.value.startswith("**Image by image.**"))
+    sentences = next(m.value for m in at.markdown if m.value.startswith("- ") and "McNemar" in m.value)
+    assert "raised accuracy" in sentences and f"got right {wrong} test images that" in sentences
+    assert "clear difference" in sentences and "Each run against" in heading
+    assert any("compared more sharply image by image below" in c.value for c in at.caption)
