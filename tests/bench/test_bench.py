@@ -160,6 +160,16 @@ def test_the_report_uses_the_median_share_over_epochs_when_the_bound_was_timed_a
     assert "| 0.95 |" in old and "timings" not in old  # older results: one bound, 180 / 190
 
 
+def test_a_share_just_under_the_target_is_not_rounded_onto_it():
+    r = copy.deepcopy(RESULTS)
+    r["small_cnn_128_bound"] = {"images_per_s": 250.0, "around_epochs": [250.0, 250.0],
+                                "epoch_shares": [0.897], "share": 0.897}
+    text = render_markdown(r)
+    row = next(line for line in text.splitlines() if "small_cnn 128 px: throughput" in line)
+    assert "| 0.897 |" in row and "❌ missed" in row   # '0.90 ❌ missed' read as a contradiction
+    assert "- (2) missed by 0.003:" in text
+
+
 def test_time_to_quality_over_seeds_shows_mean_and_range_and_judges_the_mean():
     r = copy.deepcopy(RESULTS)
     r["time_to_quality"] = [{"seed": s, "macro_f1": f1, "focus_class": "malignant", "focus_recall": rec,
