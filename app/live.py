@@ -6,6 +6,8 @@ import time
 
 import streamlit as st
 
+from medcls.analysis.copies import run_copies_sentence
+from medcls.analysis.uncertainty import run_intervals, score_headline
 from medcls.figures.training import history_figure, recall_figure
 from medcls.runs.records import (
     ACTIVE_STATES,
@@ -94,6 +96,8 @@ def live_panel(run_id: str) -> None:
             meta = store.meta(run_id)
             _resume_button(run_id, len(history) if store.has_resume(run_id) else 0,
                            manage_refusal(meta.owner, meta.owner_name))
+        if not status.active:
+            _tested(run_id, fold)
         _numbers(one_model, progress, cfg.epochs, status, f" (fold {fold} of {folds})" if fold else "")
         if history:
             part = f" · fold {fold} of {folds}" if fold else ""
@@ -157,6 +161,24 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress, history: li
         st.warning(f"{icon} Interrupted. {shown(status.error)}")
     for note in status.notes:
         st.caption(f"ℹ️ {shown(note)}")
+
+
+def _tested(run_id: str, fold: int | None) -> None:
+    """A tested run's scores on its test images, with their intervals, and the way to Compare for the rest."""
+    store = manager().store
+    try:
+        metrics = store.metrics(run_id)
+        headline = score_headline(run_intervals(store, run_id), metrics.focus_class) if metrics else ""
+    except (RunNotFoundError, FileNotFoundError, RecordError):
+        return
+    if not headline:
+        return
+    who = "The fold models together, as one ensemble. " if fold else ""
+    st.markdown(shown(who + headline))
+    if copies := run_copies_sentence(store, run_id, metrics):
+        st.caption(f"🪞 {shown(copies)}")
+    st.page_link("app_pages/compare.py", label="Look closer: Compare runs",
+                 icon="📊")
 
 
 def _resume_button(run_id: str, epochs_done: int, refusal: str | None) -> None:

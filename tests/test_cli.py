@@ -35,6 +35,8 @@ def test_train_writes_a_finished_run_and_prints_test_metrics(class_dataset, caps
     cfg = store.config(run_id)
     assert (cfg.data.source, cfg.image_size, cfg.epochs, cfg.batch_size) == (str(class_dataset), 32, 1, 8)
     assert "test: accuracy" in out.out and "confusion matrix (rows: true, columns: predicted)" in out.out
+    n = store.metrics(run_id).test.n
+    assert f"On its {n} test images: accuracy " in out.out and "In brackets: the 95% interval" in out.out
     assert f"run {run_id} ({store.meta(run_id).name}) finished" in out.out
     assert "| 32 px | 1 epoch | imbalance oversample" in out.out  # one epoch, not "1 epochs"
     assert "epoch   1/1" in out.err  # progress goes to stderr

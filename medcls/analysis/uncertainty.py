@@ -29,7 +29,7 @@ from ..runs.store import RunStore
 
 __all__ = ["metric_intervals", "proportion_interval", "resample_counts", "weighted_average_precision",
            "small_class_warnings", "format_interval", "interval_rows", "run_intervals", "has_flat_interval",
-           "MIN_RELIABLE", "N_BOOT", "METHOD"]
+           "score_headline", "MIN_RELIABLE", "N_BOOT", "METHOD"]
 
 MIN_RELIABLE = 30   # fewer test images of a class than this earns a warning
 N_BOOT = 1000
@@ -141,6 +141,25 @@ def format_interval(ci: Mapping | None, percent: bool = False) -> str:
     if ci.get("low") is None:
         return f"{fmt(ci['estimate'])}{unit}"
     return f"{fmt(ci['estimate'])}{unit} ({fmt(ci['low'])}–{fmt(ci['high'])}{unit})"
+
+
+def score_headline(intervals: Mapping, focus_class: str = "") -> str:
+    """One sentence for a tested run: accuracy, macro-F1 and the focus class's recall on the test images, each with
+    its 95% interval, and the focus class's images as 'k of n found' (3 test images of a class read very
+    differently from 300). '' when there were no test images."""
+    n = intervals.get("n") or 0
+    if not n:
+        return ""
+    parts = [f"accuracy {format_interval(intervals.get('accuracy'))}",
+             f"macro-F1 {format_interval(intervals.get('macro_f1'))}"]
+    focus = (intervals.get("per_class") or {}).get(focus_class) if focus_class else None
+    if focus and focus.get("recall"):
+        support = focus.get("support", 0)
+        found = round(focus["recall"]["estimate"] * support)
+        parts.append(f"{focus_class} recall {format_interval(focus['recall'])}, {found} of its {support} "
+                     f"image{'' if support == 1 else 's'} found")
+    return (f"On its {n} test image{'' if n == 1 else 's'}: " + ", ".join(parts)
+            + ". In brackets: the 95% interval, where the score on new images of the same kind could lie.")
 
 
 def interval_rows(intervals: Mapping[str, Mapping], focus_class: str = "") -> list[dict[str, str]]:

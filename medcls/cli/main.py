@@ -238,10 +238,19 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
             _print_copies(store, run_id)
         return 1
     _print_metrics(outcome.metrics.get("test"))
+    _print_headline(store, run_id)
     _print_copies(store, run_id)
     # The name again: a run queued as "… · auto size" (its data not listed then) is named after its size by now.
     print(f"run {run_id} ({store.meta(run_id).name}) finished: {store.path(run_id)}")
     return 0
+
+
+def _print_headline(store, run_id: str) -> None:
+    from ..analysis.uncertainty import run_intervals, score_headline
+
+    metrics = store.metrics(run_id)
+    if metrics and (headline := score_headline(run_intervals(store, run_id), metrics.focus_class)):
+        print(headline)
 
 
 def _print_copies(store, run_id: str) -> None:

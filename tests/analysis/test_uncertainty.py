@@ -20,6 +20,7 @@ from medcls.analysis.uncertainty import (
     proportion_interval,
     resample_counts,
     run_intervals,
+    score_headline,
     small_class_warnings,
     weighted_average_precision,
 )
@@ -190,3 +191,14 @@ def test_finished_runs_store_intervals_and_old_runs_compute_them(finished_run):
            "accuracy": {**stored["accuracy"], "low": stored["accuracy"]["estimate"]}}
     store.write_metrics(run_id, dataclasses.replace(metrics, intervals={"test": old}))
     assert run_intervals(store, run_id) == stored
+
+
+def test_the_headline_gives_each_score_its_interval_and_the_focus_class_as_found_of_its_images():
+    y_true = np.array([0] * 40 + [1] * 3 + [2] * 16)
+    probs = np.eye(3)[np.r_[[0] * 40, [1, 0, 0], [2] * 16]] * 0.9 + 0.1 / 3
+    intervals = metric_intervals(y_true, probs, CLASSES)
+    line = score_headline(intervals, "malignant")
+    assert line.startswith(f"On its 59 test images: accuracy {format_interval(intervals['accuracy'])}, macro-F1 ")
+    assert "malignant recall 0.33 (0.06–0.79), 1 of its 3 images found." in line
+    assert "malignant" not in score_headline(intervals, "cancer")   # not a class of this run: no recall
+    assert score_headline(metric_intervals(y_true[:0], probs[:0], CLASSES), "malignant") == ""

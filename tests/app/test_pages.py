@@ -160,6 +160,23 @@ def test_the_recall_chart_marks_the_focus_class_before_a_model_is_saved(app_env,
     assert "bright (focus)" in names and "dark" in names, names[6:]
 
 
+def test_a_finished_run_says_its_test_scores_with_intervals_and_links_to_compare(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    run_id = finished_run(store, tiny_dataset)
+    metrics = store.metrics(run_id)
+    test, focus = metrics.test, metrics.focus_class
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    line = next(m.value for m in at.markdown if m.value.startswith("On its ")).replace("\\", "")  # unescaped
+    support = test.per_class[focus].support
+    found = round(test.recall(focus) * support)
+    assert line.startswith(f"On its {test.n} test images: accuracy {test.accuracy:.2f} (")
+    assert f"{focus} recall {test.recall(focus):.2f} (" in line
+    assert f"{found} of its {support} images found" in line
+    assert [link.label for link in at.get("page_link")] == ["Look closer: Compare runs"]
+
+
 def test_compare_shows_two_confusion_matrices(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
     first = finished_run(store, tiny_dataset, seed=0)
