@@ -108,6 +108,14 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
     else:
         st.success(f"No duplicate images found among {health.checked:,} images.")
 
+    if health.groups:  # without a single copy every count below is 0, which the line above has said
+        _leak_caption(health, spec, data_cfg, leak, own)
+    for path, reason in health.failures[:5]:
+        st.caption(f"Not checked: {escape_markdown(item_name(path))}: {shown(reason)}")
+
+
+def _leak_caption(health: HealthReport, spec: DatasetSpec, data_cfg: DataConfig, leak: Leak, own: bool) -> None:
+    """This split's leak against a random split's, in numbers."""
     train_share = 1 - data_cfg.val_fraction - data_cfg.test_fraction
     random_leak = random_split_leak(health.group_of, [it.label for it in spec.items], data_cfg.val_fraction,
                                     data_cfg.test_fraction)
@@ -121,8 +129,6 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
                f"{train_share:.0%}/{data_cfg.val_fraction:.0%}/{data_cfg.test_fraction:.0%} split, about "
                f"{expected} test image{'' if expected == 1 else 's'} would have a near-duplicate in train (average "
                f"of 5 seeds).{note}")
-    for path, reason in health.failures[:5]:
-        st.caption(f"Not checked: {escape_markdown(item_name(path))}: {shown(reason)}")
 
 
 def _leak_words(leak: Leak) -> str:

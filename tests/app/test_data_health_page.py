@@ -130,6 +130,13 @@ def test_a_copy_of_a_test_image_among_the_validation_images_is_named_for_cross_v
     assert not [s for s in at.success if "near-duplicate" in s.value or "No duplicate" in s.value]  # not "no leak"
 
 
+def test_a_dataset_without_copies_says_so_once_without_a_line_of_zero_counts(app_env, tmp_path):
+    at = _data_page(write_tiny_dataset(tmp_path / "plain", per_class=10))
+    assert not at.exception
+    assert any(s.value.startswith("No duplicate images found among 20 images") for s in at.success)
+    assert not any("would have a near-duplicate" in c.value for c in at.caption)
+
+
 def test_the_sidebar_option_gives_a_split_without_leaks(app_env, tmp_path):
     root = write_tiny_dataset(tmp_path / "pairs", per_class=10)
     for name in ("bright", "dark"):
