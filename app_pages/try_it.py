@@ -9,6 +9,7 @@ from app.dataset import MAX_UPLOAD_MB, load_current_dataset, upload_too_large
 from app.identity import visible_runs
 from app.manager import manager
 from app.text import escape_markdown, shown
+from medcls.analysis.metrics import probability_percent
 from medcls.data import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageReadError
 from medcls.data.explore import model_view_caption, thumbnail
 from medcls.data.spec import item_name
@@ -140,7 +141,7 @@ with left:
         except ValueError:
             pass  # moved or unreadable since the run: the sentence names it
 with right:
-    st.metric("Predicted class", escape_markdown(label), f"{probabilities[label]:.0%} confidence", delta_color="off",
+    st.metric("Predicted class", escape_markdown(label), f"{probability_percent(probabilities[label])} confidence", delta_color="off",
               delta_arrow="off")  # a confidence, not a change: no arrow
     if learned is not None:
         filed = (seen.labels or {}).get(learned[0])
@@ -148,6 +149,12 @@ with right:
     elif copy is not None:
         own_label = true_class if true_class in predictor.classes else None  # another dataset's names say nothing
         st.info(escape_markdown(near_copy_sentence(copy, seen.folds, own_label, label)), icon="🧠")
+    if true_class is not None and learned is None:  # a picked image: its label is known, so say what it means
+        if true_class not in predictor.classes:
+            st.caption(f"Filed as **{escape_markdown(true_class)}** in the dataset, a class this model does not know.")
+        else:
+            st.caption(f"{'✅' if label == true_class else '❌'} Filed as **{escape_markdown(true_class)}** in the "
+                       f"dataset: the model's answer is {'right' if label == true_class else 'wrong'}.")
     if novelty is not None and novelty.unusual:
         st.warning(novelty.sentence(), icon="🛑")
     if prediction.low_confidence:

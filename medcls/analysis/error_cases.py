@@ -15,6 +15,7 @@ from typing import Collection, Literal, Sequence
 import numpy as np
 
 from ..data.spec import item_name
+from .metrics import probability_percent
 
 __all__ = ["Case", "COPY_MARK", "copies_caption", "cell_counts", "cell_cases", "cell_options", "default_cell",
            "cell_of_point"]
@@ -60,8 +61,9 @@ class Case:
     def caption(self) -> str:
         name = item_name(self.path) + self.mark
         if self.true == self.predicted:
-            return f"{name} · P({self.true}) {self.p_true:.0%}"
-        return f"{name} · P({self.true}) {self.p_true:.0%} · P({self.predicted}) {self.p_predicted:.0%}"
+            return f"{name} · P({self.true}) {probability_percent(self.p_true)}"
+        return (f"{name} · P({self.true}) {probability_percent(self.p_true)} · P({self.predicted}) "
+                f"{probability_percent(self.p_predicted)}")
 
     @property
     def name(self) -> str:

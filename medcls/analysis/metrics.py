@@ -16,8 +16,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["epoch_metrics", "classification_metrics", "pr_curve", "select_score", "softmax", "ClassMetrics",
+__all__ = ["probability_percent", "epoch_metrics", "classification_metrics", "pr_curve", "select_score", "softmax", "ClassMetrics",
            "SplitMetrics"]
+
+
+def probability_percent(p: float) -> str:
+    """A probability as a percentage that never rounds onto certainty: 0.997 is '99.7%', not '100%' (a wrong answer
+    at '100% confidence' teaches that the model was sure beyond doubt); '>99.9%' and '<0.1%' at the ends."""
+    if p >= 1.0 or p <= 0.0:
+        return f"{p:.0%}"
+    if p > 0.999:
+        return ">99.9%"
+    if p < 0.001:
+        return "<0.1%"
+    return f"{p:.1%}" if p >= 0.995 or p < 0.005 else f"{p:.0%}"
 
 
 @dataclass(frozen=True)

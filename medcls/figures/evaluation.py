@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from ..analysis.metrics import pr_curve
+from ..analysis.metrics import pr_curve, probability_percent
 from .style import PALETTE, SPLIT_COLORS
 from .style import layout as _layout
 
@@ -94,6 +94,6 @@ def probability_figure(probabilities: Mapping[str, float], title: str = "Class p
     top = int(np.argmax(values)) if values else -1
     colors = [PALETTE[0] if i == top else "#BBBBBB" for i in range(len(names))]
     fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colors,
-                           text=[f"{v:.1%}" for v in values], textposition="auto"))
+                           text=[probability_percent(v) for v in values], textposition="auto"))
     fig.update_layout(xaxis_range=[0, 1], xaxis_title="probability", yaxis_autorange="reversed")
     return _layout(fig, title, height=120 + 40 * len(names))

@@ -131,3 +131,10 @@ def test_pr_curve_reports_ap_and_chance_level(predictions):
     assert len(curve["precision"]) == len(curve["recall"]) == len(curve["thresholds"]) + 1
     empty = pr_curve(np.array([0, 2]), probs[:2], 1)
     assert empty["average_precision"] is None and empty["precision"] == []
+
+
+def test_a_probability_is_never_rounded_onto_certainty():
+    from medcls.analysis.metrics import probability_percent
+
+    assert [probability_percent(p) for p in (0.997, 0.003, 0.9996, 0.0002, 0.71, 0.995, 1.0, 0.0)] == [
+        "99.7%", "0.3%", ">99.9%", "<0.1%", "71%", "99.5%", "100%", "0%"]

@@ -273,6 +273,7 @@ def test_a_picked_confusion_cell_shows_its_images_and_opens_one_in_try_it(page):
     label = pick.options[pick.index]
     assert label == f"{cases[0].name} (true: {true})"  # not in the sidebar's dataset: offered first
     assert at.metric[0].value == predicted
+    assert f"❌ Filed as **{true}** in the dataset: the model's answer is wrong." in [c.value for c in at.caption]
 
 
 def test_a_fold_ensembles_threshold_is_said_to_be_chosen_out_of_fold(page):

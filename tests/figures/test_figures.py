@@ -125,6 +125,10 @@ def test_probability_figure_highlights_the_top_class():
     assert list(bar.y) == CLASSES and list(bar.x) == [0.2, 0.7, 0.1]
     assert bar.marker.color[1] != bar.marker.color[0] == bar.marker.color[2]
     assert fig.layout.xaxis.title.text == "probability"
+    import html  # figure text is HTML-escaped: the browser shows '<0.1%'
+
+    ends = probability_figure({"benign": 0.0004, "malignant": 0.9996}).data[0].text
+    assert [html.unescape(t) for t in ends] == ["<0.1%", ">99.9%"]
 
 
 def test_overlay_history_has_one_trace_per_run():
