@@ -46,8 +46,8 @@ from .safety import guarded
 from .text import escape_markdown
 from .text import shown as safe_text
 
-__all__ = ["metrics_down", "image_by_image_section", "confusion_section", "uncertainty_section", "calibration_section", "operating_point_section", "error_browser_section",
-           "run_card_section", "cross_validation_section"]
+__all__ = ["metrics_down", "image_by_image_section", "confusion_section", "uncertainty_section", "calibration_section",
+           "operating_point_section", "error_browser_section", "run_card_section", "cross_validation_section"]
 
 THRESHOLD_STEP = 0.001
 THUMB_PX = 160
@@ -76,11 +76,12 @@ def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, st
     st.plotly_chart(interval_figure(intervals), key="intervals", width="stretch")
     flat = (" A perfect score on these few images gives every resample the same value, so its range has no "
             "width: that says nothing about new images.") if has_flat_interval(intervals) else ""
+    paired = (" Runs whose intervals overlap may not really differ; runs tested on the same images are compared more "
+              "sharply image by image below.") if len(run_ids) > 1 else ""
     st.caption("Each number is followed by its 95% interval. Accuracy and recall are shares of the test images "
                "(k of n), and their range is the Wilson score interval, which stays honest at 0% and 100%. For "
                "macro-F1 and AP the test images were resampled 1,000 times, and the range holds the middle 95% of "
-               "the results." + flat + (" Runs whose intervals overlap may not really differ; runs tested on the same images are "
-               "compared more sharply image by image below." if len(run_ids) > 1 else ""))
+               "the results." + flat + paired)
     for text in small_class_warnings(intervals):
         st.warning(safe_text(text), icon="🔢")
 

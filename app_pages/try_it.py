@@ -141,8 +141,8 @@ with left:
         except ValueError:
             pass  # moved or unreadable since the run: the sentence names it
 with right:
-    st.metric("Predicted class", escape_markdown(label), f"{probability_percent(probabilities[label])} confidence", delta_color="off",
-              delta_arrow="off")  # a confidence, not a change: no arrow
+    st.metric("Predicted class", escape_markdown(label), f"{probability_percent(probabilities[label])} confidence",
+              delta_color="off", delta_arrow="off")  # a confidence, not a change: no arrow
     if learned is not None:
         filed = (seen.labels or {}).get(learned[0])
         st.info(escape_markdown(seen_sentence(learned, seen.folds, filed, label)), icon="🧠")
