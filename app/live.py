@@ -168,7 +168,9 @@ def _tested(run_id: str, fold: int | None) -> None:
     store = manager().store
     try:
         metrics = store.metrics(run_id)
-        headline = score_headline(run_intervals(store, run_id), metrics.focus_class) if metrics else ""
+        if metrics is None:  # not tested (failed, or cancelled before its first epoch)
+            return
+        headline = score_headline(run_intervals(store, run_id, metrics=metrics), metrics.focus_class)
     except (RunNotFoundError, FileNotFoundError, RecordError):
         return
     if not headline:
@@ -177,8 +179,7 @@ def _tested(run_id: str, fold: int | None) -> None:
     st.markdown(shown(who + headline))
     if copies := run_copies_sentence(store, run_id, metrics):
         st.caption(f"🪞 {shown(copies)}")
-    st.page_link("app_pages/compare.py", label="Look closer: Compare runs",
-                 icon="📊")
+    st.page_link("app_pages/compare.py", label="Look closer: Compare runs", icon="📊")
 
 
 def _resume_button(run_id: str, epochs_done: int, refusal: str | None) -> None:

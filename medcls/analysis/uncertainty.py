@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..runs.lifecycle import RunNotFoundError
-from ..runs.records import RecordError
+from ..runs.records import RecordError, RunMetrics
 from ..runs.store import RunStore
 
 __all__ = ["metric_intervals", "proportion_interval", "resample_counts", "weighted_average_precision",
@@ -221,10 +221,11 @@ def has_flat_interval(intervals: Mapping[str, Mapping]) -> bool:
                for ci in intervals.values())
 
 
-def run_intervals(store: RunStore, run_id: str, split: str = "test") -> dict:
+def run_intervals(store: RunStore, run_id: str, split: str = "test", metrics: RunMetrics | None = None) -> dict:
     """The intervals stored with a run, or computed now from its predictions (runs from before intervals were
-    stored, or stored by another method: the bootstrap's "100% to 100%" for a recall of 20 of 20)."""
-    metrics = store.metrics(run_id)
+    stored, or stored by another method: the bootstrap's "100% to 100%" for a recall of 20 of 20). ``metrics``: the
+    run's metrics when already read."""
+    metrics = metrics if metrics is not None else store.metrics(run_id)
     stored = metrics.intervals.get(split) if metrics else None
     if stored and stored.get("method") == METHOD:
         return stored

@@ -249,7 +249,7 @@ def _print_headline(store, run_id: str) -> None:
     from ..analysis.uncertainty import run_intervals, score_headline
 
     metrics = store.metrics(run_id)
-    if metrics and (headline := score_headline(run_intervals(store, run_id), metrics.focus_class)):
+    if metrics and (headline := score_headline(run_intervals(store, run_id, metrics=metrics), metrics.focus_class)):
         print(headline)
 
 
