@@ -26,8 +26,10 @@ import numpy as np
 from ..runs.records import Predictions
 
 __all__ = ["PairedDifference", "PairedFinding", "paired_difference", "right_per_image", "change_phrase",
-           "describe_paired", "image_by_image", "count_words", "CLEAR_P"]
+           "describe_paired", "image_by_image", "count_words", "MEASURES", "CLEAR_P"]
 
+# The measures that count images, so that two runs can be compared image by image (macro-F1 counts none).
+MEASURES = ("accuracy", "focus_recall")
 CLEAR_P = 0.05   # the conventional line; the page says that with many comparisons some will cross it by chance
 _SAME = 1e-9
 
@@ -63,7 +65,7 @@ def right_per_image(predictions: Predictions, measure: str, focus_class: str = "
     """Per test image the measure counts (by path), whether the run's answer (its most probable class) was right:
     every image for ``accuracy``, the focus class's images for ``focus_recall``; None for a measure that counts no
     images (macro-F1) or a focus class the run does not have."""
-    if measure not in ("focus_recall", "accuracy"):
+    if measure not in MEASURES:
         return None
     answers = predictions.probs.argmax(1)
     if measure == "accuracy":
@@ -135,15 +137,18 @@ def image_by_image(predictions: Mapping[str, Predictions], focus_class: str = ""
         return [], []
     reference = labels[0]
     truth = _truth(predictions[reference])
+    words_of = {"accuracy": ("accuracy", "test image"),
+                "focus_recall": (f"{focus_class} recall", f"{focus_class} test image")}
+    ref_right = {measure: right_per_image(predictions[reference], measure, focus_class) for measure in MEASURES}
     findings, notes = [], []
     for other in labels[1:]:
         if _truth(predictions[other]) != truth:
             notes.append(f"{other} was not tested on the same images as {reference} (or they are labelled "
                          "differently), so the two can only be compared by their intervals.")
             continue
-        for measure, words, unit in (("accuracy", "accuracy", "test image"),
-                                     ("focus_recall", f"{focus_class} recall", f"{focus_class} test image")):
-            first = right_per_image(predictions[reference], measure, focus_class)
+        for measure in MEASURES:
+            words, unit = words_of[measure]
+            first = ref_right[measure]
             second = right_per_image(predictions[other], measure, focus_class)
             if not first or second is None:
                 continue

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ..analysis.paired import right_per_image
+from ..analysis.paired import MEASURES, right_per_image
 from ..config import ConfigError, DataConfig, TrainConfig, option_table
 from ..runs.naming import unique_name
 from ..runs.records import ACTIVE_STATES, GroupMembership, RecordError, RunMeta
@@ -243,7 +243,7 @@ def _outcome(state: str, stopped: bool) -> str:
 
 def _right_per_image(store: RunStore, run_id: str, metric: str, focus_class: str) -> dict[str, bool] | None:
     """Per test image the metric counts, whether the run got it right (None for macro-F1, or unreadable)."""
-    if metric not in ("focus_recall", "accuracy"):
+    if metric not in MEASURES:  # macro-F1: predictions.csv need not be read
         return None
     try:
         return right_per_image(store.predictions(run_id, "test"), metric, focus_class)
