@@ -8,7 +8,7 @@ import streamlit as st
 
 from medcls.analysis.copies import run_copies_sentence
 from medcls.analysis.uncertainty import run_intervals, score_headline
-from medcls.figures.training import history_figure, recall_figure
+from medcls.figures.training import history_figure, recall_figure, validated
 from medcls.runs.records import (
     ACTIVE_STATES,
     EpochRecord,
@@ -104,7 +104,8 @@ def live_panel(run_id: str) -> None:
             focus = store.focus_class(run_id, model_record)
             curves, recall = _figures(run_id, one_model, focus, part)
             st.plotly_chart(curves, key=f"hist_{run_id}", width="stretch")
-            st.plotly_chart(recall, key=f"recall_{run_id}", width="stretch")
+            if validated(one_model):
+                st.plotly_chart(recall, key=f"recall_{run_id}", width="stretch")
             if fold:
                 st.caption(f"Cross-validation: each of the {folds} fold models learns from the other folds' images "
                            "and is validated on its own fold, starting again at epoch 1. The curves show fold "
@@ -150,6 +151,9 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress, history: li
         bests = [best_record([h for h in history if h.fold == f]) for f in sorted({h.fold for h in history})]
         st.success(f"{icon} Finished: {len(bests)} fold models. Best epochs: "
                    f"{', '.join(str(b.epoch) if b else '–' for b in bests)}.")
+    elif status.state == "finished" and history and not validated(history):
+        st.success(f"{icon} Finished. No validation images to pick an epoch by: the last epoch's weights "
+                   f"({history[-1].epoch}) are kept.")
     elif status.state == "finished":
         st.success(f"{icon} Finished. Best epoch: {status.best_epoch or '?'}"
                    + (" (stopped early)" if status.stopped_early else "") + ".")
@@ -203,7 +207,7 @@ def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status
     last = history[-1] if history else None
     best = best_record(history)
     cols[0].metric("Epochs done" + part, f"{len(history)}/{epochs}")
-    cols[1].metric("Best validation score" + part, f"{best.score:.3f}" if best else "–",
+    cols[1].metric("Best validation score" + part, f"{best.score:.3f}" if best and best.validated else "–",
                    help="The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
                         + (" in this fold" if part else "") + "; on a tie, the epoch with the lower validation "
                         "loss is kept.")

@@ -61,7 +61,8 @@ class DataConfig:
                                           "Empty: MedMNIST's names when known, otherwise class_0, class_1, ...",
                                           label="Class names", group="Data", sweepable=False)
     val_fraction: float = option(0.15, "Share of images held out for validation when the data has no split "
-                                 "of its own. Validation picks the best epoch.", label="Validation share",
+                                 "of its own. Validation picks the best epoch (0: none, so a run keeps its last epoch).",
+                                 label="Validation share",
                                  group="Data", min=0.0, max=0.5, sweepable=False)
     test_fraction: float = option(0.15, "Share of images held out for the final test when the data has no "
                                   "split of its own. Test images are never seen during training.",

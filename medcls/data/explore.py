@@ -17,7 +17,7 @@ from .spec import DatasetSpec, Item
 
 __all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "typical_side_of", "enlargement_note",
            "shrink_note", "squash_note", "squeeze_words", "model_view_caption", "imbalance_sentence",
-           "small_validation_note", "augmentation_preview"]
+           "small_validation_note", "NO_VALIDATION_NOTE", "augmentation_preview"]
 
 ENLARGED = 1.25  # a training size this much larger than the images' own is worth a word
 # Images at least this many times the training size lose detail worth a word: BUSI's 256 px ultrasound at the
@@ -175,12 +175,22 @@ def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> s
     return f"Training split: {shares}. {verdict}"
 
 
+NO_VALIDATION_NOTE = (
+    "No validation images (the data has no val split and 'Validation share' is 0): a run that trains one model has "
+    "nothing to pick its best epoch by or stop early on, so it trains every epoch and keeps the last one's weights, "
+    "and its curves show training only. Set a validation share (command line: --val-fraction) to watch for "
+    "over-fitting; a small dataset's cross-validation ensemble validates on folds of its own.")
+
+
 def small_validation_note(spec: DatasetSpec, name: Callable[[str], str] = str) -> str | None:
     """When the validation split holds far fewer images of a class than it could (fewer than
     ``FEW_VALIDATION_IMAGES``, and under ``SMALL_VALIDATION_SHARE`` of the class's train + val images): a
-    sentence saying what that does to a run and how to fix it (None otherwise). ``name`` writes class names."""
+    sentence saying what that does to a run and how to fix it (None otherwise); with no validation image at all,
+    :data:`NO_VALIDATION_NOTE`. ``name`` writes class names."""
     counts = spec.counts()
     train, val = counts["train"], counts["val"]
+    if not sum(val.values()) and sum(train.values()):
+        return NO_VALIDATION_NOTE
     few = [c for c in spec.classes if train.get(c, 0) and val.get(c, 0) < FEW_VALIDATION_IMAGES
            and val.get(c, 0) < SMALL_VALIDATION_SHARE * (train.get(c, 0) + val.get(c, 0))]
     if not few:

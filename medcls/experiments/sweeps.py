@@ -232,9 +232,9 @@ def sweep_rows(store: RunStore, sweep: Sweep) -> list[dict[str, Any]]:
         row.update(name=summary.name, state=summary.state, epochs_done=summary.epochs_done, epochs=summary.epochs,
                    epochs_words=summary.epochs_words(),  # '3 of 30', or '3 of 30 in fold 2 of 5' for an ensemble
                    best_score=summary.best_score, test_macro_f1=summary.test_macro_f1,
-                   val_macro_f1=best.val_macro_f1 if best else None,
-                   val_balanced_accuracy=best.val_balanced_accuracy if best else None,
-                   val_accuracy=best.val_accuracy if best else None)
+                   val_macro_f1=best.val_macro_f1 if best and best.validated else None,
+                   val_balanced_accuracy=best.val_balanced_accuracy if best and best.validated else None,
+                   val_accuracy=best.val_accuracy if best and best.validated else None)
         cv = store.cross_validation(run_id)
         try:
             select = store.config(run_id).select_metric if cv is not None and cv.scores else None

@@ -238,7 +238,9 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         ("image size", f"{model_record.image_size} px" + ("" if cfg.image_size else " (chosen for the data)")
          if model_record else format_value(cfg.image_size, "image_size")),
         *(_fold_rows(cv, cfg.epochs) if cv and cv.scores else
-          [("best epoch", metrics.best_epoch), ("epochs trained", len(history)),
+          [("best epoch", metrics.best_epoch) if not history or history[-1].validated else
+           ("kept epoch", f"{metrics.best_epoch} (the last: no validation images to pick one by)"),
+           ("epochs trained", len(history)),
            ("stopped early", "yes" if status.stopped_early else "no")]),
         ("number format", format_value(metrics.precision, "precision")), ("focus class", focus),
     ]

@@ -15,7 +15,7 @@ from ..runs.records import EpochRecord
 from .style import PALETTE, SPLIT_COLORS
 from .style import layout as _layout
 
-__all__ = ["history_figure", "recall_figure", "overlay_history_figure", "parameter_bar_figure", "sweep_figure",
+__all__ = ["validated", "history_figure", "recall_figure", "overlay_history_figure", "parameter_bar_figure", "sweep_figure",
            "epoch_tick", "CURVE_NAMES"]
 
 
@@ -31,8 +31,13 @@ def _epoch_axis(fig: go.Figure, epochs: int, most: int = 6) -> None:
     fig.update_xaxes(tick0=0, dtick=epoch_tick(epochs, most), tickformat="d")
 
 
+def validated(history: Sequence[EpochRecord]) -> bool:
+    """Whether these epochs were validated (a run without validation images has training curves only)."""
+    return bool(history) and history[-1].validated
+
+
 def history_figure(history: Sequence[EpochRecord], title: str = "Training curves") -> go.Figure:
-    """Loss and accuracy per epoch, train vs validation."""
+    """Loss and accuracy per epoch, train vs validation (training only when the run had no validation images)."""
     epochs = [h.epoch for h in history]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy / macro-F1"))
     series = [
@@ -42,6 +47,9 @@ def history_figure(history: Sequence[EpochRecord], title: str = "Training curves
         (2, "validation accuracy", "val_accuracy", SPLIT_COLORS["val"], None),
         (2, "validation macro-F1", "val_macro_f1", SPLIT_COLORS["val"], "dot"),
     ]
+    if not validated(history):
+        series = [s for s in series if not s[2].startswith("val_")]
+        title += " (training only: no validation images)"
     for col, name, key, color, dash in series:
         fig.add_trace(go.Scatter(x=epochs, y=[getattr(h, key) for h in history], name=name, mode="lines+markers",
                                  line=dict(color=color, dash=dash)), row=1, col=col)
@@ -58,7 +66,7 @@ def history_figure(history: Sequence[EpochRecord], title: str = "Training curves
 def recall_figure(history: Sequence[EpochRecord], focus_class: str = "",
                   title: str = "Validation recall per class") -> go.Figure:
     fig = go.Figure()
-    classes = list(history[-1].val_recall) if history else []
+    classes = list(history[-1].val_recall) if validated(history) else []
     for i, name in enumerate(classes):
         focus = name == focus_class
         fig.add_scatter(x=[h.epoch for h in history], y=[h.val_recall.get(name) for h in history],
@@ -79,7 +87,9 @@ def overlay_history_figure(histories: Mapping[str, Sequence[EpochRecord]], key: 
     """The same curve for several runs (or a run's folds), overlaid; the legend names each, one curve too."""
     fig = go.Figure()
     for i, (name, history) in enumerate(histories.items()):
-        fig.add_scatter(x=[h.epoch for h in history], y=[getattr(h, key) for h in history], name=name,
+        unvalidated = key.startswith("val_") and not validated(history)
+        fig.add_scatter(x=[h.epoch for h in history], y=[None if unvalidated else getattr(h, key) for h in history],
+                        name=name + (" (no validation images)" if unvalidated else ""),
                         mode="lines+markers", line=dict(color=PALETTE[i % len(PALETTE)]))
     words = CURVE_NAMES.get(key, key.replace("_", " "))
     # Plotly hides the legend of a single curve: then nothing would say which run (or fold) it is.

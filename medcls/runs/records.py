@@ -165,6 +165,7 @@ class EpochRecord:
     score: float          # the select_metric value on validation
     best: bool = False    # the best score so far: these weights are the kept checkpoint
     fold: int = 0         # cross-validation: which fold's model (1..k); 0 for an ordinary run
+    validated: bool = True  # False: no validation images, so the val_* fields and the score mean nothing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,7 +184,8 @@ class EpochRecord:
                        val_recall={str(k): _float(v) for k, v in recall.items()} if isinstance(recall, Mapping)
                        else {}, lr=_float(data.get("lr"), 0.0), seconds=_float(data.get("seconds"), 0.0),
                        images_per_s=_float(data.get("images_per_s"), 0.0), score=_float(data.get("score"), -1.0),
-                       best=data.get("best") is True, fold=_int(data.get("fold")) or 0)
+                       best=data.get("best") is True, fold=_int(data.get("fold")) or 0,
+                       validated=data.get("validated") is not False)
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"A history line cannot be read ({exc}).") from None
 

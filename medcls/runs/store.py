@@ -405,7 +405,7 @@ class RunStore(RunLifecycle, RunArtefacts):
             data_fingerprint=data.fingerprint if data else "",
             classes=data.classes if data else (model_record.classes if model_record else ()),
             epochs_done=len(latest), epochs=cfg.epochs if cfg else 0, error=status.error,
-            best_score=best.score if best else None, test_macro_f1=test.macro_f1 if test else None,
+            best_score=best.score if best and best.validated else None, test_macro_f1=test.macro_f1 if test else None,
             focus_class=focus, focus_recall=test.recall(focus) if test and focus else None,
             has_weights=self.has_weights(run_id), tested=test is not None,
             stopped=bool(metrics and metrics.stopped), owner=meta.owner, owner_name=meta.owner_name,

@@ -122,7 +122,10 @@ def improves(record: EpochRecord, result: FitResult) -> bool:
     """Whether ``record`` beats the best epoch so far: a higher validation score, or the same score with a
     validation loss lower by at least ``TIE_LOSS_MARGIN``. A small or easy validation set often gives many epochs
     the same score (every image right from the first epoch on); without the tie-break the first of them, the
-    least trained, would be kept."""
+    least trained, would be kept. Without validation images there is nothing to choose by: every epoch improves,
+    so the last one is kept (and early stopping never stops)."""
+    if not record.validated:
+        return True
     if record.score != result.best_score:
         return record.score > result.best_score
     best = next((r for r in result.history if r.epoch == result.best_epoch), None)
@@ -409,11 +412,12 @@ class ConsoleProgress(Callback):
         recalls = " ".join(f"{k}={v:.2f}" for k, v in record.val_recall.items() if v is not None)
         start = "\r" if self.live else ""
         pad = " " * 8 if self.live else ""
+        val = (f"val loss {record.val_loss:.4f}  acc {record.val_accuracy:.3f}  macro-F1 {record.val_macro_f1:.3f}  "
+               f"recall {recalls}" if record.validated else "no validation images")
         self.stream.write(
             f"{start}epoch {record.epoch:>3}/{trainer.epochs}  loss {record.train_loss:.4f}  "
-            f"acc {record.train_accuracy:.3f}  | val loss {record.val_loss:.4f}  acc {record.val_accuracy:.3f}  "
-            f"macro-F1 {record.val_macro_f1:.3f}  recall {recalls}  | {record.images_per_s:.0f} img/s "
-            f"{record.seconds:.1f}s{'  *best' if record.best else ''}{pad}\n")
+            f"acc {record.train_accuracy:.3f}  | {val}  | {record.images_per_s:.0f} img/s "
+            f"{record.seconds:.1f}s{'  *best' if record.best and record.validated else ''}{pad}\n")
         self.stream.flush()
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:

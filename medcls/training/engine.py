@@ -255,18 +255,20 @@ class Trainer:
         train_seconds = time.perf_counter() - start
         loss_sum, correct, seen = all_ranks_sum([loss_sum, correct, seen])  # over all DDP ranks' shards
         lr = self.optimizer.param_groups[0]["lr"]
-        val_loss, val_probs = from_rank0(*self.evaluate(self.val_data, epoch=epoch))
+        validated = len(self.val_data) > 0
+        if validated:
+            val_loss, val_probs = from_rank0(*self.evaluate(self.val_data, epoch=epoch))
+            m = epoch_metrics(self.val_data.labels.numpy(), val_probs.argmax(1), self.classes)
+        else:  # nothing to validate on: the record says so, and keeping the checkpoint takes the latest
+            val_loss, m = math.nan, {"accuracy": 0.0, "macro_f1": 0.0, "balanced_accuracy": 0.0, "recall": {}}
         if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
-        val_true = self.val_data.labels.numpy()
-        m = epoch_metrics(val_true, val_probs.argmax(1), self.classes) if len(val_true) else \
-            {"accuracy": 0.0, "macro_f1": 0.0, "balanced_accuracy": 0.0, "recall": {}}
         return EpochRecord(
             epoch=epoch, train_loss=loss_sum / max(seen, 1), train_accuracy=correct / max(seen, 1),
             val_loss=val_loss, val_accuracy=m["accuracy"], val_macro_f1=m["macro_f1"],
             val_balanced_accuracy=m["balanced_accuracy"], val_recall=m["recall"], lr=lr,
             seconds=time.perf_counter() - start, images_per_s=seen / max(train_seconds, 1e-9),
-            score=select_score(m, self.select_metric, self.focus_class))
+            score=select_score(m, self.select_metric, self.focus_class) if validated else 0.0, validated=validated)
 
     def evaluate(self, data: TensorData, epoch: int = 0) -> tuple[float, np.ndarray]:
         """Mean loss and class probabilities (N, K) of ``eval_model`` on a split, without augmentation."""

@@ -249,7 +249,9 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
     finish_s = tests * costs.eval_image_s + ensemble_features_s + costs.bootstrap_s + embedded * costs.embed_image_s
     return RunEstimate(epoch_s=steps * costs.step_s + val * costs.eval_image_s, steps=steps, epoch_images=epoch_images,
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
-                       finish_s=finish_s, epochs=cfg.epochs, earliest=earliest_stop(cfg.epochs, cfg.patience),
+                       finish_s=finish_s, epochs=cfg.epochs,
+                       # without validation images early stopping has nothing to go by: every epoch runs
+                       earliest=earliest_stop(cfg.epochs, cfg.patience if val else 0),
                        costs=costs, folds=folds, features_s=cache_s,
                        note=one_model_reason(cfg, counts, spec.classes),
                        warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None,

@@ -105,3 +105,13 @@ def test_a_validation_split_far_smaller_than_it_could_be_is_named_with_its_fix(t
     # A small validation split in proportion to a small dataset (3 of 13 images a class) is no news.
     assert small_validation_note(load_dataset(DataConfig(source=str(split_dataset)))) is None
     assert small_validation_note(load_dataset(DataConfig(source=str(root), own_split=True))) is None
+
+
+def test_a_dataset_without_validation_images_says_what_a_run_keeps(class_dataset):
+    from medcls.data.explore import NO_VALIDATION_NOTE, small_validation_note
+
+    # Class folders without a split and a validation share of 0: no image validates.
+    spec = load_dataset(DataConfig(source=str(class_dataset), val_fraction=0.0))
+    assert not spec.counts()["val"] or not sum(spec.counts()["val"].values())
+    assert small_validation_note(spec) == NO_VALIDATION_NOTE
+    assert "keeps the last one's weights" in NO_VALIDATION_NOTE and "--val-fraction" in NO_VALIDATION_NOTE

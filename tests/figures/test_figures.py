@@ -54,6 +54,19 @@ def test_history_figure_has_loss_and_accuracy_curves_and_marks_the_best_epoch():
     assert fig.layout.xaxis.title.text == "epoch"
 
 
+def test_a_history_without_validation_shows_training_curves_only():
+    history = [EpochRecord.from_dict({**h.to_dict(), "validated": False, "best": True}) for h in _history()]
+    fig = history_figure(history)
+    assert [t.name for t in fig.data] == ["training loss", "training accuracy"]
+    assert "no validation images" in fig.layout.title.text
+    assert [s.x0 for s in fig.layout.shapes] == [3, 3]  # the kept weights: the last epoch's
+    assert not recall_figure(history).data
+    overlay = overlay_history_figure({"run": history}, "val_macro_f1")
+    assert overlay.data[0].name == "run (no validation images)" and set(overlay.data[0].y) == {None}
+    assert list(overlay_history_figure({"run": history}, "train_loss").data[0].y) == [h.train_loss for h in history]
+    assert EpochRecord.from_dict(_history()[0].to_dict()).validated  # records written before the field: validated
+
+
 def test_recall_figure_has_one_curve_per_class_and_highlights_the_focus():
     fig = recall_figure(_history(), focus_class="malignant")
     assert [t.name for t in fig.data] == ["benign", "malignant (focus)", "normal"]

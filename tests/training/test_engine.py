@@ -34,7 +34,8 @@ from medcls.training.pipeline import train_in_memory
 
 CLASSES = ["benign", "malignant", "normal"]
 RECORD_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
-               "val_balanced_accuracy", "val_recall", "lr", "seconds", "images_per_s", "score", "best", "fold"}
+               "val_balanced_accuracy", "val_recall", "lr", "seconds", "images_per_s", "score", "best", "fold",
+               "validated"}
 
 
 def _data(n, seed):

@@ -86,6 +86,13 @@ def test_the_whole_run_spans_the_epochs_early_stopping_allows():
     assert earliest_stop(30, 0) == 30 and earliest_stop(2, 5) == 2 and earliest_stop(40, 25) == 26
 
 
+def test_a_run_without_validation_images_is_estimated_to_train_every_epoch():
+    # Early stopping has nothing to go by without validation images, so the run trains all 30 epochs.
+    estimate = estimate_run(TrainConfig(), spec({"benign": 20, "malignant": 17, "normal": 244}, val=0), costs())
+    assert estimate.earliest == estimate.epochs == 30 and estimate.val_images == 0
+    assert "early stopping" not in estimate.total_words()
+
+
 def test_a_run_that_a_warmed_up_process_takes_does_not_wait_for_a_process_to_start():
     fresh = estimate_run(TrainConfig(), PHANTOMS, costs())
     warm = estimate_run(TrainConfig(), PHANTOMS, costs(), warm_start=True)

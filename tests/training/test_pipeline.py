@@ -36,6 +36,17 @@ def test_train_in_memory_returns_the_best_weights(class_dataset, synth):
 
 
 
+def test_a_run_without_validation_images_trains_every_epoch_and_keeps_the_last(class_dataset, synth):
+    # Before: every epoch scored 0 on no images, so the first epoch's weights were kept and early stopping ended
+    # the run at half its epochs.
+    result = train_in_memory(synth.config(class_dataset, epochs=4, patience=1, val_fraction=0.0))
+    assert len(result.data.val) == 0 and "val" not in result.metrics
+    assert [h.epoch for h in result.fit.history] == [1, 2, 3, 4] and not result.fit.stopped_early
+    assert result.fit.best_epoch == 4 and not any(h.validated for h in result.fit.history)
+    kept, live = result.checkpoint.state, result.trainer.eval_model.state_dict()
+    assert all(torch.equal(live[k], kept[k]) for k in kept)  # the last epoch's (averaged) weights
+
+
 def test_focus_class_and_focus_recall_selection(class_dataset, synth):
     result = train_in_memory(synth.config(class_dataset, focus_class="MALIGNANT", select_metric="focus_recall",
                                           epochs=1))
