@@ -79,7 +79,7 @@ def live_panel(run_id: str) -> None:
             st.rerun()  # the run ended: redraw the page once, without the timer
         one_model, fold = latest_fold(history)  # a cross-validation run: its latest fold's epochs
         folds = store.planned_folds(run_id, fold, model_record)
-        _status_line(run_id, status, progress, history)
+        _status_line(run_id, status, progress, history, cfg.checkpoint == "last")
         if status.active:
             meta = store.meta(run_id)
             refusal = manage_refusal(meta.owner, meta.owner_name)
@@ -98,7 +98,8 @@ def live_panel(run_id: str) -> None:
                            manage_refusal(meta.owner, meta.owner_name))
         if not status.active:
             _tested(run_id, fold)
-        _numbers(one_model, progress, cfg.epochs, status, f" (fold {fold} of {folds})" if fold else "")
+        _numbers(one_model, progress, cfg.epochs, status, f" (fold {fold} of {folds})" if fold else "",
+                 keeps_last=cfg.checkpoint == "last")
         if history:
             part = f" · fold {fold} of {folds}" if fold else ""
             focus = store.focus_class(run_id, model_record)
@@ -130,7 +131,9 @@ def _figures(run_id: str, history: list[EpochRecord], focus: str, part: str) -> 
     return memo[key]
 
 
-def _status_line(run_id: str, status: RunStatus, progress: Progress, history: list[EpochRecord]) -> None:
+def _status_line(run_id: str, status: RunStatus, progress: Progress, history: list[EpochRecord],
+                 keeps_last: bool = False) -> None:
+    """``keeps_last``: the run keeps its last epoch's weights ('Checkpoint kept'), not its best validation epoch's."""
     icon = STATE_ICONS.get(status.state, "")
     if status.damaged:
         st.error(f"❌ {shown(status.error)}")
@@ -149,11 +152,14 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress, history: li
             st.progress(min(1.0, progress.fraction), text=text)
     elif status.state == "finished" and history and history[-1].fold:  # cross-validation: one best epoch per fold
         bests = [best_record([h for h in history if h.fold == f]) for f in sorted({h.fold for h in history})]
-        st.success(f"{icon} Finished: {len(bests)} fold models. Best epochs: "
-                   f"{', '.join(str(b.epoch) if b else '–' for b in bests)}.")
+        st.success(f"{icon} Finished: {len(bests)} fold models. "
+                   + ("Each kept its last epoch: " if keeps_last else "Best epochs: ")
+                   + f"{', '.join(str(b.epoch) if b else '–' for b in bests)}.")
     elif status.state == "finished" and history and not validated(history):
         st.success(f"{icon} Finished. No validation images to pick an epoch by: the last epoch's weights "
                    f"({history[-1].epoch}) are kept.")
+    elif status.state == "finished" and history and keeps_last:
+        st.success(f"{icon} Finished. The last epoch's weights ({history[-1].epoch}) are kept ('Checkpoint kept').")
     elif status.state == "finished":
         st.success(f"{icon} Finished. Best epoch: {status.best_epoch or '?'}"
                    + (" (stopped early)" if status.stopped_early else "") + ".")
@@ -201,16 +207,20 @@ def _resume_button(run_id: str, epochs_done: int, refusal: str | None) -> None:
             st.rerun()
 
 
-def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status: RunStatus, part: str = "") -> None:
-    """``history``: one model's epochs (a cross-validation run's latest fold, named by ``part``)."""
+def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status: RunStatus, part: str = "",
+             keeps_last: bool = False) -> None:
+    """``history``: one model's epochs (a cross-validation run's latest fold, named by ``part``); ``keeps_last``:
+    the run keeps its last epoch's weights."""
     cols = [*st.columns(2), *st.columns(2)]  # two rows: labels and values stay whole in a narrow column
     last = history[-1] if history else None
     best = best_record(history)
     cols[0].metric("Epochs done" + part, f"{len(history)}/{epochs}")
-    cols[1].metric("Best validation score" + part, f"{best.score:.3f}" if best and best.validated else "–",
+    cols[1].metric(("Validation score, last epoch" if keeps_last else "Best validation score") + part,
+                   f"{best.score:.3f}" if best and best.validated else "–",
                    help="The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
-                        + (" in this fold" if part else "") + "; on a tie, the epoch with the lower validation "
-                        "loss is kept.")
+                        + (" in this fold" if part else "")
+                        + ("; this run keeps its last epoch ('Checkpoint kept')." if keeps_last else
+                           "; on a tie, the epoch with the lower validation loss is kept."))
     running = status.state == "running"
     speed = progress.images_per_s if running else (last.images_per_s if last else None)
     cols[2].metric("Images per second", f"{speed:.0f}" if speed else "–")

@@ -31,6 +31,7 @@ IMBALANCE_STRATEGIES = ("none", "oversample", "weighted_loss", "weighted_sampler
 SELECT_METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "focus_recall")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
+CHECKPOINTS = ("best", "last")
 MAX_OVERSAMPLE = 1000.0  # a class repeated more often than this would swamp an epoch
 MIN_IMAGE_SIZE = 16      # below this the networks' poolings leave too little of an image
 
@@ -155,7 +156,7 @@ class TrainConfig:
                        "average the two answers. Usually a little more accurate; prediction takes twice as long.",
                        label="Mirror at test time (TTA)", group="Images and augmentation")
     epochs: int = option(30, "Passes over the training images. More epochs learn more but can overfit; "
-                         "the best epoch on validation is kept.", label="Epochs", group="Learning", min=1,
+                         "the best epoch on validation is kept (or the last: 'Checkpoint kept').", label="Epochs", group="Learning", min=1,
                          max=1000, sweep=(10, 20), sweep_order=4)
     batch_size: int = option(32, "Images per training step. Larger is smoother but needs more memory.",
                              label="Batch size", group="Learning", min=1, max=4096, sweep=(16, 32), sweep_order=7)
@@ -186,10 +187,18 @@ class TrainConfig:
                               "about the last 100 steps, after 890 steps; 0.999 after 8,990).",
                               label="Weight averaging (EMA decay)",
                               group="Learning", min=0.0, max=0.9999, sweep=(0.0, 0.99), sweep_order=10)
+    checkpoint: str = option("best", "Which weights the run keeps: the epoch's with the best validation score "
+                             "(on a tie, the lower validation loss), or the last epoch's, at the end of the "
+                             "learning-rate schedule. The last trains every epoch and chooses nothing by the "
+                             "validation images, so their score stays a fair check; on a few dozen validation "
+                             "images the best epoch is partly luck. A run without validation images always keeps "
+                             "the last.", label="Checkpoint kept", group="Learning", choices=CHECKPOINTS,
+                             sweep=("best", "last"), sweep_order=16,
+                             words=(("best", "the best validation epoch"), ("last", "the last epoch")))
     patience: int = option(5, "Stop early when the validation score has not improved for this many epochs, "
                            "but not before half of the epochs (0 = never stop early).",
                            label="Early-stopping patience", group="Learning", min=0, max=1000, sweep=(0, 5),
-                           sweep_order=15)
+                           sweep_order=15, applies=when(checkpoint="best"))
     folds: int = option(0, "Cross-validation: train this many models, each validated on a different part of the "
                         "training and validation images; you get every part's score and their mean ± spread (an "
                         "honest error bar for small datasets), and the models then predict together. Takes that many "
@@ -270,6 +279,10 @@ class TrainConfig:
         _reset_inapplicable(self)
 
     # --- options by flat name ------------------------------------------
+    def stopping_patience(self) -> int:
+        """Early stopping's patience as trained: 0 (never) when the run keeps its last epoch."""
+        return self.patience if self.checkpoint == "best" else 0
+
     def chosen_image_size(self) -> int:
         """The image size, which must have been chosen for the data when it is 0 (``autoplan.size_for_data``):
         everything that decodes images or builds a network at a size reads it here."""

@@ -162,12 +162,13 @@ def _parameters_words(record: ModelRecord) -> str:
     return f"{record.parameters_per_model:,}{each}"
 
 
-def _fold_rows(cv: CrossValidation, epochs: int) -> list[tuple[str, Any]]:
+def _fold_rows(cv: CrossValidation, epochs: int, keeps_last: bool = False) -> list[tuple[str, Any]]:
     """The overview's epoch rows for a fold ensemble: each fold model has its own best epoch and length."""
     ended = cv.scores[:cv.completed]  # a stop cuts the last fold short: that is not early stopping
     early = sum(s.epochs < epochs for s in ended)
     return [("fold models", f"{cv.completed} of {cv.folds} finished"),
-            ("best epoch of each fold", ", ".join(str(s.best_epoch) for s in cv.scores)),
+            ("last epoch of each fold, kept" if keeps_last else "best epoch of each fold",
+             ", ".join(str(s.best_epoch) for s in cv.scores)),
             ("epochs trained in each fold", ", ".join(str(s.epochs) for s in cv.scores) + f" (of up to {epochs})"),
             ("stopped early", _stopped_early_words(early, len(ended), len(cv.scores)))]
 
@@ -237,9 +238,11 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         ("parameters", _parameters_words(model_record) if model_record and model_record.parameters else None),
         ("image size", f"{model_record.image_size} px" + ("" if cfg.image_size else " (chosen for the data)")
          if model_record else format_value(cfg.image_size, "image_size")),
-        *(_fold_rows(cv, cfg.epochs) if cv and cv.scores else
-          [("best epoch", metrics.best_epoch) if not history or history[-1].validated else
-           ("kept epoch", f"{metrics.best_epoch} (the last: no validation images to pick one by)"),
+        *(_fold_rows(cv, cfg.epochs, cfg.checkpoint == "last") if cv and cv.scores else
+          [("kept epoch", f"{metrics.best_epoch} (the last: no validation images to pick one by)")
+           if history and not history[-1].validated else
+           ("kept epoch", f"{metrics.best_epoch} (the last: 'Checkpoint kept')") if cfg.checkpoint == "last" else
+           ("best epoch", metrics.best_epoch),
            ("epochs trained", len(history)),
            ("stopped early", "yes" if status.stopped_early else "no")]),
         ("number format", format_value(metrics.precision, "precision")), ("focus class", focus),

@@ -133,21 +133,22 @@ def improves(record: EpochRecord, result: FitResult) -> bool:
 
 
 class BestCheckpoint(Callback):
-    """Keeps the weights of the epoch with the best validation score (on a tie, the lower validation loss); marks
-    that epoch's record as best.
+    """Keeps the weights of the epoch with the best validation score (on a tie, the lower validation loss), or with
+    ``keep_last`` of the latest epoch; marks that epoch's record as best (the kept one).
 
     ``export`` turns the kept state into what is saved (e.g. backbone + head when only the head trained);
     ``on_best(state)`` is called with the exported state at every new best (the run store saves it).
     """
 
     def __init__(self, export: Callable[[dict], dict] | None = None,
-                 on_best: Callable[[dict], None] | None = None):
+                 on_best: Callable[[dict], None] | None = None, keep_last: bool = False):
         self.export = export or (lambda state: state)
         self.on_best = on_best
+        self.keep_last = keep_last  # keep every epoch as it ends: the last one's weights are the checkpoint
         self.state: dict[str, torch.Tensor] | None = None
 
     def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
-        if improves(record, trainer.result):
+        if self.keep_last or improves(record, trainer.result):
             trainer.result.best_score, trainer.result.best_epoch = record.score, record.epoch
             record.best = True
             self.state = copy.deepcopy(unwrap(trainer.eval_model).state_dict())

@@ -56,8 +56,8 @@ STOP_POLL_S = 0.25       # how often a probe that may be stopped checks whether 
 START_HISTORY = 5        # worker start times kept (the median is used)
 # Options that change what a run learns but not what a step costs: the probe leaves them at their defaults,
 # so changing one of them on the form does not start a new measurement.
-TIMING_NEUTRAL = ("lr", "weight_decay", "momentum", "scheduler", "step_size", "gamma", "patience", "epochs", "seed",
-                  "select_metric", "focus_class", "imbalance", "oversample", "dropout", "folds",
+TIMING_NEUTRAL = ("lr", "weight_decay", "momentum", "scheduler", "step_size", "gamma", "patience", "checkpoint",
+                  "epochs", "seed", "select_metric", "focus_class", "imbalance", "oversample", "dropout", "folds",
                   "small_data_ensemble")
 
 
@@ -251,7 +251,7 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
                        train_images=len(labels), val_images=val, test_images=test, tta=cfg.tta, setup_s=setup_s,
                        finish_s=finish_s, epochs=cfg.epochs,
                        # without validation images early stopping has nothing to go by: every epoch runs
-                       earliest=earliest_stop(cfg.epochs, cfg.patience if val else 0),
+                       earliest=earliest_stop(cfg.epochs, cfg.stopping_patience() if val else 0),
                        costs=costs, folds=folds, features_s=cache_s,
                        note=one_model_reason(cfg, counts, spec.classes),
                        warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None,

@@ -278,7 +278,7 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     if unreached := averaging_note(cfg, steps):
         notes.append(unreached)
     scheduler, interval = build_scheduler(cfg, optimizer, steps)
-    best = BestCheckpoint(export=_full_state(model, trained), on_best=on_best)
+    best = BestCheckpoint(export=_full_state(model, trained), on_best=on_best, keep_last=cfg.checkpoint == "last")
     averaging = [WeightAveraging(cfg.ema_decay)] if cfg.ema_decay > 0 else []
     fingerprint = data.decoded.spec.fingerprint()
     saving = [ResumeCheckpoint(on_checkpoint, extra=lambda: {"format": RESUME_FORMAT, "precision": precision,
@@ -288,7 +288,7 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
                       optimizer=optimizer, scheduler=scheduler, scheduler_interval=interval, sampler=sampler,
                       batch_size=batch_size, epochs=cfg.epochs, prepare=prepare, select_metric=cfg.select_metric,
                       focus_class=data.focus_class, bf16=precision == "bf16", tta=cfg.tta,
-                      callbacks=[*averaging, best, EarlyStopping(cfg.patience), *callbacks, *saving],
+                      callbacks=[*averaging, best, EarlyStopping(cfg.stopping_patience()), *callbacks, *saving],
                       should_cancel=should_cancel, shard=shard, generator=generator)
     if resume is not None:
         trainer.load_state_dict(resume)

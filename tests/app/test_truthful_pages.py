@@ -136,6 +136,27 @@ def test_a_typed_link_chooses_the_dataset_by_its_short_name(app_env, tiny_datase
     assert "data_kind" not in at.query_params
 
 
+def test_a_run_that_keeps_its_last_epoch_says_so_not_best_epoch(app_env, tiny_dataset):
+    from medcls.figures.report import run_card_html
+
+    store = RunStore(app_env / "runs")
+    run_id = trained(store, tiny_dataset, epochs=3, checkpoint="last")
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception and at.selectbox(key="train_run_picker").value == run_id
+    assert any(s.value.startswith("Finished. The last epoch's weights (3) are kept") for s in at.success), \
+        [s.value for s in at.success]
+    assert any(m.label == "Validation score, last epoch" for m in at.metric)
+    assert "3 (the last: &#x27;Checkpoint kept&#x27;)" in run_card_html(store, run_id)
+    folds = trained(store, tiny_dataset, epochs=2, folds=2, checkpoint="last")
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert at.selectbox(key="train_run_picker").value == folds  # the newest
+    assert any(s.value == "Finished: 2 fold models. Each kept its last epoch: 2, 2." for s in at.success), \
+        [s.value for s in at.success]
+    assert "last epoch of each fold, kept" in run_card_html(store, folds)
+
+
 def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
     run_id = trained(store, tiny_dataset, folds=2, epochs=2)

@@ -93,6 +93,11 @@ def test_a_run_without_validation_images_is_estimated_to_train_every_epoch():
     assert "early stopping" not in estimate.total_words()
 
 
+def test_a_run_that_keeps_its_last_epoch_is_estimated_to_train_every_epoch():
+    estimate = estimate_run(TrainConfig().with_options(checkpoint="last"), PHANTOMS, costs())
+    assert estimate.earliest == estimate.epochs == 30 and "early stopping" not in estimate.total_words()
+
+
 def test_a_run_that_a_warmed_up_process_takes_does_not_wait_for_a_process_to_start():
     fresh = estimate_run(TrainConfig(), PHANTOMS, costs())
     warm = estimate_run(TrainConfig(), PHANTOMS, costs(), warm_start=True)

@@ -47,6 +47,16 @@ def test_a_run_without_validation_images_trains_every_epoch_and_keeps_the_last(c
     assert all(torch.equal(live[k], kept[k]) for k in kept)  # the last epoch's (averaged) weights
 
 
+def test_keeping_the_last_epoch_trains_every_epoch_and_keeps_its_weights(class_dataset, synth):
+    cfg = synth.config(class_dataset, epochs=4, checkpoint="last")
+    assert cfg.patience == 5 and cfg.stopping_patience() == 0  # patience does not apply: no early stopping
+    result = train_in_memory(cfg)
+    assert len(result.data.val) and all(h.validated for h in result.fit.history)  # still validated: curves, a check
+    assert [h.epoch for h in result.fit.history] == [1, 2, 3, 4] and result.fit.best_epoch == 4
+    kept, live = result.checkpoint.state, result.trainer.eval_model.state_dict()
+    assert all(torch.equal(live[k], kept[k]) for k in kept)
+
+
 def test_focus_class_and_focus_recall_selection(class_dataset, synth):
     result = train_in_memory(synth.config(class_dataset, focus_class="MALIGNANT", select_metric="focus_recall",
                                           epochs=1))
