@@ -148,8 +148,8 @@ def _leak_words(leak: Leak) -> str:
                 "Test scores on this split are optimistic.")
     elif leak.val_in_train:
         text = (f"**Split leak: {images(leak.val_in_train, 'validation')} {have(leak.val_in_train)} a "
-                "near-duplicate in train** (no test image has). Validation scores, and the best epoch picked by "
-                "them, are optimistic.")
+                "near-duplicate in train** (no test image has). Validation scores (and a best epoch picked by "
+                "them) are optimistic.")
     else:
         text = "**Split leak:** no test or validation image has a near-duplicate in train."
     if leak.test_in_learning > leak.test_in_train:

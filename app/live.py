@@ -84,7 +84,7 @@ def live_panel(run_id: str) -> None:
             meta = store.meta(run_id)
             refusal = manage_refusal(meta.owner, meta.owner_name)
             if st.button("⏹ Stop this run", key=f"stop_{run_id}", disabled=refusal is not None,
-                         help=refusal or "Ends the run after the current batch. The best checkpoint so far is kept "
+                         help=refusal or "Ends the run after the current batch. The checkpoint so far is kept "
                                          "and tested."):
                 try:
                     manager().stop(run_id, by=identity())
@@ -217,15 +217,17 @@ def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status
     cols[0].metric("Epochs done" + part, f"{len(history)}/{epochs}")
     cols[1].metric(("Validation score, last epoch" if keeps_last else "Best validation score") + part,
                    f"{best.score:.3f}" if best and best.validated else "–",
-                   help="The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
-                        + (" in this fold" if part else "")
-                        + ("; this run keeps its last epoch ('Checkpoint kept')." if keeps_last else
-                           "; on a tie, the epoch with the lower validation loss is kept."))
+                   help=("Validation macro-F1 of the last epoch, whose weights this run keeps ('Checkpoint kept')"
+                         + (" in this fold" if part else "") + "; nothing was chosen by it, so it is a fair check."
+                         if keeps_last else
+                         "The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
+                         + (" in this fold" if part else "")
+                         + "; on a tie, the epoch with the lower validation loss is kept."))
     running = status.state == "running"
     speed = progress.images_per_s if running else (last.images_per_s if last else None)
     cols[2].metric("Images per second", f"{speed:.0f}" if speed else "–")
     age = time.time() - (progress.time or time.time())
     eta = progress.eta_s if running and progress.phase != "preparing" else None
     cols[3].metric("Time left (at most)", fmt_seconds(max(0.0, eta - age)) if eta is not None else "–",
-                   help="Until the last planned epoch, from the epochs measured so far. Early stopping can end "
-                        "the run sooner.")
+                   help="Until the last planned epoch, from the epochs measured so far."
+                        + ("" if keeps_last else " Early stopping can end the run sooner."))

@@ -62,7 +62,7 @@ chosen = st.multiselect("Runs", ids, default=comparable_default(summaries.values
                         format_func=run_choice,
                         help="Tested runs, newest first. To start with, the newest run and the newest other run "
                              "tested on the same images with the same classes are picked (never runs whose test "
-                             "data differ). A stopped run is marked ⏹: its best checkpoint so far was tested.")
+                             "data differ). A stopped run is marked ⏹: its kept checkpoint so far was tested.")
 if not chosen:
     st.stop()
 cvs = {r: cv for r in chosen if (cv := store.cross_validation(r)) is not None}
@@ -105,7 +105,7 @@ for message in check.messages:
     st.warning(escape_markdown(message), icon="⚠️")
 for r in chosen:
     if metrics[r].stopped:
-        st.caption(f"⏹️ {shown(names[r])} was stopped at epoch {summaries[r].epochs_words()}: its best checkpoint "
+        st.caption(f"⏹️ {shown(names[r])} was stopped at epoch {summaries[r].epochs_words()}: its kept checkpoint "
                    "so far was tested.")
 
 all_classes = list(dict.fromkeys(c for r in chosen for c in predictions[r].classes))

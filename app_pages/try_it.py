@@ -66,7 +66,7 @@ run_id = st.selectbox("Model (run)", list(summaries), key="try_run",
                            "and its test score. It starts at the best finished run on the dataset in the sidebar.")
 chosen = summaries[run_id]
 if chosen.state != "finished":
-    st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): its best checkpoint so far "
+    st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): its kept checkpoint so far "
                "answers.")
 if spec is not None and chosen.data_fingerprint and chosen.data_fingerprint != spec.fingerprint():
     st.caption(f"This model learned from **{escape_markdown(chosen.dataset)}**, not from the dataset in the "
@@ -145,10 +145,10 @@ with right:
               delta_color="off", delta_arrow="off")  # a confidence, not a change: no arrow
     if learned is not None:
         filed = (seen.labels or {}).get(learned[0])
-        st.info(escape_markdown(seen_sentence(learned, seen.folds, filed, label)), icon="🧠")
+        st.info(escape_markdown(seen_sentence(learned, seen.folds, filed, label, seen.chose_epoch)), icon="🧠")
     elif copy is not None:
         own_label = true_class if true_class in predictor.classes else None  # another dataset's names say nothing
-        st.info(escape_markdown(near_copy_sentence(copy, seen.folds, own_label, label)), icon="🧠")
+        st.info(escape_markdown(near_copy_sentence(copy, seen.folds, own_label, label, seen.chose_epoch)), icon="🧠")
     if true_class is not None and learned is None:  # a picked image: its label is known, so say what it means
         if true_class not in predictor.classes:
             st.caption(f"Filed as **{escape_markdown(true_class)}** in the dataset, a class this model does not know.")

@@ -4,8 +4,8 @@ A test score measures a model on new images only when the test images are new. P
 more than once (re-exported, cropped a little, with or without calipers), and a split made image by image puts
 copies on both sides: BUSI's fixed ``split.csv`` has 45 of its 118 test images with a copy among its train and
 validation images. A right answer on such an image shows what the model remembers. So every run records which of
-its test images have a copy among the images it learned from (train, and validation, which picks the best epoch
-and which fold models train on), by the Data explorer's rule for a copy (:mod:`medcls.data.health`: near-duplicate
+its test images have a copy among the images it learned from (train, and validation when fold models train on
+it or a best epoch is chosen by it: :func:`learning_splits`), by the Data explorer's rule for a copy (:mod:`medcls.data.health`: near-duplicate
 groups whose hashes or pixels are closer than chance), and the pages show the score on the other test images
 beside the whole split's.
 """
@@ -22,16 +22,25 @@ from ..runs.records import Predictions, RecordError, RunMetrics
 from ..runs.store import RunStore
 from .metrics import SplitMetrics, classification_metrics
 
-__all__ = ["MAX_CHECKED_IMAGES", "copied_test_images", "metrics_without", "copies_sentence", "run_copies_sentence"]
+__all__ = ["MAX_CHECKED_IMAGES", "LEARNING_SPLITS", "learning_splits", "copied_test_images", "metrics_without", "copies_sentence", "run_copies_sentence"]
 
 log = logging.getLogger(__name__)
 
 MAX_CHECKED_IMAGES = 20_000   # hashing more at the end of a run would take minutes (about 1.6 ms an image)
-LEARNING_SPLITS = ("train", "val")  # validation picks the best epoch, and fold models train on it
+LEARNING_SPLITS = ("train", "val")  # fold models train on validation images, and a best epoch is chosen by them
 
 
-def copied_test_images(items: Sequence[tuple[str, str]]) -> tuple[str, ...] | None:
-    """The test items (path, split) with a near copy among the train and validation items.
+def learning_splits(folds: int, keeps_last: bool) -> tuple[str, ...]:
+    """The splits a run learned from: one model that keeps its last epoch learns from its training images only
+    (its validation images only draw its curves); fold models train on the validation images, and a run that
+    keeps its best epoch chooses it by them."""
+    return ("train",) if keeps_last and not folds else LEARNING_SPLITS
+
+
+def copied_test_images(items: Sequence[tuple[str, str]],
+                       learning: Sequence[str] = LEARNING_SPLITS) -> tuple[str, ...] | None:
+    """The test items (path, split) with a near copy among the items of the ``learning`` splits (the run's
+    :func:`learning_splits`).
 
     None when it cannot be checked: no test split, or more than ``MAX_CHECKED_IMAGES`` images. Fingerprints
     are cached by file contents, so a dataset the Data explorer or a duplicate-grouped split has seen costs
@@ -47,7 +56,7 @@ def copied_test_images(items: Sequence[tuple[str, str]]) -> tuple[str, ...] | No
     paths = [path for path, _ in items]
     pairs = duplicate_pairs(image_hashes(paths))
     groups = group_ids(len(paths), pairs.first, pairs.second)
-    learned = {group for group, (_, split) in zip(groups, items) if split in LEARNING_SPLITS}
+    learned = {group for group, (_, split) in zip(groups, items) if split in learning}
     return tuple(path for group, (path, split) in zip(groups, items) if split == "test" and group in learned)
 
 
@@ -73,7 +82,7 @@ def copies_sentence(test_images: int, copies: Sequence[str], whole: SplitMetrics
     k = len(copies)
     have = "has" if k == 1 else "have"
     text = (f"{k} of the {test_images} test images ({k / max(test_images, 1):.0%}) {have} a near copy among the "
-            "images this run learned from (its training and validation images): a right answer on a copy shows what "
+            "images this run learned from: a right answer on a copy shows what "
             "the model remembers, not how it does on new images, so the whole split's score mixes the two.")
     if without is None:
         return text + " Every test image has a copy: this test split says nothing about new images."

@@ -177,8 +177,8 @@ def _seed_recipe(busi: DataConfig, quick: bool) -> TrainConfig:
     test-time mirror, one model, the epoch of best validation accuracy kept (the seed's loop keeps it too)."""
     return TrainConfig(data=busi).with_options(
         model="seed_cnn_bn", image_size=256, epochs=3 if quick else 10, imbalance="oversample", optimizer="adam",
-        lr=1e-3, weight_decay=0.0, scheduler="step", ema_decay=0.0, augment=False, tta=False, patience=0,
-        select_metric="accuracy", small_data_ensemble=False)
+        lr=1e-3, weight_decay=0.0, scheduler="step", ema_decay=0.0, augment=False, tta=False, checkpoint="best",
+        patience=0, select_metric="accuracy", small_data_ensemble=False)
 
 
 def _resnet_weights() -> str:

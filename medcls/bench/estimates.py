@@ -4,9 +4,9 @@ Six cases, each first estimated (:func:`medcls.training.estimate.measure_costs`,
 and then trained the way the app trains (the app's job manager, whose warmed-up standby training process takes
 the run):
 
-1. the default recipe on the built-in phantoms (30 epochs; early stopping may end it sooner);
+1. the default recipe on the built-in phantoms (its default epochs);
 2. the default recipe on BUSI as it is (``--busi``; skipped when absent): a small dataset of large images, so
-   3 fold models at 192 px (:func:`medcls.training.autoplan.resolve_image_size`), up to 30 epochs each;
+   3 fold models at 192 px (:func:`medcls.training.autoplan.resolve_image_size`), the default epochs each;
 3. the default recipe at 64 px on BUSI, which trains a 5-fold ensemble (a small dataset, see
    :func:`medcls.training.autoplan.auto_folds`);
 4. ResNet-18 with a frozen backbone (random weights: nothing to download) on BUSI, which trains a fold ensemble
@@ -128,7 +128,7 @@ def _markdown(results: dict) -> str:
              "the way the app trains (the job manager hands it to its standby training process, warmed up before the "
              "run, as it is when someone has looked at the Train page for a few seconds). The estimate must land within "
              f"±{TOLERANCE:.0%} of the measured time, per epoch and in all (for the epochs the run trained; "
-             "early stopping decides how many); when the epochs take under "
+             "early stopping, when a run keeps its best epoch, decides how many); when the epochs take under "
              f"{EPOCHS_SHARE_JUDGED:.0%} of the run (a frozen backbone's head), only in all. A fold ensemble's "
              "estimate counts every fold model. A lesson's runs are estimated together and queued at once, as "
              "the Lessons page does; its per-epoch figures are means over every epoch of its runs.", "",

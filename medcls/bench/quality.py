@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..analysis.copies import copied_test_images, metrics_without
+from ..analysis.copies import copied_test_images, learning_splits, metrics_without
 from ..analysis.operating_point import BinaryView, operating_point, threshold_for_sensitivity
 from ..config import DataConfig, TrainConfig
 from ..data.cache import clear_memory_cache
@@ -59,7 +59,8 @@ def time_to_quality(cfg: TrainConfig) -> dict:
            "epochs": len(result.fit.history), "precision": result.precision, "folds": 0,
            "image_size": cfg.image_size,
            "images": {split: sum(per.values()) for split, per in counts.items()}}
-    copies = copied_test_images([(it.path, it.split) for it in data.decoded.spec.items])
+    copies = copied_test_images([(it.path, it.split) for it in data.decoded.spec.items],
+                                learning_splits(result.cv.folds if result.cv else 0, cfg.checkpoint == "last"))
     if copies:  # the same models on the test images that are new to them (no copy among train + val)
         new = metrics_without(data.test.paths, data.test.labels.numpy(), result.probs["test"], data.classes, copies)
         out["without_copies"] = {"copies": len(copies), "test_images": test.n,

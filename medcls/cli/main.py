@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="Print the resolved config and exit.")
     _add_config_flags(p)
 
-    p = sub.add_parser("evaluate", help="Evaluate a run's best checkpoint on its test split or on other data.")
+    p = sub.add_parser("evaluate", help="Evaluate a run's kept checkpoint on its test split or on other data.")
     p.add_argument("run", help="Run id (see 'runs').")
     p.add_argument("--data", help="Another dataset (folder, manifest or .npz); default: the run's own data.")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-aliases", nargs="*", default=None, help="Class aliases for --data, alias=class.")
     p.add_argument("--json", help="Also write the metrics to this JSON file.")
 
-    p = sub.add_parser("predict", help="Class probabilities for images, from a run's best checkpoint.")
+    p = sub.add_parser("predict", help="Class probabilities for images, from a run's kept checkpoint.")
     p.add_argument("run", help="Run id (see 'runs').")
     p.add_argument("images", nargs="+", help=f"Image files ({IMAGE_FORMATS}).")
     p.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
@@ -413,7 +413,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         elif s.state == "interrupted" and store.resumable(s.run_id):
             print(f"{'':<{name_width}}  continue it: python -m medcls resume {s.run_id}")
     if any(s.stopped for s in summaries):
-        print("* stopped before its last epoch: the metrics are of its best checkpoint so far")
+        print("* stopped before its last epoch: the metrics are of its kept checkpoint so far")
     return 0
 
 

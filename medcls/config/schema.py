@@ -62,7 +62,8 @@ class DataConfig:
                                           "Empty: MedMNIST's names when known, otherwise class_0, class_1, ...",
                                           label="Class names", group="Data", sweepable=False)
     val_fraction: float = option(0.15, "Share of images held out for validation when the data has no split "
-                                 "of its own. Validation picks the best epoch (0: none, so a run keeps its last epoch).",
+                                 "of its own. Validation shows over-fitting in the curves, and picks the best epoch when "
+                                 "'Checkpoint kept' says so (0: none; a run then keeps its last epoch).",
                                  label="Validation share",
                                  group="Data", min=0.0, max=0.5, sweepable=False)
     test_fraction: float = option(0.15, "Share of images held out for the final test when the data has no "
@@ -155,8 +156,9 @@ class TrainConfig:
     tta: bool = option(True, "Test-time augmentation: judge each validation/test image and its mirror image and "
                        "average the two answers. Usually a little more accurate; prediction takes twice as long.",
                        label="Mirror at test time (TTA)", group="Images and augmentation")
-    epochs: int = option(30, "Passes over the training images. More epochs learn more but can overfit; "
-                         "the best epoch on validation is kept (or the last: 'Checkpoint kept').", label="Epochs", group="Learning", min=1,
+    epochs: int = option(20, "Passes over the training images. More epochs learn more but can overfit; the "
+                         "last epoch's weights are kept (or the best validation epoch's: 'Checkpoint kept').",
+                         label="Epochs", group="Learning", min=1,
                          max=1000, sweep=(10, 20), sweep_order=4)
     batch_size: int = option(32, "Images per training step. Larger is smoother but needs more memory.",
                              label="Batch size", group="Learning", min=1, max=4096, sweep=(16, 32), sweep_order=7)
@@ -187,12 +189,13 @@ class TrainConfig:
                               "about the last 100 steps, after 890 steps; 0.999 after 8,990).",
                               label="Weight averaging (EMA decay)",
                               group="Learning", min=0.0, max=0.9999, sweep=(0.0, 0.99), sweep_order=10)
-    checkpoint: str = option("best", "Which weights the run keeps: the epoch's with the best validation score "
-                             "(on a tie, the lower validation loss), or the last epoch's, at the end of the "
-                             "learning-rate schedule. The last trains every epoch and chooses nothing by the "
-                             "validation images, so their score stays a fair check; on a few dozen validation "
-                             "images the best epoch is partly luck. A run without validation images always keeps "
-                             "the last.", label="Checkpoint kept", group="Learning", choices=CHECKPOINTS,
+    checkpoint: str = option("last", "Which weights the run keeps: the last epoch's, at the end of the "
+                             "learning-rate schedule, or the epoch's with the best validation score (on a tie, the "
+                             "lower validation loss; early stopping then applies). The last trains every epoch and "
+                             "chooses nothing by the validation images, so their score stays a fair check; on a few "
+                             "dozen validation images the best epoch is partly luck (cross-validated on BUSI, the "
+                             "last found more malignant images: docs/ablation.md). A run without validation images "
+                             "always keeps the last.", label="Checkpoint kept", group="Learning", choices=CHECKPOINTS,
                              sweep=("best", "last"), sweep_order=16,
                              words=(("best", "the best validation epoch"), ("last", "the last epoch")))
     patience: int = option(5, "Stop early when the validation score has not improved for this many epochs, "
@@ -234,7 +237,7 @@ class TrainConfig:
                                 "lower validation loss). Accuracy can look good while a rare class is missed; "
                                 "macro-F1, balanced accuracy or the focus class's recall do not.",
                                 label="Pick the best epoch by", group="Rare classes", choices=SELECT_METRICS,
-                                sweepable=False,
+                                sweepable=False, applies=when(checkpoint="best"),
                                 words=(("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
                                        ("balanced_accuracy", "balanced accuracy"),
                                        ("focus_recall", "focus class recall")))

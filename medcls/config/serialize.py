@@ -23,7 +23,7 @@ __all__ = ["coerce", "type_hints", "base_type", "build", "migrate", "MAX_NESTING
 MAX_NESTING = 8  # a config is two levels deep; anything deeper is not a config
 # Written into every saved config ("format"): which options an older config left out, and what they meant then,
 # is known from it. Raise it when an option is added whose default changes what an older config trained.
-CONFIG_FORMAT = 2
+CONFIG_FORMAT = 3
 # Options every config medcls ever saved holds (a saved config holds every option that applies). A config with
 # no format number that lacks one of them was written by hand, and takes today's defaults for what it leaves out.
 _ALWAYS_SAVED = ("data", "model", "image_size", "epochs", "batch_size", "seed")
@@ -152,7 +152,8 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     ``"model_options": {...}`` holding only that model's options. Options added since then take the value
     that reproduces what such a config trained (``small_data_ensemble`` off, a CNN's ``pool_first`` off).
     Since format 2 every saved config says its format (``"format": 2``); a config without one that lacks options
-    every saved config holds was written by hand, and gets today's defaults.
+    every saved config holds was written by hand, and gets today's defaults. Before format 3 the default
+    ``checkpoint`` was ``best`` (now ``last``).
     """
     if not isinstance(data, dict):
         raise ConfigError(f"A config must be a JSON object, got {type(data).__name__}.")
@@ -172,6 +173,8 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         data["_legacy"] = True  # options another model declared are dropped, not refused
     if written is None:  # saved before format numbers (format 1), or written by hand (today's defaults)
         written = 1 if data.get("_legacy") or all(key in data for key in _ALWAYS_SAVED) else CONFIG_FORMAT
+    if written < 3 and "checkpoint" not in data:  # before format 3 every run kept its best validation epoch
+        data["checkpoint"] = "best"
     if written < 2:  # options added since take the value that reproduces what the run trained
         if "small_data_ensemble" not in data:  # such a run trained one model
             data["small_data_ensemble"] = False

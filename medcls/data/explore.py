@@ -199,8 +199,9 @@ def small_validation_note(spec: DatasetSpec, name: Callable[[str], str] = str) -
     held = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
     return (f"The validation split holds only {held} image{'s' if sum(val.get(c, 0) for c in few) != 1 else ''} "
             f"({sum(val.values()):,} in all, against {sum(train.values()):,} training images). A run that trains "
-            "one model picks its best epoch and stops early on these images, where one image more or less right "
-            "moves the validation score by several points. 'Make my own split' (command line: --own-split) "
+            "one model shows its validation curves on these images (and, keeping its best epoch, picks that epoch "
+            "and stops early by them), where one image more or less right moves the validation score by several "
+            "points. 'Make my own split' (command line: --own-split) "
             "makes a stratified split of all the images instead; a small dataset's cross-validation ensemble "
             "validates on folds of its own.")
 

@@ -73,8 +73,9 @@ def _is_scalar(spec) -> bool:
 
 
 def sweepable_options(base: TrainConfig | None = None) -> list[str]:
-    """Options a sweep may vary (those of ``base``'s model, when given): the suggested ones first."""
-    present = set(base.flat()) if base is not None else None
+    """Options a sweep may vary (those that have an effect in ``base``, when given: its model's, and not early
+    stopping's patience when it keeps its last epoch): the suggested ones first."""
+    present = set(base.applicable()) if base is not None else None
     names = [name for name, spec in option_table().items()
              if spec.option.sweepable and _is_scalar(spec) and (present is None or name in present)]
     order = {n: option_table()[n].option.sweep_order for n in names}

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.copies import LEARNING_SPLITS, MAX_CHECKED_IMAGES
+from ..analysis.copies import LEARNING_SPLITS, MAX_CHECKED_IMAGES, learning_splits
 from ..data.fingerprints import HashTable, fingerprint_pixels, image_hashes
 from ..data.health import DEFAULT_MAX_DISTANCE
 from ..data.imageio import NPZ_MARK, open_image, to_uint8
 from ..data.similarity import ChanceLevels, chance_levels, confirm_pairs
 from ..data.spec import item_name
+from ..runs.records import RecordError
 from ..runs.store import RunStore
 
 __all__ = ["LearnedFrom", "learned_from", "seen_sentence", "NearCopy", "Lookalikes", "lookalikes",
@@ -43,14 +44,16 @@ class LearnedFrom:
     by_size: dict[int, tuple[str, ...]]
     folds: int  # 0: one model
     labels: dict[str, str] | None = None  # path -> class name, as the run's split.csv filed it
+    learning: tuple[str, ...] = LEARNING_SPLITS  # the splits it learned from (copies.learning_splits)
+    chose_epoch: bool = True  # it kept its best validation epoch (False: its last)
 
     def learning_paths(self) -> list[str]:
-        """The training and validation items, in the split file's order."""
-        return [path for path, split in self.splits.items() if split in LEARNING_SPLITS]
+        """The items of the splits it learned from, in the split file's order."""
+        return [path for path, split in self.splits.items() if split in self.learning]
 
     def split_of(self, path: str | None = None, data: bytes | None = None) -> tuple[str, str] | None:
         """(path, split) of the run's training or validation file that is this path, or has exactly these bytes."""
-        if path is not None and self.splits.get(path) in LEARNING_SPLITS:
+        if path is not None and self.splits.get(path) in self.learning:
             return path, self.splits[path]
         for candidate in self.by_size.get(len(data), ()) if data is not None else ():
             try:
@@ -69,6 +72,12 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
     """
     splits: dict[str, str] = {}
     labels: dict[str, str] = {}
+    folds = store.summary(run_id).folds
+    try:
+        chose_epoch = store.config(run_id).checkpoint == "best"
+    except (FileNotFoundError, RecordError):  # a run without a readable config: as runs were before the option
+        chose_epoch = True
+    learning = learning_splits(folds, keeps_last=not chose_epoch)
     path = store.file(run_id, "split.csv")
     if path.is_file():
         with open(path, newline="", encoding="utf-8") as handle:
@@ -78,7 +87,7 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
                     labels[row["path"]] = row.get("label") or ""
     by_size: dict[int, list[str]] = {}
     for item, split in splits.items():
-        if split not in LEARNING_SPLITS or NPZ_MARK in item:
+        if split not in learning or NPZ_MARK in item:
             continue
         try:
             by_size.setdefault(Path(item).stat().st_size, []).append(item)
@@ -86,15 +95,18 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
             continue
     if splits and not by_size:
         log.info("Run %s: none of its training files is on this machine; uploads are matched by nothing", run_id)
-    return LearnedFrom(splits, {size: tuple(paths) for size, paths in by_size.items()}, store.summary(run_id).folds,
-                       labels)
+    return LearnedFrom(splits, {size: tuple(paths) for size, paths in by_size.items()}, folds, labels, learning,
+                       chose_epoch)
 
 
-def seen_sentence(match: tuple[str, str], folds: int, label: str | None = None, answer: str | None = None) -> str:
+def seen_sentence(match: tuple[str, str], folds: int, label: str | None = None, answer: str | None = None,
+                  chose_epoch: bool = True) -> str:
     """Why an answer on this image means little, in a sentence for the page (Markdown-free). ``label``: the class
-    the run filed the image under; ``answer``: the class the run gave it."""
+    the run filed the image under; ``answer``: the class the run gave it; ``chose_epoch``: the run kept its best
+    validation epoch (not its last)."""
     path, split = match
-    sentence = f"This is {item_name(path)}, one of the images this run learned from: {_how_used(split, folds)}."
+    sentence = (f"This is {item_name(path)}, one of the images this run learned from: "
+                f"{_how_used(split, folds, chose_epoch)}.")
     if missed := _missed_although_trained(split, folds, label, answer, filed="it is"):
         return f"{sentence} {missed}"
     return (f"{sentence} A right answer here shows what the model remembers, not how it does on new images; pick a "
@@ -112,10 +124,10 @@ def _missed_although_trained(split: str, folds: int, label: str | None, answer: 
             "remember it, so this mistake is a real one.")
 
 
-def _how_used(split: str, folds: int) -> str:
+def _how_used(split: str, folds: int, chose_epoch: bool = True) -> str:
     if folds:  # the folds split train + val: each image is held out by one fold model, the others train on it
-        return (f"{folds - 1} of this run's {folds} fold models trained on it, and the other one chose its best "
-                "epoch with it")
+        return (f"{folds - 1} of this run's {folds} fold models trained on it, and the other one "
+                + ("chose its best epoch with it" if chose_epoch else "was validated on it"))
     if split == "train":
         return "this run trained on it"
     return "this run chose its best epoch by how well it did on it and the other validation images"
@@ -195,13 +207,14 @@ def lookalikes(seen: LearnedFrom) -> Lookalikes | None:
     return Lookalikes(paths, table, chance_levels(table.phash, table.thumbs, table.ok), seen)
 
 
-def near_copy_sentence(copy: NearCopy, folds: int, label: str | None = None, answer: str | None = None) -> str:
+def near_copy_sentence(copy: NearCopy, folds: int, label: str | None = None, answer: str | None = None,
+                       chose_epoch: bool = True) -> str:
     """Why an answer on a copy of a training image means little; ``label``: the asked-about image's own class;
-    ``answer``: the class the run gave it."""
+    ``answer``: the class the run gave it; ``chose_epoch``: as :func:`seen_sentence`."""
     what = "the same picture as" if copy.same_pixels else "a near copy of"
     kind = f"a {copy.label} image" if copy.label else "one of the images"
     sentence = (f"This image is {what} {item_name(copy.path)}, {kind} this run learned from: "
-                f"{_how_used(copy.split, folds)}.")
+                f"{_how_used(copy.split, folds, chose_epoch)}.")
     conflict = bool(copy.label) and label is not None and copy.label != label
     if conflict and answer == label:  # right for this image, and not what its copy taught: no memory, no mistake
         sentence += f" It answers {answer}, as this image is filed, not {copy.label} as that one is."

@@ -26,7 +26,7 @@ import numpy as np
 from torch import nn
 
 from ..analysis.calibration import expected_calibration_error
-from ..analysis.copies import copied_test_images
+from ..analysis.copies import copied_test_images, learning_splits
 from ..analysis.metrics import SplitMetrics
 from ..analysis.uncertainty import metric_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
@@ -49,7 +49,7 @@ from ..training.pipeline import PreparedData, TrainResult, prepare_data, resume_
 __all__ = ["execute_run", "RunOutcome", "STOPPED_MESSAGE", "RunTakenOver"]
 
 log = logging.getLogger(__name__)
-STOPPED_MESSAGE = "Stopped on request. Its best checkpoint so far was tested and is kept."
+STOPPED_MESSAGE = "Stopped on request. Its checkpoint so far was tested and is kept."
 
 
 class RunTakenOver(Exception):
@@ -170,7 +170,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
                                      on_checkpoint=lambda state: mine() or store.save_resume(run_id, state),
                                      on_note=add_note)
             mine()
-        _record_results(store, run_id, result)
+        _record_results(store, run_id, result, learning_splits(cfg.folds, keeps_last=cfg.checkpoint == "last"))
         _record_novelty(store, run_id, result)
         for note in result.notes:
             store.add_note(run_id, note)
@@ -244,7 +244,8 @@ def _record_data(store: RunStore, run_id: str, data: PreparedData) -> None:
                              "pillow": _version("pillow")})
 
 
-def _record_results(store: RunStore, run_id: str, result: TrainResult) -> None:
+def _record_results(store: RunStore, run_id: str, result: TrainResult, learning: Sequence[str]) -> None:
+    """``learning``: the splits the run learned from (whose copies among the test images make them no test)."""
     names, paths, truths, probs = [], [], [], []
     for split, split_probs in result.probs.items():
         part = getattr(result.data, split)
@@ -263,14 +264,14 @@ def _record_results(store: RunStore, run_id: str, result: TrainResult) -> None:
         # 95% intervals and calibration per split (milliseconds)
         intervals={s: metric_intervals(labels[s], p, result.data.classes) for s, p in result.probs.items()},
         ece={s: expected_calibration_error(labels[s], p) for s, p in result.probs.items()},
-        stopped=result.cancelled, test_copies=_test_copies(result.data)))
+        stopped=result.cancelled, test_copies=_test_copies(result.data, learning)))
 
 
-def _test_copies(data: PreparedData) -> tuple[str, ...] | None:
+def _test_copies(data: PreparedData, learning: Sequence[str]) -> tuple[str, ...] | None:
     """The test images with a copy among those the run learned from (a run never fails for want of it)."""
     spec = data.decoded.spec
     try:
-        return copied_test_images([(it.path, it.split) for it in spec.items])
+        return copied_test_images([(it.path, it.split) for it in spec.items], learning)
     except Exception as exc:  # an odd file or a full cache disk must not cost the run its results
         log.warning("Could not check the test images for copies of training images: %s", exc)
         return None

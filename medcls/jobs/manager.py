@@ -48,7 +48,7 @@ STOP_GRACE_S = 30.0    # after a stop request, a worker that has not ended by th
 MAX_AUTO_RESUMES = 3   # a run interrupted by server restarts resumes by itself this often, then waits for a click
 STOPPED_BY_FORCE = "Stopped on request (the worker did not stop by itself within {grace:.0f} s and was ended)."
 SILENT = ("The training process stopped responding: its training loop has not reported for {age:.0f} s (hung, "
-          "frozen or starved of CPU). It was ended; its history and best checkpoint are kept. Resume it from its "
+          "frozen or starved of CPU). It was ended; its history and checkpoint are kept. Resume it from its "
           "last finished epoch, or start it again.")
 
 

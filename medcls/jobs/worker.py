@@ -45,7 +45,7 @@ def _watch_parent(store_root: str, run: dict, parent_pid: int) -> None:
                         store.set_status(
                             run_id, "interrupted", auto_resume=True,
                             error="The app server that started this run stopped; training was interrupted. The "
-                                  "history and best checkpoint so far are kept, and the run continues from its last "
+                                  "history and checkpoint so far are kept, and the run continues from its last "
                                   "finished epoch when the app starts again.")
             finally:
                 os._exit(3)

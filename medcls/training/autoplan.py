@@ -10,8 +10,8 @@ Two options leave the choice to the dataset, and both are on by default:
 - ***Image size* 0**: 128 px, unless that small-data ensemble would train on images at least 192 px on their
   shorter side. Those train at 192 px as 3 fold models instead of 5 at 128 px (:func:`resolve_image_size`):
   each of the three trains on two thirds of the images at 2.25 times the pixels, about 1.1 times the training
-  arithmetic of the five; with validation (a third of the images each, at 2.25 times the pixels) and the epochs
-  early stopping allows, a run takes up to a third longer (1.1 to 1.4 times on BUSI). Cross-validated on BUSI's
+  arithmetic of the five; with validation (a third of the images each, at 2.25 times the pixels), a run took
+  1.1 to 1.4 times as long on BUSI (measured when early stopping still ended the fold models). Cross-validated on BUSI's
   256 px ultrasound images (two seeds), the three found 4 points more of the malignant images at the same
   macro-F1 (docs/ablation.md).
   The built-in 128 px phantoms, small MedMNIST files and large datasets keep 128 px and their cost.
@@ -53,9 +53,10 @@ AUTO_MAX_IMAGES = 3000       # beyond this one model has enough to learn from
 # keeps the time bound.
 AUTO_MAX_WORK = 2000
 REFERENCE_MODEL, REFERENCE_SIZE = "small_cnn", 128  # the unit of work: one image of the default model at 128 px
-# A trained network runs each image forward and backward (about 3 forward passes) every epoch, for at least the 15
-# epochs early stopping lets a default run go; a frozen backbone with cached features runs it forward once per
-# cached view, and never again. Its work is counted in these passes.
+# A trained network runs each image forward and backward (about 3 forward passes) every epoch, for at least 15
+# epochs (the fewest early stopping let a default run go when the default kept the best epoch; the default now
+# trains 20); a frozen backbone with cached features runs it forward once per cached view, and never again. Its
+# work is counted in these passes (kept at 45, so that the same datasets and backbones get an ensemble as before).
 REFERENCE_PASSES = 45
 
 DEFAULT_SIZE = 128   # Image size 0 trains at this size unless the data calls for DETAIL_SIZE
@@ -151,7 +152,7 @@ def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Se
         return None
     fewest, name = min(present)
     return (f"One model, not a {AUTO_FOLDS}-fold ensemble: {name} has only {fewest:,} training + validation "
-            f"images, so each fold model would pick its best epoch on about {fewest / AUTO_FOLDS:.0f} of them "
+            f"images, so each fold model would be validated on about {fewest / AUTO_FOLDS:.0f} of them "
             f"(the ensemble needs {needed} of every class, {AUTO_MIN_PER_FOLD} for each fold). Set the folds to "
             "train an ensemble anyway.")
 

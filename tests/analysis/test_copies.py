@@ -86,7 +86,12 @@ def test_a_run_records_its_copied_test_images_and_says_what_they_do(split_items,
     from medcls.jobs.execute import execute_run
 
     root = Path(split_items[0][0]).parents[2]
-    run_id = store.create(synth.config(root))
+    # One model that keeps its last epoch learns from its training images only: a copy in validation is no leak.
+    last = store.create(synth.config(root))
+    assert execute_run(store, last).state == "finished"
+    assert sorted(Path(p).parent.name for p in store.metrics(last).test_copies) == ["benign"]
+    # One that keeps its best epoch chooses it by the validation images: their copies count too.
+    run_id = store.create(synth.config(root, checkpoint="best"))
     assert execute_run(store, run_id).state == "finished"
     recorded = store.metrics(run_id).test_copies
     assert sorted(Path(p).parent.name for p in recorded) == ["benign", "normal"]

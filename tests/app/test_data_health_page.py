@@ -114,7 +114,7 @@ def test_a_leak_into_validation_only_does_not_call_the_test_scores_optimistic(ap
     assert {m.label: m.value for m in at.metric}["Test images with a copy in train"] == "0 of 6"
     leaks = [as_read(w.value).replace("**", "") for w in at.warning if "Split leak" in w.value]
     assert leaks == ["Split leak: 1 validation image has a near-duplicate in train (no test image has). Validation "
-                     "scores, and the best epoch picked by them, are optimistic."], leaks
+                     "scores (and a best epoch picked by them) are optimistic."], leaks
 
 
 def test_a_copy_of_a_test_image_among_the_validation_images_is_named_for_cross_validated_runs(app_env, tmp_path):

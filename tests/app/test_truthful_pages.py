@@ -159,7 +159,7 @@ def test_a_run_that_keeps_its_last_epoch_says_so_not_best_epoch(app_env, tiny_da
 
 def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
-    run_id = trained(store, tiny_dataset, folds=2, epochs=2)
+    run_id = trained(store, tiny_dataset, folds=2, epochs=2, checkpoint="best")
     at = new_app().run()
     at.switch_page("app_pages/train.py").run()
     assert not at.exception and at.selectbox(key="train_run_picker").value == run_id

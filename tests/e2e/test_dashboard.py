@@ -141,15 +141,12 @@ def wait_no_active_runs(server, timeout_s: float = 120) -> None:
         time.sleep(0.5)
 
 
-def start_run(page: Page, server, epochs: int, patience: int | None = None) -> str:
-    """Fill the Train form for a tiny run, press Start; return the new run's id (shown in the picker).
-
-    ``patience=0`` runs every epoch (no early stopping)."""
+def start_run(page: Page, server, epochs: int) -> str:
+    """Fill the Train form for a tiny run, press Start; return the new run's id (shown in the picker). Every epoch
+    runs: the default keeps the last epoch, so early stopping does not apply."""
     wait_no_active_runs(server)
     open_page(page, "train")
     set_number(page, "opt_epochs", epochs)
-    if patience is not None:
-        set_number(page, "opt_patience", patience)
     for key, value in TINY.items():
         set_number(page, key, value)
     choose(page, "opt_precision", "32-bit (fp32)")  # "auto" would first time a few bf16 steps
@@ -223,7 +220,7 @@ def eventually(page: Page, check, timeout_s: float, what: str):
 
 
 def expect_finished(page: Page, epochs: int, timeout_ms: float = 120_000) -> None:
-    expect(page.get_by_text("Finished. Best epoch").first).to_be_visible(timeout=timeout_ms)
+    expect(page.get_by_text("Finished. The last epoch's weights").first).to_be_visible(timeout=timeout_ms)
     eventually(page, lambda: epochs_done(page) == (epochs, epochs), 10, f"'Epochs done' showing {epochs}/{epochs}")
 
 
@@ -303,7 +300,7 @@ def test_training_progress_streams_without_reload(page: Page, server, screenshot
     # Enough epochs, all of them run, that the panel's redraws see several go by on a fast machine too (5 tiny
     # epochs took about 5 s on an AMD EPYC, close to finishing between two redraws).
     epochs = 12
-    run_id = start_run(page, server, epochs, patience=0)
+    run_id = start_run(page, server, epochs)
     loads = navigations(page)
     # Nothing touches the page from here: only the fragment timer can change what it shows.
     seen = watch_run(page, run_id, lambda s: increases(s) >= 2 and curves_grew(s), timeout_s=150,
@@ -318,8 +315,8 @@ def test_training_progress_streams_without_reload(page: Page, server, screenshot
 
 def test_reload_mid_run_shows_the_same_run_advancing(page: Page, server, screenshot):
     ensure_finished_runs(page, server, 1)  # so "the run shown after a reload" is a choice among several
-    # Long enough to outlast the reload on a fast machine (early stopping waits for half of the epochs): 5 tiny
-    # epochs were all done before the reloaded page had drawn on an AMD EPYC. Stopped at the end.
+    # Long enough to outlast the reload on a fast machine: 5 tiny epochs were all done before the reloaded page
+    # had drawn on an AMD EPYC. Stopped at the end.
     epochs = 40
     run_id = start_run(page, server, epochs)
     watch_run(page, run_id, lambda s: s[-1][1] >= 1 and s[-1][1] < epochs, timeout_s=120,

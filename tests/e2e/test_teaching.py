@@ -156,7 +156,7 @@ def test_train_and_compare_fit_a_projector(browser, front_door, server, screensh
         if page.locator(".st-key-train_run_picker input").input_value() != run_name(server, finished):
             page.locator(".st-key-train_run_picker input").click()
             changing(page, lambda: page.get_by_role("option", name=run_name(server, finished), exact=True).click())
-        expect(page.get_by_text("Finished. Best epoch").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Finished. The last epoch's weights").first).to_be_visible(timeout=60_000)
         expect(page.locator(f".st-key-hist_{finished} .js-plotly-plot").first).to_be_visible(timeout=60_000)
         assert check_fits(page, "Train") >= 3, "the finished run's key numbers are shown as metrics"
         screenshot_of(page, "projector-train")

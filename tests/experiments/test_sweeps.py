@@ -82,6 +82,9 @@ def test_sweepable_options_put_the_usual_suspects_first_and_follow_the_model():
     assert "source" not in names and "oversample" not in names and "fc_widths" not in names
     assert "dropout" in names and "batch_norm" in names and "weights" not in names
     assert "weights" in sweepable_options(TrainConfig().with_options(model="resnet18"))
+    # Early stopping's patience has no effect while the last epoch is kept (the default): not offered then.
+    assert "checkpoint" in names and "patience" not in names
+    assert "patience" in sweepable_options(TrainConfig().with_options(checkpoint="best"))
     assert starting_values("lr") == "0.0005, 0.002"
 
 

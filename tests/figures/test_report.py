@@ -79,7 +79,7 @@ def test_on_an_exposed_server_the_card_shows_no_server_paths(finished_run, monke
 def test_a_fold_ensembles_card_gives_each_folds_epochs_and_scores(store, synth, class_dataset):
     from medcls.jobs.execute import execute_run
 
-    run_id = store.create(synth.config(class_dataset, epochs=2, folds=2, patience=0))
+    run_id = store.create(synth.config(class_dataset, epochs=2, folds=2, checkpoint="best", patience=0))
     assert execute_run(store, run_id).state == "finished"
     html = run_card_html(store, run_id)
     cv = store.cross_validation(run_id)

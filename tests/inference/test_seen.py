@@ -22,7 +22,12 @@ def test_training_files_are_known_by_path_and_by_their_bytes(finished_run):
     seen = learned_from(store, run_id)
     assert seen.folds == 0 and len(seen.splits) == len(rows)
     assert seen.split_of(path=train) == (train, "train")
-    assert seen.split_of(path=val) == (val, "val")
+    # One model that keeps its last epoch (the default) chose nothing by its validation images: not learned from.
+    assert not seen.chose_epoch and seen.split_of(path=val) is None
+    config = store.file(run_id, "config.json")
+    config.write_text(config.read_text().replace('"checkpoint": "last"', '"checkpoint": "best"'))
+    best = learned_from(store, run_id)
+    assert best.chose_epoch and best.split_of(path=val) == (val, "val")  # one that kept its best epoch did
     assert seen.split_of(path=test) is None  # the test images are what the model never saw
     upload = Path(train).read_bytes()
     assert seen.split_of(data=upload) == (train, "train")  # the same file uploaded again
@@ -50,6 +55,8 @@ def test_the_sentence_says_how_the_run_used_the_image():
     folds = seen_sentence(("/d/a.png", "val"), folds=5)
     assert "4 of this run's 5 fold models trained on it, and the other one chose its best epoch with it" in folds
     assert seen_sentence(("/d/a.png", "train"), folds=5) == folds  # the folds split train + val alike
+    last = seen_sentence(("/d/a.png", "val"), folds=5, chose_epoch=False)  # fold models that keep their last epoch
+    assert "4 of this run's 5 fold models trained on it, and the other one was validated on it" in last
 
 
 def test_a_wrong_answer_on_an_image_the_run_trained_on_is_called_a_real_mistake():
@@ -85,7 +92,7 @@ def test_a_re_exported_copy_of_a_training_image_is_named_with_its_class(finished
     train = next(r for r in rows if r["split"] == "train")
     seen = learned_from(store, run_id)
     looks = lookalikes(seen)
-    assert looks is not None and len(looks.paths) == sum(r["split"] in ("train", "val") for r in rows)
+    assert looks is not None and len(looks.paths) == sum(r["split"] == "train" for r in rows)  # keeps its last epoch
     copy_bytes = _near_copy_bytes(train["path"])
     assert seen.split_of(data=copy_bytes) is None  # not the same file
     copy = looks.near_copy(copy_bytes)

@@ -33,7 +33,7 @@ EPOCHS = 10
 
 def ten_epochs(source) -> TrainConfig:
     """A few tenths of a second to a second per epoch in a worker on one thread; nothing stops it early."""
-    return TrainConfig(image_size=96, epochs=EPOCHS, batch_size=8, precision="fp32", threads=1, patience=0) \
+    return TrainConfig(image_size=96, epochs=EPOCHS, batch_size=8, precision="fp32", threads=1) \
         .with_options(source=str(source))
 
 

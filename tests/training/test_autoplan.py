@@ -81,7 +81,7 @@ def test_a_small_dataset_kept_from_the_ensemble_by_a_rare_class_names_it():
     words = too_rare_for_folds(TrainConfig(), [24, 21, 296], classes)   # the built-in phantoms' train + val
     assert folds_for(TrainConfig(), [24, 21, 296]) == 0
     assert words == ("One model, not a 5-fold ensemble: malignant has only 21 training + validation images, so "
-                     "each fold model would pick its best epoch on about 4 of them (the ensemble needs 50 of every "
+                     "each fold model would be validated on about 4 of them (the ensemble needs 50 of every "
                      "class, 10 for each fold). Set the folds to train an ensemble anyway.")
     assert too_rare_for_folds(TrainConfig(), [370, 180, 113], classes) is None     # BUSI: the ensemble trains
     assert too_rare_for_folds(TrainConfig(), [3000, 40, 500], classes) is None     # large: not a small dataset

@@ -77,7 +77,7 @@ def test_the_estimate_says_when_a_weight_averaging_decay_is_never_reached():
 
 
 def test_the_whole_run_spans_the_epochs_early_stopping_allows():
-    cfg = TrainConfig()  # 30 epochs, patience 5: never before epoch 15
+    cfg = TrainConfig().with_options(checkpoint="best", epochs=30)  # patience 5: never before epoch 15
     estimate = estimate_run(cfg, PHANTOMS, costs())
     assert estimate.earliest == 15 and estimate.epochs == 30
     assert estimate.total_s(15) < estimate.total_s() == pytest.approx(
@@ -88,14 +88,15 @@ def test_the_whole_run_spans_the_epochs_early_stopping_allows():
 
 def test_a_run_without_validation_images_is_estimated_to_train_every_epoch():
     # Early stopping has nothing to go by without validation images, so the run trains all 30 epochs.
-    estimate = estimate_run(TrainConfig(), spec({"benign": 20, "malignant": 17, "normal": 244}, val=0), costs())
+    best = TrainConfig().with_options(checkpoint="best", epochs=30)
+    estimate = estimate_run(best, spec({"benign": 20, "malignant": 17, "normal": 244}, val=0), costs())
     assert estimate.earliest == estimate.epochs == 30 and estimate.val_images == 0
     assert "early stopping" not in estimate.total_words()
 
 
 def test_a_run_that_keeps_its_last_epoch_is_estimated_to_train_every_epoch():
-    estimate = estimate_run(TrainConfig().with_options(checkpoint="last"), PHANTOMS, costs())
-    assert estimate.earliest == estimate.epochs == 30 and "early stopping" not in estimate.total_words()
+    estimate = estimate_run(TrainConfig(), PHANTOMS, costs())  # the default keeps its last epoch
+    assert estimate.earliest == estimate.epochs == 20 and "early stopping" not in estimate.total_words()
 
 
 def test_a_run_that_a_warmed_up_process_takes_does_not_wait_for_a_process_to_start():
@@ -107,7 +108,7 @@ def test_a_run_that_a_warmed_up_process_takes_does_not_wait_for_a_process_to_sta
 
 
 def test_a_group_of_runs_adds_up_one_after_another_and_only_the_first_finds_a_warm_process():
-    configs = [TrainConfig().with_options(patience=0, epochs=10, image_size=size) for size in (64, 64, 128)]
+    configs = [TrainConfig().with_options(epochs=10, image_size=size) for size in (64, 64, 128)]
     asked = []
 
     def costs_for(cfg: TrainConfig) -> Costs:  # a step costs as many times more as the image has pixels
@@ -142,7 +143,8 @@ def test_in_a_group_only_the_first_run_at_a_size_decodes_images_the_cache_lacks(
 
 
 def test_a_group_whose_runs_may_stop_early_gives_a_range():
-    group = estimate_group([TrainConfig()] * 4, list("abcd"), PHANTOMS, lambda cfg: costs())  # 15 to 30 epochs
+    best = TrainConfig().with_options(checkpoint="best", epochs=30)
+    group = estimate_group([best] * 4, list("abcd"), PHANTOMS, lambda cfg: costs())  # 15 to 30 epochs
     assert group.total_s(earliest=True) == pytest.approx(sum(r.total_s(15) for r in group.runs))
     assert group.shows_range()
     assert group.total_words().startswith(f"≈ {group.total_s(earliest=True) / 60:.1f} min to ≈ "
@@ -166,7 +168,7 @@ def test_a_frozen_backbone_pays_for_its_features_once_per_model():
     # With the head's steps and validation as fast as measured on BUSI, its epochs are a small part of the run,
     # so one figure stands for it, not "≈ 20 s to ≈ 20 s".
     quick = estimate_run(cfg, PHANTOMS, costs(feature_image_s=0.01, step_s=0.001, eval_image_s=0.0003))
-    assert quick.total_words().startswith(f"≈ {quick.total_s():.0f} s in all (early stopping may end it after")
+    assert quick.total_words().startswith(f"≈ {quick.total_s():.0f} s in all") and " to " not in quick.total_words()
     # Each fold model caches its own training images' features (and the validation and test images') again.
     folds = estimate_run(cfg.with_options(folds=3), PHANTOMS, costs(feature_image_s=0.01, step_s=0.001))
     assert folds.total_s(0) - folds.setup_s - folds.finish_s == pytest.approx(3 * (folds.features_s + 0.5))
@@ -178,7 +180,7 @@ def test_the_probe_config_ignores_what_does_not_change_a_step():
     sized = TrainConfig(image_size=128)
     a = probe_config(sized.with_options(lr=1e-3, epochs=80, seed=3, imbalance="weighted_loss"))
     b = probe_config(sized)
-    assert a == b and a.epochs == 2 and a.patience == 0
+    assert a == b and a.epochs == 2 and a.stopping_patience() == 0
     assert probe_config(sized.with_options(image_size=64)) != b  # the image size does
     with pytest.raises(ValueError, match="still 0"):  # a probe times the size a run trains at, once chosen
         probe_config(TrainConfig())

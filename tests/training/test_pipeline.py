@@ -39,7 +39,8 @@ def test_train_in_memory_returns_the_best_weights(class_dataset, synth):
 def test_a_run_without_validation_images_trains_every_epoch_and_keeps_the_last(class_dataset, synth):
     # Before: every epoch scored 0 on no images, so the first epoch's weights were kept and early stopping ended
     # the run at half its epochs.
-    result = train_in_memory(synth.config(class_dataset, epochs=4, patience=1, val_fraction=0.0))
+    # Even a run set to keep its best epoch, with early stopping after one epoch without progress:
+    result = train_in_memory(synth.config(class_dataset, epochs=4, checkpoint="best", patience=1, val_fraction=0.0))
     assert len(result.data.val) == 0 and "val" not in result.metrics
     assert [h.epoch for h in result.fit.history] == [1, 2, 3, 4] and not result.fit.stopped_early
     assert result.fit.best_epoch == 4 and not any(h.validated for h in result.fit.history)
@@ -59,7 +60,7 @@ def test_keeping_the_last_epoch_trains_every_epoch_and_keeps_its_weights(class_d
 
 def test_focus_class_and_focus_recall_selection(class_dataset, synth):
     result = train_in_memory(synth.config(class_dataset, focus_class="MALIGNANT", select_metric="focus_recall",
-                                          epochs=1))
+                                          checkpoint="best", epochs=1))
     assert result.data.focus_class == "malignant"
     record = result.fit.history[0]
     assert record.score == record.val_recall["malignant"]
@@ -90,8 +91,8 @@ def test_the_default_decay_and_long_enough_runs_have_no_averaging_note():
     from medcls.config import TrainConfig
     from medcls.training.pipeline import averaging_note
 
-    cfg = TrainConfig()
+    cfg = TrainConfig()  # 20 epochs
     assert averaging_note(cfg, steps_per_epoch=1) is None  # the default is not a choice to explain
     assert averaging_note(cfg.with_options(ema_decay=0.0), steps_per_epoch=1) is None  # off
-    assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=60) is None  # 1,800 > 1,790 steps
-    assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=59) is not None  # 1,770 < 1,790
+    assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=90) is None  # 1,800 > 1,790 steps
+    assert averaging_note(cfg.with_options(ema_decay=0.995), steps_per_epoch=89) is not None  # 1,780 < 1,790
