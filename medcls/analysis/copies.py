@@ -5,9 +5,9 @@ more than once (re-exported, cropped a little, with or without calipers), and a 
 copies on both sides: BUSI's fixed ``split.csv`` has 45 of its 118 test images with a copy among its train and
 validation images. A right answer on such an image shows what the model remembers. So every run records which of
 its test images have a copy among the images it learned from (train, and validation when fold models train on
-it or a best epoch is chosen by it: :func:`learning_splits`), by the Data explorer's rule for a copy (:mod:`medcls.data.health`: near-duplicate
-groups whose hashes or pixels are closer than chance), and the pages show the score on the other test images
-beside the whole split's.
+it or a best epoch is chosen by it: :func:`learning_splits`), by the Data explorer's rule for a copy
+(:mod:`medcls.data.health`: near-duplicate groups whose hashes or pixels are closer than chance), and the pages
+show the score on the other test images beside the whole split's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from ..runs.records import Predictions, RecordError, RunMetrics
 from ..runs.store import RunStore
 from .metrics import SplitMetrics, classification_metrics
 
-__all__ = ["MAX_CHECKED_IMAGES", "LEARNING_SPLITS", "learning_splits", "copied_test_images", "metrics_without", "copies_sentence", "run_copies_sentence"]
+__all__ = ["MAX_CHECKED_IMAGES", "LEARNING_SPLITS", "learning_splits", "copied_test_images", "metrics_without",
+           "copies_sentence", "run_copies_sentence"]
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def copies_sentence(test_images: int, copies: Sequence[str], whole: SplitMetrics
     k = len(copies)
     have = "has" if k == 1 else "have"
     text = (f"{k} of the {test_images} test images ({k / max(test_images, 1):.0%}) {have} a near copy among the "
-            "images this run learned from: a right answer on a copy shows what "
-            "the model remembers, not how it does on new images, so the whole split's score mixes the two.")
+            "images this run learned from: a right answer on a copy shows what the model remembers, not how it does "
+            "on new images, so the whole split's score mixes the two.")
     if without is None:
         return text + " Every test image has a copy: this test split says nothing about new images."
     focus_words = ""

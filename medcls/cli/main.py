@@ -266,7 +266,7 @@ def _print_cross_validation(cv: CrossValidation, focus_class: str) -> None:
     recall = f"{focus_class or 'focus class'} recall"
     for s in cv.scores:
         print(f"  fold {s.fold}: macro-F1 {s.macro_f1:.3f}  accuracy {s.accuracy:.3f}  {recall} "
-              f"{_fmt(s.focus_recall)}  ({s.images} images, best epoch {s.best_epoch}/{s.epochs})")
+              f"{_fmt(s.focus_recall)}  ({s.images} images, kept epoch {s.best_epoch}/{s.epochs})")
     for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", recall)):
         mean, sd = cv.mean_sd(metric)
         if mean is not None:

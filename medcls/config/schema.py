@@ -62,8 +62,9 @@ class DataConfig:
                                           "Empty: MedMNIST's names when known, otherwise class_0, class_1, ...",
                                           label="Class names", group="Data", sweepable=False)
     val_fraction: float = option(0.15, "Share of images held out for validation when the data has no split "
-                                 "of its own. Validation shows over-fitting in the curves, and picks the best epoch when "
-                                 "'Checkpoint kept' says so (0: none; a run then keeps its last epoch).",
+                                 "of its own. Validation shows over-fitting in the curves, and picks the best "
+                                 "epoch when 'Checkpoint kept' says so (0: none; a run then keeps its last "
+                                 "epoch).",
                                  label="Validation share",
                                  group="Data", min=0.0, max=0.5, sweepable=False)
     test_fraction: float = option(0.15, "Share of images held out for the final test when the data has no "

@@ -183,7 +183,7 @@ def _stopped_early_words(early: int, ended: int, trained: int) -> str:
 
 def _cross_validation_section(cv: CrossValidation, focus: str) -> str:
     rows = [{"fold": s.fold, "held-out images": s.images, "macro-F1": s.macro_f1, "accuracy": s.accuracy,
-             f"{focus} recall": s.focus_recall, "best epoch": s.best_epoch, "epochs": s.epochs} for s in cv.scores]
+             f"{focus} recall": s.focus_recall, "kept epoch": s.best_epoch, "epochs": s.epochs} for s in cv.scores]
     spread = [f"{label} {words}" for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", f"{focus} recall"))
               if (words := cv.mean_sd_words(metric))]
     grouped = " Near-duplicate images were kept in one fold." if cv.grouped else ""

@@ -15,8 +15,8 @@ from ..runs.records import EpochRecord
 from .style import PALETTE, SPLIT_COLORS
 from .style import layout as _layout
 
-__all__ = ["validated", "history_figure", "recall_figure", "overlay_history_figure", "parameter_bar_figure", "sweep_figure",
-           "epoch_tick", "CURVE_NAMES"]
+__all__ = ["validated", "history_figure", "recall_figure", "overlay_history_figure", "parameter_bar_figure",
+           "sweep_figure", "epoch_tick", "CURVE_NAMES"]
 
 
 def epoch_tick(epochs: int, most: int = 6) -> int:
