@@ -363,6 +363,13 @@ class ThreadBudget(Callback):
             self.changes.append((event.epoch, threads))
 
 
+def _picks_best(trainer: Trainer, record: EpochRecord) -> bool:
+    """Whether the kept checkpoint is chosen by validation in this fit (not every epoch in turn: the last epoch kept,
+    or no validation images)."""
+    keeps_last = any(isinstance(cb, BestCheckpoint) and cb.keep_last for cb in trainer.callbacks)
+    return record.validated and not keeps_last
+
+
 class ConsoleProgress(Callback):
     """Progress for the command line: a one-line bar on a terminal, one printed line per epoch always.
 
@@ -418,7 +425,7 @@ class ConsoleProgress(Callback):
         self.stream.write(
             f"{start}epoch {record.epoch:>3}/{trainer.epochs}  loss {record.train_loss:.4f}  "
             f"acc {record.train_accuracy:.3f}  | {val}  | {record.images_per_s:.0f} img/s "
-            f"{record.seconds:.1f}s{'  *best' if record.best and record.validated else ''}{pad}\n")
+            f"{record.seconds:.1f}s{'  *best' if record.best and _picks_best(trainer, record) else ''}{pad}\n")
         self.stream.flush()
 
     def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:

@@ -187,6 +187,12 @@ def test_progress_meter_reaches_one_and_console_progress_prints_epochs():
     text = stream.getvalue()
     assert "epoch   1/2" in text and "epoch   2/2" in text and "*best" in text
     assert "\r" not in text and "[###" not in text  # not a terminal: one line per epoch, no progress bar
+    # A fit that keeps its last epoch keeps every epoch in turn: no epoch is marked as a new best.
+    stream = io.StringIO()
+    trainer = make_trainer(epochs=2, callbacks=[ConsoleProgress(stream)])
+    next(cb for cb in trainer.callbacks if isinstance(cb, BestCheckpoint)).keep_last = True
+    trainer.fit()
+    assert "epoch   2/2" in stream.getvalue() and "*best" not in stream.getvalue()
 
 
 def test_console_progress_announces_each_fold():
