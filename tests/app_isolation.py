@@ -34,7 +34,7 @@ def stand_in_costs(cfg: TrainConfig, **_settings) -> Costs:
     return Costs(threads=1, precision="fp32", step_s=0.05 * pixels * cfg.batch_size / 32,
                  eval_image_s=0.0005 * pixels, first_epoch_extra_s=0.5, feature_image_s=0.01 * pixels if frozen else 0.0,
                  embed_image_s=0.0005 * pixels, start_s=3.0, data_s=data_s, decode_image_s=decode_image_s,
-                 bootstrap_s=0.2, channels=channels)
+                 bootstrap_s=0.2, channels=channels, others_cores=0.0)
 
 
 def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> Iterator[Path]:

@@ -85,6 +85,7 @@ class Costs:
     decode_image_s: float        # decoding one image, when the cache does not have the dataset (0: cached)
     bootstrap_s: float           # 95% intervals of the validation and test metrics
     channels: int                # 1 (gray) or 3 (RGB), as the images will be decoded
+    others_cores: float          # cores other processes kept busy while the probe timed (0: quiet, or not known)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

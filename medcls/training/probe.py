@@ -28,7 +28,7 @@ from ..inference.novelty import embed_images
 from ..settings import worker_threads
 from .engine import BatchEvent, Callback, EpochRecord, Trainer
 from .estimate import DECODE_SAMPLE, PROBE_STEPS, Costs
-from .hardware import choose_threads, configure_threads, cpu_sample, sustained_others
+from .hardware import choose_threads, configure_threads, cores_used_by_others, cpu_sample, sustained_others
 from .pipeline import PreparedData, _effective_batch, caches_features, train_in_memory
 from .warmup import warm_up
 
@@ -127,6 +127,7 @@ def _timed(fn, repeats: int = 2) -> float:
 
 def probe_costs(cfg: TrainConfig) -> Costs:
     """Measure everything a run of ``cfg`` costs here, in this process (see medcls.training.estimate)."""
+    timing_start = cpu_sample()
     spec, data_s, decode_image_s, channels = decode_costs(cfg)
     train_real = sum(1 for it in spec.items if it.split == "train")
     batch = _effective_batch(cfg, max(1, train_real), [])
@@ -163,7 +164,7 @@ def probe_costs(cfg: TrainConfig) -> Costs:
                  first_epoch_extra_s=max(0.0, epoch_1 - epoch_2), feature_image_s=feature_image_s,
                  embed_image_s=embed_image_s,
                  start_s=0.0, data_s=data_s, decode_image_s=decode_image_s, bootstrap_s=intervals_s,
-                 channels=channels)
+                 channels=channels, others_cores=cores_used_by_others(timing_start, cpu_sample()) or 0.0)
 
 
 def error_answer(exc: BaseException) -> str:

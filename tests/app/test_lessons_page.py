@@ -105,7 +105,7 @@ def _fixed_costs(cfg, **_settings) -> Costs:
     heavy = 4.0 if cfg.model.startswith("seed_cnn") else 1.0  # the seed's networks' flatten head
     return Costs(threads=2, precision="fp32", step_s=0.01 * heavy * (cfg.image_size / 64) ** 2, eval_image_s=0.001,
                  first_epoch_extra_s=0.5, feature_image_s=0.0, embed_image_s=0.001, start_s=3.0, data_s=0.1,
-                 decode_image_s=0.0, bootstrap_s=0.2, channels=1)
+                 decode_image_s=0.0, bootstrap_s=0.2, channels=1, others_cores=0.0)
 
 
 def test_the_lesson_says_how_long_its_runs_take_here_before_they_are_queued(queue_only, tiny_dataset, monkeypatch):

@@ -439,6 +439,24 @@ def test_while_a_run_trains_the_options_are_timed_from_a_quiet_measurement_if_th
     assert len(timed) == 2 and not any("beside the run" in c.value or "ago" in c.value for c in at.caption)
 
 
+def test_a_timing_taken_while_other_programs_kept_the_machine_busy_says_so(app_env, tiny_dataset, monkeypatch):
+    """E.g. the app's standby worker starting beside the probe: the estimate is true for now, not for a quiet
+    machine, and the page should not present it as the machine's speed."""
+    import dataclasses
+
+    from app_isolation import stand_in_costs
+
+    import app.model_summary
+
+    busy_beside = lambda cfg, **kw: dataclasses.replace(stand_in_costs(cfg), others_cores=1.2)  # noqa: E731
+    monkeypatch.setattr(app.model_summary, "measure_costs", busy_beside)
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.error
+    assert any("while other programs kept about 1.2 of its cores busy" in c.value
+               and "on a quiet machine a run will likely be faster" in c.value for c in at.caption)
+
+
 def test_an_uploaded_zip_is_named_by_its_file_not_its_place_on_the_server(app_env, tiny_dataset):
     import zipfile
 

@@ -8,6 +8,7 @@ Whether the estimates land within 30% of real runs is measured by ``python -m me
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ def spec(train: dict[str, int], val: int = 60, test: int = 59) -> DatasetSpec:
 def costs(**changes) -> Costs:
     base = dict(threads=1, precision="fp32", step_s=0.2, eval_image_s=0.004, first_epoch_extra_s=0.5,
                 feature_image_s=0.0, embed_image_s=0.002, start_s=4.0, data_s=0.1, decode_image_s=0.0,
-                bootstrap_s=0.05, channels=1)
+                bootstrap_s=0.05, channels=1, others_cores=0.0)
     return Costs(**{**base, **changes})
 
 
@@ -252,6 +253,24 @@ def test_one_step_slowed_by_other_work_does_not_set_the_probes_step_cost(isolate
     assert calls.count("train") == 2 * PROBE_STEPS  # every step of both epochs was timed
     assert burst.step_s < quiet.step_s + 0.1  # a mean would add 1.5 s / PROBE_STEPS, far more than a step's noise
     assert probe.typical_step([0.1, 0.1, 2.1, 0.1, 0.1, 0.1]) == pytest.approx(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs /proc/stat to see other processes' CPU time")
+def test_the_probe_says_how_busy_other_processes_kept_the_machine_while_it_timed(isolated_env, split_dataset):
+    import subprocess
+    import sys
+
+    from medcls.training.probe import probe_costs
+
+    cfg = TrainConfig().with_options(source=str(split_dataset), image_size=32, batch_size=8, precision="fp32")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process keeps a core busy
+    try:
+        time.sleep(0.3)
+        measured = probe_costs(probe_config(cfg))
+    finally:
+        busy.kill()
+        busy.wait()
+    assert measured.others_cores >= 0.5  # such a timing is not kept as a quiet machine's (quiet_timings)
 
 
 @pytest.mark.slow  # starts a probe process
