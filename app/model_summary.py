@@ -26,9 +26,9 @@ from medcls.training.estimate import (
     measure_costs,
     probe_config,
 )
-from medcls.training.hardware import usable_cores
+from medcls.training.hardware import QUIET_OTHERS_CORES, usable_cores
 from medcls.training.pipeline import build_model
-from medcls.training.quiet_timings import QUIET_OTHERS_CORES, recall_quiet, remember_quiet
+from medcls.training.quiet_timings import recall_quiet, remember_quiet
 
 from .manager import manager
 from .text import escape_markdown

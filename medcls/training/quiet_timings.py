@@ -23,18 +23,13 @@ from ..data.cache import cached_channels
 from ..data.spec import DatasetSpec
 from ..settings import cache_dir
 from .estimate import Costs, probe_config
-from .hardware import cpu_name, usable_cores
+from .hardware import QUIET_OTHERS_CORES, cpu_name, usable_cores
 
-__all__ = ["QuietCosts", "remember_quiet", "recall_quiet", "QUIET_FILE", "MAX_REMEMBERED", "QUIET_OTHERS_CORES"]
+__all__ = ["QuietCosts", "remember_quiet", "recall_quiet", "QUIET_FILE", "MAX_REMEMBERED"]
 
 log = logging.getLogger(__name__)
 QUIET_FILE = "quiet-timings.json"  # in the cache folder
 MAX_REMEMBERED = 200               # the newest measurements kept (a few hundred bytes each)
-# Other processes may keep at most this many cores busy on average while a kept probe times. Threads are chosen
-# before the timing, so a load that starts meanwhile went unseen: a probe that timed beside the app's standby
-# worker starting (importing torch, warming up) measured 6.5 times the quiet cost of an evaluated image, and
-# BUSI's Train page then estimated 8.0 minutes for a run of 4.
-QUIET_OTHERS_CORES = 0.3
 
 
 @dataclass(frozen=True)
@@ -57,6 +52,9 @@ def _path():
 
 def remember_quiet(cfg: TrainConfig, costs: Costs, *, now: float | None = None) -> bool:
     """Keep ``costs`` for ``cfg`` if they were measured with every core on a quiet machine; True when kept."""
+    # Threads are chosen before the timing, so a load that starts meanwhile is seen only here: a probe that timed
+    # beside the app's standby worker starting (importing torch, warming up) measured 6.5 times the quiet cost of
+    # an evaluated image, and BUSI's Train page then estimated 8.0 minutes for a run of 4.
     if costs.threads < usable_cores() or costs.others_cores > QUIET_OTHERS_CORES:
         return False  # timed beside another load: not what a run on its own gets
     entries = read_json(_path(), {})

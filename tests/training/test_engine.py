@@ -327,6 +327,7 @@ def test_a_seed_trains_the_same_run_whether_or_not_this_machine_has_measured_its
     import medcls.training.hardware as hardware
 
     monkeypatch.setattr(hardware, "bf16_supported", lambda: True)  # so that 'auto' measures, on any CPU
+    monkeypatch.setattr(hardware, "cores_used_by_others", lambda before, after: 0.0)  # and remembers it
     cfg = synth.config(class_dataset, epochs=2, precision="auto", dropout=0.5)
     probe_file = isolated_env / "cache" / "precision_probe.json"
     assert not probe_file.exists()

@@ -56,6 +56,7 @@ def test_auto_precision_measures_once_and_remembers_the_answer(monkeypatch):
 
     model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1)
     sample = lambda: (torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1]))  # noqa: E731
+    monkeypatch.setattr(hardware, "cores_used_by_others", lambda before, after: 0.0)  # a quiet machine
     assert hardware.resolve_precision("fp32", model, sample, "k") == "fp32"
     monkeypatch.setattr(hardware, "bf16_supported", lambda: False)
     assert hardware.resolve_precision("auto", model, sample, "k") == "fp32"
@@ -78,6 +79,29 @@ def test_auto_precision_measures_once_and_remembers_the_answer(monkeypatch):
     timings[True] = 0.95  # not clearly faster: stay with fp32
     monkeypatch.setattr(hardware, "time_train_steps", lambda m, x, y, bf16, **kw: timings[bf16])
     assert hardware.resolve_precision("auto", model, sample, "other key") == "fp32"
+
+
+def test_auto_precision_measured_beside_other_work_is_used_once_and_not_remembered(monkeypatch):
+    import medcls.training.hardware as hardware
+
+    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1)
+    sample = lambda: (torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1]))  # noqa: E731
+    monkeypatch.setattr(hardware, "bf16_supported", lambda: True)
+    measured = []
+    timings = {False: 0.5, True: 1.0}  # beside two busy processes: noise that makes bf16 look slower
+
+    def timed(m, x, y, bf16, **kw):
+        measured.append(bf16)
+        return timings[bf16]
+
+    monkeypatch.setattr(hardware, "time_train_steps", timed)
+    monkeypatch.setattr(hardware, "cores_used_by_others", lambda before, after: 1.8)
+    assert hardware.resolve_precision("auto", model, sample, "k") == "fp32"  # this run takes what it measured
+    timings.update({False: 1.0, True: 0.5})
+    monkeypatch.setattr(hardware, "cores_used_by_others", lambda before, after: 0.1)
+    assert hardware.resolve_precision("auto", model, sample, "k") == "bf16"  # measured again, on a quiet machine
+    assert measured == [False, True, False, True]
+    assert hardware.resolve_precision("auto", model, sample, "k") == "bf16" and len(measured) == 4  # remembered
 
 
 
