@@ -30,7 +30,7 @@ from ..analysis.copies import copied_test_images, learning_splits
 from ..analysis.metrics import SplitMetrics
 from ..analysis.uncertainty import metric_intervals
 from ..atomic import DiskFullError, disk_full_message, is_disk_full
-from ..config import ConfigError
+from ..config import ConfigError, TrainConfig
 from ..data.explore import enlargement_note, image_properties, small_validation_note, squash_note, typical_side_of
 from ..data.sources import load_dataset
 from ..data.spec import DataError
@@ -46,10 +46,33 @@ from ..training.engine import Callback, FitCancelled, NonFiniteLossError
 from ..training.hardware import configure_threads, describe_machine
 from ..training.pipeline import PreparedData, TrainResult, prepare_data, resume_note, train_in_memory
 
-__all__ = ["execute_run", "RunOutcome", "STOPPED_MESSAGE", "RunTakenOver"]
+__all__ = ["execute_run", "RunOutcome", "stopped_message", "RunTakenOver"]
 
 log = logging.getLogger(__name__)
-STOPPED_MESSAGE = "Stopped on request. Its checkpoint so far was tested and is kept."
+
+
+def stopped_message(cfg: TrainConfig, result: TrainResult) -> str:
+    """What a run stopped on request keeps and was tested with: which epoch's weights, and which fold models."""
+    if result.cv is not None and result.cv.scores:
+        models, last = len(result.cv.scores), result.cv.scores[-1]
+        trained = f"the {models} fold models" if models > 1 else "its one fold model"
+        verbs = ("are", "were") if models > 1 else ("is", "was")
+        if result.cv.completed == models:  # stopped before the next fold model had finished an epoch
+            return (f"Stopped on request before fold {models + 1} of {cfg.folds} had finished an epoch. "
+                    f"{trained[0].upper()}{trained[1:]} trained to the end {verbs[0]} kept and {verbs[1]} tested.")
+        kept = _kept_words(cfg, last.best_epoch, validated=last.images > 0)
+        return (f"Stopped on request in fold {models} of {cfg.folds}, after {last.epochs} of its {cfg.epochs} epochs. "
+                f"{trained[0].upper()}{trained[1:]} trained so far {verbs[0]} kept and {verbs[1]} tested (fold "
+                f"{models} with {kept}).")
+    history = result.fit.history
+    kept = _kept_words(cfg, result.fit.best_epoch, validated=bool(history) and history[-1].validated)
+    return f"Stopped on request after {len(history)} of {cfg.epochs} epochs. It keeps {kept}, and they were tested."
+
+
+def _kept_words(cfg: TrainConfig, epoch: int, *, validated: bool) -> str:
+    """'the weights of its last epoch (4)' or 'the weights of its best validation epoch so far (3)'."""
+    last = cfg.checkpoint == "last" or not validated
+    return f"the weights of its {'last epoch' if last else 'best validation epoch so far'} ({epoch})"
 
 
 class RunTakenOver(Exception):
@@ -176,7 +199,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             store.add_note(run_id, note)
         store.delete_resume(run_id)
         if result.cancelled:
-            store.set_status(run_id, "cancelled", error=STOPPED_MESSAGE, best_epoch=result.fit.best_epoch)
+            store.set_status(run_id, "cancelled", error=stopped_message(cfg, result), best_epoch=result.fit.best_epoch)
             return RunOutcome("cancelled", result.metrics)
         store.set_status(run_id, "finished", best_epoch=result.fit.best_epoch, stopped_early=result.fit.stopped_early)
         return RunOutcome("finished", result.metrics)

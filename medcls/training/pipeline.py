@@ -304,7 +304,9 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
         if best.state is None:  # stopped before the first epoch ended: nothing to test
             raise
         cancelled = True
-        trainer.should_cancel = lambda: False  # testing the kept checkpoint takes seconds; let it finish
+    # Testing the kept checkpoint takes seconds: a stop asked meanwhile (or after the last epoch) lets it finish,
+    # so that a run whose epochs are done is not lost, nor a fold model that had finished its epochs.
+    trainer.should_cancel = lambda: False
     best.restore(trainer)
     metrics, probs = {}, {}
     for split in ("val", "test"):

@@ -127,12 +127,49 @@ def test_cancellation_keeps_history_and_the_best_checkpoint(class_dataset, synth
                           should_cancel=lambda: CancelAfterFirstEpoch.done)
     assert outcome.state == "cancelled"
     status = store.status(run_id)
-    assert status.state == "cancelled" and "checkpoint so far" in status.error
+    assert status.state == "cancelled"
+    assert status.error == ("Stopped on request after 1 of 5 epochs. It keeps the weights of its last epoch (1), "
+                            "and they were tested.")
     assert len(store.history(run_id)) == 1 and store.has_weights(run_id)
     # A stopped run is still tested (its best checkpoint), so it can be compared and tried like any other.
     metrics = store.metrics(run_id)
     assert metrics.stopped and metrics.test.n > 0 and store.summary(run_id).tested
 
+
+
+@pytest.mark.parametrize("stop_at, words", [
+    ((1, 1), "Stopped on request in fold 2 of 3, after 1 of its 2 epochs. The 2 fold models trained so far are kept "
+             "and were tested (fold 2 with the weights of its best validation epoch so far (1))."),
+    ((0, 2), "Stopped on request before fold 2 of 3 had finished an epoch. Its one fold model trained to the end is "
+             "kept and was tested."),
+])
+def test_a_stopped_cross_validation_says_which_fold_models_it_keeps(class_dataset, synth, store, stop_at, words):
+    class StopAt(Callback):
+        fold, stop = 0, False
+
+        def on_fold_start(self, fold, folds):
+            StopAt.fold = fold
+
+        def on_epoch_end(self, trainer, record):
+            StopAt.stop = StopAt.stop or (StopAt.fold, record.epoch) == stop_at
+
+    run_id = store.create(synth.config(class_dataset, folds=3, epochs=2, checkpoint="best"))
+    assert execute_run(store, run_id, callbacks=[StopAt()], should_cancel=lambda: StopAt.stop).state == "cancelled"
+    assert store.status(run_id).error == words
+    assert store.metrics(run_id).stopped and store.has_weights(run_id)
+
+
+def test_a_stop_asked_after_the_last_epoch_lets_the_run_be_tested(class_dataset, synth, store):
+    """The stop arrives while the finished run tests its weights (seconds): its epochs are done, so it is kept."""
+    class StopAfterLastEpoch(Callback):
+        stop = False
+
+        def on_epoch_end(self, trainer, record):
+            StopAfterLastEpoch.stop = record.epoch == 2
+
+    run_id = store.create(synth.config(class_dataset, epochs=2))
+    outcome = execute_run(store, run_id, callbacks=[StopAfterLastEpoch()], should_cancel=lambda: StopAfterLastEpoch.stop)
+    assert outcome.state == "finished" and store.metrics(run_id).test.n > 0
 
 
 def test_a_stop_file_cancels_before_the_first_batch(class_dataset, synth, store):
