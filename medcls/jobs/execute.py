@@ -55,14 +55,14 @@ def stopped_message(cfg: TrainConfig, result: TrainResult) -> str:
     """What a run stopped on request keeps and was tested with: which epoch's weights, and which fold models."""
     if result.cv is not None and result.cv.scores:
         models, last = len(result.cv.scores), result.cv.scores[-1]
-        trained = f"the {models} fold models" if models > 1 else "its one fold model"
+        trained = f"The {models} fold models" if models > 1 else "Its one fold model"
         verbs = ("are", "were") if models > 1 else ("is", "was")
         if result.cv.completed == models:  # stopped before the next fold model had finished an epoch
             return (f"Stopped on request before fold {models + 1} of {cfg.folds} had finished an epoch. "
-                    f"{trained[0].upper()}{trained[1:]} trained to the end {verbs[0]} kept and {verbs[1]} tested.")
+                    f"{trained} trained to the end {verbs[0]} kept and {verbs[1]} tested.")
         kept = _kept_words(cfg, last.best_epoch, validated=last.images > 0)
         return (f"Stopped on request in fold {models} of {cfg.folds}, after {last.epochs} of its {cfg.epochs} epochs. "
-                f"{trained[0].upper()}{trained[1:]} trained so far {verbs[0]} kept and {verbs[1]} tested (fold "
+                f"{trained} trained so far {verbs[0]} kept and {verbs[1]} tested (fold "
                 f"{models} with {kept}).")
     history = result.fit.history
     kept = _kept_words(cfg, result.fit.best_epoch, validated=bool(history) and history[-1].validated)
