@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 BF16_MIN_SPEEDUP = 1.15  # only switch to bf16 when it is clearly faster
 # A timing is remembered for later runs only when other processes kept at most this many cores busy on average
 # while it ran: beside a load, a niced process times the share of a core it is left, not the machine (beside two
-# busy processes a worker timed small_cnn's step at 4.1 s in fp32 and 5.1 s in bf16, 80 times a quiet step, and
-# kept fp32 for every later run on a CPU where bf16 is faster).
+# busy processes a worker timed small_cnn's step at 4.1 s in fp32 and 5.1 s in bf16, 40 and 80 times a quiet
+# step, and kept fp32 for every later run on a CPU where bf16 is faster).
 QUIET_OTHERS_CORES = 0.3
 
 
