@@ -26,7 +26,7 @@ from medcls.training.estimate import (
     measure_costs,
     probe_config,
 )
-from medcls.training.hardware import QUIET_OTHERS_CORES, usable_cores
+from medcls.training.hardware import is_quiet, usable_cores
 from medcls.training.pipeline import build_model
 from medcls.training.quiet_timings import recall_quiet, remember_quiet
 
@@ -94,7 +94,7 @@ def _measured_words(costs: Costs, measured_at: float | None, busy: bool) -> str:
     if busy and costs.threads < usable_cores():
         return (f"Measured now on this machine beside the run training, {how}: when its turn comes a run gets "
                 f"all {usable_cores()} cores, so it will likely be faster than this.")
-    if costs.others_cores > QUIET_OTHERS_CORES:
+    if not is_quiet(costs.others_cores):
         return (f"Measured now on this machine, {how}, while other programs kept about {costs.others_cores:.1f} "
                 "of its cores busy: on a quiet machine a run will likely be faster than this.")
     return f"Measured now on this machine, {how}."

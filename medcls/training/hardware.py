@@ -45,7 +45,7 @@ from ..settings import cache_dir, environment
 
 __all__ = ["cpu_name", "configure_threads", "usable_cores", "keep_freed_memory", "bf16_supported", "resolve_precision",
            "time_train_steps", "train_step_seconds", "describe_machine", "CpuSample", "cpu_sample",
-           "cores_used_by_others", "choose_threads", "worker_environment", "QUIET_OTHERS_CORES"]
+           "cores_used_by_others", "choose_threads", "worker_environment", "QUIET_OTHERS_CORES", "is_quiet"]
 
 log = logging.getLogger(__name__)
 BF16_MIN_SPEEDUP = 1.15  # only switch to bf16 when it is clearly faster
@@ -54,6 +54,11 @@ BF16_MIN_SPEEDUP = 1.15  # only switch to bf16 when it is clearly faster
 # busy processes a worker timed small_cnn's step at 4.1 s in fp32 and 5.1 s in bf16, 40 and 80 times a quiet
 # step, and kept fp32 for every later run on a CPU where bf16 is faster).
 QUIET_OTHERS_CORES = 0.3
+
+
+def is_quiet(others_cores: float | None) -> bool:
+    """Whether a timing beside ``others_cores`` busy cores (None: the machine does not tell) is the machine's own."""
+    return others_cores is None or others_cores <= QUIET_OTHERS_CORES
 
 
 def cpu_name() -> str:
@@ -255,7 +260,7 @@ def resolve_precision(setting: str, model: nn.Module, sample: Callable[[], tuple
     bf16 = time_train_steps(model, x, y, bf16=True)
     others = cores_used_by_others(before, cpu_sample())
     choice = "bf16" if fp32 / bf16 >= BF16_MIN_SPEEDUP else "fp32"
-    quiet = others is None or others <= QUIET_OTHERS_CORES
+    quiet = is_quiet(others)
     log.info("precision probe for %s: fp32 %.3fs/step, bf16 %.3fs/step -> %s%s", key, fp32, bf16, choice,
              "" if quiet else f" (for this run only: other processes kept {others:.1f} cores busy meanwhile)")
     if quiet:

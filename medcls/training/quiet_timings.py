@@ -23,7 +23,7 @@ from ..data.cache import cached_channels
 from ..data.spec import DatasetSpec
 from ..settings import cache_dir
 from .estimate import Costs, probe_config
-from .hardware import QUIET_OTHERS_CORES, cpu_name, usable_cores
+from .hardware import cpu_name, is_quiet, usable_cores
 
 __all__ = ["QuietCosts", "remember_quiet", "recall_quiet", "QUIET_FILE", "MAX_REMEMBERED"]
 
@@ -55,7 +55,7 @@ def remember_quiet(cfg: TrainConfig, costs: Costs, *, now: float | None = None) 
     # Threads are chosen before the timing, so a load that starts meanwhile is seen only here: a probe that timed
     # beside the app's standby worker starting (importing torch, warming up) measured 6.5 times the quiet cost of
     # an evaluated image, and BUSI's Train page then estimated 8.0 minutes for a run of 4.
-    if costs.threads < usable_cores() or costs.others_cores > QUIET_OTHERS_CORES:
+    if costs.threads < usable_cores() or not is_quiet(costs.others_cores):
         return False  # timed beside another load: not what a run on its own gets
     entries = read_json(_path(), {})
     if not isinstance(entries, dict):
