@@ -44,7 +44,7 @@ from ..atomic import atomic_write_json, read_json
 from ..settings import cache_dir, environment
 
 __all__ = ["cpu_name", "configure_threads", "usable_cores", "keep_freed_memory", "bf16_supported", "resolve_precision",
-           "time_train_steps", "train_step_seconds", "describe_machine", "CpuSample", "cpu_sample",
+           "train_step_seconds", "precision_step_seconds", "describe_machine", "CpuSample", "cpu_sample",
            "cores_used_by_others", "choose_threads", "worker_environment", "QUIET_OTHERS_CORES", "is_quiet"]
 
 log = logging.getLogger(__name__)
@@ -203,18 +203,10 @@ def bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, steps: int = 3,
-                     warmup: int = 1, optimizer: torch.optim.Optimizer | None = None,
-                     fastest: bool = False) -> float:
-    """Median (or with ``fastest``, the shortest) seconds of a forward+backward+optimizer step (a quick SGD
-    unless ``optimizer`` is given); restores the model's weights afterwards."""
-    times = sorted(train_step_seconds(model, x, y, bf16=bf16, steps=steps, warmup=warmup, optimizer=optimizer))
-    return times[0] if fastest else times[len(times) // 2]
-
-
 def train_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool, steps: int = 3,
                        warmup: int = 1, optimizer: torch.optim.Optimizer | None = None) -> list[float]:
-    """Seconds of each of ``steps`` timed training steps, in order (see :func:`time_train_steps`).
+    """Seconds of each of ``steps`` timed training steps after ``warmup`` untimed ones, in order (a quick SGD
+    unless ``optimizer`` is given).
 
     Leaves no trace: the weights and the global random stream (dropout draws from it) are as before, so a
     precision probe inside a run does not change what its seed trains."""
@@ -238,6 +230,25 @@ def train_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf
     return times
 
 
+def precision_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, rounds: int = 3) -> tuple[float, float]:
+    """The fastest training step in fp32 and in bf16, timed in turns (fp32, bf16, fp32, bf16, ...) after one
+    untimed step of each.
+
+    In turns, a slow spell of a shared virtual CPU (another guest's load, a clock change, a warm-up of the
+    matrix units) slows both formats' steps alike, instead of all the steps of the one timed during it; and
+    noise only slows steps down, so the fastest is each format's own speed. Timed one block after the other
+    (medians of three), an Intel Xeon with AMX once chose fp32 and remembered it for every later run, where bf16
+    trains small_cnn's step at 192 px in 0.45 of fp32's time; its first bf16 steps in a process can take twice
+    as long as the later ones for a second or so."""
+    for bf16 in (False, True):
+        train_step_seconds(model, x, y, bf16=bf16, steps=0, warmup=1)
+    timed: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for bf16 in (False, True):
+            timed[bf16] += train_step_seconds(model, x, y, bf16=bf16, steps=1, warmup=0)
+    return min(timed[False]), min(timed[True])
+
+
 def resolve_precision(setting: str, model: nn.Module, sample: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                       key: str) -> str:
     """'fp32' or 'bf16' for a precision setting of 'auto', 'fp32' or 'bf16'."""
@@ -248,16 +259,16 @@ def resolve_precision(setting: str, model: nn.Module, sample: Callable[[], tuple
     # Not keyed by the thread count: a worker that starts with one thread (the app was busy drawing the click
     # that started it) takes the Train page's answer, measured with two, instead of spending seconds before its
     # first epoch measuring again.
-    # "quiet": answers remembered before they were checked for other processes' load are measured once more.
-    digest = hashlib.sha1(f"{key}|{cpu_name()}|{torch.__version__}|quiet".encode()).hexdigest()
+    # "quiet": answers remembered before they were checked for other processes' load are measured once more;
+    # "paired": and those timed one format after the other (see precision_step_seconds).
+    digest = hashlib.sha1(f"{key}|{cpu_name()}|{torch.__version__}|quiet|paired".encode()).hexdigest()
     path = cache_dir() / "precision_probe.json"
     known = read_json(path, {}) or {}
     if digest in known:
         return known[digest]
     x, y = sample()
     before = cpu_sample()
-    fp32 = time_train_steps(model, x, y, bf16=False)
-    bf16 = time_train_steps(model, x, y, bf16=True)
+    fp32, bf16 = precision_step_seconds(model, x, y)
     others = cores_used_by_others(before, cpu_sample())
     choice = "bf16" if fp32 / bf16 >= BF16_MIN_SPEEDUP else "fp32"
     quiet = is_quiet(others)

@@ -62,13 +62,13 @@ def test_auto_precision_measures_once_and_remembers_the_answer(monkeypatch):
     assert hardware.resolve_precision("auto", model, sample, "k") == "fp32"
     monkeypatch.setattr(hardware, "bf16_supported", lambda: True)
     timings = {False: 1.0, True: 0.5}  # bf16 twice as fast
-    monkeypatch.setattr(hardware, "time_train_steps", lambda m, x, y, bf16, **kw: timings[bf16])
+    monkeypatch.setattr(hardware, "precision_step_seconds", lambda m, x, y: (timings[False], timings[True]))
     assert hardware.resolve_precision("auto", model, sample, "k") == "bf16"
 
     def must_not_measure(*args, **kwargs):
         raise AssertionError("measured again")
 
-    monkeypatch.setattr(hardware, "time_train_steps", must_not_measure)
+    monkeypatch.setattr(hardware, "precision_step_seconds", must_not_measure)
     assert hardware.resolve_precision("auto", model, sample, "k") == "bf16"  # remembered on disk
     threads = torch.get_num_threads()
     try:  # a worker that starts with another thread count takes the answer measured with this one
@@ -77,7 +77,7 @@ def test_auto_precision_measures_once_and_remembers_the_answer(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     timings[True] = 0.95  # not clearly faster: stay with fp32
-    monkeypatch.setattr(hardware, "time_train_steps", lambda m, x, y, bf16, **kw: timings[bf16])
+    monkeypatch.setattr(hardware, "precision_step_seconds", lambda m, x, y: (timings[False], timings[True]))
     assert hardware.resolve_precision("auto", model, sample, "other key") == "fp32"
 
 
@@ -90,33 +90,50 @@ def test_auto_precision_measured_beside_other_work_is_used_once_and_not_remember
     measured = []
     timings = {False: 0.5, True: 1.0}  # beside two busy processes: noise that makes bf16 look slower
 
-    def timed(m, x, y, bf16, **kw):
-        measured.append(bf16)
-        return timings[bf16]
+    def timed(m, x, y):
+        measured.append(dict(timings))
+        return timings[False], timings[True]
 
-    monkeypatch.setattr(hardware, "time_train_steps", timed)
+    monkeypatch.setattr(hardware, "precision_step_seconds", timed)
     monkeypatch.setattr(hardware, "cores_used_by_others", lambda before, after: 1.8)
     assert hardware.resolve_precision("auto", model, sample, "k") == "fp32"  # this run takes what it measured
     timings.update({False: 1.0, True: 0.5})
     monkeypatch.setattr(hardware, "cores_used_by_others", lambda before, after: 0.1)
     assert hardware.resolve_precision("auto", model, sample, "k") == "bf16"  # measured again, on a quiet machine
-    assert measured == [False, True, False, True]
-    assert hardware.resolve_precision("auto", model, sample, "k") == "bf16" and len(measured) == 4  # remembered
+    assert len(measured) == 2
+    assert hardware.resolve_precision("auto", model, sample, "k") == "bf16" and len(measured) == 2  # remembered
 
 
 
 def test_timing_train_steps_leaves_the_weights_and_the_random_stream_unchanged():
-    from medcls.training.hardware import time_train_steps
+    from medcls.training.hardware import train_step_seconds
 
     model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1, dropout=0.5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(4, 1, 32, 32)
     rng = torch.get_rng_state()
-    seconds = time_train_steps(model, x, torch.tensor([0, 1, 0, 1]), bf16=False, steps=2)
-    assert seconds > 0
+    seconds = train_step_seconds(model, x, torch.tensor([0, 1, 0, 1]), bf16=False, steps=2)
+    assert len(seconds) == 2 and min(seconds) > 0
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert torch.equal(torch.get_rng_state(), rng)  # dropout drew from a forked stream
+
+
+def test_precision_probe_times_the_formats_in_turns_and_keeps_each_ones_fastest_step(monkeypatch):
+    import medcls.training.hardware as hardware
+
+    calls = []
+    # Steps slowed by noise (0.9) do not count: each format's fastest step is its own speed.
+    step_seconds = iter([0.9, 0.4, 0.9, 0.2, 0.5, 0.21])
+
+    def fake(model, x, y, *, bf16, steps, warmup):
+        calls.append((bf16, steps, warmup))
+        return [next(step_seconds) for _ in range(steps)]
+
+    monkeypatch.setattr(hardware, "train_step_seconds", fake)
+    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1)
+    assert hardware.precision_step_seconds(model, torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1])) == (0.5, 0.2)
+    assert calls == [(False, 0, 1), (True, 0, 1)] + [(False, 1, 0), (True, 1, 0)] * 3  # warmed up, then in turns
 
 
 # --- threads follow the free cores --------------------------------------------------------------------------
