@@ -79,7 +79,7 @@ def live_panel(run_id: str) -> None:
             st.rerun()  # the run ended: redraw the page once, without the timer
         one_model, fold = latest_fold(history)  # a cross-validation run: its latest fold's epochs
         folds = store.planned_folds(run_id, fold, model_record)
-        _status_line(run_id, status, progress, history, cfg.checkpoint == "last")
+        _status_line(run_id, status, progress, history, cfg.keeps_last())
         if status.active:
             meta = store.meta(run_id)
             refusal = manage_refusal(meta.owner, meta.owner_name)
@@ -99,7 +99,7 @@ def live_panel(run_id: str) -> None:
         if not status.active:
             _tested(run_id, fold)
         _numbers(one_model, progress, cfg.epochs, status, f" (fold {fold} of {folds})" if fold else "",
-                 keeps_last=cfg.checkpoint == "last")
+                 keeps_last=cfg.keeps_last())
         if history:
             part = f" · fold {fold} of {folds}" if fold else ""
             focus = store.focus_class(run_id, model_record)

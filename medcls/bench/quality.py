@@ -60,7 +60,7 @@ def time_to_quality(cfg: TrainConfig) -> dict:
            "image_size": cfg.image_size,
            "images": {split: sum(per.values()) for split, per in counts.items()}}
     copies = copied_test_images([(it.path, it.split) for it in data.decoded.spec.items],
-                                learning_splits(result.cv.folds if result.cv else 0, cfg.checkpoint == "last"))
+                                learning_splits(result.cv.folds if result.cv else 0, cfg.keeps_last()))
     if copies:  # the same models on the test images that are new to them (no copy among train + val)
         new = metrics_without(data.test.paths, data.test.labels.numpy(), result.probs["test"], data.classes, copies)
         out["without_copies"] = {"copies": len(copies), "test_images": test.n,

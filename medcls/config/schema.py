@@ -283,9 +283,14 @@ class TrainConfig:
         _reset_inapplicable(self)
 
     # --- options by flat name ------------------------------------------
+    def keeps_last(self) -> bool:
+        """Whether the run keeps its last epoch's weights ('Checkpoint kept'), rather than its best validation
+        epoch's."""
+        return self.checkpoint == "last"
+
     def stopping_patience(self) -> int:
         """Early stopping's patience as trained: 0 (never) when the run keeps its last epoch."""
-        return self.patience if self.checkpoint == "best" else 0
+        return 0 if self.keeps_last() else self.patience
 
     def chosen_image_size(self) -> int:
         """The image size, which must have been chosen for the data when it is 0 (``autoplan.size_for_data``):

@@ -238,10 +238,10 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         ("parameters", _parameters_words(model_record) if model_record and model_record.parameters else None),
         ("image size", f"{model_record.image_size} px" + ("" if cfg.image_size else " (chosen for the data)")
          if model_record else format_value(cfg.image_size, "image_size")),
-        *(_fold_rows(cv, cfg.epochs, cfg.checkpoint == "last") if cv and cv.scores else
+        *(_fold_rows(cv, cfg.epochs, cfg.keeps_last()) if cv and cv.scores else
           [("kept epoch", f"{metrics.best_epoch} (the last: no validation images to pick one by)")
            if history and not history[-1].validated else
-           ("kept epoch", f"{metrics.best_epoch} (the last: 'Checkpoint kept')") if cfg.checkpoint == "last" else
+           ("kept epoch", f"{metrics.best_epoch} (the last: 'Checkpoint kept')") if cfg.keeps_last() else
            ("best epoch", metrics.best_epoch),
            ("epochs trained", len(history)),
            ("stopped early", "yes" if status.stopped_early else "no")]),

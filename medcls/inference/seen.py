@@ -74,7 +74,7 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
     labels: dict[str, str] = {}
     folds = store.summary(run_id).folds
     try:
-        chose_epoch = store.config(run_id).checkpoint == "best"
+        chose_epoch = not store.config(run_id).keeps_last()
     except (FileNotFoundError, RecordError):  # a run without a readable config: as runs were before the option
         chose_epoch = True
     learning = learning_splits(folds, keeps_last=not chose_epoch)

@@ -71,7 +71,7 @@ def stopped_message(cfg: TrainConfig, result: TrainResult) -> str:
 
 def _kept_words(cfg: TrainConfig, epoch: int, *, validated: bool) -> str:
     """'the weights of its last epoch (4)' or 'the weights of its best validation epoch so far (3)'."""
-    last = cfg.checkpoint == "last" or not validated
+    last = cfg.keeps_last() or not validated
     return f"the weights of its {'last epoch' if last else 'best validation epoch so far'} ({epoch})"
 
 
@@ -193,7 +193,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
                                      on_checkpoint=lambda state: mine() or store.save_resume(run_id, state),
                                      on_note=add_note)
             mine()
-        _record_results(store, run_id, result, learning_splits(cfg.folds, keeps_last=cfg.checkpoint == "last"))
+        _record_results(store, run_id, result, learning_splits(cfg.folds, keeps_last=cfg.keeps_last()))
         _record_novelty(store, run_id, result)
         for note in result.notes:
             store.add_note(run_id, note)

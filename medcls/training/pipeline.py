@@ -278,7 +278,7 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     if unreached := averaging_note(cfg, steps):
         notes.append(unreached)
     scheduler, interval = build_scheduler(cfg, optimizer, steps)
-    best = BestCheckpoint(export=_full_state(model, trained), on_best=on_best, keep_last=cfg.checkpoint == "last")
+    best = BestCheckpoint(export=_full_state(model, trained), on_best=on_best, keep_last=cfg.keeps_last())
     averaging = [WeightAveraging(cfg.ema_decay)] if cfg.ema_decay > 0 else []
     fingerprint = data.decoded.spec.fingerprint()
     saving = [ResumeCheckpoint(on_checkpoint, extra=lambda: {"format": RESUME_FORMAT, "precision": precision,
