@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -217,24 +217,7 @@ def train_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf
 
     Leaves no trace: the weights and the global random stream (dropout draws from it) are as before, so a
     precision probe inside a run does not change what its seed trains."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    if optimizer is None:
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    model.train()
-    times = []
-    with torch.random.fork_rng(devices=[]):
-        for i in range(warmup + steps):
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = nn.functional.cross_entropy(model(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    model.load_state_dict(state)
-    optimizer.zero_grad(set_to_none=True)
-    return times
+    return _step_seconds(model, x, y, [bf16] * (warmup + steps), optimizer)[warmup:]
 
 
 def precision_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, rounds: int = 3) -> tuple[float, float]:
@@ -247,13 +230,32 @@ def precision_step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
     (medians of three), an Intel Xeon with AMX once chose fp32 and remembered it for every later run, where bf16
     trains small_cnn's step at 192 px in 0.45 of fp32's time; its first bf16 steps in a process can take twice
     as long as the later ones for a second or so."""
-    for bf16 in (False, True):
-        train_step_seconds(model, x, y, bf16=bf16, steps=0, warmup=1)
-    timed: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
-        for bf16 in (False, True):
-            timed[bf16] += train_step_seconds(model, x, y, bf16=bf16, steps=1, warmup=0)
-    return min(timed[False]), min(timed[True])
+    formats = [False, True] * (1 + rounds)
+    seconds = _step_seconds(model, x, y, formats)[2:]  # the first of each format is untimed
+    return min(seconds[0::2]), min(seconds[1::2])
+
+
+def _step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, formats: Sequence[bool],
+                  optimizer: torch.optim.Optimizer | None = None) -> list[float]:
+    """Seconds of one training step in each of ``formats`` (True: bf16), in order; weights, gradients and the
+    global random stream are left as they were."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    if optimizer is None:
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    model.train()
+    times = []
+    with torch.random.fork_rng(devices=[]):
+        for bf16 in formats:
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = nn.functional.cross_entropy(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+    model.load_state_dict(state)
+    optimizer.zero_grad(set_to_none=True)
+    return times
 
 
 def resolve_precision(setting: str, model: nn.Module, sample: Callable[[], tuple[torch.Tensor, torch.Tensor]],

@@ -122,18 +122,31 @@ def test_timing_train_steps_leaves_the_weights_and_the_random_stream_unchanged()
 def test_precision_probe_times_the_formats_in_turns_and_keeps_each_ones_fastest_step(monkeypatch):
     import medcls.training.hardware as hardware
 
-    calls = []
+    asked = []
     # Steps slowed by noise (0.9) do not count: each format's fastest step is its own speed.
-    step_seconds = iter([0.9, 0.4, 0.9, 0.2, 0.5, 0.21])
+    step_seconds = [7.0, 7.0, 0.9, 0.4, 0.9, 0.2, 0.5, 0.21]  # the first of each format is untimed
 
-    def fake(model, x, y, *, bf16, steps, warmup):
-        calls.append((bf16, steps, warmup))
-        return [next(step_seconds) for _ in range(steps)]
+    def fake(model, x, y, formats, optimizer=None):
+        asked.append(list(formats))
+        return step_seconds[:len(formats)]
 
-    monkeypatch.setattr(hardware, "train_step_seconds", fake)
+    monkeypatch.setattr(hardware, "_step_seconds", fake)
     model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1)
     assert hardware.precision_step_seconds(model, torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 0, 1])) == (0.5, 0.2)
-    assert calls == [(False, 0, 1), (True, 0, 1)] + [(False, 1, 0), (True, 1, 0)] * 3  # warmed up, then in turns
+    assert asked == [[False, True] * 4]  # one untimed step of each, then three rounds in turns
+
+
+def test_timing_steps_in_turns_leaves_the_weights_and_the_random_stream_unchanged():
+    from medcls.training.hardware import precision_step_seconds
+
+    model = create_model("small_cnn", num_classes=2, image_size=32, in_channels=1, dropout=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(4, 1, 32, 32)
+    rng = torch.get_rng_state()
+    fp32, bf16 = precision_step_seconds(model, x, torch.tensor([0, 1, 0, 1]), rounds=2)
+    assert fp32 > 0 and bf16 > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng)
 
 
 # --- threads follow the free cores --------------------------------------------------------------------------
