@@ -401,8 +401,10 @@ def test_try_it_predicts_an_uploaded_png(page: Page, server, screenshot, tmp_pat
     expect(chart.locator(".barlayer .point")).to_have_count(len(CLASSES))
     expect(chart.locator(".ytick")).to_have_count(len(CLASSES))
     assert sorted(chart.locator(".ytick").all_text_contents()) == CLASSES
-    shares = [float(t.rstrip("%")) for t in chart.locator(".bartext").all_text_contents()]
-    assert len(shares) == len(CLASSES) and abs(sum(shares) - 100) < 0.5, shares  # probabilities, in percent
+    shares = [float(t.strip("<>%")) for t in chart.locator(".bartext").all_text_contents()]
+    # Probabilities in percent, each rounded on its own (91.4, 6.3 and 2.3 read 91, 6 and 2): the sum is off by at
+    # most half a point per class.
+    assert len(shares) == len(CLASSES) and abs(sum(shares) - 100) <= 0.5 * len(CLASSES), shares
     expect(page.locator("[data-testid='stAlertContentError']")).to_have_count(0)
     screenshot("try-it")
 
