@@ -170,6 +170,11 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
         st.error(f"Cannot read the predictions of this run: {safe_text(exc)}")
         return
+    if not len(val) and len(test) and store.config(run_id).bagged_models:
+        st.info("This run's bagged models learned from every training and validation image, so no image is left "
+                "to choose a threshold on (choosing it on the test images would make their score no test). "
+                "Train with cross-validation folds for a threshold chosen out of fold.")
+        return
     if not len(val) or not len(test):
         st.info("This run has no validation or no test images, so a threshold cannot be chosen and checked.")
         return

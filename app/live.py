@@ -17,6 +17,7 @@ from medcls.runs.records import (
     RunStatus,
     best_record,
     latest_fold,
+    member_word,
 )
 from medcls.runs.store import RunNotFoundError
 
@@ -77,9 +78,11 @@ def live_panel(run_id: str) -> None:
             return
         if active and not status.active:
             st.rerun()  # the run ended: redraw the page once, without the timer
-        one_model, fold = latest_fold(history)  # a cross-validation run: its latest fold's epochs
+        one_model, fold = latest_fold(history)  # an ensemble: its latest fold's (or bagged model's) epochs
         folds = store.planned_folds(run_id, fold, model_record)
-        _status_line(run_id, status, progress, history, cfg.keeps_last())
+        bagged = bool(cfg.bagged_models)
+        word = member_word(bagged)
+        _status_line(run_id, status, progress, history, cfg.keeps_last(), bagged)
         if status.active:
             meta = store.meta(run_id)
             refusal = manage_refusal(meta.owner, meta.owner_name)
@@ -97,17 +100,22 @@ def live_panel(run_id: str) -> None:
             _resume_button(run_id, len(history) if store.has_resume(run_id) else 0,
                            manage_refusal(meta.owner, meta.owner_name))
         if not status.active:
-            _tested(run_id, fold)
-        _numbers(one_model, progress, cfg.epochs, status, f" (fold {fold} of {folds})" if fold else "",
+            _tested(run_id, member_word(bagged, plural=True) if fold else "")
+        _numbers(one_model, progress, cfg.epochs, status, f" ({word} {fold} of {folds})" if fold else "",
                  keeps_last=cfg.keeps_last())
         if history:
-            part = f" · fold {fold} of {folds}" if fold else ""
+            part = f" · {word} {fold} of {folds}" if fold else ""
             focus = store.focus_class(run_id, model_record)
             curves, recall = _figures(run_id, one_model, focus, part)
             st.plotly_chart(curves, key=f"hist_{run_id}", width="stretch")
             if validated(one_model):
                 st.plotly_chart(recall, key=f"recall_{run_id}", width="stretch")
-            if fold:
+            if fold and bagged:
+                st.caption(f"Bagged models: each of the {folds} models learns from every training and validation "
+                           "image with a seed of its own, starting again at epoch 1. None is validated, so the "
+                           f"curves show training only, of bagged model {fold}, the latest; the test split is the "
+                           "only check of the models together.")
+            elif fold:
                 st.caption(f"Cross-validation: each of the {folds} fold models learns from the other folds' images "
                            "and is validated on its own fold, starting again at epoch 1. The curves show fold "
                            f"{fold}, the latest; Compare runs shows every fold's score.")
@@ -132,8 +140,9 @@ def _figures(run_id: str, history: list[EpochRecord], focus: str, part: str) -> 
 
 
 def _status_line(run_id: str, status: RunStatus, progress: Progress, history: list[EpochRecord],
-                 keeps_last: bool = False) -> None:
-    """``keeps_last``: the run keeps its last epoch's weights ('Checkpoint kept'), not its best validation epoch's."""
+                 keeps_last: bool = False, bagged: bool = False) -> None:
+    """``keeps_last``: the run keeps its last epoch's weights ('Checkpoint kept'), not its best validation epoch's;
+    ``bagged``: its ensemble's models are bagged, not folds."""
     icon = STATE_ICONS.get(status.state, "")
     if status.damaged:
         st.error(f"❌ {shown(status.error)}")
@@ -145,15 +154,15 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress, history: li
         if progress.phase == "preparing":
             st.progress(min(1.0, progress.prepare_fraction), text=f"{icon} {progress.message or 'Preparing'}…")
         else:
-            fold = f"Fold {progress.fold} of {progress.folds} · " if progress.folds else ""
+            fold = f"{member_word(bagged).capitalize()} {progress.fold} of {progress.folds} · " if progress.folds else ""
             phase = "training" if progress.phase == "train" else "validation"
             text = (f"{icon} {fold}Epoch {progress.epoch}/{progress.epochs} · {phase} batch "
                     f"{progress.batch}/{progress.batches} · {progress.images_per_s or 0:.0f} images/s")
             st.progress(min(1.0, progress.fraction), text=text)
-    elif status.state == "finished" and history and history[-1].fold:  # cross-validation: one best epoch per fold
+    elif status.state == "finished" and history and history[-1].fold:  # an ensemble: one kept epoch per model
         bests = [best_record([h for h in history if h.fold == f]) for f in sorted({h.fold for h in history})]
-        st.success(f"{icon} Finished: {len(bests)} fold models. "
-                   + ("Each kept its last epoch: " if keeps_last else "Best epochs: ")
+        st.success(f"{icon} Finished: {len(bests)} {member_word(bagged, plural=True)}. "
+                   + ("Each kept its last epoch: " if keeps_last or bagged else "Best epochs: ")
                    + f"{', '.join(str(b.epoch) if b else '–' for b in bests)}.")
     elif status.state == "finished" and history and not validated(history):
         st.success(f"{icon} Finished. No validation images to pick an epoch by: the last epoch's weights "
@@ -173,8 +182,9 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress, history: li
         st.caption(f"ℹ️ {shown(note)}")
 
 
-def _tested(run_id: str, fold: int | None) -> None:
-    """A tested run's scores on its test images, with their intervals, and the way to Compare for the rest."""
+def _tested(run_id: str, members: str = "") -> None:
+    """A tested run's scores on its test images, with their intervals, and the way to Compare for the rest;
+    ``members``: what an ensemble's models are ('fold models', 'bagged models'; '' for one model)."""
     store = manager().store
     try:
         metrics = store.metrics(run_id)
@@ -185,7 +195,7 @@ def _tested(run_id: str, fold: int | None) -> None:
         return
     if not headline:
         return
-    who = "The fold models together, as one ensemble. " if fold else ""
+    who = f"The {members} together, as one ensemble. " if members else ""
     st.markdown(shown(who + headline))
     if copies := run_copies_sentence(store, run_id, metrics):
         st.caption(f"🪞 {shown(copies)}")
@@ -215,14 +225,17 @@ def _numbers(history: list[EpochRecord], progress: Progress, epochs: int, status
     last = history[-1] if history else None
     best = best_record(history)
     cols[0].metric("Epochs done" + part, f"{len(history)}/{epochs}")
-    cols[1].metric(("Validation score, last epoch" if keeps_last else "Best validation score") + part,
+    unvalidated = last is not None and not last.validated
+    cols[1].metric(("Validation score" if unvalidated else "Validation score, last epoch" if keeps_last else
+                    "Best validation score") + part,
                    f"{best.score:.3f}" if best and best.validated else "–",
-                   help=("Validation macro-F1 of the last epoch, whose weights this run keeps ('Checkpoint kept')"
-                         + (" in this fold" if part else "") + "; nothing was chosen by it, so it is a fair check."
-                         if keeps_last else
-                         "The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
-                         + (" in this fold" if part else "")
-                         + "; on a tie, the epoch with the lower validation loss is kept."))
+                   help="No validation images, so there is no validation score." if unvalidated else
+                   ("Validation macro-F1 of the last epoch, whose weights this run keeps ('Checkpoint kept')"
+                    + (" in this fold" if part else "") + "; nothing was chosen by it, so it is a fair check."
+                    if keeps_last else
+                    "The score chosen under 'Pick the best epoch by', of the epoch whose weights are kept"
+                    + (" in this fold" if part else "")
+                    + "; on a tie, the epoch with the lower validation loss is kept."))
     running = status.state == "running"
     speed = progress.images_per_s if running else (last.images_per_s if last else None)
     cols[2].metric("Images per second", f"{speed:.0f}" if speed else "–")

@@ -16,6 +16,7 @@ from medcls.config import TrainConfig
 from medcls.data import DatasetSpec
 from medcls.figures.training import parameter_bar_figure
 from medcls.models.summary import summarize
+from medcls.runs.records import member_word
 from medcls.training.estimate import (
     Costs,
     EstimateError,
@@ -194,7 +195,8 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
     c3, c4 = st.columns([1, 2])
     c3.metric("Per epoch", f"{estimate.epoch_s:.1f} s", help=f"{estimate.epoch_words()}.")
     features = (f", {estimate.features_s:.0f} s to run the images through the frozen backbone"
-                f"{' for each fold model' if estimate.folds else ''}" if estimate.features_s else "")
+                f"{' for each ' + member_word(estimate.bagged, plural=True)[:-1] if estimate.folds else ''}"
+                if estimate.features_s else "")
     start = "read the data (a training process is ready and waiting)" if estimate.warm_start else \
         "start a training process and read the data"
     setup = "under a second" if estimate.setup_s < 0.5 else f"about {estimate.setup_s:.0f} s"

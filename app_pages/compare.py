@@ -28,7 +28,7 @@ from medcls.figures.training import overlay_history_figure
 from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import owner_words
-from medcls.runs.records import RecordError, fold_histories, latest_fold
+from medcls.runs.records import RecordError, fold_histories, latest_fold, member_word
 from medcls.runs.store import RunNotFoundError
 
 CURVES = {"val_macro_f1": "Validation macro-F1", "val_accuracy": "Validation accuracy",
@@ -161,7 +161,7 @@ calibration_section(predictions, names, focus)
 st.subheader("Training curves")
 metric = st.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_curve")
 curves = {}
-folded = False  # a cross-validation run among them
+folded = bagged = False  # a cross-validation run among them; a run of bagged models among them
 for run_id in chosen:  # each fold's model starts again at epoch 1: a fold is a curve of its own, never one long line
     history = store.history(run_id)
     if len(chosen) > 1:  # several runs: each run's latest fold, so that the runs stay readable side by side
@@ -169,9 +169,11 @@ for run_id in chosen:  # each fold's model starts again at epoch 1: a fold is a 
         folds = {fold: latest}
     else:
         folds = fold_histories(history)
+    word = member_word(bool(saved[run_id].bagged_models))
     for fold, epochs in folds.items():
-        curves[names[run_id] + (f" · fold {fold}" if fold else "")] = epochs
-        folded = folded or bool(fold)
+        curves[names[run_id] + (f" · {word} {fold}" if fold else "")] = epochs
+        folded = folded or bool(fold and not saved[run_id].bagged_models)
+        bagged = bagged or bool(fold and saved[run_id].bagged_models)
 st.plotly_chart(overlay_history_figure(curves, metric, title=CURVES[metric],
                                        axis_title=CURVES[metric]), key="overlay", width="stretch")
 if folded:
@@ -180,6 +182,12 @@ if folded:
                 "A cross-validation run is drawn by its latest fold (each fold model starts again at epoch 1); pick "
                 "it alone to see every fold")
                + ". The Cross-validation table above has every fold's score.")
+if bagged:
+    st.caption(("Each bagged model starts again at epoch 1, so each is a curve of its own" if len(chosen) == 1 else
+                "A run of bagged models is drawn by its latest model (each starts again at epoch 1); pick it alone "
+                "to see every model")
+               + ". Bagged models learn from every training and validation image, so they have no validation "
+                 "curves: their test scores above are the only check.")
 
 st.subheader("What differs")
 if len(chosen) > 1:

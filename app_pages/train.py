@@ -78,11 +78,12 @@ with left:
             hint.info(f"📐 {chosen}")
         elif not cfg.image_size:
             hint.caption(f"📐 *Image size* 0 trains these images at {trained.image_size} px (192 px only for a small "
-                         "dataset of images at least 192 px on their shorter side, trained as fold models).")
+                         "dataset of images at least 192 px on their shorter side, trained as an ensemble).")
         if note := enlargement_note(trained.image_size, side) or shrink_note(trained.image_size, side):
             hint.info(f"🔍 {note} (*Image size* is under *Images and augmentation*.)")
-        if not folds_for(trained, counts) and (note := small_validation_note(spec, name=escape_markdown)):
-            hint.warning(note)  # one model validates on the data's own split
+        if not (folds_for(trained, counts) or trained.bagged_models) and \
+                (note := small_validation_note(spec, name=escape_markdown)):
+            hint.warning(note)  # one model validates on the data's own split (bagged models on none)
         weights_panel(trained)
         st.markdown("**What this model costs**")
         costs = st.container()  # filled last (below): timing the options takes seconds on a fresh machine

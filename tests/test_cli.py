@@ -261,3 +261,21 @@ def test_training_into_a_log_file_prints_one_line_per_epoch(class_dataset, isola
     assert "\r" not in text and "[#" not in text
     epoch_lines = [line for line in text.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"], text
+
+
+def test_bagged_models_train_say_each_model_and_are_listed_as_bagged(class_dataset, capsys):
+    assert main(["train", "--data", str(class_dataset), *TINY, "--bagged-models", "2", "--run-id", "bag-run"]) == 0
+    out = capsys.readouterr()
+    assert "bagged model 1 of 2" in out.err and "bagged model 2 of 2" in out.err and "fold" not in out.err
+    assert "bagged: 2 models, each trained on every train + val image" in out.out
+    assert main(["runs"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.rstrip().endswith("bag-run"))
+    assert "finished, 2 bagged" in line and "1/1" in line
+
+
+def test_an_ensemble_under_torchrun_is_refused_with_the_fix(class_dataset, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--data", str(class_dataset), *TINY, "--bagged-models", "2"]) != 0
+    assert "An ensemble (--bagged-models) trains its models one after another in one process" in \
+        capsys.readouterr().err

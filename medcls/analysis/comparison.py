@@ -53,7 +53,8 @@ def as_trained(cfg: TrainConfig, record: "ModelRecord | None", cv: "CrossValidat
     chosen: dict[str, int] = {}
     if not cfg.image_size and record is not None:
         chosen["image_size"] = record.image_size
-    if not cfg.folds and (folds := cv.folds if cv is not None else record.folds if record is not None else 0):
+    if not cfg.folds and not cfg.bagged_models and (
+            folds := cv.folds if cv is not None else record.folds if record is not None else 0):
         chosen["folds"] = folds
     return cfg.with_options(**chosen) if chosen else cfg
 

@@ -60,13 +60,16 @@ def time_to_quality(cfg: TrainConfig) -> dict:
            "image_size": cfg.image_size,
            "images": {split: sum(per.values()) for split, per in counts.items()}}
     copies = copied_test_images([(it.path, it.split) for it in data.decoded.spec.items],
-                                learning_splits(result.cv.folds if result.cv else 0, cfg.keeps_last()))
+                                learning_splits((result.cv.folds if result.cv else 0) or cfg.bagged_models,
+                                                cfg.keeps_last()))
     if copies:  # the same models on the test images that are new to them (no copy among train + val)
         new = metrics_without(data.test.paths, data.test.labels.numpy(), result.probs["test"], data.classes, copies)
         out["without_copies"] = {"copies": len(copies), "test_images": test.n,
                                  "macro_f1": new.macro_f1 if new else None,
                                  "focus_recall": new.recall(focus) if new else None}
     out["operating_point"] = operating_point_on_test(result, focus)
+    if cfg.bagged_models:
+        out["bagged_models"] = cfg.bagged_models
     if result.cv is not None:
         out["folds"] = result.cv.folds
         out["cross_validation"] = _cv_summary(result.cv, wall, focus) | {
@@ -77,8 +80,9 @@ def time_to_quality(cfg: TrainConfig) -> dict:
 def operating_point_on_test(result: TrainResult, focus: str, target: float = OPERATING_SENSITIVITY) -> dict | None:
     """What the run report's operating point gives on the test images: the highest threshold on P(focus) whose
     sensitivity reaches ``target`` on the validation images (a fold ensemble's out-of-fold predictions of
-    train + val), so the test split plays no part in choosing it. None without test images or focus images."""
-    if "test" not in result.probs:
+    train + val), so the test split plays no part in choosing it. None without test images or focus images, or
+    without validation images (bagged models learn from them all)."""
+    if "test" not in result.probs or "val" not in result.probs:
         return None
     view, data = BinaryView.of(result.data.classes, [focus]), result.data
     try:

@@ -146,7 +146,11 @@ def _ablation(r: dict) -> list[str]:
                  "its images are under 192 px)", ablation["ensemble_128"])] if ablation.get("ensemble_128") else []),
              (f"The default recipe: {'the same' if size in (None, 128) else f'{size} px, chosen for these images'}, as "
               f"the {folds}-fold ensemble it trains on this small dataset (row 6)" if folds else
-              "The default recipe (row 6)", default)]
+              "The default recipe (row 6)", default),
+             *([(f"Not the default yet: the same as {bagged[0]['bagged_models']} bagged models at "
+                 f"{bagged[0]['image_size']} px, each learning from every train + val image to its last epoch "
+                 "(no validation, so no curves, out-of-fold report or threshold)", bagged)]
+               if (bagged := ablation.get("bagged")) else [])]
     focus = default[0]["focus_class"]
     seed_rep = r["seed_reported"]
     lines = ["", "## What each change bought", "",

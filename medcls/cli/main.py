@@ -30,7 +30,7 @@ from ..data.spec import DataError
 from ..models import model_entry
 from ..runs.naming import clean_run_name
 from ..runs.permissions import owner_words
-from ..runs.records import RunMeta
+from ..runs.records import RecordError, RunMeta, member_word
 from .commands import COMMANDS, command, ctrl_c_stops, open_store
 from .teach import add_teach_parsers
 
@@ -172,9 +172,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Under torchrun this is one of N processes training one run together (docs/scaling.md):
     # rank 0 creates and records the run and prints; the other ranks only compute.
     env = DistEnv.detect()
-    if env.distributed and cfg.folds:  # every rank refuses alike, so none waits for the others
-        raise ConfigError("Cross-validation (--folds) trains its folds one after another in one process; run it "
-                          "without torchrun, or with --folds 0.")
+    if env.distributed and (cfg.folds or cfg.bagged_models):  # every rank refuses alike, so none waits for the others
+        flag = "--folds" if cfg.folds else "--bagged-models"
+        raise ConfigError(f"An ensemble ({flag}) trains its models one after another in one process; run it "
+                          f"without torchrun, or with {flag} 0.")
     with process_group(env):
         store = open_store(args) if env.is_writer else None
         meta = RunMeta(name=clean_run_name(args.run_name or ""))
@@ -186,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model} | "
                   f"{f'{cfg.image_size} px' if cfg.image_size else 'image size chosen for the data'} | "
                   f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} | imbalance {cfg.imbalance}")
-        progress = _console_progress(store, run_id)
+        progress = _console_progress(store, run_id, member_word(bool(cfg.bagged_models)))
         with ctrl_c_stops() as interrupted:
             outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
                                           callbacks=[progress] if env.is_writer else [])
@@ -210,11 +211,12 @@ def _size_chosen(cfg: TrainConfig) -> TrainConfig | None:
         return None
 
 
-def _console_progress(store, run_id: str):
-    """Epoch lines and, before the first epoch, the notes the run has so far (ranks other than 0: no store)."""
+def _console_progress(store, run_id: str, member: str):
+    """Epoch lines and, before the first epoch, the notes the run has so far (ranks other than 0: no store);
+    ``member`` names one model of an ensemble."""
     from ..training.callbacks import ConsoleProgress
 
-    return ConsoleProgress(notes=(lambda: store.status(run_id).notes) if store is not None else None)
+    return ConsoleProgress(notes=(lambda: store.status(run_id).notes) if store is not None else None, member=member)
 
 
 def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()) -> int:
@@ -231,6 +233,10 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
     if cv is not None:
         record = store.model_record(run_id)
         _print_cross_validation(cv, record.focus_class if record else "")
+    elif _bagged(store, run_id):
+        record = store.model_record(run_id)
+        print(f"bagged: {record.folds} models, each trained on every train + val image (no validation images); "
+              "the test metrics below are their ensemble")
     if outcome.state != "finished":
         print(f"run {run_id} {outcome.state}: {outcome.error}", file=sys.stderr)
         if outcome.metrics.get("test") is not None:
@@ -243,6 +249,15 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
     # The name again: a run queued as "… · auto size" (its data not listed then) is named after its size by now.
     print(f"run {run_id} ({store.meta(run_id).name}) finished: {store.path(run_id)}")
     return 0
+
+
+def _bagged(store, run_id: str) -> bool:
+    """Whether the run saved an ensemble of bagged models (not when it saved nothing, or a damaged record)."""
+    try:
+        record = store.model_record(run_id)
+    except (RecordError, OSError):
+        return False
+    return record is not None and record.bagged
 
 
 def _print_headline(store, run_id: str) -> None:
@@ -404,8 +419,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for s in summaries:
         f1 = "-" if s.test_macro_f1 is None else f"{s.test_macro_f1:.3f}" + (" *" if s.stopped else "")
         state = "damaged" if s.damaged else s.state
-        if s.fold:  # a fold ensemble: the epochs are its latest fold's
-            state += f", {s.folds} folds" if s.state == "finished" else f", fold {s.fold}/{s.folds}"
+        if s.fold:  # an ensemble: the epochs are its latest fold's (or bagged model's)
+            kind = ("bagged", "model") if s.bagged else ("folds", "fold")
+            state += f", {s.folds} {kind[0]}" if s.state == "finished" else f", {kind[1]} {s.fold}/{s.folds}"
         print(f"{s.name[:name_width]:<{name_width}}  {state:<{state_width}} {s.epochs_done:>3}/{s.epochs:<3} {f1:>14}  "
               f"{owners[s.run_id][:owner_width]:<{owner_width}}  {s.run_id}")
         if s.damaged:

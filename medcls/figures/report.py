@@ -32,7 +32,16 @@ from ..atomic import atomic_write_text
 from ..config import format_value, settings_rows
 from ..data import default_focus_class
 from ..runs.permissions import owner_words
-from ..runs.records import CrossValidation, ModelRecord, Predictions, RunMetrics, latest_fold
+from ..runs.records import (
+    CrossValidation,
+    EpochRecord,
+    ModelRecord,
+    Predictions,
+    RunMetrics,
+    fold_histories,
+    latest_fold,
+    member_word,
+)
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import redact_paths
 from .analysis import interval_figure, reliability_figure
@@ -137,7 +146,11 @@ def _copies_warning(store: RunStore, run_id: str, metrics: RunMetrics, test: Pre
 
 
 def _operating_point_section(store: RunStore, run_id: str, classes: list[str], focus: str,
-                             out_of_fold: bool = False) -> str:
+                             out_of_fold: bool = False, bagged: bool = False) -> str:
+    if bagged:
+        return ("<p class='muted'>Not available: the bagged models learned from every training and validation "
+                "image, so no image is left to choose a threshold on (choosing it on the test images would make "
+                "their score no test). Train with cross-validation folds for a threshold chosen out of fold.</p>")
     try:
         val, test = store.predictions(run_id, "val"), store.predictions(run_id, "test")
         view = BinaryView.of(classes, [focus])
@@ -157,8 +170,8 @@ def _operating_point_section(store: RunStore, run_id: str, classes: list[str], f
 
 
 def _parameters_words(record: ModelRecord) -> str:
-    """A model's weights; a fold ensemble's, per fold model."""
-    each = f" in each of {record.models} fold models" if record.models > 1 else ""
+    """A model's weights; an ensemble's, per fold (or bagged) model."""
+    each = f" in each of {record.models} {member_word(record.bagged, plural=True)}" if record.models > 1 else ""
     return f"{record.parameters_per_model:,}{each}"
 
 
@@ -171,6 +184,14 @@ def _fold_rows(cv: CrossValidation, epochs: int, keeps_last: bool = False) -> li
              ", ".join(str(s.best_epoch) for s in cv.scores)),
             ("epochs trained in each fold", ", ".join(str(s.epochs) for s in cv.scores) + f" (of up to {epochs})"),
             ("stopped early", _stopped_early_words(early, len(ended), len(cv.scores)))]
+
+
+def _bagged_rows(history: Sequence[EpochRecord], planned: int, epochs: int) -> list[tuple[str, Any]]:
+    """The overview's epoch rows for bagged models: each trains every epoch and keeps its last."""
+    trained = [len(h) for fold, h in fold_histories(history).items() if fold]
+    return [("bagged models", f"{sum(n == epochs for n in trained)} of {planned} finished"),
+            ("kept epoch of each", "the last: no validation images to pick one by (each learns from them all)"),
+            ("epochs trained in each bagged model", ", ".join(map(str, trained)) + f" (of {epochs})")]
 
 
 def _stopped_early_words(early: int, ended: int, trained: int) -> str:
@@ -219,7 +240,7 @@ def run_card_html(store: RunStore, run_id: str) -> str:
                                                   title="Confusion matrix (test; rows true, columns predicted)")))
     curves, fold = latest_fold(history)  # a fold ensemble: its latest fold's curves, not every fold's in one line
     if curves:
-        title = "Training curves" + (f" · fold {fold} of {summary.folds}" if fold else "")
+        title = "Training curves" + (f" · {member_word(summary.bagged)} {fold} of {summary.folds}" if fold else "")
         figures.append(figure(history_figure(curves, title=title), wide=True))
     figures.append(figure(pr_curves_figure(predictions.y_true, predictions.probs, classes, focus)))
     figures.append(figure(reliability_figure({"test": rel})))
@@ -239,6 +260,7 @@ def run_card_html(store: RunStore, run_id: str) -> str:
         ("image size", f"{model_record.image_size} px" + ("" if cfg.image_size else " (chosen for the data)")
          if model_record else format_value(cfg.image_size, "image_size")),
         *(_fold_rows(cv, cfg.epochs, cfg.keeps_last()) if cv and cv.scores else
+          _bagged_rows(history, cfg.bagged_models, cfg.epochs) if cfg.bagged_models else
           [("kept epoch", f"{metrics.best_epoch} (the last: no validation images to pick one by)")
            if history and not history[-1].validated else
            ("kept epoch", f"{metrics.best_epoch} (the last: 'Checkpoint kept')") if cfg.keeps_last() else
@@ -264,7 +286,8 @@ def run_card_html(store: RunStore, run_id: str) -> str:
 <p>Images per split and class:</p>{_table(count_rows)}
 <h2>Test metrics with 95% confidence intervals</h2>{_metrics_section(test, ci)}{_copies_warning(store, run_id, metrics, predictions)}
 {_cross_validation_section(cv, focus) if cv and cv.scores else ""}
-<h2>Operating point for {_esc(focus)}</h2>{_operating_point_section(store, run_id, classes, focus, out_of_fold=bool(cv and cv.scores))}
+<h2>Operating point for {_esc(focus)}</h2>{_operating_point_section(store, run_id, classes, focus, out_of_fold=bool(cv and cv.scores),
+                         bagged=bool(cfg.bagged_models))}
 <h2>Calibration</h2><p>{_esc(calibration_sentence(rel))}</p>
 <h2>Figures</h2><div class='figures'>{''.join(figures)}</div>
 <h2>Settings</h2>{_table([{**r, "value": redact_paths(r["value"])} for r in settings_rows(cfg)],

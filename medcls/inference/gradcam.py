@@ -120,11 +120,12 @@ def coarse_map_note(model: ClassifierModel, image_size: int) -> str:
 
 
 def ensemble_note(model: ClassifierModel) -> str:
-    """For a fold ensemble, a sentence saying its map is its members' maps averaged ('' for one model)."""
+    """For an ensemble (fold or bagged models), a sentence saying its map is its members' maps averaged ('' for one
+    model)."""
     if not isinstance(model, FoldEnsemble):
         return ""
     n = len(model.members)
-    return (f"This run is {n} fold models predicting together, so the map is the average of their {n} maps: "
+    return (f"This run is {n} models predicting together, so the map is the average of their {n} maps: "
             "where they agree, it is brightest.")
 
 

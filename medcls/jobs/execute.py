@@ -37,9 +37,10 @@ from ..data.spec import DataError
 from ..inference.novelty import embed_images, fit_reference
 from ..models import ClassifierModel
 from ..models.ensemble import FoldEnsemble
-from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics
+from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics, member_word
 from ..runs.store import CheckpointError, RunStore
 from ..training.autoplan import pool_counts, resolve_folds, resolve_image_size
+from ..training.bagging import train_bagged
 from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter, ThreadBudget
 from ..training.crossval import cross_validate
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
@@ -52,21 +53,32 @@ log = logging.getLogger(__name__)
 
 
 def stopped_message(cfg: TrainConfig, result: TrainResult) -> str:
-    """What a run stopped on request keeps and was tested with: which epoch's weights, and which fold models."""
+    """What a run stopped on request keeps and was tested with: which epoch's weights, and which fold (or bagged)
+    models."""
+    if result.member_epochs:  # bagged models: each keeps its last epoch (nothing is validated)
+        last = result.member_epochs[-1]
+        return _stopped_members(len(result.member_epochs), cfg.bagged_models, last, cfg.epochs,
+                                _kept_words(cfg, last, validated=False), bagged=True)
     if result.cv is not None and result.cv.scores:
-        models, last = len(result.cv.scores), result.cv.scores[-1]
-        trained = f"The {models} fold models" if models > 1 else "Its one fold model"
-        verbs = ("are", "were") if models > 1 else ("is", "was")
-        if result.cv.completed == models:  # stopped before the next fold model had finished an epoch
-            return (f"Stopped on request before fold {models + 1} of {cfg.folds} had finished an epoch. "
-                    f"{trained} trained to the end {verbs[0]} kept and {verbs[1]} tested.")
-        kept = _kept_words(cfg, last.best_epoch, validated=last.images > 0)
-        return (f"Stopped on request in fold {models} of {cfg.folds}, after {last.epochs} of its {cfg.epochs} epochs. "
-                f"{trained} trained so far {verbs[0]} kept and {verbs[1]} tested (fold "
-                f"{models} with {kept}).")
+        last = result.cv.scores[-1]
+        return _stopped_members(len(result.cv.scores), cfg.folds, last.epochs if result.cv.completed < len(
+            result.cv.scores) else cfg.epochs, cfg.epochs, _kept_words(cfg, last.best_epoch, validated=last.images > 0))
     history = result.fit.history
     kept = _kept_words(cfg, result.fit.best_epoch, validated=bool(history) and history[-1].validated)
     return f"Stopped on request after {len(history)} of {cfg.epochs} epochs. It keeps {kept}, and they were tested."
+
+
+def _stopped_members(models: int, planned: int, last_epochs: int, epochs: int, kept: str, bagged: bool = False) -> str:
+    """A stopped ensemble's message: ``models`` of ``planned`` trained, the last of them for ``last_epochs`` of
+    ``epochs`` epochs (all of them: it ended, and the stop came before the next one finished an epoch)."""
+    word, words = member_word(bagged), member_word(bagged, plural=True)
+    trained = f"The {models} {words}" if models > 1 else f"Its one {words[:-1]}"
+    verbs = ("are", "were") if models > 1 else ("is", "was")
+    if last_epochs >= epochs:  # stopped before the next model had finished an epoch
+        return (f"Stopped on request before {word} {models + 1} of {planned} had finished an epoch. "
+                f"{trained} trained to the end {verbs[0]} kept and {verbs[1]} tested.")
+    return (f"Stopped on request in {word} {models} of {planned}, after {last_epochs} of its {epochs} epochs. "
+            f"{trained} trained so far {verbs[0]} kept and {verbs[1]} tested ({word} {models} with {kept}).")
 
 
 def _kept_words(cfg: TrainConfig, epoch: int, *, validated: bool) -> str:
@@ -133,9 +145,10 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         store.write_model_record(run_id, ModelRecord(
             classes=tuple(data.classes), image_size=cfg.image_size, in_channels=data.decoded.channels,
             color=data.decoded.color, focus_class=data.focus_class,
-            parameters=sum(p.numel() for p in model.parameters()), tta=cfg.tta, folds=folds))
+            parameters=sum(p.numel() for p in model.parameters()), tta=cfg.tta, folds=folds,
+            bagged=bool(folds and cfg.bagged_models)))
 
-    def on_fold_end(ensemble: FoldEnsemble) -> None:  # what a stop keeps: the folds trained so far
+    def on_member_end(ensemble: FoldEnsemble) -> None:  # what a stop keeps: the fold (or bagged) models trained so far
         mine()
         store.save_weights(run_id, ensemble.state_dict())
         on_model(ensemble, folds=len(ensemble.members))
@@ -173,16 +186,20 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             store.add_note(run_id, enlarged)
         if squashed := squash_note(sizes, cfg.image_size, of=len(spec.items)):
             store.add_note(run_id, squashed)
-        if not cfg.folds and (few := small_validation_note(data.decoded.spec)):  # folds validate on their own
+        # Folds validate on their own part; bagged models validate nothing.
+        if not (cfg.folds or cfg.bagged_models) and (few := small_validation_note(data.decoded.spec)):
             store.add_note(run_id, few)
-        if cfg.folds:  # a cross-validation run starts its folds over when it is resumed
+        if cfg.folds or cfg.bagged_models:  # an ensemble starts its models over when it is resumed
             if store.history(run_id):
                 store.write_history(run_id, [])
-                store.add_note(run_id, "Resumed: cross-validation runs start their folds over.")
-            result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: [*recorders(fold, folds), *callbacks],
-                                    should_cancel=cancel, stage=stage, on_fold_end=on_fold_end, on_note=add_note)
+                store.add_note(run_id, "Resumed: cross-validation runs start their folds over." if cfg.folds else
+                               "Resumed: bagged runs start their models over.")
+            train = cross_validate if cfg.folds else train_bagged
+            result = train(cfg, data, callbacks_for=lambda fold, folds: [*recorders(fold, folds), *callbacks],
+                           should_cancel=cancel, stage=stage, on_member_end=on_member_end, on_note=add_note)
             mine()
-            store.write_cross_validation(run_id, result.cv)
+            if result.cv is not None:
+                store.write_cross_validation(run_id, result.cv)
         else:
             if resume is not None:  # one continuous history: exactly the epochs the resumed state has seen
                 store.write_history(run_id, [EpochRecord.from_dict(h) for h in resume["history"]])
@@ -193,7 +210,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
                                      on_checkpoint=lambda state: mine() or store.save_resume(run_id, state),
                                      on_note=add_note)
             mine()
-        _record_results(store, run_id, result, learning_splits(cfg.folds, keeps_last=cfg.keeps_last()))
+        _record_results(store, run_id, result, learning_splits(cfg.folds or cfg.bagged_models, cfg.keeps_last()))
         _record_novelty(store, run_id, result)
         for note in result.notes:
             store.add_note(run_id, note)

@@ -44,11 +44,13 @@ def dataset_name(source: str) -> str:
 
 
 def default_run_name(cfg: "TrainConfig", data: "DataRecord | None" = None) -> str:
-    """The data, the model, the imbalance strategy and the image size, which tell most runs apart."""
+    """The data, the model, the imbalance strategy and the image size, which tell most runs apart (and bagged
+    models, which a run asks for: beside the default's fold models they would read the same)."""
     dataset = "phantoms" if data is not None and data.synthetic else dataset_name(cfg.data.source)
     imbalance = "no imbalance fix" if cfg.imbalance == "none" else cfg.imbalance.replace("_", " ")
     size = f"{cfg.image_size} px" if cfg.image_size else "auto size"  # chosen for the data when the run starts
-    return " · ".join([dataset, cfg.model, imbalance, size])
+    bagged = [f"{cfg.bagged_models} bagged"] if cfg.bagged_models else []
+    return " · ".join([dataset, cfg.model, imbalance, size, *bagged])
 
 
 def unique_name(name: str, taken: set[str]) -> str:

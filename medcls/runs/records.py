@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..analysis.metrics import SplitMetrics
 
 __all__ = ["RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
-           "best_record", "latest_fold", "fold_histories", "Progress", "ModelRecord", "DataRecord", "RunMetrics",
+           "best_record", "member_word", "latest_fold", "fold_histories", "Progress", "ModelRecord", "DataRecord", "RunMetrics",
            "Predictions", "GroupMembership", "FoldScore", "CrossValidation"]
 
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
@@ -164,7 +164,7 @@ class EpochRecord:
     images_per_s: float   # training images per second in the training phase
     score: float          # the select_metric value on validation
     best: bool = False    # the best score so far: these weights are the kept checkpoint
-    fold: int = 0         # cross-validation: which fold's model (1..k); 0 for an ordinary run
+    fold: int = 0         # an ensemble: which fold's (or bagged) model (1..k); 0 for an ordinary run
     validated: bool = True  # False: no validation images, so the val_* fields and the score mean nothing
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +206,14 @@ def fold_histories(history: Sequence[EpochRecord]) -> dict[int, list[EpochRecord
     return dict(sorted(folds.items())) if folds else {0: []}
 
 
+def member_word(bagged: bool, plural: bool = False) -> str:
+    """What one model of an ensemble is called ('fold 2 of 3', 'bagged model 2 of 3'), or, ``plural``, its
+    models ('3 fold models', '3 bagged models'). Epoch records and progress number either kind alike."""
+    if plural:
+        return "bagged models" if bagged else "fold models"
+    return "bagged model" if bagged else "fold"
+
+
 def best_record(history: Sequence[EpochRecord]) -> EpochRecord | None:
     """The epoch whose weights are the run's checkpoint: the last one marked best (None before any).
 
@@ -233,7 +241,7 @@ class Progress:
     elapsed_s: float | None = None
     eta_s: float | None = None     # seconds left when it was written
     time: float | None = None      # when it was written (Unix time)
-    fold: int = 0                  # cross-validation: the fold being trained (1..folds)
+    fold: int = 0                  # an ensemble: the fold (or bagged model) being trained (1..folds)
     folds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,11 +273,12 @@ class ModelRecord:
     focus_class: str = ""
     parameters: int = 0
     tta: bool = False             # predictions average the image and its mirror
-    folds: int = 0                # cross-validation: the checkpoint is an ensemble of this many fold models
+    folds: int = 0                # an ensemble of this many models: fold models, or bagged ones
+    bagged: bool = False          # the ensemble's models each learned from every train + val image (no folds)
 
     @property
     def models(self) -> int:
-        """The models that predict together: the fold models of an ensemble, else one."""
+        """The models that predict together: the fold (or bagged) models of an ensemble, else one."""
         return max(1, self.folds)
 
     @property
@@ -288,7 +297,7 @@ class ModelRecord:
             record = cls(classes=classes, image_size=int(data["image_size"]), in_channels=int(data["in_channels"]),
                          color=_str(data.get("color"), "gray"), focus_class=_str(data.get("focus_class")),
                          parameters=_int(data.get("parameters")) or 0, tta=data.get("tta") is True,
-                         folds=_int(data.get("folds")) or 0)
+                         folds=_int(data.get("folds")) or 0, bagged=data.get("bagged") is True)
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"model.json cannot be read ({type(exc).__name__}: {exc}).") from None
         if len(classes) < 2 or record.in_channels not in (1, 3) or not 8 <= record.image_size <= 4096:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .records import ACTIVE_STATES
+from .records import ACTIVE_STATES, member_word
 
 __all__ = ["RunSummary"]
 
@@ -39,13 +39,16 @@ class RunSummary:
     owner: str = ""
     owner_name: str = ""
     damaged: str = ""
-    fold: int = 0                  # cross-validation: the fold of the latest epoch; epochs_done counts its epochs
+    fold: int = 0                  # an ensemble: the fold (or bagged model) of the latest epoch, whose epochs
+                                   # epochs_done counts
     folds: int = 0
+    bagged: bool = False           # the ensemble's models are bagged (each learns from every image), not folds
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
     def epochs_words(self) -> str:
-        """'4 of 30', or a cross-validation run's '4 of 30 in fold 3 of 5'."""
-        return f"{self.epochs_done} of {self.epochs}" + (f" in fold {self.fold} of {self.folds}" if self.fold else "")
+        """'4 of 30', or an ensemble's '4 of 30 in fold 3 of 5' ('in bagged model 3 of 5')."""
+        return f"{self.epochs_done} of {self.epochs}" + (
+            f" in {member_word(self.bagged)} {self.fold} of {self.folds}" if self.fold else "")

@@ -16,6 +16,9 @@ Two options leave the choice to the dataset, and both are on by default:
   macro-F1 (docs/ablation.md).
   The built-in 128 px phantoms, small MedMNIST files and large datasets keep 128 px and their cost.
 
+Bagged models (``bagged_models``) are an ensemble the run asks for: no folds are chosen for it, and *Image size* 0
+gives them 192 px on the same data as the fold models above (the size they were measured at).
+
 Everything here reads only a dataset's listing (the train + val images per class) and its images' typical side,
 so the Train page shows before Start exactly what a run will choose.
 """
@@ -117,7 +120,7 @@ def folds_for(cfg: TrainConfig, pool_counts: Sequence[int], side: int | None = N
     """The folds a run of ``cfg`` trains on a train + val pool with these images per class, typically ``side`` px
     (for *Image size* 0): as set, or chosen for a small dataset (0: one model)."""
     cfg = resolve_image_size(cfg, pool_counts, side)[0]
-    if cfg.folds or not cfg.small_data_ensemble:
+    if cfg.folds or cfg.bagged_models or not cfg.small_data_ensemble:
         return cfg.folds
     return auto_folds(pool_counts, training_work(cfg))
 
@@ -126,7 +129,7 @@ def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int], side: int | None
     """When only its work keeps a run of ``cfg`` from the automatic ensemble on this train + val pool: a
     sentence saying so (None otherwise)."""
     cfg = resolve_image_size(cfg, pool_counts, side)[0]
-    if cfg.folds or not cfg.small_data_ensemble:
+    if cfg.folds or cfg.bagged_models or not cfg.small_data_ensemble:
         return None
     work_per_image = training_work(cfg)
     if not auto_folds(pool_counts, work_per_image=0.0) or auto_folds(pool_counts, work_per_image):
@@ -144,7 +147,7 @@ def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int], side: int | None
 def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Sequence[str]) -> str | None:
     """When only a rare class keeps a small dataset from the automatic ensemble: a sentence saying so (None
     otherwise). The Train page shows it beside the option, which is on while the run trains one model."""
-    if cfg.folds or not cfg.small_data_ensemble:
+    if cfg.folds or cfg.bagged_models or not cfg.small_data_ensemble:
         return None
     present = [(count, name) for count, name in zip(pool_counts, classes) if count > 0]
     needed = AUTO_FOLDS * AUTO_MIN_PER_FOLD
@@ -169,7 +172,7 @@ def train_alike(configs: Sequence[TrainConfig], pool_counts: Sequence[int],
     """Runs compared side by side (a lesson, a sweep) must train alike. When the automatic ensemble would take
     some of ``configs`` but not the others (its work limit: larger images, a heavier network), it is switched
     off for all of them. Returns the configs and a note for each run saying so (None when nothing changed)."""
-    auto = [not c.folds and c.small_data_ensemble for c in configs]
+    auto = [not c.folds and not c.bagged_models and c.small_data_ensemble for c in configs]
     if len({folds_for(c, pool_counts, side) for c, a in zip(configs, auto) if a}) < 2:
         return list(configs), None
     note = ("'Cross-validate small datasets' is off for every run of this comparison: the automatic "
@@ -204,13 +207,21 @@ def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
                        side: int | None) -> tuple[TrainConfig, str | None]:
     """``cfg`` with its image size chosen when it is 0 (as set otherwise), for a train + val pool with these
     images per class whose shorter side is typically ``side`` px (None: unknown); and a note when the choice
-    is the larger size, which also sets the folds."""
+    is the larger size, which also sets the folds (unless the run trains bagged models: they keep their number)."""
     if cfg.image_size:
         return cfg, None
     default = cfg.with_options(image_size=DEFAULT_SIZE)
-    if side is None or side < DETAIL_SIZE or cfg.folds or folds_for(default, pool_counts) != AUTO_FOLDS:
+    # Bagged models take the larger size on the same data as the automatic ensemble would (measured so: 3 at 192 px).
+    small = default.with_options(bagged_models=0, small_data_ensemble=True) if cfg.bagged_models else default
+    if side is None or side < DETAIL_SIZE or cfg.folds or folds_for(small, pool_counts) != AUTO_FOLDS:
         return default, None
     words = f"{sum(pool_counts):,} training + validation images, typically {side:,} px on their shorter side"
+    if cfg.bagged_models:
+        log.info("automatic image size: %d px for %d bagged models (%s)", DETAIL_SIZE, cfg.bagged_models, words)
+        return cfg.with_options(image_size=DETAIL_SIZE), (
+            f"A small dataset of large images ({words}): its {cfg.bagged_models} bagged models train at "
+            f"{DETAIL_SIZE} px ('Image size' 0): more of the images' detail, for about 2.25 times the time of "
+            f"{DEFAULT_SIZE} px. Set an image size to choose it yourself.")
     log.info("automatic image size: %d px, %d folds (%s)", DETAIL_SIZE, DETAIL_FOLDS, words)
     return cfg.with_options(image_size=DETAIL_SIZE, folds=DETAIL_FOLDS), (
         f"A small dataset of large images ({words}): trained at {DETAIL_SIZE} px as a {DETAIL_FOLDS}-fold "

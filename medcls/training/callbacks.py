@@ -377,16 +377,18 @@ class ConsoleProgress(Callback):
     ``notes()`` (the run's notes so far) is read as each fold and each fit starts, and the notes not written
     yet are written then: what the run chose or adjusted (cross-validation, a lowered batch, a limited epoch)
     shows before its first epoch, not only when the run ends. ``shown_notes`` keeps what was written.
+    ``member`` names one model of an ensemble ('fold', 'bagged model').
     """
 
     def __init__(self, stream: TextIO | None = None, width: int = 28, live: bool | None = None,
-                 notes: Callable[[], Sequence[str]] | None = None):
+                 notes: Callable[[], Sequence[str]] | None = None, member: str = "fold"):
         # Looked up now, not at import: sys.stderr may have been replaced since (capture, redirection).
         self.stream = stream if stream is not None else sys.stderr
         self.live = live if live is not None else bool(getattr(self.stream, "isatty", lambda: False)())
         self.width = width
         self.meter = ProgressMeter(self._draw, interval=0.2)
         self.notes = notes
+        self.member = member
         self.shown_notes: list[str] = []
 
     def _write_new_notes(self) -> None:
@@ -398,7 +400,7 @@ class ConsoleProgress(Callback):
 
     def on_fold_start(self, fold: int, folds: int) -> None:
         self._write_new_notes()  # why there are folds, before the first of them
-        self.stream.write(f"fold {fold + 1} of {folds}\n")
+        self.stream.write(f"{self.member} {fold + 1} of {folds}\n")
 
     def on_fit_start(self, trainer: Trainer) -> None:
         self._write_new_notes()

@@ -32,15 +32,15 @@ from .autoplan import resolve_folds, size_for_data
 from .engine import Callback, FitCancelled, FitResult
 from .pipeline import PreparedData, Stage, TrainResult, prepare_data, train_in_memory
 
-__all__ = ["cross_validate", "fold_assignment", "fit"]
+__all__ = ["cross_validate", "fold_assignment", "fit", "train_members", "pool_of", "subset"]
 
 log = logging.getLogger(__name__)
 
 def fit(cfg: TrainConfig, data: PreparedData | None = None, *, callbacks: Sequence[Callback] = (),
         should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None) -> TrainResult:
-    """Train as configured: one model, or k fold models (set, or chosen for a small dataset), at the image size
-    set or chosen for the data (:mod:`~medcls.training.autoplan`). ``data``, when given, was prepared at the
-    chosen size."""
+    """Train as configured: one model, k fold models (set, or chosen for a small dataset) or k bagged models, at
+    the image size set or chosen for the data (:mod:`~medcls.training.autoplan`). ``data``, when given, was
+    prepared at the chosen size."""
     spec = data.decoded.spec if data is not None else load_dataset(cfg.data)
     cfg, size_note = size_for_data(cfg, spec)
     data = data or prepare_data(cfg, stage, spec=spec)
@@ -52,6 +52,11 @@ def fit(cfg: TrainConfig, data: PreparedData | None = None, *, callbacks: Sequen
     if cfg.folds:
         result = cross_validate(cfg, data, callbacks_for=lambda fold, folds: callbacks, should_cancel=should_cancel,
                                 stage=stage)
+    elif cfg.bagged_models:
+        from .bagging import train_bagged  # bagging builds on this module's member loop
+
+        result = train_bagged(cfg, data, callbacks_for=lambda member, members: callbacks,
+                              should_cancel=should_cancel, stage=stage)
     else:
         result = train_in_memory(cfg, data, callbacks=callbacks, should_cancel=should_cancel, stage=stage)
     if note:
@@ -59,15 +64,53 @@ def fit(cfg: TrainConfig, data: PreparedData | None = None, *, callbacks: Sequen
     return result
 
 
-def _subset(split: DecodedSplit, index: np.ndarray) -> DecodedSplit:
+def subset(split: DecodedSplit, index: np.ndarray) -> DecodedSplit:
+    """The images of ``split`` at ``index``."""
     idx = torch.from_numpy(index)
     return DecodedSplit(images=split.images[idx], labels=split.labels[idx], paths=[split.paths[i] for i in index])
 
 
-def _pool(data: PreparedData) -> DecodedSplit:
+def pool_of(data: PreparedData) -> DecodedSplit:
+    """The training and validation images together: what the members of an ensemble learn from."""
     return DecodedSplit(images=torch.cat([data.train.images, data.val.images]),
                         labels=torch.cat([data.train.labels, data.val.labels]),
                         paths=data.train.paths + data.val.paths)
+
+
+def train_members(cfg: TrainConfig, parts: Sequence[PreparedData], word: str, *,
+                  callbacks_for: Callable[[int, int], Sequence[Callback]],
+                  should_cancel: Callable[[], bool] | None, stage: Stage | None,
+                  on_member_end: Callable[[FoldEnsemble], None] | None,
+                  on_note: Callable[[str], None] | None) -> tuple[list[TrainResult], bool]:
+    """Train one model on each of ``parts`` (member k with seed ``cfg.seed + k``), one after another, and
+    whether a stop ended them early. ``word`` names a member in the log ('fold', 'bagged model').
+
+    ``on_member_end`` receives the ensemble of the members trained so far after each one (the run store saves it,
+    so a stopped run keeps what it has). A stop ends the current member (its kept weights so far join the
+    ensemble) and skips the rest; a stop before any member finished an epoch raises :class:`FitCancelled`."""
+    results: list[TrainResult] = []
+    cancelled = False
+    for index, part in enumerate(parts):
+        log.info("%s %d of %d: %d training, %d held-out images", word, index + 1, len(parts), len(part.train),
+                 len(part.val))
+        callbacks = callbacks_for(index, len(parts))
+        for callback in callbacks:
+            callback.on_fold_start(index, len(parts))
+        try:
+            result = train_in_memory(replace(cfg, seed=cfg.seed + index), part, callbacks=callbacks,
+                                     should_cancel=should_cancel, stage=stage, on_note=on_note)
+        except FitCancelled:
+            cancelled = True
+            break
+        results.append(result)
+        if on_member_end is not None:
+            on_member_end(FoldEnsemble([r.model for r in results]))
+        if result.cancelled:
+            cancelled = True
+            break
+    if not results:
+        raise FitCancelled()
+    return results, cancelled
 
 
 def fold_assignment(cfg: TrainConfig, pool: DecodedSplit, classes: Sequence[str]) -> np.ndarray:
@@ -99,11 +142,11 @@ def _score(result: TrainResult, fold: int, focus: str) -> FoldScore:
 def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
                    callbacks_for: Callable[[int, int], Sequence[Callback]] = lambda fold, folds: (),
                    should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None,
-                   on_fold_end: Callable[[FoldEnsemble], None] | None = None,
+                   on_member_end: Callable[[FoldEnsemble], None] | None = None,
                    on_note: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``cfg.folds`` models and return them as one ensemble, like :func:`train_in_memory` returns one.
 
-    ``callbacks_for(fold, folds)`` gives each fold's callbacks (fold counts from 0); ``on_fold_end`` receives
+    ``callbacks_for(fold, folds)`` gives each fold's callbacks (fold counts from 0); ``on_member_end`` receives
     the ensemble of the folds trained so far after each fold (the run store saves it, so a stopped run keeps
     what it has); ``on_note`` receives each fold's notes as its training starts (see :func:`train_in_memory`).
     A stop ends the current fold (its best checkpoint so far joins the ensemble) and skips the rest.
@@ -111,40 +154,21 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
     if cfg.folds < 2:
         raise ConfigError("Cross-validation needs at least 2 folds.")
     data = data or prepare_data(cfg, stage)
-    pool = _pool(data)
+    pool = pool_of(data)
     assignment = fold_assignment(cfg, pool, data.classes)
-    results: list[TrainResult] = []
+    held_out = [np.flatnonzero(assignment == fold) for fold in range(cfg.folds)]
+    parts = [replace(data, train=subset(pool, np.flatnonzero(assignment != fold)), val=subset(pool, held_out[fold]))
+             for fold in range(cfg.folds)]
+    results, cancelled = train_members(cfg, parts, "fold", callbacks_for=callbacks_for, should_cancel=should_cancel,
+                                       stage=stage, on_member_end=on_member_end, on_note=on_note)
     oof = np.zeros((len(pool), len(data.classes)), dtype=np.float32)
     covered = np.zeros(len(pool), dtype=bool)
-    cancelled = False
-    for fold in range(cfg.folds):
-        held_out = np.flatnonzero(assignment == fold)
-        fold_data = replace(data, train=_subset(pool, np.flatnonzero(assignment != fold)),
-                            val=_subset(pool, held_out))
-        log.info("fold %d of %d: %d training, %d held-out images", fold + 1, cfg.folds, len(fold_data.train),
-                 len(held_out))
-        callbacks = callbacks_for(fold, cfg.folds)
-        for callback in callbacks:
-            callback.on_fold_start(fold, cfg.folds)
-        try:
-            result = train_in_memory(replace(cfg, seed=cfg.seed + fold), fold_data, callbacks=callbacks,
-                                     should_cancel=should_cancel, stage=stage, on_note=on_note)
-        except FitCancelled:
-            cancelled = True
-            break
-        results.append(result)
-        oof[held_out] = result.probs["val"]
-        covered[held_out] = True
-        if on_fold_end is not None:
-            on_fold_end(FoldEnsemble([r.model for r in results]))
-        if result.cancelled:
-            cancelled = True
-            break
-    if not results:
-        raise FitCancelled()
+    for fold, result in enumerate(results):
+        oof[held_out[fold]] = result.probs["val"]
+        covered[held_out[fold]] = True
     ensemble = FoldEnsemble([r.model for r in results]).eval()
     probs = {"val": oof[covered]}
-    view = replace(data, val=_subset(pool, np.flatnonzero(covered)))
+    view = replace(data, val=subset(pool, np.flatnonzero(covered)))
     if len(data.test):
         probs["test"] = predict_proba(ensemble, data.test.images, tta=cfg.tta, batch_size=cfg.batch_size)
     metrics = {split: classification_metrics(getattr(view, split).labels.numpy(), p, data.classes)

@@ -41,6 +41,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..data.explore import typical_side
 from ..data.spec import DatasetSpec
+from ..runs.records import member_word
 from .autoplan import folds_for, one_model_reason, pool_counts, pool_labels, resolve_image_size, size_for_data
 from .engine import batches_per_epoch
 from .imbalance import make_sampler
@@ -119,7 +120,8 @@ class RunEstimate:
     epochs: int
     earliest: int              # early stopping may end the run after this many epochs
     costs: Costs
-    folds: int = 0             # cross-validation: this many models, one after another (0: one model)
+    folds: int = 0             # an ensemble: this many models, one after another (0: one model)
+    bagged: bool = False       # its models are bagged: each trains on every train + val image, validates none
     features_s: float = 0.0    # a frozen backbone's cached features, computed again for each model
     note: str | None = None    # why a small dataset trains one model, not the automatic ensemble
     warm_start: bool = False   # a warmed-up training process takes the run: no process start in setup_s
@@ -141,11 +143,13 @@ class RunEstimate:
         mirror = " and their mirror images" if self.tta else ""
         drawn = f"{self.epoch_images:,} training images drawn" if self.epoch_images != self.train_images else \
             f"{self.epoch_images:,} training images"
-        each = " (each fold model)" if self.folds else ""
+        each = f" (each {member_word(self.bagged, plural=True)[:-1]})" if self.folds else ""
+        if not self.val_images:
+            return f"{drawn} in {self.steps} steps, no validation images{each}"
         return f"{drawn} in {self.steps} steps, then {self.val_images:,} validation images{mirror}{each}"
 
     def total_words(self) -> str:
-        models = f" for {self.folds} fold models" if self.folds else ""
+        models = f" for {self.folds} {member_word(self.bagged, plural=True)}" if self.folds else ""
         each = " each" if self.folds else ""
         if self.earliest < self.epochs:
             stop = (f"early stopping may end {'each' if self.folds else 'it'} after epoch {self.earliest}, at the "
@@ -228,10 +232,12 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
     cfg = size_for_data(cfg, spec)[0]  # Image size 0: the size the run will choose (it may also set the folds)
     pool = pool_labels(spec)
     counts = pool_counts(spec)
-    folds = folds_for(cfg, counts)
+    folds = folds_for(cfg, counts) or cfg.bagged_models  # the models of an ensemble (0: one model)
     # Try it's novelty reference embeds the training and validation images (a fold ensemble: through every member).
     embedded = (len(labels) + val) * max(1, folds)
-    if folds:  # each fold model trains on the other folds of train + val and validates on its own fold
+    if cfg.bagged_models:  # each bagged model trains on all of train + val and validates on none
+        labels, val = pool, 0
+    elif folds:  # each fold model trains on the other folds of train + val and validates on its own fold
         keep = np.arange(len(pool)) % folds != 0  # (k-1)/k of every class, as the stratified folds give
         labels, val = pool[np.argsort(pool, kind="stable")][keep], len(pool) // folds
     batch = _batch(cfg, len(labels))
@@ -253,7 +259,7 @@ def estimate_run(cfg: TrainConfig, spec: DatasetSpec, costs: Costs, *, warm_star
                        finish_s=finish_s, epochs=cfg.epochs,
                        # without validation images early stopping has nothing to go by: every epoch runs
                        earliest=earliest_stop(cfg.epochs, cfg.stopping_patience() if val else 0),
-                       costs=costs, folds=folds, features_s=cache_s,
+                       costs=costs, folds=folds, bagged=bool(cfg.bagged_models), features_s=cache_s,
                        note=one_model_reason(cfg, counts, spec.classes),
                        warm_start=warm_start, limit_note=sampler.limit_note() if sampler is not None else None,
                        averaging_note=averaging_note(cfg, steps))

@@ -76,6 +76,7 @@ class TrainResult:
     trainer: Trainer | None = None     # the loop, for inspection (its data, loss, callbacks)
     checkpoint: BestCheckpoint | None = None
     cv: CrossValidation | None = None  # cross-validation runs: each fold's score
+    member_epochs: tuple[int, ...] = ()  # bagged runs: the epochs each model trained (a stop can leave fewer)
 
 
 def seed_everything(seed: int) -> None:

@@ -35,6 +35,13 @@ def test_runs_are_compared_by_the_size_and_folds_they_chose():
     assert built_in[0]["phantoms"] == "the built-in phantoms"  # not "–"
     focus = config_rows({"auto": given, "set": given.with_options(focus_class="malignant")})
     assert (focus[0]["auto"], focus[0]["set"]) == ("chosen for the data", "malignant")
+    # Bagged models are an ensemble of their own: their size is read, and they are not taken for folds.
+    bagged = ModelRecord(classes=("a", "b"), image_size=192, in_channels=1, color="gray", folds=3, bagged=True)
+    asked = TrainConfig().with_options(bagged_models=3)
+    assert as_trained(asked, bagged, None) == asked.with_options(image_size=192)
+    rows = config_rows({"bagged": as_trained(asked, bagged, None), "one": as_trained(chose, one_model, None)})
+    assert [(row["setting"], row["bagged"], row["one"]) for row in rows if row["setting"] != "Image size (px)"] == [
+        ("Bagged models", "3", "0 (none)")]
 
 
 def test_rows_of_different_models_say_not_used_instead_of_inventing_values():

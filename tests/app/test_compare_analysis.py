@@ -306,7 +306,7 @@ def test_a_fold_ensembles_heat_maps_are_drawn_in_both_places(app_env, phantom_ca
     at.toggle(key="err_gradcam").set_value(True).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert [c for img in at.image for c in img.captions if c.startswith("Where the model looked")]
-    assert any("2 fold models predicting together" in c.value for c in at.caption)
+    assert any("2 models predicting together" in c.value for c in at.caption)
     test = store.predictions(_trained_ensemble.name, "test")
     true, predicted = test.classes[int(test.y_true[0])], test.classes[int(test.probs[0].argmax())]
     at.session_state["cm_picked"] = {"run": _trained_ensemble.name, "true": true, "predicted": predicted}

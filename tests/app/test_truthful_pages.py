@@ -189,6 +189,34 @@ def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_d
     assert any("each fold is a curve of its own" in c.value for c in at.caption)
 
 
+def test_a_bagged_run_shows_its_models_and_says_they_have_no_validation(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    run_id = trained(store, tiny_dataset, bagged_models=2, epochs=2)
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception and at.selectbox(key="train_run_picker").value == run_id
+    assert any(s.value == "Finished: 2 bagged models. Each kept its last epoch: 2, 2." for s in at.success), \
+        [s.value for s in at.success]
+    done = next(m for m in at.metric if m.label.startswith("Epochs done"))
+    assert done.label == "Epochs done (bagged model 2 of 2)" and done.value == "2/2"
+    score = next(m for m in at.metric if "alidation score" in m.label)
+    assert score.value == "–" and "No validation images" in score.help
+    assert any("learns from every training and validation image" in c.value and "curves show training only" in c.value
+               for c in at.caption)
+    assert any(m.value.startswith("The bagged models together, as one ensemble\\.") for m in at.markdown)
+    assert not any("fold" in c.value.lower() for c in [*at.caption, *at.success, *at.markdown]
+                   if "folder" not in c.value.lower())
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    runs = next(d.value for d in at.dataframe if "epochs" in d.value.index)
+    assert list(runs.loc["epochs"]) == ["2 of 2 in bagged model 2 of 2"], runs
+    curves = next(spec for spec in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                  if spec["layout"]["title"]["text"] == "Validation macro-F1")
+    assert [t["name"].rsplit(" · ", 1)[-1] for t in curves["data"]] == [
+        "bagged model 1 (no validation images)", "bagged model 2 (no validation images)"]
+    assert any("they have no validation curves" in c.value for c in at.caption)
+
+
 def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(app_env, tiny_dataset):
     at = new_app().run()
     at.switch_page("app_pages/train.py").run()
@@ -246,7 +274,7 @@ def test_the_train_page_says_before_start_when_the_image_size_is_chosen_larger_f
     monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 10)  # now too few of a class for folds: one model, 128 px
     at.run()
     assert not any("large images" in i.value for i in at.info)
-    assert any("*Image size* 0 trains these images at 128 px" in c.value and "trained as fold models" in c.value
+    assert any("*Image size* 0 trains these images at 128 px" in c.value and "trained as an ensemble" in c.value
                for c in at.caption)  # these are small and large, but train one model: why 192 px does not apply
 
 

@@ -68,4 +68,4 @@ def test_a_fold_ensemble_run_shows_its_heatmap(app_env, tiny_dataset):
     at = _try_a_dataset_image(app_env, tiny_dataset, folds=2)
     predicted = at.metric[0].value
     assert f"Grad-CAM for {predicted} · opacity 0.40" in _image_captions(at)
-    assert any("2 fold models predicting together" in c.value for c in at.caption if "Grad-CAM heatmap" in c.value)
+    assert any("2 models predicting together" in c.value for c in at.caption if "Grad-CAM heatmap" in c.value)

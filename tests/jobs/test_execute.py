@@ -456,3 +456,56 @@ def test_a_one_model_run_on_a_tiny_validation_split_says_so(tmp_path, synth, sto
                for n in store.status(one).notes), store.status(one).notes
     assert store.cross_validation(folds).folds == 5
     assert not any("validation split holds" in n for n in store.status(folds).notes)
+
+
+def test_a_bagged_run_records_models_that_learned_from_every_image_and_says_so(class_dataset, synth, store):
+    from medcls.figures.report import run_card_html
+    from medcls.inference.predictor import load_predictor
+    from medcls.inference.seen import learned_from, seen_sentence
+
+    run_id = store.create(synth.config(class_dataset, bagged_models=2, epochs=1))
+    outcome = execute_run(store, run_id)
+    assert outcome.state == "finished", outcome.error
+    record = store.model_record(run_id)
+    assert record.folds == 2 and record.bagged and store.cross_validation(run_id) is None
+    history = store.history(run_id)
+    assert [h.fold for h in history] == [1, 2] and not any(h.validated for h in history)
+    metrics = store.metrics(run_id)
+    assert set(metrics.splits) == {"test"} and metrics.test.n == 6
+    summary = store.summary(run_id)
+    assert summary.bagged and summary.epochs_words() == "1 of 1 in bagged model 2 of 2"
+    assert len(load_predictor(store, run_id).model.members) == 2
+    # Every bagged model learned from the validation images too.
+    seen = learned_from(store, run_id)
+    assert seen.bagged and set(seen.learning) == {"train", "val"}
+    val_image = next(path for path, split in seen.splits.items() if split == "val")
+    assert "all 2 of this run's bagged models trained on it" in seen_sentence(
+        (val_image, "val"), seen.folds, bagged=seen.bagged)
+    html = run_card_html(store, run_id)
+    assert f"{record.parameters // 2:,} in each of 2 bagged models" in html
+    assert "<th>bagged models</th><td>2 of 2 finished</td>" in html
+    assert "<th>epochs trained in each bagged model</th><td>1, 1 (of 1)</td>" in html
+    assert "Not available: the bagged models learned from every training and validation image" in html
+    assert "bagged model 2 of 2" in html and "fold 2 of 2" not in html and "fold model" not in html
+
+
+@pytest.mark.parametrize("stop_at, words", [
+    ((1, 1), "Stopped on request in bagged model 2 of 3, after 1 of its 2 epochs. The 2 bagged models trained so far "
+             "are kept and were tested (bagged model 2 with the weights of its last epoch (1))."),
+    ((0, 2), "Stopped on request before bagged model 2 of 3 had finished an epoch. Its one bagged model trained to the "
+             "end is kept and was tested."),
+])
+def test_a_stopped_bagged_run_says_which_models_it_keeps(class_dataset, synth, store, stop_at, words):
+    class StopAt(Callback):
+        member, stop = 0, False
+
+        def on_fold_start(self, fold, folds):
+            StopAt.member = fold
+
+        def on_epoch_end(self, trainer, record):
+            StopAt.stop = StopAt.stop or (StopAt.member, record.epoch) == stop_at
+
+    run_id = store.create(synth.config(class_dataset, bagged_models=3, epochs=2))
+    assert execute_run(store, run_id, callbacks=[StopAt()], should_cancel=lambda: StopAt.stop).state == "cancelled"
+    assert store.status(run_id).error == words
+    assert store.metrics(run_id).stopped and store.model_record(run_id).folds == int(words.count("The 2")) + 1

@@ -30,3 +30,12 @@ def test_a_dataset_is_named_after_its_folder_or_file(source, name):
 def test_a_generic_folder_name_keeps_its_parent(source, name):
     # 'data', 'images' or 'train' alone would give two datasets one name, and tell a user nothing
     assert dataset_name(source) == name
+
+
+def test_bagged_models_are_named_so_that_they_differ_from_the_default_beside_them():
+    from medcls.config import TrainConfig
+    from medcls.runs.naming import default_run_name
+
+    busi = TrainConfig().with_options(source="/data/busi", image_size=192)
+    assert default_run_name(busi) == "busi · small_cnn · oversample · 192 px"
+    assert default_run_name(busi.with_options(bagged_models=3)) == "busi · small_cnn · oversample · 192 px · 3 bagged"

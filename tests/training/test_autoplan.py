@@ -203,3 +203,21 @@ def test_image_size_is_zero_or_a_real_size_and_is_read_only_once_chosen():
         TrainConfig(image_size=15)
     with pytest.raises(ValueError, match="choose it for the dataset first"):
         TrainConfig().chosen_image_size()
+
+
+def test_bagged_models_keep_their_number_and_take_the_larger_size_where_fold_models_would():
+    from medcls.config import TrainConfig
+    from medcls.training.autoplan import DETAIL_SIZE, folds_for, one_model_reason, resolve_image_size, train_alike
+
+    bagged = TrainConfig().with_options(bagged_models=3)
+    sized, note = resolve_image_size(bagged, BUSI, side=256)
+    assert (sized.image_size, sized.folds, sized.bagged_models) == (DETAIL_SIZE, 0, 3)
+    assert note.startswith("A small dataset of large images (663 training + validation images, typically 256 px on "
+                           "their shorter side): its 3 bagged models train at 192 px")
+    assert resolve_image_size(bagged, BUSI, side=128)[0].image_size == 128                  # small images
+    assert resolve_image_size(bagged, [1200, 1200, 1200], side=512)[0].image_size == 128    # a large dataset
+    # No folds are chosen beside them, and nothing says that a small dataset trains one model.
+    assert folds_for(bagged, BUSI, side=256) == 0 and one_model_reason(sized, [24, 21, 296], ["a", "b", "c"]) is None
+    # Beside runs the automatic ensemble takes, bagged runs are left as they are (they ask for their own models).
+    configs, _ = train_alike([bagged, TrainConfig().with_options(model="resnet18", finetune="all")], BUSI, side=256)
+    assert configs[0] == bagged

@@ -350,3 +350,15 @@ def test_image_size_zero_is_timed_and_estimated_at_the_size_and_folds_the_run_wi
     assert estimate_run(TrainConfig(), busi, costs()).folds == 3
     monkeypatch.setattr(autoplan, "typical_side", lambda spec, *args, **kwargs: 128)
     assert estimate_run(TrainConfig(), busi, costs()).folds == 5  # 128 px images: the usual 5 at 128 px
+
+
+def test_bagged_models_are_timed_each_on_every_train_and_val_image_without_validation():
+    busi_like = spec({"benign": 306, "malignant": 147, "normal": 93}, val=116, test=118)
+    bagged = estimate_run(TrainConfig().with_options(bagged_models=3, image_size=128), busi_like, costs())
+    single = estimate_run(TrainConfig().with_options(small_data_ensemble=False, image_size=128), busi_like, costs())
+    assert bagged.folds == 3 and bagged.bagged and bagged.val_images == 0 and bagged.train_images == 546 + 116
+    assert bagged.earliest == bagged.epochs  # nothing validated: nothing stops early
+    assert "for 3 bagged models" in bagged.total_words() and "each bagged model" in bagged.epoch_words()
+    assert "no validation images" in bagged.epoch_words() and "fold" not in bagged.epoch_words()
+    # An epoch is training steps only (no validation pass), over more images than the one model's training split.
+    assert bagged.epoch_s == pytest.approx(bagged.steps * costs().step_s) and bagged.steps > single.steps
