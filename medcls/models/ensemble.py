@@ -1,4 +1,4 @@
-"""Several trained models answering as one: the fold models of a cross-validation run.
+"""Several trained models answering as one: the fold models of a cross-validation run, or bagged models.
 
 The ensemble's probabilities are the mean of its members' probabilities. Its
 ``forward`` returns the log of that mean, so anything that applies a softmax to
