@@ -56,9 +56,11 @@ def layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
     # "Name — note": the note goes on a second line (a subtitle), so a long title is not cut off at the figure's
     # edge in a narrow column (a classroom projector's 1280 px shows two figures side by side).
     head, dash, note = title.partition(" — ")
+    # Subplot titles sit just above the plots: under a subtitle they need the room of another line.
+    top = 50 + (20 if dash else 0) + (30 if dash and fig.layout.annotations else 0)
     fig.update_layout(title=dict(text=_plain(head), subtitle=dict(text=_plain(note) if dash else "",
                                                                          font=dict(size=13))),
-                      height=height + 40, margin=dict(l=40, r=20, t=70 if dash else 50, b=95),
+                      height=height + 40, margin=dict(l=40, r=20, t=top, b=95),
                       legend=dict(orientation="h", yanchor="top", y=-0.28, x=0))
     if fig.layout.template is None or pio.templates.default != TEMPLATE:  # someone changed the default
         fig.update_layout(template=TEMPLATE)

@@ -49,7 +49,7 @@ def history_figure(history: Sequence[EpochRecord], title: str = "Training curves
     ]
     if not validated(history):
         series = [s for s in series if not s[2].startswith("val_")]
-        title += " (training only: no validation images)"
+        title += " — training only: no validation images"  # a subtitle (style.layout): the title stays whole
     for col, name, key, color, dash in series:
         fig.add_trace(go.Scatter(x=epochs, y=[getattr(h, key) for h in history], name=name, mode="lines+markers",
                                  line=dict(color=color, dash=dash)), row=1, col=col)

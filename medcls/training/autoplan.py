@@ -220,7 +220,7 @@ def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
         log.info("automatic image size: %d px for %d bagged models (%s)", DETAIL_SIZE, cfg.bagged_models, words)
         return cfg.with_options(image_size=DETAIL_SIZE), (
             f"A small dataset of large images ({words}): its {cfg.bagged_models} bagged models train at "
-            f"{DETAIL_SIZE} px ('Image size' 0): more of the images' detail, for about 2.25 times the time of "
+            f"{DETAIL_SIZE} px ('Image size' 0): more of the images' detail, in 2.25 times the pixels of "
             f"{DEFAULT_SIZE} px. Set an image size to choose it yourself.")
     log.info("automatic image size: %d px, %d folds (%s)", DETAIL_SIZE, DETAIL_FOLDS, words)
     return cfg.with_options(image_size=DETAIL_SIZE, folds=DETAIL_FOLDS), (

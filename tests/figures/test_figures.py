@@ -58,7 +58,9 @@ def test_a_history_without_validation_shows_training_curves_only():
     history = [EpochRecord.from_dict({**h.to_dict(), "validated": False, "best": True}) for h in _history()]
     fig = history_figure(history)
     assert [t.name for t in fig.data] == ["training loss", "training accuracy"]
-    assert "no validation images" in fig.layout.title.text
+    # On a line of its own under the title, so that a long title ('… · bagged model 2 of 3') is not cut off.
+    assert fig.layout.title.text == "Training curves"
+    assert fig.layout.title.subtitle.text == "training only: no validation images"
     assert [s.x0 for s in fig.layout.shapes] == [3, 3]  # the kept weights: the last epoch's
     assert not recall_figure(history).data
     overlay = overlay_history_figure({"run": history}, "val_macro_f1")
