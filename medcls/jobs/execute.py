@@ -60,9 +60,11 @@ def stopped_message(cfg: TrainConfig, result: TrainResult) -> str:
         return _stopped_members(len(result.member_epochs), cfg.bagged_models, last, cfg.epochs,
                                 _kept_words(cfg, last, validated=False), bagged=True)
     if result.cv is not None and result.cv.scores:
-        last = result.cv.scores[-1]
-        return _stopped_members(len(result.cv.scores), cfg.folds, last.epochs if result.cv.completed < len(
-            result.cv.scores) else cfg.epochs, cfg.epochs, _kept_words(cfg, last.best_epoch, validated=last.images > 0))
+        last, trained = result.cv.scores[-1], len(result.cv.scores)
+        # A fold model that ended (early stopping may end it before the last epoch) counts as trained to the end.
+        epochs = cfg.epochs if result.cv.completed == trained else last.epochs
+        return _stopped_members(trained, cfg.folds, epochs, cfg.epochs,
+                                _kept_words(cfg, last.best_epoch, validated=last.images > 0))
     history = result.fit.history
     kept = _kept_words(cfg, result.fit.best_epoch, validated=bool(history) and history[-1].validated)
     return f"Stopped on request after {len(history)} of {cfg.epochs} epochs. It keeps {kept}, and they were tested."

@@ -137,26 +137,35 @@ def test_cancellation_keeps_history_and_the_best_checkpoint(class_dataset, synth
 
 
 
-@pytest.mark.parametrize("stop_at, words", [
-    ((1, 1), "Stopped on request in fold 2 of 3, after 1 of its 2 epochs. The 2 fold models trained so far are kept "
-             "and were tested (fold 2 with the weights of its best validation epoch so far (1))."),
-    ((0, 2), "Stopped on request before fold 2 of 3 had finished an epoch. Its one fold model trained to the end is "
-             "kept and was tested."),
+@pytest.mark.parametrize("options, stop_at, kept, words", [
+    (dict(folds=3, checkpoint="best"), (1, 1), 2,
+     "Stopped on request in fold 2 of 3, after 1 of its 2 epochs. The 2 fold models trained so far are kept "
+     "and were tested (fold 2 with the weights of its best validation epoch so far (1))."),
+    (dict(folds=3, checkpoint="best"), (0, 2), 1,
+     "Stopped on request before fold 2 of 3 had finished an epoch. Its one fold model trained to the end is "
+     "kept and was tested."),
+    (dict(bagged_models=3), (1, 1), 2,
+     "Stopped on request in bagged model 2 of 3, after 1 of its 2 epochs. The 2 bagged models trained so far "
+     "are kept and were tested (bagged model 2 with the weights of its last epoch (1))."),
+    (dict(bagged_models=3), (0, 2), 1,
+     "Stopped on request before bagged model 2 of 3 had finished an epoch. Its one bagged model trained to the "
+     "end is kept and was tested."),
 ])
-def test_a_stopped_cross_validation_says_which_fold_models_it_keeps(class_dataset, synth, store, stop_at, words):
+def test_a_stopped_ensemble_says_which_of_its_models_it_keeps(class_dataset, synth, store, options, stop_at, kept,
+                                                               words):
     class StopAt(Callback):
-        fold, stop = 0, False
+        member, stop = 0, False
 
         def on_fold_start(self, fold, folds):
-            StopAt.fold = fold
+            StopAt.member = fold
 
         def on_epoch_end(self, trainer, record):
-            StopAt.stop = StopAt.stop or (StopAt.fold, record.epoch) == stop_at
+            StopAt.stop = StopAt.stop or (StopAt.member, record.epoch) == stop_at
 
-    run_id = store.create(synth.config(class_dataset, folds=3, epochs=2, checkpoint="best"))
+    run_id = store.create(synth.config(class_dataset, epochs=2, **options))
     assert execute_run(store, run_id, callbacks=[StopAt()], should_cancel=lambda: StopAt.stop).state == "cancelled"
     assert store.status(run_id).error == words
-    assert store.metrics(run_id).stopped and store.has_weights(run_id)
+    assert store.metrics(run_id).stopped and store.has_weights(run_id) and store.model_record(run_id).folds == kept
 
 
 def test_a_stop_asked_after_the_last_epoch_lets_the_run_be_tested(class_dataset, synth, store):
@@ -487,25 +496,3 @@ def test_a_bagged_run_records_models_that_learned_from_every_image_and_says_so(c
     assert "<th>epochs trained in each bagged model</th><td>1, 1 (of 1)</td>" in html
     assert "Not available: the bagged models learned from every training and validation image" in html
     assert "bagged model 2 of 2" in html and "fold 2 of 2" not in html and "fold model" not in html
-
-
-@pytest.mark.parametrize("stop_at, words", [
-    ((1, 1), "Stopped on request in bagged model 2 of 3, after 1 of its 2 epochs. The 2 bagged models trained so far "
-             "are kept and were tested (bagged model 2 with the weights of its last epoch (1))."),
-    ((0, 2), "Stopped on request before bagged model 2 of 3 had finished an epoch. Its one bagged model trained to the "
-             "end is kept and was tested."),
-])
-def test_a_stopped_bagged_run_says_which_models_it_keeps(class_dataset, synth, store, stop_at, words):
-    class StopAt(Callback):
-        member, stop = 0, False
-
-        def on_fold_start(self, fold, folds):
-            StopAt.member = fold
-
-        def on_epoch_end(self, trainer, record):
-            StopAt.stop = StopAt.stop or (StopAt.member, record.epoch) == stop_at
-
-    run_id = store.create(synth.config(class_dataset, bagged_models=3, epochs=2))
-    assert execute_run(store, run_id, callbacks=[StopAt()], should_cancel=lambda: StopAt.stop).state == "cancelled"
-    assert store.status(run_id).error == words
-    assert store.metrics(run_id).stopped and store.model_record(run_id).folds == int(words.count("The 2")) + 1
