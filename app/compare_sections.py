@@ -13,6 +13,7 @@ import streamlit as st
 from medcls.analysis.calibration import calibration_sentence, reliability
 from medcls.analysis.error_cases import Case, cell_cases, cell_options, copies_caption, default_cell
 from medcls.analysis.operating_point import (
+    NO_THRESHOLD_WITHOUT_HELD_OUT,
     BinaryView,
     default_positive_group,
     describe_most_probable_class,
@@ -171,9 +172,7 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
         st.error(f"Cannot read the predictions of this run: {safe_text(exc)}")
         return
     if not len(val) and len(test) and store.config(run_id).bagged_models:
-        st.info("This run's bagged models learned from every training and validation image, so no image is left "
-                "to choose a threshold on (choosing it on the test images would make their score no test). "
-                "Train with cross-validation folds for a threshold chosen out of fold.")
+        st.info(f"Not available for this run: {NO_THRESHOLD_WITHOUT_HELD_OUT}")
         return
     if not len(val) or not len(test):
         st.info("This run has no validation or no test images, so a threshold cannot be chosen and checked.")

@@ -79,7 +79,7 @@ def live_panel(run_id: str) -> None:
         if active and not status.active:
             st.rerun()  # the run ended: redraw the page once, without the timer
         one_model, fold = latest_fold(history)  # an ensemble: its latest fold's (or bagged model's) epochs
-        folds = store.planned_folds(run_id, fold, model_record)
+        folds = store.planned_folds(run_id, fold, model_record, cfg)
         bagged = bool(cfg.bagged_models)
         word = member_word(bagged)
         _status_line(run_id, status, progress, history, cfg.keeps_last(), bagged)

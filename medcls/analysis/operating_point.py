@@ -26,7 +26,13 @@ from ..data import default_focus_class
 
 __all__ = ["BinaryView", "NORMAL_PATTERN", "default_positive_group", "confusion_at", "operating_point",
            "most_probable_class_point", "threshold_sweep", "threshold_for_sensitivity", "describe_operating_point",
-           "describe_most_probable_class"]
+           "describe_most_probable_class", "NO_THRESHOLD_WITHOUT_HELD_OUT"]
+
+# Why a run of bagged models has no threshold (the run card and Compare's *Choose a threshold* say it alike).
+NO_THRESHOLD_WITHOUT_HELD_OUT = (
+    "the bagged models learned from every training and validation image, so no image is left to choose a "
+    "threshold on (choosing it on the test images would make their score no test). Train with cross-validation "
+    "folds for a threshold chosen out of fold.")
 
 # Names of a "nothing found" class ("abnormal" is not one of them).
 NORMAL_PATTERN = re.compile(r"(?<!ab)normal|healthy|negative|no[ _-]?(finding|lesion|tumou?r|cancer)|control",

@@ -233,8 +233,7 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
     if cv is not None:
         record = store.model_record(run_id)
         _print_cross_validation(cv, record.focus_class if record else "")
-    elif _bagged(store, run_id):
-        record = store.model_record(run_id)
+    elif (record := _bagged_record(store, run_id)) is not None:
         print(f"bagged: {record.folds} models, each trained on every train + val image (no validation images); "
               "the test metrics below are their ensemble")
     if outcome.state != "finished":
@@ -251,13 +250,13 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
     return 0
 
 
-def _bagged(store, run_id: str) -> bool:
-    """Whether the run saved an ensemble of bagged models (not when it saved nothing, or a damaged record)."""
+def _bagged_record(store, run_id: str):
+    """The run's model record when it saved an ensemble of bagged models (None otherwise, or when damaged)."""
     try:
         record = store.model_record(run_id)
     except (RecordError, OSError):
-        return False
-    return record is not None and record.bagged
+        return None
+    return record if record is not None and record.bagged else None
 
 
 def _print_headline(store, run_id: str) -> None:

@@ -23,6 +23,7 @@ from ..analysis.calibration import calibration_sentence, reliability
 from ..analysis.copies import run_copies_sentence
 from ..analysis.metrics import SplitMetrics
 from ..analysis.operating_point import (
+    NO_THRESHOLD_WITHOUT_HELD_OUT,
     BinaryView,
     operating_point,
     threshold_for_sensitivity,
@@ -148,9 +149,7 @@ def _copies_warning(store: RunStore, run_id: str, metrics: RunMetrics, test: Pre
 def _operating_point_section(store: RunStore, run_id: str, classes: list[str], focus: str,
                              out_of_fold: bool = False, bagged: bool = False) -> str:
     if bagged:
-        return ("<p class='muted'>Not available: the bagged models learned from every training and validation "
-                "image, so no image is left to choose a threshold on (choosing it on the test images would make "
-                "their score no test). Train with cross-validation folds for a threshold chosen out of fold.</p>")
+        return f"<p class='muted'>Not available: {_esc(NO_THRESHOLD_WITHOUT_HELD_OUT)}</p>"
     try:
         val, test = store.predictions(run_id, "val"), store.predictions(run_id, "test")
         view = BinaryView.of(classes, [focus])

@@ -409,22 +409,19 @@ class RunStore(RunLifecycle, RunArtefacts):
             focus_class=focus, focus_recall=test.recall(focus) if test and focus else None,
             has_weights=self.has_weights(run_id), tested=test is not None,
             stopped=bool(metrics and metrics.stopped), owner=meta.owner, owner_name=meta.owner_name,
-            damaged=damaged, fold=fold, folds=self.planned_folds(run_id, fold, model_record),
+            damaged=damaged, fold=fold, folds=self.planned_folds(run_id, fold, model_record, cfg),
             bagged=bool(cfg and cfg.bagged_models))
 
-    def planned_folds(self, run_id: str, fold: int, model_record: ModelRecord | None) -> int:
+    def planned_folds(self, run_id: str, fold: int, model_record: ModelRecord | None, cfg: TrainConfig | None) -> int:
         """How many folds a cross-validation run set out to train (0 for one model), given its latest fold and
         model record: cv.json once it ended (a stopped run keeps its plan), else its progress while it trains
         (the saved ensemble holds only the folds done), else the saved ensemble's size. Bagged models: as many
-        as its config asks for."""
+        as its config (``cfg``, already read by the caller; None when unreadable) asks for."""
         saved = model_record.folds if model_record else 0
         if not (fold or saved):
             return 0  # one model: no fold files to read
-        try:
-            if bagged := self.config(run_id).bagged_models:  # bagged models: no cross-validation to read
-                return max(bagged, fold)
-        except RecordError:
-            pass
+        if cfg is not None and cfg.bagged_models:  # bagged models: no cross-validation to read
+            return max(cfg.bagged_models, fold)
         cv = self.cross_validation(run_id)
         try:
             planned = (cv.folds if cv else 0) or self.progress(run_id).folds

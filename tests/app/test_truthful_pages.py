@@ -215,6 +215,9 @@ def test_a_bagged_run_shows_its_models_and_says_they_have_no_validation(app_env,
     assert [t["name"].rsplit(" · ", 1)[-1] for t in curves["data"]] == [
         "bagged model 1 (no validation images)", "bagged model 2 (no validation images)"]
     assert any("they have no validation curves" in c.value for c in at.caption)
+    from medcls.analysis.operating_point import NO_THRESHOLD_WITHOUT_HELD_OUT
+
+    assert any(NO_THRESHOLD_WITHOUT_HELD_OUT in i.value for i in at.info), [i.value for i in at.info]
 
 
 def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(app_env, tiny_dataset):

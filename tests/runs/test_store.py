@@ -205,7 +205,7 @@ def test_a_cross_validation_run_counts_its_planned_folds_not_the_folds_saved_so_
     score = FoldScore(fold=1, images=4, macro_f1=0.5, accuracy=0.5, balanced_accuracy=0.5, focus_recall=None,
                       best_epoch=1, epochs=1)
     store.write_cross_validation(run, CrossValidation(folds=5, grouped=False, scores=(score,) * 3, completed=2))
-    assert store.planned_folds(run, 3, store.model_record(run)) == 5
+    assert store.planned_folds(run, 3, store.model_record(run), store.config(run)) == 5
     assert store.summary(run).folds == 5
 
 
