@@ -98,7 +98,7 @@ def render_form(data: DataConfig) -> tuple[TrainConfig | None, str | None]:
             switches = [spec for spec in specs if spec.base is bool and not spec.option.allowed()]
             others = [spec for spec in specs if spec not in switches]
             # Switches come first, as they decide whether the others apply; a switch that itself depends on one
-            # of the others ('Cross-validate small datasets' on 'Cross-validation folds') comes after them.
+            # of the others ('Ensemble for small datasets' on 'Cross-validation folds') comes after them.
             names = {spec.name for spec in others}
             after = [spec for spec in switches if spec.option.applies and names & set(spec.option.applies.names())]
             before = [spec for spec in switches if spec not in after]

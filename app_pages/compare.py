@@ -199,8 +199,8 @@ if len(chosen) > 1:
     if diff:
         st.dataframe(pd.DataFrame(diff).set_index("setting"), width="stretch")
     if any(configs[r] != saved[r] for r in chosen):
-        st.caption("Image size and folds are what each run trained: *Image size* 0 and *Cross-validate small "
-                   "datasets* choose them for the data.")
+        st.caption("Image size, folds and bagged models are what each run trained: *Image size* 0 and *Ensemble "
+                   "for small datasets* choose them for the data.")
 else:
     st.caption("Pick two or more runs to see how their settings differ.")
 

@@ -24,7 +24,7 @@ from medcls.experiments.lessons import (
 from medcls.figures.lessons import lesson_figure
 from medcls.runs.naming import dataset_name
 from medcls.runs.permissions import PermissionDenied, QueueLimitError
-from medcls.training.autoplan import folds_for, group_folds_words, pool_counts, train_alike
+from medcls.training.autoplan import group_models_words, plan_for, pool_counts, train_alike
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
                  "failed": "❌ failed", "missing": "🗑️ deleted"}
@@ -56,8 +56,8 @@ shared = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in lesson.base.it
 counts = pool_counts(spec) if spec is not None else []
 side = typical_image_side(data_cfg) if spec is not None else None
 configs, alike = train_alike(configs, counts, side) if counts else (configs, None)
-folds = folds_for(configs[0], counts, side) if counts else 0
-ensemble = escape_markdown(group_folds_words(folds, "lesson") if folds else alike or "")
+group_words = group_models_words(plan_for(configs[0], counts, side), "lesson") if counts else None
+ensemble = escape_markdown(group_words or alike or "")
 try:  # the class whose recall these runs track on these images (e.g. pneumonia on chest X-rays)
     focus = resolve_focus_class(spec.classes, configs[0].focus_class, spec.counts()["train"]) if spec else ""
 except ConfigError:

@@ -29,7 +29,7 @@ from medcls.experiments.sweeps import (
 from medcls.figures.training import sweep_figure
 from medcls.runs.permissions import QueueLimitError
 from medcls.runs.records import ACTIVE_STATES
-from medcls.training.autoplan import folds_for, group_folds_words, pool_counts, resolve_image_size, train_alike
+from medcls.training.autoplan import group_models_words, plan_for, pool_counts, resolve_image_size, train_alike
 
 
 def values_widget(name: str, base: TrainConfig) -> list:
@@ -92,9 +92,9 @@ elif points:
     configs, alike = train_alike([p.config for p in points], counts, side) if counts else ([], None)
     if alike:
         st.info(escape_markdown(alike), icon=":material/info:")
-    elif len(folds := {folds_for(c, counts, side) for c in configs}) == 1 and (auto := folds.pop()) and \
-            not base.folds:
-        st.caption(escape_markdown(group_folds_words(auto, "sweep")))
+    elif len(words := {group_models_words(plan_for(c, counts, side), "sweep") for c in configs}) == 1 and \
+            (group_words := words.pop()) and not (base.folds or base.bagged_models):
+        st.caption(escape_markdown(group_words))
 time_box = st.container()  # filled last (below): timing the runs takes seconds on a fresh machine
 just_queued = False
 queue = st.button(f"▶ Queue {len(points)} runs" if points else "▶ Queue the runs", type="primary",

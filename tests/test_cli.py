@@ -162,7 +162,7 @@ def test_train_help_shows_labels_defaults_and_when_options_apply(capsys):
     assert "Starting weights: 'imagenet'" in text and "Starting weights: Starting" not in text
     assert "--seed SEED Random seed: the same seed" in text       # its own name for the option, no "Seed:" first
     assert "Classifier head: Classifier:" not in text and "--head {flatten,gap} Classifier: 'flatten'" in text
-    assert "Cross-validate small datasets: With 0 folds" in text  # "With 0 folds" names nothing: the label stays
+    assert "Ensemble for small datasets: With 0 folds" in text  # "With 0 folds" names nothing: the label stays
     assert "≤ 4,294,967,295" in text and "e+09" not in text      # the seed's bound in full
     assert "--model {resnet18,seed_cnn,seed_cnn_bn,small_cnn} Model: The network." in text
     assert "only when optimizer is SGD" in text                  # momentum

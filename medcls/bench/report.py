@@ -79,8 +79,8 @@ def render_markdown(r: dict) -> str:
     ok = (_mean(f1s) >= TARGETS["quality_f1"] and _mean(recalls) >= TARGETS["quality_recall"]
           and max(walls) / 60 <= TARGETS["quality_minutes"])
     at = f" at {runs[0]['image_size']} px" if runs[0].get("image_size") else ""
-    recipe = (f"default recipe ({runs[0]['folds']}-fold ensemble{at}, chosen for this small dataset)"
-              if runs[0].get("folds") else "default recipe")
+    recipe = (f"default recipe ({_ensemble_words(runs[0])}{at}, chosen for this small dataset)"
+              if runs[0].get("folds") or runs[0].get("bagged_models") else "default recipe")
     lines.append(f"| 6 | BUSI split.csv, {recipe}: test macro-F1 / {runs[0]['focus_class']} recall / wall time"
                  f"{_seeds(runs)} | {seed_rep['test_macro_f1']:.3f} / {seed_rep['malignant_recall']:.3f} / "
                  f"{seed_rep['wall_min']} min (reported, one run of {seed_rep['recipe']}) | {_spread(f1s)} / "
@@ -94,7 +94,7 @@ def render_markdown(r: dict) -> str:
                      f"train + val (the others are near-duplicates of images the models learned from): test macro-F1 / "
                      f"{runs[0]['focus_class']} recall | – | {_spread([q['macro_f1'] for q in fresh])} / "
                      f"{_spread([q['focus_recall'] for q in fresh])} | | | |")
-    lines += _operating_point_row(6, runs)
+    lines += _operating_point_row(6, *_thresholded(r))
     if r.get("leak_free"):
         lf = r["leak_free"]
         lf_f1, lf_recall = [q["macro_f1"] for q in lf], [q["focus_recall"] for q in lf]
@@ -144,13 +144,15 @@ def _ablation(r: dict) -> list[str]:
               "augmentation, the test-time mirror, 20 epochs keeping the last", ablation["one_model"]),
              *([("The same as the 5-fold ensemble a small dataset trained with until 2026-12-05 (and still does when "
                  "its images are under 192 px)", ablation["ensemble_128"])] if ablation.get("ensemble_128") else []),
+             *([(f"{fold_runs[0]['image_size']} px, chosen for these images, as the {fold_runs[0]['folds']}-fold "
+                 "ensemble a small dataset of large images trained with until 2026-12-06 (each model validated on "
+                 "its own part: curves, an out-of-fold report and threshold)", fold_runs)]
+               if (fold_runs := ablation.get("folds")) else []),
              (f"The default recipe: {'the same' if size in (None, 128) else f'{size} px, chosen for these images'}, as "
-              f"the {folds}-fold ensemble it trains on this small dataset (row 6)" if folds else
-              "The default recipe (row 6)", default),
-             *([(f"Not the default yet: the same as {bagged[0]['bagged_models']} bagged models at "
-                 f"{bagged[0]['image_size']} px, each learning from every train + val image to its last epoch "
-                 "(no validation, so no curves, out-of-fold report or threshold)", bagged)]
-               if (bagged := ablation.get("bagged")) else [])]
+              f"the {_ensemble_words(default[0])} it trains on this small dataset (row 6)"
+              + (", each learning from every train + val image to its last epoch (none validated)"
+                 if default[0].get("bagged_models") else "") if folds or default[0].get("bagged_models") else
+              "The default recipe (row 6)", default)]
     focus = default[0]["focus_class"]
     seed_rep = r["seed_reported"]
     lines = ["", "## What each change bought", "",
@@ -172,13 +174,28 @@ def _ablation(r: dict) -> list[str]:
     return lines
 
 
-def _operating_point_row(number: int, runs: list[dict]) -> list[str]:
+def _ensemble_words(run: dict) -> str:
+    """'3 bagged models' or '3-fold ensemble': what a benchmarked run trained."""
+    return f"{run['bagged_models']} bagged models" if run.get("bagged_models") else f"{run['folds']}-fold ensemble"
+
+
+def _thresholded(r: dict) -> tuple[list[dict], str]:
+    """The runs (6)'s operating-point row judges, and how it names them: the default's own, or, when the default
+    holds no image out to choose a threshold on (bagged models), the ablation's fold models on the same split."""
+    runs, fold_runs = r["time_to_quality"], (r.get("ablation") or {}).get("folds")
+    if not runs[0].get("operating_point") and fold_runs:
+        return fold_runs, (f"the ablation's {fold_runs[0]['folds']} fold models at {fold_runs[0]['image_size']} px "
+                           "(the bagged default holds no image out to choose a threshold on)")
+    return runs, "the same runs"
+
+
+def _operating_point_row(number: int, runs: list[dict], whose: str = "the same runs") -> list[str]:
     """The runs' test sensitivity and specificity at a threshold chosen without the test split (none if unmeasured)."""
     points = [q.get("operating_point") for q in runs]
     if not all(p and p["sensitivity"] is not None and p["specificity"] is not None for p in points):
         return []
     focus, first = runs[0]["focus_class"], points[0]
-    return [f"| {number} | … the same runs flagging {focus} when P({focus}) ≥ the highest threshold that reaches "
+    return [f"| {number} | … {whose} flagging {focus} when P({focus}) ≥ the highest threshold that reaches "
             f"{first['target']:.0%} sensitivity on {first['chosen_on']} (chosen as the run report "
             f"chooses its operating point; thresholds {_spread([p['threshold'] for p in points])}): test "
             f"{focus} sensitivity / specificity | – | {_spread([p['sensitivity'] for p in points])} / "
@@ -237,7 +254,7 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                      f"notebook's best reported run ({seed_f1:.3f}), in {faster:.0f}× less time. "
                      "BUSI's test split has 118 images, so one image moves macro-F1 by about 0.01 and malignant "
                      "recall by 0.03: the spread over seeds is the honest error bar.")
-    if runs[0].get("operating_point") and runs[0].get("folds"):
+    if (thresholded := _thresholded(r)[0])[0].get("operating_point") and thresholded[0].get("folds"):
         notes.append("- (6) at a chosen threshold: each out-of-fold prediction comes from one fold model, while the "
                      "test images are judged by the average of all of them, so the threshold that reached the target "
                      "on train + val need not reach it on the test images. It trades specificity for sensitivity; "
@@ -247,7 +264,7 @@ def _notes(r: dict, ratio, share, head_ratio) -> list[str]:
                      "a copy of a held-out image can be in that fold's training images, so (8) is inflated like "
                      "(6); (7) is the leak-free figure. Fold models are scored on their held-out fold only.")
     notes.append("- What each recipe change bought (5-fold, duplicate-grouped cross-validation on train + val, "
-                 "never on the test split), and why small datasets are now cross-validated by default: "
+                 "never on the test split), and why small datasets now train an ensemble by default: "
                  "[ablation.md](ablation.md).")
     notes.append("- Throughput is training images per second over the training phase of an epoch (the seed "
                  "script's own definition), the best of the epochs run on each side (noise from a shared CPU "

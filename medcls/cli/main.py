@@ -57,7 +57,7 @@ def _default_text(spec: OptionSpec) -> str:
 def _names_itself(label: str, help_text: str) -> bool:
     """Whether a help text opens with its own name for the option, so the label in front would repeat it:
     "Learning rate: how big…" for "Learning rate", "Random seed: …" for "Seed". "With 0 folds: …" is not a name
-    for "Cross-validate small datasets" (no word in common), so that one keeps its label."""
+    for "Ensemble for small datasets" (no word in common), so that one keeps its label."""
     words = lambda text: set(re.findall(r"[a-z0-9]+", text.lower()))  # noqa: E731
     head, colon, _ = help_text.partition(":")
     if help_text.lower().startswith(label.lower()):

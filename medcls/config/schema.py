@@ -149,8 +149,9 @@ class TrainConfig:
     image_size: int = option(0, "Images are resized to this many pixels square. Larger shows more detail "
                              "but trains 3 to 4 times slower per doubling (the Train page measures your choice). "
                              "0 = chosen for the data: 128 px, or 192 px for a small dataset of images at least "
-                             "192 px on their shorter side that 'Cross-validate small datasets' trains as an "
-                             "ensemble (then as 3 fold models instead of 5: more detail, for up to a third more time).",
+                             "192 px on their shorter side that 'Ensemble for small datasets' trains as an "
+                             "ensemble (then as 3 bagged models instead of 5 fold models: more detail, and each "
+                             "learns from every image).",
                              label="Image size (px)", group="Images and augmentation", min=0, max=1024,
                              sweep=(64, 128), sweep_order=5, words=((0, "0 (chosen for the data)"),),
                              step=MIN_IMAGE_SIZE)  # from 0, + gives the smallest size, not 1 (any size can be typed)
@@ -224,8 +225,10 @@ class TrainConfig:
                                        "fold models anyway and let them predict together. On a few hundred "
                                        "images one model's luck matters; five models are steadier and learn from "
                                        "the validation images too. Takes 5 times as long. With Image size 0 and "
-                                       "images of at least 192 px, 3 fold models at 192 px instead, for up "
-                                       "to a third more time. Off: one model.", label="Cross-validate small datasets",
+                                       "images of at least 192 px: 3 bagged models at 192 px instead (each "
+                                       "learns from every image, none is validated), or 3 fold models when the "
+                                       "run keeps its best epoch. Off: one model.",
+                                       label="Ensemble for small datasets",
                                        group="Learning",
                                        applies=when(folds=0, bagged_models=0), sweepable=False)
     imbalance: str = option("oversample", "How to handle rare classes. Oversample repeats rare images; "

@@ -1,23 +1,23 @@
-"""What a run that leaves choices to the data trains: its image size, and one model or a fold ensemble.
+"""What a run that leaves choices to the data trains: its image size, and one model or an ensemble.
 
 Two options leave the choice to the dataset, and both are on by default:
 
-- **0 folds with *Cross-validate small datasets***: on a few hundred images a 5-fold ensemble is steadier than
+- **0 folds with *Ensemble for small datasets***: on a few hundred images a 5-fold ensemble is steadier than
   one model and also learns from the validation images (:func:`resolve_folds`). A dataset that would take much
   more work than that (many images, large images or a heavy network: :func:`training_work`), or one with too few
   images of a class to validate five folds, trains one model, and so does one of over 3,000 images (one model
   has enough to learn from).
 - ***Image size* 0**: 128 px, unless that small-data ensemble would train on images at least 192 px on their
-  shorter side. Those train at 192 px as 3 fold models instead of 5 at 128 px (:func:`resolve_image_size`):
-  each of the three trains on two thirds of the images at 2.25 times the pixels, about 1.1 times the training
-  arithmetic of the five; with validation (a third of the images each, at 2.25 times the pixels), a run took
-  1.1 to 1.4 times as long on BUSI (measured when early stopping still ended the fold models). Cross-validated on BUSI's
-  256 px ultrasound images (two seeds), the three found 4 points more of the malignant images at the same
-  macro-F1 (docs/ablation.md).
+  shorter side. Those train at 192 px (:func:`resolve_image_size`) as 3 **bagged** models instead of 5 fold models
+  at 128 px: each of the three learns from every train + val image to the end of its schedule, and none is
+  validated. Cross-validated on BUSI's 256 px ultrasound images (5 outer folds, two seeds), 3 fold models at 192 px
+  found 4 to 7 points more of the malignant images than 5 at 128 px, and 3 bagged models beat the 3 fold models by
+  2.5 points of macro-F1, for 1.16 to 1.3 times their time (docs/ablation.md). A run that keeps its best
+  validation epoch needs held-out images, so it trains 3 fold models at 192 px instead.
   The built-in 128 px phantoms, small MedMNIST files and large datasets keep 128 px and their cost.
 
-Bagged models (``bagged_models``) are an ensemble the run asks for: no folds are chosen for it, and *Image size* 0
-gives them 192 px on the same data as the fold models above (the size they were measured at).
+Bagged models asked for (``bagged_models``) keep their number: no folds are chosen for them, and *Image size* 0
+gives them 192 px on the same data.
 
 Everything here reads only a dataset's listing (the train + val images per class) and its images' typical side,
 so the Train page shows before Start exactly what a run will choose.
@@ -41,8 +41,8 @@ from .pipeline import PreparedData, build_model, cached_views, caches_features
 
 __all__ = ["auto_folds", "folds_for", "resolve_folds", "resolve_image_size", "size_for_data", "pool_labels",
            "pool_counts", "training_work", "too_much_work", "too_rare_for_folds", "one_model_reason", "train_alike",
-           "group_folds_words", "AUTO_FOLDS", "AUTO_MAX_WORK", "REFERENCE_PASSES", "DEFAULT_SIZE", "DETAIL_SIZE",
-           "DETAIL_FOLDS"]
+           "group_models_words", "plan_for", "AUTO_FOLDS", "AUTO_MAX_WORK", "REFERENCE_PASSES", "DEFAULT_SIZE", "DETAIL_SIZE",
+           "DETAIL_FOLDS", "DETAIL_BAGGED"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ DEFAULT_SIZE = 128   # Image size 0 trains at this size unless the data calls fo
 # worse on 1), macro-F1 +0.007 (better on 6).
 DETAIL_SIZE = 192
 DETAIL_FOLDS = 3
+# ... as this many bagged models when the run keeps its last epoch (the default): each learns from every train + val
+# image. Cross-validated on BUSI (the same outer folds, two seeds): macro-F1 +0.025 against 3 fold models (better on
+# 8 of 10, worse on 2), malignant recall +0.026, for 1.16 to 1.3 times the time (docs/ablation.md).
+DETAIL_BAGGED = 3
 
 
 def auto_folds(pool_counts: Sequence[int], work_per_image: float = 1.0) -> int:
@@ -119,10 +123,7 @@ def _forward_cost(model: str, options: Any, image_size: int) -> tuple[int, bool]
 def folds_for(cfg: TrainConfig, pool_counts: Sequence[int], side: int | None = None) -> int:
     """The folds a run of ``cfg`` trains on a train + val pool with these images per class, typically ``side`` px
     (for *Image size* 0): as set, or chosen for a small dataset (0: one model)."""
-    cfg = resolve_image_size(cfg, pool_counts, side)[0]
-    if cfg.folds or cfg.bagged_models or not cfg.small_data_ensemble:
-        return cfg.folds
-    return auto_folds(pool_counts, training_work(cfg))
+    return plan_for(cfg, pool_counts, side).folds
 
 
 def too_much_work(cfg: TrainConfig, pool_counts: Sequence[int], side: int | None = None) -> str | None:
@@ -162,7 +163,7 @@ def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Se
 
 def one_model_reason(cfg: TrainConfig, pool_counts: Sequence[int], classes: Sequence[str],
                      side: int | None = None) -> str | None:
-    """Why a small dataset trains one model although *Cross-validate small datasets* is on: its work or a rare
+    """Why a small dataset trains one model although *Ensemble for small datasets* is on: its work or a rare
     class (None when it does not). One sentence for the Train page before Start and for the run's notes after."""
     return too_much_work(cfg, pool_counts, side) or too_rare_for_folds(cfg, pool_counts, classes)
 
@@ -173,20 +174,33 @@ def train_alike(configs: Sequence[TrainConfig], pool_counts: Sequence[int],
     some of ``configs`` but not the others (its work limit: larger images, a heavier network), it is switched
     off for all of them. Returns the configs and a note for each run saying so (None when nothing changed)."""
     auto = [not c.folds and not c.bagged_models and c.small_data_ensemble for c in configs]
-    if len({folds_for(c, pool_counts, side) for c, a in zip(configs, auto) if a}) < 2:
+    if len({_models(plan_for(c, pool_counts, side)) for c, a in zip(configs, auto) if a}) < 2:
         return list(configs), None
-    note = ("'Cross-validate small datasets' is off for every run of this comparison: the automatic "
-            f"{AUTO_FOLDS}-fold ensemble would train some of its runs but not the others (too much work: larger "
-            "images or a heavier network), and runs compared side by side must train alike, so each trains one "
-            "model.")
+    note = ("'Ensemble for small datasets' is off for every run of this comparison: the automatic ensemble would "
+            "train some of its runs but not the others, or not alike (too much work: larger images or a heavier "
+            "network; fold models for a run that keeps its best epoch, bagged models for one that keeps its last), "
+            "and runs compared side by side must train alike, so each trains one model.")
     return [c.with_options(small_data_ensemble=False) if a else c for c, a in zip(configs, auto)], note
 
 
-def group_folds_words(folds: int, group: str) -> str:
-    """What a group of runs (a 'lesson', a 'sweep') costs when each of its runs trains ``folds`` fold models."""
-    return (f"On this dataset each run trains {folds} fold models that predict together ('Cross-validate small "
-            f"datasets', the default for a small dataset), so the {group} takes about {folds} times as long as "
-            "with one model per run.")
+def _models(plan: TrainConfig) -> tuple[int, int]:
+    """The ensemble a planned run trains: (fold models, bagged models); (0, 0) for one model."""
+    return plan.folds, plan.bagged_models
+
+
+def group_models_words(plan: TrainConfig, group: str) -> str | None:
+    """What a group of runs (a 'lesson', a 'sweep') costs when each of its runs trains the ensemble of ``plan``
+    (:func:`plan_for`); None when each trains one model."""
+    if plan.bagged_models:
+        return (f"On this dataset each run trains {plan.bagged_models} bagged models at {plan.image_size} px that "
+                "predict together ('Ensemble for small datasets', the default for a small dataset of large images; "
+                f"none is validated), so the {group} takes about {plan.bagged_models} times as long as with one "
+                "model per run.")
+    if plan.folds:
+        return (f"On this dataset each run trains {plan.folds} fold models that predict together ('Ensemble for "
+                f"small datasets', the default for a small dataset), so the {group} takes about {plan.folds} times "
+                "as long as with one model per run.")
+    return None
 
 
 def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, str | None]:
@@ -197,7 +211,7 @@ def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, st
     if cfg.folds or not (folds := folds_for(cfg, counts)):
         return cfg, one_model_reason(cfg, counts, data.classes)
     words = f"{sum(counts):,} training + validation images, the fewest of a class {min(c for c in counts if c):,}"
-    note = (f"A small dataset ({words}): trained as a {folds}-fold cross-validation ensemble ('Cross-validate small "
+    note = (f"A small dataset ({words}): trained as a {folds}-fold cross-validation ensemble ('Ensemble for small "
             f"datasets'). Turn that off, or set the folds, for one model.")
     log.info("automatic cross-validation: %d folds (%s)", folds, words)
     return cfg.with_options(folds=folds), note
@@ -207,7 +221,9 @@ def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
                        side: int | None) -> tuple[TrainConfig, str | None]:
     """``cfg`` with its image size chosen when it is 0 (as set otherwise), for a train + val pool with these
     images per class whose shorter side is typically ``side`` px (None: unknown); and a note when the choice
-    is the larger size, which also sets the folds (unless the run trains bagged models: they keep their number)."""
+    is the larger size, which also sets the ensemble: :data:`DETAIL_BAGGED` bagged models for a run that keeps its
+    last epoch (the default), :data:`DETAIL_FOLDS` fold models for one that picks its best validation epoch (it
+    needs held-out images), and bagged models asked for keep their number."""
     if cfg.image_size:
         return cfg, None
     default = cfg.with_options(image_size=DEFAULT_SIZE)
@@ -222,14 +238,33 @@ def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
             f"A small dataset of large images ({words}): its {cfg.bagged_models} bagged models train at "
             f"{DETAIL_SIZE} px ('Image size' 0): more of the images' detail, in 2.25 times the pixels of "
             f"{DEFAULT_SIZE} px. Set an image size to choose it yourself.")
+    if cfg.keeps_last():
+        log.info("automatic image size: %d px, %d bagged models (%s)", DETAIL_SIZE, DETAIL_BAGGED, words)
+        return cfg.with_options(image_size=DETAIL_SIZE, bagged_models=DETAIL_BAGGED), (
+            f"A small dataset of large images ({words}): trained at {DETAIL_SIZE} px as {DETAIL_BAGGED} bagged "
+            f"models ('Image size' 0 and 'Ensemble for small datasets'): each learns from every training and "
+            "validation image, and they predict together (a higher macro-F1 than fold models in cross-validation "
+            "on BUSI). No image is held out, so the curves show training only and the test images are the only "
+            f"check. For validation curves and a cross-validation score, set the folds to {DETAIL_FOLDS} (or "
+            "'Checkpoint kept' to the best epoch, which trains fold models); set an image size to choose it "
+            f"yourself, or turn 'Ensemble for small datasets' off for one model at {DEFAULT_SIZE} px.")
     log.info("automatic image size: %d px, %d folds (%s)", DETAIL_SIZE, DETAIL_FOLDS, words)
     return cfg.with_options(image_size=DETAIL_SIZE, folds=DETAIL_FOLDS), (
         f"A small dataset of large images ({words}): trained at {DETAIL_SIZE} px as a {DETAIL_FOLDS}-fold "
-        f"cross-validation ensemble ('Image size' 0 and 'Cross-validate small datasets'): more of the images' "
-        f"detail, for up to a third more time than {AUTO_FOLDS} fold models at {DEFAULT_SIZE} px. Set an image size "
-        f"to choose it yourself ({DEFAULT_SIZE} px trains {AUTO_FOLDS} fold models), or turn 'Cross-validate small "
-        f"datasets' off for one model at {DEFAULT_SIZE} px. Or set 'Bagged models' to {DETAIL_FOLDS}: each model then "
-        "learns from every image (a higher macro-F1 in cross-validation on BUSI), and none is validated.")
+        f"cross-validation ensemble ('Image size' 0 and 'Ensemble for small datasets', keeping each model's best "
+        f"validation epoch, which needs held-out images): more of the images' detail, for up to a third more time "
+        f"than {AUTO_FOLDS} fold models at {DEFAULT_SIZE} px. Set an image size to choose it yourself "
+        f"({DEFAULT_SIZE} px trains {AUTO_FOLDS} fold models), or turn 'Ensemble for small datasets' off for one "
+        f"model at {DEFAULT_SIZE} px.")
+
+
+def plan_for(cfg: TrainConfig, pool_counts: Sequence[int], side: int | None = None) -> TrainConfig:
+    """What a run of ``cfg`` trains on a train + val pool with these images per class, typically ``side`` px: its
+    image size (for *Image size* 0), and its fold or bagged models, as set or chosen for the data."""
+    cfg = resolve_image_size(cfg, pool_counts, side)[0]
+    if cfg.folds or cfg.bagged_models or not cfg.small_data_ensemble:
+        return cfg
+    return cfg.with_options(folds=auto_folds(pool_counts, training_work(cfg)), strict=False)
 
 
 def size_for_data(cfg: TrainConfig, spec: DatasetSpec) -> tuple[TrainConfig, str | None]:

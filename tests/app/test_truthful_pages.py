@@ -266,7 +266,8 @@ def test_the_train_page_says_before_start_when_the_image_size_is_chosen_larger_f
     at.switch_page("app_pages/train.py").run()
     assert not at.exception
     (note,) = [i.value for i in at.info if "large images" in i.value]
-    assert "typically 200 px" in note and "trained at 192 px as a 3-fold cross-validation ensemble" in note
+    assert "typically 200 px" in note and "trained at 192 px as 3 bagged models" in note
+    assert "the curves show training only and the test images are the only check" in note  # what it gives up
     assert not any("shrunk" in i.value or "enlarged" in i.value for i in at.info)  # 200 px at 192: neither
     assert not any("trains these images at" in c.value for c in at.caption)
     assert at.number_input(key="opt_image_size").step == 16  # + from 0 goes to the smallest size, not to 1

@@ -103,7 +103,7 @@ def test_a_sweep_over_image_size_trains_every_run_alike_and_says_why(tmp_path, b
     for entry in sweep.runs:
         assert store.config(entry["run_id"]).small_data_ensemble is False
         (note,) = store.raw_status(entry["run_id"]).notes
-        assert note.startswith("'Cross-validate small datasets' is off for every run of this comparison")
+        assert note.startswith("'Ensemble for small datasets' is off for every run of this comparison")
     # Sizes the ensemble takes alike: left as they are, and no note.
     sweep = submit_sweep(store, manager.submit, base, {"image_size": [64, 128]}, pool_counts=busi)
     for entry in sweep.runs:

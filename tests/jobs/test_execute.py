@@ -411,24 +411,33 @@ def test_a_small_dataset_run_is_cross_validated_and_says_why(class_dataset, synt
     assert any("trained as a 2-fold cross-validation ensemble" in n for n in store.status(run_id).notes)
 
 
-def test_a_small_dataset_of_large_images_trains_at_the_larger_size_as_fewer_folds_and_says_why(class_dataset, synth,
-                                                                                                 store, monkeypatch):
+def test_a_small_dataset_of_large_images_trains_at_the_larger_size_as_bagged_models_and_says_why(
+        class_dataset, synth, store, monkeypatch):
     from medcls.training import autoplan
 
     monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough
     monkeypatch.setattr(autoplan, "DEFAULT_SIZE", 16)      # its 32 px images are "large": 32 px and up
     monkeypatch.setattr(autoplan, "DETAIL_SIZE", 32)
     monkeypatch.setattr(autoplan, "DETAIL_FOLDS", 2)
+    monkeypatch.setattr(autoplan, "DETAIL_BAGGED", 2)
     run_id = store.create(synth.config(class_dataset, epochs=1, image_size=0))  # Image size 0: chosen for the data
     assert store.meta(run_id).name.endswith(" · auto size")  # queued: the size is not chosen yet
     outcome = execute_run(store, run_id)
     assert outcome.state == "finished", outcome.error
-    assert store.meta(run_id).name.endswith(" · 32 px")  # named after the size it trained at
+    assert " · 32 px" in store.meta(run_id).name and store.meta(run_id).name.endswith("2 bagged")
     record = store.model_record(run_id)
-    assert (record.image_size, record.folds, store.cross_validation(run_id).folds) == (32, 2, 2)
+    assert (record.image_size, record.folds, record.bagged) == (32, 2, True)
+    assert store.cross_validation(run_id) is None  # nothing held out: no cross-validation score
     assert store.config(run_id).image_size == 0  # the config says what was asked; the note and records what was done
     (note,) = [n for n in store.status(run_id).notes if n.startswith("A small dataset of large images")]
-    assert "typically 32 px" in note and "trained at 32 px as a 2-fold cross-validation ensemble" in note
+    assert "typically 32 px" in note and "trained at 32 px as 2 bagged models" in note
+    # A run that picks its best validation epoch needs held-out images: fold models, with their cross-validation.
+    best = store.create(synth.config(class_dataset, epochs=1, image_size=0, checkpoint="best"))
+    assert execute_run(store, best).state == "finished"
+    record = store.model_record(best)
+    assert (record.image_size, record.folds, record.bagged, store.cross_validation(best).folds) == (32, 2, False, 2)
+    (note,) = [n for n in store.status(best).notes if n.startswith("A small dataset of large images")]
+    assert "trained at 32 px as a 2-fold cross-validation ensemble" in note
 
 
 def test_a_run_that_enlarges_its_images_says_so(class_dataset, synth, store):

@@ -121,20 +121,33 @@ def test_the_work_limit_was_set_for_the_default_networks_arithmetic():
 BUSI = [370, 180, 113]  # BUSI's train + val images per class
 
 
-def test_image_size_zero_trains_larger_images_of_a_small_dataset_at_192_px_as_three_fold_models():
+def test_image_size_zero_trains_larger_images_of_a_small_dataset_at_192_px_as_three_bagged_models():
     from medcls.config import TrainConfig
-    from medcls.training.autoplan import AUTO_FOLDS, DETAIL_FOLDS, DETAIL_SIZE, folds_for, resolve_image_size
+    from medcls.training.autoplan import AUTO_FOLDS, DETAIL_BAGGED, DETAIL_SIZE, folds_for, plan_for, resolve_image_size
 
     cfg, note = resolve_image_size(TrainConfig(), BUSI, side=256)   # BUSI's 256 px ultrasound images
-    assert (cfg.image_size, cfg.folds) == (DETAIL_SIZE, DETAIL_FOLDS) == (192, 3)
+    assert (cfg.image_size, cfg.folds, cfg.bagged_models) == (DETAIL_SIZE, 0, DETAIL_BAGGED) == (192, 0, 3)
     assert note.startswith("A small dataset of large images (663 training + validation images, typically 256 px on "
-                           "their shorter side): trained at 192 px as a 3-fold cross-validation ensemble")
-    assert folds_for(TrainConfig(), BUSI, side=256) == DETAIL_FOLDS
+                           "their shorter side): trained at 192 px as 3 bagged models")
+    assert "set the folds to 3" in note  # the way back to validation curves and a cross-validation score
+    assert plan_for(TrainConfig(), BUSI, side=256) == cfg and folds_for(TrainConfig(), BUSI, side=256) == 0
     assert resolve_image_size(TrainConfig(), BUSI, side=192)[0].image_size == 192     # at least 192 px
     for side in (191, 128, 28, None):  # smaller images, or a side not known: 128 px and the usual 5 folds
         sized, words = resolve_image_size(TrainConfig(), BUSI, side=side)
-        assert (sized.image_size, sized.folds, words) == (128, 0, None)
+        assert (sized.image_size, sized.folds, sized.bagged_models, words) == (128, 0, 0, None)
         assert folds_for(TrainConfig(), BUSI, side=side) == AUTO_FOLDS
+
+
+def test_a_run_that_keeps_its_best_epoch_trains_larger_images_as_three_fold_models():
+    # The best epoch is picked on held-out images, which bagged models do not have.
+    from medcls.config import TrainConfig
+    from medcls.training.autoplan import DETAIL_FOLDS, folds_for, resolve_image_size
+
+    best = TrainConfig().with_options(checkpoint="best")
+    cfg, note = resolve_image_size(best, BUSI, side=256)
+    assert (cfg.image_size, cfg.folds, cfg.bagged_models) == (192, DETAIL_FOLDS, 0) == (192, 3, 0)
+    assert "trained at 192 px as a 3-fold cross-validation ensemble" in note and "best validation epoch" in note
+    assert folds_for(best, BUSI, side=256) == DETAIL_FOLDS
 
 
 def test_image_size_zero_keeps_128_px_wherever_the_small_data_ensemble_would_not_train():
@@ -168,15 +181,23 @@ def test_three_fold_models_at_192_px_cost_about_what_five_cost_at_128_px():
 
 def test_runs_compared_side_by_side_train_alike_when_only_some_would_get_the_larger_size():
     from medcls.config import TrainConfig
-    from medcls.training.autoplan import folds_for, resolve_image_size, train_alike
+    from medcls.training.autoplan import folds_for, group_models_words, plan_for, resolve_image_size, train_alike
 
     light, heavy = TrainConfig(), TrainConfig().with_options(model="resnet18", finetune="all")
-    configs, note = train_alike([light, heavy], BUSI, side=256)  # 3 fold models at 192 px against one model
+    configs, note = train_alike([light, heavy], BUSI, side=256)  # 3 bagged models at 192 px against one model
     assert "must train alike" in note and not any(c.small_data_ensemble for c in configs)
     assert [resolve_image_size(c, BUSI, 256)[0].image_size for c in configs] == [128, 128]
-    assert [folds_for(c, BUSI, 256) for c in configs] == [0, 0]
+    assert [(p.folds, p.bagged_models) for p in (plan_for(c, BUSI, 256) for c in configs)] == [(0, 0), (0, 0)]
     same, none = train_alike([light, light.with_options(lr=1e-3)], BUSI, side=256)
-    assert none is None and [folds_for(c, BUSI, 256) for c in same] == [3, 3]
+    assert none is None and [plan_for(c, BUSI, 256).bagged_models for c in same] == [3, 3]
+    # The best epoch against the last: 3 fold models against 3 bagged ones do not train alike either.
+    mixed, note = train_alike([light, light.with_options(checkpoint="best")], BUSI, side=256)
+    assert "must train alike" in note and [folds_for(c, BUSI, 256) for c in mixed] == [0, 0]
+    assert group_models_words(plan_for(light, BUSI, 256), "sweep").startswith(
+        "On this dataset each run trains 3 bagged models at 192 px")
+    assert group_models_words(plan_for(light, BUSI, 128), "lesson").startswith(
+        "On this dataset each run trains 5 fold models")
+    assert group_models_words(plan_for(heavy, BUSI, 128), "lesson") is None  # one model
 
 
 def test_a_datasets_listing_gives_the_side_and_counts_the_choice_reads(tmp_path, synth, monkeypatch):
