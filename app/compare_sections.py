@@ -171,7 +171,7 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
     except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
         st.error(f"Cannot read the predictions of this run: {safe_text(exc)}")
         return
-    if not len(val) and len(test) and store.config(run_id).bagged_models:
+    if not len(val) and len(test) and store.trained_config(run_id).bagged_models:
         st.info(f"Not available for this run: {NO_THRESHOLD_WITHOUT_HELD_OUT}")
         return
     if not len(val) or not len(test):

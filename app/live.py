@@ -68,7 +68,7 @@ def live_panel(run_id: str) -> None:
             status = store.status(run_id)
             history = store.history(run_id)
             progress = store.progress(run_id)
-            cfg = store.config(run_id)
+            cfg = store.trained_config(run_id)  # its ensemble as chosen for the data, once it has started
             model_record = store.model_record(run_id)
         except (RunNotFoundError, FileNotFoundError):
             st.warning(f"Run {run_id} no longer exists (its folder was deleted).")

@@ -89,7 +89,7 @@ try:
     predictions = {r: store.predictions(r, "test") for r in chosen}
     saved = {r: store.config(r) for r in chosen}
     # As trained: Image size 0 and the automatic ensemble as each run chose them (What differs compares them).
-    configs = {r: as_trained(saved[r], store.model_record(r), cvs.get(r)) for r in chosen}
+    configs = {r: as_trained(store.trained_config(r, saved[r]), store.model_record(r), cvs.get(r)) for r in chosen}
     metrics = {r: store.metrics(r) for r in chosen}
 except (RunNotFoundError, FileNotFoundError, RecordError) as exc:
     st.error(f"A chosen run cannot be read (was it deleted?): {shown(exc)}")
@@ -169,11 +169,11 @@ for run_id in chosen:  # each fold's model starts again at epoch 1: a fold is a 
         folds = {fold: latest}
     else:
         folds = fold_histories(history)
-    word = member_word(bool(saved[run_id].bagged_models))
+    word = member_word(bool(configs[run_id].bagged_models))
     for fold, epochs in folds.items():
         curves[names[run_id] + (f" · {word} {fold}" if fold else "")] = epochs
-        folded = folded or bool(fold and not saved[run_id].bagged_models)
-        bagged = bagged or bool(fold and saved[run_id].bagged_models)
+        folded = folded or bool(fold and not configs[run_id].bagged_models)
+        bagged = bagged or bool(fold and configs[run_id].bagged_models)
 st.plotly_chart(overlay_history_figure(curves, metric, title=CURVES[metric],
                                        axis_title=CURVES[metric]), key="overlay", width="stretch")
 if folded:

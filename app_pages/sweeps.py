@@ -24,6 +24,7 @@ from medcls.experiments.sweeps import (
     submit_sweep,
     sweep_rows,
     sweepable_options,
+    unranked_note,
     value_choices,
 )
 from medcls.figures.training import sweep_figure
@@ -144,6 +145,8 @@ def results() -> None:
     rows = rank_rows(sweep_rows(store, sweep), metric)
     states = pd.Series([r["state"] for r in rows]).value_counts()
     st.caption(" · ".join(f"{n} {state}" for state, n in states.items()))
+    if note := unranked_note(rows, metric):
+        st.info(escape_markdown(note), icon=":material/info:")
     if active and not any(r["state"] in ACTIVE_STATES for r in rows):
         st.rerun()  # all runs ended: redraw once, without the timer
     if rows and rows[0]["rank"] == 1:

@@ -47,7 +47,8 @@ def metrics_rows(metrics: Mapping[str, SplitMetrics], names: Mapping[str, str] |
 
 def as_trained(cfg: TrainConfig, record: "ModelRecord | None", cv: "CrossValidation | None") -> TrainConfig:
     """``cfg`` with what its run chose for the data: *Image size* 0 as the size its model record says it trained at,
-    and 0 folds as the fold models of its automatic ensemble. Runs are compared by what they trained: a run given
+    and 0 folds as the fold (or bagged) models of its automatic ensemble, for runs recorded before plan.json (newer
+    runs: ``RunStore.trained_config``). Runs are compared by what they trained: a run given
     128 px and one that chose 128 px trained alike, while one that chose 192 px as 3 fold models did not (a run that
     has not chosen yet stays as saved)."""
     chosen: dict[str, int] = {}
@@ -55,7 +56,7 @@ def as_trained(cfg: TrainConfig, record: "ModelRecord | None", cv: "CrossValidat
         chosen["image_size"] = record.image_size
     if not cfg.folds and not cfg.bagged_models and (
             folds := cv.folds if cv is not None else record.folds if record is not None else 0):
-        chosen["folds"] = folds
+        chosen["bagged_models" if record is not None and record.bagged else "folds"] = folds
     return cfg.with_options(**chosen) if chosen else cfg
 
 

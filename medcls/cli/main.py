@@ -179,15 +179,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     with process_group(env):
         store = open_store(args) if env.is_writer else None
         meta = RunMeta(name=clean_run_name(args.run_name or ""))
-        run_id, cfg = share_run(store, cfg, args.run_id, env, meta,
-                                name_from=_size_chosen(cfg) if env.is_writer and not env.distributed else None)
+        chosen = _size_chosen(cfg) if env.is_writer and not env.distributed else None
+        run_id, cfg = share_run(store, cfg, args.run_id, env, meta, name_from=chosen)
         if store is not None:
             ranks = f" ({env.world_size} processes)" if env.distributed else ""
             print(f"run {run_id} ({store.summary(run_id).name}) in {store.path(run_id)}{ranks}")
             print(f"data: {cfg.data.source or 'built-in synthetic phantoms'} | model {cfg.model} | "
                   f"{f'{cfg.image_size} px' if cfg.image_size else 'image size chosen for the data'} | "
                   f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} | imbalance {cfg.imbalance}")
-        progress = _console_progress(store, run_id, member_word(bool(cfg.bagged_models)))
+        # Image size 0 may choose bagged models for the data: their lines say "bagged model", not "fold".
+        progress = _console_progress(store, run_id, member_word(bool((chosen or cfg).bagged_models)))
         with ctrl_c_stops() as interrupted:
             outcome = execute_distributed(store, run_id, cfg, env, should_cancel=interrupted.is_set,
                                           callbacks=[progress] if env.is_writer else [])

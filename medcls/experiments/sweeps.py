@@ -42,7 +42,7 @@ from .records import GroupRecords
 __all__ = [
     "MAX_SETTINGS", "MIN_VALUES", "MAX_VALUES", "RANK_METRICS", "SweepError", "SweepPoint", "Sweep",
     "sweepable_options", "value_choices", "starting_values", "parse_values", "expand_grid", "submit_sweep",
-    "list_sweeps", "load_sweep", "sweep_rows", "rank_rows",
+    "list_sweeps", "load_sweep", "sweep_rows", "rank_rows", "unranked_note",
 ]
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,8 @@ def sweep_rows(store: RunStore, sweep: Sweep) -> list[dict[str, Any]]:
             rows.append({**row, "name": run_id, "state": "deleted", "epochs_done": 0, "epochs": 0, "epochs_words": "–",
                          **{metric: None for metric in RANK_METRICS}})
             continue
-        row.update(name=summary.name, state=summary.state, epochs_done=summary.epochs_done, epochs=summary.epochs,
+        row.update(name=summary.name, state=summary.state, bagged=summary.bagged,
+                   epochs_done=summary.epochs_done, epochs=summary.epochs,
                    epochs_words=summary.epochs_words(),  # '3 of 30', or '3 of 30 in fold 2 of 5' for an ensemble
                    best_score=summary.best_score, test_macro_f1=summary.test_macro_f1,
                    val_macro_f1=best.val_macro_f1 if best and best.validated else None,
@@ -247,6 +248,18 @@ def sweep_rows(store: RunStore, sweep: Sweep) -> list[dict[str, Any]]:
                        val_accuracy=cv.mean_sd("accuracy")[0])
         rows.append(row)
     return rows
+
+
+def unranked_note(rows: Sequence[Mapping[str, Any]], metric: str) -> str | None:
+    """Why runs of bagged models are left out of a ranking by a validation score (None when none are): they hold
+    no image out, so they have none."""
+    if metric == "test_macro_f1" or not (bagged := sum(bool(r.get("bagged")) for r in rows)):
+        return None
+    runs = "These runs train" if bagged == len(rows) else f"{bagged} of these {len(rows)} runs train"
+    return (f"{runs} bagged models: each model learns from every training and validation image, so there is no "
+            "validation score to rank them by (the default for a small dataset of large images). Rank by test "
+            "macro-F1 to compare them; the test images then pick the winner, so its test score flatters it. Set "
+            "the base's folds for runs ranked by held-out images.")
 
 
 def rank_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:

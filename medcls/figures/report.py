@@ -221,7 +221,7 @@ def run_card_html(store: RunStore, run_id: str) -> str:
     if test is None:
         raise ValueError(f"Run {summary.name!r} has no test results (state: {summary.state}). A run card needs a "
                          "tested run with a test split: wait for it to finish, or pick another run.")
-    cfg = store.config(run_id)
+    cfg = store.trained_config(run_id)  # its image size and ensemble as chosen for the data
     status = store.status(run_id)
     data = store.data_record(run_id)
     history = store.history(run_id)

@@ -182,6 +182,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         _record_data(store, run_id, data)
         if shard[1] == 1 and not chosen:
             cfg, chosen = resolve_folds(cfg, data)
+        if shard[0] == 0:
+            store.write_plan(run_id, cfg)  # what every page reads as trained from now on (bagged models, folds)
         if chosen:
             store.add_note(run_id, chosen)
         if enlarged := enlargement_note(cfg.image_size, side):

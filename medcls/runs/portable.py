@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 # The files a finished run folder can hold and an exported zip carries (see store.py's layout).
 RUN_FILES = ("config.json", "status.json", "meta.json", "history.jsonl", "best.pt", "model.json", "data.json",
              "metrics.json", "cv.json", "predictions.csv", "split.csv", "data_report.json", "env.json",
-             "group.json", "novelty.npz")
+             "group.json", "novelty.npz", "plan.json")
 REQUIRED_FILES = ("config.json", "status.json", "best.pt", "model.json", "metrics.json", "predictions.csv")
 IMPORTABLE_STATES = ("finished", "cancelled")
 MAX_RUN_BYTES = 1 << 30      # a ResNet-18 run is about 50 MB
@@ -152,7 +152,7 @@ def _check_records(folder: Path) -> RunStatus:
             data = _json_object(folder, name)
             if data is not None:
                 parse(data)
-        for name in ("data_report.json", "env.json"):
+        for name in ("data_report.json", "env.json", "plan.json"):
             _json_object(folder, name)
         history = folder / "history.jsonl"
         if history.is_file():

@@ -2,7 +2,8 @@
 
 Layout of ``<root>/<run_id>/`` (each file's record type in :mod:`medcls.runs.records`)::
 
-    config.json         TrainConfig
+    config.json         TrainConfig, as asked (Image size 0 and the automatic ensemble left to the data)
+    plan.json           what the run chose for its data when it started: image size, folds, bagged models
     status.json         RunStatus: state, timestamps, error, worker pid/host, notes
     meta.json           RunMeta: the run's readable name and who started it
     heartbeat           touched by the training loop (only by it) while it runs (see lifecycle.py)
@@ -84,6 +85,8 @@ from .summary import RunSummary
 
 __all__ = ["RunStore", "RunNotFoundError", "InvalidRunIdError", "CheckpointError", "HEARTBEAT_STALE_S",
            "STARTUP_GRACE_S"]
+# What a run chooses for its data when it starts, recorded in plan.json (config.json keeps what was asked).
+PLAN_OPTIONS = ("image_size", "folds", "bagged_models")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
 INTERRUPTED = ("The training process stopped unexpectedly (killed, or the server restarted). Its history and best "
                "checkpoint are kept.")
@@ -167,6 +170,25 @@ class RunStore(RunLifecycle, RunArtefacts):
             return TrainConfig.load(self.file(run_id, "config.json"))
         except ConfigError as exc:
             raise RecordError(f"Run {run_id!r}: config.json cannot be read ({exc}).") from None
+
+    def write_plan(self, run_id: str, trained: TrainConfig) -> None:
+        """Record what the run chose for its data when it starts (*Image size* 0, the automatic ensemble), so that
+        every page reads what it trains (:meth:`trained_config`) while config.json keeps what was asked."""
+        self._write(run_id, "plan.json", {name: getattr(trained, name) for name in PLAN_OPTIONS})
+
+    def trained_config(self, run_id: str, cfg: TrainConfig | None = None) -> TrainConfig:
+        """The run's config (``cfg``, if already read) as it trains: with its image size and its fold or bagged
+        models as chosen for the data once it has started (plan.json); as asked before that, and for runs
+        recorded before plans were (``comparison.as_trained`` reads those from their model record)."""
+        cfg = cfg if cfg is not None else self.config(run_id)
+        plan = self._read(run_id, "plan.json", None)
+        if not isinstance(plan, dict):
+            return cfg
+        chosen = {name: plan[name] for name in PLAN_OPTIONS if isinstance(plan.get(name), int)}
+        try:
+            return cfg.with_options(strict=False, **chosen)
+        except ConfigError as exc:
+            raise RecordError(f"Run {run_id!r}: plan.json cannot be read ({exc}).") from None
 
     def meta(self, run_id: str) -> RunMeta:
         return RunMeta.from_dict(self._read(run_id, "meta.json", {}))
@@ -390,7 +412,7 @@ class RunStore(RunLifecycle, RunArtefacts):
             pass
         damaged = status.damaged
         try:
-            cfg: TrainConfig | None = self.config(run_id)
+            cfg: TrainConfig | None = self.trained_config(run_id)
         except RecordError as exc:
             cfg, damaged = None, damaged or str(exc)
         latest, fold = latest_fold(history)  # a cross-validation run: its latest fold's epochs

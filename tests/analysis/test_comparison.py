@@ -39,6 +39,8 @@ def test_runs_are_compared_by_the_size_and_folds_they_chose():
     bagged = ModelRecord(classes=("a", "b"), image_size=192, in_channels=1, color="gray", folds=3, bagged=True)
     asked = TrainConfig().with_options(bagged_models=3)
     assert as_trained(asked, bagged, None) == asked.with_options(image_size=192)
+    # An older run that chose its bagged models for the data (no plan.json): read from its model record as such.
+    assert as_trained(TrainConfig(), bagged, None) == TrainConfig(image_size=192).with_options(bagged_models=3)
     rows = config_rows({"bagged": as_trained(asked, bagged, None), "one": as_trained(chose, one_model, None)})
     assert [(row["setting"], row["bagged"], row["one"]) for row in rows if row["setting"] != "Image size (px)"] == [
         ("Bagged models", "3", "0 (none)")]

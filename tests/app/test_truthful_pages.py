@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from apphelpers import as_read, choose_folder, new_app
 
 from medcls.config import DataConfig, TrainConfig
@@ -189,9 +190,16 @@ def test_a_cross_validation_run_shows_its_folds_not_one_long_run(app_env, tiny_d
     assert any("each fold is a curve of its own" in c.value for c in at.caption)
 
 
-def test_a_bagged_run_shows_its_models_and_says_they_have_no_validation(app_env, tiny_dataset):
+@pytest.mark.parametrize("chosen_for_the_data", [False, True])
+def test_a_bagged_run_shows_its_models_and_says_they_have_no_validation(app_env, tiny_dataset, chosen_for_the_data):
     store = RunStore(app_env / "runs")
     run_id = trained(store, tiny_dataset, bagged_models=2, epochs=2)
+    if chosen_for_the_data:  # asked with the ensemble left to the data (config.json), bagged as its plan.json says
+        from medcls.atomic import atomic_write_text
+
+        plan = store.config(run_id)
+        atomic_write_text(store.file(run_id, "config.json"), plan.with_options(bagged_models=0).to_json())
+        store.write_plan(run_id, plan)
     at = new_app().run()
     at.switch_page("app_pages/train.py").run()
     assert not at.exception and at.selectbox(key="train_run_picker").value == run_id

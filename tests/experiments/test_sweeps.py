@@ -20,6 +20,7 @@ from medcls.experiments.sweeps import (
     submit_sweep,
     sweep_rows,
     sweepable_options,
+    unranked_note,
     value_choices,
 )
 from medcls.figures.training import sweep_figure
@@ -199,6 +200,21 @@ def test_a_fold_ensembles_validation_figures_are_its_folds_means(tmp_path, base)
     assert rows[ensemble]["val_macro_f1"] == pytest.approx(0.45) and rows[ensemble]["val_accuracy"] == 0.5
     assert rows[ensemble]["best_score"] == pytest.approx(0.45 if select == "macro_f1" else 0.5)
     assert rows[single]["rank"] == 1 and rows[single]["best_score"] == 0.60  # one model: its kept epoch's
+
+
+def test_runs_of_bagged_models_say_why_a_validation_score_leaves_them_unranked(tmp_path, base):
+    store = RunStore(tmp_path / "runs")
+    sweep = submit_sweep(store, JobManager(store, start=False).submit, base, {"lr": [1e-3, 2e-3]})
+    first, second = (r["run_id"] for r in sweep.runs)
+    assert unranked_note(sweep_rows(store, sweep), "best_score") is None  # not started: nothing chosen yet
+    store.write_plan(first, store.config(first).with_options(image_size=192, bagged_models=3))
+    rows = rank_rows(sweep_rows(store, sweep), "best_score")
+    assert [r["bagged"] for r in rows] == [True, False] and rows[0]["best_score"] is None
+    note = unranked_note(rows, "val_macro_f1")
+    assert note.startswith("1 of these 2 runs train bagged models") and "no validation score" in note
+    assert unranked_note(rows, "test_macro_f1") is None  # the test score ranks them
+    store.write_plan(second, store.config(second).with_options(image_size=192, bagged_models=3))
+    assert unranked_note(sweep_rows(store, sweep), "best_score").startswith("These runs train bagged models")
 
 
 def test_sweep_figure_is_a_heatmap_for_two_settings_and_bars_for_one():

@@ -429,6 +429,9 @@ def test_a_small_dataset_of_large_images_trains_at_the_larger_size_as_bagged_mod
     assert (record.image_size, record.folds, record.bagged) == (32, 2, True)
     assert store.cross_validation(run_id) is None  # nothing held out: no cross-validation score
     assert store.config(run_id).image_size == 0  # the config says what was asked; the note and records what was done
+    trained = store.trained_config(run_id)  # what the pages read: the plan recorded when it started
+    assert (trained.image_size, trained.folds, trained.bagged_models) == (32, 0, 2)
+    assert store.summary(run_id).bagged and store.summary(run_id).folds == 2
     (note,) = [n for n in store.status(run_id).notes if n.startswith("A small dataset of large images")]
     assert "typically 32 px" in note and "trained at 32 px as 2 bagged models" in note
     # A run that picks its best validation epoch needs held-out images: fold models, with their cross-validation.

@@ -298,3 +298,24 @@ def test_a_run_named_after_its_settings_takes_the_name_of_the_image_size_chosen_
     assert [store.meta(r).name for r in (first, second, typed)] == [
         "phantoms · small_cnn · oversample · 192 px (2)", "phantoms · small_cnn · oversample · 192 px (3)",
         "my size test"]
+
+
+def test_a_run_records_what_it_chose_for_its_data_and_pages_read_it_as_trained(store):
+    asked = TrainConfig().with_options(epochs=2)  # Image size 0, the ensemble left to the data
+    run_id = store.create(asked)
+    assert store.trained_config(run_id) == asked  # not started: as asked
+    assert not store.summary(run_id).bagged
+    store.write_plan(run_id, asked.with_options(image_size=192, bagged_models=3))
+    trained = store.trained_config(run_id)
+    assert (trained.image_size, trained.folds, trained.bagged_models) == (192, 0, 3)
+    assert store.config(run_id) == asked  # config.json keeps what was asked
+    summary = store.summary(run_id)
+    assert summary.bagged and summary.folds == 0  # no model saved yet: nothing planned to count from a fold
+    store.write_progress(run_id, Progress(phase="train", epoch=1, epochs=2, fold=1, folds=3))
+    store.append_history(run_id, EpochRecord(epoch=1, train_loss=1.0, train_accuracy=0.5, val_loss=None,
+                                             val_accuracy=None, val_macro_f1=None, val_recall={},
+                                             val_balanced_accuracy=None, lr=1e-3, seconds=1.0, images_per_s=10.0,
+                                             score=None, fold=1))
+    assert store.summary(run_id).folds == 3 and store.summary(run_id).bagged  # bagged model 1 of 3
+    store.file(run_id, "plan.json").write_text("[1, 2]", encoding="utf-8")  # not a plan: read as asked
+    assert store.trained_config(run_id) == asked
