@@ -273,6 +273,25 @@ def test_bagged_models_train_say_each_model_and_are_listed_as_bagged(class_datas
     assert "finished, 2 bagged" in line and "1/1" in line
 
 
+def test_bagged_models_chosen_for_the_data_are_named_as_such(class_dataset, capsys, monkeypatch):
+    from medcls.training import autoplan
+
+    monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # the tiny dataset counts as small enough
+    monkeypatch.setattr(autoplan, "DEFAULT_SIZE", 16)      # its 32 px images are "large": 32 px and up
+    monkeypatch.setattr(autoplan, "DETAIL_SIZE", 32)
+    monkeypatch.setattr(autoplan, "DETAIL_BAGGED", 2)
+    tiny = [a for a in TINY if a not in ("--image-size", "32")]  # Image size 0: chosen for the data
+    assert main(["train", "--data", str(class_dataset), *tiny, "--run-id", "auto-bag"]) == 0
+    out = capsys.readouterr()
+    assert "bagged model 1 of 2" in out.err and "bagged model 2 of 2" in out.err
+    assert "fold" not in out.err.split("bagged model 1 of 2")[1]  # (the note before says how to get fold models)
+    assert "bagged: 2 models, each trained on every train + val image" in out.out
+    assert "trained at 32 px as 2 bagged models" in out.err  # the note says why, before the first epoch
+    assert main(["runs"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.rstrip().endswith("auto-bag"))
+    assert "finished, 2 bagged" in line
+
+
 def test_an_ensemble_under_torchrun_is_refused_with_the_fix(class_dataset, capsys, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")

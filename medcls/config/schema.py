@@ -214,7 +214,9 @@ class TrainConfig:
                                 "together. No image is held out, so there are no validation curves and no "
                                 "cross-validation score: the test split is the only check. Cross-validated on BUSI, 3 "
                                 "at 192 px beat 3 fold models by 2.5 points of macro-F1, for about 1.3 times the time "
-                                "(docs/ablation.md). Takes that many times longer than one model. 0 = off.",
+                                "(docs/ablation.md). Takes that many times longer than one model. 0 = none asked for: "
+                                "with Image size 0, a small dataset of images of at least 192 px trains 3 anyway "
+                                "('Ensemble for small datasets').",
                                 label="Bagged models", group="Learning", min=0, max=10, sweepable=False,
                                 applies=when(folds=0), words=((0, "0 (none)"),))
     small_data_ensemble: bool = option(True, "With 0 folds: on a small dataset (enough of every class for each "
