@@ -70,19 +70,37 @@ class Difference:
     after: Any
 
     def words(self) -> str:
-        return (f"{sentence_label(self.name)} {format_value(self.before, self.name)} → "
-                f"{format_value(self.after, self.name)}")
+        return (f"{sentence_label(self.name)} {_value_words(self.before, self.name)} → "
+                f"{_value_words(self.after, self.name)}")
+
+
+NOT_USED = object()  # a Difference's side where the option has no effect
+
+
+def _value_words(value: Any, name: str) -> str:
+    return "not used" if value is NOT_USED else format_value(value, name)
 
 
 def differences(a: "TrainConfig", b: "TrainConfig") -> list[Difference]:
-    """The options that differ between two configs, among those that have an effect in both.
+    """The options that differ between two configs, among those that have an effect in both, and those that have an
+    effect in only one of them with a value set there (its side reads "not used" on the other; :data:`NOT_USED`).
 
-    An option that applies in only one of them (ResNet's fine-tuning against a CNN) is part of the
-    difference in the option that decides it (the model), so it is not listed again.
+    A model's own option that applies in only one of them (ResNet's fine-tuning against a CNN) is part of the
+    difference in the option that decides it (the model), so it is not listed again; nor is an option left at its
+    default where it applies. So 3 bagged models against 3 fold models read "bagged models 3 → not used,
+    cross-validation folds 0 (none) → 3", not as if one run had no ensemble.
     """
     va, vb = a.applicable(), b.applicable()
-    return [Difference(name, spec.label, va[name], vb[name]) for name, spec in option_table().items()
-            if name in va and name in vb and va[name] != vb[name]]
+    found = []
+    for name, spec in option_table().items():
+        if name in va and name in vb:
+            if va[name] != vb[name]:
+                found.append(Difference(name, spec.label, va[name], vb[name]))
+        elif (name in va) != (name in vb) and not spec.is_model_option:
+            value = va[name] if name in va else vb[name]
+            if value != spec.default:
+                found.append(Difference(name, spec.label, va.get(name, NOT_USED), vb.get(name, NOT_USED)))
+    return found
 
 
 def describe_differences(a: "TrainConfig", b: "TrainConfig") -> str:

@@ -109,6 +109,17 @@ def test_differences_list_only_options_that_apply_in_both_configs():
     assert describe_differences(before, before) == "same settings"
 
 
+def test_an_option_set_where_only_one_config_uses_it_is_part_of_the_difference():
+    # 3 bagged models against 3 fold models: not "folds 0 → 3" alone, as if the first had no ensemble.
+    bagged, folds = TrainConfig().with_options(bagged_models=3), TrainConfig().with_options(folds=3)
+    assert describe_differences(bagged, folds) == "cross-validation folds 0 (none) → 3, bagged models 3 → not used"
+    best = TrainConfig().with_options(checkpoint="best")
+    # Left at its default where it applies (patience 5), an option is no difference of its own.
+    assert describe_differences(TrainConfig(), best) == "checkpoint kept the last epoch → the best validation epoch"
+    assert describe_differences(TrainConfig(), best.with_options(patience=3)).endswith(
+        "early-stopping patience not used → 3")
+
+
 def test_sweeps_refuse_settings_that_would_not_change_anything():
     with pytest.raises(SweepError, match="momentum has no effect"):
         expand_grid(TrainConfig(), {"momentum": ["0.5", "0.9"]})
