@@ -87,8 +87,8 @@ def differences(a: "TrainConfig", b: "TrainConfig") -> list[Difference]:
 
     A model's own option that applies in only one of them (ResNet's fine-tuning against a CNN) is part of the
     difference in the option that decides it (the model), so it is not listed again; nor is an option left at its
-    default where it applies. So 3 bagged models against 3 fold models read "bagged models 3 → not used,
-    cross-validation folds 0 (none) → 3", not as if one run had no ensemble.
+    default where it applies. So 3 bagged models against 3 fold models read "cross-validation folds 0 (none) → 3,
+    bagged models 3 → not used", not as if one run had no ensemble.
     """
     va, vb = a.applicable(), b.applicable()
     found = []
@@ -96,7 +96,7 @@ def differences(a: "TrainConfig", b: "TrainConfig") -> list[Difference]:
         if name in va and name in vb:
             if va[name] != vb[name]:
                 found.append(Difference(name, spec.label, va[name], vb[name]))
-        elif (name in va) != (name in vb) and not spec.is_model_option:
+        elif (name in va or name in vb) and not spec.is_model_option:  # it has an effect in one of them
             value = va[name] if name in va else vb[name]
             if value != spec.default:
                 found.append(Difference(name, spec.label, va.get(name, NOT_USED), vb.get(name, NOT_USED)))

@@ -191,16 +191,14 @@ def _models(plan: TrainConfig) -> tuple[int, int]:
 def group_models_words(plan: TrainConfig, group: str) -> str | None:
     """What a group of runs (a 'lesson', a 'sweep') costs when each of its runs trains the ensemble of ``plan``
     (:func:`plan_for`); None when each trains one model."""
-    if plan.bagged_models:
-        return (f"On this dataset each run trains {plan.bagged_models} bagged models at {plan.image_size} px that "
-                "predict together ('Ensemble for small datasets', the default for a small dataset of large images; "
-                f"none is validated), so the {group} takes about {plan.bagged_models} times as long as with one "
-                "model per run.")
-    if plan.folds:
-        return (f"On this dataset each run trains {plan.folds} fold models that predict together ('Ensemble for "
-                f"small datasets', the default for a small dataset), so the {group} takes about {plan.folds} times "
-                "as long as with one model per run.")
-    return None
+    if not (models := plan.bagged_models or plan.folds):
+        return None
+    what = (f"{models} bagged models at {plan.image_size} px that predict together ('Ensemble for small datasets', "
+            "the default for a small dataset of large images; none is validated)" if plan.bagged_models else
+            f"{models} fold models that predict together ('Ensemble for small datasets', the default for a small "
+            "dataset)")
+    return f"On this dataset each run trains {what}, so the {group} takes about {models} times as long as with one " \
+           "model per run."
 
 
 def resolve_folds(cfg: TrainConfig, data: PreparedData) -> tuple[TrainConfig, str | None]:
