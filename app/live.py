@@ -97,7 +97,7 @@ def live_panel(run_id: str) -> None:
                     st.toast("Stopping the run…")
         elif status.state == "interrupted" and store.resumable(run_id, status):
             meta = store.meta(run_id)
-            _resume_button(run_id, len(history) if store.has_resume(run_id) else 0,
+            _resume_button(run_id, store.resume_point(run_id), bool(cfg.folds or cfg.bagged_models),
                            manage_refusal(meta.owner, meta.owner_name))
         if not status.active:
             _tested(run_id, member_word(bagged, plural=True) if fold else "")
@@ -202,12 +202,17 @@ def _tested(run_id: str, members: str = "") -> None:
     st.page_link("app_pages/compare.py", label="Look closer: Compare runs", icon="📊")
 
 
-def _resume_button(run_id: str, epochs_done: int, refusal: str | None) -> None:
-    """One click continues an interrupted run from its last finished epoch (it queues like a new run)."""
-    label = f"▶ Resume from epoch {epochs_done + 1}" if epochs_done else "▶ Start it again from the first epoch"
-    if st.button(label, key=f"resume_{run_id}", type="primary", disabled=refusal is not None,
-                 help=refusal or "Continues where it stopped: the same weights, optimizer, schedule and data order, "
-                                 "with one continuous history."):
+def _resume_button(run_id: str, point: str, ensemble: bool, refusal: str | None) -> None:
+    """One click continues an interrupted run where it stopped (it queues like a new run); ``point``: where, in
+    words (``RunStore.resume_point``); ``ensemble``: the run trains fold or bagged models."""
+    again = point == "the first epoch"
+    label = "▶ Start it again from the first epoch" if again else f"▶ Resume from {point}"
+    why = ("It stopped before it saved anything to continue from, so it trains again from the first epoch." if again
+           else "Keeps the models it had finished, as they were, and trains the next one from its first epoch, "
+                "with one continuous history." if ensemble else
+           "Continues where it stopped: the same weights, optimizer, schedule and data order, with one continuous "
+           "history.")
+    if st.button(label, key=f"resume_{run_id}", type="primary", disabled=refusal is not None, help=refusal or why):
         try:
             manager().resume(run_id, by=identity())
         except (ValueError, PermissionError) as exc:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from interruptions import KillInMember
 
 from medcls.cli import main
 from medcls.config import TrainConfig
@@ -298,3 +299,23 @@ def test_an_ensemble_under_torchrun_is_refused_with_the_fix(class_dataset, capsy
     assert main(["train", "--data", str(class_dataset), *TINY, "--bagged-models", "2"]) != 0
     assert "An ensemble (--bagged-models) trains its models one after another in one process" in \
         capsys.readouterr().err
+
+
+def test_resume_says_where_an_interrupted_ensemble_continues_and_keeps_its_finished_model(class_dataset, capsys):
+    from medcls.jobs.execute import execute_run
+
+    store = RunStore()
+    cfg = TrainConfig().with_options(source=str(class_dataset), image_size=32, epochs=1, batch_size=8,
+                                     precision="fp32", bagged_models=2)
+    run_id = store.create(cfg, run_id="killed")
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(store, run_id, callbacks=[KillInMember(1)])
+    store.set_status(run_id, "interrupted")
+    code = main(["resume", run_id])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"run {run_id} ({store.meta(run_id).name}): continuing from bagged model 2 of 2" in out.out
+    lines = out.err.splitlines()
+    assert "bagged model 1 of 2" not in lines and "bagged model 2 of 2" in lines  # only the second one trains
+    assert "note: Resumed after bagged model 1 of 2: the finished model was kept as it was" in out.err
+    assert store.status(run_id).state == "finished" and store.model_record(run_id).folds == 2

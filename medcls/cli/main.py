@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="Run id (see 'runs').")
     p.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
 
-    p = sub.add_parser("resume", help="Continue an interrupted run from its last finished epoch (in this process).")
+    p = sub.add_parser("resume", help="Continue an interrupted run from its last finished epoch (an ensemble: from its next "
+                                    "model) in this process.")
     p.add_argument("run", help="Run id (see 'runs').")
 
     p = sub.add_parser("report", help="Export a finished run as one self-contained HTML run card (opens offline).")
@@ -366,9 +367,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return 2
     with scheduler_lock(store):
         requeue(store, args.run)
-    history = store.history(args.run)
-    print(f"run {args.run} ({store.summary(args.run).name}): continuing after epoch {len(history)}")
-    progress = _console_progress(store, args.run)
+    print(f"run {args.run} ({store.summary(args.run).name}): continuing from {store.resume_point(args.run)}")
+    progress = _console_progress(store, args.run, member_word(bool(store.trained_config(args.run).bagged_models)))
     with ctrl_c_stops() as interrupted:
         outcome = execute_run(store, args.run, should_cancel=interrupted.is_set, callbacks=[progress])
     return _report_outcome(store, args.run, outcome, shown_notes=progress.shown_notes)

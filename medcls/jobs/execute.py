@@ -6,9 +6,10 @@ training loop beat the run's heartbeat, and ends the run as finished, cancelled 
 failed with a readable error. A stopped run's best checkpoint is still tested, so
 it can be compared like any other.
 
-After every epoch the whole training state goes to the run's resume checkpoint; a
-run that was interrupted (its process killed, its server restarted) and is started
-again continues from there, with one continuous history. A worker that finds its
+After every epoch the whole training state goes to the run's resume checkpoint (an
+ensemble's: after each of its models); a run that was interrupted (its process
+killed, its server restarted) and is started again continues from there, with one
+continuous history. A worker that finds its
 run taken from it (ended as hung, or resumed elsewhere) stops without writing.
 """
 
@@ -45,6 +46,7 @@ from ..training.callbacks import Heartbeat, HistoryRecorder, ProgressMeter, Thre
 from ..training.crossval import cross_validate
 from ..training.engine import Callback, FitCancelled, NonFiniteLossError
 from ..training.hardware import configure_threads, describe_machine
+from ..training.members import kept_history, members_state
 from ..training.pipeline import PreparedData, TrainResult, prepare_data, resume_note, train_in_memory
 
 __all__ = ["execute_run", "RunOutcome", "stopped_message", "RunTakenOver"]
@@ -150,10 +152,13 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             parameters=sum(p.numel() for p in model.parameters()), tta=cfg.tta, folds=folds,
             bagged=bool(folds and cfg.bagged_models)))
 
-    def on_member_end(ensemble: FoldEnsemble) -> None:  # what a stop keeps: the fold (or bagged) models trained so far
+    def on_member_end(members: list[TrainResult]) -> None:  # what a stop keeps: the fold (or bagged) models so far
         mine()
+        if not members[-1].cancelled:  # an interrupted run resumes after the finished ones
+            store.save_resume(run_id, members_state(members))
+        ensemble = FoldEnsemble([r.model for r in members])
         store.save_weights(run_id, ensemble.state_dict())
-        on_model(ensemble, folds=len(ensemble.members))
+        on_model(ensemble, folds=len(members))
 
     def add_note(text: str) -> None:  # shown while the run trains (the live panel, the command line)
         mine()
@@ -193,14 +198,13 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         # Folds validate on their own part; bagged models validate nothing.
         if not (cfg.folds or cfg.bagged_models) and (few := small_validation_note(data.decoded.spec)):
             store.add_note(run_id, few)
-        if cfg.folds or cfg.bagged_models:  # an ensemble starts its models over when it is resumed
-            if store.history(run_id):
-                store.write_history(run_id, [])
-                store.add_note(run_id, "Resumed: cross-validation runs start their folds over." if cfg.folds else
-                               "Resumed: bagged runs start their models over.")
+        if cfg.folds or cfg.bagged_models:  # a resumed ensemble keeps the models it had finished
+            kept = resume if resume is not None and "members" in resume else None
+            store.write_history(run_id, kept_history(kept) if kept else [])  # the unfinished model's epochs are redone
             train = cross_validate if cfg.folds else train_bagged
             result = train(cfg, data, callbacks_for=lambda fold, folds: [*recorders(fold, folds), *callbacks],
-                           should_cancel=cancel, stage=stage, on_member_end=on_member_end, on_note=add_note)
+                           should_cancel=cancel, stage=stage, on_member_end=on_member_end, on_note=add_note,
+                           resume=kept)
             mine()
             if result.cv is not None:
                 store.write_cross_validation(run_id, result.cv)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..atomic import atomic_write_text, atomic_write_with
-from .records import RecordError, RunStatus
+from .records import RecordError, RunStatus, member_word
 
 __all__ = ["RunLifecycle", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S", "CheckpointError", "InvalidRunIdError",
            "RunNotFoundError"]
@@ -53,7 +53,7 @@ def _timestamp(text: str) -> float | None:
 
 class RunLifecycle:
     """Liveness, stop and resume; the store provides ``path``, ``file``, ``raw_status``, ``status``,
-    ``history``, ``config`` and ``list_ids``."""
+    ``history``, ``config``, ``trained_config``, ``model_record`` and ``list_ids``."""
 
     root: Path
 
@@ -172,7 +172,9 @@ class RunLifecycle:
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"Run {run_id!r}: its resume checkpoint cannot be loaded safely ({detail}).") \
                 from None
-        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        # One model's training state after an epoch, or an ensemble's finished models (training.members).
+        if not isinstance(state, dict) or not (isinstance(state.get("epoch"), int)
+                                               or isinstance(state.get("members"), list)):
             raise CheckpointError(f"Run {run_id!r}: resume.pt does not hold a training state.")
         return state
 
@@ -181,6 +183,21 @@ class RunLifecycle:
             self.file(run_id, "resume.pt").unlink()
         except (FileNotFoundError, RunNotFoundError):
             pass
+
+    def resume_point(self, run_id: str) -> str:
+        """Where an interrupted run continues, in words: 'epoch 4', 'bagged model 2 of 3', 'fold 3 of 5', 'the
+        test of its 3 fold models' (each model had finished), or 'the first epoch' (no resume checkpoint)."""
+        if not self.has_resume(run_id):
+            return "the first epoch"
+        cfg = self.trained_config(run_id)
+        if members := cfg.folds or cfg.bagged_models:  # an ensemble's resume checkpoint follows its finished models
+            record = self.model_record(run_id)
+            kept = record.folds if record is not None else 0
+            bagged = bool(cfg.bagged_models)
+            if kept >= members:
+                return f"the test of its {members} {member_word(bagged, plural=True)}"
+            return f"{member_word(bagged)} {kept + 1} of {members}"
+        return f"epoch {len(self.history(run_id)) + 1}"
 
     def resumable(self, run_id: str, status: RunStatus | None = None) -> bool:
         """An interrupted run can continue: from its resume checkpoint, or (without one: it stopped before its

@@ -243,9 +243,10 @@ def resolve_image_size(cfg: TrainConfig, pool_counts: Sequence[int],
             f"models ('Image size' 0 and 'Ensemble for small datasets'): each learns from every training and "
             "validation image, and they predict together (a higher macro-F1 than fold models in cross-validation "
             "on BUSI). No image is held out, so the curves show training only and the test images are the only "
-            f"check. For validation curves and a cross-validation score, set the folds to {DETAIL_FOLDS} (or "
-            "'Checkpoint kept' to the best epoch, which trains fold models); set an image size to choose it "
-            f"yourself, or turn 'Ensemble for small datasets' off for one model at {DEFAULT_SIZE} px.")
+            "check. For validation curves and a cross-validation score, set 'Checkpoint kept' to the best epoch "
+            f"({DETAIL_FOLDS} fold models at {DETAIL_SIZE} px, each choosing its epoch on its own held-out part) or "
+            f"set the folds yourself (at {DEFAULT_SIZE} px unless you set an image size); set an image size to "
+            f"choose it yourself, or turn 'Ensemble for small datasets' off for one model at {DEFAULT_SIZE} px.")
     log.info("automatic image size: %d px, %d folds (%s)", DETAIL_SIZE, DETAIL_FOLDS, words)
     return cfg.with_options(image_size=DETAIL_SIZE, folds=DETAIL_FOLDS), (
         f"A small dataset of large images ({words}): trained at {DETAIL_SIZE} px as a {DETAIL_FOLDS}-fold "

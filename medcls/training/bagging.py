@@ -23,8 +23,9 @@ from ..config import ConfigError, TrainConfig
 from ..data.cache import DecodedSplit
 from ..inference.proba import predict_proba
 from ..models.ensemble import FoldEnsemble
-from .crossval import pool_of, train_members
+from .crossval import pool_of
 from .engine import Callback, FitResult
+from .members import train_members
 from .pipeline import PreparedData, Stage, TrainResult, prepare_data
 
 __all__ = ["train_bagged", "no_images"]
@@ -40,10 +41,11 @@ def no_images(split: DecodedSplit) -> DecodedSplit:
 def train_bagged(cfg: TrainConfig, data: PreparedData | None = None, *,
                  callbacks_for: Callable[[int, int], Sequence[Callback]] = lambda member, members: (),
                  should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None,
-                 on_member_end: Callable[[FoldEnsemble], None] | None = None,
-                 on_note: Callable[[str], None] | None = None) -> TrainResult:
+                 on_member_end: Callable[[list[TrainResult]], None] | None = None,
+                 on_note: Callable[[str], None] | None = None, resume: dict | None = None) -> TrainResult:
     """Train ``cfg.bagged_models`` models on every train + val image and return them as one ensemble, like
-    :func:`~medcls.training.crossval.cross_validate` returns its fold models (the same callbacks and stops).
+    :func:`~medcls.training.crossval.cross_validate` returns its fold models (the same callbacks, stops and
+    ``resume``).
 
     The result's data view has the pooled images as its training split and no validation split; its metrics
     are the test split's alone (none when the dataset has no test split)."""
@@ -54,7 +56,7 @@ def train_bagged(cfg: TrainConfig, data: PreparedData | None = None, *,
     view = replace(data, train=pool, val=no_images(data.val))
     results, cancelled = train_members(cfg, [view] * cfg.bagged_models, "bagged model", callbacks_for=callbacks_for,
                                        should_cancel=should_cancel, stage=stage, on_member_end=on_member_end,
-                                       on_note=on_note)
+                                       on_note=on_note, resume=resume)
     ensemble = FoldEnsemble([r.model for r in results]).eval()
     probs, metrics = {}, {}
     if len(data.test):

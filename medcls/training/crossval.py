@@ -29,10 +29,11 @@ from ..inference.proba import predict_proba
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import CrossValidation, FoldScore
 from .autoplan import resolve_folds, size_for_data
-from .engine import Callback, FitCancelled, FitResult
+from .engine import Callback, FitResult
+from .members import train_members
 from .pipeline import PreparedData, Stage, TrainResult, prepare_data, train_in_memory
 
-__all__ = ["cross_validate", "fold_assignment", "fit", "train_members", "pool_of", "subset"]
+__all__ = ["cross_validate", "fold_assignment", "fit", "pool_of", "subset"]
 
 log = logging.getLogger(__name__)
 
@@ -77,42 +78,6 @@ def pool_of(data: PreparedData) -> DecodedSplit:
                         paths=data.train.paths + data.val.paths)
 
 
-def train_members(cfg: TrainConfig, parts: Sequence[PreparedData], word: str, *,
-                  callbacks_for: Callable[[int, int], Sequence[Callback]],
-                  should_cancel: Callable[[], bool] | None, stage: Stage | None,
-                  on_member_end: Callable[[FoldEnsemble], None] | None,
-                  on_note: Callable[[str], None] | None) -> tuple[list[TrainResult], bool]:
-    """Train one model on each of ``parts`` (member k with seed ``cfg.seed + k``), one after another, and
-    whether a stop ended them early. ``word`` names a member in the log ('fold', 'bagged model').
-
-    ``on_member_end`` receives the ensemble of the members trained so far after each one (the run store saves it,
-    so a stopped run keeps what it has). A stop ends the current member (its kept weights so far join the
-    ensemble) and skips the rest; a stop before any member finished an epoch raises :class:`FitCancelled`."""
-    results: list[TrainResult] = []
-    cancelled = False
-    for index, part in enumerate(parts):
-        log.info("%s %d of %d: %d training, %d held-out images", word, index + 1, len(parts), len(part.train),
-                 len(part.val))
-        callbacks = callbacks_for(index, len(parts))
-        for callback in callbacks:
-            callback.on_fold_start(index, len(parts))
-        try:
-            result = train_in_memory(replace(cfg, seed=cfg.seed + index), part, callbacks=callbacks,
-                                     should_cancel=should_cancel, stage=stage, on_note=on_note)
-        except FitCancelled:
-            cancelled = True
-            break
-        results.append(result)
-        if on_member_end is not None:
-            on_member_end(FoldEnsemble([r.model for r in results]))
-        if result.cancelled:
-            cancelled = True
-            break
-    if not results:
-        raise FitCancelled()
-    return results, cancelled
-
-
 def fold_assignment(cfg: TrainConfig, pool: DecodedSplit, classes: Sequence[str]) -> np.ndarray:
     """The fold of each pooled image; near-duplicates share a fold when ``group_duplicates`` is on."""
     from ..data.splits import stratified_folds
@@ -142,14 +107,15 @@ def _score(result: TrainResult, fold: int, focus: str) -> FoldScore:
 def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
                    callbacks_for: Callable[[int, int], Sequence[Callback]] = lambda fold, folds: (),
                    should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None,
-                   on_member_end: Callable[[FoldEnsemble], None] | None = None,
-                   on_note: Callable[[str], None] | None = None) -> TrainResult:
+                   on_member_end: Callable[[list[TrainResult]], None] | None = None,
+                   on_note: Callable[[str], None] | None = None, resume: dict | None = None) -> TrainResult:
     """Train ``cfg.folds`` models and return them as one ensemble, like :func:`train_in_memory` returns one.
 
     ``callbacks_for(fold, folds)`` gives each fold's callbacks (fold counts from 0); ``on_member_end`` receives
-    the ensemble of the folds trained so far after each fold (the run store saves it, so a stopped run keeps
-    what it has); ``on_note`` receives each fold's notes as its training starts (see :func:`train_in_memory`).
-    A stop ends the current fold (its best checkpoint so far joins the ensemble) and skips the rest.
+    the fold models trained so far after each fold (the run store saves them, so a stopped run keeps what it has);
+    ``on_note`` receives each fold's notes as its training starts (see :func:`train_in_memory`). A stop ends the
+    current fold (its best checkpoint so far joins the ensemble) and skips the rest. ``resume``: an interrupted
+    run's resume state, whose finished folds are kept (:func:`~medcls.training.members.train_members`).
     """
     if cfg.folds < 2:
         raise ConfigError("Cross-validation needs at least 2 folds.")
@@ -160,7 +126,7 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
     parts = [replace(data, train=subset(pool, np.flatnonzero(assignment != fold)), val=subset(pool, held_out[fold]))
              for fold in range(cfg.folds)]
     results, cancelled = train_members(cfg, parts, "fold", callbacks_for=callbacks_for, should_cancel=should_cancel,
-                                       stage=stage, on_member_end=on_member_end, on_note=on_note)
+                                       stage=stage, on_member_end=on_member_end, on_note=on_note, resume=resume)
     oof = np.zeros((len(pool), len(data.classes)), dtype=np.float32)
     covered = np.zeros(len(pool), dtype=bool)
     for fold, result in enumerate(results):

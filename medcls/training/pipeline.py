@@ -45,7 +45,8 @@ from .imbalance import balanced_class_weights, make_sampler
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["PreparedData", "prepare_data", "build_model", "train_in_memory", "TrainResult", "seed_everything",
-           "cache_features", "caches_features", "cached_views", "RESUME_FORMAT", "resume_note", "averaging_note"]
+           "cache_features", "caches_features", "cached_views", "RESUME_FORMAT", "resume_note", "check_resume",
+           "averaging_note"]
 
 RESUME_FORMAT = 1  # bump when the saved training state changes shape
 
@@ -258,7 +259,7 @@ def train_in_memory(cfg: TrainConfig, data: PreparedData | None = None, *, callb
     rank, world = shard
     batch = _effective_batch(cfg, len(data.train), notes)
     if resume is not None:
-        _check_resume(resume, data)
+        check_resume(resume, data)
     # The probe's batch is not augmented: augmenting would draw from the run's augmentation stream, so a seed
     # would train another run on a machine that has not yet probed this model than on one that has.
     precision = resume["precision"] if resume is not None else "fp32" if use_cache else resolve_precision(
@@ -322,7 +323,9 @@ def resume_note(epoch: int, epochs: int) -> str:
             "augmentations and schedule continued.")
 
 
-def _check_resume(state: dict, data: PreparedData) -> None:
+def check_resume(state: dict, data: PreparedData) -> None:
+    """Raises DataError when a resume state cannot continue on ``data``: another medcls wrote it, or the dataset
+    changed since the run started."""
     if state.get("format") != RESUME_FORMAT:
         raise DataError("This run's resume checkpoint was written by another medcls version and cannot be "
                         "continued. Start a new run with the same settings.")

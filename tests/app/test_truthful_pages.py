@@ -8,6 +8,7 @@ import re
 
 import pytest
 from apphelpers import as_read, choose_folder, new_app
+from interruptions import KillInMember
 
 from medcls.config import DataConfig, TrainConfig
 from medcls.jobs.execute import execute_run
@@ -226,6 +227,28 @@ def test_a_bagged_run_shows_its_models_and_says_they_have_no_validation(app_env,
     from medcls.analysis.operating_point import NO_THRESHOLD_WITHOUT_HELD_OUT
 
     assert any(NO_THRESHOLD_WITHOUT_HELD_OUT in i.value for i in at.info), [i.value for i in at.info]
+
+
+def test_an_interrupted_bagged_run_offers_to_resume_from_its_next_model(app_env, tiny_dataset):
+    from medcls.runs.permissions import browser_identity
+    from medcls.runs.records import RunMeta
+
+    store = RunStore(app_env / "runs")
+    cfg = TrainConfig(data=DataConfig(source=str(tiny_dataset))).with_options(
+        image_size=32, batch_size=8, precision="fp32", epochs=2, bagged_models=3)
+    token = "alice-browser-token-0123456789"
+    run_id = store.create(cfg, meta=RunMeta(owner=browser_identity(token).key, owner_name="Alice"))
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(store, run_id, callbacks=[KillInMember(1)])  # like a killed worker
+    store.set_status(run_id, "interrupted", error="The training process was killed by signal 9.")
+    at = new_app()
+    at.session_state["_identity_token"] = token  # Alice's browser
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception and at.selectbox(key="train_run_picker").value == run_id
+    button = at.button(key=f"resume_{run_id}")
+    assert button.label == "▶ Resume from bagged model 2 of 3"
+    assert not button.disabled and button.help.startswith("Keeps the models it had finished, as they were")
 
 
 def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(app_env, tiny_dataset):

@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from interruptions import KillInMember
 from PIL import Image
 
 from medcls.config import TrainConfig
@@ -353,6 +354,61 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_as_if_never_interrupted(class_d
     assert not store.has_resume(broken)  # a finished run needs no resume state
     for a, b in zip(store.load_weights(broken).values(), store.load_weights(whole).values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("options, word", [(dict(bagged_models=3), "bagged model"),
+                                           (dict(folds=3, checkpoint="best"), "fold")], ids=["bagged", "folds"])
+def test_an_ensemble_killed_in_its_second_model_resumes_with_the_first_kept_as_it_was(class_dataset, synth, store,
+                                                                                      options, word):
+    from medcls.jobs.manager import requeue
+
+    cfg = synth.config(class_dataset, epochs=2, **options)
+    whole = store.create(cfg, run_id="whole")
+    assert execute_run(store, whole).state == "finished"
+    broken = store.create(cfg, run_id="broken")
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(store, broken, callbacks=[KillInMember(1)])
+    store.set_status(broken, "interrupted")  # what the job manager records for a killed worker
+    assert store.has_resume(broken) and store.model_record(broken).folds == 1
+    assert store.resume_point(broken) == f"{word} 2 of 3"  # the Train page's "Resume from bagged model 2 of 3"
+
+    class Count(Callback):
+        models = 0
+
+        def on_fold_start(self, fold, folds) -> None:
+            Count.models += 1
+
+    requeue(store, broken)
+    outcome = execute_run(store, broken, callbacks=[Count()])
+    assert outcome.state == "finished", outcome.error
+    assert Count.models == 2  # models 2 and 3: the first was not trained again
+    assert [(h.fold, h.epoch) for h in store.history(broken)] == [(m, e) for m in (1, 2, 3) for e in (1, 2)]
+    assert any(f"Resumed after {word} 1 of 3: the finished model was kept as it was, and {word} 2 started from its "
+               "first epoch." in n for n in store.status(broken).notes)
+    assert not store.has_resume(broken)
+    # The same ensemble and scores as the run never interrupted, out-of-fold ones included.
+    for a, b in zip(store.load_weights(broken).values(), store.load_weights(whole).values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    assert store.metrics(broken).test.macro_f1 == pytest.approx(store.metrics(whole).test.macro_f1, abs=1e-6)
+    if "folds" in options:
+        assert [s.macro_f1 for s in store.cross_validation(broken).scores] == \
+            pytest.approx([s.macro_f1 for s in store.cross_validation(whole).scores], abs=1e-6)
+        assert [s.best_epoch for s in store.cross_validation(broken).scores] == \
+            [s.best_epoch for s in store.cross_validation(whole).scores]
+
+
+def test_an_ensemble_killed_before_its_first_model_ended_starts_again(class_dataset, synth, store):
+    from medcls.jobs.manager import requeue
+
+    run_id = store.create(synth.config(class_dataset, epochs=2, bagged_models=2), run_id="r")
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(store, run_id, callbacks=[KillAt(epoch=2)])
+    store.set_status(run_id, "interrupted")
+    assert not store.has_resume(run_id) and len(store.history(run_id)) == 1
+    assert store.resume_point(run_id) == "the first epoch"
+    requeue(store, run_id)
+    assert execute_run(store, run_id).state == "finished"
+    assert [(h.fold, h.epoch) for h in store.history(run_id)] == [(1, 1), (1, 2), (2, 1), (2, 2)]
 
 
 def test_a_run_whose_data_changed_meanwhile_is_not_continued_on_other_data(class_dataset, synth, store):

@@ -129,7 +129,11 @@ def test_image_size_zero_trains_larger_images_of_a_small_dataset_at_192_px_as_th
     assert (cfg.image_size, cfg.folds, cfg.bagged_models) == (DETAIL_SIZE, 0, DETAIL_BAGGED) == (192, 0, 3)
     assert note.startswith("A small dataset of large images (663 training + validation images, typically 256 px on "
                            "their shorter side): trained at 192 px as 3 bagged models")
-    assert "set the folds to 3" in note  # the way back to validation curves and a cross-validation score
+    # The ways back to validation curves and a cross-validation score, with what each trains.
+    assert "set 'Checkpoint kept' to the best epoch (3 fold models at 192 px" in note
+    assert "set the folds yourself (at 128 px unless you set an image size)" in note
+    assert resolve_image_size(TrainConfig(checkpoint="best"), BUSI, side=256)[0].folds == 3
+    assert resolve_image_size(TrainConfig(folds=3), BUSI, side=256)[0].image_size == 128
     assert plan_for(TrainConfig(), BUSI, side=256) == cfg and folds_for(TrainConfig(), BUSI, side=256) == 0
     assert resolve_image_size(TrainConfig(), BUSI, side=192)[0].image_size == 192     # at least 192 px
     for side in (191, 128, 28, None):  # smaller images, or a side not known: 128 px and the usual 5 folds
