@@ -9,8 +9,8 @@ it can be compared like any other.
 After every epoch the whole training state goes to the run's resume checkpoint (an
 ensemble's: after each of its models); a run that was interrupted (its process
 killed, its server restarted) and is started again continues from there, with one
-continuous history. A worker that finds its
-run taken from it (ended as hung, or resumed elsewhere) stops without writing.
+continuous history. A worker that finds its run taken from it (ended as hung, or
+resumed elsewhere) stops without writing.
 """
 
 from __future__ import annotations
