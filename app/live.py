@@ -23,6 +23,7 @@ from medcls.runs.store import RunNotFoundError
 
 from .identity import identity, manage_refusal
 from .manager import manager
+from .model_summary import stop_timing
 from .safety import guarded
 from .text import shown
 
@@ -61,7 +62,6 @@ def live_panel(run_id: str) -> None:
         st.warning(f"Run {run_id} no longer exists (its folder was deleted).")
         return
 
-    @st.fragment(run_every=LIVE_REFRESH_S if active else None)
     @guarded
     def panel() -> None:
         try:
@@ -122,7 +122,10 @@ def live_panel(run_id: str) -> None:
         elif status.active:
             st.caption("Curves appear after the first epoch.")
 
-    panel()
+    # Only a training run's panel is a fragment (it redraws itself). A run that has ended is drawn with the page:
+    # a click on a fragment's button (Resume) reruns only the fragment, and such a rerun waits for a page run that
+    # is still busy (timing the options below, seconds after a run ends), while a page rerun starts at once.
+    (st.fragment(panel, run_every=LIVE_REFRESH_S) if active else panel)()
 
 
 def _figures(run_id: str, history: list[EpochRecord], focus: str, part: str) -> tuple:
@@ -218,6 +221,7 @@ def _resume_button(run_id: str, point: str, ensemble: bool, refusal: str | None)
         except (ValueError, PermissionError) as exc:
             st.error(shown(exc))
         else:
+            stop_timing()  # as Start does: a probe of this page's earlier run would slow the resumed run
             st.toast("Resuming the run…")
             st.rerun()
 

@@ -229,7 +229,7 @@ def test_a_bagged_run_shows_its_models_and_says_they_have_no_validation(app_env,
     assert any(NO_THRESHOLD_WITHOUT_HELD_OUT in i.value for i in at.info), [i.value for i in at.info]
 
 
-def test_an_interrupted_bagged_run_offers_to_resume_from_its_next_model(app_env, tiny_dataset):
+def test_an_interrupted_bagged_run_offers_to_resume_from_its_next_model(app_env, tiny_dataset, monkeypatch):
     from medcls.runs.permissions import browser_identity
     from medcls.runs.records import RunMeta
 
@@ -241,6 +241,19 @@ def test_an_interrupted_bagged_run_offers_to_resume_from_its_next_model(app_env,
     with pytest.raises(KeyboardInterrupt):
         execute_run(store, run_id, callbacks=[KillInMember(1)])  # like a killed worker
     store.set_status(run_id, "interrupted", error="The training process was killed by signal 9.")
+    import streamlit
+
+    import app.live
+
+    fragments, stopped = [], []
+    real_fragment = streamlit.fragment
+
+    def fragment(func=None, **options):
+        fragments.append(getattr(func, "__name__", None))
+        return real_fragment(func, **options)
+
+    monkeypatch.setattr(streamlit, "fragment", fragment)
+    monkeypatch.setattr(app.live, "stop_timing", lambda: stopped.append(True))
     at = new_app()
     at.session_state["_identity_token"] = token  # Alice's browser
     at.run()
@@ -249,6 +262,11 @@ def test_an_interrupted_bagged_run_offers_to_resume_from_its_next_model(app_env,
     button = at.button(key=f"resume_{run_id}")
     assert button.label == "▶ Resume from bagged model 2 of 3"
     assert not button.disabled and button.help.startswith("Keeps the models it had finished, as they were")
+    # Drawn with the page, not in a fragment: a fragment's click waits for a page run still timing the options.
+    assert "panel" not in fragments
+    button.click().run()
+    assert not at.exception and stopped == [True]  # as Start does: the page's timing probe gives way to the run
+    assert store.raw_status(run_id).state in ("queued", "running", "finished") and store.raw_status(run_id).resumes == 1
 
 
 def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(app_env, tiny_dataset):
