@@ -9,6 +9,7 @@ import streamlit as st
 from medcls.analysis.copies import run_copies_sentence
 from medcls.analysis.uncertainty import run_intervals, score_headline
 from medcls.figures.training import history_figure, recall_figure, validated
+from medcls.runs.lifecycle import FROM_THE_START
 from medcls.runs.records import (
     ACTIVE_STATES,
     EpochRecord,
@@ -208,7 +209,7 @@ def _tested(run_id: str, members: str = "") -> None:
 def _resume_button(run_id: str, point: str, ensemble: bool, refusal: str | None) -> None:
     """One click continues an interrupted run where it stopped (it queues like a new run); ``point``: where, in
     words (``RunStore.resume_point``); ``ensemble``: the run trains fold or bagged models."""
-    again = point == "the first epoch"
+    again = point == FROM_THE_START
     label = "▶ Start it again from the first epoch" if again else f"▶ Resume from {point}"
     why = ("It stopped before it saved anything to continue from, so it trains again from the first epoch." if again
            else "Keeps the models it had finished, as they were, and trains the next one from its first epoch, "

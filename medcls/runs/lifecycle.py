@@ -21,8 +21,8 @@ from pathlib import Path
 from ..atomic import atomic_write_text, atomic_write_with
 from .records import RecordError, RunStatus, member_word
 
-__all__ = ["RunLifecycle", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S", "CheckpointError", "InvalidRunIdError",
-           "RunNotFoundError"]
+__all__ = ["RunLifecycle", "FROM_THE_START", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S", "CheckpointError",
+           "InvalidRunIdError", "RunNotFoundError"]
 
 HEARTBEAT_STALE_S = 45.0  # a running run whose training loop has not beaten for this long is interrupted
 STARTUP_GRACE_S = 120.0   # before its first beat: a new process imports torch, on a busy machine slowly
@@ -49,6 +49,10 @@ def _timestamp(text: str) -> float | None:
         return datetime.fromisoformat(text).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+# Where a run without a resume checkpoint continues (RunLifecycle.resume_point): it trains again from the start.
+FROM_THE_START = "the first epoch"
 
 
 class RunLifecycle:
@@ -188,7 +192,7 @@ class RunLifecycle:
         """Where an interrupted run continues, in words: 'epoch 4', 'bagged model 2 of 3', 'fold 3 of 5', 'the
         test of its 3 fold models' (each model had finished), or 'the first epoch' (no resume checkpoint)."""
         if not self.has_resume(run_id):
-            return "the first epoch"
+            return FROM_THE_START
         cfg = self.trained_config(run_id)
         if members := cfg.folds or cfg.bagged_models:  # an ensemble's resume checkpoint follows its finished models
             record = self.model_record(run_id)
