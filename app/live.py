@@ -101,7 +101,7 @@ def live_panel(run_id: str) -> None:
             _resume_button(run_id, store.resume_point(run_id), bool(cfg.folds or cfg.bagged_models),
                            manage_refusal(meta.owner, meta.owner_name))
         if not status.active:
-            _tested(run_id, member_word(bagged, plural=True) if fold else "")
+            _tested(run_id, _tested_models(fold, folds, bagged))
         _numbers(one_model, progress, cfg.epochs, status, f" ({word} {fold} of {folds})" if fold else "",
                  keeps_last=cfg.keeps_last())
         if history:
@@ -186,9 +186,22 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress, history: li
         st.caption(f"ℹ️ {shown(note)}")
 
 
-def _tested(run_id: str, members: str = "") -> None:
+def _tested_models(trained: int, planned: int, bagged: bool) -> str:
+    """Which models of an ensemble run were tested together, as the start of its score sentence ('' for one model):
+    ``trained`` of ``planned`` fold or bagged models (fewer when the run was stopped on request)."""
+    if not trained:
+        return ""
+    words = member_word(bagged, plural=True)
+    if trained >= planned:
+        return f"The {words} together, as one ensemble. "
+    if trained == 1:
+        return f"{member_word(bagged).capitalize()} 1 of {planned} alone (the run was stopped before the others). "
+    return f"The first {trained} of {planned} {words} together (the run was stopped before the rest). "
+
+
+def _tested(run_id: str, who: str = "") -> None:
     """A tested run's scores on its test images, with their intervals, and the way to Compare for the rest;
-    ``members``: what an ensemble's models are ('fold models', 'bagged models'; '' for one model)."""
+    ``who``: which models were tested (:func:`_tested_models`; '' for one model)."""
     store = manager().store
     try:
         metrics = store.metrics(run_id)
@@ -199,7 +212,6 @@ def _tested(run_id: str, members: str = "") -> None:
         return
     if not headline:
         return
-    who = f"The {members} together, as one ensemble. " if members else ""
     st.markdown(shown(who + headline))
     if copies := run_copies_sentence(store, run_id, metrics):
         st.caption(f"🪞 {shown(copies)}")

@@ -367,3 +367,19 @@ def test_compare_says_how_many_test_images_are_copies_and_the_score_without_them
     assert len(copies) == 1, copies  # the run without copies says nothing
     assert copies[0].startswith(f"**{names[leaky]}**: 1 of the 10 test images (10%) has a near copy"), copies
     assert "On the 9 test images without a copy: macro-F1" in copies[0] and "on all 10)" in copies[0]
+
+
+@pytest.mark.parametrize("stop_after, sentence", [
+    (1, r"Bagged model 1 of 3 alone \(the run was stopped before the others\)\."),
+    (3, r"The first 2 of 3 bagged models together \(the run was stopped before the rest\)\."),
+])
+def test_a_stopped_bagged_run_names_the_models_it_tested(app_env, tiny_dataset, stop_after, sentence):
+    # Stopped after its first epoch, or in the first epoch of its second model (2 epochs each): its test score is
+    # that of the models trained so far, not of 'the bagged models together'.
+    store = RunStore(app_env / "runs")
+    trained(store, tiny_dataset, stop_after=stop_after, bagged_models=3, epochs=2)
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception
+    scores = [m.value for m in at.markdown if "test images" in m.value]
+    assert len(scores) == 1 and scores[0].startswith(sentence), scores
