@@ -170,8 +170,8 @@ def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> s
         verdict = "The classes are roughly balanced."
     else:
         verdict = (f"**Imbalanced: {ratio:.1f} {big} images for every {small} image.** A model that ignores "
-                   f"'{small}' can still look accurate, so watch per-class recall and macro-F1, and consider "
-                   "weighted loss or oversampling on the Train page.")
+                   f"'{small}' can still look accurate, so watch per-class recall and macro-F1. Training oversamples "
+                   "the rarer classes unless you change 'Imbalance strategy' on the Train page.")
     return f"Training split: {shares}. {verdict}"
 
 

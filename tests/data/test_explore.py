@@ -115,3 +115,18 @@ def test_a_dataset_without_validation_images_says_what_a_run_keeps(class_dataset
     assert not spec.counts()["val"] or not sum(spec.counts()["val"].values())
     assert small_validation_note(spec) == NO_VALIDATION_NOTE
     assert "keeps the last one's weights" in NO_VALIDATION_NOTE and "--val-fraction" in NO_VALIDATION_NOTE
+
+
+def test_an_imbalanced_training_split_is_said_with_the_fix_training_already_applies(tmp_path, synth):
+    from medcls.config import TrainConfig
+    from medcls.data.explore import imbalance_sentence
+
+    root = synth.split_folders(tmp_path / "rare", {"train": {"benign": 30, "malignant": 5},
+                                                 "val": {"benign": 2, "malignant": 2},
+                                                 "test": {"benign": 2, "malignant": 2}})
+    sentence = imbalance_sentence(load_dataset(DataConfig(source=str(root))))
+    assert sentence.startswith("Training split: benign 86%, malignant 14%. **Imbalanced: 6.0 benign images for "
+                               "every malignant image.**")
+    # The default already oversamples; the sentence must not send the user to switch on what is on.
+    assert TrainConfig().imbalance == "oversample"
+    assert "Training oversamples the rarer classes unless you change 'Imbalance strategy'" in sentence
