@@ -133,8 +133,8 @@ def _leak_caption(health: HealthReport, spec: DatasetSpec, data_cfg: DataConfig,
 
 def _leak_words(leak: Leak) -> str:
     """The split leak in words, claiming only what it inflates: copies of validation images alone inflate the
-    validation score (and so the epoch chosen by it), not the test score; a cross-validated run (the default for
-    a small dataset) learns from the validation images too, so copies of test images there count for it."""
+    validation score (and so the epoch chosen by it), not the test score; fold or bagged models (the default for
+    a small dataset) learn from the validation images too, so copies of test images there count for them."""
     def images(n: float, what: str) -> str:
         return f"{n:g} {what} image{'' if n == 1 else 's'}"
 
@@ -154,7 +154,7 @@ def _leak_words(leak: Leak) -> str:
         text = "**Split leak:** no test or validation image has a near-duplicate in train."
     if leak.test_in_learning > leak.test_in_train:
         n = leak.test_in_learning
-        text += (" A cross-validated run (the default for a small dataset) learns from the validation images too: "
+        text += (" Fold or bagged models (the default for a small dataset) learn from the validation images too: "
                  f"{n:g} of the {leak.test_images:g} test images {have(n)} a near-duplicate among train + validation.")
     return text
 

@@ -117,15 +117,15 @@ def test_a_leak_into_validation_only_does_not_call_the_test_scores_optimistic(ap
                      "scores (and a best epoch picked by them) are optimistic."], leaks
 
 
-def test_a_copy_of_a_test_image_among_the_validation_images_is_named_for_cross_validated_runs(app_env, tmp_path):
+def test_a_copy_of_a_test_image_among_the_validation_images_is_named_for_ensembles_of_small_datasets(app_env, tmp_path):
     root = _fixed_split(tmp_path / "fixed")
     shutil.copy(root / "test" / "dark" / "dark (1).png", root / "val" / "dark" / "again.png")
 
     at = _data_page(root)
     assert not at.exception
     leaks = [as_read(w.value).replace("**", "") for w in at.warning if "Split leak" in w.value]
-    assert leaks == ["Split leak: no test or validation image has a near-duplicate in train. A cross-validated run "
-                     "(the default for a small dataset) learns from the validation images too: 1 of the 6 test "
+    assert leaks == ["Split leak: no test or validation image has a near-duplicate in train. Fold or bagged "
+                     "models (the default for a small dataset) learn from the validation images too: 1 of the 6 test "
                      "images has a near-duplicate among train + validation."], leaks
     assert not [s for s in at.success if "near-duplicate" in s.value or "No duplicate" in s.value]  # not "no leak"
 
