@@ -6,11 +6,11 @@ the run):
 
 1. the default recipe on the built-in phantoms (its default epochs);
 2. the default recipe on BUSI as it is (``--busi``; skipped when absent): a small dataset of large images, so
-   3 fold models at 192 px (:func:`medcls.training.autoplan.resolve_image_size`), the default epochs each;
+   3 bagged models at 192 px (:func:`medcls.training.autoplan.resolve_image_size`), the default epochs each;
 3. the default recipe at 64 px on BUSI, which trains a 5-fold ensemble (a small dataset, see
    :func:`medcls.training.autoplan.auto_folds`);
-4. ResNet-18 with a frozen backbone (random weights: nothing to download) on BUSI, which trains a fold ensemble
-   (3 fold models at 192 px, as *Image size* 0 chooses for BUSI) whose fold models each cache their own images'
+4. ResNet-18 with a frozen backbone (random weights: nothing to download) on BUSI, which trains an ensemble
+   (3 bagged models at 192 px, as *Image size* 0 chooses for BUSI) whose models each cache their own images'
    features (skipped without BUSI);
 5. the default recipe at 28 px for 2 epochs on a MedMNIST-shaped ``.npz`` (PneumoniaMNIST's sizes: 4,708
    / 524 / 624 images, two classes, 74% one class), made here;
@@ -41,6 +41,7 @@ from ..config import TrainConfig
 from ..data import load_dataset
 from ..experiments.lessons import get_lesson, lesson_configs
 from ..jobs.manager import JobManager
+from ..runs.records import member_word
 from ..runs.store import RunStore
 from ..training.autoplan import pool_counts, train_alike
 from ..training.estimate import estimate_group, measure_costs
@@ -91,7 +92,7 @@ def run_group_case(name: str, configs: Sequence[TrainConfig], store: RunStore, m
     total = time.perf_counter() - submitted
     histories = [store.history(run_id) for run_id in run_ids]
     epochs = [h.seconds for history in histories for h in history]
-    # A fold ensemble's history holds every fold's epochs; the estimate counts epochs per model.
+    # An ensemble's history holds every fold (or bagged) model's epochs; the estimate counts epochs per model.
     per_model = [len(history) / max(1, r.folds) for r, history in zip(group.runs, histories)]
     estimated_total = sum(r.total_s(n) for r, n in zip(group.runs, per_model))
     if len(configs) == 1:
@@ -102,6 +103,7 @@ def run_group_case(name: str, configs: Sequence[TrainConfig], store: RunStore, m
         measured_epoch = float(np.mean(epochs))
     row = {"case": name, "run_id": run_ids[0] if len(run_ids) == 1 else run_ids, "runs": len(run_ids),
            "epochs_planned": configs[0].epochs, "epochs_run": len(epochs), "folds": first.folds,
+           "bagged": first.bagged,
            "estimate_epoch_s": round(estimate_epoch, 2), "measured_epoch_s": round(measured_epoch, 2),
            "epoch_ratio": round(estimate_epoch / measured_epoch, 3),
            "estimate_total_s": round(estimated_total, 1), "measured_total_s": round(total, 1),
@@ -129,8 +131,8 @@ def _markdown(results: dict) -> str:
              "run, as it is when someone has looked at the Train page for a few seconds). The estimate must land within "
              f"±{TOLERANCE:.0%} of the measured time, per epoch and in all (for the epochs the run trained; "
              "early stopping, when a run keeps its best epoch, decides how many); when the epochs take under "
-             f"{EPOCHS_SHARE_JUDGED:.0%} of the run (a frozen backbone's head), only in all. A fold ensemble's "
-             "estimate counts every fold model. A lesson's runs are estimated together and queued at once, as "
+             f"{EPOCHS_SHARE_JUDGED:.0%} of the run (a frozen backbone's head), only in all. An ensemble's "
+             "estimate counts every fold or bagged model. A lesson's runs are estimated together and queued at once, as "
              "the Lessons page does; its per-epoch figures are means over every epoch of its runs.", "",
              "| case | epochs run | estimate per epoch | measured per epoch | ratio | estimate in all | measured in all "
              "| ratio | threads | other processes (cores) | warm process |",
@@ -142,7 +144,8 @@ def _markdown(results: dict) -> str:
         if runs > 1:
             run = f"{r['epochs_run']} in {runs} runs of up to {r['epochs_planned']}"
         elif folds:
-            run = f"{r['epochs_run']} in {folds} fold models of up to {r['epochs_planned']}"
+            run = f"{r['epochs_run']} in {folds} {member_word(r.get('bagged', False), plural=True)} of up to " \
+                  f"{r['epochs_planned']}"
         else:
             run = f"{r['epochs_run']} of {r['epochs_planned']}"
         lines.append(f"| {r['case']} | {run} | {r['estimate_epoch_s']:.2f} s "
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             cases.append(("default recipe at 64 px, BUSI", [TrainConfig().with_options(source=args.busi,
                                                                                      image_size=64, epochs=10)]))
         if "frozen" in wanted and has_busi:
-            # Features cached once per fold model: the estimate must count them once for each, and the work
+            # Features cached once per model of the ensemble: the estimate must count them once for each, and the work
             # limit lets this ensemble through (autoplan.training_work).
             cases.append(("ResNet-18, head only (random weights, cached features), BUSI",
                           [TrainConfig().with_options(source=args.busi, model="resnet18", weights="random",

@@ -260,6 +260,18 @@ def test_the_estimates_report_says_whether_each_estimate_assumed_a_warm_process(
     assert "| warm process |" in text
 
 
+def test_the_estimates_report_names_the_kind_of_ensemble_a_case_trained():
+    from medcls.bench.estimates import _markdown
+
+    row = {"case": "ens", "epochs_run": 60, "epochs_planned": 20, "estimate_epoch_s": 3.0, "measured_epoch_s": 3.0,
+           "epoch_ratio": 1.0, "estimate_total_s": 190.0, "measured_total_s": 200.0, "total_ratio": 0.95,
+           "threads": 2, "others_cores_before": 0.0, "folds": 3}
+    text = _markdown({"date": "d", "cpu": "c", "cores": 2, "python": "3",
+                      "cases": [{**row, "bagged": True}, {**row, "bagged": False}, row]})
+    assert [line.split("|")[2].strip() for line in text.splitlines() if line.startswith("| ens")] == [
+        "60 in 3 bagged models of up to 20", "60 in 3 fold models of up to 20", "60 in 3 fold models of up to 20"]
+
+
 def test_the_same_runs_are_also_scored_on_the_test_images_that_are_new_to_them():
     r = copy.deepcopy(RESULTS)
     r["time_to_quality"] = [{**q, "without_copies": {"copies": 45, "test_images": 118, "macro_f1": f1,
