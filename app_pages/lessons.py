@@ -122,7 +122,7 @@ def lesson_results() -> None:
         st.rerun()  # every run ended: redraw once, without the timer
     words = conclusion.words
     rows = []
-    ensembles = any(r.models > 1 for r in results)  # a small dataset trains fold ensembles by default
+    ensembles = any(r.models > 1 for r in results)  # a small dataset trains fold or bagged models by default
     for r in results:
         row = {"run": r.label, "state": OUTCOME_WORDS.get(r.outcome, r.outcome),
                words: None if r.estimate is None else r.estimate,

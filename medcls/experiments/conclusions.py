@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..analysis.paired import change_phrase, count_words, describe_paired
+from ..runs.records import member_word
 
 __all__ = ["METRICS", "RunResult", "Conclusion", "metric_words", "conclude", "outcome_counts"]
 
@@ -42,9 +43,10 @@ class RunResult:
     low: float | None = None        # its 95% interval
     high: float | None = None
     images: int = 0                 # test images the metric is computed over (the focus class's, for its recall)
-    seconds: float | None = None    # training time (all epochs, of every fold model)
+    seconds: float | None = None    # training time (all epochs, of every model of an ensemble)
     parameters: int | None = None   # the weights of one model
-    models: int = 1                 # a fold ensemble (a small dataset's default): this many models
+    models: int = 1                 # an ensemble (a small dataset's default): this many fold or bagged models
+    bagged: bool = False            # its models are bagged models, not fold models
     # Per test image the metric counts (its path), whether the run got it right: for a paired comparison.
     right: Mapping[str, bool] | None = None
 
@@ -142,7 +144,7 @@ def _costs(usable: list[RunResult], show: tuple[str, ...]) -> str:
     parts = []
     for r in usable:
         bits = []
-        each = f" in each of {r.models} fold models" if r.models > 1 else ""
+        each = f" in each of {r.models} {member_word(r.bagged, plural=True)}" if r.models > 1 else ""
         if "parameters" in show and r.parameters:
             bits.append(f"{r.parameters:,} weights{each}")
         if "time" in show and r.seconds is not None:

@@ -287,7 +287,8 @@ def lesson_results(store: RunStore, queued: QueuedLesson, metric: str) -> tuple[
             if value:
                 estimate, low, high = value["estimate"], value.get("low"), value.get("high")
                 right = _right_per_image(store, run_id, metric, summary.focus_class)
-        results.append(RunResult(label, outcome, estimate, low, high, images, seconds, parameters, models, right))
+        results.append(RunResult(label, outcome, estimate, low, high, images, seconds, parameters, models,
+                                 bool(record and record.bagged), right))
     return results, focus
 
 

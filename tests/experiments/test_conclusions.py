@@ -125,6 +125,11 @@ def test_costs_come_from_the_runs():
                RunResult("small_cnn", "finished", 0.72, 0.62, 0.82, 60, 50.0, 50_000, models=5)]
     text = conclude(results, "accuracy", show=("parameters", "time")).text()
     assert "seed_cnn 1,000,000 weights in each of 5 fold models and 3.3 min of training for all 5" in text
+    # Bagged models (a small dataset of large images, with 'Image size' 0) are named as such.
+    results = [RunResult("a", "finished", 0.7, 0.6, 0.8, 60, 200.0, 1_000_000, models=3, bagged=True),
+               RunResult("b", "finished", 0.72, 0.62, 0.82, 60, 50.0, 50_000, models=3, bagged=True)]
+    text = conclude(results, "accuracy", show=("parameters", "time")).text()
+    assert "a 1,000,000 weights in each of 3 bagged models and 3.3 min of training for all 3" in text
 
 
 def test_metric_words():
