@@ -145,12 +145,12 @@ with right:
               delta_color="off", delta_arrow="off")  # a confidence, not a change: no arrow
     if learned is not None:
         filed = (seen.labels or {}).get(learned[0])
-        st.info(escape_markdown(seen_sentence(learned, seen.folds, filed, label, seen.chose_epoch, seen.bagged)),
-                icon="🧠")
+        st.info(escape_markdown(seen_sentence(learned, seen.folds, filed, label, seen.chose_epoch, seen.bagged,
+                                              seen.trained)), icon="🧠")
     elif copy is not None:
         own_label = true_class if true_class in predictor.classes else None  # another dataset's names say nothing
         st.info(escape_markdown(near_copy_sentence(copy, seen.folds, own_label, label, seen.chose_epoch,
-                                                    seen.bagged)), icon="🧠")
+                                                    seen.bagged, seen.trained)), icon="🧠")
     if true_class is not None and learned is None:  # a picked image: its label is known, so say what it means
         if true_class not in predictor.classes:
             st.caption(f"Filed as **{escape_markdown(true_class)}** in the dataset, a class this model does not know.")

@@ -47,6 +47,7 @@ class LearnedFrom:
     learning: tuple[str, ...] = LEARNING_SPLITS  # the splits it learned from (copies.learning_splits)
     chose_epoch: bool = True  # it kept its best validation epoch (False: its last)
     bagged: bool = False  # its ``folds`` models are bagged: each learned from every train + val image
+    trained: int | None = None  # the models it holds, when it was stopped before all ``folds`` were trained
 
     def learning_paths(self) -> list[str]:
         """The items of the splits it learned from, in the split file's order."""
@@ -98,17 +99,27 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
     if splits and not by_size:
         log.info("Run %s: none of its training files is on this machine; uploads are matched by nothing", run_id)
     return LearnedFrom(splits, {size: tuple(paths) for size, paths in by_size.items()}, folds, labels, learning,
-                       chose_epoch, summary.bagged)
+                       chose_epoch, summary.bagged, _models_held(store, run_id, folds))
+
+
+def _models_held(store: RunStore, run_id: str, folds: int) -> int | None:
+    """How many of an ensemble's ``folds`` models the run holds, when fewer (it was stopped); else None."""
+    try:
+        record = store.model_record(run_id)
+    except RecordError:
+        return None
+    return record.folds if folds and record is not None and 0 < record.folds < folds else None
 
 
 def seen_sentence(match: tuple[str, str], folds: int, label: str | None = None, answer: str | None = None,
-                  chose_epoch: bool = True, bagged: bool = False) -> str:
+                  chose_epoch: bool = True, bagged: bool = False, trained: int | None = None) -> str:
     """Why an answer on this image means little, in a sentence for the page (Markdown-free). ``label``: the class
     the run filed the image under; ``answer``: the class the run gave it; ``chose_epoch``: the run kept its best
-    validation epoch (not its last); ``bagged``: its ``folds`` models are bagged, not fold models."""
+    validation epoch (not its last); ``bagged``: its ``folds`` models are bagged, not fold models; ``trained``:
+    the models it holds, when it was stopped before all ``folds`` were trained."""
     path, split = match
     sentence = (f"This is {item_name(path)}, one of the images this run learned from: "
-                f"{_how_used(split, folds, chose_epoch, bagged)}.")
+                f"{_how_used(split, folds, chose_epoch, bagged, trained)}.")
     if missed := _missed_although_trained(split, folds, label, answer, filed="it is"):
         return f"{sentence} {missed}"
     return (f"{sentence} A right answer here shows what the model remembers, not how it does on new images; pick a "
@@ -126,12 +137,20 @@ def _missed_although_trained(split: str, folds: int, label: str | None, answer: 
             "remember it, so this mistake is a real one.")
 
 
-def _how_used(split: str, folds: int, chose_epoch: bool = True, bagged: bool = False) -> str:
+def _how_used(split: str, folds: int, chose_epoch: bool = True, bagged: bool = False,
+              trained: int | None = None) -> str:
+    held_out = "chose its best epoch with it" if chose_epoch else "was validated on it"
+    if trained and trained < folds:  # stopped on request: it holds the models trained so far
+        if bagged:
+            return (f"the {'one bagged model' if trained == 1 else f'{trained} bagged models'} this run trained "
+                    f"before it was stopped (of {folds}) learned from it")
+        # Which fold holds the image out is not known here: one of the trained fold models may be that one.
+        return (f"this run was stopped after {trained} of its {folds} fold models, and each of them trained on it, "
+                f"except perhaps one that {held_out}")
     if bagged:  # every bagged model learns from every train + val image
         return f"all {folds} of this run's bagged models trained on it"
     if folds:  # the folds split train + val: each image is held out by one fold model, the others train on it
-        return (f"{folds - 1} of this run's {folds} fold models trained on it, and the other one "
-                + ("chose its best epoch with it" if chose_epoch else "was validated on it"))
+        return f"{folds - 1} of this run's {folds} fold models trained on it, and the other one {held_out}"
     if split == "train":
         return "this run trained on it"
     return "this run chose its best epoch by how well it did on it and the other validation images"
@@ -212,13 +231,13 @@ def lookalikes(seen: LearnedFrom) -> Lookalikes | None:
 
 
 def near_copy_sentence(copy: NearCopy, folds: int, label: str | None = None, answer: str | None = None,
-                       chose_epoch: bool = True, bagged: bool = False) -> str:
+                       chose_epoch: bool = True, bagged: bool = False, trained: int | None = None) -> str:
     """Why an answer on a copy of a training image means little; ``label``: the asked-about image's own class;
-    ``answer``: the class the run gave it; ``chose_epoch`` and ``bagged``: as :func:`seen_sentence`."""
+    ``answer``: the class the run gave it; ``chose_epoch``, ``bagged`` and ``trained``: as :func:`seen_sentence`."""
     what = "the same picture as" if copy.same_pixels else "a near copy of"
     kind = f"a {copy.label} image" if copy.label else "one of the images"
     sentence = (f"This image is {what} {item_name(copy.path)}, {kind} this run learned from: "
-                f"{_how_used(copy.split, folds, chose_epoch, bagged)}.")
+                f"{_how_used(copy.split, folds, chose_epoch, bagged, trained)}.")
     conflict = bool(copy.label) and label is not None and copy.label != label
     if conflict and answer == label:  # right for this image, and not what its copy taught: no memory, no mistake
         sentence += f" It answers {answer}, as this image is filed, not {copy.label} as that one is."

@@ -57,6 +57,38 @@ def test_the_sentence_says_how_the_run_used_the_image():
     assert seen_sentence(("/d/a.png", "train"), folds=5) == folds  # the folds split train + val alike
     last = seen_sentence(("/d/a.png", "val"), folds=5, chose_epoch=False)  # fold models that keep their last epoch
     assert "4 of this run's 5 fold models trained on it, and the other one was validated on it" in last
+    # A run stopped before all its models were trained holds fewer: the sentence counts those it holds.
+    bagged = seen_sentence(("/d/a.png", "train"), folds=3, bagged=True, trained=2, chose_epoch=False)
+    assert "learned from: the 2 bagged models this run trained before it was stopped (of 3) learned from it." in bagged
+    stopped = seen_sentence(("/d/a.png", "val"), folds=5, trained=2)
+    assert ("this run was stopped after 2 of its 5 fold models, and each of them trained on it, except perhaps one "
+            "that chose its best epoch with it.") in stopped
+
+
+def test_a_run_stopped_in_its_first_bagged_model_says_only_that_model_learned_from_the_image(store, class_dataset):
+    from medcls.config import DataConfig, TrainConfig
+    from medcls.jobs.execute import execute_run
+
+    cfg = TrainConfig(data=DataConfig(source=str(class_dataset))).with_options(
+        image_size=32, batch_size=8, precision="fp32", epochs=2, bagged_models=3)
+    run_id = store.create(cfg)
+    assert execute_run(store, run_id, should_cancel=lambda: len(store.history(run_id)) >= 1).state == "cancelled"
+    seen = learned_from(store, run_id)
+    assert (seen.folds, seen.bagged, seen.trained) == (3, True, 1)
+    path = seen.learning_paths()[0]
+    sentence = seen_sentence((path, seen.splits[path]), seen.folds, chose_epoch=seen.chose_epoch, bagged=seen.bagged,
+                             trained=seen.trained)
+    assert "learned from: the one bagged model this run trained before it was stopped (of 3) learned from it." \
+        in sentence
+    assert learned_from(*_finished(store, cfg)).trained is None  # a run that trained all its models
+
+
+def _finished(store, cfg):
+    from medcls.jobs.execute import execute_run
+
+    run_id = store.create(cfg.with_options(epochs=1, bagged_models=2))
+    assert execute_run(store, run_id).state == "finished"
+    return store, run_id
 
 
 def test_a_wrong_answer_on_an_image_the_run_trained_on_is_called_a_real_mistake():
