@@ -120,6 +120,17 @@ def test_evaluate_prints_and_writes_metrics(trained, tmp_path, capsys):
     stored = RunStore().metrics(run_id).test
     assert metrics["confusion_matrix"] == stored.confusion_matrix
     assert "test: accuracy" in capsys.readouterr().out
+    # Another split is named as what it is, and images the run learned from are said to be such.
+    assert main(["evaluate", run_id, "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "train: accuracy" in out and "test: accuracy" not in out
+    assert "note: this run learned from its training images: a right answer on one shows what the model remembers" \
+        in out
+    assert main(["evaluate", run_id, "--split", "val"]) == 0  # one model keeping its last epoch: val only draws curves
+    out = capsys.readouterr().out
+    assert "val: accuracy" in out and "learned from" not in out
+    assert main(["evaluate", run_id, "--split", "all"]) == 0
+    assert "all splits: accuracy" in capsys.readouterr().out
 
 
 def test_demo_data_writes_a_loadable_dataset(tmp_path, capsys):

@@ -37,6 +37,7 @@ from .teach import add_teach_parsers
 if TYPE_CHECKING:
     from ..analysis.metrics import SplitMetrics
     from ..runs.records import CrossValidation
+    from ..runs.store import RunStore
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -294,11 +295,13 @@ def _fmt(value: float | None) -> str:
     return "  -  " if value is None else f"{value:.3f}"
 
 
-def _print_metrics(m: SplitMetrics | None) -> None:
+def _print_metrics(m: SplitMetrics | None, split: str = "test") -> None:
+    """``split``: which images the metrics are of ('test', 'train', 'val' or 'all'), as the first word says."""
+    words = "all splits" if split == "all" else split
     if m is None or not m.n:
-        print("no test split: no test metrics")
+        print(f"no {words} images: no {words} metrics")
         return
-    print(f"test: accuracy {_fmt(m.accuracy)}  balanced accuracy {_fmt(m.balanced_accuracy)}  "
+    print(f"{words}: accuracy {_fmt(m.accuracy)}  balanced accuracy {_fmt(m.balanced_accuracy)}  "
           f"macro-F1 {m.macro_f1:.3f}  (n={m.n})")
     print(f"{'class':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'AP':>6} {'n':>5}")
     for name, c in m.per_class.items():
@@ -315,12 +318,25 @@ def _print_metrics(m: SplitMetrics | None) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..inference.evaluate import evaluate_run
 
-    metrics = evaluate_run(open_store(args), args.run, data_source=args.data, split=args.split,
+    store = open_store(args)
+    metrics = evaluate_run(store, args.run, data_source=args.data, split=args.split,
                            class_aliases=args.class_aliases)
-    _print_metrics(metrics)
+    if args.split != "test" and not args.data and (learned := _learned_from(store, args.run, args.split)):
+        print(f"note: this run learned from its {learned} images: a right answer on one shows what the model "
+              "remembers, not how it does on new images")
+    _print_metrics(metrics, args.split)
     if args.json:
         Path(args.json).write_text(json.dumps(metrics.to_dict(), indent=2))
     return 0
+
+
+def _learned_from(store: RunStore, run_id: str, split: str) -> str:
+    """Which of the evaluated split's images the run learned from, in words ('' for none)."""
+    from ..analysis.copies import learning_splits
+
+    learning = learning_splits(store.summary(run_id).folds, keeps_last=store.trained_config(run_id).keeps_last())
+    shown = [s for s in learning if split in (s, "all")]
+    return " and ".join("training" if s == "train" else "validation" for s in shown)
 
 
 @command("predict")
