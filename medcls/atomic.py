@@ -6,16 +6,19 @@ in the same folder, flushed to disk, then moved over the target with
 ``os.replace``, which is atomic on POSIX and Windows. A crash mid-write leaves
 the previous good file, never a truncated one. A full disk raises
 :class:`DiskFullError`, whose message says how much room is left where.
+:func:`exclusive_lock` serialises read-then-write steps across processes.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,6 +34,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_with",
     "append_jsonl",
+    "exclusive_lock",
     "read_json",
     "read_jsonl",
 ]
@@ -68,6 +72,18 @@ def disk_full_message(folder: Path | str) -> str:
 
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _FULL
+
+
+@contextmanager
+def exclusive_lock(path: Path | str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block: across processes, only one
+    at a time runs a block under the same lock file, so that what one reads and then writes is not raced."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_with(path: Path | str, write: Callable[[io.BufferedWriter], None]) -> Path:

@@ -68,6 +68,20 @@ def test_runs_lists_the_run(trained, capsys):
     assert "finished" in line and "small_cnn" in line and "2/2" in line and "classes · small_cnn" in line
 
 
+def test_runs_shortens_a_long_name_in_its_middle_so_that_its_end_tells_runs_apart(trained, capsys):
+    from medcls.cli.store_commands import MAX_NAME_WIDTH
+    from medcls.runs.records import RunMeta
+
+    store = RunStore()
+    long = "busi · small_cnn · oversample · 192 px · 3 bagged · augment · lr 0.004"
+    ids = [store.create(TrainConfig(), meta=RunMeta(name=f"{long} ({k})")) for k in (2, 3)]
+    assert main(["runs"]) == 0
+    lines = {l.rstrip().rsplit(" ", 1)[-1]: l for l in capsys.readouterr().out.splitlines()}
+    shown = [lines[run_id][:MAX_NAME_WIDTH] for run_id in ids]
+    assert shown[0].startswith("busi · small_cnn · oversample · 192 px") and "…" in shown[0]
+    assert shown[0].endswith("lr 0.004 (2)") and shown[1].endswith("lr 0.004 (3)")
+
+
 def test_runs_says_a_fold_ensemble_is_one(class_dataset, capsys):
     assert main(["train", "--data", str(class_dataset), *TINY, "--folds", "2", "--run-id", "cv-run"]) == 0
     capsys.readouterr()

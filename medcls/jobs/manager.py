@@ -26,13 +26,13 @@ Backends: ``local`` (one worker process per run, the default) and ``ray``
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Protocol, Sequence
 
+from ..atomic import exclusive_lock
 from ..config import TrainConfig
 from ..runs.permissions import OPERATOR, Identity, QueuedRun, check_queue_room, fair_order, require_manage
 from ..runs.records import GroupMembership, Progress, RecordError, RunMeta, RunStatus
@@ -423,9 +423,5 @@ def requeue(store: RunStore, run_id: str) -> None:
 @contextmanager
 def scheduler_lock(store: RunStore) -> Iterator[None]:
     """The store-wide lock under which runs change between queued, running and cancelled."""
-    with open(store.root / ".scheduler.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(store.root / ".scheduler.lock"):
+        yield

@@ -39,6 +39,7 @@ import re
 import shutil
 import socket
 import time
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -48,6 +49,7 @@ from ..atomic import (
     atomic_write_json,
     atomic_write_text,
     atomic_write_with,
+    exclusive_lock,
     read_json,
     read_jsonl,
 )
@@ -150,19 +152,20 @@ class RunStore(RunLifecycle, RunArtefacts):
         chosen for the data, e.g. *Image size* 0 as 192 px), else ``config``'s. ``notes`` start its notes (what was
         adjusted for it when it was queued)."""
         meta = meta or RunMeta()
-        if not meta.name:
-            meta = dataclasses.replace(meta, name=self._unique_default_name(name_from or config))
         if run_id and not self.claim_folder(run_id):  # the caller's id: taken is an error
             raise FileExistsError(f"A run with id {run_id!r} exists already in {self.root}.")
         run_id = run_id or claim_id(f"{datetime.now():%Y%m%d-%H%M%S}-{config.model}", self.claim_folder)
         folder = self.path(run_id, must_exist=False)
-        # status first: a folder with config.json is a run, and must always have a status.
-        now = _now()
-        atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,
-                                                            created_ns=time.time_ns(),
-                                                            notes=tuple(notes)).to_dict())
-        atomic_write_json(folder / "meta.json", meta.to_dict())
-        atomic_write_text(folder / "config.json", config.to_json())
+        with self._naming():  # until it is listed with its name, so that runs created at once get different names
+            if not meta.name:
+                meta = dataclasses.replace(meta, name=self._unique_default_name(name_from or config))
+            # status first: a folder with config.json is a run, and must always have a status.
+            now = _now()
+            atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,
+                                                                created_ns=time.time_ns(),
+                                                                notes=tuple(notes)).to_dict())
+            atomic_write_json(folder / "meta.json", meta.to_dict())
+            atomic_write_text(folder / "config.json", config.to_json())  # now listed, with its name taken
         return run_id
 
     def config(self, run_id: str) -> TrainConfig:
@@ -211,13 +214,19 @@ class RunStore(RunLifecycle, RunArtefacts):
         settings as queued ("busi · small_cnn · oversample · auto size", maybe with " (2)") is named after the size
         it trains at ("… · 192 px"), so that runs on one list tell their sizes apart. A name someone typed stays.
         Returns the name as stored."""
-        meta = self.meta(run_id)
-        before, after = default_run_name(queued), default_run_name(chosen)
-        if before == after or not re.fullmatch(re.escape(before) + r"( \(\d+\))?", meta.name):
-            return meta.name
-        name = self._unique_default_name(chosen, but=run_id)
-        self.set_meta(run_id, dataclasses.replace(meta, name=name))
-        return name
+        with self._naming():
+            meta = self.meta(run_id)
+            before, after = default_run_name(queued), default_run_name(chosen)
+            if before == after or not re.fullmatch(re.escape(before) + r"( \(\d+\))?", meta.name):
+                return meta.name
+            name = self._unique_default_name(chosen, but=run_id)
+            self.set_meta(run_id, dataclasses.replace(meta, name=name))
+            return name
+
+    def _naming(self) -> AbstractContextManager[None]:
+        """Held while a default name is chosen and written: two processes that name runs at the same moment (two
+        runs started together from the command line) would otherwise both take the same free " (4)"."""
+        return exclusive_lock(self.root / ".naming.lock")
 
     def _unique_default_name(self, config: TrainConfig, but: str | None = None) -> str:
         """The name made from ``config``'s settings, with " (2)", " (3)", ... when runs other than ``but`` have it."""

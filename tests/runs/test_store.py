@@ -300,6 +300,39 @@ def test_a_run_named_after_its_settings_takes_the_name_of_the_image_size_chosen_
         "my size test"]
 
 
+def _create_and_name_at_once(root, barrier, queued, chosen, results) -> None:  # in a child process
+    from medcls.runs.store import RunStore
+
+    store = RunStore(root)
+    barrier.wait()
+    run_id = store.create(queued)
+    barrier.wait()
+    results.put((store.meta(run_id).name, store.name_chosen_size(run_id, queued, chosen)))
+
+
+def test_runs_created_and_named_by_several_processes_at_once_get_different_names(store):
+    # Two command lines started together both named their run '… · 192 px (4)' (seen 2026-12-06): the free number
+    # was chosen by each before either had written its name.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    queued, chosen = TrainConfig(), TrainConfig().with_options(image_size=192)
+    processes = 6
+    barrier, results = context.Barrier(processes), context.Queue()
+    workers = [context.Process(target=_create_and_name_at_once, args=(store.root, barrier, queued, chosen, results))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    names = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    created, started = zip(*names)
+    assert len(set(created)) == processes and len(set(started)) == processes, names
+    assert set(started) == {"phantoms · small_cnn · oversample · 192 px"} | {
+        f"phantoms · small_cnn · oversample · 192 px ({k})" for k in range(2, processes + 1)}
+
+
 def test_a_run_records_what_it_chose_for_its_data_and_pages_read_it_as_trained(store):
     asked = TrainConfig().with_options(epochs=2)  # Image size 0, the ensemble left to the data
     run_id = store.create(asked)
