@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,15 @@ def test_runs_says_a_fold_ensemble_is_one(class_dataset, capsys):
     assert main(["runs"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.rstrip().endswith("cv-run"))
     assert "finished, 2 folds" in line and "1/1" in line  # the epochs are each fold model's
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(trained):
+    # 'python -m medcls runs | head -1': the pipe is closed before the table is written.
+    proc = subprocess.Popen([sys.executable, "-m", "medcls", "runs"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ})
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"error" not in err and b"Traceback" not in err, err
 
 
 def test_runs_without_runs_gives_a_hint(capsys):
@@ -222,6 +232,37 @@ def test_the_cli_is_the_local_operator_it_renames_and_deletes_anyones_runs(isola
     capsys.readouterr()
     assert main(["delete", "training", "--yes"]) == 2  # a training run is refused, with what to do
     assert "stop it first" in capsys.readouterr().err and "training" in store.list_ids()
+
+
+def test_stop_ends_anyones_training_run_and_cancels_a_queued_one(isolated_env, class_dataset, capsys):
+    # The app's visitor who started a run may have lost their browser; the local operator can still stop it.
+    import threading
+
+    from medcls.jobs.execute import execute_run
+    from medcls.runs.records import RunMeta
+
+    store = RunStore()
+    cfg = TrainConfig().with_options(source=str(class_dataset), image_size=32, batch_size=8, precision="fp32",
+                                     epochs=200)
+    run_id = store.create(cfg, meta=RunMeta(owner="browser:alice", owner_name="Alice"))
+    ended = {}
+    # As a worker does: it honours the stop file, whichever process wrote it.
+    worker = threading.Thread(target=lambda: ended.update(outcome=execute_run(
+        store, run_id, should_cancel=lambda: store.stop_requested(run_id))))
+    worker.start()
+    while len(store.history(run_id)) < 1:
+        time.sleep(0.05)
+    assert main(["stop", run_id]) == 0
+    worker.join(timeout=60)
+    out = capsys.readouterr().out
+    assert ended["outcome"].state == "cancelled" and store.status(run_id).state == "cancelled"
+    assert "asked to stop after its current batch" in out
+    assert f"run {run_id} cancelled: Stopped on request after" in out
+    assert main(["stop", run_id]) == 1  # ended: nothing to stop
+    assert "is cancelled: it is not queued or training" in capsys.readouterr().out
+    queued = store.create(cfg, meta=RunMeta(owner="browser:bob"))
+    assert main(["stop", queued, "--wait", "0"]) == 0 and store.status(queued).state == "cancelled"
+    assert "cancelled before it started" in capsys.readouterr().out
 
 
 def test_print_config_resolves_flags_and_config_files(tmp_path, capsys):

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import re
 import sys
 import typing
@@ -30,7 +31,7 @@ from ..data.spec import DataError
 from ..models import model_entry
 from ..runs.naming import clean_run_name
 from ..runs.records import RecordError, RunMeta, member_word
-from . import store_commands  # noqa: F401  (registers runs, rename and delete)
+from . import store_commands  # noqa: F401  (registers runs, stop, rename and delete)
 from .commands import COMMANDS, command, ctrl_c_stops, open_store
 from .teach import add_teach_parsers
 
@@ -127,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
 
     sub.add_parser("runs", help="List the runs in the store.")
+
+    p = sub.add_parser("stop", help="Stop a run, whoever started it: a queued run is cancelled, a training one stops "
+                                    "after its current batch (its checkpoint so far is kept and tested).")
+    p.add_argument("run", help="Run id (see 'runs').")
+    p.add_argument("--wait", type=float, default=60.0, help="Seconds to wait for it to stop (0: ask and return).")
 
     p = sub.add_parser("rename", help="Give a run a new readable name (its id stays the same).")
     p.add_argument("run", help="Run id (see 'runs').")
@@ -430,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError, FileExistsError, PermissionError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away ('python -m medcls runs | head'): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
     except OSError as exc:  # a full disk, a folder where a file should be, ...: a message, not a traceback
         if is_disk_full(exc):
             folder = getattr(exc, "folder", None) or (Path(exc.filename).parent if exc.filename else Path.cwd())

@@ -1,4 +1,4 @@
-"""The run store from the command line: ``runs`` lists the runs, ``rename`` and ``delete`` change them.
+"""The run store from the command line: ``runs`` lists the runs; ``stop``, ``rename`` and ``delete`` change them.
 
 The command line is the local operator, who may rename and delete anyone's runs (see
 :mod:`medcls.runs.permissions`); the job manager does both, as it does for the app.
@@ -7,6 +7,7 @@ The command line is the local operator, who may rename and delete anyone's runs 
 from __future__ import annotations
 
 import argparse
+import time
 
 from ..runs.permissions import owner_words
 from .commands import command, open_store
@@ -22,6 +23,31 @@ def _operator_manager(args: argparse.Namespace):
     from ..jobs.manager import JobManager
 
     return JobManager(open_store(args), start=False)
+
+
+@command("stop")
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop any run (the app's too: whoever started it): a queued run is cancelled, a training one stops after its
+    current batch, keeping and testing its checkpoint so far."""
+    manager = _operator_manager(args)
+    store = manager.store
+    status = store.status(args.run)
+    if not status.active:
+        print(f"run {args.run} is {status.state}: it is not queued or training, so there is nothing to stop")
+        return 1
+    manager.stop(args.run)
+    if status.state == "queued":
+        print(f"run {args.run} cancelled before it started")
+        return 0
+    print(f"run {args.run} asked to stop after its current batch; its checkpoint so far is kept and tested")
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline and (status := store.status(args.run)).active:
+        time.sleep(0.5)
+    if status.active:
+        print(f"still stopping after {args.wait:g} s; 'python -m medcls runs' shows when it has")
+        return 0
+    print(f"run {args.run} {status.state}: {status.error}")
+    return 0
 
 
 @command("rename")
