@@ -200,5 +200,10 @@ def manage_refusal(owner: str, owner_name: str) -> str | None:
     """Why this person may not stop, resume, rename or delete a run of ``owner``; None when they may."""
     if can_manage(identity(), owner):
         return None
-    return (f"Only {escape_markdown(owner_words(owner, owner_name))}, who started this run, or an instructor can "
-            "stop, resume, rename or delete it.")
+    refusal = (f"Only {escape_markdown(owner_words(owner, owner_name))}, who started this run, or an instructor "
+               "can stop, resume, rename or delete it.")
+    if not instructor_secret():  # no classroom set up: most likely one person, in another browser than before
+        refusal += (" Each browser is a person of its own here; whoever runs this server can act on any run from "
+                    "the command line (python -m medcls stop, resume, rename or delete, with the id that "
+                    "python -m medcls runs lists).")
+    return refusal
