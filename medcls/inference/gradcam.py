@@ -125,6 +125,8 @@ def ensemble_note(model: ClassifierModel) -> str:
     if not isinstance(model, FoldEnsemble):
         return ""
     n = len(model.members)
+    if n == 1:  # an ensemble run stopped in its first model holds that model only
+        return "This run holds one model of its ensemble (it was stopped before the others), so the map is that model's."
     return (f"This run is {n} models predicting together, so the map is the average of their {n} maps: "
             "where they agree, it is brightest.")
 

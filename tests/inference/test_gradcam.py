@@ -174,3 +174,16 @@ def test_a_fold_ensemble_gets_its_members_averaged_map_and_their_grid():
     mean = np.mean([gradcam_map(m, pixels, 1) for m in members], axis=0)
     assert heat.shape == (64, 64) and heat.max() == pytest.approx(1.0)
     np.testing.assert_allclose(heat, mean / mean.max(), atol=1e-6)
+
+
+def test_the_ensemble_note_counts_the_models_the_run_holds():
+    from medcls.inference.gradcam import ensemble_note
+    from medcls.models.ensemble import FoldEnsemble
+
+    members = [create_model("small_cnn", num_classes=2, image_size=32, in_channels=1) for _ in range(3)]
+    assert ensemble_note(members[0]) == ""
+    assert ensemble_note(FoldEnsemble(members)).startswith("This run is 3 models predicting together, so the map is "
+                                                          "the average of their 3 maps")
+    # A run stopped in its first fold (or bagged) model holds one: nothing is averaged, and '1 models' is not said.
+    assert ensemble_note(FoldEnsemble(members[:1])) == (
+        "This run holds one model of its ensemble (it was stopped before the others), so the map is that model's.")
