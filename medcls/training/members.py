@@ -21,7 +21,7 @@ import torch
 from ..analysis.metrics import classification_metrics
 from ..config import TrainConfig
 from ..data.spec import DataError
-from ..runs.records import EpochRecord
+from ..runs.records import EpochRecord, best_record
 from .engine import Callback, FitCancelled, FitResult
 from .pipeline import RESUME_FORMAT, PreparedData, Stage, TrainResult, build_model, check_resume, train_in_memory
 
@@ -105,7 +105,7 @@ def kept_members(state: dict, cfg: TrainConfig, parts: Sequence[PreparedData]) -
             raise DataError("This run's resume checkpoint holds models of another shape, so it cannot continue. "
                             "Start a new run with the same settings.") from None
         history = [EpochRecord.from_dict(h) for h in member["history"]]
-        best = next((h for h in reversed(history) if h.best), None)
+        best = best_record(history)
         probs, metrics = {}, {}
         if member.get("val_probs") is not None and len(part.val):
             probs["val"] = member["val_probs"].numpy()
