@@ -26,6 +26,7 @@ import numpy as np
 from ..runs.lifecycle import RunNotFoundError
 from ..runs.records import RecordError, RunMetrics
 from ..runs.store import RunStore
+from .metrics import macro_over_present
 
 __all__ = ["metric_intervals", "proportion_interval", "resample_counts", "weighted_average_precision",
            "small_class_warnings", "format_interval", "interval_rows", "run_intervals", "has_flat_interval",
@@ -117,7 +118,7 @@ def metric_intervals(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[st
     predicted = weights @ is_pred
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
-    macro_f1 = f1.mean(axis=1)
+    macro_f1 = macro_over_present(f1, support, predicted)   # (B+1,): a class a resample lacks is not a 0
     result["accuracy"] = proportion_interval(int(tp[0].sum()), n, level)
     result["macro_f1"] = _interval(macro_f1[0], macro_f1[1:], level)
     for i, name in enumerate(classes):

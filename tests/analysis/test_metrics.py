@@ -82,6 +82,18 @@ def test_a_class_missing_from_the_labels_gives_none_not_nan():
     json.dumps(m.to_dict(), allow_nan=False)  # ready for metrics.json
 
 
+def test_macro_f1_leaves_out_classes_with_no_image_and_no_prediction():
+    """Two right answers among fifteen classes score 1, not 2/15 (the 'without copies' figure of a run on fifteen
+    classes read 0.067 for two right answers); a class that is predicted but absent still counts as 0."""
+    classes = [f"c{i}" for i in range(15)]
+    right = np.array([3, 7])
+    assert classification_metrics(right, np.eye(15)[right], classes).macro_f1 == 1.0
+    assert epoch_metrics(right, right, classes)["macro_f1"] == 1.0
+    false_alarm = np.array([3, 9])  # the second image, of c7, called c9: c3 scores 1, c7 and c9 score 0
+    assert classification_metrics(right, np.eye(15)[false_alarm], classes).macro_f1 == pytest.approx(1 / 3)
+    assert epoch_metrics(right, false_alarm, classes)["macro_f1"] == pytest.approx(1 / 3)
+
+
 def test_perfect_predictions_score_one():
     y = np.array([0, 1, 2, 1, 0, 2])
     m = classification_metrics(y, np.eye(3)[y], CLASSES)
@@ -118,7 +130,10 @@ def test_the_per_epoch_summary_equals_scikit_learns_values(case):
         recall = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)[1]
         assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
     assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
-    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    # scikit-learn without labels averages over the classes in the truth or the predictions
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    probs = np.eye(k)[y_pred] * 0.9 + 0.1 / k
+    assert classification_metrics(y_true, probs, classes).macro_f1 == pytest.approx(m["macro_f1"])
     assert m["recall"] == {c: (pytest.approx(recall[i]) if (y_true == i).any() else None)
                            for i, c in enumerate(classes)}
 

@@ -202,3 +202,12 @@ def test_the_headline_gives_each_score_its_interval_and_the_focus_class_as_found
     assert "malignant recall 0.33 (0.06–0.79), 1 of its 3 images found." in line
     assert "malignant" not in score_headline(intervals, "cancer")   # not a class of this run: no recall
     assert score_headline(metric_intervals(y_true[:0], probs[:0], CLASSES), "malignant") == ""
+
+
+def test_macro_f1_resamples_leave_out_a_class_they_lack():
+    """A resample without the one image of a rare class (and no prediction of it) scores its other classes, as
+    the estimate does: perfect answers give 1.0 at both ends, not a low end dragged to 0.5 by a counted 0."""
+    y_true = np.array([0] * 20 + [2])            # benign never occurs
+    perfect = np.eye(3)[y_true] * 0.7 + 0.1
+    ci = metric_intervals(y_true, perfect, CLASSES, n_boot=200)
+    assert ci["macro_f1"] == {"estimate": 1.0, "low": 1.0, "high": 1.0}
