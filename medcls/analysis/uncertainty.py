@@ -35,7 +35,8 @@ __all__ = ["metric_intervals", "proportion_interval", "resample_counts", "weight
 MIN_RELIABLE = 30   # fewer test images of a class than this earns a warning
 N_BOOT = 1000
 # Stored with every run's intervals; runs stored with another method get theirs computed again when read.
-METHOD = "Wilson score interval (accuracy, recall); percentile bootstrap (macro-F1, average precision)"
+METHOD = ("Wilson score interval (accuracy, recall); percentile bootstrap (macro-F1 over the classes present, "
+          "average precision)")
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -186,29 +187,57 @@ def small_class_warnings(intervals_by_run: Mapping[str, Mapping], minimum: int =
     """Plain-language warnings for classes with fewer than ``minimum`` images in the split.
 
     ``intervals_by_run`` maps run ids to :func:`metric_intervals` results; runs that share a test set
-    share one warning, which lists each run's recall interval.
+    share one warning, which lists each run's recall interval. Classes with the same number of images share one
+    warning too (fifteen classes of 6 test images each are one box, not fifteen).
     """
-    groups: dict[tuple[str, int], list[tuple[str, Mapping | None]]] = {}
+    by_size: dict[int, dict[str, list[tuple[str, Mapping | None]]]] = {}
     for run_id, intervals in intervals_by_run.items():
         for name, c in intervals.get("per_class", {}).items():
             if c.get("support", 0) < minimum:
-                groups.setdefault((name, c.get("support", 0)), []).append((run_id, c.get("recall")))
-    out = []
-    for (name, n), runs in groups.items():
-        if n == 0:
-            out.append(f"There are no {name} {split} images, so nothing can be said about how well the model "
-                       f"finds {name}.")
-            continue
-        text = (f"Only {n} {name} {split} image{'s' if n != 1 else ''}: each one moves {name} recall by "
-                f"{100 / n:.0f} percentage points.")
+                by_size.setdefault(c.get("support", 0), {}).setdefault(name, []).append((run_id, c.get("recall")))
+    return [_small_classes_warning(n, classes, split) for n, classes in by_size.items()]
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _small_classes_warning(n: int, classes: Mapping[str, list[tuple[str, Mapping | None]]], split: str) -> str:
+    """One warning for the classes that have ``n`` images in the split; ``classes`` maps each to its
+    (run id, recall interval) per run."""
+    names = list(classes)
+    listed = _and(names)
+    if n == 0 and len(names) == 1:
+        return f"There are no {listed} {split} images, so nothing can be said about how well the model finds {listed}."
+    if n == 0:
+        return f"There are no {split} images of {listed}, so nothing can be said about how well the model finds them."
+
+    def spans(runs: list[tuple[str, Mapping | None]]) -> str:
         ranges = [(run_id, ci) for run_id, ci in runs if ci and ci.get("low") is not None]
-        if ranges:
-            spans = ", ".join(f"{ci['low']:.0%} to {ci['high']:.0%}" + (f" ({run_id})" if len(runs) > 1 else "")
-                              for run_id, ci in ranges)
-            text += (f" The 95% interval for {name} recall runs from {spans}: on new patients it could be "
-                     "anywhere in that range.")
-        out.append(text + " Differences of a few percent between runs may be chance.")
-    return out
+        return ", ".join(f"{ci['low']:.0%} to {ci['high']:.0%}" + (f" ({run_id})" if len(runs) > 1 else "")
+                         for run_id, ci in ranges)
+
+    by_class = {name: spans(runs) for name, runs in classes.items()}
+    images = f"{n} {split} image{'s' if n != 1 else ''}"
+    if len(names) == 1:
+        text = (f"Only {n} {listed} {split} image{'s' if n != 1 else ''}: each one moves {listed} recall by "
+                f"{100 / n:.0f} percentage points.")
+    else:
+        text = (f"Only {images} of each of {listed}: each one moves that class's recall by {100 / n:.0f} "
+                "percentage points.")
+    known = {name: span for name, span in by_class.items() if span}
+    if len(set(known.values())) == 1 and len(known) == len(names):
+        subject = f"{listed} recall" if len(names) == 1 else "each one's recall"
+        text += (f" The 95% interval for {subject} runs from {next(iter(known.values()))}: on new patients it "
+                 "could be anywhere in that range.")
+    elif known:
+        alike: dict[str, list[str]] = {}
+        for name, span in known.items():
+            alike.setdefault(span, []).append(name)
+        text += (" The 95% intervals for their recall: " + "; ".join(f"{span} for {_and(group)}"
+                                                                    for span, group in alike.items())
+                 + ". On new patients each could be anywhere in its range.")
+    return text + " Differences of a few percent between runs may be chance."
 
 
 def has_flat_interval(intervals: Mapping[str, Mapping]) -> bool:

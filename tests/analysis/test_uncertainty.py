@@ -211,3 +211,24 @@ def test_macro_f1_resamples_leave_out_a_class_they_lack():
     perfect = np.eye(3)[y_true] * 0.7 + 0.1
     ci = metric_intervals(y_true, perfect, CLASSES, n_boot=200)
     assert ci["macro_f1"] == {"estimate": 1.0, "low": 1.0, "high": 1.0}
+
+
+def test_classes_of_the_same_size_share_one_small_class_warning():
+    """Fifteen classes of 6 test images each were fifteen boxes on Compare; they are one sentence now."""
+    classes = [f"shape{i:02d}" for i in range(15)]
+    y_true = np.repeat(np.arange(15), 6)
+    perfect = metric_intervals(y_true, np.eye(15)[y_true], classes, n_boot=50)
+    warnings = small_class_warnings({"run-a": perfect})
+    assert len(warnings) == 1
+    assert warnings[0].startswith("Only 6 test images of each of shape00, shape01,")
+    assert "shape13 and shape14: each one moves that class's recall by 17 percentage points" in warnings[0]
+    assert "The 95% interval for each one's recall runs from 61% to 100%" in warnings[0]
+    # different intervals: each class is named with its own
+    y_pred = y_true.copy()
+    y_pred[0] = 1  # one shape00 image missed
+    mixed = small_class_warnings({"run-a": metric_intervals(y_true, np.eye(15)[y_pred], classes, n_boot=50)})
+    assert len(mixed) == 1 and "intervals for their recall: 44% to 97% for shape00; 61% to 100% for shape01, " in mixed[0]
+    # a class of another size gets its own warning
+    y_small = np.concatenate([y_true, [0]])
+    split = small_class_warnings({"run-a": metric_intervals(y_small, np.eye(15)[y_small], classes, n_boot=50)})
+    assert len(split) == 2 and split[0].startswith("Only 7 shape00 test images: each one moves shape00 recall")
