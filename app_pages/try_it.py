@@ -23,6 +23,7 @@ from medcls.runs.store import RunNotFoundError, RunStore
 
 MAX_IMAGE_MB = 20
 PICK = "Pick one from the current dataset"
+SPLIT_WORDS = {"test": "test images", "val": "validation images", "train": "training images"}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -96,10 +97,20 @@ if source_kind == "Upload an image":
             st.stop()
         data, name = upload.getvalue(), upload.name
 else:
-    # (path, true class) of the dataset's test images, plus an image sent from Compare when it is not among them
-    # (its run learned from another dataset than the one in the sidebar).
-    choices = [(it.path, spec.classes[it.label]) for it in ([it for it in spec.items if it.split == "test"]
-                                                            or spec.items)] if spec is not None else []
+    # (path, true class) of the chosen split's images (test first: new to the model), plus an image sent from
+    # Compare when it is not among them (its run learned from another dataset than the one in the sidebar).
+    splits = [split for split in ("test", "val", "train") if spec and any(it.split == split for it in spec.items)]
+    if handed or st.session_state.get("try_split") not in splits:
+        st.session_state["try_split"] = splits[0] if splits else None  # Compare hands over test images
+    if len(splits) > 1:
+        st.radio("From the", splits, horizontal=True, key="try_split", format_func=SPLIT_WORDS.get,
+                 on_change=lambda: st.session_state.pop("try_pick", None),
+                 help="Test images are new to the model: its answer on one shows how it does on new images. On an "
+                      "image it learned from (training images; validation images too for fold or bagged models), "
+                      "a right answer shows what it remembers, and the page says so.")
+    chosen_split = st.session_state.get("try_split")
+    choices = [(it.path, spec.classes[it.label]) for it in spec.items
+               if it.split == chosen_split] if spec is not None else []
     sent = st.session_state.get("try_from_compare")
     if sent and sent["path"] not in {path for path, _ in choices}:
         choices.insert(0, (sent["path"], sent["true"]))

@@ -226,6 +226,29 @@ def test_try_it_predicts_an_uploaded_png(app_env, tiny_dataset):
     assert "as the model sees it (60 × 40 px squeezed to 32 × 32)" in captions, captions
 
 
+def test_try_it_picks_training_images_too_and_says_the_run_learned_from_them(app_env, tiny_dataset):
+    """The pick list starts at the test images; a teacher can switch it to the training images to show what a
+    model remembers, and the page says the run learned from the picked one."""
+    store = RunStore(app_env / "runs")
+    finished_run(store, tiny_dataset)
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(tiny_dataset)
+    at.run()
+    at.switch_page("app_pages/try_it.py").run()
+    at.radio(key="try_source").set_value("Pick one from the current dataset").run()
+    split = at.radio(key="try_split")
+    assert split.value == "test" and split.options == ["test images", "validation images", "training images"]
+    assert not [i for i in at.info if "learned from" in i.value]   # a test image: new to the model
+    tests = at.selectbox(key="try_pick").options
+    at.selectbox(key="try_pick").set_value(len(tests) - 1).run()    # a later test image, then another split
+    at.radio(key="try_split").set_value("train").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="try_pick").value == 0 and at.selectbox(key="try_pick").options != tests
+    learned = [i.value for i in at.info if "one of the images this run learned from" in i.value]
+    assert len(learned) == 1 and "this run trained on it" in learned[0], learned
+
+
 def test_try_it_says_when_the_image_is_one_the_run_learned_from(app_env, tiny_dataset):
     store = RunStore(app_env / "runs")
     run_id = finished_run(store, tiny_dataset)

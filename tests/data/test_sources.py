@@ -318,3 +318,16 @@ def test_class_too_small_to_split_warns(tmp_path, synth):
     spec = _load(root)
     assert spec.counts()["train"]["rare"] == 2
     assert any("'rare' is too small to split" in w for w in spec.report.warnings)
+
+
+def test_the_summary_says_of_each_class_when_a_split_holds_the_same_number_of_every_class():
+    from medcls.data.spec import DatasetSpec, Item
+
+    classes = [f"shape{i:02d}" for i in range(15)]
+    items = [Item(f"/d/{c}/{i}.png", k, "train") for k, c in enumerate(classes) for i in range(4)]
+    items += [Item(f"/d/{c}/t{i}.png", k, "test") for k, c in enumerate(classes) for i in range(2 if k else 3)]
+    summary = DatasetSpec("/d", "class_folders", classes, items).summary()
+    assert summary.startswith("91 images, 15 classes (train: 4 of each class; val: none; test: ")
+    assert "test: 3 shape00, 2 shape01," in summary   # unequal: each class named with its count
+    two = DatasetSpec("/d", "class_folders", ["a", "b"], [Item("/d/a.png", 0, "train"), Item("/d/b.png", 1, "train")])
+    assert "train: 1 a, 1 b" in two.summary()         # two classes read as well named
