@@ -104,7 +104,6 @@ else:
         st.session_state["try_split"] = splits[0] if splits else None  # Compare hands over test images
     if len(splits) > 1:
         st.radio("From the", splits, horizontal=True, key="try_split", format_func=SPLIT_WORDS.get,
-                 on_change=lambda: st.session_state.pop("try_pick", None),
                  help="Test images are new to the model: its answer on one shows how it does on new images. On an "
                       "image it learned from (training images; validation images too for fold or bagged models), "
                       "a right answer shows what it remembers, and the page says so.")
@@ -114,10 +113,13 @@ else:
     sent = st.session_state.get("try_from_compare")
     if sent and sent["path"] not in {path for path, _ in choices}:
         choices.insert(0, (sent["path"], sent["true"]))
+    # One picker per split: one picker whose options changed under it kept showing the old split's image name in
+    # the browser while the page answered for the new split's first image.
+    pick_key = f"try_pick_{chosen_split}"
     if handed:
-        st.session_state["try_pick"] = next(i for i, (path, _) in enumerate(choices) if path == handed["path"])
+        st.session_state[pick_key] = next(i for i, (path, _) in enumerate(choices) if path == handed["path"])
     if choices:
-        pick = st.selectbox("Image", range(len(choices)), key="try_pick",
+        pick = st.selectbox("Image", range(len(choices)), key=pick_key,
                             format_func=lambda i: f"{item_name(choices[i][0])} (true: {choices[i][1]})")
         (data, true_class), name = choices[pick], item_name(choices[pick][0])
 

@@ -269,7 +269,7 @@ def test_a_picked_confusion_cell_shows_its_images_and_opens_one_in_try_it(page):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="try_run").value == run_id
     assert at.radio(key="try_source").value == "Pick one from the current dataset"
-    pick = at.selectbox(key="try_pick")
+    pick = at.selectbox(key="try_pick_test")
     label = pick.options[pick.index]
     assert label == f"{cases[0].name} (true: {true})"  # not in the sidebar's dataset: offered first
     assert at.metric[0].value == predicted

@@ -240,13 +240,18 @@ def test_try_it_picks_training_images_too_and_says_the_run_learned_from_them(app
     split = at.radio(key="try_split")
     assert split.value == "test" and split.options == ["test images", "validation images", "training images"]
     assert not [i for i in at.info if "learned from" in i.value]   # a test image: new to the model
-    tests = at.selectbox(key="try_pick").options
-    at.selectbox(key="try_pick").set_value(len(tests) - 1).run()    # a later test image, then another split
+    tests = at.selectbox(key="try_pick_test").options
+    at.selectbox(key="try_pick_test").set_value(len(tests) - 1).run()    # a later test image, then another split
     at.radio(key="try_split").set_value("train").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert at.selectbox(key="try_pick").value == 0 and at.selectbox(key="try_pick").options != tests
+    train_pick = at.selectbox(key="try_pick_train")
+    assert train_pick.value == 0 and train_pick.options != tests
     learned = [i.value for i in at.info if "one of the images this run learned from" in i.value]
     assert len(learned) == 1 and "this run trained on it" in learned[0], learned
+    assert train_pick.options[0].split(" (true")[0] in as_read(learned[0])   # the image named is the one picked
+    at.radio(key="try_split").set_value("test").run()               # back to the test images: new again
+    assert at.selectbox(key="try_pick_test").options == tests
+    assert not at.exception and not [i for i in at.info if "learned from" in i.value]
 
 
 def test_try_it_says_when_the_image_is_one_the_run_learned_from(app_env, tiny_dataset):

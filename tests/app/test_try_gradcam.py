@@ -55,7 +55,7 @@ def test_gradcam_overlay_follows_the_slider_and_the_class(app_env, tiny_dataset)
     assert any(other in c.value for c in at.caption if "Grad-CAM heatmap" in c.value)
 
     # Another image starts again at its own prediction, and the caption names that class.
-    at.selectbox(key="try_pick").set_value(1).run()
+    at.selectbox(key="try_pick_test").set_value(1).run()
     assert not at.exception
     now = at.metric[0].value
     assert _picker(at).value == now

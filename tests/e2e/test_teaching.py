@@ -29,7 +29,14 @@ from test_dashboard import (  # noqa: E402
 pytestmark = pytest.mark.e2e
 
 PROJECTOR = {"width": 1280, "height": 720}
-TINY_INPUT_PX = 32  # test_dashboard.TINY: the runs see 32 px images; the phantoms are 128 px
+
+
+def input_px(server, run_id: str) -> int:
+    """The size the run's model sees (test_dashboard.TINY: 32 px for the phantom runs; the phantoms are 128 px)."""
+    from medcls.inference.predictor import load_predictor
+    from medcls.runs.store import RunStore
+
+    return load_predictor(RunStore(server.runs_dir), run_id).image_size
 
 
 def cell_to_click(server, run_id: str):
@@ -85,14 +92,20 @@ def test_clicking_a_confusion_cell_shows_its_images(page: Page, server, screensh
         expect(thumb.locator("[data-testid='stImageCaption']")).to_have_text(
             f"{case.name} · true {true}, predicted {predicted}")
         expect(thumb).to_contain_text(" · ".join(f"{c} {case.probabilities[c]:.2f}" for c in classes))
-    assert set(image_widths(page)) == {128}, "plain thumbnails of the 128 px phantoms"
+    # plain thumbnails, each at most THUMB_PX: the 128 px phantoms, or the 28 px images of the .npz run another
+    # test of this server may have trained (the newest finished run is the one compared)
+    from app.cell_images import THUMB_PX
+    from medcls.data.explore import thumbnail
+
+    widths = {thumbnail(case.path, THUMB_PX).shape[1] for case in cases[:24]}
+    assert set(image_widths(page)) == widths, "plain thumbnails at the images' own size"
     screenshot("compare-cell-images")
 
     changing(page, lambda: page.locator(".st-key-cm_gradcam label").click())
     expect(thumbs).to_have_count(min(n, 24))
-    # Grad-CAM overlays are drawn on what the model sees: the 32 px input.
+    # Grad-CAM overlays are drawn on what the model sees: its input (32 px for the tiny phantom runs)
     expect(page.locator("[class*='st-key-cm_image_'] img")).to_have_count(min(n, 24))
-    assert set(image_widths(page)) == {TINY_INPUT_PX}, image_widths(page)
+    assert set(image_widths(page)) == {input_px(server, run_id)}, image_widths(page)
     expect(page.locator("[data-testid='stAlertContentError']")).to_have_count(0)
     screenshot("compare-cell-gradcam")
 
@@ -101,7 +114,7 @@ def test_clicking_a_confusion_cell_shows_its_images(page: Page, server, screensh
     expect(page).to_have_url(re.compile(r"/try\b"), timeout=60_000)
     wait_idle(page)
     expect(page.locator(".st-key-try_run input")).to_have_value(re.compile("^" + re.escape(run_name(server, run_id))))
-    expect(page.locator(".st-key-try_pick input")).to_have_value(f"{cases[0].name} (true: {true})")
+    expect(page.locator(".st-key-try_pick_test input")).to_have_value(f"{cases[0].name} (true: {true})")
     prediction = page.locator("[data-testid='stMetric']").filter(has_text="Predicted class")
     expect(prediction.locator("[data-testid='stMetricValue']")).to_have_text(predicted, timeout=60_000)
     screenshot("try-it-from-compare")

@@ -182,7 +182,7 @@ def test_gradcam_starts_at_the_prediction_of_every_new_image(page: Page, server,
 
     changing(page, lambda: page.get_by_text("Pick one from the current dataset").click())
     for path in (bright[0], dark[0], bright[1]):  # the same, picking images of the dataset
-        choose(page, "try_pick", next(o for o in option_labels(page, "try_pick") if o.startswith(Path(path).name)))
+        choose(page, "try_pick_test", next(o for o in option_labels(page, "try_pick_test") if o.startswith(Path(path).name)))
         want = "bright" if path in bright else "dark"
         assert gradcam_state(page) == (want, want, want), path
     no_exceptions(page)
@@ -209,7 +209,7 @@ def test_npz_items_work_in_try_it_and_in_the_error_browser(page: Page, server, t
         source=str(npz), image_size=28, epochs=3, batch_size=8, precision="fp32"), name="e2e npz")
     open_page(page, url("try", data_kind=NPZ, data_npz_path=npz))
     changing(page, lambda: page.get_by_text("Pick one from the current dataset").click())
-    expect(page.locator(".st-key-try_pick input")).to_have_value(re.compile(r"^test #0 \(true: class_\d\)$"))
+    expect(page.locator(".st-key-try_pick_test input")).to_have_value(re.compile(r"^test #0 \(true: class_\d\)$"))
     expect(page.locator(PREDICTED)).to_have_text(re.compile("^class_[01]$"))
     expect(page.get_by_text(re.compile(r"^Grad-CAM for class_[01] · opacity"))).to_be_visible()
     expect(page.locator("[data-testid='stAlertContentError']")).to_have_count(0)

@@ -140,8 +140,8 @@ def test_a_class_name_with_a_markdown_link_is_shown_as_text_everywhere(app_env, 
         assert leaks == [], (page, leaks)  # ...but never as Markdown
     at.switch_page("app_pages/try_it.py").run()
     at.radio(key="try_source").set_value("Pick one from the current dataset").run()
-    evil_index = next(i for i, label in enumerate(at.selectbox(key="try_pick").options) if "CLICK" in label)
-    at.selectbox(key="try_pick").set_value(evil_index).run()
+    evil_index = next(i for i, label in enumerate(at.selectbox(key="try_pick_test").options) if "CLICK" in label)
+    at.selectbox(key="try_pick_test").set_value(evil_index).run()
     assert not at.exception
     leaks = [t for t in _markdown_texts(at) if UNESCAPED.search(t)]
     assert leaks == []
