@@ -354,17 +354,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     status = 0
     for image in args.images:
         try:
-            pred = predictor.predict(image)
+            pixels = predictor.pixels(image)
         except ImageReadError as exc:
             print(f"{image}: error: {exc.reason}", file=sys.stderr)
             status = 1
             continue
+        pred = predictor.prediction(predictor.probabilities(pixels))
+        novelty = predictor.novelty(pixels)  # as Try it checks: is the image like the ones the model learned from?
         if args.json:
-            print(json.dumps({"image": image, "label": pred.label, "probabilities": pred.probabilities}))
+            print(json.dumps({"image": image, "label": pred.label, "probabilities": pred.probabilities,
+                              "low_confidence": pred.low_confidence,
+                              "unlike_training_images": novelty.unusual if novelty else None}))
         else:
             probs = "  ".join(f"{c}={p:.3f}" for c, p in pred.probabilities.items())
-            flag = "  (low confidence)" if pred.low_confidence else ""
-            print(f"{image}: {pred.label}  [{probs}]{flag}")
+            flags = (["low confidence"] if pred.low_confidence else []) + (
+                [f"unlike the training images ({novelty.ratio:.0f}x as far as a typical {novelty.basis} image): "
+                 "do not trust this answer"] if novelty and novelty.unusual else [])
+            print(f"{image}: {pred.label}  [{probs}]" + "".join(f"  ({flag})" for flag in flags))
     return status
 
 

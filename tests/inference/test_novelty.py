@@ -78,6 +78,30 @@ def test_images_of_another_kind_are_flagged(phantom_run):
         assert "unlike the images this model was trained on" in novelty.sentence()
 
 
+@pytest.mark.slow  # trains a run (the module fixture, about 30 s)
+def test_the_command_line_flags_an_image_unlike_the_training_images(phantom_run, tmp_path, capsys):
+    """python -m medcls predict says what Try it says: a noise picture is answered, and flagged."""
+    import json
+
+    from PIL import Image
+
+    from medcls.cli.main import main
+
+    store, run_id, predictor, decoded = phantom_run
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE), dtype=np.uint8)).save(noise)
+    test = decoded.split("test")
+    familiar = int(np.argmin(scores(predictor.reference, embed_images(predictor.model, test.images))))
+    phantom = tmp_path / "phantom.png"
+    Image.fromarray(test.images[familiar, 0].numpy()).save(phantom)
+    assert main(["--runs-dir", str(store.root), "predict", run_id, str(noise), str(phantom)]) == 0
+    noise_line, phantom_line = capsys.readouterr().out.strip().splitlines()
+    assert "(unlike the training images (" in noise_line and "do not trust this answer)" in noise_line
+    assert "unlike the training images" not in phantom_line
+    assert main(["--runs-dir", str(store.root), "predict", "--json", run_id, str(noise)]) == 0
+    assert json.loads(capsys.readouterr().out)["unlike_training_images"] is True
+
+
 @pytest.mark.busi
 @pytest.mark.skipif(not (BUSI / "split.csv").is_file(), reason="BUSI is not in ../shared/datasets")
 @pytest.mark.slow  # trains a run (the module fixture, about 30 s)
