@@ -17,6 +17,7 @@ from medcls.experiments.lessons import (
     LessonError,
     lesson_conclusion,
     lesson_configs,
+    lesson_data_note,
     list_queued,
     load_lessons,
     submit_lesson,
@@ -47,6 +48,8 @@ if spec is not None:
 name = st.selectbox("Lesson", list(lessons), format_func=lambda n: lessons[n].title, key="lesson_pick")
 lesson = lessons[name]
 st.markdown(f"**The question.** {escape_markdown(lesson.question)}")
+if spec is not None and (note := lesson_data_note(lesson, spec)):
+    st.info(escape_markdown(note), icon="⚖️")
 try:
     configs = lesson_configs(lesson, data_cfg)
 except LessonError as exc:

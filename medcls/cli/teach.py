@@ -35,7 +35,7 @@ def add_teach_parsers(sub) -> None:
 @command("lesson")
 def cmd_lesson(args: argparse.Namespace) -> int:
     from ..config import DataConfig, format_value, label
-    from ..experiments.lessons import get_lesson, lesson_conclusion, load_lessons, submit_lesson
+    from ..experiments.lessons import get_lesson, lesson_conclusion, lesson_data_note, load_lessons, submit_lesson
 
     lessons = load_lessons(args.lessons)
     if args.lesson_command == "list":
@@ -62,6 +62,8 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     spec = load_dataset(data)
     queued = submit_lesson(store, create, lesson, data, pool_counts=pool_counts(spec), side=typical_side(spec))
     print(f"lesson {lesson.name}: {lesson.title}\n{lesson.question}\n")
+    if note := lesson_data_note(lesson, spec):
+        print(f"note: {note}\n")
     with ctrl_c_stops() as interrupted:
         for entry, run in zip(queued.runs, lesson.runs):
             if interrupted.is_set():

@@ -154,6 +154,9 @@ def _resized(side: int, image_size: int, verb: str, factor: float) -> str:
             f"{factor:.1f} times")
 
 
+ROUGHLY_BALANCED = 1.5  # largest over smallest class count below which the classes read as balanced
+
+
 def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> str:
     """The class imbalance of the training split, in words (Markdown). ``name`` writes the class names (the app
     escapes them, so a class name cannot add Markdown of its own)."""
@@ -166,7 +169,7 @@ def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> s
     ratio = present[big] / present[small]
     total = sum(present.values())
     shares = ", ".join(f"{c} {n / total:.0%}" for c, n in present.items())
-    if ratio < 1.5:
+    if ratio < ROUGHLY_BALANCED:
         verdict = "The classes are roughly balanced."
     else:
         verdict = (f"**Imbalanced: {ratio:.1f} {big} images for every {small} image.** A model that ignores "

@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..analysis.paired import MEASURES, right_per_image
 from ..config import ConfigError, DataConfig, TrainConfig, option_table
@@ -31,7 +31,10 @@ from ..training.autoplan import train_alike
 from .conclusions import METRICS, Conclusion, RunResult, conclude
 from .records import GroupRecords
 
-__all__ = ["LessonError", "LessonRun", "Lesson", "QueuedLesson", "LESSONS_FILE", "load_lessons", "parse_lessons",
+if TYPE_CHECKING:
+    from ..data.spec import DatasetSpec
+
+__all__ = ["lesson_data_note", "LessonError", "LessonRun", "Lesson", "QueuedLesson", "LESSONS_FILE", "load_lessons", "parse_lessons",
            "get_lesson", "lesson_configs", "submit_lesson", "list_queued", "load_queued", "lesson_results",
            "lesson_conclusion", "SHOW"]
 
@@ -159,6 +162,30 @@ def get_lesson(name: str, lessons: list[Lesson] | None = None) -> Lesson:
         if lesson.name == name:
             return lesson
     raise LessonError(f"There is no lesson {name!r}. Lessons: {', '.join(lesson.name for lesson in lessons)}.")
+
+
+IMBALANCE_OPTIONS = frozenset({"imbalance", "oversample"})
+
+
+def lesson_data_note(lesson: Lesson, spec: DatasetSpec) -> str | None:
+    """What the dataset means for the lesson when it cannot show what the lesson asks; None when it can.
+
+    A lesson whose runs differ in how they handle class imbalance shows nothing on classes about equally common:
+    the fixes have nothing to correct, so its runs differ by chance (and its conclusion would teach that)."""
+    if not IMBALANCE_OPTIONS & {key for run in lesson.runs for key in run.settings}:
+        return None
+    from ..data.explore import ROUGHLY_BALANCED  # torch and scipy: only for a page that has them already
+    from ..data.phantoms import PHANTOM_CLASSES, PhantomSpec
+
+    ratio = spec.imbalance_ratio("train")
+    if not 0 < ratio < ROUGHLY_BALANCED:
+        return None
+    phantoms = " / ".join(f"{share:.0%}" for share in PhantomSpec().class_fractions)
+    how = "each has as many training images as the others" if ratio == 1 else \
+        f"the largest has {ratio:.1f} times as many images as the smallest"
+    return (f"On this dataset the classes are about equally common in training ({how}), so the fixes for imbalance have little or nothing to correct: expect "
+            "these runs to differ by chance alone. Choose imbalanced data to see what they do, such as the built-in "
+            f"phantoms ({', '.join(PHANTOM_CLASSES)}: {phantoms}).")
 
 
 def lesson_configs(lesson: Lesson, data: DataConfig) -> list[TrainConfig]:

@@ -15,6 +15,7 @@ from medcls.experiments.lessons import (
     get_lesson,
     lesson_conclusion,
     lesson_configs,
+    lesson_data_note,
     list_queued,
     load_lessons,
     load_queued,
@@ -181,3 +182,22 @@ def test_an_invalid_lesson_queues_nothing(tmp_path):
     assert store.list_ids() == [] and list_queued(store) == []
     with pytest.raises(LessonError, match="Invalid lesson id"):
         load_queued(store, "../x")
+
+
+def _spec(train_counts: dict[str, int]):
+    from medcls.data.spec import DatasetSpec, Item
+
+    classes = list(train_counts)
+    items = [Item(f"/d/{c}/{i}.png", k, "train") for k, c in enumerate(classes) for i in range(train_counts[c])]
+    return DatasetSpec("/d", "class_folders", classes, items)
+
+
+def test_the_imbalance_lesson_says_when_the_classes_are_about_equally_common():
+    """On balanced classes the fixes have nothing to correct: the lesson says so before anyone queues it."""
+    rare = get_lesson("rare-classes")
+    note = lesson_data_note(rare, _spec({"blue": 106, "brown": 106, "pink": 100, "purple": 106}))
+    assert note is not None and "about equally common" in note and "1.1 times" in note
+    assert "differ by chance alone" in note and "phantoms (normal, benign, malignant: 87% / 7% / 6%)" in note
+    assert "(each has as many training images as the others)" in lesson_data_note(rare, _spec({"a": 9, "b": 9}))
+    assert lesson_data_note(rare, _spec({"normal": 244, "benign": 20, "malignant": 16})) is None  # imbalanced
+    assert lesson_data_note(get_lesson("resolution"), _spec({"a": 50, "b": 50})) is None        # not about it
