@@ -224,8 +224,8 @@ def _resume_button(run_id: str, point: str, ensemble: bool, refusal: str | None)
     again = point == FROM_THE_START
     label = "▶ Start it again from the first epoch" if again else f"▶ Resume from {point}"
     why = ("It stopped before it saved anything to continue from, so it trains again from the first epoch." if again
-           else "Keeps the models it had finished, as they were, and trains the next one from its first epoch, "
-                "with one continuous history." if ensemble else
+           else "Keeps the models it had finished, as they were, and continues the one it was training after its "
+                "last saved epoch (or starts the next one), with one continuous history." if ensemble else
            "Continues where it stopped: the same weights, optimizer, schedule and data order, with one continuous "
            "history.")
     if st.button(label, key=f"resume_{run_id}", type="primary", disabled=refusal is not None, help=refusal or why):

@@ -7,7 +7,7 @@ failed with a readable error. A stopped run's best checkpoint is still tested, s
 it can be compared like any other.
 
 After every epoch the whole training state goes to the run's resume checkpoint (an
-ensemble's: after each of its models); a run that was interrupted (its process
+ensemble's holds its finished models too); a run that was interrupted (its process
 killed, its server restarted) and is started again continues from there, with one
 continuous history. A worker that finds its run taken from it (ended as hung, or
 resumed elsewhere) stops without writing.
@@ -200,11 +200,12 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             store.add_note(run_id, few)
         if cfg.folds or cfg.bagged_models:  # a resumed ensemble keeps the models it had finished
             kept = resume if resume is not None and "members" in resume else None
-            store.write_history(run_id, kept_history(kept) if kept else [])  # the unfinished model's epochs are redone
+            # one continuous history: the finished models' epochs and those the unfinished one's state has seen
+            store.write_history(run_id, kept_history(kept) if kept else [])
             train = cross_validate if cfg.folds else train_bagged
             result = train(cfg, data, callbacks_for=lambda fold, folds: [*recorders(fold, folds), *callbacks],
                            should_cancel=cancel, stage=stage, on_member_end=on_member_end, on_note=add_note,
-                           resume=kept)
+                           resume=kept, on_checkpoint=lambda state: mine() or store.save_resume(run_id, state))
             mine()
             if result.cv is not None:
                 store.write_cross_validation(run_id, result.cv)

@@ -161,8 +161,9 @@ class RunLifecycle:
         except RunNotFoundError:
             return False
 
-    def load_resume(self, run_id: str) -> dict | None:
-        """The resume state, None when there is none; CheckpointError when it cannot be loaded safely."""
+    def load_resume(self, run_id: str, mmap: bool = False) -> dict | None:
+        """The resume state, None when there is none; CheckpointError when it cannot be loaded safely. ``mmap``:
+        its tensors are mapped from the file, not read (to look at its plain values)."""
         import torch
 
         path = self.file(run_id, "resume.pt")
@@ -171,7 +172,7 @@ class RunLifecycle:
         if not path.resolve().is_relative_to(self.path(run_id).resolve()):
             raise CheckpointError(f"Run {run_id!r}: resume.pt links to a file outside the run store; refused.")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         except Exception as exc:
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"Run {run_id!r}: its resume checkpoint cannot be loaded safely ({detail}).") \
@@ -189,8 +190,8 @@ class RunLifecycle:
             pass
 
     def resume_point(self, run_id: str) -> str:
-        """Where an interrupted run continues, in words: 'epoch 4', 'bagged model 2 of 3', 'fold 3 of 5', 'the
-        test of its 3 fold models' (each model had finished), or 'the first epoch' (no resume checkpoint)."""
+        """Where an interrupted run continues, in words: 'epoch 4', 'bagged model 2 of 3', 'epoch 5 of fold 3 of 5',
+        'the test of its 3 fold models' (each model had finished), or 'the first epoch' (no resume checkpoint)."""
         if not self.has_resume(run_id):
             return FROM_THE_START
         cfg = self.trained_config(run_id)
@@ -200,7 +201,12 @@ class RunLifecycle:
             bagged = bool(cfg.bagged_models)
             if kept >= members:
                 return f"the test of its {members} {member_word(bagged, plural=True)}"
-            return f"{member_word(bagged)} {kept + 1} of {members}"
+            model = f"{member_word(bagged)} {kept + 1} of {members}"
+            try:  # the model it was training continues after its last saved epoch (training.members)
+                current = (self.load_resume(run_id, mmap=True) or {}).get("current")
+            except CheckpointError:
+                current = None
+            return f"epoch {current['epoch'] + 1} of {model}" if current else model
         return f"epoch {len(self.history(run_id)) + 1}"
 
     def resumable(self, run_id: str, status: RunStatus | None = None) -> bool:

@@ -42,7 +42,8 @@ def train_bagged(cfg: TrainConfig, data: PreparedData | None = None, *,
                  callbacks_for: Callable[[int, int], Sequence[Callback]] = lambda member, members: (),
                  should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None,
                  on_member_end: Callable[[list[TrainResult]], None] | None = None,
-                 on_note: Callable[[str], None] | None = None, resume: dict | None = None) -> TrainResult:
+                 on_note: Callable[[str], None] | None = None, resume: dict | None = None,
+                 on_checkpoint: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``cfg.bagged_models`` models on every train + val image and return them as one ensemble, like
     :func:`~medcls.training.crossval.cross_validate` returns its fold models (the same callbacks, stops and
     ``resume``).
@@ -56,7 +57,7 @@ def train_bagged(cfg: TrainConfig, data: PreparedData | None = None, *,
     view = replace(data, train=pool, val=no_images(data.val))
     results, cancelled = train_members(cfg, [view] * cfg.bagged_models, "bagged model", callbacks_for=callbacks_for,
                                        should_cancel=should_cancel, stage=stage, on_member_end=on_member_end,
-                                       on_note=on_note, resume=resume)
+                                       on_note=on_note, resume=resume, on_checkpoint=on_checkpoint)
     ensemble = FoldEnsemble([r.model for r in results]).eval()
     probs, metrics = {}, {}
     if len(data.test):

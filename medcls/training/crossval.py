@@ -108,7 +108,8 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
                    callbacks_for: Callable[[int, int], Sequence[Callback]] = lambda fold, folds: (),
                    should_cancel: Callable[[], bool] | None = None, stage: Stage | None = None,
                    on_member_end: Callable[[list[TrainResult]], None] | None = None,
-                   on_note: Callable[[str], None] | None = None, resume: dict | None = None) -> TrainResult:
+                   on_note: Callable[[str], None] | None = None, resume: dict | None = None,
+                   on_checkpoint: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``cfg.folds`` models and return them as one ensemble, like :func:`train_in_memory` returns one.
 
     ``callbacks_for(fold, folds)`` gives each fold's callbacks (fold counts from 0); ``on_member_end`` receives
@@ -126,7 +127,8 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
     parts = [replace(data, train=subset(pool, np.flatnonzero(assignment != fold)), val=subset(pool, held_out[fold]))
              for fold in range(cfg.folds)]
     results, cancelled = train_members(cfg, parts, "fold", callbacks_for=callbacks_for, should_cancel=should_cancel,
-                                       stage=stage, on_member_end=on_member_end, on_note=on_note, resume=resume)
+                                       stage=stage, on_member_end=on_member_end, on_note=on_note, resume=resume,
+                                       on_checkpoint=on_checkpoint)
     oof = np.zeros((len(pool), len(data.classes)), dtype=np.float32)
     covered = np.zeros(len(pool), dtype=bool)
     for fold, result in enumerate(results):

@@ -4,9 +4,10 @@ run keeps of them.
 Each member trains with seed ``cfg.seed + k`` on its own part of the data (:mod:`~medcls.training.crossval` cuts
 the folds, :mod:`~medcls.training.bagging` gives every member all images). After each member the run store saves
 the members so far; their resume state (:func:`members_state`) holds each finished member's weights, held-out
-probabilities, epochs and notes. A run interrupted in member k + 1 (a killed worker, a server restart) resumes
-with the k members as they were (:func:`kept_members`) and trains member k + 1 from its first epoch, so that it
-ends with the same ensemble as a run never interrupted, instead of training the finished members again.
+probabilities, epochs and notes, and after each epoch of member k + 1 its whole training state too (as one
+model's run saves it). A run interrupted in member k + 1 (a killed worker, a server restart) resumes with the k
+members as they were (:func:`kept_members`) and member k + 1 after its last saved epoch, so that it ends with the
+same ensemble as a run never interrupted, instead of training the finished members (or epochs) again.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def train_members(cfg: TrainConfig, parts: Sequence[PreparedData], word: str, *,
                   should_cancel: Callable[[], bool] | None, stage: Stage | None,
                   on_member_end: Callable[[list[TrainResult]], None] | None,
                   on_note: Callable[[str], None] | None,
-                  resume: dict | None = None) -> tuple[list[TrainResult], bool]:
+                  resume: dict | None = None,
+                  on_checkpoint: Callable[[dict], None] | None = None) -> tuple[list[TrainResult], bool]:
     """Train one model on each of ``parts`` (member k with seed ``cfg.seed + k``), one after another, and
     whether a stop ended them early. ``word`` names a member in the log ('fold', 'bagged model').
 
@@ -43,10 +45,12 @@ def train_members(cfg: TrainConfig, parts: Sequence[PreparedData], word: str, *,
     run keeps what it has, and an interrupted one resumes after them). A stop ends the current member (its kept
     weights so far join the ensemble) and skips the rest; a stop before any member finished an epoch raises
     :class:`FitCancelled`. ``resume``: the resume state an interrupted run saved (:func:`members_state`); its
-    finished members are kept and training goes on with the next one."""
+    finished members are kept and training goes on with the next one, after its last saved epoch when the state
+    holds one. ``on_checkpoint(state)`` receives that state after each epoch of a member."""
     results = kept_members(resume, cfg, parts) if resume is not None else []
-    if results and on_note is not None:
-        on_note(members_resumed_note(len(results), len(parts), word))
+    unfinished = resume.get("current") if resume is not None and len(results) < len(parts) else None
+    if (results or unfinished) and on_note is not None:
+        on_note(members_resumed_note(len(results), len(parts), word, continued=unfinished is not None))
     cancelled = False
     for index in range(len(results), len(parts)):
         part = parts[index]
@@ -55,9 +59,14 @@ def train_members(cfg: TrainConfig, parts: Sequence[PreparedData], word: str, *,
         callbacks = callbacks_for(index, len(parts))
         for callback in callbacks:
             callback.on_fold_start(index, len(parts))
+        finished = list(results)
+        save = (lambda state, done=finished: on_checkpoint(members_state(done, current=state))) \
+            if on_checkpoint else None
         try:
             result = train_in_memory(replace(cfg, seed=cfg.seed + index), part, callbacks=callbacks,
-                                     should_cancel=should_cancel, stage=stage, on_note=on_note)
+                                     should_cancel=should_cancel, stage=stage, on_note=on_note,
+                                     resume=unfinished, on_checkpoint=save)
+            unfinished = None  # only the member that was interrupted continues; the next ones start afresh
         except FitCancelled:
             cancelled = True
             break
@@ -72,12 +81,17 @@ def train_members(cfg: TrainConfig, parts: Sequence[PreparedData], word: str, *,
     return results, cancelled
 
 
-def members_state(results: Sequence[TrainResult]) -> dict:
+def members_state(results: Sequence[TrainResult], current: dict | None = None) -> dict:
     """What a resumed run needs of finished members (plain values and tensors, for the run's resume file):
     each one's weights, held-out probabilities, epochs and notes, the number format they trained in, and the
-    data they trained on (its fingerprint)."""
-    return {"format": RESUME_FORMAT, "data_fingerprint": results[0].data.decoded.spec.fingerprint(),
-            "precision": results[-1].precision,
+    data they trained on (its fingerprint); ``current``: the next member's whole training state after its last
+    epoch (:class:`~medcls.training.callbacks.ResumeCheckpoint`'s), which carries the format and data too."""
+    state = {"format": RESUME_FORMAT}
+    if current is not None:
+        state.update(current=current, data_fingerprint=current["data_fingerprint"], precision=current["precision"])
+    if results:
+        state.update(data_fingerprint=results[0].data.decoded.spec.fingerprint(), precision=results[-1].precision)
+    return {**state,
             "members": [{"weights": r.model.state_dict(),
                          "val_probs": torch.from_numpy(np.array(r.probs["val"], dtype=np.float32))
                          if "val" in r.probs else None,
@@ -118,15 +132,23 @@ def kept_members(state: dict, cfg: TrainConfig, parts: Sequence[PreparedData]) -
 
 
 def kept_history(state: dict) -> list[EpochRecord]:
-    """The epochs of the finished members in a resume state, numbered by member (1..k) as a run records them."""
-    return [replace(EpochRecord.from_dict(h), fold=index + 1)
-            for index, member in enumerate(state.get("members") or []) for h in member["history"]]
+    """The epochs of the finished members in a resume state, and of the member it continues, numbered by member
+    (1..k + 1) as a run records them."""
+    members = [member["history"] for member in state.get("members") or []]
+    if state.get("current") is not None:
+        members.append(state["current"]["history"])
+    return [replace(EpochRecord.from_dict(h), fold=index + 1) for index, history in enumerate(members) for h in history]
 
 
-def members_resumed_note(kept: int, total: int, word: str) -> str:
-    """What a resumed ensemble did, in words ('bagged model', 3 members: 'Resumed after bagged model 1 of 3 …')."""
+def members_resumed_note(kept: int, total: int, word: str, continued: bool = False) -> str:
+    """What a resumed ensemble did, in words ('bagged model', 3 members: 'Resumed after bagged model 1 of 3 …');
+    ``continued``: the next member goes on after its last saved epoch (its own note says which)."""
     finished = "the finished model was kept" if kept == 1 else f"the {kept} finished models were kept"
     if kept >= total:
         return f"Resumed after its last {word} ({total} of {total}): {finished} and tested."
+    if continued:
+        kept_words = f"{finished} as {'it was' if kept == 1 else 'they were'}, and " if kept else ""
+        return (f"Resumed in {word} {kept + 1} of {total}: {kept_words}{word} {kept + 1} continued from its resume "
+                "checkpoint.")
     return (f"Resumed after {word} {kept} of {total}: {finished} as {'it was' if kept == 1 else 'they were'}, and "
             f"{word} {kept + 1} started from its first epoch.")

@@ -397,18 +397,63 @@ def test_an_ensemble_killed_in_its_second_model_resumes_with_the_first_kept_as_i
             [s.best_epoch for s in store.cross_validation(whole).scores]
 
 
-def test_an_ensemble_killed_before_its_first_model_ended_starts_again(class_dataset, synth, store):
+def test_an_ensemble_killed_before_its_first_epoch_ended_starts_again(class_dataset, synth, store):
     from medcls.jobs.manager import requeue
 
     run_id = store.create(synth.config(class_dataset, epochs=2, bagged_models=2), run_id="r")
     with pytest.raises(KeyboardInterrupt):
-        execute_run(store, run_id, callbacks=[KillAt(epoch=2)])
+        execute_run(store, run_id, callbacks=[KillAt(epoch=1)])
     store.set_status(run_id, "interrupted")
-    assert not store.has_resume(run_id) and len(store.history(run_id)) == 1
+    assert not store.has_resume(run_id) and not store.history(run_id)
     assert store.resume_point(run_id) == "the first epoch"
     requeue(store, run_id)
     assert execute_run(store, run_id).state == "finished"
     assert [(h.fold, h.epoch) for h in store.history(run_id)] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+
+
+@pytest.mark.parametrize("options, word, kept", [(dict(bagged_models=3), "bagged model", 1),
+                                                 (dict(folds=3, checkpoint="best"), "fold", 1),
+                                                 (dict(bagged_models=2), "bagged model", 0)],
+                         ids=["bagged", "folds", "in-the-first-model"])
+def test_an_ensemble_killed_mid_model_continues_that_model_after_its_last_epoch(class_dataset, synth, store,
+                                                                                options, word, kept):
+    """A model of an ensemble resumes after its last saved epoch, as one model's run does: its finished epochs
+    are not trained again, and the run ends with the same ensemble as one never interrupted."""
+    from medcls.jobs.manager import requeue
+
+    cfg = synth.config(class_dataset, epochs=3, **options)
+    members = options.get("folds") or options["bagged_models"]
+    whole = store.create(cfg, run_id="whole")
+    assert execute_run(store, whole).state == "finished"
+    broken = store.create(cfg, run_id="broken")
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(store, broken, callbacks=[KillInMember(kept, epoch=3)])  # in its third epoch
+    store.set_status(broken, "interrupted")
+    assert store.resume_point(broken) == f"epoch 3 of {word} {kept + 1} of {members}"
+
+    class Epochs(Callback):
+        trained: list[int] = []
+
+        def on_epoch_end(self, trainer, record) -> None:
+            Epochs.trained.append(record.epoch)
+
+    requeue(store, broken)
+    outcome = execute_run(store, broken, callbacks=[Epochs()])
+    assert outcome.state == "finished", outcome.error
+    assert Epochs.trained == [3] + [1, 2, 3] * (members - kept - 1)  # the interrupted model's last epoch, then on
+    assert [(h.fold, h.epoch) for h in store.history(broken)] == [(m, e) for m in range(1, members + 1)
+                                                                  for e in (1, 2, 3)]
+    notes = store.status(broken).notes
+    assert any(n.startswith(f"Resumed in {word} {kept + 1} of {members}: ") and
+               n.endswith(f"{word} {kept + 1} continued from its resume checkpoint.") for n in notes), notes
+    assert any("Resumed after epoch 2 of 3" in n for n in notes), notes
+    assert not store.has_resume(broken)
+    for a, b in zip(store.load_weights(broken).values(), store.load_weights(whole).values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    assert store.metrics(broken).test.macro_f1 == pytest.approx(store.metrics(whole).test.macro_f1, abs=1e-6)
+    if "folds" in options:
+        assert [s.macro_f1 for s in store.cross_validation(broken).scores] == \
+            pytest.approx([s.macro_f1 for s in store.cross_validation(whole).scores], abs=1e-6)
 
 
 def test_a_run_whose_data_changed_meanwhile_is_not_continued_on_other_data(class_dataset, synth, store):
