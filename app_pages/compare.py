@@ -24,7 +24,7 @@ from medcls.analysis.copies import run_copies_sentence
 from medcls.config import describe_differences
 from medcls.data import default_focus_class
 from medcls.figures.evaluation import pr_curves_figure
-from medcls.figures.training import overlay_history_figure
+from medcls.figures.training import overlay_history_figure, validated
 from medcls.runs.choice import comparable_default, state_words
 from medcls.runs.naming import display_names
 from medcls.runs.permissions import owner_words
@@ -159,7 +159,6 @@ st.subheader("Calibration: can the probabilities be trusted?")
 calibration_section(predictions, names, focus)
 
 st.subheader("Training curves")
-metric = st.selectbox("Curve", list(CURVES), format_func=CURVES.get, key="compare_curve")
 curves = {}
 folded = bagged = False  # a cross-validation run among them; a run of bagged models among them
 for run_id in chosen:  # each fold's model starts again at epoch 1: a fold is a curve of its own, never one long line
@@ -174,6 +173,12 @@ for run_id in chosen:  # each fold's model starts again at epoch 1: a fold is a 
         curves[names[run_id] + (f" · {word} {fold}" if fold else "")] = epochs
         folded = folded or bool(fold and not configs[run_id].bagged_models)
         bagged = bagged or bool(fold and configs[run_id].bagged_models)
+# Runs without validation images (bagged models, no val split) have training curves only: offer just those, in a
+# picker of their own (one picker whose options change keeps showing its old choice in the browser).
+any_validated = any(validated(epochs) for epochs in curves.values())
+offered = [key for key in CURVES if any_validated or not key.startswith("val_")]
+metric = st.selectbox("Curve", offered, format_func=CURVES.get,
+                      key="compare_curve" if any_validated else "compare_curve_training")
 st.plotly_chart(overlay_history_figure(curves, metric, title=CURVES[metric],
                                        axis_title=CURVES[metric]), key="overlay", width="stretch")
 if folded:

@@ -219,10 +219,12 @@ def test_a_bagged_run_shows_its_models_and_says_they_have_no_validation(app_env,
     assert not at.exception
     runs = next(d.value for d in at.dataframe if "epochs" in d.value.index)
     assert list(runs.loc["epochs"]) == ["2 of 2 in bagged model 2 of 2"], runs
+    # no validation curve to draw (an empty chart once): the picker offers the training curves only
+    assert at.selectbox(key="compare_curve_training").options == ["Training loss", "Training accuracy"]
     curves = next(spec for spec in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
-                  if spec["layout"]["title"]["text"] == "Validation macro-F1")
-    assert [t["name"].rsplit(" · ", 1)[-1] for t in curves["data"]] == [
-        "bagged model 1 (no validation images)", "bagged model 2 (no validation images)"]
+                  if spec["layout"]["title"]["text"] == "Training loss")
+    assert [t["name"].rsplit(" · ", 1)[-1] for t in curves["data"]] == ["bagged model 1", "bagged model 2"]
+    assert all(len(t["y"]) == 2 and None not in t["y"] for t in curves["data"])
     assert any("they have no validation curves" in c.value for c in at.caption)
     from medcls.analysis.operating_point import NO_THRESHOLD_WITHOUT_HELD_OUT
 
