@@ -63,6 +63,9 @@ def test_the_sentence_says_how_the_run_used_the_image():
     stopped = seen_sentence(("/d/a.png", "val"), folds=5, trained=2)
     assert ("this run was stopped after 2 of its 5 fold models, and each of them trained on it, except perhaps one "
             "that chose its best epoch with it.") in stopped
+    first = seen_sentence(("/d/a.png", "val"), folds=5, trained=1, chose_epoch=False)  # not 'each of them'
+    assert ("this run was stopped after the first of its 5 fold models, which trained on it unless the image is in "
+            "the fifth of the images that model was validated on.") in first
 
 
 def test_a_run_stopped_in_its_first_bagged_model_says_only_that_model_learned_from_the_image(store, class_dataset):
