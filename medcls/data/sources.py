@@ -316,7 +316,15 @@ def _make_split(splits: list, positions: list[int], paths: list[str], labels: li
                         f"{cfg.val_fraction:.0%}/{cfg.test_fraction:.0%} train/val/test split "
                         f"(seed {cfg.split_seed}{grouped}).")
     _apply(splits, positions, assigned)
-    report.warnings += [f"Class {classes[k]!r} is too small to split: all its images stay in train." for k in tiny]
+    for k in tiny:
+        of_class = [groups[i] for i, p in enumerate(positions) if labels[p] == k] if groups is not None else []
+        if len(set(of_class)) < len(of_class):  # near copies chained its images into fewer groups than images
+            report.warnings.append(
+                f"Class {classes[k]!r} cannot be split with near-duplicates kept together: its {len(of_class)} "
+                f"images form {len(set(of_class))} group(s) of near copies, so all stay in train and it has no "
+                "validation or test images.")
+        else:
+            report.warnings.append(f"Class {classes[k]!r} is too small to split: all its images stay in train.")
 
 
 def _apply(splits: list, positions: list[int], values: list[str]) -> None:

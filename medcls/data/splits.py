@@ -39,6 +39,14 @@ def stratified_split(
     for label in sorted(by_class):
         groups_of_class = sorted(by_class[label])
         rng.shuffle(groups_of_class)
+        if groups is not None:  # groups of near copies differ in size: deal them out by their images
+            dealt = _deal_by_images(groups_of_class, members, val_fraction, test_fraction)
+            if dealt is None:
+                too_small.append(int(label))
+            for group, split in (dealt or {}).items():
+                for index in members[group]:
+                    out[index] = split
+            continue
         n = len(groups_of_class)
         n_test = int(round(n * test_fraction))
         n_val = int(round(n * val_fraction))
@@ -86,6 +94,32 @@ def stratified_folds(labels: Sequence[int], folds: int, seed: int,
             filled[fold] += len(members[group])
             out[members[group]] = fold
     return out
+
+
+def _deal_by_images(groups: list[int], members: dict[int, list[int]], val_fraction: float,
+                    test_fraction: float) -> dict[int, str] | None:
+    """Each of one class's groups (shuffled) to a split, so that the splits' images come as close to their shares
+    as whole groups allow; None when the class has too few groups to split (fewer than 3).
+
+    Dealing groups by count, as single images are, let a class whose near copies chain into a few large groups
+    put 26 of its 40 images in test. Here the largest groups go first, each to the split furthest below its
+    share of the class's images; then each held-out split with a share gets a group, and train keeps one."""
+    shares = {"test": test_fraction, "val": val_fraction, "train": 1.0 - val_fraction - test_fraction}
+    if len(groups) < 3 and (val_fraction > 0 or test_fraction > 0):
+        return None
+    total = sum(len(members[g]) for g in groups)
+    filled = dict.fromkeys(shares, 0)
+    dealt: dict[int, str] = {}
+    for group in sorted(groups, key=lambda g: -len(members[g])):  # stable: the shuffle breaks ties
+        split = max(shares, key=lambda s: shares[s] * total - filled[s])  # ties: test, val, train
+        dealt[group] = split
+        filled[split] += len(members[group])
+    for split in ("test", "val"):
+        if shares[split] > 0 and split not in dealt.values():
+            in_train = [g for g, s in dealt.items() if s == "train"]
+            if len(in_train) > 1:
+                dealt[min(in_train, key=lambda g: len(members[g]))] = split
+    return dealt
 
 
 def _groups_by_class(labels: np.ndarray, group_ids: np.ndarray) -> tuple[dict[int, list[int]], dict[int, list[int]]]:

@@ -219,6 +219,17 @@ def test_group_duplicates_keeps_near_duplicates_in_one_split(tmp_path):
     assert check_duplicates(plain).leaks
 
 
+def test_a_class_whose_images_are_all_copies_of_one_stays_in_train_and_the_report_says_why(tmp_path):
+    root = _dataset_with_pairs(tmp_path / "pairs")
+    original = save(pattern(999), root / "cyst" / "cyst (0).png")
+    for i in range(1, 4):  # the same scan four times over: one group of near copies
+        near_copy(original, root / "cyst" / f"cyst ({i}).jpg")
+    spec = load_dataset(DataConfig(source=str(root), group_duplicates=True, split_seed=1))
+    assert {it.split for it in spec.items if "cyst" in it.path} == {"train"}
+    assert ("Class 'cyst' cannot be split with near-duplicates kept together: its 4 images form 1 group(s) of near "
+            "copies, so all stay in train and it has no validation or test images.") in spec.report.warnings
+
+
 def test_made_own_split_is_false_for_a_given_split(tmp_path):
     for split in ("train", "val", "test"):
         for c, name in enumerate(("a", "b")):

@@ -60,6 +60,31 @@ def test_groups_never_straddle_splits():
     assert {"train", "val", "test"} == set(splits)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_groups_of_unequal_size_are_dealt_by_their_images(seed):
+    """Near copies that chain into a few large groups (frames of one clip, a shape turned a little at a time): the
+    splits get about their share of the class's images, not of its groups (by groups, a class once put 26 of its
+    40 images in test)."""
+    sizes = [14, 9, 6, 4, 3, 2, 1, 1]                  # one class of 40 images in 8 groups
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    labels = np.zeros(len(groups), int)
+    splits, tiny = stratified_split(labels, 0.15, 0.15, seed=seed, groups=groups)
+    counts = Counter(splits)
+    assert tiny == [] and all(len({splits[i] for i in np.flatnonzero(groups == g)}) == 1 for g in range(len(sizes)))
+    assert counts["train"] >= 26 and 3 <= counts["val"] <= 9 and 3 <= counts["test"] <= 9, counts
+    # a class whose images form fewer than three groups cannot be split: it stays in train, and is named
+    chained, tiny = stratified_split([0] * 40 + [1] * 30, 0.15, 0.15, seed=seed,
+                                     groups=[0] * 38 + [1, 1] + list(range(3, 33)))
+    assert tiny == [0] and {chained[i] for i in range(40)} == {"train"}
+    other = Counter(chained[40:])                                        # the other class: its shares of 30
+    assert other["val"] in (4, 5) and other["test"] in (4, 5) and other["train"] in (20, 21, 22)
+
+
+def test_every_held_out_split_gets_a_group_when_the_class_has_three():
+    splits, tiny = stratified_split([0, 0, 0], 0.15, 0.15, seed=0, groups=[0, 1, 2])
+    assert sorted(splits) == ["test", "train", "val"] and tiny == []
+
+
 def test_folds_keep_class_proportions_and_are_seeded():
     labels = np.array([0] * 50 + [1] * 20 + [2] * 7)
     folds = stratified_folds(labels, 5, seed=0)
