@@ -347,6 +347,7 @@ def _learned_from(store: RunStore, run_id: str, split: str) -> str:
 
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..analysis.metrics import probability_percent
     from ..data.imageio import ImageReadError
     from ..inference.predictor import load_predictor
 
@@ -366,7 +367,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               "low_confidence": pred.low_confidence,
                               "unlike_training_images": novelty.unusual if novelty else None}))
         else:
-            probs = "  ".join(f"{c}={p:.3f}" for c, p in pred.probabilities.items())
+            probs = "  ".join(f"{c} {probability_percent(p)}" for c, p in pred.probabilities.items())
             flags = (["low confidence"] if pred.low_confidence else []) + (
                 [f"unlike the training images ({novelty.ratio:.0f}x as far as a typical {novelty.basis} image): "
                  "do not trust this answer"] if novelty and novelty.unusual else [])

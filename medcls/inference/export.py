@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..analysis.metrics import probability_percent
 from ..data import dicom
 from ..data.imageio import HIGH_BIT_MODES, MAX_IMAGE_PIXELS, stretch_to_uint8
 from ..models.ensemble import FoldEnsemble
@@ -112,12 +113,13 @@ def torchscript_zip(store: RunStore, run_id: str, workdir: Path | str) -> bytes:
 
 
 def _decoding_source() -> str:
-    """medcls's own decoding constants and functions, as source for predict.py: the high-bit-depth stretch and the
-    DICOM reader (module :mod:`medcls.data.dicom` without its imports), not copies that could drift apart."""
+    """medcls's own decoding constants and functions, as source for predict.py: the high-bit-depth stretch, the
+    DICOM reader (module :mod:`medcls.data.dicom` without its imports) and the way the app writes a probability
+    (never a certain 100%), not copies that could drift apart."""
     constants = {"HIGH_BIT_MODES": HIGH_BIT_MODES, "MAX_IMAGE_PIXELS": MAX_IMAGE_PIXELS,
                  "DICOM_SUFFIXES": dicom.DICOM_SUFFIXES, "_MAGIC": dicom._MAGIC, "_MAGIC_AT": dicom._MAGIC_AT,
                  "_NEEDS_PYDICOM": dicom._NEEDS_PYDICOM}
-    functions = [stretch_to_uint8, dicom.DicomError, dicom.looks_like_dicom, dicom.is_dicom_file, dicom._dcmread,
+    functions = [probability_percent, stretch_to_uint8, dicom.DicomError, dicom.looks_like_dicom, dicom.is_dicom_file, dicom._dcmread,
                  dicom._single_image, dicom.read_dicom, dicom._gray, dicom._first]
     lines = [f"{name} = frozenset({sorted(value)!r})" if isinstance(value, frozenset) else f"{name} = {value!r}"
              for name, value in constants.items()]  # sorted: the same file from every export
@@ -195,6 +197,6 @@ if __name__ == "__main__":
             print(json.dumps({"image": path, "label": info["classes"][best],
                               "probabilities": dict(zip(info["classes"], probs))}))
         else:
-            others = ", ".join(f"{c} {p:.3f}" for c, p in zip(info["classes"], probs))
+            others = ", ".join(f"{c} {probability_percent(p)}" for c, p in zip(info["classes"], probs))
             print(f"{path}: {info['classes'][best]} ({others})")
 '''.replace("MEDCLS_DECODING", _decoding_source())

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from medcls.analysis.metrics import probability_percent
 from medcls.config import TrainConfig
 from medcls.inference.export import ExportedModel, export_torchscript, torchscript_zip
 from medcls.inference.predictor import Predictor
@@ -63,6 +64,12 @@ def test_predict_py_runs_without_medcls_and_gives_medcls_answers(exported, tmp_p
     _assert_predict_py_agrees(store, run_id, folder, paths, tmp_path)
     code = (folder / "predict.py").read_text()
     assert not re.search(r"^\s*(import|from)\s+medcls", code, re.MULTILINE)
+    # Without --json it writes probabilities as the app does: percentages, never a certain 100%.
+    text = subprocess.run([sys.executable, "-I", "-c", NO_MEDCLS, str(folder / "predict.py"), paths[0]], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120).stdout
+    answer = Predictor.from_run(store, run_id).predict(paths[0])
+    assert text.strip().endswith("(" + ", ".join(f"{c} {probability_percent(p)}"
+                                                 for c, p in answer.probabilities.items()) + ")"), text
 
 
 def _assert_predict_py_agrees(store, run_id, folder, paths, cwd) -> None:
