@@ -36,6 +36,16 @@ def new_app(timeout: float = 60) -> AppTest:
     return AppTest.from_file(APP, default_timeout=timeout)
 
 
+def open_on_folder(folder: Path, page: str | None = None) -> AppTest:
+    """A new app on a folder of images, chosen through the session (the built-in phantoms are never generated),
+    then switched to ``page`` ('app_pages/try_it.py') when given."""
+    at = new_app()
+    at.session_state["data_kind"] = "folder"
+    at.session_state["data_folder"] = str(folder)
+    at.run()
+    return at.switch_page(page).run() if page else at
+
+
 def choose_folder(at: AppTest, folder: Path) -> AppTest:
     at.sidebar.radio(key="data_kind").set_value("folder").run()
     at.sidebar.text_input(key="data_folder").set_value(str(folder)).run()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apphelpers import as_read, new_app, write_tiny_dataset
+from apphelpers import as_read, open_on_folder, write_tiny_dataset
 from PIL import Image
 
 from app.text import escape_markdown
@@ -41,10 +41,7 @@ def _fixed_split(root: Path) -> Path:
 
 def _data_page(folder: Path):
     """The data explorer on a folder dataset (the built-in phantoms are never generated)."""
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(folder)
-    return at.run()  # the default page
+    return open_on_folder(folder)  # the default page
 
 
 def _captions(at) -> list[str]:

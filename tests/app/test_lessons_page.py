@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from apphelpers import new_app
+from apphelpers import open_on_folder
 
 import app.manager
 from app.text import escape_markdown
@@ -36,11 +36,7 @@ def _finish(store, run_id, probs):
 
 
 def test_a_lesson_is_queued_on_the_sidebars_data_and_concluded_from_its_runs(queue_only, tiny_dataset):
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()
-    at.switch_page("app_pages/lessons.py").run()
+    at = open_on_folder(tiny_dataset, "app_pages/lessons.py")
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="lesson_pick").value == "rare-classes"
     assert any("has not been run yet" in i.value for i in at.info)
@@ -91,11 +87,7 @@ def test_the_lesson_says_when_its_runs_will_be_fold_ensembles(queue_only, tiny_d
     def caption(at):
         return next(c.value for c in at.caption if c.value.startswith("Every run:"))
 
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()
-    at.switch_page("app_pages/lessons.py").run()
+    at = open_on_folder(tiny_dataset, "app_pages/lessons.py")
     assert "fold models" not in caption(at)  # too few images of a class: one model per run
     monkeypatch.setattr(autoplan, "AUTO_MIN_PER_FOLD", 1)  # now the tiny dataset counts as small enough
     at.run()
@@ -115,11 +107,7 @@ def test_the_lesson_says_how_long_its_runs_take_here_before_they_are_queued(queu
 
     timed = []
     monkeypatch.setattr(app.model_summary, "measure_costs", lambda cfg, **kw: timed.append(cfg) or _fixed_costs(cfg))
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()
-    at.switch_page("app_pages/lessons.py").run()
+    at = open_on_folder(tiny_dataset, "app_pages/lessons.py")
     assert not at.exception and not at.error
     (line,) = [c.value for c in at.caption if "one after another" in c.value]
     assert len(timed) == 1  # the four runs differ only in the imbalance fix, which costs nothing a step: one probe
@@ -160,11 +148,7 @@ def test_while_a_run_trains_the_lesson_is_timed_from_quiet_measurements_only_if_
     for module in (app.model_summary, quiet_timings):
         monkeypatch.setattr(module, "usable_cores", lambda: 2)  # _fixed_costs had both of them
 
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()
-    at.switch_page("app_pages/lessons.py").run()
+    at = open_on_folder(tiny_dataset, "app_pages/lessons.py")
     at.selectbox(key="lesson_pick").set_value("networks").run()  # three networks: three timings
     (small,) = [cfg for cfg in timed if cfg.model == "small_cnn"]
     quiet = dataclasses.replace(_fixed_costs(small), decode_image_s=0.001)

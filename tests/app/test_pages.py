@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from apphelpers import as_read, choose_folder, new_app, set_tiny_options, write_tiny_dataset
+from apphelpers import as_read, choose_folder, new_app, open_on_folder, set_tiny_options, write_tiny_dataset
 from PIL import Image
 from streamlit.testing.v1.element_tree import Block
 
@@ -231,11 +231,7 @@ def test_try_it_picks_training_images_too_and_says_the_run_learned_from_them(app
     model remembers, and the page says the run learned from the picked one."""
     store = RunStore(app_env / "runs")
     finished_run(store, tiny_dataset)
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()
-    at.switch_page("app_pages/try_it.py").run()
+    at = open_on_folder(tiny_dataset, "app_pages/try_it.py")
     at.radio(key="try_source").set_value("Pick one from the current dataset").run()
     split = at.radio(key="try_split")
     assert split.value == "test" and split.options == ["test images", "validation images", "training images"]

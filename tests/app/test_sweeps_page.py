@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from apphelpers import as_read, new_app
+from apphelpers import as_read, open_on_folder
 
 import app.manager
 from app.text import escape_markdown
@@ -24,11 +24,7 @@ def queue_only(app_env, monkeypatch) -> JobManager:
 
 def _sweep_page(folder):
     """The Sweeps page on a tiny folder dataset."""
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(folder)
-    at.run()  # the data explorer, on the folder (the built-in phantoms are never generated)
-    at.switch_page("app_pages/sweeps.py").run()
+    at = open_on_folder(folder, "app_pages/sweeps.py")
     assert not at.exception
     return at
 

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from apphelpers import as_read, choose_folder, new_app
+from apphelpers import as_read, choose_folder, new_app, open_on_folder
 from interruptions import KillInMember
 
 from medcls.config import DataConfig, TrainConfig
@@ -62,11 +62,7 @@ def test_compare_runs_on_different_data_and_classes_says_so_and_shows_dashes(app
 def test_resnet_without_imagenet_weights_says_so_before_start_and_offers_scratch(app_env, tiny_dataset,
                                                                                   monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(app_env / "no-torch-cache"))
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()
-    at.switch_page("app_pages/train.py").run()
+    at = open_on_folder(tiny_dataset, "app_pages/train.py")
     at.selectbox(key="opt_model").set_value("resnet18").run()
     assert not at.exception
     assert any("ImageNet weights are not on this machine" in w.value for w in at.warning)
@@ -105,11 +101,7 @@ def test_try_it_offers_the_best_finished_run_on_the_current_data(app_env, tiny_d
     here = trained(store, tiny_dataset, epochs=3)
     trained(store, split_dataset)  # newer, on other data
     trained(store, tiny_dataset, stop_after=1, epochs=30)  # newest, on this data, but stopped
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()
-    at.switch_page("app_pages/try_it.py").run()
+    at = open_on_folder(tiny_dataset, "app_pages/try_it.py")
     assert not at.exception
     picker = at.selectbox(key="try_run")
     assert picker.value == here

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apphelpers import new_app
+from apphelpers import open_on_folder
 
 from medcls.config import DataConfig, TrainConfig
 from medcls.jobs.execute import execute_run
@@ -27,11 +27,7 @@ def _try_a_dataset_image(app_env, tiny_dataset, **options):
     run_id = store.create(cfg)
     assert execute_run(store, run_id).state == "finished"
 
-    at = new_app()
-    at.session_state["data_kind"] = "folder"
-    at.session_state["data_folder"] = str(tiny_dataset)
-    at.run()  # the data explorer, on the folder (the built-in phantoms are never generated)
-    at.switch_page("app_pages/try_it.py").run()
+    at = open_on_folder(tiny_dataset, "app_pages/try_it.py")
     at.radio(key="try_source").set_value("Pick one from the current dataset").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     return at

@@ -356,6 +356,19 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_as_if_never_interrupted(class_d
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
 
 
+def _assert_same_ensemble(store, broken: str, whole: str, folds: bool) -> None:
+    """The resumed run ends with the same ensemble and scores as the run never interrupted, out-of-fold ones
+    (and each fold's best epoch) included."""
+    for a, b in zip(store.load_weights(broken).values(), store.load_weights(whole).values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5)
+    assert store.metrics(broken).test.macro_f1 == pytest.approx(store.metrics(whole).test.macro_f1, abs=1e-6)
+    if folds:
+        assert [s.macro_f1 for s in store.cross_validation(broken).scores] == \
+            pytest.approx([s.macro_f1 for s in store.cross_validation(whole).scores], abs=1e-6)
+        assert [s.best_epoch for s in store.cross_validation(broken).scores] == \
+            [s.best_epoch for s in store.cross_validation(whole).scores]
+
+
 @pytest.mark.parametrize("options, word", [(dict(bagged_models=3), "bagged model"),
                                            (dict(folds=3, checkpoint="best"), "fold")], ids=["bagged", "folds"])
 def test_an_ensemble_killed_in_its_second_model_resumes_with_the_first_kept_as_it_was(class_dataset, synth, store,
@@ -386,15 +399,7 @@ def test_an_ensemble_killed_in_its_second_model_resumes_with_the_first_kept_as_i
     assert any(f"Resumed after {word} 1 of 3: the finished model was kept as it was, and {word} 2 started from its "
                "first epoch." in n for n in store.status(broken).notes)
     assert not store.has_resume(broken)
-    # The same ensemble and scores as the run never interrupted, out-of-fold ones included.
-    for a, b in zip(store.load_weights(broken).values(), store.load_weights(whole).values()):
-        assert torch.allclose(a.float(), b.float(), atol=1e-5)
-    assert store.metrics(broken).test.macro_f1 == pytest.approx(store.metrics(whole).test.macro_f1, abs=1e-6)
-    if "folds" in options:
-        assert [s.macro_f1 for s in store.cross_validation(broken).scores] == \
-            pytest.approx([s.macro_f1 for s in store.cross_validation(whole).scores], abs=1e-6)
-        assert [s.best_epoch for s in store.cross_validation(broken).scores] == \
-            [s.best_epoch for s in store.cross_validation(whole).scores]
+    _assert_same_ensemble(store, broken, whole, folds="folds" in options)
 
 
 def test_an_ensemble_killed_before_its_first_epoch_ended_starts_again(class_dataset, synth, store):
@@ -448,12 +453,7 @@ def test_an_ensemble_killed_mid_model_continues_that_model_after_its_last_epoch(
                n.endswith(f"{word} {kept + 1} continued from its resume checkpoint.") for n in notes), notes
     assert any("Resumed after epoch 2 of 3" in n for n in notes), notes
     assert not store.has_resume(broken)
-    for a, b in zip(store.load_weights(broken).values(), store.load_weights(whole).values()):
-        assert torch.allclose(a.float(), b.float(), atol=1e-5)
-    assert store.metrics(broken).test.macro_f1 == pytest.approx(store.metrics(whole).test.macro_f1, abs=1e-6)
-    if "folds" in options:
-        assert [s.macro_f1 for s in store.cross_validation(broken).scores] == \
-            pytest.approx([s.macro_f1 for s in store.cross_validation(whole).scores], abs=1e-6)
+    _assert_same_ensemble(store, broken, whole, folds="folds" in options)
 
 
 def test_a_run_whose_data_changed_meanwhile_is_not_continued_on_other_data(class_dataset, synth, store):
