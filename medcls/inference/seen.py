@@ -147,9 +147,8 @@ def _how_used(split: str, folds: int, chose_epoch: bool = True, bagged: bool = F
         # Which fold holds the image out is not known here: one of the trained fold models may be that one.
         if trained == 1:
             share = {2: "half", 3: "third", 4: "quarter", 5: "fifth"}.get(folds, f"1/{folds}")
-            held = "chose its best epoch with" if chose_epoch else "was validated on"
             return (f"this run was stopped after the first of its {folds} fold models, which trained on it unless the "
-                    f"image is in the {share} of the images that model {held}")
+                    f"image is in the {share} of the images that model {held_out.removesuffix(' it')}")
         return (f"this run was stopped after {trained} of its {folds} fold models, and each of them trained on it, "
                 f"except perhaps one that {held_out}")
     if bagged:  # every bagged model learns from every train + val image
