@@ -100,8 +100,14 @@ else:
     # (path, true class) of the chosen split's images (test first: new to the model), plus an image sent from
     # Compare when it is not among them (its run learned from another dataset than the one in the sidebar).
     splits = [split for split in ("test", "val", "train") if spec and any(it.split == split for it in spec.items)]
-    if handed or st.session_state.get("try_split") not in splits:
+    # Streamlit forgets a widget's value once it is not drawn (another split's picker, the upload choice); the
+    # page keeps the last split and the image picked in each in a plain session key and gives them back.
+    kept = st.session_state.setdefault("try_kept", {})
+    if handed:
         st.session_state["try_split"] = splits[0] if splits else None  # Compare hands over test images
+    elif st.session_state.get("try_split") not in splits:
+        st.session_state["try_split"] = kept.get("split") if kept.get("split") in splits else (
+            splits[0] if splits else None)
     if len(splits) > 1:
         st.radio("From the", splits, horizontal=True, key="try_split", format_func=SPLIT_WORDS.get,
                  help="Test images are new to the model: its answer on one shows how it does on new images. On an "
@@ -116,12 +122,19 @@ else:
     # One picker per split: one picker whose options changed under it kept showing the old split's image name in
     # the browser while the page answered for the new split's first image.
     pick_key = f"try_pick_{chosen_split}"
+    paths = [path for path, _ in choices]
     if handed:
-        st.session_state[pick_key] = next(i for i, (path, _) in enumerate(choices) if path == handed["path"])
+        kept[chosen_split] = handed["path"]
+        st.session_state.pop(pick_key, None)  # so that the picker starts at the image sent
     if choices:
-        pick = st.selectbox("Image", range(len(choices)), key=pick_key,
+        # The image picked before is given back as the picker's starting index, not through its session key: a
+        # value set there outlives the picker, and the browser then showed the first image's name beside the
+        # answer for the kept one.
+        kept_index = paths.index(kept[chosen_split]) if kept.get(chosen_split) in paths else 0
+        pick = st.selectbox("Image", range(len(choices)), key=pick_key, index=kept_index,
                             format_func=lambda i: f"{item_name(choices[i][0])} (true: {choices[i][1]})")
         (data, true_class), name = choices[pick], item_name(choices[pick][0])
+        kept.update({"split": chosen_split, chosen_split: data})
 
 if data is None:
     st.stop()

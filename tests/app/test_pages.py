@@ -247,7 +247,13 @@ def test_try_it_picks_training_images_too_and_says_the_run_learned_from_them(app
     assert train_pick.options[0].split(" (true")[0] in as_read(learned[0])   # the image named is the one picked
     at.radio(key="try_split").set_value("test").run()               # back to the test images: new again
     assert at.selectbox(key="try_pick_test").options == tests
+    assert at.selectbox(key="try_pick_test").value == len(tests) - 1   # and the test image picked before
     assert not at.exception and not [i for i in at.info if "learned from" in i.value]
+    at.radio(key="try_split").set_value("train").run()
+    at.selectbox(key="try_pick_train").set_value(1).run()
+    at.radio(key="try_source").set_value("Upload an image").run()   # an upload, then back to picking
+    at.radio(key="try_source").set_value("Pick one from the current dataset").run()
+    assert at.radio(key="try_split").value == "train" and at.selectbox(key="try_pick_train").value == 1
 
 
 def test_try_it_says_when_the_image_is_one_the_run_learned_from(app_env, tiny_dataset):
