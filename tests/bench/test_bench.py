@@ -56,8 +56,9 @@ def test_the_report_puts_the_seed_beside_medcls_with_ratios_and_verdicts():
     assert "| 13.5 | 0.050" in text and "270×" in text  # head-only: fastest seed epoch / cached epoch
     assert "0.813 / 0.844 / 14.5 min" in text and "0.860 / 0.910 / 2.2 min" in text
     assert "missed" not in text.split("## Notes")[1]
-    leak = next(line for line in text.splitlines() if "inflates" in line)
+    leak = next(line for line in text.splitlines() if "the leak's inflation" in line)
     assert "macro-F1 +0.080, recall +0.110" in leak
+    assert "6 − 7 mixes what the leak adds with which images happen to be tested" in text  # the note on (7)
     assert "0.800 ± 0.030 / 0.850 ± 0.050 (10.0 min in all)" in text
     demo = next(line for line in text.splitlines() if "Demo loop" in line)
     assert "7.5 s / 41.0 s (20 of 30 epochs)" in demo and "✅ met" in demo
