@@ -17,6 +17,7 @@ from medcls.data.explore import (
     thumbnail,
 )
 from medcls.data.spec import item_name
+from medcls.data.storage import high_bit_note, stored_by_class_note
 from medcls.figures.evaluation import class_counts_figure
 from medcls.settings import redact_paths
 from medcls.training.autoplan import pool_counts, resolve_image_size
@@ -71,6 +72,10 @@ if props:
         st.caption(f"From a sample of {len(props)} of {len(spec.items)} images.")
     if note := squash_note(props, train_cfg.image_size, of=len(spec.items)):
         st.info(f"📐 {note} The augmentation preview below shows an image as the network sees it.")
+    if note := high_bit_note(props, of=len(spec.items)):
+        st.info(escape_markdown(note), icon=":material/contrast:")
+    if note := stored_by_class_note(props):
+        st.warning(escape_markdown(note), icon=":material/warning:")
 
 st.subheader("Data report")
 report = spec.report

@@ -14,6 +14,7 @@ from ..config import AugmentConfig
 from .augment import BatchAugment, to_float
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, header_size, read_image
 from .spec import DatasetSpec, Item
+from .storage import file_format
 
 __all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "typical_side_of", "enlargement_note",
            "shrink_note", "squash_note", "squeeze_words", "model_view_caption", "imbalance_sentence",
@@ -51,19 +52,20 @@ def thumbnail(path: str, size: int = 160) -> np.ndarray:
 
 
 def image_properties(spec: DatasetSpec, limit: int = 400, seed: int = 0) -> list[dict]:
-    """Width, height and Pillow mode of (a sample of) the images, from their headers."""
+    """Width, height, Pillow mode, file format and class of (a sample of) the images, from their headers."""
     items = spec.items if len(spec.items) <= limit else random.Random(seed).sample(spec.items, limit)
     rows = []
     for it in items:
+        kind = {"class": spec.classes[it.label], "format": file_format(it.path)}
         if NPZ_MARK in it.path:
             arr = read_image(it.path, "rgb")
-            rows.append({"width": arr.shape[1], "height": arr.shape[0], "mode": "npz array"})
+            rows.append({"width": arr.shape[1], "height": arr.shape[0], "mode": "npz array", **kind})
             continue
         try:
             width, height, mode = header_size(it.path)
         except (OSError, ValueError):
             continue
-        rows.append({"width": width, "height": height, "mode": mode})
+        rows.append({"width": width, "height": height, "mode": mode, **kind})
     return rows
 
 
@@ -109,19 +111,35 @@ def squash_note(props: list[dict], image_size: int, of: int | None = None) -> st
     if not off or len(off) < 0.1 * len(props):
         return None
     width, height = max(set(off), key=lambda size: (off.count(size), size))  # the commonest, then the largest
+    sampled = f" sampled from {of:,}" if of and of > len(props) else ""
+    share = (f"None of the {len(props)} images{sampled} is square" if len(off) == len(props) else
+             f"{len(off)} of the {len(props)} images{sampled} {'is' if len(off) == 1 else 'are'} not square")
+    if 2 * off.count((width, height)) < len(off):  # no shape is typical: each image is reshaped its own way
+        return _varied_squash_note(share, off, image_size)
     if width > height:
         kept, squeezed, other = height / width, "sideways to {:.2f} of their width", "height"
     else:
         kept, squeezed, other = width / height, "from top to bottom to {:.2f} of their height", "width"
-    sampled = f" sampled from {of:,}" if of and of > len(props) else ""
-    share = (f"None of the {len(props)} images{sampled} is square" if len(off) == len(props) else
-             f"{len(off)} of the {len(props)} images{sampled} {'is' if len(off) == 1 else 'are'} not square")
     sizes = f"{width} × {height} px" if len(set(off)) == 1 else f"most often {width} × {height} px"
     return (f"{share} ({sizes}). Training and prediction resize every image to "
             f"{image_size} × {image_size} px without keeping its shape, as the seed notebook did, so the shapes in each "
             f"{width} × {height} image are squeezed {squeezed.format(kept)} for their {other}: a round lesion "
             "becomes an oval. The model learns and judges the reshaped images alike; a shape it relies on, such as "
             "a lesion taller than it is wide, is the reshaped one.")
+
+
+def _varied_squash_note(share: str, off: list[tuple[int, int]], image_size: int) -> str:
+    """:func:`squash_note` for images of many shapes, none of them typical."""
+    widths, heights = [w for w, _ in off], [h for _, h in off]
+    kept = [min(w, h) / max(w, h) for w, h in off]
+    wide = sum(w > h for w, h in off)
+    return (f"{share}, and their shapes vary ({min(widths)} to {max(widths)} px wide, {min(heights)} to "
+            f"{max(heights)} px tall; {wide} wider than tall, {len(off) - wide} taller than wide). Training and "
+            f"prediction resize every image to {image_size} × {image_size} px without keeping its shape, as the "
+            "seed notebook did, so each image is squeezed along its longer side by an amount of its own: the shapes "
+            f"in it keep {min(kept):.2f} to {max(kept):.2f} of their length along that side, for their size along "
+            "the other. A round lesion becomes an oval, a different one from image to image, so a shape the model "
+            "could rely on, such as a lesion taller than it is wide, is not drawn alike in every image.")
 
 
 def squeeze_words(width: int, height: int, image_size: int) -> str | None:

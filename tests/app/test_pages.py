@@ -70,6 +70,19 @@ def test_data_explorer_says_how_images_that_are_not_square_are_squeezed(app_env,
     assert "to 0.67 of their width" in note and "preview below shows an image as the network sees it" in note
 
 
+def test_data_explorer_warns_when_a_class_s_files_were_made_differently(app_env, tiny_dataset, tmp_path):
+    at = choose_folder(new_app().run(), tiny_dataset)  # every class in gray PNG: nothing to say
+    assert not at.exception and not any("made differently" in w.value for w in at.warning)
+    mixed = write_tiny_dataset(tmp_path / "mixed", size=32)
+    first = sorted(p for p in mixed.iterdir() if p.is_dir())[0]
+    for path in first.rglob("*.png"):
+        Image.open(path).save(path.with_suffix(".jpg"))
+        path.unlink()
+    at = choose_folder(new_app().run(), mixed)
+    warning = next(w.value for w in at.warning if "made differently" in w.value)
+    assert f"100% of the {first.name} images are JPEG files, against 0% of the other classes' images" in warning
+
+
 def test_tiny_run_streams_history_and_stop_cancels(app_env, tiny_dataset):
     at = choose_folder(new_app().run(), tiny_dataset)
     at.switch_page("app_pages/train.py").run()

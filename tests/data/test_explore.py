@@ -69,6 +69,17 @@ def test_images_that_are_not_square_are_said_to_be_squeezed_by_how_much():
     assert squash_note([], 128) is None
 
 
+def test_images_of_many_shapes_are_said_to_be_squeezed_each_its_own_way():
+    """No 'most often 400 × 360 px' when that shape is 2 of 100: the note gives the range of shapes and squeezes."""
+    varied = [{"width": 400, "height": 360}] * 2 + [{"width": 150 + 10 * i, "height": 400} for i in range(8)] + \
+        [{"width": 400, "height": 200}, {"width": 256, "height": 256}]
+    note = squash_note(varied, 128)
+    assert note.startswith("11 of the 12 images are not square, and their shapes vary (150 to 400 px wide, 200 to "
+                           "400 px tall; 3 wider than tall, 8 taller than wide).")
+    assert "most often" not in note and "to 128 × 128 px" in note
+    assert "keep 0.38 to 0.90 of their length along that side" in note  # 150/400 and 360/400
+
+
 def test_the_sizes_read_from_files_give_the_note(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

@@ -566,6 +566,20 @@ def test_a_run_on_images_that_are_not_square_says_how_they_are_squeezed(class_da
     assert "squeezed from top to bottom to 0.67 of their height" in note
 
 
+def test_a_run_whose_classes_files_were_made_differently_says_so(class_dataset, synth, store):
+    alike = store.create(synth.config(class_dataset, epochs=1))
+    assert execute_run(store, alike).state == "finished"
+    first = sorted(p for p in class_dataset.iterdir() if p.is_dir())[0]
+    for path in first.glob("*.png"):  # one class's images re-saved as JPEG, as another hospital's export might be
+        Image.open(path).save(path.with_suffix(".jpg"))
+        path.unlink()
+    mixed = store.create(synth.config(class_dataset, epochs=1))
+    assert execute_run(store, mixed).state == "finished"
+    assert not any("made differently" in n for n in store.status(alike).notes)
+    (note,) = [n for n in store.status(mixed).notes if "made differently" in n]
+    assert f"100% of the {first.name} images are JPEG files" in note
+
+
 def test_a_one_model_run_on_a_tiny_validation_split_says_so(tmp_path, synth, store):
     root = synth.split_folders(tmp_path / "cxr", {"train": {c: 60 for c in ("benign", "malignant", "normal")},
                                                "val": {"benign": 2, "malignant": 2, "normal": 20},
