@@ -5,7 +5,7 @@ Two things about the files, not the pictures, change what a network learns:
 - Images with more than 8 bits a value (16-bit PNG or TIFF exports, float maps) are stretched image by image to
   the 256 gray levels the network is given (:func:`medcls.data.imageio.stretch_to_uint8`), so their overall
   brightness is set per image, and is not on one scale with 8-bit images beside them.
-- When one class's files were made differently from the others' (another format, bit depth or colour mode:
+- When one class's files were made differently from the others' (another format, bit depth, colour mode or size:
   often another scanner, hospital or export), a model can learn to tell the classes by that instead of by what
   the images show, score well on a split of the same files and fail on new ones: the "shortcut" of, for example,
   chest X-ray sets whose classes came from different hospitals.
@@ -66,12 +66,13 @@ def high_bit_note(props: Sequence[dict], of: int | None = None) -> str | None:
 
 
 def stored_by_class_note(props: Sequence[dict]) -> str | None:
-    """A warning when a class's files were made differently from the others' (format, or bit depth and colour
-    mode), naming the largest difference of each such class (up to three); None when every class's files are
+    """A warning when a class's files were made differently from the others' (format, bit depth and colour mode,
+    or size in pixels), naming the largest difference of each such class (up to three); None when every class's files are
     alike."""
     classes = Counter(r["class"] for r in props)
+    props = [{**r, "size": f"{r['width']} × {r['height']} px"} for r in props]
     marks = {}  # class -> (gap, key, kind, share in the class, share in the others)
-    for key in ("format", "mode"):
+    for key in ("format", "mode", "size"):
         for name, count in classes.items():
             rest = len(props) - count
             if count < MIN_CLASS_IMAGES or rest < MIN_CLASS_IMAGES:
@@ -88,10 +89,15 @@ def stored_by_class_note(props: Sequence[dict]) -> str | None:
     # Of two classes, the second's mark is the first's mirror image ("100% PNG against 0%"): name one.
     worst = sorted(marks.items(), key=lambda item: -item[1][0])[:1 if len(classes) == 2 else 3]
     said = "; ".join(
-        f"{share:.0%} of the {name} images are {f'{kind} files' if key == 'format' else _MODES.get(kind, kind)}, "
+        f"{share:.0%} of the {name} images are {_kind_words(key, kind)}, "
         f"against {other:.0%} of the other classes' images" for name, (_, key, kind, share, other) in worst)
     return (f"The classes' files were made differently: {said}. Files made differently often come from different "
             "sources (another scanner, hospital or export), and a model can learn to tell the class by what its "
             "source leaves in the images (compression, contrast, marks) instead of by what they show: it then scores "
             "well on these files and fails on new ones. Check that every class comes from the same sources, or "
             "convert the files alike before training.")
+
+
+def _kind_words(key: str, kind: str) -> str:
+    """'JPEG files', '16-bit gray', '500 × 400 px'."""
+    return f"{kind} files" if key == "format" else _MODES.get(kind, kind) if key == "mode" else kind

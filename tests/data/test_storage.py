@@ -57,6 +57,10 @@ def test_a_class_whose_files_were_made_differently_is_named():
     both = stored_by_class_note(_rows(a=[("PNG", "L")] * 8, b=[("JPEG", "L")] * 8, c=[("PNG", "I;16")] * 8))
     assert "100% of the b images are JPEG files, against 0% of the other classes' images; 100% of the c images " \
            "are 16-bit gray, against 0% of the other classes' images." in both   # each class that stands out
+    sized = [{**r, "width": 500, "height": 400} if r["class"] == "c" else r
+             for r in _rows(a=[("PNG", "L")] * 8, b=[("PNG", "L")] * 8, c=[("PNG", "L")] * 8)]
+    assert "100% of the c images are 500 × 400 px, against 0% of the other classes' images" in \
+        stored_by_class_note(sized)   # another scanner's resolution: a shortcut too
     two = stored_by_class_note(_rows(a=[("PNG", "L")] * 8, b=[("JPEG", "L")] * 8))
     assert two.count(" images are ") == 1   # of two classes, the second's difference is the first's mirror image
 
