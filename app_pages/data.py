@@ -18,6 +18,7 @@ from medcls.data.explore import (
 )
 from medcls.data.spec import item_name
 from medcls.data.storage import high_bit_note, stored_by_class_note
+from medcls.data.subfolders import subfolder_note
 from medcls.figures.evaluation import class_counts_figure
 from medcls.settings import redact_paths
 from medcls.training.autoplan import pool_counts, resolve_image_size
@@ -89,6 +90,8 @@ else:
     st.success("No unreadable or skipped files found while listing the dataset.")
 for warning in report.warnings:
     st.warning(shown(warning))
+if note := subfolder_note(spec):
+    st.warning(shown(note), icon=":material/folder_shared:")
 for note in report.notes:
     st.caption(shown(note))
 

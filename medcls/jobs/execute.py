@@ -36,6 +36,7 @@ from ..data.explore import enlargement_note, image_properties, small_validation_
 from ..data.sources import load_dataset
 from ..data.spec import DataError
 from ..data.storage import stored_by_class_note
+from ..data.subfolders import subfolder_note
 from ..inference.novelty import embed_images, fit_reference
 from ..models import ClassifierModel
 from ..models.ensemble import FoldEnsemble
@@ -198,6 +199,8 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
             store.add_note(run_id, squashed)
         if shortcut := stored_by_class_note(sizes):
             store.add_note(run_id, shortcut)
+        if patients := subfolder_note(spec):
+            store.add_note(run_id, patients)
         # Folds validate on their own part; bagged models validate nothing.
         if not (cfg.folds or cfg.bagged_models) and (few := small_validation_note(data.decoded.spec)):
             store.add_note(run_id, few)

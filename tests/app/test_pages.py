@@ -83,6 +83,16 @@ def test_data_explorer_warns_when_a_class_s_files_were_made_differently(app_env,
     assert f"100% of the {first.name} images are JPEG files, against 0% of the other classes' images" in warning
 
 
+def test_data_explorer_warns_when_the_split_cuts_across_patient_folders(app_env, tmp_path):
+    root = write_tiny_dataset(tmp_path / "p", size=16)
+    for i, path in enumerate(sorted(root.rglob("*.png"))):  # 4 patient folders of each class
+        (path.parent / f"patient{i % 4}").mkdir(exist_ok=True)
+        path.rename(path.parent / f"patient{i % 4}" / path.name)
+    at = choose_folder(new_app().run(), root)
+    warning = next(w.value for w in at.warning if "subfolder" in w.value)
+    assert "The images sit in 8 subfolder" in warning and "below their class folders" in warning
+
+
 def test_tiny_run_streams_history_and_stop_cancels(app_env, tiny_dataset):
     at = choose_folder(new_app().run(), tiny_dataset)
     at.switch_page("app_pages/train.py").run()

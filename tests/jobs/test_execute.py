@@ -580,6 +580,19 @@ def test_a_run_whose_classes_files_were_made_differently_says_so(class_dataset, 
     assert f"100% of the {first.name} images are JPEG files" in note
 
 
+def test_a_run_whose_split_cuts_across_patient_folders_says_so(class_dataset, synth, store):
+    flat = store.create(synth.config(class_dataset, epochs=1))
+    assert execute_run(store, flat).state == "finished"
+    for i, path in enumerate(sorted(class_dataset.rglob("*.png"))):  # each class's images in 3 patient folders
+        (path.parent / f"patient{i % 3}").mkdir(exist_ok=True)
+        path.rename(path.parent / f"patient{i % 3}" / path.name)
+    nested = store.create(synth.config(class_dataset, epochs=1))
+    assert execute_run(store, nested).state == "finished"
+    assert not any("subfolder" in n for n in store.status(flat).notes)
+    (note,) = [n for n in store.status(nested).notes if "subfolder" in n]
+    assert note.startswith("The images sit in 9 subfolder(s) below their class folders")
+
+
 def test_a_one_model_run_on_a_tiny_validation_split_says_so(tmp_path, synth, store):
     root = synth.split_folders(tmp_path / "cxr", {"train": {c: 60 for c in ("benign", "malignant", "normal")},
                                                "val": {"benign": 2, "malignant": 2, "normal": 20},
