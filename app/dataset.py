@@ -91,13 +91,17 @@ def render_sidebar() -> DataConfig:
                         help=option_spec("group_duplicates").help + " Used when medcls makes the split (the data has "
                         "no train/val/test split of its own, or 'Make my own split' is on). The first load hashes "
                         "every image once.")
+    by_folder = sb.checkbox(option_spec("group_subfolders").label, key="data_group_subfolders",
+                            bind="query-params", help=option_spec("group_subfolders").help + " Used when medcls "
+                            "makes the split, as above. The Data explorer says when a split cuts across them.")
     own = sb.checkbox(option_spec("own_split").label, key="data_own_split", bind="query-params",
                       help=option_spec("own_split").help)
+    kept = dict(group_duplicates=group, group_subfolders=by_folder, own_split=own)
     try:
-        cfg = DataConfig(source=source, class_aliases=aliases, group_duplicates=group, own_split=own)
+        cfg = DataConfig(source=source, class_aliases=aliases, **kept)
     except ValueError as exc:
         sb.error(str(exc))
-        cfg = DataConfig(source=source, group_duplicates=group, own_split=own)
+        cfg = DataConfig(source=source, **kept)
     _set(cfg)
     return cfg
 

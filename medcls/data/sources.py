@@ -25,7 +25,7 @@ from .classes import ClassResolver
 from .imageio import NPZ_MARK, is_image_name, not_an_image_reason
 from .listing import LOOP, NOT_UTF8, bad_name, list_images, shown_path, sniff
 from .spec import SPLITS, DataError, DataReport, DatasetSpec, Item
-from .splits import stratified_split
+from .splits import split_groups, stratified_split
 
 __all__ = ["load_dataset", "detect_layout", "synthetic_root", "SPLIT_NAMES", "MAX_MANIFEST_BYTES"]
 
@@ -288,27 +288,25 @@ def _build_spec(root: Path, layout: str, rows: list[Row], resolver: ClassResolve
     has = {s for s in splits if s is not None}
     if unsplit and not has:
         _make_split(splits, unsplit, [rows[i][0] for i in unsplit], labels, classes, cfg, report,
-                    set_aside=cfg.own_split and given)
+                    set_aside=cfg.own_split and given, root=str(root), layout=layout)
     elif unsplit:
         report.warnings.append(f"{len(unsplit)} manifest row(s) had no split and were put in train.")
         for i in unsplit:
             splits[i] = "train"
-    _carve_missing_splits(splits, labels, classes, cfg, report)
+    _carve_missing_splits(splits, labels, classes, cfg, report, [path for path, _, _ in rows], str(root), layout)
     items = [Item(path, label, split) for (path, _, _), label, split in zip(rows, labels, splits)]
     return DatasetSpec(str(root), layout, classes, items, report)
 
 
 def _make_split(splits: list, positions: list[int], paths: list[str], labels: list[int], classes: list[str],
-                cfg: DataConfig, report: DataReport, set_aside: bool = False) -> None:
-    """A stratified, seeded train/val/test split of the items at ``positions`` (near-duplicates kept together
-    with ``group_duplicates``); the note says how it was made (see :func:`medcls.data.health.made_own_split`)."""
-    groups, grouped = None, ""
-    if cfg.group_duplicates:
-        from .health import duplicate_group_ids  # hashes every image once (cached by contents)
-
-        groups = duplicate_group_ids(paths)
-        kept = len(groups) - len(set(groups))
-        grouped = f"; near-duplicates kept in the same split ({kept} image(s) joined a duplicate)"
+                cfg: DataConfig, report: DataReport, set_aside: bool = False, root: str = "",
+                layout: str = "") -> None:
+    """A stratified, seeded train/val/test split of the items at ``positions`` (each subfolder's images kept
+    together with ``group_subfolders``, near-duplicates with ``group_duplicates``); the note says how it was made
+    (see :func:`medcls.data.health.made_own_split`)."""
+    grouping = split_groups(cfg, paths, root, layout)
+    groups = grouping.groups
+    grouped = "".join(f"; {words}" for words in grouping.said)
     assigned, tiny = stratified_split([labels[i] for i in positions], cfg.val_fraction, cfg.test_fraction,
                                       cfg.split_seed, groups=groups)
     why = "The dataset's own split was set aside ('Make my own split')" if set_aside else "No split given"
@@ -318,10 +316,12 @@ def _make_split(splits: list, positions: list[int], paths: list[str], labels: li
     _apply(splits, positions, assigned)
     for k in tiny:
         of_class = [groups[i] for i, p in enumerate(positions) if labels[p] == k] if groups is not None else []
-        if len(set(of_class)) < len(of_class):  # near copies chained its images into fewer groups than images
+        if len(set(of_class)) < len(of_class):  # subfolders or near copies joined its images into fewer groups
+            what = " and ".join(grouping.kinds)
+            of = " and ".join("near copies" if kind == "near-duplicates" else kind for kind in grouping.kinds)
             report.warnings.append(
-                f"Class {classes[k]!r} cannot be split with near-duplicates kept together: its {len(of_class)} "
-                f"images form {len(set(of_class))} group(s) of near copies, so all stay in train and it has no "
+                f"Class {classes[k]!r} cannot be split with {what} kept together: its {len(of_class)} "
+                f"images form {len(set(of_class))} group(s) of {of}, so all stay in train and it has no "
                 "validation or test images.")
         else:
             report.warnings.append(f"Class {classes[k]!r} is too small to split: all its images stay in train.")
@@ -333,15 +333,19 @@ def _apply(splits: list, positions: list[int], values: list[str]) -> None:
 
 
 def _carve_missing_splits(splits: list[str], labels: list[int], classes: list[str], cfg: DataConfig,
-                          report: DataReport) -> None:
-    """A missing val or test split is cut from train, stratified and seeded."""
+                          report: DataReport, paths: list[str] | None = None, root: str = "",
+                          layout: str = "") -> None:
+    """A missing val or test split is cut from train, stratified and seeded (keeping together what the config
+    keeps together, when the images' ``paths`` are given)."""
     for missing, fraction in (("val", cfg.val_fraction), ("test", cfg.test_fraction)):
         if missing in splits or fraction <= 0:
             continue
         train_pos = [i for i, s in enumerate(splits) if s == "train"]
         # Fraction of the whole dataset, taken from train.
         share = min(0.5, fraction * len(splits) / max(1, len(train_pos)))
-        assigned, _ = stratified_split([labels[i] for i in train_pos], 0.0, share, cfg.split_seed + 1)
+        groups = split_groups(cfg, [paths[i] for i in train_pos], root, layout).groups if paths else None
+        assigned, _ = stratified_split([labels[i] for i in train_pos], 0.0, share, cfg.split_seed + 1,
+                                       groups=groups)
         _apply(splits, train_pos, [missing if a == "test" else "train" for a in assigned])
         report.notes.append(f"No {missing} split found: carved {assigned.count('test')} images from train "
                             f"(stratified, seed {cfg.split_seed + 1}).")

@@ -10,11 +10,58 @@ images of a group (e.g. near-duplicates) in the same split.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
-__all__ = ["stratified_split", "stratified_folds"]
+from ..config import DataConfig
+
+__all__ = ["stratified_split", "stratified_folds", "split_groups", "GroupedBy"]
+
+
+class GroupedBy(NamedTuple):
+    """The groups a split keeps together (None: every image on its own), and what joined them."""
+    groups: np.ndarray | None
+    kinds: tuple[str, ...]            # ('subfolders', 'near-duplicates'), as asked for
+    said: tuple[str, ...]             # each kind's words for the split's note
+
+
+def split_groups(cfg: DataConfig, paths: Sequence[str], root: str = "", layout: str = "") -> GroupedBy:
+    """The groups of images a split (or the folds) must keep together, as ``cfg`` asks: each subfolder's images
+    (``group_subfolders``; ``root`` and ``layout`` place the class folders) and near-duplicates
+    (``group_duplicates``), joined into one group wherever the two meet."""
+    labelings, kinds, said = [], [], []
+    if cfg.group_subfolders:
+        from .subfolders import subfolder_of
+
+        folders = [subfolder_of(path, root, layout) for path in paths]
+        ids: dict[str, int] = {}
+        labelings.append(np.array([ids.setdefault(key, len(paths) + len(ids)) if key is not None else i
+                                   for i, key in enumerate(folders)], dtype=np.int64))
+        kinds.append("subfolders")
+        said.append(f"each subfolder's images kept in the same split ({len(paths) - folders.count(None):,} images "
+                    f"in {len(ids):,} subfolder(s))")
+    if cfg.group_duplicates:
+        from .health import duplicate_group_ids  # hashes every image once (cached by contents)
+
+        copies = np.asarray(duplicate_group_ids(paths), dtype=np.int64)
+        labelings.append(copies)
+        kinds.append("near-duplicates")
+        said.append(f"near-duplicates kept in the same split ({len(copies) - len(set(copies.tolist()))} image(s) "
+                    "joined a duplicate)")
+    if len(labelings) < 2:
+        return GroupedBy(labelings[0] if labelings else None, tuple(kinds), tuple(said))
+    from .health import group_ids
+
+    # one group for a subfolder and every near copy of its images, wherever they are
+    pairs = np.array([pair for labeling in labelings for pair in _members_to_first(labeling)], dtype=np.int64)
+    return GroupedBy(group_ids(len(paths), pairs[:, 0], pairs[:, 1]), tuple(kinds), tuple(said))
+
+
+def _members_to_first(groups: np.ndarray) -> list[tuple[int, int]]:
+    """(first member, member) pairs that join each group's images: what a union of two groupings is built from."""
+    first: dict[int, int] = {}
+    return [(first.setdefault(int(g), i), i) for i, g in enumerate(groups)]
 
 
 def stratified_split(

@@ -25,6 +25,7 @@ from ..analysis.metrics import classification_metrics
 from ..config import ConfigError, TrainConfig
 from ..data.cache import DecodedSplit
 from ..data.sources import load_dataset
+from ..data.spec import DatasetSpec
 from ..inference.proba import predict_proba
 from ..models.ensemble import FoldEnsemble
 from ..runs.records import CrossValidation, FoldScore
@@ -78,9 +79,11 @@ def pool_of(data: PreparedData) -> DecodedSplit:
                         paths=data.train.paths + data.val.paths)
 
 
-def fold_assignment(cfg: TrainConfig, pool: DecodedSplit, classes: Sequence[str]) -> np.ndarray:
-    """The fold of each pooled image; near-duplicates share a fold when ``group_duplicates`` is on."""
-    from ..data.splits import stratified_folds
+def fold_assignment(cfg: TrainConfig, pool: DecodedSplit, classes: Sequence[str],
+                    spec: DatasetSpec | None = None) -> np.ndarray:
+    """The fold of each pooled image; near-duplicates share a fold when ``group_duplicates`` is on, and the
+    images of a subfolder (of ``spec``'s folder) with ``group_subfolders``."""
+    from ..data.splits import split_groups, stratified_folds
 
     labels = pool.labels.numpy()
     counts = np.bincount(labels, minlength=len(classes))
@@ -89,12 +92,8 @@ def fold_assignment(cfg: TrainConfig, pool: DecodedSplit, classes: Sequence[str]
         raise ConfigError(f"Class(es) {', '.join(too_few)} have fewer training + validation images than the "
                           f"{cfg.folds} folds, so some folds would never see them. Use fewer folds (at most "
                           f"{int(counts[counts > 0].min())}).")
-    groups = None
-    if cfg.data.group_duplicates:
-        from ..data.health import duplicate_group_ids
-
-        groups = duplicate_group_ids(pool.paths)
-    return stratified_folds(labels, cfg.folds, cfg.data.split_seed, groups)
+    place = (spec.root, spec.layout) if spec is not None else ("", "")
+    return stratified_folds(labels, cfg.folds, cfg.data.split_seed, split_groups(cfg.data, pool.paths, *place).groups)
 
 
 def _score(result: TrainResult, fold: int, focus: str) -> FoldScore:
@@ -122,7 +121,7 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
         raise ConfigError("Cross-validation needs at least 2 folds.")
     data = data or prepare_data(cfg, stage)
     pool = pool_of(data)
-    assignment = fold_assignment(cfg, pool, data.classes)
+    assignment = fold_assignment(cfg, pool, data.classes, data.decoded.spec)
     held_out = [np.flatnonzero(assignment == fold) for fold in range(cfg.folds)]
     parts = [replace(data, train=subset(pool, np.flatnonzero(assignment != fold)), val=subset(pool, held_out[fold]))
              for fold in range(cfg.folds)]

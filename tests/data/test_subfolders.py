@@ -27,7 +27,7 @@ def test_a_split_that_puts_a_patient_folder_in_two_splits_is_named(tmp_path: Pat
     assert note.startswith(f"The images sit in 8 subfolder(s) below their class folders (one per patient or study, "
                            f"perhaps), and the split puts the images of {len(cut)} of them in more than one split "
                            f"(such as {sorted(cut)[0]}: ")
-    assert "give a .csv manifest with a split column" in note
+    assert "Tick 'Keep subfolders in one split' (--group-subfolders" in note
 
 
 def test_images_directly_in_their_class_folders_get_no_note(tmp_path: Path):
@@ -54,3 +54,35 @@ def test_one_subfolder_a_class_is_a_container_not_patients(tmp_path: Path):
             write_image(tmp_path / "d" / name / "images" / f"{i}.png", 16, seed=i)
     spec = load_dataset(DataConfig(source=str(tmp_path / "d")))
     assert len(subfolder_splits(spec)) == 2 and subfolder_note(spec) is None
+
+
+def test_keeping_subfolders_in_one_split_keeps_each_patient_whole(tmp_path: Path):
+    root = _patients(tmp_path / "d", per_class=6, images=4)
+    spec = load_dataset(DataConfig(source=str(root), group_subfolders=True))
+    assert all(len(splits) == 1 for splits in subfolder_splits(spec).values()) and subfolder_note(spec) is None
+    assert {it.split for it in spec.items} == {"train", "val", "test"}   # 6 patients a class: all three splits
+    assert "each subfolder's images kept in the same split (48 images in 12 subfolder(s))" in \
+        " ".join(spec.report.notes)
+    # two patient folders a class are too few groups to split: the class stays in train, and the report says why
+    few = load_dataset(DataConfig(source=str(_patients(tmp_path / "few", per_class=2)), group_subfolders=True))
+    assert {it.split for it in few.items} == {"train"}
+    assert any("cannot be split with subfolders kept together: its 10 images form 2 group(s) of subfolders" in w
+               for w in few.report.warnings)
+
+
+def test_subfolders_and_near_copies_kept_together_join_into_one_group(tmp_path: Path):
+    """A patient folder and a copy of one of its images filed elsewhere end up in one split."""
+    import shutil
+
+    from medcls.data.splits import split_groups
+    root = _patients(tmp_path / "d", per_class=3, images=3)
+    shutil.copy(root / "benign" / "patient00" / "img0.png", root / "benign" / "patient02" / "copy.png")
+    paths = sorted(str(p) for p in root.rglob("*.png"))
+    grouping = split_groups(DataConfig(source=str(root), group_subfolders=True, group_duplicates=True), paths,
+                            str(root), "class_folders")
+    group_of = dict(zip(paths, grouping.groups.tolist()))
+    assert grouping.kinds == ("subfolders", "near-duplicates")
+    assert group_of[str(root / "benign" / "patient00" / "img1.png")] == \
+        group_of[str(root / "benign" / "patient02" / "img2.png")]   # joined through the copy
+    assert group_of[str(root / "benign" / "patient01" / "img0.png")] != \
+        group_of[str(root / "benign" / "patient00" / "img0.png")]

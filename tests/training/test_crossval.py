@@ -93,3 +93,26 @@ def test_fit_trains_a_fold_ensemble_when_chosen_and_one_model_when_turned_off(cl
     assert single.cv is None and not isinstance(single.model, FoldEnsemble)
     with pytest.raises(ConfigError, match="no effect here"):
         cfg.with_options(folds=3, small_data_ensemble=False)  # set folds: the automatic choice does not apply
+
+
+def test_folds_keep_each_subfolder_whole_when_asked(tmp_path, synth):
+    """Patient folders below the class folders: with 'Keep subfolders in one split' no folder spans two folds."""
+    from pathlib import Path
+
+    from medcls.data.subfolders import subfolder_of
+    from medcls.training.crossval import fold_assignment, pool_of
+    from tests.conftest import write_image
+
+    for c, name in enumerate(("benign", "malignant")):
+        for k in range(6):
+            for i in range(4):
+                write_image(tmp_path / "d" / name / f"p{k}" / f"{i}.png", 16, seed=c * 100 + k * 10 + i)
+    cfg = synth.config(tmp_path / "d", folds=3, epochs=1, group_subfolders=True)
+    data = prepare_data(cfg)
+    pool = pool_of(data)
+    spec = data.decoded.spec
+    folds_of: dict[str, set[int]] = {}
+    for path, fold in zip(pool.paths, fold_assignment(cfg, pool, data.classes, spec).tolist()):
+        folds_of.setdefault(subfolder_of(path, spec.root, spec.layout), set()).add(fold)
+    assert all(len(folds) == 1 for folds in folds_of.values()) and len(folds_of) >= 6
+    assert Path(pool.paths[0]).parent.name.startswith("p")
