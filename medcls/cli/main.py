@@ -284,7 +284,7 @@ def _print_copies(store, run_id: str) -> None:
 
 
 def _print_cross_validation(cv: CrossValidation, focus_class: str) -> None:
-    grouped = ", near-duplicates kept in one fold" if cv.grouped else ""
+    grouped = f", {kept} kept in one fold" if (kept := cv.kept_together_words()) else ""
     print(f"cross-validation: {cv.completed} of {cv.folds} folds{grouped} (each judged on the images it held out)")
     recall = f"{focus_class or 'focus class'} recall"
     for s in cv.scores:

@@ -206,7 +206,7 @@ def _cross_validation_section(cv: CrossValidation, focus: str) -> str:
              f"{focus} recall": s.focus_recall, "kept epoch": s.best_epoch, "epochs": s.epochs} for s in cv.scores]
     spread = [f"{label} {words}" for metric, label in (("macro_f1", "macro-F1"), ("focus_recall", f"{focus} recall"))
               if (words := cv.mean_sd_words(metric))]
-    grouped = " Near-duplicate images were kept in one fold." if cv.grouped else ""
+    grouped = f" {kept[0].upper()}{kept[1:]} were kept in one fold." if (kept := cv.kept_together_words()) else ""
     return (f"<h2>Cross-validation ({cv.folds} folds)</h2><p>Each fold's model was judged on the training + "
             f"validation images it never trained on (mean ± standard deviation over the folds: "
             f"{_esc('; '.join(spread))}).{grouped} The test metrics above are those of the fold models predicting "

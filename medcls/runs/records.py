@@ -414,6 +414,11 @@ class CrossValidation:
     grouped: bool                 # near-duplicates kept in one fold
     scores: tuple[FoldScore, ...]
     completed: int                # folds trained to their end (a stop can leave fewer)
+    by_subfolder: bool = False    # each subfolder's images (a patient's) kept in one fold
+
+    def kept_together_words(self) -> str:
+        """'near-duplicates and each subfolder's images' (what the folds kept whole; '' for nothing)."""
+        return " and ".join(["near-duplicates"] * self.grouped + ["each subfolder's images"] * self.by_subfolder)
 
     def mean_sd(self, metric: str) -> tuple[float | None, float | None]:
         """(mean, sample standard deviation) of a FoldScore field over the folds (sd None for one fold)."""
@@ -440,16 +445,16 @@ class CrossValidation:
         return f"{models}: {listed} of {planned} epochs"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"folds": self.folds, "grouped": self.grouped, "completed": self.completed,
-                "scores": [asdict(s) for s in self.scores]}
+        return {"folds": self.folds, "grouped": self.grouped, "by_subfolder": self.by_subfolder,
+                "completed": self.completed, "scores": [asdict(s) for s in self.scores]}
 
     @classmethod
     def from_dict(cls, data: Any) -> "CrossValidation":
         data = _object(data, "cv.json")
         try:
             scores = tuple(FoldScore(**_known(FoldScore, s)) for s in data.get("scores", []))
-            return cls(folds=int(data["folds"]), grouped=data.get("grouped") is True, scores=scores,
-                       completed=_int(data.get("completed")) or len(scores))
+            return cls(int(data["folds"]), data.get("grouped") is True, scores, _int(data.get("completed")) or
+                       len(scores), by_subfolder=data.get("by_subfolder") is True)
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"cv.json cannot be read ({exc}).") from None
 

@@ -141,7 +141,8 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
     metrics = {split: classification_metrics(getattr(view, split).labels.numpy(), p, data.classes)
                for split, p in probs.items()}
     scores = [_score(r, i + 1, data.focus_class) for i, r in enumerate(results)]
-    cv = CrossValidation(folds=cfg.folds, grouped=cfg.data.group_duplicates, scores=tuple(scores),
+    cv = CrossValidation(folds=cfg.folds, grouped=cfg.data.group_duplicates, by_subfolder=cfg.data.group_subfolders,
+                         scores=tuple(scores),
                          completed=sum(not r.cancelled for r in results))
     if len(scores) > 1:
         log.info("cross-validation: macro-F1 %.3f ± %.3f over %d folds", statistics.mean(s.macro_f1 for s in scores),

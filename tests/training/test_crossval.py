@@ -116,3 +116,5 @@ def test_folds_keep_each_subfolder_whole_when_asked(tmp_path, synth):
         folds_of.setdefault(subfolder_of(path, spec.root, spec.layout), set()).add(fold)
     assert all(len(folds) == 1 for folds in folds_of.values()) and len(folds_of) >= 6
     assert Path(pool.paths[0]).parent.name.startswith("p")
+    cv = cross_validate(cfg, data).cv   # and the run's record says so
+    assert cv.by_subfolder and cv.kept_together_words() == "each subfolder's images"
