@@ -358,7 +358,8 @@ def cross_validation_section(cvs: dict[str, CrossValidation], focus: dict[str, s
     shared = classes.pop() if len(classes) == 1 else ""
     rows = []
     for name, cv in cvs.items():
-        row = {"run": name, "folds": f"{cv.completed} of {cv.folds}" + (" (grouped)" if cv.grouped or cv.by_subfolder else "")}
+        grouped = " (grouped)" if cv.grouped or cv.by_subfolder else ""
+        row = {"run": name, "folds": f"{cv.completed} of {cv.folds}{grouped}"}
         row["macro-F1"] = cv.mean_sd_words("macro_f1") or "–"
         recall = cv.mean_sd_words("focus_recall")
         if shared:

@@ -39,8 +39,9 @@ def split_groups(cfg: DataConfig, paths: Sequence[str], root: str = "", layout: 
         labelings.append(np.array([ids.setdefault(key, len(paths) + len(ids)) if key is not None else i
                                    for i, key in enumerate(folders)], dtype=np.int64))
         kinds.append("subfolders")
-        said.append(f"each subfolder's images kept in the same split ({len(paths) - folders.count(None):,} images "
-                    f"in {len(ids):,} subfolder(s))")
+        inside = len(paths) - folders.count(None)
+        said.append(f"each subfolder's images kept in the same split ({inside:,} images in {len(ids):,} "
+                    "subfolder(s))" if ids else "no image is in a subfolder below its class folder")
     if cfg.group_duplicates:
         from .health import duplicate_group_ids  # hashes every image once (cached by contents)
 

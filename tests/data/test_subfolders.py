@@ -63,6 +63,9 @@ def test_keeping_subfolders_in_one_split_keeps_each_patient_whole(tmp_path: Path
     assert {it.split for it in spec.items} == {"train", "val", "test"}   # 6 patients a class: all three splits
     assert "each subfolder's images kept in the same split (48 images in 12 subfolder(s))" in \
         " ".join(spec.report.notes)
+    flat = load_dataset(DataConfig(source=str(write_class_folders(tmp_path / "flat", {"a": 6, "b": 6})),
+                                   group_subfolders=True))
+    assert "no image is in a subfolder below its class folder" in " ".join(flat.report.notes)
     # two patient folders a class are too few groups to split: the class stays in train, and the report says why
     few = load_dataset(DataConfig(source=str(_patients(tmp_path / "few", per_class=2)), group_subfolders=True))
     assert {it.split for it in few.items} == {"train"}
