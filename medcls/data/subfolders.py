@@ -9,8 +9,8 @@ how many a split cuts across, and gives the groups that keep each one in one spl
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
-from pathlib import PurePath
 
 from .spec import SPLITS, DatasetSpec
 
@@ -27,13 +27,12 @@ def subfolder_of(path: str, root: str, layout: str) -> str | None:
     split's folder ('benign/patient07'); None for an image directly in its class folder, or a layout without
     class folders (a manifest, an ``.npz`` file)."""
     depth = _CLASS_DEPTH.get(layout)
-    if depth is None:
+    prefix = root.rstrip("/" + os.sep) + os.sep
+    if depth is None or not path.startswith(prefix):
         return None
-    try:
-        parts = PurePath(path).relative_to(PurePath(root)).parts
-    except ValueError:
-        return None
-    return PurePath(*parts[_SPLIT_PARTS[layout]:-1]).as_posix() if len(parts) > depth else None
+    # Plain string work, not PurePath: the Data explorer asks this of every image on each redraw.
+    parts = path[len(prefix):].split(os.sep)
+    return "/".join(parts[_SPLIT_PARTS[layout]:-1]) if len(parts) > depth else None
 
 
 def subfolder_splits(spec: DatasetSpec) -> dict[str, set[str]]:
