@@ -26,6 +26,7 @@ from .imageio import NPZ_MARK, is_image_name, not_an_image_reason
 from .listing import LOOP, NOT_UTF8, bad_name, list_images, shown_path, sniff
 from .spec import SPLITS, DataError, DataReport, DatasetSpec, Item
 from .splits import split_groups, stratified_split
+from .subfolders import subfolder_of
 
 __all__ = ["load_dataset", "detect_layout", "synthetic_root", "SPLIT_NAMES", "MAX_MANIFEST_BYTES"]
 
@@ -390,12 +391,29 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
     return spec
 
 
+def _wrapped_hint(spec: DatasetSpec) -> str:
+    """' The folder images holds folders of its own (bar, disc, ring): …' when the one class found is a folder
+    wrapped around the real class folders (a dataset unpacked into data/images/<class>/); '' otherwise."""
+    inner: dict[str, set[str]] = defaultdict(set)
+    for item in spec.items:
+        if (folder := subfolder_of(item.path, spec.root, spec.layout)) is not None:
+            outer, _, rest = folder.partition("/")
+            inner[outer].add(rest.partition("/")[0])
+    if len(inner) != 1 or len(names := sorted(next(iter(inner.values())))) < 2:
+        return ""
+    outer = next(iter(inner))
+    listed = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+    return (f" The folder {outer} holds folders of its own ({listed}): if those are the classes, choose "
+            f"{Path(spec.root) / outer} as the dataset.")
+
+
 def _check_usable(spec: DatasetSpec) -> None:
     counts = spec.counts()
     train_classes = [name for name, n in counts["train"].items() if n > 0]
     if len(train_classes) < 2:
         raise DataError(f"Only one class ({', '.join(train_classes) or 'none'}) has training images in "
-                        f"{spec.root}. A classifier needs at least two classes, e.g. one folder per class.")
+                        f"{spec.root}. A classifier needs at least two classes, e.g. one folder per class."
+                        + _wrapped_hint(spec))
     for name, n in counts["train"].items():
         if 0 < n < 5:
             spec.report.warnings.append(f"Class {name!r} has only {n} training image(s); results for it "

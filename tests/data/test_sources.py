@@ -331,3 +331,20 @@ def test_the_summary_says_of_each_class_when_a_split_holds_the_same_number_of_ev
     assert "test: 3 shape00, 2 shape01," in summary   # unequal: each class named with its count
     two = DatasetSpec("/d", "class_folders", ["a", "b"], [Item("/d/a.png", 0, "train"), Item("/d/b.png", 1, "train")])
     assert "train: 1 a, 1 b" in two.summary()         # two classes read as well named
+
+
+def test_a_folder_wrapped_around_the_class_folders_is_named_as_the_dataset_to_choose(tmp_path):
+    from tests.conftest import write_class_folders
+
+    write_class_folders(tmp_path / "data" / "images", {"benign": 6, "malignant": 6})
+    with pytest.raises(DataError) as caught:
+        load_dataset(DataConfig(source=str(tmp_path / "data")))
+    message = str(caught.value)
+    assert message.startswith("Only one class (images) has training images")
+    assert message.endswith(f"The folder images holds folders of its own (benign, malignant): if those are the "
+                            f"classes, choose {tmp_path / 'data' / 'images'} as the dataset.")
+    # one real class and nothing inside it: no hint
+    write_class_folders(tmp_path / "one", {"benign": 6})
+    with pytest.raises(DataError) as caught:
+        load_dataset(DataConfig(source=str(tmp_path / "one")))
+    assert "holds folders of its own" not in str(caught.value)
