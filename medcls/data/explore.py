@@ -12,12 +12,11 @@ from PIL import Image
 
 from ..config import AugmentConfig
 from .augment import BatchAugment, to_float
-from .imageio import NPZ_MARK, ImageReadError, decode_resized, header_size, read_image
+from .imageio import NPZ_MARK, ImageReadError, decode_resized, file_format, header_size, read_image
 from .spec import DatasetSpec, Item
-from .storage import file_format
 
 __all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "typical_side_of", "enlargement_note",
-           "shrink_note", "squash_note", "squeeze_words", "model_view_caption", "imbalance_sentence",
+           "shrink_note", "sampled_words", "squash_note", "squeeze_words", "model_view_caption", "imbalance_sentence",
            "small_validation_note", "NO_VALIDATION_NOTE", "augmentation_preview"]
 
 ENLARGED = 1.25  # a training size this much larger than the images' own is worth a word
@@ -104,6 +103,11 @@ def shrink_note(image_size: int, side: int | None) -> str | None:
             "points more macro-F1 than 128 px in cross-validation, at 1.4 and about 2 times the time.")
 
 
+def sampled_words(rows: int, of: int | None) -> str:
+    """' sampled from 5,000' when ``rows`` image headers were read of a dataset of ``of`` images; '' for all."""
+    return f" sampled from {of:,}" if of and of > rows else ""
+
+
 def squash_note(props: list[dict], image_size: int, of: int | None = None) -> str | None:
     """What the square resize does to images that are not square, from :func:`image_properties` rows (None when
     fewer than a tenth of them are); ``of``: the dataset's image count, when the rows are a sample of it."""
@@ -111,7 +115,7 @@ def squash_note(props: list[dict], image_size: int, of: int | None = None) -> st
     if not off or len(off) < 0.1 * len(props):
         return None
     width, height = max(set(off), key=lambda size: (off.count(size), size))  # the commonest, then the largest
-    sampled = f" sampled from {of:,}" if of and of > len(props) else ""
+    sampled = sampled_words(len(props), of)
     share = (f"None of the {len(props)} images{sampled} is square" if len(off) == len(props) else
              f"{len(off)} of the {len(props)} images{sampled} {'is' if len(off) == 1 else 'are'} not square")
     if 2 * off.count((width, height)) < len(off):  # no shape is typical: each image is reshaped its own way

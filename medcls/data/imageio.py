@@ -28,6 +28,7 @@ __all__ = [
     "ImageReadError",
     "too_large_reason",
     "is_image_name",
+    "file_format",
     "is_mask_name",
     "not_an_image_reason",
     "header_size",
@@ -43,6 +44,7 @@ __all__ = [
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}) | DICOM_SUFFIXES
 # The same list in words, for upload labels and hints.
 IMAGE_FORMATS = "PNG, JPEG, BMP, TIFF, WebP or DICOM"
+_FORMAT_NAMES = {"jpeg": "JPEG", "jpg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "dcm": "DICOM"}
 # Pillow modes with more than 8 bits a value (16-bit exports, microscopy, float maps): stretched to 8 bits.
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # 64 megapixels: far above any ultrasound, X-ray or microscopy tile we expect,
@@ -82,6 +84,14 @@ def too_large_reason(pixels: float, max_pixels: int, detail: str = "") -> str:
 
 def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def file_format(path: str) -> str:
+    """The kind of file an image is, from its name: 'PNG', 'JPEG', 'TIFF', 'DICOM', 'npz array', ..."""
+    if NPZ_MARK in path:
+        return "npz array"
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return _FORMAT_NAMES.get(suffix, suffix.upper() or "no suffix")
 
 
 def not_an_image_reason(suffix: str) -> str:

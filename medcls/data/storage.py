@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import PurePath
 
-from .imageio import HIGH_BIT_MODES, NPZ_MARK
+from .explore import sampled_words
+from .imageio import HIGH_BIT_MODES
 
-__all__ = ["file_format", "high_bit_note", "stored_by_class_note", "MIN_CLASS_IMAGES", "SHORTCUT_GAP"]
+__all__ = ["high_bit_note", "stored_by_class_note", "MIN_CLASS_IMAGES", "SHORTCUT_GAP"]
 
 # A file kind this many times more common in one class than in the others (as a share of each side's images,
 # 0.5 = 50 points) is worth a warning: a model could tell that class from the rest by its files alone.
@@ -31,19 +31,10 @@ SHORTCUT_GAP = 0.5
 RARE_ELSEWHERE = 0.25
 # Classes (and the rest) with fewer sampled images than this say too little about how their files were made.
 MIN_CLASS_IMAGES = 5
-_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "tif": "TIFF", "tiff": "TIFF", "dcm": "DICOM"}
 _MODES = {"L": "8-bit gray", "LA": "8-bit gray with transparency", "RGB": "RGB colour",
           "RGBA": "RGB colour with transparency", "P": "palette colour", "CMYK": "CMYK colour", "1": "black and white",
           "I;16": "16-bit gray", "I;16B": "16-bit gray", "I;16L": "16-bit gray", "I;16N": "16-bit gray",
           "I": "32-bit integer", "F": "32-bit float"}
-
-
-def file_format(path: str) -> str:
-    """The kind of file an image is, from its name: 'PNG', 'JPEG', 'TIFF', 'DICOM', 'npz array', ..."""
-    if NPZ_MARK in path:
-        return "npz array"
-    suffix = PurePath(path).suffix.lower().lstrip(".")
-    return _FORMATS.get(suffix, suffix.upper() or "no suffix")
 
 
 def high_bit_note(props: Sequence[dict], of: int | None = None) -> str | None:
@@ -51,7 +42,7 @@ def high_bit_note(props: Sequence[dict], of: int | None = None) -> str | None:
     high = [r for r in props if r["mode"] in HIGH_BIT_MODES]
     if not high:
         return None
-    sampled = f" sampled from {of:,}" if of and of > len(props) else ""
+    sampled = sampled_words(len(props), of)
     kinds = ", ".join(sorted({_MODES.get(r["mode"], r["mode"]) for r in high}))
     if len(high) == len(props):
         who, after = f"All {len(props)} images{sampled} hold", (
@@ -67,8 +58,8 @@ def high_bit_note(props: Sequence[dict], of: int | None = None) -> str | None:
 
 def stored_by_class_note(props: Sequence[dict]) -> str | None:
     """A warning when a class's files were made differently from the others' (format, bit depth and colour mode,
-    or size in pixels), naming the largest difference of each such class (up to three); None when every class's files are
-    alike."""
+    or size in pixels), naming the largest difference of each such class (up to three); None when every class's
+    files are alike."""
     classes = Counter(r["class"] for r in props)
     props = [{**r, "size": f"{r['width']} × {r['height']} px"} for r in props]
     marks = {}  # class -> (gap, key, kind, share in the class, share in the others)

@@ -7,9 +7,9 @@ from PIL import Image
 
 from medcls.config import DataConfig
 from medcls.data.explore import image_properties
-from medcls.data.imageio import decode_resized
+from medcls.data.imageio import decode_resized, file_format
 from medcls.data.sources import load_dataset
-from medcls.data.storage import file_format, high_bit_note, stored_by_class_note
+from medcls.data.storage import high_bit_note, stored_by_class_note
 from tests.conftest import write_class_folders
 
 
