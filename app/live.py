@@ -150,6 +150,9 @@ def _status_line(run_id: str, status: RunStatus, progress: Progress, history: li
     icon = STATE_ICONS.get(status.state, "")
     if status.damaged:
         st.error(f"❌ {shown(status.error)}")
+    elif status.state == "queued" and manager().store.held(status):
+        st.info(f"{icon} Queued in a command-line process (process {status.pid}), which trains it after the runs it "
+                "queued before it. The app does not start it.")
     elif status.state == "queued":
         position = manager().queue_position(run_id)
         st.info(f"{icon} Queued" + (f" — position {position} in the queue" if position else "") +

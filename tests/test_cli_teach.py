@@ -55,3 +55,31 @@ def test_export_and_import_from_the_command_line(finished_run, tmp_path, capsys)
         archive.writestr(f"{run_id}/evil.py", "import os")
     assert main(["--runs-dir", str(other), "import", str(bad)]) == 2
     assert "'evil.py' is not a file a medcls run folder holds" in capsys.readouterr().err
+
+
+def test_a_lesson_trains_its_runs_itself_beside_an_app_sharing_the_store(class_dataset, tmp_path, capsys):
+    """The app's job manager (two free slots here) must not start the lesson's queued runs a second time."""
+    import os
+
+    from medcls.jobs.manager import JobManager
+
+    lessons = tmp_path / "lessons.toml"
+    lessons.write_text(LESSON)
+    store = RunStore()
+    started = []
+
+    class Recording:
+        name, schedules_itself = "recording", False
+
+        def start(self, store, run_id):
+            started.append(run_id)
+            raise OSError("not in this test")
+
+    manager = JobManager(store, max_concurrent=2, backend=Recording(), poll_s=0.05)
+    try:
+        assert main(["lesson", "run", "tiny", "--data", str(class_dataset), "--lessons", str(lessons)]) == 0
+    finally:
+        manager.shutdown()
+    assert "All 2 runs finished." in capsys.readouterr().out
+    assert started == []
+    assert {store.status(r).pid for r in store.list_ids()} == {os.getpid()}

@@ -387,7 +387,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 @command("resume")
 def cmd_resume(args: argparse.Namespace) -> int:
     from ..jobs.execute import execute_run
-    from ..jobs.manager import requeue, scheduler_lock
+    from ..jobs.manager import claim, requeue, scheduler_lock
 
     store = open_store(args)
     status = store.status(args.run)
@@ -395,7 +395,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"error: run {args.run} is still training (process {status.pid}); stop it first.", file=sys.stderr)
         return 2
     with scheduler_lock(store):
-        requeue(store, args.run)
+        requeue(store, args.run, held=True)  # this process trains it: an app sharing the store must not start it
+    if why := claim(store, args.run):
+        print(f"error: run {args.run} cannot continue here: {why}.", file=sys.stderr)
+        return 1
     print(f"run {args.run} ({store.summary(args.run).name}): continuing from {store.resume_point(args.run)}")
     progress = _console_progress(store, args.run, member_word(bool(store.trained_config(args.run).bagged_models)))
     with ctrl_c_stops() as interrupted:

@@ -44,6 +44,7 @@ def cmd_lesson(args: argparse.Namespace) -> int:
             print(f"{lesson.name:<14} {lesson.title}\n{'':<14} runs: {runs}")
         return 0
     from ..jobs.execute import execute_run
+    from ..jobs.manager import claim
     from ..training.callbacks import ConsoleProgress
 
     lesson = get_lesson(args.name, lessons)
@@ -51,7 +52,7 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     data = DataConfig(source=str(Path(args.data).resolve()) if args.data else "")
 
     def create(config, *, meta, group, notes) -> str:
-        run_id = store.create(config, meta=meta, notes=notes)
+        run_id = store.create(config, meta=meta, notes=notes, held=True)  # trained here, not by an app's manager
         store.write_group(run_id, group)
         return run_id
 
@@ -71,6 +72,9 @@ def cmd_lesson(args: argparse.Namespace) -> int:
                 continue
             shown = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in run.settings.items())
             print(f"--- {run.label} ({shown}): run {entry['run_id']}")
+            if why := claim(store, entry["run_id"]):  # cancelled or deleted meanwhile, e.g. in the app
+                print(f"not trained: {why}")
+                continue
             execute_run(store, entry["run_id"], should_cancel=interrupted.is_set, callbacks=[ConsoleProgress()])
     results, conclusion = lesson_conclusion(store, queued, lesson)
     print(f"\n{'run':<20} {'state':<10} {conclusion.words:>18}  95% interval  test images")

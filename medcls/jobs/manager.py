@@ -27,6 +27,7 @@ Backends: ``local`` (one worker process per run, the default) and ``ray``
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -34,12 +35,13 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 from ..atomic import exclusive_lock
 from ..config import TrainConfig
+from ..runs.lifecycle import this_process
 from ..runs.permissions import OPERATOR, Identity, QueuedRun, check_queue_room, fair_order, require_manage
 from ..runs.records import GroupMembership, Progress, RecordError, RunMeta, RunStatus
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import backend_name, max_concurrent, standby_worker, worker_threads
 
-__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "ResumeError", "STOP_GRACE_S",
+__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "claim", "ResumeError", "STOP_GRACE_S",
            "MAX_AUTO_RESUMES", "RunActiveError"]
 
 log = logging.getLogger(__name__)
@@ -306,7 +308,7 @@ class JobManager:
                 last_started[owner] = max(last_started.get(owner, ""), status.started)
             if status.state == "running":
                 running_owners.append(owner)
-            elif status.state == "queued":
+            elif status.state == "queued" and not self.store.held(status):  # a held run waits for its holder
                 owners[run_id] = owner
                 queued.append(QueuedRun(run_id, owner, (status.created, status.created_ns, run_id)))
         return [(run_id, owners[run_id]) for run_id in fair_order(queued, running_owners, last_started)]
@@ -406,8 +408,9 @@ class JobManager:
         return scheduler_lock(self.store)
 
 
-def requeue(store: RunStore, run_id: str) -> None:
-    """Make an interrupted run queued again, to continue from its resume checkpoint (call under the lock)."""
+def requeue(store: RunStore, run_id: str, held: bool = False) -> None:
+    """Make an interrupted run queued again, to continue from its resume checkpoint (call under the lock);
+    ``held``: this process trains it itself (:meth:`RunStore.held`), no job manager does."""
     status = store.status(run_id)
     if status.state != "interrupted":
         raise ResumeError(f"Run {run_id} is {status.state}; only an interrupted run can be resumed.")
@@ -416,8 +419,26 @@ def requeue(store: RunStore, run_id: str) -> None:
                           "settings instead.")
     store.clear_stop(run_id)
     store.clear_heartbeat(run_id)
-    store.set_status(run_id, "queued", pid=None, started="", ended="", error="", auto_resume=False,
-                     resumes=status.resumes + 1)
+    holder = this_process() if held else {"pid": None}
+    store.set_status(run_id, "queued", started="", ended="", error="", auto_resume=False,
+                     resumes=status.resumes + 1, **holder)
+
+
+def claim(store: RunStore, run_id: str) -> str:
+    """Mark a queued run as training in this process, which trains it now (a command-line run). Returns "" when
+    it may start, else why not: cancelled or deleted meanwhile, or taken by another process."""
+    with scheduler_lock(store):
+        try:
+            status = store.raw_status(run_id)
+        except (RunNotFoundError, FileNotFoundError):
+            return "it was deleted before it started"
+        if status.state != "queued":
+            return f"it is {status.state}" + (f" ({status.error})" if status.error else "")
+        if status.pid not in (None, os.getpid()) and store.held(status):
+            return f"process {status.pid} holds it to train it"
+        store.clear_heartbeat(run_id)
+        store.set_status(run_id, "running", pid=os.getpid())
+    return ""
 
 
 @contextmanager

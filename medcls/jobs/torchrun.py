@@ -123,14 +123,15 @@ def process_group(env: DistEnv, timeout_s: float | None = None) -> Iterator[None
 
 def share_run(store: RunStore | None, cfg: TrainConfig, run_id: str | None, env: DistEnv,
               meta: RunMeta | None = None, name_from: TrainConfig | None = None) -> tuple[str, TrainConfig]:
-    """Rank 0 creates the run (named as :meth:`RunStore.create` names it from ``name_from``); every rank gets its
-    id and the exact config it was created with."""
+    """Rank 0 creates the run (named as :meth:`RunStore.create` names it from ``name_from``), held for this
+    process to train, so that no job manager sharing the store starts it too; every rank gets its id and the
+    exact config it was created with."""
     payload: dict[str, str] = {}
     if env.is_writer:
         try:
             if store is None:
                 raise DistributedError("Rank 0 needs the run store to create the run.")
-            run_id = store.create(cfg, run_id, meta=meta, name_from=name_from)
+            run_id = store.create(cfg, run_id, meta=meta, name_from=name_from, held=True)
             payload = {"run_id": run_id, "config": cfg.to_json()}
         except Exception as exc:
             broadcast_object({"error": f"{type(exc).__name__}: {exc}"})  # let the other ranks stop too

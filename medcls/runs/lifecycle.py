@@ -21,7 +21,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text, atomic_write_with
 from .records import RecordError, RunStatus, member_word
 
-__all__ = ["RunLifecycle", "FROM_THE_START", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S", "CheckpointError",
+__all__ = ["RunLifecycle", "this_process", "FROM_THE_START", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S", "CheckpointError",
            "InvalidRunIdError", "RunNotFoundError"]
 
 HEARTBEAT_STALE_S = 45.0  # a running run whose training loop has not beaten for this long is interrupted
@@ -49,6 +49,11 @@ def _timestamp(text: str) -> float | None:
         return datetime.fromisoformat(text).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+def this_process() -> dict[str, int | str]:
+    """The status fields that name this process as a run's worker, or as the holder of a queued run."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
 # Where a run without a resume checkpoint continues (RunLifecycle.resume_point): it trains again from the start.
@@ -119,6 +124,12 @@ class RunLifecycle:
         except (PermissionError, OverflowError):
             return False  # exists, owned by someone else (or a pid no process can have)
         return _is_zombie(status.pid)
+
+    def held(self, status: RunStatus) -> bool:
+        """True for a queued run that a live process on this machine holds to train itself (a command-line
+        ``train``, ``lesson run`` or ``resume``): no job manager starts it. The run of a holder that is gone is
+        an ordinary queued run again. (A holder on another machine cannot be checked: it holds its run.)"""
+        return status.state == "queued" and bool(status.pid) and not self.process_gone(status)
 
     def worker_alive(self, run_id: str, status: RunStatus | None = None) -> bool:
         status = status or self.raw_status(run_id)

@@ -83,7 +83,7 @@ class RunStatus:
     started: str = ""
     ended: str = ""
     error: str = ""               # why it failed, was cancelled or interrupted
-    pid: int | None = None        # the worker process, while running
+    pid: int | None = None        # the worker process while running; queued: the process holding it (held)
     host: str = ""
     backend: str = ""
     best_epoch: int | None = None

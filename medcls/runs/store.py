@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
-import socket
 import time
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -64,6 +62,7 @@ from .lifecycle import (
     RunLifecycle,
     RunNotFoundError,
     _is_zombie,  # noqa: F401  (kept importable from the store)
+    this_process,
 )
 from .naming import claim_id, clean_run_name, dataset_name, default_run_name, unique_name
 from .records import (
@@ -146,11 +145,13 @@ class RunStore(RunLifecycle, RunArtefacts):
 
     # --- creation, config and meta -------------------------------------------------
     def create(self, config: TrainConfig, run_id: str | None = None, state: str = "queued",
-               meta: RunMeta | None = None, notes: Sequence[str] = (), name_from: TrainConfig | None = None) -> str:
+               meta: RunMeta | None = None, notes: Sequence[str] = (), name_from: TrainConfig | None = None,
+               held: bool = False) -> str:
         """A new run folder; without a name the run is named after its settings ("busi · small_cnn · ...",
         with " (2)" added when another run has that name already): ``name_from``'s when given (the settings as
         chosen for the data, e.g. *Image size* 0 as 192 px), else ``config``'s. ``notes`` start its notes (what was
-        adjusted for it when it was queued)."""
+        adjusted for it when it was queued). ``held``: this process trains it itself (:meth:`held`), so a job
+        manager sharing the store does not start it too."""
         meta = meta or RunMeta()
         if run_id and not self.claim_folder(run_id):  # the caller's id: taken is an error
             raise FileExistsError(f"A run with id {run_id!r} exists already in {self.root}.")
@@ -161,9 +162,10 @@ class RunStore(RunLifecycle, RunArtefacts):
                 meta = dataclasses.replace(meta, name=self._unique_default_name(name_from or config))
             # status first: a folder with config.json is a run, and must always have a status.
             now = _now()
+            holder = this_process() if held else {}
             atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,
-                                                                created_ns=time.time_ns(),
-                                                                notes=tuple(notes)).to_dict())
+                                                                created_ns=time.time_ns(), notes=tuple(notes),
+                                                                **holder).to_dict())
             atomic_write_json(folder / "meta.json", meta.to_dict())
             atomic_write_text(folder / "config.json", config.to_json())  # now listed, with its name taken
         return run_id
@@ -257,7 +259,9 @@ class RunStore(RunLifecycle, RunArtefacts):
             status["error"] = fields.get("error", "")
         if state == "running":
             status["started"] = status.get("started") or _now()
-            status.update(pid=fields.get("pid", os.getpid()), host=socket.gethostname())
+            status.update(this_process())
+            if "pid" in fields:  # the worker the job manager started for it (None until it has its pid)
+                status["pid"] = fields["pid"]
         if state in ENDED_STATES:
             status["ended"] = _now()
         record = RunStatus.from_dict(status)

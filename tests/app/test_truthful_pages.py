@@ -4,6 +4,7 @@ its weights, options and the dataset from the URL, the Try-it picker."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -142,6 +143,13 @@ def test_a_run_that_keeps_its_last_epoch_says_so_not_best_epoch(app_env, tiny_da
         [s.value for s in at.success]
     assert any(m.label == "Validation score, last epoch" for m in at.metric)
     assert "3 (the last: &#x27;Checkpoint kept&#x27;)" in run_card_html(store, run_id)
+
+
+def test_fold_models_that_keep_their_last_epoch_say_so(app_env, tiny_dataset):
+    from medcls.figures.report import run_card_html
+
+    # Trained before the app starts: the app's job manager would take a queued run of its store as its own.
+    store = RunStore(app_env / "runs")
     folds = trained(store, tiny_dataset, epochs=2, folds=2, checkpoint="last")
     at = new_app().run()
     at.switch_page("app_pages/train.py").run()
@@ -377,3 +385,15 @@ def test_a_stopped_bagged_run_names_the_models_it_tested(app_env, tiny_dataset, 
     assert not at.exception
     scores = [m.value for m in at.markdown if "test images" in m.value]
     assert len(scores) == 1 and scores[0].startswith(sentence), scores
+
+
+def test_a_run_a_command_line_process_holds_says_where_it_trains(app_env, tiny_dataset):
+    store = RunStore(app_env / "runs")
+    held = store.create(TrainConfig(data=DataConfig(source=str(tiny_dataset))), held=True)  # as `lesson run` queues
+    at = new_app().run()
+    at.switch_page("app_pages/train.py").run()
+    assert not at.exception and at.selectbox(key="train_run_picker").value == held
+    assert any(f"Queued in a command-line process (process {os.getpid()})" in i.value for i in at.info), \
+        [i.value for i in at.info]
+    assert not any("when a training slot is free" in i.value for i in at.info)
+    assert store.status(held).state == "queued"  # the app's job manager left it to its holder

@@ -445,3 +445,37 @@ def test_a_run_with_damaged_files_is_not_resumed(store, synth, managers):
     manager = managers(store, backend=FakeBackend(), start=False)
     with pytest.raises(ResumeError, match="only an interrupted run can be resumed"):
         manager.resume(run_id)
+
+
+# --- runs a command-line process trains itself ----------------------------------------
+
+def test_a_run_held_by_a_live_process_is_left_to_it_until_the_holder_is_gone(store, synth, managers):
+    import subprocess
+    import sys
+
+    from medcls.jobs.manager import claim
+
+    backend = FakeBackend()
+    manager = managers(store, max_concurrent=2, backend=backend, start=False)
+    held = store.create(synth.config("", seed=1), held=True)   # as `python -m medcls lesson run` queues its runs
+    free = manager.submit(synth.config("", seed=2))
+    manager.tick()
+    assert list(backend.started) == [free] and state(store, held) == "queued"  # a free slot, yet not started
+    assert store.held(store.status(held)) and manager.queue_position(held) is None
+    # Its holder takes it when its turn comes; a run that is no longer queued cannot be taken.
+    assert claim(store, held) == ""
+    status = store.status(held)
+    assert status.state == "running" and status.pid == os.getpid()
+    assert claim(store, free) == "it is running"
+    backend.started[free].alive = False  # its worker ends: a slot is free again
+    cancelled = store.create(synth.config("", seed=3), held=True)
+    manager.stop(cancelled)
+    assert claim(store, cancelled) == "it is cancelled (Cancelled before it started.)"
+    # A holder that died (killed before its turn): its run is an ordinary queued run again.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = store.create(synth.config("", seed=4), held=True)
+    store.set_status(orphan, "queued", pid=int(gone.stdout))
+    assert not store.held(store.status(orphan))
+    manager.tick()
+    assert orphan in backend.started
+    assert claim(store, orphan) == "it is running"
