@@ -17,7 +17,7 @@ import streamlit as st
 from medcls.analysis.error_cases import Case, cell_cases, cell_of_point, copies_caption
 from medcls.data.explore import thumbnail
 from medcls.figures.evaluation import confusion_matrix_figure
-from medcls.runs.records import Predictions, RunMetrics
+from medcls.runs.results import Predictions, RunMetrics
 from medcls.runs.store import RunStore
 
 from .safety import guarded

@@ -39,7 +39,8 @@ from medcls.figures.analysis import (
 )
 from medcls.figures.evaluation import confusion_matrix_figure, probability_figure
 from medcls.figures.report import run_card_html
-from medcls.runs.records import CrossValidation, Predictions, RecordError, RunMetrics
+from medcls.runs.records import RecordError
+from medcls.runs.results import CrossValidation, Predictions, RunMetrics
 from medcls.runs.store import RunNotFoundError, RunStore
 
 from .cell_images import clickable_matrices

@@ -10,7 +10,8 @@ from ..config.table import option_table
 from .metrics import SplitMetrics
 
 if TYPE_CHECKING:
-    from ..runs.records import CrossValidation, ModelRecord
+    from ..runs.records import ModelRecord
+    from ..runs.results import CrossValidation
 
 __all__ = ["metrics_rows", "as_trained", "config_rows", "Comparability", "comparability"]
 

@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ..runs.lifecycle import RunNotFoundError
-from ..runs.records import Predictions, RecordError, RunMetrics
+from ..runs.records import RecordError
+from ..runs.results import Predictions, RunMetrics
 from ..runs.store import RunStore
 from .metrics import SplitMetrics, classification_metrics
 

@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..runs.records import Predictions
+from ..runs.results import Predictions
 
 __all__ = ["PairedDifference", "PairedFinding", "paired_difference", "right_per_image", "change_phrase",
            "describe_paired", "image_by_image", "count_words", "MEASURES", "CLEAR_P"]

@@ -24,7 +24,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..runs.lifecycle import RunNotFoundError
-from ..runs.records import RecordError, RunMetrics
+from ..runs.records import RecordError
+from ..runs.results import RunMetrics
 from ..runs.store import RunStore
 from .metrics import macro_over_present
 

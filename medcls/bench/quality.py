@@ -22,7 +22,7 @@ from ..data.sources import load_dataset
 from ..jobs.local import process_arguments
 from ..jobs.manager import JobManager
 from ..jobs.worker import STANDBY_FLAG
-from ..runs.records import CrossValidation
+from ..runs.results import CrossValidation
 from ..runs.store import RunStore
 from ..settings import environment
 from ..training.autoplan import size_for_data

@@ -37,7 +37,7 @@ from .teach import add_teach_parsers
 
 if TYPE_CHECKING:
     from ..analysis.metrics import SplitMetrics
-    from ..runs.records import CrossValidation
+    from ..runs.results import CrossValidation
     from ..runs.store import RunStore
 
 __all__ = ["main", "build_parser", "COMMANDS"]

@@ -33,16 +33,8 @@ from ..atomic import atomic_write_text
 from ..config import format_value, settings_rows
 from ..data import default_focus_class
 from ..runs.permissions import owner_words
-from ..runs.records import (
-    CrossValidation,
-    EpochRecord,
-    ModelRecord,
-    Predictions,
-    RunMetrics,
-    fold_histories,
-    latest_fold,
-    member_word,
-)
+from ..runs.records import EpochRecord, ModelRecord, fold_histories, latest_fold, member_word
+from ..runs.results import CrossValidation, Predictions, RunMetrics
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import redact_paths
 from .analysis import interval_figure, reliability_figure

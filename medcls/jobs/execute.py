@@ -40,7 +40,8 @@ from ..data.subfolders import subfolder_note
 from ..inference.novelty import embed_images, fit_reference
 from ..models import ClassifierModel
 from ..models.ensemble import FoldEnsemble
-from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMetrics, member_word
+from ..runs.records import DataRecord, EpochRecord, ModelRecord, Progress, member_word
+from ..runs.results import RunMetrics
 from ..runs.store import CheckpointError, RunStore
 from ..training.autoplan import pool_counts, resolve_folds, resolve_image_size
 from ..training.bagging import train_bagged

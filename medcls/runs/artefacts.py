@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Iterable
 
 from ..atomic import atomic_write_text, atomic_write_with
 from .lifecycle import CheckpointError, RunNotFoundError
-from .records import Predictions, RecordError
+from .records import RecordError
+from .results import Predictions
 
 if TYPE_CHECKING:
     import numpy as np

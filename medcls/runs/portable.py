@@ -47,17 +47,8 @@ from ..data.imageio import NPZ_MARK
 from ..settings import PathNotAllowedError, allowed_data_roots, check_allowed_path
 from .lifecycle import CheckpointError, InvalidRunIdError
 from .naming import claim_id, unique_name
-from .records import (
-    CrossValidation,
-    DataRecord,
-    EpochRecord,
-    GroupMembership,
-    ModelRecord,
-    RecordError,
-    RunMeta,
-    RunMetrics,
-    RunStatus,
-)
+from .records import DataRecord, EpochRecord, GroupMembership, ModelRecord, RecordError, RunMeta, RunStatus
+from .results import CrossValidation, RunMetrics
 from .store import RunStore
 
 __all__ = ["RunImportError", "RUN_FILES", "REQUIRED_FILES", "MAX_RUN_BYTES", "export_run_zip", "import_run_zip",

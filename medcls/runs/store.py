@@ -68,7 +68,6 @@ from .naming import claim_id, clean_run_name, dataset_name, default_run_name, un
 from .records import (
     ENDED_STATES,
     STATES,
-    CrossValidation,
     DataRecord,
     EpochRecord,
     GroupMembership,
@@ -76,12 +75,12 @@ from .records import (
     Progress,
     RecordError,
     RunMeta,
-    RunMetrics,
     RunStatus,
     best_record,
     latest_fold,
 )
 from .reference import FeatureReference
+from .results import CrossValidation, RunMetrics
 from .summary import RunSummary
 
 __all__ = ["RunStore", "RunNotFoundError", "InvalidRunIdError", "CheckpointError", "HEARTBEAT_STALE_S",

@@ -28,7 +28,7 @@ from ..data.sources import load_dataset
 from ..data.spec import DatasetSpec
 from ..inference.proba import predict_proba
 from ..models.ensemble import FoldEnsemble
-from ..runs.records import CrossValidation, FoldScore
+from ..runs.results import CrossValidation, FoldScore
 from .autoplan import resolve_folds, size_for_data
 from .engine import Callback, FitResult
 from .members import train_members

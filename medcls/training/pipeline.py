@@ -29,7 +29,7 @@ from ..data.classes import resolve_focus_class
 from ..data.spec import DataError, DatasetSpec
 from ..inference.proba import tta_views
 from ..models import ClassifierModel, create_model
-from ..runs.records import CrossValidation
+from ..runs.results import CrossValidation
 from .callbacks import BestCheckpoint, EarlyStopping, ResumeCheckpoint, WeightAveraging, ema_steps_to_reach
 from .ddp import broadcast_object
 from .engine import (

@@ -7,7 +7,8 @@ import numpy as np
 from medcls.analysis.comparison import as_trained, comparability, config_rows, metrics_rows
 from medcls.analysis.metrics import classification_metrics
 from medcls.config import TrainConfig
-from medcls.runs.records import CrossValidation, ModelRecord
+from medcls.runs.records import ModelRecord
+from medcls.runs.results import CrossValidation
 
 
 def test_rows_list_only_differences_with_labels_and_run_names():

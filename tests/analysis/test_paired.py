@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medcls.analysis.paired import image_by_image, paired_difference, right_per_image
-from medcls.runs.records import Predictions
+from medcls.runs.results import Predictions
 
 CLASSES = ["benign", "malignant", "normal"]
 

@@ -277,7 +277,7 @@ def test_a_picked_confusion_cell_shows_its_images_and_opens_one_in_try_it(page):
 
 
 def test_a_fold_ensembles_threshold_is_said_to_be_chosen_out_of_fold(page):
-    from medcls.runs.records import CrossValidation, FoldScore
+    from medcls.runs.results import CrossValidation, FoldScore
 
     at, store, run_id = page
     assert not any("out of fold" in c.value for c in at.caption)  # one model: its validation split

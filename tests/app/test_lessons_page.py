@@ -12,7 +12,8 @@ from medcls.analysis.metrics import classification_metrics
 from medcls.analysis.uncertainty import metric_intervals
 from medcls.data import load_dataset
 from medcls.jobs.manager import JobManager
-from medcls.runs.records import ModelRecord, RunMetrics
+from medcls.runs.records import ModelRecord
+from medcls.runs.results import RunMetrics
 from medcls.runs.store import RunStore
 from medcls.training.estimate import Costs, estimate_group
 

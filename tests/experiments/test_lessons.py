@@ -23,7 +23,8 @@ from medcls.experiments.lessons import (
     submit_lesson,
 )
 from medcls.jobs.manager import JobManager
-from medcls.runs.records import GroupMembership, ModelRecord, RunMeta, RunMetrics
+from medcls.runs.records import GroupMembership, ModelRecord, RunMeta
+from medcls.runs.results import RunMetrics
 from medcls.runs.store import RunStore
 
 LESSON = """

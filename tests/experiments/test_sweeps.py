@@ -25,7 +25,8 @@ from medcls.experiments.sweeps import (
 )
 from medcls.figures.training import sweep_figure
 from medcls.jobs.manager import JobManager
-from medcls.runs.records import CrossValidation, EpochRecord, FoldScore, GroupMembership, RunMetrics
+from medcls.runs.records import EpochRecord, GroupMembership
+from medcls.runs.results import CrossValidation, FoldScore, RunMetrics
 from medcls.runs.store import RunStore
 
 

@@ -99,7 +99,7 @@ def test_a_fold_ensembles_card_gives_each_folds_epochs_and_scores(store, synth, 
 
 
 def test_a_stopped_fold_ensemble_does_not_count_its_cut_fold_as_stopped_early(finished_run):
-    from medcls.runs.records import CrossValidation, FoldScore
+    from medcls.runs.results import CrossValidation, FoldScore
 
     store, run_id = finished_run
     epochs = store.config(run_id).epochs

@@ -13,16 +13,8 @@ import torch
 
 from medcls.analysis.metrics import classification_metrics
 from medcls.config import TrainConfig
-from medcls.runs.records import (
-    CrossValidation,
-    DataRecord,
-    EpochRecord,
-    FoldScore,
-    ModelRecord,
-    Progress,
-    RunMeta,
-    RunMetrics,
-)
+from medcls.runs.records import DataRecord, EpochRecord, ModelRecord, Progress, RunMeta
+from medcls.runs.results import CrossValidation, FoldScore, RunMetrics
 from medcls.runs.store import (
     HEARTBEAT_STALE_S,
     InvalidRunIdError,
