@@ -74,7 +74,7 @@ def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, st
     """95% intervals per run, as a table and a forest plot, plus small-sample warnings."""
     intervals = {names[r]: run_intervals(store, r) for r in run_ids}
     st.dataframe(metrics_down(pd.DataFrame(interval_rows(intervals, focus)).set_index("run")), width="stretch",
-                 height="content")
+                 height="content", placeholder="–")
     st.plotly_chart(interval_figure(intervals), key="intervals", width="stretch")
     flat = (" A perfect score on these few images gives every resample the same value, so its range has no "
             "width: that says nothing about new images.") if has_flat_interval(intervals) else ""
@@ -369,7 +369,7 @@ def cross_validation_section(cvs: dict[str, CrossValidation], focus: dict[str, s
             row["focus-class recall"] = f"{focus.get(name) or '?'}: {recall}" if recall else "–"
         row["macro-F1 per fold"] = ", ".join(f"{s.macro_f1:.2f}" for s in cv.scores)
         rows.append(row)
-    st.dataframe(pd.DataFrame(rows).set_index("run"), width="stretch")
+    st.dataframe(pd.DataFrame(rows).set_index("run"), width="stretch", placeholder="–")
     st.caption("Each fold's model is judged on the images it never trained on; the ± is the standard deviation "
                "over the folds: how much the score moves with which images happen to be held out. The test "
                "metrics above are those of the fold models predicting together.")

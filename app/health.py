@@ -176,7 +176,8 @@ def _groups(spec: DatasetSpec, health: HealthReport) -> None:
     st.dataframe(pd.DataFrame([{
         "group": number[id(g)], "images": len(g.items), "kind": _kind(g),
         "classes": ", ".join(spec.classes[k] for k in g.labels), "splits": ", ".join(g.splits),
-        "files": ", ".join(item_name(it.path) for it in g.items)} for g in chosen]), hide_index=True, width="stretch")
+        "files": ", ".join(item_name(it.path) for it in g.items)} for g in chosen]), hide_index=True, width="stretch",
+        placeholder="–")
     for group in chosen[:GROUPS_SHOWN]:
         with st.container(border=True):
             flags = (" · ⚠️ different classes" if group.conflict else "") + \

@@ -83,7 +83,8 @@ st.dataframe(metrics_down(pd.DataFrame([{
     "how it ended": state_words(summaries[r]), "epochs": epochs_cell(r),
     "started by": owner_words(summaries[r].owner, summaries[r].owner_name),
     "data": summaries[r].dataset, "classes": ", ".join(summaries[r].classes) or "–"}
-    for r in chosen]).set_index("run"), label="run"), width="stretch", height="content", key="compare_chosen")
+    for r in chosen]).set_index("run"), label="run"), width="stretch", height="content", key="compare_chosen",
+    placeholder="–")
 
 try:
     predictions = {r: store.predictions(r, "test") for r in chosen}
@@ -128,7 +129,7 @@ table = pd.DataFrame(rows).set_index("run").astype(float)
 # Shown as text: a missing value (a class the run does not have) reads "–", never "None". Metrics down and runs
 # across: a few runs fit the page's width, where a column per metric would scroll sideways.
 st.dataframe(metrics_down(table.map(lambda v: "–" if pd.isna(v) else f"{v:.3f}")), width="stretch", height="content",
-             key="compare_metrics")
+             key="compare_metrics", placeholder="–")
 for r in chosen:  # test images that are copies of training images flatter the score: say by how much
     if copies := run_copies_sentence(store, r, metrics[r], predictions[r]):
         st.warning(f"**{escape_markdown(names[r])}**: {escape_markdown(copies)} For an honest score, train on a split "
@@ -202,7 +203,7 @@ if len(chosen) > 1:
                     f"{shown(describe_differences(configs[base], configs[other]))}")
     diff = config_rows(configs, names)
     if diff:
-        st.dataframe(pd.DataFrame(diff).set_index("setting"), width="stretch")
+        st.dataframe(pd.DataFrame(diff).set_index("setting"), width="stretch", placeholder="–")
     if any(configs[r] != saved[r] for r in chosen):
         st.caption("Image size, folds and bagged models are what each run trained: *Image size* 0 and *Ensemble "
                    "for small datasets* choose them for the data.")

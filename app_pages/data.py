@@ -85,7 +85,7 @@ if report.skipped:
                else f"{len(report.skipped)} files were skipped and will not be used:")
     st.dataframe(pd.DataFrame([{"file": redact_paths(s.path), "reason": redact_paths(s.reason)}
                                for s in report.skipped]),
-                 hide_index=True, width="stretch")
+                 hide_index=True, width="stretch", placeholder="–")
 else:
     st.success("No unreadable or skipped files found while listing the dataset.")
 for warning in report.warnings:

@@ -68,7 +68,7 @@ except ConfigError:
 st.caption(f"Every run: {escape_markdown(shared)}; everything else as the defaults. Read off: "
            f"**{escape_markdown(metric_words(lesson.metric, focus))}** on the test images. {ensemble}")
 st.dataframe(pd.DataFrame([{"run": r.label, **{label(k): format_value(v, k) for k, v in r.settings.items()}}
-                           for r in lesson.runs]), hide_index=True)
+                           for r in lesson.runs]), hide_index=True, placeholder="–")
 time_box = st.container()  # filled last (below): timing the runs takes seconds on a fresh machine
 just_queued = False
 if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="primary", disabled=spec is None,
@@ -142,7 +142,8 @@ def lesson_results() -> None:
                  column_config={words: st.column_config.NumberColumn(format="%.2f"),
                                 "test images": st.column_config.NumberColumn(format="%d"),
                                 "weights": st.column_config.NumberColumn(format="localized"),
-                                "weights (each model)": st.column_config.NumberColumn(format="localized")})
+                                "weights (each model)": st.column_config.NumberColumn(format="localized")},
+                 placeholder="–")
     st.plotly_chart(lesson_figure(results, words), key="lesson_figure", width="stretch")
     st.markdown("**What the results show**")
     box = st.success if conclusion.complete else st.info

@@ -161,7 +161,7 @@ def results() -> None:
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "rank": st.column_config.NumberColumn(format="%d"),
         **{c: st.column_config.NumberColumn(format="%.3f") for c in
-           ("best validation score", "validation macro-F1", "test macro-F1")}})
+           ("best validation score", "validation macro-F1", "test macro-F1")}}, placeholder="–")
     axes = [(label(k), [format_value(v, k) for v in values]) for k, values in sweep.settings.items()]
     cells = {tuple(format_value(r.get(k), k) for k in sweep.settings): r[metric] for r in rows}
     st.plotly_chart(sweep_figure(axes, cells, RANK_METRICS[metric].split(" (")[0]), key="sweep_figure",

@@ -397,3 +397,21 @@ def test_a_run_a_command_line_process_holds_says_where_it_trains(app_env, tiny_d
         [i.value for i in at.info]
     assert not any("when a training slot is free" in i.value for i in at.info)
     assert store.status(held).state == "queued"  # the app's job manager left it to its holder
+
+
+def test_every_table_shows_a_missing_value_as_a_dash_not_none():
+    """Streamlit writes 'None' in an empty cell (a stopped run's score, a queued run's rank) unless told otherwise."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    calls = []
+    for path in [*root.glob("app/*.py"), *root.glob("app_pages/*.py"), root / "streamlit_app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "dataframe" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "st":
+                given = {k.arg: k.value for k in node.keywords}
+                calls.append((f"{path.name}:{node.lineno}",
+                              isinstance(given.get("placeholder"), ast.Constant) and given["placeholder"].value))
+    assert len(calls) >= 10
+    assert [where for where, placeholder in calls if placeholder != "–"] == []
