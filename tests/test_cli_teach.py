@@ -83,3 +83,40 @@ def test_a_lesson_trains_its_runs_itself_beside_an_app_sharing_the_store(class_d
     assert "All 2 runs finished." in capsys.readouterr().out
     assert started == []
     assert {store.status(r).pid for r in store.list_ids()} == {os.getpid()}
+
+
+def test_ctrl_c_in_a_lesson_cancels_its_waiting_runs_unless_the_app_deleted_one(class_dataset, tmp_path, capsys,
+                                                                                 monkeypatch):
+    import contextlib
+    import threading
+
+    import medcls.cli.teach as teach
+    import medcls.jobs.execute as execute
+
+    lessons = tmp_path / "lessons.toml"
+    lessons.write_text(LESSON + '[[lesson.run]]\nlabel = "faster"\nsettings = { lr = 0.01 }\n')
+    store = RunStore()
+    interrupted = threading.Event()
+    trained = []
+
+    @contextlib.contextmanager
+    def ctrl_c_stops():
+        yield interrupted
+
+    def first_then_ctrl_c(store_, run_id, **kwargs):
+        trained.append(run_id)
+        outcome = real(store_, run_id, **kwargs)
+        waiting = [r for r in store.list_ids() if store.status(r).state == "queued"]
+        store.delete(waiting[0])   # as the app's Delete, while the lesson trains
+        interrupted.set()          # then Ctrl-C
+        return outcome
+
+    real = execute.execute_run
+    monkeypatch.setattr(teach, "ctrl_c_stops", ctrl_c_stops)
+    monkeypatch.setattr(execute, "execute_run", first_then_ctrl_c)
+    assert main(["lesson", "run", "tiny", "--data", str(class_dataset), "--lessons", str(lessons)]) == 1  # unfinished
+    out = capsys.readouterr().out
+    assert len(trained) == 1 and "1 of 3 runs finished; 1 stopped before the end, 1 deleted." in out, out
+    left = [r for r in store.list_ids() if r not in trained]
+    assert len(left) == 1 and store.status(left[0]).state == "cancelled"
+    assert store.status(left[0]).error == "Stopped from the command line."

@@ -44,7 +44,7 @@ def cmd_lesson(args: argparse.Namespace) -> int:
             print(f"{lesson.name:<14} {lesson.title}\n{'':<14} runs: {runs}")
         return 0
     from ..jobs.execute import execute_run
-    from ..jobs.manager import claim
+    from ..jobs.manager import cancel_queued, claim, scheduler_lock
     from ..training.callbacks import ConsoleProgress
 
     lesson = get_lesson(args.name, lessons)
@@ -68,7 +68,8 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     with ctrl_c_stops() as interrupted:
         for entry, run in zip(queued.runs, lesson.runs):
             if interrupted.is_set():
-                store.set_status(entry["run_id"], "cancelled", error="Stopped from the command line.")
+                with scheduler_lock(store):  # unless the app cancelled or deleted it meanwhile
+                    cancel_queued(store, entry["run_id"], "Stopped from the command line.")
                 continue
             shown = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in run.settings.items())
             print(f"--- {run.label} ({shown}): run {entry['run_id']}")

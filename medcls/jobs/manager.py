@@ -41,8 +41,8 @@ from ..runs.records import GroupMembership, Progress, RecordError, RunMeta, RunS
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import backend_name, max_concurrent, standby_worker, worker_threads
 
-__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "claim", "ResumeError", "STOP_GRACE_S",
-           "MAX_AUTO_RESUMES", "RunActiveError"]
+__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "claim", "cancel_queued", "ResumeError",
+           "STOP_GRACE_S", "MAX_AUTO_RESUMES", "RunActiveError"]
 
 log = logging.getLogger(__name__)
 WARM_POLL_S = 0.25     # how long await_warm_worker holds the backend's lock at a time
@@ -152,14 +152,12 @@ class JobManager:
         store ends a worker that ignores it for ``STOP_GRACE_S``."""
         self._require(run_id, by, "stop")
         with self._lock, self._file_lock():
-            state = self.store.raw_status(run_id).state
-            if state == "queued":
-                self.store.set_status(run_id, "cancelled", error="Cancelled before it started.")
+            if cancel_queued(self.store, run_id):
                 handle = self._handles.get(run_id)  # already handed to a self-scheduling backend
                 if handle is not None:
                     handle.kill()
                 return
-            if state == "running":
+            if self.store.raw_status(run_id).state == "running":
                 self.store.request_stop(run_id)
         self._wake.set()
 
@@ -422,6 +420,17 @@ def requeue(store: RunStore, run_id: str, held: bool = False) -> None:
     holder = this_process() if held else {"pid": None}
     store.set_status(run_id, "queued", started="", ended="", error="", auto_resume=False,
                      resumes=status.resumes + 1, **holder)
+
+
+def cancel_queued(store: RunStore, run_id: str, error: str = "Cancelled before it started.") -> bool:
+    """Cancel the run if it is still queued (call under the lock); False when it is not, or is gone."""
+    try:
+        if store.raw_status(run_id).state != "queued":
+            return False
+    except (RunNotFoundError, FileNotFoundError):
+        return False
+    store.set_status(run_id, "cancelled", error=error)
+    return True
 
 
 def claim(store: RunStore, run_id: str) -> str:
