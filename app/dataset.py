@@ -26,6 +26,9 @@ from .identity import identity
 from .text import shown
 from .url_state import restore_upload, save_upload
 
+# Why 'Keep subfolders in one split' does not apply to the data of a kind without folders of its own.
+NO_SUBFOLDERS = {"builtin": " Not for the built-in phantoms: they have no subfolders below their class folders.",
+                 "npz": " Not for an .npz file: its images are in no folders."}
 KINDS = {
     "builtin": "Built-in synthetic phantoms",
     "folder": "A folder on this server",
@@ -91,9 +94,14 @@ def render_sidebar() -> DataConfig:
                         help=option_spec("group_duplicates").help + " Used when medcls makes the split (the data has "
                         "no train/val/test split of its own, or 'Make my own split' is on). The first load hashes "
                         "every image once.")
-    by_folder = sb.checkbox(option_spec("group_subfolders").label, key="data_group_subfolders",
-                            bind="query-params", help=option_spec("group_subfolders").help + " Used when medcls "
-                            "makes the split, as above. The Data explorer says when a split cuts across them.")
+    if kind in NO_SUBFOLDERS:  # shown off, as it is for such data: a key of its own, so the folder choice stays
+        by_folder = sb.checkbox(option_spec("group_subfolders").label, value=False, disabled=True,
+                                key="data_group_subfolders_none",
+                                help=option_spec("group_subfolders").help + NO_SUBFOLDERS[kind])
+    else:
+        by_folder = sb.checkbox(option_spec("group_subfolders").label, key="data_group_subfolders",
+                                bind="query-params", help=option_spec("group_subfolders").help + " Used when medcls "
+                                "makes the split, as above. The Data explorer says when a split cuts across them.")
     own = sb.checkbox(option_spec("own_split").label, key="data_own_split", bind="query-params",
                       help=option_spec("own_split").help)
     kept = dict(group_duplicates=group, group_subfolders=by_folder, own_split=own)

@@ -524,3 +524,15 @@ def test_an_uploaded_zip_is_named_by_its_file_not_its_place_on_the_server(app_en
     captions = [as_read(m.value) for m in at.markdown if "images, 2 classes" in m.value]
     assert captions and captions[0].startswith("**my_scans.zip (uploaded)** · 28 images"), captions
     assert "uploads" not in captions[0]
+
+
+def test_keep_subfolders_is_shown_off_and_disabled_for_data_without_folders(app_env, tiny_dataset):
+    at = new_app()
+    at.query_params["data_group_subfolders"] = "true"   # kept in a URL from a folder of patient folders
+    at.run()
+    box = at.sidebar.checkbox(key="data_group_subfolders_none")
+    assert box.disabled and box.value is False and "Not for the built-in phantoms" in box.help
+    assert at.session_state["data_config"]["group_subfolders"] is False  # what the pages split by
+    at = choose_folder(at, tiny_dataset)
+    assert not at.sidebar.checkbox(key="data_group_subfolders").disabled
+    assert at.session_state["data_config"]["group_subfolders"] is True
