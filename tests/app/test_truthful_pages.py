@@ -278,9 +278,9 @@ def test_the_train_page_says_before_training_how_images_are_enlarged_and_drawn(a
     # Their classes are imbalanced enough that an epoch draws a share of the balanced list; the page says so
     # beside the estimate that counts it, before training.
     captions = [c.value.replace("\\", "") for c in at.caption]  # as written, without Markdown escapes
-    assert any("would draw 2.6 times the training images" in c for c in captions), captions
+    assert any("would draw 2.1 times the training images" in c for c in captions), captions
     assert not any("Weight averaging:" in c for c in captions)  # the default decay
-    # A decay the run's 540 steps never reach trains exactly as the default would: said before Start.
+    # A decay the run's 360 steps never reach trains exactly as the default would: said before Start.
     at.number_input(key="opt_ema_decay").set_value(0.999).run()
     captions = [c.value.replace("\\", "") for c in at.caption]
     assert any("a decay of 0.999 is reached only after 8,990 training steps" in c for c in captions), captions

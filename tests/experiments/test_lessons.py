@@ -198,7 +198,7 @@ def test_the_imbalance_lesson_says_when_the_classes_are_about_equally_common():
     rare = get_lesson("rare-classes")
     note = lesson_data_note(rare, _spec({"blue": 106, "brown": 106, "pink": 100, "purple": 106}))
     assert note is not None and "about equally common" in note and "1.1 times" in note
-    assert "differ by chance alone" in note and "phantoms (normal, benign, malignant: 87% / 7% / 6%)" in note
+    assert "differ by chance alone" in note and "phantoms (normal, benign, malignant: 70% / 16% / 14%)" in note
     assert "(each has as many training images as the others)" in lesson_data_note(rare, _spec({"a": 9, "b": 9}))
     assert lesson_data_note(rare, _spec({"normal": 244, "benign": 20, "malignant": 16})) is None  # imbalanced
     assert lesson_data_note(get_lesson("resolution"), _spec({"a": 50, "b": 50})) is None        # not about it
