@@ -47,10 +47,10 @@ class PhantomSpec:
     """What to generate; every field feeds :meth:`fingerprint`."""
 
     # Small enough to generate in seconds and for the default recipe (which oversamples the rare
-    # classes up to ~240 training images each) to train in about a minute on a 2-core CPU.
+    # classes towards the ~200 normal training images) to train in about a minute on a 2-core CPU.
     n_images: int = 400
     # normal, benign, malignant: imbalanced (normal 5 times malignant), so imbalance handling (oversampling,
-    # balanced metrics) is exercised by default, yet with 8 malignant and 10 benign test images, not 3 and 4 (at
+    # balanced metrics) is exercised by default, yet with 8 malignant and 9 benign test images, not 3 and 4 (at
     # 87/7/6 a run found 1 of 3 malignant test images on 4 of 5 seeds: too few images to learn or judge from).
     class_fractions: tuple[float, float, float] = (0.70, 0.16, 0.14)
     # train, val, test: the usual 70/15/15 hold-out split.
