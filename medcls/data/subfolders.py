@@ -2,9 +2,10 @@
 
 Medical datasets are often stored one folder per patient or study inside each class folder
 (``benign/patient07/*.png``). Unless told to keep them whole, medcls splits images, not folders, so such a
-folder's images can land in train and in test: if the folder is one patient's, the model is tested on a patient it learned from, and the test score is
-optimistic in the same way as a near copy's (:mod:`medcls.data.health`). This module finds those folders, says
-how many a split cuts across, and gives the groups that keep each one in one split (``group_subfolders``).
+folder's images can land in train and in test: if the folder is one patient's, the model is tested on a patient
+it learned from, and the test score is optimistic in the same way as a near copy's (:mod:`medcls.data.health`).
+This module finds those folders, says how many a split cuts across, and gives the groups that keep each one in one
+split (``group_subfolders``).
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ from ..runs.records import GroupMembership, Progress, RecordError, RunMeta, RunS
 from ..runs.store import RunNotFoundError, RunStore
 from ..settings import backend_name, max_concurrent, standby_worker, worker_threads
 
-__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "claim", "cancel_queued", "ResumeError",
-           "STOP_GRACE_S", "MAX_AUTO_RESUMES", "RunActiveError"]
+__all__ = ["Backend", "JobManager", "WorkerHandle", "scheduler_lock", "requeue", "claim", "cancel_queued",
+           "ResumeError", "STOP_GRACE_S", "MAX_AUTO_RESUMES", "RunActiveError"]
 
 log = logging.getLogger(__name__)
 WARM_POLL_S = 0.25     # how long await_warm_worker holds the backend's lock at a time
@@ -446,7 +446,7 @@ def claim(store: RunStore, run_id: str) -> str:
         if status.pid not in (None, os.getpid()) and store.held(status):
             return f"process {status.pid} holds it to train it"
         store.clear_heartbeat(run_id)
-        store.set_status(run_id, "running", pid=os.getpid())
+        store.set_status(run_id, "running")  # set_status names this process (runs.lifecycle.this_process)
     return ""
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from ..atomic import atomic_write_text, atomic_write_with
 from .records import RecordError, RunStatus, member_word
 
-__all__ = ["RunLifecycle", "this_process", "FROM_THE_START", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S", "CheckpointError",
-           "InvalidRunIdError", "RunNotFoundError"]
+__all__ = ["RunLifecycle", "this_process", "FROM_THE_START", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S",
+           "CheckpointError", "InvalidRunIdError", "RunNotFoundError"]
 
 HEARTBEAT_STALE_S = 45.0  # a running run whose training loop has not beaten for this long is interrupted
 STARTUP_GRACE_S = 120.0   # before its first beat: a new process imports torch, on a busy machine slowly
