@@ -25,6 +25,7 @@ from medcls.runs.store import RunNotFoundError
 from .identity import identity, manage_refusal
 from .manager import manager
 from .model_summary import stop_timing
+from .run_actions import stop_button
 from .safety import guarded
 from .text import shown
 
@@ -54,14 +55,15 @@ def default_run(run_ids: list[str]) -> str | None:
     return run_ids[0] if run_ids else None
 
 
-def live_panel(run_id: str) -> None:
-    """Status, progress and curves; refreshes itself every LIVE_REFRESH_S seconds while the run is active."""
+def live_panel(run_id: str) -> bool:
+    """Status, progress and curves; refreshes itself every LIVE_REFRESH_S seconds while the run is active. True in
+    the page run of a click on Stop (:func:`app.run_actions.stop_button`)."""
     store = manager().store
     try:
         active = store.status(run_id).active
     except (RunNotFoundError, FileNotFoundError):
         st.warning(f"Run {run_id} no longer exists (its folder was deleted).")
-        return
+        return False
 
     @guarded
     def panel() -> None:
@@ -84,19 +86,7 @@ def live_panel(run_id: str) -> None:
         bagged = bool(cfg.bagged_models)
         word = member_word(bagged)
         _status_line(run_id, status, progress, history, cfg.keeps_last(), bagged)
-        if status.active:
-            meta = store.meta(run_id)
-            refusal = manage_refusal(meta.owner, meta.owner_name)
-            if st.button("⏹ Stop this run", key=f"stop_{run_id}", disabled=refusal is not None,
-                         help=refusal or "Ends the run after the current batch. The checkpoint so far is kept "
-                                         "and tested."):
-                try:
-                    manager().stop(run_id, by=identity())
-                except PermissionError as exc:  # the run changed hands meanwhile (an instructor role ended)
-                    st.error(shown(exc))
-                else:
-                    st.toast("Stopping the run…")
-        elif status.state == "interrupted" and store.resumable(run_id, status):
+        if status.state == "interrupted" and store.resumable(run_id, status):
             meta = store.meta(run_id)
             _resume_button(run_id, store.resume_point(run_id), bool(cfg.folds or cfg.bagged_models),
                            manage_refusal(meta.owner, meta.owner_name))
@@ -123,10 +113,12 @@ def live_panel(run_id: str) -> None:
         elif status.active:
             st.caption("Curves appear after the first epoch.")
 
+    stopped = active and stop_button([run_id], f"stop_{run_id}", "⏹ Stop this run")  # with the page: see there
     # Only a training run's panel is a fragment (it redraws itself). A run that has ended is drawn with the page:
     # a click on a fragment's button (Resume) reruns only the fragment, and such a rerun waits for a page run that
     # is still busy (timing the options below, seconds after a run ends), while a page rerun starts at once.
     (st.fragment(panel, run_every=LIVE_REFRESH_S) if active else panel)()
+    return stopped
 
 
 def _figures(run_id: str, history: list[EpochRecord], focus: str, part: str) -> tuple:

@@ -121,20 +121,30 @@ def stop_timing() -> None:
         stop.set()
 
 
-def render_skipped_timing() -> None:
-    """What the cost panel says in the page run that started a run, instead of timing the options again."""
+def render_skipped_timing(pressed: str = "Start") -> None:
+    """What the cost panel says in the page run that started (``pressed`` 'Start') or stopped ('Stop') a run,
+    instead of timing the options again."""
+    if pressed == "Stop":
+        st.caption("⏱️ Not timed now: you have just pressed Stop. The options are timed again when the page redraws "
+                   "after the run has ended, with the machine free.")
+        return
     st.caption("⏱️ Not timed now: you have just pressed Start, and timing these options would take CPU from "
                "training. A run's time left is under **Runs**; the options are timed again when you change one or "
                "when the page redraws after the run.")
 
 
 def render_group_estimate(configs: Sequence[TrainConfig], labels: Sequence[str], spec: DatasetSpec, group: str, *,
-                          just_queued: bool = False) -> None:
+                          just_queued: bool = False, just_stopped: bool = False) -> None:
     """How long a lesson's or a sweep's runs take one after another, measured like the Train page's estimate
-    (one probe per distinct cost, cached for every session)."""
-    if just_queued:  # the runs need the CPU now: timing them would slow their first epochs
+    (one probe per distinct cost, cached for every session). Not in the page run that queued runs (they need the
+    CPU now) or stopped them (the machine is about to be free: timed when the page redraws after they end)."""
+    if just_queued:
         st.caption(f"⏱️ Not timed now: the runs of this {group} have just been queued and need the CPU. Each run's "
                    "time left is under **Train** once it has finished an epoch.")
+        return
+    if just_stopped:
+        st.caption(f"⏱️ Not timed now: you have just pressed Stop. This {group} is timed again when the page redraws "
+                   "after the runs have ended, with the machine free.")
         return
     when: list[float | None] = []
     busy = bool(manager().running())

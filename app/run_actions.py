@@ -1,4 +1,4 @@
-"""Who started the shown run, and renaming or deleting it (its owner or an instructor; the library checks).
+"""Who started the shown run, renaming, deleting or stopping runs (their owner or an instructor; the library checks).
 
 The run id stays the key everywhere; a new name shows in every picker, legend and run card at the next render.
 Deleting asks first in a dialog; a queued run is cancelled and deleted, a training run must be stopped first.
@@ -14,9 +14,10 @@ from medcls.runs.summary import RunSummary
 
 from .identity import identity, manage_refusal, owner_line
 from .manager import manager
+from .model_summary import stop_timing
 from .text import escape_markdown, shown
 
-__all__ = ["run_actions", "NOTICE_KEY"]
+__all__ = ["run_actions", "stop_button", "NOTICE_KEY"]
 
 NOTICE_KEY = "run_action_notice"  # a message for the next page render (after a rename or a delete)
 
@@ -74,3 +75,37 @@ def show_notice() -> None:
     if notice:
         kind, text = notice
         (st.success if kind == "success" else st.error)(shown(text))
+
+
+def stop_button(run_ids: list[str], key: str, label: str = "⏹ Stop the unfinished runs") -> bool:
+    """Stop for queued or training runs (``run_ids``: those unfinished when this page run began); True in the page
+    run of a click that stopped them, which should then not time options (:func:`stop_timing`).
+
+    Draw it with the page, never inside a fragment that redraws itself: a click on a fragment's button reruns
+    only the fragment, and that rerun waits for a page run still busy timing the options (Stop took effect
+    10 s after the click while the Train page timed new options beside a run), while a page rerun starts at
+    once. The fragment redraws the page once its runs have ended, which takes the button away. Its label has no
+    count of runs for the same reason: the button is not redrawn while they end one by one."""
+    store = manager().store
+    try:
+        metas = [store.meta(run_id) for run_id in run_ids]
+    except (RunNotFoundError, FileNotFoundError):
+        return False  # deleted meanwhile: the page's next redraw says so
+    refusal = next((why for m in metas if (why := manage_refusal(m.owner, m.owner_name))), None)
+    one = len(run_ids) == 1
+    if not st.button(label, key=key, disabled=refusal is not None,
+                     help=refusal or ("Ends the run after the current batch. " if one else
+                                      "Cancels the runs still queued and ends the one training after its current "
+                                      "batch. ") + "The checkpoint so far is kept and tested."):
+        return False
+    try:
+        for run_id in run_ids:
+            manager().stop(run_id, by=identity())
+    except PermissionDenied as exc:  # a run changed hands meanwhile (an instructor role ended)
+        st.error(shown(exc))
+        return False
+    # A probe of this page's earlier redraw, timing options beside a run that is ending, would time a machine about
+    # to be free, and this redraw would wait for it before the live view could show the run stopped.
+    stop_timing()
+    st.toast("Stopping the run…" if one else "Stopping the runs…")
+    return True

@@ -8,6 +8,7 @@ from app.identity import identity, run_meta, visible_runs
 from app.live import fmt_seconds
 from app.manager import manager
 from app.model_summary import render_group_estimate, stop_timing
+from app.run_actions import stop_button
 from app.safety import guarded
 from app.text import escape_markdown, shown
 from medcls.config import ConfigError, format_value, label
@@ -24,7 +25,7 @@ from medcls.experiments.lessons import (
 )
 from medcls.figures.lessons import lesson_figure
 from medcls.runs.naming import dataset_name
-from medcls.runs.permissions import PermissionDenied, QueueLimitError
+from medcls.runs.permissions import QueueLimitError
 from medcls.training.autoplan import group_models_words, plan_for, pool_counts, train_alike
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
@@ -86,11 +87,12 @@ if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="prim
         st.toast(f"Queued {len(queued.runs)} runs")
 
 
-def fill_time_box() -> None:
+def fill_time_box(just_stopped: bool = False) -> None:
     """The lesson's time, drawn last: nothing above it waits for the timing probe."""
     if spec is not None:
         with time_box:
-            render_group_estimate(configs, [r.label for r in lesson.runs], spec, "lesson", just_queued=just_queued)
+            render_group_estimate(configs, [r.label for r in lesson.runs], spec, "lesson", just_queued=just_queued,
+                                  just_stopped=just_stopped)
 
 
 st.subheader("Results")
@@ -114,7 +116,8 @@ pick = st.selectbox("Which time this lesson was run", list(queued_all), key="les
                     format_func=when_and_where, help="Newest first.")
 queued = queued_all[pick]
 results, _ = lesson_conclusion(store, queued, lesson)
-active = any(r.outcome == "pending" for r in results)
+waiting = [e["run_id"] for e, r in zip(queued.runs, results) if r.outcome == "pending"]
+active = bool(waiting)
 
 
 @st.fragment(run_every=2.0 if active else None)
@@ -148,21 +151,10 @@ def lesson_results() -> None:
     st.markdown("**What the results show**")
     box = st.success if conclusion.complete else st.info
     box("\n\n".join(escape_markdown(s) for s in [conclusion.status, *conclusion.sentences, conclusion.summary] if s))
-    waiting = [e["run_id"] for e, r in zip(queued.runs, results) if r.outcome == "pending"]
-    if waiting and st.button(f"⏹ Stop the {len(waiting)} unfinished run(s)", key="lesson_stop"):
-        refused = []
-        for run_id in waiting:
-            try:
-                manager().stop(run_id, by=identity())
-            except PermissionDenied as exc:
-                refused.append(str(exc))
-        if refused:  # someone else's lesson: each refusal says why
-            st.error(shown(refused[0]) + (f" ({len(refused)} runs)" if len(refused) > 1 else ""))
-        else:
-            st.toast("Stopping…")
 
 
 lesson_results()
-fill_time_box()
+# Stop is drawn with the page, not in the results' fragment (see stop_button); no timing in the run it stopped.
+fill_time_box(just_stopped=bool(waiting) and stop_button(waiting, "lesson_stop"))
 st.caption("A lesson's runs are ordinary runs: watch one train on **Train**, and look deeper at the finished ones "
            "on **Compare runs** (confusion matrices, precision-recall, mistakes).")

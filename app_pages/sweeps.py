@@ -5,9 +5,10 @@ import streamlit as st
 
 from app.dataset import current_data_config, dataset_caption, load_current_dataset, typical_image_side
 from app.form import render_form
-from app.identity import identity, manage_refusal, run_meta, visible_runs
+from app.identity import identity, run_meta, visible_runs
 from app.manager import manager
 from app.model_summary import render_group_estimate, stop_timing
+from app.run_actions import stop_button
 from app.safety import guarded
 from app.text import escape_markdown, shown
 from medcls.config import TrainConfig, format_value, label
@@ -115,11 +116,12 @@ if queue and base is not None:
         st.toast(f"Queued {len(sweep.runs)} runs ({sweep.sweep_id})")
 
 
-def fill_time_box() -> None:
+def fill_time_box(just_stopped: bool = False) -> None:
     """The sweep's time, drawn last: nothing above it waits for the timing probe."""
     if points and spec is not None and configs:
         with time_box:
-            render_group_estimate(configs, run_labels, spec, "sweep", just_queued=just_queued)
+            render_group_estimate(configs, run_labels, spec, "sweep", just_queued=just_queued,
+                                  just_stopped=just_stopped)
 
 
 st.subheader("3 · Results")
@@ -136,7 +138,8 @@ pick = st.selectbox("Sweep", list(sweeps), key="sweep_pick", format_func=lambda 
                     help="Newest first.")
 metric = st.selectbox("Rank by", list(RANK_METRICS), format_func=RANK_METRICS.get, key="sweep_metric")
 sweep = sweeps[pick]
-active = any(r["state"] in ACTIVE_STATES for r in sweep_rows(store, sweep))
+unfinished = [r["run_id"] for r in sweep_rows(store, sweep) if r["state"] in ACTIVE_STATES]
+active = bool(unfinished)
 
 
 @st.fragment(run_every=2.0 if active else None)
@@ -166,18 +169,10 @@ def results() -> None:
     cells = {tuple(format_value(r.get(k), k) for k in sweep.settings): r[metric] for r in rows}
     st.plotly_chart(sweep_figure(axes, cells, RANK_METRICS[metric].split(" (")[0]), key="sweep_figure",
                     width="stretch")
-    waiting = [r["run_id"] for r in rows if r["state"] in ACTIVE_STATES]
-    metas = {run_id: store.meta(run_id) for run_id in waiting}
-    refusals = {run_id: manage_refusal(m.owner, m.owner_name) for run_id, m in metas.items()}
-    refusal = next((why for why in refusals.values() if why), None)
-    if waiting and st.button(f"⏹ Stop the {len(waiting)} unfinished run(s)", key="sweep_stop",
-                             disabled=refusal is not None, help=refusal):
-        for run_id in waiting:
-            manager().stop(run_id, by=identity())
-        st.toast("Stopping…")
 
 
 results()
-fill_time_box()
+# Stop is drawn with the page, not in the results' fragment (see stop_button); no timing in the run it stopped.
+fill_time_box(just_stopped=bool(unfinished) and stop_button(unfinished, "sweep_stop"))
 st.caption("Runs of a sweep are ordinary runs: watch one train on the **Train** page, or compare the finished ones "
            "on **Compare runs**.")

@@ -19,8 +19,8 @@ from medcls.runs.permissions import QueueLimitError
 from medcls.training.autoplan import folds_for, pool_counts, resolve_image_size
 
 
-def runs_column() -> None:
-    """The run picker and the live view of the chosen run."""
+def runs_column() -> bool:
+    """The run picker and the live view of the chosen run; True in the page run of a click on Stop."""
     st.subheader("Runs")
     store = manager().store
     notice = NOTICE_KEY in st.session_state
@@ -29,7 +29,7 @@ def runs_column() -> None:
     run_ids = list(summaries)
     if not run_ids:
         st.info("No runs yet. Choose options on the left and press **Start training**.")
-        return
+        return False
     picked = st.session_state.get("train_run_picker")
     if picked not in run_ids:
         if picked and not notice:  # the run this page showed was deleted (its folder removed) since the last refresh
@@ -41,7 +41,7 @@ def runs_column() -> None:
     run_id = st.selectbox("Run to show", run_ids, key="train_run_picker", format_func=lambda r: names.get(r, r),
                           help="Newest first.")
     run_actions(summaries[run_id], "train_run_picker")
-    live_panel(run_id)
+    return live_panel(run_id)
 
 
 st.title("🏋️ Train")
@@ -105,14 +105,14 @@ with left:
 
 
 with right:
-    runs_column()
+    stopped = runs_column()
 # The time these options take, measured last: its probe runs for seconds on a fresh machine (a process that
 # imports torch and trains a few steps), and the Start button above and the runs beside it must not wait for it.
 # A click on Start while it runs reruns the page at once (the earlier redraw still waits for the probe): the run is
 # queued above, stop_timing ends that probe, and this redraw does not start another.
 if costs is not None:
     with costs:
-        if started:
-            render_skipped_timing()
+        if started or stopped:
+            render_skipped_timing("Start" if started else "Stop")
         else:
             render_model_summary(trained, spec)
