@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import streamlit as st
 
 from medcls.config import TrainConfig
 from medcls.data import DatasetSpec
 from medcls.figures.training import parameter_bar_figure
+from medcls.jobs.manager import JobManager
 from medcls.models.summary import summarize
 from medcls.runs.records import member_word
 from medcls.training.estimate import (
@@ -29,14 +31,17 @@ from medcls.training.estimate import (
 )
 from medcls.training.hardware import is_quiet, usable_cores
 from medcls.training.pipeline import build_model
+from medcls.training.probe_board import ProbeBoard, ProbePending
 from medcls.training.quiet_timings import recall_quiet, remember_quiet
 
 from .manager import manager
+from .safety import guarded
 from .text import escape_markdown
 
 STANDBY_WAIT_S = 20.0  # at most this long for a warming training process before timing (it takes about 5-8 s)
 PROBE_TTL_S = 600  # the machine's load changes: measure again after ten minutes
 PROBES_KEY = "_timing_probes"  # session state: the stop signals of this session's probes still running
+TIMING_POLL_S = 1.0  # how often a page looks whether a probe beside a training run has answered
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -48,40 +53,75 @@ def _summary(cfg_json: str, num_classes: int, channels: int) -> dict:
             "largest_is_linear": s.largest_is_linear}
 
 
-# No spinner: its animation, drawn by a browser on this machine, slowed the probe's two threads 1.4-1.7x (a lesson
-# estimated at 15-17 min trained in 11.3), so the page shows a still caption while timing (_measured_costs).
-@st.cache_data(show_spinner=False, max_entries=64, ttl=PROBE_TTL_S)
-def _costs(probe_json: str, busy: bool, _stop: threading.Event) -> dict:
-    # ``busy`` (a run trains) is part of the cache's key: a one-thread measurement taken beside a run is not
-    # shown as the machine's speed once the run has ended.
+def _probe(probe_json: str, jobs: JobManager, stop: threading.Event) -> dict:
+    """Time ``probe_json`` in a probe process once ``jobs``' warming training process is ready (``stop`` ends it).
+    No Streamlit here: this also runs in :func:`_beside_runs`' thread."""
     # A training process warming up (the app has just opened, or a run has just ended) would make the probe
     # choose one thread: a lesson on BUSI was estimated at 7.8-8.0 min that way, and trained in 5.8 min.
-    manager().await_warm_worker(STANDBY_WAIT_S, should_stop=_stop.is_set)
-    if _stop.is_set():  # Start was pressed meanwhile: no probe process at all
+    jobs.await_warm_worker(STANDBY_WAIT_S, should_stop=stop.is_set)
+    if stop.is_set():  # Start was pressed meanwhile: no probe process at all
         raise ProbeStopped("The timing probe was stopped: a run started.")
     cfg = TrainConfig.from_json(probe_json)
-    costs = measure_costs(cfg, stop=_stop)
+    costs = measure_costs(cfg, stop=stop)
     remember_quiet(cfg, costs)  # kept on disk if it had every core: for when a run trains
     return costs.to_dict()
 
 
+# No spinner: its animation, drawn by a browser on this machine, slowed the probe's two threads 1.4-1.7x (a lesson
+# estimated at 15-17 min trained in 11.3), so the page shows a still caption while timing (_measured_costs).
+@st.cache_data(show_spinner=False, max_entries=64, ttl=PROBE_TTL_S)
+def _costs(probe_json: str, _stop: threading.Event) -> dict:
+    """The probe's answer on a machine where no run trains, cached for every session; the page waits for it."""
+    return _probe(probe_json, manager(), _stop)
+
+
+@st.cache_resource(show_spinner=False, on_release=ProbeBoard.shutdown)
+def _beside_runs() -> ProbeBoard[dict]:
+    """Probes beside a training run, answered in the background: a page run that waited for one (about 10 s)
+    would hold up every redraw of the page, the run's own progress included. Shared by all sessions; a timing
+    taken beside a run is kept apart from ``_costs`` so that it is not shown as the machine's speed once the run
+    has ended."""
+    return ProbeBoard(ttl_s=PROBE_TTL_S)
+
+
 def _measured_costs(cfg: TrainConfig, spec: DatasetSpec, busy: bool) -> tuple[Costs, float | None]:
-    """The probe's answer for ``cfg`` (cached for all sessions; :func:`stop_timing` can stop it meanwhile), and
-    when it was measured if that was before a run now training (None: measured now, or within the cache's
-    ten minutes). While a run trains (``busy``), a probe would slow it and time only the core it leaves, so a
-    measurement from a quiet machine is used instead when there is one."""
-    if busy and (quiet := recall_quiet(cfg, spec)) is not None:
-        return quiet.costs, quiet.measured_at
-    stop = threading.Event()
+    """The probe's answer for ``cfg`` (:func:`stop_timing` can stop the probe meanwhile), and when it was
+    measured if that was before a run now training (None: measured now, or within the cache's ten minutes).
+
+    While a run trains (``busy``), a probe would slow it and time only the core it leaves, so a measurement from
+    a quiet machine is used instead when there is one. Without one, the options are timed beside the run in the
+    background, and :class:`ProbePending` is raised until the answer is ready (see :func:`render_timing_wait`).
+    """
+    probe_json = probe_config(cfg).to_json()
     probes = st.session_state.setdefault(PROBES_KEY, set())
+    if busy:
+        if (quiet := recall_quiet(cfg, spec)) is not None:
+            return quiet.costs, quiet.measured_at
+        try:
+            return Costs.from_dict(_beside_runs().ask(probe_json, partial(_probe, probe_json, manager()))), None
+        except ProbePending as pending:
+            probes.add(pending.stop)  # so that Start ends it; gone once this session's probes are stopped
+            raise
+    _beside_runs().stop_all()  # the run has ended: a probe beside it would only slow this one
+    stop = threading.Event()
     probes.add(stop)
     timing = st.empty()
     timing.caption("⏱️ Timing a few training steps on this machine, as a training run would…")
     try:
-        return Costs.from_dict(_costs(probe_config(cfg).to_json(), busy, stop)), None
+        return Costs.from_dict(_costs(probe_json, stop)), None
     finally:
         probes.discard(stop)
         timing.empty()
+
+
+@st.fragment(run_every=TIMING_POLL_S)
+@guarded
+def render_timing_wait(pending: ProbePending, what: str) -> None:
+    """A still caption while ``pending`` times ``what`` beside a training run; the page redraws with the answer."""
+    if not _beside_runs().pending(pending.key):
+        st.rerun()  # answered (or failed): the page draws the estimate, or says why there is none
+    st.caption(f"⏱️ Timing {what} beside the run training, in the background, so that the page does not wait "
+               "for it: the estimate appears here once they are timed.")
 
 
 def _measured_words(costs: Costs, measured_at: float | None, busy: bool) -> str:
@@ -156,6 +196,9 @@ def render_group_estimate(configs: Sequence[TrainConfig], labels: Sequence[str],
 
     try:
         estimate = estimate_group(configs, labels, spec, costs_for, warm_start=manager().worker_ready())
+    except ProbePending as pending:
+        render_timing_wait(pending, f"the {group}'s runs")
+        return
     except ProbeStopped:
         return  # a run started from this session meanwhile: the next redraw times them again
     except (EstimateError, ValueError, RuntimeError) as exc:
@@ -191,6 +234,9 @@ def render_model_summary(cfg: TrainConfig, spec: DatasetSpec) -> None:
         busy = bool(manager().running())
         costs, measured_at = _measured_costs(cfg, spec, busy)
         info = _summary(cfg.to_json(), len(spec.classes), costs.channels)
+    except ProbePending as pending:
+        render_timing_wait(pending, "these options")
+        return
     except ProbeStopped:  # a run started meanwhile (this session's Start): that page run shows the skipped note
         render_skipped_timing()
         return

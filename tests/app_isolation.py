@@ -58,3 +58,16 @@ def isolated_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Pat
     finally:
         st.cache_resource.clear()
         st.cache_data.clear()
+
+
+def settle_timings(at, rounds: int = 8) -> None:
+    """Redraw ``at`` until no probe beside a training run is pending, as the page's polling fragment would (AppTest
+    does not run fragment timers); each pending probe is waited for first."""
+    import app.model_summary
+
+    for _ in range(rounds):
+        if not any("in the background" in c.value for c in at.caption):
+            return
+        assert app.model_summary._beside_runs().wait(60), "a probe beside the run did not answer"
+        at.run()
+    raise AssertionError(f"still timing in the background after {rounds} redraws")

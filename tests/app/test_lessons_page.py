@@ -139,6 +139,8 @@ def test_while_a_run_trains_the_lesson_is_timed_from_quiet_measurements_only_if_
     import dataclasses
     import time
 
+    from app_isolation import settle_timings
+
     import app.model_summary
     from medcls.training import quiet_timings
     from medcls.training.estimate import probe_config
@@ -151,6 +153,7 @@ def test_while_a_run_trains_the_lesson_is_timed_from_quiet_measurements_only_if_
 
     at = open_on_folder(tiny_dataset, "app_pages/lessons.py")
     at.selectbox(key="lesson_pick").set_value("networks").run()  # three networks: three timings
+    settle_timings(at)  # beside the run, one after another in the background
     (small,) = [cfg for cfg in timed if cfg.model == "small_cnn"]
     quiet = dataclasses.replace(_fixed_costs(small), decode_image_s=0.001)
     quiet_timings.remember_quiet(probe_config(small), quiet, now=time.time() - 20 * 60)

@@ -364,7 +364,7 @@ def test_start_does_not_wait_for_the_timing_of_the_options(app_env, tiny_dataset
     """Start and the runs are drawn before the options are timed (several seconds on a fresh machine), and the
     page run that starts a run does not time them: a probe then would slow the run's first epoch."""
     import streamlit as st
-    from app_isolation import stand_in_costs
+    from app_isolation import settle_timings, stand_in_costs
 
     import app.identity
     import app.model_summary
@@ -386,7 +386,8 @@ def test_start_does_not_wait_for_the_timing_of_the_options(app_env, tiny_dataset
     assert not at.exception and RunStore(app_env / "runs").list_ids()  # the run was queued
     assert not timed and not any(m.label == "Whole run" for m in at.metric)
     assert any(c.value.startswith("⏱️ Not timed now: you have just pressed Start") for c in at.caption)
-    at.run()  # the next redraw times the options again
+    at.run()  # the next redraw times the options again (in the background while the run trains)
+    settle_timings(at)
     assert timed and any(m.label == "Whole run" for m in at.metric)
 
 
@@ -464,7 +465,7 @@ def test_while_a_run_trains_the_options_are_timed_from_a_quiet_measurement_if_th
     import dataclasses
     import time
 
-    from app_isolation import stand_in_costs
+    from app_isolation import settle_timings, stand_in_costs
 
     import app.model_summary
     from medcls.jobs.manager import JobManager
@@ -476,6 +477,7 @@ def test_while_a_run_trains_the_options_are_timed_from_a_quiet_measurement_if_th
     monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
     at = choose_folder(new_app().run(), tiny_dataset)
     at.switch_page("app_pages/train.py").run()
+    settle_timings(at)
     assert len(timed) == 1  # nothing measured on a quiet machine yet: timed beside the run, and said so
     assert any("Measured now on this machine beside the run training" in c.value and "all 2 cores" in c.value
                for c in at.caption)
@@ -490,6 +492,66 @@ def test_while_a_run_trains_the_options_are_timed_from_a_quiet_measurement_if_th
     monkeypatch.setattr(JobManager, "running", lambda self: [])  # the run ended: timed now, with every core
     at.run()
     assert len(timed) == 2 and not any("beside the run" in c.value or "ago" in c.value for c in at.caption)
+
+
+def test_while_a_run_trains_the_page_does_not_wait_for_a_probe_beside_it(app_env, tiny_dataset, monkeypatch):
+    """A page run that waited for the probe (about 10 s beside a run on 2 cores) held up every redraw of the page,
+    the live panel of the run training included; the options are timed in the background instead, and a small
+    fragment redraws the page once they are."""
+    import threading
+
+    from app_isolation import settle_timings, stand_in_costs
+
+    import app.model_summary
+    from medcls.jobs.manager import JobManager
+
+    release, timed = threading.Event(), []
+
+    def slow_probe(cfg, **_settings):
+        assert release.wait(30), "the test never released the probe"
+        timed.append(cfg)
+        return stand_in_costs(cfg)
+
+    monkeypatch.setattr(app.model_summary, "measure_costs", slow_probe)
+    monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
+    at = choose_folder(new_app().run(), tiny_dataset)
+    began = time.monotonic()
+    at.switch_page("app_pages/train.py").run()
+    assert time.monotonic() - began < 10 and not at.exception and not timed  # drawn while the probe still runs
+    assert not any(m.label == "Whole run" for m in at.metric)
+    (waiting,) = [c.value for c in at.caption if "in the background" in c.value]
+    assert waiting.startswith("⏱️ Timing these options beside the run training")
+    at.run()  # a redraw meanwhile starts no second probe
+    assert len(at.session_state["_timing_probes"]) == 1
+    release.set()
+    settle_timings(at)
+    assert len(timed) == 1 and any(m.label == "Whole run" for m in at.metric)
+    assert any("Measured now on this machine beside the run training" in c.value for c in at.caption)
+
+
+def test_start_stops_a_probe_beside_a_run(app_env, tiny_dataset, monkeypatch):
+    """The probe runs in the background now, but Start still ends it: the new run needs the CPU."""
+    import app.model_summary
+    from medcls.jobs.manager import JobManager
+    from medcls.training.estimate import ProbeStopped
+
+    stops = []
+
+    def probe_until_stopped(cfg, *, stop, **_settings):
+        stops.append(stop)
+        if not stop.wait(30):
+            raise AssertionError("Start did not stop the probe beside the run")
+        raise ProbeStopped("The timing probe was stopped: a run started.")
+
+    monkeypatch.setattr(app.model_summary, "measure_costs", probe_until_stopped)
+    monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    set_tiny_options(at)
+    assert any("in the background" in c.value for c in at.caption)
+    at.button(key="start_training").click().run()
+    assert app.model_summary._beside_runs().wait(10) and stops and all(s.is_set() for s in stops)
+    assert not at.exception and not at.error
 
 
 def test_a_timing_taken_while_other_programs_kept_the_machine_busy_says_so(app_env, tiny_dataset, monkeypatch):

@@ -1,0 +1,96 @@
+"""Timing probes that run in the background, one at a time, with their answers shared for a while.
+
+While a run trains, timing new options beside it takes about 10 s on 2 cores. A page that waited for that
+probe could not redraw anything else meanwhile, not even the progress of the run training. So a page asks the board
+instead: it gets the answer if it is ready, and otherwise :class:`ProbePending` is raised, with the probe started
+once for everyone who asks for the same key. The page shows that the options are being timed and asks again later.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ProbePending(Exception):
+    """The probe for ``key`` is still running; ``stop`` ends it (e.g. when a run is started and needs the CPU)."""
+
+    def __init__(self, key: Hashable, stop: threading.Event) -> None:
+        super().__init__(f"Still timing {key!r}.")
+        self.key = key
+        self.stop = stop
+
+
+@dataclass(frozen=True)
+class _Entry:
+    future: Future
+    stop: threading.Event
+    started: float
+
+
+class ProbeBoard(Generic[T]):
+    """Background probes by key. ``measure(stop)`` runs in the board's one thread and should end soon after
+    ``stop`` is set. An answer is kept for ``ttl_s``, because the machine's load changes. An error is raised
+    to the first caller to ask after it happened and is then forgotten, so that the next ask measures again."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[Hashable, _Entry] = {}
+        # One probe at a time: two at once beside a training run would each time less than the core it leaves.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medcls-probe")
+
+    def ask(self, key: Hashable, measure: Callable[[threading.Event], T]) -> T:
+        """The answer for ``key``; raises :class:`ProbePending` (starting the probe if none runs for ``key``)
+        while it is being measured, or the error the probe raised."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.future.done() and self._clock() - entry.started > self._ttl_s:
+                entry = None  # too old: measure again
+            if entry is None:
+                stop = threading.Event()
+                entry = _Entry(self._pool.submit(measure, stop), stop, self._clock())
+                self._entries[key] = entry
+            if not entry.future.done():
+                raise ProbePending(key, entry.stop)
+            if entry.future.exception() is not None:
+                del self._entries[key]
+        return entry.future.result()
+
+    def pending(self, key: Hashable) -> bool:
+        """Whether the probe for ``key`` is still running (False once it has answered, failed or was never asked)."""
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry is not None and not entry.future.done()
+
+    def stop_all(self) -> None:
+        """End every probe still running: their answers would no longer be used."""
+        with self._lock:
+            for entry in self._entries.values():
+                if not entry.future.done():
+                    entry.stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no probe runs (at most ``timeout`` s); whether none does. For tests and shutdown."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                running = [e.future for e in self._entries.values() if not e.future.done()]
+            if not running:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            time.sleep(0.02 if left is None else min(0.02, left))
+
+    def shutdown(self) -> None:
+        """Stop the probes and the board's thread (when the app's cache is cleared)."""
+        self.stop_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)

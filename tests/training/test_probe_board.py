@@ -1,0 +1,92 @@
+"""The board of background probes: asked while a run trains, it answers later and never makes the asker wait."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from medcls.training.probe_board import ProbeBoard, ProbePending
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def answer_after(release: threading.Event, value, calls: list):
+    def measure(stop: threading.Event):
+        calls.append(stop)
+        assert release.wait(10)
+        return value
+    return measure
+
+
+def test_a_probe_is_started_once_and_its_answer_given_when_ready():
+    board, release, calls = ProbeBoard(ttl_s=60), threading.Event(), []
+    with pytest.raises(ProbePending) as first:
+        board.ask("a", answer_after(release, 1.5, calls))
+    with pytest.raises(ProbePending) as second:  # another session asks meanwhile: the same probe
+        board.ask("a", answer_after(release, 9.9, calls))
+    assert first.value.stop is second.value.stop and board.pending("a")
+    release.set()
+    assert board.wait(5) and not board.pending("a")
+    assert board.ask("a", answer_after(release, 9.9, calls)) == 1.5
+    assert len(calls) == 1
+
+
+def answer(board: ProbeBoard, key: str, measure):
+    """What a page gets on its redraws until the probe has answered (an instant probe may answer at once)."""
+    for _ in range(3):
+        try:
+            return board.ask(key, measure)
+        except ProbePending:
+            assert board.wait(5)
+    raise AssertionError("no answer")
+
+
+def test_an_answer_is_measured_again_after_its_time_to_live():
+    clock, calls = Clock(), []
+    board = ProbeBoard(ttl_s=600, clock=clock)
+    measure = lambda value: lambda stop: calls.append(value) or value  # noqa: E731
+    assert answer(board, "a", measure(1)) == 1
+    clock.now = 599
+    assert answer(board, "a", measure(2)) == 1
+    clock.now = 601
+    assert answer(board, "a", measure(2)) == 2 and calls == [1, 2]
+
+
+def test_an_error_is_raised_once_and_the_next_ask_measures_again():
+    board = ProbeBoard(ttl_s=60)
+
+    def broken(stop):
+        raise RuntimeError("probe failed")
+
+    with pytest.raises(RuntimeError, match="probe failed"):
+        answer(board, "a", broken)
+    assert answer(board, "a", lambda stop: 7) == 7  # forgotten: a new probe
+    assert answer(board, "a", lambda stop: 8) == 7
+
+
+def test_probes_run_one_at_a_time_and_stop_all_ends_them():
+    board, order = ProbeBoard(ttl_s=60), []
+
+    def until_stopped(name):
+        def measure(stop):
+            order.append(f"{name} started")
+            assert stop.wait(10)
+            order.append(f"{name} stopped")
+            raise RuntimeError("stopped")
+        return measure
+
+    for key in ("a", "b"):
+        with pytest.raises(ProbePending):
+            board.ask(key, until_stopped(key))
+    assert not board.wait(0.3) and order == ["a started"]  # b waits for a: they would share the free core
+    board.stop_all()
+    assert board.wait(5)
+    assert order == ["a started", "a stopped", "b started", "b stopped"]
+    board.shutdown()
