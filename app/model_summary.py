@@ -97,11 +97,16 @@ def _measured_costs(cfg: TrainConfig, spec: DatasetSpec, busy: bool) -> tuple[Co
     if busy:
         if (quiet := recall_quiet(cfg, spec)) is not None:
             return quiet.costs, quiet.measured_at
+        measure = partial(_probe, probe_json, manager())
         try:
-            return Costs.from_dict(_beside_runs().ask(probe_json, partial(_probe, probe_json, manager()))), None
+            try:
+                answer = _beside_runs().ask(probe_json, measure)
+            except ProbeStopped:  # by an earlier Start (maybe another session's) or the end of a run: time them now
+                answer = _beside_runs().ask(probe_json, measure)
         except ProbePending as pending:
             probes.add(pending.stop)  # so that Start ends it; gone once this session's probes are stopped
             raise
+        return Costs.from_dict(answer), None
     _beside_runs().stop_all()  # the run has ended: a probe beside it would only slow this one
     stop = threading.Event()
     probes.add(stop)

@@ -554,6 +554,33 @@ def test_start_stops_a_probe_beside_a_run(app_env, tiny_dataset, monkeypatch):
     assert not at.exception and not at.error
 
 
+def test_a_probe_beside_a_run_stopped_earlier_is_timed_again_not_shown_as_just_started(app_env, tiny_dataset,
+                                                                                          monkeypatch):
+    """A probe stopped by a Start minutes ago (or by another session's) is not this redraw's news: the options are
+    timed again instead of saying "you have just pressed Start"."""
+    from app_isolation import settle_timings, stand_in_costs
+
+    import app.model_summary
+    from medcls.jobs.manager import JobManager
+    from medcls.training.estimate import ProbeStopped
+
+    answers = [ProbeStopped("The timing probe was stopped: a run started.")]
+
+    def stopped_once(cfg, **_settings):
+        if answers:
+            raise answers.pop()
+        return stand_in_costs(cfg)
+
+    monkeypatch.setattr(app.model_summary, "measure_costs", stopped_once)
+    monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    settle_timings(at)
+    assert not answers and not at.error
+    assert not any(c.value.startswith("⏱️ Not timed now") for c in at.caption)
+    assert any(m.label == "Whole run" for m in at.metric)
+
+
 def test_a_timing_taken_while_other_programs_kept_the_machine_busy_says_so(app_env, tiny_dataset, monkeypatch):
     """E.g. the app's standby worker starting beside the probe: the estimate is true for now, not for a quiet
     machine, and the page should not present it as the machine's speed."""
