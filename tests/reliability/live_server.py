@@ -151,7 +151,14 @@ class Session:
     def __init__(self, app: LiveApp):
         self.ws = connect(f"ws://127.0.0.1:{app.port}/_stcore/stream", subprotocols=["streamlit"],
                           max_size=None, open_timeout=30).__enter__()  # closed by close()
-        self.auto_rerun: tuple[float, str] | None = None  # (interval, fragment id) the page asked for
+        # fragment id -> interval of each fragment with run_every the page drew, in page order: the live panel
+        # first, then e.g. the estimate's wait for a probe beside the run.
+        self.auto_reruns: dict[str, float] = {}
+
+    @property
+    def auto_rerun(self) -> tuple[float, str] | None:
+        """(interval, fragment id) of the page's first self-refreshing fragment (on the Train page, the live panel)."""
+        return next(((interval, fragment) for fragment, interval in self.auto_reruns.items()), None)
 
     def render(self, page: str = "train", timeout: float = 120.0) -> tuple[float, View]:
         """Ask for a full run of ``page``; (seconds until the script finished, what it showed)."""
@@ -170,7 +177,7 @@ class Session:
             msg.rerun_script.fragment_id = fragment_id
             msg.rerun_script.is_auto_rerun = True
         else:
-            self.auto_rerun = None  # a full run asks again if it still wants them
+            self.auto_reruns.clear()  # a full run asks again for those it still wants
         start = time.perf_counter()
         self.ws.send(msg.SerializeToString())
         view = View()
@@ -180,10 +187,13 @@ class Session:
             kind = fm.WhichOneof("type")
             if kind == "new_session":  # a script run starts (again, after an st.rerun)
                 view = View()
+                if not fm.metadata.run.fragment_ids:  # a full run: it asks again for those it still wants
+                    self.auto_reruns.clear()
             elif kind == "auto_rerun":
-                self.auto_rerun = (fm.auto_rerun.interval, fm.auto_rerun.fragment_id)
+                self.auto_reruns[fm.auto_rerun.fragment_id] = fm.auto_rerun.interval
             elif kind == "stop_auto_rerun":
-                self.auto_rerun = None
+                for stopped in fm.stop_auto_rerun.fragment_ids:
+                    self.auto_reruns.pop(stopped, None)
             elif kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
                 view.add(fm.delta.new_element)
             elif kind == "script_finished" and fm.script_finished != FINISHED_EARLY_FOR_RERUN:
