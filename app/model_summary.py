@@ -97,16 +97,11 @@ def _measured_costs(cfg: TrainConfig, spec: DatasetSpec, busy: bool) -> tuple[Co
     if busy:
         if (quiet := recall_quiet(cfg, spec)) is not None:
             return quiet.costs, quiet.measured_at
-        measure = partial(_probe, probe_json, manager())
         try:
-            try:
-                answer = _beside_runs().ask(probe_json, measure)
-            except ProbeStopped:  # by an earlier Start (maybe another session's) or the end of a run: time them now
-                answer = _beside_runs().ask(probe_json, measure)
+            return Costs.from_dict(_beside_runs().ask(probe_json, partial(_probe, probe_json, manager()))), None
         except ProbePending as pending:
-            probes.add(pending.stop)  # so that Start ends it; gone once this session's probes are stopped
+            probes.add(pending.stop)  # so that Start ends it
             raise
-        return Costs.from_dict(answer), None
     _beside_runs().stop_all()  # the run has ended: a probe beside it would only slow this one
     stop = threading.Event()
     probes.add(stop)
@@ -162,8 +157,10 @@ def stop_timing() -> None:
     A click on Start reruns the page while the earlier run of the page script may still wait for its probe
     (several seconds on a fresh machine); that probe would otherwise slow the new run's first epoch.
     """
-    for stop in list(st.session_state.get(PROBES_KEY, ())):
+    probes = st.session_state.get(PROBES_KEY, set())
+    for stop in list(probes):
         stop.set()
+    probes.clear()  # a probe stopped once needs no second signal
 
 
 def render_skipped_timing(pressed: str = "Start") -> None:

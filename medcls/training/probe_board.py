@@ -37,7 +37,9 @@ class _Entry:
 class ProbeBoard(Generic[T]):
     """Background probes by key. ``measure(stop)`` runs in the board's one thread and should end soon after
     ``stop`` is set. An answer is kept for ``ttl_s``, because the machine's load changes. An error is raised
-    to the first caller to ask after it happened and is then forgotten, so that the next ask measures again."""
+    to the first caller to ask after it happened and is then forgotten, so that the next ask measures again; a
+    probe stopped before it answered is not an error (it was stopped for a reason of its time, not this ask's):
+    the next ask simply measures again."""
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl_s = ttl_s
@@ -52,8 +54,9 @@ class ProbeBoard(Generic[T]):
         while it is being measured, or the error the probe raised."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry.future.done() and self._clock() - entry.started > self._ttl_s:
-                entry = None  # too old: measure again
+            if entry is not None and entry.future.done() and (self._clock() - entry.started > self._ttl_s or
+                                                              self._stopped_unanswered(entry)):
+                entry = None  # too old, or stopped before it answered (e.g. for a run started then): measure again
             if entry is None:
                 stop = threading.Event()
                 entry = _Entry(self._pool.submit(measure, stop), stop, self._clock())
@@ -63,6 +66,10 @@ class ProbeBoard(Generic[T]):
             if entry.future.exception() is not None:
                 del self._entries[key]
         return entry.future.result()
+
+    @staticmethod
+    def _stopped_unanswered(entry: _Entry) -> bool:
+        return entry.stop.is_set() and entry.future.exception() is not None
 
     def pending(self, key: Hashable) -> bool:
         """Whether the probe for ``key`` is still running (False once it has answered, failed or was never asked)."""

@@ -556,27 +556,31 @@ def test_start_stops_a_probe_beside_a_run(app_env, tiny_dataset, monkeypatch):
 
 def test_a_probe_beside_a_run_stopped_earlier_is_timed_again_not_shown_as_just_started(app_env, tiny_dataset,
                                                                                           monkeypatch):
-    """A probe stopped by a Start minutes ago (or by another session's) is not this redraw's news: the options are
-    timed again instead of saying "you have just pressed Start"."""
+    """A probe stopped for a reason of its time (a Start, maybe another session's, or the end of a run) is not a
+    later redraw's news: the options are timed again instead of saying "you have just pressed Start"."""
     from app_isolation import settle_timings, stand_in_costs
 
     import app.model_summary
     from medcls.jobs.manager import JobManager
     from medcls.training.estimate import ProbeStopped
 
-    answers = [ProbeStopped("The timing probe was stopped: a run started.")]
+    probes = []
 
-    def stopped_once(cfg, **_settings):
-        if answers:
-            raise answers.pop()
+    def stopped_the_first_time(cfg, *, stop, **_settings):
+        probes.append(stop)
+        if len(probes) == 1:
+            assert stop.wait(30), "the probe was never stopped"
+            raise ProbeStopped("The timing probe was stopped: a run started.")
         return stand_in_costs(cfg)
 
-    monkeypatch.setattr(app.model_summary, "measure_costs", stopped_once)
+    monkeypatch.setattr(app.model_summary, "measure_costs", stopped_the_first_time)
     monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
     at = choose_folder(new_app().run(), tiny_dataset)
     at.switch_page("app_pages/train.py").run()
+    assert any("in the background" in c.value for c in at.caption)
+    app.model_summary._beside_runs().stop_all()  # as another session's Start would
     settle_timings(at)
-    assert not answers and not at.error
+    assert len(probes) == 2 and not at.error
     assert not any(c.value.startswith("⏱️ Not timed now") for c in at.caption)
     assert any(m.label == "Whole run" for m in at.metric)
 

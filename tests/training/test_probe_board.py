@@ -90,3 +90,21 @@ def test_probes_run_one_at_a_time_and_stop_all_ends_them():
     assert board.wait(5)
     assert order == ["a started", "a stopped", "b started", "b stopped"]
     board.shutdown()
+
+
+def test_a_probe_stopped_before_it_answered_is_measured_again_not_raised():
+    board, calls = ProbeBoard(ttl_s=60), []
+
+    def stopped_then_answers(stop):
+        calls.append(stop)
+        if len(calls) == 1:
+            assert stop.wait(10)
+            raise RuntimeError("stopped")
+        return 5
+
+    with pytest.raises(ProbePending):
+        board.ask("a", stopped_then_answers)
+    board.stop_all()
+    assert answer(board, "a", stopped_then_answers) == 5 and len(calls) == 2
+    board.stop_all()  # nothing runs: an answer given stays
+    assert board.ask("a", stopped_then_answers) == 5 and len(calls) == 2
