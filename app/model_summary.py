@@ -209,8 +209,13 @@ def render_group_estimate(configs: Sequence[TrainConfig], labels: Sequence[str],
     # "Measured earlier while nothing trained" only when every run's timing was; else the fewest threads timed.
     earlier = min(when) if all(t is not None for t in when) else None
     fewest = min((r.costs for r in estimate.runs), key=lambda c: c.threads)
+    # Two probes beside a run each get what the run leaves at their moment: on BUSI a sweep's batch 16 read 1.8 times
+    # batch 32's time that way, against 1.1-1.2 times on the free machine.
+    beside = busy and any(t is None for t in when)  # ``when``: one entry per distinct timing
+    rough = (f" The {len(when)} timings each got what the run left at that moment, so the differences between "
+             "these runs' times are rough too." if beside and len(when) > 1 else "")
     st.caption(f"⏱️ **The {group}'s {len(configs)} runs, one after another: {estimate.total_words()}** "
-               f"({escape_markdown(estimate.run_words())}). {_measured_words(fewest, earlier, busy)} "
+               f"({escape_markdown(estimate.run_words())}). {_measured_words(fewest, earlier, busy)}{rough} "
                "Runs already queued go first, and other programs on the machine change it.")
 
 

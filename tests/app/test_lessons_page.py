@@ -160,6 +160,8 @@ def test_while_a_run_trains_the_lesson_is_timed_from_quiet_measurements_only_if_
     at.run()  # one run has a quiet measurement, two do not: not said to be measured before the run
     (words,) = [c.value for c in at.caption if c.value.startswith("⏱️")]
     assert "ago" not in words and "Measured now on this machine" in words
+    # three timings, two of them beside the run: their differences are not the machine's either
+    assert "The 3 timings each got what the run left at that moment" in words
     for cfg in (cfg for cfg in timed if cfg.model != "small_cnn"):
         quiet = dataclasses.replace(_fixed_costs(cfg), decode_image_s=0.001)
         quiet_timings.remember_quiet(probe_config(cfg), quiet, now=time.time() - 5 * 60)
@@ -167,4 +169,5 @@ def test_while_a_run_trains_the_lesson_is_timed_from_quiet_measurements_only_if_
     at.run()
     (words,) = [c.value for c in at.caption if c.value.startswith("⏱️")]
     assert "Measured on this machine 20 min ago while nothing trained" in words  # the oldest of the three
+    assert "what the run left" not in words  # all three quiet: their differences are the machine's
     assert len(timed) == probes  # none timed beside the run
