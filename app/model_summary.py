@@ -210,7 +210,7 @@ def render_group_estimate(configs: Sequence[TrainConfig], labels: Sequence[str],
     earlier = min(when) if all(t is not None for t in when) else None
     fewest = min((r.costs for r in estimate.runs), key=lambda c: c.threads)
     # Two probes beside a run each get what the run leaves at their moment: on BUSI a sweep's batch 16 read 1.8 times
-    # batch 32's time that way, against 1.1-1.2 times on the free machine.
+    # batch 32's time that way, against 1.0-1.2 times on the free machine.
     beside = busy and any(t is None for t in when)  # ``when``: one entry per distinct timing
     rough = (f" The {len(when)} timings each got what the run left at that moment, so the differences between "
              "these runs' times are rough too." if beside and len(when) > 1 else "")
