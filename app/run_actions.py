@@ -104,8 +104,8 @@ def stop_button(run_ids: list[str], key: str, label: str = "⏹ Stop the unfinis
     except PermissionDenied as exc:  # a run changed hands meanwhile (an instructor role ended)
         st.error(shown(exc))
         return False
-    # A probe of this page's earlier redraw, timing options beside a run that is ending, would time a machine about
-    # to be free, and this redraw would wait for it before the live view could show the run stopped.
+    # A probe still timing options beside a run that is ending (in the background: app.model_summary) would take CPU
+    # from it while it stops, and time a machine about to be free.
     stop_timing()
     st.toast("Stopping the run…" if one else "Stopping the runs…")
     return True
