@@ -27,25 +27,28 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _pixel_centres(height: int, width: int) -> torch.Tensor:
-    """(H*W, 3) rows of (x, y, 1): each output pixel's centre in grid coordinates, -1..1 (align_corners=False)."""
+def _pixel_centres(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each output column's x (W,) and row's y (H, 1) in grid coordinates, -1..1 (align_corners=False)."""
     xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1
     ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
-    return torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
-                        torch.ones(height, width)], -1).reshape(height * width, 3)
+    return xs, ys[:, None]
 
 
 def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``F.affine_grid(theta, (B, C, H, W), align_corners=False)`` as one matrix product with the pixel centres
-    kept from call to call: (B, 2, 3) -> (B, H, W, 2), the same grid to float rounding.
+    """``F.affine_grid(theta, (B, C, H, W), align_corners=False)`` with the pixel centres kept from call to call:
+    (B, 2, 3) -> (B, H, W, 2), the same grid to float rounding.
 
-    The product is (B*2, 3) @ (3, H*W), returned as a (B, H, W, 2) view of its (B, 2, H, W) result, which
-    ``grid_sample`` reads as fast as a contiguous grid. On a CPU, grid and sampling together took 0.55 ms for a
-    batch of 32 at 128 px, against 1.3 ms with the built-in, which rebuilds and copies its base grid every call:
-    a few percent of a small network's training step."""
-    b = theta.shape[0]
-    centres = _pixel_centres(height, width).to(theta.dtype)
-    return (theta.reshape(b * 2, 3) @ centres.t()).view(b, 2, height, width).permute(0, 2, 3, 1)
+    An affine map is separable: grid[b, i, h, w] = theta[b, i, 0] * x[w] + (theta[b, i, 1] * y[h] + theta[b, i, 2]),
+    so the grid is one broadcast sum of a (B, 2, 1, W) and a (B, 2, H, 1) tensor, returned as a (B, H, W, 2) view of
+    its (B, 2, H, W) result, which ``grid_sample`` reads as fast as a contiguous grid. On a CPU (batch of 32 at
+    128 px) it takes 0.08 ms; the built-in, which rebuilds and copies its base grid every call, 2.5 ms; and the
+    same grid as one matrix product (B*2, 3) @ (3, H*W), 0.45 ms on an AMD EPYC, whose BLAS is slow at an inner
+    dimension of 3."""
+    xs, ys = _pixel_centres(height, width)
+    xs, ys = xs.to(theta.dtype), ys.to(theta.dtype)
+    along_x = theta[:, :, 0, None, None] * xs  # (B, 2, 1, W)
+    along_y = torch.addcmul(theta[:, :, 2, None, None], theta[:, :, 1, None, None], ys)  # (B, 2, H, 1)
+    return (along_x + along_y).permute(0, 2, 3, 1)
 
 
 class BatchAugment:
