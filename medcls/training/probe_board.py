@@ -53,10 +53,10 @@ class ProbeBoard(Generic[T]):
         """The answer for ``key``; raises :class:`ProbePending` (starting the probe if none runs for ``key``)
         while it is being measured, or the error the probe raised."""
         with self._lock:
+            self._forget_expired()
             entry = self._entries.get(key)
-            if entry is not None and entry.future.done() and (self._clock() - entry.started > self._ttl_s or
-                                                              self._stopped_unanswered(entry)):
-                entry = None  # too old, or stopped before it answered (e.g. for a run started then): measure again
+            if entry is not None and entry.future.done() and self._stopped_unanswered(entry):
+                entry = None  # stopped before it answered (e.g. for a run started then): measure again
             if entry is None:
                 stop = threading.Event()
                 entry = _Entry(self._pool.submit(measure, stop), stop, self._clock())
@@ -66,6 +66,13 @@ class ProbeBoard(Generic[T]):
             if entry.future.exception() is not None:
                 del self._entries[key]
         return entry.future.result()
+
+    def _forget_expired(self) -> None:
+        """Drop finished probes older than the time to live, of every key: the board is shared by all sessions for
+        the app's life, and each option set anyone timed would otherwise stay in it. Call with the lock held."""
+        now = self._clock()
+        for key in [k for k, e in self._entries.items() if e.future.done() and now - e.started > self._ttl_s]:
+            del self._entries[key]
 
     @staticmethod
     def _stopped_unanswered(entry: _Entry) -> bool:

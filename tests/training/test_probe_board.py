@@ -59,6 +59,16 @@ def test_an_answer_is_measured_again_after_its_time_to_live():
     assert answer(board, "a", measure(2)) == 2 and calls == [1, 2]
 
 
+def test_answers_past_their_time_to_live_are_forgotten_whoever_asks():
+    clock = Clock()
+    board = ProbeBoard(ttl_s=600, clock=clock)
+    for key in ("a", "b", "c"):
+        answer(board, key, lambda stop, key=key: key)
+    clock.now = 601
+    assert answer(board, "d", lambda stop: "d") == "d"
+    assert list(board._entries) == ["d"]  # a, b and c, never asked for again, are not kept for the app's life
+
+
 def test_an_error_is_raised_once_and_the_next_ask_measures_again():
     board = ProbeBoard(ttl_s=60)
 
