@@ -26,22 +26,25 @@ class GroupedBy(NamedTuple):
     said: tuple[str, ...]             # each kind's words for the split's note
 
 
-def split_groups(cfg: DataConfig, paths: Sequence[str], root: str = "", layout: str = "") -> GroupedBy:
-    """The groups of images a split (or the folds) must keep together, as ``cfg`` asks: each subfolder's images
-    (``group_subfolders``; ``root`` and ``layout`` place the class folders) and near-duplicates
-    (``group_duplicates``), joined into one group wherever the two meet."""
+def split_groups(cfg: DataConfig, paths: Sequence[str], labels: Sequence[int], root: str = "",
+                 layout: str = "") -> GroupedBy:
+    """The groups of images a split (or the folds) must keep together, as ``cfg`` asks: each patient or study
+    folder's images (``group_subfolders``; ``root`` and ``layout`` place the folders, and the images' ``labels``
+    tell a class's one container folder from its patients') and near-duplicates (``group_duplicates``), joined
+    into one group wherever the two meet."""
     labelings, kinds, said = [], [], []
     if cfg.group_subfolders:
-        from .subfolders import subfolder_of
+        from .subfolders import patient_folders, subfolder_of
 
-        folders = [subfolder_of(path, root, layout) for path in paths]
+        folders = patient_folders([subfolder_of(path, root, layout) for path in paths], labels)
         ids: dict[str, int] = {}
         labelings.append(np.array([ids.setdefault(key, len(paths) + len(ids)) if key is not None else i
                                    for i, key in enumerate(folders)], dtype=np.int64))
         kinds.append("subfolders")
         inside = len(paths) - folders.count(None)
         said.append(f"each subfolder's images kept in the same split ({inside:,} images in {len(ids):,} "
-                    "subfolder(s))" if ids else "no image is in a subfolder below its class folder")
+                    "subfolder(s))" if ids else "no subfolders to keep together: each class's images sit directly "
+                    "in its folder, or all in one")
     if cfg.group_duplicates:
         from .health import duplicate_group_ids  # hashes every image once (cached by contents)
 

@@ -4,18 +4,23 @@ Medical datasets are often stored one folder per patient or study inside each cl
 (``benign/patient07/*.png``). Unless told to keep them whole, medcls splits images, not folders, so such a
 folder's images can land in train and in test: if the folder is one patient's, the model is tested on a patient
 it learned from, and the test score is optimistic in the same way as a near copy's (:mod:`medcls.data.health`).
-This module finds those folders, says how many a split cuts across, and gives the groups that keep each one in one
-split (``group_subfolders``).
+A ``.csv`` manifest names each image's path, so its folders are read from those paths (``p07/us1.png`` or
+``benign/p07/us1.png``). This module finds those folders, says how many a split cuts across, and gives the groups
+that keep each one in one split (``group_subfolders``).
+
+A class whose images all sit in one folder (``benign/images/``, or a manifest's ``benign/``) holds no patients
+apart: that folder is a container, not a patient's, and is not kept together.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
+from typing import Hashable, Sequence
 
 from .spec import SPLITS, DatasetSpec
 
-__all__ = ["subfolder_of", "subfolder_splits", "subfolder_note"]
+__all__ = ["subfolder_of", "patient_folders", "subfolder_splits", "subfolder_note"]
 
 # How deep an image sits below the dataset folder when it is directly in its class folder, per layout, and how
 # many leading folders name its split (so that train/benign/p07 and test/benign/p07 are one folder, benign/p07).
@@ -24,24 +29,46 @@ _SPLIT_PARTS = {"class_folders": 0, "split_folders": 1}
 
 
 def subfolder_of(path: str, root: str, layout: str) -> str | None:
-    """The subfolder below its class folder that holds an image, as a path from the dataset folder without the
-    split's folder ('benign/patient07'); None for an image directly in its class folder, or a layout without
-    class folders (a manifest, an ``.npz`` file)."""
+    """The folder that holds an image, as a path from the dataset folder without the split's folder: the subfolder
+    below its class folder ('benign/patient07'), or for a manifest the folder its path names ('p07', or
+    'benign' for a manifest of class folders). None for an image directly in its class folder or beside the
+    manifest, one outside the dataset folder, or an ``.npz`` file's."""
+    if layout == "manifest":
+        # the manifest's paths are relative to the folder that holds it (the dataset folder, or the .csv's folder)
+        base = os.path.dirname(root) if root.lower().endswith(".csv") else root
+        parts = _below(path, base)
+        return ("/".join(parts[:-1]) or None) if parts else None
     depth = _CLASS_DEPTH.get(layout)
+    parts = _below(path, root) if depth is not None else None
+    return "/".join(parts[_SPLIT_PARTS[layout]:-1]) if parts and len(parts) > depth else None
+
+
+def _below(path: str, root: str) -> list[str] | None:
+    """The parts of ``path`` below ``root`` (None when it is not below it). Plain string work, not PurePath: the
+    Data explorer asks this of every image on each redraw."""
     prefix = root.rstrip("/" + os.sep) + os.sep
-    if depth is None or not path.startswith(prefix):
-        return None
-    # Plain string work, not PurePath: the Data explorer asks this of every image on each redraw.
-    parts = path[len(prefix):].split(os.sep)
-    return "/".join(parts[_SPLIT_PARTS[layout]:-1]) if len(parts) > depth else None
+    return path[len(prefix):].split(os.sep) if path.startswith(prefix) else None
+
+
+def patient_folders(folders: Sequence[str | None], labels: Sequence[Hashable]) -> list[str | None]:
+    """``folders`` (each image's, from :func:`subfolder_of`) with the containers left out: a class whose images
+    all sit in one folder has no patients apart in it, so that folder is None."""
+    keys: dict[Hashable, set[str | None]] = defaultdict(set)
+    for folder, label in zip(folders, labels):
+        keys[label].add(folder)
+    containers = {label for label, found in keys.items() if len(found) == 1 and None not in found}
+    return [None if label in containers else folder for folder, label in zip(folders, labels)]
 
 
 def subfolder_splits(spec: DatasetSpec) -> dict[str, set[str]]:
-    """Each subfolder below a class folder (as a path from the dataset folder) and the splits its images are in;
-    empty for a dataset whose images sit directly in their class folders, a manifest or an ``.npz`` file."""
+    """Each patient or study folder (as a path from the dataset folder) and the splits its images are in; empty
+    for a dataset whose images sit directly in their class folders, or in one folder a class, or an ``.npz``
+    file."""
+    folders = patient_folders([subfolder_of(item.path, spec.root, spec.layout) for item in spec.items],
+                              [item.label for item in spec.items])
     found: dict[str, set[str]] = defaultdict(set)
-    for item in spec.items:
-        if (key := subfolder_of(item.path, spec.root, spec.layout)) is not None:
+    for item, key in zip(spec.items, folders):
+        if key is not None:
             found[key].add(item.split)
     return dict(found)
 
@@ -51,15 +78,16 @@ def subfolder_note(spec: DatasetSpec) -> str | None:
     splits)."""
     folders = subfolder_splits(spec)
     cut = sorted(name for name, splits in folders.items() if len(splits) > 1)
-    per_class = Counter(name.split("/")[0] for name in folders)
-    if not cut or max(per_class.values()) < 2:  # one folder a class ('benign/images') holds no patients apart
+    if not cut:
         return None
     example = cut[0]
     *rest, last = sorted(folders[example], key=SPLITS.index)
     where = f"{', '.join(rest)} and {last}"
-    return (f"The images sit in {len(folders):,} subfolder(s) below their class folders (one per patient or study, "
+    where_kept = ("folder(s) that the manifest's paths name" if spec.layout == "manifest"
+                  else "subfolder(s) below their class folders")
+    return (f"The images sit in {len(folders):,} {where_kept} (one per patient or study, "
             f"perhaps), and the split puts the images of {len(cut):,} of them in more than one split (such as "
-            f"{example}: {where}). If a subfolder holds one patient's images, "
+            f"{example}: {where}). If a folder holds one patient's images, "
             "the model is tested on patients it learned from, and the test score is optimistic. Tick 'Keep "
             "subfolders in one split' (--group-subfolders; with 'Make my own split' for data that brings its own "
             "split) to keep each subfolder's images together.")

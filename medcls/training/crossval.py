@@ -93,7 +93,8 @@ def fold_assignment(cfg: TrainConfig, pool: DecodedSplit, classes: Sequence[str]
                           f"{cfg.folds} folds, so some folds would never see them. Use fewer folds (at most "
                           f"{int(counts[counts > 0].min())}).")
     place = (spec.root, spec.layout) if spec is not None else ("", "")
-    return stratified_folds(labels, cfg.folds, cfg.data.split_seed, split_groups(cfg.data, pool.paths, *place).groups)
+    groups = split_groups(cfg.data, pool.paths, labels.tolist(), *place).groups
+    return stratified_folds(labels, cfg.folds, cfg.data.split_seed, groups)
 
 
 def _score(result: TrainResult, fold: int, focus: str) -> FoldScore:
