@@ -121,7 +121,17 @@ def render_timing_wait(pending: ProbePending, what: str) -> None:
     if not _beside_runs().pending(pending.key):
         st.rerun()  # answered (or failed): the page draws the estimate, or says why there is none
     st.caption(f"⏱️ Timing {what} beside the run training, in the background, so that the page does not wait "
-               "for it: the estimate appears here once they are timed.")
+               "for it: the estimate appears here once they are timed." + _queue_words(pending))
+
+
+def _queue_words(pending: ProbePending) -> str:
+    """' 2 other option sets are timed first, one at a time (the last took 12 s).' while others are ahead."""
+    queue = _beside_runs().queue(pending.key)
+    if not queue.ahead:
+        return ""
+    took = f" (the last took {queue.last_took_s:.0f} s)" if queue.last_took_s is not None else ""
+    sets = "option set is" if queue.ahead == 1 else "option sets are"
+    return f" {queue.ahead} other {sets} timed first, one at a time{took}."
 
 
 def _measured_words(costs: Costs, measured_at: float | None, busy: bool) -> str:

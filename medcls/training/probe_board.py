@@ -8,6 +8,7 @@ once for everyone who asks for the same key. The page shows that the options are
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -32,6 +33,15 @@ class _Entry:
     future: Future
     stop: threading.Event
     started: float
+    order: int      # when it was asked for, among all probes: the board's one thread runs them in this order
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Where a pending probe stands: the probes of other options that run or wait before it, and how long the
+    last probe to answer took (None before any has), so that a page can say how long the wait may be."""
+    ahead: int
+    last_took_s: float | None
 
 
 class ProbeBoard(Generic[T]):
@@ -46,6 +56,8 @@ class ProbeBoard(Generic[T]):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[Hashable, _Entry] = {}
+        self._asked = itertools.count()
+        self._last_took_s: float | None = None
         # One probe at a time: two at once beside a training run would each time less than the core it leaves.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medcls-probe")
 
@@ -59,13 +71,32 @@ class ProbeBoard(Generic[T]):
                 entry = None  # stopped before it answered (e.g. for a run started then): measure again
             if entry is None:
                 stop = threading.Event()
-                entry = _Entry(self._pool.submit(measure, stop), stop, self._clock())
+                entry = _Entry(self._pool.submit(self._timed, measure, stop), stop, self._clock(), next(self._asked))
                 self._entries[key] = entry
             if not entry.future.done():
                 raise ProbePending(key, entry.stop)
             if entry.future.exception() is not None:
                 del self._entries[key]
         return entry.future.result()
+
+    def _timed(self, measure: Callable[[threading.Event], T], stop: threading.Event) -> T:
+        """``measure(stop)``, noting how long it took when it answered (a stopped or failed probe says nothing of
+        how long the next will take)."""
+        started = time.monotonic()
+        result = measure(stop)
+        with self._lock:
+            self._last_took_s = time.monotonic() - started
+        return result
+
+    def queue(self, key: Hashable) -> Queue:
+        """Where the probe for ``key`` stands: how many probes of other keys, not stopped, run or wait before it
+        (0 when it runs, has answered or was never asked)."""
+        with self._lock:
+            mine = self._entries.get(key)
+            ahead = 0 if mine is None or mine.future.done() else sum(
+                1 for e in self._entries.values()
+                if e.order < mine.order and not e.future.done() and not e.stop.is_set())
+            return Queue(ahead, self._last_took_s)
 
     def _forget_expired(self) -> None:
         """Drop finished probes older than the time to live, of every key: the board is shared by all sessions for

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from apphelpers import as_read, choose_folder, new_app, open_on_folder, set_tiny_options, write_tiny_dataset
 from PIL import Image
 from streamlit.testing.v1.element_tree import Block
@@ -504,6 +505,7 @@ def test_while_a_run_trains_the_page_does_not_wait_for_a_probe_beside_it(app_env
 
     import app.model_summary
     from medcls.jobs.manager import JobManager
+    from medcls.training.probe_board import ProbePending
 
     release, timed = threading.Event(), []
 
@@ -515,12 +517,15 @@ def test_while_a_run_trains_the_page_does_not_wait_for_a_probe_beside_it(app_env
     monkeypatch.setattr(app.model_summary, "measure_costs", slow_probe)
     monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
     at = choose_folder(new_app().run(), tiny_dataset)
+    with pytest.raises(ProbePending):  # another session's options are being timed already: these wait behind them
+        app.model_summary._beside_runs().ask("someone else's options", lambda stop: release.wait(30) and {})
     began = time.monotonic()
     at.switch_page("app_pages/train.py").run()
     assert time.monotonic() - began < 10 and not at.exception and not timed  # drawn while the probe still runs
     assert not any(m.label == "Whole run" for m in at.metric)
     (waiting,) = [c.value for c in at.caption if "in the background" in c.value]
     assert waiting.startswith("⏱️ Timing these options beside the run training")
+    assert "once they are timed. 1 other option set is timed first, one at a time." in waiting
     at.run()  # a redraw meanwhile starts no second probe
     assert len(at.session_state["_timing_probes"]) == 1
     release.set()

@@ -118,3 +118,18 @@ def test_a_probe_stopped_before_it_answered_is_measured_again_not_raised():
     assert answer(board, "a", stopped_then_answers) == 5 and len(calls) == 2
     board.stop_all()  # nothing runs: an answer given stays
     assert board.ask("a", stopped_then_answers) == 5 and len(calls) == 2
+
+
+def test_a_pending_probe_knows_how_many_run_or_wait_before_it_and_how_long_the_last_took():
+    board, release, calls = ProbeBoard(ttl_s=60), threading.Event(), []
+    assert board.queue("a").ahead == 0 and board.queue("a").last_took_s is None  # never asked
+    for key in ("a", "b", "c"):
+        with pytest.raises(ProbePending):
+            board.ask(key, answer_after(release, key, calls))
+    assert [board.queue(key).ahead for key in ("a", "b", "c")] == [0, 1, 2]  # a runs; b and c wait, in turn
+    board._entries["b"].stop.set()  # a stopped probe ends at once when its turn comes: it is no wait
+    assert board.queue("c").ahead == 1
+    release.set()
+    assert board.wait(5)
+    done = board.queue("c")
+    assert done.ahead == 0 and done.last_took_s is not None and 0 <= done.last_took_s < 10
