@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from functools import partial
 
@@ -41,6 +42,7 @@ from .text import escape_markdown
 STANDBY_WAIT_S = 20.0  # at most this long for a warming training process before timing (it takes about 5-8 s)
 PROBE_TTL_S = 600  # the machine's load changes: measure again after ten minutes
 PROBES_KEY = "_timing_probes"  # session state: the stop signals of this session's probes still running
+ASKER_KEY = "_timing_asker"  # session state: who this session is to the probe board (it waits for one probe)
 TIMING_POLL_S = 1.0  # how often a page looks whether a probe beside a training run has answered
 
 
@@ -98,7 +100,9 @@ def _measured_costs(cfg: TrainConfig, spec: DatasetSpec, busy: bool) -> tuple[Co
         if (quiet := recall_quiet(cfg, spec)) is not None:
             return quiet.costs, quiet.measured_at
         try:
-            return Costs.from_dict(_beside_runs().ask(probe_json, partial(_probe, probe_json, manager()))), None
+            asker = st.session_state.setdefault(ASKER_KEY, uuid.uuid4().hex)
+            answer = _beside_runs().ask(probe_json, partial(_probe, probe_json, manager()), asker=asker)
+            return Costs.from_dict(answer), None
         except ProbePending as pending:
             probes.add(pending.stop)  # so that Start ends it
             raise

@@ -57,18 +57,27 @@ class ProbeBoard(Generic[T]):
         self._lock = threading.Lock()
         self._entries: dict[Hashable, _Entry] = {}
         self._asked = itertools.count()
+        self._waiting: dict[Hashable, Hashable] = {}  # asker -> the key it last asked for
         self._last_took_s: float | None = None
         # One probe at a time: two at once beside a training run would each time less than the core it leaves.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medcls-probe")
 
-    def ask(self, key: Hashable, measure: Callable[[threading.Event], T]) -> T:
+    def ask(self, key: Hashable, measure: Callable[[threading.Event], T], asker: Hashable | None = None) -> T:
         """The answer for ``key``; raises :class:`ProbePending` (starting the probe if none runs for ``key``)
-        while it is being measured, or the error the probe raised."""
+        while it is being measured, or the error the probe raised.
+
+        ``asker`` (a page's session) waits for one probe at a time: when it asks for another key, the probe it
+        waited for is stopped if no other asker waits for it. In a classroom every change of an option asks for a
+        new probe, and the probes of options no one looks at any more would otherwise hold up everyone's turn."""
         with self._lock:
             self._forget_expired()
+            if asker is not None:
+                self._wait_for(asker, key)
             entry = self._entries.get(key)
-            if entry is not None and entry.future.done() and self._stopped_unanswered(entry):
-                entry = None  # stopped before it answered (e.g. for a run started then): measure again
+            if entry is not None and self._stopped_unanswered(entry):
+                # stopped before it answered (a run started, or no one waited for it): measure again, without
+                # waiting for a stopped probe to end first
+                entry = None
             if entry is None:
                 stop = threading.Event()
                 entry = _Entry(self._pool.submit(self._timed, measure, stop), stop, self._clock(), next(self._asked))
@@ -78,6 +87,16 @@ class ProbeBoard(Generic[T]):
             if entry.future.exception() is not None:
                 del self._entries[key]
         return entry.future.result()
+
+    def _wait_for(self, asker: Hashable, key: Hashable) -> None:
+        """Note that ``asker`` now waits for ``key``, and stop the probe it waited for before if no one else does.
+        Call with the lock held."""
+        before = self._waiting.get(asker)
+        self._waiting[asker] = key
+        if before is None or before == key or before in self._waiting.values():
+            return
+        if (left := self._entries.get(before)) is not None and not left.future.done():
+            left.stop.set()
 
     def _timed(self, measure: Callable[[threading.Event], T], stop: threading.Event) -> T:
         """``measure(stop)``, noting how long it took when it answered (a stopped or failed probe says nothing of
@@ -104,10 +123,14 @@ class ProbeBoard(Generic[T]):
         now = self._clock()
         for key in [k for k, e in self._entries.items() if e.future.done() and now - e.started > self._ttl_s]:
             del self._entries[key]
+        # an asker whose probe has ended waits for nothing (and may have closed its page for good)
+        for asker in [a for a, k in self._waiting.items() if k not in self._entries or self._entries[k].future.done()]:
+            del self._waiting[asker]
 
     @staticmethod
     def _stopped_unanswered(entry: _Entry) -> bool:
-        return entry.stop.is_set() and entry.future.exception() is not None
+        """Stopped, and ended (or will end) without an answer."""
+        return entry.stop.is_set() and (not entry.future.done() or entry.future.exception() is not None)
 
     def pending(self, key: Hashable) -> bool:
         """Whether the probe for ``key`` is still running (False once it has answered, failed or was never asked)."""

@@ -534,6 +534,35 @@ def test_while_a_run_trains_the_page_does_not_wait_for_a_probe_beside_it(app_env
     assert any("Measured now on this machine beside the run training" in c.value for c in at.caption)
 
 
+def test_changing_an_option_stops_the_probe_beside_a_run_that_no_one_waits_for(app_env, tiny_dataset, monkeypatch):
+    """Beside a run the probes take turns; a session that changed its options no longer waits for the old ones."""
+    import app.model_summary
+    from medcls.jobs.manager import JobManager
+
+    stops = []
+
+    def probe_until_stopped(cfg, *, stop, **_settings):
+        stops.append(stop)
+        assert stop.wait(30), "the probe was never stopped"
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(app.model_summary, "measure_costs", probe_until_stopped)
+    monkeypatch.setattr(JobManager, "running", lambda self: ["someone-elses-run"])
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    assert any("in the background" in c.value for c in at.caption)
+    board = app.model_summary._beside_runs()
+    for _ in range(100):  # the board's thread starts the first probe
+        if stops:
+            break
+        time.sleep(0.02)
+    first = stops[0]
+    at.number_input(key="opt_batch_size").set_value(8).run()  # another probe key: the first is no one's wait
+    assert first.is_set() and not at.exception
+    board.stop_all()
+    assert board.wait(10)
+
+
 def test_start_stops_a_probe_beside_a_run(app_env, tiny_dataset, monkeypatch):
     """The probe runs in the background now, but Start still ends it: the new run needs the CPU."""
     import app.model_summary

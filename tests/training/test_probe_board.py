@@ -133,3 +133,35 @@ def test_a_pending_probe_knows_how_many_run_or_wait_before_it_and_how_long_the_l
     assert board.wait(5)
     done = board.queue("c")
     assert done.ahead == 0 and done.last_took_s is not None and 0 <= done.last_took_s < 10
+
+
+def until_released_or_stopped(release: threading.Event, value):
+    def measure(stop: threading.Event):
+        while not release.is_set():
+            if stop.wait(0.01):
+                raise RuntimeError("stopped")
+        return value
+    return measure
+
+
+def test_a_probe_no_one_waits_for_any_more_is_stopped_and_a_new_ask_measures_afresh():
+    """In a classroom each change of an option asks for a new probe; the old ones, if no one else waits for them,
+    must not hold up everyone's turn."""
+    board, release = ProbeBoard(ttl_s=60), threading.Event()
+    with pytest.raises(ProbePending) as a:
+        board.ask("a", until_released_or_stopped(release, "a"), asker="ana")
+    with pytest.raises(ProbePending):
+        board.ask("a", until_released_or_stopped(release, "a"), asker="ben")
+    with pytest.raises(ProbePending):
+        board.ask("b", until_released_or_stopped(release, "b"), asker="ana")  # Ana changed an option
+    assert not a.value.stop.is_set()  # Ben still waits for a
+    with pytest.raises(ProbePending):
+        board.ask("c", until_released_or_stopped(release, "c"), asker="ben")
+    assert a.value.stop.is_set() and board.queue("c").ahead == 1  # no one waits for a: stopped, and no wait
+    with pytest.raises(ProbePending) as again:  # someone asks for a later: measured afresh, not the stopped probe
+        board.ask("a", until_released_or_stopped(release, "a again"), asker="cleo")
+    assert again.value.stop is not a.value.stop and not again.value.stop.is_set()
+    release.set()
+    assert board.wait(5)
+    assert [board.ask(key, lambda stop: "never") for key in ("a", "b", "c")] == ["a again", "b", "c"]
+    assert board._waiting == {}  # their probes have answered: no one waits, and no session is kept
