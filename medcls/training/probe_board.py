@@ -71,8 +71,6 @@ class ProbeBoard(Generic[T]):
         new probe, and the probes of options no one looks at any more would otherwise hold up everyone's turn."""
         with self._lock:
             self._forget_expired()
-            if asker is not None:
-                self._wait_for(asker, key)
             entry = self._entries.get(key)
             if entry is not None and self._stopped_unanswered(entry):
                 # stopped before it answered (a run started, or no one waited for it): measure again, without
@@ -83,6 +81,8 @@ class ProbeBoard(Generic[T]):
                 entry = _Entry(self._pool.submit(self._timed, measure, stop), stop, self._clock(), next(self._asked))
                 self._entries[key] = entry
             if not entry.future.done():
+                if asker is not None:  # a key already answered (a lesson's first run) changes no one's wait
+                    self._wait_for(asker, key)
                 raise ProbePending(key, entry.stop)
             if entry.future.exception() is not None:
                 del self._entries[key]

@@ -165,3 +165,18 @@ def test_a_probe_no_one_waits_for_any_more_is_stopped_and_a_new_ask_measures_afr
     assert board.wait(5)
     assert [board.ask(key, lambda stop: "never") for key in ("a", "b", "c")] == ["a again", "b", "c"]
     assert board._waiting == {}  # their probes have answered: no one waits, and no session is kept
+
+
+def test_asking_for_an_answered_key_does_not_stop_the_probe_the_asker_waits_for():
+    """A lesson's page asks for each run's timing in turn on every redraw: the first, answered, then the second,
+    pending. Asking for the first again must not count as leaving the second."""
+    board, release = ProbeBoard(ttl_s=60), threading.Event()
+    assert answer(board, "first run", lambda stop: 1) == 1
+    with pytest.raises(ProbePending) as second:
+        board.ask("second run", until_released_or_stopped(release, 2), asker="ana")
+    assert board.ask("first run", lambda stop: 9, asker="ana") == 1  # the next redraw
+    with pytest.raises(ProbePending):
+        board.ask("second run", until_released_or_stopped(release, 2), asker="ana")
+    assert not second.value.stop.is_set()
+    release.set()
+    assert answer(board, "second run", lambda stop: 9) == 2
