@@ -305,10 +305,11 @@ def _make_split(splits: list, positions: list[int], paths: list[str], labels: li
     """A stratified, seeded train/val/test split of the items at ``positions`` (each subfolder's images kept
     together with ``group_subfolders``, near-duplicates with ``group_duplicates``); the note says how it was made
     (see :func:`medcls.data.health.made_own_split`)."""
-    grouping = split_groups(cfg, paths, [labels[i] for i in positions], root, layout)
+    item_labels = [labels[i] for i in positions]
+    grouping = split_groups(cfg, paths, item_labels, root, layout)
     groups = grouping.groups
     grouped = "".join(f"; {words}" for words in grouping.said)
-    assigned, tiny = stratified_split([labels[i] for i in positions], cfg.val_fraction, cfg.test_fraction,
+    assigned, tiny = stratified_split(item_labels, cfg.val_fraction, cfg.test_fraction,
                                       cfg.split_seed, groups=groups)
     why = "The dataset's own split was set aside ('Make my own split')" if set_aside else "No split given"
     report.notes.append(f"{why}: made a stratified {1 - cfg.val_fraction - cfg.test_fraction:.0%}/"
@@ -344,10 +345,9 @@ def _carve_missing_splits(splits: list[str], labels: list[int], classes: list[st
         train_pos = [i for i, s in enumerate(splits) if s == "train"]
         # Fraction of the whole dataset, taken from train.
         share = min(0.5, fraction * len(splits) / max(1, len(train_pos)))
-        groups = split_groups(cfg, [paths[i] for i in train_pos], [labels[i] for i in train_pos], root,
-                              layout).groups if paths else None
-        assigned, _ = stratified_split([labels[i] for i in train_pos], 0.0, share, cfg.split_seed + 1,
-                                       groups=groups)
+        train_labels = [labels[i] for i in train_pos]
+        groups = split_groups(cfg, [paths[i] for i in train_pos], train_labels, root, layout).groups if paths else None
+        assigned, _ = stratified_split(train_labels, 0.0, share, cfg.split_seed + 1, groups=groups)
         _apply(splits, train_pos, [missing if a == "test" else "train" for a in assigned])
         report.notes.append(f"No {missing} split found: carved {assigned.count('test')} images from train "
                             f"(stratified, seed {cfg.split_seed + 1}).")

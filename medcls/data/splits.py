@@ -34,9 +34,9 @@ def split_groups(cfg: DataConfig, paths: Sequence[str], labels: Sequence[int], r
     into one group wherever the two meet."""
     labelings, kinds, said = [], [], []
     if cfg.group_subfolders:
-        from .subfolders import patient_folders, subfolder_of
+        from .subfolders import patient_folders
 
-        folders = patient_folders([subfolder_of(path, root, layout) for path in paths], labels)
+        folders = patient_folders(paths, labels, root, layout)
         ids: dict[str, int] = {}
         labelings.append(np.array([ids.setdefault(key, len(paths) + len(ids)) if key is not None else i
                                    for i, key in enumerate(folders)], dtype=np.int64))

@@ -50,9 +50,10 @@ def _below(path: str, root: str) -> list[str] | None:
     return path[len(prefix):].split(os.sep) if path.startswith(prefix) else None
 
 
-def patient_folders(folders: Sequence[str | None], labels: Sequence[Hashable]) -> list[str | None]:
-    """``folders`` (each image's, from :func:`subfolder_of`) with the containers left out: a class whose images
-    all sit in one folder has no patients apart in it, so that folder is None."""
+def patient_folders(paths: Sequence[str], labels: Sequence[Hashable], root: str, layout: str) -> list[str | None]:
+    """The patient or study folder of each image (:func:`subfolder_of`), with the containers left out: a class whose
+    images all sit in one folder has no patients apart in it, so that folder is None."""
+    folders = [subfolder_of(path, root, layout) for path in paths]
     keys: dict[Hashable, set[str | None]] = defaultdict(set)
     for folder, label in zip(folders, labels):
         keys[label].add(folder)
@@ -64,8 +65,8 @@ def subfolder_splits(spec: DatasetSpec) -> dict[str, set[str]]:
     """Each patient or study folder (as a path from the dataset folder) and the splits its images are in; empty
     for a dataset whose images sit directly in their class folders, or in one folder a class, or an ``.npz``
     file."""
-    folders = patient_folders([subfolder_of(item.path, spec.root, spec.layout) for item in spec.items],
-                              [item.label for item in spec.items])
+    folders = patient_folders([item.path for item in spec.items], [item.label for item in spec.items], spec.root,
+                              spec.layout)
     found: dict[str, set[str]] = defaultdict(set)
     for item, key in zip(spec.items, folders):
         if key is not None:
