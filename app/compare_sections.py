@@ -25,6 +25,7 @@ from medcls.analysis.operating_point import (
 )
 from medcls.analysis.paired import image_by_image
 from medcls.analysis.uncertainty import (
+    FLAT_INTERVAL_NOTE,
     has_flat_interval,
     interval_rows,
     run_intervals,
@@ -76,8 +77,7 @@ def uncertainty_section(store: RunStore, run_ids: list[str], names: dict[str, st
     st.dataframe(metrics_down(pd.DataFrame(interval_rows(intervals, focus)).set_index("run")), width="stretch",
                  height="content", placeholder="–")
     st.plotly_chart(interval_figure(intervals), key="intervals", width="stretch")
-    flat = (" A perfect score on these few images gives every resample the same value, so its range has no "
-            "width: that says nothing about new images.") if has_flat_interval(intervals) else ""
+    flat = f" {FLAT_INTERVAL_NOTE}" if has_flat_interval(intervals) else ""
     paired = (" Runs whose intervals overlap may not really differ; runs tested on the same images are compared more "
               "sharply image by image below.") if len(run_ids) > 1 else ""
     st.caption("Each number is followed by its 95% interval. Accuracy and recall are shares of the test images "

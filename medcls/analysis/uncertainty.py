@@ -31,11 +31,16 @@ from .metrics import macro_over_present
 
 __all__ = ["metric_intervals", "proportion_interval", "resample_counts", "weighted_average_precision",
            "small_class_warnings", "format_interval", "interval_rows", "run_intervals", "has_flat_interval",
+           "FLAT_INTERVAL_NOTE",
            "score_headline", "MIN_RELIABLE", "N_BOOT", "METHOD"]
 
 MIN_RELIABLE = 30   # fewer test images of a class than this earns a warning
 N_BOOT = 1000
 # Stored with every run's intervals; runs stored with another method get theirs computed again when read.
+# Said wherever a score shows "(no interval)": the Wilson interval always has a width, the bootstrap's not always.
+FLAT_INTERVAL_NOTE = ("A score marked 'no interval' came out the same in every resample of the test images, as "
+                      "happens when every image is answered right; that says nothing about new images, so the "
+                      "bootstrap gives it no range.")
 METHOD = ("Wilson score interval (accuracy, recall); percentile bootstrap (macro-F1 over the classes present, "
           "average precision)")
 
@@ -136,13 +141,16 @@ def metric_intervals(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[st
 
 
 def format_interval(ci: Mapping | None, percent: bool = False) -> str:
-    """'0.85 (0.78–0.91)' or '85% (78–91%)'; '–' when undefined."""
+    """'0.85 (0.78–0.91)' or '85% (78–91%)'; '–' when undefined; '1.00 (no interval)' for a bootstrap range of
+    no width (see :data:`FLAT_INTERVAL_NOTE`), which would otherwise read as certainty."""
     if not ci:
         return "–"
     fmt = (lambda v: f"{v * 100:.0f}") if percent else (lambda v: f"{v:.2f}")
     unit = "%" if percent else ""
     if ci.get("low") is None:
         return f"{fmt(ci['estimate'])}{unit}"
+    if _flat(ci):
+        return f"{fmt(ci['estimate'])}{unit} (no interval)"
     return f"{fmt(ci['estimate'])}{unit} ({fmt(ci['low'])}–{fmt(ci['high'])}{unit})"
 
 
@@ -161,8 +169,9 @@ def score_headline(intervals: Mapping, focus_class: str = "") -> str:
         found = round(focus["recall"]["estimate"] * support)
         parts.append(f"{focus_class} recall {format_interval(focus['recall'])}, {found} of its {support} "
                      f"image{'' if support == 1 else 's'} found")
+    flat = f" {FLAT_INTERVAL_NOTE}" if has_flat_interval({"run": intervals}) else ""
     return (f"On its {n} test image{'' if n == 1 else 's'}: " + ", ".join(parts)
-            + ". In brackets: the 95% interval, where the score on new images of the same kind could lie.")
+            + ". In brackets: the 95% interval, where the score on new images of the same kind could lie." + flat)
 
 
 def interval_rows(intervals: Mapping[str, Mapping], focus_class: str = "") -> list[dict[str, str]]:
@@ -241,14 +250,15 @@ def _small_classes_warning(n: int, classes: Mapping[str, list[tuple[str, Mapping
     return text + " Differences of a few percent between runs may be chance."
 
 
+def _flat(ci: Mapping | None) -> bool:
+    return bool(ci) and ci.get("low") is not None and ci["low"] == ci["high"]
+
+
 def has_flat_interval(intervals: Mapping[str, Mapping]) -> bool:
     """Whether a bootstrap interval (macro-F1, AP) of any run has no width: every resample gave the same value,
-    which happens only for a perfect score, and says nothing about new images."""
-    def flat(ci: Mapping | None) -> bool:
-        return bool(ci) and ci.get("low") is not None and ci["low"] == ci["high"]
-
-    return any(flat(ci.get("macro_f1")) or any(flat(c.get("average_precision"))
-                                               for c in ci.get("per_class", {}).values())
+    as for a perfect score, which says nothing about new images (:data:`FLAT_INTERVAL_NOTE`)."""
+    return any(_flat(ci.get("macro_f1")) or any(_flat(c.get("average_precision"))
+                                                for c in ci.get("per_class", {}).values())
                for ci in intervals.values())
 
 

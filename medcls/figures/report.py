@@ -28,7 +28,13 @@ from ..analysis.operating_point import (
     operating_point,
     threshold_for_sensitivity,
 )
-from ..analysis.uncertainty import format_interval, run_intervals, small_class_warnings
+from ..analysis.uncertainty import (
+    FLAT_INTERVAL_NOTE,
+    format_interval,
+    has_flat_interval,
+    run_intervals,
+    small_class_warnings,
+)
 from ..atomic import atomic_write_text
 from ..config import format_value, settings_rows
 from ..data import default_focus_class
@@ -129,7 +135,8 @@ def _metrics_section(test: SplitMetrics, ci: Mapping) -> str:
                      else _num(c.average_precision)})
     warnings = "".join(f"<div class='warn'>{_esc(w)}</div>" for w in small_class_warnings({'run': ci})) if ci else ""
     method = (f"<p class='muted'>95% intervals: {ci.get('method')}, {ci.get('n_boot')} resamples of the test "
-              "images for the bootstrap (its range holds the middle 95% of the resampled values).</p>") if ci else ""
+              "images for the bootstrap (its range holds the middle 95% of the resampled values)."
+              + (f" {_esc(FLAT_INTERVAL_NOTE)}" if has_flat_interval({"run": ci}) else "") + "</p>") if ci else ""
     return _pairs(overall) + _table(rows) + warnings + method
 
 

@@ -12,6 +12,7 @@ from sklearn.metrics import average_precision_score
 
 from medcls.analysis.metrics import classification_metrics, softmax
 from medcls.analysis.uncertainty import (
+    FLAT_INTERVAL_NOTE,
     METHOD,
     format_interval,
     has_flat_interval,
@@ -113,6 +114,19 @@ def test_a_perfect_score_is_flagged_where_resampling_cannot_bound_it():
     assert ci["per_class"]["benign"]["recall"]["low"] < 0.75  # 10 of 10: still a wide range
     assert has_flat_interval({"run-a": ci})
     assert not has_flat_interval({"run-a": metric_intervals(*_predictions(150), CLASSES, n_boot=100)})
+
+
+def test_a_range_of_no_width_is_not_shown_as_certainty():
+    y_true = np.repeat(np.arange(3), 5)
+    ci = metric_intervals(y_true, np.eye(3)[y_true] * 0.7 + 0.1, CLASSES, n_boot=100)
+    assert format_interval(ci["macro_f1"]) == "1.00 (no interval)"  # not "1.00 (1.00–1.00)"
+    assert format_interval(ci["per_class"]["benign"]["average_precision"], percent=True) == "100% (no interval)"
+    assert format_interval(ci["accuracy"]).startswith("1.00 (0.")  # 15 of 15: Wilson still gives a range
+    headline = score_headline(ci, "malignant")
+    assert "macro-F1 1.00 (no interval)" in headline and FLAT_INTERVAL_NOTE in headline
+    rows = interval_rows({"run-a": ci}, "malignant")
+    assert rows[0]["macro-F1"] == "1.00 (no interval)"
+    assert FLAT_INTERVAL_NOTE not in score_headline(metric_intervals(*_predictions(150), CLASSES, n_boot=100))
 
 
 def test_bootstrap_is_seeded_and_fast():

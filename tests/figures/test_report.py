@@ -118,3 +118,22 @@ def test_a_stopped_fold_ensemble_does_not_count_its_cut_fold_as_stopped_early(fi
     store.write_cross_validation(run_id, CrossValidation(folds=2, grouped=False, completed=2,
                                                          scores=(score(1, epochs), score(2, epochs - 1))))
     assert "<th>stopped early</th><td>1 of 2 fold models</td>" in run_card_html(store, run_id)
+
+
+def test_a_perfect_macro_f1_is_shown_without_a_range_and_explained(finished_run, monkeypatch):
+    import numpy as np
+
+    from medcls.analysis import uncertainty
+    from medcls.figures import report
+
+    store, run_id = finished_run
+    classes = list(store.metrics(run_id).test.per_class)
+    y_true = np.repeat(np.arange(len(classes)), 4)
+    perfect = uncertainty.metric_intervals(y_true, np.eye(len(classes))[y_true], classes, n_boot=50)
+    monkeypatch.setattr(report, "run_intervals", lambda *args, **kwargs: perfect)
+    html = run_card_html(store, run_id)
+    assert "1.00 (no interval)" in html and "1.00 (1.00–1.00)" not in html
+    assert "says nothing about new images" in html  # FLAT_INTERVAL_NOTE, escaped for HTML
+    monkeypatch.undo()
+    real = uncertainty.run_intervals(store, run_id)  # the tiny run's own scores: a range wherever one has width
+    assert ("no interval" in run_card_html(store, run_id)) == uncertainty.has_flat_interval({"run": real})
