@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 import streamlit as st
 
@@ -146,40 +147,36 @@ def _zip_upload(sb) -> str:
             sb.caption(f"Using the .zip uploaded earlier: `{shown(Path(earlier).name).replace('`', '')}`")
             return earlier
         return ""
+    folder = _keep_upload(sb, upload, uploads().add_zip)
+    if folder:
+        sb.caption(f"Unpacked to `{redact_paths(folder).replace('`', '')}`")
+    return folder
+
+
+def _keep_upload(sb, upload, add: Callable[..., Path]) -> str:
+    """Check ``upload``'s size, keep it with ``add`` (the upload store's ``add_zip`` or ``add_npz``) and remember
+    it for this session; the kept path, or '' after saying why it was refused."""
     too_large = upload_too_large(upload.name, upload.size, MAX_UPLOAD_MB)
     if too_large:
         sb.error(f"Upload refused: {shown(too_large)}")
         return ""
     try:
-        folder = uploads().add_zip(upload.getvalue(), upload.name, by=identity())
+        kept = str(add(upload.getvalue(), upload.name, by=identity()))
     except (ArchiveError, UploadError) as exc:
         named = str(exc) if str(exc).startswith(upload.name) else f"{upload.name}: {exc}"
         sb.error(f"Upload refused: {shown(named)}")
         _manage_uploads(sb)
         return ""
-    save_upload(str(folder))
-    sb.caption(f"Unpacked to `{redact_paths(str(folder)).replace('`', '')}`")
+    save_upload(kept)
     _manage_uploads(sb)
-    return str(folder)
+    return kept
 
 
 def _npz_choice(sb) -> str:
     upload = sb.file_uploader("MedMNIST .npz", type=["npz"], key="data_npz", max_upload_size=MAX_UPLOAD_MB,
                               help="A MedMNIST-style file with train_images, train_labels, val_..., test_...")
     if upload is not None:
-        too_large = upload_too_large(upload.name, upload.size, MAX_UPLOAD_MB)
-        if too_large:
-            sb.error(f"Upload refused: {shown(too_large)}")
-            return ""
-        try:
-            target = uploads().add_npz(upload.getvalue(), upload.name, by=identity())
-        except UploadError as exc:
-            sb.error(f"Upload refused: {shown(exc)}")
-            _manage_uploads(sb)
-            return ""
-        save_upload(str(target))
-        _manage_uploads(sb)
-        return str(target)
+        return _keep_upload(sb, upload, uploads().add_npz)
     _manage_uploads(sb)
     typed = sb.text_input("…or its path on the server", key="data_npz_path", bind="query-params").strip()
     if typed:

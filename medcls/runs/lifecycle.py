@@ -21,7 +21,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text, atomic_write_with
 from .records import RecordError, RunStatus, member_word
 
-__all__ = ["RunLifecycle", "this_process", "FROM_THE_START", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S",
+__all__ = ["RunLifecycle", "this_process", "utc_now", "FROM_THE_START", "HEARTBEAT_STALE_S", "STARTUP_GRACE_S",
            "CheckpointError", "InvalidRunIdError", "RunNotFoundError"]
 
 HEARTBEAT_STALE_S = 45.0  # a running run whose training loop has not beaten for this long is interrupted
@@ -40,7 +40,8 @@ class CheckpointError(ValueError):
     """A run's checkpoint cannot be loaded safely (damaged, not plain weights, or a link out of the store)."""
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, as the ISO text the run records hold (UTC, whole seconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -140,7 +141,7 @@ class RunLifecycle:
     # --- stop requests ------------------------------------------------------------
     def request_stop(self, run_id: str) -> None:
         """Ask the run to stop; any process sharing the store may ask, and any job manager enforces it."""
-        atomic_write_text(self.file(run_id, "stop"), _now())
+        atomic_write_text(self.file(run_id, "stop"), utc_now())
 
     def stop_requested(self, run_id: str) -> bool:
         return (self.path(run_id, must_exist=False) / "stop").exists()

@@ -38,7 +38,7 @@ import re
 import shutil
 import time
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -63,6 +63,7 @@ from .lifecycle import (
     RunNotFoundError,
     _is_zombie,  # noqa: F401  (kept importable from the store)
     this_process,
+    utc_now,
 )
 from .naming import claim_id, clean_run_name, dataset_name, default_run_name, unique_name
 from .records import (
@@ -90,17 +91,6 @@ PLAN_OPTIONS = ("image_size", "folds", "bagged_models")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
 INTERRUPTED = ("The training process stopped unexpectedly (killed, or the server restarted). Its history and best "
                "checkpoint are kept.")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _timestamp(text: str) -> float | None:
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 class RunStore(RunLifecycle, RunArtefacts):
@@ -160,7 +150,7 @@ class RunStore(RunLifecycle, RunArtefacts):
             if not meta.name:
                 meta = dataclasses.replace(meta, name=self._unique_default_name(name_from or config))
             # status first: a folder with config.json is a run, and must always have a status.
-            now = _now()
+            now = utc_now()
             holder = this_process() if held else {}
             atomic_write_json(folder / "status.json", RunStatus(state, created=now, updated=now,
                                                                 created_ns=time.time_ns(), notes=tuple(notes),
@@ -253,16 +243,16 @@ class RunStore(RunLifecycle, RunArtefacts):
         if state not in STATES:
             raise ValueError(f"Unknown run state {state!r}.")
         current = self.raw_status(run_id)
-        status = {**current.to_dict(), **fields, "state": state, "updated": _now()}
+        status = {**current.to_dict(), **fields, "state": state, "updated": utc_now()}
         if current.damaged:  # rewrite a damaged file with what can be kept
             status["error"] = fields.get("error", "")
         if state == "running":
-            status["started"] = status.get("started") or _now()
+            status["started"] = status.get("started") or utc_now()
             status.update(this_process())
             if "pid" in fields:  # the worker the job manager started for it (None until it has its pid)
                 status["pid"] = fields["pid"]
         if state in ENDED_STATES:
-            status["ended"] = _now()
+            status["ended"] = utc_now()
         record = RunStatus.from_dict(status)
         self._write(run_id, "status.json", record.to_dict())
         return record
