@@ -6,9 +6,11 @@ Deleting asks first in a dialog; a queued run is cancelled and deleted, a traini
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import streamlit as st
 
-from medcls.runs.permissions import PermissionDenied
+from medcls.runs.permissions import PermissionDenied, QueueLimitError
 from medcls.runs.store import RunNotFoundError
 from medcls.runs.summary import RunSummary
 
@@ -17,7 +19,9 @@ from .manager import manager
 from .model_summary import stop_timing
 from .text import escape_markdown, shown
 
-__all__ = ["run_actions", "stop_button", "NOTICE_KEY"]
+__all__ = ["run_actions", "stop_button", "queue_all_or_none", "NOTICE_KEY"]
+
+T = TypeVar("T")
 
 NOTICE_KEY = "run_action_notice"  # a message for the next page render (after a rename or a delete)
 
@@ -109,3 +113,17 @@ def stop_button(run_ids: list[str], key: str, label: str = "⏹ Stop the unfinis
     stop_timing()
     st.toast("Stopping the run…" if one else "Stopping the runs…")
     return True
+
+
+def queue_all_or_none(count: int, submit: Callable[[], T], refusals: tuple[type[Exception], ...]) -> T | None:
+    """Queue a lesson's or a sweep's ``count`` runs with ``submit`` if this person's queue has room for all of them;
+    what ``submit`` returned, or None after showing why nothing was queued (``refusals``: the errors it raises for
+    a group it cannot queue)."""
+    try:
+        manager().check_queue_room(identity(), adding=count)
+        queued = submit()
+    except (*refusals, QueueLimitError) as exc:
+        st.error(shown(exc))
+        return None
+    stop_timing()  # a probe of this page's earlier redraw still running would slow the first run
+    return queued

@@ -4,11 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from app.dataset import current_data_config, dataset_caption, load_current_dataset, typical_image_side
-from app.identity import identity, run_meta, visible_runs
+from app.identity import run_meta, visible_runs
 from app.live import fmt_seconds
 from app.manager import manager
-from app.model_summary import render_group_estimate, stop_timing
-from app.run_actions import stop_button
+from app.model_summary import render_group_estimate
+from app.run_actions import queue_all_or_none, stop_button
 from app.safety import guarded
 from app.text import escape_markdown, shown
 from medcls.config import ConfigError, format_value, label
@@ -25,7 +25,6 @@ from medcls.experiments.lessons import (
 )
 from medcls.figures.lessons import lesson_figure
 from medcls.runs.naming import dataset_name
-from medcls.runs.permissions import QueueLimitError
 from medcls.training.autoplan import group_models_words, plan_for, pool_counts, train_alike
 
 OUTCOME_WORDS = {"finished": "✅ finished", "pending": "⏳ waiting or training", "stopped": "⏹️ stopped",
@@ -74,15 +73,11 @@ time_box = st.container()  # filled last (below): timing the runs takes seconds 
 just_queued = False
 if st.button(f"▶ Queue the {len(lesson.runs)} runs of this lesson", type="primary", disabled=spec is None,
              key="lesson_start"):
-    try:
-        manager().check_queue_room(identity(), adding=len(lesson.runs))  # all of the lesson's runs, or none
-        queued = submit_lesson(manager().store, manager().submit, lesson, data_cfg, owner=run_meta(),
-                               pool_counts=counts, side=side)
-    except (LessonError, QueueLimitError) as exc:
-        st.error(shown(exc))
-    else:
+    queued = queue_all_or_none(len(lesson.runs), lambda: submit_lesson(
+        manager().store, manager().submit, lesson, data_cfg, owner=run_meta(), pool_counts=counts, side=side),
+        (LessonError,))
+    if queued is not None:
         just_queued = True
-        stop_timing()  # a probe of this page's earlier redraw still running would slow the first run
         st.session_state["lesson_queued_pick"] = queued.lesson_id
         st.toast(f"Queued {len(queued.runs)} runs")
 

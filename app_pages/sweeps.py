@@ -5,10 +5,10 @@ import streamlit as st
 
 from app.dataset import current_data_config, dataset_caption, load_current_dataset, typical_image_side
 from app.form import render_form
-from app.identity import identity, run_meta, visible_runs
+from app.identity import run_meta, visible_runs
 from app.manager import manager
-from app.model_summary import render_group_estimate, stop_timing
-from app.run_actions import stop_button
+from app.model_summary import render_group_estimate
+from app.run_actions import queue_all_or_none, stop_button
 from app.safety import guarded
 from app.text import escape_markdown, shown
 from medcls.config import TrainConfig, format_value, label
@@ -29,7 +29,6 @@ from medcls.experiments.sweeps import (
     value_choices,
 )
 from medcls.figures.training import sweep_figure
-from medcls.runs.permissions import QueueLimitError
 from medcls.runs.records import ACTIVE_STATES
 from medcls.training.autoplan import group_models_words, plan_for, pool_counts, resolve_image_size, train_alike
 
@@ -102,18 +101,14 @@ just_queued = False
 queue = st.button(f"▶ Queue {len(points)} runs" if points else "▶ Queue the runs", type="primary",
                   disabled=not points or spec is None, key="sweep_start")
 if queue and base is not None:
-    try:
-        manager().check_queue_room(identity(), len(points))  # all of the sweep, or none of it
-        meta = run_meta()
-        sweep = submit_sweep(manager().store, lambda cfg, **kw: manager().submit(cfg, meta=meta, **kw), base,
-                             settings, pool_counts=counts, side=side)
-    except (SweepError, QueueLimitError) as exc:
-        st.error(shown(exc))
-    else:
+    meta = run_meta()
+    queued_sweep = queue_all_or_none(len(points), lambda: submit_sweep(
+        manager().store, lambda cfg, **kw: manager().submit(cfg, meta=meta, **kw), base, settings,
+        pool_counts=counts, side=side), (SweepError,))
+    if queued_sweep is not None:
         just_queued = True
-        stop_timing()  # a probe of this page's earlier redraw still running would slow the first run
-        st.session_state["sweep_pick"] = sweep.sweep_id
-        st.toast(f"Queued {len(sweep.runs)} runs ({sweep.sweep_id})")
+        st.session_state["sweep_pick"] = queued_sweep.sweep_id
+        st.toast(f"Queued {len(queued_sweep.runs)} runs ({queued_sweep.sweep_id})")
 
 
 def fill_time_box(just_stopped: bool = False) -> None:
