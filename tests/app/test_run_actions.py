@@ -90,3 +90,20 @@ def test_a_sweeps_and_a_lessons_stop_buttons_are_drawn_with_the_page(queue_only,
     assert {queue_only.store.status(r).state for r in lesson_runs} == {"cancelled"}
     at.run()
     assert not any(b.key == "lesson_stop" for b in at.button)  # nothing left to stop: the button is gone
+
+
+def test_a_lesson_or_a_sweep_too_big_for_the_persons_queue_queues_nothing_and_says_why(queue_only, tiny_dataset,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("MEDCLS_QUEUE_LIMIT", "3")  # a lesson of 4 runs does not fit; a sweep of 2 does
+    at = open_on_folder(tiny_dataset, "app_pages/lessons.py")
+    at.button(key="lesson_start").click().run()
+    assert not at.exception and queue_only.store.list_ids() == []  # none of the lesson's runs, not the first 3
+    assert any("at most 3 waiting at once" in e.value for e in at.error), [e.value for e in at.error]
+    assert not at.toast
+
+    at.switch_page("app_pages/sweeps.py").run()
+    at.multiselect(key="sweep_settings").set_value(["imbalance"]).run()
+    at.multiselect(key="sweep_values_imbalance").set_value(["none", "oversample"]).run()
+    at.button(key="sweep_start").click().run()
+    assert not at.exception and not at.error and len(queue_only.store.list_ids()) == 2
+    assert [t.value for t in at.toast] and at.toast[0].value.startswith("Queued 2 runs")
