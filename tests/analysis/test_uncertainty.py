@@ -127,6 +127,13 @@ def test_a_range_of_no_width_is_not_shown_as_certainty():
     rows = interval_rows({"run-a": ci}, "malignant")
     assert rows[0]["macro-F1"] == "1.00 (no interval)"
     assert FLAT_INTERVAL_NOTE not in score_headline(metric_intervals(*_predictions(150), CLASSES, n_boot=100))
+    # benign ranked perfectly (its AP has no range), but one benign image answered malignant: the headline shows
+    # no AP, and its macro-F1 has a range, so it has nothing marked to explain
+    probs = np.eye(3)[y_true] * 0.7 + 0.1
+    probs[0] = [0.4, 0.6, 0.0]
+    ci = metric_intervals(y_true, probs, CLASSES, n_boot=100)
+    assert format_interval(ci["per_class"]["benign"]["average_precision"]) == "1.00 (no interval)"
+    assert "no interval" not in score_headline(ci, "malignant")
 
 
 def test_bootstrap_is_seeded_and_fast():

@@ -133,7 +133,7 @@ def test_a_perfect_macro_f1_is_shown_without_a_range_and_explained(finished_run,
     monkeypatch.setattr(report, "run_intervals", lambda *args, **kwargs: perfect)
     html = run_card_html(store, run_id)
     assert "1.00 (no interval)" in html and "1.00 (1.00–1.00)" not in html
-    assert "says nothing about new images" in html  # FLAT_INTERVAL_NOTE, escaped for HTML
+    assert "does not mean that new images would score the same" in html  # FLAT_INTERVAL_NOTE, escaped for HTML
     monkeypatch.undo()
     real = uncertainty.run_intervals(store, run_id)  # the tiny run's own scores: a range wherever one has width
     assert ("no interval" in run_card_html(store, run_id)) == uncertainty.has_flat_interval({"run": real})
