@@ -183,7 +183,7 @@ def _npz_choice(sb) -> str:
         return typed
     earlier = restore_upload()  # uploaded before (this session, or the URL's ?upload= after a refresh)
     if earlier and Path(earlier).is_file() and earlier.endswith(".npz"):
-        sb.caption(f"Using the .npz uploaded earlier: `{shown(Path(earlier).name.split('-', 1)[-1]).replace('`', '')}`")
+        sb.caption(f"Using the .npz uploaded earlier: `{shown(uploads().file_name_of(earlier) or Path(earlier).name).replace('`', '')}`")
         return earlier
     return ""
 
@@ -247,8 +247,17 @@ def load_current_dataset(cfg: DataConfig | None = None) -> DatasetSpec | None:
     try:
         return _load(_cache_key(cfg))
     except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError) as exc:
-        st.error(f"Cannot use this dataset: {shown(exc)}")
+        st.error(f"Cannot use this dataset: {shown(_by_uploaded_name(str(exc), cfg.source))}")
         return None
+
+
+def _by_uploaded_name(message: str, source: str) -> str:
+    """``message`` with an uploaded .npz named as the person's file ('breast.npz'), not as the uploads folder keeps
+    it ('70ddedc452de-breast.npz')."""
+    entry = uploads().upload_of(source) if source else None
+    if entry is None or entry.suffix != ".npz":
+        return message
+    return message.replace(entry.name, uploads().file_name_of(entry) or entry.name)
 
 
 @st.cache_data(show_spinner=False, ttl=60, max_entries=8)

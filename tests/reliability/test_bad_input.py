@@ -460,3 +460,5 @@ def test_sidebar_npz_upload_is_size_capped_and_cannot_choose_its_path(app_env, m
     written = [p for p in app_env.rglob("*escape.npz")]
     assert len(written) == 1 and written[0].parent == app_env / "data" / "uploads"
     assert any("escape.npz" in e and "lacks the MedMNIST keys" in e for e in texts(at.error))
+    kept_as = written[0].name  # "<content hash>-escape.npz": the person's file is named as they uploaded it
+    assert kept_as != "escape.npz" and not any(kept_as in e for e in texts(at.error)), texts(at.error)
