@@ -183,7 +183,8 @@ def _npz_choice(sb) -> str:
         return typed
     earlier = restore_upload()  # uploaded before (this session, or the URL's ?upload= after a refresh)
     if earlier and Path(earlier).is_file() and earlier.endswith(".npz"):
-        sb.caption(f"Using the .npz uploaded earlier: `{shown(uploads().file_name_of(earlier) or Path(earlier).name).replace('`', '')}`")
+        name = uploads().file_name_of(earlier) or Path(earlier).name
+        sb.caption(f"Using the .npz uploaded earlier: `{shown(name).replace('`', '')}`")
         return earlier
     return ""
 
