@@ -462,3 +462,8 @@ def test_sidebar_npz_upload_is_size_capped_and_cannot_choose_its_path(app_env, m
     assert any("escape.npz" in e and "lacks the MedMNIST keys" in e for e in texts(at.error))
     kept_as = written[0].name  # "<content hash>-escape.npz": the person's file is named as they uploaded it
     assert kept_as != "escape.npz" and not any(kept_as in e for e in texts(at.error)), texts(at.error)
+    again = new_app()  # a refresh: the URL names the upload, and the sidebar names it as the person's file
+    again.query_params.update({"data_kind": "npz", "upload": kept_as})
+    again.run()
+    assert any("Using the .npz uploaded earlier: `escape.npz`" in c for c in texts(again.sidebar.caption)), \
+        texts(again.sidebar.caption)
