@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..atomic import atomic_write_bytes, atomic_write_text, disk_full_message, is_disk_full
+from ..runs.naming import uploaded_as
 from ..runs.permissions import OPERATOR, Identity, can_manage
 from ..settings import upload_quota_mb, uploads_dir
 from .archive import check_zip, extract_zip, target_name
@@ -108,9 +109,7 @@ class Uploads:
         entry = self.upload_of(path)
         if entry is None:
             return None
-        if entry.suffix == ".npz":  # "<hash>-<name>.npz"
-            return entry.name.split("-", 1)[-1]
-        return f"{entry.name.rsplit('-', 1)[0]}.zip"  # "<name>-<hash>"
+        return uploaded_as(entry.name) if entry.suffix == ".npz" else f"{uploaded_as(entry.name)}.zip"
 
     def touch(self, path: Path | str) -> None:
         """Mark the upload holding ``path`` as used now (it is then not removed to make room for a while)."""

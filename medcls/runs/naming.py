@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Callable, Iterable
+
+from ..settings import uploads_dir
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
     from .records import DataRecord
     from .summary import RunSummary
 
-__all__ = ["default_run_name", "dataset_name", "unique_name", "display_names", "MAX_NAME_LENGTH", "clean_run_name",
-           "claim_id"]
+__all__ = ["default_run_name", "dataset_name", "uploaded_as", "unique_name", "display_names", "MAX_NAME_LENGTH",
+           "clean_run_name", "claim_id"]
 
 MAX_NAME_LENGTH = 80
 
@@ -29,7 +31,7 @@ def dataset_name(source: str) -> str:
     ('derm/data')."""
     if not source:
         return "phantoms"
-    path = PurePath(source.rstrip("/\\"))
+    path = _as_uploaded(PurePath(source.rstrip("/\\")))
     if path.suffix.lower() == ".csv" and path.parent.name:
         named = path.parent  # a manifest is named after its folder
     elif path.suffix.lower() in (".npz", ".csv"):
@@ -41,6 +43,23 @@ def dataset_name(source: str) -> str:
     if named.name.lower() in GENERIC_NAMES and named.parent.name:
         return f"{named.parent.name}/{named.name}"
     return named.name
+
+
+def uploaded_as(entry: str) -> str:
+    """What an entry of the uploads folder was called when uploaded: 'breast.npz' for '<content hash>-breast.npz',
+    'skin' for the folder 'skin-<content hash>' that 'skin.zip' was unpacked into (see medcls.data.uploads)."""
+    return entry.split("-", 1)[-1] if entry.endswith(".npz") else entry.rsplit("-", 1)[0]
+
+
+def _as_uploaded(path: PurePath) -> PurePath:
+    """``path`` with the uploads-folder entry it lies in named as uploaded, so that a dataset uploaded as
+    'breast.npz' is called 'breast', not '3b1e3ae009f0-breast'; other paths as they are."""
+    root = uploads_dir()
+    try:
+        rel = Path(path).resolve().relative_to(root.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return path
+    return PurePath(root, uploaded_as(rel.parts[0]), *rel.parts[1:]) if rel.parts else path
 
 
 def default_run_name(cfg: "TrainConfig", data: "DataRecord | None" = None) -> str:
