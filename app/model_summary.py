@@ -41,6 +41,9 @@ from .text import escape_markdown
 
 STANDBY_WAIT_S = 20.0  # at most this long for a warming training process before timing (it takes about 5-8 s)
 PROBE_TTL_S = 600  # the machine's load changes: measure again after ten minutes
+# A timing taken while other programs kept cores busy (a run just stopped and testing, a browser drawing) is true
+# only while they do: after a minute it is taken again rather than shown to everyone as the machine's speed.
+LOUD_TTL_S = 60.0
 PROBES_KEY = "_timing_probes"  # session state: the stop signals of this session's probes still running
 ASKER_KEY = "_timing_asker"  # session state: who this session is to the probe board (it waits for one probe)
 TIMING_POLL_S = 1.0  # how often a page looks whether a probe beside a training run has answered
@@ -73,8 +76,9 @@ def _probe(probe_json: str, jobs: JobManager, stop: threading.Event) -> dict:
 # estimated at 15-17 min trained in 11.3), so the page shows a still caption while timing (_measured_costs).
 @st.cache_data(show_spinner=False, max_entries=64, ttl=PROBE_TTL_S)
 def _costs(probe_json: str, _stop: threading.Event) -> dict:
-    """The probe's answer on a machine where no run trains, cached for every session; the page waits for it."""
-    return _probe(probe_json, manager(), _stop)
+    """The probe's answer on a machine where no run trains, and when it was taken ('at'), cached for every
+    session; the page waits for it."""
+    return {"costs": _probe(probe_json, manager(), _stop), "at": time.time()}
 
 
 @st.cache_resource(show_spinner=False, on_release=ProbeBoard.shutdown)
@@ -88,7 +92,7 @@ def _beside_runs() -> ProbeBoard[dict]:
 
 def _measured_costs(cfg: TrainConfig, spec: DatasetSpec, busy: bool) -> tuple[Costs, float | None]:
     """The probe's answer for ``cfg`` (:func:`stop_timing` can stop the probe meanwhile), and when it was
-    measured if that was before a run now training (None: measured now, or within the cache's ten minutes).
+    measured (None: measured now, beside the run training).
 
     While a run trains (``busy``), a probe would slow it and time only the core it leaves, so a measurement from
     a quiet machine is used instead when there is one. Without one, the options are timed beside the run in the
@@ -112,7 +116,11 @@ def _measured_costs(cfg: TrainConfig, spec: DatasetSpec, busy: bool) -> tuple[Co
     timing = st.empty()
     timing.caption("⏱️ Timing a few training steps on this machine, as a training run would…")
     try:
-        return Costs.from_dict(_costs(probe_json, stop)), None
+        answer = _costs(probe_json, stop)
+        if not is_quiet(answer["costs"]["others_cores"]) and time.time() - answer["at"] > LOUD_TTL_S:
+            _costs.clear(probe_json, stop)
+            answer = _costs(probe_json, stop)
+        return Costs.from_dict(answer["costs"]), answer["at"]
     finally:
         probes.discard(stop)
         timing.empty()
@@ -142,17 +150,18 @@ def _measured_words(costs: Costs, measured_at: float | None, busy: bool) -> str:
     """How the time was measured, and what that means while a run trains."""
     threads = f"{costs.threads} thread{'s' if costs.threads != 1 else ''}"
     how = f"as a training run would run ({threads}, {costs.precision}, lowered priority)"
-    if measured_at is not None:
+    if busy and measured_at is not None:
         return (f"Measured on this machine {_ago(measured_at)} while nothing trained, {how}: a run is training "
                 "now, and timing beside it would slow it and time only the core it leaves, while each run gets the "
                 "whole machine when its turn comes.")
     if busy and costs.threads < usable_cores():
         return (f"Measured now on this machine beside the run training, {how}: when its turn comes a run gets "
                 f"all {usable_cores()} cores, so it will likely be faster than this.")
+    when = "now" if measured_at is None else _ago(measured_at)
     if not is_quiet(costs.others_cores):
-        return (f"Measured now on this machine, {how}, while other programs kept about {costs.others_cores:.1f} "
+        return (f"Measured {when} on this machine, {how}, while other programs kept about {costs.others_cores:.1f} "
                 "of its cores busy: on a quiet machine a run will likely be faster than this.")
-    return f"Measured now on this machine, {how}."
+    return f"Measured {when} on this machine, {how}."
 
 
 def _ago(when: float) -> str:

@@ -62,7 +62,7 @@ chosen = st.multiselect("Runs", ids, default=comparable_default(summaries.values
                         format_func=run_choice,
                         help="Tested runs, newest first. To start with, the newest run and the newest other run "
                              "tested on the same images with the same classes are picked (never runs whose test "
-                             "data differ). A stopped run is marked ⏹: its kept checkpoint so far was tested.")
+                             "data differ). A stopped run is marked ⏹: what it had trained so far was tested.")
 if not chosen:
     st.stop()
 cvs = {r: cv for r in chosen if (cv := store.cross_validation(r)) is not None}
@@ -106,8 +106,9 @@ for message in check.messages:
     st.warning(escape_markdown(message), icon="⚠️")
 for r in chosen:
     if metrics[r].stopped:
-        st.caption(f"⏹️ {shown(names[r])} was stopped at epoch {summaries[r].epochs_words()}: its kept checkpoint "
-                   "so far was tested.")
+        tested = "were tested together" if summaries[r].kept_models > 1 else "was tested"
+        st.caption(f"⏹️ {shown(names[r])} was stopped at epoch {summaries[r].epochs_words()}: "
+                   f"{summaries[r].kept_words()} {tested}.")
 
 all_classes = list(dict.fromkeys(c for r in chosen for c in predictions[r].classes))
 trained_focus = [metrics[r].focus_class for r in chosen if metrics[r].focus_class in all_classes]

@@ -67,8 +67,8 @@ run_id = st.selectbox("Model (run)", list(summaries), key="try_run",
                            "and its test score. It starts at the best finished run on the dataset in the sidebar.")
 chosen = summaries[run_id]
 if chosen.state != "finished":
-    st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): its kept checkpoint so far "
-               "answers.")
+    answer = "answer together" if chosen.kept_models > 1 else "answers"
+    st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): {chosen.kept_words()} {answer}.")
 if spec is not None and chosen.data_fingerprint and chosen.data_fingerprint != spec.fingerprint():
     st.caption(f"This model learned from **{escape_markdown(chosen.dataset)}**, not from the dataset in the "
                "sidebar.")

@@ -97,7 +97,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         elif s.state == "interrupted" and store.resumable(s.run_id):
             print(f"{'':<{name_width}}  continue it: python -m medcls resume {s.run_id}")
     if any(s.stopped for s in summaries):
-        print("* stopped before its last epoch: the metrics are of its kept checkpoint so far")
+        print("* stopped before its last epoch: the metrics are of what it had trained so far (its kept checkpoint, "
+              "or an ensemble's models)")
     return 0
 
 

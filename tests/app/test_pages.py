@@ -637,6 +637,50 @@ def test_a_timing_taken_while_other_programs_kept_the_machine_busy_says_so(app_e
                and "on a quiet machine a run will likely be faster" in c.value for c in at.caption)
 
 
+def test_a_busy_timing_is_taken_again_after_a_minute_and_a_quiet_one_says_how_old_it_is(app_env, tiny_dataset,
+                                                                                         monkeypatch):
+    """A timing beside a stopped run's testing was shown to everyone for ten minutes as 'Measured now', 40% slower
+    than the quiet machine it was by then."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from app_isolation import stand_in_costs
+
+    import app.model_summary
+
+    clock = [1_000_000.0]
+    busy = [1.2]
+    timed = []
+
+    def measure(cfg, **kw):
+        timed.append(busy[0])
+        return dataclasses.replace(stand_in_costs(cfg), others_cores=busy[0])
+
+    monkeypatch.setattr(app.model_summary, "measure_costs", measure)
+    monkeypatch.setattr(app.model_summary, "time", SimpleNamespace(time=lambda: clock[0]))
+
+    def timing_words(at) -> str:
+        (words,) = [c.value for c in at.caption if "as a training run would run" in c.value]
+        return words
+
+    at = choose_folder(new_app().run(), tiny_dataset)
+    at.switch_page("app_pages/train.py").run()
+    assert not at.error and timed == [1.2]
+    assert "Measured just now on this machine" in timing_words(at) and "1.2 of its cores busy" in timing_words(at)
+    clock[0] += 30
+    at.run()
+    assert timed == [1.2]  # within a minute: the busy timing still stands
+    busy[0] = 0.0
+    clock[0] += 40
+    at.run()
+    assert timed == [1.2, 0.0]  # over a minute: taken again, now on a quiet machine
+    assert "cores busy" not in timing_words(at)
+    clock[0] += 5 * 60
+    at.run()
+    assert timed == [1.2, 0.0]  # a quiet timing is kept for ten minutes, and says how old it is
+    assert "Measured 5 min ago on this machine" in timing_words(at)
+
+
 def test_an_uploaded_zip_is_named_by_its_file_not_its_place_on_the_server(app_env, tiny_dataset):
     import zipfile
 

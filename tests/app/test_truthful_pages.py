@@ -371,13 +371,16 @@ def test_compare_says_how_many_test_images_are_copies_and_the_score_without_them
     assert "On the 9 test images without a copy: macro-F1" in copies[0] and "on all 10)" in copies[0]
 
 
-@pytest.mark.parametrize("stop_after, sentence", [
-    (1, r"Bagged model 1 of 3 alone \(the run was stopped before the others\)\."),
-    (3, r"The first 2 of 3 bagged models together \(the run was stopped before the rest\)\."),
+@pytest.mark.parametrize("stop_after, sentence, tested, answers", [
+    (1, r"Bagged model 1 of 3 alone \(the run was stopped before the others\)\.",
+     "its one bagged model trained so far was tested.", "its one bagged model trained so far answers."),
+    (3, r"The first 2 of 3 bagged models together \(the run was stopped before the rest\)\.",
+     "the 2 bagged models trained so far were tested together.", "the 2 bagged models trained so far answer together."),
 ])
-def test_a_stopped_bagged_run_names_the_models_it_tested(app_env, tiny_dataset, stop_after, sentence):
+def test_a_stopped_bagged_run_names_the_models_it_tested(app_env, tiny_dataset, stop_after, sentence, tested,
+                                                         answers):
     # Stopped after its first epoch, or in the first epoch of its second model (2 epochs each): its test score is
-    # that of the models trained so far, not of 'the bagged models together'.
+    # that of the models trained so far, not of 'the bagged models together', nor of 'its kept checkpoint'.
     store = RunStore(app_env / "runs")
     trained(store, tiny_dataset, stop_after=stop_after, bagged_models=3, epochs=2)
     at = new_app().run()
@@ -385,6 +388,12 @@ def test_a_stopped_bagged_run_names_the_models_it_tested(app_env, tiny_dataset, 
     assert not at.exception
     scores = [m.value for m in at.markdown if "test images" in m.value]
     assert len(scores) == 1 and scores[0].startswith(sentence), scores
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    assert any(c.value.startswith("⏹️") and c.value.endswith(tested) for c in at.caption), [c.value for c in at.caption]
+    at.switch_page("app_pages/try_it.py").run()
+    assert not at.exception
+    assert any(c.value.startswith("⚠️ This run did not finish") and c.value.endswith(answers) for c in at.caption)
 
 
 def test_a_run_a_command_line_process_holds_says_where_it_trains(app_env, tiny_dataset):
