@@ -106,9 +106,8 @@ for message in check.messages:
     st.warning(escape_markdown(message), icon="⚠️")
 for r in chosen:
     if metrics[r].stopped:
-        tested = "were tested together" if summaries[r].kept_models > 1 else "was tested"
         st.caption(f"⏹️ {shown(names[r])} was stopped at epoch {summaries[r].epochs_words()}: "
-                   f"{summaries[r].kept_words()} {tested}.")
+                   f"{summaries[r].kept_words()}.")
 
 all_classes = list(dict.fromkeys(c for r in chosen for c in predictions[r].classes))
 trained_focus = [metrics[r].focus_class for r in chosen if metrics[r].focus_class in all_classes]

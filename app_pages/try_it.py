@@ -67,8 +67,7 @@ run_id = st.selectbox("Model (run)", list(summaries), key="try_run",
                            "and its test score. It starts at the best finished run on the dataset in the sidebar.")
 chosen = summaries[run_id]
 if chosen.state != "finished":
-    answer = "answer together" if chosen.kept_models > 1 else "answers"
-    st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): {chosen.kept_words()} {answer}.")
+    st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): {chosen.kept_words('answers')}.")
 if spec is not None and chosen.data_fingerprint and chosen.data_fingerprint != spec.fingerprint():
     st.caption(f"This model learned from **{escape_markdown(chosen.dataset)}**, not from the dataset in the "
                "sidebar.")

@@ -144,7 +144,8 @@ def test_evaluate_prints_and_writes_metrics(trained, tmp_path, capsys):
     metrics = json.loads(out_file.read_text())
     stored = RunStore().metrics(run_id).test
     assert metrics["confusion_matrix"] == stored.confusion_matrix
-    assert "test: accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test: accuracy" in out and "did not finish" not in out
     # Another split is named as what it is, and images the run learned from are said to be such.
     assert main(["evaluate", run_id, "--split", "train"]) == 0
     out = capsys.readouterr().out
@@ -329,6 +330,25 @@ def test_training_into_a_log_file_prints_one_line_per_epoch(class_dataset, isola
     assert "\r" not in text and "[#" not in text
     epoch_lines = [line for line in text.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"], text
+
+
+def test_evaluate_and_predict_say_a_stopped_ensemble_answers_with_its_models_trained_so_far(isolated_env,
+                                                                                            class_dataset, capsys):
+    from medcls.jobs.execute import execute_run
+
+    store = RunStore()
+    cfg = TrainConfig().with_options(source=str(class_dataset), image_size=32, batch_size=8, precision="fp32",
+                                     epochs=2, bagged_models=3)
+    run_id = store.create(cfg)  # stopped in the first epoch of its second model (2 epochs each)
+    assert execute_run(store, run_id, should_cancel=lambda: len(store.history(run_id)) >= 3).state == "cancelled"
+    note = ("note: this run did not finish (cancelled at epoch 1 of 2 in bagged model 2 of 3): the 2 bagged models "
+            "trained so far answer together")
+    assert main(["evaluate", run_id]) == 0
+    assert note in capsys.readouterr().out
+    image = class_dataset / "benign" / "benign (0).png"
+    assert main(["predict", run_id, str(image), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert note in captured.err and json.loads(captured.out)["image"] == str(image)  # the JSON lines stay JSON
 
 
 def test_bagged_models_train_say_each_model_and_are_listed_as_bagged(class_dataset, capsys):

@@ -330,10 +330,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.split != "test" and not args.data and (learned := _learned_from(store, args.run, args.split)):
         print(f"note: this run learned from its {learned} images: a right answer on one shows what the model "
               "remembers, not how it does on new images")
+    if note := _unfinished_note(store, args.run):
+        print(note)
     _print_metrics(metrics, args.split)
     if args.json:
         Path(args.json).write_text(json.dumps(metrics.to_dict(), indent=2))
     return 0
+
+
+def _unfinished_note(store: RunStore, run_id: str) -> str:
+    """'note: this run did not finish (cancelled at epoch 6 of 20 in bagged model 2 of 3): the 2 bagged models
+    trained so far answer together' ('' for a finished run), as Try it says."""
+    summary = store.summary(run_id)
+    if summary.state == "finished":
+        return ""
+    return f"note: this run did not finish ({summary.state} at epoch {summary.epochs_words()}): " \
+           f"{summary.kept_words('answers')}"
 
 
 def _learned_from(store: RunStore, run_id: str, split: str) -> str:
@@ -351,7 +363,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..data.imageio import ImageReadError
     from ..inference.predictor import load_predictor
 
-    predictor = load_predictor(open_store(args), args.run)
+    store = open_store(args)
+    predictor = load_predictor(store, args.run)
+    if note := _unfinished_note(store, args.run):
+        print(note, file=sys.stderr)  # stderr: --json prints one JSON line an image
     status = 0
     for image in args.images:
         try:

@@ -248,7 +248,7 @@ def run_card_html(store: RunStore, run_id: str) -> str:
     count_rows = [{"split": split, **per_class, "total": sum(per_class.values())}
                   for split, per_class in counts.items()]
     model_record = store.model_record(run_id)
-    state = summary.state + (" (stopped; its kept checkpoint was tested)" if metrics.stopped else "")
+    state = summary.state + (f" (stopped; {summary.kept_words()})" if metrics.stopped else "")
     cv = store.cross_validation(run_id)
     overview = [
         ("name", summary.name), ("run id", run_id), ("started by", owner_words(summary.owner, summary.owner_name)),

@@ -53,17 +53,14 @@ class RunSummary:
         return f"{self.epochs_done} of {self.epochs}" + (
             f" in {member_word(self.bagged)} {self.fold} of {self.folds}" if self.fold else "")
 
-    @property
-    def kept_models(self) -> int:
-        """How many models a stopped run was tested with, and answers with: an ensemble's trained so far (the
-        latest perhaps part-way, with its kept checkpoint), else 1."""
-        return self.fold or 1
-
-    def kept_words(self) -> str:
-        """What a stopped run was tested with: 'its kept checkpoint so far', or an ensemble's 'the 2 bagged models
-        trained so far' ('its one fold model trained so far')."""
+    def kept_words(self, verb: str = "tested") -> str:
+        """What a stopped run was ``verb`` 'tested' with, or ('answers') answers with: 'its kept checkpoint so far
+        was tested', or an ensemble's 'the 2 bagged models trained so far answer together' (the latest perhaps
+        part-way, with its kept checkpoint)."""
+        one, together = {"tested": ("was tested", "were tested together"),
+                         "answers": ("answers", "answer together")}[verb]
         if not self.fold:
-            return "its kept checkpoint so far"
+            return f"its kept checkpoint so far {one}"
         if self.fold == 1:
-            return f"its one {member_word(self.bagged, plural=True)[:-1]} trained so far"
-        return f"the {self.fold} {member_word(self.bagged, plural=True)} trained so far"
+            return f"its one {member_word(self.bagged, plural=True)[:-1]} trained so far {one}"
+        return f"the {self.fold} {member_word(self.bagged, plural=True)} trained so far {together}"

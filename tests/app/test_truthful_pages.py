@@ -381,8 +381,11 @@ def test_a_stopped_bagged_run_names_the_models_it_tested(app_env, tiny_dataset, 
                                                          answers):
     # Stopped after its first epoch, or in the first epoch of its second model (2 epochs each): its test score is
     # that of the models trained so far, not of 'the bagged models together', nor of 'its kept checkpoint'.
+    from medcls.figures.report import run_card_html
+
     store = RunStore(app_env / "runs")
-    trained(store, tiny_dataset, stop_after=stop_after, bagged_models=3, epochs=2)
+    run_id = trained(store, tiny_dataset, stop_after=stop_after, bagged_models=3, epochs=2)
+    assert f"<th>state</th><td>cancelled (stopped; {tested[:-1]})</td>" in run_card_html(store, run_id)
     at = new_app().run()
     at.switch_page("app_pages/train.py").run()
     assert not at.exception
