@@ -101,7 +101,7 @@ def _overlay(runs_root: str, run_id: str, weights_version: object, path: str, cl
 
 
 def _heading(name: str, true: str, predicted: str, n: int) -> str:
-    images = f"{n} test image{'s' if n != 1 else ''}"
+    images = f"{n:,} test image{'s' if n != 1 else ''}"
     t, p, run = escape_markdown(true), escape_markdown(predicted), escape_markdown(name)
     if true == predicted:
         return f"**{run}:** {images} of true **{t}**, correctly predicted **{p}**"

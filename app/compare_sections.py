@@ -248,7 +248,7 @@ def operating_point_section(store: RunStore, run_id: str, focus: str) -> None:
 
 def _cell_label(cell: tuple[str, str, int]) -> str:
     true, predicted, n = cell
-    images = f"{n} image{'s' if n != 1 else ''}"
+    images = f"{n:,} image{'s' if n != 1 else ''}"
     if true == predicted:
         return f"true {true}, correctly predicted ({images})"
     return f"true {true} → predicted {predicted} ({images})"
@@ -303,7 +303,7 @@ def error_browser_section(store: RunStore, run_id: str, focus: str) -> None:
     limit = right.number_input("Show at most", 4, 200, 12, 4, key="err_limit")
     cases = cell_cases(paths, y_test, p_test, classes, cell[0], cell[1], copies=store.test_copies(run_id))
     shown = cases[:int(limit)]
-    said = [f"Showing the {len(shown)} worst of {len(cases)} images."] if len(cases) > len(shown) else []
+    said = [f"Showing the {len(shown)} worst of {len(cases):,} images."] if len(cases) > len(shown) else []
     if marked := copies_caption(shown):
         said.append(marked)
     if said:

@@ -83,7 +83,7 @@ def _summary(spec: DatasetSpec, health: HealthReport, data_cfg: DataConfig) -> N
     c1.metric("Duplicate groups", len(health.groups), help="Sets of two or more images that are the same picture.")
     c2.metric("Redundant images", health.redundant_images, help="Images that could go while keeping one of each group.")
     c3.metric("Label conflicts", len(health.conflicts), help="Groups whose images carry different classes.")
-    c4.metric("Test images with a copy in train", f"{leak.test_in_train:g} of {leak.test_images:g}")
+    c4.metric("Test images with a copy in train", f"{leak.test_in_train:,.0f} of {leak.test_images:,.0f}")
     if health.conflicts:
         group = next((g for g in health.conflicts if g.identical), health.conflicts[0])  # exact copies convince most
         example = " = ".join(f"{item_name(it.path)} ({spec.classes[it.label]})" for it in group.conflict_example())
@@ -124,10 +124,10 @@ def _leak_caption(health: HealthReport, spec: DatasetSpec, data_cfg: DataConfig,
             " The dataset brings its own split, so 'Keep near-duplicates in one split' changes nothing here unless "
             "'Make my own split' is on too.")
     expected = round(random_leak.test_in_train)
-    st.caption(f"Leak of {whose}: {leak.test_in_train:g} test and {leak.val_in_train:g} validation images with a "
-               f"near-duplicate in train, {leak.test_in_val:g} test images with one in validation. With a random "
+    st.caption(f"Leak of {whose}: {leak.test_in_train:,.0f} test and {leak.val_in_train:,.0f} validation images with a "
+               f"near-duplicate in train, {leak.test_in_val:,.0f} test images with one in validation. With a random "
                f"{train_share:.0%}/{data_cfg.val_fraction:.0%}/{data_cfg.test_fraction:.0%} split, about "
-               f"{expected} test image{'' if expected == 1 else 's'} would have a near-duplicate in train (average "
+               f"{expected:,} test image{'' if expected == 1 else 's'} would have a near-duplicate in train (average "
                f"of 5 seeds).{note}")
 
 
@@ -136,16 +136,16 @@ def _leak_words(leak: Leak) -> str:
     validation score (and so the epoch chosen by it), not the test score; fold or bagged models (the default for
     a small dataset) learn from the validation images too, so copies of test images there count for them."""
     def images(n: float, what: str) -> str:
-        return f"{n:g} {what} image{'' if n == 1 else 's'}"
+        return f"{n:,.0f} {what} image{'' if n == 1 else 's'}"
 
     def have(n: float) -> str:
         return "has" if n == 1 else "have"
 
     if leak.test_in_train:
-        test = f"{leak.test_in_train:g} of {leak.test_images:g} test images ({leak.test_share:.0%})"
+        test = f"{leak.test_in_train:,.0f} of {leak.test_images:,.0f} test images ({leak.test_share:.0%})"
         also = f" and {images(leak.val_in_train, 'validation')}" if leak.val_in_train else ""
-        text = (f"**Split leak: {test}{also} {have(leak.test_in_train + leak.val_in_train)} a near-duplicate in train.** "
-                "Test scores on this split are optimistic.")
+        text = (f"**Split leak: {test}{also} {have(leak.test_in_train + leak.val_in_train)} a near-duplicate in "
+                "train.** Test scores on this split are optimistic.")
     elif leak.val_in_train:
         text = (f"**Split leak: {images(leak.val_in_train, 'validation')} {have(leak.val_in_train)} a "
                 "near-duplicate in train** (no test image has). Validation scores (and a best epoch picked by "
@@ -155,7 +155,8 @@ def _leak_words(leak: Leak) -> str:
     if leak.test_in_learning > leak.test_in_train:
         n = leak.test_in_learning
         text += (" Fold or bagged models (the default for a small dataset) learn from the validation images too: "
-                 f"{n:g} of the {leak.test_images:g} test images {have(n)} a near-duplicate among train + validation.")
+                 f"{n:,.0f} of the {leak.test_images:,.0f} test images {have(n)} a near-duplicate among train + "
+                 "validation.")
     return text
 
 

@@ -70,7 +70,7 @@ if props:
                  .sort_values("images", ascending=False), hide_index=True, width="stretch")
     c2.dataframe(df.groupby("mode").size().rename("images").reset_index(), hide_index=True, width="stretch")
     if len(spec.items) > len(props):
-        st.caption(f"From a sample of {len(props)} of {len(spec.items)} images.")
+        st.caption(f"From a sample of {len(props):,} of {len(spec.items):,} images.")
     if note := squash_note(props, train_cfg.image_size, of=len(spec.items)):
         st.info(f"📐 {note} The augmentation preview below shows an image as the network sees it.")
     if note := high_bit_note(props, of=len(spec.items)):
@@ -102,7 +102,7 @@ train_items = [it for it in spec.items if it.split == "train"] or spec.items
 pick = st.slider("Training image (number)", 0, max(0, len(train_items) - 1), 0, key="aug_pick",
                  help="Which training image to preview; its name and class are shown below.")
 picked = train_items[pick]
-st.caption(f"Image {pick + 1} of {len(train_items)}: **{escape_markdown(item_name(picked.path))}**, class "
+st.caption(f"Image {pick + 1:,} of {len(train_items):,}: **{escape_markdown(item_name(picked.path))}**, class "
            f"**{escape_markdown(spec.classes[picked.label])}** ({picked.split})")
 try:
     draws = augmentation_preview(train_items[pick].path, train_cfg.augment, size=train_cfg.image_size, draws=6,

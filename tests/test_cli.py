@@ -349,6 +349,14 @@ def test_evaluate_and_predict_say_a_stopped_ensemble_answers_with_its_models_tra
     assert main(["predict", run_id, str(image), "--json"]) == 0
     captured = capsys.readouterr()
     assert note in captured.err and json.loads(captured.out)["image"] == str(image)  # the JSON lines stay JSON
+    # A killed worker keeps only the models it finished: not the second, whose first epoch it had recorded.
+    killed = store.create(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(store, killed, callbacks=[KillInMember(1, epoch=2)])
+    store.set_status(killed, "interrupted", error="The training process was killed by signal 9.")
+    assert main(["predict", killed, str(image)]) == 0
+    assert ("note: this run did not finish (interrupted at epoch 1 of 2 in bagged model 2 of 3): its one finished "
+            "bagged model answers") in capsys.readouterr().err
 
 
 def test_bagged_models_train_say_each_model_and_are_listed_as_bagged(class_dataset, capsys):

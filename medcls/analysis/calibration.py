@@ -82,7 +82,7 @@ def calibration_sentence(rel: dict) -> str:
     else:
         verdict = "poorly calibrated: do not read its probabilities as real chances"
     what = "the top-class probability" if rel["kind"] == "top-label" else "this class's probability"
-    text = f"Expected calibration error {ece:.3f}: the model is {verdict} (judged on {what}, {rel['n']} images)."
+    text = f"Expected calibration error {ece:.3f}: the model is {verdict} (judged on {what}, {rel['n']:,} images)."
     if abs(gap) >= 0.03:
         direction = "overconfident" if gap > 0 else "underconfident"
         text += (f" On average it is {direction}: confidence {rel['mean_confidence']:.0%} against "
@@ -102,8 +102,8 @@ def _crowded_bin_sentence(rel: dict) -> str:
         return ""
     low, high = edges[crowded], edges[crowded + 1]
     rest = n - count[crowded]
-    others = "the other one is" if rest == 1 else f"the other {rest} are"
-    text = (f" {count[crowded]} of {n} images got {low:.0%}–{high:.0%}, so the figure mostly judges those; "
+    others = "the other one is" if rest == 1 else f"the other {rest:,} are"
+    text = (f" {count[crowded]:,} of {n:,} images got {low:.0%}–{high:.0%}, so the figure mostly judges those; "
             f"{others} in the diagram's other bins.")
     if rel["kind"] == "top-label":
         text += " For a rare class, judge that class's probability instead."

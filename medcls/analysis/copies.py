@@ -83,7 +83,7 @@ def copies_sentence(test_images: int, copies: Sequence[str], whole: SplitMetrics
         return ""
     k = len(copies)
     have = "has" if k == 1 else "have"
-    text = (f"{k} of the {test_images} test images ({k / max(test_images, 1):.0%}) {have} a near copy among the "
+    text = (f"{k:,} of the {test_images:,} test images ({k / max(test_images, 1):.0%}) {have} a near copy among the "
             "images this run learned from: a right answer on a copy shows what the model remembers, not how it does "
             "on new images, so the whole split's score mixes the two.")
     if without is None:
@@ -91,8 +91,8 @@ def copies_sentence(test_images: int, copies: Sequence[str], whole: SplitMetrics
     focus_words = ""
     if focus and whole.recall(focus) is not None and without.recall(focus) is not None:
         focus_words = f", {focus} recall {_score(without.recall(focus))} (against {_score(whole.recall(focus))})"
-    return (text + f" On the {without.n} test images without a copy: macro-F1 {_score(without.macro_f1)} (against "
-            f"{_score(whole.macro_f1)} on all {whole.n}){focus_words}." + _copies_scored_lower(whole, without, focus))
+    return (text + f" On the {without.n:,} test images without a copy: macro-F1 {_score(without.macro_f1)} (against "
+            f"{_score(whole.macro_f1)} on all {whole.n:,}){focus_words}." + _copies_scored_lower(whole, without, focus))
 
 
 def _copies_scored_lower(whole: SplitMetrics, without: SplitMetrics, focus: str) -> str:

@@ -184,9 +184,9 @@ def describe_operating_point(op: dict, view: BinaryView, split: str = "test",
     """One paragraph, in plain words (Markdown), of what the threshold does on a split. ``name`` writes the class
     names (the app escapes them, so a class name cannot add Markdown of its own)."""
     pos, neg = name(view.positive_label), name(view.negative_label)
-    parts = [f"At threshold {op['threshold']:.3f} the model flags **{op['tp']} of {op['positives']}** {pos} "
-             f"{split} images (sensitivity {_pct(op['sensitivity'])}) and wrongly flags **{op['fp']} of "
-             f"{op['negatives']}** {neg} images (specificity {_pct(op['specificity'])})."]
+    parts = [f"At threshold {op['threshold']:.3f} the model flags **{op['tp']:,} of {op['positives']:,}** {pos} "
+             f"{split} images (sensitivity {_pct(op['sensitivity'])}) and wrongly flags **{op['fp']:,} of "
+             f"{op['negatives']:,}** {neg} images (specificity {_pct(op['specificity'])})."]
     if op["ppv"] is not None:
         parts.append(f"Of the images it flags, {_pct(op['ppv'])} really are {pos} (PPV).")
     if op["npv"] is not None:
@@ -202,12 +202,12 @@ def describe_most_probable_class(own: dict, at_threshold: dict, view: BinaryView
     threshold's (:func:`operating_point`) on the same images, so that the slider's figures and the test
     metrics, which use the most probable class, can be read side by side."""
     pos, neg = name(view.positive_label), name(view.negative_label)
-    words = (f"The run's own answers (the most probable class, as in the test metrics) flag {own['tp']} of "
-             f"{own['positives']} {pos} {split} images (sensitivity {_pct(own['sensitivity'])}) and "
-             f"{own['fp']} of {own['negatives']} {neg} images (specificity {_pct(own['specificity'])})")
+    words = (f"The run's own answers (the most probable class, as in the test metrics) flag {own['tp']:,} of "
+             f"{own['positives']:,} {pos} {split} images (sensitivity {_pct(own['sensitivity'])}) and "
+             f"{own['fp']:,} of {own['negatives']:,} {neg} images (specificity {_pct(own['specificity'])})")
     if (own["tp"], own["fp"]) == (at_threshold["tp"], at_threshold["fp"]):
         return words + f": the same as threshold {at_threshold['threshold']:.3f}."
-    words += (f"; threshold {at_threshold['threshold']:.3f} flags {at_threshold['tp']} and {at_threshold['fp']}.")
+    words += (f"; threshold {at_threshold['threshold']:.3f} flags {at_threshold['tp']:,} and {at_threshold['fp']:,}.")
     if len(view.classes) > 2:
         words += (f" The two decide differently: the threshold reads P({pos}) alone, while the run's answer is "
                   f"whichever of the {len(view.classes)} classes is most probable, even at a probability under 0.5.")

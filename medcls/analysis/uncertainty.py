@@ -167,10 +167,10 @@ def score_headline(intervals: Mapping, focus_class: str = "") -> str:
     if focus and focus.get("recall"):
         support = focus.get("support", 0)
         found = round(focus["recall"]["estimate"] * support)
-        parts.append(f"{focus_class} recall {format_interval(focus['recall'])}, {found} of its {support} "
+        parts.append(f"{focus_class} recall {format_interval(focus['recall'])}, {found:,} of its {support:,} "
                      f"image{'' if support == 1 else 's'} found")
     flat = f" {FLAT_INTERVAL_NOTE}" if _flat(intervals.get("macro_f1")) else ""  # the one bootstrap score shown here
-    return (f"On its {n} test image{'' if n == 1 else 's'}: " + ", ".join(parts)
+    return (f"On its {n:,} test image{'' if n == 1 else 's'}: " + ", ".join(parts)
             + ". In brackets: the 95% interval, where the score on new images of the same kind could lie." + flat)
 
 

@@ -134,8 +134,8 @@ class DatasetSpec:
             if not any(sizes.values()):
                 return f"{split}: none"
             if len(sizes) > 2 and len(set(sizes.values())) == 1:
-                return f"{split}: {next(iter(sizes.values()))} of each class"
-            return f"{split}: " + ", ".join(f"{n} {name}" for name, n in sizes.items())
+                return f"{split}: {next(iter(sizes.values())):,} of each class"
+            return f"{split}: " + ", ".join(f"{n:,} {name}" for name, n in sizes.items())
 
         parts = [split_counts(split) for split in SPLITS]
-        return f"{len(self.items)} images, {len(self.classes)} classes ({'; '.join(parts)})"
+        return f"{len(self.items):,} images, {len(self.classes)} classes ({'; '.join(parts)})"

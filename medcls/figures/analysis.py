@@ -99,7 +99,7 @@ def reliability_figure(curves: Mapping[str, Mapping], title: str = "Reliability 
         fig.add_scatter(
             x=[c for c, _, _ in points], y=[o for _, o, _ in points], mode="lines+markers",
             name=f"{name}  ECE={ece:.3f}" if ece is not None else name,
-            text=[f"{n} images" for _, _, n in points],
+            text=[f"{n:,} images" for _, _, n in points],
             hovertemplate="confidence %{x:.2f}<br>observed %{y:.2f}<br>%{text}<extra></extra>",
             line=dict(color=PALETTE[r % len(PALETTE)], width=2),
             marker=dict(size=[6 + 14 * np.sqrt(n / max(1, rel["n"])) for _, _, n in points]))

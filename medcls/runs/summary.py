@@ -53,14 +53,18 @@ class RunSummary:
         return f"{self.epochs_done} of {self.epochs}" + (
             f" in {member_word(self.bagged)} {self.fold} of {self.folds}" if self.fold else "")
 
-    def kept_words(self, verb: str = "tested") -> str:
-        """What a stopped run was ``verb`` 'tested' with, or ('answers') answers with: 'its kept checkpoint so far
-        was tested', or an ensemble's 'the 2 bagged models trained so far answer together' (the latest perhaps
-        part-way, with its kept checkpoint)."""
+    def kept_words(self, verb: str = "tested", models: int | None = None) -> str:
+        """What an unfinished run was ``verb`` 'tested' with, or ('answers') answers with: 'its kept checkpoint so
+        far was tested', or an ensemble's 'the 2 bagged models trained so far answer together'. A stop keeps the
+        model it stopped in (part-way, with its kept checkpoint); a run that was interrupted keeps only the models
+        it finished: ``models``, the number its weights hold, says 'its one finished bagged model answers'."""
         one, together = {"tested": ("was tested", "were tested together"),
                          "answers": ("answers", "answer together")}[verb]
         if not self.fold:
             return f"its kept checkpoint so far {one}"
-        if self.fold == 1:
-            return f"its one {member_word(self.bagged, plural=True)[:-1]} trained so far {one}"
-        return f"the {self.fold} {member_word(self.bagged, plural=True)} trained so far {together}"
+        count = self.fold if models is None else models
+        kind = member_word(self.bagged, plural=True)
+        if count < self.fold:
+            return f"its one finished {kind[:-1]} {one}" if count == 1 else f"its {count} finished {kind} {together}"
+        return f"its one {kind[:-1]} trained so far {one}" if count == 1 else \
+            f"the {count} {kind} trained so far {together}"

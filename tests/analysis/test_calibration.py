@@ -89,3 +89,9 @@ def test_crowded_bin_sentence_counts_the_images_outside_it():
     probs = np.array([[0.99, 0.01]] * 58 + [[0.55, 0.45], [0.65, 0.35]])
     text = calibration_sentence(reliability(np.zeros(60, dtype=int), probs))
     assert "the other 2 are in the diagram's other bins" in text
+
+
+def test_counts_in_the_sentence_are_written_with_thousands_separated():
+    probs = np.array([[0.99, 0.01]] * 1441 + [[0.55, 0.45]] * 59)
+    text = calibration_sentence(reliability(np.zeros(1500, dtype=int), probs))
+    assert "1,500 images)" in text and "1,441 of 1,500 images got 90%–100%" in text, text

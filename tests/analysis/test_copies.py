@@ -62,6 +62,12 @@ def test_the_score_without_the_copies_and_the_sentence():
     assert "1 of the 4 test images (25%) has a near copy" in copies_sentence(4, ["a"], whole, without)
     assert copies_sentence(4, [], whole, whole) == ""
     assert "this test split says nothing about new images" in copies_sentence(4, paths, whole, None)
+    many = 1000 * paths
+    whole = classification_metrics(np.tile(y_true, 1000), np.tile(probs, (1000, 1)), classes)
+    without = metrics_without(many, np.tile(y_true, 1000), np.tile(probs, (1000, 1)), classes, ["a"])
+    text = copies_sentence(4000, 1000 * ["a"], whole, without)
+    assert text.startswith("1,000 of the 4,000 test images (25%) have") and "On the 3,000 test images" in text, text
+    assert "on all 4,000)" in text
     assert "did not simply remember" not in text  # the copies were the right answers here
 
 

@@ -120,6 +120,9 @@ def test_description_names_the_counts():
     op = operating_point(truth, np.array([0.9, 0.2, 0.6, 0.1, 0.0]), 0.5)
     text = describe_operating_point(op, BinaryView.of(CLASSES, ["malignant"]))
     assert "1 of 2" in text and "1 of 3" in text and "0.500" in text
+    many = operating_point(np.repeat(truth, 1000), np.repeat([0.9, 0.2, 0.6, 0.1, 0.0], 1000), 0.5)
+    text = describe_operating_point(many, BinaryView.of(CLASSES, ["malignant"]))
+    assert "**1,000 of 2,000**" in text and "**1,000 of 3,000**" in text, text
 
 
 def test_the_runs_own_answers_are_the_most_probable_class_not_a_threshold_of_one_half():

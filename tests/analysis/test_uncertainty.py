@@ -224,6 +224,10 @@ def test_the_headline_gives_each_score_its_interval_and_the_focus_class_as_found
     assert "malignant" not in score_headline(intervals, "cancer")   # not a class of this run: no recall
     assert score_headline(metric_intervals(y_true[:0], probs[:0], CLASSES), "malignant") == ""
 
+    many = np.repeat(y_true, 25)  # 1,475 images, 75 of them malignant
+    line = score_headline(metric_intervals(many, np.repeat(probs, 25, axis=0), CLASSES, n_boot=50), "malignant")
+    assert line.startswith("On its 1,475 test images:") and "25 of its 75 images found" in line, line
+
 
 def test_macro_f1_resamples_leave_out_a_class_they_lack():
     """A resample without the one image of a rare class (and no prediction of it) scores its other classes, as

@@ -153,3 +153,14 @@ def test_the_sidebar_option_gives_a_split_without_leaks(app_env, tmp_path):
     assert any("near-duplicates are kept in one split" in s.value for s in at.success)
     assert {m.label: m.value for m in at.metric}["Test images with a copy in train"].startswith("0 of")
     assert at.session_state["data_config"]["group_duplicates"] is True
+
+
+def test_leak_counts_are_written_as_counts_with_thousands_separated():
+    # ':g' wrote 1500 test images as '1500' beside '10,000 images', and a million as '1e+06'.
+    from app.health import _leak_words
+    from medcls.data.health import Leak
+
+    words = _leak_words(Leak(test_in_train=1200.0, val_in_train=3.0, test_in_val=0.0, test_images=1500.0,
+                             val_images=1500.0, test_in_learning=1_000_000.0))
+    assert "1,200 of 1,500 test images (80%) and 3 validation images have a near-duplicate" in words, words
+    assert "1,000,000 of the 1,500 test images" in words, words

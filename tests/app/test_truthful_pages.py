@@ -375,7 +375,8 @@ def test_compare_says_how_many_test_images_are_copies_and_the_score_without_them
     (1, r"Bagged model 1 of 3 alone \(the run was stopped before the others\)\.",
      "its one bagged model trained so far was tested.", "its one bagged model trained so far answers."),
     (3, r"The first 2 of 3 bagged models together \(the run was stopped before the rest\)\.",
-     "the 2 bagged models trained so far were tested together.", "the 2 bagged models trained so far answer together."),
+     "the 2 bagged models trained so far were tested together.",
+     "the 2 bagged models trained so far answer together."),
 ])
 def test_a_stopped_bagged_run_names_the_models_it_tested(app_env, tiny_dataset, stop_after, sentence, tested,
                                                          answers):
@@ -393,7 +394,8 @@ def test_a_stopped_bagged_run_names_the_models_it_tested(app_env, tiny_dataset, 
     assert len(scores) == 1 and scores[0].startswith(sentence), scores
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception
-    assert any(c.value.startswith("⏹️") and c.value.endswith(tested) for c in at.caption), [c.value for c in at.caption]
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("⏹️") and c.endswith(tested) for c in captions), captions
     at.switch_page("app_pages/try_it.py").run()
     assert not at.exception
     assert any(c.value.startswith("⚠️ This run did not finish") and c.value.endswith(answers) for c in at.caption)

@@ -331,6 +331,8 @@ def test_the_summary_says_of_each_class_when_a_split_holds_the_same_number_of_ev
     assert "test: 3 shape00, 2 shape01," in summary   # unequal: each class named with its count
     two = DatasetSpec("/d", "class_folders", ["a", "b"], [Item("/d/a.png", 0, "train"), Item("/d/b.png", 1, "train")])
     assert "train: 1 a, 1 b" in two.summary()         # two classes read as well named
+    large = DatasetSpec("/d", "class_folders", ["a", "b"], [Item(f"/d/{i}.png", i % 2, "train") for i in range(2400)])
+    assert large.summary() == "2,400 images, 2 classes (train: 1,200 a, 1,200 b; val: none; test: none)"
 
 
 def test_a_folder_wrapped_around_the_class_folders_is_named_as_the_dataset_to_choose(tmp_path):
