@@ -93,7 +93,8 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = No
         for c in columns:
             v = row.get(c)
             numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cells.append(f"<td class='num'>{_esc(_num(v))}</td>" if numeric else f"<td>{_esc(_num(v))}</td>")
+            shown = f"{v:,}" if numeric and isinstance(v, int) else _num(v)  # a table's whole numbers are counts
+            cells.append(f"<td class='num'>{_esc(shown)}</td>" if numeric else f"<td>{_esc(shown)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -134,7 +135,7 @@ def _metrics_section(test: SplitMetrics, ci: Mapping) -> str:
                      "AP (95% interval)": format_interval(cci.get("average_precision")) if cci
                      else _num(c.average_precision)})
     warnings = "".join(f"<div class='warn'>{_esc(w)}</div>" for w in small_class_warnings({'run': ci})) if ci else ""
-    method = (f"<p class='muted'>95% intervals: {ci.get('method')}, {ci.get('n_boot')} resamples of the test "
+    method = (f"<p class='muted'>95% intervals: {ci.get('method')}, {ci.get('n_boot'):,} resamples of the test "
               "images for the bootstrap (its range holds the middle 95% of the resampled values)."
               + (f" {_esc(FLAT_INTERVAL_NOTE)}" if has_flat_interval({"run": ci}) else "") + "</p>") if ci else ""
     return _pairs(overall) + _table(rows) + warnings + method

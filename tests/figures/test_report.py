@@ -137,3 +137,11 @@ def test_a_perfect_macro_f1_is_shown_without_a_range_and_explained(finished_run,
     monkeypatch.undo()
     real = uncertainty.run_intervals(store, run_id)  # the tiny run's own scores: a range wherever one has width
     assert ("no interval" in run_card_html(store, run_id)) == uncertainty.has_flat_interval({"run": real})
+
+
+def test_whole_numbers_in_the_cards_tables_are_counts_with_thousands_separated():
+    from medcls.figures.report import _table
+
+    html = _table([{"class": "normal", "test images": 1050, "F1": 0.5, "kept": True}])
+    assert "<td class='num'>1,050</td>" in html and "<td class='num'>0.500</td>" in html, html
+    assert "<td>True</td>" in html  # a yes/no is not a count
