@@ -252,6 +252,18 @@ def load_current_dataset(cfg: DataConfig | None = None) -> DatasetSpec | None:
         return None
 
 
+def current_fingerprint() -> str:
+    """The sidebar dataset's fingerprint, or '' when none is chosen or it cannot be read: for pages that only
+    prefer runs on it (the Data explorer and the Train page say what is wrong with it)."""
+    cfg = current_data_config()
+    if not cfg.source and st.session_state.get("data_kind", "builtin") != "builtin":
+        return ""
+    try:
+        return _load(_cache_key(cfg)).fingerprint()
+    except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError):
+        return ""
+
+
 def _by_uploaded_name(message: str, source: str) -> str:
     """``message`` with an uploaded .npz named as the person's file ('breast.npz'), not as the uploads folder keeps
     it ('70ddedc452de-breast.npz')."""

@@ -15,6 +15,7 @@ from app.compare_sections import (
     run_card_section,
     uncertainty_section,
 )
+from app.dataset import current_fingerprint
 from app.identity import visible_runs
 from app.manager import manager
 from app.portable import portable_section
@@ -58,11 +59,12 @@ if gone:
     st.info(f"No longer available (deleted): {', '.join(gone)}.")
     st.session_state["compare_runs"] = [r for r in st.session_state["compare_runs"] if r in summaries]
 ids = list(summaries)
-chosen = st.multiselect("Runs", ids, default=comparable_default(summaries.values()), key="compare_runs",
-                        format_func=run_choice,
-                        help="Tested runs, newest first. To start with, the newest run and the newest other run "
-                             "tested on the same images with the same classes are picked (never runs whose test "
-                             "data differ). A stopped run is marked ⏹: what it had trained so far was tested.")
+first = comparable_default(summaries.values(), data_fingerprint=current_fingerprint())  # on the sidebar's data
+chosen = st.multiselect("Runs", ids, default=first, key="compare_runs", format_func=run_choice,
+                        help="Tested runs, newest first. To start with, the newest run on the dataset in the sidebar "
+                             "(or the newest run, if none is) and the newest other run tested on the same images "
+                             "with the same classes are picked (never runs whose test data differ). A stopped run "
+                             "is marked ⏹: what it had trained so far was tested.")
 if not chosen:
     st.stop()
 cvs = {r: cv for r in chosen if (cv := store.cross_validation(r)) is not None}

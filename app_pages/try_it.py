@@ -64,7 +64,8 @@ names = display_names(summaries.values())
 run_id = st.selectbox("Model (run)", list(summaries), key="try_run",
                       format_func=lambda r: run_label(summaries[r], names[r]),
                       help="Runs that saved weights, newest first: name, the data it learned from, how it ended "
-                           "and its test score. It starts at the best finished run on the dataset in the sidebar.")
+                           "and its test score. It starts at the best finished run on the dataset in the sidebar (a "
+                           "stopped one if none finished there).")
 chosen = summaries[run_id]
 if chosen.state != "finished":
     record = store.model_record(run_id)  # the models its weights hold: an interrupted ensemble's finished ones

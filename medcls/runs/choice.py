@@ -32,24 +32,31 @@ def _score(summary: RunSummary) -> float:
 
 
 def preferred_run(summaries: Sequence[RunSummary], data_fingerprint: str = "") -> str | None:
-    """The run to offer first: the best finished run (by test macro-F1) on the current data, else the best
-    finished run on any data, else the newest. ``summaries`` are newest first; ties go to the newer run."""
+    """The run to offer first: the best finished run (by test macro-F1) on the current data, else the best tested
+    run on it (a stopped run answers with what it kept, which suits the current data's images better than a model
+    of other data does), else the best finished run on any data, else the newest. ``summaries`` are newest first;
+    ties go to the newer run."""
     if not summaries:
         return None
-    finished = [s for s in summaries if s.state == "finished" and s.test_macro_f1 is not None]
-    on_data = [s for s in finished if data_fingerprint and s.data_fingerprint == data_fingerprint]
-    pool = on_data or finished
+    tested = [s for s in summaries if s.test_macro_f1 is not None]
+    on_data = [s for s in tested if data_fingerprint and s.data_fingerprint == data_fingerprint]
+    pool = _finished(on_data) or on_data or _finished(tested)
     if not pool:
         return summaries[0].run_id
     return max(pool, key=lambda s: (_score(s), -pool.index(s))).run_id
 
 
-def comparable_default(summaries: Iterable[RunSummary], count: int = 2) -> list[str]:
-    """Runs to compare first: the newest tested run and the next newest tested on the same data with the same
-    classes (never runs whose test images or classes differ)."""
+def _finished(summaries: Sequence[RunSummary]) -> list[RunSummary]:
+    return [s for s in summaries if s.state == "finished"]
+
+
+def comparable_default(summaries: Iterable[RunSummary], count: int = 2, data_fingerprint: str = "") -> list[str]:
+    """Runs to compare first: the newest tested run on the current data (``data_fingerprint``; else the newest
+    tested run) and the next newest tested on the same data with the same classes (never runs whose test images or
+    classes differ)."""
     tested = [s for s in summaries if s.tested]
     if not tested:
         return []
-    first = tested[0]
+    first = next((s for s in tested if data_fingerprint and s.data_fingerprint == data_fingerprint), tested[0])
     return [s.run_id for s in tested if s.data_fingerprint == first.data_fingerprint
             and tuple(s.classes) == tuple(first.classes)][:count]

@@ -26,6 +26,20 @@ def trained(store: RunStore, source, *, stop_after: int | None = None, **options
     return run_id
 
 
+def test_compare_and_try_it_start_at_runs_on_the_dataset_in_the_sidebar(app_env, tiny_dataset, split_dataset):
+    store = RunStore(app_env / "runs")
+    on_split = [trained(store, split_dataset), trained(store, split_dataset, stop_after=1, epochs=30)]
+    newest = trained(store, tiny_dataset)  # the newest run is on other data
+    at = choose_folder(new_app().run(), split_dataset)
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception and at.multiselect(key="compare_runs").value == on_split[::-1]
+    at.switch_page("app_pages/try_it.py").run()
+    assert not at.exception and at.selectbox(key="try_run").value == on_split[0]  # the finished one
+    at = new_app().run()  # the built-in phantoms: no run on them, so the newest run and its like
+    at.switch_page("app_pages/compare.py").run()
+    assert at.multiselect(key="compare_runs").value == [newest]
+
+
 def test_compare_runs_on_different_data_and_classes_says_so_and_shows_dashes(app_env, tiny_dataset, split_dataset):
     store = RunStore(app_env / "runs")
     two_classes = trained(store, tiny_dataset)                    # bright, dark
