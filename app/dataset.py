@@ -237,17 +237,25 @@ def _load(cfg_items: tuple) -> DatasetSpec:
     return load_dataset(DataConfig(**dict(cfg_items)))
 
 
+_UNREADABLE = (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError)  # what reading data raises
+
+
+def _none_chosen(cfg: DataConfig) -> bool:
+    """A folder, upload or .npz is to be chosen and has not been yet (the built-in data needs no choice)."""
+    return not cfg.source and st.session_state.get("data_kind", "builtin") != "builtin"
+
+
 def load_current_dataset(cfg: DataConfig | None = None) -> DatasetSpec | None:
     """The chosen dataset, or None after showing the reason with ``st.error``."""
     cfg = cfg or current_data_config()
-    if not cfg.source and st.session_state.get("data_kind", "builtin") != "builtin":
+    if _none_chosen(cfg):
         st.info("Choose a dataset in the sidebar.")
         return None
     if cfg.source:
         uploads().touch(cfg.source)  # in use: not removed to make room for another upload
     try:
         return _load(_cache_key(cfg))
-    except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError) as exc:
+    except _UNREADABLE as exc:
         st.error(f"Cannot use this dataset: {shown(_by_uploaded_name(str(exc), cfg.source))}")
         return None
 
@@ -256,11 +264,11 @@ def current_fingerprint() -> str:
     """The sidebar dataset's fingerprint, or '' when none is chosen or it cannot be read: for pages that only
     prefer runs on it (the Data explorer and the Train page say what is wrong with it)."""
     cfg = current_data_config()
-    if not cfg.source and st.session_state.get("data_kind", "builtin") != "builtin":
+    if _none_chosen(cfg):
         return ""
     try:
         return _load(_cache_key(cfg)).fingerprint()
-    except (DataError, PathNotAllowedError, FileNotFoundError, ValueError, OSError):
+    except _UNREADABLE:
         return ""
 
 

@@ -68,9 +68,8 @@ run_id = st.selectbox("Model (run)", list(summaries), key="try_run",
                            "stopped one if none finished there).")
 chosen = summaries[run_id]
 if chosen.state != "finished":
-    record = store.model_record(run_id)  # the models its weights hold: an interrupted ensemble's finished ones
     st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): "
-               f"{chosen.kept_words('answers', record.folds if record else None)}.")
+               f"{chosen.kept_words('answers', store.model_record(run_id))}.")
 if spec is not None and chosen.data_fingerprint and chosen.data_fingerprint != spec.fingerprint():
     st.caption(f"This model learned from **{escape_markdown(chosen.dataset)}**, not from the dataset in the "
                "sidebar.")

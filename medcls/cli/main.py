@@ -344,9 +344,8 @@ def _unfinished_note(store: RunStore, run_id: str) -> str:
     summary = store.summary(run_id)
     if summary.state == "finished":
         return ""
-    record = store.model_record(run_id)  # the models its weights hold: an interrupted ensemble's finished ones
     return f"note: this run did not finish ({summary.state} at epoch {summary.epochs_words()}): " \
-           f"{summary.kept_words('answers', record.folds if record else None)}"
+           f"{summary.kept_words('answers', store.model_record(run_id))}"
 
 
 def _learned_from(store: RunStore, run_id: str, split: str) -> str:

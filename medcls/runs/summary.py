@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .records import ACTIVE_STATES, member_word
+from .records import ACTIVE_STATES, ModelRecord, member_word
 
 __all__ = ["RunSummary"]
 
@@ -53,16 +53,16 @@ class RunSummary:
         return f"{self.epochs_done} of {self.epochs}" + (
             f" in {member_word(self.bagged)} {self.fold} of {self.folds}" if self.fold else "")
 
-    def kept_words(self, verb: str = "tested", models: int | None = None) -> str:
+    def kept_words(self, verb: str = "tested", record: ModelRecord | None = None) -> str:
         """What an unfinished run was ``verb`` 'tested' with, or ('answers') answers with: 'its kept checkpoint so
         far was tested', or an ensemble's 'the 2 bagged models trained so far answer together'. A stop keeps the
         model it stopped in (part-way, with its kept checkpoint); a run that was interrupted keeps only the models
-        it finished: ``models``, the number its weights hold, says 'its one finished bagged model answers'."""
+        it finished: its weights' ``record`` counts them ('its one finished bagged model answers')."""
         one, together = {"tested": ("was tested", "were tested together"),
                          "answers": ("answers", "answer together")}[verb]
         if not self.fold:
             return f"its kept checkpoint so far {one}"
-        count = self.fold if models is None else models
+        count = record.folds if record is not None else self.fold
         kind = member_word(self.bagged, plural=True)
         if count < self.fold:
             return f"its one finished {kind[:-1]} {one}" if count == 1 else f"its {count} finished {kind} {together}"
