@@ -39,7 +39,9 @@ def validated(history: Sequence[EpochRecord]) -> bool:
 def history_figure(history: Sequence[EpochRecord], title: str = "Training curves") -> go.Figure:
     """Loss and accuracy per epoch, train vs validation (training only when the run had no validation images)."""
     epochs = [h.epoch for h in history]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy / macro-F1"))
+    # Without validation there is no macro-F1 to draw: the panel is named for what it shows.
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy / macro-F1" if validated(history)
+                                                        else "accuracy"))
     series = [
         (1, "training loss", "train_loss", SPLIT_COLORS["train"], None),
         (1, "validation loss", "val_loss", SPLIT_COLORS["val"], None),

@@ -52,12 +52,14 @@ def test_history_figure_has_loss_and_accuracy_curves_and_marks_the_best_epoch():
     assert list(fig.data[4].x) == [1, 2, 3]
     assert [s.x0 for s in fig.layout.shapes] == [2, 2]  # dashed line at the best epoch in both panels
     assert fig.layout.xaxis.title.text == "epoch"
+    assert [a.text for a in fig.layout.annotations] == ["loss", "accuracy / macro-F1"]
 
 
 def test_a_history_without_validation_shows_training_curves_only():
     history = [EpochRecord.from_dict({**h.to_dict(), "validated": False, "best": True}) for h in _history()]
     fig = history_figure(history)
     assert [t.name for t in fig.data] == ["training loss", "training accuracy"]
+    assert [a.text for a in fig.layout.annotations] == ["loss", "accuracy"]  # no macro-F1 is drawn: none named
     # On a line of its own under the title, so that a long title ('… · bagged model 2 of 3') is not cut off.
     assert fig.layout.title.text == "Training curves"
     assert fig.layout.title.subtitle.text == "training only: no validation images"
