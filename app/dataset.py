@@ -267,9 +267,16 @@ def current_fingerprint() -> str:
     if _none_chosen(cfg):
         return ""
     try:
-        return _load(_cache_key(cfg)).fingerprint()
+        return _fingerprint(_cache_key(cfg))
     except _UNREADABLE:
         return ""
+
+
+@st.cache_data(show_spinner=False, ttl=60, max_entries=8)
+def _fingerprint(cfg_items: tuple) -> str:
+    """Reads every file's size and time (its contents the first time): 40 ms for 10,000 images, kept with the
+    listing it belongs to."""
+    return _load(cfg_items).fingerprint()
 
 
 def _by_uploaded_name(message: str, source: str) -> str:

@@ -62,7 +62,7 @@ def duplicates_section(spec: DatasetSpec) -> None:
 
 
 def _check(spec: DatasetSpec, max_distance: int) -> HealthReport | None:
-    checked_key = f"health_checked_{spec.fingerprint()}"
+    checked_key = f"health_checked_{spec.root}"  # not its fingerprint, which reads every file before it is asked
     if len(spec.items) > HEALTH_AUTO_LIMIT and not st.session_state.get(checked_key):
         st.info(f"{len(spec.items):,} images: the first check reads every image and takes a while.")
         if st.button("Check for duplicates", key="health_start"):

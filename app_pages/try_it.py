@@ -5,7 +5,7 @@ import hashlib
 import streamlit as st
 
 from app.cell_images import HANDOVER
-from app.dataset import MAX_UPLOAD_MB, load_current_dataset, upload_too_large
+from app.dataset import MAX_UPLOAD_MB, current_fingerprint, load_current_dataset, upload_too_large
 from app.identity import visible_runs
 from app.manager import manager
 from app.text import escape_markdown, shown
@@ -59,7 +59,7 @@ if handed:
     st.session_state["try_source"] = PICK
     st.session_state["try_from_compare"] = handed  # stays offered while the session lasts
 if "try_run" not in st.session_state:  # a fresh page: the best finished run on the dataset in the sidebar
-    st.session_state["try_run"] = preferred_run(list(summaries.values()), spec.fingerprint() if spec else "")
+    st.session_state["try_run"] = preferred_run(list(summaries.values()), current_fingerprint())
 names = display_names(summaries.values())
 run_id = st.selectbox("Model (run)", list(summaries), key="try_run",
                       format_func=lambda r: run_label(summaries[r], names[r]),
@@ -70,7 +70,7 @@ chosen = summaries[run_id]
 if chosen.state != "finished":
     st.caption(f"⚠️ This run did not finish ({escape_markdown(run_label(chosen))}): "
                f"{chosen.kept_words('answers', store.model_record(run_id))}.")
-if spec is not None and chosen.data_fingerprint and chosen.data_fingerprint != spec.fingerprint():
+if spec is not None and chosen.data_fingerprint and chosen.data_fingerprint != current_fingerprint():
     st.caption(f"This model learned from **{escape_markdown(chosen.dataset)}**, not from the dataset in the "
                "sidebar.")
 try:

@@ -28,8 +28,9 @@ import torch
 
 from ..atomic import atomic_write_with
 from ..settings import cache_dir, image_cache_mb
+from .digests import content_digest
 from .disk_budget import trim_oldest
-from .imageio import NPZ_MARK, ImageReadError, decode_resized, is_grayscale
+from .imageio import ImageReadError, decode_resized, is_grayscale
 from .spec import DataError, DataReport, DatasetSpec
 
 __all__ = ["DecodedDataset", "DecodedSplit", "decode_dataset", "clear_memory_cache", "cached_channels",
@@ -181,30 +182,21 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 # --- cache keys and storage ------------------------------------------------
 
-def _file_digest(path: str, memo: dict[str, str]) -> str:
-    """Content hash of a file (or of an .npz member's container)."""
-    if NPZ_MARK in path:
-        container, _, member = path.partition(NPZ_MARK)
-        return _file_digest(container, memo) + member
-    if path not in memo:
-        digest = hashlib.blake2b(digest_size=16)
-        try:
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-        except OSError as exc:
-            digest.update(f"unreadable:{exc}".encode())
-        memo[path] = digest.hexdigest()
-    return memo[path]
-
-
 def _cache_key(spec: DatasetSpec, size: int, color: str) -> str:
-    memo: dict[str, str] = {}
+    """Changes with any file's contents; keeps the paths too, since an entry lists the paths it kept."""
     digest = hashlib.blake2b(digest_size=20)
     digest.update(f"v{CACHE_FORMAT}|{size}|{color}".encode())
     for it in spec.items:
-        digest.update(f"|{it.path}={_file_digest(it.path, memo)}".encode())
+        digest.update(f"|{it.path}={_readable_digest(it.path)}".encode())
     return digest.hexdigest()
+
+
+def _readable_digest(path: str) -> str:
+    """The file's content digest, or what kept it from being read (decoding then reports the file)."""
+    try:
+        return content_digest(path)
+    except OSError as exc:
+        return f"unreadable:{exc}"
 
 
 def _disk_path(key: str) -> Path:

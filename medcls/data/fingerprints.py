@@ -24,7 +24,8 @@ from PIL import Image
 
 from ..atomic import atomic_write_json, read_json
 from ..settings import cache_dir
-from .imageio import NPZ_MARK, ImageReadError, read_image
+from .digests import clear_digest_memory, content_digest
+from .imageio import ImageReadError, read_image
 from .similarity import THUMB_SIDE, thumbnail_pixels
 
 __all__ = ["HashTable", "image_hashes", "fingerprint_pixels", "clear_fingerprint_memory", "HASH_FORMAT"]
@@ -36,15 +37,14 @@ HASH_FORMAT = 2            # bump when the hash or its input changes (2: with a 
 Progress = Callable[[int, int], None]
 
 _LOCK = threading.Lock()
-_STAT_MEMO: dict[str, tuple[tuple[int, int], str]] = {}   # file -> ((size, mtime_ns), content digest)
 _HASHES: dict[str, tuple[int, str, bytes]] = {}            # content key -> (phash, pixel digest, thumbnail)
 _DISK_SEEN: dict[str, int] = {}                            # hash file -> mtime_ns merged into _HASHES
 
 
 def clear_fingerprint_memory() -> None:
-    """Forget fingerprints kept in memory (the disk cache stays)."""
+    """Forget fingerprints kept in memory, and the files' digests (the disk cache stays)."""
+    clear_digest_memory()
     with _LOCK:
-        _STAT_MEMO.clear()
         _HASHES.clear()
         _DISK_SEEN.clear()
 
@@ -62,28 +62,6 @@ class HashTable:
 
 def _hash_file() -> Path:
     return cache_dir() / "image-hashes" / f"v{HASH_FORMAT}.json"
-
-
-def _file_digest(path: str) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _content_key(path: str) -> str:
-    """A key that changes exactly when the file's contents change (stat-memoised within a process)."""
-    file, _, member = path.partition(NPZ_MARK)
-    info = os.stat(file)
-    signature = (info.st_size, info.st_mtime_ns)
-    with _LOCK:
-        memo = _STAT_MEMO.get(file)
-    if memo is None or memo[0] != signature:
-        memo = (signature, _file_digest(file))
-        with _LOCK:
-            _STAT_MEMO[file] = memo
-    return memo[1] + (f"{NPZ_MARK}{member}" if member else "")
 
 
 def _hash_pixels(path: str) -> tuple[int, str, bytes]:
@@ -137,7 +115,7 @@ def image_hashes(paths: Sequence[str], *, progress: Progress | None = None, disk
     failures: dict[int, str] = {}
     for i, path in enumerate(paths):
         try:
-            keys[i] = _content_key(path)
+            keys[i] = content_digest(path)
         except OSError as exc:
             failures[i] = f"the file cannot be read ({exc.strerror or exc})"
     if disk_cache and any(k is not None and k not in _HASHES for k in keys):

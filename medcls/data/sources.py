@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
@@ -41,6 +42,10 @@ SPLIT_NAMES = {
     "test": "test", "testing": "test",
 }
 MANIFEST_NAMES = ("split.csv", "manifest.csv", "labels.csv")
+# MedMNIST v2's class names (its INFO table), by the flag its files are named after ('breastmnist.npz',
+# 'breastmnist_224.npz'); v1's organ files were 'organmnist_axial.npz' and the like.
+_ORGANS = ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right", "liver", "lung-left",
+           "lung-right", "pancreas", "spleen"]
 MEDMNIST_CLASSES = {
     "breastmnist": ["malignant", "normal, benign"],
     "pneumoniamnist": ["normal", "pneumonia"],
@@ -49,7 +54,22 @@ MEDMNIST_CLASSES = {
     "bloodmnist": ["basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte",
                    "monocyte", "neutrophil", "platelet"],
     "retinamnist": ["0", "1", "2", "3", "4"],
+    "pathmnist": ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
+                  "cancer-associated stroma", "colorectal adenocarcinoma epithelium"],
+    "octmnist": ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"],
+    "tissuemnist": ["collecting duct, connecting tubule", "distal convoluted tubule", "glomerular endothelial cells",
+                    "interstitial endothelial cells", "leukocytes", "podocytes", "proximal tubule segments",
+                    "thick ascending limb"],
+    **{flag: _ORGANS for flag in ("organamnist", "organcmnist", "organsmnist", "organmnist")},
 }
+
+
+def medmnist_classes(file_name: str) -> list[str]:
+    """MedMNIST's class names for a file named after its flag (empty when it is not): 'breastmnist.npz',
+    'breastmnist_224.npz', and the app's uploads, which keep a content hash before the name
+    ('3b1e3ae009f0-breastmnist.npz')."""
+    flag = re.search(r"[a-z]+mnist", Path(file_name).stem.lower())
+    return list(MEDMNIST_CLASSES.get(flag.group(0), [])) if flag else []
 
 
 def synthetic_root() -> Path:
@@ -370,7 +390,7 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
     if channels & {2, 4}:
         report.notes.append(f"{path.name}: images with an alpha channel; transparent parts are shown black.")
     used = sorted({int(v) for s in present for v in labels_by_split[s]})
-    names = list(cfg.class_names) or MEDMNIST_CLASSES.get(path.stem.lower().split("_")[0], [])
+    names = list(cfg.class_names) or medmnist_classes(path.name)
     n_classes = used[-1] + 1 if used else 0
     if cfg.class_names and len(names) != n_classes:
         raise DataError(f"{path.name} has {n_classes} classes but {len(names)} class names were given.")

@@ -109,14 +109,25 @@ class DatasetSpec:
                            [it for it in self.items if it.path not in drop], self.report, self.synthetic)
 
     def fingerprint(self) -> str:
-        """A short hash of what the dataset is made of (paths, labels, splits, classes).
+        """A short hash of what the dataset is made of: each image's contents with its label and split, and the
+        class names.
 
-        File contents are covered separately by the decoded-image cache key.
+        Not where the files lie: an ``.npz`` trained from its path and the same file uploaded in the app are one
+        dataset, and so is a folder copied elsewhere; its runs stay its runs. Files that cannot be read count by
+        their path. Each file is read once per process (:mod:`medcls.data.digests`).
         """
+        from .digests import content_digest  # reads files: numpy and Pillow stay out of this module's imports
+
+        def content(path: str) -> str:
+            try:
+                return content_digest(path)
+            except OSError:
+                return f"unreadable:{path}"
+
         digest = hashlib.sha256()
         digest.update("\x1f".join(self.classes).encode())
-        for it in sorted(self.items, key=lambda i: i.path):
-            digest.update(f"\x1e{it.path}\x1f{it.label}\x1f{it.split}".encode())
+        for entry in sorted(f"{content(it.path)}\x1f{it.label}\x1f{it.split}" for it in self.items):
+            digest.update(f"\x1e{entry}".encode())
         return digest.hexdigest()[:16]
 
     def imbalance_ratio(self, split: str = "train") -> float:

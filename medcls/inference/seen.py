@@ -14,7 +14,6 @@ within ``DEFAULT_MAX_DISTANCE`` bits, and closer than two unrelated images of th
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,13 +80,9 @@ def learned_from(store: RunStore, run_id: str) -> LearnedFrom:
     except (FileNotFoundError, RecordError):  # a run without a readable config: as runs were before the option
         chose_epoch = True
     learning = learning_splits(folds, keeps_last=not chose_epoch)
-    path = store.file(run_id, "split.csv")
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                if row.get("path") and row.get("split"):
-                    splits[row["path"]] = row["split"]
-                    labels[row["path"]] = row.get("label") or ""
+    for item, label, split in store.split_rows(run_id):
+        splits[item] = split
+        labels[item] = label
     by_size: dict[int, list[str]] = {}
     for item, split in splits.items():
         if split not in learning or NPZ_MARK in item:

@@ -68,6 +68,15 @@ class RunArtefacts:
         writer.writerows(rows)
         atomic_write_text(self.file(run_id, "split.csv"), buf.getvalue())
 
+    def split_rows(self, run_id: str) -> list[tuple[str, str, str]]:
+        """The run's exact split as (path, class name, split) rows; empty when it has none (not trained yet)."""
+        path = self.file(run_id, "split.csv")
+        if not path.is_file():
+            return []
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [(row["path"], row.get("label") or "", row["split"]) for row in csv.DictReader(handle)
+                    if row.get("path") and row.get("split")]
+
     def write_predictions(self, run_id: str, split_names: list[str], paths: list[str], y_true: "np.ndarray",
                           probs: "np.ndarray", classes: list[str]) -> None:
         import numpy as np

@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-__all__ = ["RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
+__all__ = ["FINGERPRINT_FORMAT", "RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
            "best_record", "member_word", "latest_fold", "fold_histories", "Progress", "ModelRecord", "DataRecord",
            "GroupMembership"]
 
@@ -301,6 +301,9 @@ class ModelRecord:
         return record
 
 
+FINGERPRINT_FORMAT = 2   # what DataRecord.fingerprint hashes in runs this medcls writes (see the field)
+
+
 @dataclass(frozen=True)
 class DataRecord:
     """The data a run trained on (data.json)."""
@@ -313,6 +316,9 @@ class DataRecord:
     counts: dict[str, dict[str, int]]   # split -> class -> images
     color: str
     focus_class: str = ""               # the class whose recall the run tracks (known before any model exists)
+    # 1: ``fingerprint`` hashes the images' paths (runs before 2026-12-08); 2: their contents
+    # (:meth:`medcls.data.spec.DatasetSpec.fingerprint`). The store upgrades a 1 when it reads it (medcls.runs.upgrade).
+    fingerprint_format: int = FINGERPRINT_FORMAT
 
     @property
     def label(self) -> str:
@@ -335,7 +341,8 @@ class DataRecord:
                    classes=tuple(str(c) for c in data.get("classes") or ()),
                    counts={str(s): {str(c): _int(n) or 0 for c, n in per.items()}
                            for s, per in counts.items() if isinstance(per, Mapping)},
-                   color=_str(data.get("color"), "gray"), focus_class=_str(data.get("focus_class")))
+                   color=_str(data.get("color"), "gray"), focus_class=_str(data.get("focus_class")),
+                   fingerprint_format=_int(data.get("fingerprint_format")) or 1)
 
 
 # --- group.json: runs that belong together ---------------------------------------------------------------------------

@@ -83,6 +83,7 @@ from .records import (
 from .reference import FeatureReference
 from .results import CrossValidation, RunMetrics
 from .summary import RunSummary
+from .upgrade import upgraded_data_record
 
 __all__ = ["RunStore", "RunNotFoundError", "InvalidRunIdError", "CheckpointError", "HEARTBEAT_STALE_S",
            "STARTUP_GRACE_S"]
@@ -308,9 +309,10 @@ class RunStore(RunLifecycle, RunArtefacts):
     def data_record(self, run_id: str) -> DataRecord | None:
         data = self._read(run_id, "data.json", None)
         try:
-            return None if data is None else DataRecord.from_dict(data)
+            record = None if data is None else DataRecord.from_dict(data)
         except RecordError:
             return None
+        return None if record is None else upgraded_data_record(self, run_id, record)
 
     def write_data_report(self, run_id: str, report: dict[str, Any]) -> None:
         self._write(run_id, "data_report.json", report)

@@ -250,6 +250,14 @@ def test_npz_with_given_class_names_and_known_medmnist_names(tmp_path):
     assert _load(breast).classes == ["malignant", "normal, benign"]
 
 
+@pytest.mark.parametrize("name", ["breastmnist_224.npz", "3b1e3ae009f0-breastmnist.npz"])
+def test_medmnist_names_survive_size_suffixes_and_the_uploads_folders_hash(tmp_path, name):
+    # MedMNIST+ files carry their size; the app keeps an upload as '<content hash>-<name>'. Both were 'class_0'.
+    assert _load(_npz(tmp_path / name, classes=2)).classes == ["malignant", "normal, benign"]
+    organs = _load(_npz(tmp_path / "organmnist_axial.npz", classes=11, n=(33, 11, 11)))
+    assert organs.classes[:2] == ["bladder", "femur-left"] and len(organs.classes) == 11
+
+
 def test_npz_colour_images_and_missing_splits(tmp_path):
     path = _npz(tmp_path / "rgb.npz", splits=("train",), n=(30,), channels=3)
     spec = _load(path, color="rgb")
