@@ -107,8 +107,9 @@ def decode_dataset(spec: DatasetSpec, image_size: int, color: str = "auto", *, d
         report.skip(path, reason)
     spec.report.merge(report)
     kept = set(kept_paths)
-    usable = DatasetSpec(spec.root, spec.layout, list(spec.classes),
-                         [it for it in spec.items if it.path in kept], spec.report, spec.synthetic)
+    usable = DatasetSpec(spec.root, spec.layout, list(spec.classes), [it for it in spec.items if it.path in kept],
+                         spec.report, spec.synthetic,
+                         spec.undecodable + [it for it in spec.items if it.path not in kept])
     return DecodedDataset(usable, images, image_size, resolved)
 
 

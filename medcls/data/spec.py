@@ -91,6 +91,9 @@ class DatasetSpec:
     items: list[Item]
     report: DataReport = field(default_factory=DataReport)
     synthetic: bool = False
+    # Listed but not decodable (``decode_dataset`` drops them from ``items``): still part of what the dataset is,
+    # so a run on it and the listing in the sidebar have one fingerprint.
+    undecodable: list[Item] = field(default_factory=list)
 
     def split(self, name: str) -> list[Item]:
         return [it for it in self.items if it.split == name]
@@ -106,15 +109,17 @@ class DatasetSpec:
     def without(self, paths: Iterable[str]) -> "DatasetSpec":
         drop = set(paths)
         return DatasetSpec(self.root, self.layout, list(self.classes),
-                           [it for it in self.items if it.path not in drop], self.report, self.synthetic)
+                           [it for it in self.items if it.path not in drop], self.report, self.synthetic,
+                           list(self.undecodable))
 
     def fingerprint(self) -> str:
         """A short hash of what the dataset is made of: each image's contents with its label and split, and the
         class names.
 
         Not where the files lie: an ``.npz`` trained from its path and the same file uploaded in the app are one
-        dataset, and so is a folder copied elsewhere; its runs stay its runs. Files that cannot be read count by
-        their path. Each file is read once per process (:mod:`medcls.data.digests`).
+        dataset, and so is a folder copied elsewhere; its runs stay its runs. Images that do not decode count as
+        listed (a run's dataset is the one chosen), files that cannot be read by their path. Each file is read
+        once per process (:mod:`medcls.data.digests`).
         """
         from .digests import content_digest  # reads files: numpy and Pillow stay out of this module's imports
 
@@ -126,7 +131,8 @@ class DatasetSpec:
 
         digest = hashlib.sha256()
         digest.update("\x1f".join(self.classes).encode())
-        for entry in sorted(f"{content(it.path)}\x1f{it.label}\x1f{it.split}" for it in self.items):
+        for entry in sorted(f"{content(it.path)}\x1f{it.label}\x1f{it.split}"
+                            for it in [*self.items, *self.undecodable]):
             digest.update(f"\x1e{entry}".encode())
         return digest.hexdigest()[:16]
 

@@ -136,6 +136,8 @@ def test_decode_failures_are_reported_and_remembered_by_the_cache(class_dataset,
     assert [s.path for s in decoded.spec.report.skipped] == [str(bad)]
     assert str(bad) not in [i.path for i in decoded.spec.items]
     assert decoded.images.shape[0] == len(decoded.spec.items) == 36
+    # A run on it records the dataset that was chosen: the sidebar's listing has the same fingerprint.
+    assert decoded.spec.fingerprint() == _spec(class_dataset).fingerprint()
     clear_memory_cache()
     _refuse_decoding(monkeypatch)
     again = decode_dataset(_spec(class_dataset), 24)
