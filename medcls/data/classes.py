@@ -27,6 +27,9 @@ FOCUS_PATTERN = re.compile(r"malig|cancer|carcinoma|tumou?r|melanoma|(?<![a-z])m
 # ("non-cancer", "notumor", "no_tumor", "not malignant", "uninfected"-style "un").
 _HEALTHY = re.compile(r"benign|(?<!ab)normal|healthy", re.IGNORECASE)
 _NEGATED = re.compile(r"(?:^|[^a-z])(?:non|not?|un)[\s_-]?$", re.IGNORECASE)
+# ... or a finding that only qualifies another tissue: PathMNIST's 'cancer-associated stroma' beside its tumour class,
+# 'colorectal adenocarcinoma epithelium'.
+_QUALIFIER = re.compile(r"^[a-z]*[\s_-]+(?:associated|adjacent|related)", re.IGNORECASE)
 
 
 def _key(name: str) -> str:
@@ -98,9 +101,10 @@ class ClassResolver:
 
 def names_disease(name: str) -> bool:
     """Whether a class name names the finding to catch: 'malignant', 'melanoma', 'abnormal', 'PNEUMONIA',
-    'glioma'; not 'non-cancer', 'notumor', 'benign tumour' or 'normal'."""
+    'glioma'; not 'non-cancer', 'notumor', 'benign tumour', 'cancer-associated stroma' or 'normal'."""
     found = FOCUS_PATTERN.search(name)
-    return found is not None and not _HEALTHY.search(name) and not _NEGATED.search(name[:found.start()])
+    return found is not None and not _HEALTHY.search(name) and not _NEGATED.search(name[:found.start()]) \
+        and not _QUALIFIER.search(name[found.end():])
 
 
 def default_focus_class(classes: list[str], train_counts: Mapping[str, int] | None = None) -> str:

@@ -86,6 +86,9 @@ def test_default_focus_class():
     (["camel", "melon"], {"camel": 9, "melon": 3}, "melon"),                       # 'mel' only as a word
     (["no_tumor", "yes"], {"no_tumor": 10, "yes": 50}, "no_tumor"),                # no finding named: the rarest
     (["benign tumour", "normal"], {"benign tumour": 3, "normal": 9}, "benign tumour"),
+    (["adipose", "cancer-associated stroma", "colorectal adenocarcinoma epithelium"], None,  # PathMNIST
+     "colorectal adenocarcinoma epithelium"),
+    (["tumor-adjacent tissue", "tumor"], None, "tumor"),
 ])
 def test_the_default_focus_is_the_finding_to_catch_in_common_medical_datasets(classes, counts, focus):
     assert default_focus_class(classes, counts) == focus
