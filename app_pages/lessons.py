@@ -48,7 +48,8 @@ if spec is not None:
 name = st.selectbox("Lesson", list(lessons), format_func=lambda n: lessons[n].title, key="lesson_pick")
 lesson = lessons[name]
 st.markdown(f"**The question.** {escape_markdown(lesson.question)}")
-if spec is not None and (note := lesson_data_note(lesson, spec)):
+side = typical_image_side(data_cfg) if spec is not None else None
+if spec is not None and (note := lesson_data_note(lesson, spec, side)):
     st.info(escape_markdown(note), icon="⚖️")
 try:
     configs = lesson_configs(lesson, data_cfg)
@@ -57,7 +58,6 @@ except LessonError as exc:
     st.stop()
 shared = ", ".join(f"{label(k)} {format_value(v, k)}" for k, v in lesson.base.items())
 counts = pool_counts(spec) if spec is not None else []
-side = typical_image_side(data_cfg) if spec is not None else None
 configs, alike = train_alike(configs, counts, side) if counts else (configs, None)
 group_words = group_models_words(plan_for(configs[0], counts, side), "lesson") if counts else None
 ensemble = escape_markdown(group_words or alike or "")

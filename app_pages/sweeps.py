@@ -12,6 +12,7 @@ from app.run_actions import queue_all_or_none, stop_button
 from app.safety import guarded
 from app.text import escape_markdown, shown
 from medcls.config import TrainConfig, format_value, label
+from medcls.data.explore import enlargement_note
 from medcls.experiments.sweeps import (
     MAX_SETTINGS,
     MAX_VALUES,
@@ -91,6 +92,9 @@ elif points:
     run_labels = [", ".join(f"{label(k)} {format_value(v, k)}" for k, v in p.values.items()) for p in points]
     st.caption(f"{len(points)} runs: " + "; ".join(run_labels))
     configs, alike = train_alike([p.config for p in points], counts, side) if counts else ([], None)
+    largest = max((resolve_image_size(c, counts, side)[0].image_size for c in configs), default=0)
+    if "image_size" in names and (enlarged := enlargement_note(largest, side)):
+        st.caption(f"🔍 {escape_markdown(enlarged)}")  # a sweep over sizes asks what detail buys
     if alike:
         st.info(escape_markdown(alike), icon=":material/info:")
     elif len(words := {group_models_words(plan_for(c, counts, side), "sweep") for c in configs}) == 1 and \

@@ -61,9 +61,10 @@ def cmd_lesson(args: argparse.Namespace) -> int:
     from ..training.autoplan import pool_counts
 
     spec = load_dataset(data)
-    queued = submit_lesson(store, create, lesson, data, pool_counts=pool_counts(spec), side=typical_side(spec))
+    side = typical_side(spec)
+    queued = submit_lesson(store, create, lesson, data, pool_counts=pool_counts(spec), side=side)
     print(f"lesson {lesson.name}: {lesson.title}\n{lesson.question}\n")
-    if note := lesson_data_note(lesson, spec):
+    if note := lesson_data_note(lesson, spec, side):
         print(f"note: {note}\n")
     with ctrl_c_stops() as interrupted:
         for entry, run in zip(queued.runs, lesson.runs):

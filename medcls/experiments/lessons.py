@@ -167,11 +167,17 @@ def get_lesson(name: str, lessons: list[Lesson] | None = None) -> Lesson:
 IMBALANCE_OPTIONS = frozenset({"imbalance", "oversample"})
 
 
-def lesson_data_note(lesson: Lesson, spec: DatasetSpec) -> str | None:
+def lesson_data_note(lesson: Lesson, spec: DatasetSpec, side: int | None = None) -> str | None:
     """What the dataset means for the lesson when it cannot show what the lesson asks; None when it can.
 
     A lesson whose runs differ in how they handle class imbalance shows nothing on classes about equally common:
-    the fixes have nothing to correct, so its runs differ by chance (and its conclusion would teach that)."""
+    the fixes have nothing to correct, so its runs differ by chance (and its conclusion would teach that). A lesson
+    whose runs differ in image size asks what detail buys, which images smaller than its sizes (typically ``side``
+    px on their shorter side) do not hold."""
+    return _imbalance_note(lesson, spec) or _resolution_note(lesson, side)
+
+
+def _imbalance_note(lesson: Lesson, spec: DatasetSpec) -> str | None:
     if not IMBALANCE_OPTIONS & {key for run in lesson.runs for key in run.settings}:
         return None
     from ..data.explore import ROUGHLY_BALANCED  # torch and scipy: only for a page that has them already
@@ -186,6 +192,29 @@ def lesson_data_note(lesson: Lesson, spec: DatasetSpec) -> str | None:
     return (f"On this dataset the classes are about equally common in training ({how}), so the fixes for imbalance "
             "have little or nothing to correct: expect these runs to differ by chance alone. Choose imbalanced data to see what they do, such as the built-in "
             f"phantoms ({', '.join(PHANTOM_CLASSES)}: {phantoms}).")
+
+
+def _resolution_note(lesson: Lesson, side: int | None) -> str | None:
+    from ..data.explore import ENLARGED
+    from ..data.phantoms import PhantomSpec
+
+    sizes = sorted({int(size) for run in lesson.runs if (size := lesson.options(run).get("image_size"))})
+    if len(sizes) < 2 or not side or sizes[-1] <= side * ENLARGED:
+        return None
+    enlarged = [size for size in sizes if size > side * ENLARGED]
+    factors = " and ".join(f"{size / side:.1f} times at {size} px" for size in enlarged)
+    if len(enlarged) == len(sizes):
+        what = (f"every run enlarges them ({factors}): none sees more detail than the images hold. A difference "
+                "between the runs shows what enlarging the same pictures does for the network, not what more detail "
+                "buys.")
+    else:
+        what = (f"the {enlarged[0]} px run enlarges them ({factors}) and sees no more detail than {side} px hold. A "
+                f"difference between the runs shows what detail up to {side} px buys, and what enlarging does "
+                "beyond it.")
+    phantoms = PhantomSpec().image_size
+    example = f", such as the built-in phantoms ({phantoms} px)" if phantoms >= sizes[-1] else ""
+    return (f"These images are typically {side} px on their shorter side, so {what} To see what detail buys, choose "
+            f"images of at least {sizes[-1]} px{example}.")
 
 
 def lesson_configs(lesson: Lesson, data: DataConfig) -> list[TrainConfig]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from apphelpers import open_on_folder
+from apphelpers import as_read, open_on_folder
 
 import app.manager
 from app.text import escape_markdown
@@ -171,3 +171,13 @@ def test_while_a_run_trains_the_lesson_is_timed_from_quiet_measurements_only_if_
     assert "Measured on this machine 20 min ago while nothing trained" in words  # the oldest of the three
     assert "what the run left" not in words  # all three quiet: their differences are the machine's
     assert len(timed) == probes  # none timed beside the run
+
+
+def test_the_resolution_lesson_says_when_the_images_hold_less_detail_than_either_size(queue_only, tiny_dataset):
+    # The tiny dataset's images are 32 px: 64 and 128 px both enlarge them, so neither run sees more detail.
+    at = open_on_folder(tiny_dataset, "app_pages/lessons.py")
+    at.selectbox(key="lesson_pick").set_value("resolution").run()
+    note = as_read(" ".join(i.value for i in at.info))
+    assert "typically 32 px" in note and "every run enlarges them (2.0 times at 64 px and 4.0 times at 128 px)" in note
+    at.selectbox(key="lesson_pick").set_value("augmentation").run()
+    assert not any("enlarges" in i.value for i in at.info)  # not a lesson about image size

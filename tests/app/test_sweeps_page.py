@@ -150,3 +150,14 @@ def test_the_base_says_what_image_size_0_trains_at_on_this_data(queue_only, tiny
     large = synth.class_folders(tmp_path / "large", {"benign": 12, "malignant": 12, "normal": 12}, 200)
     at = _sweep_page(large)  # a small dataset of 200 px images: 192 px, as the Train page says
     assert any("Image size (px) 0 (192 px for these images)" in c.value for c in at.caption)
+
+
+def test_a_sweep_over_image_sizes_says_when_they_enlarge_the_images(queue_only, tiny_dataset):
+    at = _sweep_page(tiny_dataset)
+    at.multiselect(key="sweep_settings").set_value(["image_size"]).run()
+    at.text_input(key="sweep_values_image_size").set_value("32, 96").run()
+    assert not at.exception and not at.error
+    note = as_read(next(c.value for c in at.caption if c.value.startswith("🔍")))
+    assert "typically 32 px" in note and "at 96 px each is enlarged 3.0 times" in note
+    at.text_input(key="sweep_values_image_size").set_value("24, 32").run()
+    assert not any(c.value.startswith("🔍") for c in at.caption)  # no size enlarges them

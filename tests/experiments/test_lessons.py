@@ -202,3 +202,14 @@ def test_the_imbalance_lesson_says_when_the_classes_are_about_equally_common():
     assert "(each has as many training images as the others)" in lesson_data_note(rare, _spec({"a": 9, "b": 9}))
     assert lesson_data_note(rare, _spec({"normal": 244, "benign": 20, "malignant": 16})) is None  # imbalanced
     assert lesson_data_note(get_lesson("resolution"), _spec({"a": 50, "b": 50})) is None        # not about it
+
+
+def test_the_resolution_lesson_says_what_images_smaller_than_its_sizes_can_show():
+    resolution, spec = get_lesson("resolution"), _spec({"a": 50, "b": 50})
+    tiny = lesson_data_note(resolution, spec, side=28)  # a MedMNIST file
+    assert "every run enlarges them (2.3 times at 64 px and 4.6 times at 128 px)" in tiny
+    assert "not what more detail buys" in tiny and "built-in phantoms (128 px)" in tiny
+    between = lesson_data_note(resolution, spec, side=100)
+    assert "the 128 px run enlarges them (1.3 times at 128 px)" in between and "detail up to 100 px" in between
+    assert lesson_data_note(resolution, spec, side=256) is None   # BUSI: both sizes hold real detail
+    assert lesson_data_note(resolution, spec) is None             # the side is not known
