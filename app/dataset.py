@@ -302,12 +302,17 @@ def typical_image_side(cfg: DataConfig) -> int | None:
 
 
 def dataset_caption(spec: DatasetSpec) -> str:
-    """The dataset above each page: the built-in phantoms flagged as synthetic, an upload by its name (its place
-    in the uploads folder means nothing to the person who uploaded it), a folder by its path."""
-    if spec.synthetic:
-        label = "SYNTHETIC phantoms (not patient data)"
-    elif (uploaded := uploads().file_name_of(spec.root)) is not None:
-        label = f"{shown(uploaded)} (uploaded)"
-    else:
-        label = shown(spec.root)
+    """The dataset above each page: the built-in phantoms flagged as synthetic, an upload by its name, a folder by
+    its path."""
+    label = "SYNTHETIC phantoms (not patient data)" if spec.synthetic else source_words(spec.root)
     return f"**{label}** · {shown(spec.summary())}"
+
+
+def source_words(source: str) -> str:
+    """Where a dataset is read from, for people (Markdown): an upload by its name (its place in the uploads folder
+    means nothing to the person who uploaded it), a folder or file by its path, '' as the built-in phantoms."""
+    if not source:
+        return "the built-in phantoms"
+    if (uploaded := uploads().file_name_of(source)) is not None:
+        return f"{shown(uploaded)} (uploaded)"
+    return shown(source)

@@ -15,12 +15,12 @@ from app.compare_sections import (
     run_card_section,
     uncertainty_section,
 )
-from app.dataset import current_fingerprint
+from app.dataset import current_fingerprint, source_words
 from app.identity import visible_runs
 from app.manager import manager
 from app.portable import portable_section
 from app.text import escape_markdown, shown
-from medcls.analysis.comparison import as_trained, comparability, config_rows, metrics_rows
+from medcls.analysis.comparison import as_trained, comparability, config_rows, metrics_rows, read_alike
 from medcls.analysis.copies import run_copies_sentence
 from medcls.config import describe_differences
 from medcls.data import default_focus_class
@@ -200,10 +200,15 @@ if bagged:
 st.subheader("What differs")
 if len(chosen) > 1:
     base = chosen[0]
+    compared = configs
+    if check.same_data and len(places := dict.fromkeys(configs[r].data.source for r in chosen)) > 1:
+        compared = read_alike(configs)
+        st.caption("These runs read the same images (the same contents, labels and splits) from different places: "
+                   f"{'; '.join(source_words(place) for place in places)}.")
     for other in chosen[1:]:
         st.markdown(f"**{shown(names[base])} → {shown(names[other])}:** "
-                    f"{shown(describe_differences(configs[base], configs[other]))}")
-    diff = config_rows(configs, names)
+                    f"{shown(describe_differences(compared[base], compared[other]))}")
+    diff = config_rows(compared, names)
     if diff:
         st.dataframe(pd.DataFrame(diff).set_index("setting"), width="stretch", placeholder="–")
     if any(configs[r] != saved[r] for r in chosen):

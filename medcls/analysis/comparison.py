@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..config import TrainConfig, differences, format_value
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..runs.records import ModelRecord
     from ..runs.results import CrossValidation
 
-__all__ = ["metrics_rows", "as_trained", "config_rows", "Comparability", "comparability"]
+__all__ = ["metrics_rows", "as_trained", "read_alike", "config_rows", "Comparability", "comparability"]
 
 
 def metrics_rows(metrics: Mapping[str, SplitMetrics], names: Mapping[str, str] | None = None,
@@ -59,6 +59,14 @@ def as_trained(cfg: TrainConfig, record: "ModelRecord | None", cv: "CrossValidat
             folds := cv.folds if cv is not None else record.folds if record is not None else 0):
         chosen["bagged_models" if record is not None and record.bagged else "folds"] = folds
     return cfg.with_options(**chosen) if chosen else cfg
+
+
+def read_alike(configs: Mapping[str, TrainConfig]) -> dict[str, TrainConfig]:
+    """``configs`` with the first one's data source for all, to compare runs that read the same images (one
+    fingerprint) from different places: a file and its upload, or a folder and its copy. Where they read them is
+    no difference in what they learned."""
+    source = next(iter(configs.values())).data.source if configs else ""
+    return {run: replace(cfg, data=replace(cfg.data, source=source)) for run, cfg in configs.items()}
 
 
 def config_rows(configs: Mapping[str, TrainConfig], names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:

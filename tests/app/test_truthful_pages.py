@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 
 import pytest
 from apphelpers import as_read, choose_folder, new_app, open_on_folder
@@ -38,6 +39,21 @@ def test_compare_and_try_it_start_at_runs_on_the_dataset_in_the_sidebar(app_env,
     at = new_app().run()  # the built-in phantoms: no run on them, so the newest run and its like
     at.switch_page("app_pages/compare.py").run()
     assert at.multiselect(key="compare_runs").value == [newest]
+
+
+def test_runs_on_the_same_images_in_two_places_are_compared_as_runs_on_one_dataset(app_env, split_dataset, tmp_path):
+    # A folder and its copy (or an .npz and its upload) are one dataset: its runs' settings do not differ by path.
+    copy = tmp_path / "copied" / "splits"
+    shutil.copytree(split_dataset, copy)
+    store = RunStore(app_env / "runs")
+    runs = [trained(store, split_dataset, epochs=1), trained(store, copy, epochs=1)]
+    at = choose_folder(new_app().run(), copy)
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception and at.multiselect(key="compare_runs").value == runs[::-1]
+    assert not any("different data" in w.value for w in at.warning)
+    assert any("read the same images" in c.value and str(copy) in as_read(c.value) for c in at.caption)
+    differs = [as_read(m.value) for m in at.markdown if "→" in m.value]
+    assert differs and differs[0].endswith("same settings"), differs
 
 
 def test_compare_runs_on_different_data_and_classes_says_so_and_shows_dashes(app_env, tiny_dataset, split_dataset):
