@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.copies import LEARNING_SPLITS, MAX_CHECKED_IMAGES, learning_splits
+from ..data.digests import content_digest
 from ..data.fingerprints import HashTable, fingerprint_pixels, image_hashes
 from ..data.health import DEFAULT_MAX_DISTANCE
 from ..data.imageio import NPZ_MARK, open_image, to_uint8
@@ -53,15 +54,45 @@ class LearnedFrom:
         return [path for path, split in self.splits.items() if split in self.learning]
 
     def split_of(self, path: str | None = None, data: bytes | None = None) -> tuple[str, str] | None:
-        """(path, split) of the run's training or validation file that is this path, or has exactly these bytes."""
-        if path is not None and self.splits.get(path) in self.learning:
-            return path, self.splits[path]
+        """(path, split) of the run's training or validation file that is this path, or has exactly these bytes: an
+        upload, or a dataset item read from elsewhere (a copied folder, an .npz uploaded that the run read from its
+        path)."""
+        if path is not None:
+            if path in self.splits:  # one of its own items (a copy of another among them is a near copy's case)
+                return (path, self.splits[path]) if self.splits[path] in self.learning else None
+            if NPZ_MARK in path:
+                return self._npz_twin(path)
+            try:  # only a file as large as one the run learned from can be one: a stat, then perhaps a read
+                data = Path(path).read_bytes() if Path(path).stat().st_size in self.by_size else None
+            except OSError:
+                return None
         for candidate in self.by_size.get(len(data), ()) if data is not None else ():
             try:
                 if Path(candidate).read_bytes() == data:
                     return candidate, self.splits[candidate]
             except OSError:  # moved or deleted since: it cannot be the upload's twin any more
                 continue
+        return None
+
+
+    def _npz_twin(self, path: str) -> tuple[str, str] | None:
+        """The same member of an .npz the run learned from whose bytes equal ``path``'s file (one file, two places)."""
+        file, _, member = path.partition(NPZ_MARK)
+        try:
+            digest = content_digest(file)
+        except OSError:
+            return None
+        for container in {p.partition(NPZ_MARK)[0] for p in self.splits if NPZ_MARK in p}:
+            twin = f"{container}{NPZ_MARK}{member}"
+            if self.splits.get(twin) in self.learning and _digest(container) == digest:
+                return twin, self.splits[twin]
+        return None
+
+
+def _digest(file: str) -> str | None:
+    try:
+        return content_digest(file)
+    except OSError:  # moved or deleted since
         return None
 
 

@@ -181,3 +181,25 @@ def test_no_near_copy_check_without_training_files_on_this_machine(finished_run)
     seen = learned_from(store, run_id)
     moved = {path + ".gone": split for path, split in seen.splits.items()}
     assert lookalikes(type(seen)(moved, {}, 0, {})) is None
+
+
+def test_an_item_read_from_elsewhere_is_known_by_its_contents(tmp_path):
+    # The run read breast.npz from its path and a folder from its place; the sidebar has the upload of the same file
+    # and a copy of the folder. Their items are the ones it learned from, not new images.
+    from medcls.inference.seen import LearnedFrom
+
+    npz, upload = tmp_path / "breast.npz", tmp_path / "uploads" / "3b1e3ae009f0-breast.npz"
+    image, copy = tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"
+    for path, data in ((npz, b"npz bytes"), (upload, b"npz bytes"), (image, b"png!"), (copy, b"png!")):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+    twin = (tmp_path / "a" / "y.png")
+    twin.write_bytes(b"png!")  # a byte-identical duplicate inside the run's own data: a near copy's case
+    seen = LearnedFrom({f"{npz}::train/3": "train", f"{npz}::test/0": "test", str(image): "train", str(twin): "test"},
+                       {4: (str(image),)}, folds=0, learning=("train",))
+    assert seen.split_of(path=f"{upload}::train/3") == (f"{npz}::train/3", "train")
+    assert seen.split_of(path=f"{upload}::test/0") is None       # a test image stays one
+    assert seen.split_of(path=str(copy)) == (str(image), "train")
+    assert seen.split_of(path=str(twin)) is None                 # its own test image, not the training file
+    upload.write_bytes(b"other bytes")
+    assert seen.split_of(path=f"{upload}::train/3") is None      # another file with the same name
