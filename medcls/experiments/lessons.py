@@ -190,7 +190,8 @@ def _imbalance_note(lesson: Lesson, spec: DatasetSpec) -> str | None:
     how = "each has as many training images as the others" if ratio == 1 else \
         f"the largest has {ratio:.1f} times as many images as the smallest"
     return (f"On this dataset the classes are about equally common in training ({how}), so the fixes for imbalance "
-            "have little or nothing to correct: expect these runs to differ by chance alone. Choose imbalanced data to see what they do, such as the built-in "
+            "have little or nothing to correct: expect these runs to differ by chance alone. Choose imbalanced data "
+            "to see what they do, such as the built-in "
             f"phantoms ({', '.join(PHANTOM_CLASSES)}: {phantoms}).")
 
 

@@ -74,7 +74,6 @@ class LearnedFrom:
                 continue
         return None
 
-
     def _npz_twin(self, path: str) -> tuple[str, str] | None:
         """The same member of an .npz the run learned from whose bytes equal ``path``'s file (one file, two places)."""
         file, _, member = path.partition(NPZ_MARK)

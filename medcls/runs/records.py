@@ -17,9 +17,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-__all__ = ["FINGERPRINT_FORMAT", "RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta", "EpochRecord",
-           "best_record", "member_word", "latest_fold", "fold_histories", "Progress", "ModelRecord", "DataRecord",
-           "GroupMembership"]
+__all__ = ["FINGERPRINT_FORMAT", "RecordError", "STATES", "ACTIVE_STATES", "ENDED_STATES", "RunStatus", "RunMeta",
+           "EpochRecord", "best_record", "member_word", "latest_fold", "fold_histories", "Progress", "ModelRecord",
+           "DataRecord", "GroupMembership"]
 
 STATES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
@@ -316,7 +316,7 @@ class DataRecord:
     counts: dict[str, dict[str, int]]   # split -> class -> images
     color: str
     focus_class: str = ""               # the class whose recall the run tracks (known before any model exists)
-    # 1: ``fingerprint`` hashes the images' paths (runs before 2026-12-08); 2: their contents
+    # 1: ``fingerprint`` hashes the images' paths (runs written until 2026-12-07); 2: their contents
     # (:meth:`medcls.data.spec.DatasetSpec.fingerprint`). The store upgrades a 1 when it reads it (medcls.runs.upgrade).
     fingerprint_format: int = FINGERPRINT_FORMAT
 

@@ -1,6 +1,6 @@
 """Records written by an older medcls, brought up to date when the store reads them.
 
-Until 2026-12-08 a run's data fingerprint hashed its images' paths, so the same ``.npz`` trained from its path and
+Until 2026-12-07 a run's data fingerprint hashed its images' paths, so the same ``.npz`` trained from its path and
 uploaded in the app counted as two datasets. It now hashes their contents
 (:meth:`medcls.data.spec.DatasetSpec.fingerprint`). An older run's record is recomputed from the run's own exact
 split (``split.csv``) and its files, and written back, so that its data still reads as the data it trained on. When

@@ -12,7 +12,7 @@ from medcls.runs.records import FINGERPRINT_FORMAT
 
 
 def _legacy_run(store, spec) -> str:
-    """A run as medcls wrote it until 2026-12-08: its fingerprint hashed the images' paths, with no format."""
+    """A run as medcls wrote it until 2026-12-07: its fingerprint hashed the images' paths, with no format."""
     run_id = store.create(TrainConfig(epochs=1), run_id="old")
     store.write_split(run_id, [(it.path, spec.classes[it.label], it.split) for it in spec.items])
     digest = hashlib.sha256("\x1f".join(spec.classes).encode())
