@@ -272,10 +272,10 @@ def current_fingerprint() -> str:
         return ""
 
 
-@st.cache_data(show_spinner=False, ttl=60, max_entries=8)
+@st.cache_data(show_spinner="Reading the dataset's files to find its runs…", ttl=60, max_entries=8)
 def _fingerprint(cfg_items: tuple) -> str:
-    """Reads every file's size and time (its contents the first time): 40 ms for 10,000 images, kept with the
-    listing it belongs to."""
+    """Reads every file's size and time, and the first time in this process its contents: 0.4 s for 10,000 images
+    (150 MB) read from memory, 40 ms once read; kept as long as the listing it belongs to."""
     return _load(cfg_items).fingerprint()
 
 

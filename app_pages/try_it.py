@@ -11,7 +11,7 @@ from app.manager import manager
 from app.text import escape_markdown, shown
 from medcls.analysis.metrics import probability_percent
 from medcls.data import IMAGE_FORMATS, IMAGE_SUFFIXES, ImageReadError
-from medcls.data.explore import model_view_caption, thumbnail
+from medcls.data.explore import detail_note, model_view_caption, thumbnail
 from medcls.data.spec import item_name
 from medcls.figures.evaluation import probability_figure
 from medcls.inference.gradcam import coarse_map_note, ensemble_note, gradcam_overlay
@@ -186,6 +186,9 @@ with right:
                        f"dataset: the model's answer is {'right' if label == true_class else 'wrong'}.")
     if novelty is not None and novelty.unusual:
         st.warning(novelty.sentence(), icon="🛑")
+    if (record := store.data_record(run_id)) and (detail := detail_note(data, record.typical_side,
+                                                                      predictor.image_size)):
+        st.caption(f"🔍 {escape_markdown(detail)}")
     if prediction.low_confidence:
         st.warning(f"Low confidence (under {LOW_CONFIDENCE:.0%}): the model is unsure; do not rely on this answer.")
     st.plotly_chart(probability_figure(probabilities), key="try_probs", width="stretch")

@@ -187,7 +187,7 @@ def execute_run(store: RunStore, run_id: str, *, callbacks: Sequence[Callback] =
         if shard[0] == 0:
             store.name_chosen_size(run_id, queued, cfg)  # "… · auto size" -> "… · 192 px"
         data = prepare_data(cfg, stage, spec=spec)
-        _record_data(store, run_id, data)
+        _record_data(store, run_id, data, side)
         if shard[1] == 1 and not chosen:
             cfg, chosen = resolve_folds(cfg, data)
         if shard[0] == 0:
@@ -288,13 +288,14 @@ def _resume_state(store: RunStore, run_id: str, shard: tuple[int, int]) -> dict 
     return state
 
 
-def _record_data(store: RunStore, run_id: str, data: PreparedData) -> None:
+def _record_data(store: RunStore, run_id: str, data: PreparedData, side: int | None) -> None:
     spec = data.decoded.spec
     store.write_split(run_id, [(it.path, spec.classes[it.label], it.split) for it in spec.items])
     store.write_data_report(run_id, spec.report.to_dict())
     store.write_data_record(run_id, DataRecord(
         root=spec.root, layout=spec.layout, synthetic=spec.synthetic, fingerprint=spec.fingerprint(),
-        classes=tuple(spec.classes), counts=spec.counts(), color=data.decoded.color, focus_class=data.focus_class))
+        classes=tuple(spec.classes), counts=spec.counts(), color=data.decoded.color, focus_class=data.focus_class,
+        typical_side=side or 0))
     store.write_env(run_id, {**describe_machine(), "numpy": np.__version__, "platform": platform.platform(),
                              "torchvision": _version("torchvision"), "scikit-learn": _version("scikit-learn"),
                              "pillow": _version("pillow")})

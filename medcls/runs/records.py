@@ -319,6 +319,7 @@ class DataRecord:
     # 1: ``fingerprint`` hashes the images' paths (runs written until 2026-12-07); 2: their contents
     # (:meth:`medcls.data.spec.DatasetSpec.fingerprint`). The store upgrades a 1 when it reads it (medcls.runs.upgrade).
     fingerprint_format: int = FINGERPRINT_FORMAT
+    typical_side: int = 0               # the images' typical shorter side in px, from a sample (0: not recorded)
 
     @property
     def label(self) -> str:
@@ -342,7 +343,8 @@ class DataRecord:
                    counts={str(s): {str(c): _int(n) or 0 for c, n in per.items()}
                            for s, per in counts.items() if isinstance(per, Mapping)},
                    color=_str(data.get("color"), "gray"), focus_class=_str(data.get("focus_class")),
-                   fingerprint_format=_int(data.get("fingerprint_format")) or 1)
+                   fingerprint_format=_int(data.get("fingerprint_format")) or 1,
+                   typical_side=max(_int(data.get("typical_side")) or 0, 0))
 
 
 # --- group.json: runs that belong together ---------------------------------------------------------------------------

@@ -248,6 +248,23 @@ def test_try_it_predicts_an_uploaded_png(app_env, tiny_dataset):
     at.file_uploader(key="try_upload").upload("wide.png", wide.getvalue(), "image/png").run()
     captions = [img.caption.replace("\u00a0", " ") for element in at.get("image") for img in element.proto.imgs]
     assert "as the model sees it (60 × 40 px squeezed to 32 × 32)" in captions, captions
+    assert not any("finer detail" in c.value for c in at.caption)  # shrunk to its 32 px input, as its images were
+
+
+def test_try_it_says_when_an_image_shows_finer_detail_than_the_model_ever_saw(app_env, tiny_dataset):
+    # The tiny dataset's 32 px images enlarged to 64 px; a 256 px image shrunk to 64 px shows twice their detail.
+    store = RunStore(app_env / "runs")
+    cfg = TrainConfig(data=DataConfig(source=str(tiny_dataset))).with_options(
+        image_size=64, epochs=1, batch_size=8, precision="fp32")
+    assert execute_run(store, store.create(cfg)).state == "finished"
+    at = new_app().run()
+    at.switch_page("app_pages/try_it.py").run()
+    for side, expected in ((40, None), (256, "2.0 times finer detail")):
+        image = io.BytesIO()
+        Image.fromarray(np.full((side, side), 200, np.uint8)).save(image, format="PNG")
+        at.file_uploader(key="try_upload").upload(f"{side}.png", image.getvalue(), "image/png").run()
+        detail = [as_read(c.value) for c in at.caption if "px on its shorter side" in c.value]
+        assert (expected in detail[0] and "typically 32 px" in detail[0]) if expected else not detail, detail
 
 
 def test_try_it_picks_training_images_too_and_says_the_run_learned_from_them(app_env, tiny_dataset):

@@ -8,6 +8,7 @@ from PIL import Image
 from medcls.config import DataConfig
 from medcls.data import load_dataset
 from medcls.data.explore import (
+    detail_note,
     enlargement_note,
     image_properties,
     model_view_caption,
@@ -141,3 +142,21 @@ def test_an_imbalanced_training_split_is_said_with_the_fix_training_already_appl
     # The default already oversamples; the sentence must not send the user to switch on what is on.
     assert TrainConfig().imbalance == "oversample"
     assert "Training oversamples the rarer classes unless you change 'Imbalance strategy'" in sentence
+
+
+def test_an_image_with_much_finer_or_coarser_detail_than_the_models_training_images_is_named(tmp_path):
+    def png(side: int) -> bytes:
+        path = tmp_path / f"{side}.png"
+        Image.fromarray(np.zeros((side, side + 10), dtype=np.uint8)).save(path)
+        return path.read_bytes()
+
+    # A model of 28 px MedMNIST images (enlarged to 128 px), shown a 256 px scan: 128 / 28 = 4.6 times finer.
+    finer = detail_note(png(256), trained_side=28, image_size=128)
+    assert "256 px on its shorter side" in finer and "typically 28 px" in finer and "4.6 times finer" in finer
+    assert "Shrunk to about 28 px first" in finer
+    coarser = detail_note(png(28), trained_side=256, image_size=192)  # a BUSI model shown a MedMNIST image
+    assert "only 28 px" in coarser and "6.9 times less detail" in coarser
+    assert detail_note(png(500), trained_side=256, image_size=192) is None  # both fill its 192 px input
+    assert detail_note(png(40), trained_side=28, image_size=128) is None    # alike
+    assert detail_note(png(256), trained_side=0, image_size=128) is None    # a run that did not record its images
+    assert detail_note(b"not an image", trained_side=28, image_size=128) is None

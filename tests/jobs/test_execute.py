@@ -80,6 +80,7 @@ def test_a_finished_run_writes_every_artefact(finished_run):
     data = store.data_record(run_id)
     assert data.layout == "class_folders" and data.synthetic is False
     assert data.focus_class == record.focus_class == "malignant"  # known with the data, before any model
+    assert data.typical_side == 32  # the images' own size, for Try it to compare an image's detail with
 
 
 
