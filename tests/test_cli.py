@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -10,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from interruptions import KillInMember
+from PIL import Image
 
 from medcls.cli import main
 from medcls.config import TrainConfig
@@ -128,6 +131,18 @@ def test_predict_reports_unreadable_images_and_keeps_going(trained, class_datase
     assert main(["predict", run_id, str(bad), str(good)]) == 1
     captured = capsys.readouterr()
     assert f"{bad}: error:" in captured.err and str(good) in captured.out
+
+
+def test_predict_says_when_an_image_shows_finer_detail_than_the_training_images(trained, tmp_path, capsys):
+    store = RunStore()
+    record = store.data_record(trained)  # as if its images had been 16 px, enlarged to its 32 px input
+    store.write_data_record(trained, dataclasses.replace(record, typical_side=16))
+    large = tmp_path / "large.png"
+    Image.fromarray(np.full((256, 256), 120, np.uint8)).save(large)
+    assert main(["predict", trained, str(large), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"{large}: note: This image is 256 px" in captured.err and "2.0 times finer detail" in captured.err
+    assert json.loads(captured.out.strip())["image"] == str(large)  # --json stays one JSON line an image
 
 
 def test_predict_with_an_unknown_run_exits_2(capsys, tmp_path):

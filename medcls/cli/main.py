@@ -360,6 +360,7 @@ def _learned_from(store: RunStore, run_id: str, split: str) -> str:
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..analysis.metrics import probability_percent
+    from ..data.explore import detail_note
     from ..data.imageio import ImageReadError
     from ..inference.predictor import load_predictor
 
@@ -367,8 +368,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(store, args.run)
     if note := _unfinished_note(store, args.run):
         print(note, file=sys.stderr)  # stderr: --json prints one JSON line an image
+    record = store.data_record(args.run)
     status = 0
     for image in args.images:
+        if record and (detail := detail_note(image, record.typical_side, predictor.image_size)):
+            print(f"{image}: note: {detail}", file=sys.stderr)
         try:
             pixels = predictor.pixels(image)
         except ImageReadError as exc:
