@@ -28,7 +28,7 @@ import torch
 
 from ..atomic import atomic_write_with
 from ..settings import cache_dir, image_cache_mb
-from .digests import content_digest
+from .digests import readable_digest
 from .disk_budget import trim_oldest
 from .imageio import ImageReadError, decode_resized, is_grayscale
 from .spec import DataError, DataReport, DatasetSpec
@@ -188,16 +188,9 @@ def _cache_key(spec: DatasetSpec, size: int, color: str) -> str:
     digest = hashlib.blake2b(digest_size=20)
     digest.update(f"v{CACHE_FORMAT}|{size}|{color}".encode())
     for it in spec.items:
-        digest.update(f"|{it.path}={_readable_digest(it.path)}".encode())
+        # An unreadable file counts as such (decoding then reports it), until it can be read.
+        digest.update(f"|{it.path}={readable_digest(it.path) or 'unreadable'}".encode())
     return digest.hexdigest()
-
-
-def _readable_digest(path: str) -> str:
-    """The file's content digest, or what kept it from being read (decoding then reports the file)."""
-    try:
-        return content_digest(path)
-    except OSError as exc:
-        return f"unreadable:{exc}"
 
 
 def _disk_path(key: str) -> Path:

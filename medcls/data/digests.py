@@ -15,7 +15,7 @@ import threading
 
 from .imageio import NPZ_MARK
 
-__all__ = ["content_digest", "clear_digest_memory"]
+__all__ = ["content_digest", "readable_digest", "clear_digest_memory"]
 
 _LOCK = threading.Lock()
 _MEMO: dict[str, tuple[tuple[int, int], str]] = {}   # file -> ((size, mtime_ns), digest of its bytes)
@@ -34,6 +34,14 @@ def content_digest(path: str) -> str:
         with _LOCK:
             _MEMO[file] = memo
     return memo[1] + (f"{NPZ_MARK}{member}" if member else "")
+
+
+def readable_digest(path: str) -> str | None:
+    """:func:`content_digest`, or None when the file cannot be read (moved, deleted or not permitted)."""
+    try:
+        return content_digest(path)
+    except OSError:
+        return None
 
 
 def clear_digest_memory() -> None:

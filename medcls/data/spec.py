@@ -121,17 +121,11 @@ class DatasetSpec:
         listed (a run's dataset is the one chosen), files that cannot be read by their path. Each file is read
         once per process (:mod:`medcls.data.digests`).
         """
-        from .digests import content_digest  # reads files: numpy and Pillow stay out of this module's imports
-
-        def content(path: str) -> str:
-            try:
-                return content_digest(path)
-            except OSError:
-                return f"unreadable:{path}"
+        from .digests import readable_digest  # reads files: numpy and Pillow stay out of this module's imports
 
         digest = hashlib.sha256()
         digest.update("\x1f".join(self.classes).encode())
-        for entry in sorted(f"{content(it.path)}\x1f{it.label}\x1f{it.split}"
+        for entry in sorted(f"{readable_digest(it.path) or f'unreadable:{it.path}'}\x1f{it.label}\x1f{it.split}"
                             for it in [*self.items, *self.undecodable]):
             digest.update(f"\x1e{entry}".encode())
         return digest.hexdigest()[:16]

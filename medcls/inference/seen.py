@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.copies import LEARNING_SPLITS, MAX_CHECKED_IMAGES, learning_splits
-from ..data.digests import content_digest
+from ..data.digests import readable_digest
 from ..data.fingerprints import HashTable, fingerprint_pixels, image_hashes
 from ..data.health import DEFAULT_MAX_DISTANCE
 from ..data.imageio import NPZ_MARK, open_image, to_uint8
@@ -77,21 +77,12 @@ class LearnedFrom:
     def _npz_twin(self, path: str) -> tuple[str, str] | None:
         """The same member of an .npz the run learned from whose bytes equal ``path``'s file (one file, two places)."""
         file, _, member = path.partition(NPZ_MARK)
-        try:
-            digest = content_digest(file)
-        except OSError:
+        if (digest := readable_digest(file)) is None:
             return None
         for container in {p.partition(NPZ_MARK)[0] for p in self.splits if NPZ_MARK in p}:
             twin = f"{container}{NPZ_MARK}{member}"
-            if self.splits.get(twin) in self.learning and _digest(container) == digest:
+            if self.splits.get(twin) in self.learning and readable_digest(container) == digest:
                 return twin, self.splits[twin]
-        return None
-
-
-def _digest(file: str) -> str | None:
-    try:
-        return content_digest(file)
-    except OSError:  # moved or deleted since
         return None
 
 
