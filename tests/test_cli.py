@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -172,6 +173,17 @@ def test_evaluate_prints_and_writes_metrics(trained, tmp_path, capsys):
     assert "val: accuracy" in out and "learned from" not in out
     assert main(["evaluate", run_id, "--split", "all"]) == 0
     assert "all splits: accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_on_the_runs_own_images_from_another_place_says_it_learned_from_them(trained, tmp_path, capsys,
+                                                                                    synth):
+    copy = tmp_path / "copy"
+    shutil.copytree(RunStore().data_record(trained).root, copy)  # its dataset, copied (as an upload would be)
+    assert main(["evaluate", trained, "--data", str(copy), "--split", "train"]) == 0
+    assert "note: this run learned from its training images" in capsys.readouterr().out
+    other = synth.class_folders(tmp_path / "other", {"benign": 6, "malignant": 6, "normal": 6})
+    assert main(["evaluate", trained, "--data", str(other), "--split", "train"]) == 0
+    assert "learned from" not in capsys.readouterr().out  # other images: new to the model
 
 
 def test_demo_data_writes_a_loadable_dataset(tmp_path, capsys):

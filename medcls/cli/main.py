@@ -322,12 +322,13 @@ def _print_metrics(m: SplitMetrics | None, split: str = "test") -> None:
 
 @command("evaluate")
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..inference.evaluate import evaluate_run
+    from ..inference.evaluate import evaluate_run, on_runs_data
 
     store = open_store(args)
     metrics = evaluate_run(store, args.run, data_source=args.data, split=args.split,
                            class_aliases=args.class_aliases)
-    if args.split != "test" and not args.data and (learned := _learned_from(store, args.run, args.split)):
+    ours = not args.data or on_runs_data(store, args.run, args.data, args.class_aliases)  # its own, from elsewhere
+    if args.split != "test" and ours and (learned := _learned_from(store, args.run, args.split)):
         print(f"note: this run learned from its {learned} images: a right answer on one shows what the model "
               "remembers, not how it does on new images")
     if note := _unfinished_note(store, args.run):

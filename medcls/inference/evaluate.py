@@ -8,23 +8,38 @@ import numpy as np
 import torch
 
 from ..analysis.metrics import SplitMetrics, classification_metrics
+from ..config import DataConfig
 from ..data import DataError, decode_dataset, load_dataset
 from ..runs.store import RunStore
 from .predictor import load_predictor
 from .proba import predict_proba
 
-__all__ = ["evaluate_run"]
+__all__ = ["evaluate_run", "evaluation_data", "on_runs_data"]
 
 
-def evaluate_run(store: RunStore, run_id: str, data_source: str | None = None, split: str = "test",
-                 class_aliases: list[str] | None = None) -> SplitMetrics:
-    cfg = store.config(run_id)
-    predictor = load_predictor(store, run_id)
-    data_cfg = cfg.data
+def evaluation_data(store: RunStore, run_id: str, data_source: str | None = None,
+                    class_aliases: list[str] | None = None) -> DataConfig:
+    """The data an evaluation reads: the run's own, or ``data_source`` split as the run split its data."""
+    data_cfg = store.config(run_id).data
     if data_source is not None:
         data_cfg = dataclasses.replace(data_cfg, source=data_source, layout="auto")
     if class_aliases is not None:
         data_cfg = dataclasses.replace(data_cfg, class_aliases=tuple(class_aliases))
+    return data_cfg
+
+
+def on_runs_data(store: RunStore, run_id: str, data_source: str, class_aliases: list[str] | None = None) -> bool:
+    """Whether ``data_source`` holds the images, labels and splits the run trained on, read from another place (an
+    upload of its .npz, a copy of its folder): then its training split is images the run learned from."""
+    record = store.data_record(run_id)
+    return record is not None and bool(record.fingerprint) and \
+        load_dataset(evaluation_data(store, run_id, data_source, class_aliases)).fingerprint() == record.fingerprint
+
+
+def evaluate_run(store: RunStore, run_id: str, data_source: str | None = None, split: str = "test",
+                 class_aliases: list[str] | None = None) -> SplitMetrics:
+    predictor = load_predictor(store, run_id)
+    data_cfg = evaluation_data(store, run_id, data_source, class_aliases)
     spec = load_dataset(data_cfg)
     decoded = decode_dataset(spec, predictor.image_size, predictor.color, disk_cache=data_cfg.disk_cache)
     run_index = {c.casefold(): i for i, c in enumerate(predictor.classes)}
