@@ -177,15 +177,18 @@ def model_view_caption(source: str | bytes, image_size: int) -> str:
 def detail_note(source: str | bytes, trained_side: int, image_size: int) -> str | None:
     """When an image shows the model much more or much less detail than the images it learned from (typically
     ``trained_side`` px on their shorter side; 0: not known) at its input size ``image_size``: a sentence saying so.
-    None when they are alike, or the image's size cannot be read from its header.
+    None when they are alike, or the image's size cannot be read (from its header; an .npz array's from its shape).
 
     A model trained on a 28 px MedMNIST file has only seen 28 px of detail, enlarged; a 256 px scan shrunk to its
     128 px input shows it texture it never saw (and the other way round)."""
     if not trained_side:
         return None
     try:
-        width, height, _ = header_size(source)
-    except (OSError, ValueError, SyntaxError):
+        if isinstance(source, str) and NPZ_MARK in source:  # an array of an .npz: no header, its shape
+            height, width = read_image(source, "gray").shape[:2]
+        else:
+            width, height, _ = header_size(source)
+    except (OSError, ValueError, SyntaxError, ImageReadError):
         return None
     side = min(width, height)
     seen, shown = min(trained_side, image_size), min(side, image_size)  # the detail each brings to the input

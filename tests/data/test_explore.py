@@ -160,3 +160,6 @@ def test_an_image_with_much_finer_or_coarser_detail_than_the_models_training_ima
     assert detail_note(png(40), trained_side=28, image_size=128) is None    # alike
     assert detail_note(png(256), trained_side=0, image_size=128) is None    # a run that did not record its images
     assert detail_note(b"not an image", trained_side=28, image_size=128) is None
+    # A picked array of a MedMNIST file, given to a model of BUSI's 256 px images at 192 px.
+    spec = load_dataset(DataConfig(source=str(_npz(tmp_path / "tiny.npz", side=28))))
+    assert "only 28 px" in detail_note(spec.items[0].path, trained_side=256, image_size=192)
