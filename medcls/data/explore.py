@@ -59,16 +59,20 @@ def image_properties(spec: DatasetSpec, limit: int = 400, seed: int = 0) -> list
     rows = []
     for it in items:
         kind = {"class": spec.classes[it.label], "format": file_format(it.path)}
-        if NPZ_MARK in it.path:
-            arr = read_image(it.path, "rgb")
-            rows.append({"width": arr.shape[1], "height": arr.shape[0], "mode": "npz array", **kind})
-            continue
         try:
-            width, height, mode = header_size(it.path)
+            width, height, mode = _size(it.path)
         except (OSError, ValueError):
             continue
         rows.append({"width": width, "height": height, "mode": mode, **kind})
     return rows
+
+
+def _size(source: str | bytes) -> tuple[int, int, str]:
+    """(width, height, mode) of an image: from its header, or an .npz array's from its shape (it has none)."""
+    if isinstance(source, str) and NPZ_MARK in source:
+        arr = read_image(source, "gray")
+        return arr.shape[1], arr.shape[0], "npz array"
+    return header_size(source)
 
 
 def typical_side(spec: DatasetSpec, limit: int = 100, seed: int = 0) -> int | None:
@@ -184,10 +188,7 @@ def detail_note(source: str | bytes, trained_side: int, image_size: int) -> str 
     if not trained_side:
         return None
     try:
-        if isinstance(source, str) and NPZ_MARK in source:  # an array of an .npz: no header, its shape
-            height, width = read_image(source, "gray").shape[:2]
-        else:
-            width, height, _ = header_size(source)
+        width, height, _ = _size(source)
     except (OSError, ValueError, SyntaxError, ImageReadError):
         return None
     side = min(width, height)
