@@ -49,6 +49,16 @@ def test_train_writes_a_finished_run_and_prints_test_metrics(class_dataset, caps
     assert "epoch   1/1" in out.err  # progress goes to stderr
 
 
+def test_train_prints_the_data_reports_warnings_and_a_tiny_class_scores_blank(tmp_path, synth, capsys):
+    # One class of a single image: the Data explorer warns that it stays in train; the command line said nothing.
+    data = synth.class_folders(tmp_path / "rare", {"benign": 12, "malignant": 12, "rare": 1})
+    assert main(["train", "--data", str(data), *TINY, "--run-id", "rare"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: Class 'rare' is too small to split: all its images stay in train." in out
+    # Its row in the test table: no image of it, none called it: blanks, not a precision and F1 of 0.
+    assert re.search(r"^rare\s+-\s+-\s+-\s+-\s+0$", out, re.M), out
+
+
 def test_a_run_with_image_size_0_is_named_after_the_size_it_trains_at(class_dataset, capsys):
     code = main(["train", "--data", str(class_dataset), *TINY, "--image-size", "0", "--run-id", "auto"])
     out = capsys.readouterr()

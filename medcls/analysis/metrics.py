@@ -47,9 +47,9 @@ def macro_over_present(per_class: np.ndarray, support: np.ndarray, predicted: np
 
 @dataclass(frozen=True)
 class ClassMetrics:
-    precision: float
+    precision: float | None         # None: no image was called this class, so no call of it to be right or wrong
     recall: float | None            # None: no image of this class in the split
-    f1: float
+    f1: float | None                # None: neither (no image of the class, none called it): nothing to score
     support: int                    # images of this class in the split
     average_precision: float | None
     roc_auc: float | None
@@ -151,13 +151,14 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
         precision, recall, f1, support = sk.precision_recall_fscore_support(
             y_true, y_pred, labels=labels, zero_division=0)
         per_class = {}
+        called = np.bincount(y_pred, minlength=k)
         for i, name in enumerate(classes):
             positives = y_true == i
             has = bool(positives.any()) and not bool(positives.all())
             per_class[name] = ClassMetrics(
-                precision=float(precision[i]),
+                precision=float(precision[i]) if called[i] else None,
                 recall=float(recall[i]) if support[i] else None,
-                f1=float(f1[i]),
+                f1=float(f1[i]) if support[i] or called[i] else None,
                 support=int(support[i]),
                 average_precision=_clean(sk.average_precision_score(positives, probs[:, i])) if has else None,
                 roc_auc=_clean(sk.roc_auc_score(positives, probs[:, i])) if has else None,
@@ -168,7 +169,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
             n=int(len(y_true)),
             accuracy=float(sk.accuracy_score(y_true, y_pred)) if len(y_true) else None,
             balanced_accuracy=float(sk.balanced_accuracy_score(y_true, y_pred)) if len(y_true) else None,
-            macro_f1=float(macro_over_present(f1, support, np.bincount(y_pred, minlength=k))),
+            macro_f1=float(macro_over_present(f1, support, called)),
             macro_average_precision=float(np.mean(aps)) if aps else None,
             macro_roc_auc=float(np.mean(aucs)) if aucs else None,
             confusion_matrix=sk.confusion_matrix(y_true, y_pred, labels=labels).tolist(),

@@ -235,6 +235,8 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
         print(f"skipped {'1 file' if n == 1 else f'{n} files'}:")
         for s in report.skipped:
             print(f"  {s.path}: {s.reason}")
+    for warning in report.warnings:  # what the Data explorer shows in its report: tiny classes, mixed modes, ...
+        print(f"warning: {warning}")
     for note in store.status(run_id).notes:
         if note not in shown_notes:  # the others were written before the first epoch
             print(f"note: {note}")

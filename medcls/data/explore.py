@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..config import AugmentConfig
 from .augment import BatchAugment, to_float
+from .health import made_own_split
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, file_format, header_size, read_image
 from .spec import DatasetSpec, Item
 
@@ -33,6 +34,8 @@ SQUASHED = 1.1
 # validation split too small for its size: a dataset's own split, like the chest X-ray set's 8 + 8 of 5,232.
 FEW_VALIDATION_IMAGES = 10
 SMALL_VALIDATION_SHARE = 0.05
+# A stratified split gives a class a validation image once it has this many (medcls.data.splits.stratified_split).
+SPLITTABLE = 3
 
 
 def sample_items(spec: DatasetSpec, label: int, split: str | None, count: int, seed: int = 0) -> list[Item]:
@@ -250,13 +253,18 @@ def small_validation_note(spec: DatasetSpec, name: Callable[[str], str] = str) -
     train, val = counts["train"], counts["val"]
     if not sum(val.values()) and sum(train.values()):
         return NO_VALIDATION_NOTE
+    if made_own_split(spec):  # medcls's stratified split gave each class its share, or says it had too few to
+        return None           # split; 'Make my own split' has nothing to mend
+    total = {c: sum(counts[split].get(c, 0) for split in counts) for c in spec.classes}
     few = [c for c in spec.classes if train.get(c, 0) and val.get(c, 0) < FEW_VALIDATION_IMAGES
-           and val.get(c, 0) < SMALL_VALIDATION_SHARE * (train.get(c, 0) + val.get(c, 0))]
+           and val.get(c, 0) < SMALL_VALIDATION_SHARE * (train.get(c, 0) + val.get(c, 0))
+           and total[c] >= SPLITTABLE]  # a class of 1-2 images gets no validation image from any split
     if not few:
         return None
-    parts = [f"{val.get(c, 0)} {name(c)}" for c in few]
+    parts = [f"{val.get(c, 0) or 'no'} {name(c)}" for c in few]
     held = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
-    return (f"The validation split holds only {held} image{'s' if sum(val.get(c, 0) for c in few) != 1 else ''} "
+    only = " only" if any(val.get(c, 0) for c in few) else ""
+    return (f"The validation split holds{only} {held} image{'' if len(few) == 1 and val.get(few[0], 0) == 1 else 's'} "
             f"({sum(val.values()):,} in all, against {sum(train.values()):,} training images). A run that trains "
             "one model shows its validation curves on these images (and, keeping its best epoch, picks that epoch "
             "and stops early by them), where one image more or less right moves the validation score by several "

@@ -180,6 +180,10 @@ def _open_dicom(source: str | Path | bytes, label: str, max_pixels: int) -> Imag
                              "corrupt") from None
 
 
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = frozenset({5, 6, 7, 8})  # EXIF orientations that ImageOps.exif_transpose turns by 90 degrees
+
+
 def header_size(source: str | Path | bytes) -> tuple[int, int, str]:
     """(width, height, mode) of an image file (or an upload's bytes) from its header, no pixel decoded (DICOM: its
     photometric interpretation as the mode). Raises OSError, ValueError (a :class:`DicomError` with the reason
@@ -188,7 +192,12 @@ def header_size(source: str | Path | bytes) -> tuple[int, int, str]:
         width, height, photometric = dicom_size(source)
         return width, height, f"DICOM {photometric}"
     with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as img:
-        return img.size[0], img.size[1], img.mode
+        width, height = img.size
+        try:  # as decoded: a camera's JPEG turned by its EXIF orientation (5-8: a quarter turn) is read turned
+            turned = img.getexif().get(EXIF_ORIENTATION) in QUARTER_TURNS
+        except Exception:  # a broken EXIF block: decoding ignores it too
+            turned = False
+        return (height, width, img.mode) if turned else (width, height, img.mode)
 
 
 def _is_dicom(source: str | Path | bytes) -> bool:

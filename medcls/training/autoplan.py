@@ -155,8 +155,10 @@ def too_rare_for_folds(cfg: TrainConfig, pool_counts: Sequence[int], classes: Se
     if not _small_pool([count for count, _ in present]) or min(present)[0] >= needed:
         return None
     fewest, name = min(present)
+    held = (f"each fold model would be validated on about {fewest / AUTO_FOLDS:.0f} of them" if fewest >= AUTO_FOLDS
+            else f"{AUTO_FOLDS - fewest} of the {AUTO_FOLDS} fold models would be validated on none of them")
     return (f"One model, not a {AUTO_FOLDS}-fold ensemble: {name} has only {fewest:,} training + validation "
-            f"images, so each fold model would be validated on about {fewest / AUTO_FOLDS:.0f} of them "
+            f"image{'s' if fewest != 1 else ''}, so {held} "
             f"(the ensemble needs {needed} of every class, {AUTO_MIN_PER_FOLD} for each fold). Set the folds to "
             "train an ensemble anyway.")
 

@@ -59,6 +59,22 @@ def test_classification_metrics_match_scikit_learn(predictions):
         np.mean([m.per_class[c].average_precision for c in CLASSES]))
 
 
+def test_a_class_never_called_has_no_precision_and_one_absent_too_has_no_f1():
+    # 3 classes; "malignant" is in the split but never predicted, "normal" is neither in it nor predicted
+    # (a class of one image kept in train). A precision of 0 would say every call of it was wrong: none was made.
+    y_true = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.7, 0.3, 0.0], [0.4, 0.6, 0.0]])
+    m = classification_metrics(y_true, probs, ["benign", "malignant", "normal"])
+    assert m.per_class["malignant"].precision == pytest.approx(1.0)
+    benign, normal = m.per_class["benign"], m.per_class["normal"]
+    assert benign.precision == pytest.approx(2 / 3) and normal.precision is None
+    assert normal.recall is None and normal.f1 is None and normal.support == 0
+    assert m.macro_f1 == pytest.approx(np.mean([benign.f1, m.per_class["malignant"].f1]))
+    never = classification_metrics(y_true, np.array([[0.9, 0.1, 0.0]] * 4), ["benign", "malignant", "normal"])
+    malignant = never.per_class["malignant"]
+    assert malignant.precision is None and malignant.recall == 0.0 and malignant.f1 == 0.0
+
+
 def test_confusion_matrix_rows_are_true_classes(predictions):
     y_true, probs = predictions
     cm = np.array(classification_metrics(y_true, probs, CLASSES).confusion_matrix)

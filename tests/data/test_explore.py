@@ -119,6 +119,26 @@ def test_a_validation_split_far_smaller_than_it_could_be_is_named_with_its_fix(t
     assert small_validation_note(load_dataset(DataConfig(source=str(root), own_split=True))) is None
 
 
+def test_the_small_validation_note_only_offers_a_fix_that_mends_something(tmp_path, synth):
+    from medcls.data.explore import small_validation_note
+
+    # Class folders without a split, one class of a single image: medcls's own split keeps it in train (and warns),
+    # so a note offering 'Make my own split' would offer the split the data already has.
+    rare = synth.class_folders(tmp_path / "rare", {"benign": 30, "malignant": 30, "rare": 1})
+    spec = load_dataset(DataConfig(source=str(rare)))
+    assert spec.counts()["val"].get("rare", 0) == 0 and spec.counts()["val"]["benign"] > 0
+    assert small_validation_note(spec) is None
+    # A dataset's own split: a class of one image (no split could give it a validation image) is not named,
+    # a class of 40 training images and none in val is, as "no", not "0".
+    own = synth.split_folders(tmp_path / "own", {"train": {"benign": 40, "malignant": 40, "rare": 1},
+                                                  "val": {"benign": 1, "malignant": 0},
+                                                  "test": {"benign": 3, "malignant": 3, "rare": 0}})
+    note = small_validation_note(load_dataset(DataConfig(source=str(own))))
+    assert note.startswith("The validation split holds only 1 benign and no malignant images (1 in all, against 81 "
+                           "training images)")
+    assert "rare" not in note.split(". A run")[0]
+
+
 def test_a_dataset_without_validation_images_says_what_a_run_keeps(class_dataset):
     from medcls.data.explore import NO_VALIDATION_NOTE, small_validation_note
 

@@ -11,6 +11,7 @@ from PIL import Image
 from medcls.data.imageio import (
     ImageReadError,
     decode_resized,
+    header_size,
     is_grayscale,
     is_image_name,
     is_mask_name,
@@ -93,6 +94,11 @@ def test_exif_rotation_is_applied(tmp_path):
     path = tmp_path / "phone.jpg"
     img.save(path, exif=exif.tobytes())
     assert open_image(path).size == (10, 30)
+    # The header's size is the size decoded (the Data explorer's shapes, Try it's caption), not the stored one.
+    assert header_size(path) == (10, 30, "RGB") and header_size(path.read_bytes()) == (10, 30, "RGB")
+    exif[0x0112] = 3  # a half turn keeps the shape
+    img.save(path, exif=exif.tobytes())
+    assert header_size(path) == (30, 10, "RGB") == open_image(path).size + ("RGB",)
 
 
 def _truncated_png() -> bytes:

@@ -87,6 +87,9 @@ def test_a_small_dataset_kept_from_the_ensemble_by_a_rare_class_names_it():
     assert too_rare_for_folds(TrainConfig(), [3000, 40, 500], classes) is None     # large: not a small dataset
     assert "ensemble: malignant has only 21" in too_rare_for_folds(TrainConfig(), [0, 21, 296], classes)  # not 0
     assert too_rare_for_folds(TrainConfig().with_options(folds=3), [24, 21, 296], classes) is None  # as set
+    # A class of one image (kept whole in train): not "about 0 of them", but how many fold models see none.
+    assert ("normal has only 1 training + validation image, so 4 of the 5 fold models would be validated on none "
+            "of them") in too_rare_for_folds(TrainConfig(), [40, 30, 1], classes)
     assert too_rare_for_folds(TrainConfig().with_options(small_data_ensemble=False), [24, 21, 296], classes) is None
     labels = torch.cat([torch.full((n,), i) for i, n in enumerate([24, 21, 296])])
     data = SimpleNamespace(train=SimpleNamespace(labels=labels), val=SimpleNamespace(labels=labels[:0]),
