@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -81,12 +81,28 @@ class SplitMetrics:
     def from_dict(cls, data: Mapping[str, Any]) -> "SplitMetrics":
         per_class = {str(k): ClassMetrics(**{f: v.get(f) for f in ClassMetrics.__dataclass_fields__})
                      for k, v in (data.get("per_class") or {}).items()}
+        confusion = [list(map(int, row)) for row in data.get("confusion_matrix", [])]
+        classes = [str(c) for c in data.get("classes", [])]
         return cls(n=int(data.get("n", 0)), accuracy=data.get("accuracy"),
                    balanced_accuracy=data.get("balanced_accuracy"), macro_f1=float(data.get("macro_f1", 0.0)),
                    macro_average_precision=data.get("macro_average_precision"),
-                   macro_roc_auc=data.get("macro_roc_auc"),
-                   confusion_matrix=[list(map(int, row)) for row in data.get("confusion_matrix", [])],
-                   classes=[str(c) for c in data.get("classes", [])], per_class=per_class)
+                   macro_roc_auc=data.get("macro_roc_auc"), confusion_matrix=confusion, classes=classes,
+                   per_class=_blank_uncalled(per_class, confusion, classes))
+
+
+def _blank_uncalled(per_class: dict[str, ClassMetrics], confusion: list[list[int]],
+                    classes: list[str]) -> dict[str, ClassMetrics]:
+    """Runs saved before 2026-12-08 kept a precision of 0 for a class no image was called (and an F1 of 0 for one
+    neither in the split nor called), which :func:`classification_metrics` now leaves blank: read them as it would
+    write them, from their confusion matrix."""
+    if len(confusion) != len(classes) or any(len(row) != len(classes) for row in confusion):
+        return per_class
+    called, support = np.asarray(confusion).sum(axis=0), np.asarray(confusion).sum(axis=1)
+    out = dict(per_class)
+    for i, name in enumerate(classes):
+        if name in out and not called[i]:
+            out[name] = replace(out[name], precision=None, f1=out[name].f1 if support[i] else None)
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from sklearn.metrics import (
 )
 
 from medcls.analysis.metrics import (
+    SplitMetrics,
     classification_metrics,
     epoch_metrics,
     pr_curve,
@@ -73,6 +74,10 @@ def test_a_class_never_called_has_no_precision_and_one_absent_too_has_no_f1():
     never = classification_metrics(y_true, np.array([[0.9, 0.1, 0.0]] * 4), ["benign", "malignant", "normal"])
     malignant = never.per_class["malignant"]
     assert malignant.precision is None and malignant.recall == 0.0 and malignant.f1 == 0.0
+    # A run saved before kept zeros there: read back, it shows what a new run would.
+    saved = m.to_dict()
+    saved["per_class"]["normal"].update(precision=0.0, f1=0.0)
+    assert SplitMetrics.from_dict(saved) == m
 
 
 def test_confusion_matrix_rows_are_true_classes(predictions):
