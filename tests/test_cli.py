@@ -55,6 +55,7 @@ def test_train_prints_the_data_reports_warnings_and_a_tiny_class_scores_blank(tm
     assert main(["train", "--data", str(data), *TINY, "--run-id", "rare"]) == 0
     out = capsys.readouterr().out
     assert "warning: Class 'rare' is too small to split: all its images stay in train." in out
+    assert "data: No split given: made a stratified 70%/15%/15% train/val/test split (seed 0)." in out
     # Its row in the test table: no image of it, none called it: blanks, not a precision and F1 of 0.
     assert re.search(r"^rare\s+-\s+-\s+-\s+-\s+0$", out, re.M), out
 

@@ -237,6 +237,8 @@ def _report_outcome(store, run_id: str, outcome, shown_notes: Sequence[str] = ()
             print(f"  {s.path}: {s.reason}")
     for warning in report.warnings:  # what the Data explorer shows in its report: tiny classes, mixed modes, ...
         print(f"warning: {warning}")
+    for note in report.notes:  # how the data was read: the manifest's columns, the split made, ...
+        print(f"data: {note}")
     for note in store.status(run_id).notes:
         if note not in shown_notes:  # the others were written before the first epoch
             print(f"note: {note}")

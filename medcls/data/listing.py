@@ -22,7 +22,7 @@ from .dicom import DicomError, is_dicom_file
 from .imageio import MAX_IMAGE_PIXELS, header_size, is_image_name, is_mask_name, not_an_image_reason, too_large_reason
 from .spec import DataReport
 
-__all__ = ["MAX_DEPTH", "LOOP", "NOT_UTF8", "list_images", "sniff", "shown_path", "bad_name"]
+__all__ = ["MAX_DEPTH", "LOOP", "NOT_UTF8", "list_images", "walk_files", "sniff", "shown_path", "bad_name"]
 
 MAX_DEPTH = 100  # folders nested deeper than this inside a class folder are not searched
 
@@ -48,7 +48,7 @@ def bad_name(name: str) -> bool:
 NOT_UTF8 = "name is not valid UTF-8 text (written with another system's encoding); rename it"
 
 
-def _walk(folder: Path, report: DataReport) -> Iterator[tuple[Path, list[str]]]:
+def walk_files(folder: Path, report: DataReport) -> Iterator[tuple[Path, list[str]]]:
     """(folder, file names) below ``folder``, sorted, without following links, at most MAX_DEPTH deep.
 
     Iterative (a folder nested thousands deep cannot exhaust the stack); folders that cannot be read, linked
@@ -89,7 +89,7 @@ def list_images(folder: Path, root: Path, cfg: DataConfig, report: DataReport) -
     found: list[str] = []
     masks_skipped = 0
     real_root = root.resolve()
-    for dirpath, filenames in _walk(folder, report):
+    for dirpath, filenames in walk_files(folder, report):
         for filename in filenames:
             path = dirpath / filename
             if not is_image_name(filename) and not (not path.suffix and is_dicom_file(path)):

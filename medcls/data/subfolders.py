@@ -18,6 +18,7 @@ import os
 from collections import defaultdict
 from typing import Hashable, Sequence
 
+from .manifest import STEM_NOTE
 from .spec import SPLITS, DatasetSpec
 
 __all__ = ["subfolder_of", "patient_folders", "subfolder_splits", "subfolder_note"]
@@ -64,7 +65,10 @@ def patient_folders(paths: Sequence[str], labels: Sequence[Hashable], root: str,
 def subfolder_splits(spec: DatasetSpec) -> dict[str, set[str]]:
     """Each patient or study folder (as a path from the dataset folder) and the splits its images are in; empty
     for a dataset whose images sit directly in their class folders, or in one folder a class, or an ``.npz``
-    file."""
+    file, or a manifest whose images were found by their names (HAM10000's two folders of 5,000 images hold no
+    patients)."""
+    if spec.layout == "manifest" and any(note.startswith(STEM_NOTE) for note in spec.report.notes):
+        return {}
     folders = patient_folders([item.path for item in spec.items], [item.label for item in spec.items], spec.root,
                               spec.layout)
     found: dict[str, set[str]] = defaultdict(set)

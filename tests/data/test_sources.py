@@ -213,8 +213,8 @@ def test_manifest_problems_are_reported_per_row(tmp_path, synth):
 def test_manifest_needs_path_and_label_columns(tmp_path):
     root = tmp_path / "m"
     root.mkdir()
-    (root / "labels.csv").write_text("file_name,diagnosis\na.png,x\n")
-    with pytest.raises(DataError, match="'path' and 'label'"):
+    (root / "labels.csv").write_text("picture,kind\na.png,x\n")
+    with pytest.raises(DataError, match="'path' and 'label'.*image_id.*dx"):
         _load(root)
 
 
