@@ -76,11 +76,11 @@ class DataConfig:
     group_duplicates: bool = option(False, "Keep near-duplicate images in the same split (train, val or test), "
                                     "so a copy of a test image can never be learned in training.",
                                     label="Keep near-duplicates in one split", group="Data", sweepable=False)
-    group_subfolders: bool = option(False, "Keep the images of each subfolder below a class folder, or of each "
-                                    "folder a .csv manifest's paths name (one per patient or study, as medical "
-                                    "data is often stored), in the same split, so a patient the model learned from "
-                                    "is never the one it is tested on. A class whose images all sit in one folder "
-                                    "is split image by image: that folder holds no patients apart.",
+    group_subfolders: bool = option(False, "Keep the images of each subfolder below a class folder, of each folder "
+                                    "a .csv manifest's paths name (one per patient or study, as medical data is "
+                                    "often stored), or of each patient its patient_id (lesion_id, ...) column names "
+                                    "in the same split, so a patient the model learned from is never the one it is "
+                                    "tested on. A class whose images all sit in one folder is split image by image.",
                                     label="Keep subfolders in one split", group="Data", sweepable=False)
     own_split: bool = option(False, "Set the dataset's own train/val/test split aside and make a new one "
                              "(stratified and seeded; with 'Keep near-duplicates in one split', copies of an image stay "

@@ -109,7 +109,8 @@ def decode_dataset(spec: DatasetSpec, image_size: int, color: str = "auto", *, d
     kept = set(kept_paths)
     usable = DatasetSpec(spec.root, spec.layout, list(spec.classes), [it for it in spec.items if it.path in kept],
                          spec.report, spec.synthetic,
-                         spec.undecodable + [it for it in spec.items if it.path not in kept])
+                         spec.undecodable + [it for it in spec.items if it.path not in kept], spec.group_of,
+                         spec.group_column)
     return DecodedDataset(usable, images, image_size, resolved)
 
 

@@ -4,13 +4,14 @@ medcls's own spelling is ``path,label,split``. Public datasets' tables are read 
 points medcls at the table the dataset ships with instead of rewriting it:
 
 - other column names for the image and its class: HAM10000's metadata names an image ``image_id`` and its class
-  ``dx``; ISIC 2020's table has ``image_name`` and ``target``;
+  ``dx``; ISIC 2020's table has ``image_name`` and ``benign_malignant`` (and ``target``, the same as 0 and 1);
+  Kaggle's tables often ``id`` or ``id_code`` (APTOS) and ``label`` or ``diagnosis``;
 - one column per class holding 1 for the image's class and 0 for the others (ISIC 2019's ground truth);
 - an image named without its file extension (``ISIC_0024306``), found below the manifest's folder (HAM10000
   keeps its images in two folders, neither named in the table).
 
 The note in the data report says which columns were read, so a table with several candidate columns (ISIC 2020's
-``target`` against ``benign_malignant``) is never read silently in a way the user did not expect.
+``diagnosis`` beside ``benign_malignant``) is never read silently in a way the user did not expect.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from .imageio import is_image_name, not_an_image_reason
 from .listing import LOOP, sniff, walk_files
 from .spec import DataError, DataReport
 
-__all__ = ["MANIFEST_NAMES", "MAX_MANIFEST_BYTES", "SPLIT_NAMES", "STEM_NOTE", "manifest_path", "rows_from_manifest",
-           "read_columns", "other_manifests_note"]
+__all__ = ["MANIFEST_NAMES", "MAX_MANIFEST_BYTES", "SPLIT_NAMES", "STEM_NOTE", "ManifestRows", "manifest_path",
+           "rows_from_manifest", "read_columns", "other_manifests_note"]
 
 MAX_MANIFEST_BYTES = 64 << 20       # a manifest of a million images is about 60 MB
 MAX_MANIFEST_LINE = 128 * 1024      # longer lines (rows) are skipped: no path is that long
@@ -39,8 +40,11 @@ SPLIT_NAMES = {
 }
 # Column names, first match wins: medcls's own first, then those of public datasets' tables.
 PATH_COLUMNS = ("path", "filename", "file", "image", "file_name", "filepath", "image_path", "image_name", "image_id",
-                "isic_id")
-LABEL_COLUMNS = ("label", "class", "target", "dx", "diagnosis", "category")
+                "isic_id", "id_code", "id")
+LABEL_COLUMNS = ("label", "class", "benign_malignant", "target", "dx", "diagnosis", "category")
+# A column naming whose images these are: a patient's images belong in one split (ISIC 2020 has patient_id and
+# lesion_id; the patient is the wider group). Used by 'Keep subfolders in one split' like a patient's folder.
+GROUP_COLUMNS = ("patient_id", "patient", "subject_id", "subject", "case_id", "study_id", "lesion_id")
 
 # The data report's note on rows matched by name: their folders were found by medcls, not named by the table, so
 # they say nothing of patients (:func:`medcls.data.subfolders.subfolder_splits`).
@@ -55,13 +59,15 @@ class Columns(NamedTuple):
     label: int | None            # None: one column per class (``one_hot``)
     split: int | None
     one_hot: tuple[int, ...]     # columns holding 1 for the image's class and 0 for the others
+    group: int | None            # the patient (or lesion) each image is of
     names: tuple[str, ...]       # the header, as written
 
     def described(self) -> str:
         classes = (f"classes from {self.names[self.label]!r}" if self.label is not None else
                    f"classes from one column each ({', '.join(self.names[i] for i in self.one_hot)})")
         split = f", splits from {self.names[self.split]!r}" if self.split is not None else ""
-        return f"paths from {self.names[self.path]!r}, {classes}{split}"
+        group = f", patients from {self.names[self.group]!r}" if self.group is not None else ""
+        return f"paths from {self.names[self.path]!r}, {classes}{split}{group}"
 
 
 def manifest_path(root: Path) -> Path:
@@ -108,17 +114,18 @@ def read_columns(fieldnames: list[str], records: list[list[str]]) -> Columns | N
     path_col = next((header[k] for k in PATH_COLUMNS if k in header), None)
     label_col = next((header[k] for k in LABEL_COLUMNS if k in header), None)
     split_col = header.get("split")
+    group_col = next((header[k] for k in GROUP_COLUMNS if k in header), None)
     if path_col is None:
         return None
     one_hot: tuple[int, ...] = ()
     if label_col is None and records:  # ISIC 2019: one column per class, 1.0 in the image's class
-        others = [i for i in range(len(fieldnames)) if i not in (path_col, split_col)]
+        others = [i for i in range(len(fieldnames)) if i not in (path_col, split_col, group_col)]
         flags = tuple(i for i in others if all(i < len(r) and _is_flag(r[i]) for r in records))
         if len(flags) >= 2 and all(sum(float(r[i]) for i in flags) == 1 for r in records):
             one_hot = flags
         else:
             return None
-    return Columns(path_col, label_col, split_col, one_hot, tuple(name.strip() for name in fieldnames))
+    return Columns(path_col, label_col, split_col, one_hot, group_col, tuple(name.strip() for name in fieldnames))
 
 
 class _ByStem:
@@ -148,8 +155,15 @@ class _ByStem:
         return None, f"{len(matches)} images are named {Path(stem).name}.* ({listed}); name the row's file in full"
 
 
-def rows_from_manifest(manifest: Path, report: DataReport) -> list[Row]:
-    """(path, class name, split or None) for each usable row; every other row goes to the report with its reason."""
+class ManifestRows(NamedTuple):
+    rows: list[Row]                  # (path, class name, split or None) of each usable row
+    group_of: dict[str, str]         # path -> the patient its row names (rows with an empty cell: none)
+    group_column: str                # the column they come from ('' when the manifest has none)
+
+
+def rows_from_manifest(manifest: Path, report: DataReport) -> ManifestRows:
+    """Each usable row, and the patient each names when the manifest has such a column; every other row goes to the
+    report with its reason."""
     base = manifest.parent
     reader = csv.reader(_manifest_lines(manifest, report))
     fieldnames = next(reader, None) or []
@@ -175,6 +189,7 @@ def rows_from_manifest(manifest: Path, report: DataReport) -> list[Row]:
     seen: dict[str, int] = {}
     real_base = base.resolve()
     by_stem = _ByStem(base)
+    group_of: dict[str, str] = {}
 
     def field(record: list[str], col: int | None) -> str:
         return record[col].strip() if col is not None and col < len(record) else ""
@@ -234,10 +249,12 @@ def rows_from_manifest(manifest: Path, report: DataReport) -> list[Row]:
             report.skip(str(path), reason)
             continue
         rows.append((str(path), label, split))
+        if group := field(record, columns.group):
+            group_of[str(path)] = group
     if by_stem.found:
         report.notes.append(f"{STEM_NOTE} ({by_stem.found:,} of its rows): each was matched to the one image of "
                             f"that name below {base.name}/.")
-    return rows
+    return ManifestRows(rows, group_of, columns.names[columns.group] if columns.group is not None else "")
 
 
 def other_manifests_note(root: Path) -> str | None:

@@ -32,7 +32,7 @@ from .manifest import (
     rows_from_manifest,
 )
 from .spec import SPLITS, DataError, DataReport, DatasetSpec, Item
-from .splits import split_groups, stratified_split
+from .splits import PatientSource, split_groups, stratified_split
 from .subfolders import subfolder_of
 
 __all__ = ["load_dataset", "detect_layout", "synthetic_root", "SPLIT_NAMES", "MAX_MANIFEST_BYTES"]
@@ -94,11 +94,13 @@ def load_dataset(cfg: DataConfig) -> DatasetSpec:
     layout = detect_layout(root) if cfg.layout == "auto" else cfg.layout
     report = DataReport()
     resolver = ClassResolver(cfg.class_aliases)
+    named: dict[str, str] = {}
+    column = ""
     if layout == "npz":
         spec = _from_npz(root, cfg, report)
     else:
         if layout == "manifest":
-            rows = rows_from_manifest(manifest_path(root), report)
+            rows, named, column = rows_from_manifest(manifest_path(root), report)
         elif layout == "split_folders":
             rows = _rows_from_split_folders(root, cfg, report)
         elif layout == "class_folders":
@@ -108,7 +110,7 @@ def load_dataset(cfg: DataConfig) -> DatasetSpec:
         if layout != "manifest" and (table := other_manifests_note(root)):
             report.warnings.append(table)
         try:
-            spec = _build_spec(root, layout, rows, resolver, cfg, report)
+            spec = _build_spec(root, layout, rows, resolver, cfg, report, named, column)
         except DataError as exc:
             if layout != "manifest":
                 raise
@@ -179,7 +181,9 @@ def _rows_from_split_folders(root: Path, cfg: DataConfig, report: DataReport) ->
 
 
 def _build_spec(root: Path, layout: str, rows: list[Row], resolver: ClassResolver, cfg: DataConfig,
-                report: DataReport) -> DatasetSpec:
+                report: DataReport, named: dict[str, str] | None = None, column: str = "") -> DatasetSpec:
+    """``named``: each image's patient from a manifest's ``column``, kept together as a patient's folder is."""
+    patients = PatientSource(str(root), layout, named or {}, column)
     if not rows:
         raise DataError(f"No usable images found in {root}"
                         + (f" ({len(report.skipped)} {'file' if len(report.skipped) == 1 else 'files'} skipped; see "
@@ -199,24 +203,24 @@ def _build_spec(root: Path, layout: str, rows: list[Row], resolver: ClassResolve
     has = {s for s in splits if s is not None}
     if unsplit and not has:
         _make_split(splits, unsplit, [rows[i][0] for i in unsplit], labels, classes, cfg, report,
-                    set_aside=cfg.own_split and given, root=str(root), layout=layout)
+                    set_aside=cfg.own_split and given, patients=patients)
     elif unsplit:
         report.warnings.append(f"{len(unsplit)} manifest row(s) had no split and were put in train.")
         for i in unsplit:
             splits[i] = "train"
-    _carve_missing_splits(splits, labels, classes, cfg, report, [path for path, _, _ in rows], str(root), layout)
+    _carve_missing_splits(splits, labels, classes, cfg, report, [path for path, _, _ in rows], patients)
     items = [Item(path, label, split) for (path, _, _), label, split in zip(rows, labels, splits)]
-    return DatasetSpec(str(root), layout, classes, items, report)
+    return DatasetSpec(str(root), layout, classes, items, report, group_of=dict(named or {}), group_column=column)
 
 
 def _make_split(splits: list, positions: list[int], paths: list[str], labels: list[int], classes: list[str],
-                cfg: DataConfig, report: DataReport, set_aside: bool = False, root: str = "",
-                layout: str = "") -> None:
+                cfg: DataConfig, report: DataReport, set_aside: bool = False,
+                patients: PatientSource = PatientSource()) -> None:
     """A stratified, seeded train/val/test split of the items at ``positions`` (each subfolder's images kept
     together with ``group_subfolders``, near-duplicates with ``group_duplicates``); the note says how it was made
     (see :func:`medcls.data.health.made_own_split`)."""
     item_labels = [labels[i] for i in positions]
-    grouping = split_groups(cfg, paths, item_labels, root, layout)
+    grouping = split_groups(cfg, paths, item_labels, *patients)
     groups = grouping.groups
     grouped = "".join(f"; {words}" for words in grouping.said)
     assigned, tiny = stratified_split(item_labels, cfg.val_fraction, cfg.test_fraction,
@@ -245,8 +249,8 @@ def _apply(splits: list, positions: list[int], values: list[str]) -> None:
 
 
 def _carve_missing_splits(splits: list[str], labels: list[int], classes: list[str], cfg: DataConfig,
-                          report: DataReport, paths: list[str] | None = None, root: str = "",
-                          layout: str = "") -> None:
+                          report: DataReport, paths: list[str] | None = None,
+                          patients: PatientSource = PatientSource()) -> None:
     """A missing val or test split is cut from train, stratified and seeded (keeping together what the config
     keeps together, when the images' ``paths`` are given)."""
     for missing, fraction in (("val", cfg.val_fraction), ("test", cfg.test_fraction)):
@@ -256,7 +260,7 @@ def _carve_missing_splits(splits: list[str], labels: list[int], classes: list[st
         # Fraction of the whole dataset, taken from train.
         share = min(0.5, fraction * len(splits) / max(1, len(train_pos)))
         train_labels = [labels[i] for i in train_pos]
-        groups = split_groups(cfg, [paths[i] for i in train_pos], train_labels, root, layout).groups if paths else None
+        groups = split_groups(cfg, [paths[i] for i in train_pos], train_labels, *patients).groups if paths else None
         assigned, _ = stratified_split(train_labels, 0.0, share, cfg.split_seed + 1, groups=groups)
         _apply(splits, train_pos, [missing if a == "test" else "train" for a in assigned])
         report.notes.append(f"No {missing} split found: carved {assigned.count('test')} images from train "

@@ -94,6 +94,10 @@ class DatasetSpec:
     # Listed but not decodable (``decode_dataset`` drops them from ``items``): still part of what the dataset is,
     # so a run on it and the listing in the sidebar have one fingerprint.
     undecodable: list[Item] = field(default_factory=list)
+    # A manifest's patient column (``patient_id``): each image's patient, which 'Keep subfolders in one split'
+    # keeps together as it does a patient's folder. Empty for data without one.
+    group_of: dict[str, str] = field(default_factory=dict)
+    group_column: str = ""
 
     def split(self, name: str) -> list[Item]:
         return [it for it in self.items if it.split == name]
@@ -110,7 +114,7 @@ class DatasetSpec:
         drop = set(paths)
         return DatasetSpec(self.root, self.layout, list(self.classes),
                            [it for it in self.items if it.path not in drop], self.report, self.synthetic,
-                           list(self.undecodable))
+                           list(self.undecodable), self.group_of, self.group_column)
 
     def fingerprint(self) -> str:
         """A short hash of what the dataset is made of: each image's contents with its label and split, and the

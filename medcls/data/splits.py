@@ -10,13 +10,22 @@ images of a group (e.g. near-duplicates) in the same split.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from ..config import DataConfig
 
-__all__ = ["stratified_split", "stratified_folds", "split_groups", "GroupedBy"]
+__all__ = ["stratified_split", "stratified_folds", "split_groups", "GroupedBy", "PatientSource"]
+
+
+class PatientSource(NamedTuple):
+    """Where a dataset's patients are found, for ``group_subfolders``: the folders below ``root`` (as ``layout``
+    places them), or a manifest's patient ``column`` (``named``: path -> patient), which wins when given."""
+    root: str = ""
+    layout: str = ""
+    named: Mapping[str, str] = {}
+    column: str = ""
 
 
 class GroupedBy(NamedTuple):
@@ -27,24 +36,29 @@ class GroupedBy(NamedTuple):
 
 
 def split_groups(cfg: DataConfig, paths: Sequence[str], labels: Sequence[int], root: str = "",
-                 layout: str = "") -> GroupedBy:
+                 layout: str = "", named: Mapping[str, str] | None = None, column: str = "") -> GroupedBy:
     """The groups of images a split (or the folds) must keep together, as ``cfg`` asks: each patient or study
     folder's images (``group_subfolders``; ``root`` and ``layout`` place the folders, and the images' ``labels``
     tell a class's one container folder from its patients') and near-duplicates (``group_duplicates``), joined
-    into one group wherever the two meet."""
+    into one group wherever the two meet. A manifest's patient ``column`` (``named``: path -> patient) stands in for
+    the folders."""
     labelings, kinds, said = [], [], []
     if cfg.group_subfolders:
         from .subfolders import patient_folders
 
-        folders = patient_folders(paths, labels, root, layout)
+        folders = patient_folders(paths, labels, root, layout, named)
         ids: dict[str, int] = {}
         labelings.append(np.array([ids.setdefault(key, len(paths) + len(ids)) if key is not None else i
                                    for i, key in enumerate(folders)], dtype=np.int64))
-        kinds.append("subfolders")
+        kinds.append("subfolders" if not named else f"{column} values")
         inside = len(paths) - folders.count(None)
-        said.append(f"each subfolder's images kept in the same split ({inside:,} images in {len(ids):,} "
-                    "subfolder(s))" if ids else "no subfolders to keep together: each class's images sit directly "
-                    "in its folder, or all in one")
+        if named:
+            said.append(f"each {column}'s images kept in the same split ({inside:,} images of {len(ids):,} {column} "
+                        "values)")
+        else:
+            said.append(f"each subfolder's images kept in the same split ({inside:,} images in {len(ids):,} "
+                        "subfolder(s))" if ids else "no subfolders to keep together: each class's images sit "
+                        "directly in its folder, or all in one")
     if cfg.group_duplicates:
         from .health import duplicate_group_ids  # hashes every image once (cached by contents)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from typing import Hashable, Sequence
+from typing import Hashable, Mapping, Sequence
 
 from .manifest import STEM_NOTE
 from .spec import SPLITS, DatasetSpec
@@ -51,9 +51,13 @@ def _below(path: str, root: str) -> list[str] | None:
     return path[len(prefix):].split(os.sep) if path.startswith(prefix) else None
 
 
-def patient_folders(paths: Sequence[str], labels: Sequence[Hashable], root: str, layout: str) -> list[str | None]:
+def patient_folders(paths: Sequence[str], labels: Sequence[Hashable], root: str, layout: str,
+                    named: Mapping[str, str] | None = None) -> list[str | None]:
     """The patient or study folder of each image (:func:`subfolder_of`), with the containers left out: a class whose
-    images all sit in one folder has no patients apart in it, so that folder is None."""
+    images all sit in one folder has no patients apart in it, so that folder is None. ``named``: a manifest's
+    patient column (path -> patient), which says it outright instead."""
+    if named:
+        return [named.get(path) for path in paths]
     folders = [subfolder_of(path, root, layout) for path in paths]
     keys: dict[Hashable, set[str | None]] = defaultdict(set)
     for folder, label in zip(folders, labels):
@@ -67,10 +71,10 @@ def subfolder_splits(spec: DatasetSpec) -> dict[str, set[str]]:
     for a dataset whose images sit directly in their class folders, or in one folder a class, or an ``.npz``
     file, or a manifest whose images were found by their names (HAM10000's two folders of 5,000 images hold no
     patients)."""
-    if spec.layout == "manifest" and any(note.startswith(STEM_NOTE) for note in spec.report.notes):
+    if not spec.group_of and spec.layout == "manifest" and any(note.startswith(STEM_NOTE) for note in spec.report.notes):
         return {}
     folders = patient_folders([item.path for item in spec.items], [item.label for item in spec.items], spec.root,
-                              spec.layout)
+                              spec.layout, spec.group_of)
     found: dict[str, set[str]] = defaultdict(set)
     for item, key in zip(spec.items, folders):
         if key is not None:
@@ -85,14 +89,22 @@ def subfolder_note(spec: DatasetSpec) -> str | None:
     cut = sorted(name for name, splits in folders.items() if len(splits) > 1)
     if not cut:
         return None
-    example = cut[0]
+    # an example that leaks into the test images, the case that inflates the score, when there is one
+    example = next((name for name in cut if {"train", "test"} <= folders[name]), cut[0])
     *rest, last = sorted(folders[example], key=SPLITS.index)
     where = f"{', '.join(rest)} and {last}"
+    tick = ("Tick 'Keep subfolders in one split' (--group-subfolders; with 'Make my own split' for data that brings "
+            "its own split) to keep each")
+    if spec.group_column:
+        column = spec.group_column
+        return (f"The manifest's column {column!r} says whose each image is ({len(folders):,} {column} values: a "
+                f"patient's, a study's or a lesion's), and the split puts the images of {len(cut):,} of them in more "
+                f"than one split (such as {example}: {where}). The model is then tested on {column} values it "
+                f"learned from, and the test score is optimistic. {tick} {column}'s images together.")
     where_kept = ("folder(s) that the manifest's paths name" if spec.layout == "manifest"
                   else "subfolder(s) below their class folders")
     return (f"The images sit in {len(folders):,} {where_kept} (one per patient or study, "
             f"perhaps), and the split puts the images of {len(cut):,} of them in more than one split (such as "
             f"{example}: {where}). If a folder holds one patient's images, "
-            "the model is tested on patients it learned from, and the test score is optimistic. Tick 'Keep "
-            "subfolders in one split' (--group-subfolders; with 'Make my own split' for data that brings its own "
-            "split) to keep each subfolder's images together.")
+            f"the model is tested on patients it learned from, and the test score is optimistic. {tick} "
+            "subfolder's images together.")

@@ -94,10 +94,12 @@ class CrossValidation:
     scores: tuple[FoldScore, ...]
     completed: int                # folds trained to their end (a stop can leave fewer)
     by_subfolder: bool = False    # each subfolder's images (a patient's) kept in one fold
+    patient_column: str = ""      # ... or each patient's, as a manifest's column (patient_id) names them
 
     def kept_together_words(self) -> str:
         """'near-duplicates and each subfolder's images' (what the folds kept whole; '' for nothing)."""
-        return " and ".join(["near-duplicates"] * self.grouped + ["each subfolder's images"] * self.by_subfolder)
+        whose = f"each {self.patient_column}'s images" if self.patient_column else "each subfolder's images"
+        return " and ".join(["near-duplicates"] * self.grouped + [whose] * self.by_subfolder)
 
     def mean_sd(self, metric: str) -> tuple[float | None, float | None]:
         """(mean, sample standard deviation) of a FoldScore field over the folds (sd None for one fold)."""
@@ -125,7 +127,7 @@ class CrossValidation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"folds": self.folds, "grouped": self.grouped, "by_subfolder": self.by_subfolder,
-                "completed": self.completed, "scores": [asdict(s) for s in self.scores]}
+                "patient_column": self.patient_column, "completed": self.completed, "scores": [asdict(s) for s in self.scores]}
 
     @classmethod
     def from_dict(cls, data: Any) -> "CrossValidation":
@@ -133,7 +135,8 @@ class CrossValidation:
         try:
             scores = tuple(FoldScore(**_known(FoldScore, s)) for s in data.get("scores", []))
             return cls(int(data["folds"]), data.get("grouped") is True, scores, _int(data.get("completed")) or
-                       len(scores), by_subfolder=data.get("by_subfolder") is True)
+                       len(scores), by_subfolder=data.get("by_subfolder") is True,
+                       patient_column=str(data.get("patient_column") or ""))
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"cv.json cannot be read ({exc}).") from None
 

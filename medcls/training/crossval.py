@@ -92,7 +92,7 @@ def fold_assignment(cfg: TrainConfig, pool: DecodedSplit, classes: Sequence[str]
         raise ConfigError(f"Class(es) {', '.join(too_few)} have fewer training + validation images than the "
                           f"{cfg.folds} folds, so some folds would never see them. Use fewer folds (at most "
                           f"{int(counts[counts > 0].min())}).")
-    place = (spec.root, spec.layout) if spec is not None else ("", "")
+    place = (spec.root, spec.layout, spec.group_of, spec.group_column) if spec is not None else ()
     groups = split_groups(cfg.data, pool.paths, labels.tolist(), *place).groups
     return stratified_folds(labels, cfg.folds, cfg.data.split_seed, groups)
 
@@ -143,6 +143,7 @@ def cross_validate(cfg: TrainConfig, data: PreparedData | None = None, *,
                for split, p in probs.items()}
     scores = [_score(r, i + 1, data.focus_class) for i, r in enumerate(results)]
     cv = CrossValidation(folds=cfg.folds, grouped=cfg.data.group_duplicates, by_subfolder=cfg.data.group_subfolders,
+                         patient_column=data.decoded.spec.group_column if cfg.data.group_subfolders else "",
                          scores=tuple(scores),
                          completed=sum(not r.cancelled for r in results))
     if len(scores) > 1:

@@ -21,7 +21,7 @@ def ham(tmp_path, synth):
         dx = ("nv", "mel", "bkl")[i % 3]
         synth.image(root / f"HAM10000_images_part_{1 + i % 2}" / f"ISIC_{i:07d}.jpg", 24, seed=i,
                     level=60 + 50 * (i % 3))
-        lines.append(f"HAM_{i // 2:07d},ISIC_{i:07d},{dx},histo,50.0,male,back")
+        lines.append(f"HAM_{i % 18:07d},ISIC_{i:07d},{dx},histo,50.0,male,back")  # 2 images a lesion
     (root / "HAM10000_metadata.csv").write_text("\n".join(lines) + "\n")
     return root
 
@@ -30,11 +30,27 @@ def test_hams_table_gives_its_classes_and_finds_images_named_without_their_exten
     spec = _load(ham / "HAM10000_metadata.csv")
     assert spec.classes == ["bkl", "mel", "nv"] and len(spec.items) == 36 and not spec.report.skipped
     assert {it.path.rsplit("/", 2)[-2] for it in spec.items} == {"HAM10000_images_part_1", "HAM10000_images_part_2"}
-    assert any("paths from 'image_id', classes from 'dx'" in n for n in spec.report.notes)
+    assert any("paths from 'image_id', classes from 'dx', patients from 'lesion_id'" in n for n in spec.report.notes)
     assert "Images named without their file extension (36 of its rows): each was matched to the one image of " \
            "that name below ham/." in spec.report.notes
-    # The two folders it found them in are no patients': no note offers to keep them in one split.
-    assert subfolder_note(spec) is None
+
+
+def test_a_patient_column_is_kept_in_one_split_as_a_patients_folder_is(ham):
+    # HAM10000 has two or more images of many lesions: split by image, a lesion lands in train and in test.
+    spec = _load(ham / "HAM10000_metadata.csv")
+    assert spec.group_column == "lesion_id" and len(set(spec.group_of.values())) == 18
+    note = subfolder_note(spec)
+    assert note.startswith("The manifest's column 'lesion_id' says whose each image is (18 lesion_id values: a "
+                           "patient's, a study's or a lesion's), and the split puts the images of ")
+    assert ": train and test)" in note  # the example is one that reaches the test images
+    assert "to keep each lesion_id's images together" in note  # not the two folders found by name
+    kept = load_dataset(DataConfig(source=str(ham / "HAM10000_metadata.csv"), group_subfolders=True))
+    splits_of = {}
+    for item in kept.items:
+        splits_of.setdefault(kept.group_of[item.path], set()).add(item.split)
+    assert all(len(s) == 1 for s in splits_of.values()) and subfolder_note(kept) is None
+    assert any("each lesion_id's images kept in the same split (36 images of 18 lesion_id values)" in n
+               for n in kept.report.notes)
 
 
 def test_the_folder_says_that_its_table_holds_the_classes_its_subfolders_do_not(ham):
@@ -70,3 +86,29 @@ def test_one_column_per_class_reads_the_class_holding_1(tmp_path, synth):
     (root / "ISIC_2019_Training_GroundTruth.csv").write_text("\n".join(lines + ["ISIC_0000000,1.0,1.0,0.0,0.0"]))
     with pytest.raises(Exception, match="needs columns 'path' and 'label'"):
         _load(root / "ISIC_2019_Training_GroundTruth.csv")
+
+
+def test_isic_2020s_and_aptos_tables_read_their_own_column_names(tmp_path, synth):
+    # ISIC 2020: benign_malignant over target (the same as 0/1) and diagnosis (mostly 'unknown'); patient_id over
+    # lesion_id (a patient's lesions belong in one split too).
+    isic = tmp_path / "isic2020"
+    lines = ["image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+             "benign_malignant,target"]
+    for i in range(24):
+        synth.image(isic / "train" / f"ISIC_{i:07d}.jpg", 24, seed=i)
+        kind = "malignant" if i % 4 == 0 else "benign"
+        lines.append(f"ISIC_{i:07d},IP_{i // 3},IL_{i},male,45,torso,unknown,{kind},{int(kind == 'malignant')}")
+    (isic / "train.csv").write_text("\n".join(lines) + "\n")
+    spec = _load(isic / "train.csv")
+    assert spec.classes == ["benign", "malignant"] and spec.group_column == "patient_id"
+    assert any("paths from 'image_name', classes from 'benign_malignant', patients from 'patient_id'" in n
+               for n in spec.report.notes)
+    # APTOS 2019 (Kaggle): id_code and diagnosis (grades 0-4), images in train_images/ as .png.
+    aptos = tmp_path / "aptos"
+    lines = ["id_code,diagnosis"]
+    for i in range(20):
+        synth.image(aptos / "train_images" / f"{i:04x}abc.png", 24, seed=i)
+        lines.append(f"{i:04x}abc,{i % 5}")
+    (aptos / "train.csv").write_text("\n".join(lines) + "\n")
+    spec = _load(aptos / "train.csv")
+    assert spec.classes == ["0", "1", "2", "3", "4"] and len(spec.items) == 20 and not spec.report.skipped

@@ -118,3 +118,27 @@ def test_folds_keep_each_subfolder_whole_when_asked(tmp_path, synth):
     assert Path(pool.paths[0]).parent.name.startswith("p")
     cv = cross_validate(cfg, data).cv   # and the run's record says so
     assert cv.by_subfolder and cv.kept_together_words() == "each subfolder's images"
+
+
+def test_folds_keep_each_patient_a_manifests_column_names_whole(tmp_path, synth):
+    from medcls.training.crossval import fold_assignment, pool_of
+    from tests.conftest import write_image
+
+    # A manifest with a patient_id column and all images in one folder: the column is what says whose they are.
+    lines = ["path,label,patient_id"]
+    for c, name in enumerate(("benign", "malignant")):
+        for k in range(6):
+            for i in range(4):
+                write_image(tmp_path / "d" / "images" / f"{name}{k}-{i}.png", 16, seed=c * 100 + k * 10 + i)
+                lines.append(f"images/{name}{k}-{i}.png,{name},P{c}{k}")
+    (tmp_path / "d" / "split.csv").write_text("\n".join(lines) + "\n")
+    cfg = synth.config(tmp_path / "d", folds=3, epochs=1, group_subfolders=True)
+    data = prepare_data(cfg)
+    pool, spec = pool_of(data), data.decoded.spec
+    folds_of: dict[str, set[int]] = {}
+    for path, fold in zip(pool.paths, fold_assignment(cfg, pool, data.classes, spec).tolist()):
+        folds_of.setdefault(spec.group_of[path], set()).add(fold)
+    assert all(len(folds) == 1 for folds in folds_of.values()) and len(folds_of) >= 6
+    cv = cross_validate(cfg, data).cv
+    assert cv.kept_together_words() == "each patient_id's images"
+    assert type(cv).from_dict(cv.to_dict()) == cv
