@@ -13,7 +13,10 @@ the chosen number of bits) counts as a near-duplicate only when it is closer tha
 a dataset of this size, by its hash or by its pixels:
 
 - hash distance at most ``hash_limit``: the median distance minus ``z`` spreads of the lower tail;
-- or pixel correlation at least ``pixel_limit``: the same on the Fisher-z scale, upper tail;
+- or pixel correlation at least ``pixel_limit``: the same on the Fisher-z scale, upper tail; and where the
+  top 1% of random pairs lies further out than that normal says (images that share one shape at varying
+  places, such as a single lesion anywhere on plain tissue), the tail fitted to the 95th and 99th
+  percentiles instead: the stricter of the two;
 - or identical pixels.
 
 ``z`` is chosen so that fewer than ``FALSE_PAIRS`` unrelated pairs are expected to pass among all
@@ -37,6 +40,8 @@ THUMB_SIDE = 16          # thumbnails for the pixel check: 16 x 16 gray, box-ave
 FALSE_PAIRS = 0.1        # unrelated pairs expected to pass the check, over the whole dataset
 SAMPLE_PAIRS = 20_000    # random pairs that measure chance (all pairs when a dataset has fewer)
 MIN_IMAGES = 12          # below this, chance cannot be measured: only the hash threshold decides
+MIN_TAIL_PAIRS = 2_000   # pairs needed before the top 1% (20 or more pairs) measures the tail, not a few copies
+Z_95, Z_99 = float(norm.isf(0.05)), float(norm.isf(0.01))  # the 95th and 99th percentiles of a normal, in spreads
 
 
 def thumbnail_pixels(gray: np.ndarray) -> bytes:
@@ -86,7 +91,7 @@ class ChanceLevels:
 
 
 def _spread(low: float, high: float, minimum: float) -> float:
-    return max(minimum, (high - low) / 1.645)  # 1.645: the 95th percentile of a normal, in spreads
+    return max(minimum, (high - low) / Z_95)
 
 
 def chance_levels(phash: np.ndarray, thumbs: np.ndarray, ok: np.ndarray | None = None,
@@ -111,12 +116,18 @@ def chance_levels(phash: np.ndarray, thumbs: np.ndarray, ok: np.ndarray | None =
     fisher = np.arctanh(np.clip(np.einsum("ij,ij->i", units[first], units[second]), -0.999999, 0.999999))
     z = float(norm.isf(FALSE_PAIRS / pairs))
     bits_5, bits_50 = np.percentile(bits, [5, 50])
-    fisher_50, fisher_95 = np.percentile(fisher, [50, 95])
+    fisher_50, fisher_95, fisher_99 = np.percentile(fisher, [50, 95, 99])
+    pixel_limit = fisher_50 + z * _spread(fisher_50, fisher_95, 0.01)
+    if len(fisher) >= MIN_TAIL_PAIRS and z > Z_99:
+        # Look-alikes that share one shape at varying places (a lesion anywhere on plain tissue) correlate in a
+        # heavier upper tail than the bulk's normal: fit the tail from its own percentiles too, keep the stricter.
+        tail_spread = max(0.01, (fisher_99 - fisher_95) / (Z_99 - Z_95))
+        pixel_limit = max(pixel_limit, fisher_99 + (z - Z_99) * tail_spread)
     return ChanceLevels(
         images=n, typical_bits=float(bits_50),
         hash_limit=float(bits_50 - z * _spread(bits_5, bits_50, 0.5)),
         typical_correlation=float(np.tanh(fisher_50)),
-        pixel_limit=float(np.tanh(fisher_50 + z * _spread(fisher_50, fisher_95, 0.01))))
+        pixel_limit=float(np.tanh(pixel_limit)))
 
 
 def confirm_pairs(first: np.ndarray, second: np.ndarray, distance: np.ndarray, thumbs: np.ndarray,

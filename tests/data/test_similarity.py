@@ -46,6 +46,21 @@ def xray_like(n: int, size: int = 28, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+def blob_like(n: int, size: int = 32, seed: int = 0) -> list[np.ndarray]:
+    """Distinct pictures of one small bright lesion, anywhere, on dim tissue: two whose lesions sit in one place
+    are alike at a thumbnail's scale, so unrelated pairs correlate in a heavier upper tail than a normal's."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = []
+    for _ in range(n):
+        tissue = np.asarray(Image.fromarray(rng.normal(60, 5, (size // 2, size // 2)).astype(np.float32))
+                            .resize((size, size), Image.Resampling.BILINEAR))
+        cx, cy, r = rng.uniform(0.25, 0.75) * size, rng.uniform(0.25, 0.75) * size, rng.uniform(0.05, 0.09) * size
+        lesion = ((xx - cx) / r) ** 2 + ((yy - cy) / (r * rng.uniform(0.7, 1.3))) ** 2 < 1
+        out.append(np.clip(np.where(lesion, rng.uniform(180, 230), tissue), 0, 255).astype(np.uint8))
+    return out
+
+
 def near_copy(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The same picture with other brightness and contrast, a little noise, saved as a JPEG."""
     changed = image.astype(np.float32) * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10)
@@ -100,6 +115,18 @@ def test_hash_alone_would_chain_the_look_alikes_into_one_giant_group(tmp_path):
     table = image_hashes([it.path for it in spec.items])
     first, second, _ = near_duplicate_pairs(table.phash, 10, table.ok)
     assert np.bincount(group_ids(len(spec.items), first, second)).max() > 100
+
+
+def test_lesions_in_one_place_are_not_called_copies(tmp_path):
+    """Pictures whose lesions sit in one place correlate beyond what the bulk of random pairs predicts: the
+    check fits the upper tail too, so no two different pictures are grouped (the bulk's fit alone grouped
+    over a hundred). Re-encoded near copies can hide among such look-alikes; exact copies cannot."""
+    path, truth = planted_npz(tmp_path / "lesions.npz", blob_like(900), copies=10, near=10)
+    _, report, found = found_groups(path)
+    assert all(any(group <= planted for planted in truth) for group in found), \
+        f"{sum(not any(g <= t for t in truth) for g in found)} groups of different pictures"
+    assert sum(group.identical for group in report.groups) == 10  # every planted exact copy
+    assert report.rejected_pairs > 1000  # look-alikes within the hash's reach that the check turned down
 
 
 def test_distinct_noise_images_with_copies(tmp_path):
