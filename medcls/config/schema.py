@@ -44,8 +44,8 @@ def _model_names() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = option("", "Which images to learn from: leave empty for the built-in synthetic phantoms, "
-                         "or give a folder, a manifest .csv (path,label[,split]) or a MedMNIST .npz file.",
+    source: str = option("", "Which images to learn from: leave empty for the built-in synthetic phantoms, or "
+                         "give a folder, a manifest .csv (path,label[,split]) or an .npz file of arrays.",
                          label="Dataset", group="Data", flags=("--data", "--source"), sweepable=False,
                          words=(("", "the built-in phantoms"),))
     layout: str = option("auto", "How the dataset is organised. 'auto' looks at the folder: train/val/test "

@@ -35,8 +35,8 @@ from .disk_budget import trim_oldest
 from .imageio import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, NPZ_MARK, ImageReadError
 from .spec import SPLITS, DataError
 
-__all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "inspect_npz", "read_labels", "image_layout", "check_total",
-           "read_member", "count_zip_entries"]
+__all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "KEY_PAIRS", "inspect_npz", "split_arrays", "read_labels",
+           "image_layout", "check_total", "read_member", "count_zip_entries"]
 
 MAX_NPZ_BYTES = 1 << 30          # all image arrays of one file, unpacked (1 GiB)
 MAX_CLASSES = 1000               # more classes than ImageNet is a damaged label, not a dataset
@@ -44,6 +44,12 @@ MAX_IMAGES = 500_000             # the largest MedMNIST split holds about 240,00
 MAX_MEMBERS = 1000               # an .npz holds a handful of arrays
 MAX_CACHE_BYTES = 4 << 30        # unpacked arrays kept in the cache (oldest files removed first)
 _CHUNK = 1 << 20
+
+# The names an .npz file gives each split's images and labels: MedMNIST's, then Keras's (mnist.npz), each with the
+# other spellings of a split; a file with a single pair (images/labels, x/y) is one pool that medcls splits itself.
+_SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+KEY_PAIRS: tuple[tuple[str, str], ...] = (("{}_images", "{}_labels"), ("x_{}", "y_{}"), ("{}_x", "{}_y"))
+_POOL_PAIRS = (("images", "labels"), ("x", "y"), ("imgs", "labels"), ("data", "labels"))
 _LOCK = threading.Lock()
 
 
@@ -92,6 +98,33 @@ def inspect_npz(path: Path) -> dict[str, NpzArray]:
         raise DataError(f"{path.name} is not a readable .npz file ({exc}).") from None
 
 
+def split_arrays(arrays: dict[str, NpzArray]) -> dict[str, tuple[NpzArray, NpzArray]]:
+    """Each split's (images, labels) arrays, by the first naming that the file uses (see KEY_PAIRS): {} if none.
+
+    A file of one unsplit pair gives it as 'train'; names are matched ignoring case (X_train, y_train).
+    """
+    by_lower = {name.lower(): array for name, array in arrays.items()}
+    for images_key, labels_key in KEY_PAIRS:
+        found = {}
+        for split, words in _SPLIT_WORDS.items():
+            for word in words:
+                if images_key.format(word) in by_lower and labels_key.format(word) in by_lower:
+                    found[split] = (by_lower[images_key.format(word)], by_lower[labels_key.format(word)])
+                    break
+        if "train" in found:
+            return found
+    for images_key, labels_key in _POOL_PAIRS:
+        if images_key in by_lower and labels_key in by_lower:
+            return {"train": (by_lower[images_key], by_lower[labels_key])}
+    return {}
+
+
+@lru_cache(maxsize=32)
+def _member_names(path: str, mtime_ns: int) -> dict[str, str]:
+    """split -> the name of its image array in the file (read from the headers once per version of the file)."""
+    return {split: images.name for split, (images, _) in split_arrays(inspect_npz(Path(path))).items()}
+
+
 def _header(member, name: str, path: Path) -> NpzArray:
     version = npy_format.read_magic(member)
     read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
@@ -137,14 +170,14 @@ def check_total(path: Path, images: list[NpzArray]) -> None:
                         f"{MAX_NPZ_BYTES / 1e6:,.0f} MB. Use smaller or fewer images.")
 
 
-def read_labels(path: Path, array: NpzArray, n_images: int) -> np.ndarray:
-    """One whole-number label per image, checked: int64 (N,)."""
-    split = array.name.rsplit("_", 1)[0]
+def read_labels(path: Path, array: NpzArray, images: NpzArray) -> np.ndarray:
+    """One whole-number label per image of ``images``, checked: int64 (N,)."""
+    n_images = images.shape[0]
     if len(array.shape) not in (1, 2) or (len(array.shape) == 2 and array.shape[1] != 1):
         raise DataError(f"{path.name}: {array.name} has shape {array.shape}; medcls needs one class label per image "
                         "(N or N x 1). Multi-label files are not supported.")
     if array.shape[0] != n_images:
-        raise DataError(f"{path.name}: {split}_images has {n_images} images but {array.name} has "
+        raise DataError(f"{path.name}: {images.name} has {n_images} images but {array.name} has "
                         f"{array.shape[0]}.")
     if array.dtype.kind not in "buif":
         raise DataError(f"{path.name}: {array.name} holds {array.dtype} values, not class numbers.")
@@ -216,9 +249,10 @@ def read_member(ref: str) -> np.ndarray:
     container, _, member = ref.partition(NPZ_MARK)
     split, _, index = member.partition("/")
     path = Path(container)
-    if split not in SPLITS or not index.isdigit():
+    mtime_ns = path.stat().st_mtime_ns
+    if split not in SPLITS or not index.isdigit() or split not in (names := _member_names(str(path), mtime_ns)):
         raise ImageReadError(ref, "not an image of an .npz file")
-    images = _images(str(path), path.stat().st_mtime_ns, f"{split}_images")
+    images = _images(str(path), mtime_ns, names[split])
     arr = np.array(images[int(index)])  # one image out of the memory map
     if arr.ndim == 3 and arr.shape[0] <= 4 and arr.shape[-1] > 4:  # channels first
         arr = np.moveaxis(arr, 0, -1)

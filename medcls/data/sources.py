@@ -270,17 +270,21 @@ def _carve_missing_splits(splits: list[str], labels: list[int], classes: list[st
 def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
     """A MedMNIST file: its headers and labels are checked before any image is unpacked (see .npz)."""
     arrays = npz.inspect_npz(path)
-    present = [s for s in SPLITS if f"{s}_images" in arrays and f"{s}_labels" in arrays]
-    if "train" not in present:
-        raise DataError(f"{path.name} lacks the MedMNIST keys train_images/train_labels "
-                        f"(found: {', '.join(sorted(arrays)) or 'nothing'}).")
-    images = [arrays[f"{s}_images"] for s in present]
-    layouts = {s: npz.image_layout(path, arrays[f"{s}_images"]) for s in present}
-    npz.check_total(path, images)
-    labels_by_split = {s: npz.read_labels(path, arrays[f"{s}_labels"], arrays[f"{s}_images"].shape[0])
-                       for s in present}
-    channels = {arrays[f"{s}_images"].shape[-1 if layouts[s] == "last" else 1] for s in present
-                if layouts[s] != "gray"}
+    pairs = npz.split_arrays(arrays)
+    if not pairs:
+        raise DataError(f"{path.name} has no arrays medcls knows as images and labels (found: "
+                        f"{', '.join(sorted(arrays)) or 'nothing'}). It reads MedMNIST's train_images and "
+                        "train_labels (val_ and test_ too), Keras's x_train and y_train (x_test, y_test), or one "
+                        "pair named images and labels, or x and y.")
+    present = [s for s in SPLITS if s in pairs]
+    if any(images.name != f"{split}_images" for split, (images, _) in pairs.items()):
+        report.notes.append(f"{path.name}: " + "; ".join(f"{split} images from '{images.name}', labels from "
+                                                          f"'{labels.name}'" for split, (images, labels)
+                                                          in pairs.items()) + ".")
+    layouts = {s: npz.image_layout(path, pairs[s][0]) for s in present}
+    npz.check_total(path, [pairs[s][0] for s in present])
+    labels_by_split = {s: npz.read_labels(path, pairs[s][1], pairs[s][0]) for s in present}
+    channels = {pairs[s][0].shape[-1 if layouts[s] == "last" else 1] for s in present if layouts[s] != "gray"}
     if channels & {2, 4}:
         report.notes.append(f"{path.name}: images with an alpha channel; transparent parts are shown black.")
     used = sorted({int(v) for s in present for v in labels_by_split[s]})

@@ -104,6 +104,35 @@ def test_bad_labels_are_refused_naming_the_first_one(tmp_path, labels, words):
     assert words in str(err.value) and "labels.npz" in str(err.value)
 
 
+def test_keras_style_arrays_are_read_with_their_splits(tmp_path):
+    """mnist.npz's naming (x_train, y_train, x_test, y_test), in either case: the test split is kept."""
+    train, test = _images(40, seed=1), _images(10, seed=2)
+    path = _write(tmp_path / "mnist.npz", X_train=train, y_train=np.arange(40) % 2, X_test=test,
+                  y_test=np.arange(10) % 2)
+    spec = load_dataset(DataConfig(source=str(path)))
+    counts = {split: sum(spec.counts()[split].values()) for split in ("train", "val", "test")}
+    assert counts["test"] == 10 and counts["train"] + counts["val"] == 40 and counts["val"] > 0
+    assert np.array_equal(read_image(f"{path}::test/3", "gray"), test[3])
+    assert any("test images from 'X_test', labels from 'y_test'" in note for note in spec.report.notes)
+
+
+def test_one_unsplit_pair_is_split_by_medcls(tmp_path):
+    images = _images(60, seed=3)
+    path = _write(tmp_path / "scans.npz", images=images, labels=np.arange(60) % 3)
+    spec = load_dataset(DataConfig(source=str(path)))
+    counts = {split: sum(spec.counts()[split].values()) for split in ("train", "val", "test")}
+    assert counts["val"] > 0 and counts["test"] > 0 and sum(counts.values()) == 60
+    first_test = next(it for it in spec.items if it.split == "test")
+    index = int(first_test.path.rsplit("/", 1)[1])
+    assert np.array_equal(read_image(first_test.path, "gray"), images[index])
+
+
+def test_a_file_without_known_names_says_which_names_are_read(tmp_path):
+    path = _write(tmp_path / "odd.npz", pixels=_images(), classes=np.arange(12) % 2)
+    with pytest.raises(DataError, match=r"found: classes, pixels\).*train_images.*x_train and y_train"):
+        load_dataset(DataConfig(source=str(path)))
+
+
 def test_multi_label_files_are_explained(tmp_path):
     path = _write(tmp_path / "chestmnist.npz", train_images=_images(), train_labels=np.zeros((12, 14)))
     with pytest.raises(DataError, match="one class label per image.*Multi-label files are not supported"):

@@ -373,7 +373,7 @@ def _npz(folder: Path, name: str, **arrays) -> Path:
 
 
 def _npz_wrong_keys(folder: Path) -> Path:
-    return _npz(folder, "wrongkeys.npz", images=np.zeros((10, 28, 28), np.uint8), labels=np.zeros(10, np.int64))
+    return _npz(folder, "wrongkeys.npz", pixels=np.zeros((10, 28, 28), np.uint8), classes=np.zeros(10, np.int64))
 
 
 def _npz_mismatch(folder: Path) -> Path:
@@ -551,7 +551,7 @@ DATASET_CASES = [
     Case("stray-images-masks-and-other-files", "dataset", "skipped", _stray_and_masks, "loose.png",
          ("outside any class folder",)),
     Case("npz-with-wrong-keys", "dataset", "refused", _npz_wrong_keys, "wrongkeys.npz",
-         ("lacks the medmnist keys", "images, labels")),
+         ("no arrays medcls knows as images and labels", "classes, pixels")),
     Case("npz-images-and-labels-disagree", "dataset", "refused", _npz_mismatch, "mismatch.npz",
          ("10 images", "8")),
     Case("npz-holding-pickled-objects", "dataset", "refused", _npz_pickled, "pickled.npz",
