@@ -176,7 +176,7 @@ def _npz_choice(sb) -> str:
     upload = sb.file_uploader("MedMNIST .npz", type=["npz"], key="data_npz", max_upload_size=MAX_UPLOAD_MB,
                               help="A MedMNIST-style file with train_images, train_labels, val_..., test_..., "
                                    "or Keras's x_train, y_train, x_test, y_test, or one pair images, labels "
-                                   "(medcls then makes the split).")
+                                   "(medcls then makes the split). Labels: class numbers, or class names.")
     if upload is not None:
         return _keep_upload(sb, upload, uploads().add_npz)
     _manage_uploads(sb)

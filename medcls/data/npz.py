@@ -171,7 +171,7 @@ def check_total(path: Path, images: list[NpzArray]) -> None:
 
 
 def read_labels(path: Path, array: NpzArray, images: NpzArray) -> np.ndarray:
-    """One whole-number label per image of ``images``, checked: int64 (N,)."""
+    """One label per image of ``images``, checked: whole numbers as int64 (N,), or class names as str (N,)."""
     n_images = images.shape[0]
     if len(array.shape) not in (1, 2) or (len(array.shape) == 2 and array.shape[1] != 1):
         raise DataError(f"{path.name}: {array.name} has shape {array.shape}; medcls needs one class label per image "
@@ -179,10 +179,16 @@ def read_labels(path: Path, array: NpzArray, images: NpzArray) -> np.ndarray:
     if array.shape[0] != n_images:
         raise DataError(f"{path.name}: {images.name} has {n_images} images but {array.name} has "
                         f"{array.shape[0]}.")
-    if array.dtype.kind not in "buif":
-        raise DataError(f"{path.name}: {array.name} holds {array.dtype} values, not class numbers.")
+    if array.dtype.kind not in "buifUS":
+        raise DataError(f"{path.name}: {array.name} holds {array.dtype} values, not class numbers or names.")
     with zipfile.ZipFile(path) as archive, archive.open(f"{array.name}.npy") as member:
         raw = npy_format.read_array(io.BufferedReader(member), allow_pickle=False).reshape(-1)
+    if array.dtype.kind in "US":
+        names = np.char.strip(np.char.decode(raw, "utf-8", "replace") if array.dtype.kind == "S" else raw)
+        if (blank := names == "").any():
+            raise DataError(f"{path.name}: {array.name}[{int(np.flatnonzero(blank)[0])}] is an empty class name "
+                            f"({int(blank.sum()):,} such label(s)).")
+        return names
     values = raw.astype(np.float64)
     checks = (
         (~np.isfinite(values), "is not a number (NaN or infinite)"),

@@ -17,6 +17,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from ..config import DataConfig
 from ..settings import cache_dir, check_allowed_path
 from . import npz
@@ -287,17 +289,8 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
     channels = {pairs[s][0].shape[-1 if layouts[s] == "last" else 1] for s in present if layouts[s] != "gray"}
     if channels & {2, 4}:
         report.notes.append(f"{path.name}: images with an alpha channel; transparent parts are shown black.")
-    used = sorted({int(v) for s in present for v in labels_by_split[s]})
-    names = list(cfg.class_names) or medmnist_classes(path.name)
-    n_classes = used[-1] + 1 if used else 0
-    if cfg.class_names and len(names) != n_classes:
-        raise DataError(f"{path.name} has {n_classes} classes but {len(names)} class names were given.")
-    if names and len(names) >= n_classes:
-        index = {label: label for label in range(len(names))}
-    else:  # unknown file: one class per label that occurs (labels 0, 3, 7 make three classes, not eight)
-        names = [f"class_{label}" for label in used]
-        index = {label: i for i, label in enumerate(used)}
-    items = [Item(f"{path}{NPZ_MARK}{split}/{i}", index[int(label)], split)
+    names, index = _npz_classes(path, cfg, labels_by_split)
+    items = [Item(f"{path}{NPZ_MARK}{split}/{i}", index[label.item()], split)
              for split in present for i, label in enumerate(labels_by_split[split])]
     spec = DatasetSpec(str(path), "npz", names, items, report)
     splits: list = [it.split for it in items]
@@ -308,6 +301,29 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
     _carve_missing_splits(splits, [it.label for it in items], names, cfg, report)
     spec.items = [Item(it.path, it.label, s) for it, s in zip(items, splits)]
     return spec
+
+
+def _npz_classes(path: Path, cfg: DataConfig, labels_by_split: dict[str, np.ndarray]) -> tuple[list[str], dict]:
+    """The class names of an .npz file's labels, and each label's class index."""
+    kinds = {labels.dtype.kind for labels in labels_by_split.values()}
+    if kinds & {"U"}:  # class names as labels: the classes are the names used, in alphabetical order
+        if len(kinds) > 1:
+            raise DataError(f"{path.name}: some splits' labels are class names and others class numbers; give "
+                            "every split the same kind.")
+        names = sorted({str(v) for labels in labels_by_split.values() for v in labels})
+        if cfg.class_names:
+            raise DataError(f"{path.name} names its classes in its labels ({', '.join(names[:5])}"
+                            f"{', …' if len(names) > 5 else ''}); leave the class names empty.")
+        return names, {name: i for i, name in enumerate(names)}
+    used = sorted({int(v) for labels in labels_by_split.values() for v in labels})
+    names = list(cfg.class_names) or medmnist_classes(path.name)
+    n_classes = used[-1] + 1 if used else 0
+    if cfg.class_names and len(names) != n_classes:
+        raise DataError(f"{path.name} has {n_classes} classes but {len(names)} class names were given.")
+    if names and len(names) >= n_classes:
+        return names, {label: label for label in range(len(names))}
+    # An unknown file: one class per label that occurs (labels 0, 3, 7 make three classes, not eight).
+    return [f"class_{label}" for label in used], {label: i for i, label in enumerate(used)}
 
 
 def _wrapped_hint(spec: DatasetSpec) -> str:

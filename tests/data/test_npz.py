@@ -127,6 +127,27 @@ def test_one_unsplit_pair_is_split_by_medcls(tmp_path):
     assert np.array_equal(read_image(first_test.path, "gray"), images[index])
 
 
+def test_class_names_as_labels_name_the_classes(tmp_path):
+    names = np.array(["malignant", "benign", " normal "] * 4)
+    path = _write(tmp_path / "own.npz", images=_images(), labels=names)
+    spec = load_dataset(DataConfig(source=str(path)))
+    assert spec.classes == ["benign", "malignant", "normal"]  # alphabetical, spaces trimmed
+    assert [spec.classes[it.label] for it in sorted(spec.items, key=lambda it: int(it.path.rsplit("/", 1)[1]))] \
+        == [n.strip() for n in names]
+    bytes_path = _write(tmp_path / "bytes.npz", x_train=_images(), y_train=names.astype("S"))
+    assert load_dataset(DataConfig(source=str(bytes_path))).classes == spec.classes
+
+
+@pytest.mark.parametrize("labels, words", [
+    ({"y_train": np.array(["a", "b"] * 6), "y_test": np.arange(12) % 2}, "class names and others class numbers"),
+    ({"y_train": np.array(["a", ""] * 6)}, r"y_train\[1\] is an empty class name \(6 such"),
+])
+def test_bad_class_name_labels_are_refused(tmp_path, labels, words):
+    arrays = {"x_train": _images(), **({"x_test": _images()} if "y_test" in labels else {}), **labels}
+    with pytest.raises(DataError, match=words):
+        load_dataset(DataConfig(source=str(_write(tmp_path / "bad.npz", **arrays))))
+
+
 def test_a_file_without_known_names_says_which_names_are_read(tmp_path):
     path = _write(tmp_path / "odd.npz", pixels=_images(), classes=np.arange(12) % 2)
     with pytest.raises(DataError, match=r"found: classes, pixels\).*train_images.*x_train and y_train"):
