@@ -14,7 +14,7 @@ from ..config import AugmentConfig
 from .augment import BatchAugment, to_float
 from .health import made_own_split
 from .imageio import NPZ_MARK, ImageReadError, decode_resized, file_format, header_size, read_image
-from .spec import DatasetSpec, Item
+from .spec import DatasetSpec, Item, class_word
 
 __all__ = ["sample_items", "thumbnail", "image_properties", "typical_side", "typical_side_of", "enlargement_note",
            "shrink_note", "sampled_words", "squash_note", "squeeze_words", "model_view_caption", "imbalance_sentence",
@@ -220,19 +220,19 @@ def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> s
     """The class imbalance of the training split, in words (Markdown). ``name`` writes the class names (the app
     escapes them, so a class name cannot add Markdown of its own)."""
     counts = spec.counts()["train"]
-    present = {name(c): n for c, n in counts.items() if n}
+    present = {c: n for c, n in counts.items() if n}
     if len(present) < 2:
         return "Only one class has training images."
     big = max(present, key=present.get)
     small = min(present, key=present.get)
     ratio = present[big] / present[small]
     total = sum(present.values())
-    shares = ", ".join(f"{c} {n / total:.0%}" for c, n in present.items())
+    shares = ", ".join(f"{name(class_word(c))} {n / total:.0%}" for c, n in present.items())
     if ratio < ROUGHLY_BALANCED:
         verdict = "The classes are roughly balanced."
     else:
-        verdict = (f"**Imbalanced: {ratio:.1f} {big} images for every {small} image.** A model that ignores "
-                   f"'{small}' can still look accurate, so watch per-class recall and macro-F1. Training oversamples "
+        verdict = (f"**Imbalanced: {ratio:.1f} {name(class_word(big))} images for every {name(class_word(small))} "
+                   f"image.** A model that ignores '{name(small)}' can still look accurate, so watch per-class recall and macro-F1. Training oversamples "
                    "the rarer classes unless you change 'Imbalance strategy' on the Train page.")
     return f"Training split: {shares}. {verdict}"
 

@@ -13,13 +13,24 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
-__all__ = ["SPLITS", "Item", "Skipped", "DataReport", "DatasetSpec", "DataError", "item_name"]
+__all__ = ["SPLITS", "Item", "Skipped", "DataReport", "DatasetSpec", "DataError", "item_name", "numbered",
+           "class_word"]
 
 SPLITS = ("train", "val", "test")
 
 
 class DataError(ValueError):
     """The dataset cannot be used as given; the message says why and how to fix it."""
+
+
+def numbered(class_name: str) -> bool:
+    """Whether a class is named by a number ('0', '1'), which prose beside a count would read as a second count."""
+    return class_name[:1].isdigit()
+
+
+def class_word(class_name: str) -> str:
+    """A class name as a sentence writes it: quoted when it is a number ("5.0 '0' images for every '2' image")."""
+    return f"'{class_name}'" if numbered(class_name) else class_name
 
 
 def item_name(path: str) -> str:
@@ -150,7 +161,8 @@ class DatasetSpec:
                 return f"{split}: none"
             if len(sizes) > 2 and len(set(sizes.values())) == 1:
                 return f"{split}: {next(iter(sizes.values())):,} of each class"
-            return f"{split}: " + ", ".join(f"{n:,} {name}" for name, n in sizes.items())
+            return f"{split}: " + ", ".join(f"{n:,} of {class_word(name)}" if numbered(name) else f"{n:,} {name}"
+                                            for name, n in sizes.items())
 
         parts = [split_counts(split) for split in SPLITS]
         return f"{len(self.items):,} images, {len(self.classes)} classes ({'; '.join(parts)})"

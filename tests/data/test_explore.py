@@ -183,3 +183,13 @@ def test_an_image_with_much_finer_or_coarser_detail_than_the_models_training_ima
     # A picked array of a MedMNIST file, given to a model of BUSI's 256 px images at 192 px.
     spec = load_dataset(DataConfig(source=str(_npz(tmp_path / "tiny.npz", side=28))))
     assert "only 28 px" in detail_note(spec.items[0].path, trained_side=256, image_size=192)
+
+
+def test_classes_named_by_numbers_are_quoted_beside_counts():
+    from medcls.data.explore import imbalance_sentence
+    from medcls.data.spec import DatasetSpec, Item
+
+    items = [Item(f"/d/{i}.png", 0 if i < 10 else 1, "train") for i in range(12)]
+    sentence = imbalance_sentence(DatasetSpec("/d", "class_folders", ["0", "1"], items))
+    assert "Training split: '0' 83%, '1' 17%." in sentence
+    assert "5.0 '0' images for every '1' image" in sentence and "ignores '1' can" in sentence

@@ -358,3 +358,11 @@ def test_a_folder_wrapped_around_the_class_folders_is_named_as_the_dataset_to_ch
     with pytest.raises(DataError) as caught:
         load_dataset(DataConfig(source=str(tmp_path / "one")))
     assert "holds folders of its own" not in str(caught.value)
+
+
+def test_classes_named_by_numbers_do_not_read_as_counts():
+    from medcls.data.spec import DatasetSpec, Item
+
+    items = [Item(f"/d/{i}.png", i % 3, "train") for i in range(7)]
+    summary = DatasetSpec("/d", "class_folders", ["0", "1", "2b"], items).summary()
+    assert "train: 3 of '0', 2 of '1', 2 of '2b';" in summary
