@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.spec import class_word
 from ..runs.lifecycle import RunNotFoundError
 from ..runs.records import RecordError
 from ..runs.results import Predictions, RunMetrics
@@ -90,7 +91,8 @@ def copies_sentence(test_images: int, copies: Sequence[str], whole: SplitMetrics
         return text + " Every test image has a copy: this test split says nothing about new images."
     focus_words = ""
     if focus and whole.recall(focus) is not None and without.recall(focus) is not None:
-        focus_words = f", {focus} recall {_score(without.recall(focus))} (against {_score(whole.recall(focus))})"
+        focus_words = (f", {class_word(focus)} recall {_score(without.recall(focus))} "
+                       f"(against {_score(whole.recall(focus))})")
     return (text + f" On the {without.n:,} test images without a copy: macro-F1 {_score(without.macro_f1)} (against "
             f"{_score(whole.macro_f1)} on all {whole.n:,}){focus_words}." + _copies_scored_lower(whole, without, focus))
 
@@ -104,9 +106,9 @@ def _copies_scored_lower(whole: SplitMetrics, without: SplitMetrics, focus: str)
     f1_lower = lower(whole.macro_f1, without.macro_f1)
     recall_lower = bool(focus) and lower(whole.recall(focus), without.recall(focus))
     if f1_lower and recall_lower:
-        what = f"macro-F1 and {focus} recall are"
+        what = f"macro-F1 and {class_word(focus)} recall are"
     elif f1_lower or recall_lower:
-        what = "macro-F1 is" if f1_lower else f"{focus} recall is"
+        what = "macro-F1 is" if f1_lower else f"{class_word(focus)} recall is"
     else:
         return ""
     return (f" Here {what} higher without the copies: the model answered the copies worse than the new images, so "

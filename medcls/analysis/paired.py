@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..data.spec import class_word
 from ..runs.results import Predictions
 
 __all__ = ["PairedDifference", "PairedFinding", "paired_difference", "right_per_image", "change_phrase",
@@ -138,7 +139,7 @@ def image_by_image(predictions: Mapping[str, Predictions], focus_class: str = ""
     reference = labels[0]
     truth = _truth(predictions[reference])
     words_of = {"accuracy": ("accuracy", "test image"),
-                "focus_recall": (f"{focus_class} recall", f"{focus_class} test image")}
+                "focus_recall": (f"{class_word(focus_class)} recall", f"{class_word(focus_class)} test image")}
     ref_right = {measure: right_per_image(predictions[reference], measure, focus_class) for measure in MEASURES}
     findings, notes = [], []
     for other in labels[1:]:

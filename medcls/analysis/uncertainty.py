@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..data.spec import class_word
 from ..runs.lifecycle import RunNotFoundError
 from ..runs.records import RecordError
 from ..runs.results import RunMetrics
@@ -167,8 +168,8 @@ def score_headline(intervals: Mapping, focus_class: str = "") -> str:
     if focus and focus.get("recall"):
         support = focus.get("support", 0)
         found = round(focus["recall"]["estimate"] * support)
-        parts.append(f"{focus_class} recall {format_interval(focus['recall'])}, {found:,} of its {support:,} "
-                     f"image{'' if support == 1 else 's'} found")
+        parts.append(f"{class_word(focus_class)} recall {format_interval(focus['recall'])}, {found:,} of its "
+                     f"{support:,} image{'' if support == 1 else 's'} found")
     flat = f" {FLAT_INTERVAL_NOTE}" if _flat(intervals.get("macro_f1")) else ""  # the one bootstrap score shown here
     return (f"On its {n:,} test image{'' if n == 1 else 's'}: " + ", ".join(parts)
             + ". In brackets: the 95% interval, where the score on new images of the same kind could lie." + flat)
@@ -209,6 +210,7 @@ def small_class_warnings(intervals_by_run: Mapping[str, Mapping], minimum: int =
 
 
 def _and(names: Sequence[str]) -> str:
+    names = [class_word(name) for name in names]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 

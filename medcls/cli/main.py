@@ -27,7 +27,7 @@ from ..config import (
     option_table,
 )
 from ..data.imageio import IMAGE_FORMATS
-from ..data.spec import DataError
+from ..data.spec import DataError, class_word
 from ..models import model_entry
 from ..runs.naming import clean_run_name
 from ..runs.records import RecordError, RunMeta, member_word
@@ -290,7 +290,7 @@ def _print_copies(store, run_id: str) -> None:
 def _print_cross_validation(cv: CrossValidation, focus_class: str) -> None:
     grouped = f", {kept} kept in one fold" if (kept := cv.kept_together_words()) else ""
     print(f"cross-validation: {cv.completed} of {cv.folds} folds{grouped} (each judged on the images it held out)")
-    recall = f"{focus_class or 'focus class'} recall"
+    recall = f"{class_word(focus_class) if focus_class else 'focus class'} recall"
     for s in cv.scores:
         print(f"  fold {s.fold}: macro-F1 {s.macro_f1:.3f}  accuracy {s.accuracy:.3f}  {recall} "
               f"{_fmt(s.focus_recall)}  ({s.images} images, kept epoch {s.best_epoch}/{s.epochs})")

@@ -12,7 +12,7 @@ import re
 from typing import Iterable, Mapping
 
 from ..config import ConfigError
-from .spec import DataError
+from .spec import DataError, class_word
 
 __all__ = ["ClassResolver", "parse_aliases", "default_focus_class", "resolve_focus_class", "focus_note",
            "names_disease", "FOCUS_PATTERN"]
@@ -136,8 +136,8 @@ def focus_note(classes: list[str], chosen: str, train_counts: Mapping[str, int] 
     :func:`resolve_focus_class`)."""
     focus = resolve_focus_class(classes, chosen, train_counts)
     if chosen.strip():
-        return f"Here it is {focus}, as chosen under Rare classes: its recall is tracked on every epoch."
+        return f"Here it is {class_word(focus)}, as chosen under Rare classes: its recall is tracked on every epoch."
     if names_disease(focus):
-        return f"Here that is {focus}: its recall is tracked on every epoch."
-    return (f"These images have no such class, so the rarest, {focus}, is the focus class whose recall is tracked "
-            "on every epoch (choose another under Rare classes).")
+        return f"Here that is {class_word(focus)}: its recall is tracked on every epoch."
+    return (f"These images have no such class, so the rarest, {class_word(focus)}, is the focus class whose recall is "
+            "tracked on every epoch (choose another under Rare classes).")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from ..analysis.paired import change_phrase, count_words, describe_paired
+from ..data.spec import class_word
 from ..runs.records import member_word
 
 __all__ = ["METRICS", "RunResult", "Conclusion", "metric_words", "conclude", "outcome_counts"]
@@ -70,7 +71,7 @@ class Conclusion:
 def metric_words(metric: str, focus_class: str = "") -> str:
     """'malignant recall', 'accuracy', 'macro-F1'."""
     if metric == "focus_recall":
-        return f"{focus_class} recall" if focus_class else "recall of the focus class"
+        return f"{class_word(focus_class)} recall" if focus_class else "recall of the focus class"
     if metric not in METRICS:
         raise ValueError(f"Unknown lesson metric {metric!r}; use one of {', '.join(METRICS)}.")
     return METRICS[metric]

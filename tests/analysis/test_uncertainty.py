@@ -257,3 +257,10 @@ def test_classes_of_the_same_size_share_one_small_class_warning():
     y_small = np.concatenate([y_true, [0]])
     split = small_class_warnings({"run-a": metric_intervals(y_small, np.eye(15)[y_small], classes, n_boot=50)})
     assert len(split) == 2 and split[0].startswith("Only 7 shape00 test images: each one moves shape00 recall")
+
+
+def test_a_focus_class_named_by_a_number_is_quoted_in_sentences():
+    y_true = np.repeat(np.arange(3), 10)
+    ci = metric_intervals(y_true, np.eye(3)[y_true] * 0.7 + 0.1, ["0", "1", "2"], n_boot=50)
+    assert "'2' recall 1.00 (" in score_headline(ci, "2") and "10 of its 10 images found" in score_headline(ci, "2")
+    assert "Only 10 test images of each of '0', '1' and '2':" in " ".join(small_class_warnings({"run-a": ci}))

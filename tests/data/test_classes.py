@@ -106,3 +106,9 @@ def test_the_focus_note_says_which_class_is_tracked_and_why():
     assert resolve_focus_class(["benign", "malignant"], " Malignant ") == "malignant"
     with pytest.raises(ConfigError, match="'tumour' is not in this dataset .classes: benign, malignant."):
         focus_note(["benign", "malignant"], "tumour")
+
+
+def test_a_class_named_by_a_number_is_quoted_in_the_focus_note():
+    from medcls.data.classes import focus_note
+
+    assert "the rarest, '2', is the focus class" in focus_note(["0", "1", "2"], "", {"0": 90, "1": 20, "2": 9})
