@@ -7,6 +7,7 @@ from app.dataset import current_data_config, dataset_caption, load_current_datas
 from app.form import saved_config
 from app.health import duplicates_section
 from app.text import escape_markdown, shown
+from medcls.analysis.uncertainty import test_size_note
 from medcls.data.explore import (
     augmentation_preview,
     image_properties,
@@ -39,6 +40,8 @@ st.plotly_chart(class_counts_figure(spec.counts()), key="class_counts", width="s
 st.markdown(imbalance_sentence(spec, name=escape_markdown))
 if note := small_validation_note(spec, name=escape_markdown):
     st.warning(note)
+if note := test_size_note(spec.counts()["test"], name=escape_markdown):
+    st.info(note, icon=":material/info:")
 
 duplicates_section(spec)
 

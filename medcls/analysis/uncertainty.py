@@ -19,7 +19,7 @@ image: see ``paired.py``.
 from __future__ import annotations
 
 from statistics import NormalDist
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from .metrics import macro_over_present
 __all__ = ["metric_intervals", "proportion_interval", "resample_counts", "weighted_average_precision",
            "small_class_warnings", "format_interval", "interval_rows", "run_intervals", "has_flat_interval",
            "FLAT_INTERVAL_NOTE",
-           "score_headline", "MIN_RELIABLE", "N_BOOT", "METHOD"]
+           "score_headline", "test_size_note", "MIN_RELIABLE", "N_BOOT", "METHOD"]
 
 MIN_RELIABLE = 30   # fewer test images of a class than this earns a warning
 N_BOOT = 1000
@@ -87,6 +87,26 @@ def proportion_interval(successes: int, n: int, level: float = 0.95) -> dict | N
     centre = (share + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
     return {"estimate": share, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half))}
+
+
+def test_size_note(test_counts: Mapping[str, int], name: Callable[[str], str] = str) -> str | None:
+    """Before any run: what the test split's size per class allows a recall to say, when a class has fewer than
+    :data:`MIN_RELIABLE` test images (None otherwise). ``name`` writes class names (the app escapes them)."""
+    few = {c: n for c, n in test_counts.items() if 0 < n < MIN_RELIABLE}
+    if not few or not sum(test_counts.values()):
+        return None
+    smallest = min(few.values())
+    listed = _and([f"{n} {name(class_word(c))}" for c, n in few.items()])
+    steps = sorted({round(100 / n) for n in few.values()})
+    moves = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+    low = proportion_interval(smallest, smallest)["low"]
+    found = {1: "with 1 test image, even finding it", 2: "with 2 test images, even both found"}.get(
+        smallest, f"with {smallest} test images, even all {smallest} found")
+    return (f"The test split holds only {listed} image{'s' if len(few) > 1 or smallest > 1 else ''}. Each one moves "
+            f"its class's recall by {moves} percentage points, and {found} gives a 95% interval from {low:.0%} to "
+            "100%. Read a run's recall of "
+            f"{'these classes' if len(few) > 1 else 'this class'} as rough; cross-validation ('Cross-validation "
+            "folds' on the Train page) tests every train + val image once instead.")
 
 
 def _interval(estimate: float | None, samples: np.ndarray, level: float) -> dict | None:
@@ -210,7 +230,6 @@ def small_class_warnings(intervals_by_run: Mapping[str, Mapping], minimum: int =
 
 
 def _and(names: Sequence[str]) -> str:
-    names = [class_word(name) for name in names]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -218,7 +237,7 @@ def _small_classes_warning(n: int, classes: Mapping[str, list[tuple[str, Mapping
     """One warning for the classes that have ``n`` images in the split; ``classes`` maps each to its
     (run id, recall interval) per run."""
     names = list(classes)
-    listed = _and(names)
+    listed = _and([class_word(name) for name in names])
     if n == 0 and len(names) == 1:
         return f"There are no {listed} {split} images, so nothing can be said about how well the model finds {listed}."
     if n == 0:

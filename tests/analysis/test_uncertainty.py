@@ -264,3 +264,19 @@ def test_a_focus_class_named_by_a_number_is_quoted_in_sentences():
     ci = metric_intervals(y_true, np.eye(3)[y_true] * 0.7 + 0.1, ["0", "1", "2"], n_boot=50)
     assert "'2' recall 1.00 (" in score_headline(ci, "2") and "10 of its 10 images found" in score_headline(ci, "2")
     assert "Only 10 test images of each of '0', '1' and '2':" in " ".join(small_class_warnings({"run-a": ci}))
+
+
+def test_a_small_test_split_is_read_before_any_run():
+    from medcls.analysis.uncertainty import test_size_note
+
+    note = test_size_note({"normal": 42, "benign": 9, "malignant": 8})
+    assert note.startswith("The test split holds only 9 benign and 8 malignant images. Each one moves its class's "
+                           "recall by 11–12 percentage points")
+    assert "with 8 test images, even all 8 found gives a 95% interval from 68% to 100%" in note
+    assert "these classes" in note
+    assert proportion_interval(8, 8)["low"] == pytest.approx(0.676, abs=0.001)
+    one = test_size_note({"0": 1, "1": 40})
+    assert "only 1 '0' image. Each one moves its class's recall by 100 percentage points, and with 1 test " \
+           "image, even finding it gives a 95% interval from 21% to 100%" in one
+    assert test_size_note({"benign": 66, "malignant": 32}) is None
+    assert test_size_note({"benign": 0, "malignant": 0}) is None  # no test split: nothing to read
