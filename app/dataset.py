@@ -34,8 +34,9 @@ KINDS = {
     "builtin": "Built-in synthetic phantoms",
     "folder": "A folder on this server",
     "zip": "Upload a .zip of class folders",
-    "npz": "A MedMNIST .npz file",
+    "npz": "An .npz file (MedMNIST, Keras)",
 }
+OLD_KIND_LABELS = {"A MedMNIST .npz file": "npz"}  # labels of earlier versions, still understood in a URL
 STATE_KEY = "data_config"
 MAX_UPLOAD_MB = 200
 
@@ -121,7 +122,7 @@ def _kind_from_url() -> None:
     if "data_kind" in st.session_state:
         return
     given = st.query_params.get("data_kind", "")
-    kind = given if given in KINDS else {label: name for name, label in KINDS.items()}.get(given)
+    kind = given if given in KINDS else ({label: name for name, label in KINDS.items()} | OLD_KIND_LABELS).get(given)
     if kind:
         st.session_state["data_kind"] = kind
 
@@ -173,7 +174,7 @@ def _keep_upload(sb, upload, add: Callable[..., Path]) -> str:
 
 
 def _npz_choice(sb) -> str:
-    upload = sb.file_uploader("MedMNIST .npz", type=["npz"], key="data_npz", max_upload_size=MAX_UPLOAD_MB,
+    upload = sb.file_uploader(".npz file", type=["npz"], key="data_npz", max_upload_size=MAX_UPLOAD_MB,
                               help="A MedMNIST-style file with train_images, train_labels, val_..., test_..., "
                                    "or Keras's x_train, y_train, x_test, y_test, or one pair images, labels "
                                    "(medcls then makes the split). Labels: class numbers, or class names.")

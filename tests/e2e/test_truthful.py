@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 BUSI = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "busi"
 FOLDER = "A folder on this server"  # the sidebar's choices as the URL names them
-NPZ = "A MedMNIST .npz file"
+NPZ = "An .npz file (MedMNIST, Keras)"
 PREDICTED = "[data-testid='stMetric']:has-text('Predicted class') [data-testid='stMetricValue']"
 
 
