@@ -16,7 +16,8 @@ a dataset of this size, by its hash or by its pixels:
 - or pixel correlation at least ``pixel_limit``: the same on the Fisher-z scale, upper tail; and where the
   top 1% of random pairs lies further out than that normal says (images that share one shape at varying
   places, such as a single lesion anywhere on plain tissue), the tail fitted to the 95th and 99th
-  percentiles instead: the stricter of the two;
+  percentiles instead, the stricter of the two. The tail is measured without the pairs the first limit
+  already calls copies: in a small dataset with several copies of every picture they are over 1% of all pairs;
 - or identical pixels.
 
 ``z`` is chosen so that fewer than ``FALSE_PAIRS`` unrelated pairs are expected to pass among all
@@ -38,7 +39,7 @@ __all__ = ["THUMB_SIDE", "FALSE_PAIRS", "ChanceLevels", "thumbnail_pixels", "cha
 
 THUMB_SIDE = 16          # thumbnails for the pixel check: 16 x 16 gray, box-averaged
 FALSE_PAIRS = 0.1        # unrelated pairs expected to pass the check, over the whole dataset
-SAMPLE_PAIRS = 20_000    # random pairs that measure chance (all pairs when a dataset has fewer)
+SAMPLE_PAIRS = 100_000   # random pairs that measure chance (all pairs when a dataset has fewer)
 MIN_IMAGES = 12          # below this, chance cannot be measured: only the hash threshold decides
 MIN_TAIL_PAIRS = 2_000   # pairs needed before the top 1% (20 or more pairs) measures the tail, not a few copies
 Z_95, Z_99 = float(norm.isf(0.05)), float(norm.isf(0.01))  # the 95th and 99th percentiles of a normal, in spreads
@@ -116,13 +117,15 @@ def chance_levels(phash: np.ndarray, thumbs: np.ndarray, ok: np.ndarray | None =
     fisher = np.arctanh(np.clip(np.einsum("ij,ij->i", units[first], units[second]), -0.999999, 0.999999))
     z = float(norm.isf(FALSE_PAIRS / pairs))
     bits_5, bits_50 = np.percentile(bits, [5, 50])
-    fisher_50, fisher_95, fisher_99 = np.percentile(fisher, [50, 95, 99])
+    fisher_50, fisher_95 = np.percentile(fisher, [50, 95])
     pixel_limit = fisher_50 + z * _spread(fisher_50, fisher_95, 0.01)
-    if len(fisher) >= MIN_TAIL_PAIRS and z > Z_99:
+    unrelated = fisher[fisher < pixel_limit]  # without the pairs the bulk already calls copies (many, in some data)
+    if len(unrelated) >= MIN_TAIL_PAIRS and z > Z_99:
         # Look-alikes that share one shape at varying places (a lesion anywhere on plain tissue) correlate in a
         # heavier upper tail than the bulk's normal: fit the tail from its own percentiles too, keep the stricter.
-        tail_spread = max(0.01, (fisher_99 - fisher_95) / (Z_99 - Z_95))
-        pixel_limit = max(pixel_limit, fisher_99 + (z - Z_99) * tail_spread)
+        tail_95, tail_99 = np.percentile(unrelated, [95, 99])
+        tail_spread = max(0.01, (tail_99 - tail_95) / (Z_99 - Z_95))
+        pixel_limit = max(pixel_limit, tail_99 + (z - Z_99) * tail_spread)
     return ChanceLevels(
         images=n, typical_bits=float(bits_50),
         hash_limit=float(bits_50 - z * _spread(bits_5, bits_50, 0.5)),

@@ -161,3 +161,21 @@ def test_too_few_images_to_measure_chance_fall_back_to_the_hash():
     levels = chance_levels(np.arange(5, dtype=np.uint64), np.zeros((5, 256), np.uint8))
     assert not levels.measured and levels.hash_trusted(16)
     assert "cannot be measured" in levels.describe(10)
+
+
+def test_many_copies_of_each_picture_do_not_raise_the_pixel_limit():
+    """When every picture has several copies (5 each: 2% of all pairs), the top 1% of random pairs is copies: the
+    tail is measured on the pairs the bulk does not already call copies, so the limit stays where chance puts it."""
+    from medcls.data.similarity import confirm_pairs
+
+    rng = np.random.default_rng(0)
+    pictures = rng.normal(128, 30, (40, 256))
+    thumbs = np.clip(np.repeat(pictures, 5, axis=0) + rng.normal(0, 3, (200, 256)), 0, 255).astype(np.uint8)
+    phash = rng.integers(0, 2 ** 63, 200, dtype=np.int64).astype(np.uint64)  # the hash finds nothing here
+    levels = chance_levels(phash, thumbs)
+    assert levels.pixel_limit < 0.9  # unrelated noise pictures correlate about 0 (the copies about 0.99)
+    first, second = np.triu_indices(5)
+    keep = first != second
+    first, second = first[keep], second[keep]
+    confirmed = confirm_pairs(first, second, np.full(len(first), 30), thumbs, np.zeros(len(first), bool), levels)
+    assert confirmed.all()
