@@ -35,7 +35,7 @@ from .disk_budget import trim_oldest
 from .imageio import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, NPZ_MARK, ImageReadError
 from .spec import SPLITS, DataError
 
-__all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "KEY_PAIRS", "inspect_npz", "split_arrays", "read_labels",
+__all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "KEY_PAIRS", "inspect_npz", "split_arrays", "unsplit", "read_labels",
            "image_layout", "check_total", "read_member", "count_zip_entries"]
 
 MAX_NPZ_BYTES = 1 << 30          # all image arrays of one file, unpacked (1 GiB)
@@ -117,6 +117,11 @@ def split_arrays(arrays: dict[str, NpzArray]) -> dict[str, tuple[NpzArray, NpzAr
         if images_key in by_lower and labels_key in by_lower:
             return {"train": (by_lower[images_key], by_lower[labels_key])}
     return {}
+
+
+def unsplit(pairs: dict[str, tuple[NpzArray, NpzArray]]) -> bool:
+    """Whether ``split_arrays`` found one pair with no split in its names (images/labels, x/y)."""
+    return list(pairs) == ["train"] and "train" not in pairs["train"][0].name.lower()
 
 
 @lru_cache(maxsize=32)

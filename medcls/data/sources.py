@@ -280,9 +280,11 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
                         "pair named images and labels, or x and y.")
     present = [s for s in SPLITS if s in pairs]
     if any(images.name != f"{split}_images" for split, (images, _) in pairs.items()):
-        report.notes.append(f"{path.name}: " + "; ".join(f"{split} images from '{images.name}', labels from "
-                                                          f"'{labels.name}'" for split, (images, labels)
-                                                          in pairs.items()) + ".")
+        read = "; ".join(f"{split} images from '{images.name}', labels from '{labels.name}'"
+                         for split, (images, labels) in pairs.items())
+        if npz.unsplit(pairs):
+            read = read.replace("train images", "images", 1) + ", split by medcls (the file has no splits)"
+        report.notes.append(f"{path.name}: {read}.")
     layouts = {s: npz.image_layout(path, pairs[s][0]) for s in present}
     npz.check_total(path, [pairs[s][0] for s in present])
     labels_by_split = {s: npz.read_labels(path, pairs[s][1], pairs[s][0]) for s in present}

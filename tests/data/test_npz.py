@@ -122,6 +122,8 @@ def test_one_unsplit_pair_is_split_by_medcls(tmp_path):
     spec = load_dataset(DataConfig(source=str(path)))
     counts = {split: sum(spec.counts()[split].values()) for split in ("train", "val", "test")}
     assert counts["val"] > 0 and counts["test"] > 0 and sum(counts.values()) == 60
+    assert "scans.npz: images from 'images', labels from 'labels', split by medcls (the file has no splits)." \
+        in spec.report.notes
     first_test = next(it for it in spec.items if it.split == "test")
     index = int(first_test.path.rsplit("/", 1)[1])
     assert np.array_equal(read_image(first_test.path, "gray"), images[index])
