@@ -259,15 +259,15 @@ def _small_classes_warning(n: int, classes: Mapping[str, list[tuple[str, Mapping
     known = {name: span for name, span in by_class.items() if span}
     if len(set(known.values())) == 1 and len(known) == len(names):
         subject = f"{listed} recall" if len(names) == 1 else "each one's recall"
-        text += (f" The 95% interval for {subject} runs from {next(iter(known.values()))}: on new patients it "
-                 "could be anywhere in that range.")
+        text += (f" The 95% interval for {subject} runs from {next(iter(known.values()))}: on new images of the "
+                 "same kind it could be anywhere in that range.")
     elif known:
         alike: dict[str, list[str]] = {}
         for name, span in known.items():
             alike.setdefault(span, []).append(name)
-        text += (" The 95% intervals for their recall: " + "; ".join(f"{span} for {_and(group)}"
+        text += (" The 95% intervals for their recall: " + "; ".join(f"{span} for {_and(list(map(class_word, group)))}"
                                                                     for span, group in alike.items())
-                 + ". On new patients each could be anywhere in its range.")
+                 + ". On new images of the same kind each could be anywhere in its range.")
     return text + " Differences of a few percent between runs may be chance."
 
 
