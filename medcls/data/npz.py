@@ -42,6 +42,7 @@ MAX_NPZ_BYTES = 1 << 30          # all image arrays of one file, unpacked (1 GiB
 MAX_CLASSES = 1000               # more classes than ImageNet is a damaged label, not a dataset
 MAX_IMAGES = 500_000             # the largest MedMNIST split holds about 240,000
 MAX_MEMBERS = 1000               # an .npz holds a handful of arrays
+MAX_NAME_BYTES = 1024            # a label array of class names: 256 characters each (4 bytes a character)
 MAX_CACHE_BYTES = 4 << 30        # unpacked arrays kept in the cache (oldest files removed first)
 _CHUNK = 1 << 20
 
@@ -186,6 +187,9 @@ def read_labels(path: Path, array: NpzArray, images: NpzArray) -> np.ndarray:
                         f"{array.shape[0]}.")
     if array.dtype.kind not in "buifUS":
         raise DataError(f"{path.name}: {array.name} holds {array.dtype} values, not class numbers or names.")
+    if array.dtype.kind in "US" and array.dtype.itemsize > MAX_NAME_BYTES:  # read whole: each name costs its width
+        raise DataError(f"{path.name}: {array.name} holds class names up to {array.dtype.itemsize:,} bytes wide; "
+                        f"at most {MAX_NAME_BYTES} are read.")
     with zipfile.ZipFile(path) as archive, archive.open(f"{array.name}.npy") as member:
         raw = npy_format.read_array(io.BufferedReader(member), allow_pickle=False).reshape(-1)
     if array.dtype.kind in "US":

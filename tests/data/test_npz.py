@@ -150,6 +150,12 @@ def test_bad_class_name_labels_are_refused(tmp_path, labels, words):
         load_dataset(DataConfig(source=str(_write(tmp_path / "bad.npz", **arrays))))
 
 
+def test_class_names_too_wide_to_read_are_refused_from_the_header(tmp_path):
+    path = _write(tmp_path / "wide.npz", images=_images(), labels=np.array(["a" * 300, "b"] * 6))
+    with pytest.raises(DataError, match="class names up to 1,200 bytes wide; at most 1024 are read"):
+        load_dataset(DataConfig(source=str(path)))
+
+
 def test_a_file_without_known_names_says_which_names_are_read(tmp_path):
     path = _write(tmp_path / "odd.npz", pixels=_images(), classes=np.arange(12) % 2)
     with pytest.raises(DataError, match=r"found: classes, pixels\).*train_images.*x_train and y_train"):
