@@ -33,9 +33,9 @@ from ..atomic import atomic_write_with
 from ..settings import cache_dir
 from .disk_budget import trim_oldest
 from .imageio import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, NPZ_MARK, ImageReadError
-from .spec import SPLITS, DataError
+from .spec import DataError
 
-__all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "KEY_PAIRS", "inspect_npz", "split_arrays", "unsplit", "read_labels",
+__all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "KEY_PAIRS", "POOL_MEMBER", "inspect_npz", "split_arrays", "read_labels",
            "image_layout", "check_total", "read_member", "count_zip_entries"]
 
 MAX_NPZ_BYTES = 1 << 30          # all image arrays of one file, unpacked (1 GiB)
@@ -51,6 +51,7 @@ _CHUNK = 1 << 20
 _SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 KEY_PAIRS: tuple[tuple[str, str], ...] = (("{}_images", "{}_labels"), ("x_{}", "y_{}"), ("{}_x", "{}_y"))
 _POOL_PAIRS = (("images", "labels"), ("x", "y"), ("imgs", "labels"), ("data", "labels"))
+POOL_MEMBER = "image"  # an unsplit pair's images are items 'file.npz::image/12', read as "image #12"
 _LOCK = threading.Lock()
 
 
@@ -102,7 +103,7 @@ def inspect_npz(path: Path) -> dict[str, NpzArray]:
 def split_arrays(arrays: dict[str, NpzArray]) -> dict[str, tuple[NpzArray, NpzArray]]:
     """Each split's (images, labels) arrays, by the first naming that the file uses (see KEY_PAIRS): {} if none.
 
-    A file of one unsplit pair gives it as 'train'; names are matched ignoring case (X_train, y_train).
+    A file of one unsplit pair gives it as :data:`POOL_MEMBER`; names are matched ignoring case (X_train, y_train).
     """
     by_lower = {name.lower(): array for name, array in arrays.items()}
     for images_key, labels_key in KEY_PAIRS:
@@ -116,18 +117,13 @@ def split_arrays(arrays: dict[str, NpzArray]) -> dict[str, tuple[NpzArray, NpzAr
             return found
     for images_key, labels_key in _POOL_PAIRS:
         if images_key in by_lower and labels_key in by_lower:
-            return {"train": (by_lower[images_key], by_lower[labels_key])}
+            return {POOL_MEMBER: (by_lower[images_key], by_lower[labels_key])}
     return {}
-
-
-def unsplit(pairs: dict[str, tuple[NpzArray, NpzArray]]) -> bool:
-    """Whether ``split_arrays`` found one pair with no split in its names (images/labels, x/y)."""
-    return list(pairs) == ["train"] and "train" not in pairs["train"][0].name.lower()
 
 
 @lru_cache(maxsize=32)
 def _member_names(path: str, mtime_ns: int) -> dict[str, str]:
-    """split -> the name of its image array in the file (read from the headers once per version of the file)."""
+    """split (or POOL_MEMBER) -> the name of its image array in the file (read from the headers once per version)."""
     return {split: images.name for split, (images, _) in split_arrays(inspect_npz(Path(path))).items()}
 
 
@@ -265,7 +261,7 @@ def read_member(ref: str) -> np.ndarray:
     split, _, index = member.partition("/")
     path = Path(container)
     mtime_ns = path.stat().st_mtime_ns
-    if split not in SPLITS or not index.isdigit() or split not in (names := _member_names(str(path), mtime_ns)):
+    if not index.isdigit() or split not in (names := _member_names(str(path), mtime_ns)):
         raise ImageReadError(ref, "not an image of an .npz file")
     images = _images(str(path), mtime_ns, names[split])
     arr = np.array(images[int(index)])  # one image out of the memory map

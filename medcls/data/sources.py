@@ -278,13 +278,15 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
                         f"{', '.join(sorted(arrays)) or 'nothing'}). It reads MedMNIST's train_images and "
                         "train_labels (val_ and test_ too), Keras's x_train and y_train (x_test, y_test), or one "
                         "pair named images and labels, or x and y.")
-    present = [s for s in SPLITS if s in pairs]
-    if any(images.name != f"{split}_images" for split, (images, _) in pairs.items()):
-        read = "; ".join(f"{split} images from '{images.name}', labels from '{labels.name}'"
-                         for split, (images, labels) in pairs.items())
-        if npz.unsplit(pairs):
-            read = read.replace("train images", "images", 1) + ", split by medcls (the file has no splits)"
-        report.notes.append(f"{path.name}: {read}.")
+    present = [s for s in (*SPLITS, npz.POOL_MEMBER) if s in pairs]  # split arrays, or the one unsplit pair
+    if npz.POOL_MEMBER in pairs:
+        images, labels = pairs[npz.POOL_MEMBER]
+        report.notes.append(f"{path.name}: images from '{images.name}', labels from '{labels.name}' (no splits "
+                            "of their own).")
+    elif any(images.name != f"{split}_images" for split, (images, _) in pairs.items()):
+        report.notes.append(f"{path.name}: " + "; ".join(f"{split} images from '{images.name}', labels from "
+                                                          f"'{labels.name}'" for split, (images, labels)
+                                                          in pairs.items()) + ".")
     layouts = {s: npz.image_layout(path, pairs[s][0]) for s in present}
     npz.check_total(path, [pairs[s][0] for s in present])
     labels_by_split = {s: npz.read_labels(path, pairs[s][1], pairs[s][0]) for s in present}
@@ -292,14 +294,14 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
     if channels & {2, 4}:
         report.notes.append(f"{path.name}: images with an alpha channel; transparent parts are shown black.")
     names, index = _npz_classes(path, cfg, labels_by_split)
-    items = [Item(f"{path}{NPZ_MARK}{split}/{i}", index[label.item()], split)
-             for split in present for i, label in enumerate(labels_by_split[split])]
+    items = [Item(f"{path}{NPZ_MARK}{member}/{i}", index[label.item()], member if member in SPLITS else None)
+             for member in present for i, label in enumerate(labels_by_split[member])]
     spec = DatasetSpec(str(path), "npz", names, items, report)
     splits: list = [it.split for it in items]
-    if cfg.own_split:
+    if cfg.own_split or npz.POOL_MEMBER in pairs:  # set aside, or none given: split like class folders
         splits = [None] * len(items)
         _make_split(splits, list(range(len(items))), [it.path for it in items], [it.label for it in items], names,
-                    cfg, report, set_aside=True)
+                    cfg, report, set_aside=npz.POOL_MEMBER not in pairs)
     _carve_missing_splits(splits, [it.label for it in items], names, cfg, report)
     spec.items = [Item(it.path, it.label, s) for it, s in zip(items, splits)]
     return spec

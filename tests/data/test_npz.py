@@ -11,6 +11,7 @@ import pytest
 from medcls.config import DataConfig
 from medcls.data import DataError, decode_dataset, load_dataset, npz
 from medcls.data.imageio import read_image
+from medcls.data.spec import item_name
 
 
 def _write(path, **arrays):
@@ -122,11 +123,12 @@ def test_one_unsplit_pair_is_split_by_medcls(tmp_path):
     spec = load_dataset(DataConfig(source=str(path)))
     counts = {split: sum(spec.counts()[split].values()) for split in ("train", "val", "test")}
     assert counts["val"] > 0 and counts["test"] > 0 and sum(counts.values()) == 60
-    assert "scans.npz: images from 'images', labels from 'labels', split by medcls (the file has no splits)." \
-        in spec.report.notes
+    assert "scans.npz: images from 'images', labels from 'labels' (no splits of their own)." in spec.report.notes
+    assert "No split given: made a stratified 70%/15%/15% train/val/test split (seed 0)." in spec.report.notes
     first_test = next(it for it in spec.items if it.split == "test")
     index = int(first_test.path.rsplit("/", 1)[1])
     assert np.array_equal(read_image(first_test.path, "gray"), images[index])
+    assert item_name(first_test.path) == f"image #{index}"  # not "train #…" for an image in the test split
 
 
 def test_class_names_as_labels_name_the_classes(tmp_path):
