@@ -20,6 +20,7 @@ from medcls.config import DataConfig, option_spec
 from medcls.data import DataError, DatasetSpec, load_dataset
 from medcls.data.archive import ArchiveError
 from medcls.data.explore import typical_side
+from medcls.data.npz import NAMES_READ
 from medcls.data.uploads import UploadError, Uploads
 from medcls.settings import PathNotAllowedError, allowed_data_roots, exposed, redact_paths
 
@@ -175,9 +176,8 @@ def _keep_upload(sb, upload, add: Callable[..., Path]) -> str:
 
 def _npz_choice(sb) -> str:
     upload = sb.file_uploader(".npz file", type=["npz"], key="data_npz", max_upload_size=MAX_UPLOAD_MB,
-                              help="A MedMNIST-style file with train_images, train_labels, val_..., test_..., "
-                                   "or Keras's x_train, y_train, x_test, y_test, or one pair images, labels "
-                                   "(medcls then makes the split). Labels: class numbers, or class names.")
+                              help=f"Arrays of images and their labels: {NAMES_READ}. Labels are class numbers "
+                                   "or class names.")
     if upload is not None:
         return _keep_upload(sb, upload, uploads().add_npz)
     _manage_uploads(sb)

@@ -232,8 +232,9 @@ def imbalance_sentence(spec: DatasetSpec, name: Callable[[str], str] = str) -> s
         verdict = "The classes are roughly balanced."
     else:
         verdict = (f"**Imbalanced: {ratio:.1f} {name(class_word(big))} images for every {name(class_word(small))} "
-                   f"image.** A model that ignores '{name(small)}' can still look accurate, so watch per-class recall and macro-F1. Training oversamples "
-                   "the rarer classes unless you change 'Imbalance strategy' on the Train page.")
+                   f"image.** A model that ignores '{name(small)}' can still look accurate, so watch per-class recall "
+                   "and macro-F1. Training oversamples the rarer classes unless you change 'Imbalance strategy' on the "
+                   "Train page.")
     return f"Training split: {shares}. {verdict}"
 
 

@@ -35,8 +35,8 @@ from .disk_budget import trim_oldest
 from .imageio import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, NPZ_MARK, ImageReadError
 from .spec import DataError
 
-__all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "KEY_PAIRS", "POOL_MEMBER", "inspect_npz", "split_arrays", "read_labels",
-           "image_layout", "check_total", "read_member", "count_zip_entries"]
+__all__ = ["MAX_NPZ_BYTES", "MAX_CLASSES", "NpzArray", "KEY_PAIRS", "POOL_MEMBER", "NAMES_READ", "inspect_npz",
+           "split_arrays", "read_labels", "image_layout", "check_total", "read_member", "count_zip_entries"]
 
 MAX_NPZ_BYTES = 1 << 30          # all image arrays of one file, unpacked (1 GiB)
 MAX_CLASSES = 1000               # more classes than ImageNet is a damaged label, not a dataset
@@ -52,6 +52,8 @@ _SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validat
 KEY_PAIRS: tuple[tuple[str, str], ...] = (("{}_images", "{}_labels"), ("x_{}", "y_{}"), ("{}_x", "{}_y"))
 _POOL_PAIRS = (("images", "labels"), ("x", "y"), ("imgs", "labels"), ("data", "labels"))
 POOL_MEMBER = "image"  # an unsplit pair's images are items 'file.npz::image/12', read as "image #12"
+NAMES_READ = ("MedMNIST's train_images and train_labels (val_ and test_ too), Keras's x_train and y_train (x_test, "
+              "y_test), or one pair named images and labels, or x and y, which medcls splits")  # said to people
 _LOCK = threading.Lock()
 
 

@@ -275,9 +275,7 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
     pairs = npz.split_arrays(arrays)
     if not pairs:
         raise DataError(f"{path.name} has no arrays medcls knows as images and labels (found: "
-                        f"{', '.join(sorted(arrays)) or 'nothing'}). It reads MedMNIST's train_images and "
-                        "train_labels (val_ and test_ too), Keras's x_train and y_train (x_test, y_test), or one "
-                        "pair named images and labels, or x and y.")
+                        f"{', '.join(sorted(arrays)) or 'nothing'}). It reads {npz.NAMES_READ}.")
     present = [s for s in (*SPLITS, npz.POOL_MEMBER) if s in pairs]  # split arrays, or the one unsplit pair
     if npz.POOL_MEMBER in pairs:
         images, labels = pairs[npz.POOL_MEMBER]
