@@ -91,8 +91,9 @@ class ChanceLevels:
                 "images of this dataset do not reach.")
 
 
-def _spread(low: float, high: float, minimum: float) -> float:
-    return max(minimum, (high - low) / Z_95)
+def _spread(low: float, high: float, minimum: float, spreads_apart: float = Z_95) -> float:
+    """One spread of a normal whose percentiles ``low`` and ``high`` lie ``spreads_apart`` spreads apart."""
+    return max(minimum, (high - low) / spreads_apart)
 
 
 def chance_levels(phash: np.ndarray, thumbs: np.ndarray, ok: np.ndarray | None = None,
@@ -124,8 +125,7 @@ def chance_levels(phash: np.ndarray, thumbs: np.ndarray, ok: np.ndarray | None =
         # Look-alikes that share one shape at varying places (a lesion anywhere on plain tissue) correlate in a
         # heavier upper tail than the bulk's normal: fit the tail from its own percentiles too, keep the stricter.
         tail_95, tail_99 = np.percentile(unrelated, [95, 99])
-        tail_spread = max(0.01, (tail_99 - tail_95) / (Z_99 - Z_95))
-        pixel_limit = max(pixel_limit, tail_99 + (z - Z_99) * tail_spread)
+        pixel_limit = max(pixel_limit, tail_99 + (z - Z_99) * _spread(tail_95, tail_99, 0.01, Z_99 - Z_95))
     return ChanceLevels(
         images=n, typical_bits=float(bits_50),
         hash_limit=float(bits_50 - z * _spread(bits_5, bits_50, 0.5)),

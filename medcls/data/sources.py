@@ -270,7 +270,8 @@ def _carve_missing_splits(splits: list[str], labels: list[int], classes: list[st
 
 
 def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
-    """A MedMNIST file: its headers and labels are checked before any image is unpacked (see .npz)."""
+    """An .npz file of arrays (MedMNIST's, Keras's or one unsplit pair): its headers and labels are checked before
+    any image is unpacked (see .npz)."""
     arrays = npz.inspect_npz(path)
     pairs = npz.split_arrays(arrays)
     if not pairs:
@@ -308,7 +309,7 @@ def _from_npz(path: Path, cfg: DataConfig, report: DataReport) -> DatasetSpec:
 def _npz_classes(path: Path, cfg: DataConfig, labels_by_split: dict[str, np.ndarray]) -> tuple[list[str], dict]:
     """The class names of an .npz file's labels, and each label's class index."""
     kinds = {labels.dtype.kind for labels in labels_by_split.values()}
-    if kinds & {"U"}:  # class names as labels: the classes are the names used, in alphabetical order
+    if "U" in kinds:  # class names as labels: the classes are the names used, in alphabetical order
         if len(kinds) > 1:
             raise DataError(f"{path.name}: some splits' labels are class names and others class numbers; give "
                             "every split the same kind.")
